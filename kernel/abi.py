@@ -1,0 +1,316 @@
+"""The kernel ABI: everything that crosses the kernel/task boundary, declared once.
+
+Both sides import this module and nothing else of the kernel's inside: the kernel
+decodes and checks every request against `LAYOUTS`, the task library encodes with it.
+
+Wire format (ZeroMQ, one DEALER socket per L4 thread, the kernel's ROUTER socket):
+
+    task -> kernel   [header]            or [header, payload]
+    kernel -> task   [answer]            or [answer, payload]
+
+    header  = msgpack array  [sysno, arg1, arg2, ...]   (fields per LAYOUTS[sysno])
+    answer  = msgpack array  [Err.OK, value]             a plain result
+                             [Err.OK, label, rights, reply, proto, items]   an IPC receipt
+                             [err, reason]               an error, with the reason in words
+    payload = the message data bytes; the kernel never decodes them, it forwards them.
+
+Contract: a thread has at most one system call in flight; every call gets exactly one
+answer. Timeouts are milliseconds: 0 polls, N > 0 waits N ms, NEVER (-1) waits forever.
+"""
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+from typing import Any, Callable, NamedTuple
+
+import msgpack
+
+# ---------------------------------------------------------------------------
+# Limits. A message bigger than these is refused with Err.TOO_BIG.
+MAX_PAYLOAD = 64 * 1024      # data bytes per message
+MAX_HEADER = 4096            # bytes of the msgpack header frame
+MAX_ITEMS = 16               # typed items per message
+MAX_SLOTS = 4096             # capability slots per task
+NEVER = -1                   # timeout: wait forever
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+
+
+class Sys(IntEnum):
+    """System-call numbers. A number is never reused; retired calls keep their gap."""
+    HELLO = 1            # bind this connection to a thread, proving it with a one-time secret
+    SEND = 2             # send a message through a gate (blocking rendezvous)
+    WAIT = 3             # open receive on every gate/IRQ bound to the calling thread
+    CALL = 4             # send, then receive the reply, atomically
+    REPLY = 5            # answer a call through its one-shot reply capability
+    REPLY_WAIT = 6       # reply, then open receive (the server loop)
+    CAP_DELETE = 10      # delete a slot and everything derived from it
+    CAP_REVOKE = 11      # delete everything derived from a slot, keep the slot
+    CAP_INSPECT = 12     # describe a slot
+    CAP_DERIVE = 13      # copy a slot into another own slot with rights reduced
+    OBJ_DESTROY = 14     # destroy the object itself (needs DELETE); all caps to it vanish
+    GATE_CREATE = 20     # factory: new IPC gate bound to a thread, with a label
+    IRQ_CREATE = 21      # factory: new IRQ object
+    THREAD_CREATE = 22   # factory: new thread in a task; answers a one-time secret
+    TASK_CREATE = 23     # factory: new task with its own factory (quota carved from ours)
+    FACTORY_INFO = 24    # quota and usage of a factory
+    GATE_BIND = 30       # (re)bind a gate to a thread; blocked senders get PEER_DIED
+    IRQ_ATTACH = 31      # attach an IRQ to a thread with a label
+    IRQ_TRIGGER = 32     # raise an IRQ
+    IRQ_MASK = 33        # mask/unmask an IRQ; a masked IRQ stays pending
+    THREAD_CONTROL = 40  # pager, exception handler, alien flag, priority
+    TASK_MAP = 41        # map one of our capabilities into another task's slot
+    TASK_WATCH = 42      # tell the kernel which OS process runs a task (death detection)
+    KERNEL_INFO = 50     # statistics and the task table (needs the kernel capability)
+    EXIT = 60            # the calling task ends itself
+
+
+class Err(IntEnum):
+    """The closed set of errors a system call can answer. Each comes with a reason."""
+    OK = 0
+    NO_CAP = 1           # slot empty, wrong object type, or reply capability already used
+    NO_RIGHTS = 2        # the capability lacks a right the operation needs
+    TIMEOUT = 3          # the send or receive timeout ran out
+    PEER_DIED = 4        # the partner died, or its gate/thread went away while we waited
+    INVALID = 5          # an argument is out of range or of the wrong type
+    QUOTA = 6            # a factory's quota or a task's slot table is exhausted
+    PROTOCOL = 7         # the frame is not a well-formed request
+    NOT_AUTH = 8         # this connection has not proven which thread it is
+    TOO_BIG = 9          # payload, header or item list over the limits above
+    BUSY = 10            # the thread already has a call in flight, or a target slot is taken
+    DENIED = 11          # an alien thread's call was denied by its exception handler
+    NOSYS = 12           # unknown system-call number
+    CANCELED = 13        # the object we were blocked on was destroyed
+
+
+class Rights(IntFlag):
+    """Rights of a capability. A derived copy never has more than its source."""
+    NONE = 0
+    INVOKE = 0x1   # send to a gate, trigger an IRQ, use a factory, read info
+    WRITE = 0x2    # modify the object: bind a gate, control a thread, map into a task
+    GRANT = 0x4    # pass this capability on in IPC (map or grant)
+    DELETE = 0x8   # destroy the object itself
+    ALL = 0xF
+
+
+class Item(IntEnum):
+    """Typed message items: [kind, a, b]."""
+    MAP_CAP = 1     # [1, slot, rights_mask]: receiver gets a derived copy
+    GRANT_CAP = 2   # [2, slot, 0]: the capability moves to the receiver
+
+
+class Proto(IntEnum):
+    """Message protocol tags. Negative tags are reserved for messages the kernel sends."""
+    IRQ = -1          # an IRQ fired; label = the IRQ's label, payload = msgpack {count}
+    PAGE_FAULT = -2   # reserved for the memory subsystem
+    EXCEPTION = -5    # a task died or faulted; payload = msgpack dict (see ABI.md)
+    ALIEN = -6        # an alien thread's system call, before and after it runs
+
+
+class AlienVerdict(IntEnum):
+    """The proto an exception handler replies with to an Proto.ALIEN 'before' report."""
+    ALLOW = 0
+    DENY = 1
+
+
+class ObjType(IntEnum):
+    TASK = 1
+    THREAD = 2
+    GATE = 3
+    IRQ = 4
+    FACTORY = 5
+    KERNEL = 6
+
+
+# Slots every task has from birth.
+SLOT_TASK = 1       # the task itself
+SLOT_THREAD = 2     # its main thread
+SLOT_FACTORY = 3    # its factory (quota)
+SLOT_KERNEL = 4     # root task only: the kernel capability
+FIRST_FREE_SLOT = 8
+
+# ---------------------------------------------------------------------------
+# Request layouts: field name and type tag, in wire order.
+# Type tags: "int", "int?" (int or None), "bytes", "str", "bool?", "items", "window",
+# "timeout" (int, NEVER, or 0..MAX_TIMEOUT_MS).
+
+
+class Field(NamedTuple):
+    name: str
+    kind: str
+
+
+def _f(spec: str) -> tuple[Field, ...]:
+    out = []
+    for part in spec.split():
+        name, kind = part.split(":")
+        out.append(Field(name, kind))
+    return tuple(out)
+
+
+LAYOUTS: dict[Sys, tuple[Field, ...]] = {
+    Sys.HELLO: _f("secret:bytes"),
+    Sys.SEND: _f("cap:int proto:int items:items timeout:timeout"),
+    Sys.WAIT: _f("window:window timeout:timeout"),
+    Sys.CALL: _f("cap:int proto:int items:items snd_timeout:timeout rcv_timeout:timeout window:window"),
+    Sys.REPLY: _f("reply:int proto:int items:items"),
+    Sys.REPLY_WAIT: _f("reply:int proto:int items:items window:window timeout:timeout"),
+    Sys.CAP_DELETE: _f("slot:int"),
+    Sys.CAP_REVOKE: _f("slot:int"),
+    Sys.CAP_INSPECT: _f("slot:int"),
+    Sys.CAP_DERIVE: _f("src:int dst:int mask:int"),
+    Sys.OBJ_DESTROY: _f("slot:int"),
+    Sys.GATE_CREATE: _f("factory:int thread:int? label:int dst:int?"),
+    Sys.IRQ_CREATE: _f("factory:int dst:int?"),
+    Sys.THREAD_CREATE: _f("factory:int task:int dst:int?"),
+    Sys.TASK_CREATE: _f("factory:int name:str quota:int dst:int?"),
+    Sys.FACTORY_INFO: _f("factory:int"),
+    Sys.GATE_BIND: _f("gate:int thread:int"),
+    Sys.IRQ_ATTACH: _f("irq:int thread:int? label:int"),
+    Sys.IRQ_TRIGGER: _f("irq:int"),
+    Sys.IRQ_MASK: _f("irq:int masked:bool?"),
+    Sys.THREAD_CONTROL: _f("thread:int pager:int? handler:int? alien:bool? priority:int?"),
+    Sys.TASK_MAP: _f("task:int src:int dst:int mask:int"),
+    Sys.TASK_WATCH: _f("task:int pid:int"),
+    Sys.KERNEL_INFO: _f("kernel:int"),
+    Sys.EXIT: _f("status:int"),
+}
+
+# Calls whose answer is an IPC receipt rather than a plain value.
+RECEIVING = frozenset({Sys.WAIT, Sys.CALL, Sys.REPLY_WAIT})
+# Calls that may carry a payload frame.
+CARRIES_PAYLOAD = frozenset({Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT})
+
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+class AbiError(Exception):
+    """A request failed decoding or checking; carries the error code and the reason."""
+
+    def __init__(self, err: Err, reason: str) -> None:
+        super().__init__(reason)
+        self.err = err
+        self.reason = reason
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int and _INT_MIN <= v <= _INT_MAX
+
+
+def _check_items(v: Any) -> list[tuple[int, int, int]]:
+    if not isinstance(v, list):
+        raise AbiError(Err.INVALID, "items must be a list")
+    if len(v) > MAX_ITEMS:
+        raise AbiError(Err.TOO_BIG, f"{len(v)} items, at most {MAX_ITEMS}")
+    out = []
+    for i, it in enumerate(v):
+        if not (isinstance(it, list) and len(it) == 3 and all(_is_int(x) for x in it)):
+            raise AbiError(Err.INVALID, f"item {i} must be [kind, slot, mask] integers")
+        if it[0] not in (Item.MAP_CAP, Item.GRANT_CAP):
+            raise AbiError(Err.INVALID, f"item {i} has unknown kind {it[0]}")
+        out.append((it[0], it[1], it[2]))
+    return out
+
+
+def _check_window(v: Any) -> tuple[int, int] | None:
+    if v is None:
+        return None
+    if not (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_int(v[1])):
+        raise AbiError(Err.INVALID, "receive window must be [first_slot, count] or nil")
+    base, count = v
+    if not (FIRST_FREE_SLOT <= base and 0 <= count <= MAX_ITEMS and base + count <= MAX_SLOTS):
+        raise AbiError(Err.INVALID, f"receive window [{base}, {count}] outside the free slots "
+                                    f"{FIRST_FREE_SLOT}..{MAX_SLOTS - 1} or over {MAX_ITEMS} slots")
+    return (base, count)
+
+
+def _check_timeout(v: Any) -> int:
+    if not _is_int(v) or not (v == NEVER or 0 <= v <= MAX_TIMEOUT_MS):
+        raise AbiError(Err.INVALID, f"timeout must be NEVER (-1) or 0..{MAX_TIMEOUT_MS} ms, got {v!r}")
+    return v
+
+
+def _checker(kind: str) -> Callable[[Any], Any]:
+    def simple(pred: Callable[[Any], bool], what: str) -> Callable[[Any], Any]:
+        def check(v: Any) -> Any:
+            if not pred(v):
+                raise AbiError(Err.INVALID, f"expected {what}, got {type(v).__name__}")
+            return v
+        return check
+    table: dict[str, Callable[[Any], Any]] = {
+        "int": simple(_is_int, "an integer"),
+        "int?": simple(lambda v: v is None or _is_int(v), "an integer or nil"),
+        "bytes": simple(lambda v: isinstance(v, bytes) and len(v) <= 256, "bytes (≤256)"),
+        "str": simple(lambda v: isinstance(v, str) and len(v) <= 256, "a string (≤256)"),
+        "bool?": simple(lambda v: v is None or isinstance(v, bool), "a bool or nil"),
+        "items": _check_items,
+        "window": _check_window,
+        "timeout": _check_timeout,
+    }
+    return table[kind]
+
+
+_CHECKERS: dict[Sys, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
+    sysno: tuple((f.name, _checker(f.kind)) for f in fields) for sysno, fields in LAYOUTS.items()
+}
+
+_unpackb = msgpack.unpackb
+_packb = msgpack.packb
+
+
+def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
+    """Decode and check one request header. Raises AbiError with the reason."""
+    if len(header) > MAX_HEADER:
+        raise AbiError(Err.TOO_BIG, f"header of {len(header)} bytes, at most {MAX_HEADER}")
+    try:
+        req = _unpackb(header, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise AbiError(Err.PROTOCOL, f"header is not msgpack: {type(e).__name__}") from None
+    if not isinstance(req, list) or not req or not _is_int(req[0]):
+        raise AbiError(Err.PROTOCOL, "header must be an array starting with a system-call number")
+    try:
+        sysno = Sys(req[0])
+    except ValueError:
+        raise AbiError(Err.NOSYS, f"no system call number {req[0]}") from None
+    checks = _CHECKERS[sysno]
+    if len(req) != len(checks) + 1:
+        raise AbiError(Err.PROTOCOL, f"{sysno.name} takes {len(checks)} arguments, got {len(req) - 1}")
+    args = []
+    for (name, check), value in zip(checks, req[1:]):
+        try:
+            args.append(check(value))
+        except AbiError as e:
+            raise AbiError(e.err, f"{sysno.name} argument '{name}': {e.reason}") from None
+    return sysno, args
+
+
+def encode_request(sysno: Sys, *args: Any) -> bytes:
+    return _packb([int(sysno), *args])
+
+
+def encode_ok(value: Any = None) -> bytes:
+    return _packb([0, value])
+
+
+def encode_error(err: Err, reason: str) -> bytes:
+    return _packb([int(err), reason])
+
+
+def encode_receipt(label: int, rights: int, reply: int, proto: int, items: list[Any]) -> bytes:
+    return _packb([0, label, rights, reply, proto, items])
+
+
+def timeout_arg(ms: int | float | None) -> int:
+    """Library-side: None means never; a float is rounded up to whole milliseconds."""
+    if ms is None:
+        return NEVER
+    if ms <= 0:
+        return 0
+    return int(-(-ms // 1))
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack for payloads of kernel-generated messages and server protocols."""
+    return _packb(obj)
+
+
+def unpack(data: bytes) -> Any:
+    return _unpackb(data, raw=False, strict_map_key=False)

@@ -1,0 +1,269 @@
+"""The task-side library: what an L4 thread uses to talk to the kernel.
+
+`L4` is one L4 thread: one DEALER connection to the kernel, bound to a kernel thread object
+by the thread's one-time secret (HELLO). Its methods are the system calls, synchronous.
+`kernel.aio.AsyncL4` offers the same methods as coroutines (asyncio/uvloop); both share the
+request building and answer parsing below (`_Api`), only the transport differs.
+
+Contract: one call at a time per `L4` object (an L4 thread is sequential); use one `L4`
+per OS thread or coroutine that must block independently (`spawn_thread`).
+Errors are raised as `kernel.errors` exceptions, named by whose fault they were.
+Timeouts are milliseconds; None waits forever, 0 polls.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable, NamedTuple
+
+import zmq
+
+from . import errors
+from .abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Item, Rights, Sys,
+                  encode_request, timeout_arg, unpack)
+from .osutil import pid_alive
+
+ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
+ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
+ENV_CAPS = "L4_CAPS"         # JSON {name: slot} of the capabilities the launcher mapped
+
+
+class Message(NamedTuple):
+    """A received message. `label`/`rights` come from the kernel, never from the sender."""
+    label: int
+    rights: int
+    reply: int          # one-shot reply capability (0: the sender does not wait for a reply)
+    proto: int
+    items: list         # [[kind, slot, rights], ...] capabilities that arrived, in our slots
+    data: bytes
+
+    def body(self) -> Any:
+        """The data decoded as msgpack (kernel messages and `rpc` protocols use it)."""
+        return unpack(self.data)
+
+
+class NewTask(NamedTuple):
+    slot: int           # our capability to the task
+    thread: int         # our capability to its main thread (set its pager/handler with it)
+    secret: bytes
+    task_id: int
+    thread_id: int
+
+
+class NewThread(NamedTuple):
+    slot: int
+    secret: bytes
+    thread_id: int
+
+
+def map_cap(slot: int, rights: int = Rights.ALL) -> list[int]:
+    """Item: the receiver gets a copy of `slot` with rights reduced to `rights`."""
+    return [int(Item.MAP_CAP), slot, int(rights)]
+
+
+def grant_cap(slot: int, rights: int = Rights.ALL) -> list[int]:
+    """Item: `slot` moves to the receiver (we lose it)."""
+    return [int(Item.GRANT_CAP), slot, int(rights)]
+
+
+def _window(window: tuple[int, int] | None) -> list[int] | None:
+    return [window[0], window[1]] if window is not None else None
+
+
+def _items(items: Iterable[list[int]]) -> list[list[int]]:
+    return [list(i) for i in items]
+
+
+def parse_answer(frames: list[bytes], receiving: bool) -> Any:
+    try:
+        hdr = unpack(frames[0])
+    except Exception:
+        raise errors.ProtocolViolation("the kernel's answer is not msgpack") from None
+    if hdr[0] != 0:
+        raise errors.from_code(hdr[0], hdr[1])
+    if receiving:
+        return Message(hdr[1], hdr[2], hdr[3], hdr[4], hdr[5],
+                       frames[1] if len(frames) > 1 else b"")
+    return hdr[1]
+
+
+class _Api:
+    """Every system call, as request building plus answer shaping; transport in subclasses."""
+
+    kernel_pid: int = 0
+    caps: dict[str, int]
+
+    def _do(self, frames: list[bytes], receiving: bool = False,
+            shape: Callable[[Any], Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def _req(self, sysno: Sys, *args: Any, data: bytes | None = None, receiving: bool = False,
+             shape: Callable[[Any], Any] | None = None) -> Any:
+        hdr = encode_request(sysno, *args)
+        return self._do([hdr, data] if data else [hdr], receiving, shape)
+
+    # -- IPC -----------------------------------------------------------------
+    def send(self, cap: int, data: bytes = b"", *, proto: int = 0, items: Iterable[list[int]] = (),
+             timeout: float | None = None) -> Any:
+        return self._req(Sys.SEND, cap, proto, _items(items), timeout_arg(timeout), data=data)
+
+    def call(self, cap: int, data: bytes = b"", *, proto: int = 0, items: Iterable[list[int]] = (),
+             snd_timeout: float | None = None, rcv_timeout: float | None = None,
+             window: tuple[int, int] | None = None) -> Any:
+        return self._req(Sys.CALL, cap, proto, _items(items), timeout_arg(snd_timeout),
+                         timeout_arg(rcv_timeout), _window(window), data=data, receiving=True)
+
+    def wait(self, *, timeout: float | None = None, window: tuple[int, int] | None = None) -> Any:
+        return self._req(Sys.WAIT, _window(window), timeout_arg(timeout), receiving=True)
+
+    def reply(self, reply: int, data: bytes = b"", *, proto: int = 0,
+              items: Iterable[list[int]] = ()) -> Any:
+        return self._req(Sys.REPLY, reply, proto, _items(items), data=data)
+
+    def reply_and_wait(self, reply: int, data: bytes = b"", *, proto: int = 0,
+                       items: Iterable[list[int]] = (), timeout: float | None = None,
+                       window: tuple[int, int] | None = None) -> Any:
+        return self._req(Sys.REPLY_WAIT, reply, proto, _items(items), _window(window),
+                         timeout_arg(timeout), data=data, receiving=True)
+
+    # -- capabilities ----------------------------------------------------------
+    def cap_delete(self, slot: int) -> Any:
+        return self._req(Sys.CAP_DELETE, slot)
+
+    def cap_revoke(self, slot: int) -> Any:
+        return self._req(Sys.CAP_REVOKE, slot)
+
+    def cap_inspect(self, slot: int) -> Any:
+        return self._req(Sys.CAP_INSPECT, slot)
+
+    def cap_derive(self, src: int, mask: int, dst: int | None = None) -> Any:
+        return self._req(Sys.CAP_DERIVE, src, dst, int(mask))
+
+    def destroy(self, slot: int) -> Any:
+        return self._req(Sys.OBJ_DESTROY, slot)
+
+    # -- factories -----------------------------------------------------------------
+    def create_gate(self, label: int = 0, thread: int | None = SLOT_THREAD, *,
+                    factory: int = SLOT_FACTORY, dst: int | None = None) -> Any:
+        return self._req(Sys.GATE_CREATE, factory, thread, label, dst)
+
+    def create_irq(self, *, factory: int = SLOT_FACTORY, dst: int | None = None) -> Any:
+        return self._req(Sys.IRQ_CREATE, factory, dst)
+
+    def create_thread(self, task: int = SLOT_TASK, *, factory: int = SLOT_FACTORY,
+                      dst: int | None = None) -> Any:
+        return self._req(Sys.THREAD_CREATE, factory, task, dst, shape=lambda r: NewThread(*r))
+
+    def create_task(self, name: str, quota: int = 256, *, factory: int = SLOT_FACTORY,
+                    dst: int | None = None) -> Any:
+        return self._req(Sys.TASK_CREATE, factory, name, quota, dst, shape=lambda r: NewTask(*r))
+
+    def factory_info(self, factory: int = SLOT_FACTORY) -> Any:
+        return self._req(Sys.FACTORY_INFO, factory)
+
+    # -- binding and control ------------------------------------------------------------
+    def bind_gate(self, gate: int, thread: int = SLOT_THREAD) -> Any:
+        return self._req(Sys.GATE_BIND, gate, thread)
+
+    def irq_attach(self, irq: int, thread: int | None = SLOT_THREAD, label: int = 0) -> Any:
+        return self._req(Sys.IRQ_ATTACH, irq, thread, label)
+
+    def irq_trigger(self, irq: int) -> Any:
+        return self._req(Sys.IRQ_TRIGGER, irq)
+
+    def irq_mask(self, irq: int, masked: bool | None) -> Any:
+        return self._req(Sys.IRQ_MASK, irq, masked)
+
+    def thread_control(self, thread: int = SLOT_THREAD, *, pager: int | None = None,
+                       handler: int | None = None, alien: bool | None = None,
+                       priority: int | None = None) -> Any:
+        """Set pager/handler gates (0 clears), the alien flag, the priority (0..255)."""
+        return self._req(Sys.THREAD_CONTROL, thread, pager, handler, alien, priority)
+
+    def task_map(self, task: int, src: int, dst: int, rights: int = Rights.ALL) -> Any:
+        return self._req(Sys.TASK_MAP, task, src, dst, int(rights))
+
+    def task_watch(self, task: int, pid: int) -> Any:
+        return self._req(Sys.TASK_WATCH, task, pid)
+
+    def kernel_info(self, kernel: int = SLOT_KERNEL) -> Any:
+        return self._req(Sys.KERNEL_INFO, kernel)
+
+    def exit(self, status: int = 0) -> Any:
+        return self._req(Sys.EXIT, status)
+
+
+def caps_from_env() -> dict[str, int]:
+    raw = os.environ.get(ENV_CAPS, "")
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+class L4(_Api):
+    """One L4 thread, synchronous. `L4.from_env()` inside a task started by the launcher."""
+
+    POLL_MS = 1000   # how often a blocked call checks that the kernel still lives
+
+    def __init__(self, kernel_sock: str, secret: bytes, caps: dict[str, int] | None = None,
+                 ctx: zmq.Context | None = None) -> None:
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.routing_id = os.urandom(16)     # unguessable: nobody can take our place
+        self.sock.linger = 0
+        self.sock.rcvtimeo = self.POLL_MS
+        self.sock.connect("ipc://" + kernel_sock)
+        self.kernel_sock = kernel_sock
+        self.caps = dict(caps or {})
+        self.kernel_pid = 0
+        self.task_id, self.thread_id, self.task_name, self.kernel_pid = self._do(
+            [encode_request(Sys.HELLO, secret)], False, None)
+
+    @classmethod
+    def from_env(cls) -> "L4":
+        try:
+            sock, secret = os.environ[ENV_KERNEL], bytes.fromhex(os.environ[ENV_SECRET])
+        except KeyError as e:
+            raise errors.NotAuthenticated(f"environment variable {e.args[0]} is not set: "
+                                          f"this process was not started as an L4 task") from None
+        return cls(sock, secret, caps_from_env())
+
+    def spawn_thread(self) -> "L4":
+        """A new L4 thread in this task, with its own connection (for another OS thread)."""
+        new = self.create_thread()
+        return L4(self.kernel_sock, new.secret, self.caps, self.ctx)
+
+    def _do(self, frames: list[bytes], receiving: bool = False,
+            shape: Callable[[Any], Any] | None = None) -> Any:
+        sock = self.sock
+        if len(frames) == 1:
+            sock.send(frames[0])
+        else:
+            sock.send(frames[0], zmq.SNDMORE)
+            sock.send(frames[1])
+        while True:
+            try:
+                f = sock.recv(copy=False)
+                break
+            except zmq.Again:
+                if self.kernel_pid and not pid_alive(self.kernel_pid):
+                    raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone") from None
+                if not os.path.exists(self.kernel_sock):
+                    raise errors.KernelGone("the kernel's socket is gone") from None
+        got = [f.bytes]
+        while f.more:
+            f = sock.recv(copy=False)
+            got.append(f.bytes)
+        result = parse_answer(got, receiving)
+        return shape(result) if shape is not None else result
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> "L4":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["L4", "Message", "NewTask", "NewThread", "map_cap", "grant_cap", "Rights",
+           "SLOT_TASK", "SLOT_THREAD", "SLOT_FACTORY", "SLOT_KERNEL", "pid_alive"]

@@ -1,0 +1,151 @@
+"""Kernel objects: Task, Thread, Gate, Irq, Factory, KernelCtl.
+
+Plain records; the mechanisms that change them live in `ipc`, `lifecycle` and `syscalls`.
+Ownership: only the kernel's event-loop thread touches these.
+
+Invariants:
+- `Thread.state` says where the thread's in-flight call is: IDLE (none, or being answered),
+  SENDING (its record sits in the target's `queue`), RECEIVING (open wait), AWAIT_REPLY
+  (its call was delivered; the callee holds the reply record), ALIEN_HOLD (waiting for the
+  exception handler's verdict).
+- `Thread.token` changes on every state change; a timer carries the token it was set for,
+  so a stale timer is recognised and ignored.
+- A Factory's `used` never exceeds its `limit`; every object charged to it refunds on death.
+"""
+from __future__ import annotations
+
+import itertools
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Callable
+
+from .abi import ObjType
+
+if TYPE_CHECKING:
+    from .caps import CapNode, CapSpace
+    from .ipc import SendRecord
+
+_ids = itertools.count(1)
+
+
+class KObject:
+    kind: ObjType
+
+    def __init__(self, factory: "Factory | None") -> None:
+        self.id = next(_ids)
+        self.nodes: set[CapNode] = set()
+        self.alive = True
+        self.factory = factory
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": self.kind.name.lower(), "id": self.id, "alive": self.alive}
+
+
+class Factory(KObject):
+    kind = ObjType.FACTORY
+
+    def __init__(self, parent: "Factory | None", limit: int) -> None:
+        super().__init__(parent)
+        self.limit = limit
+        self.used = 0
+        self.closed = False   # its owner is gone; refund the parent once `used` drops to 0
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "limit": self.limit, "used": self.used}
+
+
+class KernelCtl(KObject):
+    kind = ObjType.KERNEL
+
+
+class TState(IntEnum):
+    IDLE = 0
+    SENDING = 1
+    RECEIVING = 2
+    AWAIT_REPLY = 3
+    ALIEN_HOLD = 4
+
+
+class Task(KObject):
+    kind = ObjType.TASK
+
+    def __init__(self, factory: "Factory | None", name: str, space: "CapSpace",
+                 own_factory: Factory) -> None:
+        super().__init__(factory)
+        self.name = name
+        self.space = space
+        self.own_factory = own_factory
+        self.threads: list[Thread] = []
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.exit_reason: str | None = None
+        self.stats = {"calls": 0, "sent": 0, "received": 0, "errors": 0}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "name": self.name, "pid": self.pid,
+                "threads": [t.id for t in self.threads]}
+
+
+class Thread(KObject):
+    kind = ObjType.THREAD
+
+    def __init__(self, factory: "Factory | None", task: Task) -> None:
+        super().__init__(factory)
+        self.task = task
+        self.conn: bytes | None = None          # ZeroMQ routing id once HELLO succeeded
+        self.state = TState.IDLE
+        self.token = 0
+        self.busy = False                       # a call is in flight (answer not yet sent)
+        self.priority = 100
+        self.queue: list[SendRecord] = []       # senders blocked on us: (-prio, seq) order
+        self.irqs: list[Irq] = []               # attached IRQs with pending > 0, in order
+        self.replies: dict[int, SendRecord] = {}
+        self.next_reply = 1
+        self.window: tuple[int, int] | None = None  # receive window of the current receive
+        self.sending: SendRecord | None = None  # our record while SENDING / AWAIT_REPLY
+        self.pager: Gate | None = None
+        self.handler: Gate | None = None
+        self.alien = False
+        # Alien threads: answers to this thread are first shown to the handler.
+        self.alien_after: tuple[int, str] | None = None   # (sysno, name) being reported
+        self.hold: Any = None                   # the held request while ALIEN_HOLD
+
+    def set_state(self, state: TState) -> int:
+        self.state = state
+        self.token += 1
+        return self.token
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "task": self.task.name, "state": self.state.name.lower(),
+                "priority": self.priority, "alien": self.alien, "connected": self.conn is not None}
+
+
+class Gate(KObject):
+    kind = ObjType.GATE
+
+    def __init__(self, factory: "Factory | None", label: int, thread: Thread | None) -> None:
+        super().__init__(factory)
+        self.label = label
+        self.thread = thread
+        self.generation = 0     # bumped on every rebind
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "label": self.label, "generation": self.generation,
+                "thread": self.thread.id if self.thread else None}
+
+
+class Irq(KObject):
+    kind = ObjType.IRQ
+
+    def __init__(self, factory: "Factory | None") -> None:
+        super().__init__(factory)
+        self.label = 0
+        self.thread: Thread | None = None
+        self.pending = 0
+        self.masked = False
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "label": self.label, "pending": self.pending,
+                "masked": self.masked, "thread": self.thread.id if self.thread else None}
+
+
+Continuation = Callable[[int, list, bytes | None], None]

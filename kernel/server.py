@@ -1,0 +1,419 @@
+"""The kernel process: one event loop that owns all kernel state.
+
+It listens on `RUN_DIR/kernel.sock` (a ZeroMQ ROUTER, `ipc://`). Each L4 thread is one
+DEALER connection; a connection becomes a thread only by presenting that thread's one-time
+secret in HELLO (the secret is consumed). A task's OS process is watched through a pidfd,
+so `kill -9` of a task is noticed at once.
+
+The hot path decodes only the request header; payload frames are forwarded unread.
+Nothing a task sends can stop the loop: every request is decoded and checked first, every
+failure becomes an error answer (and is counted), and the loop catches what slips through,
+counts it as a kernel bug, and answers the thread instead of crashing.
+
+Ownership: everything here belongs to the single thread running `Kernel.run`.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import secrets
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+import zmq
+
+from . import ipc, lifecycle, syscalls
+from .abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
+                  decode_request, encode_error, encode_ok, unpack)
+from .objects import Factory, Gate, KernelCtl, Task, Thread, TState
+
+ROOT_QUOTA = 100_000
+
+
+class Timers:
+    """Timeouts: a heap of (deadline, seq, thread, token); stale entries are skipped."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, Thread, int]] = []
+        self.seq = itertools.count()
+
+    def add(self, timeout_ms: int, thread: Thread, token: int) -> None:
+        heapq.heappush(self.heap, (time.monotonic() + timeout_ms / 1000.0, next(self.seq),
+                                   thread, token))
+
+    def next_ms(self) -> int:
+        if not self.heap:
+            return -1
+        return max(0, int((self.heap[0][0] - time.monotonic()) * 1000) + 1)
+
+    def due(self) -> list[Thread]:
+        now = time.monotonic()
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            _, _, thread, token = heapq.heappop(self.heap)
+            if thread.token == token and thread.alive:
+                out.append(thread)
+        return out
+
+
+class Kernel:
+    def __init__(self, run_dir: str, root_secret: bytes, root_quota: int = ROOT_QUOTA,
+                 verbose: bool = False) -> None:
+        self.run_dir = run_dir
+        self.sock_path = os.path.join(run_dir, "kernel.sock")
+        self.verbose = verbose
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.sndhwm = 0
+        self.router.rcvhwm = 0
+        self.router.bind("ipc://" + self.sock_path)
+        os.chmod(self.sock_path, 0o600)
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.timers = Timers()
+        self.conns: dict[bytes, Thread] = {}
+        self.secrets: dict[bytes, Thread] = {}
+        self.tasks: dict[int, Task] = {}
+        self.gates: set[Gate] = set()
+        self.pidfds: dict[int, Task] = {}
+        self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
+                                      "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
+                                      "tasks_died": 0}
+        self.err_counts: dict[str, int] = {}
+        self.started = time.time()
+        self.running = True
+        self.root_factory = Factory(None, root_quota)
+        root, main = self.make_task("root", None, 0, own_factory=self.root_factory)
+        root.space.insert(SLOT_KERNEL, KernelCtl(None), Rights.ALL)
+        self.secrets[root_secret] = main
+
+    # -- bookkeeping used by the mechanisms ------------------------------------
+    def make_task(self, name: str, factory: Factory | None, quota: int,
+                  own_factory: Factory | None = None) -> tuple[Task, Thread]:
+        space = syscalls.new_space(self, name)
+        own = own_factory or Factory(factory, quota)
+        task = Task(factory, name, space, own)
+        main = Thread(factory, task)
+        task.threads.append(main)
+        syscalls.initial_caps(space, task, main, own)
+        self.tasks[task.id] = task
+        self.stats["tasks_created"] += 1
+        return task, main
+
+    def new_secret(self, thread: Thread) -> bytes:
+        secret = secrets.token_bytes(16)
+        self.secrets[secret] = thread
+        return secret
+
+    def gates_bound_to(self, thread: Thread) -> list[Gate]:
+        return [g for g in self.gates if g.thread is thread]
+
+    def unbind(self, thread: Thread) -> None:
+        if thread.conn is not None:
+            self.conns.pop(thread.conn, None)
+            thread.conn = None
+        for s in [s for s, t in self.secrets.items() if t is thread]:
+            del self.secrets[s]
+
+    def count_ipc(self, sender: Thread | None, receiver: Thread) -> None:
+        self.stats["ipc"] += 1
+        if sender is not None:
+            sender.task.stats["sent"] += 1
+        receiver.task.stats["received"] += 1
+
+    def log(self, text: str) -> None:
+        if self.verbose:
+            print(f"[kernel] {text}", file=sys.stderr, flush=True)
+
+    # -- death detection ------------------------------------------------------
+    def watch(self, task: Task, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            task.pid = pid
+            lifecycle.kill_task(self, task, f"process {pid} is not running", None)
+            return
+        except OSError as e:
+            raise AbiError(Err.INVALID, f"cannot watch pid {pid}: {e.strerror}") from None
+        self.unwatch(task)
+        task.pid, task.pidfd = pid, fd
+        self.pidfds[fd] = task
+        self.poller.register(fd, zmq.POLLIN)
+
+    def unwatch(self, task: Task) -> None:
+        fd = task.pidfd
+        if fd is None:
+            return
+        task.pidfd = None
+        self.pidfds.pop(fd, None)
+        self.poller.unregister(fd)
+        os.close(fd)
+
+    def _process_died(self, fd: int) -> None:
+        task = self.pidfds.get(fd)
+        if task is None:
+            return
+        status = lifecycle.pid_status(task.pid) if task.pid else None
+        self.stats["tasks_died"] += 1
+        lifecycle.kill_task(self, task, f"process {task.pid} exited", status)
+
+    # -- answers --------------------------------------------------------------
+    def answer(self, thread: Thread, header: bytes, payload: bytes | None,
+               force: bool = False) -> None:
+        """Send the answer to `thread`'s call (alien threads: after the handler saw it)."""
+        if thread.alien_after is not None and not force:
+            self._alien_after(thread, header, payload)
+            return
+        thread.busy = False
+        conn = thread.conn
+        if conn is None:
+            return
+        r = self.router
+        r.send(conn, zmq.SNDMORE)
+        if payload is None:
+            r.send(header)
+        else:
+            r.send(header, zmq.SNDMORE)
+            r.send(payload)
+
+    def _raw_answer(self, conn: bytes, header: bytes) -> None:
+        self.router.send(conn, zmq.SNDMORE)
+        self.router.send(header)
+
+    def _error(self, conn: bytes, thread: Thread | None, err: Err, reason: str) -> None:
+        self.stats["errors"] += 1
+        self.err_counts[err.name] = self.err_counts.get(err.name, 0) + 1
+        if thread is not None:
+            thread.task.stats["errors"] += 1
+            if thread.busy:      # the call in flight is not this one: answer the socket only
+                self._raw_answer(conn, encode_error(err, reason))
+                return
+            thread.busy = True
+            ipc.fail(self, thread, err, reason)
+            return
+        self._raw_answer(conn, encode_error(err, reason))
+
+    # -- requests -------------------------------------------------------------
+    def _read(self) -> list[bytes] | None:
+        """One whole multipart message, or None when nothing is waiting."""
+        try:
+            f = self.router.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        frames = [f.bytes]
+        while f.more:
+            f = self.router.recv(copy=False)
+            if len(frames) < 4:
+                frames.append(f.bytes)
+            else:
+                frames.append(b"")    # over-long messages are refused below; keep reading
+        return frames
+
+    def _handle(self, frames: list[bytes]) -> None:
+        self.stats["requests"] += 1
+        conn = frames[0]
+        thread = self.conns.get(conn)
+        if len(frames) not in (2, 3):
+            self.stats["malformed"] += 1
+            self._error(conn, thread, Err.PROTOCOL, f"a request has 1 or 2 frames, got {len(frames) - 1}")
+            return
+        try:
+            sysno, args = decode_request(frames[1])
+        except AbiError as e:
+            if e.err in (Err.PROTOCOL, Err.TOO_BIG):
+                self.stats["malformed"] += 1
+            self._error(conn, thread, e.err, e.reason)
+            return
+        payload = frames[2] if len(frames) == 3 else None
+        if thread is None:
+            if sysno == Sys.HELLO:
+                self._hello(conn, args[0])
+            else:
+                self.stats["unauthenticated"] += 1
+                self._error(conn, None, Err.NOT_AUTH, "this connection has not said HELLO "
+                                                      "with a valid secret")
+            return
+        if thread.busy:
+            self._error(conn, thread, Err.BUSY, f"thread {thread.id} already has a call in flight")
+            return
+        if payload is not None:
+            if sysno not in (Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT):
+                self._error(conn, thread, Err.PROTOCOL, f"{sysno.name} carries no payload")
+                return
+            if len(payload) > MAX_PAYLOAD:
+                self._error(conn, thread, Err.TOO_BIG,
+                            f"payload of {len(payload)} bytes, at most {MAX_PAYLOAD}")
+                return
+        thread.busy = True
+        thread.task.stats["calls"] += 1
+        if thread.alien and sysno != Sys.HELLO:
+            self._alien_before(thread, sysno, args, payload)
+            return
+        self._run(thread, sysno, args, payload)
+
+    def _run(self, thread: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
+        if sysno == Sys.HELLO:
+            self._error(thread.conn or b"", thread, Err.BUSY, "this connection is already bound")
+            return
+        try:
+            result = syscalls.TABLE[sysno](self, thread, args, payload)
+        except AbiError as e:
+            self.stats["errors"] += 1
+            self.err_counts[e.err.name] = self.err_counts.get(e.err.name, 0) + 1
+            thread.task.stats["errors"] += 1
+            ipc.fail(self, thread, e.err, e.reason)
+            return
+        if result is not syscalls.LATER:
+            ipc.finish(self, thread, encode_ok(result))
+
+    def _hello(self, conn: bytes, secret: bytes) -> None:
+        thread = self.secrets.pop(secret, None)
+        if thread is None or not thread.alive:
+            self.stats["unauthenticated"] += 1
+            self._error(conn, None, Err.NOT_AUTH, "unknown or already used secret")
+            return
+        thread.conn = conn
+        self.conns[conn] = thread
+        self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, os.getpid()]))
+
+    # -- alien threads (paper §4.1) ---------------------------------------------
+    def _alien_before(self, th: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
+        th.set_state(TState.ALIEN_HOLD)
+        report = {"phase": "before", "task": th.task.name, "thread": th.id, "sysno": int(sysno),
+                  "call": sysno.name, "args": args,
+                  "payload_len": len(payload) if payload is not None else 0}
+
+        def verdict(proto: int, _payload: bytes | None) -> None:
+            if not th.alive or th.state != TState.ALIEN_HOLD:
+                return
+            th.set_state(TState.IDLE)
+            if proto == AlienVerdict.ALLOW:
+                th.alien_after = (int(sysno), sysno.name)
+                self._run(th, sysno, args, payload)
+            else:
+                ipc.fail(self, th, Err.DENIED, f"the exception handler denied {sysno.name}")
+
+        def handler_gone(err: Err, reason: str) -> None:
+            if th.alive and th.state == TState.ALIEN_HOLD:
+                ipc.fail(self, th, Err.DENIED, f"no exception handler answered ({reason})")
+
+        ipc.kernel_send(self, th.handler, Proto.ALIEN, report, th.priority, verdict, handler_gone)
+
+    def _alien_after(self, th: Thread, header: bytes, payload: bytes | None) -> None:
+        sysno, name = th.alien_after or (0, "")
+        th.alien_after = None
+        try:
+            err = unpack(header)[0]
+        except Exception:
+            err = int(Err.PROTOCOL)
+        report = {"phase": "after", "task": th.task.name, "thread": th.id, "sysno": sysno,
+                  "call": name, "err": err}
+
+        def release(*_: Any) -> None:
+            if th.alive:
+                self.answer(th, header, payload, force=True)
+
+        ipc.kernel_send(self, th.handler, Proto.ALIEN, report, th.priority, release, release)
+
+    # -- introspection ----------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started, 3),
+            "pid": os.getpid(),
+            "stats": dict(self.stats),
+            "errors": dict(self.err_counts),
+            "tasks": [{**t.describe(), "stats": dict(t.stats),
+                       "quota": {"limit": t.own_factory.limit, "used": t.own_factory.used}}
+                      for t in self.tasks.values()],
+        }
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self) -> None:
+        poll = self.poller.poll
+        while self.running:
+            for sock, _ in poll(self.timers.next_ms()):
+                if sock is self.router:
+                    self._drain()
+                else:
+                    self._guard(self._process_died, sock)
+            for thread in self.timers.due():
+                self._guard(ipc.expire, self, thread)
+
+    def _drain(self) -> None:
+        while True:
+            frames = self._read()
+            if frames is None:
+                return
+            self._guard(self._handle, frames)
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            # A kernel bug must not take the system down; it is counted and reported.
+            self.stats["kernel_bugs"] += 1
+            print("[kernel] internal error (counted, loop continues):\n" + traceback.format_exc(),
+                  file=sys.stderr, flush=True)
+            if fn == self._handle and args:
+                frames = args[0]
+                thread = self.conns.get(frames[0])
+                if thread is not None and thread.busy:
+                    try:
+                        ipc.fail(self, thread, Err.INVALID, "kernel internal error; call aborted")
+                    except Exception:
+                        pass
+
+    def close(self) -> None:
+        for fd in list(self.pidfds):
+            os.close(fd)
+        self.pidfds.clear()
+        self.router.close(0)
+        self.ctx.term()
+        try:
+            os.unlink(self.sock_path)
+        except FileNotFoundError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from .osutil import die_with_parent
+
+    p = argparse.ArgumentParser(prog="python -m kernel", description="The L4Py kernel process.")
+    p.add_argument("--run-dir", required=True, help="directory for kernel.sock")
+    p.add_argument("--root-quota", type=int, default=ROOT_QUOTA)
+    p.add_argument("--die-with-parent", action="store_true",
+                   help="exit when the process that started us exits")
+    p.add_argument("-v", "--verbose", action="store_true")
+    ns = p.parse_args(argv)
+    if ns.die_with_parent:
+        die_with_parent()
+    os.makedirs(ns.run_dir, exist_ok=True)
+    hexsecret = os.environ.pop("L4_ROOT_SECRET", "")
+    if hexsecret:
+        root_secret = bytes.fromhex(hexsecret)
+    else:
+        root_secret = secrets.token_bytes(16)
+        path = os.path.join(ns.run_dir, "root.secret")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, root_secret.hex().encode())
+        os.close(fd)
+    k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose)
+
+    def stop(signum: int, frame: Any) -> None:
+        k.running = False
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        k.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        k.close()
+    return 0

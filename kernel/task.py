@@ -1,0 +1,53 @@
+"""`python -m kernel.task MODULE:FUNCTION [ARGS...]`: run a function as an L4 task.
+
+The launcher (or `kernel.testing`) creates the task in the kernel, maps its capabilities and
+starts this runner with L4_KERNEL, L4_SECRET and L4_CAPS in the environment. The function is
+called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return value (an int or
+None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with its parent.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+from .client import L4
+from .errors import KernelGone
+from .osutil import die_with_parent
+
+
+def load(target: str):  # type: ignore[no-untyped-def]
+    module, _, func = target.partition(":")
+    if not module or not func:
+        raise SystemExit(f"kernel.task: target must be MODULE:FUNCTION, got {target!r}")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if os.environ.get("L4_DIE_WITH_PARENT") == "1":
+        die_with_parent()
+    fn = load(argv[0])
+    l4 = L4.from_env()
+    try:
+        status = fn(l4, *argv[1:])
+    except KernelGone as e:
+        print(f"[{l4.task_name}] kernel gone: {e}", file=sys.stderr, flush=True)
+        return 3
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        return 1
+    code = int(status or 0)
+    try:
+        l4.exit(code)
+    except Exception:
+        pass
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""Boot a real kernel in a run directory and spawn real task processes (for tests and benches).
+
+`System` is a minimal root task: it starts `python -m kernel`, connects as root, and spawns
+tasks with `spawn()` — each a real OS process running `python -m kernel.task`, watched by
+the kernel through its pid, with named capabilities mapped into its slots. `close()` kills
+every process it started and the kernel, and checks that the socket file is gone.
+
+The launcher (`launcher/`) does the same with images, supervision and restarts; this module
+is the small, dependable core it and the tests share.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .abi import Rights
+from .client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, NewTask
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRST_NAMED_SLOT = 16     # where spawn() maps named capabilities in a new task
+
+
+def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class TaskProc:
+    """A spawned task: its process and our capabilities to it."""
+
+    def __init__(self, name: str, new: NewTask, proc: subprocess.Popen[bytes], caps: dict[str, int]) -> None:
+        self.name = name
+        self.slot = new.slot          # root's capability to the task
+        self.thread = new.thread      # root's capability to its main thread
+        self.task_id = new.task_id
+        self.proc = proc
+        self.caps = caps              # its own slots, by name
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.proc.wait(timeout)
+
+
+class System:
+    def __init__(self, run_dir: str | None = None, verbose: bool = False,
+                 root_quota: int | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="l4py-") if run_dir is None else None
+        self.run_dir = run_dir or self._tmp.name  # type: ignore[union-attr]
+        self.sock = os.path.join(self.run_dir, "kernel.sock")
+        secret = secrets.token_bytes(16)
+        cmd = [sys.executable, "-m", "kernel", "--run-dir", self.run_dir]
+        if verbose:
+            cmd.append("-v")
+        if root_quota is not None:
+            cmd += ["--root-quota", str(root_quota)]
+        env = {**os.environ, "L4_ROOT_SECRET": secret.hex(), "PYTHONPATH": PROJECT_ROOT}
+        self.kernel = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT)
+        self.tasks: list[TaskProc] = []
+        try:
+            wait_for(lambda: os.path.exists(self.sock) or self.kernel.poll() is not None,
+                     what="kernel socket")
+            if self.kernel.poll() is not None:
+                raise RuntimeError(f"kernel exited with {self.kernel.returncode}")
+            self.root = L4(self.sock, secret)
+        except BaseException:
+            self.close()
+            raise
+
+    def spawn(self, target: str, name: str | None = None, *, args: tuple[str, ...] = (),
+              caps: dict[str, int | tuple[int, int]] | None = None, quota: int = 256,
+              handler: int | None = None, stderr: Any = None, env: dict[str, str] | None = None) -> TaskProc:
+        """Start `python -m kernel.task TARGET ARGS` as a new task.
+
+        `caps` maps a name to one of root's slots (or (slot, rights)); the task finds it in
+        `l4.caps[name]`. `handler` (a root gate slot) becomes its exception handler."""
+        name = name or target.rpartition(":")[2]
+        new = self.root.create_task(name, quota)
+        mine: dict[str, int] = {}
+        for i, (cname, spec) in enumerate((caps or {}).items()):
+            slot, rights = spec if isinstance(spec, tuple) else (spec, Rights.ALL)
+            dst = FIRST_NAMED_SLOT + i
+            self.root.task_map(new.slot, slot, dst, rights)
+            mine[cname] = dst
+        if handler is not None:
+            self.root.thread_control(new.thread, handler=handler)
+        penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
+                ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
+                "L4_DIE_WITH_PARENT": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
+                                cwd=PROJECT_ROOT, stderr=stderr)
+        self.root.task_watch(new.slot, proc.pid)
+        tp = TaskProc(name, new, proc, mine)
+        self.tasks.append(tp)
+        return tp
+
+    def gate(self, label: int = 0) -> int:
+        """A gate bound to root's main thread (for handlers and test servers)."""
+        return self.root.create_gate(label)
+
+    def close(self) -> None:
+        for t in getattr(self, "tasks", []):
+            t.kill()
+        for t in getattr(self, "tasks", []):
+            try:
+                t.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if hasattr(self, "root"):
+            self.root.close()
+        if self.kernel.poll() is None:
+            self.kernel.terminate()
+            try:
+                self.kernel.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kernel.kill()
+                self.kernel.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "System":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
