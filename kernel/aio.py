@@ -1,0 +1,126 @@
+"""The asyncio task library: `AsyncL4`, one L4 thread whose system calls are coroutines.
+
+Same methods, arguments, results and exceptions as the synchronous `kernel.client.L4` (both
+build requests and shape answers in `client._Api`); only the transport differs: a
+`zmq.asyncio` DEALER socket, so a blocked `wait` or `call` suspends the coroutine, not the
+event loop. Works on the default asyncio loop and on uvloop (`uvloop.install()` or
+`asyncio.Runner(loop_factory=uvloop.new_event_loop)`).
+
+Contracts:
+- An L4 thread is sequential: one call in flight per `AsyncL4`. Starting a second call
+  while one is pending raises `errors.Busy` at once (nothing is sent). Coroutines that must
+  block independently each need their own thread: `await l4.spawn_thread()`.
+- The kernel answers every call exactly once. If the coroutine awaiting a call is cancelled,
+  the kernel's answer is still owed: the next call on this `AsyncL4` first waits for it and
+  throws it away, so answers never get out of step. (Cancelling a call with an infinite
+  timeout therefore makes the next call wait until that call ends; use finite timeouts when
+  you plan to cancel.)
+- While waiting, the kernel's process is checked every `POLL_MS`: if it is gone, the call
+  raises `errors.KernelGone` instead of hanging.
+
+Ownership: an `AsyncL4` belongs to the event loop it was connected on.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import zmq
+import zmq.asyncio
+
+from . import errors
+from .abi import Sys, encode_request
+from .client import ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, parse_answer
+from .osutil import pid_alive
+
+
+class AsyncL4(_Api):
+    """One L4 thread for asyncio. Construct with `await AsyncL4.connect(...)` or `from_env()`."""
+
+    POLL_MS = 1000   # how often a blocked call checks that the kernel still lives
+
+    def __init__(self, kernel_sock: str, caps: dict[str, int] | None = None,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        """Not connected yet: use `AsyncL4.connect` (HELLO needs an await)."""
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.routing_id = os.urandom(16)     # unguessable: nobody can take our place
+        self.sock.linger = 0
+        self.sock.connect("ipc://" + kernel_sock)
+        self.kernel_sock = kernel_sock
+        self.caps = dict(caps or {})
+        self.kernel_pid = 0
+        self.task_id = self.thread_id = 0
+        self.task_name = ""
+        self._in_flight = False   # a coroutine is inside _do
+        self._owed = 0            # answers of cancelled calls still to be read and dropped
+
+    @classmethod
+    async def connect(cls, kernel_sock: str, secret: bytes, caps: dict[str, int] | None = None,
+                      ctx: zmq.asyncio.Context | None = None) -> "AsyncL4":
+        """Connect to the kernel and prove which thread we are with its one-time secret."""
+        self = cls(kernel_sock, caps, ctx)
+        try:
+            self.task_id, self.thread_id, self.task_name, self.kernel_pid = await self._do(
+                [encode_request(Sys.HELLO, secret)])
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @classmethod
+    async def from_env(cls) -> "AsyncL4":
+        """Inside a task started by the launcher: the main thread, from L4_KERNEL/L4_SECRET."""
+        try:
+            sock, secret = os.environ[ENV_KERNEL], bytes.fromhex(os.environ[ENV_SECRET])
+        except KeyError as e:
+            raise errors.NotAuthenticated(f"environment variable {e.args[0]} is not set: "
+                                          f"this process was not started as an L4 task") from None
+        return await cls.connect(sock, secret, caps_from_env())
+
+    async def spawn_thread(self) -> "AsyncL4":
+        """A new L4 thread in this task with its own connection (for another coroutine)."""
+        new: NewThread = await self.create_thread()
+        return await AsyncL4.connect(self.kernel_sock, new.secret, self.caps, self.ctx)
+
+    # -- transport -------------------------------------------------------------
+    async def _recv(self) -> list[bytes]:
+        """One whole answer; raises KernelGone if the kernel dies while we wait."""
+        sock = self.sock
+        while not await sock.poll(self.POLL_MS, zmq.POLLIN):
+            if self.kernel_pid and not pid_alive(self.kernel_pid):
+                raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone")
+            if not os.path.exists(self.kernel_sock):
+                raise errors.KernelGone("the kernel's socket is gone")
+        return await sock.recv_multipart()
+
+    async def _do(self, frames: list[bytes], receiving: bool = False,  # type: ignore[override]
+                  shape: Callable[[Any], Any] | None = None) -> Any:
+        if self._in_flight:
+            raise errors.Busy("this AsyncL4 thread already has a call in flight; "
+                              "use spawn_thread() for concurrent calls")
+        self._in_flight = True
+        try:
+            while self._owed:             # answers of cancelled calls come first, in order
+                await self._recv()
+                self._owed -= 1
+            await self.sock.send_multipart(frames)
+            self._owed += 1               # until we have read it, this answer is owed
+            got = await self._recv()
+            self._owed -= 1
+        finally:
+            self._in_flight = False
+        result = parse_answer(got, receiving)
+        return shape(result) if shape is not None else result
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    async def __aenter__(self) -> "AsyncL4":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["AsyncL4"]
