@@ -270,6 +270,9 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
         sysno = Sys(req[0])
     except ValueError:
         raise AbiError(Err.NOSYS, f"no system call number {req[0]}") from None
+    fast = _FAST.get(sysno)
+    if fast is not None and fast(req):
+        return sysno, req[1:]
     checks = _CHECKERS[sysno]
     if len(req) != len(checks) + 1:
         raise AbiError(Err.PROTOCOL, f"{sysno.name} takes {len(checks)} arguments, got {len(req) - 1}")
@@ -280,6 +283,25 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
         except AbiError as e:
             raise AbiError(e.err, f"{sysno.name} argument '{name}': {e.reason}") from None
     return sysno, args
+
+
+def _timeout_ok(v: Any) -> bool:
+    return type(v) is int and (v == NEVER or 0 <= v <= MAX_TIMEOUT_MS)
+
+
+# Fast paths for the IPC hot path: the common shape (no items, no window) is accepted
+# after the same checks, written inline; anything else goes through the generic checkers.
+_FAST: dict[Sys, Callable[[list[Any]], bool]] = {
+    Sys.CALL: lambda r: (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
+                         and _timeout_ok(r[4]) and _timeout_ok(r[5]) and r[6] is None
+                         and _INT_MIN <= r[1] <= _INT_MAX and _INT_MIN <= r[2] <= _INT_MAX),
+    Sys.REPLY_WAIT: lambda r: (len(r) == 6 and type(r[1]) is int and type(r[2]) is int
+                               and r[3] == [] and r[4] is None and _timeout_ok(r[5])
+                               and _INT_MIN <= r[1] <= _INT_MAX and _INT_MIN <= r[2] <= _INT_MAX),
+    Sys.SEND: lambda r: (len(r) == 5 and type(r[1]) is int and type(r[2]) is int and r[3] == []
+                         and _timeout_ok(r[4])
+                         and _INT_MIN <= r[1] <= _INT_MAX and _INT_MIN <= r[2] <= _INT_MAX),
+}
 
 
 def encode_request(sysno: Sys, *args: Any) -> bytes:

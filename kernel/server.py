@@ -199,12 +199,9 @@ class Kernel:
         self._raw_answer(conn, encode_error(err, reason))
 
     # -- requests -------------------------------------------------------------
-    def _read(self) -> list[bytes] | None:
-        """One whole multipart message, or None when nothing is waiting."""
-        try:
-            f = self.router.recv(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
+    def _read(self) -> list[bytes]:
+        """One whole multipart message; the caller knows one is waiting."""
+        f = self.router.recv(copy=False)
         frames = [f.bytes]
         while f.more:
             f = self.router.recv(copy=False)
@@ -325,6 +322,7 @@ class Kernel:
         return {
             "uptime_s": round(time.time() - self.started, 3),
             "pid": os.getpid(),
+            "cpu_s": round(time.process_time(), 3),
             "stats": dict(self.stats),
             "errors": dict(self.err_counts),
             "tasks": [{**t.describe(), "stats": dict(t.stats),
@@ -345,11 +343,12 @@ class Kernel:
                 self._guard(ipc.expire, self, thread)
 
     def _drain(self) -> None:
+        # Asking for EVENTS is cheaper than a non-blocking recv that raises zmq.Again.
+        events = self.router.get
         while True:
-            frames = self._read()
-            if frames is None:
+            self._guard(self._handle, self._read())
+            if not events(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self._guard(self._handle, frames)
 
     def _guard(self, fn: Any, *args: Any) -> None:
         try:

@@ -1,0 +1,220 @@
+"""`l4run bench ipc`: kernel-mediated IPC against a direct pyzmq baseline, in one run.
+
+Baseline (a): two processes, a DEALER client and a ROUTER echo server on `ipc://` — what two
+processes can do without any kernel. Measured (b): the same work through the kernel, a client
+task doing `call` and a server task looping on `reply_and_wait`. Both sides use the cheapest
+pyzmq calls we know (frame-level recv/send), so the ratio measures the kernel, not the style.
+
+Reported: round-trip median and p99 for 64 B and 4 KiB, and calls per second with 1, 4 and
+16 client processes against one server, with the ratios kernel/direct.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import zmq
+
+from kernel.testing import PROJECT_ROOT, System
+
+SIZES = (64, 4096)
+CLIENTS = (1, 4, 16)
+
+
+# -- the processes ------------------------------------------------------------------
+
+def _direct_server(addr: str) -> None:
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.ROUTER)
+    s.bind(addr)
+    while True:
+        ident = s.recv()
+        f = s.recv(copy=False)
+        frames = [f]
+        while f.more:
+            f = s.recv(copy=False)
+            frames.append(f)
+        s.send(ident, zmq.SNDMORE)
+        for fr in frames[:-1]:
+            s.send(fr, zmq.SNDMORE, copy=False)
+        s.send(frames[-1], copy=False)
+
+
+def _pctl(ts: list[float], q: float) -> float:
+    ts = sorted(ts)
+    return ts[min(len(ts) - 1, int(len(ts) * q))]
+
+
+def _direct_rtt(addr: str, size: int, n: int, out: str) -> None:
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(addr)
+    data = b"x" * size
+    hdr = b"\x90"
+    res = []
+    for i in range(n + 200):
+        t = time.perf_counter()
+        s.send(hdr, zmq.SNDMORE)
+        s.send(data)
+        s.recv()
+        s.recv()
+        if i >= 200:
+            res.append(time.perf_counter() - t)
+    _write(out, res)
+
+
+def _direct_load(addr: str, start_at: float, duration: float, out: str) -> None:
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(addr)
+    data = b"x" * 64
+    count = _load_loop(lambda: (s.send(b"\x90", zmq.SNDMORE), s.send(data), s.recv(), s.recv()),
+                       start_at, duration)
+    _write(out, count)
+
+
+def _load_loop(step: Any, start_at: float, duration: float) -> int:
+    step()                                  # connect and warm up
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + duration
+    count = 0
+    while True:
+        step()
+        count += 1
+        if count & 15 == 0 and time.time() >= end:
+            return count
+
+
+def _write(path: str, obj: Any) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f)
+    os.rename(path + ".tmp", path)
+
+
+def kernel_server(l4: Any) -> None:
+    """Echo server task: reply_and_wait forever."""
+    m = l4.wait()
+    while True:
+        m = l4.reply_and_wait(m.reply, m.data)
+
+
+def kernel_rtt(l4: Any, size: str, n: str, out: str) -> None:
+    cap = l4.caps["echo"]
+    data = b"x" * int(size)
+    res = []
+    for i in range(int(n) + 200):
+        t = time.perf_counter()
+        l4.call(cap, data)
+        if i >= 200:
+            res.append(time.perf_counter() - t)
+    _write(out, res)
+
+
+def kernel_load(l4: Any, start_at: str, duration: str, out: str) -> None:
+    cap = l4.caps["echo"]
+    data = b"x" * 64
+    _write(out, _load_loop(lambda: l4.call(cap, data), float(start_at), float(duration)))
+
+
+# -- the driver -------------------------------------------------------------------------
+
+def _py(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "launcher.bench_ipc", *args], cwd=PROJECT_ROOT,
+                            env={**os.environ, "PYTHONPATH": PROJECT_ROOT})
+
+
+def _collect(paths: list[str], procs: list[Any], timeout: float = 120) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while not all(os.path.exists(p) for p in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark processes did not report in time")
+        time.sleep(0.02)
+    out = []
+    for p in paths:
+        with open(p) as f:
+            out.append(json.load(f))
+    return out
+
+
+def _stats(ts: list[float]) -> dict[str, float]:
+    return {"median_us": round(statistics.median(ts) * 1e6, 1), "p99_us": round(_pctl(ts, 0.99) * 1e6, 1)}
+
+
+def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="l4bench-")
+    addr = "ipc://" + os.path.join(tmp, "direct.sock")
+    result: dict[str, Any] = {"rtt": {}, "throughput": {}}
+    say = progress or (lambda s: None)
+    server = _py("direct-server", addr)
+    try:
+        for size in SIZES:
+            say(f"direct round trip, {size} B")
+            out = os.path.join(tmp, f"d-rtt-{size}")
+            p = _py("direct-rtt", addr, str(size), str(n), out)
+            result["rtt"][f"direct_{size}"] = _stats(_collect([out], [p])[0])
+            p.wait()
+        for c in CLIENTS:
+            say(f"direct throughput, {c} clients")
+            start_at = time.time() + 1.0 + 0.05 * c
+            outs = [os.path.join(tmp, f"d-load-{c}-{i}") for i in range(c)]
+            ps = [_py("direct-load", addr, str(start_at), str(duration), o) for o in outs]
+            result["throughput"][f"direct_{c}"] = round(sum(_collect(outs, ps)) / duration)
+            for p in ps:
+                p.wait()
+    finally:
+        server.kill()
+        server.wait()
+    with System() as system:
+        srv = system.spawn("launcher.bench_ipc:kernel_server", "echo-server")
+        gate = system.root.create_gate(1, thread=srv.thread)
+        for size in SIZES:
+            say(f"kernel round trip, {size} B")
+            out = os.path.join(tmp, f"k-rtt-{size}")
+            t = system.spawn("launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
+                             args=(str(size), str(n), out))
+            result["rtt"][f"kernel_{size}"] = _stats(_collect([out], [t])[0])
+            t.wait()
+        for c in CLIENTS:
+            say(f"kernel throughput, {c} clients")
+            start_at = time.time() + 1.0 + 0.1 * c
+            outs = [os.path.join(tmp, f"k-load-{c}-{i}") for i in range(c)]
+            ts = [system.spawn("launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
+                               args=(str(start_at), str(duration), o)) for i, o in enumerate(outs)]
+            result["throughput"][f"kernel_{c}"] = round(sum(_collect(outs, ts)) / duration)
+            for t in ts:
+                t.wait()
+    rtt, thr = result["rtt"], result["throughput"]
+    result.update({
+        "direct_rtt_us": rtt["direct_64"]["median_us"],
+        "kernel_rtt_us": rtt["kernel_64"]["median_us"],
+        "rtt_ratio": round(rtt["kernel_64"]["median_us"] / rtt["direct_64"]["median_us"], 2),
+        "direct_calls_per_s": thr["direct_16"],
+        "kernel_calls_per_s": thr["kernel_16"],
+        "throughput_ratio": round(thr["kernel_16"] / thr["direct_16"], 2),
+        "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
+    })
+    subprocess.run(["rm", "-rf", tmp])
+    return result
+
+
+def main(argv: list[str]) -> None:
+    cmd, args = argv[0], argv[1:]
+    if cmd == "direct-server":
+        _direct_server(args[0])
+    elif cmd == "direct-rtt":
+        _direct_rtt(args[0], int(args[1]), int(args[2]), args[3])
+    elif cmd == "direct-load":
+        _direct_load(args[0], float(args[1]), float(args[2]), args[3])
+    elif cmd == "run":
+        print(json.dumps(run_ipc_bench(progress=lambda s: print(s, file=sys.stderr)), indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
