@@ -6,7 +6,8 @@ process itself) with what the kernel tests need:
 - `kit.agent()`: spawn a remote-controlled task (`tests.kernel.tasks:agent`). `agent.do(op, ...)`
   makes the agent perform one system call and answers its result (or raises the library's
   exception for the error the kernel gave the agent); `agent.start(...)` does the same in the
-  background and answers a Future, for calls that block.
+  background and answers a Future, for calls that block; `agent.wait_in_op(state)` waits until
+  the agent is blocked in that state inside the command.
   Each agent is driven by its own root-side L4 thread, so the root's main thread stays free to
   receive (`kit.collect`) and to inspect.
 - `kit.server()`: spawn a task and a gate (held by root) bound to its main thread.
@@ -40,11 +41,12 @@ DO_TIMEOUT = 20.0        # generous bound on one agent operation (a hang fails, 
 class Agent:
     """A spawned `agent` task and the root-side means to drive it."""
 
-    def __init__(self, kit: "Kit", proc: TaskProc, ctrl: int, caller: L4) -> None:
+    def __init__(self, kit: "Kit", proc: TaskProc, ctrl: int, caller: L4, caller_slot: int) -> None:
         self.kit = kit
         self.proc = proc
         self.ctrl = ctrl                  # root's slot of the agent's control gate
         self.caller = caller              # root thread that sends the commands
+        self.caller_slot = caller_slot    # root's capability to that thread
         self.next_slot = 64               # where `Kit.give` maps capabilities into it
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"agent-{proc.name}")
 
@@ -81,6 +83,13 @@ class Agent:
     def do(self, op: str, *args: Any, **kw: Any) -> Any:
         return self.start(op, *args, **kw).result(DO_TIMEOUT)
 
+    def wait_in_op(self, state: str, timeout: float = 10.0) -> None:
+        """Wait until the agent, running a command from `start`, is blocked in `state`
+        (not merely back in its control loop: the command is still unanswered)."""
+        kit = self.kit
+        wait_for(lambda: kit.state(self.caller_slot) == "await_reply" and kit.state(self.thread) == state,
+                 timeout, f"agent {self.name} to be {state} inside a command")
+
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
@@ -104,9 +113,8 @@ class Kit:
         proc = self.sys.spawn(f"{TASKS}:agent", name or f"agent{len(self.agents)}", caps=caps,
                               quota=quota, handler=handler)
         ctrl = self.root.create_gate(CTRL_LABEL, thread=proc.thread)
-        caller = self.root.spawn_thread()
-        self._callers.append(caller)
-        a = Agent(self, proc, ctrl, caller)
+        caller, caller_slot = self._root_thread()
+        a = Agent(self, proc, ctrl, caller, caller_slot)
         self.agents.append(a)
         return a
 
@@ -132,11 +140,15 @@ class Kit:
     def spawn(self, target: str, name: str | None = None, **kw: Any) -> TaskProc:
         return self.sys.spawn(f"{TASKS}:{target}", name, **kw)
 
+    def _root_thread(self) -> tuple[L4, int]:
+        new = self.root.create_thread()
+        t = L4(self.sys.sock, new.secret, ctx=self.root.ctx)
+        self._callers.append(t)
+        return t, new.slot
+
     def root_thread(self) -> L4:
         """Another L4 thread of the root task (for blocking calls from the test process)."""
-        t = self.root.spawn_thread()
-        self._callers.append(t)
-        return t
+        return self._root_thread()[0]
 
     # -- observing the kernel --------------------------------------------------------
     def state(self, thread_slot: int) -> str:

@@ -5,7 +5,9 @@ Each runs as `FUNC(l4, *args)` inside its own OS process, connected to the kerne
 - `agent`: a remote-controlled task. The test calls its control gate (label `CTRL_LABEL`) with
   `[op, args, kwargs]`; the agent runs `l4.<op>(*args, **kwargs)` — a real system call made by
   a real task — and replies `{"ok": value}` or `{"err": code, "reason": text}`. Messages that
-  arrive on its other gates while it sits in its control loop are kept in an inbox (op "inbox").
+  arrive on its other gates while it sits in its control loop are kept in an inbox (op "inbox");
+  capabilities they carry land in a receive window at INBOX_WINDOW (moving on by
+  INBOX_WINDOW_SIZE slots after each message that brought some).
   Extra ops: "inbox", "sleep", "exit" (os._exit), "caps".
   An argument `{"zeros": n}` becomes `bytes(n)` inside the agent (for payloads bigger than the
   control message may carry).
@@ -29,6 +31,8 @@ from kernel.client import L4, Message
 from kernel.errors import Denied, L4Error
 
 CTRL_LABEL = 0xC7_0001       # label of an agent's control gate (chosen by the test's root)
+INBOX_WINDOW = 200           # capabilities arriving in the control loop land at 200, 204, …
+INBOX_WINDOW_SIZE = 4
 
 _AGENT_OPS = frozenset({
     "send", "call", "wait", "reply", "reply_and_wait", "cap_delete", "cap_revoke",
@@ -85,15 +89,19 @@ def _run_op(l4: L4, inbox: list[dict[str, Any]], op: str, args: list[Any],
 def agent(l4: L4) -> int:
     inbox: list[dict[str, Any]] = []
     reply, answer = 0, b""
+    window = INBOX_WINDOW
     while True:
         # reply_and_wait: once the test has the answer, the agent is already receiving again
         try:
-            msg = l4.reply_and_wait(reply, answer)
+            msg = l4.reply_and_wait(reply, answer, window=(window, INBOX_WINDOW_SIZE))
         except L4Error:
             reply = 0           # the reply could not be given; keep serving
             continue
+        if msg.items:           # those slots are taken now: the next window starts after them
+            window += INBOX_WINDOW_SIZE
         if msg.label != CTRL_LABEL or not msg.reply:
             inbox.append(msg_dict(msg))
+            reply = 0
             continue
         op, args, kw = unpack(msg.data)
         reply, answer = msg.reply, pack(_run_op(l4, inbox, op, args, kw))
