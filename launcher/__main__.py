@@ -1,0 +1,4 @@
+"""`python -m launcher ...` is `l4run ...`."""
+from .cli import main
+
+main()

@@ -1,0 +1,391 @@
+"""`l4run`: the command line of the launcher (click + rich).
+
+    l4run boot IMAGE [--detach] [--run-dir DIR]   validate, boot, show a live status table
+    l4run ps [--json]                             tasks, pids, state, restarts, CPU, memory, IPC
+    l4run logs TASK [-f]                          a task's stdout/stderr (RUN_DIR/logs/TASK.log)
+    l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
+    l4run stop|start|restart|kill TASK            control one task
+    l4run down                                    shut the system down, leave nothing behind
+    l4run bench boot|restart|ipc [--json]         measurements
+
+Every command takes --run-dir (default: $L4PY_RUN_DIR, else ./run/<image name> for boot and
+the only system running under ./run for the others). Errors are one line and exit status 1.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from . import control
+from .image import ImageError, load_image, load_snippet_data
+
+ENV_RUN_DIR = "L4PY_RUN_DIR"
+STATE_STYLE = {"running": "green", "starting": "yellow", "waiting": "yellow",
+               "stopped": "dim", "exited": "dim", "failed": "bold red"}
+
+
+class Fail(click.ClickException):
+    """One clear line on stderr, exit status 1, no traceback."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"l4run: {self.message}", err=True)
+
+
+def find_run_dir(given: str | None) -> str:
+    if given:
+        return given
+    if os.environ.get(ENV_RUN_DIR):
+        return os.environ[ENV_RUN_DIR]
+    base = os.path.join(os.getcwd(), "run")
+    found = sorted(os.path.join(base, d) for d in (os.listdir(base) if os.path.isdir(base) else [])
+                   if os.path.exists(os.path.join(base, d, control.CONTROL_SOCK)))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise Fail(f"no system is running under {base} (boot one, or give --run-dir)")
+    raise Fail(f"several systems run under {base}: {', '.join(os.path.basename(f) for f in found)}"
+               f" (choose one with --run-dir)")
+
+
+def ask(run_dir: str, cmd: str, **args: Any) -> dict[str, Any]:
+    try:
+        answer = control.request(run_dir, cmd, **args)
+    except control.NotRunning as e:
+        raise Fail(str(e)) from None
+    if not answer.get("ok"):
+        for p in answer.get("problems", []):
+            click.echo(p, err=True)
+        raise Fail(answer.get("error", "the launcher refused"))
+    return answer
+
+
+run_dir_option = click.option("--run-dir", "run_dir", default=None, metavar="DIR",
+                              help=f"the system's run directory (default: ${ENV_RUN_DIR} or ./run/...)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """l4run: boot and control L4Py system images."""
+
+
+# -- boot ---------------------------------------------------------------------------
+
+def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
+    t = Table(title=f"L4Py system '{status.get('name', '?')}'  —  {status.get('run_dir', '')}",
+              title_justify="left", expand=False)
+    for col, just in (("task", "left"), ("pid", "right"), ("state", "left"), ("policy", "left"),
+                      ("restarts", "right"), ("cpu s", "right"), ("mem MiB", "right"),
+                      ("ipc in/out", "right"), ("provides", "left"), ("uses", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in rows:
+        ipc = r.get("ipc") or {}
+        t.add_row(r["name"], str(r["pid"] or "-"),
+                  Text(r["state"], style=STATE_STYLE.get(r["state"], "")), r["restart"],
+                  str(r["restarts"]), f"{r['cpu_s']:.2f}" if r.get("cpu_s") is not None else "-",
+                  f"{r['rss_kb'] / 1024:.1f}" if r.get("rss_kb") else "-",
+                  f"{ipc.get('received', 0)}/{ipc.get('sent', 0)}" if ipc else "-",
+                  ",".join(r["provides"]), ",".join(r["uses"]))
+    events = Text("\n".join(status.get("events", [])[-6:]), style="dim")
+    return Group(t, events, Text("Ctrl-C shuts the system down.", style="italic"))
+
+
+def validate(image_path: str) -> Any:
+    try:
+        return load_image(image_path)
+    except ImageError as e:
+        for p in e.problems:
+            click.echo(p, err=True)
+        raise Fail(f"{image_path}: {len(e.problems)} problem(s); nothing was started") from None
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--detach", "-d", is_flag=True, help="run in the background; return once all tasks run")
+@click.option("--plain", is_flag=True, help="no live table: print events as lines")
+@click.option("--exec-spawn", is_flag=True, help="start tasks by fork+exec, not from the zygote")
+@click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for --detach")
+@run_dir_option
+def boot(image: str, detach: bool, plain: bool, exec_spawn: bool, timeout: float,
+         run_dir: str | None) -> None:
+    """Validate IMAGE and boot it."""
+    img = validate(image)
+    run_dir = os.path.abspath(run_dir or os.environ.get(ENV_RUN_DIR)
+                              or os.path.join("run", img.name))
+    if detach:
+        return boot_detached(image, run_dir, exec_spawn, timeout)
+    from .system import BootError, Launcher
+    console = Console(stderr=False)
+    live_mode = not plain and console.is_terminal
+    launcher = Launcher(img, run_dir, exec_mode=exec_spawn,
+                        on_event=(lambda s: None) if live_mode else None)
+    try:
+        launcher.start_system()
+        launcher.add_tasks(img.tasks)
+        launcher.event(f"booting '{img.name}' in {run_dir}")
+    except (BootError, OSError) as e:
+        launcher.shutdown()
+        raise Fail(str(e)) from None
+    if not live_mode:
+        launcher.serve()
+        return
+    from rich.live import Live
+    last = [0.0]
+    with Live(render(launcher.cmd_status(), []), console=console, refresh_per_second=4) as live:
+        def tick() -> None:
+            if time.monotonic() - last[0] >= 0.25:
+                last[0] = time.monotonic()
+                live.update(render(launcher.cmd_status(), launcher.cmd_ps()["tasks"]))
+        launcher.serve(tick=tick)
+    console.print(f"system '{img.name}' is down.")
+
+
+def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, "launcher.log")
+    cmd = [sys.executable, "-m", "launcher", "boot", os.path.abspath(image), "--plain",
+           "--run-dir", run_dir] + (["--exec-spawn"] if exec_spawn else [])
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            with open(log_path, errors="replace") as f:
+                tail = [ln.rstrip() for ln in f.readlines()[-5:] if ln.strip()]
+            raise Fail(f"the launcher exited with status {proc.returncode}: "
+                       + (tail[-1] if tail else "no output"))
+        try:
+            st = control.request(run_dir, "status", timeout_ms=1000)
+            if st.get("ready"):
+                break
+        except control.NotRunning:
+            pass
+        if time.monotonic() > deadline:
+            raise Fail(f"the system did not come up within {timeout}s (see {log_path})")
+        time.sleep(0.02)
+    rows = control.request(run_dir, "ps")["tasks"]
+    running = sum(r["state"] == "running" for r in rows)
+    click.echo(f"booted '{st['name']}' in {run_dir}: {running}/{len(rows)} tasks running "
+               f"(launcher pid {st['pid']})")
+
+
+# -- inspection -------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="a JSON list of task objects")
+@run_dir_option
+def ps(as_json: bool, run_dir: str | None) -> None:
+    """List the tasks of the running system."""
+    rd = find_run_dir(run_dir)
+    rows = ask(rd, "ps")["tasks"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    Console().print(render(ask(rd, "status"), rows).renderables[0])
+
+
+@cli.command()
+@click.argument("task")
+@click.option("-f", "--follow", is_flag=True, help="keep printing what the task writes")
+@click.option("-n", "--lines", default=0, help="only the last N lines")
+@run_dir_option
+def logs(task: str, follow: bool, lines: int, run_dir: str | None) -> None:
+    """Print a task's log (its stdout and stderr)."""
+    rd = find_run_dir(run_dir)
+    path = os.path.join(rd, "logs", f"{task}.log")
+    if not os.path.exists(path):
+        known = sorted(f[:-4] for f in os.listdir(os.path.join(rd, "logs")) if f.endswith(".log")) \
+            if os.path.isdir(os.path.join(rd, "logs")) else []
+        raise Fail(f"no log for task {task!r} in {rd} (logs: {', '.join(known) or 'none'})")
+    with open(path, errors="replace") as f:
+        text = f.readlines()
+        sys.stdout.write("".join(text[-lines:] if lines else text))
+        sys.stdout.flush()
+        while follow:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            else:
+                if not os.path.exists(os.path.join(rd, control.CONTROL_SOCK)):
+                    return
+                time.sleep(0.2)
+
+
+# -- control ------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("snippet", type=click.Path(dir_okay=False))
+@click.option("--wait/--no-wait", default=True, help="wait until the new tasks run")
+@run_dir_option
+def attach(snippet: str, wait: bool, run_dir: str | None) -> None:
+    """Start the tasks (and routes) of SNIPPET.toml in the running system."""
+    rd = find_run_dir(run_dir)
+    try:
+        data = load_snippet_data(snippet)
+    except ImageError as e:
+        raise Fail(e.problems[0]) from None
+    a = ask(rd, "attach", data=data, path=snippet)
+    names = a.get("tasks", [])
+    if wait and names:
+        wait_state(rd, names, ("running",), ("failed", "exited"), 30.0)
+    click.echo(f"attached: {', '.join(names) or '-'}"
+               + (f"; routes: {', '.join(a['routes'])}" if a.get("routes") else ""))
+
+
+def wait_state(rd: str, names: list[str], good: tuple[str, ...], bad: tuple[str, ...],
+               timeout: float, since: dict[str, int] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {r["name"]: r for r in ask(rd, "ps")["tasks"]}
+        done = True
+        for n in names:
+            r = rows[n]
+            if r["state"] in bad and (since is None or r["restarts"] != since.get(n)):
+                raise Fail(f"task {n!r} is {r['state']}: {r['last_exit']}")
+            if r["state"] not in good or (since is not None and r["restarts"] == since.get(n)):
+                done = False
+        if done:
+            return
+        if time.monotonic() > deadline:
+            raise Fail(f"timed out waiting for {', '.join(names)}")
+        time.sleep(0.02)
+
+
+def _control(cmd: str, task: str, run_dir: str | None, wait: bool, **args: Any) -> None:
+    rd = find_run_dir(run_dir)
+    before = {r["name"]: r["restarts"] for r in ask(rd, "ps")["tasks"]}
+    ask(rd, cmd, task=task, **args)
+    if wait:
+        if cmd == "stop":
+            wait_state(rd, [task], ("stopped", "exited", "failed"), (), 10.0)
+        elif cmd == "start":
+            wait_state(rd, [task], ("running",), ("failed", "exited"), 30.0)
+        elif cmd == "restart":
+            wait_state(rd, [task], ("running",), ("failed",), 30.0, since=before)
+    click.echo(f"{cmd}: {task}")
+
+
+wait_option = click.option("--wait/--no-wait", default=True, help="wait for the new state")
+
+
+@cli.command()
+@click.argument("task")
+@wait_option
+@run_dir_option
+def stop(task: str, wait: bool, run_dir: str | None) -> None:
+    """Stop TASK (SIGTERM, then SIGKILL); it is not restarted."""
+    _control("stop", task, run_dir, wait)
+
+
+@cli.command()
+@click.argument("task")
+@wait_option
+@run_dir_option
+def start(task: str, wait: bool, run_dir: str | None) -> None:
+    """Start a stopped or failed TASK again (its restart budget is reset)."""
+    _control("start", task, run_dir, wait)
+
+
+@cli.command()
+@click.argument("task")
+@wait_option
+@run_dir_option
+def restart(task: str, wait: bool, run_dir: str | None) -> None:
+    """Restart TASK now, whatever its policy."""
+    _control("restart", task, run_dir, wait)
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--signal", "-s", "sig", default="SIGKILL", show_default=True)
+@run_dir_option
+def kill(task: str, sig: str, run_dir: str | None) -> None:
+    """Send TASK a signal (default SIGKILL); its restart policy decides what follows."""
+    _control("kill", task, run_dir, False, signal_name=sig.upper())
+
+
+@cli.command()
+@click.option("--timeout", default=15.0, show_default=True)
+@run_dir_option
+def down(timeout: float, run_dir: str | None) -> None:
+    """Shut the system down: every task, the kernel, the sockets."""
+    rd = find_run_dir(run_dir)
+    st = control.read_state(rd) or {}
+    ask(rd, "down")
+    pid = st.get("pid")
+    deadline = time.monotonic() + timeout
+    import psutil
+    while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.Error:
+            break
+        time.sleep(0.02)
+    while os.path.exists(os.path.join(rd, control.CONTROL_SOCK)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    click.echo(f"system '{st.get('name', '?')}' in {rd} is down")
+
+
+# -- benchmarks ----------------------------------------------------------------------------
+
+class BenchGroup(click.Group):
+    """`l4run bench`: boot and restart live here; `ipc` comes from launcher.bench_ipc, imported
+    only when asked for (another engineer's module: a failure to import is one clear line)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        extra = ["ipc"] if importlib.util.find_spec("launcher.bench_ipc") is not None else []
+        return sorted(set(super().list_commands(ctx)) | set(extra))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name != "ipc" or name in self.commands:
+            return super().get_command(ctx, name)
+        if importlib.util.find_spec("launcher.bench_ipc") is None:
+            return None
+        try:
+            mod = importlib.import_module("launcher.bench_ipc")
+        except Exception as e:
+            raise Fail(f"launcher.bench_ipc cannot be imported: {type(e).__name__}: {e}") from None
+        if hasattr(mod, "register"):
+            mod.register(self)
+        elif hasattr(mod, "run_ipc_bench"):
+            @click.command("ipc")
+            @click.option("--json", "as_json", is_flag=True)
+            def ipc(as_json: bool) -> None:
+                """IPC round-trip and throughput benchmark."""
+                mod.run_ipc_bench(as_json)
+            self.add_command(ipc)
+        return self.commands.get(name)
+
+
+@cli.group(cls=BenchGroup)
+def bench() -> None:
+    """Measurements (boot time, restart time, IPC)."""
+
+
+from . import bench_launcher  # noqa: E402  (registers boot and restart on `bench`)
+
+bench_launcher.register(bench)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

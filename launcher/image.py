@@ -1,0 +1,458 @@
+"""System images: the TOML format, parsed and validated before anything starts.
+
+An image names the system and lists its tasks. Each task says what it runs (a Python
+`MODULE:FUNCTION` started by `python -m kernel.task`), its arguments, environment, priority,
+quotas and restart policy, which services it *provides*, and which capabilities it gets, by
+local name, to services other tasks provide (optionally with reduced rights and a label the
+server sees). See `EXAMPLE` below.
+
+Contract: `load_image()` either returns a fully checked `Image` or raises `ImageError`
+carrying *every* mistake found, each as "FILE: KEY: REASON" (unknown key or service,
+duplicate name, cycle in start order, missing module, bad size, bad policy...). Nothing in
+this module starts a process or imports task code (modules are found with `find_spec`).
+`check_snippet()` validates an `attach` snippet against the services already running.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel.abi import Rights
+
+POLICIES = ("never", "on-failure", "always")
+SYSTEM_KEYS = {"name", "ram"}
+TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
+             "restart_budget", "restart_dependents", "provides", "caps", "depends_on"}
+CAP_KEYS = {"service", "rights", "label"}
+RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
+BUDGET_RE = re.compile(r"^(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s$")
+RIGHT_NAMES = {"invoke": Rights.INVOKE, "write": Rights.WRITE, "grant": Rights.GRANT,
+               "delete": Rights.DELETE, "all": Rights.ALL}
+DEFAULT_BUDGET = (5, 10.0)                 # at most 5 restarts in 10 s
+
+EXAMPLE = '''
+[system]
+name = "minimal"
+ram = "64M"
+
+[[task]]
+name = "hello"
+run = "servers.hello.server:serve"
+args = ["hello"]
+provides = ["hello"]
+restart = "on-failure"
+restart_budget = "5/10s"
+
+[[task]]
+name = "client"
+run = "servers.hello.client:run"
+args = ["world", "500"]
+restart = "on-failure"
+[task.caps]
+hello = { service = "hello", rights = "invoke", label = 1 }
+'''
+
+
+class ImageError(Exception):
+    """Every mistake found in an image, one "FILE: KEY: REASON" line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class CapSpec:
+    local: str          # the name the task finds it under (l4.caps[local])
+    service: str
+    rights: int = int(Rights.INVOKE | Rights.GRANT)
+    label: int = 0      # the label the server sees on calls through this capability
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    run: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    priority: int = 100
+    quota: int = 256
+    memory: int | None = None
+    restart: str = "on-failure"
+    budget: tuple[int, float] = DEFAULT_BUDGET
+    restart_dependents: bool = False
+    provides: list[str] = field(default_factory=list)
+    caps: list[CapSpec] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def module(self) -> str:
+        return self.run.partition(":")[0]
+
+    def services_used(self) -> set[str]:
+        return {c.service for c in self.caps}
+
+
+@dataclass
+class Image:
+    name: str
+    path: str
+    ram: int | None
+    tasks: list[TaskSpec]
+
+    def task(self, name: str) -> TaskSpec | None:
+        return next((t for t in self.tasks if t.name == name), None)
+
+    def providers(self) -> dict[str, str]:
+        return {svc: t.name for t in self.tasks for svc in t.provides}
+
+
+def parse_size(v: Any) -> int:
+    """64M, 512K, 1G, 4096 (bytes). Raises ValueError with the reason."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a size like \"64M\", got {v!r}")
+    if isinstance(v, int):
+        n, unit = v, "b"
+    elif isinstance(v, str) and SIZE_RE.match(v.strip()):
+        m = SIZE_RE.match(v.strip())
+        assert m is not None
+        n, unit = int(m.group(1)), (m.group(2) or "b").lower()
+    else:
+        raise ValueError(f"expected a size like \"64M\", \"512K\" or a byte count, got {v!r}")
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit[0], 1)
+    size = n * mult
+    if size <= 0 or size % 4096:
+        raise ValueError(f"size {v!r} must be a positive multiple of 4 KiB")
+    return size
+
+
+def parse_rights(v: Any) -> int:
+    """"invoke", "invoke,grant", ["invoke", "grant"], "all"."""
+    names = v if isinstance(v, list) else re.split(r"[,+| ]+", v) if isinstance(v, str) else None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"expected rights like \"invoke,grant\", got {v!r}")
+    r = Rights.NONE
+    for n in names:
+        if n.lower() not in RIGHT_NAMES:
+            raise ValueError(f"unknown right {n!r} (known: {', '.join(RIGHT_NAMES)})")
+        r |= RIGHT_NAMES[n.lower()]
+    return int(r)
+
+
+def parse_budget(v: Any) -> tuple[int, float]:
+    """"5/10s" or {max = 5, window = 10}: at most `max` restarts in `window` seconds."""
+    if isinstance(v, str) and BUDGET_RE.match(v.strip()):
+        m = BUDGET_RE.match(v.strip())
+        assert m is not None
+        n, t = int(m.group(1)), float(m.group(2))
+    elif isinstance(v, dict) and set(v) == {"max", "window"} and \
+            isinstance(v["max"], int) and isinstance(v["window"], (int, float)):
+        n, t = v["max"], float(v["window"])
+    else:
+        raise ValueError(f"expected \"N/Ts\" (e.g. \"5/10s\") or {{max = N, window = T}}, got {v!r}")
+    if n < 0 or t <= 0:
+        raise ValueError(f"budget {v!r}: restarts must be ≥ 0 and the window > 0 s")
+    return n, t
+
+
+class _Checker:
+    """Collects problems as "FILE: KEY: REASON" while building specs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def bad(self, key: str, reason: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {reason}")
+
+    def typed(self, d: dict, key: str, where: str, kind: type | tuple, default: Any) -> Any:
+        if key not in d:
+            return default
+        v = d[key]
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.bad(f"{where}.{key}", f"expected {names}, got {type(v).__name__} {v!r}")
+            return default
+        return v
+
+    def task(self, i: int, d: Any) -> TaskSpec | None:
+        where = f"task[{i}]"
+        if not isinstance(d, dict):
+            self.bad(where, "each [[task]] must be a table")
+            return None
+        name = d.get("name")
+        if isinstance(name, str) and NAME_RE.match(name):
+            where = f"task[{i}] ({name})"
+        else:
+            self.bad(f"{where}.name", f"missing or invalid task name {name!r} "
+                                      f"(letters, digits, _ . -; starting with a letter)")
+            name = f"task{i}"
+        for k in sorted(set(d) - TASK_KEYS):
+            self.bad(f"{where}.{k}", f"unknown key (known: {', '.join(sorted(TASK_KEYS))})")
+        t = TaskSpec(name=name, run="")
+        t.run = self._run(d, where)
+        args = self.typed(d, "args", where, list, [])
+        if not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
+            self.bad(f"{where}.args", "arguments must be strings or numbers")
+        t.args = [str(a) for a in args]
+        env = self.typed(d, "env", where, dict, {})
+        if not all(isinstance(v, str) for v in env.values()):
+            self.bad(f"{where}.env", "environment values must be strings")
+        t.env = {str(k): str(v) for k, v in env.items()}
+        t.priority = self.typed(d, "priority", where, int, 100)
+        if not 0 <= t.priority <= 255:
+            self.bad(f"{where}.priority", f"{t.priority} is outside 0..255")
+        t.quota = self.typed(d, "quota", where, int, 256)
+        if not 8 <= t.quota <= 1_000_000:
+            self.bad(f"{where}.quota", f"kernel-object quota {t.quota} is outside 8..1000000")
+        if "memory" in d:
+            try:
+                t.memory = parse_size(d["memory"])
+            except ValueError as e:
+                self.bad(f"{where}.memory", f"bad size: {e}")
+        self._policy(d, where, t)
+        t.provides = self._names(d, "provides", where)
+        t.depends_on = self._names(d, "depends_on", where)
+        t.caps = self._caps(d, where)
+        return t
+
+    def _run(self, d: dict, where: str) -> str:
+        run = d.get("run")
+        if not isinstance(run, str) or run.count(":") != 1 or not all(run.split(":")):
+            self.bad(f"{where}.run", f"expected \"MODULE:FUNCTION\", got {run!r}")
+            return ""
+        module = run.split(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            self.bad(f"{where}.run", f"missing module {module!r} (not importable from here)")
+        return run
+
+    def _policy(self, d: dict, where: str, t: TaskSpec) -> None:
+        t.restart = self.typed(d, "restart", where, str, "on-failure")
+        if t.restart not in POLICIES:
+            self.bad(f"{where}.restart", f"unknown policy {t.restart!r} (known: {', '.join(POLICIES)})")
+        if "restart_budget" in d:
+            try:
+                t.budget = parse_budget(d["restart_budget"])
+            except ValueError as e:
+                self.bad(f"{where}.restart_budget", str(e))
+        t.restart_dependents = self.typed(d, "restart_dependents", where, bool, False)
+
+    def _names(self, d: dict, key: str, where: str) -> list[str]:
+        v = self.typed(d, key, where, list, [])
+        out = []
+        for n in v:
+            if not isinstance(n, str) or not NAME_RE.match(n):
+                self.bad(f"{where}.{key}", f"invalid name {n!r}")
+            elif n in out:
+                self.bad(f"{where}.{key}", f"{n!r} is listed twice")
+            else:
+                out.append(n)
+        return out
+
+    def _caps(self, d: dict, where: str) -> list[CapSpec]:
+        raw = self.typed(d, "caps", where, dict, {})
+        out = []
+        for local, spec in raw.items():
+            key = f"{where}.caps.{local}"
+            if not NAME_RE.match(local) or local in RESERVED_CAP_NAMES:
+                self.bad(key, f"invalid or reserved local name {local!r}")
+                continue
+            if isinstance(spec, str):
+                spec = {"service": spec}
+            if not isinstance(spec, dict) or not isinstance(spec.get("service"), str):
+                self.bad(key, "expected a service name or { service = \"...\", rights = \"...\", label = N }")
+                continue
+            for k in sorted(set(spec) - CAP_KEYS):
+                self.bad(f"{key}.{k}", f"unknown key (known: {', '.join(sorted(CAP_KEYS))})")
+            cap = CapSpec(local, spec["service"])
+            if "rights" in spec:
+                try:
+                    cap = CapSpec(local, cap.service, parse_rights(spec["rights"]), cap.label)
+                except ValueError as e:
+                    self.bad(f"{key}.rights", str(e))
+            label = spec.get("label", 0)
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < 2 ** 32:
+                self.bad(f"{key}.label", f"label must be an integer 0..2^32-1, got {label!r}")
+            else:
+                cap = CapSpec(local, cap.service, cap.rights, label)
+            out.append(cap)
+        return out
+
+    def wiring(self, tasks: list[TaskSpec], running: dict[str, str],
+               running_tasks: set[str]) -> None:
+        """Names unique, services known and provided once, start order acyclic."""
+        names: dict[str, int] = {}
+        providers = dict(running)
+        for i, t in enumerate(tasks):
+            if t.name in names or t.name in running_tasks:
+                self.bad(f"task[{i}].name", f"duplicate task name {t.name!r}")
+            names[t.name] = i
+            for svc in t.provides:
+                if svc in providers:
+                    self.bad(f"task[{i}] ({t.name}).provides",
+                             f"service {svc!r} is already provided by task {providers[svc]!r}")
+                else:
+                    providers[svc] = t.name
+        for i, t in enumerate(tasks):
+            where = f"task[{i}] ({t.name})"
+            for c in t.caps:
+                if c.service not in providers:
+                    known = ", ".join(sorted(providers)) or "none"
+                    self.bad(f"{where}.caps.{c.local}",
+                             f"unknown service {c.service!r} (provided: {known})")
+            for dep in t.depends_on:
+                if dep not in names and dep not in running_tasks:
+                    self.bad(f"{where}.depends_on", f"unknown task {dep!r}")
+        self._cycles(tasks, providers, names)
+
+    def _cycles(self, tasks: list[TaskSpec], providers: dict[str, str],
+                names: dict[str, int]) -> None:
+        deps = {t.name: start_deps(t, providers) & set(names) for t in tasks}
+        state: dict[str, int] = {}
+        reported: set[frozenset[str]] = set()
+
+        def visit(n: str, path: list[str]) -> None:
+            state[n] = 1
+            for m in sorted(deps.get(n, ())):
+                if state.get(m) == 1:
+                    cyc = path[path.index(m):] + [m] if m in path else [n, m]
+                    if frozenset(cyc) not in reported:
+                        reported.add(frozenset(cyc))
+                        self.bad(f"task[{names[cyc[0]]}] ({cyc[0]})",
+                                 "cycle in start order: " + " -> ".join(cyc))
+                elif state.get(m) is None:
+                    visit(m, path + [m])
+            state[n] = 2
+
+        for t in tasks:
+            if t.name not in state:
+                visit(t.name, [t.name])
+
+
+def start_deps(t: TaskSpec, providers: dict[str, str]) -> set[str]:
+    """The tasks that must run before `t`: explicit depends_on plus its services' providers."""
+    out = set(t.depends_on)
+    out |= {providers[s] for s in t.services_used() if s in providers and providers[s] != t.name}
+    return out
+
+
+def _read_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ImageError([f"{path}: -: no such file"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ImageError([f"{path}: -: not valid TOML: {e}"]) from None
+    except OSError as e:
+        raise ImageError([f"{path}: -: cannot read: {e.strerror}"]) from None
+
+
+def _tasks(c: _Checker, data: dict) -> list[TaskSpec]:
+    raw = data.get("task", [])
+    if not isinstance(raw, list):
+        c.bad("task", "tasks must be given as [[task]] tables")
+        return []
+    return [t for i, d in enumerate(raw) if (t := c.task(i, d)) is not None]
+
+
+def parse_image(data: dict, path: str) -> Image:
+    c = _Checker(path)
+    for k in sorted(set(data) - {"system", "task"}):
+        c.bad(k, "unknown top-level key (known: system, task)")
+    system = data.get("system", {})
+    if not isinstance(system, dict):
+        c.bad("system", "[system] must be a table")
+        system = {}
+    for k in sorted(set(system) - SYSTEM_KEYS):
+        c.bad(f"system.{k}", f"unknown key (known: {', '.join(sorted(SYSTEM_KEYS))})")
+    name = system.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        c.bad("system.name", f"missing or invalid system name {name!r}")
+        name = "system"
+    ram = None
+    if "ram" in system:
+        try:
+            ram = parse_size(system["ram"])
+        except ValueError as e:
+            c.bad("system.ram", f"bad size: {e}")
+    tasks = _tasks(c, data)
+    if not tasks and "task" in data:
+        pass
+    elif not tasks:
+        c.bad("task", "the image has no [[task]]")
+    c.wiring(tasks, {}, set())
+    if c.problems:
+        raise ImageError(c.problems)
+    return Image(name, path, ram, tasks)
+
+
+def load_image(path: str) -> Image:
+    return parse_image(_read_toml(path), path)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """`[[route]]` in a snippet: hand running task `task` a capability to `cap.service`."""
+    task: str
+    cap: CapSpec
+
+
+def _routes(c: _Checker, data: dict, services: set[str], tasks: set[str]) -> list[RouteSpec]:
+    raw = data.get("route", [])
+    if not isinstance(raw, list):
+        c.bad("route", "routes must be given as [[route]] tables")
+        return []
+    out = []
+    for i, d in enumerate(raw):
+        where = f"route[{i}]"
+        if not isinstance(d, dict):
+            c.bad(where, "each [[route]] must be a table")
+            continue
+        for k in sorted(set(d) - {"task", "service", "name", "rights", "label"}):
+            c.bad(f"{where}.{k}", "unknown key (known: label, name, rights, service, task)")
+        if d.get("task") not in tasks:
+            c.bad(f"{where}.task", f"unknown task {d.get('task')!r}")
+        svc = d.get("service")
+        name = d.get("name", svc)
+        caps = c._caps({"caps": {name: {k: v for k, v in d.items()
+                                        if k in ("service", "rights", "label")}}}, where) \
+            if isinstance(name, str) else []
+        if not caps:
+            continue
+        if caps[0].service not in services:
+            c.bad(f"{where}.service", f"unknown service {svc!r} (provided: "
+                                      f"{', '.join(sorted(services)) or 'none'})")
+            continue
+        out.append(RouteSpec(str(d["task"]), caps[0]))
+    return out
+
+
+def check_snippet(data: dict, path: str, services: dict[str, str],
+                  running_tasks: set[str]) -> tuple[list[TaskSpec], list[RouteSpec]]:
+    """The tasks and routes of an `attach` snippet, checked against what already runs."""
+    c = _Checker(path)
+    for k in sorted(set(data) - {"system", "task", "route"}):
+        c.bad(k, "unknown top-level key in a snippet (known: task, route)")
+    tasks = _tasks(c, data)
+    if not tasks and not data.get("route") and not c.problems:
+        c.bad("task", "the snippet has no [[task]] and no [[route]]")
+    c.wiring(tasks, services, running_tasks)
+    all_services = set(services) | {s for t in tasks for s in t.provides}
+    routes = _routes(c, data, all_services, running_tasks | {t.name for t in tasks})
+    if c.problems:
+        raise ImageError(c.problems)
+    return tasks, routes
+
+
+def load_snippet_data(path: str) -> dict:
+    return _read_toml(path)

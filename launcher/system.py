@@ -1,0 +1,622 @@
+"""The launcher: the root task that boots an image, wires it, supervises it and shuts it down.
+
+Boot: start the kernel (`python -m kernel --die-with-parent`) and the spawner (zygote) side by
+side, connect as root, then start tasks in dependency order (a task starts once every task it
+depends on — explicitly or through a service it uses — has connected to the kernel).
+
+Wiring, per task: a fresh kernel task (task cap + main-thread cap); one IPC gate per service
+it provides (and one more per distinct client label), owned by the launcher and bound to the
+provider's main thread; every capability the image routes to it mapped into its slots
+(rights reduced as asked) and named in L4_CAPS; a private `launcher` gate for name lookups
+(`launcher.names`); the launcher's handler gate as its exception handler; the kernel told
+which pid runs it (`task_watch`).
+
+Supervision: the kernel sends a Proto.EXCEPTION "exit" notice to the handler gate when a task
+dies. `policy.decide` says whether to restart; a restart creates a fresh task and *rebinds*
+the service gates to its main thread, so clients keep their capabilities: calls during the
+outage fail with PEER_DIED, the next one reaches the new incarnation.
+
+Threads: the main thread owns all state, the root L4 thread, the control socket and the
+spawner; it runs `step()`. The supervisor thread (its own L4 thread in the root task) only
+waits on the handler and lookup gates: it queues death notices for the main thread and
+answers lookups from `routes` (guarded by `routes_lock`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+import zmq
+
+from kernel import errors
+from kernel.abi import Proto, Rights, pack
+from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, map_cap
+
+from . import control
+from .image import CapSpec, Image, RouteSpec, TaskSpec, check_snippet, start_deps
+from .names import CAP_NAME
+from .policy import Budget, decide
+from .zygote import PROJECT_ROOT, SpawnError, Spawner
+
+FIRST_CAP_SLOT = 16
+HANDLER_LABEL = 1
+STOP_LABEL = 2               # the main thread tells the supervisor thread to end
+LOOKUP_LABEL_BASE = 1000     # + task number: the per-task `launcher` gate
+ACTIVE = ("waiting", "starting", "running")
+
+
+class BootError(Exception):
+    pass
+
+
+@dataclass
+class TaskRun:
+    """A task of the image and its current incarnation. Main thread only."""
+    spec: TaskSpec
+    number: int
+    log: str
+    state: str = "waiting"        # waiting starting running stopped exited failed
+    wanted: bool = True           # False after stop/down: never restarted
+    forced: bool = False          # a requested restart: restart whatever the policy
+    pid: int = 0
+    slot: int = 0                 # root's capability to the kernel task
+    thread: int = 0               # root's capability to its main thread
+    task_id: int = 0
+    restarts: int = 0
+    started: float = 0.0
+    last_exit: str = ""
+    kill_at: float = 0.0          # escalate SIGTERM to SIGKILL at this time
+    budget: Budget = field(default_factory=lambda: Budget(5, 10.0))
+
+
+@dataclass
+class Service:
+    name: str
+    provider: str
+    gates: dict[int, int] = field(default_factory=dict)     # label -> root's gate slot
+
+
+class Launcher:
+    def __init__(self, image: Image, run_dir: str, *, exec_mode: bool = False,
+                 verbose: bool = False, on_event: Callable[[str], None] | None = None) -> None:
+        self.image = image
+        self.run_dir = os.path.abspath(run_dir)
+        self.exec_mode = exec_mode
+        self.verbose = verbose
+        self.on_event = on_event or (lambda s: print(f"[l4run] {s}", file=sys.stderr, flush=True))
+        self.tasks: dict[str, TaskRun] = {}
+        self.by_id: dict[int, TaskRun] = {}
+        self.services: dict[str, Service] = {}
+        self.routes: dict[int, dict[str, tuple[int, int]]] = {}   # lookup label -> name -> (gate, rights)
+        self.routes_lock = threading.Lock()
+        self.lookup_gates: dict[str, int] = {}
+        self.exit_status: dict[int, int] = {}
+        self.events: list[tuple[float, str]] = []
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.stopping = False
+        self.started = time.time()
+        self.kernel: subprocess.Popen[bytes] | None = None
+        self.spawner: Spawner | None = None
+        self.root: L4 | None = None
+        self.ctl: zmq.Socket | None = None
+        self.sup_thread: threading.Thread | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        self.logs = os.path.join(self.run_dir, "logs")
+        self.kernel_sock = os.path.join(self.run_dir, "kernel.sock")
+        self.pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.getcwd(),
+                                                      os.environ.get("PYTHONPATH", "")) if p)
+        self.cwd = os.getcwd()
+
+    # -- events ---------------------------------------------------------------
+    def event(self, text: str) -> None:
+        self.events.append((time.time(), text))
+        del self.events[:-200]
+        self.on_event(text)
+
+    # -- boot -----------------------------------------------------------------
+    def _claim_run_dir(self) -> None:
+        os.makedirs(self.logs, exist_ok=True)
+        if os.path.exists(control.sock_path(self.run_dir)):
+            try:
+                control.request(self.run_dir, "status", timeout_ms=500)
+                raise BootError(f"a system is already running in {self.run_dir}")
+            except control.NotRunning:
+                pass
+        for stale in (control.CONTROL_SOCK, "kernel.sock", control.STATE_FILE):
+            try:
+                os.unlink(os.path.join(self.run_dir, stale))
+            except FileNotFoundError:
+                pass
+
+    def start_system(self) -> None:
+        """Kernel, spawner, root connection, supervisor thread, control socket."""
+        self._claim_run_dir()
+        secret = secrets.token_bytes(16)
+        env = {**os.environ, "PYTHONPATH": self.pythonpath}
+        klog = open(os.path.join(self.logs, "kernel.log"), "ab")
+        self.kernel = subprocess.Popen(
+            [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"],
+            env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+            stdout=klog, stderr=klog, process_group=0)
+        klog.close()
+        zlog = open(os.path.join(self.logs, "zygote.log"), "ab")
+        cleanup = [self.kernel_sock, control.sock_path(self.run_dir),
+                   os.path.join(self.run_dir, control.STATE_FILE)]
+        self.spawner = Spawner(env, self.exec_mode, sorted({t.module for t in self.image.tasks}),
+                               cleanup, stderr=zlog)
+        zlog.close()
+        while not os.path.exists(self.kernel_sock):
+            if self.kernel.poll() is not None:
+                raise BootError(f"the kernel exited with status {self.kernel.returncode} "
+                                f"(see {self.logs}/kernel.log)")
+            time.sleep(0.002)
+        self.root = L4(self.kernel_sock, secret)
+        self.handler_gate = self.root.create_gate(HANDLER_LABEL)
+        sup = self.root.create_thread()
+        self.sup_thread_slot = sup.slot
+        self.root.bind_gate(self.handler_gate, sup.slot)
+        self.sup_l4 = L4(self.kernel_sock, sup.secret, ctx=self.root.ctx)
+        self.sup_thread = threading.Thread(target=self._supervise, name="l4run-supervisor",
+                                           daemon=True)
+        self.sup_thread.start()
+        self.ctl = control.bind(self.root.ctx, self.run_dir)
+        self.spawner.wait_ready()
+        self._write_state()
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "kernel_pid": self.kernel.pid if self.kernel else 0,
+                 "zygote_pid": self.spawner.pid if self.spawner else 0,
+                 "image": self.image.path, "name": self.image.name, "started": self.started}
+        path = os.path.join(self.run_dir, control.STATE_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(path + ".tmp", path)
+
+    def add_tasks(self, specs: list[TaskSpec]) -> None:
+        for spec in specs:
+            n = len(self.tasks) + 1
+            t = TaskRun(spec, n, os.path.join(self.logs, f"{spec.name}.log"))
+            t.budget = Budget(*spec.budget)
+            self.tasks[spec.name] = t
+            for svc in spec.provides:
+                self.services[svc] = Service(svc, spec.name)
+            gate = self.root.create_gate(LOOKUP_LABEL_BASE + n, thread=self.sup_thread_slot)  # type: ignore[union-attr]
+            self.lookup_gates[spec.name] = gate
+        for spec in specs:
+            for cap in spec.caps:
+                self._route(spec.name, cap)
+
+    def _route(self, task: str, cap: CapSpec) -> int:
+        gate = self._gate(cap.service, cap.label)
+        with self.routes_lock:
+            self.routes.setdefault(LOOKUP_LABEL_BASE + self.tasks[task].number, {})[cap.local] = \
+                (gate, cap.rights)
+        return gate
+
+    def _gate(self, service: str, label: int) -> int:
+        svc = self.services[service]
+        if label not in svc.gates:
+            provider = self.tasks[svc.provider]
+            thread = provider.thread if provider.state in ("starting", "running") else None
+            svc.gates[label] = self.root.create_gate(label, thread=thread)  # type: ignore[union-attr]
+        return svc.gates[label]
+
+    def boot(self, timeout: float = 30.0) -> None:
+        """Start the system and every task; return when none is waiting or starting."""
+        self.start_system()
+        self.add_tasks(self.image.tasks)
+        self.event(f"booting '{self.image.name}' in {self.run_dir}")
+        self.run_until(lambda: not any(t.state in ("waiting", "starting")
+                                       for t in self.tasks.values()), timeout)
+
+    def run_until(self, pred: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if self.stopping:
+                raise BootError("the system was stopped")
+            if time.monotonic() > deadline:
+                raise BootError("timed out: " + ", ".join(
+                    f"{t.spec.name} {t.state}" for t in self.tasks.values() if t.state != "running"))
+            self.step()
+
+    # -- starting a task ---------------------------------------------------------
+    def _deps_running(self, t: TaskRun) -> bool:
+        providers = {s.name: s.provider for s in self.services.values()}
+        return all(self.tasks[d].state == "running" for d in start_deps(t.spec, providers)
+                   if d in self.tasks)
+
+    def _start(self, t: TaskRun) -> None:
+        root = self.root
+        assert root is not None and self.spawner is not None
+        spec = t.spec
+        new = root.create_task(spec.name, spec.quota)
+        t.slot, t.thread, t.task_id = new.slot, new.thread, new.task_id
+        mine: dict[str, int] = {}
+        slot = FIRST_CAP_SLOT
+        for cap in spec.caps:
+            root.task_map(new.slot, self._gate(cap.service, cap.label), slot, cap.rights)
+            mine[cap.local] = slot
+            slot += 1
+        root.task_map(new.slot, self.lookup_gates[spec.name], slot, Rights.INVOKE)
+        mine[CAP_NAME] = slot
+        root.thread_control(new.thread, handler=self.handler_gate, priority=spec.priority)
+        for svc in spec.provides:
+            for gate in self.services[svc].gates.values():
+                root.bind_gate(gate, new.thread)
+        env = {**os.environ, **spec.env, "PYTHONPATH": self.pythonpath,
+               ENV_KERNEL: self.kernel_sock, ENV_SECRET: new.secret.hex(),
+               ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1",
+               "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir}
+        self.by_id[new.task_id] = t
+        try:
+            t.pid = self.spawner.spawn(spec.run, spec.args, env, t.log, self.cwd)
+        except SpawnError as e:
+            self.event(f"{spec.name}: cannot spawn: {e}")
+            self.by_id.pop(new.task_id, None)
+            self._drop_caps(t)
+            t.state, t.last_exit = "failed", f"spawn failed: {e}"
+            return
+        root.task_watch(new.slot, t.pid)
+        t.state, t.started, t.kill_at = "starting", time.time(), 0.0
+
+    def _drop_caps(self, t: TaskRun) -> None:
+        for slot in (t.slot, t.thread):
+            if slot:
+                try:
+                    self.root.cap_delete(slot)  # type: ignore[union-attr]
+                except errors.L4Error:
+                    pass
+        t.slot = t.thread = 0
+
+    def _check_starting(self) -> None:
+        for t in self.tasks.values():
+            if t.state == "starting":
+                try:
+                    if self.root.cap_inspect(t.thread).get("connected"):  # type: ignore[union-attr]
+                        t.state = "running"
+                except errors.L4Error:
+                    pass       # it died meanwhile; its exit notice is on the way
+            elif t.state == "waiting" and t.wanted and self._deps_running(t):
+                self._start(t)
+
+    # -- deaths and restarts ---------------------------------------------------------
+    def _on_exit(self, body: dict[str, Any]) -> None:
+        t = self.by_id.pop(body.get("task_id", -1), None)
+        if t is None:
+            return
+        status = body.get("status")
+        if status is None:
+            status = self.exit_status.get(body.get("pid") or 0)
+        if t.pid and self.spawner is not None and psutil.pid_exists(t.pid):
+            self._signal(t, signal.SIGKILL)
+        self._drop_caps(t)
+        forced, t.forced = t.forced, False
+        d = decide(t.spec.restart, status, t.budget, wanted=t.wanted and not self.stopping,
+                   forced=forced)
+        t.last_exit = d.reason
+        if self.stopping:
+            t.state = "stopped"
+            return
+        self.event(f"{t.spec.name} (pid {t.pid}) {d.reason}")
+        if not d.restart:
+            t.state = d.state
+            return
+        t.restarts += 1
+        if t.spec.restart_dependents:
+            self._restart_dependents(t)
+        self._start(t)
+
+    def _restart_dependents(self, t: TaskRun) -> None:
+        mine = set(t.spec.provides)
+        for other in self.tasks.values():
+            if other.state in ("starting", "running") and other.spec.services_used() & mine:
+                other.forced = True
+                self._signal(other, signal.SIGKILL)
+
+    def _signal(self, t: TaskRun, sig: int) -> None:
+        if t.pid and self.spawner is not None:
+            try:
+                self.spawner.signal(t.pid, sig)
+            except SpawnError:
+                pass
+
+    # -- the supervisor thread ---------------------------------------------------------
+    def _supervise(self) -> None:
+        l4 = self.sup_l4
+        while True:
+            try:
+                m = l4.wait(timeout=1000)
+            except errors.Timeout:
+                if self.stopping:
+                    return
+                continue
+            except errors.L4Error as e:
+                if not self.stopping:
+                    self._post(("gone", str(e)))
+                return
+            if m.label == STOP_LABEL or (m.label == HANDLER_LABEL and m.proto == 0):
+                return
+            if m.proto == Proto.EXCEPTION:
+                body = m.body()
+                if body.get("event") == "exit":
+                    self._post(("exit", body))
+            elif m.label >= LOOKUP_LABEL_BASE and m.reply:
+                self._answer_lookup(l4, m)
+
+    def _answer_lookup(self, l4: L4, m: Any) -> None:
+        try:
+            req = m.body()
+            name = req.get("name") if isinstance(req, dict) and req.get("op") == "lookup" else None
+        except Exception:
+            name = None
+        with self.routes_lock:
+            route = self.routes.get(m.label, {}).get(name) if isinstance(name, str) else None
+        try:
+            if route is None:
+                l4.reply(m.reply, pack({"ok": False, "error": f"no capability named {name!r} "
+                                                             f"is routed to this task"}))
+            else:
+                l4.reply(m.reply, pack({"ok": True}), items=[map_cap(route[0], route[1])])
+        except errors.L4Error:
+            pass          # the caller gave up or its window was wrong; nothing to repair here
+
+    def _post(self, item: tuple[str, Any]) -> None:
+        self.inbox.put(item)
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # -- the main loop -----------------------------------------------------------------
+    def step(self, timeout_ms: int | None = None) -> None:
+        assert self.spawner is not None and self.ctl is not None
+        busy = any(t.state in ("starting",) or (t.state == "waiting" and t.wanted)
+                   for t in self.tasks.values())
+        if timeout_ms is None:
+            timeout_ms = 2 if busy else 200
+        poller = zmq.Poller()
+        poller.register(self.ctl, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
+        poller.register(self.spawner.fileno(), zmq.POLLIN)
+        ready = dict(poller.poll(timeout_ms))
+        if self.wake_r in ready:
+            try:
+                while os.read(self.wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if self.spawner.fileno() in ready:
+            try:
+                self.spawner.pump()
+            except SpawnError as e:
+                self.event(f"fatal: {e}; shutting down")
+                self.stopping = True
+                return
+        for ev in self.spawner.take_events():
+            self.exit_status[ev["pid"]] = ev["status"]
+        while True:
+            try:
+                kind, body = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "exit":
+                self._on_exit(body)
+            elif kind == "gone":
+                self.event(f"fatal: lost the kernel ({body}); shutting down")
+                self.stopping = True
+                return
+        if self.kernel is not None and self.kernel.poll() is not None:
+            self.event(f"fatal: the kernel exited with status {self.kernel.returncode}")
+            self.stopping = True
+            return
+        now = time.time()
+        for t in self.tasks.values():
+            if t.kill_at and now >= t.kill_at and t.state in ("starting", "running"):
+                self._signal(t, signal.SIGKILL)
+                t.kill_at = 0.0
+        self._check_starting()
+        if self.ctl in ready:
+            self._serve_control()
+
+    def serve(self, tick: Callable[[], None] | None = None, signals: bool = True) -> None:
+        """Run until `down`, SIGINT or SIGTERM; then shut everything down."""
+        old: dict[int, Any] = {}
+        if signals:
+            def on_signal(signum: int, frame: Any) -> None:
+                self.stopping = True
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                old[s] = signal.signal(s, on_signal)
+            old_fd = signal.set_wakeup_fd(self.wake_w)
+        try:
+            while not self.stopping:
+                self.step()
+                if tick is not None:
+                    tick()
+        finally:
+            if signals:
+                signal.set_wakeup_fd(old_fd)
+            self.shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- control commands ---------------------------------------------------------------
+    def _serve_control(self) -> None:
+        while True:
+            req = control.recv_request(self.ctl)  # type: ignore[arg-type]
+            if req is None:
+                return
+            fn = getattr(self, "cmd_" + req["cmd"].replace("-", "_"), None)
+            try:
+                if fn is None:
+                    raise ValueError(f"unknown command {req['cmd']!r}")
+                args = {k: v for k, v in req.items() if k != "cmd"}
+                answer = {"ok": True, **(fn(**args) or {})}
+            except (ValueError, KeyError, TypeError, errors.L4Error, SpawnError) as e:
+                answer = {"ok": False, "error": str(e).strip("'\"")}
+            control.send_answer(self.ctl, answer)  # type: ignore[arg-type]
+
+    def _task(self, name: str) -> TaskRun:
+        if name not in self.tasks:
+            raise ValueError(f"no task named {name!r} (tasks: {', '.join(self.tasks)})")
+        return self.tasks[name]
+
+    def cmd_status(self) -> dict[str, Any]:
+        return {"name": self.image.name, "pid": os.getpid(), "run_dir": self.run_dir,
+                "ready": not any(t.state in ("waiting", "starting") and t.wanted
+                                 for t in self.tasks.values()),
+                "kernel_pid": self.kernel.pid if self.kernel else 0,
+                "zygote_pid": self.spawner.pid if self.spawner else 0,
+                "uptime_s": round(time.time() - self.started, 3),
+                "events": [f"{time.strftime('%H:%M:%S', time.localtime(ts))} {e}"
+                           for ts, e in self.events[-20:]]}
+
+    def cmd_ps(self) -> dict[str, Any]:
+        try:
+            ktasks = {k["id"]: k for k in self.root.kernel_info()["tasks"]}  # type: ignore[union-attr]
+        except errors.L4Error:
+            ktasks = {}
+        rows = []
+        for t in self.tasks.values():
+            row: dict[str, Any] = {
+                "name": t.spec.name, "pid": t.pid if t.state in ("starting", "running") else None,
+                "state": t.state, "restart": t.spec.restart, "restarts": t.restarts,
+                "provides": t.spec.provides, "uses": sorted(t.spec.services_used()),
+                "run": t.spec.run, "priority": t.spec.priority, "last_exit": t.last_exit,
+                "uptime_s": round(time.time() - t.started, 1) if t.state == "running" else None,
+                "cpu_s": None, "rss_kb": None, "ipc": None}
+            if row["pid"]:
+                try:
+                    p = psutil.Process(t.pid)
+                    ct = p.cpu_times()
+                    row["cpu_s"] = round(ct.user + ct.system, 2)
+                    row["rss_kb"] = p.memory_info().rss // 1024
+                except psutil.Error:
+                    pass
+            k = ktasks.get(t.task_id) if row["pid"] else None
+            if k is not None:
+                row["ipc"] = dict(k.get("stats", {}))
+            rows.append(row)
+        return {"tasks": rows}
+
+    def cmd_stop(self, task: str) -> dict[str, Any]:
+        t = self._task(task)
+        t.wanted = False
+        if t.state in ("starting", "running"):
+            self._signal(t, signal.SIGTERM)
+            t.kill_at = time.time() + 2.0
+        elif t.state == "waiting":
+            t.state = "stopped"
+        return {}
+
+    def cmd_start(self, task: str) -> dict[str, Any]:
+        t = self._task(task)
+        if t.state in ACTIVE and t.wanted:
+            raise ValueError(f"task {task!r} is already {t.state}")
+        t.wanted = True
+        t.budget.reset()
+        if t.state not in ("starting", "running"):
+            t.state = "waiting"
+        return {}
+
+    def cmd_restart(self, task: str) -> dict[str, Any]:
+        t = self._task(task)
+        if t.state in ("starting", "running"):
+            t.wanted, t.forced = True, True
+            self._signal(t, signal.SIGTERM)
+            t.kill_at = time.time() + 2.0
+            return {}
+        return self.cmd_start(task)
+
+    def cmd_kill(self, task: str, signal_name: str = "SIGKILL") -> dict[str, Any]:
+        t = self._task(task)
+        if t.state not in ("starting", "running"):
+            raise ValueError(f"task {task!r} is not running ({t.state})")
+        sig = signal.Signals[signal_name if signal_name.startswith("SIG") else "SIG" + signal_name]
+        self._signal(t, sig)
+        return {"pid": t.pid}
+
+    def cmd_attach(self, data: dict[str, Any], path: str = "snippet") -> dict[str, Any]:
+        from .image import ImageError
+        services = {s.name: s.provider for s in self.services.values()}
+        try:
+            specs, routes = check_snippet(data, path, services, set(self.tasks))
+        except ImageError as e:
+            return {"ok": False, "error": "invalid snippet", "problems": e.problems}
+        self.add_tasks(specs)
+        for r in routes:
+            self._route(r.task, r.cap)
+        self.event(f"attached {', '.join(s.name for s in specs) or 'no task'}"
+                   + (f"; routes: {', '.join(f'{r.task}.{r.cap.local}' for r in routes)}" if routes else ""))
+        return {"tasks": [s.name for s in specs], "routes": [f"{r.task}.{r.cap.local}" for r in routes]}
+
+    def cmd_down(self) -> dict[str, Any]:
+        self.stopping = True
+        return {}
+
+    # -- shutdown --------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Tasks, spawner (which removes the socket files), supervisor, kernel, control."""
+        self.stopping = True
+        if self.spawner is not None:
+            live = [t for t in self.tasks.values() if t.state in ("starting", "running")]
+            for t in live:
+                t.wanted = False
+                self._signal(t, signal.SIGTERM)
+            deadline = time.monotonic() + 1.0
+            pids = {t.pid for t in live}
+            while pids and time.monotonic() < deadline:
+                try:
+                    self.spawner.pump(block=False)
+                except SpawnError:
+                    break
+                pids -= {ev["pid"] for ev in self.spawner.take_events()}
+                time.sleep(0.01)
+            self.spawner.close()
+            self.spawner = None
+        for t in self.tasks.values():
+            if t.state in ACTIVE:
+                t.state = "stopped"
+        if self.root is not None:
+            try:
+                self.root.send(self.handler_gate, b"", timeout=0)
+            except errors.L4Error:
+                pass
+        if self.sup_thread is not None:
+            self.sup_thread.join(2.0)
+        if self.kernel is not None and self.kernel.poll() is None:
+            self.kernel.terminate()
+            try:
+                self.kernel.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kernel.kill()
+                self.kernel.wait()
+        for l4 in (getattr(self, "sup_l4", None), self.root):
+            if l4 is not None:
+                l4.close()
+        self.root = None
+        if self.ctl is not None:
+            self.ctl.close(0)
+            self.ctl = None
+        for f in (control.CONTROL_SOCK, control.STATE_FILE, "kernel.sock"):
+            try:
+                os.unlink(os.path.join(self.run_dir, f))
+            except FileNotFoundError:
+                pass
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.wake_r = self.wake_w = -1
