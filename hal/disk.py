@@ -1,0 +1,222 @@
+"""The block disk: an image file of 512-byte sectors, DMA to/from RAM, completion interrupt.
+
+Two ways to submit work, both handled by one worker thread per disk, in order:
+
+1. Registers: LBA, COUNT, DMA_ADDR, then CMD (1 READ, 2 WRITE, 3 FLUSH). STATUS.BUSY while it
+   runs; then STATUS.DONE (and STATUS.ERROR + ERROR on failure) and the completion interrupt.
+2. A request queue in RAM (like virtio/NVMe): Q_BASE (32-byte aligned), Q_SIZE (entries, a
+   power of two 1..1024), then the driver fills entries and writes Q_TAIL (the doorbell).
+   The device works through the entries from Q_HEAD to Q_TAIL, writes each entry's status,
+   advances Q_HEAD and raises one interrupt per doorbell when the queue is drained.
+   Entry (32 bytes, little-endian): u32 op, u32 count, u64 lba, u64 addr, u32 status, u32 0.
+
+Checks before acting: COUNT 1..MAX_SECTORS, the sector range inside the disk (else
+LBA_RANGE), the DMA range inside RAM (else DMA_RANGE), a known command (else BAD_COMMAND).
+FLUSH is fsync of the image. Fault knobs: `error_rate` (probability a request fails with
+IO_ERROR), `latency_ms` (added to each request).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import threading
+import time
+
+from .device import Device, ErrCode, Status
+from .pic import Pic
+from .ram import DmaError, Ram
+
+SECTOR = 512
+MAX_SECTORS = 2048            # 1 MiB per request
+MAX_QUEUE = 1024
+ENTRY = struct.Struct("<IIQQII")
+READ, WRITE, FLUSH = 1, 2, 3
+
+
+class Disk(Device):
+    kind = "disk"
+    ID = 0x4449534B
+    WORKERS = 1
+    REGS = {"SECTORS": (8, "ro"), "LBA": (9, "rw"), "COUNT": (10, "rw"), "DMA_ADDR": (11, "rw"),
+            "CMD": (12, "wo"), "Q_BASE": (13, "rw"), "Q_SIZE": (14, "rw"), "Q_TAIL": (15, "rw"),
+            "Q_HEAD": (16, "ro"), "COMPLETED": (17, "ro")}
+    KNOBS = {"error_rate": float, "latency_ms": float}
+
+    def __init__(self, name: str, line: int | None, pic: Pic, ram: Ram, image: str, size: int = 0) -> None:
+        super().__init__(name, line, pic, ram)
+        self.image = image
+        if not os.path.exists(image):
+            if size <= 0:
+                raise ValueError(f"device {name}: image {image} does not exist and no size was given")
+        self.fd = os.open(image, os.O_RDWR | os.O_CREAT, 0o644)
+        have = os.fstat(self.fd).st_size
+        if have < size:
+            os.ftruncate(self.fd, size)
+            have = size
+        if have < SECTOR:
+            os.close(self.fd)
+            raise ValueError(f"device {name}: image {image} is smaller than one sector")
+        self.sectors = have // SECTOR
+        self.q_head = 0
+        self.completed = 0
+        self.latched = (0, 0, 0, 0)
+        self.work: queue.Queue[str | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+    # -- registers --------------------------------------------------------------------
+    def read_reg(self, name: str) -> int:
+        if name == "SECTORS":
+            return self.sectors
+        if name == "Q_HEAD":
+            return self.q_head
+        if name == "COMPLETED":
+            return self.completed
+        return super().read_reg(name)
+
+    def write_reg(self, name: str, value: int) -> None:
+        if name == "CMD":
+            self._command(value)
+        elif name in ("Q_BASE", "Q_SIZE"):
+            if self.regs.get("Q_TAIL", 0) != self.q_head:
+                self.fail(ErrCode.BUSY)
+                return
+            base = value if name == "Q_BASE" else self.regs.get("Q_BASE", 0)
+            size = value if name == "Q_SIZE" else self.regs.get("Q_SIZE", 0)
+            if name == "Q_BASE" and value % ENTRY.size:
+                self.fail(ErrCode.BAD_VALUE)
+            elif name == "Q_SIZE" and not (1 <= value <= MAX_QUEUE and value & (value - 1) == 0):
+                self.fail(ErrCode.BAD_VALUE)
+            elif size and not self.ram.check(base, size * ENTRY.size):
+                self.fail(ErrCode.DMA_RANGE)
+            else:
+                self.regs[name] = value
+                self.regs["Q_TAIL"] = self.q_head = 0
+        elif name == "Q_TAIL":
+            size = self.regs.get("Q_SIZE", 0)
+            if not size or not self.ram.check(self.regs.get("Q_BASE", 0), size * ENTRY.size):
+                self.fail(ErrCode.NOT_ENABLED)
+            elif value >= size:
+                self.fail(ErrCode.BAD_VALUE)
+            else:
+                self.regs["Q_TAIL"] = value
+                self.status |= Status.BUSY
+                self.work.put("queue")
+        else:
+            super().write_reg(name, value)
+
+    def _command(self, cmd: int) -> None:
+        """Latch LBA/COUNT/DMA_ADDR with the command; the worker runs it."""
+        if self.status & Status.BUSY:
+            self.fail(ErrCode.BUSY)
+            return
+        self.status &= ~(Status.DONE | Status.ERROR)
+        self.error = ErrCode.NONE
+        self.status |= Status.BUSY
+        r = self.regs
+        self.latched = (cmd, r.get("LBA", 0), r.get("COUNT", 0), r.get("DMA_ADDR", 0))
+        self.work.put("cmd")
+
+    # -- the work (worker thread) -------------------------------------------------------
+    def check(self, op: int, lba: int, count: int, addr: int) -> ErrCode:
+        """Check one request before touching anything."""
+        if op == FLUSH:
+            return ErrCode.NONE
+        if op not in (READ, WRITE):
+            return ErrCode.BAD_COMMAND
+        if not 1 <= count <= MAX_SECTORS:
+            return ErrCode.BAD_VALUE
+        if lba < 0 or lba + count > self.sectors:
+            return ErrCode.LBA_RANGE
+        if not self.ram.check(addr, count * SECTOR):
+            return ErrCode.DMA_RANGE
+        return ErrCode.NONE
+
+    def execute(self, op: int, lba: int, count: int, addr: int) -> ErrCode:
+        err = self.check(op, lba, count, addr)
+        if err:
+            return err
+        knobs = self.knobs
+        if knobs["latency_ms"]:
+            time.sleep(knobs["latency_ms"] / 1000)
+        if knobs["error_rate"] and self.rng.random() < knobs["error_rate"]:
+            return ErrCode.IO_ERROR
+        try:
+            if op == FLUSH:
+                os.fsync(self.fd)
+                return ErrCode.NONE
+            n = count * SECTOR
+            buf = self.ram.view(addr, n)
+            if op == READ:
+                got = os.preadv(self.fd, [buf], lba * SECTOR)
+                if got < n:
+                    buf[got:] = bytes(n - got)
+            else:
+                done = 0
+                while done < n:
+                    done += os.pwrite(self.fd, buf[done:], lba * SECTOR + done)
+            return ErrCode.NONE
+        except (OSError, DmaError):
+            return ErrCode.IO_ERROR
+
+    def _run_command(self) -> None:
+        op, lba, count, addr = self.latched
+        err = self.execute(op, lba, count, addr)
+        with self.lock:
+            self.completed += 1
+            self.status = (self.status & ~Status.BUSY) | Status.DONE
+            if err:
+                self.fail(err)
+        self.raise_irq()
+
+    def _run_queue(self) -> None:
+        while True:
+            with self.lock:
+                size, base, tail = self.regs.get("Q_SIZE", 0), self.regs.get("Q_BASE", 0), self.regs.get("Q_TAIL", 0)
+                head = self.q_head
+            if not size or head == tail:
+                break
+            ent = self.ram.view(base + head * ENTRY.size, ENTRY.size)
+            op, count, lba, addr, _, _ = ENTRY.unpack(ent)
+            err = self.execute(op, lba, count, addr)
+            struct.pack_into("<I", ent, 24, int(err))
+            with self.lock:
+                self.q_head = (head + 1) % size
+                self.completed += 1
+        with self.lock:
+            self.status = (self.status & ~Status.BUSY) | Status.DONE
+        self.raise_irq()
+
+    def _run(self) -> None:
+        self.bind_thread()
+        while True:
+            job = self.work.get()
+            if job is None:
+                return
+            try:
+                if job == "cmd":
+                    self._run_command()
+                else:
+                    self._run_queue()
+            except Exception as e:              # never let the device thread die
+                with self.lock:
+                    self.status &= ~Status.BUSY
+                    self.fail(ErrCode.IO_ERROR)
+                print(f"[disk {self.name}] {type(e).__name__}: {e}", flush=True)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=f"disk-{self.name}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.work.put(None)
+            self.thread.join(10)
+            self.thread = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def stats(self) -> dict:
+        return {**super().stats(), "sectors": self.sectors, "image": self.image,
+                "completed": self.completed}

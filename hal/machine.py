@@ -1,0 +1,221 @@
+"""The machine: builds the devices, wires them to kernel objects, serves their registers.
+
+Ownership: the HAL process owns all device state and physical RAM (`Ram`). Its main L4
+thread receives every register access (DEV protocol, one gate per device, the gate's label
+names the device) and the bus requests (BUS protocol, gate label BUS_LABEL). Each device
+worker thread and the control-socket thread get an L4 thread of their own (`bind_thread`),
+created up front, so that any thread can raise an interrupt: the controller's `trigger`
+calls irq_trigger on the calling thread's own kernel connection.
+
+Kernel objects the HAL creates for itself at start: one gate per device (label
+DEVICE_LABEL_BASE + index, bound to the main thread) and one IRQ object per used line.
+`BUS.open` hands a device's gate and IRQ object to whoever holds the bus gate (the root task
+or the io server), who passes them on to the driver the policy names.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import traceback
+from typing import Any
+
+from kernel.abi import Proto, Rights
+from kernel.client import L4, Message, map_cap
+from kernel.errors import L4Error, Timeout
+from kernel.rpc import Call, Reply, RpcError
+
+from .device import Device
+from .pic import Pic
+from .protocol import BUS, BUS_LABEL, DEV, DEVICE_LABEL_BASE
+from .ram import Ram
+
+PIC_LINES = 32
+POLL_MS = 300          # how often the main loop looks at the stop flag
+
+
+class DevImpl:
+    """DEV protocol: the device is named by the gate's label (the kernel's word)."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.m = machine
+
+    def _dev(self, call: Call) -> Device:
+        return self.m.by_label[call.label]
+
+    def read(self, call: Call, reg: int) -> int:
+        return self._dev(call).read(reg)
+
+    def reads(self, call: Call, regs: list) -> list[int]:
+        d = self._dev(call)
+        return [d.read(r) if type(r) is int else d.read(-1) for r in regs]
+
+    def write(self, call: Call, reg: int, value: int) -> int:
+        return self._dev(call).write(reg, value)
+
+    def writes(self, call: Call, pairs: list) -> int:
+        d = self._dev(call)
+        status = 0
+        for p in pairs:
+            ok = isinstance(p, list) and len(p) == 2 and type(p[0]) is int and type(p[1]) is int
+            status = d.write(p[0], p[1]) if ok else d.write(-1, 0)
+        return status
+
+    def info(self, call: Call) -> dict:
+        return self._dev(call).info()
+
+
+class BusImpl:
+    def __init__(self, machine: "Machine") -> None:
+        self.m = machine
+
+    def devices(self, call: Call) -> list[dict]:
+        return [{"name": d.name, "kind": d.kind, "line": d.line} for d in self.m.devices.values()]
+
+    def open(self, call: Call, name: str) -> Reply:
+        d = self.m.devices.get(name)
+        if d is None:
+            raise RpcError("NOT_FOUND", f"no device {name!r} (devices: {', '.join(self.m.devices)})")
+        items = [map_cap(self.m.gate_of[name], Rights.INVOKE | Rights.GRANT)]
+        if d.line is not None:
+            items.append(map_cap(self.m.irq_slots[d.line], Rights.INVOKE | Rights.WRITE | Rights.GRANT))
+        return Reply(d.info(), items)
+
+    def ram(self, call: Call) -> dict:
+        return {"path": self.m.ram.path, "size": self.m.ram.size}
+
+
+class Machine:
+    def __init__(self, l4: L4, ram: Ram, devices: list[Device], pic: Pic, name: str = "hal") -> None:
+        self.l4 = l4
+        self.ram = ram
+        self.name = name
+        self.pic = pic
+        self.devices: dict[str, Device] = {pic.name: pic}
+        for d in devices:
+            if d.name in self.devices:
+                raise ValueError(f"two devices named {d.name!r}")
+            self.devices[d.name] = d
+        self.stopping = threading.Event()
+        self._tls = threading.local()
+        self._tls.l4 = l4
+        self._pool: list[L4] = []
+        self._pool_lock = threading.Lock()
+        self.by_label: dict[int, Device] = {}
+        self.gate_of: dict[str, int] = {}
+        self.irq_slots: dict[int, int] = {}
+        self.dev_impl = DevImpl(self)
+        self.bus_impl = BusImpl(self)
+        pic.trigger = self._trigger
+
+    # -- kernel objects ---------------------------------------------------------------
+    def wire(self, extra_threads: int = 1) -> None:
+        """Create our gates, IRQ objects and the L4 threads of the worker threads."""
+        for i, d in enumerate(self.devices.values()):
+            label = DEVICE_LABEL_BASE + i
+            self.gate_of[d.name] = self.l4.create_gate(label)
+            self.by_label[label] = d
+            if d.line is not None:
+                self.irq_slots[d.line] = self.l4.create_irq()
+            d.bind_thread = self.bind_thread
+        workers = sum(getattr(d, "WORKERS", 0) for d in self.devices.values()) + extra_threads
+        self._pool = [self.l4.spawn_thread() for _ in range(workers)]
+
+    def bind_thread(self) -> None:
+        """Called first by every worker thread: take an L4 thread of our own."""
+        with self._pool_lock:
+            if not self._pool:
+                raise RuntimeError(f"HAL {self.name}: no L4 thread left for {threading.current_thread().name}")
+            self._tls.l4 = self._pool.pop()
+
+    def _trigger(self, line: int) -> None:
+        l4 = getattr(self._tls, "l4", None)
+        if l4 is None:
+            print(f"[{self.name}] line {line} raised on a thread without L4", file=sys.stderr)
+            return
+        try:
+            l4.irq_trigger(self.irq_slots[line])
+        except (L4Error, KeyError) as e:
+            print(f"[{self.name}] irq_trigger line {line}: {e}", file=sys.stderr, flush=True)
+
+    # -- the register server (main thread) ---------------------------------------------
+    def handle(self, msg: Message) -> tuple[bytes, list, int]:
+        if msg.label == BUS_LABEL:
+            data, items = BUS.dispatch(self.bus_impl, msg)
+            return data, items, BUS.tag
+        if msg.label in self.by_label:
+            data, items = DEV.dispatch(self.dev_impl, msg)
+            return data, items, DEV.tag
+        return b"", [], 0
+
+    def serve(self) -> None:
+        l4 = self.l4
+        msg: Message | None = None
+        while not self.stopping.is_set():
+            try:
+                if msg is None:
+                    msg = l4.wait(timeout=POLL_MS)
+                if msg.proto < 0 and msg.proto != Proto.EXCEPTION:
+                    msg = None
+                    continue
+                data, items, tag = self.handle(msg)
+                if not msg.reply:
+                    msg = None
+                    continue
+                try:
+                    msg = l4.reply_and_wait(msg.reply, data, proto=tag, items=items, timeout=POLL_MS)
+                except L4Error as e:
+                    if isinstance(e, Timeout):
+                        msg = None
+                        continue
+                    # our reply was refused (e.g. the caller's window is taken): answer that
+                    print(f"[{self.name}] reply refused: {e}", file=sys.stderr, flush=True)
+                    try:
+                        l4.reply(msg.reply, _refused(str(e)), proto=tag)
+                    except L4Error:
+                        pass
+                    msg = None
+            except Timeout:
+                msg = None
+            except L4Error as e:
+                print(f"[{self.name}] main loop: {e}", file=sys.stderr, flush=True)
+                msg = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def run(self, control: Any = None) -> int:
+        for d in self.devices.values():
+            d.start()
+        if control is not None:
+            control.start()
+        old = signal.signal(signal.SIGTERM, lambda *a: self.stopping.set()) \
+            if threading.current_thread() is threading.main_thread() else None
+        try:
+            self.serve()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+            self.shutdown(control)
+        return 0
+
+    def shutdown(self, control: Any = None) -> None:
+        self.stopping.set()
+        if control is not None:
+            control.stop()
+        for d in self.devices.values():
+            try:
+                d.stop()
+            except Exception:
+                traceback.print_exc()
+        for t in self._pool:
+            t.close()
+        self.ram.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "ram": {"path": self.ram.path, "size": self.ram.size},
+                "devices": {n: d.stats() for n, d in self.devices.items()}}
+
+
+def _refused(reason: str) -> bytes:
+    from kernel.abi import pack
+    from kernel.rpc import Status
+    return pack([int(Status.INTERNAL), "REPLY_REFUSED", reason])

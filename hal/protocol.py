@@ -1,0 +1,44 @@
+"""The HAL's two wire protocols, declared once (kernel.rpc): device registers and the bus.
+
+DEV — spoken on a device's I/O capability (an IPC gate whose label the HAL chose and the
+kernel vouches for, so the label *is* the device; nobody can reach a device without a
+capability to its gate):
+
+    read(reg) -> value            one register
+    reads(regs) -> [values]       several, in order (a burst)
+    write(reg, value) -> status   one register; answers the device's STATUS afterwards
+    writes(pairs) -> status       [[reg, value], ...] in order; answers STATUS afterwards
+    info() -> {name, kind, line, regs}
+
+A bad register or value never fails the call: the device sets STATUS.ERROR and its ERROR
+register, as hardware would (see hal/DEVICES.md). Only a malformed request is refused.
+
+BUS — spoken on the bus gate (label BUS_LABEL, created by whoever wires the system and
+bound to the HAL's main thread):
+
+    devices() -> [{name, kind, line}]
+    open(name) -> info            with two capabilities mapped into the caller's window:
+                                  [0] the device's I/O gate, [1] its IRQ object (or only the
+                                  gate for a device without an interrupt line)
+    ram() -> {path, size}         where physical RAM is (until the kernel owns it)
+"""
+from __future__ import annotations
+
+from kernel.rpc import Protocol, op
+
+BUS_LABEL = 1            # the label the wirer gives the bus gate
+DEVICE_LABEL_BASE = 0x100  # the HAL labels its device gates DEVICE_LABEL_BASE + index
+
+DEV = Protocol("hal.dev", [
+    op("read", 1, ["reg:int"], "value"),
+    op("reads", 2, ["regs:list"], "values"),
+    op("write", 3, ["reg:int", "value:int"], "status"),
+    op("writes", 4, ["pairs:list"], "status"),
+    op("info", 5, [], "info"),
+], tag=0x4844)
+
+BUS = Protocol("hal.bus", [
+    op("devices", 1, [], "devices"),
+    op("open", 2, ["name:str"], "info", errors=["NOT_FOUND"]),
+    op("ram", 3, [], "ram"),
+], tag=0x4842)

@@ -1,0 +1,76 @@
+"""Physical RAM as the HAL's devices see it: one mmap'd file, addresses are byte offsets.
+
+Contract: every DMA access names a physical range [addr, addr+length); `view()` answers a
+memoryview of exactly that range or raises `DmaError` if any byte lies outside RAM (a device
+turns that into an error status; the HAL keeps running). Nothing else of the HAL touches
+the mapping.
+
+Until the kernel owns physical RAM (kernel/memory.py), the RAM is a file given by path
+(created with the given size if absent, and then removed again by `close()`) or an
+already open descriptor (memfd). Drivers reach the same frames by mapping the same file;
+later `Ram` will point at the kernel's RAM segment instead, with the same interface.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+
+
+class DmaError(Exception):
+    """A DMA range lies (partly) outside physical RAM."""
+
+
+class Ram:
+    """Physical RAM of the machine. Owned by the HAL process; thread-safe for disjoint ranges."""
+
+    def __init__(self, path: str | None = None, size: int = 0, *, fd: int | None = None) -> None:
+        self.path = path
+        self.created = False
+        if fd is None:
+            if path is None:
+                raise ValueError("Ram needs a path or an fd")
+            if not os.path.exists(path):
+                if size <= 0:
+                    raise ValueError(f"RAM file {path} does not exist and no size was given")
+                self.created = True
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._own_fd = True
+        else:
+            self._own_fd = False
+        self.fd = fd
+        have = os.fstat(fd).st_size
+        if size <= 0:
+            size = have
+        if size <= 0 or size % mmap.PAGESIZE:
+            raise ValueError(f"RAM size {size} must be a positive multiple of {mmap.PAGESIZE}")
+        if have < size:
+            os.ftruncate(fd, size)
+        self.size = size
+        self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mv = memoryview(self.map)
+
+    def check(self, addr: int, length: int) -> bool:
+        return 0 <= addr and 0 <= length and addr + length <= self.size
+
+    def view(self, addr: int, length: int) -> memoryview:
+        """The range [addr, addr+length) of RAM, or DmaError naming the range."""
+        if not self.check(addr, length):
+            raise DmaError(f"DMA range {addr:#x}+{length:#x} outside RAM of {self.size:#x} bytes")
+        return self.mv[addr:addr + length]
+
+    def read(self, addr: int, length: int) -> bytes:
+        return bytes(self.view(addr, length))
+
+    def write(self, addr: int, data: bytes | memoryview) -> None:
+        self.view(addr, len(data))[:] = data
+
+    def close(self) -> None:
+        try:
+            self.mv.release()
+            self.map.close()
+        except BufferError:
+            pass            # a view is still exported; the process is ending anyway
+        if self._own_fd:
+            os.close(self.fd)
+        if self.created and self.path and os.path.exists(self.path):
+            os.unlink(self.path)
