@@ -61,6 +61,12 @@ class Sys(IntEnum):
     TASK_WATCH = 42      # tell the kernel which OS process runs a task (death detection)
     KERNEL_INFO = 50     # statistics and the task table (needs the kernel capability)
     EXIT = 60            # the calling task ends itself
+    # Memory (docs/MEMORY.md): flexpages, page faults, shootdown.
+    MEM_ATTACH = 70      # join the RAM: answers the segment, our shootdown counter slot
+    MEM_FAULT = 71       # page fault: TLB refill from the page table, or IPC to the pager
+    MEM_UNMAP = 72       # unmap a flexpage from everyone who got it from us (recursive)
+    MEM_SIGMA0 = 73      # (kernel capability) a task becomes sigma0: all RAM mapped 1:1
+    MEM_QUERY = 74       # the page-table entries of a flexpage in our (or a task's) space
 
 
 class Err(IntEnum):
@@ -95,6 +101,31 @@ class Item(IntEnum):
     """Typed message items: [kind, a, b]."""
     MAP_CAP = 1     # [1, slot, rights_mask]: receiver gets a derived copy
     GRANT_CAP = 2   # [2, slot, 0]: the capability moves to the receiver
+    MAP_MEM = 3     # [3, vaddr, order, rights]: flexpage mapped (derived) into the receiver
+    GRANT_MEM = 4   # [4, vaddr, order, rights]: flexpage moves to the receiver
+
+
+CAP_ITEMS = frozenset({Item.MAP_CAP, Item.GRANT_CAP})
+MEM_ITEMS = frozenset({Item.MAP_MEM, Item.GRANT_MEM})
+
+
+class MemRights(IntFlag):
+    """Rights of a page mapping, and the access kinds of a page fault."""
+    NONE = 0
+    X = 0x1
+    W = 0x2
+    R = 0x4
+    RW = 0x6
+    RX = 0x5
+    RWX = 0x7
+
+
+# Memory geometry. A flexpage is 2**order bytes at a 2**order-aligned virtual address.
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+VA_BITS = 40                  # virtual address spaces are 1 TiB
+SHOOTDOWN_MS = 500            # a task that does not acknowledge an unmap in time is faulted
+SHOOTDOWN_SIGNAL = 12         # SIGUSR2: asks a task's vm library to drop its TLB at once
 
 
 class Proto(IntEnum):
@@ -172,6 +203,11 @@ LAYOUTS: dict[Sys, tuple[Field, ...]] = {
     Sys.TASK_WATCH: _f("task:int pid:int"),
     Sys.KERNEL_INFO: _f("kernel:int"),
     Sys.EXIT: _f("status:int"),
+    Sys.MEM_ATTACH: _f("signal:bool?"),
+    Sys.MEM_FAULT: _f("vaddr:int access:int ip:int"),
+    Sys.MEM_UNMAP: _f("vaddr:int order:int self:bool?"),
+    Sys.MEM_SIGMA0: _f("kernel:int task:int"),
+    Sys.MEM_QUERY: _f("task:int? vaddr:int order:int"),
 }
 
 # Calls whose answer is an IPC receipt rather than a plain value.
@@ -195,31 +231,52 @@ def _is_int(v: Any) -> bool:
     return type(v) is int and _INT_MIN <= v <= _INT_MAX
 
 
-def _check_items(v: Any) -> list[tuple[int, int, int]]:
+def _check_items(v: Any) -> list[tuple[int, ...]]:
     if not isinstance(v, list):
         raise AbiError(Err.INVALID, "items must be a list")
     if len(v) > MAX_ITEMS:
         raise AbiError(Err.TOO_BIG, f"{len(v)} items, at most {MAX_ITEMS}")
-    out = []
+    out: list[tuple[int, ...]] = []
     for i, it in enumerate(v):
-        if not (isinstance(it, list) and len(it) == 3 and all(_is_int(x) for x in it)):
+        if not (isinstance(it, list) and it and all(_is_int(x) for x in it)):
+            raise AbiError(Err.INVALID, f"item {i} must be a list of integers")
+        if it[0] in MEM_ITEMS:
+            if len(it) != 4:
+                raise AbiError(Err.INVALID, f"memory item {i} must be [kind, vaddr, order, rights]")
+            out.append((it[0], it[1], it[2], it[3]))
+            continue
+        if len(it) != 3:
             raise AbiError(Err.INVALID, f"item {i} must be [kind, slot, mask] integers")
-        if it[0] not in (Item.MAP_CAP, Item.GRANT_CAP):
+        if it[0] not in CAP_ITEMS:
             raise AbiError(Err.INVALID, f"item {i} has unknown kind {it[0]}")
         out.append((it[0], it[1], it[2]))
     return out
 
 
-def _check_window(v: Any) -> tuple[int, int] | None:
+def _check_window(v: Any) -> tuple[int, ...] | None:
     if v is None:
         return None
+    if isinstance(v, list) and len(v) == 4 and all(_is_int(x) for x in v):
+        _check_mem_window(v[2], v[3])
+        _check_window(v[:2])
+        return (v[0], v[1], v[2], v[3])
     if not (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_int(v[1])):
-        raise AbiError(Err.INVALID, "receive window must be [first_slot, count] or nil")
+        raise AbiError(Err.INVALID, "receive window must be [first_slot, count], "
+                                    "[first_slot, count, mem_vaddr, mem_order] or nil")
     base, count = v
     if not (FIRST_FREE_SLOT <= base and 0 <= count <= MAX_ITEMS and base + count <= MAX_SLOTS):
         raise AbiError(Err.INVALID, f"receive window [{base}, {count}] outside the free slots "
                                     f"{FIRST_FREE_SLOT}..{MAX_SLOTS - 1} or over {MAX_ITEMS} slots")
     return (base, count)
+
+
+def _check_mem_window(vaddr: int, order: int) -> None:
+    """A memory receive window is a flexpage of the receiver's address space."""
+    if not PAGE_SHIFT <= order <= VA_BITS:
+        raise AbiError(Err.INVALID, f"memory window order {order} outside {PAGE_SHIFT}..{VA_BITS}")
+    if vaddr < 0 or vaddr & ((1 << order) - 1) or vaddr + (1 << order) > 1 << VA_BITS:
+        raise AbiError(Err.INVALID, f"memory window 0x{vaddr:x} is not aligned to 2**{order} "
+                                    f"inside the {VA_BITS}-bit address space")
 
 
 def _check_timeout(v: Any) -> int:

@@ -66,8 +66,9 @@ def grant_cap(slot: int, rights: int = Rights.ALL) -> list[int]:
     return [int(Item.GRANT_CAP), slot, int(rights)]
 
 
-def _window(window: tuple[int, int] | None) -> list[int] | None:
-    return [window[0], window[1]] if window is not None else None
+def _window(window: tuple[int, ...] | None) -> list[int] | None:
+    # (first_slot, count) or (first_slot, count, mem_vaddr, mem_order): see kernel.vm.window
+    return list(window) if window is not None else None
 
 
 def _items(items: Iterable[list[int]]) -> list[list[int]]:
@@ -191,6 +192,27 @@ class _Api:
 
     def exit(self, status: int = 0) -> Any:
         return self._req(Sys.EXIT, status)
+
+    # -- memory (kernel.vm is the address-space view built on these) ---------------------
+    def mem_attach(self, signal: bool = False) -> Any:
+        """Join the RAM: {fd, kernel_pid, size, frames, ctl_offset, slot, epoch}."""
+        return self._req(Sys.MEM_ATTACH, signal)
+
+    def mem_fault(self, vaddr: int, access: int, ip: int = 0) -> Any:
+        """Page fault: answers [frame, rights] once the page is mapped for `access`."""
+        return self._req(Sys.MEM_FAULT, vaddr, int(access), ip)
+
+    def mem_unmap(self, vaddr: int, order: int, self_too: bool = False) -> Any:
+        """Unmap everything derived from our flexpage, in every task; returns once all
+        affected tasks acknowledged (the shootdown). Answers the number of mappings removed."""
+        return self._req(Sys.MEM_UNMAP, vaddr, order, self_too)
+
+    def mem_sigma0(self, task: int, kernel: int = SLOT_KERNEL) -> Any:
+        return self._req(Sys.MEM_SIGMA0, kernel, task)
+
+    def mem_query(self, vaddr: int, order: int, task: int | None = None) -> Any:
+        """The kernel's page table for a flexpage: [[vaddr, frame, rights], ...]."""
+        return self._req(Sys.MEM_QUERY, task, vaddr, order)
 
 
 def caps_from_env() -> dict[str, int]:

@@ -25,7 +25,8 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
-from .abi import (NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
+from . import memory
+from .abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
                   encode_ok, encode_receipt, pack)
 from .objects import Gate, Irq, Thread, TState
 
@@ -42,7 +43,7 @@ OnError = Callable[[Err, str], None]
 class SendRecord:
     """One message in flight: a blocked sender, or a delivered call awaiting its reply."""
     __slots__ = ("sender", "gate", "label", "rights", "proto", "items", "payload", "call",
-                 "window", "rcv_timeout", "key", "on_reply", "on_error", "live", "target")
+                 "window", "rcv_timeout", "key", "on_reply", "on_error", "live", "target", "mem")
 
     def __init__(self, sender: Thread | None, gate: Gate, rights: int, proto: int,
                  items: list[tuple[int, int, int]], payload: bytes | None, call: bool,
@@ -63,6 +64,9 @@ class SendRecord:
         self.on_error = on_error
         self.live = True        # the caller still waits for the reply
         self.target: Thread | None = None
+        # A kernel page-fault call: (faulting task, memory window, fault address) — the
+        # pager's reply maps into that task (memory.fault).
+        self.mem: tuple[Any, tuple[int, int], int] | None = None
 
     def __lt__(self, other: "SendRecord") -> bool:
         return self.key < other.key
@@ -74,11 +78,12 @@ class SendRecord:
 def plan_items(src: "CapSpace | None", items: list[tuple[int, int, int]],
                dst: "CapSpace", window: tuple[int, int] | None) -> list[tuple[Any, ...]]:
     """Check that every item can move into `window` of `dst`. Raises AbiError, moves nothing."""
+    items = [it for it in items if it[0] in CAP_ITEMS]     # memory items: memory.plan_items
     if not items:
         return []
     if src is None:
         raise AbiError(Err.INVALID, "kernel messages carry no items")
-    base, count = window if window is not None else (0, 0)
+    base, count = window[:2] if window is not None else (0, 0)
     if len(items) > count:
         raise AbiError(Err.INVALID, f"the receiver's window takes {count} capabilities, "
                                     f"the message carries {len(items)}")
@@ -111,6 +116,15 @@ def do_items(plan: list[tuple[Any, ...]], dst: "CapSpace") -> list[list[int]]:
 
 # ---------------------------------------------------------------------------
 # Answers
+
+def _plan_mem(k: "Kernel", src: Any, items: list[tuple[int, ...]], dst: Any,
+              window: tuple[int, ...] | None) -> list[Any]:
+    """Check the memory items of a message (none: nothing to do, no cost)."""
+    if not any(it[0] not in CAP_ITEMS for it in items):
+        return []
+    mwin = (window[2], window[3]) if window is not None and len(window) == 4 else None
+    return k.memory.plan_items(src, items, dst, mwin)
+
 
 def finish(k: "Kernel", thread: Thread, header: bytes, payload: bytes | None = None) -> None:
     """The thread's call is complete: leave any blocking state and send the answer."""
@@ -168,9 +182,13 @@ def deliver(k: "Kernel", rec: SendRecord, target: Thread) -> tuple[Err, str] | N
     src_space = rec.sender.task.space if rec.sender is not None else None
     try:
         plan = plan_items(src_space, rec.items, target.task.space, target.window)
+        mplan = _plan_mem(k, rec.sender.task if rec.sender is not None else None, rec.items,
+                          target.task, target.window)
     except AbiError as e:
         return (e.err, e.reason)
     received = do_items(plan, target.task.space)
+    if mplan:
+        received += k.memory.do_items(mplan)
     reply = 0
     if rec.call:
         reply = target.next_reply
@@ -221,20 +239,31 @@ def reply(k: "Kernel", thread: Thread, reply_id: int, proto: int,
         del thread.replies[reply_id]
         return (Err.PEER_DIED, f"the caller behind reply capability {reply_id} gave up or died")
     caller = rec.sender
+    mplan: list[Any] = []
     if caller is not None:
         try:
             plan = plan_items(thread.task.space, items, caller.task.space, rec.window)
+            mplan = _plan_mem(k, thread.task, items, caller.task, rec.window)
+        except AbiError as e:
+            return (e.err, e.reason)
+    elif items and rec.mem is not None and all(it[0] not in CAP_ITEMS for it in items):
+        try:        # a pager answers a page fault: map around the fault address
+            mplan = k.memory.plan_items(thread.task, items, rec.mem[0], rec.mem[1], rec.mem[2])
         except AbiError as e:
             return (e.err, e.reason)
     elif items:
         return (Err.INVALID, "the kernel's own calls accept no items in the reply")
     del thread.replies[reply_id]
     rec.live = False
+    if mplan:
+        received_mem = k.memory.do_items(mplan)
     if caller is None:
         if rec.on_reply is not None:
             rec.on_reply(proto, payload)
         return None
     received = do_items(plan, caller.task.space)
+    if mplan:
+        received += received_mem
     k.count_ipc(thread, caller)
     finish(k, caller, encode_receipt(0, 0, 0, proto, received), payload)
     return None
@@ -289,6 +318,10 @@ def kernel_send(k: "Kernel", gate: Gate | None, proto: Proto, body: dict[str, An
 def expire(k: "Kernel", thread: Thread) -> None:
     """`thread`'s timer ran out in its current state."""
     state = thread.state
+    mem_wait = getattr(thread, "mem_wait", None)    # an unmapper polling its shootdown
+    if mem_wait is not None and state == TState.IDLE:
+        mem_wait(k)
+        return
     if state == TState.SENDING:
         rec = thread.sending
         if rec is not None and rec.target is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from . import ipc, lifecycle, syscalls
+from . import ipc, lifecycle, memory, syscalls
 from .abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
                   decode_request, encode_error, encode_ok, unpack)
 from .objects import Factory, Gate, KernelCtl, Task, Thread, TState
@@ -62,8 +62,11 @@ class Timers:
 
 class Kernel:
     def __init__(self, run_dir: str, root_secret: bytes, root_quota: int = ROOT_QUOTA,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, ram: int = memory.DEFAULT_RAM) -> None:
         self.run_dir = run_dir
+        self.pid = os.getpid()
+        # "Physical" RAM: a memfd, never a name in /dev/shm (docs/MEMORY.md).
+        self.memory = memory.install(self, ram)
         self.sock_path = os.path.join(run_dir, "kernel.sock")
         self.verbose = verbose
         self.ctx = zmq.Context()
@@ -368,6 +371,7 @@ class Kernel:
                         pass
 
     def close(self) -> None:
+        self.memory.close()
         for fd in list(self.pidfds):
             os.close(fd)
         self.pidfds.clear()
@@ -388,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root-quota", type=int, default=ROOT_QUOTA)
     p.add_argument("--die-with-parent", action="store_true",
                    help="exit when the process that started us exits")
+    p.add_argument("--ram", type=int, default=memory.DEFAULT_RAM >> 20,
+                   help="size of physical RAM in MiB (default 64)")
     p.add_argument("-v", "--verbose", action="store_true")
     ns = p.parse_args(argv)
     if ns.die_with_parent:
@@ -402,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, root_secret.hex().encode())
         os.close(fd)
-    k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose)
+    k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose, ram=ns.ram << 20)
 
     def stop(signum: int, frame: Any) -> None:
         k.running = False

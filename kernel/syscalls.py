@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, ipc, lifecycle
+from . import caps, ipc, lifecycle, memory
 from .abi import (FIRST_FREE_SLOT, MAX_SLOTS, NEVER, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
                   AbiError, Err, ObjType, Rights, Sys)
+from .abi import CAP_ITEMS
 from .caps import CapSpace
 from .objects import Factory, Gate, Irq, Task, Thread
 
@@ -35,8 +36,9 @@ def _gate_for_send(th: Thread, slot: int, proto: int, items: list) -> tuple[Gate
     node = th.task.space.lookup(slot, ObjType.GATE, Rights.INVOKE)
     if proto < 0:
         raise AbiError(Err.INVALID, f"proto {proto} is reserved for kernel messages (use ≥ 0)")
-    for _, src, _ in items:     # fail early; delivery checks again
-        th.task.space.lookup(src, need=Rights.GRANT)
+    for it in items:            # fail early; delivery checks again
+        if it[0] in CAP_ITEMS:
+            th.task.space.lookup(it[1], need=Rights.GRANT)
     return node.obj, node.rights          # type: ignore[return-value]
 
 
@@ -299,6 +301,58 @@ def sys_exit(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
     k.answer(th, ipc.encode_ok(), None)
     lifecycle.kill_task(k, th.task, f"exited with status {a[0]}", a[0])
     return LATER
+
+
+# -- memory (kernel/memory.py, docs/MEMORY.md) ----------------------------------------
+
+@handles(Sys.MEM_ATTACH)
+def sys_mem_attach(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    space = mem.space(th.task)
+    space.signal = bool(a[0])
+    ram = mem.ram
+    return {"fd": ram.fd, "kernel_pid": k.pid, "size": ram.size, "frames": ram.frames,
+            "ctl_offset": ram.ctl_offset, "slot": space.slot, "epoch": space.epoch}
+
+
+@handles(Sys.MEM_FAULT)
+def sys_mem_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    result = memory.fault(k, th, *a)
+    return LATER if result is memory.LATER_MARK else result
+
+
+@handles(Sys.MEM_UNMAP)
+def sys_mem_unmap(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    vaddr, order, self_too = a
+    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    count, affected = mem.unmap(th.task, vaddr, order, bool(self_too))
+    mem.stats["shootdowns"] += bool(affected)
+    if memory.Shootdown(mem, th, count, affected).start():
+        return count
+    return LATER
+
+
+@handles(Sys.MEM_SIGMA0)
+def sys_mem_sigma0(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
+    task: Task = th.task.space.lookup(a[1], ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    if any(s.identity for s in mem.spaces.values() if s.task.alive and s.task is not task):
+        raise AbiError(Err.BUSY, "another live task is already sigma0")
+    space = mem.space(task)
+    if space.pages:
+        raise AbiError(Err.BUSY, f"task '{task.name}' already has mappings; sigma0 starts empty")
+    space.identity = mem.ram.frames
+    return {"frames": mem.ram.frames, "size": mem.ram.size}
+
+
+@handles(Sys.MEM_QUERY)
+def sys_mem_query(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    task_slot, vaddr, order = a
+    task = th.task
+    if task_slot is not None:
+        task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
+    return k.memory.query(task, vaddr, order)  # type: ignore[attr-defined]
 
 
 def new_space(k: "Kernel", name: str) -> CapSpace:

@@ -1,0 +1,437 @@
+"""Physical RAM, page tables, flexpage map/grant/unmap, page faults and TLB shootdown.
+
+RAM is one memfd the kernel creates at boot (`Ram`): `frames` 4 KiB frames, followed by a
+small control area of shootdown counters (two 64-bit words per task: the kernel's epoch and
+the task's acknowledged epoch). Nothing is ever named in /dev/shm: a task joins by opening
+`/proc/<kernel pid>/fd/<fd>` (MEM_ATTACH tells it where), and the memory is freed by Linux
+when the last process holding it exits, whatever way it exits (docs/MEMORY.md).
+
+The kernel's page table of each task (`AddressSpace.pages`: virtual page -> `MapNode`) is
+the single source of truth; a task's TLB only caches it. Every node remembers the node it was
+mapped from (`parent`) and the nodes mapped from it (`children`): the memory mapping
+database, in the same spirit as `caps`. sigma0's space is the root: it holds every frame
+1:1 (`identity`), its nodes are created on first use and are never removed.
+
+Contracts:
+- Flexpage items ([kind, vaddr, order, rights]) are checked completely before anything is
+  mapped (`plan_items`): alignment, every source page mapped with the rights asked, the
+  target inside the receiver's memory window, no target page holding another mapping.
+  `do_items` then acts and cannot fail.
+- A mapped node never has more rights than its parent.
+- `unmap` removes every node derived from the flexpage's nodes, in every task, recursively;
+  every affected task's epoch is bumped. The unmapper is answered only when every affected
+  task acknowledged (its counter, or it has every thread inside the kernel) — or was faulted
+  after SHOOTDOWN_MS (`Shootdown`).
+- A page fault is answered from the page table when the page is mapped with the rights
+  asked (a TLB refill); otherwise it becomes a call IPC (Proto.PAGE_FAULT) to the thread's
+  pager, whose reply may carry map items; they land around the fault address.
+
+Ownership: the kernel's event-loop thread only.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import struct
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .abi import (MEM_ITEMS, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS,
+                  AbiError, Err, Item, MemRights)
+
+if TYPE_CHECKING:
+    from .objects import Task, Thread
+    from .server import Kernel
+
+DEFAULT_RAM = 64 << 20
+CTL_SLOTS = 4096                 # tasks attached at once
+CTL_WORD = struct.Struct("<Q")
+
+
+class Ram:
+    """The RAM segment: a memfd of `frames` frames plus the shootdown counters."""
+
+    def __init__(self, size: int) -> None:
+        if size < PAGE_SIZE * 16 or size % PAGE_SIZE:
+            raise ValueError(f"RAM size {size} must be a multiple of {PAGE_SIZE}, at least 64 KiB")
+        self.size = size
+        self.frames = size >> PAGE_SHIFT
+        self.ctl_offset = size
+        self.fd = os.memfd_create(f"l4py-ram-{os.getpid()}", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size + CTL_SLOTS * 16)
+        # The kernel maps only the control area; it never touches task data.
+        self.ctl = mmap.mmap(self.fd, CTL_SLOTS * 16, offset=size)
+
+    def epoch_word(self, slot: int, value: int) -> None:
+        CTL_WORD.pack_into(self.ctl, slot * 16, value)
+
+    def ack_word(self, slot: int) -> int:
+        return CTL_WORD.unpack_from(self.ctl, slot * 16 + 8)[0]
+
+    def close(self) -> None:
+        self.ctl.close()
+        os.close(self.fd)
+
+
+class MapNode:
+    """One page mapping: `aspace` maps `vpage` to `frame` with `rights`."""
+    __slots__ = ("aspace", "vpage", "frame", "rights", "parent", "children")
+
+    def __init__(self, aspace: "AddressSpace", vpage: int, frame: int, rights: int,
+                 parent: "MapNode | None") -> None:
+        self.aspace = aspace
+        self.vpage = vpage
+        self.frame = frame
+        self.rights = rights
+        self.parent = parent
+        self.children: list[MapNode] = []
+        if parent is not None:
+            parent.children.append(self)
+
+
+class AddressSpace:
+    """The page table of one task, and its shootdown counter."""
+
+    def __init__(self, task: "Task", slot: int) -> None:
+        self.task = task
+        self.pages: dict[int, MapNode] = {}
+        self.identity = 0           # sigma0: frames 0..identity-1 are mapped 1:1
+        self.slot = slot            # its counter pair in the control area
+        self.epoch = 1
+        self.signal = False         # its vm library asked for SHOOTDOWN_SIGNAL
+
+    def node(self, vpage: int) -> MapNode | None:
+        n = self.pages.get(vpage)
+        if n is None and vpage < self.identity:
+            n = self.pages[vpage] = MapNode(self, vpage, vpage, int(MemRights.RWX), None)
+        return n
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def _pages(vaddr: int, order: int) -> range:
+    first = vaddr >> PAGE_SHIFT
+    return range(first, first + (1 << (order - PAGE_SHIFT)))
+
+
+def check_fpage(vaddr: int, order: int, what: str = "flexpage") -> None:
+    if not PAGE_SHIFT <= order <= VA_BITS:
+        raise AbiError(Err.INVALID, f"{what} order {order} outside {PAGE_SHIFT}..{VA_BITS}")
+    if vaddr < 0 or vaddr & ((1 << order) - 1) or vaddr + (1 << order) > 1 << VA_BITS:
+        raise AbiError(Err.INVALID, f"{what} at 0x{vaddr:x} is not naturally aligned to its "
+                                    f"size 2**{order} inside the address space")
+
+
+class Memory:
+    """All address spaces of the kernel, keyed by task id."""
+
+    def __init__(self, k: "Kernel", size: int) -> None:
+        self.k = k
+        self.ram = Ram(size)
+        self.spaces: dict[int, AddressSpace] = {}
+        self.free_slots = list(range(CTL_SLOTS - 1, -1, -1))
+        self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
+                      "faulted_tasks": 0}
+
+    def close(self) -> None:
+        self.ram.close()
+
+    # -- address spaces ------------------------------------------------------
+    def space(self, task: "Task") -> AddressSpace:
+        a = self.spaces.get(task.id)
+        if a is None:
+            self.reap()
+            if not self.free_slots:
+                raise AbiError(Err.QUOTA, "no free shootdown counter: too many address spaces")
+            a = self.spaces[task.id] = AddressSpace(task, self.free_slots.pop())
+            self.ram.epoch_word(a.slot, a.epoch)
+        return a
+
+    def reap(self) -> None:
+        """Unmap everything of tasks that died (their derived mappings elsewhere too)."""
+        dead = [a for a in self.spaces.values() if not a.task.alive]
+        for a in dead:
+            affected: set[AddressSpace] = set()
+            for n in list(a.pages.values()):
+                _remove(n, True, affected)
+            a.pages.clear()
+            del self.spaces[a.task.id]
+            self.free_slots.append(a.slot)
+            self.bump(affected - {a})
+
+    # -- flexpage items: check, then act ---------------------------------------
+    def plan_items(self, src: "Task | None", items: Iterable[tuple[int, ...]], dst: "Task",
+                   window: tuple[int, ...] | None, hotspot: int | None = None) -> list[Any]:
+        """Check every memory item; map nothing. `window` is (vaddr, order) or None."""
+        mine = [it for it in items if it[0] in MEM_ITEMS]
+        if not mine:
+            return []
+        if src is None:
+            raise AbiError(Err.INVALID, "kernel messages carry no memory items")
+        if window is None:
+            raise AbiError(Err.INVALID, f"task '{dst.name}' opened no memory receive window")
+        if not dst.alive:
+            raise AbiError(Err.PEER_DIED, f"task '{dst.name}' is gone")
+        self.reap()
+        sa, da = self.space(src), self.space(dst)
+        wbase, worder = window
+        plan = []
+        taken: set[int] = set()
+        for i, (kind, vaddr, order, rights) in enumerate(mine):
+            where = f"memory item {i} [0x{vaddr:x}, order {order}] of task '{src.name}'"
+            check_fpage(vaddr, order, where)
+            if rights & ~MemRights.RWX or not rights:
+                raise AbiError(Err.INVALID, f"{where}: rights {rights:#x} are not a non-empty "
+                                            f"subset of r/w/x")
+            if order > worder:
+                raise AbiError(Err.INVALID, f"{where} is larger than the receive window "
+                                            f"[0x{wbase:x}, order {worder}] of task '{dst.name}'")
+            if kind == Item.GRANT_MEM and sa.identity:
+                raise AbiError(Err.INVALID, f"{where}: sigma0 maps its frames, it cannot grant them")
+            hot = vaddr if hotspot is None else hotspot
+            target = wbase + (hot & ((1 << worder) - 1) & ~((1 << order) - 1))
+            steps = []
+            for sp, dp in zip(_pages(vaddr, order), _pages(target, order)):
+                node = sa.node(sp)
+                if node is None:
+                    raise AbiError(Err.INVALID, f"{where}: the sender has no mapping at "
+                                                f"0x{sp << PAGE_SHIFT:x}")
+                if node.rights & rights != rights:
+                    raise AbiError(Err.NO_RIGHTS, f"{where}: the sender's page 0x"
+                                                  f"{sp << PAGE_SHIFT:x} has rights "
+                                                  f"{MemRights(node.rights)!r}, not {MemRights(rights)!r}")
+                if dp in taken:
+                    raise AbiError(Err.INVALID, f"{where} overlaps another item at the receiver")
+                taken.add(dp)
+                old = da.pages.get(dp) or (da.node(dp) if da.identity else None)
+                if old is not None and not (kind == Item.MAP_MEM and old.parent is node) \
+                        and old is not node:
+                    raise AbiError(Err.BUSY, f"{where}: task '{dst.name}' already has another "
+                                             f"mapping at 0x{dp << PAGE_SHIFT:x}; unmap it first")
+                steps.append((node, dp, old))
+            plan.append((kind, target, order, rights, steps))
+        return [(sa, da, plan)]
+
+    def do_items(self, plans: list[Any]) -> list[list[int]]:
+        out: list[list[int]] = []
+        for sa, da, plan in plans:
+            changed = False
+            for kind, target, order, rights, steps in plan:
+                for node, dp, old in steps:
+                    if kind == Item.MAP_MEM:
+                        if old is not None:         # the same mapping again: new rights
+                            changed |= bool(old.rights & ~(node.rights & rights))
+                            old.rights = node.rights & rights
+                        else:
+                            da.pages[dp] = MapNode(da, dp, node.frame, node.rights & rights, node)
+                    else:
+                        if sa.pages.get(node.vpage) is node:
+                            del sa.pages[node.vpage]
+                        node.aspace, node.vpage = da, dp
+                        node.rights &= rights
+                        da.pages[dp] = node
+                self.stats["maps"] += len(steps)
+                out.append([int(kind), target, order, rights])
+                if kind == Item.GRANT_MEM:
+                    self.bump([sa])
+            if changed:
+                self.bump([da])
+        return out
+
+    # -- unmap and shootdown -----------------------------------------------------
+    def unmap(self, task: "Task", vaddr: int, order: int, self_too: bool) -> tuple[int, set[AddressSpace]]:
+        """Remove every mapping derived from the flexpage (and ours with `self_too`)."""
+        check_fpage(vaddr, order, "unmap flexpage")
+        self.reap()
+        a = self.space(task)
+        affected: set[AddressSpace] = set()
+        count = 0
+        for vp in _pages(vaddr, order):
+            node = a.pages.get(vp)
+            if node is None:
+                continue
+            count += _remove(node, self_too and node.parent is not None, affected)
+        self.stats["unmaps"] += count
+        self.bump(affected)
+        return count, affected
+
+    def bump(self, spaces: Iterable[AddressSpace]) -> None:
+        """Tell each space its TLB is stale: a new epoch, and a signal if it asked for one."""
+        for a in spaces:
+            if not a.task.alive:
+                continue
+            a.epoch += 1
+            self.ram.epoch_word(a.slot, a.epoch)
+            if a.signal and a.task.pid:
+                try:
+                    os.kill(a.task.pid, SHOOTDOWN_SIGNAL)
+                except ProcessLookupError:
+                    pass
+
+    def acked(self, a: AddressSpace) -> bool:
+        """The space can no longer use a stale TLB entry."""
+        if not a.task.alive or self.ram.ack_word(a.slot) >= a.epoch:
+            return True
+        # Every thread is inside the kernel: it re-checks its epoch before the next access.
+        return all(t.busy or not t.alive or t.conn is None for t in a.task.threads)
+
+    # -- queries -------------------------------------------------------------------
+    def query(self, task: "Task", vaddr: int, order: int) -> list[list[int]]:
+        check_fpage(vaddr, order, "query flexpage")
+        a = self.space(task)
+        if order - PAGE_SHIFT > 20:
+            raise AbiError(Err.TOO_BIG, "query at most 2**20 pages at once")
+        out = []
+        for vp in _pages(vaddr, order):
+            n = a.pages.get(vp) or (a.node(vp) if vp < a.identity else None)
+            if n is not None:
+                out.append([vp << PAGE_SHIFT, n.frame, n.rights])
+        return out
+
+
+def _remove(node: MapNode, include_self: bool, affected: set[AddressSpace]) -> int:
+    """Remove `node`'s subtree (and `node` with `include_self`). Answers the count removed."""
+    stack = list(node.children)
+    node.children = []
+    count = 0
+    while stack:
+        n = stack.pop()
+        if n.aspace.pages.get(n.vpage) is n:
+            del n.aspace.pages[n.vpage]
+        affected.add(n.aspace)
+        stack.extend(n.children)
+        n.children = []
+        n.parent = None
+        count += 1
+    if include_self:
+        if node.parent is not None:
+            try:
+                node.parent.children.remove(node)
+            except ValueError:
+                pass
+            node.parent = None
+        if node.aspace.pages.get(node.vpage) is node:
+            del node.aspace.pages[node.vpage]
+        affected.add(node.aspace)
+        count += 1
+    return count
+
+
+class Shootdown:
+    """An unmapper waiting for every affected space to acknowledge (polled every ms)."""
+
+    def __init__(self, mem: Memory, thread: "Thread", result: Any,
+                 spaces: set[AddressSpace]) -> None:
+        self.mem = mem
+        self.thread = thread
+        self.result = result
+        self.spaces = {a: a.epoch for a in spaces}
+        self.deadline = time.monotonic() + SHOOTDOWN_MS / 1000.0
+
+    def start(self) -> bool:
+        """True if done at once; otherwise the thread is polled by a 1 ms kernel timer."""
+        if self._settle(False):
+            return True
+        self._arm()
+        return False
+
+    def _arm(self) -> None:
+        th = self.thread
+        th.mem_wait = self.tick  # type: ignore[attr-defined]
+        self.mem.k.timers.add(1, th, th.set_state(th.state))
+
+    def _settle(self, final: bool) -> bool:
+        waiting = [a for a in self.spaces if not self.mem.acked(a)]
+        if not waiting:
+            return True
+        if not final:
+            return False
+        from . import lifecycle
+        for a in waiting:
+            self.mem.stats["faulted_tasks"] += 1
+            lifecycle.kill_task(self.mem.k, a.task, f"did not acknowledge a TLB shootdown "
+                                                    f"within {SHOOTDOWN_MS} ms", None)
+        self.mem.reap()
+        return True
+
+    def tick(self, k: "Kernel") -> None:
+        th = self.thread
+        th.mem_wait = None  # type: ignore[attr-defined]
+        if not th.alive:
+            return
+        if self._settle(time.monotonic() >= self.deadline):
+            from . import ipc
+            from .abi import encode_ok
+            ipc.finish(k, th, encode_ok(self.result))
+            return
+        self._arm()
+
+
+# ---------------------------------------------------------------------------
+# Page faults
+
+def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
+    """MEM_FAULT: answer [frame, rights] now, or LATER after the pager's reply."""
+    from . import ipc
+    from .abi import NEVER, Proto, Rights, encode_ok
+    mem: Memory = k.memory  # type: ignore[attr-defined]
+    if not 0 <= vaddr < 1 << VA_BITS:
+        raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
+    if access & ~MemRights.RWX or not access:
+        raise AbiError(Err.INVALID, f"fault access {access:#x} is not a subset of r/w/x")
+    a = mem.space(th.task)
+    vp = vaddr >> PAGE_SHIFT
+    n = a.node(vp)
+    if n is not None and n.rights & access == access:
+        mem.stats["refills"] += 1
+        return [n.frame, n.rights]
+    pager = th.pager
+    what = (f"page fault at 0x{vaddr:x} ({MemRights(access)!r}) in task '{th.task.name}' "
+            f"thread {th.id}")
+    if pager is None or not pager.alive:
+        _exception(k, th, vaddr, access, ip, "the thread has no pager")
+        raise AbiError(Err.NO_CAP, f"{what}: the thread has no pager")
+    mem.stats["faults"] += 1
+    body = {"addr": vaddr, "access": access, "ip": ip, "task": th.task.name, "thread": th.id}
+
+    def on_reply(proto: int, payload: bytes | None) -> None:
+        if not th.alive:
+            return
+        n = a.node(vp) if a.task.alive else None
+        if n is not None and n.rights & access == access:
+            ipc.finish(k, th, encode_ok([n.frame, n.rights]))
+            return
+        reason = f"the pager answered proto {proto} without mapping the page"
+        _exception(k, th, vaddr, access, ip, reason)
+        ipc.fail(k, th, Err.DENIED, f"{what}: {reason}")
+
+    def on_error(err: Err, reason: str) -> None:
+        if th.alive:
+            ipc.fail(k, th, err, f"{what}: pager failed: {reason}")
+
+    rec = ipc.SendRecord(None, pager, int(Rights.ALL), int(Proto.PAGE_FAULT), [],
+                         ipc.pack(body), True, None, NEVER, th.priority, on_reply, on_error)
+    rec.mem = (th.task, (0, VA_BITS), vaddr)
+    ipc.send(k, rec, NEVER)
+    return LATER_MARK
+
+
+LATER_MARK = object()     # replaced by syscalls.LATER in the handler
+
+
+def _exception(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
+    from . import ipc
+    from .abi import Proto
+    if th.handler is not None and th.handler.alive:
+        ipc.kernel_send(k, th.handler, Proto.EXCEPTION, {
+            "event": "page_fault", "task": th.task.name, "task_id": th.task.id,
+            "thread": th.id, "addr": vaddr, "access": access, "ip": ip, "reason": reason})
+
+
+def install(k: "Kernel", size: int) -> Memory:
+    signal.SIGUSR2  # documented: SHOOTDOWN_SIGNAL
+    assert SHOOTDOWN_SIGNAL == int(signal.SIGUSR2)
+    return Memory(k, size)

@@ -1,0 +1,162 @@
+"""sigma0: owns all RAM at boot and hands out frames, each frame to one client at a time.
+
+The kernel maps every frame 1:1 into sigma0's address space (virtual page n = frame n), so
+sigma0 never touches memory itself: it only sends map items. Clients are told apart by the
+label of the gate they call (the launcher gives each client its own gate).
+
+Protocol (payload msgpack {"op": ..., args}; answer {"ok": value} or {"err", "reason"}):
+    alloc  {order}            -> {"phys", "order"} and a map item of 2**order bytes, rw,
+                                 placed in the caller's memory receive window
+    free   {phys, order}      -> number of mappings removed (recursive unmap; frames free again)
+    info   {}                 -> {"frames", "free", "clients"}
+    Proto.PAGE_FAULT          -> as a pager: maps the faulting page 1:1 (phys = fault address),
+                                 if the frame is free or already the faulting client's
+Errors: "QUOTA" (no free block of that order), "INVALID" (bad order/phys), "NO_RIGHTS"
+(the frames belong to another client).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from kernel.abi import PAGE_SHIFT, MemRights, Proto, pack, unpack
+from kernel.errors import L4Error
+from kernel.vm import map_mem
+
+PROTOCOL = {
+    "alloc": {"args": ("order",), "reply": "dict(phys, order) + map item", "errors": ("QUOTA", "INVALID")},
+    "free": {"args": ("phys", "order"), "reply": "int", "errors": ("INVALID", "NO_RIGHTS")},
+    "info": {"args": (), "reply": "dict(frames, free, clients)", "errors": ()},
+}
+FREE = 0
+
+
+class Sigma0:
+    def __init__(self, l4: Any, frames: int) -> None:
+        self.l4 = l4
+        self.frames = frames
+        self.owner = [FREE] * frames        # client label (+1) per frame; FREE = unowned
+        self.free = frames
+
+    def _find(self, npages: int) -> int:
+        for start in range(0, self.frames - npages + 1, npages):
+            if all(o == FREE for o in self.owner[start:start + npages]):
+                return start
+        return -1
+
+    def alloc(self, label: int, order: int) -> tuple[dict, list]:
+        if not PAGE_SHIFT <= order <= PAGE_SHIFT + 20:
+            raise _Err("INVALID", f"order {order} outside {PAGE_SHIFT}..{PAGE_SHIFT + 20}")
+        n = 1 << (order - PAGE_SHIFT)
+        start = self._find(n)
+        if start < 0:
+            raise _Err("QUOTA", f"no free block of 2**{order} bytes ({self.free} frames free)")
+        self._own(start, n, label + 1)
+        phys = start << PAGE_SHIFT
+        return {"phys": phys, "order": order}, [map_mem(phys, order, MemRights.RWX)]
+
+    def free_block(self, label: int, phys: int, order: int) -> int:
+        start, n = phys >> PAGE_SHIFT, 1 << (order - PAGE_SHIFT)
+        if order < PAGE_SHIFT or phys & ((1 << order) - 1) or start + n > self.frames:
+            raise _Err("INVALID", f"[0x{phys:x}, order {order}] is not a block of RAM")
+        if any(o != label + 1 for o in self.owner[start:start + n]):
+            raise _Err("NO_RIGHTS", f"[0x{phys:x}, order {order}] is not all yours")
+        removed = self.l4.mem_unmap(phys, order)
+        self._own(start, n, FREE)
+        return removed
+
+    def fault(self, label: int, addr: int) -> list:
+        frame = addr >> PAGE_SHIFT
+        if frame >= self.frames:
+            raise _Err("INVALID", f"0x{addr:x} is beyond RAM")
+        if self.owner[frame] not in (FREE, label + 1):
+            raise _Err("NO_RIGHTS", f"frame {frame} belongs to another client")
+        self._own(frame, 1, label + 1)
+        return [map_mem(frame << PAGE_SHIFT, PAGE_SHIFT, MemRights.RWX)]
+
+    def _own(self, start: int, n: int, who: int) -> None:
+        for f in range(start, start + n):
+            if (self.owner[f] == FREE) != (who == FREE):
+                self.free += -1 if who != FREE else 1
+            self.owner[f] = who
+
+    def handle(self, label: int, proto: int, body: Any) -> tuple[Any, list, int]:
+        if proto == Proto.PAGE_FAULT:
+            return None, self.fault(label, body["addr"]), 0
+        op = body.get("op") if isinstance(body, dict) else None
+        if op == "alloc":
+            value, items = self.alloc(label, int(body["order"]))
+            return value, items, 0
+        if op == "free":
+            return self.free_block(label, int(body["phys"]), int(body["order"])), [], 0
+        if op == "info":
+            clients = len({o for o in self.owner if o != FREE})
+            return {"frames": self.frames, "free": self.free, "clients": clients}, [], 0
+        raise _Err("INVALID", f"unknown op {op!r}")
+
+
+class _Err(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def main(l4: Any) -> int:
+    # The launcher makes us sigma0 right after creating the task; wait until it has.
+    deadline = time.monotonic() + 10
+    while not l4.mem_query(0, PAGE_SHIFT):
+        if time.monotonic() > deadline:
+            raise SystemExit("sigma0: the kernel never made this task sigma0 (MEM_SIGMA0)")
+        time.sleep(0.005)
+    info = l4.mem_attach(False)
+    s = Sigma0(l4, info["frames"])
+    reply, data, items, proto = 0, b"", [], 0
+    while True:
+        try:
+            msg = l4.reply_and_wait(reply, data, items=items, proto=proto)
+        except L4Error as e:       # our answer could not be delivered: say why, go on
+            print(f"[sigma0] reply failed: {e}", file=sys.stderr, flush=True)
+            reply, data, items = 0, b"", []
+            continue
+        reply = msg.reply
+        try:
+            body = unpack(msg.data) if msg.data else {}
+            value, items, proto = s.handle(msg.label, msg.proto, body)
+            data = pack({"ok": value})
+        except _Err as e:
+            data, items, proto = pack({"err": e.code, "reason": e.reason}), [], 1
+        except Exception as e:       # a malformed request is the client's problem, not ours
+            data, items, proto = pack({"err": "INVALID", "reason": repr(e)}), [], 1
+
+
+class Sigma0Client:
+    """Client stub: `alloc` needs a memory receive window (where the block lands)."""
+
+    def __init__(self, l4: Any, gate: int) -> None:
+        self.l4, self.gate = l4, gate
+
+    def _call(self, body: dict, window: tuple | None = None) -> Any:
+        msg = self.l4.call(self.gate, pack(body), window=window)
+        ans = unpack(msg.data)
+        if "err" in ans:
+            from kernel import errors
+            from kernel.abi import Err
+            raise errors.from_code(int(Err[ans["err"]]), f"sigma0: {ans['reason']}")
+        return ans["ok"], msg.items
+
+    def alloc(self, order: int, window: tuple) -> tuple[dict, list]:
+        return self._call({"op": "alloc", "order": order}, window)
+
+    def free(self, phys: int, order: int) -> int:
+        return self._call({"op": "free", "phys": phys, "order": order})[0]
+
+    def info(self) -> dict:
+        return self._call({"op": "info"})[0]
+
+
+def boot(system: Any, name: str = "sigma0", **kw: Any) -> Any:
+    """Start sigma0 in a `kernel.testing.System` (or anything with root + spawn)."""
+    tp = system.spawn("servers.sigma0.server:main", name, **kw)
+    system.root.mem_sigma0(tp.slot)
+    return tp

@@ -1,0 +1,87 @@
+"""Test tasks for the memory tests: an agent that does what root tells it.
+
+`agent(l4)` serves its gate: each message is msgpack {"op", ...}; it answers {"ok": value}
+or {"err": Err name, "reason"}. Memory items that arrive land in WINDOW.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from kernel.abi import Err, Proto, pack, unpack
+from kernel.errors import L4Error
+from kernel.vm import VM, PageFault, grant_mem, map_mem, window
+
+WBASE, WORDER = 0x4000_0000, 30
+WINDOW = window(WBASE, WORDER)
+
+
+def agent(l4: Any, mode: str = "") -> int:
+    vm = VM(l4)
+    if mode == "deaf":        # never acknowledges a shootdown by itself
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    faults: list[dict] = []
+    held: list[int] = []
+    reply, data, items, proto = 0, b"", [], 0
+    while True:
+        msg = l4.reply_and_wait(reply, data, items=items, proto=proto, window=WINDOW)
+        reply, items, proto = msg.reply, [], 0
+        try:
+            if msg.proto == Proto.PAGE_FAULT:
+                body = msg.body()
+                faults.append(body)
+                if mode == "hold":           # a pager that never answers
+                    held.append(msg.reply)
+                    reply, data = 0, b""
+                    continue
+                data, proto = pack({"err": "INVALID", "reason": "no mapping"}), 1
+                continue
+            body = msg.body()
+            value, items = run(l4, vm, body, msg, faults)
+            data = pack({"ok": value})
+        except PageFault as e:
+            data = pack({"err": "PAGE_FAULT", "reason": e.reason, "code": e.err.name})
+        except L4Error as e:
+            data = pack({"err": e.err.name, "reason": e.reason})
+        if body.get("op") == "exit":
+            l4.reply(reply, data)
+            return 0
+
+
+def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
+    op = b["op"]
+    if op == "take":                     # a peer sent us memory items
+        return msg.items, []
+    if op == "read":
+        return vm.read(b["addr"], b["n"]), []
+    if op == "write":
+        vm.write(b["addr"], b["data"])
+        return None, []
+    if op == "give":                     # send items to a peer agent
+        mk = grant_mem if b.get("grant") else map_mem
+        its = [mk(b["vaddr"], b["order"], b.get("rights", 6))] + b.get("extra", [])
+        ans = unpack(l4.call(l4.caps[b["to"]], pack({"op": "take"}), items=its).data)
+        if b.get("grant"):
+            vm.flush()
+        return ans["ok"], []
+    if op == "alloc":                    # from sigma0
+        m = l4.call(l4.caps["sigma0"], pack({"op": "alloc", "order": b["order"]}), window=WINDOW)
+        ans = unpack(m.data)
+        if "err" in ans:
+            raise L4Error(ans["reason"], Err[ans["err"]])
+        return m.items, []
+    if op == "unmap":
+        return l4.mem_unmap(b["vaddr"], b["order"], b.get("self", False)), []
+    if op == "query":
+        return l4.mem_query(b["vaddr"], b["order"]), []
+    if op == "faults":
+        return faults, []
+    if op == "exit":
+        return None, []
+    if op == "spin":                     # compute without touching memory or the kernel
+        end = time.monotonic() + b["s"]
+        while time.monotonic() < end:
+            pass
+        return None, []
+    raise L4Error(f"unknown op {op}", Err.INVALID)
