@@ -151,6 +151,11 @@ def boot(image: str, detach: bool, plain: bool, exec_spawn: bool, timeout: float
 
 
 def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) -> None:
+    try:
+        control.request(run_dir, "status", timeout_ms=1000)
+        raise Fail(f"a system is already running in {run_dir}")
+    except control.NotRunning:
+        pass
     os.makedirs(run_dir, exist_ok=True)
     log_path = os.path.join(run_dir, "launcher.log")
     cmd = [sys.executable, "-m", "launcher", "boot", os.path.abspath(image), "--plain",
@@ -167,7 +172,7 @@ def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) ->
                        + (tail[-1] if tail else "no output"))
         try:
             st = control.request(run_dir, "status", timeout_ms=1000)
-            if st.get("ready"):
+            if st.get("ready") and st.get("pid") == proc.pid:
                 break
         except control.NotRunning:
             pass
@@ -192,7 +197,8 @@ def ps(as_json: bool, run_dir: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    Console().print(render(ask(rd, "status"), rows).renderables[0])
+    Console(width=None if sys.stdout.isatty() else 160).print(
+        render(ask(rd, "status"), rows).renderables[0])
 
 
 @cli.command()

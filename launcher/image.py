@@ -316,7 +316,9 @@ class _Checker:
 
     def _cycles(self, tasks: list[TaskSpec], providers: dict[str, str],
                 names: dict[str, int]) -> None:
-        deps = {t.name: start_deps(t, providers) & set(names) for t in tasks}
+        deps: dict[str, set[str]] = {}
+        for t in tasks:             # a duplicate name was reported already; keep the first
+            deps.setdefault(t.name, start_deps(t, providers) & set(names))
         state: dict[str, int] = {}
         reported: set[frozenset[str]] = set()
 

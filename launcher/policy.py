@@ -49,8 +49,9 @@ def failed(status: int | None) -> bool:
 
 def decide(policy: str, status: int | None, budget: Budget, *, wanted: bool,
            forced: bool, now: float | None = None) -> Decision:
-    how = "exited with status 0" if status == 0 else \
-        f"failed (status {status})" if status is not None else "died (killed or crashed)"
+    how = ("exited with status 0" if status == 0 else
+           f"was killed by signal {-status}" if status is not None and status < 0 else
+           f"failed with status {status}" if status is not None else "died (killed or crashed)")
     if not wanted:
         return Decision(False, "stopped", f"{how}; stopped on request")
     if forced:

@@ -147,7 +147,8 @@ class Launcher:
         env = {**os.environ, "PYTHONPATH": self.pythonpath}
         klog = open(os.path.join(self.logs, "kernel.log"), "ab")
         self.kernel = subprocess.Popen(
-            [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"],
+            [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
+            + (["--ram", str(max(1, self.image.ram >> 20))] if self.image.ram else []),
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
         klog.close()

@@ -1,0 +1,72 @@
+"""Shared helpers: write images, run l4run, check that a system left nothing behind."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from kernel.testing import PROJECT_ROOT
+
+HELLO = "servers.hello.server:serve"
+CLIENT = "servers.hello.client:run"
+
+
+def l4run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "launcher", *args], cwd=PROJECT_ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"l4run {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def write(path: str, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def ps(run_dir: str) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in json.loads(l4run("ps", "--json", "--run-dir", run_dir).stdout)}
+
+
+def wait_for(pred: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def system_pids(run_dir: str) -> set[int]:
+    """Launcher, kernel, zygote and every task pid of the system in `run_dir`."""
+    with open(os.path.join(run_dir, "launcher.json")) as f:
+        st = json.load(f)
+    pids = {st["pid"], st["kernel_pid"], st["zygote_pid"]}
+    pids |= {r["pid"] for r in ps(run_dir).values() if r["pid"]}
+    return pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def assert_clean(run_dir: str, pids: set[int], shm_before: set[str]) -> None:
+    """No process of the system, no socket file, nothing new in /dev/shm."""
+    wait_for(lambda: all(gone(p) for p in pids), 15, f"processes {sorted(pids)} to end")
+    strays = [p.pid for p in psutil.process_iter(["cmdline"])
+              if run_dir in " ".join(p.info["cmdline"] or []) and not gone(p.pid)]
+    assert not strays, f"processes still running for {run_dir}: {strays}"
+    wait_for(lambda: not [f for f in os.listdir(run_dir) if f.endswith(".sock")], 5,
+             "socket files to go")
+    assert not os.path.exists(os.path.join(run_dir, "launcher.json"))
+    new = {f for f in set(os.listdir("/dev/shm")) - shm_before
+           if any(str(p) in f for p in pids) or "l4" in f.lower()}
+    assert not new, f"left in /dev/shm: {new}"

@@ -1,0 +1,134 @@
+"""Image validation: every mistake named with file, key and reason, before anything starts."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from launcher.image import ImageError, check_snippet, load_image, parse_budget, parse_size
+
+from .helpers import HELLO, l4run, write
+
+BAD = f'''
+[system]
+name = "bad"
+ram = "12X"
+
+[[task]]
+name = "a"
+run = "{HELLO}"
+provides = ["svc"]
+depends_on = ["b"]
+[task.caps]
+x = "nosuch"
+
+[[task]]
+name = "b"
+run = "no_such_module_xyz:main"
+depends_on = ["a"]
+memory = "1000"
+colour = "red"
+
+[[task]]
+name = "a"
+run = "{HELLO}"
+restart = "sometimes"
+restart_budget = "lots"
+'''
+
+
+def problems(tmp_path, text: str) -> list[str]:
+    path = write(str(tmp_path / "img.toml"), text)
+    with pytest.raises(ImageError) as e:
+        load_image(path)
+    return e.value.problems
+
+
+def test_every_mistake_is_reported_with_file_key_and_reason(tmp_path):
+    got = problems(tmp_path, BAD)
+    path = str(tmp_path / "img.toml")
+    assert all(p.startswith(path + ": ") for p in got)
+    text = "\n".join(got)
+    for needle in ("system.ram: bad size", "unknown service 'nosuch'", "missing module 'no_such_module_xyz'",
+                   "task[1] (b).memory: bad size", "task[1] (b).colour: unknown key",
+                   "duplicate task name 'a'", "unknown policy 'sometimes'",
+                   "restart_budget", "cycle in start order"):
+        assert needle in text, f"{needle!r} not in:\n{text}"
+
+
+def test_cycle_through_services(tmp_path):
+    got = problems(tmp_path, f'''
+[system]
+name = "c"
+[[task]]
+name = "x"
+run = "{HELLO}"
+provides = ["sx"]
+caps = {{ y = "sy" }}
+[[task]]
+name = "y"
+run = "{HELLO}"
+provides = ["sy"]
+caps = {{ x = "sx" }}
+''')
+    assert any("cycle in start order: x -> y -> x" in p or "cycle in start order: y -> x -> y" in p
+               for p in got), got
+
+
+def test_good_images_load():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("minimal", "default"):
+        img = load_image(os.path.join(root, "configs", f"{name}.toml"))
+        assert img.name == name and img.tasks
+
+
+def test_caps_rights_and_labels(tmp_path):
+    img = load_image(write(str(tmp_path / "i.toml"), f'''
+[system]
+name = "r"
+ram = "64M"
+[[task]]
+name = "s"
+run = "{HELLO}"
+provides = ["svc"]
+[[task]]
+name = "c"
+run = "{HELLO}"
+[task.caps]
+plain = "svc"
+narrow = {{ service = "svc", rights = "invoke", label = 42 }}
+'''))
+    caps = {c.local: c for c in img.task("c").caps}
+    assert caps["narrow"].rights == 1 and caps["narrow"].label == 42
+    assert caps["plain"].label == 0 and img.ram == 64 << 20
+
+
+def test_sizes_and_budgets():
+    assert parse_size("64M") == 64 << 20 and parse_size("512K") == 512 << 10 and parse_size(8192) == 8192
+    for bad in ("12X", "-1", 100, True, "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_budget("3/10s") == (3, 10.0) and parse_budget({"max": 2, "window": 5}) == (2, 5.0)
+    with pytest.raises(ValueError):
+        parse_budget("3 per minute")
+
+
+def test_snippet_checked_against_running_services(tmp_path):
+    data = {"task": [{"name": "n", "run": HELLO, "caps": {"h": "hello", "z": "zzz"}}],
+            "route": [{"task": "ghost", "service": "hello"}]}
+    with pytest.raises(ImageError) as e:
+        check_snippet(data, "s.toml", {"hello": "hello"}, {"hello", "client"})
+    text = "\n".join(e.value.problems)
+    assert "unknown service 'zzz'" in text and "unknown task 'ghost'" in text
+    assert "'h'" not in text
+
+
+def test_cli_rejects_a_bad_image_in_one_line_each_and_starts_nothing(tmp_path):
+    path = write(str(tmp_path / "img.toml"), BAD)
+    rd = str(tmp_path / "rd")
+    p = l4run("boot", path, "--detach", "--run-dir", rd, check=False)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) >= 9 and all(path in ln for ln in lines)
+    assert not os.path.exists(rd)

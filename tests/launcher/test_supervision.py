@@ -1,0 +1,172 @@
+"""Supervision with real processes: policies, budgets, dependents, recovery, attach, routes.
+
+The launcher runs in the test process (its main loop driven by `step()`), the kernel, the
+zygote and every task are real processes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Iterator
+
+import pytest
+
+from launcher.image import load_image
+from launcher.system import Launcher
+
+from .helpers import CLIENT, HELLO, write
+
+T = "tests.launcher.tasks"
+
+
+@pytest.fixture
+def boot(tmp_path) -> Iterator:
+    started: list[Launcher] = []
+
+    def make(body: str) -> Launcher:
+        img = load_image(write(str(tmp_path / "img.toml"), '[system]\nname = "t"\n' + body))
+        la = Launcher(img, str(tmp_path / "run"), on_event=lambda s: None)
+        started.append(la)
+        la.boot(timeout=30)
+        return la
+
+    yield make
+    for la in started:
+        la.shutdown()
+
+
+def until(la: Launcher, pred, timeout: float = 20.0) -> None:
+    la.run_until(pred, timeout)
+
+
+def log(la: Launcher, task: str) -> str:
+    with open(os.path.join(la.logs, f"{task}.log")) as f:
+        return f.read()
+
+
+def test_never_leaves_a_failed_task_down(boot):
+    la = boot(f'[[task]]\nname = "x"\nrun = "{T}:exit_with"\nargs = ["3", "50"]\nrestart = "never"\n')
+    until(la, lambda: la.tasks["x"].state == "failed")
+    assert la.tasks["x"].restarts == 0 and "status 3" in la.tasks["x"].last_exit
+
+
+def test_on_failure_restarts_crashes_but_not_clean_exits(boot):
+    la = boot(f'''
+[[task]]
+name = "ok"
+run = "{T}:exit_with"
+args = ["0", "50"]
+restart = "on-failure"
+[[task]]
+name = "bad"
+run = "{T}:crash"
+restart = "on-failure"
+restart_budget = "2/60s"
+''')
+    until(la, lambda: la.tasks["ok"].state == "exited" and la.tasks["bad"].state == "failed")
+    assert la.tasks["ok"].restarts == 0
+    assert la.tasks["bad"].restarts == 2 and "budget exhausted" in la.tasks["bad"].last_exit
+    assert "RuntimeError: crashing on purpose" in log(la, "bad")
+
+
+def test_always_restarts_clean_exits_until_the_budget_runs_out(boot):
+    la = boot(f'[[task]]\nname = "x"\nrun = "{T}:exit_with"\nargs = ["0", "20"]\n'
+              f'restart = "always"\nrestart_budget = "3/60s"\n')
+    until(la, lambda: la.tasks["x"].state == "failed")
+    assert la.tasks["x"].restarts == 3
+    la.cmd_start("x")                       # a user start resets the budget
+    until(la, lambda: la.tasks["x"].restarts > 3)
+
+
+CLIENT_SERVER = f'''
+[[task]]
+name = "hello"
+run = "{HELLO}"
+provides = ["hello"]
+restart = "on-failure"
+restart_budget = "50/60s"
+[[task]]
+name = "client"
+run = "{CLIENT}"
+args = ["t", "20"]
+[task.caps]
+hello = {{ service = "hello", rights = "invoke", label = 5 }}
+'''
+
+
+def test_client_recovers_after_its_server_is_killed(boot):
+    la = boot(CLIENT_SERVER)
+    until(la, lambda: "(#3, label 5)" in log(la, "client"))
+    old = la.tasks["hello"].pid
+    os.kill(old, signal.SIGKILL)
+    until(la, lambda: la.tasks["hello"].restarts == 1 and la.tasks["hello"].state == "running")
+    assert la.tasks["hello"].pid != old
+    # the client's old capability reaches the new incarnation: its count starts again at #1
+    until(la, lambda: "(#2, label 5)" in log(la, "client").split("(#3, label 5)", 1)[1])
+    assert la.tasks["client"].restarts == 0 and la.tasks["client"].state == "running"
+
+
+def test_dependents_restart_with_their_server(boot):
+    la = boot(CLIENT_SERVER.replace('restart_budget = "50/60s"',
+                                    'restart_budget = "50/60s"\nrestart_dependents = true'))
+    client_pid = la.tasks["client"].pid
+    os.kill(la.tasks["hello"].pid, signal.SIGKILL)
+    until(la, lambda: la.tasks["client"].restarts == 1 and la.tasks["client"].state == "running")
+    assert la.tasks["client"].pid != client_pid
+
+
+def test_stop_start_restart(boot):
+    la = boot(CLIENT_SERVER)
+    la.cmd_stop("hello")
+    until(la, lambda: la.tasks["hello"].state == "stopped")
+    assert la.tasks["hello"].restarts == 0
+    la.cmd_start("hello")
+    until(la, lambda: la.tasks["hello"].state == "running")
+    pid = la.tasks["hello"].pid
+    la.cmd_restart("hello")
+    until(la, lambda: la.tasks["hello"].pid != pid and la.tasks["hello"].state == "running")
+
+
+def test_attach_a_server_and_route_it_to_a_running_task(boot):
+    la = boot(f'''
+[[task]]
+name = "hello"
+run = "{HELLO}"
+provides = ["hello"]
+[[task]]
+name = "waiter"
+run = "{T}:lookup_then_call"
+args = ["echo"]
+''')
+    ans = la.cmd_attach({"task": [
+        {"name": "echo", "run": HELLO, "args": ["echo"], "provides": ["echo"]},
+        {"name": "user", "run": CLIENT, "args": ["u", "20", "2", "echo"], "caps": {"echo": "echo"},
+         "restart": "never"}],
+        "route": [{"task": "waiter", "service": "echo", "label": 9}]}, "snippet.toml")
+    assert ans["tasks"] == ["echo", "user"] and ans["routes"] == ["waiter.echo"]
+    until(la, lambda: la.tasks["user"].state == "exited")
+    assert "echo, u 1" in log(la, "user")
+    until(la, lambda: "LOOKUP echo, via lookup" in log(la, "waiter"))
+    assert "label 9" in log(la, "waiter")
+    bad = la.cmd_attach({"task": [{"name": "n", "run": HELLO, "caps": {"x": "nosuch"}}]}, "s.toml")
+    assert bad["ok"] is False and "unknown service 'nosuch'" in bad["problems"][0]
+
+
+def test_env_and_caps_reach_the_task(boot):
+    la = boot(f'''
+[[task]]
+name = "hello"
+run = "{HELLO}"
+provides = ["hello"]
+[[task]]
+name = "e"
+run = "{T}:show_env"
+env = {{ GREETING = "hi" }}
+caps = {{ h = "hello" }}
+''')
+    until(la, lambda: "ENV" in log(la, "e"))
+    assert "ENV GREETING=hi caps=['h', 'launcher']" in log(la, "e")
+    rows = {r["name"]: r for r in la.cmd_ps()["tasks"]}
+    assert rows["e"]["ipc"] is not None and rows["e"]["rss_kb"] > 0
+    time.sleep(0)
