@@ -19,13 +19,15 @@ WINDOW = window(WBASE, WORDER)
 
 def agent(l4: Any, mode: str = "") -> int:
     vm = VM(l4)
+    win = window(WBASE, 13) if mode == "smallwin" else WINDOW
+    backing: list[list[int]] = []      # pager mode: the block we page from
     if mode == "deaf":        # never acknowledges a shootdown by itself
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     faults: list[dict] = []
     held: list[int] = []
     reply, data, items, proto = 0, b"", [], 0
     while True:
-        msg = l4.reply_and_wait(reply, data, items=items, proto=proto, window=WINDOW)
+        msg = l4.reply_and_wait(reply, data, items=items, proto=proto, window=win)
         reply, items, proto = msg.reply, [], 0
         try:
             if msg.proto == Proto.PAGE_FAULT:
@@ -35,10 +37,18 @@ def agent(l4: Any, mode: str = "") -> int:
                     held.append(msg.reply)
                     reply, data = 0, b""
                     continue
+                if mode == "pager" and backing:
+                    _, base, order, _ = backing[0]
+                    npages = 1 << (order - 12)
+                    page = base + ((body["addr"] >> 12) % npages) * 4096
+                    data, items = b"", [map_mem(page, 12, 6)]
+                    continue
                 data, proto = pack({"err": "INVALID", "reason": "no mapping"}), 1
                 continue
             body = msg.body()
             value, items = run(l4, vm, body, msg, faults)
+            if body["op"] == "alloc":
+                backing[:] = value
             data = pack({"ok": value})
         except PageFault as e:
             data = pack({"err": "PAGE_FAULT", "reason": e.reason, "code": e.err.name})
@@ -72,7 +82,7 @@ def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
             raise L4Error(ans["reason"], Err[ans["err"]])
         return m.items, []
     if op == "unmap":
-        return l4.mem_unmap(b["vaddr"], b["order"], b.get("self", False)), []
+        return l4.mem_unmap(b["vaddr"], b["order"], b.get("own", False)), []
     if op == "query":
         return l4.mem_query(b["vaddr"], b["order"]), []
     if op == "faults":

@@ -25,12 +25,13 @@ class Mem:
         return g
 
     def agent(self, name: str, peers: tuple[str, ...] = (), mode: str = "",
-              pager: str | None = None, caps: dict | None = None) -> Any:
+              pager: str | None = None, caps: dict | None = None,
+              handler: int | None = None) -> Any:
         c = {"sigma0": self.s0gate(name)}
         c.update({p: self.gates[p] for p in peers})
         c.update(caps or {})
         tp = self.sys.spawn("tests.memory.agents:agent", name, args=(mode,) if mode else (),
-                            caps=c)
+                            caps=c, handler=handler)
         self.gates[name] = self.root.create_gate(100 + len(self.gates), thread=tp.thread)
         if pager is not None:
             self.root.thread_control(tp.thread, pager=self.gates[pager])

@@ -1,0 +1,78 @@
+"""Unmap returns only after every affected task acknowledged; a task that doesn't is faulted."""
+from __future__ import annotations
+
+import threading
+
+from kernel.errors import L4Error
+from kernel.testing import wait_for
+
+
+def _spin_in_background(mem, name, seconds):
+    l4b = mem.root.spawn_thread()
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out.update(mem.do(name, "spin", l4=l4b, s=seconds))
+        except L4Error as e:
+            out["err"] = e.err.name
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out, l4b
+
+
+def _share(mem, victim):
+    va = mem.ok("a", "alloc", order=12)[0][1]
+    mem.ok("a", "write", addr=va, data=b"shared")
+    vv = mem.ok("a", "give", to=victim, vaddr=va, order=12)[0][1]
+    assert mem.ok(victim, "read", addr=vv, n=6) == b"shared"
+    return va, vv
+
+
+def test_a_busy_but_cooperative_task_acknowledges(mem):
+    mem.agent("v")
+    mem.agent("a", peers=("v",))
+    va, vv = _share(mem, "v")
+    t, out, l4b = _spin_in_background(mem, "v", 2.0)   # computing, outside the kernel
+    wait_for(lambda: _state(mem, "v") != "receiving",
+             what="v to start spinning")
+    assert mem.ok("a", "unmap", vaddr=va, order=12) == 1  # its signal handler acknowledged
+    t.join(20)
+    assert out == {"ok": None}
+    assert mem.procs["v"].proc.poll() is None
+    assert mem.do("v", "read", addr=vv, n=1)["err"] == "PAGE_FAULT"
+    l4b.close()
+
+
+def test_a_task_that_never_acknowledges_is_faulted(mem):
+    handler = mem.sys.gate(label=5)
+    mem.agent("v", mode="deaf", handler=handler)
+    mem.agent("a", peers=("v",))
+    va, vv = _share(mem, "v")
+    t, out, l4b = _spin_in_background(mem, "v", 30.0)
+    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start spinning")
+    assert mem.ok("a", "unmap", vaddr=va, order=12) == 1
+    msg = mem.root.wait(timeout=5000)
+    assert msg.label == 5 and "shootdown" in msg.body()["reason"]
+    t.join(20)
+    assert out == {"err": "PEER_DIED"}      # its caller was released with an error
+    assert "v" not in [x["name"] for x in mem.root.kernel_info()["tasks"]]
+    l4b.close()
+
+
+def _state(mem, name):
+    info = mem.root.kernel_info()
+    for task in info["tasks"]:
+        if task["name"] == name:
+            tid = task["threads"][0]
+            return _thread_state(mem, tid)
+    return "gone"
+
+
+def _thread_state(mem, tid):
+    # the task table names thread ids only; inspect our capability to the thread
+    for name, tp in mem.procs.items():
+        insp = mem.root.cap_inspect(tp.thread)
+        if insp["id"] == tid:
+            return insp["state"]
+    return "?"
