@@ -87,7 +87,8 @@ def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
     for col, just in (("task", "left"), ("pid", "right"), ("state", "left"), ("policy", "left"),
                       ("restarts", "right"), ("cpu s", "right"), ("mem MiB", "right"),
                       ("ipc in/out", "right"), ("provides", "left"), ("uses", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t.add_column(col, justify=just, no_wrap=True,  # type: ignore[arg-type]
+                     min_width=len(col) if col in ("task", "state", "policy", "restarts") else None)
     for r in rows:
         ipc = r.get("ipc") or {}
         t.add_row(r["name"], str(r["pid"] or "-"),
