@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     ns = p.parse_args(argv)
     if ns.die_with_parent:
-        die_with_parent()
+        die_with_parent(signal.SIGTERM)   # SIGTERM: we still remove our socket
     if ns.nice:
         # The kernel is on every IPC's path: let it run before the tasks it serves. Done
         # before ZeroMQ starts its I/O thread, which inherits the niceness.
