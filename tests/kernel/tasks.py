@@ -17,7 +17,9 @@ Each runs as `FUNC(l4, *args)` inside its own OS process, connected to the kerne
 - `sleeper`: holds its process open and never waits (a receiver that is never ready).
 - `exit_with`: returns a status at once (a task that ends normally).
 - `alien_worker`: makes two FACTORY_INFO calls (the test's handler allows one, denies the
-  other) and exits with a status saying what it saw.
+  other) and exits with a status saying what it saw. `alien_orphan`: one call, which must be
+  denied because no handler answers. Both make no system call before the file named by
+  L4_TEST_GO exists, so the test can mark the thread alien first.
 """
 from __future__ import annotations
 
@@ -132,8 +134,16 @@ def exit_with(l4: L4, status: str = "0") -> int:
     return int(status)
 
 
+def _await_go() -> None:
+    """Make no system call until the test has set us up (e.g. marked our thread alien)."""
+    go = os.environ.get("L4_TEST_GO", "")
+    while go and not os.path.exists(go):
+        time.sleep(0.005)
+
+
 def alien_worker(l4: L4) -> int:
     """Status 0: the first call was allowed and answered, the second was denied."""
+    _await_go()
     try:
         info = l4.factory_info()
     except L4Error as e:
@@ -149,3 +159,16 @@ def alien_worker(l4: L4) -> int:
         print(f"alien_worker: second call failed wrongly: {e}", file=sys.stderr, flush=True)
         return 12
     return 13
+
+
+def alien_orphan(l4: L4) -> int:
+    """An alien thread whose handler gate leads nowhere. Status 0: its call was denied."""
+    _await_go()
+    try:
+        l4.factory_info()
+    except Denied:
+        return 0
+    except L4Error as e:
+        print(f"alien_orphan: wrong error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 2
