@@ -19,7 +19,8 @@ WINDOW = window(WBASE, WORDER)
 
 def agent(l4: Any, mode: str = "") -> int:
     vm = VM(l4)
-    win = window(WBASE, 13) if mode == "smallwin" else WINDOW
+    worder = 13 if mode == "smallwin" else WORDER
+    next_cap = [200]                   # capabilities sent to us land here, one by one
     backing: list[list[int]] = []      # pager mode: the block we page from
     if mode == "deaf":        # never acknowledges a shootdown by itself
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
@@ -27,7 +28,10 @@ def agent(l4: Any, mode: str = "") -> int:
     held: list[int] = []
     reply, data, items, proto = 0, b"", [], 0
     while True:
-        msg = l4.reply_and_wait(reply, data, items=items, proto=proto, window=win)
+        msg = l4.reply_and_wait(reply, data, items=items, proto=proto,
+                                window=window(WBASE, worder, next_cap[0], 1))
+        if any(it[0] in (1, 2) for it in msg.items):
+            next_cap[0] += 1
         reply, items, proto = msg.reply, [], 0
         try:
             if msg.proto == Proto.PAGE_FAULT:
@@ -85,6 +89,24 @@ def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
         return l4.mem_unmap(b["vaddr"], b["order"], b.get("own", False)), []
     if op == "query":
         return l4.mem_query(b["vaddr"], b["order"]), []
+    if op.startswith("moe_"):
+        from servers.moe import MoeSession
+        moe = MoeSession(l4, l4.caps["moe"])
+        if op == "moe_alloc":
+            return list(moe.alloc(b["size"])), []
+        if op == "moe_attach":
+            return moe.attach(b["slot"], b.get("rights", 6), b.get("addr")), []
+        if op == "moe_copy":
+            return list(moe.copy(b["slot"])), []
+        if op == "moe_release":
+            return moe.release(b["slot"]), []
+        if op == "moe_info":
+            return moe.info(), []
+    if op == "send_cap":
+        from kernel.client import map_cap
+        ans = unpack(l4.call(l4.caps[b["to"]], pack({"op": "take"}),
+                             items=[map_cap(b["slot"], 0x5)]).data)
+        return ans["ok"], []
     if op == "faults":
         return faults, []
     if op == "exit":

@@ -26,15 +26,15 @@ class Mem:
 
     def agent(self, name: str, peers: tuple[str, ...] = (), mode: str = "",
               pager: str | None = None, caps: dict | None = None,
-              handler: int | None = None) -> Any:
+              handler: int | None = None, pager_gate: int | None = None) -> Any:
         c = {"sigma0": self.s0gate(name)}
         c.update({p: self.gates[p] for p in peers})
         c.update(caps or {})
         tp = self.sys.spawn("tests.memory.agents:agent", name, args=(mode,) if mode else (),
                             caps=c, handler=handler)
         self.gates[name] = self.root.create_gate(100 + len(self.gates), thread=tp.thread)
-        if pager is not None:
-            self.root.thread_control(tp.thread, pager=self.gates[pager])
+        if pager is not None or pager_gate is not None:
+            self.root.thread_control(tp.thread, pager=pager_gate or self.gates[pager])
         self.procs[name] = tp
         return tp
 
@@ -46,6 +46,17 @@ class Mem:
         ans = self.do(name, op, **args)
         assert "ok" in ans, ans
         return ans["ok"]
+
+    def moe(self) -> Any:
+        """Start moe (a client of sigma0); answers the admin stub."""
+        from servers.moe import MoeAdmin
+        tp = self.sys.spawn("servers.moe.server:main", "moe", caps={"sigma0": self.s0gate("moe")})
+        self.procs["moe"] = tp
+        return MoeAdmin(self.root, self.root.create_gate(0, thread=tp.thread))
+
+    def moe_client(self, admin: Any, name: str, quota: int = 1 << 20, **kw: Any) -> Any:
+        sess = admin.session(name, quota)
+        return self.agent(name, caps={"moe": sess}, pager_gate=sess, **kw)
 
     def close(self) -> None:
         self.sys.close()

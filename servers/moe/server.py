@@ -1,0 +1,271 @@
+"""moe: dataspaces (memory objects), region maps, and the pager of its clients.
+
+Memory comes from sigma0 in 1 MiB blocks mapped into moe's pool (POOL_BASE + physical
+address); moe hands out single pool pages. A dataspace is a size, an owner session and a
+page table index -> pool page, filled on demand: the first touch of a page allocates and
+zeroes it (demand paging). `copy` makes a copy-on-write clone: both share the pages, mapped
+read-only, until one side writes; then moe copies the page, unmaps the shared one from every
+client (they re-fault and find their own page) and maps the copy writable.
+
+Each client has a session gate (label SESSION|n) that is both its moe capability and its
+pager gate: a page fault names the session by its label, the region map of that session
+finds the dataspace and page. Dataspaces are named by their own gates (DATASPACE|n):
+passing that capability to another task lets it attach the same memory (sharing).
+Quota: each session may hold dataspaces totalling at most its quota in bytes.
+
+Ownership: single-threaded; all state below belongs to the serving loop.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from kernel.abi import PAGE_SHIFT, PAGE_SIZE, Err, MemRights, Proto, pack, unpack
+from kernel.client import map_cap
+from kernel.errors import L4Error
+from kernel.vm import VM, map_mem, window
+
+from .protocol import DATASPACE, OPS, SESSION
+
+PROTOCOL = OPS
+POOL_BASE, POOL_ORDER = 1 << 39, 39      # sigma0 blocks land at POOL_BASE + phys
+CHUNK_ORDER = 20
+REGION_BASE = 1 << 32                    # where attach puts regions by default
+RECV_SLOT = 4000                         # where capabilities sent to us arrive
+
+
+class MoeError(Exception):
+    def __init__(self, err: str, reason: str) -> None:
+        super().__init__(reason)
+        self.err, self.reason = err, reason
+
+
+class Dataspace:
+    def __init__(self, ident: int, size: int, owner: "Session", gate: int, gate_id: int) -> None:
+        self.id = ident
+        self.size = size
+        self.owner = owner
+        self.gate = gate            # our slot of its gate
+        self.gate_id = gate_id      # the kernel object id (checks capabilities sent to us)
+        self.pages: dict[int, int] = {}     # page index -> pool vaddr
+
+
+class Region:
+    def __init__(self, start: int, size: int, ds: Dataspace, rights: int) -> None:
+        self.start, self.size, self.ds, self.rights = start, size, ds, rights
+
+
+class Session:
+    def __init__(self, ident: int, name: str, quota: int) -> None:
+        self.id, self.name, self.quota = ident, name, quota
+        self.used = 0
+        self.regions: list[Region] = []
+
+
+class Moe:
+    def __init__(self, l4: Any) -> None:
+        self.l4 = l4
+        self.vm = VM(l4)
+        self.sigma0 = l4.caps["sigma0"]
+        self.free: list[int] = []
+        self.pool_pages = 0
+        self.refs: dict[int, int] = {}          # pool page -> dataspaces holding it
+        self.sessions: dict[int, Session] = {}
+        self.spaces: dict[int, Dataspace] = {}
+
+    # -- the pool ------------------------------------------------------------
+    def _page(self) -> int:
+        if not self.free:
+            m = self.l4.call(self.sigma0, pack({"op": "alloc", "order": CHUNK_ORDER}),
+                             window=window(POOL_BASE, POOL_ORDER))
+            ans = unpack(m.data)
+            if "err" in ans:
+                raise MoeError("QUOTA", f"sigma0 has no more memory: {ans['reason']}")
+            _, base, order, _ = m.items[0]
+            n = 1 << (order - PAGE_SHIFT)
+            self.free.extend(base + i * PAGE_SIZE for i in range(n - 1, -1, -1))
+            self.pool_pages += n
+        page = self.free.pop()
+        self.refs[page] = 1
+        return page
+
+    def _drop(self, page: int) -> None:
+        self.refs[page] -= 1
+        if self.refs[page] == 0:
+            del self.refs[page]
+            self.l4.mem_unmap(page, PAGE_SHIFT)      # out of every client, then reuse
+            self.free.append(page)
+
+    # -- dataspaces -------------------------------------------------------------
+    def _new_ds(self, s: Session, size: int) -> Dataspace:
+        if size <= 0 or size > 1 << 34:
+            raise MoeError("INVALID", f"size {size} outside 1..16 GiB")
+        size = -(-size // PAGE_SIZE) * PAGE_SIZE
+        if s.used + size > s.quota:
+            raise MoeError("QUOTA", f"session '{s.name}': {s.used} of {s.quota} bytes used, "
+                                    f"{size} more asked")
+        ident = len(self.spaces) + 1
+        while ident in self.spaces:
+            ident += 1
+        gate = self.l4.create_gate(DATASPACE | ident)
+        ds = Dataspace(ident, size, s, gate, self.l4.cap_inspect(gate)["id"])
+        s.used += size
+        self.spaces[ident] = ds
+        return ds
+
+    def _cap_ds(self, msg: Any) -> Dataspace:
+        """The dataspace named by the capability that came with `msg` (then drop the cap)."""
+        if not msg.items:
+            raise MoeError("NO_CAP", "send the dataspace capability with the request")
+        slot = msg.items[0][1]
+        try:
+            insp = self.l4.cap_inspect(slot)
+        finally:
+            self.l4.cap_delete(slot)
+        ds = self.spaces.get(insp.get("label", 0) ^ DATASPACE)
+        if ds is None or insp.get("id") != ds.gate_id:
+            raise MoeError("NO_CAP", "that capability is not a live moe dataspace")
+        return ds
+
+    def alloc(self, s: Session, size: int) -> tuple[dict, list]:
+        ds = self._new_ds(s, size)
+        return {"ds": ds.id, "size": ds.size}, [map_cap(ds.gate, 0x5)]   # invoke + grant
+
+    def copy(self, s: Session, src: Dataspace) -> tuple[dict, list]:
+        ds = self._new_ds(s, src.size)
+        ds.pages = dict(src.pages)
+        for page in ds.pages.values():
+            self.refs[page] += 1
+            self.l4.mem_unmap(page, PAGE_SHIFT)      # writers must fault: now copy-on-write
+        return {"ds": ds.id, "size": ds.size}, [map_cap(ds.gate, 0x5)]
+
+    def release(self, s: Session, ds: Dataspace) -> None:
+        if ds.owner is not s:
+            raise MoeError("NO_RIGHTS", f"dataspace {ds.id} belongs to session '{ds.owner.name}'")
+        for other in self.sessions.values():
+            other.regions = [r for r in other.regions if r.ds is not ds]
+        for page in ds.pages.values():
+            self._drop(page)
+        ds.pages.clear()
+        s.used -= ds.size
+        del self.spaces[ds.id]
+        self.l4.destroy(ds.gate)             # every copy of its capability vanishes
+
+    # -- regions ---------------------------------------------------------------------
+    def attach(self, s: Session, ds: Dataspace, addr: int | None, rights: int) -> dict:
+        if rights & ~MemRights.RWX or not rights:
+            raise MoeError("INVALID", f"rights {rights:#x}")
+        size = ds.size
+        if addr is None:
+            addr = max([REGION_BASE] + [r.start + r.size for r in s.regions])
+            addr = -(-addr // PAGE_SIZE) * PAGE_SIZE
+        if addr % PAGE_SIZE or addr < 0:
+            raise MoeError("INVALID", f"region address 0x{addr:x} is not page aligned")
+        for r in s.regions:
+            if addr < r.start + r.size and r.start < addr + size:
+                raise MoeError("BUSY", f"0x{addr:x}+{size} overlaps the region at 0x{r.start:x}")
+        s.regions.append(Region(addr, size, ds, rights))
+        return {"addr": addr, "size": size}
+
+    def detach(self, s: Session, addr: int) -> None:
+        for r in s.regions:
+            if r.start == addr:
+                s.regions.remove(r)
+                return
+        raise MoeError("INVALID", f"no region starts at 0x{addr:x}")
+
+    # -- paging -------------------------------------------------------------------------
+    def fault(self, s: Session, addr: int, access: int) -> list:
+        for r in s.regions:
+            if r.start <= addr < r.start + r.size:
+                break
+        else:
+            raise MoeError("INVALID", f"0x{addr:x} is in no region of session '{s.name}'")
+        if access & ~r.rights:
+            raise MoeError("NO_RIGHTS", f"{MemRights(access)!r} access to a "
+                                        f"{MemRights(r.rights)!r} region at 0x{r.start:x}")
+        ds, idx = r.ds, (addr - r.start) >> PAGE_SHIFT
+        page = ds.pages.get(idx)
+        if page is None:                                 # demand-zero
+            page = ds.pages[idx] = self._page()
+            self.vm.fill(page, PAGE_SIZE)
+        elif access & MemRights.W and self.refs[page] > 1:   # copy on write
+            new = self._page()
+            self.vm.write(new, self.vm.read(page, PAGE_SIZE))
+            ds.pages[idx] = new
+            self._drop(page)
+            self.l4.mem_unmap(page, PAGE_SHIFT)          # sharers re-fault, find their page
+            page = new
+        rights = r.rights
+        if self.refs[page] > 1:
+            rights &= ~MemRights.W
+        return [map_mem(page, PAGE_SHIFT, rights)]
+
+    # -- dispatch -------------------------------------------------------------------------
+    def handle(self, msg: Any) -> tuple[Any, list, int]:
+        label = msg.label
+        body = unpack(msg.data) if msg.data else {}
+        if msg.proto == Proto.PAGE_FAULT:
+            s = self.sessions.get(label ^ SESSION) if label & SESSION else None
+            if s is None:
+                raise MoeError("INVALID", f"page fault through a non-session gate {label:#x}")
+            return None, self.fault(s, body["addr"], body["access"]), 0
+        op = body.get("op")
+        if label == 0:
+            if op == "session":
+                ident = len(self.sessions) + 1
+                s = self.sessions[ident] = Session(ident, str(body["name"]), int(body["quota"]))
+                gate = self.l4.create_gate(SESSION | ident)
+                return {"session": ident}, [map_cap(gate)], 0
+            if op == "info":
+                return {"sessions": len(self.sessions), "pool_pages": self.pool_pages,
+                        "free_pages": len(self.free)}, [], 0
+        elif label & SESSION and (label ^ SESSION) in self.sessions:
+            s = self.sessions[label ^ SESSION]
+            if op == "alloc":
+                value, items = self.alloc(s, int(body["size"]))
+                return value, items, 0
+            if op == "attach":
+                return self.attach(s, self._cap_ds(msg), body.get("addr"),
+                                   int(body.get("rights", MemRights.RW))), [], 0
+            if op == "detach":
+                self.detach(s, int(body["addr"]))
+                return None, [], 0
+            if op == "copy":
+                value, items = self.copy(s, self._cap_ds(msg))
+                return value, items, 0
+            if op == "release":
+                self.release(s, self._cap_ds(msg))
+                return None, [], 0
+            if op == "info":
+                return {"quota": s.quota, "used": s.used,
+                        "regions": [[r.start, r.size, r.ds.id, r.rights] for r in s.regions]}, [], 0
+        elif label & DATASPACE and (label ^ DATASPACE) in self.spaces:
+            ds = self.spaces[label ^ DATASPACE]
+            if op == "info":
+                return {"ds": ds.id, "size": ds.size, "owner": ds.owner.name,
+                        "resident": len(ds.pages)}, [], 0
+        raise MoeError("INVALID", f"unknown op {op!r} on gate {label:#x}")
+
+
+def main(l4: Any) -> int:
+    moe = Moe(l4)
+    reply, data, items, proto = 0, b"", [], 0
+    while True:
+        try:
+            msg = l4.reply_and_wait(reply, data, items=items, proto=proto,
+                                    window=(RECV_SLOT, 1))
+        except L4Error as e:
+            print(f"[moe] reply failed: {e}", file=sys.stderr, flush=True)
+            reply, data, items, proto = 0, b"", [], 0
+            continue
+        reply = msg.reply
+        try:
+            value, items, proto = moe.handle(msg)
+            data = pack({"ok": value})
+        except MoeError as e:
+            data, items, proto = pack({"err": e.err, "reason": e.reason}), [], 1
+        except L4Error as e:
+            data, items, proto = pack({"err": e.err.name, "reason": e.reason}), [], 1
+        except Exception as e:      # a malformed request is the client's fault, never ours
+            data, items, proto = pack({"err": Err.INVALID.name, "reason": repr(e)}), [], 1
