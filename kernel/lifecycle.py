@@ -85,7 +85,7 @@ def kill_thread(k: "Kernel", th: Thread, reason: str) -> None:
     ipc.release_receiver(k, th, f"partner thread {th.id} of task '{th.task.name}' died: {reason}")
     for gate in k.gates_bound_to(th):
         gate.thread = None
-    for irq in th.irqs:
+    for irq in list(th.attached_irqs):     # pending or not: none may point at a dead thread
         irq.thread = None
     th.irqs = []
     if th.conn is not None and th.busy:

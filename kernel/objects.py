@@ -98,6 +98,7 @@ class Thread(KObject):
         self.priority = 100
         self.queue: list[SendRecord] = []       # senders blocked on us: (-prio, seq) order
         self.irqs: list[Irq] = []               # attached IRQs with pending > 0, in order
+        self.attached_irqs: set[Irq] = set()    # every IRQ attached to us (kept by Irq.thread)
         self.replies: dict[int, SendRecord] = {}
         self.next_reply = 1
         self.window: tuple[int, int] | None = None  # receive window of the current receive
@@ -139,9 +140,23 @@ class Irq(KObject):
     def __init__(self, factory: "Factory | None") -> None:
         super().__init__(factory)
         self.label = 0
-        self.thread: Thread | None = None
+        self._thread: Thread | None = None
         self.pending = 0
         self.masked = False
+
+    @property
+    def thread(self) -> Thread | None:
+        return self._thread
+
+    @thread.setter
+    def thread(self, new: Thread | None) -> None:
+        """Attach/detach, keeping `Thread.attached_irqs` in step (so a dying thread finds
+        every IRQ attached to it, pending or not)."""
+        if self._thread is not None:
+            self._thread.attached_irqs.discard(self)
+        self._thread = new
+        if new is not None:
+            new.attached_irqs.add(self)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "label": self.label, "pending": self.pending,
