@@ -133,6 +133,7 @@ class Memory:
         self.ram = Ram(size)
         self.spaces: dict[int, AddressSpace] = {}
         self.free_slots = list(range(CTL_SLOTS - 1, -1, -1))
+        self._deaths = 0
         self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
                       "faulted_tasks": 0}
 
@@ -141,9 +142,9 @@ class Memory:
 
     # -- address spaces ------------------------------------------------------
     def space(self, task: "Task") -> AddressSpace:
+        self.reap()
         a = self.spaces.get(task.id)
         if a is None:
-            self.reap()
             if not self.free_slots:
                 raise AbiError(Err.QUOTA, "no free shootdown counter: too many address spaces")
             a = self.spaces[task.id] = AddressSpace(task, self.free_slots.pop())
@@ -151,7 +152,15 @@ class Memory:
         return a
 
     def reap(self) -> None:
-        """Unmap everything of tasks that died (their derived mappings elsewhere too)."""
+        """Unmap everything of tasks that died (their derived mappings elsewhere too).
+
+        Runs at the start of every memory operation; O(1) unless a task died since the last
+        run (deaths = tasks created - tasks in the table)."""
+        k = self.k
+        deaths = k.stats["tasks_created"] - len(k.tasks)
+        if deaths == self._deaths:
+            return
+        self._deaths = deaths
         dead = [a for a in self.spaces.values() if not a.task.alive]
         for a in dead:
             affected: set[AddressSpace] = set()
@@ -281,7 +290,7 @@ class Memory:
     # -- queries -------------------------------------------------------------------
     def query(self, task: "Task", vaddr: int, order: int) -> list[list[int]]:
         check_fpage(vaddr, order, "query flexpage")
-        a = self.space(task)
+        a = self.space(task)        # reaps the dead first
         if order - PAGE_SHIFT > 20:
             raise AbiError(Err.TOO_BIG, "query at most 2**20 pages at once")
         out = []
