@@ -149,14 +149,17 @@ class NicRings:
         return n
 
     def recv(self, limit: int | None = None) -> list[bytes]:
+        import struct
         mem, d, mask, buf = self.mem, self._desc, self.ring - 1, self.buf
+        unpack_flags = struct.Struct("<H").unpack_from
         out: list[bytes] = []
         i = self.rx_next
         while limit is None or len(out) < limit:
             off = self.rx_ring + i * 16
-            addr, ln, flags, _ = d.unpack_from(mem, off)
+            flags = unpack_flags(mem, off + 10)[0]      # flags first: the device writes them last
             if not flags & 1:
                 break
+            addr, ln, _, _ = d.unpack_from(mem, off)
             if not flags & 2:
                 out.append(mem[addr:addr + ln])
             d.pack_into(mem, off, addr, buf, 0, 0)
