@@ -75,6 +75,9 @@ class VM:
         self._epoch_at = info["ctl_offset"] + info["slot"] * 16
         self._ack_at = self._epoch_at + 8
         self.tlb: dict[int, tuple[int, int]] = {}
+        # The last physically contiguous run walked: (first vpage, first frame, pages, rights).
+        # Part of the TLB: dropped with it.
+        self.run: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.seen = 0
         self.in_access = False
         self.pending = False
@@ -89,6 +92,7 @@ class VM:
         e = _WORD.unpack_from(self.mm, self._epoch_at)[0]
         if e != self.seen:
             self.tlb.clear()
+            self.run = (0, 0, 0, 0)
             self.seen = e
         _WORD.pack_into(self.mm, self._ack_at, e)
 
@@ -101,6 +105,7 @@ class VM:
     def flush(self) -> None:
         """Drop the whole TLB (after giving pages away ourselves, for instance)."""
         self.tlb.clear()
+        self.run = (0, 0, 0, 0)
         self._sync()
 
     # -- translation --------------------------------------------------------------
@@ -134,17 +139,28 @@ class VM:
             while pos < n:
                 va = vaddr + pos
                 vp = va >> PAGE_SHIFT
-                frame = self._frame(vp, access, ip)
+                frame = self._frame(vp, access, ip)     # checks the epoch first
                 length = min(PAGE_SIZE - (va & _MASK), n - pos)
-                # extend the run while the TLB already has the next pages contiguous
-                nxt = frame + 1
-                while pos + length < n:
-                    ent = tlb.get(vp + 1)
-                    if ent is None or ent[0] != nxt or ent[1] & access != access:
-                        break
-                    vp += 1
-                    nxt += 1
-                    length = min(length + PAGE_SIZE, n - pos)
+                rvp, rframe, rcount, rrights = self.run
+                if rvp <= vp < rvp + rcount and rframe + vp - rvp == frame \
+                        and rrights & access == access:
+                    # inside the cached run: it goes on to the run's end
+                    length = min(length + (rvp + rcount - vp - 1) * PAGE_SIZE, n - pos)
+                    vp = rvp + rcount - 1
+                else:
+                    # extend the run while the TLB has the next pages contiguous
+                    first, ffirst, rights = vp, frame, tlb[vp][1]
+                    nxt = frame + 1
+                    while pos + length < n:
+                        ent = tlb.get(vp + 1)
+                        if ent is None or ent[0] != nxt or ent[1] & access != access:
+                            break
+                        vp += 1
+                        nxt += 1
+                        rights &= ent[1]
+                        length = min(length + PAGE_SIZE, n - pos)
+                    if vp > first:
+                        self.run = (first, ffirst, vp - first + 1, rights)
                 fn((frame << PAGE_SHIFT) | (va & _MASK), pos, length)
                 pos += length
         finally:
