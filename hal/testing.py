@@ -4,8 +4,9 @@
         devs = rig.open("hal")                  # {name: DeviceHandle}, held by root
         rig.ram_map("hal")                      # the driver's view of that HAL's RAM (mmap)
 
-Each HAL gets its own RAM file `RUN_DIR/NAME.ram` (created here, removed by close()), its
-control socket `RUN_DIR/NAME.ctl`, and relative `image=` paths of disks are put in the run
+Each HAL gets its own RAM: a memfd this process creates (nothing named in the file system
+or /dev/shm; Linux frees it when the last holder exits), handed to the HAL as the path
+`/proc/<our pid>/fd/<fd>` (as the kernel hands out its RAM), its control socket `RUN_DIR/NAME.ctl`, and relative `image=` paths of disks are put in the run
 directory. The root task (this process) holds the bus gate of each HAL (`rig.bus[name]`).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ class HalRig:
         self.bus: dict[str, int] = {}
         self.ram_size = ram_size
         self._maps: dict[str, mmap.mmap] = {}
+        self._ram_fds: dict[str, int] = {}
         try:
             for name, specs in devices.items():
                 self.start(name, specs)
@@ -42,7 +44,11 @@ class HalRig:
             raise
 
     def ram_path(self, name: str) -> str:
-        return os.path.join(self.run_dir, f"{name}.ram")
+        if name not in self._ram_fds:
+            fd = os.memfd_create(f"l4py-{name}-ram", os.MFD_CLOEXEC)
+            os.ftruncate(fd, self.ram_size)
+            self._ram_fds[name] = fd
+        return f"/proc/{os.getpid()}/fd/{self._ram_fds[name]}"
 
     def start(self, name: str, specs: list[str]) -> TaskProc:
         fixed = []
@@ -68,11 +74,8 @@ class HalRig:
 
     def ram_map(self, name: str = "hal") -> mmap.mmap:
         if name not in self._maps:
-            fd = os.open(self.ram_path(name), os.O_RDWR)
-            try:
-                self._maps[name] = mmap.mmap(fd, self.ram_size)
-            finally:
-                os.close(fd)
+            self.ram_path(name)
+            self._maps[name] = mmap.mmap(self._ram_fds[name], self.ram_size)
         return self._maps[name]
 
     def stop_hal(self, name: str) -> int:
@@ -96,6 +99,9 @@ class HalRig:
                     p.kill()
         if self.own_system:
             self.sys.close()
+        for fd in self._ram_fds.values():
+            os.close(fd)
+        self._ram_fds.clear()
 
     def __enter__(self) -> "HalRig":
         return self
