@@ -67,6 +67,8 @@ class Sys(IntEnum):
     MEM_UNMAP = 72       # unmap a flexpage from everyone who got it from us (recursive)
     MEM_SIGMA0 = 73      # (kernel capability) a task becomes sigma0: all RAM mapped 1:1
     MEM_QUERY = 74       # the page-table entries of a flexpage in our (or a task's) space
+    # Chaos (docs/CHAOS.md): IPC fault injection inside the kernel.
+    FAULT = 80           # (kernel capability) arm/list/remove IPC fault rules, crash a task, drain the log
 
 
 class Err(IntEnum):
@@ -208,6 +210,7 @@ LAYOUTS: dict[Sys, tuple[Field, ...]] = {
     Sys.MEM_UNMAP: _f("vaddr:int order:int self:bool?"),
     Sys.MEM_SIGMA0: _f("kernel:int task:int"),
     Sys.MEM_QUERY: _f("task:int? vaddr:int order:int"),
+    Sys.FAULT: _f("kernel:int op:str spec:bytes"),
 }
 
 # Calls whose answer is an IPC receipt rather than a plain value.

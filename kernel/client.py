@@ -20,7 +20,7 @@ import zmq
 
 from . import errors
 from .abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Item, Rights, Sys,
-                  encode_request, timeout_arg, unpack)
+                  encode_request, pack, timeout_arg, unpack)
 from .osutil import pid_alive
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
@@ -189,6 +189,11 @@ class _Api:
 
     def kernel_info(self, kernel: int = SLOT_KERNEL) -> Any:
         return self._req(Sys.KERNEL_INFO, kernel)
+
+    def fault(self, op: str, spec: dict[str, Any] | None = None, *,
+              kernel: int = SLOT_KERNEL) -> Any:
+        """Fault injection (kernel capability): op add/remove/list/log/crash (docs/CHAOS.md)."""
+        return self._req(Sys.FAULT, kernel, op, pack(spec) if spec else b"")
 
     def exit(self, status: int = 0) -> Any:
         return self._req(Sys.EXIT, status)

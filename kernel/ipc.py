@@ -25,6 +25,7 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import faults as _faults   # chaos: the fault table (empty: no cost but a test)
 from . import memory
 from .abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
                   encode_ok, encode_receipt, pack)
@@ -160,6 +161,8 @@ def send(k: "Kernel", rec: SendRecord, timeout: int) -> None:
                                            f"is not bound to a live thread")
         return
     rec.target = target
+    if _faults.ARMED and _faults.intercept(k, rec, timeout):
+        return      # an injected fault took the message over (kernel/faults.py)
     if target.state == TState.RECEIVING and not target.irqs:
         err = deliver(k, rec, target)
         if err is None:
@@ -323,6 +326,8 @@ def expire(k: "Kernel", thread: Thread) -> None:
         mem_wait(k)
         return
     if state == TState.SENDING:
+        if _faults.HELD and _faults.release(k, thread):
+            return      # an injected delay ended: the held message goes on (kernel/faults.py)
         rec = thread.sending
         if rec is not None and rec.target is not None:
             _unqueue(rec)

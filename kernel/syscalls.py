@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, ipc, lifecycle, memory
+from . import caps, faults, ipc, lifecycle, memory
 from .abi import (FIRST_FREE_SLOT, MAX_SLOTS, NEVER, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
                   AbiError, Err, ObjType, Rights, Sys)
 from .abi import CAP_ITEMS
@@ -293,7 +293,7 @@ def sys_task_watch(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> A
 @handles(Sys.KERNEL_INFO)
 def sys_kernel_info(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
     th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
-    return k.info()
+    return {**k.info(), "faults": faults.summary()}
 
 
 @handles(Sys.EXIT)
@@ -353,6 +353,14 @@ def sys_mem_query(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
     if task_slot is not None:
         task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
     return k.memory.query(task, vaddr, order)  # type: ignore[attr-defined]
+
+
+# -- chaos (kernel/faults.py, docs/CHAOS.md) ---------------------------------------------
+
+@handles(Sys.FAULT)
+def sys_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
+    th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
+    return faults.control(k, th, a[1], a[2])
 
 
 def new_space(k: "Kernel", name: str) -> CapSpace:
