@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .server import Kernel
 
 DEFAULT_RAM = 64 << 20
+_RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
 CTL_SLOTS = 4096                 # tasks attached at once
 CTL_WORD = struct.Struct("<Q")
 
@@ -104,7 +105,7 @@ class AddressSpace:
     def node(self, vpage: int) -> MapNode | None:
         n = self.pages.get(vpage)
         if n is None and vpage < self.identity:
-            n = self.pages[vpage] = MapNode(self, vpage, vpage, int(MemRights.RWX), None)
+            n = self.pages[vpage] = MapNode(self, vpage, vpage, _RWX, None)
         return n
 
     @property
@@ -117,7 +118,20 @@ def _pages(vaddr: int, order: int) -> range:
     return range(first, first + (1 << (order - PAGE_SHIFT)))
 
 
-def check_fpage(vaddr: int, order: int, what: str = "flexpage") -> None:
+class _Where:
+    """Names an item in an error; formatted only if there is an error."""
+    __slots__ = ("i", "vaddr", "order", "task")
+
+    def __init__(self, i: int, vaddr: int, order: int, task: str) -> None:
+        self.i, self.vaddr, self.order, self.task = i, vaddr, order, task
+
+    def __str__(self) -> str:
+        return f"memory item {self.i} [0x{self.vaddr:x}, order {self.order}] of task '{self.task}'"
+
+    __format__ = lambda self, spec: str(self)  # noqa: E731
+
+
+def check_fpage(vaddr: int, order: int, what: object = "flexpage") -> None:
     if not PAGE_SHIFT <= order <= VA_BITS:
         raise AbiError(Err.INVALID, f"{what} order {order} outside {PAGE_SHIFT}..{VA_BITS}")
     if vaddr < 0 or vaddr & ((1 << order) - 1) or vaddr + (1 << order) > 1 << VA_BITS:
@@ -190,9 +204,9 @@ class Memory:
         plan = []
         taken: set[int] = set()
         for i, (kind, vaddr, order, rights) in enumerate(mine):
-            where = f"memory item {i} [0x{vaddr:x}, order {order}] of task '{src.name}'"
+            where = _Where(i, vaddr, order, src.name)
             check_fpage(vaddr, order, where)
-            if rights & ~MemRights.RWX or not rights:
+            if rights & ~_RWX or not rights:
                 raise AbiError(Err.INVALID, f"{where}: rights {rights:#x} are not a non-empty "
                                             f"subset of r/w/x")
             if order > worder:
@@ -389,7 +403,7 @@ def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
     mem: Memory = k.memory  # type: ignore[attr-defined]
     if not 0 <= vaddr < 1 << VA_BITS:
         raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
-    if access & ~MemRights.RWX or not access:
+    if access & ~_RWX or not access:
         raise AbiError(Err.INVALID, f"fault access {access:#x} is not a subset of r/w/x")
     a = mem.space(th.task)
     vp = vaddr >> PAGE_SHIFT
@@ -398,11 +412,13 @@ def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
         mem.stats["refills"] += 1
         return [n.frame, n.rights]
     pager = th.pager
-    what = (f"page fault at 0x{vaddr:x} ({MemRights(access)!r}) in task '{th.task.name}' "
-            f"thread {th.id}")
+
+    def what() -> str:
+        return (f"page fault at 0x{vaddr:x} ({MemRights(access)!r}) in task '{th.task.name}' "
+                f"thread {th.id}")
     if pager is None or not pager.alive:
         _exception(k, th, vaddr, access, ip, "the thread has no pager")
-        raise AbiError(Err.NO_CAP, f"{what}: the thread has no pager")
+        raise AbiError(Err.NO_CAP, f"{what()}: the thread has no pager")
     mem.stats["faults"] += 1
     body = {"addr": vaddr, "access": access, "ip": ip, "task": th.task.name, "thread": th.id}
 
@@ -415,11 +431,11 @@ def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
             return
         reason = f"the pager answered proto {proto} without mapping the page"
         _exception(k, th, vaddr, access, ip, reason)
-        ipc.fail(k, th, Err.DENIED, f"{what}: {reason}")
+        ipc.fail(k, th, Err.DENIED, f"{what()}: {reason}")
 
     def on_error(err: Err, reason: str) -> None:
         if th.alive:
-            ipc.fail(k, th, err, f"{what}: pager failed: {reason}")
+            ipc.fail(k, th, err, f"{what()}: pager failed: {reason}")
 
     rec = ipc.SendRecord(None, pager, int(Rights.ALL), int(Proto.PAGE_FAULT), [],
                          ipc.pack(body), True, None, NEVER, th.priority, on_reply, on_error)

@@ -32,6 +32,7 @@ from . import errors
 from .abi import (FIRST_FREE_SLOT, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_SIGNAL, Item, MemRights)
 
 _WORD = struct.Struct("<Q")
+_R, _W, _RW = int(MemRights.R), int(MemRights.W), int(MemRights.RW)   # ints: IntFlag ops are slow
 _MASK = PAGE_SIZE - 1
 
 
@@ -123,9 +124,9 @@ class VM:
                 raise PageFault(f"page fault at 0x{vp << PAGE_SHIFT:x}: {e.reason}", e.err) from None
             self.tlb[vp] = (frame, rights)
 
-    def translate(self, vaddr: int, access: int = MemRights.R, ip: int = 0) -> int:
+    def translate(self, vaddr: int, access: int = _R, ip: int = 0) -> int:
         """The RAM offset backing `vaddr` for `access` (faulting it in if needed)."""
-        return (self._frame(vaddr >> PAGE_SHIFT, access, ip) << PAGE_SHIFT) | (vaddr & _MASK)
+        return (self._frame(vaddr >> PAGE_SHIFT, int(access), ip) << PAGE_SHIFT) | (vaddr & _MASK)
 
     def _walk(self, vaddr: int, n: int, access: int, ip: int,
               fn: Callable[[int, int, int], None]) -> None:
@@ -176,7 +177,7 @@ class VM:
 
         def copy(off: int, pos: int, length: int) -> None:
             out[pos:pos + length] = ram[off:off + length]
-        self._walk(vaddr, n, MemRights.R, ip, copy)
+        self._walk(vaddr, n, _R, ip, copy)
         return bytes(out)
 
     def read_into(self, vaddr: int, buf: Any, ip: int = 0) -> None:
@@ -185,7 +186,7 @@ class VM:
 
         def copy(off: int, pos: int, length: int) -> None:
             mv[pos:pos + length] = ram[off:off + length]
-        self._walk(vaddr, len(mv), MemRights.R, ip, copy)
+        self._walk(vaddr, len(mv), _R, ip, copy)
 
     def write(self, vaddr: int, data: Any, ip: int = 0) -> None:
         src = memoryview(data).cast("B")
@@ -193,19 +194,19 @@ class VM:
 
         def copy(off: int, pos: int, length: int) -> None:
             ram[off:off + length] = src[pos:pos + length]
-        self._walk(vaddr, len(src), MemRights.W, ip, copy)
+        self._walk(vaddr, len(src), _W, ip, copy)
 
     def fill(self, vaddr: int, n: int, byte: int = 0) -> None:
         ram = self.ram
 
         def put(off: int, pos: int, length: int) -> None:
             ram[off:off + length] = bytes([byte]) * length
-        self._walk(vaddr, n, MemRights.W, 0, put)
+        self._walk(vaddr, n, _W, 0, put)
 
     def view(self, vaddr: int, n: int, writable: bool = False) -> memoryview:
         """A zero-copy view of [vaddr, vaddr+n): the pages must be physically contiguous."""
         runs: list[tuple[int, int]] = []
-        self._walk(vaddr, n, MemRights.RW if writable else MemRights.R, 0,
+        self._walk(vaddr, n, _RW if writable else _R, 0,
                    lambda off, pos, length: runs.append((off, length)))
         if len(runs) > 1:
             raise errors.InvalidArgument(f"0x{vaddr:x}+{n} is not backed by contiguous frames; "
