@@ -22,10 +22,12 @@ that every process is gone and the kernel socket removed.
 from __future__ import annotations
 
 import os
+import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
+import zmq
 
 from kernel import errors
 from kernel.abi import Rights, pack, unpack
@@ -95,7 +97,7 @@ class Agent:
         self.proc.wait()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Kit:
@@ -105,6 +107,7 @@ class Kit:
         self.agents: list[Agent] = []
         self._callers: list[L4] = []
         self._stash: list[Message] = []
+        self.pokes = 0          # times the kernel had to be woken to see its SIGTERM
 
     # -- tasks -------------------------------------------------------------------
     def agent(self, name: str | None = None, *, quota: int = 64,
@@ -178,10 +181,17 @@ class Kit:
 
     # -- tear-down ---------------------------------------------------------------------
     def close(self) -> None:
+        # Tasks first: a command still blocked in an agent then gets its answer (PeerDied)
+        # and the pool threads let go of their sockets before we close them (closing a ZeroMQ
+        # socket under a thread blocked on it aborts the process).
+        for t in self.sys.tasks:
+            t.kill()
+            t.wait()
         for a in self.agents:
             a.close()
         for c in self._callers:
             c.close()
+        self._stop_kernel()
         procs = [t.proc for t in self.sys.tasks] + [self.sys.kernel]
         sock, run_dir = self.sys.sock, self.sys.run_dir
         self.sys.close()
@@ -189,6 +199,28 @@ class Kit:
         assert not left, f"processes left behind: {left}"
         assert not os.path.exists(sock), f"{sock} left behind"
         assert not os.path.exists(run_dir), f"{run_dir} left behind"
+
+    def _stop_kernel(self) -> None:
+        """SIGTERM the kernel, and wake its event loop until it exits.
+
+        Works around a kernel bug (reported): Linux may deliver SIGTERM to one of ZeroMQ's
+        I/O threads; Python then runs the handler only when the main thread next leaves
+        `poll`, which with no timer pending is never, and `System.close` waits 10 s before
+        SIGKILL (leaving kernel.sock behind). A frame on the socket ends the poll."""
+        kernel = self.sys.kernel
+        if kernel.poll() is not None:
+            return
+        kernel.terminate()
+        for _ in range(100):
+            try:
+                kernel.wait(0.05)
+                return
+            except subprocess.TimeoutExpired:
+                self.pokes += 1
+                try:
+                    self.root.sock.send(b"\x90", zmq.NOBLOCK)   # any frame wakes the loop
+                except zmq.ZMQError:
+                    pass
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def test_caller_killed_mid_call_the_late_reply_fails_and_the_server_goes_on(kit:
     doomed = kit.agent("doomed", caps={"svc": gate})
     other = kit.agent("other", caps={"svc": gate})
     got = server.start("wait")
+    server.wait_in_op("receiving")
     doomed.start("call", doomed.caps["svc"], b"hello")
     msg = got.result(RELEASE)
     doomed.kill()
@@ -68,6 +69,7 @@ def test_caller_killed_mid_call_the_late_reply_fails_and_the_server_goes_on(kit:
     with pytest.raises(PeerDied):
         server.do("reply", msg["reply"], b"too late")
     got = server.start("wait")
+    server.wait_in_op("receiving")
     call = other.start("call", other.caps["svc"], b"next")
     msg = got.result(RELEASE)
     assert msg["data"] == b"next"

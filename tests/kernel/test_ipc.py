@@ -116,6 +116,7 @@ def test_reply_timeout_and_late_reply(world: World) -> None:
     gate = kit.gate_to(server, 0x300)
     slot = kit.give(client, gate, Rights.INVOKE)
     got = server.start("wait")
+    server.wait_in_op("receiving")
     with pytest.raises(Timeout):
         client.do("call", slot, b"slow", rcv_timeout=200)
     msg = got.result(10)
@@ -186,6 +187,7 @@ def test_bad_input_answers_errors_and_kernel_keeps_serving(world: World) -> None
     gate = kit.gate_to(server, 0x301)
     slot = kit.give(client, gate, Rights.INVOKE)
     got = server.start("wait")
+    server.wait_in_op("receiving")
     call = client.start("call", slot, b"once")
     msg = got.result(10)
     server.do("reply", msg["reply"], b"first")
