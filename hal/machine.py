@@ -20,7 +20,7 @@ import threading
 import traceback
 from typing import Any
 
-from kernel.abi import Proto, Rights
+from kernel.abi import Rights
 from kernel.client import L4, Message, map_cap
 from kernel.errors import L4Error, Timeout
 from kernel.rpc import Call, Reply, RpcError
@@ -155,7 +155,7 @@ class Machine:
             try:
                 if msg is None:
                     msg = l4.wait(timeout=POLL_MS)
-                if msg.proto < 0 and msg.proto != Proto.EXCEPTION:
+                if msg.proto < 0:           # kernel messages: the HAL is no one's pager or handler
                     msg = None
                     continue
                 data, items, tag = self.handle(msg)
