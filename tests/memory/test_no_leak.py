@@ -33,12 +33,11 @@ def _holders(kernel_pid: int) -> list[int]:
     return out
 
 
-def _shm() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if "l4py" in n}
+def _shm(kernel_pid: int) -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if str(kernel_pid) in n}
 
 
 def _system_with_users() -> tuple[Mem, int]:
-    before = _shm()
     m = Mem()
     m.agent("b")
     m.agent("a", peers=("b",))
@@ -47,7 +46,7 @@ def _system_with_users() -> tuple[Mem, int]:
     kpid = m.sys.kernel.pid
     holders = _holders(kpid)
     assert kpid in holders and m.procs["a"].pid in holders
-    assert _shm() == before
+    assert _shm(kpid) == set()          # the RAM has no name anywhere
     return m, kpid
 
 
