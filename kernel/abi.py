@@ -189,7 +189,7 @@ LAYOUTS: dict[Sys, tuple[Field, ...]] = {
     Sys.CAP_DELETE: _f("slot:int"),
     Sys.CAP_REVOKE: _f("slot:int"),
     Sys.CAP_INSPECT: _f("slot:int"),
-    Sys.CAP_DERIVE: _f("src:int dst:int mask:int"),
+    Sys.CAP_DERIVE: _f("src:int dst:int? mask:int"),
     Sys.OBJ_DESTROY: _f("slot:int"),
     Sys.GATE_CREATE: _f("factory:int thread:int? label:int dst:int?"),
     Sys.IRQ_CREATE: _f("factory:int dst:int?"),
