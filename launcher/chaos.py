@@ -81,6 +81,7 @@ class FaultSpec:
     mib: int = 64                   # mem_hog
     knobs: dict[str, Any] = field(default_factory=dict)   # device
     reset: dict[str, Any] = field(default_factory=dict)   # device knobs after `duration`
+    where: str = ""                 # "fault[3]" / "schedule[0]": for messages
 
 
 @dataclass
@@ -133,7 +134,7 @@ def _fault(d: Any, where: str, problems: list[str]) -> FaultSpec | None:
     if kind not in KINDS:
         problems.append(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
         return None
-    f = FaultSpec(kind)
+    f = FaultSpec(kind, where=where.rpartition(": ")[2])
     known = {"kind", "tasks", "task", "services", "service", "gates", "devices", "device",
              "weight", "probability", "count", "delay", "bytes", "for", "mib", "knobs", "reset",
              "at"}
@@ -258,9 +259,8 @@ def parse_plan(data: dict[str, Any], path: str = "plan",
 
 def _check_scope(plan: Plan, tasks: set[str], services: set[str]) -> list[str]:
     out = []
-    specs = [(f"fault[{i}]", f) for i, f in enumerate(plan.faults)] + \
-            [(f"schedule[{i}]", f) for i, (_, f) in enumerate(plan.at)]
-    for where, f in specs:
+    for f in plan.faults + [f for _, f in plan.at]:
+        where = f.where
         out += [f"{plan.path}: {where}.tasks: no task {t!r} in the image" for t in f.tasks
                 if t not in tasks]
         out += [f"{plan.path}: {where}.services: no service {s!r} in the image"
