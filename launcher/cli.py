@@ -6,7 +6,8 @@
     l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
     l4run stop|start|restart|kill TASK            control one task
     l4run down                                    shut the system down, leave nothing behind
-    l4run bench boot|restart|ipc [--json]         measurements
+    l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
+    l4run bench boot|restart|ipc|chaos [--json]   measurements
 
 Every command takes --run-dir (default: $L4PY_RUN_DIR, else ./run/<image name> for boot and
 the only system running under ./run for the others). Errors are one line and exit status 1.
@@ -385,6 +386,10 @@ def bench() -> None:
 from . import bench_launcher  # noqa: E402  (registers boot and restart on `bench`)
 
 bench_launcher.register(bench)
+
+from . import bench_chaos  # noqa: E402  (registers `chaos` and `bench chaos`; imports launcher.chaos lazily)
+
+bench_chaos.register(cli, bench)
 
 
 def main() -> None:
