@@ -101,8 +101,6 @@ def test_map_reduces_rights_and_invoke_only_cannot_be_passed_on(world: World) ->
     a.do("cap_delete", copy)
 
 
-@pytest.mark.xfail(reason="abi.LAYOUTS declares CAP_DERIVE dst as 'int', but the library sends "
-                          "None for 'pick a free slot' (the handler accepts None)", strict=False)
 def test_cap_derive_picks_a_free_slot(world: World) -> None:
     g, label = world.fresh_gate()
     try:
