@@ -798,7 +798,8 @@ class ChaosRun:
         device = inj.target.partition(":")[2]
         answer = _hal_request(path, {"op": "faults", "device": device,
                                      "knobs": inj.params["knobs"]})
-        reset = inj.params.get("reset") or {k: 0 for k in inj.params["knobs"]}
+        reset = inj.params.get("reset") or {k: (False if isinstance(v, bool) else 0)
+                                             for k, v in inj.params["knobs"].items()}
         self.later.append((time.time() + inj.params["for"], f"reset {device}",
                            lambda: _hal_request(path, {"op": "faults", "device": device,
                                                        "knobs": reset})))
