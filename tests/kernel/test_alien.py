@@ -16,6 +16,7 @@ import pytest
 
 from kernel.abi import AlienVerdict, Err, Proto, Rights, Sys, unpack
 from kernel.errors import Denied, InvalidArgument, NoCapability, Timeout
+from kernel.testing import wait_for
 
 H_LABEL = 0xA11E
 
@@ -148,3 +149,18 @@ def test_alien_agent_every_call_is_reported_and_policy_applies(kit: Any) -> None
         assert len(h.reports) == n
     finally:
         h.close()
+
+
+def test_handler_dying_with_a_report_in_hand_denies_the_call(kit: Any) -> None:
+    h = kit.agent("handler")                         # reports land in its inbox, unanswered
+    gate = kit.gate_to(h, H_LABEL)
+    path, env = go(kit, "d")
+    proc = kit.sys.spawn("tests.kernel.tasks:alien_orphan", "orphan2", handler=gate, env=env)
+    kit.root.thread_control(proc.thread, alien=True)
+    open(path, "w").close()
+    held: list[Any] = []
+    wait_for(lambda: bool(held.extend(h.do("inbox")) or held), what="the report at the handler")
+    assert unpack(held[0]["data"])["phase"] == "before" and held[0]["reply"]
+    assert proc.proc.poll() is None                  # the call is held, the worker waits
+    h.kill()
+    assert proc.wait() == 0, "the held call failed with Denied once its handler died"

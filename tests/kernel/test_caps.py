@@ -251,6 +251,23 @@ def test_items_need_a_receive_window(world: World) -> None:
     kit.root.cap_delete(g)
 
 
+def test_reply_carries_capabilities_into_the_callers_window(world: World) -> None:
+    kit, a, b = world.kit, world.a, world.b
+    g, label = world.fresh_gate()
+    sb = kit.give(b, g, IG)
+    got = b.start("wait")
+    b.wait_in_op("receiving")
+    call = a.start("call", world.a_to_b, b"give me one", window=(500, 1))
+    msg = got.result(10)
+    b.do("reply", msg["reply"], b"here", items=[map_cap(sb, Rights.INVOKE)])
+    r = call.result(10)
+    assert r["data"] == b"here" and r["items"] == [[int(Item.MAP_CAP), 500, int(Rights.INVOKE)]]
+    assert calls_ok(a, 500, label)
+    kit.root.cap_delete(g)
+    with pytest.raises(NoCapability):
+        a.do("cap_inspect", 500)
+
+
 def test_task_map_needs_the_task_capability(world: World) -> None:
     kit, a = world.kit, world.a
     g, label = world.fresh_gate()
