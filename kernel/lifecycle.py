@@ -115,6 +115,7 @@ def kill_task(k: "Kernel", task: Task, reason: str, status: int | None) -> None:
         destroy(k, own, f"task '{task.name}' died")
     refund(task.factory)
     k.tasks.pop(task.id, None)
+    k.memory.reap()          # its mappings, and every mapping derived from them, go now
     k.log(f"task '{task.name}' ({task.id}) gone: {reason}")
     if handler is not None and handler.alive:
         ipc.kernel_send(k, handler, Proto.EXCEPTION, {

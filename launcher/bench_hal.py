@@ -189,6 +189,16 @@ def run_hal_bench(disk_mb: int = 128, nic_seconds: float = 2.0, ring: int = 1024
     return out
 
 
+def register(group: Any) -> None:
+    import click
+
+    @group.command("hal")
+    @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+    def hal(as_json: bool) -> None:
+        """Disk DMA vs plain file I/O on the same file; NIC frames/s between two HALs."""
+        main(["--json"] if as_json else [])
+
+
 def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     res = run_hal_bench(progress=None if as_json else (lambda s: print(s, file=sys.stderr)))

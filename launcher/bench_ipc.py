@@ -204,6 +204,42 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
     return result
 
 
+def _show(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"IPC: kernel-mediated vs direct pyzmq ({res['cpus']} CPUs, {res['rounds']} round trips)")
+    for col in ("measure", "direct", "kernel", "kernel/direct"):
+        t.add_column(col, justify="right" if col != "measure" else "left")
+    for size in SIZES:
+        d, k = res["rtt"][f"direct_{size}"], res["rtt"][f"kernel_{size}"]
+        for q in ("median_us", "p99_us"):
+            t.add_row(f"round trip {size} B, {q[:-3]} µs", str(d[q]), str(k[q]), f"{k[q] / d[q]:.2f}")
+    for c in CLIENTS:
+        d, k = res["throughput"][f"direct_{c}"], res["throughput"][f"kernel_{c}"]
+        t.add_row(f"calls/s, {c} client(s)", str(d), str(k), f"{k / d:.2f}")
+    Console().print(t)
+    print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0), throughput_ratio {res['throughput_ratio']} "
+          f"(target ≥ 0.6)")
+
+
+def register(group: Any) -> None:
+    import click
+
+    @group.command("ipc")
+    @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+    @click.option("--rounds", default=3000, show_default=True, help="round trips per size")
+    @click.option("--duration", default=2.0, show_default=True, help="seconds per throughput point")
+    def ipc(as_json: bool, rounds: int, duration: float) -> None:
+        """Kernel call/reply_and_wait vs a direct pyzmq DEALER/ROUTER baseline, same run."""
+        say = (lambda s: None) if as_json else (lambda s: click.echo(f"… {s}", err=True))
+        res = run_ipc_bench(rounds, duration, say)
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            _show(res)
+
+
 def main(argv: list[str]) -> None:
     cmd, args = argv[0], argv[1:]
     if cmd == "direct-server":

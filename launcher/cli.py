@@ -350,31 +350,29 @@ def down(timeout: float, run_dir: str | None) -> None:
 # -- benchmarks ----------------------------------------------------------------------------
 
 class BenchGroup(click.Group):
-    """`l4run bench`: boot and restart live here; `ipc` comes from launcher.bench_ipc, imported
-    only when asked for (another engineer's module: a failure to import is one clear line)."""
+    """`l4run bench`: boot and restart live here; the others come from `launcher.bench_<name>`
+    modules (each exports `register(group)`), imported only when asked for, so a broken or
+    slow-to-import benchmark never slows down or breaks the rest of the CLI."""
+
+    LAZY = ("ipc", "memory", "hal")      # chaos registers itself (it adds `l4run chaos` too)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        extra = ["ipc"] if importlib.util.find_spec("launcher.bench_ipc") is not None else []
+        extra = [n for n in self.LAZY if importlib.util.find_spec(f"launcher.bench_{n}") is not None]
         return sorted(set(super().list_commands(ctx)) | set(extra))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name != "ipc" or name in self.commands:
+        if name not in self.LAZY or name in self.commands:
             return super().get_command(ctx, name)
-        if importlib.util.find_spec("launcher.bench_ipc") is None:
+        module = f"launcher.bench_{name}"
+        if importlib.util.find_spec(module) is None:
             return None
         try:
-            mod = importlib.import_module("launcher.bench_ipc")
+            mod = importlib.import_module(module)
         except Exception as e:
-            raise Fail(f"launcher.bench_ipc cannot be imported: {type(e).__name__}: {e}") from None
-        if hasattr(mod, "register"):
-            mod.register(self)
-        elif hasattr(mod, "run_ipc_bench"):
-            @click.command("ipc")
-            @click.option("--json", "as_json", is_flag=True)
-            def ipc(as_json: bool) -> None:
-                """IPC round-trip and throughput benchmark."""
-                mod.run_ipc_bench(as_json)
-            self.add_command(ipc)
+            raise Fail(f"{module} cannot be imported: {type(e).__name__}: {e}") from None
+        if not hasattr(mod, "register"):
+            raise Fail(f"{module} has no register(group) function")
+        mod.register(self)
         return self.commands.get(name)
 
 
