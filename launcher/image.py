@@ -25,7 +25,8 @@ from kernel.abi import Rights
 POLICIES = ("never", "on-failure", "always")
 SYSTEM_KEYS = {"name", "ram"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
-             "restart_budget", "restart_dependents", "provides", "caps", "depends_on"}
+             "restart_budget", "restart_dependents", "provides", "caps", "depends_on",
+             "devices"}
 CAP_KEYS = {"service", "rights", "label"}
 RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -89,6 +90,7 @@ class TaskSpec:
     provides: list[str] = field(default_factory=list)
     caps: list[CapSpec] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)   # io policy (launcher/devices.py)
 
     @property
     def module(self) -> str:
@@ -104,6 +106,7 @@ class Image:
     path: str
     ram: int | None
     tasks: list[TaskSpec]
+    devices: list[Any] = field(default_factory=list)   # launcher.devices.DeviceSpec
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -218,6 +221,7 @@ class _Checker:
         self._policy(d, where, t)
         t.provides = self._names(d, "provides", where)
         t.depends_on = self._names(d, "depends_on", where)
+        t.devices = self._names(d, "devices", where)
         t.caps = self._caps(d, where)
         return t
 
@@ -369,8 +373,8 @@ def _tasks(c: _Checker, data: dict) -> list[TaskSpec]:
 
 def parse_image(data: dict, path: str) -> Image:
     c = _Checker(path)
-    for k in sorted(set(data) - {"system", "task"}):
-        c.bad(k, "unknown top-level key (known: system, task)")
+    for k in sorted(set(data) - {"system", "task", "device"}):
+        c.bad(k, "unknown top-level key (known: system, task, device)")
     system = data.get("system", {})
     if not isinstance(system, dict):
         c.bad("system", "[system] must be a table")
@@ -390,12 +394,14 @@ def parse_image(data: dict, path: str) -> Image:
     tasks = _tasks(c, data)
     if not tasks and "task" in data:
         pass
-    elif not tasks:
-        c.bad("task", "the image has no [[task]]")
+    elif not tasks and "device" not in data:
+        c.bad("task", "the image has no [[task]] (and no [[device]])")
+    from .devices import check_devices
+    devices = check_devices(c, data, tasks, path, ram)
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks)
+    return Image(name, path, ram, tasks, devices)
 
 
 def load_image(path: str) -> Image:

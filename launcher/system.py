@@ -43,6 +43,7 @@ from kernel.abi import Proto, Rights, pack
 from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, map_cap
 
 from . import control
+from .devices import hal_ctl
 from .image import CapSpec, Image, RouteSpec, TaskSpec, check_snippet, start_deps
 from .names import CAP_NAME
 from .policy import Budget, decide
@@ -134,7 +135,7 @@ class Launcher:
                 raise BootError(f"a system is already running in {self.run_dir}")
             except control.NotRunning:
                 pass
-        for stale in (control.CONTROL_SOCK, "kernel.sock", control.STATE_FILE):
+        for stale in (control.CONTROL_SOCK, "kernel.sock", control.STATE_FILE, "hal.ctl"):
             try:
                 os.unlink(os.path.join(self.run_dir, stale))
             except FileNotFoundError:
@@ -155,6 +156,8 @@ class Launcher:
         zlog = open(os.path.join(self.logs, "zygote.log"), "ab")
         cleanup = [self.kernel_sock, control.sock_path(self.run_dir),
                    os.path.join(self.run_dir, control.STATE_FILE)]
+        if self.image.devices:
+            cleanup.append(hal_ctl(self.run_dir))     # the HAL's control socket
         self.spawner = Spawner(env, self.exec_mode, sorted({t.module for t in self.image.tasks}),
                                cleanup, stderr=zlog)
         zlog.close()
