@@ -6,6 +6,9 @@
     l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
     l4run stop|start|restart|kill TASK            control one task
     l4run down                                    shut the system down, leave nothing behind
+    l4run screenshot [-o FILE.png] [--device FB]  the framebuffer as a PNG (images with devices)
+    l4run input key NAME|click X Y [BUTTON]|move X Y   inject keyboard and mouse events
+    l4run faults DEVICE KNOB=VALUE...             set a HAL device's fault knobs by hand
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
     l4run bench boot|restart|ipc|chaos [--json]   measurements
 
@@ -345,6 +348,73 @@ def down(timeout: float, run_dir: str | None) -> None:
     while os.path.exists(os.path.join(rd, control.CONTROL_SOCK)) and time.monotonic() < deadline:
         time.sleep(0.02)
     click.echo(f"system '{st.get('name', '?')}' in {rd} is down")
+
+
+# -- devices (the HAL's control socket, hal/tools.py) -----------------------------------------
+
+def hal_call(fn: Any, run_dir: str | None, *args: Any, **kw: Any) -> Any:
+    """Run a hal.tools function against the system's HAL; its refusal is one line."""
+    from hal.tools import HalControlError
+    rd = find_run_dir(run_dir)
+    try:
+        return fn(rd, *args, **kw)
+    except HalControlError as e:
+        raise Fail(f"{e}" + ("" if os.path.exists(os.path.join(rd, "hal.ctl"))
+                             else " - this system's image lists no [[device]]")) from None
+    except (ValueError, OSError) as e:
+        raise Fail(str(e)) from None
+
+
+@cli.command()
+@click.option("-o", "--output", "out", default="screenshot.png", show_default=True,
+              type=click.Path(dir_okay=False), help="the PNG file to write")
+@click.option("--device", default=None, help="framebuffer name (default: the first)")
+@run_dir_option
+def screenshot(out: str, device: str | None, run_dir: str | None) -> None:
+    """Write what is on the framebuffer now as a PNG."""
+    from hal.tools import screenshot as shoot
+    path = hal_call(shoot, run_dir, out, device)
+    click.echo(f"screenshot: {path}")
+
+
+@cli.command(name="input")
+@click.argument("kind", type=click.Choice(["key", "click", "move"]))
+@click.argument("args", nargs=-1, required=True)
+@click.option("--device", default=None, help="input device name (default: the first)")
+@run_dir_option
+def input_(kind: str, args: tuple[str, ...], device: str | None, run_dir: str | None) -> None:
+    """Inject input: key NAME | click X Y [left|right|middle] | move X Y."""
+    from hal.tools import inject_input
+    n = hal_call(inject_input, run_dir, kind, *args, device=device)
+    click.echo(f"input: {kind} {' '.join(args)} ({n} event(s) queued)")
+
+
+def knob_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    raise Fail(f"knob value {text!r} is not a number or true/false")
+
+
+@cli.command()
+@click.argument("device")
+@click.argument("knobs", nargs=-1, required=True, metavar="KNOB=VALUE...")
+@run_dir_option
+def faults(device: str, knobs: tuple[str, ...], run_dir: str | None) -> None:
+    """Set fault knobs of a HAL device (e.g. disk0 error_rate=0.2 latency_ms=30)."""
+    from hal.tools import set_faults
+    values = {}
+    for kv in knobs:
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            raise Fail(f"{kv!r}: expected KNOB=VALUE")
+        values[k] = knob_value(v)
+    now = hal_call(set_faults, run_dir, device, **values)
+    click.echo(f"{device}: " + " ".join(f"{k}={v}" for k, v in sorted(now.items())))
 
 
 # -- benchmarks ----------------------------------------------------------------------------
