@@ -20,8 +20,19 @@ from kernel.testing import System
 ECHO = "tests.kernel.rpc_tasks:echo_server"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def system() -> Iterator[System]:
+    """One kernel for the module: the tests create their own tasks and leave each other alone."""
+    s = System()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def own_system() -> Iterator[System]:
+    """A kernel of its own, for a test that kills it."""
     s = System()
     try:
         yield s
@@ -159,7 +170,8 @@ async def test_bad_secret_is_refused(system: System) -> None:
         await AsyncL4.connect(system.sock, new.secret)
 
 
-async def test_kernel_death_is_noticed_while_waiting(system: System) -> None:
+async def test_kernel_death_is_noticed_while_waiting(own_system: System) -> None:
+    system = own_system
     a, _ = await new_task(system, "orphan")
     a.POLL_MS = 50
     try:
