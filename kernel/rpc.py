@@ -176,7 +176,7 @@ class Protocol:
         for o in ops:
             if o.name in self.ops or o.code in self.by_code:
                 raise ValueError(f"protocol {name}: op {o.name!r} (code {o.code}) declared twice")
-            if o.name.startswith("_") or o.name in ("close",):
+            if o.name.startswith("_") or o.name in ("close", "last_items") or not o.name.isidentifier():
                 raise ValueError(f"protocol {name}: op name {o.name!r} is reserved")
             self.ops[o.name] = o
             self.by_code[o.code] = o
