@@ -294,3 +294,20 @@ def test_dead_object_slot_reports_peer_died(world: World) -> None:
     assert a.do("cap_inspect", sub[1])["alive"] is False
     for slot in (g, sub[0], sub[1]):
         a.do("cap_delete", slot)
+
+
+def test_thread_control_needs_write_and_checks_its_arguments(world: World) -> None:
+    kit, a = world.kit, world.a
+    t_ro = kit.give(a, world.b.thread, Rights.INVOKE)
+    t_rw = kit.give(a, world.b.thread, Rights.INVOKE | Rights.WRITE)
+    with pytest.raises(NoRights):
+        a.do("thread_control", t_ro, priority=10)
+    with pytest.raises(NoRights):                       # nor may it aim a new gate at it
+        a.do("create_gate", 0x55, thread=t_ro)
+    with pytest.raises(InvalidArgument):
+        a.do("thread_control", t_rw, priority=256)
+    assert kit.root.cap_inspect(world.b.thread)["priority"] == 100
+    assert a.do("thread_control", t_rw, priority=120)["priority"] == 120
+    kit.root.thread_control(world.b.thread, priority=100)
+    a.do("cap_delete", t_ro)
+    a.do("cap_delete", t_rw)
