@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kernel.abi import Item, Rights
+from kernel.abi import Item, Rights, unpack
 from kernel.client import grant_cap, map_cap
 from kernel.errors import Busy, Canceled, InvalidArgument, NoCapability, NoRights, PeerDied, Timeout
 
@@ -59,7 +59,6 @@ def chain(w: World, rights: int = Rights.ALL) -> tuple[int, int, int, int, int]:
 
 
 def calls_ok(agent: Any, slot: int, label: int) -> bool:
-    from kernel.abi import unpack
     return unpack(agent.do("call", slot, b"x")["data"])["label"] == label
 
 

@@ -7,7 +7,7 @@ a gate bound to root's main thread plays the "receiver that is not ready yet".
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
