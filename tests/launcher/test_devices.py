@@ -1,0 +1,234 @@
+"""Images with devices: the launcher starts the HAL and io, drivers get exactly their devices.
+
+Real processes throughout: `l4run boot configs/devices.toml` in a temporary run directory,
+the drivers of servers/drivers/ doing DMA, drawing and taking interrupts; `l4run
+screenshot`, `input`, `faults` against the live HAL; every way of stopping leaves nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+from PIL import Image as PILImage
+
+from kernel.testing import PROJECT_ROOT
+from launcher.image import ImageError, parse_image
+from servers.drivers import fbdemo
+
+from .helpers import assert_clean, l4run, ps, system_pids, wait_for, write
+
+DEVICES = os.path.join(PROJECT_ROOT, "configs", "devices.toml")
+
+
+def shm() -> set[str]:
+    return set(os.listdir("/dev/shm"))
+
+
+def log_of(rd: str, task: str) -> str:
+    try:
+        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_log(rd: str, task: str, text: str) -> None:
+    wait_for(lambda: text in log_of(rd, task), 30, f"{text!r} in the log of {task}")
+
+
+def ram_holders() -> list[int]:
+    """Processes that still hold or map a kernel RAM memfd of this test run."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if any("l4py-ram" in m.path for m in p.memory_maps(grouped=True)):
+                out.append(p.pid)
+        except (psutil.Error, OSError):
+            pass
+    return out
+
+
+def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
+    assert_clean(rd, pids, before)
+    assert not os.path.exists(os.path.join(rd, "hal.ctl"))
+    assert not [p for p in pids if p in ram_holders()]
+    left = set(os.listdir(rd)) - {"disk0.img", "logs", "launcher.log"}
+    assert not left, f"left in the run directory: {left}"
+
+
+def test_devices_image(tmp_path):
+    rd, before = str(tmp_path / "run"), shm()
+    out = l4run("boot", DEVICES, "--detach", "--run-dir", rd).stdout
+    assert "6/6 tasks running" in out
+    rows = ps(rd)
+    assert list(rows)[:2] == ["hal", "io"] and rows["io"]["uses"] == ["hal"]
+    assert rows["block"]["uses"] == ["io"]
+    pids = system_pids(rd)
+    try:
+        # the block driver's DMA write is on the disk image, and it read the sector back
+        wait_log(rd, "block", "block: flushed")
+        assert "read back sector 1: ok" in log_of(rd, "block")
+        with open(os.path.join(rd, "disk0.img"), "rb") as f:
+            f.seek(512)
+            assert f.read(27) == b"hello from the block driver"
+
+        # the framebuffer demo's picture comes out in the screenshot
+        wait_log(rd, "display", "drew a 640x480 test picture")
+        shot = str(tmp_path / "shot.png")
+        assert l4run("screenshot", "-o", shot, "--run-dir", rd).stdout.strip() == f"screenshot: {shot}"
+        img = PILImage.open(shot).convert("RGB")
+        assert img.size == (640, 480)
+        for x, y, size, rgb in fbdemo.SQUARES:
+            assert img.getpixel((x + size // 2, y + size // 2)) == rgb
+            assert img.getpixel((x + 1, y + 1)) == rgb
+        bw = 640 // len(fbdemo.BARS)
+        for i, rgb in enumerate(fbdemo.BARS):
+            assert img.getpixel((i * bw + bw // 2, fbdemo.BAR_HEIGHT // 2)) == rgb
+        assert img.getpixel((70, 150)) == fbdemo.WHITE            # the stroke of the "L"
+        assert img.getpixel((320, 478)) == fbdemo.WHITE           # the frame
+        assert img.getpixel((600, 460))[2] > 100                   # the blue gradient
+
+        # injected input reaches the input driver through its interrupt
+        assert "2 event(s) queued" in l4run("input", "key", "a", "--run-dir", rd).stdout
+        wait_log(rd, "keyboard", "input: key 30 (a) release")
+        l4run("input", "click", "12", "34", "right", "--run-dir", rd)
+        wait_log(rd, "keyboard", "input: button right release at 12,34")
+        l4run("input", "move", "100", "200", "--run-dir", rd)
+        wait_log(rd, "keyboard", "input: pointer at 100,200")
+
+        # io gives each driver exactly its policy: the probe gets timer0, not disk0
+        wait_log(rd, "probe", "probe: done")
+        probe = log_of(rd, "probe")
+        assert "io lists ['timer0'] for this task" in probe
+        assert "timer0: granted (timer" in probe
+        assert "disk0: refused" in probe and "DENIED" in probe
+
+        # fault knobs through l4run faults; errors are one line
+        out = l4run("faults", "disk0", "error_rate=0.25", "latency_ms=2", "--run-dir", rd).stdout
+        assert "error_rate=0.25" in out and "latency_ms=2.0" in out
+        for args, why in ((("faults", "disk0", "bogus=1"), "no fault knob 'bogus'"),
+                          (("faults", "nic9", "loss=1"), "no device 'nic9'"),
+                          (("faults", "disk0", "loss"), "expected KNOB=VALUE"),
+                          (("input", "key", "nosuchkey"), "unknown key 'nosuchkey'"),
+                          (("input", "click", "5"), "click X Y"),
+                          (("screenshot", "--device", "nic0", "-o", shot), "not a fb")):
+            r = l4run(*args, "--run-dir", rd, check=False)
+            assert r.returncode == 1 and why in r.stderr, r.stderr
+            assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    finally:
+        l4run("down", "--run-dir", rd)
+    assert_clean_devices(rd, pids, before)
+
+
+def test_hal_restart_rewires_io_and_drivers(tmp_path):
+    """kill -9 of the HAL: io and the drivers restart with it and work again."""
+    rd, before = str(tmp_path / "run"), shm()
+    l4run("boot", DEVICES, "--detach", "--run-dir", rd)
+    try:
+        wait_log(rd, "keyboard", "listening on input0")
+        wait_log(rd, "block", "block: flushed")
+        l4run("kill", "hal", "--run-dir", rd)
+        wait_for(lambda: all(r["state"] == "running" and r["restarts"] >= 1
+                             for r in ps(rd).values()), 30, "every task restarted")
+        wait_for(lambda: log_of(rd, "block").count("block: flushed") == 2, 30, "block's second round")
+        wait_for(lambda: log_of(rd, "keyboard").count("listening on input0") == 2, 30, "keyboard back")
+        l4run("input", "key", "z", "--run-dir", rd)
+        wait_log(rd, "keyboard", "input: key 44 (z) press")
+        pids = system_pids(rd)
+    except BaseException:
+        l4run("down", "--run-dir", rd, check=False)
+        raise
+    os.kill(ps_pid(rd), signal.SIGKILL)          # kill -9 of the launcher: the zygote cleans up
+    assert_clean_devices(rd, pids, before)
+
+
+def ps_pid(rd: str) -> int:
+    import json
+    with open(os.path.join(rd, "launcher.json")) as f:
+        return int(json.load(f)["pid"])
+
+
+def test_no_hal_is_one_line(tmp_path):
+    r = l4run("screenshot", "--run-dir", str(tmp_path), check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "no HAL control socket" in r.stderr and "lists no [[device]]" in r.stderr
+
+
+GOOD_TASK = '[[task]]\nname = "d"\nrun = "servers.drivers.probe:run"\ndevices = ["disk0"]\n'
+
+
+def problems(text: str, path: str = "img.toml") -> list[str]:
+    import tomllib
+    with pytest.raises(ImageError) as e:
+        parse_image(tomllib.loads(text), path)
+    return e.value.problems
+
+
+@pytest.mark.parametrize("devices, key, reason", [
+    ('kind = "gpu"\nname = "g0"', "device[0].kind", "unknown device kind 'gpu'"),
+    ('kind = "disk"\nname = "disk0"\nsize = 1000', "device[0] (disk0).size", "multiple of 512"),
+    ('kind = "disk"\nname = "disk0"\nsize = "lots"', "device[0] (disk0).size", "bad size"),
+    ('kind = "disk"\nname = "disk0"', "device[0] (disk0).size", "needs a size"),
+    ('kind = "disk"\nname = "disk0"\nimage = "/nonexistent/x.img"', "device[0] (disk0).image",
+     "does not exist"),
+    ('kind = "disk"\nname = "disk0"\nsize = "1M"\nspeed = 3', "device[0] (disk0).speed",
+     "unknown parameter for a disk"),
+    ('kind = "fb"\nname = "disk0"\nwidth = 8192\nheight = 8192', "device[0] (disk0)",
+     "does not fit in RAM"),
+    ('kind = "fb"\nname = "disk0"\nwidth = 0', "device[0] (disk0).width", "expected an integer 1..8192"),
+    ('kind = "nic"\nname = "disk0"\nbackend = "wifi"', "device[0] (disk0).backend",
+     "unknown NIC back end 'wifi'"),
+    ('kind = "nic"\nname = "disk0"\nbackend = "udp"\npeer = "nowhere"', "device[0] (disk0).peer",
+     "expected \"HOST:PORT\""),
+    ('kind = "timer"\nname = "disk0"\nline = 40', "device[0] (disk0).line", "0..31"),
+    ('kind = "timer"\nname = "pic"', "device[0] (pic).name", "always named 'pic'"),
+])
+def test_bad_device_tables(devices, key, reason):
+    found = problems(f'[system]\nname = "x"\n[[device]]\n{devices}\n' + GOOD_TASK)
+    assert any(p.startswith(f"img.toml: {key}: ") and reason in p for p in found), found
+
+
+def test_bad_device_wiring():
+    base = ('[system]\nname = "x"\n[[device]]\nkind = "timer"\nname = "t0"\nline = 3\n'
+            '[[device]]\nkind = "input"\nname = "t0"\n[[device]]\nkind = "input"\nname = "i1"\nline = 3\n')
+    found = problems(base + '[[task]]\nname = "hal"\nrun = "servers.drivers.probe:run"\n'
+                            'devices = ["t9"]\n[task.caps]\nio = "hal"\n')
+    want = [("device[1] (t0).name", "duplicate device name 't0'"),
+            ("device[2] (i1).line", "line 3 is already taken by 't0'"),
+            ("task[0] (hal).devices", "unknown device 't9'"),
+            ("task[0] (hal).name", "reserved"),
+            ("task[0] (hal).caps.io", "taken by the io capability")]
+    for key, reason in want:
+        assert any(p.startswith(f"img.toml: {key}: ") and reason in p for p in found), (key, found)
+    # devices without any [[device]]
+    found = problems('[system]\nname = "x"\n' + GOOD_TASK)
+    assert any("task[0] (d).devices: unknown device 'disk0'" in p and "no [[device]]" in p
+               for p in found), found
+
+
+def test_device_image_wiring():
+    """The policy: one io label per driver, naming exactly its devices; hal and io first."""
+    import json
+    import tomllib
+    text = ('[system]\nname = "x"\n[[device]]\nkind = "disk"\nname = "disk0"\nsize = "64K"\n'
+            '[[device]]\nkind = "pic"\nname = "pic"\n' + GOOD_TASK +
+            '[[task]]\nname = "e"\nrun = "servers.drivers.probe:run"\ndevices = ["pic", "disk0"]\n'
+            '[[task]]\nname = "f"\nrun = "servers.drivers.probe:run"\n')
+    img = parse_image(tomllib.loads(text), "img.toml")
+    assert [t.name for t in img.tasks] == ["hal", "io", "d", "e", "f"]
+    assert img.tasks[0].args == ["disk:disk0:size=65536"]
+    labels = {t.name: [c.label for c in t.caps if c.local == "io"] for t in img.tasks}
+    assert labels["f"] == [] and len(labels["d"]) == len(labels["e"]) == 1
+    policy = json.loads(img.tasks[1].args[0])
+    assert policy == {str(labels["d"][0]): ["disk0"], str(labels["e"][0]): ["pic", "disk0"]}
+
+
+def test_cli_rejects_bad_device_image(tmp_path):
+    img = write(str(tmp_path / "bad.toml"), '[system]\nname = "x"\n[[device]]\nkind = "gpu"\n'
+                                            'name = "g"\n' + GOOD_TASK)
+    r = l4run("boot", img, "--run-dir", str(tmp_path / "run"), check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{img}: device[0].kind: unknown device kind 'gpu'" in r.stderr
+    assert "nothing was started" in r.stderr
