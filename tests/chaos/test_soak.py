@@ -87,3 +87,15 @@ every = "0.3s"
     assert report["verdict"] == "fail"
     assert any(v["invariant"] == "check" and "false" in v["message"] for v in report["violations"])
     assert report["restarts"]["client"] == 1
+
+
+def test_device_fault_reaches_the_hal_knobs(tmp_path) -> None:
+    plan = parse_plan({"chaos": {"name": "dev", "duration": "1.5s", "settle": "0.5s"},
+                       "schedule": [{"at": "0.2s", "kind": "device", "device": "disk0",
+                                     "knobs": {"error_rate": 0.5}, "for": "0.5s"}]}, "dev.toml")
+    r = run_plan(plan, image_path=os.path.join(PROJECT_ROOT, "configs", "devices.toml"),
+                 run_dir=str(tmp_path / "run"))
+    assert r["violations"] == [] and r["skipped"] == [], r
+    assert r["faults"] == {"device": 1}
+    rec = [x for x in _records(r["injections_file"]) if x.get("kind") == "device"]
+    assert rec[0]["result"]["error_rate"] == 0.5
