@@ -5,7 +5,8 @@ Contracts:
   factory is carved out of its creator's (limit + 1 for the task itself), so quotas nest
   and no task can exhaust kernel memory.
 - An object is destroyed when its last capability goes (or by OBJ_DESTROY with the DELETE
-  right, which first deletes every capability to it).
+  right, which first deletes every capability to it). A task holds a capability to itself
+  (SLOT_TASK), so a task ends only by OBJ_DESTROY, EXIT or the death of its process.
 - Task death (process exit seen through its pidfd, EXIT, or destruction): every thread is
   released (partners blocked on it get PEER_DIED, never a hang), all its capabilities are
   deleted recursively (so objects only it held die too), and the exception handler of its

@@ -90,6 +90,7 @@ class Kernel:
         self.err_counts: dict[str, int] = {}
         self.started = time.time()
         self.running = True
+        self._wakeup = -1                  # read end of the signal wakeup pipe, if any
         self.root_factory = Factory(None, root_quota)
         root, main = self.make_task("root", None, 0, own_factory=self.root_factory)
         root.space.insert(SLOT_KERNEL, KernelCtl(None), Rights.ALL)
@@ -135,6 +136,8 @@ class Kernel:
 
     # -- death detection ------------------------------------------------------
     def watch(self, task: Task, pid: int) -> None:
+        if not 0 < pid < 2 ** 31:
+            raise AbiError(Err.INVALID, f"pid {pid} is outside 1..2**31-1")
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -241,6 +244,9 @@ class Kernel:
         if thread.busy:
             self._error(conn, thread, Err.BUSY, f"thread {thread.id} already has a call in flight")
             return
+        if sysno == Sys.HELLO:
+            self._error(conn, thread, Err.BUSY, "this connection is already bound to a thread")
+            return
         if payload is not None:
             if sysno not in (Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT):
                 self._error(conn, thread, Err.PROTOCOL, f"{sysno.name} carries no payload")
@@ -257,9 +263,6 @@ class Kernel:
         self._run(thread, sysno, args, payload)
 
     def _run(self, thread: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
-        if sysno == Sys.HELLO:
-            self._error(thread.conn or b"", thread, Err.BUSY, "this connection is already bound")
-            return
         try:
             result = syscalls.TABLE[sysno](self, thread, args, payload)
         except AbiError as e:
@@ -334,12 +337,26 @@ class Kernel:
         }
 
     # -- the loop ---------------------------------------------------------------
+    def stop_on_signals(self, *signums: int) -> None:
+        """Stop the loop on these signals, reliably: the handler only clears `running`, and
+        Python's wakeup fd (a pipe the poller watches) makes a blocked poll return at once.
+        (Raising from the handler inside zmq_poll was seen to be lost now and then.)"""
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = r
+        signal.set_wakeup_fd(w)
+        self.poller.register(r, zmq.POLLIN)
+        for signum in signums:
+            signal.signal(signum, lambda *_: setattr(self, "running", False))
+
     def run(self) -> None:
         poll = self.poller.poll
+        wakeup = self._wakeup
         while self.running:
             for sock, _ in poll(self.timers.next_ms()):
                 if sock is self.router:
                     self._drain()
+                elif sock == wakeup:
+                    os.read(wakeup, 512)
                 else:
                     self._guard(self._process_died, sock)
             for thread in self.timers.due():
@@ -419,11 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(fd)
     k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose, ram=ns.ram << 20)
 
-    def stop(signum: int, frame: Any) -> None:
-        k.running = False
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    k.stop_on_signals(signal.SIGTERM, signal.SIGINT)
     try:
         k.run()
     except KeyboardInterrupt:

@@ -65,7 +65,7 @@ class System:
         self.run_dir = run_dir or self._tmp.name  # type: ignore[union-attr]
         self.sock = os.path.join(self.run_dir, "kernel.sock")
         secret = secrets.token_bytes(16)
-        cmd = [sys.executable, "-m", "kernel", "--run-dir", self.run_dir]
+        cmd = [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
         if verbose:
             cmd.append("-v")
         if root_quota is not None:

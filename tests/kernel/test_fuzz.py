@@ -92,9 +92,6 @@ def mutated_header(draw: Any) -> list[Any]:
     """[sysno, fields...] close to a real layout: right or wrong types, right or wrong count."""
     sysno = draw(st.sampled_from(list(Sys)))
     fields = [draw(FIELD[f.kind]) for f in LAYOUTS[sysno]]
-    if sysno == Sys.TASK_WATCH and len(fields) == 2 and type(fields[1]) is int \
-            and not -(2 ** 31) <= fields[1] < 2 ** 31:
-        fields[1] = 2 ** 31 - 1   # KNOWN KERNEL BUG, see test_task_watch_huge_pid (xfail)
     how = draw(st.integers(0, 9))
     if how == 0 and fields:
         fields.pop(draw(st.integers(0, len(fields) - 1)))           # one argument short
@@ -210,8 +207,6 @@ def test_authenticated_garbage(fuzz_system: System, reqs: list[list[bytes]]) -> 
         # Not wedged: a poll-wait is answered TIMEOUT (or OK: an IRQ it attached), or
         # NOT_AUTH/CANCELED if the batch ended its own task — never BUSY.
         after = raw.exchange([[abi.encode_request(Sys.WAIT, None, 0)]])[0]
-        if after[0] == Err.BUSY and any(HELLO_AGAIN in str(a[-1]) for a in answers):
-            return   # KNOWN KERNEL BUG, see test_hello_twice_does_not_wedge_the_thread (xfail)
         assert after[0] in (Err.TIMEOUT, Err.OK, Err.NOT_AUTH, Err.CANCELED), (
             f"thread wedged after batch {reqs!r:.500}: {after!r}")
     finally:
@@ -222,12 +217,6 @@ def test_authenticated_garbage(fuzz_system: System, reqs: list[list[bytes]]) -> 
             pass                        # the batch may have ended the task itself
 
 
-HELLO_AGAIN = "already bound"     # the kernel's reason for a HELLO on a bound connection
-
-
-@pytest.mark.xfail(strict=True, reason="kernel bug: server.Kernel._handle marks the thread busy "
-                   "before _run refuses HELLO, and _error then answers the socket only, so the "
-                   "thread stays busy and every later call is answered BUSY")
 def test_hello_twice_does_not_wedge_the_thread() -> None:
     """A second HELLO on a bound connection is refused — and the thread keeps working."""
     with System() as s:
@@ -242,9 +231,6 @@ def test_hello_twice_does_not_wedge_the_thread() -> None:
             raw.close()
 
 
-@pytest.mark.xfail(strict=True, reason="kernel bug: TASK_WATCH passes a pid beyond the C pid_t "
-                   "range to os.pidfd_open, which raises OverflowError (not OSError); the loop's "
-                   "guard catches it and counts a kernel bug instead of answering INVALID")
 def test_task_watch_huge_pid() -> None:
     with System() as s:            # its own kernel: the bug is counted in kernel_bugs
         new = s.root.create_task("watch", 8)
