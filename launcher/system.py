@@ -565,6 +565,12 @@ class Launcher:
                    + (f"; routes: {', '.join(f'{r.task}.{r.cap.local}' for r in routes)}" if routes else ""))
         return {"tasks": [s.name for s in specs], "routes": [f"{r.task}.{r.cap.local}" for r in routes]}
 
+    def cmd_fault(self, op: str, spec: dict[str, Any] | None = None,
+                  service: str | None = None, task: str | None = None) -> dict[str, Any]:
+        """A kernel IPC fault (FAULT call) for a chaos run attached through the control socket."""
+        from .chaos import control_fault
+        return control_fault(self, op, spec, service, task)
+
     def cmd_down(self) -> dict[str, Any]:
         self.stopping = True
         return {}
