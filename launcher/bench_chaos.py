@@ -9,7 +9,8 @@
         a hung server, every IPC fault kind under load); reports faults_injected, violations,
         kernel_crashes, recovery_ms_p50, recovery_ms_p99 against the targets.
 
-The chaos machinery itself is `launcher.chaos`, imported only when a command runs.
+The chaos machinery itself is the package `launcher.chaos` (the report's rendering too,
+`launcher.chaos.report.render_report`), imported only when a command runs.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from .zygote import PROJECT_ROOT
 
@@ -65,39 +65,13 @@ def run_chaos_bench(duration: float | None = None, seed: int | None = None,
                     and (r["recovery_ms_p99"] or 0) <= TARGETS["recovery_ms_p99"])}
 
 
-# ---------------------------------------------------------------------------
-# Rendering
-
-def render_report(r: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"chaos '{r['plan']}'  seed {r['seed']}  {r['duration_s']:g}s  —  "
-                    f"{r['faults_injected']} faults", title_justify="left")
-    t.add_column("fault kind")
-    t.add_column("injected", justify="right")
-    for kind, n in r["faults"].items():
-        t.add_row(kind, str(n))
-    console.print(t)
-    if r["violations"]:
-        v = Table(title="invariant violations", title_justify="left", style="red")
-        for col in ("t (s)", "invariant", "what"):
-            v.add_column(col)
-        for x in r["violations"]:
-            v.add_row(f"{x['t']:.3f}", x["invariant"], x["message"])
-        console.print(v)
-    restarts = ", ".join(f"{k} {v}" for k, v in r["restarts"].items() if v) or "none"
-    console.print(f"restarts: {restarts}")
-    if r["recoveries"]:
-        console.print(f"recovery: median {r['recovery_ms_p50']} ms, p99 {r['recovery_ms_p99']} ms "
-                      f"(max {r['recovery_ms_max']} ms, {r['recoveries']} recoveries)")
-    if r["skipped"]:
-        console.print(f"[dim]skipped {len(r['skipped'])}: {'; '.join(r['skipped'][:3])}[/dim]")
-    if r.get("injections_file"):
-        console.print(f"[dim]every injection: {r['injections_file']}[/dim]")
-    style = "bold green" if r["verdict"] == "pass" else "bold red"
-    console.print(f"verdict: [{style}]{r['verdict'].upper()}[/{style}]"
-                  + (f" ({len(r['violations'])} violation(s))" if r["violations"] else ""))
-
-
 def register(cli: click.Group, bench: click.Group) -> None:
+    """`l4run chaos` on `cli`, `l4run bench chaos` on `bench`."""
+    _register_chaos(cli)
+    _register_bench(bench)
+
+
+def _register_chaos(cli: click.Group) -> None:
     from .cli import Fail, find_run_dir
 
     @cli.command("chaos")
@@ -113,7 +87,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
                   duration: str | None, as_json: bool) -> None:
         """Run a chaos PLAN against a system; exit status 1 on any invariant violation."""
         from . import control
-        from .chaos import PlanError, load_plan, run_plan, seconds
+        from .chaos import PlanError, load_plan, render_report, seconds
         from .image import ImageError
         from .system import BootError
         try:
@@ -144,6 +118,8 @@ def register(cli: click.Group, bench: click.Group) -> None:
         if report["violations"]:
             sys.exit(1)
 
+
+def _register_bench(bench: click.Group) -> None:
     @bench.command("chaos")
     @click.option("--json", "as_json", is_flag=True)
     @click.option("--duration", default=None, type=float, help="seconds (default 25)")
