@@ -107,6 +107,7 @@ class Image:
     ram: int | None
     tasks: list[TaskSpec]
     devices: list[Any] = field(default_factory=list)   # launcher.devices.DeviceSpec
+    memory: Any = None                                  # launcher.memory.MemorySpec
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -213,11 +214,9 @@ class _Checker:
         t.quota = self.typed(d, "quota", where, int, 256)
         if not 8 <= t.quota <= 1_000_000:
             self.bad(f"{where}.quota", f"kernel-object quota {t.quota} is outside 8..1000000")
-        if "memory" in d:
-            try:
-                t.memory = parse_size(d["memory"])
-            except ValueError as e:
-                self.bad(f"{where}.memory", f"bad size: {e}")
+        if "memory" in d:                # a moe session with this quota (launcher/memory.py)
+            from .memory import task_memory
+            t.memory = task_memory(self, f"{where}.memory", d["memory"])
         self._policy(d, where, t)
         t.provides = self._names(d, "provides", where)
         t.depends_on = self._names(d, "depends_on", where)
@@ -373,8 +372,8 @@ def _tasks(c: _Checker, data: dict) -> list[TaskSpec]:
 
 def parse_image(data: dict, path: str) -> Image:
     c = _Checker(path)
-    for k in sorted(set(data) - {"system", "task", "device"}):
-        c.bad(k, "unknown top-level key (known: system, task, device)")
+    for k in sorted(set(data) - {"system", "task", "device", "memory"}):
+        c.bad(k, "unknown top-level key (known: system, task, device, memory)")
     system = data.get("system", {})
     if not isinstance(system, dict):
         c.bad("system", "[system] must be a table")
@@ -398,10 +397,12 @@ def parse_image(data: dict, path: str) -> Image:
         c.bad("task", "the image has no [[task]] (and no [[device]])")
     from .devices import check_devices
     devices = check_devices(c, data, tasks, path, ram)
+    from .memory import check_memory
+    memory = check_memory(c, data, tasks, ram)
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks, devices)
+    return Image(name, path, ram, tasks, devices, memory)
 
 
 def load_image(path: str) -> Image:

@@ -45,6 +45,7 @@ from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, map_cap
 from . import control
 from .devices import hal_ctl
 from .image import CapSpec, Image, RouteSpec, TaskSpec, check_snippet, start_deps
+from .memory import MemoryWiring
 from .names import CAP_NAME
 from .policy import Budget, decide
 from .zygote import PROJECT_ROOT, SpawnError, Spawner
@@ -119,6 +120,7 @@ class Launcher:
         self.pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.getcwd(),
                                                       os.environ.get("PYTHONPATH", "")) if p)
         self.cwd = os.getcwd()
+        self.memory = MemoryWiring(self)      # sigma0/moe set-up, moe sessions, client_gone
 
     # -- events ---------------------------------------------------------------
     def event(self, text: str) -> None:
@@ -259,6 +261,13 @@ class Launcher:
         for svc in spec.provides:
             for gate in self.services[svc].gates.values():
                 root.bind_gate(gate, new.thread)
+        try:       # sigma0's RAM; a moe session: l4.caps["moe"] and its pager (launcher/memory.py)
+            self.memory.wire(t, mine, slot + 1)
+        except SpawnError as e:
+            self.event(f"{spec.name}: cannot start: {e}")
+            self._drop_caps(t)
+            t.state, t.last_exit = "failed", str(e)
+            return
         env = {**os.environ, **spec.env, "PYTHONPATH": self.pythonpath,
                ENV_KERNEL: self.kernel_sock, ENV_SECRET: new.secret.hex(),
                ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1",
@@ -314,6 +323,7 @@ class Launcher:
             t.state = "stopped"
             return
         self.event(f"{t.spec.name} (pid {t.pid}) {d.reason}")
+        self.memory.on_exit(t)        # moe frees its memory, before any restart (launcher/memory.py)
         if not d.restart:
             t.state = d.state
             return
@@ -570,6 +580,10 @@ class Launcher:
         """A kernel IPC fault (FAULT call) for a chaos run attached through the control socket."""
         from .chaos import control_fault
         return control_fault(self, op, spec, service, task)
+
+    def cmd_memory(self) -> dict[str, Any]:
+        """moe's and sigma0's accounting (launcher/memory.py)."""
+        return self.memory.info()
 
     def cmd_down(self) -> dict[str, Any]:
         self.stopping = True

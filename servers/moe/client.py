@@ -19,9 +19,11 @@ class Dataspace(NamedTuple):
 class _Stub:
     kind = ""
 
-    def __init__(self, l4: Any, gate: int, recv_slot: int = 3000) -> None:
+    def __init__(self, l4: Any, gate: int, recv_slot: int = 3000,
+                 timeout: float | None = None) -> None:
         self.l4, self.gate = l4, gate
         self._next = recv_slot          # where capabilities from moe land in our space
+        self.timeout = timeout          # ms for each call (None: wait for moe forever)
 
     def _rpc(self, op: str, cap: int | None = None, **args: Any) -> tuple[Any, list]:
         names, caps_in, caps_out, _ = OPS[self.kind][op]
@@ -40,7 +42,8 @@ class _Stub:
                 except errors.NoCapability:
                     break
             win = (self._next, 1)
-        msg = self.l4.call(self.gate, pack({"op": op, **args}), items=items, window=win)
+        msg = self.l4.call(self.gate, pack({"op": op, **args}), items=items, window=win,
+                           snd_timeout=self.timeout, rcv_timeout=self.timeout)
         ans = unpack(msg.data)
         if "err" in ans:
             code = Err[ans["err"]] if ans["err"] in Err.__members__ else Err.INVALID
@@ -54,8 +57,16 @@ class MoeAdmin(_Stub):
 
     def session(self, name: str, quota: int) -> int:
         """Answers our slot of the new session gate: map it to the client, make it its pager."""
-        _, items = self._rpc("session", name=name, quota=quota)
-        return items[0][1]
+        return self.open(name, quota)[0]
+
+    def open(self, name: str, quota: int) -> tuple[int, int]:
+        """A new session: (our slot of its gate, its number for `client_gone`)."""
+        v, items = self._rpc("session", name=name, quota=quota)
+        return items[0][1], v["session"]
+
+    def client_gone(self, session: int) -> dict:
+        """The client of session `session` died: moe frees its dataspaces and quota."""
+        return self._rpc("client_gone", session=session)[0]
 
     def info(self) -> dict:
         return self._rpc("info")[0]

@@ -2,9 +2,15 @@
 
 Every request is msgpack {"op": name, args...}; the answer {"ok": value} or
 {"err": Err name, "reason": words}. Capabilities travel as items (`caps_in` / `caps_out`).
-Labels tell moe who calls: the admin gate (label 0, the launcher's), one session gate per
-client (SESSION | n: that client's moe capability *and* its pager gate), one gate per
-dataspace (DATASPACE | n: the capability that names the dataspace).
+Labels tell moe who calls: the admin gate (label 0, held by the launcher only), one session
+gate per client (SESSION | n: that client's moe capability *and* its pager gate), one gate
+per dataspace (DATASPACE | n: the capability that names the dataspace). Session and
+dataspace numbers are never reused within one moe incarnation.
+
+`client_gone(session)` is how the launcher (the supervisor) tells moe that the task behind
+session n died: moe frees the session's dataspaces (sharers lose them, as with `release`),
+forgets its regions, destroys its session gate, and gives every 1 MiB block of its pool that
+became wholly free back to sigma0.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ DATASPACE = 1 << 41
 OPS: dict[str, dict[str, tuple[tuple[str, ...], int, int, str]]] = {
     "admin": {
         "session": (("name", "quota"), 0, 1, "{session}; item: the session gate"),
-        "info": ((), 0, 0, "{sessions, pool_pages, free_pages}"),
+        "client_gone": (("session",), 0, 0, "{dataspaces, bytes}: what was freed"),
+        "info": ((), 0, 0, "{sessions, dataspaces, quota, used, pool_pages, free_pages, "
+                           "resident_pages}"),
     },
     "session": {
         "alloc": (("size",), 0, 1, "{ds, size}; item: the dataspace capability"),

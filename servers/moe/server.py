@@ -1,7 +1,8 @@
 """moe: dataspaces (memory objects), region maps, and the pager of its clients.
 
-Memory comes from sigma0 in 1 MiB blocks mapped into moe's pool (POOL_BASE + physical
-address); moe hands out single pool pages. A dataspace is a size, an owner session and a
+Memory comes from sigma0 in 1 MiB blocks (chunks) mapped into moe's pool (POOL_BASE +
+physical address); moe hands out single pool pages, and gives a chunk back to sigma0 as soon
+as every page of it is free again (so sigma0's free count tells what moe really uses). A dataspace is a size, an owner session and a
 page table index -> pool page, filled on demand: the first touch of a page allocates and
 zeroes it (demand paging). `copy` makes a copy-on-write clone: both share the pages, mapped
 read-only, until one side writes; then moe copies the page, unmaps the shared one from every
@@ -12,6 +13,12 @@ pager gate: a page fault names the session by its label, the region map of that 
 finds the dataspace and page. Dataspaces are named by their own gates (DATASPACE|n):
 passing that capability to another task lets it attach the same memory (sharing).
 Quota: each session may hold dataspaces totalling at most its quota in bytes.
+
+Death of a client: moe cannot see it; the launcher, which supervises every task, calls
+`client_gone(n)` on the admin gate. Moe then releases every dataspace the session owns
+(pages unmapped from every task, sharers' regions of it dropped, its gate destroyed so every
+copy of its capability dies), drops the session's regions and destroys the session gate; the
+quota is gone with the session, and wholly free chunks go back to sigma0.
 
 Ownership: single-threaded; all state below belongs to the serving loop.
 """
@@ -59,6 +66,7 @@ class Session:
     def __init__(self, ident: int, name: str, quota: int) -> None:
         self.id, self.name, self.quota = ident, name, quota
         self.used = 0
+        self.gate = 0               # our slot of its session gate
         self.regions: list[Region] = []
 
 
@@ -67,15 +75,24 @@ class Moe:
         self.l4 = l4
         self.vm = VM(l4)
         self.sigma0 = l4.caps["sigma0"]
-        self.free: list[int] = []
+        self.chunks: dict[int, list[int]] = {}  # chunk pool vaddr -> its free pages
         self.pool_pages = 0
+        self.next_session = 1                   # numbers are never reused (labels stay unique)
+        self.next_ds = 1
         self.refs: dict[int, int] = {}          # pool page -> dataspaces holding it
         self.sessions: dict[int, Session] = {}
         self.spaces: dict[int, Dataspace] = {}
 
     # -- the pool ------------------------------------------------------------
+    @property
+    def free_pages(self) -> int:
+        return sum(len(f) for f in self.chunks.values())
+
     def _page(self) -> int:
-        if not self.free:
+        for free in self.chunks.values():
+            if free:
+                break
+        else:
             m = self.l4.call(self.sigma0, pack({"op": "alloc", "order": CHUNK_ORDER}),
                              window=window(POOL_BASE, POOL_ORDER))
             ans = unpack(m.data)
@@ -83,18 +100,39 @@ class Moe:
                 raise MoeError("QUOTA", f"sigma0 has no more memory: {ans['reason']}")
             _, base, order, _ = m.items[0]
             n = 1 << (order - PAGE_SHIFT)
-            self.free.extend(base + i * PAGE_SIZE for i in range(n - 1, -1, -1))
+            free = self.chunks[base] = [base + i * PAGE_SIZE for i in range(n - 1, -1, -1)]
             self.pool_pages += n
-        page = self.free.pop()
+        page = free.pop()
         self.refs[page] = 1
         return page
 
-    def _drop(self, page: int) -> None:
+    def _drop(self, page: int, unmap: bool = False) -> None:
+        """One dataspace less holds `page`; the last one frees it (`unmap`: unmap it anyway,
+        so no task keeps it through a dataspace that is going away)."""
         self.refs[page] -= 1
         if self.refs[page] == 0:
             del self.refs[page]
             self.l4.mem_unmap(page, PAGE_SHIFT)      # out of every client, then reuse
-            self.free.append(page)
+            chunk = page & ~((1 << CHUNK_ORDER) - 1)
+            free = self.chunks[chunk]
+            free.append(page)
+            if len(free) == 1 << (CHUNK_ORDER - PAGE_SHIFT):
+                self._give_back(chunk)
+        elif unmap:
+            self.l4.mem_unmap(page, PAGE_SHIFT)      # sharers of a copy re-fault
+
+    def _give_back(self, chunk: int) -> None:
+        """A wholly free chunk goes back to sigma0 (which unmaps it from us)."""
+        m = self.l4.call(self.sigma0, pack({"op": "free", "phys": chunk - POOL_BASE,
+                                            "order": CHUNK_ORDER}))
+        ans = unpack(m.data)
+        if "err" in ans:            # keep it: still ours, still usable
+            print(f"[moe] sigma0 refused block 0x{chunk - POOL_BASE:x}: {ans['reason']}",
+                  file=sys.stderr, flush=True)
+            return
+        del self.chunks[chunk]
+        self.pool_pages -= 1 << (CHUNK_ORDER - PAGE_SHIFT)
+        self.vm.flush()
 
     # -- dataspaces -------------------------------------------------------------
     def _new_ds(self, s: Session, size: int) -> Dataspace:
@@ -104,9 +142,8 @@ class Moe:
         if s.used + size > s.quota:
             raise MoeError("QUOTA", f"session '{s.name}': {s.used} of {s.quota} bytes used, "
                                     f"{size} more asked")
-        ident = len(self.spaces) + 1
-        while ident in self.spaces:
-            ident += 1
+        ident = self.next_ds
+        self.next_ds += 1
         gate = self.l4.create_gate(DATASPACE | ident)
         ds = Dataspace(ident, size, s, gate, self.l4.cap_inspect(gate)["id"])
         s.used += size
@@ -145,11 +182,43 @@ class Moe:
         for other in self.sessions.values():
             other.regions = [r for r in other.regions if r.ds is not ds]
         for page in ds.pages.values():
-            self._drop(page)
+            self._drop(page, unmap=True)
         ds.pages.clear()
         s.used -= ds.size
         del self.spaces[ds.id]
         self.l4.destroy(ds.gate)             # every copy of its capability vanishes
+
+    # -- sessions -----------------------------------------------------------------
+    def open_session(self, name: str, quota: int) -> tuple[dict, list]:
+        if quota < 0:
+            raise MoeError("INVALID", f"quota {quota} for session '{name}' is negative")
+        ident = self.next_session
+        self.next_session += 1
+        s = Session(ident, name, quota)
+        s.gate = self.l4.create_gate(SESSION | ident)
+        self.sessions[ident] = s
+        return {"session": ident}, [map_cap(s.gate)]
+
+    def client_gone(self, ident: int) -> dict:
+        """The task behind session `ident` died: free everything it had."""
+        s = self.sessions.get(ident)
+        if s is None:
+            raise MoeError("INVALID", f"no session {ident}")
+        mine = [ds for ds in self.spaces.values() if ds.owner is s]
+        freed = sum(ds.size for ds in mine)
+        for ds in mine:
+            self.release(s, ds)
+        s.regions.clear()
+        del self.sessions[ident]
+        self.l4.destroy(s.gate)
+        return {"dataspaces": len(mine), "bytes": freed}
+
+    def admin_info(self) -> dict:
+        return {"sessions": len(self.sessions), "dataspaces": len(self.spaces),
+                "quota": sum(s.quota for s in self.sessions.values()),
+                "used": sum(s.used for s in self.sessions.values()),
+                "pool_pages": self.pool_pages, "free_pages": self.free_pages,
+                "resident_pages": len(self.refs)}
 
     # -- regions ---------------------------------------------------------------------
     def attach(self, s: Session, ds: Dataspace, addr: int | None, rights: int) -> dict:
@@ -213,13 +282,12 @@ class Moe:
         op = body.get("op")
         if label == 0:
             if op == "session":
-                ident = len(self.sessions) + 1
-                s = self.sessions[ident] = Session(ident, str(body["name"]), int(body["quota"]))
-                gate = self.l4.create_gate(SESSION | ident)
-                return {"session": ident}, [map_cap(gate)], 0
+                value, items = self.open_session(str(body["name"]), int(body["quota"]))
+                return value, items, 0
+            if op == "client_gone":
+                return self.client_gone(int(body["session"])), [], 0
             if op == "info":
-                return {"sessions": len(self.sessions), "pool_pages": self.pool_pages,
-                        "free_pages": len(self.free)}, [], 0
+                return self.admin_info(), [], 0
         elif label & SESSION and (label ^ SESSION) in self.sessions:
             s = self.sessions[label ^ SESSION]
             if op == "alloc":

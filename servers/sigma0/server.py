@@ -4,11 +4,14 @@ The kernel maps every frame 1:1 into sigma0's address space (virtual page n = fr
 sigma0 never touches memory itself: it only sends map items. Clients are told apart by the
 label of the gate they call (the launcher gives each client its own gate).
 
+`main(l4, reserve)`: the first `reserve` bytes of RAM (rounded up to frames) are never handed
+out, so device DMA buffers placed there by an image cannot collide with allocations.
+
 Protocol (payload msgpack {"op": ..., args}; answer {"ok": value} or {"err", "reason"}):
     alloc  {order}            -> {"phys", "order"} and a map item of 2**order bytes, rw,
                                  placed in the caller's memory receive window
     free   {phys, order}      -> number of mappings removed (recursive unmap; frames free again)
-    info   {}                 -> {"frames", "free", "clients"}
+    info   {}                 -> {"frames", "free", "reserved", "clients"}
     Proto.PAGE_FAULT          -> as a pager: maps the faulting page 1:1 (phys = fault address),
                                  if the frame is free or already the faulting client's
 Errors: "QUOTA" (no free block of that order), "INVALID" (bad order/phys), "NO_RIGHTS"
@@ -30,14 +33,17 @@ PROTOCOL = {
     "info": {"args": (), "reply": "dict(frames, free, clients)", "errors": ()},
 }
 FREE = 0
+RESERVED = -1           # owner of frames kept out of circulation (no label maps to it)
 
 
 class Sigma0:
-    def __init__(self, l4: Any, frames: int) -> None:
+    def __init__(self, l4: Any, frames: int, reserved: int = 0) -> None:
         self.l4 = l4
         self.frames = frames
-        self.owner = [FREE] * frames        # client label (+1) per frame; FREE = unowned
-        self.free = frames
+        self.reserved = min(reserved, frames)
+        # client label (+1) per frame; FREE = unowned, RESERVED = never handed out
+        self.owner = [RESERVED] * self.reserved + [FREE] * (frames - self.reserved)
+        self.free = frames - self.reserved
 
     def _find(self, npages: int) -> int:
         for start in range(0, self.frames - npages + 1, npages):
@@ -91,8 +97,9 @@ class Sigma0:
         if op == "free":
             return self.free_block(label, int(body["phys"]), int(body["order"])), [], 0
         if op == "info":
-            clients = len({o for o in self.owner if o != FREE})
-            return {"frames": self.frames, "free": self.free, "clients": clients}, [], 0
+            clients = len({o for o in self.owner if o not in (FREE, RESERVED)})
+            return {"frames": self.frames, "free": self.free, "reserved": self.reserved,
+                    "clients": clients}, [], 0
         raise _Err("INVALID", f"unknown op {op!r}")
 
 
@@ -102,7 +109,7 @@ class _Err(Exception):
         self.code, self.reason = code, reason
 
 
-def main(l4: Any) -> int:
+def main(l4: Any, reserve: str = "0") -> int:
     # The launcher makes us sigma0 right after creating the task; wait until it has.
     deadline = time.monotonic() + 10
     while not l4.mem_query(0, PAGE_SHIFT):
@@ -110,7 +117,7 @@ def main(l4: Any) -> int:
             raise SystemExit("sigma0: the kernel never made this task sigma0 (MEM_SIGMA0)")
         time.sleep(0.005)
     info = l4.mem_attach(False)
-    s = Sigma0(l4, info["frames"])
+    s = Sigma0(l4, info["frames"], -(-int(reserve) >> PAGE_SHIFT))
     reply, data, items, proto = 0, b"", [], 0
     while True:
         try:
