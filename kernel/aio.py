@@ -87,7 +87,7 @@ class AsyncL4(_Api):
     async def _recv(self) -> list[bytes]:
         """One whole answer; raises KernelGone if the kernel dies while we wait."""
         sock = self.sock
-        while not await sock.poll(self.POLL_MS, zmq.POLLIN):
+        while not await sock.poll(self.POLL_MS, zmq.POLLIN):  # type: ignore[call-arg]
             if self.kernel_pid and not pid_alive(self.kernel_pid):
                 raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone")
             if not os.path.exists(self.kernel_sock):

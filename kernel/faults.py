@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ipc
 from .abi import NEVER, AbiError, Err, ObjType, Rights, encode_error, encode_ok, unpack
-from .objects import Task, Thread, TState
+from .objects import KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
     from .ipc import SendRecord
@@ -326,7 +326,7 @@ def _num(spec: dict[str, Any], key: str, default: Any, lo: float, hi: float,
     v = spec.get(key, default)
     if kind is float and type(v) is int:
         v = float(v)
-    if type(v) is not kind or not lo <= v <= hi:
+    if type(v) is not kind or not lo <= v <= hi:  # type: ignore[operator]  # kind checked first
         raise AbiError(Err.INVALID, f"fault spec '{key}' must be {kind.__name__} in {lo}..{hi}, "
                                     f"got {v!r}")
     return v
@@ -357,6 +357,7 @@ def _add(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
 
 
 def _crash_op(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+    task: KObject | None
     if "slot" in spec:
         task = th.task.space.lookup(_num(spec, "slot", 0, 0, 1 << 31), ObjType.TASK,
                                     Rights.WRITE).obj
@@ -381,7 +382,7 @@ def _list(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
 
 def _log(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
     n = _num(spec, "max", 1000, 1, LOG_MAX)
-    out = []
+    out: list[dict[str, Any]] = []
     while LOG and len(out) < n:
         out.append(LOG.popleft())
     return out

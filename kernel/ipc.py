@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import faults as _faults   # chaos: the fault table (empty: no cost but a test)
 from . import memory
@@ -118,7 +118,7 @@ def do_items(plan: list[tuple[Any, ...]], dst: "CapSpace") -> list[list[int]]:
 # ---------------------------------------------------------------------------
 # Answers
 
-def _plan_mem(k: "Kernel", src: Any, items: list[tuple[int, ...]], dst: Any,
+def _plan_mem(k: "Kernel", src: Any, items: Sequence[tuple[int, ...]], dst: Any,
               window: tuple[int, ...] | None) -> list[Any]:
     """Check the memory items of a message (none: nothing to do, no cost)."""
     if not any(it[0] not in CAP_ITEMS for it in items):

@@ -290,8 +290,9 @@ class Protocol:
         except Timeout:
             return handled
         while True:
+            items: list[list[int]] = []
             if msg.proto < 0 and msg.proto != self.tag:
-                data, items = (on_other(msg) if on_other else None), []
+                data = on_other(msg) if on_other else None
                 if data is None and msg.reply:
                     data = _error(Status.UNKNOWN_OP, "UNKNOWN_OP",
                                   f"kernel message proto {_proto_name(msg.proto)} not handled")
@@ -392,12 +393,12 @@ _reply_types: dict[tuple[str, str], type] = {}
 def _reply_type(proto_name: str, o: Op) -> type:
     """A NamedTuple class for an op whose reply has several named fields."""
     key = (proto_name, o.name)
-    cls = _reply_types.get(key)
-    if cls is None:
-        from collections import namedtuple
-        cls = namedtuple(f"{o.name}_reply", o.reply)  # type: ignore[misc,arg-type]
-        _reply_types[key] = cls
-    return cls
+    found = _reply_types.get(key)
+    if found is None:
+        import collections
+        make: Any = collections.namedtuple    # field names are only known at run time
+        found = _reply_types[key] = make(f"{o.name}_reply", o.reply)
+    return found
 
 
 def _proto_name(tag: int) -> str:

@@ -367,7 +367,7 @@ class Kernel:
         events = self.router.get
         while True:
             self._guard(self._handle, self._read())
-            if not events(zmq.EVENTS) & zmq.POLLIN:
+            if not int(events(zmq.EVENTS)) & zmq.POLLIN:
                 return
 
     def _guard(self, fn: Any, *args: Any) -> None:
