@@ -32,7 +32,10 @@ Death: when the supervisor learns that a task with a session died (any way: exit
 stop, restart), it calls `client_gone(n)` on moe's admin gate before restarting anything:
 moe frees the session's dataspaces and quota and returns wholly free 1 MiB blocks to
 sigma0. A restarted task gets a fresh session. When moe itself dies, every session died
-with it: the tasks with sessions are restarted with moe (their memory is gone).
+with it: the tasks with sessions are restarted with moe (their memory is gone). Likewise,
+for each sigma0 capability a dead task held (moe's included), the launcher calls sigma0's
+`client_gone(label)` on its own gate (label 0), and sigma0 frees that label's frames.
+Labels of sigma0 clients are therefore unique in an image.
 
 Contracts: `task_memory` and `check_memory` add every mistake to the image checker as
 "FILE: KEY: REASON" and change nothing unless the image is clean. `MemoryWiring` runs in
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kernel import errors
-from kernel.abi import Rights, pack, unpack
+from kernel.abi import Rights
 
 from .zygote import SpawnError
 
@@ -126,6 +129,7 @@ def check_memory(c: "_Checker", data: dict, tasks: list["TaskSpec"],
     servers = {SIGMA0_TASK} if spec and spec.sigma0 else set()
     if spec and spec.moe:
         servers.add(MOE_TASK)
+    sigma0_labels: dict[int, str] = {}
     for i, t in enumerate(tasks):
         where = f"task[{i}] ({t.name})"
         if t.memory is not None:
@@ -150,6 +154,11 @@ def check_memory(c: "_Checker", data: dict, tasks: list["TaskSpec"],
                 c.bad(f"{where}.caps.{cap.local}.label",
                       f"sigma0 label {cap.label} is reserved (0: the launcher, 1: moe); "
                       f"give each sigma0 client its own label >= 2")
+            elif cap.service == SIGMA0_TASK and SIGMA0_TASK in servers:
+                if sigma0_labels.setdefault(cap.label, t.name) != t.name:
+                    c.bad(f"{where}.caps.{cap.local}.label",
+                          f"sigma0 label {cap.label} is already task "
+                          f"{sigma0_labels[cap.label]!r}'s: sigma0 tells clients apart by label")
     if spec is None or c.problems:
         return spec
     _add_tasks(tasks, spec)
@@ -240,15 +249,34 @@ class MemoryWiring:
 
     # -- when a task died ---------------------------------------------------------------------
     def on_exit(self, t: "TaskRun") -> None:
-        """The supervisor saw `t` die: tell moe (or, if moe died, restart its clients)."""
+        """The supervisor saw `t` die: tell moe (or, if moe died, restart its clients), and
+        tell sigma0 to take back the frames of each sigma0 label the task held."""
         name = t.spec.name
         if self._server(t, MOE_TASK):
             self.admin_sessions_died()
+        else:
+            freed = self._close(name)
+            if freed is not None:
+                self.launcher.event(f"moe freed {name}'s memory: {freed['dataspaces']} "
+                                    f"dataspace(s), {freed['bytes']} bytes")
+        if self._server(t, SIGMA0_TASK):
+            return                                # its successor starts with all RAM free
+        for cap in t.spec.caps:
+            if cap.service == SIGMA0_TASK and self.sigma0_gate:
+                self._sigma0_gone(name, cap.label)
+
+    def _sigma0_gone(self, name: str, label: int) -> None:
+        s0 = self.launcher.tasks.get(SIGMA0_TASK)
+        if self.launcher.stopping or s0 is None or s0.state not in ("starting", "running"):
             return
-        freed = self._close(name)
-        if freed is not None:
-            self.launcher.event(f"moe freed {name}'s memory: {freed['dataspaces']} "
-                                f"dataspace(s), {freed['bytes']} bytes")
+        from servers.sigma0 import Sigma0Client
+        try:
+            n = Sigma0Client(self.launcher.root, self.sigma0_gate, CALL_MS).client_gone(label)
+        except errors.L4Error as e:
+            self.launcher.event(f"sigma0: client_gone for {name} (label {label}) failed: {e}")
+            return
+        if n:
+            self.launcher.event(f"sigma0 took back {n} frame(s) of {name}")
 
     def admin_sessions_died(self) -> None:
         """moe died: every session died with it; their tasks start again with a new one."""
@@ -299,11 +327,9 @@ class MemoryWiring:
             except errors.L4Error as e:
                 out["moe"] = {"error": str(e)}
         if self.sigma0_gate:
+            from servers.sigma0 import Sigma0Client
             try:
-                m = root.call(self.sigma0_gate, pack({"op": "info"}), snd_timeout=CALL_MS,
-                              rcv_timeout=CALL_MS)
-                ans = unpack(m.data)
-                out["sigma0"] = ans.get("ok", {"error": ans.get("reason")})
+                out["sigma0"] = Sigma0Client(root, self.sigma0_gate, CALL_MS).info()
             except errors.L4Error as e:
                 out["sigma0"] = {"error": str(e)}
         return out

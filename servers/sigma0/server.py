@@ -12,6 +12,9 @@ Protocol (payload msgpack {"op": ..., args}; answer {"ok": value} or {"err", "re
                                  placed in the caller's memory receive window
     free   {phys, order}      -> number of mappings removed (recursive unmap; frames free again)
     info   {}                 -> {"frames", "free", "reserved", "clients"}
+    client_gone {label}       -> frames freed: the client with gate label `label` died; its
+                                 frames are unmapped everywhere and free again. Only through
+                                 the launcher's gate, label ADMIN_LABEL (0).
     Proto.PAGE_FAULT          -> as a pager: maps the faulting page 1:1 (phys = fault address),
                                  if the frame is free or already the faulting client's
 Errors: "QUOTA" (no free block of that order), "INVALID" (bad order/phys), "NO_RIGHTS"
@@ -30,8 +33,10 @@ from kernel.vm import map_mem
 PROTOCOL = {
     "alloc": {"args": ("order",), "reply": "dict(phys, order) + map item", "errors": ("QUOTA", "INVALID")},
     "free": {"args": ("phys", "order"), "reply": "int", "errors": ("INVALID", "NO_RIGHTS")},
-    "info": {"args": (), "reply": "dict(frames, free, clients)", "errors": ()},
+    "info": {"args": (), "reply": "dict(frames, free, reserved, clients)", "errors": ()},
+    "client_gone": {"args": ("label",), "reply": "int", "errors": ("INVALID", "NO_RIGHTS")},
 }
+ADMIN_LABEL = 0         # the launcher's gate; client gates have labels >= 1
 FREE = 0
 RESERVED = -1           # owner of frames kept out of circulation (no label maps to it)
 
@@ -72,6 +77,27 @@ class Sigma0:
         self._own(start, n, FREE)
         return removed
 
+    def client_gone(self, caller: int, label: int) -> int:
+        """Free every frame of the (dead) client `label`; answers how many."""
+        if caller != ADMIN_LABEL:
+            raise _Err("NO_RIGHTS", "client_gone is for the launcher's gate only")
+        if label == ADMIN_LABEL or label < 0:
+            raise _Err("INVALID", f"label {label} is no client's")
+        who, freed, f = label + 1, 0, 0
+        while f < self.frames:
+            if self.owner[f] != who:
+                f += 1
+                continue
+            end = f
+            while end < self.frames and self.owner[end] == who:
+                end += 1
+            for start, order in _blocks(f, end):
+                self.l4.mem_unmap(start << PAGE_SHIFT, order + PAGE_SHIFT)
+            self._own(f, end - f, FREE)
+            freed += end - f
+            f = end
+        return freed
+
     def fault(self, label: int, addr: int) -> list:
         frame = addr >> PAGE_SHIFT
         if frame >= self.frames:
@@ -96,11 +122,25 @@ class Sigma0:
             return value, items, 0
         if op == "free":
             return self.free_block(label, int(body["phys"]), int(body["order"])), [], 0
+        if op == "client_gone":
+            return self.client_gone(label, int(body["label"])), [], 0
         if op == "info":
             clients = len({o for o in self.owner if o not in (FREE, RESERVED)})
             return {"frames": self.frames, "free": self.free, "reserved": self.reserved,
                     "clients": clients}, [], 0
         raise _Err("INVALID", f"unknown op {op!r}")
+
+
+def _blocks(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) frames as naturally aligned power-of-two blocks: (first frame, order)."""
+    out = []
+    while start < end:
+        order = (start & -start).bit_length() - 1 if start else 30
+        while start + (1 << order) > end:
+            order -= 1
+        out.append((start, order))
+        start += 1 << order
+    return out
 
 
 class _Err(Exception):
@@ -140,11 +180,12 @@ def main(l4: Any, reserve: str = "0") -> int:
 class Sigma0Client:
     """Client stub: `alloc` needs a memory receive window (where the block lands)."""
 
-    def __init__(self, l4: Any, gate: int) -> None:
-        self.l4, self.gate = l4, gate
+    def __init__(self, l4: Any, gate: int, timeout: float | None = None) -> None:
+        self.l4, self.gate, self.timeout = l4, gate, timeout
 
     def _call(self, body: dict, window: tuple | None = None) -> Any:
-        msg = self.l4.call(self.gate, pack(body), window=window)
+        msg = self.l4.call(self.gate, pack(body), window=window, snd_timeout=self.timeout,
+                           rcv_timeout=self.timeout)
         ans = unpack(msg.data)
         if "err" in ans:
             from kernel import errors
@@ -160,6 +201,10 @@ class Sigma0Client:
 
     def info(self) -> dict:
         return self._call({"op": "info"})[0]
+
+    def client_gone(self, label: int) -> int:
+        """Through the launcher's gate (label 0): free the dead client's frames."""
+        return self._call({"op": "client_gone", "label": label})[0]
 
 
 def boot(system: Any, name: str = "sigma0", **kw: Any) -> Any:
