@@ -42,6 +42,7 @@ class Zygote:
         self.cleanup = cleanup
         self.children: set[int] = set()
         self.buf = b""
+        self.stopping = False          # set by SIGTERM; run() then returns
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -124,7 +125,7 @@ class Zygote:
                 pass
 
     def run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 ready, _, _ = select.select([0, self.wake_r], [], [])
             except InterruptedError:
@@ -182,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     z = Zygote(out_fd, ns.exec, ns.cleanup)
 
     def term(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
+        # A flag, not an exception: a launcher killed by SIGKILL may deliver several
+        # parent-death SIGTERMs (one per exiting thread), and an exception raised by a later
+        # one inside the `finally` below would skip the cleanup. The wakeup fd ends select().
+        z.stopping = True
 
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

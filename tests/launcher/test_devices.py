@@ -51,6 +51,12 @@ def ram_holders() -> list[int]:
 
 
 def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
+    try:
+        wait_for(lambda: not [f for f in os.listdir(rd) if f.endswith((".sock", ".ctl"))], 10,
+                 "socket files to go")
+    except AssertionError:
+        raise AssertionError(f"left in {rd}: {os.listdir(rd)}; alive: "
+                             f"{[p for p in pids if psutil.pid_exists(p)]}") from None
     assert_clean(rd, pids, before)
     assert not os.path.exists(os.path.join(rd, "hal.ctl"))
     assert not [p for p in pids if p in ram_holders()]
