@@ -32,7 +32,7 @@ class _Stub:
             raise errors.InvalidArgument(f"moe {op}: unknown arguments {sorted(unknown)}")
         if caps_in and cap is None:
             raise errors.InvalidArgument(f"moe {op} needs a dataspace capability")
-        items = [map_cap(cap, 0x5)] if caps_in else []
+        items = [map_cap(cap, 0x5)] if caps_in and cap is not None else []
         win = None
         if caps_out:
             while True:                 # the next free slot of ours

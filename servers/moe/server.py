@@ -318,7 +318,8 @@ class Moe:
 
 def main(l4: Any) -> int:
     moe = Moe(l4)
-    reply, data, items, proto = 0, b"", [], 0
+    items: list = []
+    reply, data, proto = 0, b"", 0
     while True:
         try:
             msg = l4.reply_and_wait(reply, data, items=items, proto=proto,

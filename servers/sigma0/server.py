@@ -158,7 +158,8 @@ def main(l4: Any, reserve: str = "0") -> int:
         time.sleep(0.005)
     info = l4.mem_attach(False)
     s = Sigma0(l4, info["frames"], -(-int(reserve) >> PAGE_SHIFT))
-    reply, data, items, proto = 0, b"", [], 0
+    items: list = []
+    reply, data, proto = 0, b"", 0
     while True:
         try:
             msg = l4.reply_and_wait(reply, data, items=items, proto=proto)
