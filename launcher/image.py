@@ -453,6 +453,10 @@ def check_snippet(data: dict, path: str, services: dict[str, str],
     for k in sorted(set(data) - {"system", "task", "route"}):
         c.bad(k, "unknown top-level key in a snippet (known: task, route)")
     tasks = _tasks(c, data)
+    for i, t in enumerate(tasks):
+        if t.devices:       # io's policy is fixed at boot (launcher/devices.py)
+            c.bad(f"task[{i}] ({t.name}).devices", "an attached task cannot be given devices "
+                                                   "(the io policy is set when the image boots)")
     if not tasks and not data.get("route") and not c.problems:
         c.bad("task", "the snippet has no [[task]] and no [[route]]")
     c.wiring(tasks, services, running_tasks)

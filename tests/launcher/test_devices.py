@@ -238,3 +238,33 @@ def test_cli_rejects_bad_device_image(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{img}: device[0].kind: unknown device kind 'gpu'" in r.stderr
     assert "nothing was started" in r.stderr
+
+
+def test_snippet_cannot_take_devices():
+    from launcher.image import check_snippet
+    with pytest.raises(ImageError) as e:
+        check_snippet({"task": [{"name": "late", "run": "servers.drivers.probe:run",
+                                 "devices": ["disk0"]}]}, "snip.toml", {"io": "io"}, {"io"})
+    assert any("task[0] (late).devices: an attached task cannot be given devices" in p
+               for p in e.value.problems), e.value.problems
+
+
+def test_sigterm_of_foreground_launcher_leaves_nothing(tmp_path):
+    """The foreground launcher (as under Ctrl-C or systemd) stopped by SIGTERM: HAL and all."""
+    import subprocess
+    import sys
+    rd, before = str(tmp_path / "run"), shm()
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "boot", DEVICES, "--plain",
+                          "--run-dir", rd], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(rd, "hal.ctl")), 30, "the HAL")
+        wait_log(rd, "display", "drew a 640x480 test picture")
+        pids = system_pids(rd)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert_clean_devices(rd, pids, before)
