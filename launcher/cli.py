@@ -207,6 +207,27 @@ def ps(as_json: bool, run_dir: str | None) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@run_dir_option
+def memory(as_json: bool, run_dir: str | None) -> None:
+    """Memory accounting: sigma0's frames, moe's dataspaces and each task's session."""
+    info = {k: v for k, v in ask(find_run_dir(run_dir), "memory").items() if k != "ok"}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    t = Table(title="memory")
+    t.add_column("server")
+    t.add_column("accounting")
+    for server in ("sigma0", "moe"):
+        if server in info:
+            t.add_row(server, ", ".join(f"{k} {v}" for k, v in info[server].items()
+                                         if not isinstance(v, (dict, list))))
+    if info.get("sessions"):
+        t.add_row("sessions", ", ".join(f"{task} #{n}" for task, n in info["sessions"].items()))
+    Console().print(t)
+
+
+@cli.command()
 @click.argument("task")
 @click.option("-f", "--follow", is_flag=True, help="keep printing what the task writes")
 @click.option("-n", "--lines", default=0, help="only the last N lines")
