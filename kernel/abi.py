@@ -312,6 +312,7 @@ _CHECKERS: dict[Sys, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
     sysno: tuple((f.name, _checker(f.kind)) for f in fields) for sysno, fields in LAYOUTS.items()
 }
 
+_SYS_BY_NUMBER: dict[int, Sys] = {int(s): s for s in Sys}
 _unpackb = msgpack.unpackb
 _packb = msgpack.packb
 
@@ -326,10 +327,9 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
         raise AbiError(Err.PROTOCOL, f"header is not msgpack: {type(e).__name__}") from None
     if not isinstance(req, list) or not req or not _is_int(req[0]):
         raise AbiError(Err.PROTOCOL, "header must be an array starting with a system-call number")
-    try:
-        sysno = Sys(req[0])
-    except ValueError:
-        raise AbiError(Err.NOSYS, f"no system call number {req[0]}") from None
+    sysno = _SYS_BY_NUMBER.get(req[0])     # a dict: calling the enum costs ~1.5 µs a request
+    if sysno is None:
+        raise AbiError(Err.NOSYS, f"no system call number {req[0]}")
     fast = _FAST.get(sysno)
     if fast is not None and fast(req):
         return sysno, req[1:]

@@ -53,6 +53,7 @@ class CapSpace:
         if kind is not None and node.obj.kind != kind:
             raise AbiError(Err.NO_CAP, f"slot {slot} of task '{self.owner_name}' holds a "
                                        f"{node.obj.kind.name}, not a {kind.name}")
+        need = int(need)       # an IntFlag operand would build an enum on every `&`
         if node.rights & need != need:
             missing = Rights(need & ~node.rights)
             raise AbiError(Err.NO_RIGHTS, f"slot {slot} of task '{self.owner_name}' lacks "
@@ -83,7 +84,7 @@ class CapSpace:
 
     # -- act: only on checked input ------------------------------------------
     def insert(self, slot: int, obj: "KObject", rights: int, parent: CapNode | None = None) -> CapNode:
-        node = CapNode(obj, rights, self, slot, parent)
+        node = CapNode(obj, int(rights), self, slot, parent)   # plain int: IntFlag & is slow
         self.slots[slot] = node
         obj.nodes.add(node)
         if parent is not None:
