@@ -9,7 +9,11 @@ Modules (one mechanism each):
 - `lifecycle` quotas, object destruction, task death
 - `syscalls`  the dispatch table: one thin, check-first handler per system call
 - `server`    the kernel process: sockets, authentication, the event loop, alien threads
+- `memory`    physical RAM (a memfd), page tables, flexpage map/grant/unmap, faults, shootdown
+- `faults`    the chaos fault table: IPC faults injected on chosen gates (FAULT)
 - `client`    the synchronous task library (`L4`); `aio` the asyncio one (`AsyncL4`)
+- `vm`        the task side of memory: an address-space view with a TLB, page faults on a miss
+- `rpc`       server protocols declared once: client stub and server dispatch
 - `task`      `python -m kernel.task MODULE:FUNC`: run a function as a task
 - `testing`   boot a real kernel and spawn real task processes (tests, benchmarks)
 

@@ -321,7 +321,7 @@ def kernel_send(k: "Kernel", gate: Gate | None, proto: Proto, body: dict[str, An
 def expire(k: "Kernel", thread: Thread) -> None:
     """`thread`'s timer ran out in its current state."""
     state = thread.state
-    mem_wait = getattr(thread, "mem_wait", None)    # an unmapper polling its shootdown
+    mem_wait = thread.mem_wait                     # an unmapper polling its shootdown
     if mem_wait is not None and state == TState.IDLE:
         mem_wait(k)
         return

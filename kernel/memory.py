@@ -363,7 +363,7 @@ class Shootdown:
 
     def _arm(self) -> None:
         th = self.thread
-        th.mem_wait = self.tick  # type: ignore[attr-defined]
+        th.mem_wait = self.tick
         self.mem.k.timers.add(1, th, th.set_state(th.state))
 
     def _settle(self, final: bool) -> bool:
@@ -382,7 +382,7 @@ class Shootdown:
 
     def tick(self, k: "Kernel") -> None:
         th = self.thread
-        th.mem_wait = None  # type: ignore[attr-defined]
+        th.mem_wait = None
         if not th.alive:
             return
         if self._settle(time.monotonic() >= self.deadline):

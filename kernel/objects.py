@@ -109,6 +109,8 @@ class Thread(KObject):
         # Alien threads: answers to this thread are first shown to the handler.
         self.alien_after: tuple[int, str] | None = None   # (sysno, name) being reported
         self.hold: Any = None                   # the held request while ALIEN_HOLD
+        # An unmapper waiting for its shootdown to be acknowledged: polled by its timer.
+        self.mem_wait: Callable[[Any], None] | None = None
 
     def set_state(self, state: TState) -> int:
         self.state = state
