@@ -38,7 +38,7 @@ class Control:
     def __init__(self, machine: "Machine", run_dir: str) -> None:
         self.m = machine
         self.path = control_path(run_dir, machine.name)
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.linger = 0
         old = os.umask(0o077)

@@ -13,7 +13,7 @@ server builds the handle with `DeviceHandle(l4, gate, irq)` directly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from kernel.abi import SLOT_THREAD
 from kernel.client import L4
@@ -28,7 +28,9 @@ class DeviceHandle:
         self.l4 = l4
         self.gate = gate
         self.irq = irq
-        self.dev = DEV.client(l4, gate, timeout=30_000)
+        # A stub's ops are attributes set at run time from the protocol declaration, so the
+        # checker can see them only through Any (a plain `: Any` is narrowed back to Stub).
+        self.dev = cast(Any, DEV.client(l4, gate, timeout=30_000))
         self.info = info or self.dev.info()
         self.name: str = self.info["name"]
         self.kind: str = self.info["kind"]
@@ -84,7 +86,7 @@ def free_slots(l4: L4, count: int, start: int = 1024) -> int:
 def open_device(l4: L4, bus: int, name: str, window: int | None = None) -> DeviceHandle:
     """Open one device through the bus gate; its gate and IRQ land in our slots."""
     base = free_slots(l4, 2) if window is None else window
-    stub = BUS.client(l4, bus, timeout=30_000)
+    stub = cast(Any, BUS.client(l4, bus, timeout=30_000))   # ops are run-time attributes
     info = stub.open(name, _window=(base, 2))
     slots = [it[1] for it in stub.last_items]
     return DeviceHandle(l4, slots[0], slots[1] if len(slots) > 1 else None, info)
@@ -92,8 +94,9 @@ def open_device(l4: L4, bus: int, name: str, window: int | None = None) -> Devic
 
 def open_devices(l4: L4, bus: int, start: int = 1024) -> dict[str, DeviceHandle]:
     """Open every device on the bus."""
-    out = {}
-    for d in BUS.client(l4, bus, timeout=30_000).devices():
+    out: dict[str, DeviceHandle] = {}
+    bus_stub = cast(Any, BUS.client(l4, bus, timeout=30_000))   # ops are run-time attributes
+    for d in bus_stub.devices():
         h = open_device(l4, bus, d["name"], free_slots(l4, 2, start))
         out[d["name"]] = h
     return out

@@ -28,7 +28,7 @@ def control(run_dir: str, request: dict[str, Any], name: str = "hal", timeout_ms
     path = control_path(run_dir, name)
     if not os.path.exists(path):
         raise HalControlError(f"no HAL control socket at {path} (is the HAL {name!r} running?)")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.linger = 0
     try:

@@ -49,7 +49,8 @@ def _alloc(l4: Any, order: int) -> int:
 
 def pager(l4: Any) -> int:
     base = _alloc(l4, BUF_ORDER)
-    reply, items, data = 0, [], b""
+    reply, data = 0, b""
+    items: list[list[int]] = []
     while True:
         msg = l4.reply_and_wait(reply, data, items=items)
         reply, items, data = msg.reply, [], b""

@@ -61,7 +61,7 @@ def request(run_dir: str, cmd: str, timeout_ms: int = 5000, **args: Any) -> dict
     path = sock_path(run_dir)
     if not os.path.exists(path):
         raise NotRunning(f"no system is running in {run_dir} (no {CONTROL_SOCK})")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.linger = 0
     try:

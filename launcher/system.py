@@ -446,7 +446,7 @@ class Launcher:
 
     def serve(self, tick: Callable[[], None] | None = None, signals: bool = True) -> None:
         """Run until `down`, SIGINT or SIGTERM; then shut everything down."""
-        old: dict[int, Any] = {}
+        old: dict[signal.Signals, Any] = {}
         if signals:
             def on_signal(signum: int, frame: Any) -> None:
                 self.stopping = True

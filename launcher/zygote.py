@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,8 +222,8 @@ class SpawnError(Exception):
 class Spawner:
     """The launcher's handle on its zygote. Not thread-safe: main thread only."""
 
-    def __init__(self, env: dict[str, str], exec_mode: bool = False, preload: list[str] = (),
-                 cleanup: list[str] = (), stderr: Any = None) -> None:
+    def __init__(self, env: dict[str, str], exec_mode: bool = False, preload: Sequence[str] = (),
+                 cleanup: Sequence[str] = (), stderr: Any = None) -> None:
         cmd = [sys.executable, "-m", "launcher.zygote"]
         cmd += ["--exec"] if exec_mode else []
         for m in preload:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKED = ["kernel"]
+CHECKED = ["kernel", "hal", "launcher", "servers"]
 
 pytest.importorskip("mypy")
 
