@@ -1,0 +1,294 @@
+"""One adapter per server under test: how to start it, reach it, and ask it something valid.
+
+The conformance checks (test_conformance.py) are the same for every server; an adapter only
+says, for its server:
+
+- `up()` boots what the server needs (a `System`, sigma0 under moe, a HAL under io) and
+  `start()` starts one incarnation of the server itself (a real task process);
+- `gate`: root's capability to the server (a gate bound to its main thread, rebound to each
+  new incarnation), `tag`: the proto tag its requests carry;
+- `valid(l4, gate)`: a request that must work, asserting on the answer;
+- `bad[case]`: the message data for each kind of bad input (None: the case does not apply,
+  e.g. a server without opcodes has no "unknown opcode");
+- `is_error(data)`: whether a reply is this server's error answer. Servers without an error
+  answer (hello, counter: every message is a valid greeting or increment) set
+  `answers_everything`, and a bad input then only has to be answered.
+
+Every adapter owns what it starts; `down()` tears it all down.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from kernel.abi import MAX_PAYLOAD, pack, unpack
+from kernel.testing import System, TaskProc
+
+CALL_MS = 20_000        # bound on one call: a hung server fails the test instead of hanging it
+
+# A msgpack stream never starts with 0xc1 (the one unused type byte): not msgpack, whatever follows.
+GARBAGE = b"\xc1" + bytes(range(256)) * 2
+
+
+def _pad_to(make: Any, size: int = MAX_PAYLOAD) -> bytes:
+    """`make(pad)` packed to the largest size <= `size` bytes (msgpack's string header grows
+    by two bytes past 64 KiB, so exactly `size` may be out of reach by a byte or two)."""
+    n = size - len(make(""))
+    while len(make("x" * n)) > size:
+        n -= 1
+    return make("x" * n)
+
+
+class Adapter:
+    name = ""
+    tag = 0
+    answers_everything = False
+    label = 1
+
+    def __init__(self) -> None:
+        self.sys: System | None = None
+        self.proc: TaskProc | None = None
+        self.gate = 0
+        self.bad: dict[str, bytes | None] = {}
+
+    # -- life cycle ------------------------------------------------------------------
+    def up(self) -> None:
+        self.sys = System()
+        self.proc = self.start()
+        self.gate = self.sys.root.create_gate(self.label, thread=self.proc.thread)
+
+    def start(self) -> TaskProc:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        if self.sys is not None:
+            self.sys.close()
+
+    @property
+    def root(self) -> Any:
+        assert self.sys is not None
+        return self.sys.root
+
+    # -- requests ----------------------------------------------------------------------
+    def valid(self, l4: Any, gate: int) -> None:
+        raise NotImplementedError
+
+    def valid_data(self) -> bytes:
+        """The data of a valid request (the dead-client test's clients send it)."""
+        raise NotImplementedError
+
+    def is_error(self, data: bytes) -> bool:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------
+# Raw servers: hello and counter answer every message; they have no error answer.
+
+class Hello(Adapter):
+    name = "hello"
+    answers_everything = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = {"garbage": GARBAGE, "wrong_proto": b"world", "empty": b"",
+                    "oversized": b"x" * MAX_PAYLOAD, "unknown_op": None,
+                    "wrong_types": b"\xff\xfe\x00 not utf-8"}
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("servers.hello.server:serve", "hello")
+
+    def valid_data(self) -> bytes:
+        return b"world"
+
+    def valid(self, l4: Any, gate: int) -> None:
+        m = l4.call(gate, b"world", rcv_timeout=CALL_MS)
+        assert m.data.startswith(b"hello, world (#"), m.data
+
+
+class Counter(Adapter):
+    name = "counter"
+    answers_everything = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = {"garbage": GARBAGE, "wrong_proto": b"1", "empty": b"",
+                    "oversized": b"1" * MAX_PAYLOAD, "unknown_op": None,
+                    "wrong_types": b"one"}
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("servers.hello.counter:serve", "counter")
+
+    def valid_data(self) -> bytes:
+        return b"2"
+
+    def valid(self, l4: Any, gate: int) -> None:
+        m = l4.call(gate, b"2", rcv_timeout=CALL_MS)
+        assert m.data.startswith(f"label {self.label}: total ".encode()), m.data
+
+
+# ---------------------------------------------------------------------------
+# Servers speaking msgpack {"op": ...} -> {"ok": v} | {"err", "reason"}: sigma0 and moe.
+
+class _DictServer(Adapter):
+    valid_op: dict[str, Any] = {}
+    typed_wrong: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = {"garbage": GARBAGE, "wrong_proto": pack(self.valid_op), "empty": b"",
+                    "oversized": _pad_to(lambda p: pack({"op": "no_such_op" + p})),
+                    "unknown_op": pack({"op": "no_such_op"}),
+                    "wrong_types": pack(self.typed_wrong)}
+
+    def valid_data(self) -> bytes:
+        return pack(self.valid_op)
+
+    def is_error(self, data: bytes) -> bool:
+        ans = unpack(data)
+        return isinstance(ans, dict) and "err" in ans and "reason" in ans
+
+    def valid(self, l4: Any, gate: int) -> None:
+        ans = unpack(l4.call(gate, pack(self.valid_op), rcv_timeout=CALL_MS).data)
+        assert isinstance(ans, dict) and "ok" in ans, ans
+        self.check(ans["ok"])
+
+    def check(self, value: Any) -> None:
+        pass
+
+
+class Sigma0(_DictServer):
+    name = "sigma0"
+    label = 7                       # a client gate (the admin gate is label 0)
+    valid_op = {"op": "info"}
+    typed_wrong = {"op": "alloc", "order": "twelve"}
+
+    def start(self) -> TaskProc:
+        from servers.sigma0 import boot
+        assert self.sys is not None
+        return boot(self.sys)
+
+    def check(self, value: Any) -> None:
+        assert value["frames"] > 0 and 0 <= value["free"] <= value["frames"], value
+
+
+class Moe(_DictServer):
+    name = "moe"
+    label = 0                       # the admin gate
+    valid_op = {"op": "info"}
+    typed_wrong = {"op": "session", "name": "x", "quota": "lots"}
+
+    def up(self) -> None:
+        from servers.sigma0 import boot
+        self.sys = System()
+        self.sigma0 = boot(self.sys)
+        self.proc = self.start()
+        self.gate = self.sys.root.create_gate(self.label, thread=self.proc.thread)
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        s0 = self.root.create_gate(1, thread=self.sigma0.thread)
+        return self.sys.spawn("servers.moe.server:main", "moe", caps={"sigma0": s0})
+
+    def check(self, value: Any) -> None:
+        assert {"sessions", "dataspaces", "pool_pages"} <= set(value), value
+
+
+# ---------------------------------------------------------------------------
+# Servers built on kernel.rpc: io and the HAL's bus.
+
+class _RpcServer(Adapter):
+    protocol: Any = None
+    unknown_code = 0x7FFF_FFFF
+    wrong_types: list[Any] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tag = self.protocol.tag
+        first = next(iter(self.protocol.ops.values()))
+        self.bad = {"garbage": GARBAGE, "wrong_proto": pack([first.code]), "empty": b"",
+                    "oversized": _pad_to(lambda p: pack([self.unknown_code, p])),
+                    "unknown_op": pack([self.unknown_code]),
+                    "wrong_types": pack(self.wrong_types)}
+
+    def is_error(self, data: bytes) -> bool:
+        rep = unpack(data)
+        return isinstance(rep, list) and len(rep) == 3 and type(rep[0]) is int and rep[0] > 0
+
+    def valid_data(self) -> bytes:
+        return pack([next(iter(self.protocol.ops.values())).code])
+
+    def valid(self, l4: Any, gate: int) -> None:
+        self.check(self.protocol.client(l4, gate, timeout=CALL_MS))
+
+    def check(self, stub: Any) -> None:
+        raise NotImplementedError
+
+
+class Io(_RpcServer):
+    name = "io"
+    label = 20
+    wrong_types = [2, 12345]                # open(name:str) with an int
+
+    def __init__(self) -> None:
+        from servers.io.protocol import IO
+        self.protocol = IO
+        super().__init__()
+
+    def up(self) -> None:
+        from hal.testing import HalRig
+        self.rig = HalRig({"hal": ["timer:timer0"]}, ram_size=1 << 20)
+        self.sys = self.rig.sys
+        self.proc = self.start()
+        self.gate = self.root.create_gate(self.label, thread=self.proc.thread)
+
+    def start(self) -> TaskProc:
+        return self.rig.sys.spawn("servers.io.server:serve", "io",
+                                  args=(json.dumps({"20": ["timer0"]}),),
+                                  caps={"hal": self.rig.bus["hal"]})
+
+    def down(self) -> None:
+        self.rig.close()
+
+    def check(self, stub: Any) -> None:
+        assert stub.devices() == ["timer0"]
+
+
+class HalBus(_RpcServer):
+    name = "hal.bus"
+    wrong_types = [2, ["timer0"]]           # open(name:str) with a list
+
+    def __init__(self) -> None:
+        from hal.protocol import BUS, BUS_LABEL
+        self.protocol = BUS
+        self.label = BUS_LABEL
+        super().__init__()
+
+    def up(self) -> None:
+        from hal.testing import HalRig
+        self.rig = HalRig({"hal": ["timer:timer0"]}, ram_size=1 << 20)
+        self.sys = self.rig.sys
+        self.proc = self.rig.procs["hal"]
+        self.gate = self.rig.bus["hal"]
+
+    def start(self) -> TaskProc:
+        # A new HAL incarnation; the old one's control socket is left behind by SIGKILL.
+        ctl = os.path.join(self.rig.run_dir, "hal.ctl")
+        if os.path.exists(ctl):
+            os.unlink(ctl)
+        proc = self.rig.sys.spawn("hal.main:task", "hal", args=(
+            "--ram", self.rig.ram_path("hal"), "--ram-size", str(self.rig.ram_size),
+            "--name", "hal", "--run-dir", self.rig.run_dir, "--device", "timer:timer0"))
+        self.rig.procs["hal"] = proc
+        return proc
+
+    def down(self) -> None:
+        self.rig.close()
+
+    def check(self, stub: Any) -> None:
+        assert "timer0" in [d["name"] for d in stub.devices()]
+
+
+ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, Io, HalBus]

@@ -1,0 +1,19 @@
+"""Tasks the conformance suite starts: a client that calls a server until it is killed.
+
+`caller(l4, data_hex, proto)` calls capability "svc" with the same message forever, ignoring
+every error: the suite SIGKILLs it at an arbitrary moment (usually while its call is inside
+the server) and checks that the server keeps serving the others.
+"""
+from __future__ import annotations
+
+from kernel.client import L4
+from kernel.errors import L4Error
+
+
+def caller(l4: L4, data_hex: str, proto: str = "0") -> int:
+    data, tag, svc = bytes.fromhex(data_hex), int(proto), l4.caps["svc"]
+    while True:
+        try:
+            l4.call(svc, data, proto=tag)
+        except L4Error:
+            pass
