@@ -67,11 +67,14 @@ _booted: dict[str, Adapter] = {}
 def _teardown() -> Iterator[None]:
     yield
     for a in _booted.values():
-        procs = [t.proc for t in a.sys.tasks] + [a.sys.kernel] if a.sys else []
-        sock = a.sys.sock if a.sys else ""
+        assert a.sys is not None
+        procs = [t.proc for t in a.sys.tasks] + [a.sys.kernel]
+        sock, run_dir = a.sys.sock, a.sys.run_dir
         a.down()
-        assert all(p.poll() is not None for p in procs), f"{a.name}: processes left behind"
+        left = [p.pid for p in procs if p.poll() is None]
+        assert not left, f"{a.name}: processes left behind: {left}"
         assert not os.path.exists(sock), f"{a.name}: {sock} left behind"
+        assert not os.path.exists(run_dir), f"{a.name}: {run_dir} left behind"
     _booted.clear()
 
 
