@@ -87,7 +87,7 @@ class Control:
             if not found:
                 raise ValueError(f"this HAL has no {kind} device")
             return found[0]
-        d = self.m.devices.get(name)  # type: ignore[arg-type]
+        d = self.m.devices.get(name) if name is not None else None
         if d is None:
             raise ValueError(f"no device {name!r} (devices: {', '.join(self.m.devices)})")
         if kind is not None and d.kind != kind:

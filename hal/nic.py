@@ -242,7 +242,7 @@ class Nic(Device):
     def set_peer(self, peer: str) -> None:
         if not hasattr(self.backend, "set_peer"):
             raise ValueError(f"device {self.name}: the {self.backend.kind} back end has no peer")
-        self.backend.set_peer(peer)  # type: ignore[attr-defined]
+        self.backend.set_peer(peer)
 
     def stats(self) -> dict:
         return {**super().stats(), "mac": f"{self.mac:012x}", **self.backend.info(),

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -88,10 +88,12 @@ def cli() -> None:
 def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
     t = Table(title=f"L4Py system '{status.get('name', '?')}'  —  {status.get('run_dir', '')}",
               title_justify="left", expand=False)
-    for col, just in (("task", "left"), ("pid", "right"), ("state", "left"), ("policy", "left"),
-                      ("restarts", "right"), ("cpu s", "right"), ("mem MiB", "right"),
-                      ("ipc in/out", "right"), ("provides", "left"), ("uses", "left")):
-        t.add_column(col, justify=just, no_wrap=True,  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("task", "left"), ("pid", "right"), ("state", "left"), ("policy", "left"),
+        ("restarts", "right"), ("cpu s", "right"), ("mem MiB", "right"),
+        ("ipc in/out", "right"), ("provides", "left"), ("uses", "left"))
+    for col, just in columns:
+        t.add_column(col, justify=just, no_wrap=True,
                      min_width=len(col) if col in ("task", "state", "policy", "restarts") else None)
     for r in rows:
         ipc = r.get("ipc") or {}

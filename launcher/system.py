@@ -191,6 +191,8 @@ class Launcher:
         os.replace(path + ".tmp", path)
 
     def add_tasks(self, specs: list[TaskSpec]) -> None:
+        root = self.root
+        assert root is not None, "add_tasks before the kernel is up"
         for spec in specs:
             n = len(self.tasks) + 1
             t = TaskRun(spec, n, os.path.join(self.logs, f"{spec.name}.log"))
@@ -198,7 +200,7 @@ class Launcher:
             self.tasks[spec.name] = t
             for svc in spec.provides:
                 self.services[svc] = Service(svc, spec.name)
-            gate = self.root.create_gate(LOOKUP_LABEL_BASE + n, thread=self.sup_thread_slot)  # type: ignore[union-attr]
+            gate = root.create_gate(LOOKUP_LABEL_BASE + n, thread=self.sup_thread_slot)
             self.lookup_gates[spec.name] = gate
         for spec in specs:
             for cap in spec.caps:
@@ -216,7 +218,8 @@ class Launcher:
         if label not in svc.gates:
             provider = self.tasks[svc.provider]
             thread = provider.thread if provider.state in ("starting", "running") else None
-            svc.gates[label] = self.root.create_gate(label, thread=thread)  # type: ignore[union-attr]
+            assert self.root is not None, "gates are made only while the kernel is up"
+            svc.gates[label] = self.root.create_gate(label, thread=thread)
         return svc.gates[label]
 
     def boot(self, timeout: float = 30.0) -> None:
@@ -287,8 +290,9 @@ class Launcher:
     def _drop_caps(self, t: TaskRun) -> None:
         for slot in (t.slot, t.thread):
             if slot:
+                assert self.root is not None, "task caps exist only while the kernel is up"
                 try:
-                    self.root.cap_delete(slot)  # type: ignore[union-attr]
+                    self.root.cap_delete(slot)
                 except errors.L4Error:
                     pass
         t.slot = t.thread = 0
@@ -296,8 +300,9 @@ class Launcher:
     def _check_starting(self) -> None:
         for t in self.tasks.values():
             if t.state == "starting":
+                assert self.root is not None, "a task is starting only while the kernel is up"
                 try:
-                    if self.root.cap_inspect(t.thread).get("connected"):  # type: ignore[union-attr]
+                    if self.root.cap_inspect(t.thread).get("connected"):
                         t.state = "running"
                 except errors.L4Error:
                     pass       # it died meanwhile; its exit notice is on the way
@@ -467,8 +472,10 @@ class Launcher:
 
     # -- control commands ---------------------------------------------------------------
     def _serve_control(self) -> None:
+        ctl = self.ctl
+        assert ctl is not None, "step() serves control only once the socket is bound"
         while True:
-            req = control.recv_request(self.ctl)  # type: ignore[arg-type]
+            req = control.recv_request(ctl)
             if req is None:
                 return
             fn = getattr(self, "cmd_" + req["cmd"].replace("-", "_"), None)
@@ -479,7 +486,7 @@ class Launcher:
                 answer = {"ok": True, **(fn(**args) or {})}
             except (ValueError, KeyError, TypeError, errors.L4Error, SpawnError) as e:
                 answer = {"ok": False, "error": str(e).strip("'\"")}
-            control.send_answer(self.ctl, answer)  # type: ignore[arg-type]
+            control.send_answer(ctl, answer)
 
     def _task(self, name: str) -> TaskRun:
         if name not in self.tasks:
@@ -497,8 +504,9 @@ class Launcher:
                            for ts, e in self.events[-20:]]}
 
     def cmd_ps(self) -> dict[str, Any]:
+        assert self.root is not None, "control commands are served only while the kernel is up"
         try:
-            ktasks = {k["id"]: k for k in self.root.kernel_info()["tasks"]}  # type: ignore[union-attr]
+            ktasks = {k["id"]: k for k in self.root.kernel_info()["tasks"]}
         except errors.L4Error:
             ktasks = {}
         rows = []

@@ -77,6 +77,7 @@ class Zygote:
             os.dup2(log, 2)
             for fd in (null, log, self.out_fd, self.wake_r, self.wake_w):
                 os.close(fd)
+            # Both are the interpreter's TextIOWrappers here; typeshed types them as TextIO.
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             os.chdir(req["cwd"])

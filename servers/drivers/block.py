@@ -17,6 +17,7 @@ reported an error or the data came back different.
 from __future__ import annotations
 
 from hal.device import Status
+from hal.driver import DeviceHandle
 from kernel.abi import Proto
 from kernel.client import L4
 
@@ -27,7 +28,7 @@ IRQ_LABEL = 0xB10C
 READ, WRITE, FLUSH = 1, 2, 3
 
 
-def command(l4: L4, disk, **regs: int) -> int:  # type: ignore[no-untyped-def]
+def command(l4: L4, disk: DeviceHandle, **regs: int) -> int:
     """Start a register command and wait for its completion interrupt; answers ERROR (0 = ok)."""
     disk.writes(**regs)
     while True:

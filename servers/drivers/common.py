@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+from typing import Any
 
 from hal.driver import DeviceHandle, free_slots
 from kernel.client import L4
@@ -25,7 +26,8 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def io_client(l4: L4):  # type: ignore[no-untyped-def]
+def io_client(l4: L4) -> Any:
+    """The IO stub; typed Any because a stub's ops are attributes set at run time."""
     if IO_CAP not in l4.caps:
         print(f"driver: no '{IO_CAP}' capability (give the task devices = [...] in the image)",
               file=sys.stderr, flush=True)
