@@ -10,6 +10,8 @@ says, for its server:
 - `valid(l4, gate)`: a request that must work, asserting on the answer;
 - `bad[case]`: the message data for each kind of bad input (None: the case does not apply,
   e.g. a server without opcodes has no "unknown opcode");
+- `not_restartable`: set when `gate` is the server's own (a moe session, a HAL device):
+  such a gate dies with its server, and the restart check is the one of the server's root gate;
 - `is_error(data)`: whether a reply is this server's error answer. Servers without an error
   answer (hello, counter: every message is a valid greeting or increment) set
   `answers_everything`, and a bad input then only has to be answered.
@@ -45,6 +47,9 @@ class Adapter:
     tag = 0
     answers_everything = False
     label = 1
+    # None: root can start a new incarnation and rebind `gate`; else why it can't (the gate
+    # is one the server made itself, and it dies with the server).
+    not_restartable: str | None = None
 
     def __init__(self) -> None:
         self.sys: System | None = None
@@ -203,12 +208,12 @@ class _RpcServer(Adapter):
     protocol: Any = None
     unknown_code = 0x7FFF_FFFF
     wrong_types: list[Any] = []
+    request: list[Any] = [1]        # a valid request: [opcode, args...]
 
     def __init__(self) -> None:
         super().__init__()
         self.tag = self.protocol.tag
-        first = next(iter(self.protocol.ops.values()))
-        self.bad = {"garbage": GARBAGE, "wrong_proto": pack([first.code]), "empty": b"",
+        self.bad = {"garbage": GARBAGE, "wrong_proto": pack(self.request), "empty": b"",
                     "oversized": _pad_to(lambda p: pack([self.unknown_code, p])),
                     "unknown_op": pack([self.unknown_code]),
                     "wrong_types": pack(self.wrong_types)}
@@ -218,7 +223,7 @@ class _RpcServer(Adapter):
         return isinstance(rep, list) and len(rep) == 3 and type(rep[0]) is int and rep[0] > 0
 
     def valid_data(self) -> bytes:
-        return pack([next(iter(self.protocol.ops.values())).code])
+        return pack(self.request)
 
     def valid(self, l4: Any, gate: int) -> None:
         self.check(self.protocol.client(l4, gate, timeout=CALL_MS))
@@ -291,4 +296,52 @@ class HalBus(_RpcServer):
         assert "timer0" in [d["name"] for d in stub.devices()]
 
 
-ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, Io, HalBus]
+class MoeSession(_DictServer):
+    """moe through a client's session gate (the gate moe made for that client)."""
+    name = "moe.session"
+    valid_op = {"op": "info"}
+    typed_wrong = {"op": "alloc", "size": "big"}
+    not_restartable = "a session gate is moe's own: it dies with moe (restart: see moe)"
+
+    def up(self) -> None:
+        from servers.moe import MoeAdmin
+        from servers.sigma0 import boot
+        self.sys = System()
+        sigma0 = boot(self.sys)
+        self.proc = self.sys.spawn("servers.moe.server:main", "moe", caps={
+            "sigma0": self.root.create_gate(1, thread=sigma0.thread)})
+        admin = MoeAdmin(self.root, self.root.create_gate(0, thread=self.proc.thread),
+                         timeout=CALL_MS)
+        self.gate = admin.session("conformance", 1 << 20)
+
+    def check(self, value: Any) -> None:
+        assert value["quota"] == 1 << 20, value
+
+
+class HalDevice(_RpcServer):
+    """A HAL device (timer0) through its I/O gate (the gate the HAL made for it)."""
+    name = "hal.dev"
+    request = [5]                           # info()
+    wrong_types = [1, "STATUS"]             # read(reg:int) with a str
+    not_restartable = "a device gate is the HAL's own: it dies with the HAL (restart: see hal.bus)"
+
+    def __init__(self) -> None:
+        from hal.protocol import DEV
+        self.protocol = DEV
+        super().__init__()
+
+    def up(self) -> None:
+        from hal.testing import HalRig
+        self.rig = HalRig({"hal": ["timer:timer0"]}, ram_size=1 << 20)
+        self.sys = self.rig.sys
+        self.proc = self.rig.procs["hal"]
+        self.gate = self.rig.open("hal")["timer0"].gate
+
+    def down(self) -> None:
+        self.rig.close()
+
+    def check(self, stub: Any) -> None:
+        assert stub.info()["name"] == "timer0"
+
+
+ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice]
