@@ -9,6 +9,9 @@ import os
 import sys
 
 from kernel.client import L4
+from kernel.errors import L4Error
+
+MAX_NAME = 256        # bytes of the caller's name echoed back
 
 
 def serve(l4: L4, greeting: str = "hello", crash_every: str = "0") -> int:
@@ -22,8 +25,13 @@ def serve(l4: L4, greeting: str = "hello", crash_every: str = "0") -> int:
             print(f"[{l4.task_name}] crashing on purpose after {n} calls", flush=True)
             sys.stdout.flush()
             os._exit(7)
-        answer = f"{greeting}, {m.data.decode(errors='replace')} (#{n}, label {m.label})"
-        if m.reply:
+        name = m.data[:MAX_NAME].decode(errors="replace")   # the answer must fit in a message
+        answer = f"{greeting}, {name} (#{n}, label {m.label})"
+        if not m.reply:
+            m = l4.wait()
+            continue
+        try:
             m = l4.reply_and_wait(m.reply, answer.encode())
-        else:
+        except L4Error as e:      # our answer could not be delivered: say why, serve on
+            print(f"[{l4.task_name}] reply failed: {e}", file=sys.stderr, flush=True)
             m = l4.wait()

@@ -27,11 +27,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from kernel.abi import PAGE_SHIFT, PAGE_SIZE, Err, MemRights, Proto, pack, unpack
+from kernel.abi import PAGE_SHIFT, PAGE_SIZE, MemRights, Proto, pack, unpack
 from kernel.client import map_cap
-from kernel.errors import L4Error
 from kernel.vm import VM, map_mem, window
 
+from ..loop import serve
 from .protocol import DATASPACE, OPS, SESSION
 
 PROTOCOL = OPS
@@ -271,9 +271,8 @@ class Moe:
         return [map_mem(page, PAGE_SHIFT, rights)]
 
     # -- dispatch -------------------------------------------------------------------------
-    def handle(self, msg: Any) -> tuple[Any, list, int]:
+    def handle(self, msg: Any, body: Any) -> tuple[Any, list, int]:
         label = msg.label
-        body = unpack(msg.data) if msg.data else {}
         if msg.proto == Proto.PAGE_FAULT:
             s = self.sessions.get(label ^ SESSION) if label & SESSION else None
             if s is None:
@@ -318,23 +317,5 @@ class Moe:
 
 def main(l4: Any) -> int:
     moe = Moe(l4)
-    items: list = []
-    reply, data, proto = 0, b"", 0
-    while True:
-        try:
-            msg = l4.reply_and_wait(reply, data, items=items, proto=proto,
-                                    window=(RECV_SLOT, 1))
-        except L4Error as e:
-            print(f"[moe] reply failed: {e}", file=sys.stderr, flush=True)
-            reply, data, items, proto = 0, b"", [], 0
-            continue
-        reply = msg.reply
-        try:
-            value, items, proto = moe.handle(msg)
-            data = pack({"ok": value})
-        except MoeError as e:
-            data, items, proto = pack({"err": e.err, "reason": e.reason}), [], 1
-        except L4Error as e:
-            data, items, proto = pack({"err": e.err.name, "reason": e.reason}), [], 1
-        except Exception as e:      # a malformed request is the client's fault, never ours
-            data, items, proto = pack({"err": Err.INVALID.name, "reason": repr(e)}), [], 1
+    serve(l4, moe.handle, "moe", window=(RECV_SLOT, 1))
+    return 0

@@ -22,13 +22,13 @@ Errors: "QUOTA" (no free block of that order), "INVALID" (bad order/phys), "NO_R
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 from kernel.abi import PAGE_SHIFT, MemRights, Proto, pack, unpack
-from kernel.errors import L4Error
 from kernel.vm import map_mem
+
+from ..loop import serve
 
 PROTOCOL = {
     "alloc": {"args": ("order",), "reply": "dict(phys, order) + map item", "errors": ("QUOTA", "INVALID")},
@@ -158,24 +158,8 @@ def main(l4: Any, reserve: str = "0") -> int:
         time.sleep(0.005)
     info = l4.mem_attach(False)
     s = Sigma0(l4, info["frames"], -(-int(reserve) >> PAGE_SHIFT))
-    items: list = []
-    reply, data, proto = 0, b"", 0
-    while True:
-        try:
-            msg = l4.reply_and_wait(reply, data, items=items, proto=proto)
-        except L4Error as e:       # our answer could not be delivered: say why, go on
-            print(f"[sigma0] reply failed: {e}", file=sys.stderr, flush=True)
-            reply, data, items = 0, b"", []
-            continue
-        reply = msg.reply
-        try:
-            body = unpack(msg.data) if msg.data else {}
-            value, items, proto = s.handle(msg.label, msg.proto, body)
-            data = pack({"ok": value})
-        except _Err as e:
-            data, items, proto = pack({"err": e.code, "reason": e.reason}), [], 1
-        except Exception as e:       # a malformed request is the client's problem, not ours
-            data, items, proto = pack({"err": "INVALID", "reason": repr(e)}), [], 1
+    serve(l4, lambda msg, body: s.handle(msg.label, msg.proto, body), "sigma0")
+    return 0
 
 
 class Sigma0Client:
