@@ -94,7 +94,7 @@ class AsyncL4(_Api):
                 raise errors.KernelGone("the kernel's socket is gone")
         return await sock.recv_multipart()
 
-    async def _do(self, frames: list[bytes], receiving: bool = False,  # type: ignore[override]
+    async def _do(self, frames: list[bytes], receiving: bool = False,
                   shape: Callable[[Any], Any] | None = None) -> Any:
         if self._in_flight:
             raise errors.Busy("this AsyncL4 thread already has a call in flight; "

@@ -400,7 +400,7 @@ def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
     """MEM_FAULT: answer [frame, rights] now, or LATER after the pager's reply."""
     from . import ipc
     from .abi import NEVER, Proto, Rights, encode_ok
-    mem: Memory = k.memory  # type: ignore[attr-defined]
+    mem: Memory = k.memory
     if not 0 <= vaddr < 1 << VA_BITS:
         raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
     if access & ~_RWX or not access:

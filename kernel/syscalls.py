@@ -307,7 +307,7 @@ def sys_exit(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
 
 @handles(Sys.MEM_ATTACH)
 def sys_mem_attach(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    mem: memory.Memory = k.memory
     space = mem.space(th.task)
     space.signal = bool(a[0])
     ram = mem.ram
@@ -324,7 +324,7 @@ def sys_mem_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
 @handles(Sys.MEM_UNMAP)
 def sys_mem_unmap(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
     vaddr, order, self_too = a
-    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    mem: memory.Memory = k.memory
     count, affected = mem.unmap(th.task, vaddr, order, bool(self_too))
     mem.stats["shootdowns"] += bool(affected)
     if memory.Shootdown(mem, th, count, affected).start():
@@ -336,7 +336,7 @@ def sys_mem_unmap(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
 def sys_mem_sigma0(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
     th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
     task: Task = th.task.space.lookup(a[1], ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    mem: memory.Memory = k.memory  # type: ignore[attr-defined]
+    mem: memory.Memory = k.memory
     if any(s.identity for s in mem.spaces.values() if s.task.alive and s.task is not task):
         raise AbiError(Err.BUSY, "another live task is already sigma0")
     space = mem.space(task)
@@ -352,7 +352,7 @@ def sys_mem_query(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
     task = th.task
     if task_slot is not None:
         task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
-    return k.memory.query(task, vaddr, order)  # type: ignore[attr-defined]
+    return k.memory.query(task, vaddr, order)
 
 
 # -- chaos (kernel/faults.py, docs/CHAOS.md) ---------------------------------------------

@@ -11,13 +11,14 @@ import importlib
 import os
 import sys
 import traceback
+from typing import Any
 
 from .client import L4
 from .errors import KernelGone
 from .osutil import die_with_parent
 
 
-def load(target: str):  # type: ignore[no-untyped-def]
+def load(target: str) -> Any:
     module, _, func = target.partition(":")
     if not module or not func:
         raise SystemExit(f"kernel.task: target must be MODULE:FUNCTION, got {target!r}")
