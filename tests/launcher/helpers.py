@@ -70,3 +70,15 @@ def assert_clean(run_dir: str, pids: set[int], shm_before: set[str]) -> None:
     new = {f for f in set(os.listdir("/dev/shm")) - shm_before
            if any(str(p) in f for p in pids) or "l4" in f.lower()}
     assert not new, f"left in /dev/shm: {new}"
+
+
+def ram_holders(tag: str = "l4py-ram") -> set[int]:
+    """Processes that still map a kernel RAM memfd (`tag`: all of them, or one kernel's)."""
+    out = set()
+    for p in psutil.process_iter():
+        try:
+            if any(tag in m.path for m in p.memory_maps(grouped=True)):
+                out.add(p.pid)
+        except (psutil.Error, OSError):
+            pass
+    return out

@@ -17,7 +17,7 @@ from kernel.testing import PROJECT_ROOT
 from launcher.image import ImageError, parse_image
 from servers.drivers import fbdemo
 
-from .helpers import assert_clean, l4run, ps, system_pids, wait_for, write
+from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
 
 DEVICES = os.path.join(PROJECT_ROOT, "configs", "devices.toml")
 
@@ -38,18 +38,6 @@ def wait_log(rd: str, task: str, text: str) -> None:
     wait_for(lambda: text in log_of(rd, task), 30, f"{text!r} in the log of {task}")
 
 
-def ram_holders() -> list[int]:
-    """Processes that still hold or map a kernel RAM memfd of this test run."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if any("l4py-ram" in m.path for m in p.memory_maps(grouped=True)):
-                out.append(p.pid)
-        except (psutil.Error, OSError):
-            pass
-    return out
-
-
 def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
     try:
         wait_for(lambda: not [f for f in os.listdir(rd) if f.endswith((".sock", ".ctl"))], 10,
@@ -59,7 +47,7 @@ def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
                              f"{[p for p in pids if psutil.pid_exists(p)]}") from None
     assert_clean(rd, pids, before)
     assert not os.path.exists(os.path.join(rd, "hal.ctl"))
-    assert not [p for p in pids if p in ram_holders()]
+    assert not ram_holders() & pids
     left = set(os.listdir(rd)) - {"disk0.img", "logs", "launcher.log"}
     assert not left, f"left in the run directory: {left}"
 

@@ -11,14 +11,13 @@ import os
 import signal
 from typing import Any
 
-import psutil
 import pytest
 
 from kernel.testing import PROJECT_ROOT
 from launcher import control
 from launcher.image import ImageError, parse_image
 
-from .helpers import assert_clean, l4run, ps, system_pids, wait_for, write
+from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
 
 MEMORY = os.path.join(PROJECT_ROOT, "configs", "memory.toml")
 KB = 1024
@@ -48,17 +47,6 @@ def totals(m: dict[str, Any]) -> tuple:
     moe = m["moe"]
     return (moe["sessions"], moe["dataspaces"], moe["used"], moe["quota"], moe["pool_pages"],
             moe["resident_pages"], m["sigma0"]["free"])
-
-
-def ram_holders() -> set[int]:
-    out = set()
-    for p in psutil.process_iter():
-        try:
-            if any("l4py-ram" in m.path for m in p.memory_maps(grouped=True)):
-                out.add(p.pid)
-        except (psutil.Error, OSError):
-            pass
-    return out
 
 
 # -- moe on its own: client_gone ------------------------------------------------------------
@@ -180,9 +168,7 @@ def test_memory_image(tmp_path):
         l4run("down", "--run-dir", rd, check=False)
     assert_clean(rd, pids, shm_before)
     assert not ram_holders() & pids
-    assert not [p for p in ram_holders()
-                if any(f"l4py-ram-{kernel_pid}" in m.path
-                       for m in psutil.Process(p).memory_maps(grouped=True))]
+    assert not ram_holders(f"l4py-ram-{kernel_pid}")
 
 
 def _events(rd: str) -> str:
