@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -147,6 +147,19 @@ def _stats(ts: list[float]) -> dict[str, float]:
     return {"median_us": round(statistics.median(ts) * 1e6, 1), "p99_us": round(_pctl(ts, 0.99) * 1e6, 1)}
 
 
+def _throughput(tmp: str, tag: str, clients: int, duration: float,
+                start: Callable[[int, float, str], Any]) -> int:
+    """Calls per second of `clients` processes started by `start(i, start_at, out_file)`,
+    all beginning at the same moment (after every one of them has started and warmed up)."""
+    start_at = time.time() + 1.0 + 0.1 * clients
+    outs = [os.path.join(tmp, f"{tag}-load-{clients}-{i}") for i in range(clients)]
+    procs = [start(i, start_at, out) for i, out in enumerate(outs)]
+    calls = sum(_collect(outs, procs))
+    for p in procs:
+        p.wait()
+    return round(calls / duration)
+
+
 def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="l4bench-")
     addr = "ipc://" + os.path.join(tmp, "direct.sock")
@@ -162,12 +175,9 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
             p.wait()
         for c in CLIENTS:
             say(f"direct throughput, {c} clients")
-            start_at = time.time() + 1.0 + 0.05 * c
-            outs = [os.path.join(tmp, f"d-load-{c}-{i}") for i in range(c)]
-            ps = [_py("direct-load", addr, str(start_at), str(duration), o) for o in outs]
-            result["throughput"][f"direct_{c}"] = round(sum(_collect(outs, ps)) / duration)
-            for p in ps:
-                p.wait()
+            result["throughput"][f"direct_{c}"] = _throughput(
+                tmp, "d", c, duration,
+                lambda i, start_at, out: _py("direct-load", addr, str(start_at), str(duration), out))
     finally:
         server.kill()
         server.wait()
@@ -183,13 +193,11 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
             t.wait()
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
-            start_at = time.time() + 1.0 + 0.1 * c
-            outs = [os.path.join(tmp, f"k-load-{c}-{i}") for i in range(c)]
-            ts = [system.spawn("launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
-                               args=(str(start_at), str(duration), o)) for i, o in enumerate(outs)]
-            result["throughput"][f"kernel_{c}"] = round(sum(_collect(outs, ts)) / duration)
-            for t in ts:
-                t.wait()
+            result["throughput"][f"kernel_{c}"] = _throughput(
+                tmp, "k", c, duration,
+                lambda i, start_at, out: system.spawn(
+                    "launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
+                    args=(str(start_at), str(duration), out)))
     rtt, thr = result["rtt"], result["throughput"]
     result.update({
         "direct_rtt_us": rtt["direct_64"]["median_us"],
