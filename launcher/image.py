@@ -15,7 +15,9 @@ this module starts a process or imports task code (modules are found with `find_
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -405,7 +407,16 @@ def parse_image(data: dict, path: str) -> Image:
     return Image(name, path, ram, tasks, devices, memory)
 
 
+def module_dirs(path: str) -> list[str]:
+    """Where an image's task modules are found, besides PYTHONPATH and the project: the
+    image's own directory and the current directory (as for `python -m`)."""
+    return list(dict.fromkeys([os.path.dirname(os.path.abspath(path)), os.getcwd()]))
+
+
 def load_image(path: str) -> Image:
+    for d in reversed(module_dirs(path)):      # so validation finds what the tasks will import
+        if d not in sys.path:
+            sys.path.insert(0, d)
     return parse_image(_read_toml(path), path)
 
 

@@ -44,7 +44,8 @@ from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, map_cap
 
 from . import control
 from .devices import hal_ctl
-from .image import CapSpec, Image, RouteSpec, TaskSpec, check_snippet, start_deps
+from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_dirs,
+                    start_deps)
 from .memory import MemoryWiring
 from .names import CAP_NAME
 from .policy import Budget, decide
@@ -117,7 +118,7 @@ class Launcher:
             os.set_blocking(fd, False)
         self.logs = os.path.join(self.run_dir, "logs")
         self.kernel_sock = os.path.join(self.run_dir, "kernel.sock")
-        self.pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.getcwd(),
+        self.pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, *module_dirs(image.path),
                                                       os.environ.get("PYTHONPATH", "")) if p)
         self.cwd = os.getcwd()
         self.memory = MemoryWiring(self)      # sigma0/moe set-up, moe sessions, client_gone
