@@ -132,3 +132,17 @@ def test_cli_rejects_a_bad_image_in_one_line_each_and_starts_nothing(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) >= 9 and all(path in ln for ln in lines)
     assert not os.path.exists(rd)
+
+
+def test_task_modules_are_found_beside_the_image(tmp_path):
+    """A user's image and its task module can live anywhere, side by side."""
+    mod = f"beside_{os.getpid()}"
+    write(str(tmp_path / f"{mod}.py"), "def serve(l4):\n    pass\n")
+    path = write(str(tmp_path / "mine.toml"),
+                 f'[system]\nname = "mine"\n\n[[task]]\nname = "t"\nrun = "{mod}:serve"\n')
+    image = load_image(path)
+    assert [t.run for t in image.tasks] == [f"{mod}:serve"]
+    missing = write(str(tmp_path / "missing.toml"),
+                    '[system]\nname = "m"\n\n[[task]]\nname = "t"\nrun = "nowhere_at_all:serve"\n')
+    with pytest.raises(ImageError, match="missing module 'nowhere_at_all'"):
+        load_image(missing)
