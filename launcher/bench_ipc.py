@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,8 +132,15 @@ def _py(*args: str) -> subprocess.Popen[bytes]:
 
 
 def _collect(paths: list[str], procs: list[Any], timeout: float = 120) -> list[Any]:
+    """The JSON each process wrote to its path; a process that exits without writing fails
+    the benchmark at once instead of at the deadline."""
     deadline = time.monotonic() + timeout
     while not all(os.path.exists(p) for p in paths):
+        for path, proc in zip(paths, procs):
+            status = getattr(proc, "proc", proc).poll()     # a Popen, or a TaskProc's Popen
+            if status is not None and not os.path.exists(path):
+                raise RuntimeError(f"benchmark process {getattr(proc, 'pid', '?')} exited with "
+                                   f"{status} without reporting")
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark processes did not report in time")
         time.sleep(0.02)
@@ -145,6 +153,15 @@ def _collect(paths: list[str], procs: list[Any], timeout: float = 120) -> list[A
 
 def _stats(ts: list[float]) -> dict[str, float]:
     return {"median_us": round(statistics.median(ts) * 1e6, 1), "p99_us": round(_pctl(ts, 0.99) * 1e6, 1)}
+
+
+def _round_trip(tmp: str, tag: str, size: int, start: Callable[[str], Any]) -> dict[str, float]:
+    """Median and p99 round trip of the process `start(out_file)` starts."""
+    out = os.path.join(tmp, f"{tag}-rtt-{size}")
+    proc = start(out)
+    stats = _stats(_collect([out], [proc])[0])
+    proc.wait()
+    return stats
 
 
 def _throughput(tmp: str, tag: str, clients: int, duration: float,
@@ -162,17 +179,21 @@ def _throughput(tmp: str, tag: str, clients: int, duration: float,
 
 def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="l4bench-")
+    try:
+        return _measure(tmp, n, duration, progress or (lambda s: None))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)     # also when a measurement failed
+
+
+def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None]) -> dict[str, Any]:
     addr = "ipc://" + os.path.join(tmp, "direct.sock")
     result: dict[str, Any] = {"rtt": {}, "throughput": {}}
-    say = progress or (lambda s: None)
     server = _py("direct-server", addr)
     try:
         for size in SIZES:
             say(f"direct round trip, {size} B")
-            out = os.path.join(tmp, f"d-rtt-{size}")
-            p = _py("direct-rtt", addr, str(size), str(n), out)
-            result["rtt"][f"direct_{size}"] = _stats(_collect([out], [p])[0])
-            p.wait()
+            result["rtt"][f"direct_{size}"] = _round_trip(
+                tmp, "d", size, lambda out: _py("direct-rtt", addr, str(size), str(n), out))
         for c in CLIENTS:
             say(f"direct throughput, {c} clients")
             result["throughput"][f"direct_{c}"] = _throughput(
@@ -186,11 +207,10 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
         gate = system.root.create_gate(1, thread=srv.thread)
         for size in SIZES:
             say(f"kernel round trip, {size} B")
-            out = os.path.join(tmp, f"k-rtt-{size}")
-            t = system.spawn("launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
-                             args=(str(size), str(n), out))
-            result["rtt"][f"kernel_{size}"] = _stats(_collect([out], [t])[0])
-            t.wait()
+            result["rtt"][f"kernel_{size}"] = _round_trip(
+                tmp, "k", size, lambda out: system.spawn(
+                    "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
+                    args=(str(size), str(n), out)))
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             result["throughput"][f"kernel_{c}"] = _throughput(
@@ -208,7 +228,6 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
         "throughput_ratio": round(thr["kernel_16"] / thr["direct_16"], 2),
         "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
     })
-    subprocess.run(["rm", "-rf", tmp])
     return result
 
 
