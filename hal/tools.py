@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 import msgpack
-import zmq
+
+from kernel.osutil import request_once
 
 from .control import control_path
 from .input import events_for
@@ -28,17 +29,10 @@ def control(run_dir: str, request: dict[str, Any], name: str = "hal", timeout_ms
     path = control_path(run_dir, name)
     if not os.path.exists(path):
         raise HalControlError(f"no HAL control socket at {path} (is the HAL {name!r} running?)")
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    s = ctx.socket(zmq.REQ)
-    s.linger = 0
-    try:
-        s.connect("ipc://" + path)
-        s.send(msgpack.packb(request, use_bin_type=True))
-        if not s.poll(timeout_ms):
-            raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")
-        rep = msgpack.unpackb(s.recv(), raw=False)
-    finally:
-        s.close(0)
+    raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms)
+    if raw is None:
+        raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")
+    rep = msgpack.unpackb(raw, raw=False)
     if "error" in rep:
         raise HalControlError(rep["error"])
     return rep["ok"]

@@ -27,3 +27,22 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:
+    """One request/answer over a ZeroMQ REQ socket to `ipc://path` (a control socket).
+
+    Answers None when nobody answers within `timeout_ms`; the socket never lingers."""
+    import zmq
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.linger = 0
+    try:
+        s.connect("ipc://" + path)
+        s.send(data)
+        if not s.poll(timeout_ms):
+            return None
+        return s.recv()
+    finally:
+        s.close(0)

@@ -17,6 +17,8 @@ from typing import Any
 
 import zmq
 
+from kernel.osutil import request_once
+
 CONTROL_SOCK = "control.sock"
 STATE_FILE = "launcher.json"
 
@@ -61,17 +63,11 @@ def request(run_dir: str, cmd: str, timeout_ms: int = 5000, **args: Any) -> dict
     path = sock_path(run_dir)
     if not os.path.exists(path):
         raise NotRunning(f"no system is running in {run_dir} (no {CONTROL_SOCK})")
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    s = ctx.socket(zmq.REQ)
-    s.linger = 0
-    try:
-        s.connect("ipc://" + path)
-        s.send(json.dumps({"cmd": cmd, **args}).encode())
-        if not s.poll(timeout_ms):
-            raise NotRunning(f"the launcher in {run_dir} does not answer (stale {CONTROL_SOCK}?)")
-        return json.loads(s.recv())
-    finally:
-        s.close(0)
+    raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms)
+    if raw is None:
+        raise NotRunning(f"the launcher in {run_dir} does not answer (stale {CONTROL_SOCK}?)")
+    answer: dict[str, Any] = json.loads(raw)
+    return answer
 
 
 def read_state(run_dir: str) -> dict[str, Any] | None:
