@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from . import ipc, lifecycle, memory, syscalls
+from . import fastpath, ipc, lifecycle, memory, syscalls
 from .abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
                   decode_request, encode_error, encode_ok, unpack)
 from .objects import Factory, Gate, KernelCtl, Task, Thread, TState
@@ -86,7 +86,8 @@ class Kernel:
         self.pidfds: dict[int, Task] = {}
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
-                                      "tasks_died": 0}
+                                      "tasks_died": 0, "fastpath": 0}
+        self.fastpath = True               # kernel.fastpath serves the common IPC inline
         self.err_counts: dict[str, int] = {}
         self.started = time.time()
         self.running = True
@@ -219,6 +220,11 @@ class Kernel:
 
     def _handle(self, frames: list[bytes]) -> None:
         self.stats["requests"] += 1
+        n = len(frames)
+        if self.fastpath and (n == 3 or n == 2) and fastpath.try_fast(
+                self, frames[0], frames[1], frames[2] if n == 3 else None):
+            self.stats["fastpath"] += 1
+            return
         conn = frames[0]
         thread = self.conns.get(conn)
         if len(frames) not in (2, 3):
@@ -413,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="scheduling niceness of the kernel (default -10; needs privilege, else ignored)")
     p.add_argument("--ram", type=int, default=memory.DEFAULT_RAM >> 20,
                    help="size of physical RAM in MiB (default 64)")
+    p.add_argument("--no-fastpath", action="store_true",
+                   help="serve every call through the generic path (to compare; same semantics)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="run the loop under cProfile and write its statistics to FILE at exit")
     p.add_argument("-v", "--verbose", action="store_true")
     ns = p.parse_args(argv)
     if ns.die_with_parent:
@@ -435,10 +445,15 @@ def main(argv: list[str] | None = None) -> int:
         os.write(fd, root_secret.hex().encode())
         os.close(fd)
     k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose, ram=ns.ram << 20)
+    k.fastpath = not ns.no_fastpath
 
     k.stop_on_signals(signal.SIGTERM, signal.SIGINT)
     try:
-        k.run()
+        if ns.profile:
+            import cProfile
+            cProfile.runctx("k.run()", globals(), locals(), ns.profile)
+        else:
+            k.run()
     except KeyboardInterrupt:
         pass
     finally:

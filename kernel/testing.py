@@ -60,7 +60,7 @@ class TaskProc:
 
 class System:
     def __init__(self, run_dir: str | None = None, verbose: bool = False,
-                 root_quota: int | None = None) -> None:
+                 root_quota: int | None = None, kernel_args: tuple[str, ...] = ()) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="l4py-") if run_dir is None else None
         self.run_dir = run_dir or self._tmp.name  # type: ignore[union-attr]
         self.sock = os.path.join(self.run_dir, "kernel.sock")
@@ -70,6 +70,7 @@ class System:
             cmd.append("-v")
         if root_quota is not None:
             cmd += ["--root-quota", str(root_quota)]
+        cmd += list(kernel_args)
         env = {**os.environ, "L4_ROOT_SECRET": secret.hex(), "PYTHONPATH": PROJECT_ROOT}
         self.kernel = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT)
         self.tasks: list[TaskProc] = []

@@ -1,0 +1,121 @@
+"""The IPC fast path: the two calls every client/server exchange is made of, done inline.
+
+A `call` whose receiver already waits, and a `reply_and_wait` that answers a live caller and
+then receives, make up nearly all IPC under load. Going through the generic path costs about
+ten Python calls each (decode, dispatch table, handler, SendRecord checks, item planning,
+delivery, finish, answer); here the same steps are written out once.
+
+Contract: `try_fast` either does the whole call with exactly the semantics of the generic
+path (`ipc.send`/`ipc.deliver`/`ipc.reply`/`ipc.wait`: same checks, same state changes,
+same answers, same counters) and returns True, or changes nothing and returns False, and
+the generic path runs. It declines everything uncommon: typed items, receive windows, alien
+threads, armed chaos faults, a receiver that is not waiting, errors of any kind (so every
+error message keeps coming from one place). `tests/kernel/test_fastpath.py` runs the same
+exchanges with the fast path on and off and compares every answer.
+
+Ownership: the kernel's event-loop thread only.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from . import faults as _faults
+from .abi import MAX_HEADER, MAX_PAYLOAD, MAX_TIMEOUT_MS, NEVER, Rights, Sys
+from .ipc import SendRecord, wait
+from .objects import Gate, Thread, TState
+
+if TYPE_CHECKING:
+    from .server import Kernel
+
+_CALL = int(Sys.CALL)
+_REPLY_WAIT = int(Sys.REPLY_WAIT)
+_INVOKE = int(Rights.INVOKE)
+_RECEIVING, _IDLE, _AWAIT = TState.RECEIVING, TState.IDLE, TState.AWAIT_REPLY
+_unpackb = msgpack.unpackb
+_packb = msgpack.packb
+_NO_ITEMS: list = []
+
+
+def _timeout_ok(v: object) -> bool:
+    return type(v) is int and (v == NEVER or 0 <= v <= MAX_TIMEOUT_MS)  # type: ignore[operator]
+
+
+def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> bool:
+    """Serve a CALL or REPLY_WAIT request inline; False: nothing was done."""
+    if (len(header) > MAX_HEADER or _faults.ARMED
+            or (payload is not None and len(payload) > MAX_PAYLOAD)):
+        return False
+    thread = k.conns.get(conn)
+    if thread is None or thread.busy or thread.alien:
+        return False
+    try:
+        r = _unpackb(header, raw=False, strict_map_key=True)
+    except Exception:
+        return False
+    if type(r) is not list or not r:
+        return False
+    op = r[0]
+    if op == _CALL:
+        if not (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
+                and r[6] is None and _timeout_ok(r[4]) and _timeout_ok(r[5])):
+            return False
+        return _call(k, thread, r[1], r[2], r[5], payload)
+    if op == _REPLY_WAIT:
+        if not (len(r) == 6 and type(r[1]) is int and type(r[2]) is int and r[3] == []
+                and r[4] is None and _timeout_ok(r[5])):
+            return False
+        return _reply_wait(k, thread, r[1], r[2], r[5], payload)
+    return False
+
+
+def _call(k: "Kernel", th: Thread, slot: int, proto: int, rcv_timeout: int, payload: bytes | None) -> bool:
+    node = th.task.space.slots.get(slot)
+    if node is None or proto < 0 or not node.rights & _INVOKE:
+        return False
+    gate = node.obj
+    if type(gate) is not Gate:
+        return False
+    target = gate.thread
+    if target is None or not target.alive or target.state != _RECEIVING or target.irqs:
+        return False
+    # Accepted: from here on this is ipc.send + ipc.deliver for a message without items.
+    th.busy = True
+    th.task.stats["calls"] += 1
+    rec = SendRecord(th, gate, node.rights, proto, _NO_ITEMS, payload, True, None,
+                     rcv_timeout, th.priority)
+    rec.target = target
+    reply = target.next_reply
+    target.next_reply = reply + 1
+    target.replies[reply] = rec
+    th.sending = rec
+    token = th.set_state(_AWAIT)
+    if rcv_timeout != NEVER:
+        k.timers.add(rcv_timeout, th, token)
+    k.count_ipc(th, target)
+    target.set_state(_IDLE)
+    target.sending = None
+    k.answer(target, _packb([0, rec.label, rec.rights, reply, proto, []]), payload)
+    return True
+
+
+def _reply_wait(k: "Kernel", th: Thread, reply_id: int, proto: int, timeout: int,
+                payload: bytes | None) -> bool:
+    rec = th.replies.get(reply_id)
+    if rec is None or not rec.live:
+        return False
+    caller = rec.sender
+    if caller is None:           # the answer to a kernel call (page fault, alien report)
+        return False
+    # Accepted: ipc.reply for a reply without items, then ipc.wait without a window.
+    th.busy = True
+    th.task.stats["calls"] += 1
+    del th.replies[reply_id]
+    rec.live = False
+    k.count_ipc(th, caller)
+    caller.set_state(_IDLE)
+    caller.sending = None
+    k.answer(caller, _packb([0, 0, 0, 0, proto, []]), payload)
+    wait(k, th, None, timeout)
+    return True

@@ -1,0 +1,164 @@
+"""The IPC fast path (kernel/fastpath.py) changes speed, never behaviour.
+
+Differential test: two live kernels, one started with `--no-fastpath`, are driven through
+the same long, seeded sequence of IPC requests from real ZeroMQ connections (a server thread
+and two client threads in three tasks): calls through a gate, a gate without the invoke
+right and an empty slot, negative proto tags, send-only messages, waits, replies with good,
+stale and unknown reply capabilities, reply-and-wait, timeouts of 0 and never, empty and
+non-empty payloads, a capability item now and then. After every request the test waits
+until every thread that is no longer blocked has its answer (the kernel answers every
+request exactly once; a thread's state says whether its call is still in flight), so the
+next request, which may depend on those answers (the server replies with the reply
+capabilities it was given), is the same in both runs. What each thread was answered, in
+order, must be identical in both runs; the fast path must have served a good share of the
+requests in one kernel and none in the other, and both must count the same IPC and errors.
+
+Only timeouts of 0 and never are used, so no timer decides anything and the sequence is
+deterministic; finite timeouts through the fast path are covered by tests/kernel/test_ipc.py,
+whose calls now take it.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+import zmq
+
+from kernel.abi import NEVER, Item, Rights, Sys, encode_request
+from kernel.testing import System
+
+STEPS = 400
+SEED = 20261127
+
+
+class Conn:
+    """One L4 thread spoken to with raw frames, so the test sees exactly what the kernel says."""
+
+    def __init__(self, ctx: zmq.Context, sock_path: str, secret: bytes) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect("ipc://" + sock_path)
+        self.sock.send(encode_request(Sys.HELLO, secret))
+        assert self.sock.poll(10_000), "HELLO not answered"
+        hdr = msgpack.unpackb(self.sock.recv())
+        assert hdr[0] == 0, hdr
+
+    def send(self, hdr: bytes, payload: bytes | None) -> None:
+        if payload is None:
+            self.sock.send(hdr)
+        else:
+            self.sock.send_multipart([hdr, payload])
+
+    def answers(self, wait_ms: int = 0) -> list[list[Any]]:
+        out = []
+        while self.sock.poll(wait_ms if not out else 0):
+            frames = self.sock.recv_multipart()
+            hdr = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
+            if hdr[0] != 0:
+                hdr = [hdr[0]]       # error reasons may name object ids, which differ
+            out.append([hdr, frames[1:]])
+        return out
+
+
+def _next_request(rng: random.Random, pending: list[int],
+                  idle: dict[str, bool]) -> tuple[str, bytes, bytes | None]:
+    """One request of the seeded workload: mostly a well-behaved client/server exchange,
+    with mistakes mixed in. `pending` are the reply capabilities the server holds (taken
+    from its answers), so it replies with good ones mostly and stale or unknown ones now
+    and then; mostly a thread that is not blocked makes the request (else: BUSY)."""
+    clients = [c for c in ("c1", "c2") if idle[c] or rng.random() < 0.1] or ["c1", "c2"]
+    payload = rng.choice([None, b"", b"p" * rng.randint(1, 300)])
+    proto = rng.choice([0] * 8 + [5, -1])
+    timeout = rng.choice([0, NEVER, NEVER])
+    r = rng.random()
+    if not idle["srv"] and rng.random() < 0.8:
+        r = rng.random() * 0.47          # the server is blocked: a client acts
+    if r < 0.40:
+        who = rng.choice(clients)
+        slot = rng.choice([20, 20, 20, 22, 21, 99])
+        items = [[int(Item.MAP_CAP), 20, int(Rights.ALL)]] if rng.random() < 0.05 else []
+        return who, encode_request(Sys.CALL, slot, proto, items, timeout, NEVER, None), payload
+    if r < 0.47:
+        who = rng.choice(clients)
+        return who, encode_request(Sys.SEND, rng.choice([20, 22]), proto, [], timeout), payload
+    if not (idle["c1"] or idle["c2"]):
+        timeout = 0                 # nobody could wake the server: don't block it for good
+    if r < 0.55:
+        return "srv", encode_request(Sys.WAIT, None, timeout), None
+    if rng.random() < 0.1:          # a mistake: a reply capability used up or never given
+        reply = rng.randint(1, 3) if rng.random() < 0.5 else rng.randint(1000, 1003)
+    elif pending:
+        reply = pending.pop(rng.randrange(len(pending))) if rng.random() < 0.2 else pending.pop()
+    else:
+        reply = 0                   # nothing to answer: reply_and_wait just waits
+    proto = max(proto, 0)           # (a refused reply would leave its caller blocked)
+    if r < 0.65 and reply:
+        return "srv", encode_request(Sys.REPLY, reply, proto, []), payload
+    return "srv", encode_request(Sys.REPLY_WAIT, reply, proto, [], None, timeout), payload
+
+
+def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    rng = random.Random(SEED)
+    ctx = zmq.Context()
+    with System(kernel_args=kernel_args) as s:
+        root = s.root
+        tasks = {name: root.create_task(name, 64) for name in ("srv", "c1", "c2")}
+        g7 = root.create_gate(7, thread=tasks["srv"].thread)
+        g9 = root.create_gate(9, thread=tasks["srv"].thread)
+        for name in ("c1", "c2"):
+            root.task_map(tasks[name].slot, g7, 20, Rights.ALL)
+            root.task_map(tasks[name].slot, g7, 21, Rights.ALL & ~Rights.INVOKE)
+            root.task_map(tasks[name].slot, g9, 22, Rights.ALL)
+        conns = {name: Conn(ctx, s.sock, new.secret) for name, new in tasks.items()}
+        sent = dict.fromkeys(conns, 0)
+        idle = dict.fromkeys(conns, True)
+        log: dict[str, list[Any]] = {name: [] for name in conns}
+        pending: list[int] = []
+        seen = 0
+        try:
+            for _ in range(STEPS):
+                who, hdr, payload = _next_request(rng, pending, idle)
+                before = root.kernel_info()["stats"]["requests"]
+                conns[who].send(hdr, payload)
+                sent[who] += 1
+                polls = 0
+                while True:           # until the kernel has processed our request
+                    polls += 1
+                    if root.kernel_info()["stats"]["requests"] - before - polls >= 1:
+                        break
+                # Every request is answered exactly once; a thread whose call is in flight
+                # owes exactly one answer. Collect all the others, so that what the next
+                # request is depends on nothing but the kernel's answers.
+                for name, conn in conns.items():
+                    idle[name] = root.cap_inspect(tasks[name].thread)["state"] == "idle"
+                    want = sent[name] if idle[name] else sent[name] - 1
+                    while len(log[name]) < want:
+                        got = conn.answers(wait_ms=10_000)
+                        assert got, f"{name}: an answer the kernel owes did not come"
+                        log[name] += got
+                for hdr_, _frames in log["srv"][seen:]:
+                    if len(hdr_) == 6 and hdr_[3]:      # a call arrived: its reply capability
+                        pending.append(hdr_[3])
+                seen = len(log["srv"])
+            stats = root.kernel_info()["stats"]
+        finally:
+            for c in conns.values():
+                c.sock.close(0)
+            ctx.term()
+    return log, stats
+
+
+def test_fast_path_answers_exactly_like_the_generic_path() -> None:
+    fast_log, fast = _run(())
+    slow_log, slow = _run(("--no-fastpath",))
+    assert slow["fastpath"] == 0
+    assert fast["fastpath"] >= 30, f"the fast path served only {fast['fastpath']} requests"
+    assert sum(len(v) for v in fast_log.values()) > STEPS // 2
+    for name in fast_log:
+        for i, (a, b) in enumerate(zip(fast_log[name], slow_log[name])):
+            assert a == b, f"{name}, answer {i}: fast path {a} vs generic path {b}"
+        assert len(fast_log[name]) == len(slow_log[name]), name
+    for key in ("ipc", "errors", "malformed", "kernel_bugs"):
+        assert fast[key] == slow[key], key
+    assert fast["kernel_bugs"] == 0
