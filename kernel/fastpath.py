@@ -1,22 +1,24 @@
 """The IPC fast path: the two calls every client/server exchange is made of, done inline.
 
-A `call` whose receiver already waits, and a `reply_and_wait` that answers a live caller and
-then receives, make up nearly all IPC under load. Going through the generic path costs about
-ten Python calls each (decode, dispatch table, handler, SendRecord checks, item planning,
-delivery, finish, answer); here the same steps are written out once.
+A `call` (delivered to a receiver that waits, or blocked in its queue) and a
+`reply_and_wait` that answers a live caller and then receives make up nearly all IPC.
+Through the generic path each costs about ten Python calls (decode, dispatch table,
+handler, SendRecord checks, item planning, delivery, finish, answer); here the same steps
+are written out once.
 
 Contract: `try_fast` either does the whole call with exactly the semantics of the generic
 path (`ipc.send`/`ipc.deliver`/`ipc.reply`/`ipc.wait`: same checks, same state changes,
 same answers, same counters) and returns True, or changes nothing and returns False, and
 the generic path runs. It declines everything uncommon: typed items, receive windows, alien
-threads, armed chaos faults, a receiver that is not waiting, errors of any kind (so every
-error message keeps coming from one place). `tests/kernel/test_fastpath.py` runs the same
+threads, armed chaos faults, a send timeout of 0 to a receiver that is not waiting, errors
+of any kind (so every error message keeps coming from one place). `tests/kernel/test_fastpath.py` runs the same
 exchanges with the fast path on and off and compares every answer.
 
 Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
+from bisect import insort
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 _CALL = int(Sys.CALL)
 _REPLY_WAIT = int(Sys.REPLY_WAIT)
 _INVOKE = int(Rights.INVOKE)
-_RECEIVING, _IDLE, _AWAIT = TState.RECEIVING, TState.IDLE, TState.AWAIT_REPLY
+_RECEIVING, _IDLE, _AWAIT, _SENDING = (TState.RECEIVING, TState.IDLE, TState.AWAIT_REPLY,
+                                       TState.SENDING)
 _unpackb = msgpack.unpackb
 _packb = msgpack.packb
 _NO_ITEMS: list = []
@@ -61,7 +64,7 @@ def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> 
         if not (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
                 and r[6] is None and _timeout_ok(r[4]) and _timeout_ok(r[5])):
             return False
-        return _call(k, thread, r[1], r[2], r[5], payload)
+        return _call(k, thread, r[1], r[2], r[4], r[5], payload)
     if op == _REPLY_WAIT:
         if not (len(r) == 6 and type(r[1]) is int and type(r[2]) is int and r[3] == []
                 and r[4] is None and _timeout_ok(r[5])):
@@ -70,7 +73,8 @@ def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> 
     return False
 
 
-def _call(k: "Kernel", th: Thread, slot: int, proto: int, rcv_timeout: int, payload: bytes | None) -> bool:
+def _call(k: "Kernel", th: Thread, slot: int, proto: int, snd_timeout: int, rcv_timeout: int,
+          payload: bytes | None) -> bool:
     node = th.task.space.slots.get(slot)
     if node is None or proto < 0 or not node.rights & _INVOKE:
         return False
@@ -78,18 +82,27 @@ def _call(k: "Kernel", th: Thread, slot: int, proto: int, rcv_timeout: int, payl
     if type(gate) is not Gate:
         return False
     target = gate.thread
-    if target is None or not target.alive or target.state != _RECEIVING or target.irqs:
+    if target is None or not target.alive:
         return False
-    # Accepted: from here on this is ipc.send + ipc.deliver for a message without items.
+    waiting = target.state == _RECEIVING and not target.irqs
+    if not waiting and snd_timeout == 0:
+        return False                       # the generic path answers TIMEOUT
+    # Accepted: ipc.send for a message without items, then ipc.deliver or blocking.
     th.busy = True
     th.task.stats["calls"] += 1
     rec = SendRecord(th, gate, node.rights, proto, _NO_ITEMS, payload, True, None,
                      rcv_timeout, th.priority)
     rec.target = target
+    th.sending = rec
+    if not waiting:                        # blocked in the receiver's queue
+        insort(target.queue, rec)
+        token = th.set_state(_SENDING)
+        if snd_timeout != NEVER:
+            k.timers.add(snd_timeout, th, token)
+        return True
     reply = target.next_reply
     target.next_reply = reply + 1
     target.replies[reply] = rec
-    th.sending = rec
     token = th.set_state(_AWAIT)
     if rcv_timeout != NEVER:
         k.timers.add(rcv_timeout, th, token)

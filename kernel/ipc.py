@@ -182,16 +182,18 @@ def send(k: "Kernel", rec: SendRecord, timeout: int) -> None:
 
 def deliver(k: "Kernel", rec: SendRecord, target: Thread) -> tuple[Err, str] | None:
     """Move `rec` into `target`, which is in an open wait. Answers an error or None."""
-    src_space = rec.sender.task.space if rec.sender is not None else None
-    try:
-        plan = plan_items(src_space, rec.items, target.task.space, target.window)
-        mplan = _plan_mem(k, rec.sender.task if rec.sender is not None else None, rec.items,
-                          target.task, target.window)
-    except AbiError as e:
-        return (e.err, e.reason)
-    received = do_items(plan, target.task.space)
-    if mplan:
-        received += k.memory.do_items(mplan)
+    received: list[list[int]] = []
+    if rec.items:
+        src_space = rec.sender.task.space if rec.sender is not None else None
+        try:
+            plan = plan_items(src_space, rec.items, target.task.space, target.window)
+            mplan = _plan_mem(k, rec.sender.task if rec.sender is not None else None,
+                              rec.items, target.task, target.window)
+        except AbiError as e:
+            return (e.err, e.reason)
+        received = do_items(plan, target.task.space)
+        if mplan:
+            received += k.memory.do_items(mplan)
     reply = 0
     if rec.call:
         reply = target.next_reply
