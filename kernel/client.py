@@ -26,6 +26,7 @@ from .osutil import pid_alive
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
 ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
 ENV_CAPS = "L4_CAPS"         # JSON {name: slot} of the capabilities the launcher mapped
+ENV_THREADS = "L4_THREADS"   # comma-separated hex secrets of extra threads made for us
 
 
 class Message(NamedTuple):
@@ -220,6 +221,56 @@ class _Api:
         return self._req(Sys.MEM_QUERY, task, vaddr, order)
 
 
+class MultiWait:
+    """Several L4 threads of one task served from one OS thread (an L4 server's thread pool
+    without OS threads): every thread waits in reply_and_wait at the same time, so up to
+    `len(threads)` calls can be delivered to the task at once, and `next()` hands out the
+    first that arrived on any thread.
+
+        pool = MultiWait([l4, *l4.threads_from_env()])
+        while True:
+            t, msg = pool.next()
+            pool.reply_and_wait(t, msg.reply, answer(msg))
+
+    Each thread stays sequential: after `next()` gave you its message, answer it with
+    `reply_and_wait` (which returns at once; that thread's next message comes from `next()`).
+    Kernel errors of a thread's call are raised from `next()`; that thread is then idle and
+    is waited on again."""
+
+    def __init__(self, threads: list[L4], window: tuple[int, ...] | None = None) -> None:
+        self.threads = threads
+        self.window = window
+        self._poller = zmq.Poller()
+        self._by_sock = {t.sock: t for t in threads}
+        for t in threads:
+            self._poller.register(t.sock, zmq.POLLIN)
+            self._wait(t)
+        self._ready: list[Any] = []
+
+    def _wait(self, t: L4) -> None:
+        t._post([encode_request(Sys.WAIT, _window(self.window), timeout_arg(None))])
+
+    def reply_and_wait(self, t: L4, reply: int, data: bytes = b"", *, proto: int = 0,
+                       items: Iterable[list[int]] = ()) -> None:
+        hdr = encode_request(Sys.REPLY_WAIT, reply, proto, _items(items), _window(self.window),
+                             timeout_arg(None))
+        t._post([hdr, data] if data else [hdr])
+
+    def next(self, timeout: float | None = None) -> tuple[L4, Message] | None:
+        """The next message on any thread, or None after `timeout` ms without one."""
+        while not self._ready:
+            ready = self._poller.poll(-1 if timeout is None else int(timeout))
+            if not ready:
+                return None
+            self._ready = [self._by_sock[s] for s, _ in ready]
+        t = self._ready.pop(0)
+        try:
+            return t, parse_answer(t._answer(), True)
+        except errors.L4Error:
+            self._wait(t)
+            raise
+
+
 def caps_from_env() -> dict[str, int]:
     raw = os.environ.get(ENV_CAPS, "")
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
@@ -253,6 +304,13 @@ class L4(_Api):
                                           f"this process was not started as an L4 task") from None
         return cls(sock, secret, caps_from_env())
 
+    def threads_from_env(self) -> list["L4"]:
+        """The extra threads our creator made in this task before starting us (L4_THREADS),
+        each connected: use them from other OS threads, or wait on several from one."""
+        raw = os.environ.get(ENV_THREADS, "")
+        return [L4(self.kernel_sock, bytes.fromhex(h), self.caps, self.ctx)
+                for h in raw.split(",") if h]
+
     def spawn_thread(self) -> "L4":
         """A new L4 thread in this task, with its own connection (for another OS thread)."""
         new = self.create_thread()
@@ -260,12 +318,20 @@ class L4(_Api):
 
     def _do(self, frames: list[bytes], receiving: bool = False,
             shape: Callable[[Any], Any] | None = None) -> Any:
+        self._post(frames)
+        result = parse_answer(self._answer(), receiving)
+        return shape(result) if shape is not None else result
+
+    def _post(self, frames: list[bytes]) -> None:
         sock = self.sock
         if len(frames) == 1:
             sock.send(frames[0])
         else:
             sock.send(frames[0], zmq.SNDMORE)
             sock.send(frames[1])
+
+    def _answer(self) -> list[bytes]:
+        sock = self.sock
         while True:
             try:
                 f = sock.recv(copy=False)
@@ -279,8 +345,7 @@ class L4(_Api):
         while f.more:
             f = sock.recv(copy=False)
             got.append(f.bytes)
-        result = parse_answer(got, receiving)
-        return shape(result) if shape is not None else result
+        return got
 
     def close(self) -> None:
         self.sock.close(0)
@@ -292,5 +357,5 @@ class L4(_Api):
         self.close()
 
 
-__all__ = ["L4", "Message", "NewTask", "NewThread", "map_cap", "grant_cap", "Rights",
+__all__ = ["L4", "MultiWait", "Message", "NewTask", "NewThread", "map_cap", "grant_cap", "Rights",
            "SLOT_TASK", "SLOT_THREAD", "SLOT_FACTORY", "SLOT_KERNEL", "pid_alive"]

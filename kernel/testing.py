@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from .abi import Rights
-from .client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, NewTask
+from .client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, ENV_THREADS, L4, NewTask, NewThread
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_NAMED_SLOT = 16     # where spawn() maps named capabilities in a new task
@@ -45,6 +45,7 @@ class TaskProc:
         self.task_id = new.task_id
         self.proc = proc
         self.caps = caps              # its own slots, by name
+        self.threads: list[NewThread] = []   # extra threads: root's capabilities to them
 
     @property
     def pid(self) -> int:
@@ -86,13 +87,17 @@ class System:
 
     def spawn(self, target: str, name: str | None = None, *, args: tuple[str, ...] = (),
               caps: dict[str, int | tuple[int, int]] | None = None, quota: int = 256,
-              handler: int | None = None, stderr: Any = None, env: dict[str, str] | None = None) -> TaskProc:
+              handler: int | None = None, stderr: Any = None, env: dict[str, str] | None = None,
+              threads: int = 0) -> TaskProc:
         """Start `python -m kernel.task TARGET ARGS` as a new task.
 
         `caps` maps a name to one of root's slots (or (slot, rights)); the task finds it in
-        `l4.caps[name]`. `handler` (a root gate slot) becomes its exception handler."""
+        `l4.caps[name]`. `handler` (a root gate slot) becomes its exception handler.
+        `threads` extra threads are made in the task first (`l4.threads_from_env()` connects
+        them; root's capabilities to them are in `TaskProc.threads`, to bind gates to)."""
         name = name or target.rpartition(":")[2]
         new = self.root.create_task(name, quota)
+        extra = [self.root.create_thread(new.slot) for _ in range(threads)]
         mine: dict[str, int] = {}
         for i, (cname, spec) in enumerate((caps or {}).items()):
             slot, rights = spec if isinstance(spec, tuple) else (spec, Rights.ALL)
@@ -103,11 +108,12 @@ class System:
             self.root.thread_control(new.thread, handler=handler)
         penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
                 ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
-                "L4_DIE_WITH_PARENT": "1"}
+                ENV_THREADS: ",".join(t.secret.hex() for t in extra), "L4_DIE_WITH_PARENT": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
                                 cwd=PROJECT_ROOT, stderr=stderr)
         self.root.task_watch(new.slot, proc.pid)
         tp = TaskProc(name, new, proc, mine)
+        tp.threads = extra
         self.tasks.append(tp)
         return tp
 

@@ -1,12 +1,16 @@
 """`l4run bench ipc`: kernel-mediated IPC against a direct pyzmq baseline, in one run.
 
 Baseline (a): two processes, a DEALER client and a ROUTER echo server on `ipc://` — what two
-processes can do without any kernel. Measured (b): the same work through the kernel, a client
-task doing `call` and a server task looping on `reply_and_wait`. Both sides use the cheapest
-pyzmq calls we know (frame-level recv/send), so the ratio measures the kernel, not the style.
+processes can do without any kernel (2 ZeroMQ hops per call). Reference (r): the same client
+and echo server with libzmq's proxy in between, which forwards frames untouched in C and
+checks nothing — 4 hops per call, the floor for any design with a kernel process in the
+middle. Measured
+(b): the same work through the kernel, a client task doing `call` and a server task looping
+on `reply_and_wait`; and (b×W) a server task with W threads waiting at once (each client's
+gate bound to one of them), since a rendezvous server thread takes one call at a time.
 
 Reported: round-trip median and p99 for 64 B and 4 KiB, and calls per second with 1, 4 and
-16 client processes against one server, with the ratios kernel/direct.
+16 client processes against one server, with the ratios kernel/direct and kernel/relay.
 """
 from __future__ import annotations
 
@@ -45,6 +49,18 @@ def _direct_server(addr: str) -> None:
         for fr in frames[:-1]:
             s.send(fr, zmq.SNDMORE, copy=False)
         s.send(frames[-1], copy=False)
+
+
+def _relay(front: str, back: str) -> None:
+    """A kernel that checks nothing: libzmq's own proxy (C, no Python per message) forwards
+    each call from the clients' ROUTER to the echo server and each answer back, untouched —
+    four ZeroMQ hops per call like the kernel, at the lowest cost ZeroMQ allows."""
+    ctx = zmq.Context()
+    f = ctx.socket(zmq.ROUTER)
+    f.bind(front)
+    b = ctx.socket(zmq.DEALER)
+    b.connect(back)
+    zmq.proxy(f, b)
 
 
 def _pctl(ts: list[float], q: float) -> float:
@@ -104,6 +120,18 @@ def kernel_server(l4: Any) -> None:
     m = l4.wait()
     while True:
         m = l4.reply_and_wait(m.reply, m.data)
+
+
+def kernel_pool_server(l4: Any) -> None:
+    """Echo server task with several threads (main + L4_THREADS), all waiting at once,
+    served from one OS thread (`MultiWait`)."""
+    from kernel.client import MultiWait
+    pool = MultiWait([l4, *l4.threads_from_env()])
+    while True:
+        got = pool.next()
+        if got is not None:
+            t, m = got
+            pool.reply_and_wait(t, m.reply, m.data)
 
 
 def kernel_rtt(l4: Any, size: str, n: str, out: str) -> None:
@@ -185,48 +213,90 @@ def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) ->
         shutil.rmtree(tmp, ignore_errors=True)     # also when a measurement failed
 
 
+WORKERS = 4      # threads of the echo server task in the "kernel, server threads" series
+
+
+def _pyzmq_series(tmp: str, tag: str, addr: str, n: int, duration: float,
+                  say: Callable[[str], None], result: dict[str, Any]) -> None:
+    """Round trips and throughput of plain pyzmq DEALER clients against `addr`."""
+    for size in SIZES:
+        say(f"{tag} round trip, {size} B")
+        result["rtt"][f"{tag}_{size}"] = _round_trip(
+            tmp, tag, size, lambda out: _py("direct-rtt", addr, str(size), str(n), out))
+    for c in CLIENTS:
+        say(f"{tag} throughput, {c} clients")
+        result["throughput"][f"{tag}_{c}"] = _throughput(
+            tmp, tag, c, duration,
+            lambda i, start_at, out: _py("direct-load", addr, str(start_at), str(duration), out))
+
+
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
 def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None]) -> dict[str, Any]:
-    addr = "ipc://" + os.path.join(tmp, "direct.sock")
     result: dict[str, Any] = {"rtt": {}, "throughput": {}}
+    addr = "ipc://" + os.path.join(tmp, "direct.sock")
     server = _py("direct-server", addr)
     try:
-        for size in SIZES:
-            say(f"direct round trip, {size} B")
-            result["rtt"][f"direct_{size}"] = _round_trip(
-                tmp, "d", size, lambda out: _py("direct-rtt", addr, str(size), str(n), out))
-        for c in CLIENTS:
-            say(f"direct throughput, {c} clients")
-            result["throughput"][f"direct_{c}"] = _throughput(
-                tmp, "d", c, duration,
-                lambda i, start_at, out: _py("direct-load", addr, str(start_at), str(duration), out))
+        _pyzmq_series(tmp, "direct", addr, n, duration, say, result)
     finally:
-        server.kill()
-        server.wait()
+        _stop(server)
+    front, back = ("ipc://" + os.path.join(tmp, f"relay-{e}.sock") for e in ("front", "back"))
+    relay, rserver = _py("relay", front, back), _py("direct-server", back)
+    try:
+        _pyzmq_series(tmp, "relay", front, n, duration, say, result)
+    finally:
+        _stop(relay, rserver)
     with System() as system:
         srv = system.spawn("launcher.bench_ipc:kernel_server", "echo-server")
         gate = system.root.create_gate(1, thread=srv.thread)
         for size in SIZES:
             say(f"kernel round trip, {size} B")
             result["rtt"][f"kernel_{size}"] = _round_trip(
-                tmp, "k", size, lambda out: system.spawn(
+                tmp, "kernel", size, lambda out: system.spawn(
                     "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
                     args=(str(size), str(n), out)))
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             result["throughput"][f"kernel_{c}"] = _throughput(
-                tmp, "k", c, duration,
+                tmp, "kernel", c, duration,
                 lambda i, start_at, out: system.spawn(
                     "launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
                     args=(str(start_at), str(duration), out)))
+        # One server task with WORKERS threads; each client's gate is bound to one of them
+        # (a session per client, as L4Re servers hand out), so WORKERS calls can be in flight.
+        pool = system.spawn("launcher.bench_ipc:kernel_pool_server", "echo-pool",
+                            threads=WORKERS - 1)
+        gates = [system.root.create_gate(2, thread=t)
+                 for t in [pool.thread, *(x.slot for x in pool.threads)]]
+        for c in CLIENTS:
+            say(f"kernel throughput, {WORKERS} server threads, {c} clients")
+            result["throughput"][f"kernel_workers_{c}"] = _throughput(
+                tmp, "kernel-w", c, duration,
+                lambda i, start_at, out: system.spawn(
+                    "launcher.bench_ipc:kernel_load", f"wload{i}", caps={"echo": gates[i % WORKERS]},
+                    args=(str(start_at), str(duration), out)))
     rtt, thr = result["rtt"], result["throughput"]
+    d64, r64, k64 = (rtt[f"{t}_64"]["median_us"] for t in ("direct", "relay", "kernel"))
     result.update({
-        "direct_rtt_us": rtt["direct_64"]["median_us"],
-        "kernel_rtt_us": rtt["kernel_64"]["median_us"],
-        "rtt_ratio": round(rtt["kernel_64"]["median_us"] / rtt["direct_64"]["median_us"], 2),
+        "direct_rtt_us": d64,
+        "relay_rtt_us": r64,
+        "kernel_rtt_us": k64,
+        "rtt_ratio": round(k64 / d64, 2),
+        "relay_rtt_ratio": round(r64 / d64, 2),
+        "kernel_vs_relay": round(k64 / r64, 2),
         "direct_calls_per_s": thr["direct_16"],
+        "relay_calls_per_s": thr["relay_16"],
         "kernel_calls_per_s": thr["kernel_16"],
+        "kernel_workers_calls_per_s": thr["kernel_workers_16"],
         "throughput_ratio": round(thr["kernel_16"] / thr["direct_16"], 2),
-        "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
+        "throughput_ratio_workers": round(thr["kernel_workers_16"] / thr["direct_16"], 2),
+        "relay_throughput_ratio": round(thr["relay_16"] / thr["direct_16"], 2),
+        "workers": WORKERS, "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
     })
     return result
 
@@ -235,19 +305,29 @@ def _show(res: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"IPC: kernel-mediated vs direct pyzmq ({res['cpus']} CPUs, {res['rounds']} round trips)")
-    for col in ("measure", "direct", "kernel", "kernel/direct"):
+    t = Table(title=f"IPC: kernel-mediated vs direct pyzmq ({res['cpus']} CPUs, "
+                    f"{res['rounds']} round trips)",
+              caption="direct: client ⇄ server, 2 ZeroMQ hops per call; relay: a forwarder that "
+                      "checks nothing, 4 hops (the floor for any kernel process); kernel: L4 call "
+                      f"/ reply_and_wait, 4 hops; kernel ×{res['workers']}: a server task with "
+                      f"{res['workers']} threads waiting at once")
+    for col in ("measure", "direct", "relay", "kernel", f"kernel ×{res['workers']}",
+                "kernel/direct", "kernel/relay"):
         t.add_column(col, justify="right" if col != "measure" else "left")
     for size in SIZES:
-        d, k = res["rtt"][f"direct_{size}"], res["rtt"][f"kernel_{size}"]
+        d, r, k = (res["rtt"][f"{tag}_{size}"] for tag in ("direct", "relay", "kernel"))
         for q in ("median_us", "p99_us"):
-            t.add_row(f"round trip {size} B, {q[:-3]} µs", str(d[q]), str(k[q]), f"{k[q] / d[q]:.2f}")
+            t.add_row(f"round trip {size} B, {q[:-3]} µs", str(d[q]), str(r[q]), str(k[q]), "",
+                      f"{k[q] / d[q]:.2f}", f"{k[q] / r[q]:.2f}")
     for c in CLIENTS:
-        d, k = res["throughput"][f"direct_{c}"], res["throughput"][f"kernel_{c}"]
-        t.add_row(f"calls/s, {c} client(s)", str(d), str(k), f"{k / d:.2f}")
+        d, r, k, w = (res["throughput"][f"{tag}_{c}"]
+                      for tag in ("direct", "relay", "kernel", "kernel_workers"))
+        t.add_row(f"calls/s, {c} client(s)", str(d), str(r), str(k), str(w), f"{k / d:.2f}",
+                  f"{k / r:.2f}")
     Console().print(t)
-    print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0), throughput_ratio {res['throughput_ratio']} "
-          f"(target ≥ 0.6)")
+    print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
+          f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
+          f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")
 
 
 def register(group: Any) -> None:
@@ -275,6 +355,8 @@ def main(argv: list[str]) -> None:
         _direct_rtt(args[0], int(args[1]), int(args[2]), args[3])
     elif cmd == "direct-load":
         _direct_load(args[0], float(args[1]), float(args[2]), args[3])
+    elif cmd == "relay":
+        _relay(args[0], args[1])
     elif cmd == "run":
         print(json.dumps(run_ipc_bench(progress=lambda s: print(s, file=sys.stderr)), indent=1))
 

@@ -14,6 +14,10 @@ Each runs as `FUNC(l4, *args)` inside its own OS process, connected to the kerne
 - `echo_server`: the standard server loop (`reply_and_wait`); answers each call with what the
   kernel told it about the message (label, rights, proto, data, its own task name). Data
   b"noreply" makes it keep the caller waiting; b"exit" ends it.
+- `pool_echo`: one OS thread serving all threads of its task at once (`MultiWait`): answers
+  each call with the id of the thread that took it; b"hold" keeps that caller waiting (its
+  thread stays busy) until some thread gets b"release", which answers the held callers too.
+- `hold_then_die`: calls its "svc" gate with b"hold" (the test kills it while held).
 - `sleeper`: holds its process open and never waits (a receiver that is never ready).
 - `exit_with`: returns a status at once (a task that ends normally).
 - `alien_worker`: makes two FACTORY_INFO calls (the test's handler allows one, denies the
@@ -123,6 +127,30 @@ def echo_server(l4: L4) -> int:
         reply = msg.reply
         out = pack({"label": msg.label, "rights": msg.rights, "proto": msg.proto,
                     "data": msg.data, "server": l4.task_name})
+
+
+def pool_echo(l4: L4) -> int:
+    from kernel.client import MultiWait
+    pool = MultiWait([l4, *l4.threads_from_env()])
+    held: list[tuple[L4, int]] = []
+    while True:
+        got = pool.next()
+        if got is None:
+            continue
+        t, msg = got
+        if msg.data == b"hold":
+            held.append((t, msg.reply))
+            continue
+        answer = [(t, msg.reply)]
+        if msg.data == b"release":
+            answer, held = held + answer, []
+        for ht, reply in answer:
+            pool.reply_and_wait(ht, reply, pack({"thread": ht.thread_id, "data": msg.data}))
+
+
+def hold_then_die(l4: L4) -> int:
+    l4.call(l4.caps["svc"], b"hold")      # killed by the test while held
+    return 0
 
 
 def sleeper(l4: L4) -> int:

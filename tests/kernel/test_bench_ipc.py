@@ -1,0 +1,50 @@
+"""`l4run bench ipc` runs end to end (tiny rounds), reports every key it documents, and
+leaves no process or temporary directory behind. The numbers themselves are not judged
+here: speed is measured with the benchmark on a quiet machine, never asserted in tests."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import psutil
+
+from kernel.testing import PROJECT_ROOT, wait_for
+
+KEYS = ("direct_rtt_us", "relay_rtt_us", "kernel_rtt_us", "rtt_ratio", "relay_rtt_ratio",
+        "kernel_vs_relay", "direct_calls_per_s", "relay_calls_per_s", "kernel_calls_per_s",
+        "kernel_workers_calls_per_s", "throughput_ratio", "throughput_ratio_workers",
+        "relay_throughput_ratio")
+
+
+def _bench_procs() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "launcher.bench_ipc" in cmd or "--run-dir" in cmd and "l4py-" in cmd:
+            out.append(p)
+    return out
+
+
+def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
+    before = {p.pid for p in _bench_procs()}
+    tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*")))
+    r = subprocess.run([sys.executable, "-m", "launcher.cli", "bench", "ipc", "--json",
+                        "--rounds", "30", "--duration", "0.2"], cwd=PROJECT_ROOT,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for key in KEYS:
+        assert isinstance(res[key], (int, float)) and res[key] > 0, key
+    for tag in ("direct", "relay", "kernel"):
+        for size in (64, 4096):
+            assert res["rtt"][f"{tag}_{size}"]["p99_us"] >= res["rtt"][f"{tag}_{size}"]["median_us"]
+    for tag in ("direct", "relay", "kernel", "kernel_workers"):
+        for c in (1, 4, 16):
+            assert res["throughput"][f"{tag}_{c}"] > 0
+    wait_for(lambda: {p.pid for p in _bench_procs()} <= before, timeout=10,
+             what="benchmark processes to be gone")
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*"))) <= tmp_before
