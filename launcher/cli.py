@@ -270,7 +270,7 @@ def attach(snippet: str, wait: bool, run_dir: str | None) -> None:
         data = load_snippet_data(snippet)
     except ImageError as e:
         raise Fail(e.problems[0]) from None
-    a = ask(rd, "attach", data=data, path=snippet)
+    a = ask(rd, "attach", data=data, path=os.path.abspath(snippet))
     names = a.get("tasks", [])
     if wait and names:
         wait_state(rd, names, ("running",), ("failed", "exited"), 30.0)

@@ -93,6 +93,7 @@ class TaskSpec:
     caps: list[CapSpec] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)   # io policy (launcher/devices.py)
+    module_path: list[str] = field(default_factory=list)  # where else its module is found
 
     @property
     def module(self) -> str:
@@ -413,10 +414,14 @@ def module_dirs(path: str) -> list[str]:
     return list(dict.fromkeys([os.path.dirname(os.path.abspath(path)), os.getcwd()]))
 
 
-def load_image(path: str) -> Image:
-    for d in reversed(module_dirs(path)):      # so validation finds what the tasks will import
+def _importable_from(dirs: list[str]) -> None:
+    for d in reversed(dirs):       # so validation finds what the tasks will import
         if d not in sys.path:
             sys.path.insert(0, d)
+
+
+def load_image(path: str) -> Image:
+    _importable_from(module_dirs(path))
     return parse_image(_read_toml(path), path)
 
 
@@ -459,7 +464,10 @@ def _routes(c: _Checker, data: dict, services: set[str], tasks: set[str]) -> lis
 
 def check_snippet(data: dict, path: str, services: dict[str, str],
                   running_tasks: set[str]) -> tuple[list[TaskSpec], list[RouteSpec]]:
-    """The tasks and routes of an `attach` snippet, checked against what already runs."""
+    """The tasks and routes of an `attach` snippet, checked against what already runs.
+    Task modules are also found beside the snippet (as beside an image)."""
+    dirs = module_dirs(path)
+    _importable_from(dirs)
     c = _Checker(path)
     for k in sorted(set(data) - {"system", "task", "route"}):
         c.bad(k, "unknown top-level key in a snippet (known: task, route)")
@@ -475,6 +483,8 @@ def check_snippet(data: dict, path: str, services: dict[str, str],
     routes = _routes(c, data, all_services, running_tasks | {t.name for t in tasks})
     if c.problems:
         raise ImageError(c.problems)
+    for t in tasks:
+        t.module_path = dirs
     return tasks, routes
 
 

@@ -272,7 +272,8 @@ class Launcher:
             self._drop_caps(t)
             t.state, t.last_exit = "failed", str(e)
             return
-        env = {**os.environ, **spec.env, "PYTHONPATH": self.pythonpath,
+        pythonpath = os.pathsep.join([*spec.module_path, self.pythonpath])
+        env = {**os.environ, **spec.env, "PYTHONPATH": pythonpath,
                ENV_KERNEL: self.kernel_sock, ENV_SECRET: new.secret.hex(),
                ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1",
                "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir}

@@ -86,6 +86,9 @@ class Zygote:
                                            *req["args"]], {**req["env"], "PYTHONUNBUFFERED": "1"})
             os.environ.clear()
             os.environ.update(req["env"])
+            for d in reversed(req["env"].get("PYTHONPATH", "").split(os.pathsep)):
+                if d and d not in sys.path:     # e.g. the directory of an attached snippet
+                    sys.path.insert(0, d)
             sys.argv = ["kernel.task", req["target"], *req["args"]]
             from kernel import task
             code = task.main([req["target"], *req["args"]])

@@ -16,8 +16,9 @@ HELLO = "servers.hello.server:serve"
 CLIENT = "servers.hello.client:run"
 
 
-def l4run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "launcher", *args], cwd=PROJECT_ROOT,
+def l4run(*args: str, check: bool = True, timeout: float = 60,
+          cwd: str = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "launcher", *args], cwd=cwd,
                        capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"l4run {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

@@ -99,3 +99,29 @@ def test_bench_commands_report_json():
     assert out["bench"] == "boot" and out["boot_ms"] > 0
     out = json.loads(l4run("bench", "restart", "--runs", "2", "--json").stdout)
     assert out["bench"] == "restart" and out["restart_ms"] > 0
+
+
+def test_attach_finds_task_modules_beside_the_snippet(tmp_path):
+    """A user attaches a server whose module lives next to the snippet, from another
+    directory: the launcher validates and the spawner imports it from there."""
+    before = shm()
+    rd = str(tmp_path / "run")
+    l4run("boot", MINIMAL, "--detach", "--run-dir", rd)
+    try:
+        mod = f"attached_mod_{os.getpid()}"
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / f"{mod}.py").write_text(
+            "import time\n\ndef serve(l4):\n    print('attached module alive', flush=True)\n"
+            "    while True:\n        time.sleep(1)\n")
+        snippet = mine / "snip.toml"
+        snippet.write_text(f'[[task]]\nname = "mine"\nrun = "{mod}:serve"\n')
+        out = l4run("attach", os.path.relpath(snippet, tmp_path), "--run-dir", rd, "--wait",
+                    cwd=str(tmp_path))
+        assert "attached: mine" in out.stdout
+        assert ps(rd)["mine"]["state"] == "running"
+        wait_for(lambda: "attached module alive" in l4run("logs", "mine", "--run-dir", rd).stdout)
+        pids = system_pids(rd)
+    finally:
+        l4run("down", "--run-dir", rd, check=False)
+    assert_clean(rd, pids, before)
