@@ -35,7 +35,7 @@ from . import control
 from .image import ImageError, load_image, load_snippet_data
 
 ENV_RUN_DIR = "L4PY_RUN_DIR"
-STATE_STYLE = {"running": "green", "starting": "yellow", "waiting": "yellow",
+STATE_STYLE = {"running": "green", "starting": "yellow", "waiting": "yellow", "backoff": "magenta",
                "stopped": "dim", "exited": "dim", "failed": "bold red"}
 
 

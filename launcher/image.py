@@ -27,7 +27,7 @@ from kernel.abi import Rights
 POLICIES = ("never", "on-failure", "always")
 SYSTEM_KEYS = {"name", "ram"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
-             "restart_budget", "restart_dependents", "provides", "caps", "depends_on",
+             "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
              "devices"}
 CAP_KEYS = {"service", "rights", "label"}
 RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
@@ -88,6 +88,7 @@ class TaskSpec:
     memory: int | None = None
     restart: str = "on-failure"
     budget: tuple[int, float] = DEFAULT_BUDGET
+    backoff: tuple[float, float] | None = None     # (first, max) seconds; None: off
     restart_dependents: bool = False
     provides: list[str] = field(default_factory=list)
     caps: list[CapSpec] = field(default_factory=list)
@@ -165,6 +166,28 @@ def parse_budget(v: Any) -> tuple[int, float]:
     if n < 0 or t <= 0:
         raise ValueError(f"budget {v!r}: restarts must be ≥ 0 and the window > 0 s")
     return n, t
+
+
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
+
+
+def _seconds(text: str) -> float:
+    m = DURATION_RE.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration like \"100ms\" or \"2s\"")
+    return float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+
+
+def parse_backoff(v: Any) -> tuple[float, float] | None:
+    """"100ms..5s" (first delay .. longest delay) or "off"."""
+    if v == "off" or v is False:
+        return None
+    if not isinstance(v, str) or v.count("..") != 1:
+        raise ValueError(f"expected \"FIRST..MAX\" (e.g. \"100ms..5s\") or \"off\", got {v!r}")
+    first, top = (_seconds(x) for x in v.split(".."))
+    if not 0 < first <= top <= 3600:
+        raise ValueError(f"backoff {v!r}: need 0 < first ≤ max ≤ 3600 s")
+    return first, top
 
 
 class _Checker:
@@ -250,6 +273,11 @@ class _Checker:
                 t.budget = parse_budget(d["restart_budget"])
             except ValueError as e:
                 self.bad(f"{where}.restart_budget", str(e))
+        if "restart_backoff" in d:
+            try:
+                t.backoff = parse_backoff(d["restart_backoff"])
+            except ValueError as e:
+                self.bad(f"{where}.restart_backoff", str(e))
         t.restart_dependents = self.typed(d, "restart_dependents", where, bool, False)
 
     def _names(self, d: dict, key: str, where: str) -> list[str]:

@@ -6,6 +6,11 @@ why. Policies: `never` (leave it down), `on-failure` (restart unless it ended wi
 window of T seconds; a task over budget stays down ("budget exhausted") until a user
 `start`s it again, which resets the budget. A death the user asked for (stop, down) is
 never restarted; a restart the user asked for always happens and costs no budget.
+
+A `Backoff` (opt-in per task: `restart_backoff = "100ms..5s"`) slows a crash loop down: a
+death less than `QUICK_S` after the task started is "quick"; the first quick death in a row
+restarts at once, the next waits `first`, then twice that, and so on up to `max`. A task
+that lived `QUICK_S` or longer starts the count again.
 """
 from __future__ import annotations
 
@@ -34,6 +39,28 @@ class Budget:
 
     def reset(self) -> None:
         self.times.clear()
+
+
+class Backoff:
+    QUICK_S = 1.0
+
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.first = first_s
+        self.max = max_s
+        self.quick = 0          # quick deaths in a row
+
+    def delay(self, uptime_s: float) -> float:
+        """Seconds to wait before restarting a task that died after `uptime_s`."""
+        if uptime_s >= self.QUICK_S:
+            self.quick = 0
+            return 0.0
+        self.quick += 1
+        if self.quick == 1:
+            return 0.0
+        return min(self.first * 2 ** (self.quick - 2), self.max)
+
+    def reset(self) -> None:
+        self.quick = 0
 
 
 class Decision(NamedTuple):

@@ -48,14 +48,14 @@ from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_d
                     start_deps)
 from .memory import MemoryWiring
 from .names import CAP_NAME
-from .policy import Budget, decide
+from .policy import Backoff, Budget, decide
 from .zygote import PROJECT_ROOT, SpawnError, Spawner
 
 FIRST_CAP_SLOT = 16
 HANDLER_LABEL = 1
 STOP_LABEL = 2               # the main thread tells the supervisor thread to end
 LOOKUP_LABEL_BASE = 1000     # + task number: the per-task `launcher` gate
-ACTIVE = ("waiting", "starting", "running")
+ACTIVE = ("waiting", "starting", "running", "backoff")
 
 
 class BootError(Exception):
@@ -68,7 +68,7 @@ class TaskRun:
     spec: TaskSpec
     number: int
     log: str
-    state: str = "waiting"        # waiting starting running stopped exited failed
+    state: str = "waiting"        # waiting starting running backoff stopped exited failed
     wanted: bool = True           # False after stop/down: never restarted
     forced: bool = False          # a requested restart: restart whatever the policy
     pid: int = 0
@@ -80,6 +80,8 @@ class TaskRun:
     last_exit: str = ""
     kill_at: float = 0.0          # escalate SIGTERM to SIGKILL at this time
     budget: Budget = field(default_factory=lambda: Budget(5, 10.0))
+    backoff: Backoff | None = None
+    restart_at: float = 0.0       # state "backoff": restart at this time (time.time())
 
 
 @dataclass
@@ -198,6 +200,7 @@ class Launcher:
             n = len(self.tasks) + 1
             t = TaskRun(spec, n, os.path.join(self.logs, f"{spec.name}.log"))
             t.budget = Budget(*spec.budget)
+            t.backoff = Backoff(*spec.backoff) if spec.backoff else None
             self.tasks[spec.name] = t
             for svc in spec.provides:
                 self.services[svc] = Service(svc, spec.name)
@@ -337,6 +340,12 @@ class Launcher:
         t.restarts += 1
         if t.spec.restart_dependents:
             self._restart_dependents(t)
+        delay = t.backoff.delay(time.time() - t.started) if t.backoff and not forced else 0.0
+        if delay > 0:
+            t.state, t.restart_at = "backoff", time.time() + delay
+            self.event(f"{t.spec.name}: crash loop ({t.backoff.quick if t.backoff else 0} quick "
+                       f"deaths in a row); restarting in {delay:g}s")
+            return
         self._start(t)
 
     def _restart_dependents(self, t: TaskRun) -> None:
@@ -407,6 +416,9 @@ class Launcher:
                    for t in self.tasks.values())
         if timeout_ms is None:
             timeout_ms = 2 if busy else 200
+            due = [t.restart_at for t in self.tasks.values() if t.state == "backoff"]
+            if due:       # wake for the earliest delayed restart
+                timeout_ms = max(1, min(timeout_ms, int((min(due) - time.time()) * 1000) + 1))
         poller = zmq.Poller()
         poller.register(self.ctl, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
@@ -447,6 +459,8 @@ class Launcher:
             if t.kill_at and now >= t.kill_at and t.state in ("starting", "running"):
                 self._signal(t, signal.SIGKILL)
                 t.kill_at = 0.0
+            if t.state == "backoff" and now >= t.restart_at:
+                self._start(t)
         self._check_starting()
         if self.ctl in ready:
             self._serve_control()
@@ -540,16 +554,18 @@ class Launcher:
         if t.state in ("starting", "running"):
             self._signal(t, signal.SIGTERM)
             t.kill_at = time.time() + 2.0
-        elif t.state == "waiting":
+        elif t.state in ("waiting", "backoff"):
             t.state = "stopped"
         return {}
 
     def cmd_start(self, task: str) -> dict[str, Any]:
         t = self._task(task)
-        if t.state in ACTIVE and t.wanted:
+        if t.state in ACTIVE and t.state != "backoff" and t.wanted:
             raise ValueError(f"task {task!r} is already {t.state}")
         t.wanted = True
         t.budget.reset()
+        if t.backoff:
+            t.backoff.reset()
         if t.state not in ("starting", "running"):
             t.state = "waiting"
         return {}

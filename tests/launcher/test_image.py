@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from launcher.image import ImageError, check_snippet, load_image, parse_budget, parse_size
+from launcher.image import (ImageError, check_snippet, load_image, parse_backoff, parse_budget,
+                            parse_size)
 
 from .helpers import HELLO, l4run, write
 
@@ -146,3 +147,14 @@ def test_task_modules_are_found_beside_the_image(tmp_path):
                     '[system]\nname = "m"\n\n[[task]]\nname = "t"\nrun = "nowhere_at_all:serve"\n')
     with pytest.raises(ImageError, match="missing module 'nowhere_at_all'"):
         load_image(missing)
+
+
+def test_restart_backoff_values(tmp_path):
+    assert parse_backoff("100ms..5s") == (0.1, 5.0) and parse_backoff("off") is None
+    for bad in ("5s..1s", "fast", "0ms..1s", 3):
+        with pytest.raises(ValueError):
+            parse_backoff(bad)
+    path = write(str(tmp_path / "b.toml"), '[system]\nname = "b"\n\n[[task]]\nname = "t"\n'
+                 'run = "servers.hello.server:serve"\nrestart_backoff = "soon"\n')
+    with pytest.raises(ImageError, match=r"task\[0\] \(t\)\.restart_backoff: expected"):
+        load_image(path)

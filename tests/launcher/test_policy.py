@@ -25,3 +25,13 @@ def test_budget_window():
     d = decide("always", 1, b, wanted=True, forced=False, now=2)
     assert not d.restart and d.state == "failed" and "budget exhausted" in d.reason
     assert decide("always", 1, b, wanted=True, forced=False, now=11.5).restart
+
+
+def test_backoff_counts_quick_deaths_in_a_row():
+    from launcher.policy import Backoff
+    b = Backoff(0.1, 0.5)
+    assert [b.delay(0.05) for _ in range(6)] == [0.0, 0.1, 0.2, 0.4, 0.5, 0.5]
+    assert b.delay(Backoff.QUICK_S) == 0.0          # it lived long enough: count again
+    assert [b.delay(0.0) for _ in range(3)] == [0.0, 0.1, 0.2]
+    b.reset()
+    assert b.delay(0.0) == 0.0 and b.delay(0.0) == 0.1

@@ -170,3 +170,36 @@ caps = {{ h = "hello" }}
     rows = {r["name"]: r for r in la.cmd_ps()["tasks"]}
     assert rows["e"]["ipc"] is not None and rows["e"]["rss_kb"] > 0
     time.sleep(0)
+
+
+def _waits(la: Launcher) -> list[str]:
+    return [e.rpartition("restarting in ")[2].rstrip("s") for _, e in la.events if "crash loop" in e]
+
+
+def test_a_crash_loop_backs_off_doubling_up_to_the_limit(boot):
+    la = boot(f'[[task]]\nname = "x"\nrun = "{T}:exit_with"\nargs = ["1", "20"]\n'
+              f'restart = "on-failure"\nrestart_budget = "100/60s"\n'
+              f'restart_backoff = "200ms..800ms"\n')
+    until(la, lambda: la.tasks["x"].restarts >= 5, timeout=30)
+    # the first quick death restarts at once; then 0.2 s, doubling, at most 0.8 s
+    assert _waits(la)[:4] == ["0.2", "0.4", "0.8", "0.8"]
+    until(la, lambda: la.tasks["x"].state == "backoff")
+    assert la.cmd_ps()["tasks"][0]["state"] == "backoff"
+    seen = len(_waits(la))
+    la.cmd_start("x")                        # a user start ends the wait and the count
+    until(la, lambda: len(_waits(la)) > seen, timeout=30)
+    assert _waits(la)[seen] == "0.2"
+    until(la, lambda: la.tasks["x"].state == "backoff")
+    la.cmd_stop("x")                         # stopped while waiting: no restart comes
+    restarts = la.tasks["x"].restarts
+    assert la.tasks["x"].state == "stopped"
+    with pytest.raises(Exception, match="timed out"):
+        until(la, lambda: la.tasks["x"].restarts > restarts, timeout=1.5)
+    assert la.tasks["x"].state == "stopped"
+
+
+def test_without_backoff_a_crash_loop_restarts_at_once(boot):
+    la = boot(f'[[task]]\nname = "x"\nrun = "{T}:exit_with"\nargs = ["1", "20"]\n'
+              f'restart = "on-failure"\nrestart_budget = "3/60s"\n')
+    until(la, lambda: la.tasks["x"].state == "failed")
+    assert la.tasks["x"].restarts == 3 and _waits(la) == []
