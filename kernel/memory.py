@@ -21,7 +21,8 @@ Contracts:
 - `unmap` removes every node derived from the flexpage's nodes, in every task, recursively;
   every affected task's epoch is bumped. The unmapper is answered only when every affected
   task acknowledged (its counter, or it has every thread inside the kernel) — or was faulted
-  after SHOOTDOWN_MS (`Shootdown`).
+  after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
+  acknowledged lazily: the next unmap also waits for those spaces (`unacked`).
 - A page fault is answered from the page table when the page is mapped with the rights
   asked (a TLB refill); otherwise it becomes a call IPC (Proto.PAGE_FAULT) to the thread's
   pager, whose reply may carry map items; they land around the fault address.
@@ -148,6 +149,7 @@ class Memory:
         self.spaces: dict[int, AddressSpace] = {}
         self.free_slots = list(range(CTL_SLOTS - 1, -1, -1))
         self._deaths = 0
+        self.unacked: dict[AddressSpace, int] = {}   # reaped from, not yet acknowledged
         self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
                       "faulted_tasks": 0}
 
@@ -184,6 +186,9 @@ class Memory:
             del self.spaces[a.task.id]
             self.free_slots.append(a.slot)
             self.bump(affected - {a})
+            # Nobody waits for these acknowledgements now (the kernel made the unmap); the
+            # next unmap does, before the frames can go to anyone else (`unmap`).
+            self.unacked.update((s, s.epoch) for s in affected - {a})
 
     # -- flexpage items: check, then act ---------------------------------------
     def plan_items(self, src: "Task | None", items: Iterable[tuple[int, ...]], dst: "Task",
@@ -279,6 +284,11 @@ class Memory:
             count += _remove(node, self_too and node.parent is not None, affected)
         self.stats["unmaps"] += count
         self.bump(affected)
+        # Spaces that lost mappings when a task died and have not acknowledged yet: the
+        # memory they saw goes back to its owner, who unmaps it before handing it out again
+        # (sigma0 and moe do), so this unmap waits for them too.
+        self.unacked = {s: e for s, e in self.unacked.items() if not self.acked(s)}
+        affected |= set(self.unacked)
         return count, affected
 
     def bump(self, spaces: Iterable[AddressSpace]) -> None:

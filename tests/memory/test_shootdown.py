@@ -76,3 +76,30 @@ def _thread_state(mem, tid):
         if insp["id"] == tid:
             return insp["state"]
     return "?"
+
+
+def test_memory_taken_from_a_dead_task_is_reused_only_after_acknowledgement(mem):
+    """a gives v a page and dies; the kernel removes v's mapping without waiting. When the
+    page's owner (sigma0, told by whoever supervises a) unmaps it to hand it out again, that
+    unmap waits for v too: v never acknowledges, so it is faulted, and only then can the
+    frame go to anyone else."""
+    handler = mem.sys.gate(label=5)
+    mem.agent("v", mode="deaf", handler=handler)
+    mem.agent("a", peers=("v",))
+    va, vv = _share(mem, "v")
+    t, out, l4b = _spin_in_background(mem, "v", 30.0)
+    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start spinning")
+    label = list(mem.s0gates).index("a") + 1     # a's gate label at sigma0 (Mem.s0gate)
+    mem.procs["a"].kill()
+    mem.procs["a"].wait()
+    wait_for(lambda: "a" not in [x["name"] for x in mem.root.kernel_info()["tasks"]],
+             what="the kernel to notice a's death")
+    from servers.sigma0.server import Sigma0Client
+    admin = Sigma0Client(mem.root, mem.root.create_gate(0, thread=mem.sigma0.thread), timeout=20_000)
+    assert admin.client_gone(label) >= 1      # returns once v is dealt with
+    msg = mem.root.wait(timeout=5000)
+    assert msg.label == 5 and "shootdown" in msg.body()["reason"]
+    t.join(20)
+    assert out == {"err": "PEER_DIED"}
+    assert "v" not in [x["name"] for x in mem.root.kernel_info()["tasks"]]
+    l4b.close()
