@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 import zmq.backend
+from zmq.utils.monitor import parse_monitor_message
 
 from . import fastpath, ipc, lifecycle, memory, syscalls
 from .abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
@@ -85,6 +86,13 @@ class Kernel:
         self._events = MethodType(zmq.backend.Socket.get, self.router)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
+        # Lost connections: libzmq reports a closed peer socket by its fd; HELLO remembers
+        # which fd each thread's connection came in on (the message's SRCFD).
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.poller.register(self.monitor, zmq.POLLIN)
+        self.conn_fds: dict[int, set[bytes]] = {}
+        self._frame: Any = None            # the last frame read (its SRCFD, for HELLO)
+        self._mon_events = MethodType(zmq.backend.Socket.get, self.monitor)
         self.timers = Timers()
         self.conns: dict[bytes, Thread] = {}
         self.secrets: dict[bytes, Thread] = {}
@@ -93,7 +101,7 @@ class Kernel:
         self.pidfds: dict[int, Task] = {}
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
-                                      "tasks_died": 0, "fastpath": 0}
+                                      "tasks_died": 0, "fastpath": 0, "connections_lost": 0}
         self.fastpath = True               # kernel.fastpath serves the common IPC inline
         self.err_counts: dict[str, int] = {}
         self.started = time.time()
@@ -128,6 +136,11 @@ class Kernel:
     def unbind(self, thread: Thread) -> None:
         if thread.conn is not None:
             self.conns.pop(thread.conn, None)
+            on_fd = self.conn_fds.get(thread.conn_fd)
+            if on_fd is not None:
+                on_fd.discard(thread.conn)
+                if not on_fd:
+                    del self.conn_fds[thread.conn_fd]
             thread.conn = None
         for s in [s for s, t in self.secrets.items() if t is thread]:
             del self.secrets[s]
@@ -223,6 +236,7 @@ class Kernel:
                 frames.append(f.bytes)
             else:
                 frames.append(b"")    # over-long messages are refused below; keep reading
+        self._frame = f
         return frames
 
     def _handle(self, frames: list[bytes]) -> None:
@@ -293,9 +307,33 @@ class Kernel:
             self.stats["unauthenticated"] += 1
             self._error(conn, None, Err.NOT_AUTH, "unknown or already used secret")
             return
+        # Linux gives a new connection the lowest free fd, often the one a connection that
+        # just closed had: settle every disconnection reported so far before recording ours.
+        self._disconnections()
         thread.conn = conn
+        thread.conn_fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
         self.conns[conn] = thread
+        self.conn_fds.setdefault(thread.conn_fd, set()).add(conn)
         self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, os.getpid()]))
+
+    def _disconnections(self) -> None:
+        """Threads whose connection closed are gone: a main thread takes its task with it,
+        another thread dies alone (its secret is spent; nothing can take its place)."""
+        mon = self.monitor
+        while self._mon_events(_EVENTS) & _POLLIN:      # unthrottled, unlike a NOBLOCK recv
+            event = parse_monitor_message(mon.recv_multipart())
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            for conn in self.conn_fds.pop(int(event["value"]), set()):
+                thread = self.conns.get(conn)
+                if thread is None or not thread.alive:
+                    continue
+                self.stats["connections_lost"] += 1
+                why = "its connection to the kernel was lost"
+                if thread is thread.task.threads[0]:
+                    lifecycle.kill_task(self, thread.task, f"main thread {why}", None)
+                else:
+                    lifecycle.destroy(self, thread, why)
 
     # -- alien threads (paper §4.1) ---------------------------------------------
     def _alien_before(self, th: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
@@ -368,6 +406,8 @@ class Kernel:
             for sock, _ in poll(self.timers.next_ms()):
                 if sock is self.router:
                     self._drain()
+                elif sock is self.monitor:
+                    self._guard(self._disconnections)
                 elif sock == wakeup:
                     os.read(wakeup, 512)
                 else:
@@ -405,6 +445,8 @@ class Kernel:
         for fd in list(self.pidfds):
             os.close(fd)
         self.pidfds.clear()
+        self.router.disable_monitor()
+        self.monitor.close(0)
         self.router.close(0)
         self.ctx.term()
         try:
