@@ -27,6 +27,9 @@ ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
 ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
 ENV_CAPS = "L4_CAPS"         # JSON {name: slot} of the capabilities the launcher mapped
 ENV_THREADS = "L4_THREADS"   # comma-separated hex secrets of extra threads made for us
+ENV_KERNEL_KEY = "L4_KERNEL_KEY"   # the kernel's CurveZMQ public key (z85), for tcp://
+_REMOTE_TROUBLE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 class Message(NamedTuple):
@@ -282,18 +285,54 @@ class L4(_Api):
     POLL_MS = 1000   # how often a blocked call checks that the kernel still lives
 
     def __init__(self, kernel_sock: str, secret: bytes, caps: dict[str, int] | None = None,
-                 ctx: zmq.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None, server_key: bytes | None = None) -> None:
+        """`kernel_sock`: the path of kernel.sock, or `tcp://HOST:PORT` of a kernel started
+        with `--tcp` (then `server_key`, or L4_KERNEL_KEY, is its public key: the connection
+        is CurveZMQ-encrypted and reaches only the kernel holding the matching secret key)."""
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.routing_id = os.urandom(16)     # unguessable: nobody can take our place
         self.sock.linger = 0
         self.sock.rcvtimeo = self.POLL_MS
-        self.sock.connect("ipc://" + kernel_sock)
+        self.server_key = server_key
+        self._trouble: zmq.Socket | None = None
+        if kernel_sock.startswith("tcp://"):
+            self._connect_remote(kernel_sock)
+        else:
+            self.sock.connect("ipc://" + kernel_sock)
         self.kernel_sock = kernel_sock
         self.caps = dict(caps or {})
         self.kernel_pid = 0
-        self.task_id, self.thread_id, self.task_name, self.kernel_pid = self._do(
-            [encode_request(Sys.HELLO, secret)], False, None)
+        try:
+            self.task_id, self.thread_id, self.task_name, self.kernel_pid = self._do(
+                [encode_request(Sys.HELLO, secret)], False, None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect_remote(self, endpoint: str) -> None:
+        key = self.server_key or os.environ.get(ENV_KERNEL_KEY, "").encode()
+        if len(key) != 40:
+            self.sock.close(0)
+            raise errors.NotAuthenticated(f"{endpoint} is a remote kernel: its CurveZMQ public "
+                                          f"key (40 z85 characters, {ENV_KERNEL_KEY}) is needed")
+        self.server_key = key
+        s = self.sock
+        s.curve_serverkey = key
+        s.curve_publickey, s.curve_secretkey = zmq.curve_keypair()
+        s.heartbeat_ivl = 1000                    # notice a kernel that vanished
+        s.heartbeat_timeout = 3000
+        self._trouble = s.get_monitor_socket(_REMOTE_TROUBLE)
+        s.connect(endpoint)
+
+    def _remote_trouble(self) -> str | None:
+        """What went wrong with a remote kernel's connection, if anything did."""
+        mon = self._trouble
+        if mon is None or not mon.poll(0):
+            return None
+        event = zmq.Event(int.from_bytes(mon.recv_multipart()[0][:2], "little"))
+        return "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
+            f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
 
     @classmethod
     def from_env(cls) -> "L4":
@@ -308,13 +347,13 @@ class L4(_Api):
         """The extra threads our creator made in this task before starting us (L4_THREADS),
         each connected: use them from other OS threads, or wait on several from one."""
         raw = os.environ.get(ENV_THREADS, "")
-        return [L4(self.kernel_sock, bytes.fromhex(h), self.caps, self.ctx)
+        return [L4(self.kernel_sock, bytes.fromhex(h), self.caps, self.ctx, self.server_key)
                 for h in raw.split(",") if h]
 
     def spawn_thread(self) -> "L4":
         """A new L4 thread in this task, with its own connection (for another OS thread)."""
         new = self.create_thread()
-        return L4(self.kernel_sock, new.secret, self.caps, self.ctx)
+        return L4(self.kernel_sock, new.secret, self.caps, self.ctx, self.server_key)
 
     def _do(self, frames: list[bytes], receiving: bool = False,
             shape: Callable[[Any], Any] | None = None) -> Any:
@@ -337,6 +376,11 @@ class L4(_Api):
                 f = sock.recv(copy=False)
                 break
             except zmq.Again:
+                if self._trouble is not None:
+                    trouble = self._remote_trouble()
+                    if trouble is not None:
+                        raise errors.KernelGone(f"kernel at {self.kernel_sock}: {trouble}") from None
+                    continue          # a remote kernel's pid and socket file are not ours to see
                 if self.kernel_pid and not pid_alive(self.kernel_pid):
                     raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone") from None
                 if not os.path.exists(self.kernel_sock):
@@ -348,6 +392,10 @@ class L4(_Api):
         return got
 
     def close(self) -> None:
+        if self._trouble is not None:
+            self.sock.disable_monitor()
+            self._trouble.close(0)
+            self._trouble = None
         self.sock.close(0)
 
     def __enter__(self) -> "L4":

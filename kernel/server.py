@@ -64,9 +64,51 @@ class Timers:
         return out
 
 
+HEARTBEAT_IVL_MS = 1000       # tcp ports: ZMTP heartbeats, so a vanished peer is noticed
+HEARTBEAT_TIMEOUT_MS = 3000
+
+
+class Port:
+    """One listening ROUTER and what the loop needs of it: `ipc://` in the run directory for
+    local tasks; `tcp://` with CurveZMQ (encrypted, the kernel authenticated by its public
+    key) and ZMTP heartbeats for tasks on other machines. Each port has its own routing-id
+    table (`conns`), so an id chosen on one port can never name a thread of another, and a
+    monitor that reports closed connections by fd."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str,
+                 curve: tuple[bytes, bytes] | None = None) -> None:
+        r = ctx.socket(zmq.ROUTER)
+        r.linger = 0
+        r.sndhwm = 0
+        r.rcvhwm = 0
+        self.public_key = b""
+        if curve is not None:
+            r.curve_server = True
+            self.public_key, r.curve_secretkey = curve
+            r.curve_publickey = self.public_key
+            r.heartbeat_ivl = HEARTBEAT_IVL_MS
+            r.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
+        r.bind(endpoint)
+        self.router = r
+        self.endpoint = r.get(zmq.LAST_ENDPOINT).decode()
+        self.conns: dict[bytes, Thread] = {}
+        # The hot path calls libzmq through pyzmq's backend methods directly: the friendly
+        # wrappers cost more than the work (≈ 1 µs per frame sent; EVENTS as an enum).
+        self.send = MethodType(zmq.backend.Socket.send, r)
+        self.events = MethodType(zmq.backend.Socket.get, r)
+        self.monitor = r.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.mon_events = MethodType(zmq.backend.Socket.get, self.monitor)
+
+    def close(self) -> None:
+        self.router.disable_monitor()
+        self.monitor.close(0)
+        self.router.close(0)
+
+
 class Kernel:
     def __init__(self, run_dir: str, root_secret: bytes, root_quota: int = ROOT_QUOTA,
-                 verbose: bool = False, ram: int = memory.DEFAULT_RAM) -> None:
+                 verbose: bool = False, ram: int = memory.DEFAULT_RAM,
+                 tcp: str | None = None) -> None:
         self.run_dir = run_dir
         self.pid = os.getpid()
         # "Physical" RAM: a memfd, never a name in /dev/shm (docs/MEMORY.md).
@@ -74,27 +116,28 @@ class Kernel:
         self.sock_path = os.path.join(run_dir, "kernel.sock")
         self.verbose = verbose
         self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.sndhwm = 0
-        self.router.rcvhwm = 0
-        self.router.bind("ipc://" + self.sock_path)
+        self.ipc = Port(self.ctx, "ipc://" + self.sock_path)
         os.chmod(self.sock_path, 0o600)
-        # The hot path calls libzmq through pyzmq's backend methods directly: the friendly
-        # wrappers cost more than the work (≈ 1 µs per frame sent; EVENTS as an enum).
-        self._send = MethodType(zmq.backend.Socket.send, self.router)
-        self._events = MethodType(zmq.backend.Socket.get, self.router)
+        self.ports = [self.ipc]
+        self.tcp: Port | None = None
+        if tcp is not None:
+            self.tcp = Port(self.ctx, "tcp://" + tcp, zmq.curve_keypair())
+            self.ports.append(self.tcp)
+        self.router = self.ipc.router
         self.poller = zmq.Poller()
-        self.poller.register(self.router, zmq.POLLIN)
+        for port in self.ports:
+            self.poller.register(port.router, zmq.POLLIN)
+            self.poller.register(port.monitor, zmq.POLLIN)
+        self._by_socket = {**{pt.router: pt for pt in self.ports},
+                           **{pt.monitor: pt for pt in self.ports}}
+        self._port = self.ipc              # the port whose messages are being handled
+        self.conns = self.ipc.conns        # ... and its routing ids (swapped with it)
         # Lost connections: libzmq reports a closed peer socket by its fd; HELLO remembers
-        # which fd each thread's connection came in on (the message's SRCFD).
-        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self.poller.register(self.monitor, zmq.POLLIN)
-        self.conn_fds: dict[int, set[bytes]] = {}
+        # which fd each thread's connection came in on (the message's SRCFD). fds are one
+        # number space for every port (one process).
+        self.conn_fds: dict[int, set[Thread]] = {}
         self._frame: Any = None            # the last frame read (its SRCFD, for HELLO)
-        self._mon_events = MethodType(zmq.backend.Socket.get, self.monitor)
         self.timers = Timers()
-        self.conns: dict[bytes, Thread] = {}
         self.secrets: dict[bytes, Thread] = {}
         self.tasks: dict[int, Task] = {}
         self.gates: set[Gate] = set()
@@ -135,10 +178,10 @@ class Kernel:
 
     def unbind(self, thread: Thread) -> None:
         if thread.conn is not None:
-            self.conns.pop(thread.conn, None)
+            thread.port.conns.pop(thread.conn, None)
             on_fd = self.conn_fds.get(thread.conn_fd)
             if on_fd is not None:
-                on_fd.discard(thread.conn)
+                on_fd.discard(thread)
                 if not on_fd:
                     del self.conn_fds[thread.conn_fd]
             thread.conn = None
@@ -200,7 +243,7 @@ class Kernel:
         conn = thread.conn
         if conn is None:
             return
-        send = self._send
+        send = thread.port.send
         send(conn, _SNDMORE)
         if payload is None:
             send(header, 0)
@@ -209,8 +252,10 @@ class Kernel:
             send(payload, 0)
 
     def _raw_answer(self, conn: bytes, header: bytes) -> None:
-        self._send(conn, _SNDMORE)
-        self._send(header, 0)
+        """An answer to the connection whose message is being handled, bound or not."""
+        send = self._port.send
+        send(conn, _SNDMORE)
+        send(header, 0)
 
     def _error(self, conn: bytes, thread: Thread | None, err: Err, reason: str) -> None:
         self.stats["errors"] += 1
@@ -228,10 +273,11 @@ class Kernel:
     # -- requests -------------------------------------------------------------
     def _read(self) -> list[bytes]:
         """One whole multipart message; the caller knows one is waiting."""
-        f = self.router.recv(copy=False)
+        recv = self._port.router.recv
+        f = recv(copy=False)
         frames = [f.bytes]
         while f.more:
-            f = self.router.recv(copy=False)
+            f = recv(copy=False)
             if len(frames) < 4:
                 frames.append(f.bytes)
             else:
@@ -310,30 +356,31 @@ class Kernel:
         # Linux gives a new connection the lowest free fd, often the one a connection that
         # just closed had: settle every disconnection reported so far before recording ours.
         self._disconnections()
-        thread.conn = conn
+        thread.conn, thread.port = conn, self._port
         thread.conn_fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
         self.conns[conn] = thread
-        self.conn_fds.setdefault(thread.conn_fd, set()).add(conn)
+        self.conn_fds.setdefault(thread.conn_fd, set()).add(thread)
         self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, os.getpid()]))
 
     def _disconnections(self) -> None:
         """Threads whose connection closed are gone: a main thread takes its task with it,
         another thread dies alone (its secret is spent; nothing can take its place)."""
-        mon = self.monitor
-        while self._mon_events(_EVENTS) & _POLLIN:      # unthrottled, unlike a NOBLOCK recv
-            event = parse_monitor_message(mon.recv_multipart())
-            if event["event"] != zmq.EVENT_DISCONNECTED:
+        for port in self.ports:
+            while port.mon_events(_EVENTS) & _POLLIN:   # unthrottled, unlike a NOBLOCK recv
+                event = parse_monitor_message(port.monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self._connection_lost(self.conn_fds.pop(int(event["value"]), set()))
+
+    def _connection_lost(self, threads: set[Thread]) -> None:
+        for thread in sorted(threads, key=lambda t: t.id):
+            if thread.conn is None or not thread.alive:
                 continue
-            for conn in self.conn_fds.pop(int(event["value"]), set()):
-                thread = self.conns.get(conn)
-                if thread is None or not thread.alive:
-                    continue
-                self.stats["connections_lost"] += 1
-                why = "its connection to the kernel was lost"
-                if thread is thread.task.threads[0]:
-                    lifecycle.kill_task(self, thread.task, f"main thread {why}", None)
-                else:
-                    lifecycle.destroy(self, thread, why)
+            self.stats["connections_lost"] += 1
+            why = "its connection to the kernel was lost"
+            if thread is thread.task.threads[0]:
+                lifecycle.kill_task(self, thread.task, f"main thread {why}", None)
+            else:
+                lifecycle.destroy(self, thread, why)
 
     # -- alien threads (paper §4.1) ---------------------------------------------
     def _alien_before(self, th: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
@@ -402,12 +449,15 @@ class Kernel:
     def run(self) -> None:
         poll = self.poller.poll
         wakeup = self._wakeup
+        ports = self._by_socket
         while self.running:
             for sock, _ in poll(self.timers.next_ms()):
-                if sock is self.router:
-                    self._drain()
-                elif sock is self.monitor:
-                    self._guard(self._disconnections)
+                port = ports.get(sock)
+                if port is not None:
+                    if sock is port.router:
+                        self._drain(port)
+                    else:
+                        self._guard(self._disconnections)
                 elif sock == wakeup:
                     os.read(wakeup, 512)
                 else:
@@ -415,9 +465,10 @@ class Kernel:
             for thread in self.timers.due():
                 self._guard(ipc.expire, self, thread)
 
-    def _drain(self) -> None:
+    def _drain(self, port: Port) -> None:
+        self._port, self.conns = port, port.conns
         # Asking for EVENTS is cheaper than a non-blocking recv that raises zmq.Again.
-        events = self._events
+        events = port.events
         while True:
             self._guard(self._handle, self._read())
             if not events(_EVENTS) & _POLLIN:
@@ -445,14 +496,28 @@ class Kernel:
         for fd in list(self.pidfds):
             os.close(fd)
         self.pidfds.clear()
-        self.router.disable_monitor()
-        self.monitor.close(0)
-        self.router.close(0)
+        for port in self.ports:
+            port.close()
         self.ctx.term()
-        try:
-            os.unlink(self.sock_path)
-        except FileNotFoundError:
-            pass
+        for path in (self.sock_path, os.path.join(self.run_dir, TCP_INFO)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+TCP_INFO = "kernel.tcp"
+
+
+def write_tcp_info(run_dir: str, port: Port) -> None:
+    """RUN_DIR/kernel.tcp: {"endpoint", "public_key"} — what a remote task needs besides its
+    one-time secret (the key is public: it lets the task check it talks to this kernel)."""
+    import json
+    public = port.public_key
+    path = os.path.join(run_dir, TCP_INFO)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"endpoint": port.endpoint, "public_key": public.decode()}, f)
+    os.replace(path + ".tmp", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="scheduling niceness of the kernel (default -10; needs privilege, else ignored)")
     p.add_argument("--ram", type=int, default=memory.DEFAULT_RAM >> 20,
                    help="size of physical RAM in MiB (default 64)")
+    p.add_argument("--tcp", metavar="HOST:PORT",
+                   help="also listen on tcp://HOST:PORT (CurveZMQ) for tasks on other machines; "
+                        "port 0 picks one. The endpoint and the kernel's public key are written "
+                        "to RUN_DIR/kernel.tcp")
     p.add_argument("--no-fastpath", action="store_true",
                    help="serve every call through the generic path (to compare; same semantics)")
     p.add_argument("--profile", metavar="FILE",
@@ -493,8 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, root_secret.hex().encode())
         os.close(fd)
-    k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose, ram=ns.ram << 20)
+    k = Kernel(ns.run_dir, root_secret, ns.root_quota, ns.verbose, ram=ns.ram << 20,
+               tcp=ns.tcp)
     k.fastpath = not ns.no_fastpath
+    if k.tcp is not None:
+        write_tcp_info(ns.run_dir, k.tcp)
 
     k.stop_on_signals(signal.SIGTERM, signal.SIGINT)
     try:

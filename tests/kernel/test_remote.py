@@ -1,0 +1,93 @@
+"""Tasks on other machines: the kernel's tcp:// port with CurveZMQ (issue 2's "connection is
+lost" for tasks whose process the kernel cannot watch).
+
+Real processes on this machine stand in for the other machine: they reach the kernel only
+through `tcp://127.0.0.1:PORT` with the kernel's public key and their one-time secret, and
+the kernel is never told their pid — so it learns of their end only from the connection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from kernel.abi import unpack
+from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4
+from kernel.errors import KernelGone, NotAuthenticated
+from kernel.testing import PROJECT_ROOT, System, wait_for
+
+
+@pytest.fixture
+def remote_kernel():
+    with System(kernel_args=("--tcp", "127.0.0.1:0")) as s:
+        path = os.path.join(s.run_dir, "kernel.tcp")
+        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
+        with open(path) as f:
+            info = json.load(f)
+        assert info["endpoint"].startswith("tcp://127.0.0.1:") and len(info["public_key"]) == 40
+        yield s, info
+
+
+def _remote_task(s: System, info: dict, target: str, name: str, handler: int) -> tuple:
+    new = s.root.create_task(name, 64)
+    s.root.thread_control(new.thread, handler=handler)
+    env = {**os.environ, ENV_KERNEL: info["endpoint"], ENV_KERNEL_KEY: info["public_key"],
+           ENV_SECRET: new.secret.hex(), ENV_CAPS: "{}", "PYTHONPATH": PROJECT_ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target], env=env,
+                            cwd=PROJECT_ROOT)
+    return new, proc
+
+
+def test_a_remote_task_serves_over_curve_and_its_death_is_seen_by_the_connection(remote_kernel):
+    s, info = remote_kernel
+    handler = s.gate(label=3)
+    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "far", handler)
+    try:
+        gate = s.root.create_gate(0x55, thread=new.thread)
+        answer = unpack(s.root.call(gate, b"over tcp", rcv_timeout=20_000).data)
+        assert answer["label"] == 0x55 and answer["data"] == b"over tcp"
+        assert answer["server"] == "far"
+        proc.kill()                       # no pidfd: only the tcp connection tells the kernel
+        proc.wait()
+        msg = s.root.wait(timeout=15_000)
+        body = msg.body()
+        assert msg.label == 3 and body["task"] == "far" and body["pid"] is None
+        assert "connection to the kernel was lost" in body["reason"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_silent_remote_task_is_declared_lost_by_heartbeat(remote_kernel):
+    """A stopped process keeps its tcp connection open but answers no heartbeat."""
+    s, info = remote_kernel
+    handler = s.gate(label=4)
+    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "quiet", handler)
+    try:
+        gate = s.root.create_gate(1, thread=new.thread)
+        assert unpack(s.root.call(gate, b"hi", rcv_timeout=20_000).data)["data"] == b"hi"
+        proc.send_signal(signal.SIGSTOP)
+        msg = s.root.wait(timeout=20_000)   # heartbeat timeout is 3 s
+        assert msg.label == 4 and "connection to the kernel was lost" in msg.body()["reason"]
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+
+
+def test_a_remote_thread_needs_the_kernels_key(remote_kernel):
+    s, info = remote_kernel
+    new = s.root.create_task("nokey", 8)
+    with pytest.raises(NotAuthenticated, match="public key"):
+        L4(info["endpoint"], new.secret, server_key=b"")
+    import zmq
+    wrong, _ = zmq.curve_keypair()        # a key, but not this kernel's
+    with pytest.raises(KernelGone, match="handshake failed|connection was lost"):
+        L4(info["endpoint"], new.secret, server_key=wrong)
+    good = L4(info["endpoint"], new.secret, server_key=info["public_key"].encode())
+    assert good.task_name == "nokey"      # the secret was not spent by the failed attempts
+    good.close()
