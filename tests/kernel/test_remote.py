@@ -32,6 +32,22 @@ def remote_kernel():
         yield s, info
 
 
+def _remote_echo(s: System, info: dict, name: str, label: int) -> tuple:
+    """An echo server task reached only over tcp, its handler a root gate with `label`;
+    checks one call through a gate to it. Answers (gate, process)."""
+    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", name, s.gate(label=label))
+    try:
+        gate = s.root.create_gate(0x55, thread=new.thread)
+        answer = unpack(s.root.call(gate, b"over tcp", rcv_timeout=20_000).data)
+        assert answer == {"label": 0x55, "rights": answer["rights"], "proto": 0,
+                          "data": b"over tcp", "server": name}
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return gate, proc
+
+
 def _remote_task(s: System, info: dict, target: str, name: str, handler: int) -> tuple:
     new = s.root.create_task(name, 64)
     s.root.thread_control(new.thread, handler=handler)
@@ -44,13 +60,8 @@ def _remote_task(s: System, info: dict, target: str, name: str, handler: int) ->
 
 def test_a_remote_task_serves_over_curve_and_its_death_is_seen_by_the_connection(remote_kernel):
     s, info = remote_kernel
-    handler = s.gate(label=3)
-    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "far", handler)
+    _gate, proc = _remote_echo(s, info, "far", 3)
     try:
-        gate = s.root.create_gate(0x55, thread=new.thread)
-        answer = unpack(s.root.call(gate, b"over tcp", rcv_timeout=20_000).data)
-        assert answer["label"] == 0x55 and answer["data"] == b"over tcp"
-        assert answer["server"] == "far"
         proc.kill()                       # no pidfd: only the tcp connection tells the kernel
         proc.wait()
         msg = s.root.wait(timeout=15_000)
@@ -65,11 +76,8 @@ def test_a_remote_task_serves_over_curve_and_its_death_is_seen_by_the_connection
 def test_a_silent_remote_task_is_declared_lost_by_heartbeat(remote_kernel):
     """A stopped process keeps its tcp connection open but answers no heartbeat."""
     s, info = remote_kernel
-    handler = s.gate(label=4)
-    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "quiet", handler)
+    _gate, proc = _remote_echo(s, info, "quiet", 4)
     try:
-        gate = s.root.create_gate(1, thread=new.thread)
-        assert unpack(s.root.call(gate, b"hi", rcv_timeout=20_000).data)["data"] == b"hi"
         proc.send_signal(signal.SIGSTOP)
         msg = s.root.wait(timeout=20_000)   # heartbeat timeout is 3 s
         assert msg.label == 4 and "connection to the kernel was lost" in msg.body()["reason"]

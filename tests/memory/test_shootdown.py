@@ -29,6 +29,18 @@ def _share(mem, victim):
     return va, vv
 
 
+def _deaf_victim_spinning(mem):
+    """v (never acknowledges by itself; handler gate label 5) holds a page a gave it and
+    computes outside the kernel."""
+    handler = mem.sys.gate(label=5)
+    mem.agent("v", mode="deaf", handler=handler)
+    mem.agent("a", peers=("v",))
+    va, _vv = _share(mem, "v")
+    t, out, l4b = _spin_in_background(mem, "v", 30.0)
+    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start spinning")
+    return va, t, out, l4b
+
+
 def test_a_busy_but_cooperative_task_acknowledges(mem):
     mem.agent("v")
     mem.agent("a", peers=("v",))
@@ -45,12 +57,7 @@ def test_a_busy_but_cooperative_task_acknowledges(mem):
 
 
 def test_a_task_that_never_acknowledges_is_faulted(mem):
-    handler = mem.sys.gate(label=5)
-    mem.agent("v", mode="deaf", handler=handler)
-    mem.agent("a", peers=("v",))
-    va, vv = _share(mem, "v")
-    t, out, l4b = _spin_in_background(mem, "v", 30.0)
-    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start spinning")
+    va, t, out, l4b = _deaf_victim_spinning(mem)
     assert mem.ok("a", "unmap", vaddr=va, order=12) == 1
     msg = mem.root.wait(timeout=5000)
     assert msg.label == 5 and "shootdown" in msg.body()["reason"]
@@ -83,12 +90,7 @@ def test_memory_taken_from_a_dead_task_is_reused_only_after_acknowledgement(mem)
     page's owner (sigma0, told by whoever supervises a) unmaps it to hand it out again, that
     unmap waits for v too: v never acknowledges, so it is faulted, and only then can the
     frame go to anyone else."""
-    handler = mem.sys.gate(label=5)
-    mem.agent("v", mode="deaf", handler=handler)
-    mem.agent("a", peers=("v",))
-    va, vv = _share(mem, "v")
-    t, out, l4b = _spin_in_background(mem, "v", 30.0)
-    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start spinning")
+    va, t, out, l4b = _deaf_victim_spinning(mem)
     label = list(mem.s0gates).index("a") + 1     # a's gate label at sigma0 (Mem.s0gate)
     mem.procs["a"].kill()
     mem.procs["a"].wait()
