@@ -36,6 +36,7 @@ from .image import ImageError, load_image, load_snippet_data
 
 ENV_RUN_DIR = "L4PY_RUN_DIR"
 STATE_STYLE = {"running": "green", "starting": "yellow", "waiting": "yellow", "backoff": "magenta",
+               "awaiting": "cyan",
                "stopped": "dim", "exited": "dim", "failed": "bold red"}
 
 
@@ -348,6 +349,22 @@ def restart(task: str, wait: bool, run_dir: str | None) -> None:
 def kill(task: str, sig: str, run_dir: str | None) -> None:
     """Send TASK a signal (default SIGKILL); its restart policy decides what follows."""
     _control("kill", task, run_dir, False, signal_name=sig.upper())
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True, help="print {env, argv} as JSON")
+@run_dir_option
+def remote(task: str, as_json: bool, run_dir: str | None) -> None:
+    """The command that runs remote TASK on another machine (one use: its secret is spent
+    when it connects; after a restart ask again)."""
+    import shlex
+    r = ask(find_run_dir(run_dir), "remote", task=task)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in r["env"].items())
+    click.echo(f"{env} {shlex.join(r['argv'])}")
 
 
 @cli.command()

@@ -25,14 +25,15 @@ from typing import Any
 from kernel.abi import Rights
 
 POLICIES = ("never", "on-failure", "always")
-SYSTEM_KEYS = {"name", "ram"}
+SYSTEM_KEYS = {"name", "ram", "tcp"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
              "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
-             "devices"}
+             "devices", "remote"}
 CAP_KEYS = {"service", "rights", "label"}
 RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
+TCP_RE = re.compile(r"^[A-Za-z0-9_.*-]+:\d{1,5}$")
 BUDGET_RE = re.compile(r"^(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s$")
 RIGHT_NAMES = {"invoke": Rights.INVOKE, "write": Rights.WRITE, "grant": Rights.GRANT,
                "delete": Rights.DELETE, "all": Rights.ALL}
@@ -95,6 +96,7 @@ class TaskSpec:
     depends_on: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)   # io policy (launcher/devices.py)
     module_path: list[str] = field(default_factory=list)  # where else its module is found
+    remote: bool = False          # runs on another machine, over the kernel's tcp:// port
 
     @property
     def module(self) -> str:
@@ -112,6 +114,7 @@ class Image:
     tasks: list[TaskSpec]
     devices: list[Any] = field(default_factory=list)   # launcher.devices.DeviceSpec
     memory: Any = None                                  # launcher.memory.MemorySpec
+    tcp: str | None = None        # HOST:PORT the kernel also listens on (remote tasks)
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -225,7 +228,8 @@ class _Checker:
         for k in sorted(set(d) - TASK_KEYS):
             self.bad(f"{where}.{k}", f"unknown key (known: {', '.join(sorted(TASK_KEYS))})")
         t = TaskSpec(name=name, run="")
-        t.run = self._run(d, where)
+        t.remote = self.typed(d, "remote", where, bool, False)
+        t.run = self._run(d, where, importable=not t.remote)   # a remote module lives there
         args = self.typed(d, "args", where, list, [])
         if not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
             self.bad(f"{where}.args", "arguments must be strings or numbers")
@@ -250,11 +254,13 @@ class _Checker:
         t.caps = self._caps(d, where)
         return t
 
-    def _run(self, d: dict, where: str) -> str:
+    def _run(self, d: dict, where: str, importable: bool = True) -> str:
         run = d.get("run")
         if not isinstance(run, str) or run.count(":") != 1 or not all(run.split(":")):
             self.bad(f"{where}.run", f"expected \"MODULE:FUNCTION\", got {run!r}")
             return ""
+        if not importable:
+            return run
         module = run.split(":")[0]
         try:
             found = importlib.util.find_spec(module) is not None
@@ -421,7 +427,20 @@ def parse_image(data: dict, path: str) -> Image:
             ram = parse_size(system["ram"])
         except ValueError as e:
             c.bad("system.ram", f"bad size: {e}")
+    tcp = system.get("tcp")
+    if tcp is not None and not (isinstance(tcp, str) and TCP_RE.match(tcp)):
+        c.bad("system.tcp", f"expected \"HOST:PORT\" (port 0 picks one), got {tcp!r}")
+        tcp = None
     tasks = _tasks(c, data)
+    for i, t in enumerate(tasks):
+        if not t.remote:
+            continue
+        where = f"task[{i}] ({t.name})"
+        if tcp is None:
+            c.bad(f"{where}.remote", "a remote task needs [system] tcp = \"HOST:PORT\"")
+        if t.memory is not None or t.devices:
+            c.bad(f"{where}.remote", "a remote task cannot have memory or devices "
+                                     "(they are this machine's RAM)")
     if not tasks and "task" in data:
         pass
     elif not tasks and "device" not in data:
@@ -433,7 +452,7 @@ def parse_image(data: dict, path: str) -> Image:
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks, devices, memory)
+    return Image(name, path, ram, tasks, devices, memory, tcp)
 
 
 def module_dirs(path: str) -> list[str]:

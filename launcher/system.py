@@ -24,6 +24,7 @@ answers lookups from `routes` (guarded by `routes_lock`).
 from __future__ import annotations
 
 import json
+import socket
 import os
 import queue
 import secrets
@@ -40,7 +41,8 @@ import zmq
 
 from kernel import errors
 from kernel.abi import Proto, Rights, pack
-from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, L4, map_cap
+from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4, map_cap
+from kernel.server import TCP_INFO
 
 from . import control
 from .devices import hal_ctl
@@ -55,7 +57,7 @@ FIRST_CAP_SLOT = 16
 HANDLER_LABEL = 1
 STOP_LABEL = 2               # the main thread tells the supervisor thread to end
 LOOKUP_LABEL_BASE = 1000     # + task number: the per-task `launcher` gate
-ACTIVE = ("waiting", "starting", "running", "backoff")
+ACTIVE = ("waiting", "starting", "awaiting", "running", "backoff")
 
 
 class BootError(Exception):
@@ -68,7 +70,7 @@ class TaskRun:
     spec: TaskSpec
     number: int
     log: str
-    state: str = "waiting"        # waiting starting running backoff stopped exited failed
+    state: str = "waiting"        # waiting starting awaiting running backoff stopped exited failed
     wanted: bool = True           # False after stop/down: never restarted
     forced: bool = False          # a requested restart: restart whatever the policy
     pid: int = 0
@@ -82,6 +84,7 @@ class TaskRun:
     budget: Budget = field(default_factory=lambda: Budget(5, 10.0))
     backoff: Backoff | None = None
     restart_at: float = 0.0       # state "backoff": restart at this time (time.time())
+    remote_env: dict[str, str] = field(default_factory=dict)   # what the remote side needs
 
 
 @dataclass
@@ -124,6 +127,7 @@ class Launcher:
                                                       os.environ.get("PYTHONPATH", "")) if p)
         self.cwd = os.getcwd()
         self.memory = MemoryWiring(self)      # sigma0/moe set-up, moe sessions, client_gone
+        self.tcp_info: dict[str, str] | None = None   # RUN_DIR/kernel.tcp with [system] tcp
 
     # -- events ---------------------------------------------------------------
     def event(self, text: str) -> None:
@@ -154,16 +158,19 @@ class Launcher:
         klog = open(os.path.join(self.logs, "kernel.log"), "ab")
         self.kernel = subprocess.Popen(
             [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
-            + (["--ram", str(max(1, self.image.ram >> 20))] if self.image.ram else []),
+            + (["--ram", str(max(1, self.image.ram >> 20))] if self.image.ram else [])
+            + (["--tcp", self.image.tcp] if self.image.tcp else []),
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
         klog.close()
         zlog = open(os.path.join(self.logs, "zygote.log"), "ab")
         cleanup = [self.kernel_sock, control.sock_path(self.run_dir),
-                   os.path.join(self.run_dir, control.STATE_FILE)]
+                   os.path.join(self.run_dir, control.STATE_FILE),
+                   os.path.join(self.run_dir, TCP_INFO)]
         if self.image.devices:
             cleanup.append(hal_ctl(self.run_dir))     # the HAL's control socket
-        self.spawner = Spawner(env, self.exec_mode, sorted({t.module for t in self.image.tasks}),
+        self.spawner = Spawner(env, self.exec_mode,
+                               sorted({t.module for t in self.image.tasks if not t.remote}),
                                cleanup, stderr=zlog)
         zlog.close()
         while not os.path.exists(self.kernel_sock):
@@ -171,6 +178,15 @@ class Launcher:
                 raise BootError(f"the kernel exited with status {self.kernel.returncode} "
                                 f"(see {self.logs}/kernel.log)")
             time.sleep(0.002)
+        if self.image.tcp:
+            tcp_path = os.path.join(self.run_dir, TCP_INFO)
+            while not os.path.exists(tcp_path):
+                if self.kernel.poll() is not None:
+                    raise BootError(f"the kernel exited with status {self.kernel.returncode} "
+                                    f"(see {self.logs}/kernel.log)")
+                time.sleep(0.002)
+            with open(tcp_path) as f:
+                self.tcp_info = json.load(f)
         self.root = L4(self.kernel_sock, secret)
         self.handler_gate = self.root.create_gate(HANDLER_LABEL)
         sup = self.root.create_thread()
@@ -231,8 +247,9 @@ class Launcher:
         self.start_system()
         self.add_tasks(self.image.tasks)
         self.event(f"booting '{self.image.name}' in {self.run_dir}")
-        self.run_until(lambda: not any(t.state in ("waiting", "starting")
-                                       for t in self.tasks.values()), timeout)
+        self.run_until(lambda: not any(
+            t.state == "starting" or (t.state == "waiting" and self._deps_running(t))
+            for t in self.tasks.values()), timeout)     # not: awaiting remote processes
 
     def run_until(self, pred: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -276,6 +293,9 @@ class Launcher:
             t.state, t.last_exit = "failed", str(e)
             return
         pythonpath = os.pathsep.join([*spec.module_path, self.pythonpath])
+        if spec.remote:
+            self._await_remote(t, new, mine)
+            return
         env = {**os.environ, **spec.env, "PYTHONPATH": pythonpath,
                ENV_KERNEL: self.kernel_sock, ENV_SECRET: new.secret.hex(),
                ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1",
@@ -302,9 +322,37 @@ class Launcher:
                     pass
         t.slot = t.thread = 0
 
+    def _await_remote(self, t: TaskRun, new: Any, caps: dict[str, int]) -> None:
+        """A remote task's incarnation exists in the kernel; its process is started on the
+        other machine by whoever has `l4run remote TASK` (the one-time secret in it)."""
+        info = self.tcp_info
+        assert info is not None, "validation lets a remote task in only with [system] tcp"
+        endpoint = info["endpoint"]
+        host = endpoint.rpartition(":")[0][len("tcp://"):]
+        if host in ("0.0.0.0", "*", "::", "[::]"):
+            endpoint = f"tcp://{socket.getfqdn()}:{endpoint.rpartition(':')[2]}"
+        t.remote_env = {ENV_KERNEL: endpoint, ENV_KERNEL_KEY: info["public_key"],
+                        ENV_SECRET: new.secret.hex(), ENV_CAPS: json.dumps(caps),
+                        "L4_TASK_NAME": t.spec.name, **t.spec.env}
+        self.by_id[new.task_id] = t
+        t.pid = 0
+        t.state, t.started, t.kill_at = "awaiting", time.time(), 0.0
+        self.event(f"{t.spec.name}: awaiting its remote process (l4run remote {t.spec.name})")
+
+    def cmd_remote(self, task: str) -> dict[str, Any]:
+        t = self._task(task)
+        if not t.spec.remote:
+            raise ValueError(f"task {task!r} is not remote (it runs here)")
+        if t.state not in ("awaiting", "running"):
+            raise ValueError(f"task {task!r} is {t.state}: no incarnation to connect to")
+        if t.state == "running":
+            raise ValueError(f"task {task!r} is already connected (its secret is spent)")
+        return {"env": t.remote_env, "argv": ["python3", "-m", "kernel.task", t.spec.run,
+                                              *t.spec.args]}
+
     def _check_starting(self) -> None:
         for t in self.tasks.values():
-            if t.state == "starting":
+            if t.state in ("starting", "awaiting"):
                 assert self.root is not None, "a task is starting only while the kernel is up"
                 try:
                     if self.root.cap_inspect(t.thread).get("connected"):
@@ -551,7 +599,10 @@ class Launcher:
     def cmd_stop(self, task: str) -> dict[str, Any]:
         t = self._task(task)
         t.wanted = False
-        if t.state in ("starting", "running"):
+        if t.spec.remote and t.state in ("awaiting", "running") and t.slot:
+            assert self.root is not None, "a remote task is awaited only while the kernel is up"
+            self.root.destroy(t.slot)      # its exit notice comes back as for any death
+        elif t.state in ("starting", "running"):
             self._signal(t, signal.SIGTERM)
             t.kill_at = time.time() + 2.0
         elif t.state in ("waiting", "backoff"):
@@ -572,6 +623,11 @@ class Launcher:
 
     def cmd_restart(self, task: str) -> dict[str, Any]:
         t = self._task(task)
+        if t.spec.remote and t.state in ("awaiting", "running") and t.slot:
+            assert self.root is not None, "a remote task is awaited only while the kernel is up"
+            t.wanted, t.forced = True, True
+            self.root.destroy(t.slot)      # a new incarnation (and secret) follows its exit
+            return {}
         if t.state in ("starting", "running"):
             t.wanted, t.forced = True, True
             self._signal(t, signal.SIGTERM)
@@ -594,6 +650,12 @@ class Launcher:
             specs, routes = check_snippet(data, path, services, set(self.tasks))
         except ImageError as e:
             return {"ok": False, "error": "invalid snippet", "problems": e.problems}
+        problems = [f"{path}: task {t.name}.remote: " + (
+            "the running system has no tcp:// port ([system] tcp in its image)"
+            if self.tcp_info is None else "a remote task cannot have memory (this machine's RAM)")
+            for t in specs if t.remote and (self.tcp_info is None or t.memory is not None)]
+        if problems:
+            return {"ok": False, "error": "invalid snippet", "problems": problems}
         self.add_tasks(specs)
         for r in routes:
             self._route(r.task, r.cap)

@@ -203,3 +203,77 @@ def test_without_backoff_a_crash_loop_restarts_at_once(boot):
               f'restart = "on-failure"\nrestart_budget = "3/60s"\n')
     until(la, lambda: la.tasks["x"].state == "failed")
     assert la.tasks["x"].restarts == 3 and _waits(la) == []
+
+
+REMOTE_IMAGE = f"""
+[system]
+name = "r"
+tcp = "127.0.0.1:0"
+
+[[task]]
+name = "far"
+run = "servers.hello.server:serve"
+args = ["far"]
+provides = ["hello"]
+remote = true
+
+[[task]]
+name = "near"
+run = "servers.hello.client:run"
+args = ["world", "20"]
+[task.caps]
+hello = {{ service = "hello", rights = "invoke", label = 1 }}
+"""
+
+
+def _run_remote(la: Launcher) -> "subprocess.Popen[bytes]":
+    import subprocess
+    import sys
+
+    from kernel.testing import PROJECT_ROOT
+    r = la.cmd_remote("far")
+    # "the other machine": a process that knows only the endpoint, the key and the secret
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT, **r["env"]}
+    return subprocess.Popen([sys.executable, *r["argv"][1:]], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_remote_task_is_awaited_served_and_awaited_again_after_its_death(tmp_path):
+    img = load_image(write(str(tmp_path / "r.toml"), REMOTE_IMAGE))
+    la = Launcher(img, str(tmp_path / "run"), on_event=lambda s: None)
+    procs = []
+    try:
+        la.boot(timeout=30)                       # does not wait for the remote process
+        assert la.tasks["far"].state == "awaiting" and la.tasks["near"].state == "waiting"
+        first = la.cmd_remote("far")["env"]
+        assert first["L4_KERNEL"].startswith("tcp://127.0.0.1:") and len(first["L4_KERNEL_KEY"]) == 40
+        procs.append(_run_remote(la))
+        until(la, lambda: la.tasks["far"].state == "running" and la.tasks["near"].state == "running")
+        until(la, lambda: "far, world" in log(la, "near"))
+        with pytest.raises(ValueError, match="already connected"):
+            la.cmd_remote("far")
+        procs[0].kill()                           # the remote machine's process dies
+        until(la, lambda: la.tasks["far"].restarts == 1 and la.tasks["far"].state == "awaiting")
+        assert la.tasks["far"].last_exit.startswith("died")   # no status: no process here
+        second = la.cmd_remote("far")["env"]
+        assert second["L4_SECRET"] != first["L4_SECRET"]       # a new incarnation
+        procs.append(_run_remote(la))
+        until(la, lambda: la.tasks["far"].state == "running")
+        la.cmd_stop("far")                        # ends the incarnation in the kernel
+        until(la, lambda: la.tasks["far"].state == "stopped")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        la.shutdown()
+
+
+def test_remote_tasks_need_a_tcp_port_and_no_memory(tmp_path):
+    from launcher.image import ImageError
+    bad = REMOTE_IMAGE.replace('tcp = "127.0.0.1:0"\n', "").replace(
+        "remote = true", "remote = true\nmemory = \"1M\"")
+    with pytest.raises(ImageError) as e:
+        load_image(write(str(tmp_path / "bad.toml"), bad))
+    text = str(e.value)
+    assert "task[0] (far).remote: a remote task needs [system] tcp" in text
+    assert "cannot have memory or devices" in text
