@@ -295,7 +295,8 @@ class L4(_Api):
         self.sock.linger = 0
         self.sock.rcvtimeo = self.POLL_MS
         self.server_key = server_key
-        self._trouble: zmq.Socket | None = None
+        self._trouble: zmq.Socket | None = None     # a remote kernel's connection events
+        self._gone: str | None = None
         if kernel_sock.startswith("tcp://"):
             self._connect_remote(kernel_sock)
         else:
@@ -326,13 +327,15 @@ class L4(_Api):
         s.connect(endpoint)
 
     def _remote_trouble(self) -> str | None:
-        """What went wrong with a remote kernel's connection, if anything did."""
+        """What went wrong with a remote kernel's connection, if anything did. Sticky: the
+        kernel forgot this thread when the connection went (its secret is spent), so every
+        later call fails the same way."""
         mon = self._trouble
-        if mon is None or not mon.poll(0):
-            return None
-        event = zmq.Event(int.from_bytes(mon.recv_multipart()[0][:2], "little"))
-        return "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
-            f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
+        if self._gone is None and mon is not None and mon.poll(0):
+            event = zmq.Event(int.from_bytes(mon.recv_multipart()[0][:2], "little"))
+            self._gone = "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
+                f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
+        return self._gone
 
     @classmethod
     def from_env(cls) -> "L4":
@@ -371,6 +374,8 @@ class L4(_Api):
 
     def _answer(self) -> list[bytes]:
         sock = self.sock
+        if self._gone is not None:
+            raise errors.KernelGone(f"kernel at {self.kernel_sock}: {self._gone}")
         while True:
             try:
                 f = sock.recv(copy=False)

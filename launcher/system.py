@@ -247,9 +247,15 @@ class Launcher:
         self.start_system()
         self.add_tasks(self.image.tasks)
         self.event(f"booting '{self.image.name}' in {self.run_dir}")
-        self.run_until(lambda: not any(
-            t.state == "starting" or (t.state == "waiting" and self._deps_running(t))
-            for t in self.tasks.values()), timeout)     # not: awaiting remote processes
+        self.run_until(self.settled, timeout)
+
+    def settled(self) -> bool:
+        """Every task that can start has: none is starting, none waits for a running
+        provider. (Remote tasks awaiting their process, and tasks waiting for them, do not
+        hold a boot up.)"""
+        return not any(t.wanted and (t.state == "starting" or
+                                     (t.state == "waiting" and self._deps_running(t)))
+                       for t in self.tasks.values())
 
     def run_until(self, pred: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -559,8 +565,7 @@ class Launcher:
 
     def cmd_status(self) -> dict[str, Any]:
         return {"name": self.image.name, "pid": os.getpid(), "run_dir": self.run_dir,
-                "ready": not any(t.state in ("waiting", "starting") and t.wanted
-                                 for t in self.tasks.values()),
+                "ready": self.settled(),
                 "kernel_pid": self.kernel.pid if self.kernel else 0,
                 "zygote_pid": self.spawner.pid if self.spawner else 0,
                 "uptime_s": round(time.time() - self.started, 3),

@@ -99,3 +99,23 @@ def test_a_remote_thread_needs_the_kernels_key(remote_kernel):
     good = L4(info["endpoint"], new.secret, server_key=info["public_key"].encode())
     assert good.task_name == "nokey"      # the secret was not spent by the failed attempts
     good.close()
+
+
+def test_a_remote_task_ends_when_its_kernel_goes(tmp_path):
+    """The task library notices a lost kernel by the connection (no pid, no socket file to
+    look at) and every later call fails too, so the task's runner ends it (status 3)."""
+    s = System(kernel_args=("--tcp", "127.0.0.1:0"))
+    try:
+        path = os.path.join(s.run_dir, "kernel.tcp")
+        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
+        with open(path) as f:
+            info = json.load(f)
+        new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "orphan", s.gate(1))
+        wait_for(lambda: s.root.cap_inspect(new.thread)["state"] == "receiving",
+                 what="the remote server to wait")
+        s.kernel.kill()
+        s.kernel.wait()
+        assert proc.wait(timeout=30) == 3
+    finally:
+        proc.kill()
+        s.close()
