@@ -30,7 +30,8 @@ import zmq.asyncio
 
 from . import errors
 from .abi import Sys, encode_request
-from .client import ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, parse_answer
+from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, connect_remote,
+                     parse_answer, trouble_text)
 from .osutil import pid_alive
 
 
@@ -40,13 +41,20 @@ class AsyncL4(_Api):
     POLL_MS = 1000   # how often a blocked call checks that the kernel still lives
 
     def __init__(self, kernel_sock: str, caps: dict[str, int] | None = None,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
-        """Not connected yet: use `AsyncL4.connect` (HELLO needs an await)."""
+                 ctx: zmq.asyncio.Context | None = None, server_key: bytes | None = None) -> None:
+        """Not connected yet: use `AsyncL4.connect` (HELLO needs an await). `kernel_sock`
+        and `server_key` as for `L4`: a path, or `tcp://` with the kernel's public key."""
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.routing_id = os.urandom(16)     # unguessable: nobody can take our place
         self.sock.linger = 0
-        self.sock.connect("ipc://" + kernel_sock)
+        self.server_key = server_key
+        self._trouble: Any = None
+        self._gone: str | None = None
+        if kernel_sock.startswith("tcp://"):
+            self.server_key, self._trouble = connect_remote(self.sock, kernel_sock, server_key)
+        else:
+            self.sock.connect("ipc://" + kernel_sock)
         self.kernel_sock = kernel_sock
         self.caps = dict(caps or {})
         self.kernel_pid = 0
@@ -57,9 +65,10 @@ class AsyncL4(_Api):
 
     @classmethod
     async def connect(cls, kernel_sock: str, secret: bytes, caps: dict[str, int] | None = None,
-                      ctx: zmq.asyncio.Context | None = None) -> "AsyncL4":
+                      ctx: zmq.asyncio.Context | None = None,
+                      server_key: bytes | None = None) -> "AsyncL4":
         """Connect to the kernel and prove which thread we are with its one-time secret."""
-        self = cls(kernel_sock, caps, ctx)
+        self = cls(kernel_sock, caps, ctx, server_key)
         try:
             self.task_id, self.thread_id, self.task_name, self.kernel_pid = await self._do(
                 [encode_request(Sys.HELLO, secret)])
@@ -81,13 +90,22 @@ class AsyncL4(_Api):
     async def spawn_thread(self) -> "AsyncL4":
         """A new L4 thread in this task with its own connection (for another coroutine)."""
         new: NewThread = await self.create_thread()
-        return await AsyncL4.connect(self.kernel_sock, new.secret, self.caps, self.ctx)
+        return await AsyncL4.connect(self.kernel_sock, new.secret, self.caps, self.ctx,
+                                     self.server_key)
 
     # -- transport -------------------------------------------------------------
     async def _recv(self) -> list[bytes]:
         """One whole answer; raises KernelGone if the kernel dies while we wait."""
         sock = self.sock
+        if self._gone is not None:
+            raise errors.KernelGone(f"kernel at {self.kernel_sock}: {self._gone}")
         while not await sock.poll(self.POLL_MS, zmq.POLLIN):  # type: ignore[call-arg]
+            if self._trouble is not None:       # a remote kernel: only the connection tells
+                if self._gone is None and self._trouble.get(zmq.EVENTS) & zmq.POLLIN:
+                    self._gone = trouble_text((await self._trouble.recv_multipart())[0])
+                if self._gone is not None:
+                    raise errors.KernelGone(f"kernel at {self.kernel_sock}: {self._gone}")
+                continue
             if self.kernel_pid and not pid_alive(self.kernel_pid):
                 raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone")
             if not os.path.exists(self.kernel_sock):
@@ -114,6 +132,10 @@ class AsyncL4(_Api):
         return shape(result) if shape is not None else result
 
     def close(self) -> None:
+        if self._trouble is not None:
+            self.sock.disable_monitor()
+            self._trouble.close(0)
+            self._trouble = None
         self.sock.close(0)
 
     async def __aenter__(self) -> "AsyncL4":

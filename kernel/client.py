@@ -274,6 +274,30 @@ class MultiWait:
             raise
 
 
+def connect_remote(sock: zmq.Socket, endpoint: str, key: bytes | None) -> tuple[bytes, Any]:
+    """Connect a DEALER to a `tcp://` kernel: CurveZMQ with the kernel's public key (given,
+    or L4_KERNEL_KEY) and a fresh key pair of ours, ZMTP heartbeats. Answers the key and a
+    monitor socket that reports a lost connection or a failed handshake (`trouble_text`)."""
+    key = key or os.environ.get(ENV_KERNEL_KEY, "").encode()
+    if len(key) != 40:
+        sock.close(0)
+        raise errors.NotAuthenticated(f"{endpoint} is a remote kernel: its CurveZMQ public "
+                                      f"key (40 z85 characters, {ENV_KERNEL_KEY}) is needed")
+    sock.curve_serverkey = key
+    sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+    sock.heartbeat_ivl = 1000                    # notice a kernel that vanished
+    sock.heartbeat_timeout = 3000
+    monitor = sock.get_monitor_socket(_REMOTE_TROUBLE)
+    sock.connect(endpoint)
+    return key, monitor
+
+
+def trouble_text(event_frame: bytes) -> str:
+    event = zmq.Event(int.from_bytes(event_frame[:2], "little"))
+    return "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
+        f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
+
+
 def caps_from_env() -> dict[str, int]:
     raw = os.environ.get(ENV_CAPS, "")
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
@@ -312,19 +336,7 @@ class L4(_Api):
             raise
 
     def _connect_remote(self, endpoint: str) -> None:
-        key = self.server_key or os.environ.get(ENV_KERNEL_KEY, "").encode()
-        if len(key) != 40:
-            self.sock.close(0)
-            raise errors.NotAuthenticated(f"{endpoint} is a remote kernel: its CurveZMQ public "
-                                          f"key (40 z85 characters, {ENV_KERNEL_KEY}) is needed")
-        self.server_key = key
-        s = self.sock
-        s.curve_serverkey = key
-        s.curve_publickey, s.curve_secretkey = zmq.curve_keypair()
-        s.heartbeat_ivl = 1000                    # notice a kernel that vanished
-        s.heartbeat_timeout = 3000
-        self._trouble = s.get_monitor_socket(_REMOTE_TROUBLE)
-        s.connect(endpoint)
+        self.server_key, self._trouble = connect_remote(self.sock, endpoint, self.server_key)
 
     def _remote_trouble(self) -> str | None:
         """What went wrong with a remote kernel's connection, if anything did. Sticky: the
@@ -332,9 +344,7 @@ class L4(_Api):
         later call fails the same way."""
         mon = self._trouble
         if self._gone is None and mon is not None and mon.poll(0):
-            event = zmq.Event(int.from_bytes(mon.recv_multipart()[0][:2], "little"))
-            self._gone = "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
-                f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
+            self._gone = trouble_text(mon.recv_multipart()[0])
         return self._gone
 
     @classmethod

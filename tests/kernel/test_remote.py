@@ -119,3 +119,29 @@ def test_a_remote_task_ends_when_its_kernel_goes(tmp_path):
     finally:
         proc.kill()
         s.close()
+
+
+async def test_asyncio_threads_work_over_tcp_and_notice_a_lost_kernel():
+    from kernel.aio import AsyncL4
+    s = System(kernel_args=("--tcp", "127.0.0.1:0"))
+    try:
+        path = os.path.join(s.run_dir, "kernel.tcp")
+        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
+        with open(path) as f:
+            info = json.load(f)
+        new = s.root.create_task("async-far", 16)
+        a = await AsyncL4.connect(info["endpoint"], new.secret,
+                                  server_key=info["public_key"].encode())
+        assert a.task_name == "async-far" and (await a.factory_info())["limit"] > 0
+        b = await a.spawn_thread()            # a second thread, over tcp too
+        assert b.task_id == a.task_id and b.thread_id != a.thread_id
+        s.kernel.kill()
+        s.kernel.wait()
+        with pytest.raises(KernelGone, match="connection was lost"):
+            await a.wait()
+        with pytest.raises(KernelGone):       # and it stays gone
+            await a.factory_info()
+        a.close()
+        b.close()
+    finally:
+        s.close()
