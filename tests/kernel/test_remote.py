@@ -101,16 +101,12 @@ def test_a_remote_thread_needs_the_kernels_key(remote_kernel):
     good.close()
 
 
-def test_a_remote_task_ends_when_its_kernel_goes(tmp_path):
+def test_a_remote_task_ends_when_its_kernel_goes(remote_kernel):
     """The task library notices a lost kernel by the connection (no pid, no socket file to
     look at) and every later call fails too, so the task's runner ends it (status 3)."""
-    s = System(kernel_args=("--tcp", "127.0.0.1:0"))
+    s, info = remote_kernel
+    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "orphan", s.gate(1))
     try:
-        path = os.path.join(s.run_dir, "kernel.tcp")
-        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
-        with open(path) as f:
-            info = json.load(f)
-        new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "orphan", s.gate(1))
         wait_for(lambda: s.root.cap_inspect(new.thread)["state"] == "receiving",
                  what="the remote server to wait")
         s.kernel.kill()
@@ -118,30 +114,22 @@ def test_a_remote_task_ends_when_its_kernel_goes(tmp_path):
         assert proc.wait(timeout=30) == 3
     finally:
         proc.kill()
-        s.close()
+        proc.wait()
 
 
-async def test_asyncio_threads_work_over_tcp_and_notice_a_lost_kernel():
+async def test_asyncio_threads_work_over_tcp_and_notice_a_lost_kernel(remote_kernel):
     from kernel.aio import AsyncL4
-    s = System(kernel_args=("--tcp", "127.0.0.1:0"))
-    try:
-        path = os.path.join(s.run_dir, "kernel.tcp")
-        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
-        with open(path) as f:
-            info = json.load(f)
-        new = s.root.create_task("async-far", 16)
-        a = await AsyncL4.connect(info["endpoint"], new.secret,
-                                  server_key=info["public_key"].encode())
-        assert a.task_name == "async-far" and (await a.factory_info())["limit"] > 0
-        b = await a.spawn_thread()            # a second thread, over tcp too
-        assert b.task_id == a.task_id and b.thread_id != a.thread_id
-        s.kernel.kill()
-        s.kernel.wait()
-        with pytest.raises(KernelGone, match="connection was lost"):
-            await a.wait()
-        with pytest.raises(KernelGone):       # and it stays gone
-            await a.factory_info()
-        a.close()
-        b.close()
-    finally:
-        s.close()
+    s, info = remote_kernel
+    new = s.root.create_task("async-far", 16)
+    a = await AsyncL4.connect(info["endpoint"], new.secret, server_key=info["public_key"].encode())
+    assert a.task_name == "async-far" and (await a.factory_info())["limit"] > 0
+    b = await a.spawn_thread()                # a second thread, over tcp too
+    assert b.task_id == a.task_id and b.thread_id != a.thread_id
+    s.kernel.kill()
+    s.kernel.wait()
+    with pytest.raises(KernelGone, match="connection was lost"):
+        await a.wait()
+    with pytest.raises(KernelGone):           # and it stays gone
+        await a.factory_info()
+    a.close()
+    b.close()
