@@ -30,8 +30,8 @@ import zmq.asyncio
 
 from . import errors
 from .abi import Sys, encode_request
-from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, connect_remote,
-                     parse_answer, trouble_text)
+from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, close_connection,
+                     connect_remote, parse_answer, trouble_text)
 from .osutil import pid_alive
 
 
@@ -132,11 +132,8 @@ class AsyncL4(_Api):
         return shape(result) if shape is not None else result
 
     def close(self) -> None:
-        if self._trouble is not None:
-            self.sock.disable_monitor()
-            self._trouble.close(0)
-            self._trouble = None
-        self.sock.close(0)
+        close_connection(self.sock, self._trouble)
+        self._trouble = None
 
     async def __aenter__(self) -> "AsyncL4":
         return self

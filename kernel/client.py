@@ -292,6 +292,15 @@ def connect_remote(sock: zmq.Socket, endpoint: str, key: bytes | None) -> tuple[
     return key, monitor
 
 
+def close_connection(sock: zmq.Socket, monitor: Any) -> None:
+    """Close a thread's DEALER (and its remote-connection monitor): the kernel then ends the
+    thread (a main thread: its task)."""
+    if monitor is not None:
+        sock.disable_monitor()
+        monitor.close(0)
+    sock.close(0)
+
+
 def trouble_text(event_frame: bytes) -> str:
     event = zmq.Event(int.from_bytes(event_frame[:2], "little"))
     return "the connection was lost" if event == zmq.EVENT_DISCONNECTED else \
@@ -407,11 +416,8 @@ class L4(_Api):
         return got
 
     def close(self) -> None:
-        if self._trouble is not None:
-            self.sock.disable_monitor()
-            self._trouble.close(0)
-            self._trouble = None
-        self.sock.close(0)
+        close_connection(self.sock, self._trouble)
+        self._trouble = None
 
     def __enter__(self) -> "L4":
         return self
