@@ -124,7 +124,6 @@ class Kernel:
         if tcp is not None:
             self.tcp = Port(self.ctx, "tcp://" + tcp, zmq.curve_keypair())
             self.ports.append(self.tcp)
-        self.router = self.ipc.router
         self.poller = zmq.Poller()
         for port in self.ports:
             self.poller.register(port.router, zmq.POLLIN)
@@ -379,11 +378,11 @@ class Kernel:
             if thread.conn is None or not thread.alive:
                 continue
             self.stats["connections_lost"] += 1
-            why = "its connection to the kernel was lost"
+            why = "connection to the kernel was lost"
             if thread is thread.task.threads[0]:
-                lifecycle.kill_task(self, thread.task, f"main thread {why}", None)
+                lifecycle.kill_task(self, thread.task, f"its main thread's {why}", None)
             else:
-                lifecycle.destroy(self, thread, why)
+                lifecycle.destroy(self, thread, f"its {why}")
 
     # -- alien threads (paper §4.1) ---------------------------------------------
     def _alien_before(self, th: Thread, sysno: Sys, args: list[Any], payload: bytes | None) -> None:
