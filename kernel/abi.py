@@ -330,7 +330,7 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
     sysno = _SYS_BY_NUMBER.get(req[0])     # a dict: calling the enum costs ~1.5 µs a request
     if sysno is None:
         raise AbiError(Err.NOSYS, f"no system call number {req[0]}")
-    fast = _FAST.get(sysno)
+    fast = FAST_SHAPES.get(sysno)
     if fast is not None and fast(req):
         return sysno, req[1:]
     checks = _CHECKERS[sysno]
@@ -351,7 +351,8 @@ def _timeout_ok(v: Any) -> bool:
 
 # Fast paths for the IPC hot path: the common shape (no items, no window) is accepted
 # after the same checks, written inline; anything else goes through the generic checkers.
-_FAST: dict[Sys, Callable[[list[Any]], bool]] = {
+# (kernel/fastpath.py accepts exactly these shapes too.)
+FAST_SHAPES: dict[Sys, Callable[[list[Any]], bool]] = {
     Sys.CALL: lambda r: (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
                          and _timeout_ok(r[4]) and _timeout_ok(r[5]) and r[6] is None
                          and _INT_MIN <= r[1] <= _INT_MAX and _INT_MIN <= r[2] <= _INT_MAX),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from . import faults as _faults
-from .abi import MAX_HEADER, MAX_PAYLOAD, MAX_TIMEOUT_MS, NEVER, Rights, Sys
+from .abi import FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, Rights, Sys
 from .ipc import SendRecord, wait
 from .objects import Gate, Thread, TState
 
@@ -33,16 +33,14 @@ if TYPE_CHECKING:
 
 _CALL = int(Sys.CALL)
 _REPLY_WAIT = int(Sys.REPLY_WAIT)
+# the shapes abi.decode_request checks inline (no items, no window; ints in range)
+_CALL_SHAPE, _RW_SHAPE = FAST_SHAPES[Sys.CALL], FAST_SHAPES[Sys.REPLY_WAIT]
 _INVOKE = int(Rights.INVOKE)
 _RECEIVING, _IDLE, _AWAIT, _SENDING = (TState.RECEIVING, TState.IDLE, TState.AWAIT_REPLY,
                                        TState.SENDING)
 _unpackb = msgpack.unpackb
 _packb = msgpack.packb
 _NO_ITEMS: list = []
-
-
-def _timeout_ok(v: object) -> bool:
-    return type(v) is int and (v == NEVER or 0 <= v <= MAX_TIMEOUT_MS)  # type: ignore[operator]
 
 
 def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> bool:
@@ -61,15 +59,9 @@ def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> 
         return False
     op = r[0]
     if op == _CALL:
-        if not (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
-                and r[6] is None and _timeout_ok(r[4]) and _timeout_ok(r[5])):
-            return False
-        return _call(k, thread, r[1], r[2], r[4], r[5], payload)
+        return _CALL_SHAPE(r) and _call(k, thread, r[1], r[2], r[4], r[5], payload)
     if op == _REPLY_WAIT:
-        if not (len(r) == 6 and type(r[1]) is int and type(r[2]) is int and r[3] == []
-                and r[4] is None and _timeout_ok(r[5])):
-            return False
-        return _reply_wait(k, thread, r[1], r[2], r[5], payload)
+        return _RW_SHAPE(r) and _reply_wait(k, thread, r[1], r[2], r[5], payload)
     return False
 
 

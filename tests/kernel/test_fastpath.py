@@ -69,7 +69,7 @@ def _next_request(rng: random.Random, pending: list[int],
     and then; mostly a thread that is not blocked makes the request (else: BUSY)."""
     clients = [c for c in ("c1", "c2") if idle[c] or rng.random() < 0.1] or ["c1", "c2"]
     payload = rng.choice([None, b"", b"p" * rng.randint(1, 300)])
-    proto = rng.choice([0] * 8 + [5, -1])
+    proto = rng.choice([0] * 8 + [5, -1, 2 ** 63])     # 2**63: outside int64, INVALID
     timeout = rng.choice([0, NEVER, NEVER])
     r = rng.random()
     if not idle["srv"] and rng.random() < 0.8:
@@ -92,7 +92,7 @@ def _next_request(rng: random.Random, pending: list[int],
         reply = pending.pop(rng.randrange(len(pending))) if rng.random() < 0.2 else pending.pop()
     else:
         reply = 0                   # nothing to answer: reply_and_wait just waits
-    proto = max(proto, 0)           # (a refused reply would leave its caller blocked)
+    proto = 0 if proto < 0 or proto > 255 else proto   # (a refused reply leaves its caller blocked)
     if r < 0.65 and reply:
         return "srv", encode_request(Sys.REPLY, reply, proto, []), payload
     return "srv", encode_request(Sys.REPLY_WAIT, reply, proto, [], None, timeout), payload
