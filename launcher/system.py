@@ -644,6 +644,9 @@ class Launcher:
         t = self._task(task)
         if t.state not in ("starting", "running"):
             raise ValueError(f"task {task!r} is not running ({t.state})")
+        if t.spec.remote:
+            raise ValueError(f"task {task!r} runs on another machine: no signal reaches it "
+                             f"from here (stop or restart end its incarnation)")
         sig = signal.Signals[signal_name if signal_name.startswith("SIG") else "SIG" + signal_name]
         self._signal(t, sig)
         return {"pid": t.pid}

@@ -252,6 +252,8 @@ def test_a_remote_task_is_awaited_served_and_awaited_again_after_its_death(tmp_p
         until(la, lambda: "far, world" in log(la, "near"))
         with pytest.raises(ValueError, match="already connected"):
             la.cmd_remote("far")
+        with pytest.raises(ValueError, match="another machine"):
+            la.cmd_kill("far")
         procs[0].kill()                           # the remote machine's process dies
         until(la, lambda: la.tasks["far"].restarts == 1 and la.tasks["far"].state == "awaiting")
         assert la.tasks["far"].last_exit.startswith("died")   # no status: no process here
