@@ -93,10 +93,14 @@ class Injector:
         return out
 
     def run_due(self, now: float) -> None:
-        """Call what is due on `later`."""
+        """Call what is due on `later`. An undo that fails (a device reset when the HAL is
+        gone, a task that vanished) is written to the record, and the run goes on."""
         for item in [x for x in self.later if x[0] <= now]:
             self.later.remove(item)
-            item[2]()
+            try:
+                item[2]()
+            except Exception as e:
+                self.record.write({"note": f"{item[1]} failed: {type(e).__name__}: {e}"})
 
     def undo(self) -> None:
         """The end of the run: continue stopped tasks, call everything still on `later`."""
