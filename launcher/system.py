@@ -227,17 +227,20 @@ class Launcher:
                 self._route(spec.name, cap)
 
     def _route(self, task: str, cap: CapSpec) -> int:
-        gate = self._gate(cap.service, cap.label)
+        gate = self.service_gate(cap.service, cap.label)
         with self.routes_lock:
             self.routes.setdefault(LOOKUP_LABEL_BASE + self.tasks[task].number, {})[cap.local] = \
                 (gate, cap.rights)
         return gate
 
-    def _gate(self, service: str, label: int) -> int:
+    def service_gate(self, service: str, label: int) -> int:
+        """Root's gate to `service` with `label` (made on first use, bound to the provider's
+        current incarnation, rebound on every restart: clients keep their capabilities)."""
         svc = self.services[service]
         if label not in svc.gates:
             provider = self.tasks[svc.provider]
-            thread = provider.thread if provider.state in ("starting", "running") else None
+            live = ("starting", "awaiting", "running")      # awaiting: a remote incarnation
+            thread = provider.thread if provider.state in live else None
             assert self.root is not None, "gates are made only while the kernel is up"
             svc.gates[label] = self.root.create_gate(label, thread=thread)
         return svc.gates[label]
@@ -282,7 +285,7 @@ class Launcher:
         mine: dict[str, int] = {}
         slot = FIRST_CAP_SLOT
         for cap in spec.caps:
-            root.task_map(new.slot, self._gate(cap.service, cap.label), slot, cap.rights)
+            root.task_map(new.slot, self.service_gate(cap.service, cap.label), slot, cap.rights)
             mine[cap.local] = slot
             slot += 1
         root.task_map(new.slot, self.lookup_gates[spec.name], slot, Rights.INVOKE)

@@ -72,7 +72,7 @@ class Booted(_Controlled):
         """A prober gate per service; the kernel ids of the others (the ones to fault); one
         client gate per service for the load threads."""
         assert self.la.root is not None
-        self.probe_gates = {svc: self.la._gate(svc, PROBE_LABEL) for svc in self.la.services}
+        self.probe_gates = {svc: self.la.service_gate(svc, PROBE_LABEL) for svc in self.la.services}
         self.gate_ids = {svc: sorted(self.la.root.cap_inspect(slot)["id"]
                                      for label, slot in s.gates.items() if label != PROBE_LABEL)
                          for svc, s in self.la.services.items()}
