@@ -21,7 +21,8 @@ import time
 from typing import Any
 
 from .abi import Rights
-from .client import ENV_CAPS, ENV_KERNEL, ENV_SECRET, ENV_THREADS, L4, NewTask, NewThread
+from .client import (ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, ENV_THREADS, L4, NewTask,
+                     NewThread)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_NAMED_SLOT = 16     # where spawn() maps named capabilities in a new task
@@ -96,6 +97,41 @@ class System:
         `threads` extra threads are made in the task first (`l4.threads_from_env()` connects
         them; root's capabilities to them are in `TaskProc.threads`, to bind gates to)."""
         name = name or target.rpartition(":")[2]
+        new, mine, extra = self._make_task(name, caps, quota, handler, threads)
+        penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
+                ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
+                ENV_THREADS: ",".join(t.secret.hex() for t in extra), "L4_DIE_WITH_PARENT": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
+                                cwd=PROJECT_ROOT, stderr=stderr)
+        self.root.task_watch(new.slot, proc.pid)
+        return self._track(TaskProc(name, new, proc, mine), extra)
+
+    def spawn_remote(self, target: str, name: str | None = None, *, args: tuple[str, ...] = (),
+                     caps: dict[str, int | tuple[int, int]] | None = None, quota: int = 256,
+                     handler: int | None = None) -> TaskProc:
+        """Like `spawn`, but as a task on another machine: the process knows only the
+        kernel's tcp:// endpoint, its public key and the task's secret (its environment has
+        nothing else of ours), and the kernel is not told its pid. Needs a kernel started
+        with `kernel_args=("--tcp", "127.0.0.1:0")`."""
+        name = name or target.rpartition(":")[2]
+        info = self.tcp_info()
+        new, mine, _ = self._make_task(name, caps, quota, handler, 0)
+        penv = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT,
+                ENV_KERNEL: info["endpoint"], ENV_KERNEL_KEY: info["public_key"],
+                ENV_SECRET: new.secret.hex(), ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
+                                cwd=PROJECT_ROOT)
+        return self._track(TaskProc(name, new, proc, mine), [])
+
+    def tcp_info(self) -> dict[str, str]:
+        """{"endpoint", "public_key"} of a kernel started with --tcp (RUN_DIR/kernel.tcp)."""
+        path = os.path.join(self.run_dir, "kernel.tcp")
+        wait_for(lambda: os.path.exists(path), what="kernel.tcp (is the kernel's --tcp set?)")
+        with open(path) as f:
+            return dict(json.load(f))
+
+    def _make_task(self, name: str, caps: dict[str, int | tuple[int, int]] | None, quota: int,
+                   handler: int | None, threads: int) -> tuple[NewTask, dict[str, int], list[NewThread]]:
         new = self.root.create_task(name, quota)
         extra = [self.root.create_thread(new.slot) for _ in range(threads)]
         mine: dict[str, int] = {}
@@ -106,13 +142,9 @@ class System:
             mine[cname] = dst
         if handler is not None:
             self.root.thread_control(new.thread, handler=handler)
-        penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
-                ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
-                ENV_THREADS: ",".join(t.secret.hex() for t in extra), "L4_DIE_WITH_PARENT": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
-                                cwd=PROJECT_ROOT, stderr=stderr)
-        self.root.task_watch(new.slot, proc.pid)
-        tp = TaskProc(name, new, proc, mine)
+        return new, mine, extra
+
+    def _track(self, tp: TaskProc, extra: list[NewThread]) -> TaskProc:
         tp.threads = extra
         self.tasks.append(tp)
         return tp

@@ -205,10 +205,11 @@ def _throughput(tmp: str, tag: str, clients: int, duration: float,
     return round(calls / duration)
 
 
-def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None) -> dict[str, Any]:
+def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None,
+                  remote: bool = False) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="l4bench-")
     try:
-        return _measure(tmp, n, duration, progress or (lambda s: None))
+        return _measure(tmp, n, duration, progress or (lambda s: None), remote)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)     # also when a measurement failed
 
@@ -237,7 +238,8 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
-def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None]) -> dict[str, Any]:
+def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
+             remote: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"rtt": {}, "throughput": {}}
     addr = "ipc://" + os.path.join(tmp, "direct.sock")
     server = _py("direct-server", addr)
@@ -251,15 +253,17 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None]) -> d
         _pyzmq_series(tmp, "relay", front, n, duration, say, result)
     finally:
         _stop(relay, rserver)
-    with System() as system:
+    with System(kernel_args=("--tcp", "127.0.0.1:0") if remote else ()) as system:
         srv = system.spawn("launcher.bench_ipc:kernel_server", "echo-server")
         gate = system.root.create_gate(1, thread=srv.thread)
-        for size in SIZES:
-            say(f"kernel round trip, {size} B")
-            result["rtt"][f"kernel_{size}"] = _round_trip(
-                tmp, "kernel", size, lambda out: system.spawn(
-                    "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
-                    args=(str(size), str(n), out)))
+        spawners = [("kernel", system.spawn)] + ([("remote", system.spawn_remote)] if remote else [])
+        for tag, spawn in spawners:       # remote: the client reaches the kernel over tcp+Curve
+            for size in SIZES:
+                say(f"{tag} round trip, {size} B")
+                result["rtt"][f"{tag}_{size}"] = _round_trip(
+                    tmp, tag, size, lambda out: spawn(
+                        "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
+                        args=(str(size), str(n), out)))
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             result["throughput"][f"kernel_{c}"] = _throughput(
@@ -298,6 +302,9 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None]) -> d
         "relay_throughput_ratio": round(thr["relay_16"] / thr["direct_16"], 2),
         "workers": WORKERS, "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
     })
+    if remote:
+        result["remote_rtt_us"] = rtt["remote_64"]["median_us"]
+        result["remote_vs_kernel"] = round(rtt["remote_64"]["median_us"] / k64, 2)
     return result
 
 
@@ -325,6 +332,12 @@ def _show(res: dict[str, Any]) -> None:
         t.add_row(f"calls/s, {c} client(s)", str(d), str(r), str(k), str(w), f"{k / d:.2f}",
                   f"{k / r:.2f}")
     Console().print(t)
+    if "remote_rtt_us" in res:
+        r = {size: res["rtt"][f"remote_{size}"] for size in SIZES}
+        print("client over tcp:// with CurveZMQ (a remote task, loopback): round trip "
+              + ", ".join(f"{size} B median {r[size]['median_us']} µs p99 {r[size]['p99_us']} µs"
+                          for size in SIZES)
+              + f"; {res['remote_vs_kernel']}× the local kernel round trip")
     print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
           f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
           f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")
@@ -337,10 +350,12 @@ def register(group: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
     @click.option("--rounds", default=3000, show_default=True, help="round trips per size")
     @click.option("--duration", default=2.0, show_default=True, help="seconds per throughput point")
-    def ipc(as_json: bool, rounds: int, duration: float) -> None:
+    @click.option("--remote", is_flag=True,
+                  help="also a client that reaches the kernel over tcp:// with CurveZMQ")
+    def ipc(as_json: bool, rounds: int, duration: float, remote: bool) -> None:
         """Kernel call/reply_and_wait vs a direct pyzmq DEALER/ROUTER baseline, same run."""
         say = (lambda s: None) if as_json else (lambda s: click.echo(f"… {s}", err=True))
-        res = run_ipc_bench(rounds, duration, say)
+        res = run_ipc_bench(rounds, duration, say, remote)
         if as_json:
             click.echo(json.dumps(res))
         else:

@@ -17,7 +17,7 @@ from kernel.testing import PROJECT_ROOT, wait_for
 KEYS = ("direct_rtt_us", "relay_rtt_us", "kernel_rtt_us", "rtt_ratio", "relay_rtt_ratio",
         "kernel_vs_relay", "direct_calls_per_s", "relay_calls_per_s", "kernel_calls_per_s",
         "kernel_workers_calls_per_s", "throughput_ratio", "throughput_ratio_workers",
-        "relay_throughput_ratio")
+        "relay_throughput_ratio", "remote_rtt_us", "remote_vs_kernel")
 
 
 def _bench_procs() -> list[psutil.Process]:
@@ -33,13 +33,13 @@ def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
     before = {p.pid for p in _bench_procs()}
     tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*")))
     r = subprocess.run([sys.executable, "-m", "launcher.cli", "bench", "ipc", "--json",
-                        "--rounds", "30", "--duration", "0.2"], cwd=PROJECT_ROOT,
+                        "--rounds", "30", "--duration", "0.2", "--remote"], cwd=PROJECT_ROOT,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     for key in KEYS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, key
-    for tag in ("direct", "relay", "kernel"):
+    for tag in ("direct", "relay", "kernel", "remote"):
         for size in (64, 4096):
             assert res["rtt"][f"{tag}_{size}"]["p99_us"] >= res["rtt"][f"{tag}_{size}"]["median_us"]
     for tag in ("direct", "relay", "kernel", "kernel_workers"):

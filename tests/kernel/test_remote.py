@@ -7,27 +7,20 @@ the kernel is never told their pid — so it learns of their end only from the c
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from kernel.abi import unpack
-from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4
+from kernel.client import L4
 from kernel.errors import KernelGone, NotAuthenticated
-from kernel.testing import PROJECT_ROOT, System, wait_for
+from kernel.testing import System, wait_for
 
 
 @pytest.fixture
 def remote_kernel():
     with System(kernel_args=("--tcp", "127.0.0.1:0")) as s:
-        path = os.path.join(s.run_dir, "kernel.tcp")
-        wait_for(lambda: os.path.exists(path), what="kernel.tcp")
-        with open(path) as f:
-            info = json.load(f)
+        info = s.tcp_info()
         assert info["endpoint"].startswith("tcp://127.0.0.1:") and len(info["public_key"]) == 40
         yield s, info
 
@@ -35,7 +28,8 @@ def remote_kernel():
 def _remote_echo(s: System, info: dict, name: str, label: int) -> tuple:
     """An echo server task reached only over tcp, its handler a root gate with `label`;
     checks one call through a gate to it. Answers (gate, process)."""
-    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", name, s.gate(label=label))
+    new = s.spawn_remote("tests.kernel.tasks:echo_server", name, handler=s.gate(label=label))
+    proc = new.proc
     try:
         gate = s.root.create_gate(0x55, thread=new.thread)
         answer = unpack(s.root.call(gate, b"over tcp", rcv_timeout=20_000).data)
@@ -46,16 +40,6 @@ def _remote_echo(s: System, info: dict, name: str, label: int) -> tuple:
         proc.wait()
         raise
     return gate, proc
-
-
-def _remote_task(s: System, info: dict, target: str, name: str, handler: int) -> tuple:
-    new = s.root.create_task(name, 64)
-    s.root.thread_control(new.thread, handler=handler)
-    env = {**os.environ, ENV_KERNEL: info["endpoint"], ENV_KERNEL_KEY: info["public_key"],
-           ENV_SECRET: new.secret.hex(), ENV_CAPS: "{}", "PYTHONPATH": PROJECT_ROOT}
-    proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target], env=env,
-                            cwd=PROJECT_ROOT)
-    return new, proc
 
 
 def test_a_remote_task_serves_over_curve_and_its_death_is_seen_by_the_connection(remote_kernel):
@@ -105,7 +89,8 @@ def test_a_remote_task_ends_when_its_kernel_goes(remote_kernel):
     """The task library notices a lost kernel by the connection (no pid, no socket file to
     look at) and every later call fails too, so the task's runner ends it (status 3)."""
     s, info = remote_kernel
-    new, proc = _remote_task(s, info, "tests.kernel.tasks:echo_server", "orphan", s.gate(1))
+    new = s.spawn_remote("tests.kernel.tasks:echo_server", "orphan", handler=s.gate(1))
+    proc = new.proc
     try:
         wait_for(lambda: s.root.cap_inspect(new.thread)["state"] == "receiving",
                  what="the remote server to wait")
