@@ -79,6 +79,20 @@ def _items(items: Iterable[list[int]]) -> list[list[int]]:
     return [list(i) for i in items]
 
 
+def wait_frames(timeout: float | None, window: tuple[int, ...] | None) -> list[bytes]:
+    """The WAIT request (`_Api.wait` sends it and waits; `MultiWait` only sends it)."""
+    return [encode_request(Sys.WAIT, _window(window), timeout_arg(timeout))]
+
+
+def reply_wait_frames(reply: int, data: bytes, proto: int, items: Iterable[list[int]],
+                      timeout: float | None, window: tuple[int, ...] | None) -> list[bytes]:
+    """The REPLY_WAIT request (`_Api.reply_and_wait` sends it and waits; `MultiWait` only
+    sends it)."""
+    hdr = encode_request(Sys.REPLY_WAIT, reply, proto, _items(items), _window(window),
+                         timeout_arg(timeout))
+    return [hdr, data] if data else [hdr]
+
+
 def parse_answer(frames: list[bytes], receiving: bool) -> Any:
     try:
         hdr = unpack(frames[0])
@@ -119,7 +133,7 @@ class _Api:
                          timeout_arg(rcv_timeout), _window(window), data=data, receiving=True)
 
     def wait(self, *, timeout: float | None = None, window: tuple[int, int] | None = None) -> Any:
-        return self._req(Sys.WAIT, _window(window), timeout_arg(timeout), receiving=True)
+        return self._do(wait_frames(timeout, window), True)
 
     def reply(self, reply: int, data: bytes = b"", *, proto: int = 0,
               items: Iterable[list[int]] = ()) -> Any:
@@ -128,8 +142,7 @@ class _Api:
     def reply_and_wait(self, reply: int, data: bytes = b"", *, proto: int = 0,
                        items: Iterable[list[int]] = (), timeout: float | None = None,
                        window: tuple[int, int] | None = None) -> Any:
-        return self._req(Sys.REPLY_WAIT, reply, proto, _items(items), _window(window),
-                         timeout_arg(timeout), data=data, receiving=True)
+        return self._do(reply_wait_frames(reply, data, proto, items, timeout, window), True)
 
     # -- capabilities ----------------------------------------------------------
     def cap_delete(self, slot: int) -> Any:
@@ -251,13 +264,11 @@ class MultiWait:
         self._ready: list[Any] = []
 
     def _wait(self, t: L4) -> None:
-        t._post([encode_request(Sys.WAIT, _window(self.window), timeout_arg(None))])
+        t._post(wait_frames(None, self.window))
 
     def reply_and_wait(self, t: L4, reply: int, data: bytes = b"", *, proto: int = 0,
                        items: Iterable[list[int]] = ()) -> None:
-        hdr = encode_request(Sys.REPLY_WAIT, reply, proto, _items(items), _window(self.window),
-                             timeout_arg(None))
-        t._post([hdr, data] if data else [hdr])
+        t._post(reply_wait_frames(reply, data, proto, items, None, self.window))
 
     def next(self, timeout: float | None = None) -> tuple[L4, Message] | None:
         """The next message on any thread, or None after `timeout` ms without one."""
