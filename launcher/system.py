@@ -58,6 +58,7 @@ HANDLER_LABEL = 1
 STOP_LABEL = 2               # the main thread tells the supervisor thread to end
 LOOKUP_LABEL_BASE = 1000     # + task number: the per-task `launcher` gate
 ACTIVE = ("waiting", "starting", "awaiting", "running", "backoff")
+LIVE = ("starting", "awaiting", "running")       # an incarnation exists in the kernel
 
 
 class BootError(Exception):
@@ -239,8 +240,7 @@ class Launcher:
         svc = self.services[service]
         if label not in svc.gates:
             provider = self.tasks[svc.provider]
-            live = ("starting", "awaiting", "running")      # awaiting: a remote incarnation
-            thread = provider.thread if provider.state in live else None
+            thread = provider.thread if provider.state in LIVE else None
             assert self.root is not None, "gates are made only while the kernel is up"
             svc.gates[label] = self.root.create_gate(label, thread=thread)
         return svc.gates[label]
@@ -408,9 +408,24 @@ class Launcher:
     def _restart_dependents(self, t: TaskRun) -> None:
         mine = set(t.spec.provides)
         for other in self.tasks.values():
-            if other.state in ("starting", "running") and other.spec.services_used() & mine:
+            if other.state in LIVE and other.spec.services_used() & mine:
                 other.forced = True
-                self._signal(other, signal.SIGKILL)
+                self._end(other, signal.SIGKILL)
+
+    def _end(self, t: TaskRun, sig: int) -> None:
+        """End the task's current incarnation; its exit notice follows as for any death.
+        A local process gets `sig` (a SIGTERM escalates to SIGKILL after 2 s); a remote task
+        has no process here, so its incarnation is destroyed in the kernel."""
+        if not t.spec.remote:
+            self._signal(t, sig)
+            if sig == signal.SIGTERM:
+                t.kill_at = time.time() + 2.0
+        elif t.slot:
+            assert self.root is not None, "a remote task is awaited only while the kernel is up"
+            try:
+                self.root.destroy(t.slot)
+            except errors.L4Error:
+                pass          # it ended meanwhile; its exit notice is on the way
 
     def _signal(self, t: TaskRun, sig: int) -> None:
         if t.pid and self.spawner is not None:
@@ -607,12 +622,8 @@ class Launcher:
     def cmd_stop(self, task: str) -> dict[str, Any]:
         t = self._task(task)
         t.wanted = False
-        if t.spec.remote and t.state in ("awaiting", "running") and t.slot:
-            assert self.root is not None, "a remote task is awaited only while the kernel is up"
-            self.root.destroy(t.slot)      # its exit notice comes back as for any death
-        elif t.state in ("starting", "running"):
-            self._signal(t, signal.SIGTERM)
-            t.kill_at = time.time() + 2.0
+        if t.state in LIVE:
+            self._end(t, signal.SIGTERM)
         elif t.state in ("waiting", "backoff"):
             t.state = "stopped"
         return {}
@@ -625,21 +636,15 @@ class Launcher:
         t.budget.reset()
         if t.backoff:
             t.backoff.reset()
-        if t.state not in ("starting", "running"):
+        if t.state not in LIVE:
             t.state = "waiting"
         return {}
 
     def cmd_restart(self, task: str) -> dict[str, Any]:
         t = self._task(task)
-        if t.spec.remote and t.state in ("awaiting", "running") and t.slot:
-            assert self.root is not None, "a remote task is awaited only while the kernel is up"
+        if t.state in LIVE:
             t.wanted, t.forced = True, True
-            self.root.destroy(t.slot)      # a new incarnation (and secret) follows its exit
-            return {}
-        if t.state in ("starting", "running"):
-            t.wanted, t.forced = True, True
-            self._signal(t, signal.SIGTERM)
-            t.kill_at = time.time() + 2.0
+            self._end(t, signal.SIGTERM)      # a new incarnation follows its exit
             return {}
         return self.cmd_start(task)
 

@@ -261,6 +261,9 @@ def test_a_remote_task_is_awaited_served_and_awaited_again_after_its_death(tmp_p
         assert second["L4_SECRET"] != first["L4_SECRET"]       # a new incarnation
         procs.append(_run_remote(la))
         until(la, lambda: la.tasks["far"].state == "running")
+        la.cmd_restart("far")                     # a new incarnation, awaited again
+        until(la, lambda: la.tasks["far"].restarts == 2 and la.tasks["far"].state == "awaiting")
+        assert la.cmd_remote("far")["env"]["L4_SECRET"] != second["L4_SECRET"]
         la.cmd_stop("far")                        # ends the incarnation in the kernel
         until(la, lambda: la.tasks["far"].state == "stopped")
     finally:
