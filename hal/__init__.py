@@ -6,7 +6,7 @@ Modules (one mechanism each):
     pic       the interrupt controller (mask, pending, in service, EOI) -> kernel IRQ objects
     timer, disk, fb, input, nic    the devices (registers in hal/DEVICES.md)
     cable     NIC back ends: loopback, UDP cable to another HAL, Linux TAP
-    protocol  the register (DEV) and bus (BUS) protocols, declared once with kernel.rpc
+    protocol  the register (DEV) and bus (BUS) protocols, declared once with kernel.user.rpc
     machine   builds and wires the devices, serves register IPC on the main thread
     control   the control socket: fault knobs, screenshots, input, status, stop
     main      command line (`python -m hal`, task `hal.main:task`)

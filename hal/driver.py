@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from kernel.abi import SLOT_THREAD
-from kernel.client import L4
-from kernel.errors import NoCapability
+from kernel.user.client import L4
+from kernel.user.errors import NoCapability
 
 from .device import IrqCtrl
 from .protocol import BUS, DEV

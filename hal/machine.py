@@ -21,9 +21,9 @@ import traceback
 from typing import Any
 
 from kernel.abi import Rights
-from kernel.client import L4, Message, map_cap
-from kernel.errors import L4Error, Timeout
-from kernel.rpc import Call, Reply, RpcError
+from kernel.user.client import L4, Message, map_cap
+from kernel.user.errors import L4Error, Timeout
+from kernel.user.rpc import Call, Reply, RpcError
 
 from .device import Device
 from .pic import Pic
@@ -217,5 +217,5 @@ class Machine:
 
 def _refused(reason: str) -> bytes:
     from kernel.abi import pack
-    from kernel.rpc import Status
+    from kernel.user.rpc import Status
     return pack([int(Status.INTERNAL), "REPLY_REFUSED", reason])

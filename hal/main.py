@@ -1,4 +1,4 @@
-"""Starting the HAL: `python -m hal ...` or, as a task, `kernel.task hal.main:task ...`.
+"""Starting the HAL: `python -m hal ...` or, as a task, `kernel.user.task hal.main:task ...`.
 
     --ram PATH           physical RAM file (created with --ram-size if absent, removed at exit)
     --ram-size SIZE      e.g. 64M (default: the file's size)
@@ -24,7 +24,7 @@ import re
 import sys
 from typing import Any
 
-from kernel.client import L4
+from kernel.user.client import L4
 
 from .control import Control
 from .device import Device
@@ -124,7 +124,7 @@ def build(l4: L4, argv: list[str]) -> tuple[Machine, Control]:
 
 
 def task(l4: L4, *argv: str) -> int:
-    """The HAL as an L4 task (kernel.task hal.main:task ARGS)."""
+    """The HAL as an L4 task (kernel.user.task hal.main:task ARGS)."""
     try:
         m, ctl = build(l4, list(argv))
     except (ValueError, OSError) as e:
@@ -134,5 +134,5 @@ def task(l4: L4, *argv: str) -> int:
 
 
 def main() -> int:
-    from kernel.task import main as task_main
+    from kernel.user.task import main as task_main
     return task_main(["hal.main:task", *sys.argv[1:]])

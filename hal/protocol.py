@@ -1,4 +1,4 @@
-"""The HAL's two wire protocols, declared once (kernel.rpc): device registers and the bus.
+"""The HAL's two wire protocols, declared once (kernel.user.rpc): device registers and the bus.
 
 DEV — spoken on a device's I/O capability (an IPC gate whose label the HAL chose and the
 kernel vouches for, so the label *is* the device; nobody can reach a device without a
@@ -24,7 +24,7 @@ bound to the HAL's main thread):
 """
 from __future__ import annotations
 
-from kernel.rpc import Protocol, op
+from kernel.user.rpc import Protocol, op
 
 BUS_LABEL = 1            # the label the wirer gives the bus gate
 DEVICE_LABEL_BASE = 0x100  # the HAL labels its device gates DEVICE_LABEL_BASE + index

@@ -5,7 +5,7 @@ memoryview of exactly that range or raises `DmaError` if any byte lies outside R
 turns that into an error status; the HAL keeps running). Nothing else of the HAL touches
 the mapping.
 
-Until the kernel owns physical RAM (kernel/memory.py), the RAM is a file given by path
+Until the kernel owns physical RAM (kernel/core/memory.py), the RAM is a file given by path
 (created with the given size if absent, and then removed again by `close()`) or an
 already open descriptor (memfd). Drivers reach the same frames by mapping the same file;
 later `Ram` will point at the kernel's RAM segment instead, with the same interface.

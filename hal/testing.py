@@ -15,7 +15,7 @@ import mmap
 import os
 from typing import Any
 
-from kernel.testing import System, TaskProc, wait_for
+from kernel.user.testing import System, TaskProc, wait_for
 
 from .control import control_path
 from .driver import DeviceHandle, open_devices

@@ -1,6 +1,6 @@
 """`python -m kernel --run-dir DIR`: run the kernel process."""
 import sys
 
-from .server import main
+from .core.kernel import main
 
 sys.exit(main())

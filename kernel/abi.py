@@ -351,7 +351,7 @@ def _timeout_ok(v: Any) -> bool:
 
 # Fast paths for the IPC hot path: the common shape (no items, no window) is accepted
 # after the same checks, written inline; anything else goes through the generic checkers.
-# (kernel/fastpath.py accepts exactly these shapes too.)
+# (kernel/core/fastpath.py accepts exactly these shapes too.)
 FAST_SHAPES: dict[Sys, Callable[[list[Any]], bool]] = {
     Sys.CALL: lambda r: (len(r) == 7 and type(r[1]) is int and type(r[2]) is int and r[3] == []
                          and _timeout_ok(r[4]) and _timeout_ok(r[5]) and r[6] is None

@@ -34,7 +34,7 @@ from hal.disk import ENTRY, SECTOR
 from hal.driver import NicRings
 from hal.testing import HalRig
 from hal.tools import control
-from kernel.client import L4
+from kernel.user.client import L4
 
 REQ = 64 * 1024
 QUEUE_SLOTS = 256          # request queue entries (and 64 KiB data buffers, 16 MiB)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import zmq
 
-from kernel.testing import PROJECT_ROOT, System
+from kernel.user.testing import PROJECT_ROOT, System
 
 SIZES = (64, 4096)
 CLIENTS = (1, 4, 16)
@@ -125,7 +125,7 @@ def kernel_server(l4: Any) -> None:
 def kernel_pool_server(l4: Any) -> None:
     """Echo server task with several threads (main + L4_THREADS), all waiting at once,
     served from one OS thread (`MultiWait`)."""
-    from kernel.client import MultiWait
+    from kernel.user.client import MultiWait
     pool = MultiWait([l4, *l4.threads_from_env()])
     while True:
         got = pool.next()

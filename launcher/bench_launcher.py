@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from kernel import errors
-from kernel.client import L4
+from kernel.user import errors
+from kernel.user.client import L4
 
 from .image import Image, load_image
 from .system import Launcher

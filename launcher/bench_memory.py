@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from kernel.abi import MemRights, Proto, pack, unpack
-from kernel.vm import VM, map_mem, window
+from kernel.user.vm import VM, map_mem, window
 
 TOTAL = 64 << 20
 BUF_ORDER = 22                      # 4 MiB shared buffer (1024 pages)
@@ -144,7 +144,7 @@ def driver(l4: Any) -> int:
 
 
 def measure() -> dict[str, Any]:
-    from kernel.testing import System
+    from kernel.user.testing import System
     from servers.sigma0 import boot
 
     with System() as sysm:

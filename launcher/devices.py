@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from kernel.abi import Rights
 
 if TYPE_CHECKING:
-    from kernel.client import L4
+    from kernel.user.client import L4
 
     from .image import TaskSpec, _Checker
 
@@ -68,7 +68,7 @@ PIC_LINES = 32
 SECTOR = 512
 MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 PEER_RE = re.compile(r"^[A-Za-z0-9_.-]+:\d{1,5}$")
-DEFAULT_RAM = 64 << 20         # the kernel's default (kernel.memory.DEFAULT_RAM)
+DEFAULT_RAM = 64 << 20         # the kernel's default (kernel.core.memory.DEFAULT_RAM)
 
 
 @dataclass

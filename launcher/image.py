@@ -1,7 +1,7 @@
 """System images: the TOML format, parsed and validated before anything starts.
 
 An image names the system and lists its tasks. Each task says what it runs (a Python
-`MODULE:FUNCTION` started by `python -m kernel.task`), its arguments, environment, priority,
+`MODULE:FUNCTION` started by `python -m kernel.user.task`), its arguments, environment, priority,
 quotas and restart policy, which services it *provides*, and which capabilities it gets, by
 local name, to services other tasks provide (optionally with reduced rights and a label the
 server sees). See `EXAMPLE` below.

@@ -25,7 +25,7 @@ An image with `[memory]` gets tasks of its own, started before every task of the
 A task with `memory` starts after moe runs. Between creating its kernel task and starting
 its process the launcher opens a moe session for it (`session(name=TASK, quota)` on the
 admin gate), maps the session gate into the task as `l4.caps["moe"]` (invoke only), and
-makes that gate its main thread's pager (THREAD_CONTROL pager=), so `kernel.vm.VM` page
+makes that gate its main thread's pager (THREAD_CONTROL pager=), so `kernel.user.vm.VM` page
 faults in regions of its session are served by moe.
 
 Death: when the supervisor learns that a task with a session died (any way: exit, kill -9,
@@ -47,7 +47,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import Rights
 
 from .zygote import SpawnError
@@ -68,7 +68,7 @@ MEMORY_KEYS = {"sigma0", "moe", "reserve"}
 TASK_MEMORY_KEYS = {"quota"}
 MOE_OBJECTS = 8192                # kernel objects moe may create (a gate per dataspace)
 CALL_MS = 10_000                  # bound on one launcher -> moe/sigma0 call
-DEFAULT_RAM = 64 << 20            # the kernel's default (kernel.memory.DEFAULT_RAM)
+DEFAULT_RAM = 64 << 20            # the kernel's default (kernel.core.memory.DEFAULT_RAM)
 
 
 @dataclass(frozen=True)

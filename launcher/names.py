@@ -15,8 +15,8 @@ the reply is {"ok": true} with one MAP_CAP item, or {"ok": false, "error": "..."
 from __future__ import annotations
 
 from kernel.abi import pack, unpack
-from kernel.client import L4
-from kernel.errors import InvalidArgument
+from kernel.user.client import L4
+from kernel.user.errors import InvalidArgument
 
 LOOKUP_BASE = 3000         # where lookups land in the caller's capability space
 CAP_NAME = "launcher"

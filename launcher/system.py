@@ -39,10 +39,10 @@ from typing import Any, Callable
 import psutil
 import zmq
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import Proto, Rights, pack
-from kernel.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4, map_cap
-from kernel.server import TCP_INFO
+from kernel.user.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4, map_cap
+from kernel.core.kernel import TCP_INFO
 
 from . import control
 from .devices import hal_ctl
@@ -356,7 +356,7 @@ class Launcher:
             raise ValueError(f"task {task!r} is {t.state}: no incarnation to connect to")
         if t.state == "running":
             raise ValueError(f"task {task!r} is already connected (its secret is spent)")
-        return {"env": t.remote_env, "argv": ["python3", "-m", "kernel.task", t.spec.run,
+        return {"env": t.remote_env, "argv": ["python3", "-m", "kernel.user.task", t.spec.run,
                                               *t.spec.args]}
 
     def _check_starting(self) -> None:

@@ -1,9 +1,9 @@
 """The spawner: a pre-forked process that starts task processes on request.
 
-`python -m launcher.zygote` imports the task runtime (kernel.client, zmq, msgpack) and the
+`python -m launcher.zygote` imports the task runtime (kernel.user.client, zmq, msgpack) and the
 image's task modules once, then forks a task for every request instead of starting a fresh
 interpreter (≈ 2 ms instead of ≈ 250 ms). `--exec` mode forks and execs
-`python -m kernel.task` instead (for comparison and for code that must not share a parent).
+`python -m kernel.user.task` instead (for comparison and for code that must not share a parent).
 
 It is also the janitor of its run directory: it dies with the launcher (parent-death
 SIGTERM), and whenever it ends — launcher gone, its pipe closed, SIGTERM — it kills every task
@@ -82,15 +82,15 @@ class Zygote:
             sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             os.chdir(req["cwd"])
             if self.exec_mode:
-                os.execve(sys.executable, [sys.executable, "-m", "kernel.task", req["target"],
+                os.execve(sys.executable, [sys.executable, "-m", "kernel.user.task", req["target"],
                                            *req["args"]], {**req["env"], "PYTHONUNBUFFERED": "1"})
             os.environ.clear()
             os.environ.update(req["env"])
             for d in reversed(req["env"].get("PYTHONPATH", "").split(os.pathsep)):
                 if d and d not in sys.path:     # e.g. the directory of an attached snippet
                     sys.path.insert(0, d)
-            sys.argv = ["kernel.task", req["target"], *req["args"]]
-            from kernel import task
+            sys.argv = ["kernel.user.task", req["target"], *req["args"]]
+            from kernel.user import task
             code = task.main([req["target"], *req["args"]])
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda s, f: None)
     signal.set_wakeup_fd(z.wake_w)
     if not ns.exec:
-        import kernel.client  # noqa: F401  (the point: import once, fork many times)
-        import kernel.task  # noqa: F401
+        import kernel.user.client  # noqa: F401  (the point: import once, fork many times)
+        import kernel.user.task  # noqa: F401
         for mod in ns.preload:
             try:
                 __import__(mod)

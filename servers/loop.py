@@ -19,8 +19,8 @@ from enum import Enum
 from typing import Any, Callable
 
 from kernel.abi import Proto, pack, unpack
-from kernel.client import Message
-from kernel.errors import L4Error
+from kernel.user.client import Message
+from kernel.user.errors import L4Error
 
 MAX_REASON = 200
 REQUEST_PROTO = 0

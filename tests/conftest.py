@@ -1,6 +1,6 @@
 """Shared fixtures: real kernels in temporary run directories, real task processes.
 
-`Kit` wraps `kernel.testing.System` (a booted kernel plus the root task, which is the test
+`Kit` wraps `kernel.user.testing.System` (a booted kernel plus the root task, which is the test
 process itself) with what the kernel tests need:
 
 - `kit.agent()`: spawn a remote-controlled task (`tests.kernel.tasks:agent`). `agent.do(op, ...)`
@@ -29,10 +29,10 @@ from typing import Any, Iterator
 import pytest
 import zmq
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import Rights, pack, unpack
-from kernel.client import L4, Message
-from kernel.testing import System, TaskProc, wait_for
+from kernel.user.client import L4, Message
+from kernel.user.testing import System, TaskProc, wait_for
 
 from tests.kernel.tasks import CTRL_LABEL
 

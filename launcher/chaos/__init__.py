@@ -21,7 +21,7 @@ Fault kinds: task faults through the launcher (kill = SIGKILL, stop/cont = SIGST
 crash = the kernel answers the task's blocked system calls with PROTOCOL so the task library
 raises inside the task's own code), cpu_hog / mem_hog processes beside a task (bounded in time
 and size, reaped at the end), IPC faults inside the kernel on a service's gates (drop, delay,
-duplicate, reorder, corrupt, timeout; kernel/faults.py), device faults through the HAL's
+duplicate, reorder, corrupt, timeout; kernel/core/faults.py), device faults through the HAL's
 control socket when a HAL runs.
 
 The public surface is re-exported here; the modules are the implementation.

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import psutil
 
-from kernel import errors
+from kernel.user import errors
 
 from .. import control
 from .plan import Plan

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from kernel import errors
+from kernel.user import errors
 
 
 class Caller(threading.Thread):

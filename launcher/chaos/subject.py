@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from kernel import errors
+from kernel.user import errors
 
 from .. import control
 
@@ -82,7 +82,7 @@ class Booted(_Controlled):
 
     def thread(self) -> Any:
         """A new L4 thread of the root task (one per OS thread that makes calls)."""
-        from kernel.client import L4
+        from kernel.user.client import L4
         assert self.la.root is not None
         new = self.la.root.create_thread()
         l4 = L4(self.la.kernel_sock, new.secret, ctx=self.la.root.ctx)

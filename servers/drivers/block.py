@@ -19,7 +19,7 @@ from __future__ import annotations
 from hal.device import Status
 from hal.driver import DeviceHandle
 from kernel.abi import Proto
-from kernel.client import L4
+from kernel.user.client import L4
 
 from .common import PhysRam, idle, log, number, open_device
 

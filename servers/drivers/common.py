@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from hal.driver import DeviceHandle, free_slots
-from kernel.client import L4
+from kernel.user.client import L4
 from servers.io.protocol import IO
 
 IO_CAP = "io"

@@ -11,7 +11,7 @@ physical RAM and then sets BASE, WIDTH, HEIGHT and CTRL.ENABLE.
 from __future__ import annotations
 
 from hal.device import Status
-from kernel.client import L4
+from kernel.user.client import L4
 
 from .common import PhysRam, idle, log, number, open_device
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hal.input import BUTTON, BUTTONS, KEY, KEYS, MOVE, unpack_event
 from kernel.abi import Proto
-from kernel.client import L4
+from kernel.user.client import L4
 
 from .common import log, open_device
 

@@ -7,8 +7,8 @@ Log lines: `probe: NAME: granted (KIND, line N)` or `probe: NAME: refused: DENIE
 """
 from __future__ import annotations
 
-from kernel.client import L4
-from kernel.rpc import RemoteFailure
+from kernel.user.client import L4
+from kernel.user.rpc import RemoteFailure
 
 from .common import idle, io_client, log, open_device
 

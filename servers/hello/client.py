@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from kernel.client import L4
-from kernel.errors import PartnerError
+from kernel.user.client import L4
+from kernel.user.errors import PartnerError
 
 from launcher.names import lookup
 

@@ -4,7 +4,7 @@ Call data: a decimal increment. Answer: "label L: total T (all clients: A)".
 """
 from __future__ import annotations
 
-from kernel.client import L4
+from kernel.user.client import L4
 
 
 def serve(l4: L4) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from kernel.client import L4
-from kernel.errors import L4Error
+from kernel.user.client import L4
+from kernel.user.errors import L4Error
 
 MAX_NAME = 256        # bytes of the caller's name echoed back
 

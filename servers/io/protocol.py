@@ -1,4 +1,4 @@
-"""The io server's protocol, declared once (kernel.rpc).
+"""The io server's protocol, declared once (kernel.user.rpc).
 
 A client (a driver) reaches io through a gate whose label the launcher chose for it; the
 label is what the policy names (the kernel vouches for it, the client can't claim another).
@@ -17,7 +17,7 @@ Admin (only through a gate with label ADMIN_LABEL, held by the launcher):
 """
 from __future__ import annotations
 
-from kernel.rpc import Protocol, op
+from kernel.user.rpc import Protocol, op
 
 ADMIN_LABEL = 1
 

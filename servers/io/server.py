@@ -3,7 +3,7 @@
 Started as a task with the HAL's bus gate as capability "hal" and the policy as its
 argument (JSON: {"<client label>": ["device", ...]}):
 
-    python -m kernel.task servers.io.server:serve '{"20": ["disk0"], "21": ["nic0", "timer0"]}'
+    python -m kernel.user.task servers.io.server:serve '{"20": ["disk0"], "21": ["nic0", "timer0"]}'
 
 At start it opens every device on the bus (their gates and IRQ objects land in its slots),
 then serves the `io` protocol. The policy decides, per client label, which devices that
@@ -22,8 +22,8 @@ from typing import Any, cast
 from hal.driver import free_slots
 from hal.protocol import BUS
 from kernel.abi import Rights
-from kernel.client import L4, map_cap
-from kernel.rpc import Call, Reply, RpcError
+from kernel.user.client import L4, map_cap
+from kernel.user.rpc import Call, Reply, RpcError
 
 from .protocol import ADMIN_LABEL, IO
 

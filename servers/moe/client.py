@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import Err, MemRights, pack, unpack
-from kernel.client import map_cap
+from kernel.user.client import map_cap
 
 from .protocol import OPS
 

@@ -1,7 +1,7 @@
 """Demo tasks for `configs/memory.toml`: a dataspace written by one task, read by another.
 
 `writer(l4, size, pattern)`: allocates a dataspace from its moe session (`l4.caps["moe"]`),
-attaches it, fills it with `pattern` through `kernel.vm.VM` (every page faults once; moe,
+attaches it, fills it with `pattern` through `kernel.user.vm.VM` (every page faults once; moe,
 its pager, maps a zeroed page), then passes the dataspace capability to the reader
 (`l4.caps["reader"]`) and stays alive, holding the memory, until it is killed.
 
@@ -19,9 +19,9 @@ import sys
 from typing import Any
 
 from kernel.abi import MemRights, pack, unpack
-from kernel.client import map_cap
-from kernel.errors import L4Error, Timeout
-from kernel.vm import VM
+from kernel.user.client import map_cap
+from kernel.user.errors import L4Error, Timeout
+from kernel.user.vm import VM
 
 from .client import MoeSession
 

@@ -28,8 +28,8 @@ import sys
 from typing import Any
 
 from kernel.abi import PAGE_SHIFT, PAGE_SIZE, MemRights, Proto, pack, unpack
-from kernel.client import map_cap
-from kernel.vm import VM, map_mem, window
+from kernel.user.client import map_cap
+from kernel.user.vm import VM, map_mem, window
 
 from ..loop import serve
 from .protocol import DATASPACE, OPS, SESSION

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from kernel.abi import PAGE_SHIFT, MemRights, Proto, pack, unpack
-from kernel.vm import map_mem
+from kernel.user.vm import map_mem
 
 from ..loop import serve
 
@@ -173,7 +173,7 @@ class Sigma0Client:
                            rcv_timeout=self.timeout)
         ans = unpack(msg.data)
         if "err" in ans:
-            from kernel import errors
+            from kernel.user import errors
             from kernel.abi import Err
             raise errors.from_code(int(Err[ans["err"]]), f"sigma0: {ans['reason']}")
         return ans["ok"], msg.items
@@ -193,7 +193,7 @@ class Sigma0Client:
 
 
 def boot(system: Any, name: str = "sigma0", **kw: Any) -> Any:
-    """Start sigma0 in a `kernel.testing.System` (or anything with root + spawn)."""
+    """Start sigma0 in a `kernel.user.testing.System` (or anything with root + spawn)."""
     tp = system.spawn("servers.sigma0.server:main", name, **kw)
     system.root.mem_sigma0(tp.slot)
     return tp

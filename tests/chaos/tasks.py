@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from kernel.abi import pack
-from kernel.client import L4
+from kernel.user.client import L4
 
 DATA = 1
 CTRL = 2

@@ -11,10 +11,10 @@ from typing import Iterator
 
 import pytest
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import SLOT_TASK, Rights, unpack
-from kernel.client import L4
-from kernel.testing import wait_for
+from kernel.user.client import L4
+from kernel.user.testing import wait_for
 
 from tests.chaos.tasks import CTRL, DATA
 from tests.conftest import Kit
@@ -180,7 +180,7 @@ def test_crash_makes_the_task_raise_in_its_own_code(rig: Rig) -> None:
     rig.root.call(rig.data, b"warm", rcv_timeout=10_000)     # it is in its receive loop
     res = rig.root.fault("crash", {"slot": rig.proc.slot})
     assert res["crashed"] == 1
-    assert rig.proc.wait(20) == 1              # kernel.task: an exception is status 1
+    assert rig.proc.wait(20) == 1              # kernel.user.task: an exception is status 1
     assert rig.injected("crash") == 1
 
 

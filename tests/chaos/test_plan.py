@@ -12,7 +12,7 @@ def test_the_example_plans_are_valid() -> None:
     import glob
     import os
 
-    from kernel.testing import PROJECT_ROOT
+    from kernel.user.testing import PROJECT_ROOT
     paths = glob.glob(os.path.join(PROJECT_ROOT, "configs", "chaos", "*.toml"))
     assert paths
     for p in paths:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from kernel.testing import PROJECT_ROOT
+from kernel.user.testing import PROJECT_ROOT
 from launcher.chaos import load_plan, parse_plan, run_plan
 
 from tests.launcher.helpers import l4run, write

@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from kernel.abi import MAX_PAYLOAD, pack, unpack
-from kernel.testing import System, TaskProc
+from kernel.user.testing import System, TaskProc
 
 CALL_MS = 20_000        # bound on one call: a hung server fails the test instead of hanging it
 
@@ -202,7 +202,7 @@ class Moe(_DictServer):
 
 
 # ---------------------------------------------------------------------------
-# Servers built on kernel.rpc: io and the HAL's bus.
+# Servers built on kernel.user.rpc: io and the HAL's bus.
 
 class _RpcServer(Adapter):
     protocol: Any = None

@@ -6,8 +6,8 @@ the server) and checks that the server keeps serving the others.
 """
 from __future__ import annotations
 
-from kernel.client import L4
-from kernel.errors import L4Error
+from kernel.user.client import L4
+from kernel.user.errors import L4Error
 
 
 def caller(l4: L4, data_hex: str, proto: str = "0") -> int:

@@ -23,8 +23,8 @@ from typing import Iterator
 
 import pytest
 
-from kernel.errors import PeerDied
-from kernel.testing import TaskProc, wait_for
+from kernel.user.errors import PeerDied
+from kernel.user.testing import TaskProc, wait_for
 
 from .servers import ADAPTERS, CALL_MS, Adapter
 

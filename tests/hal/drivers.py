@@ -1,4 +1,4 @@
-"""Driver tasks for tests/hal/test_io.py, run as real task processes (kernel.task)."""
+"""Driver tasks for tests/hal/test_io.py, run as real task processes (kernel.user.task)."""
 from __future__ import annotations
 
 import mmap
@@ -7,7 +7,7 @@ import os
 from hal.device import Status
 from hal.driver import DeviceHandle
 from kernel.abi import Proto
-from kernel.rpc import RemoteFailure
+from kernel.user.rpc import RemoteFailure
 from servers.io.protocol import IO
 
 

@@ -21,8 +21,8 @@ from hal.input import BUTTON, KEY, MOVE, unpack_event
 from hal.testing import HalRig
 from hal.tools import HalControlError, control, inject_input, screenshot, set_faults
 from kernel.abi import Proto
-from kernel.errors import Timeout
-from kernel.testing import wait_for
+from kernel.user.errors import Timeout
+from kernel.user.testing import wait_for
 
 DEVICES = ["timer:timer0", "disk:disk0:size=1M", "fb:fb0:width=64,height=48", "input:input0",
            "nic:nic0:backend=loopback"]

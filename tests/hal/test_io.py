@@ -9,9 +9,9 @@ import pytest
 from hal.testing import HalRig
 from hal.driver import DeviceHandle
 from kernel.abi import Rights
-from kernel.client import L4
-from kernel.errors import NoCapability
-from kernel.rpc import RemoteFailure
+from kernel.user.client import L4
+from kernel.user.errors import NoCapability
+from kernel.user.rpc import RemoteFailure
 from servers.io.protocol import ADMIN_LABEL, IO
 
 POLICY = {"20": ["disk0"], "21": ["timer0", "disk0"]}

@@ -19,7 +19,7 @@ from hal.nic import Nic
 from hal.pic import Pic
 from hal.testing import HalRig
 from hal.timer import Timer
-from kernel.testing import wait_for
+from kernel.user.testing import wait_for
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "hal", "DEVICES.md")
 

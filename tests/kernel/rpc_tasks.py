@@ -1,15 +1,15 @@
 """Task functions for tests/kernel/test_rpc.py and test_aio.py, run as real task processes
-with `python -m kernel.task tests.kernel.rpc_tasks:FUNC`.
+with `python -m kernel.user.task tests.kernel.rpc_tasks:FUNC`.
 
-KV is a tiny key-value protocol declared once with `kernel.rpc`; `kv_server` serves it.
+KV is a tiny key-value protocol declared once with `kernel.user.rpc`; `kv_server` serves it.
 """
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from kernel.client import L4
-from kernel.rpc import Call, Protocol, Reply, RpcError, op
+from kernel.user.client import L4
+from kernel.user.rpc import Call, Protocol, Reply, RpcError, op
 
 KV = Protocol("kv", [
     op("put", 1, ["key:str", "value:bytes"], None, doc="store value under key"),
@@ -80,7 +80,7 @@ def async_kv_client(l4: L4, key: str, value: str) -> int:
     """The same through AsyncL4 on uvloop: a second thread of this task, connected async."""
     import uvloop
 
-    from kernel.aio import AsyncL4
+    from kernel.user.aio import AsyncL4
 
     new = l4.create_thread()
 

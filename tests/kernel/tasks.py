@@ -33,8 +33,8 @@ import time
 from typing import Any
 
 from kernel.abi import pack, unpack
-from kernel.client import L4, Message
-from kernel.errors import Denied, L4Error
+from kernel.user.client import L4, Message
+from kernel.user.errors import Denied, L4Error
 
 CTRL_LABEL = 0xC7_0001       # label of an agent's control gate (chosen by the test's root)
 INBOX_WINDOW = 200           # capabilities arriving in the control loop land at 200, 204, …
@@ -130,7 +130,7 @@ def echo_server(l4: L4) -> int:
 
 
 def pool_echo(l4: L4) -> int:
-    from kernel.client import MultiWait
+    from kernel.user.client import MultiWait
     pool = MultiWait([l4, *l4.threads_from_env()])
     held: list[tuple[L4, int]] = []
     while True:

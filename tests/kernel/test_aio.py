@@ -1,4 +1,4 @@
-"""kernel.aio.AsyncL4 against a real kernel process: the same calls as coroutines.
+"""kernel.user.aio.AsyncL4 against a real kernel process: the same calls as coroutines.
 
 Servers are task processes (tests/kernel/rpc_tasks.py) or AsyncL4 threads in this process;
 the asyncio tests run on pytest-asyncio's loop, the uvloop ones on a uvloop Runner.
@@ -12,10 +12,10 @@ from typing import Iterator
 import pytest
 import uvloop
 
-from kernel import errors
+from kernel.user import errors
 from kernel.abi import Rights
-from kernel.aio import AsyncL4
-from kernel.testing import System
+from kernel.user.aio import AsyncL4
+from kernel.user.testing import System
 
 ECHO = "tests.kernel.rpc_tasks:echo_server"
 

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import pytest
 
 from kernel.abi import AlienVerdict, Err, Proto, Rights, Sys, unpack
-from kernel.errors import Denied, InvalidArgument, NoCapability, Timeout
-from kernel.testing import wait_for
+from kernel.user.errors import Denied, InvalidArgument, NoCapability, Timeout
+from kernel.user.testing import wait_for
 
 H_LABEL = 0xA11E
 

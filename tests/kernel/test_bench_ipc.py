@@ -12,7 +12,7 @@ import tempfile
 
 import psutil
 
-from kernel.testing import PROJECT_ROOT, wait_for
+from kernel.user.testing import PROJECT_ROOT, wait_for
 
 KEYS = ("direct_rtt_us", "relay_rtt_us", "kernel_rtt_us", "rtt_ratio", "relay_rtt_ratio",
         "kernel_vs_relay", "direct_calls_per_s", "relay_calls_per_s", "kernel_calls_per_s",

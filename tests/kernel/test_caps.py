@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from kernel.abi import Item, Rights, unpack
-from kernel.client import grant_cap, map_cap
-from kernel.errors import Busy, Canceled, InvalidArgument, NoCapability, NoRights, PeerDied, Timeout
+from kernel.user.client import grant_cap, map_cap
+from kernel.user.errors import Busy, Canceled, InvalidArgument, NoCapability, NoRights, PeerDied, Timeout
 
 LABEL_B = 0x4B
 LABEL_C = 0x4C

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from kernel.client import L4
-from kernel.errors import NoCapability, PeerDied
-from kernel.testing import System, wait_for
+from kernel.user.client import L4
+from kernel.user.errors import NoCapability, PeerDied
+from kernel.user.testing import System, wait_for
 
 
 def _lost(s: System) -> int:

@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from kernel.abi import Proto, Rights, unpack
-from kernel.client import map_cap
-from kernel.errors import NoCapability, PeerDied
-from kernel.testing import System, wait_for
+from kernel.user.client import map_cap
+from kernel.user.errors import NoCapability, PeerDied
+from kernel.user.testing import System, wait_for
 
 RELEASE = 10.0       # a blocked partner must be released well within this
 

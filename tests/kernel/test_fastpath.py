@@ -1,4 +1,4 @@
-"""The IPC fast path (kernel/fastpath.py) changes speed, never behaviour.
+"""The IPC fast path (kernel/core/fastpath.py) changes speed, never behaviour.
 
 Differential test: two live kernels, one started with `--no-fastpath`, are driven through
 the same long, seeded sequence of IPC requests from real ZeroMQ connections (a server thread
@@ -26,7 +26,7 @@ import msgpack
 import zmq
 
 from kernel.abi import NEVER, Item, Rights, Sys, encode_request
-from kernel.testing import System
+from kernel.user.testing import System
 
 STEPS = 400
 SEED = 20261127

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from kernel import abi
 from kernel.abi import LAYOUTS, MAX_HEADER, MAX_ITEMS, MAX_PAYLOAD, Err, Sys
-from kernel.testing import System
+from kernel.user.testing import System
 
 ANSWER_BOUND_MS = 20_000     # a hang fails the test; it is a liveness bound, not a timing
 SETTINGS = settings(max_examples=300, deadline=None, database=None,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kernel.abi import MAX_PAYLOAD, NEVER, Proto, Rights, pack, unpack
-from kernel.errors import InvalidArgument, MessageTooBig, NoCapability, NoRights, PeerDied, Timeout
+from kernel.user.errors import InvalidArgument, MessageTooBig, NoCapability, NoRights, PeerDied, Timeout
 
 LABEL_ROOT = 0x100        # gate bound to root's main thread
 LABEL_SVC = 0x200         # gate bound to the echo server

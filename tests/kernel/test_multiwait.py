@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from kernel.abi import unpack
-from kernel.testing import System, wait_for
+from kernel.user.testing import System, wait_for
 
 
 def _state(s: System, thread_slot: int) -> str:

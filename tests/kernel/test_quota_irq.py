@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from kernel.abi import Proto, Rights, unpack
-from kernel.client import L4
-from kernel.errors import NoRights, QuotaExceeded, Timeout
+from kernel.user.client import L4
+from kernel.user.errors import NoRights, QuotaExceeded, Timeout
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import signal
 import pytest
 
 from kernel.abi import unpack
-from kernel.client import L4
-from kernel.errors import KernelGone, NotAuthenticated
-from kernel.testing import System, wait_for
+from kernel.user.client import L4
+from kernel.user.errors import KernelGone, NotAuthenticated
+from kernel.user.testing import System, wait_for
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_remote_task_ends_when_its_kernel_goes(remote_kernel):
 
 
 async def test_asyncio_threads_work_over_tcp_and_notice_a_lost_kernel(remote_kernel):
-    from kernel.aio import AsyncL4
+    from kernel.user.aio import AsyncL4
     s, info = remote_kernel
     new = s.root.create_task("async-far", 16)
     a = await AsyncL4.connect(info["endpoint"], new.secret, server_key=info["public_key"].encode())

@@ -1,4 +1,4 @@
-"""kernel.rpc: one protocol declaration drives the client stub and the server dispatch.
+"""kernel.user.rpc: one protocol declaration drives the client stub and the server dispatch.
 
 Real processes: the KV server is a task process (tests/kernel/rpc_tasks.py); clients are
 root-created tasks in this process, or task processes of their own.
@@ -11,9 +11,9 @@ import pytest
 
 from kernel import abi
 from kernel.abi import Rights
-from kernel.client import L4
-from kernel.rpc import (BadRequest, Protocol, RemoteFailure, ServerFault, Status, op)
-from kernel.testing import System
+from kernel.user.client import L4
+from kernel.user.rpc import (BadRequest, Protocol, RemoteFailure, ServerFault, Status, op)
+from kernel.user.testing import System
 from tests.kernel.rpc_tasks import KV
 
 SERVER = "tests.kernel.rpc_tasks:kv_server"
@@ -170,7 +170,7 @@ def test_server_in_process_with_bad_client_counts() -> None:
     """serve() in this process (a second thread of a task), clients from the test thread."""
     import threading
 
-    from kernel.rpc import Call
+    from kernel.user.rpc import Call
     proto = Protocol("echo", [op("echo", 1, ["x"], "x"), op("bye", 2)], tag=3)
 
     class Impl:

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from kernel.testing import PROJECT_ROOT
+from kernel.user.testing import PROJECT_ROOT
 
 HELLO = "servers.hello.server:serve"
 CLIENT = "servers.hello.client:run"

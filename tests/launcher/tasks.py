@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from kernel.client import L4
+from kernel.user.client import L4
 from launcher.names import lookup
 
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from PIL import Image as PILImage
 
-from kernel.testing import PROJECT_ROOT
+from kernel.user.testing import PROJECT_ROOT
 from launcher.image import ImageError, parse_image
 from servers.drivers import fbdemo
 

@@ -3,7 +3,7 @@ tasks, a dataspace shared by capability, and moe told when a client dies.
 
 Real processes throughout: `l4run boot configs/memory.toml` in a temporary run directory,
 kill -9 of clients and of moe, an attached task that hogs memory, `down` leaving nothing.
-The first test drives moe's `client_gone` directly (kernel.testing, no launcher).
+The first test drives moe's `client_gone` directly (kernel.user.testing, no launcher).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kernel.testing import PROJECT_ROOT
+from kernel.user.testing import PROJECT_ROOT
 from launcher import control
 from launcher.image import ImageError, parse_image
 

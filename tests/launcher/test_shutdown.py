@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from kernel.testing import PROJECT_ROOT
+from kernel.user.testing import PROJECT_ROOT
 from launcher import control
 
 from .helpers import assert_clean, l4run, ps, system_pids, wait_for

@@ -230,7 +230,7 @@ def _run_remote(la: Launcher) -> "subprocess.Popen[bytes]":
     import subprocess
     import sys
 
-    from kernel.testing import PROJECT_ROOT
+    from kernel.user.testing import PROJECT_ROOT
     r = la.cmd_remote("far")
     # "the other machine": a process that knows only the endpoint, the key and the secret
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT, **r["env"]}

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from kernel.abi import Err, Proto, pack, unpack
-from kernel.errors import L4Error
-from kernel.vm import VM, PageFault, grant_mem, map_mem, window
+from kernel.user.errors import L4Error
+from kernel.user.vm import VM, PageFault, grant_mem, map_mem, window
 
 WBASE, WORDER = 0x4000_0000, 30
 WINDOW = window(WBASE, WORDER)
@@ -103,7 +103,7 @@ def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
         if op == "moe_info":
             return moe.info(), []
     if op == "send_cap":
-        from kernel.client import map_cap
+        from kernel.user.client import map_cap
         ans = unpack(l4.call(l4.caps[b["to"]], pack({"op": "take"}),
                              items=[map_cap(b["slot"], 0x5)]).data)
         return ans["ok"], []

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 import pytest
 
 from kernel.abi import pack, unpack
-from kernel.testing import System
+from kernel.user.testing import System
 from servers.sigma0 import boot as boot_sigma0
 
 

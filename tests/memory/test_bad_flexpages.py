@@ -73,7 +73,7 @@ def test_target_holding_another_mapping_is_refused(mem):
 
 
 def test_unknown_and_malformed_items(mem):
-    from kernel.errors import InvalidArgument
+    from kernel.user.errors import InvalidArgument
     import pytest
     with pytest.raises(InvalidArgument):
         mem.root.call(mem.s0gate("x"), b"", items=[[3, 0, 12]])

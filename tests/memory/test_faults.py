@@ -56,7 +56,7 @@ def test_pager_dying_mid_fault_releases_the_thread(mem):
         result.update(mem.do("c", "read", l4=l4b, addr=ADDR, n=1))
     t = threading.Thread(target=touch)
     t.start()
-    from kernel.testing import wait_for
+    from kernel.user.testing import wait_for
     wait_for(lambda: len(mem.ok("p", "faults")) == 1, what="the fault to reach the pager")
     p.kill()
     t.join(20)

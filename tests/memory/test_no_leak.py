@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 
-from kernel.testing import wait_for
+from kernel.user.testing import wait_for
 
 from tests.memory.conftest import Mem
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import threading
 
-from kernel.errors import L4Error
-from kernel.testing import wait_for
+from kernel.user.errors import L4Error
+from kernel.user.testing import wait_for
 
 
 def _spin_in_background(mem, name, seconds):

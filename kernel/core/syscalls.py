@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import caps, faults, ipc, lifecycle, memory
-from .abi import (FIRST_FREE_SLOT, MAX_SLOTS, NEVER, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
+from ..abi import (FIRST_FREE_SLOT, MAX_SLOTS, NEVER, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
                   AbiError, Err, ObjType, Rights, Sys)
-from .abi import CAP_ITEMS
+from ..abi import CAP_ITEMS
 from .caps import CapSpace
 from .objects import Factory, Gate, Irq, Task, Thread
 
 if TYPE_CHECKING:
-    from .server import Kernel
+    from .kernel import Kernel
 
 LATER = object()      # the handler's answer comes later, from the IPC machinery
 Handler = Callable[["Kernel", Thread, list[Any], "bytes | None"], Any]
@@ -303,7 +303,7 @@ def sys_exit(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
     return LATER
 
 
-# -- memory (kernel/memory.py, docs/MEMORY.md) ----------------------------------------
+# -- memory (kernel/core/memory.py, docs/MEMORY.md) ----------------------------------------
 
 @handles(Sys.MEM_ATTACH)
 def sys_mem_attach(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
@@ -355,7 +355,7 @@ def sys_mem_query(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
     return k.memory.query(task, vaddr, order)
 
 
-# -- chaos (kernel/faults.py, docs/CHAOS.md) ---------------------------------------------
+# -- chaos (kernel/core/faults.py, docs/CHAOS.md) ---------------------------------------------
 
 @handles(Sys.FAULT)
 def sys_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:

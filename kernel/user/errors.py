@@ -10,7 +10,7 @@ Every `L4Error` carries the `Err` code and the kernel's reason in words.
 """
 from __future__ import annotations
 
-from .abi import Err
+from ..abi import Err
 
 
 class L4Error(Exception):

@@ -1,6 +1,6 @@
 """The asyncio task library: `AsyncL4`, one L4 thread whose system calls are coroutines.
 
-Same methods, arguments, results and exceptions as the synchronous `kernel.client.L4` (both
+Same methods, arguments, results and exceptions as the synchronous `kernel.user.client.L4` (both
 build requests and shape answers in `client._Api`); only the transport differs: a
 `zmq.asyncio` DEALER socket, so a blocked `wait` or `call` suspends the coroutine, not the
 event loop. Works on the default asyncio loop and on uvloop (`uvloop.install()` or
@@ -29,10 +29,10 @@ import zmq
 import zmq.asyncio
 
 from . import errors
-from .abi import Sys, encode_request
+from ..abi import Sys, encode_request
 from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, close_connection,
                      connect_remote, parse_answer, trouble_text)
-from .osutil import pid_alive
+from ..osutil import pid_alive
 
 
 class AsyncL4(_Api):

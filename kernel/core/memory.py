@@ -38,12 +38,12 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .abi import (MEM_ITEMS, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS,
+from ..abi import (MEM_ITEMS, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS,
                   AbiError, Err, Item, MemRights)
 
 if TYPE_CHECKING:
     from .objects import Task, Thread
-    from .server import Kernel
+    from .kernel import Kernel
 
 DEFAULT_RAM = 64 << 20
 _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
@@ -397,7 +397,7 @@ class Shootdown:
             return
         if self._settle(time.monotonic() >= self.deadline):
             from . import ipc
-            from .abi import encode_ok
+            from ..abi import encode_ok
             ipc.finish(k, th, encode_ok(self.result))
             return
         self._arm()
@@ -409,7 +409,7 @@ class Shootdown:
 def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
     """MEM_FAULT: answer [frame, rights] now, or LATER after the pager's reply."""
     from . import ipc
-    from .abi import NEVER, Proto, Rights, encode_ok
+    from ..abi import NEVER, Proto, Rights, encode_ok
     mem: Memory = k.memory
     if not 0 <= vaddr < 1 << VA_BITS:
         raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
@@ -459,7 +459,7 @@ LATER_MARK = object()     # replaced by syscalls.LATER in the handler
 
 def _exception(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
     from . import ipc
-    from .abi import Proto
+    from ..abi import Proto
     if th.handler is not None and th.handler.alive:
         ipc.kernel_send(k, th.handler, Proto.EXCEPTION, {
             "event": "page_fault", "task": th.task.name, "task_id": th.task.id,

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from . import faults as _faults
-from .abi import FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, Rights, Sys
+from ..abi import FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, Rights, Sys
 from .ipc import SendRecord, wait
 from .objects import Gate, Thread, TState
 
 if TYPE_CHECKING:
-    from .server import Kernel
+    from .kernel import Kernel
 
 _CALL = int(Sys.CALL)
 _REPLY_WAIT = int(Sys.REPLY_WAIT)

@@ -20,11 +20,11 @@ import os
 from typing import TYPE_CHECKING
 
 from . import caps, ipc
-from .abi import AbiError, Err, Proto
+from ..abi import AbiError, Err, Proto
 from .objects import Factory, Gate, Irq, KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
-    from .server import Kernel
+    from .kernel import Kernel
 
 
 def charge(factory: Factory, amount: int = 1) -> None:

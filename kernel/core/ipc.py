@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import faults as _faults   # chaos: the fault table (empty: no cost but a test)
 from . import memory
-from .abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
+from ..abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
                   encode_ok, encode_receipt, pack)
 from .objects import Gate, Irq, Thread, TState
 
 if TYPE_CHECKING:
     from .caps import CapSpace
-    from .server import Kernel
+    from .kernel import Kernel
 
 _seq = itertools.count()
 
@@ -162,7 +162,7 @@ def send(k: "Kernel", rec: SendRecord, timeout: int) -> None:
         return
     rec.target = target
     if _faults.ARMED and _faults.intercept(k, rec, timeout):
-        return      # an injected fault took the message over (kernel/faults.py)
+        return      # an injected fault took the message over (kernel/core/faults.py)
     if target.state == TState.RECEIVING and not target.irqs:
         err = deliver(k, rec, target)
         if err is None:
@@ -329,7 +329,7 @@ def expire(k: "Kernel", thread: Thread) -> None:
         return
     if state == TState.SENDING:
         if _faults.HELD and _faults.release(k, thread):
-            return      # an injected delay ended: the held message goes on (kernel/faults.py)
+            return      # an injected delay ended: the held message goes on (kernel/core/faults.py)
         rec = thread.sending
         if rec is not None and rec.target is not None:
             _unqueue(rec)

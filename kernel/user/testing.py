@@ -1,7 +1,7 @@
 """Boot a real kernel in a run directory and spawn real task processes (for tests and benches).
 
 `System` is a minimal root task: it starts `python -m kernel`, connects as root, and spawns
-tasks with `spawn()` — each a real OS process running `python -m kernel.task`, watched by
+tasks with `spawn()` — each a real OS process running `python -m kernel.user.task`, watched by
 the kernel through its pid, with named capabilities mapped into its slots. `close()` kills
 every process it started and the kernel, and checks that the socket file is gone.
 
@@ -20,11 +20,11 @@ import tempfile
 import time
 from typing import Any
 
-from .abi import Rights
+from ..abi import Rights
 from .client import (ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, ENV_THREADS, L4, NewTask,
                      NewThread)
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRST_NAMED_SLOT = 16     # where spawn() maps named capabilities in a new task
 
 
@@ -90,7 +90,7 @@ class System:
               caps: dict[str, int | tuple[int, int]] | None = None, quota: int = 256,
               handler: int | None = None, stderr: Any = None, env: dict[str, str] | None = None,
               threads: int = 0) -> TaskProc:
-        """Start `python -m kernel.task TARGET ARGS` as a new task.
+        """Start `python -m kernel.user.task TARGET ARGS` as a new task.
 
         `caps` maps a name to one of root's slots (or (slot, rights)); the task finds it in
         `l4.caps[name]`. `handler` (a root gate slot) becomes its exception handler.
@@ -101,7 +101,7 @@ class System:
         penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
                 ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
                 ENV_THREADS: ",".join(t.secret.hex() for t in extra), "L4_DIE_WITH_PARENT": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
+        proc = subprocess.Popen([sys.executable, "-m", "kernel.user.task", target, *args], env=penv,
                                 cwd=PROJECT_ROOT, stderr=stderr)
         self.root.task_watch(new.slot, proc.pid)
         return self._track(TaskProc(name, new, proc, mine), extra)
@@ -119,7 +119,7 @@ class System:
         penv = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT,
                 ENV_KERNEL: info["endpoint"], ENV_KERNEL_KEY: info["public_key"],
                 ENV_SECRET: new.secret.hex(), ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "kernel.task", target, *args], env=penv,
+        proc = subprocess.Popen([sys.executable, "-m", "kernel.user.task", target, *args], env=penv,
                                 cwd=PROJECT_ROOT)
         return self._track(TaskProc(name, new, proc, mine), [])
 

@@ -45,12 +45,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import ipc
-from .abi import NEVER, AbiError, Err, ObjType, Rights, encode_error, encode_ok, unpack
+from ..abi import NEVER, AbiError, Err, ObjType, Rights, encode_error, encode_ok, unpack
 from .objects import KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
     from .ipc import SendRecord
-    from .server import Kernel
+    from .kernel import Kernel
 
 KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout", "crash")
 RULE_KINDS = KINDS[:-1]

@@ -1,6 +1,6 @@
-"""`python -m kernel.task MODULE:FUNCTION [ARGS...]`: run a function as an L4 task.
+"""`python -m kernel.user.task MODULE:FUNCTION [ARGS...]`: run a function as an L4 task.
 
-The launcher (or `kernel.testing`) creates the task in the kernel, maps its capabilities and
+The launcher (or `kernel.user.testing`) creates the task in the kernel, maps its capabilities and
 starts this runner with L4_KERNEL, L4_SECRET and L4_CAPS in the environment. The function is
 called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return value (an int or
 None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with its parent.
@@ -15,13 +15,13 @@ from typing import Any
 
 from .client import L4
 from .errors import KernelGone
-from .osutil import die_with_parent
+from ..osutil import die_with_parent
 
 
 def load(target: str) -> Any:
     module, _, func = target.partition(":")
     if not module or not func:
-        raise SystemExit(f"kernel.task: target must be MODULE:FUNCTION, got {target!r}")
+        raise SystemExit(f"kernel.user.task: target must be MODULE:FUNCTION, got {target!r}")
     return getattr(importlib.import_module(module), func)
 
 

@@ -30,7 +30,7 @@ import zmq
 import zmq.backend
 
 from . import fastpath, ipc, lifecycle, memory, syscalls
-from .abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
+from ..abi import (MAX_PAYLOAD, SLOT_KERNEL, AbiError, AlienVerdict, Err, Proto, Rights, Sys,
                   decode_request, encode_error, encode_ok, unpack)
 from .objects import Factory, Gate, KernelCtl, Task, Thread, TState
 
@@ -145,7 +145,7 @@ class Kernel:
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
                                       "tasks_died": 0, "fastpath": 0, "connections_lost": 0}
-        self.fastpath = True               # kernel.fastpath serves the common IPC inline
+        self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
         self.err_counts: dict[str, int] = {}
         self.started = time.time()
         self.running = True
@@ -524,7 +524,7 @@ def write_tcp_info(run_dir: str, port: Port) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    from .osutil import die_with_parent
+    from ..osutil import die_with_parent
 
     p = argparse.ArgumentParser(prog="python -m kernel", description="The L4Py kernel process.")
     p.add_argument("--run-dir", required=True, help="directory for kernel.sock")

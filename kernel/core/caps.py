@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .abi import FIRST_FREE_SLOT, MAX_SLOTS, AbiError, Err, ObjType, Rights
+from ..abi import FIRST_FREE_SLOT, MAX_SLOTS, AbiError, Err, ObjType, Rights
 
 if TYPE_CHECKING:
     from .objects import KObject

@@ -29,7 +29,7 @@ import threading
 from typing import Any, Callable
 
 from . import errors
-from .abi import (FIRST_FREE_SLOT, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_SIGNAL, Item, MemRights)
+from ..abi import (FIRST_FREE_SLOT, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_SIGNAL, Item, MemRights)
 
 _WORD = struct.Struct("<Q")
 _R, _W, _RW = int(MemRights.R), int(MemRights.W), int(MemRights.RW)   # ints: IntFlag ops are slow

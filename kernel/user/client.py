@@ -2,12 +2,12 @@
 
 `L4` is one L4 thread: one DEALER connection to the kernel, bound to a kernel thread object
 by the thread's one-time secret (HELLO). Its methods are the system calls, synchronous.
-`kernel.aio.AsyncL4` offers the same methods as coroutines (asyncio/uvloop); both share the
+`kernel.user.aio.AsyncL4` offers the same methods as coroutines (asyncio/uvloop); both share the
 request building and answer parsing below (`_Api`), only the transport differs.
 
 Contract: one call at a time per `L4` object (an L4 thread is sequential); use one `L4`
 per OS thread or coroutine that must block independently (`spawn_thread`).
-Errors are raised as `kernel.errors` exceptions, named by whose fault they were.
+Errors are raised as `kernel.user.errors` exceptions, named by whose fault they were.
 Timeouts are milliseconds; None waits forever, 0 polls.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, NamedTuple
 import zmq
 
 from . import errors
-from .abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Item, Rights, Sys,
+from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Item, Rights, Sys,
                   encode_request, pack, timeout_arg, unpack)
-from .osutil import pid_alive
+from ..osutil import pid_alive
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
 ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
@@ -71,7 +71,7 @@ def grant_cap(slot: int, rights: int = Rights.ALL) -> list[int]:
 
 
 def _window(window: tuple[int, ...] | None) -> list[int] | None:
-    # (first_slot, count) or (first_slot, count, mem_vaddr, mem_order): see kernel.vm.window
+    # (first_slot, count) or (first_slot, count, mem_vaddr, mem_order): see kernel.user.vm.window
     return list(window) if window is not None else None
 
 
@@ -215,7 +215,7 @@ class _Api:
     def exit(self, status: int = 0) -> Any:
         return self._req(Sys.EXIT, status)
 
-    # -- memory (kernel.vm is the address-space view built on these) ---------------------
+    # -- memory (kernel.user.vm is the address-space view built on these) ---------------------
     def mem_attach(self, signal: bool = False) -> Any:
         """Join the RAM: {fd, kernel_pid, size, frames, ctl_offset, slot, epoch}."""
         return self._req(Sys.MEM_ATTACH, signal)

@@ -18,7 +18,7 @@ import itertools
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Callable
 
-from .abi import ObjType
+from ..abi import ObjType
 
 if TYPE_CHECKING:
     from .caps import CapNode, CapSpace

@@ -35,7 +35,7 @@ import traceback
 from enum import IntEnum
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from .abi import Proto, pack, unpack
+from ..abi import Proto, pack, unpack
 from .client import Message
 from .errors import CallerError, L4Error
 
