@@ -1,9 +1,11 @@
 """`python -m kernel.user.task MODULE:FUNCTION [ARGS...]`: run a function as an L4 task.
 
-The launcher (or `kernel.user.testing`) creates the task in the kernel, maps its capabilities and
-starts this runner with L4_KERNEL, L4_SECRET and L4_CAPS in the environment. The function is
-called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return value (an int or
-None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with its parent.
+Whoever spawns a task (the launcher, `kernel.user.testing`) creates it in the kernel, maps its
+capabilities and starts this runner through `kernel.user.spawn`, which writes L4_KERNEL,
+L4_SECRET and L4_CAPS (and L4_THREADS, L4_KERNEL_KEY when they apply) into the environment.
+The function is called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return
+value (an int or None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with
+its parent.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from .client import L4
 from .errors import KernelGone
+from .spawn import ENV_DIE_WITH_PARENT
 from ..osutil import die_with_parent
 
 
@@ -29,7 +32,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    if os.environ.get("L4_DIE_WITH_PARENT") == "1":
+    if os.environ.get(ENV_DIE_WITH_PARENT) == "1":
         die_with_parent()
     fn = load(argv[0])
     l4 = L4.from_env()

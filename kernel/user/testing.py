@@ -5,8 +5,8 @@ tasks with `spawn()` — each a real OS process running `python -m kernel.user.t
 the kernel through its pid, with named capabilities mapped into its slots. `close()` kills
 every process it started and the kernel, and checks that the socket file is gone.
 
-The launcher (`launcher/`) does the same with images, supervision and restarts; this module
-is the small, dependable core it and the tests share.
+Task creation, wiring and the task's environment are `kernel.user.spawn`'s, the same path
+the launcher (`launcher/`) takes; the launcher adds images, supervision and restarts.
 """
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ import tempfile
 import time
 from typing import Any
 
-from ..abi import Rights
-from .client import (ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, ENV_THREADS, L4, NewTask,
-                     NewThread)
+from . import spawn as _spawn
+from .client import L4, NewTask, NewThread
+from .spawn import FIRST_NAMED_SLOT, PROJECT_ROOT, NamedCap, Wiring
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIRST_NAMED_SLOT = 16     # where spawn() maps named capabilities in a new task
+__all__ = ["FIRST_NAMED_SLOT", "PROJECT_ROOT", "System", "TaskProc", "wait_for"]
 
 
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
@@ -97,14 +96,12 @@ class System:
         `threads` extra threads are made in the task first (`l4.threads_from_env()` connects
         them; root's capabilities to them are in `TaskProc.threads`, to bind gates to)."""
         name = name or target.rpartition(":")[2]
-        new, mine, extra = self._make_task(name, caps, quota, handler, threads)
-        penv = {**os.environ, **(env or {}), ENV_KERNEL: self.sock, ENV_SECRET: new.secret.hex(),
-                ENV_CAPS: json.dumps(mine), "PYTHONPATH": PROJECT_ROOT,
-                ENV_THREADS: ",".join(t.secret.hex() for t in extra), "L4_DIE_WITH_PARENT": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "kernel.user.task", target, *args], env=penv,
-                                cwd=PROJECT_ROOT, stderr=stderr)
-        self.root.task_watch(new.slot, proc.pid)
-        return self._track(TaskProc(name, new, proc, mine), extra)
+        w = self._make_task(name, caps, quota, handler, threads)
+        penv = _spawn.environment(w, self.sock, base=os.environ, extra=env, pythonpath=PROJECT_ROOT)
+        proc = subprocess.Popen(_spawn.argv(target, args), env=penv, cwd=PROJECT_ROOT,
+                                stderr=stderr)
+        _spawn.watch(self.root, w, proc.pid)
+        return self._track(name, w, proc)
 
     def spawn_remote(self, target: str, name: str | None = None, *, args: tuple[str, ...] = (),
                      caps: dict[str, int | tuple[int, int]] | None = None, quota: int = 256,
@@ -115,13 +112,12 @@ class System:
         with `kernel_args=("--tcp", "127.0.0.1:0")`."""
         name = name or target.rpartition(":")[2]
         info = self.tcp_info()
-        new, mine, _ = self._make_task(name, caps, quota, handler, 0)
-        penv = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT,
-                ENV_KERNEL: info["endpoint"], ENV_KERNEL_KEY: info["public_key"],
-                ENV_SECRET: new.secret.hex(), ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "kernel.user.task", target, *args], env=penv,
-                                cwd=PROJECT_ROOT)
-        return self._track(TaskProc(name, new, proc, mine), [])
+        w = self._make_task(name, caps, quota, handler, 0)
+        penv = _spawn.environment(w, info["endpoint"], key=info["public_key"],
+                                  base={"PATH": os.environ.get("PATH", "")},
+                                  pythonpath=PROJECT_ROOT)
+        proc = subprocess.Popen(_spawn.argv(target, args), env=penv, cwd=PROJECT_ROOT)
+        return self._track(name, w, proc)
 
     def tcp_info(self) -> dict[str, str]:
         """{"endpoint", "public_key"} of a kernel started with --tcp (RUN_DIR/kernel.tcp)."""
@@ -131,21 +127,14 @@ class System:
             return dict(json.load(f))
 
     def _make_task(self, name: str, caps: dict[str, int | tuple[int, int]] | None, quota: int,
-                   handler: int | None, threads: int) -> tuple[NewTask, dict[str, int], list[NewThread]]:
-        new = self.root.create_task(name, quota)
-        extra = [self.root.create_thread(new.slot) for _ in range(threads)]
-        mine: dict[str, int] = {}
-        for i, (cname, spec) in enumerate((caps or {}).items()):
-            slot, rights = spec if isinstance(spec, tuple) else (spec, Rights.ALL)
-            dst = FIRST_NAMED_SLOT + i
-            self.root.task_map(new.slot, slot, dst, rights)
-            mine[cname] = dst
-        if handler is not None:
-            self.root.thread_control(new.thread, handler=handler)
-        return new, mine, extra
+                   handler: int | None, threads: int) -> Wiring:
+        named = [NamedCap(cname, *spec) if isinstance(spec, tuple) else NamedCap(cname, spec)
+                 for cname, spec in (caps or {}).items()]
+        return _spawn.create(self.root, name, quota, named, handler=handler, threads=threads)
 
-    def _track(self, tp: TaskProc, extra: list[NewThread]) -> TaskProc:
-        tp.threads = extra
+    def _track(self, name: str, w: Wiring, proc: subprocess.Popen[bytes]) -> TaskProc:
+        tp = TaskProc(name, w.task, proc, w.caps)
+        tp.threads = w.threads
         self.tasks.append(tp)
         return tp
 
