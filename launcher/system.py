@@ -4,12 +4,13 @@ Boot: start the kernel (`python -m kernel --die-with-parent`) and the spawner (z
 side, connect as root, then start tasks in dependency order (a task starts once every task it
 depends on — explicitly or through a service it uses — has connected to the kernel).
 
-Wiring, per task: a fresh kernel task (task cap + main-thread cap); one IPC gate per service
-it provides (and one more per distinct client label), owned by the launcher and bound to the
-provider's main thread; every capability the image routes to it mapped into its slots
-(rights reduced as asked) and named in L4_CAPS; a private `launcher` gate for name lookups
-(`launcher.names`); the launcher's handler gate as its exception handler; the kernel told
-which pid runs it (`task_watch`).
+Wiring, per task (through `kernel.user.spawn`, the path the tests' `System` takes too): a
+fresh kernel task (task cap + main-thread cap); one IPC gate per service it provides (and one
+more per distinct client label), owned by the launcher and bound to the provider's main
+thread; every capability the image routes to it mapped into its slots (rights reduced as
+asked) and named in L4_CAPS; a private `launcher` gate for name lookups (`launcher.names`);
+the launcher's handler gate as its exception handler; the kernel told which pid runs it
+(`task_watch`).
 
 Supervision: the kernel sends a Proto.EXCEPTION "exit" notice to the handler gate when a task
 dies. `policy.decide` says whether to restart; a restart creates a fresh task and *rebinds*
@@ -39,9 +40,10 @@ from typing import Any, Callable
 import psutil
 import zmq
 
-from kernel.user import errors
+from kernel.user import errors, spawn
 from kernel.abi import Proto, Rights, pack
-from kernel.user.client import ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, L4, map_cap
+from kernel.user.client import L4, map_cap
+from kernel.user.spawn import NamedCap
 from kernel.core.kernel import TCP_INFO
 
 from . import control
@@ -53,7 +55,6 @@ from .names import CAP_NAME
 from .policy import Backoff, Budget, decide
 from .zygote import PROJECT_ROOT, SpawnError, Spawner
 
-FIRST_CAP_SLOT = 16
 HANDLER_LABEL = 1
 STOP_LABEL = 2               # the main thread tells the supervisor thread to end
 LOOKUP_LABEL_BASE = 1000     # + task number: the per-task `launcher` gate
@@ -277,48 +278,59 @@ class Launcher:
                    if d in self.tasks)
 
     def _start(self, t: TaskRun) -> None:
+        """A new incarnation of `t`: wired in the kernel, then its process spawned here or
+        awaited from another machine."""
+        w = self._wire(t)
+        if w is None:
+            return
+        if t.spec.remote:
+            self._await_remote(t, w)
+        else:
+            self._spawn_local(t, w)
+
+    def _wire(self, t: TaskRun) -> spawn.Wiring | None:
+        """A fresh kernel task for `t` (kernel.user.spawn): the capabilities routed to it,
+        then its private `launcher` lookup gate (invoke only); our handler gate as its
+        exception handler; its service gates rebound to it; its memory. None if it failed."""
         root = self.root
-        assert root is not None and self.spawner is not None
+        assert root is not None
         spec = t.spec
-        new = root.create_task(spec.name, spec.quota)
-        t.slot, t.thread, t.task_id = new.slot, new.thread, new.task_id
-        mine: dict[str, int] = {}
-        slot = FIRST_CAP_SLOT
-        for cap in spec.caps:
-            root.task_map(new.slot, self.service_gate(cap.service, cap.label), slot, cap.rights)
-            mine[cap.local] = slot
-            slot += 1
-        root.task_map(new.slot, self.lookup_gates[spec.name], slot, Rights.INVOKE)
-        mine[CAP_NAME] = slot
-        root.thread_control(new.thread, handler=self.handler_gate, priority=spec.priority)
+        caps = [NamedCap(c.local, self.service_gate(c.service, c.label), c.rights)
+                for c in spec.caps]
+        caps.append(NamedCap(CAP_NAME, self.lookup_gates[spec.name], Rights.INVOKE))
+        w = spawn.create(root, spec.name, spec.quota, caps, handler=self.handler_gate,
+                         priority=spec.priority)
+        t.slot, t.thread, t.task_id = w.task.slot, w.task.thread, w.task.task_id
         for svc in spec.provides:
             for gate in self.services[svc].gates.values():
-                root.bind_gate(gate, new.thread)
+                root.bind_gate(gate, w.task.thread)
         try:       # sigma0's RAM; a moe session: l4.caps["moe"] and its pager (launcher/memory.py)
-            self.memory.wire(t, mine, slot + 1)
+            self.memory.wire(t, w.caps, w.next_slot)
         except SpawnError as e:
             self.event(f"{spec.name}: cannot start: {e}")
             self._drop_caps(t)
             t.state, t.last_exit = "failed", str(e)
-            return
-        pythonpath = os.pathsep.join([*spec.module_path, self.pythonpath])
-        if spec.remote:
-            self._await_remote(t, new, mine)
-            return
-        env = {**os.environ, **spec.env, "PYTHONPATH": pythonpath,
-               ENV_KERNEL: self.kernel_sock, ENV_SECRET: new.secret.hex(),
-               ENV_CAPS: json.dumps(mine), "L4_DIE_WITH_PARENT": "1",
-               "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir}
-        self.by_id[new.task_id] = t
+            return None
+        return w
+
+    def _spawn_local(self, t: TaskRun, w: spawn.Wiring) -> None:
+        """Fork `t`'s process through the zygote and tell the kernel its pid."""
+        assert self.root is not None and self.spawner is not None
+        spec = t.spec
+        env = spawn.environment(
+            w, self.kernel_sock, base=os.environ,
+            extra={**spec.env, "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir},
+            pythonpath=os.pathsep.join([*spec.module_path, self.pythonpath]))
+        self.by_id[w.task.task_id] = t
         try:
             t.pid = self.spawner.spawn(spec.run, spec.args, env, t.log, self.cwd)
         except SpawnError as e:
             self.event(f"{spec.name}: cannot spawn: {e}")
-            self.by_id.pop(new.task_id, None)
+            self.by_id.pop(w.task.task_id, None)
             self._drop_caps(t)
             t.state, t.last_exit = "failed", f"spawn failed: {e}"
             return
-        root.task_watch(new.slot, t.pid)
+        spawn.watch(self.root, w, t.pid)
         t.state, t.started, t.kill_at = "starting", time.time(), 0.0
 
     def _drop_caps(self, t: TaskRun) -> None:
@@ -331,19 +343,21 @@ class Launcher:
                     pass
         t.slot = t.thread = 0
 
-    def _await_remote(self, t: TaskRun, new: Any, caps: dict[str, int]) -> None:
+    def _await_remote(self, t: TaskRun, w: spawn.Wiring) -> None:
         """A remote task's incarnation exists in the kernel; its process is started on the
-        other machine by whoever has `l4run remote TASK` (the one-time secret in it)."""
+        other machine by whoever has `l4run remote TASK` (the one-time secret in it). Its
+        environment is the task's variables and its image `env` only: nothing of this
+        machine's, and no parent to die with."""
         info = self.tcp_info
         assert info is not None, "validation lets a remote task in only with [system] tcp"
         endpoint = info["endpoint"]
         host = endpoint.rpartition(":")[0][len("tcp://"):]
         if host in ("0.0.0.0", "*", "::", "[::]"):
             endpoint = f"tcp://{socket.getfqdn()}:{endpoint.rpartition(':')[2]}"
-        t.remote_env = {ENV_KERNEL: endpoint, ENV_KERNEL_KEY: info["public_key"],
-                        ENV_SECRET: new.secret.hex(), ENV_CAPS: json.dumps(caps),
-                        "L4_TASK_NAME": t.spec.name, **t.spec.env}
-        self.by_id[new.task_id] = t
+        t.remote_env = spawn.environment(w, endpoint, key=info["public_key"],
+                                         extra={"L4_TASK_NAME": t.spec.name, **t.spec.env},
+                                         die_with_parent=False)
+        self.by_id[w.task.task_id] = t
         t.pid = 0
         t.state, t.started, t.kill_at = "awaiting", time.time(), 0.0
         self.event(f"{t.spec.name}: awaiting its remote process (l4run remote {t.spec.name})")
@@ -356,8 +370,8 @@ class Launcher:
             raise ValueError(f"task {task!r} is {t.state}: no incarnation to connect to")
         if t.state == "running":
             raise ValueError(f"task {task!r} is already connected (its secret is spent)")
-        return {"env": t.remote_env, "argv": ["python3", "-m", "kernel.user.task", t.spec.run,
-                                              *t.spec.args]}
+        return {"env": t.remote_env,
+                "argv": spawn.argv(t.spec.run, t.spec.args, python="python3")}
 
     def _check_starting(self) -> None:
         for t in self.tasks.values():

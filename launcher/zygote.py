@@ -30,7 +30,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# PROJECT_ROOT is re-exported: the launcher's modules find the project's files by it.
+from kernel.user.spawn import PROJECT_ROOT, TASK_MODULE, argv as task_argv
 
 
 # ---------------------------------------------------------------------------
@@ -81,15 +82,15 @@ class Zygote:
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             os.chdir(req["cwd"])
-            if self.exec_mode:
-                os.execve(sys.executable, [sys.executable, "-m", "kernel.user.task", req["target"],
-                                           *req["args"]], {**req["env"], "PYTHONUNBUFFERED": "1"})
+            if self.exec_mode:     # the launcher built the env (kernel.user.spawn.environment)
+                os.execve(sys.executable, task_argv(req["target"], req["args"]),
+                          {**req["env"], "PYTHONUNBUFFERED": "1"})
             os.environ.clear()
             os.environ.update(req["env"])
             for d in reversed(req["env"].get("PYTHONPATH", "").split(os.pathsep)):
                 if d and d not in sys.path:     # e.g. the directory of an attached snippet
                     sys.path.insert(0, d)
-            sys.argv = ["kernel.user.task", req["target"], *req["args"]]
+            sys.argv = [TASK_MODULE, req["target"], *req["args"]]
             from kernel.user import task
             code = task.main([req["target"], *req["args"]])
         except SystemExit as e:
