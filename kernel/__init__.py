@@ -18,6 +18,8 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `errors`      exceptions of the task library, named by whose fault a failure was
   - `vm`          an address-space view with a TLB, page faults on a miss
   - `rpc`         server protocols declared once: client stub and server dispatch
+  - `spawn`       create and wire a task, its process's environment and argv (one path for
+                  the launcher and `testing`)
   - `task`        `python -m kernel.user.task MODULE:FUNC`: run a function as a task
   - `testing`     boot a real kernel and spawn real task processes (tests, benchmarks)
 
