@@ -1,6 +1,6 @@
-"""`python -m kernel --run-dir DIR`: run the kernel process."""
+"""`python -m kernel --run-dir DIR`: run the kernel process (kernel/core/transport.py)."""
 import sys
 
-from .core.kernel import main
+from .core.transport import main
 
 sys.exit(main())

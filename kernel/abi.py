@@ -20,7 +20,7 @@ answer. Timeouts are milliseconds: 0 polls, N > 0 waits N ms, NEVER (-1) waits f
 from __future__ import annotations
 
 from enum import IntEnum, IntFlag
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import msgpack
 
@@ -161,9 +161,231 @@ SLOT_KERNEL = 4     # root task only: the kernel capability
 FIRST_FREE_SLOT = 8
 
 # ---------------------------------------------------------------------------
-# Request layouts: field name and type tag, in wire order.
-# Type tags: "int", "int?" (int or None), "bytes", "str", "bool?", "items", "window",
-# "timeout" (int, NEVER, or 0..MAX_TIMEOUT_MS).
+# Requests: one argument record per system call, its fields in wire order. The record is
+# the one declaration: `LAYOUTS` (field name and type tag, what `decode_request` checks
+# and ABI.md documents) is derived from it, the kernel's handlers read its fields by name,
+# and the task library builds its requests from it (`encode_args`).
+#
+# Type tags, by the alias a field is declared with: Int "int", OptInt "int?" (int or None),
+# Bytes "bytes", Str "str", OptBool "bool?", Items "items", Window "window", Timeout
+# "timeout" (int: NEVER, or 0..MAX_TIMEOUT_MS).
+Int = int
+OptInt = Optional[int]
+Bytes = bytes
+Str = str
+OptBool = Optional[bool]
+Items = Sequence[Sequence[int]]      # checked: a list of int tuples (see _check_items)
+Window = Optional[Sequence[int]]     # checked: None, (first, count) or (first, count, vaddr, order)
+Timeout = int
+
+_TAGS = {"Int": "int", "OptInt": "int?", "Bytes": "bytes", "Str": "str", "OptBool": "bool?",
+         "Items": "items", "Window": "window", "Timeout": "timeout"}
+
+
+class HelloArgs(NamedTuple):
+    secret: Bytes
+
+
+class SendArgs(NamedTuple):
+    cap: Int
+    proto: Int
+    items: Items
+    timeout: Timeout
+
+
+class WaitArgs(NamedTuple):
+    window: Window
+    timeout: Timeout
+
+
+class CallArgs(NamedTuple):
+    cap: Int
+    proto: Int
+    items: Items
+    snd_timeout: Timeout
+    rcv_timeout: Timeout
+    window: Window
+
+
+class ReplyArgs(NamedTuple):
+    reply: Int
+    proto: Int
+    items: Items
+
+
+class ReplyWaitArgs(NamedTuple):
+    reply: Int
+    proto: Int
+    items: Items
+    window: Window
+    timeout: Timeout
+
+
+class CapDeleteArgs(NamedTuple):
+    slot: Int
+
+
+class CapRevokeArgs(NamedTuple):
+    slot: Int
+
+
+class CapInspectArgs(NamedTuple):
+    slot: Int
+
+
+class CapDeriveArgs(NamedTuple):
+    src: Int
+    dst: OptInt
+    mask: Int
+
+
+class ObjDestroyArgs(NamedTuple):
+    slot: Int
+
+
+class GateCreateArgs(NamedTuple):
+    factory: Int
+    thread: OptInt
+    label: Int
+    dst: OptInt
+
+
+class IrqCreateArgs(NamedTuple):
+    factory: Int
+    dst: OptInt
+
+
+class ThreadCreateArgs(NamedTuple):
+    factory: Int
+    task: Int
+    dst: OptInt
+
+
+class TaskCreateArgs(NamedTuple):
+    factory: Int
+    name: Str
+    quota: Int
+    dst: OptInt
+
+
+class FactoryInfoArgs(NamedTuple):
+    factory: Int
+
+
+class GateBindArgs(NamedTuple):
+    gate: Int
+    thread: Int
+
+
+class IrqAttachArgs(NamedTuple):
+    irq: Int
+    thread: OptInt
+    label: Int
+
+
+class IrqTriggerArgs(NamedTuple):
+    irq: Int
+
+
+class IrqMaskArgs(NamedTuple):
+    irq: Int
+    masked: OptBool
+
+
+class ThreadControlArgs(NamedTuple):
+    thread: Int
+    pager: OptInt
+    handler: OptInt
+    alien: OptBool
+    priority: OptInt
+
+
+class TaskMapArgs(NamedTuple):
+    task: Int
+    src: Int
+    dst: Int
+    mask: Int
+
+
+class TaskWatchArgs(NamedTuple):
+    task: Int
+    pid: Int
+
+
+class KernelInfoArgs(NamedTuple):
+    kernel: Int
+
+
+class ExitArgs(NamedTuple):
+    status: Int
+
+
+class MemAttachArgs(NamedTuple):
+    signal: OptBool
+
+
+class MemFaultArgs(NamedTuple):
+    vaddr: Int
+    access: Int
+    ip: Int
+
+
+class MemUnmapArgs(NamedTuple):
+    vaddr: Int
+    order: Int
+    self: OptBool           # also our own mapping (not only what was derived from it)
+
+
+class MemSigma0Args(NamedTuple):
+    kernel: Int
+    task: Int
+
+
+class MemQueryArgs(NamedTuple):
+    task: OptInt
+    vaddr: Int
+    order: Int
+
+
+class FaultArgs(NamedTuple):
+    kernel: Int
+    op: Str
+    spec: Bytes
+
+
+ARGS: dict[Sys, type[tuple[Any, ...]]] = {
+    Sys.HELLO: HelloArgs,
+    Sys.SEND: SendArgs,
+    Sys.WAIT: WaitArgs,
+    Sys.CALL: CallArgs,
+    Sys.REPLY: ReplyArgs,
+    Sys.REPLY_WAIT: ReplyWaitArgs,
+    Sys.CAP_DELETE: CapDeleteArgs,
+    Sys.CAP_REVOKE: CapRevokeArgs,
+    Sys.CAP_INSPECT: CapInspectArgs,
+    Sys.CAP_DERIVE: CapDeriveArgs,
+    Sys.OBJ_DESTROY: ObjDestroyArgs,
+    Sys.GATE_CREATE: GateCreateArgs,
+    Sys.IRQ_CREATE: IrqCreateArgs,
+    Sys.THREAD_CREATE: ThreadCreateArgs,
+    Sys.TASK_CREATE: TaskCreateArgs,
+    Sys.FACTORY_INFO: FactoryInfoArgs,
+    Sys.GATE_BIND: GateBindArgs,
+    Sys.IRQ_ATTACH: IrqAttachArgs,
+    Sys.IRQ_TRIGGER: IrqTriggerArgs,
+    Sys.IRQ_MASK: IrqMaskArgs,
+    Sys.THREAD_CONTROL: ThreadControlArgs,
+    Sys.TASK_MAP: TaskMapArgs,
+    Sys.TASK_WATCH: TaskWatchArgs,
+    Sys.KERNEL_INFO: KernelInfoArgs,
+    Sys.EXIT: ExitArgs,
+    Sys.MEM_ATTACH: MemAttachArgs,
+    Sys.MEM_FAULT: MemFaultArgs,
+    Sys.MEM_UNMAP: MemUnmapArgs,
+    Sys.MEM_SIGMA0: MemSigma0Args,
+    Sys.MEM_QUERY: MemQueryArgs,
+    Sys.FAULT: FaultArgs,
+}
 
 
 class Field(NamedTuple):
@@ -171,47 +393,17 @@ class Field(NamedTuple):
     kind: str
 
 
-def _f(spec: str) -> tuple[Field, ...]:
-    out = []
-    for part in spec.split():
-        name, kind = part.split(":")
-        out.append(Field(name, kind))
-    return tuple(out)
+def _layout(record: type[tuple[Any, ...]]) -> tuple[Field, ...]:
+    # Annotations are postponed (NamedTuple keeps them as ForwardRefs): an alias's name is
+    # its tag, so no type is evaluated at import.
+    return tuple(Field(name, _TAGS[str(getattr(ann, "__forward_arg__", ann))])
+                 for name, ann in record.__annotations__.items())
 
 
-LAYOUTS: dict[Sys, tuple[Field, ...]] = {
-    Sys.HELLO: _f("secret:bytes"),
-    Sys.SEND: _f("cap:int proto:int items:items timeout:timeout"),
-    Sys.WAIT: _f("window:window timeout:timeout"),
-    Sys.CALL: _f("cap:int proto:int items:items snd_timeout:timeout rcv_timeout:timeout window:window"),
-    Sys.REPLY: _f("reply:int proto:int items:items"),
-    Sys.REPLY_WAIT: _f("reply:int proto:int items:items window:window timeout:timeout"),
-    Sys.CAP_DELETE: _f("slot:int"),
-    Sys.CAP_REVOKE: _f("slot:int"),
-    Sys.CAP_INSPECT: _f("slot:int"),
-    Sys.CAP_DERIVE: _f("src:int dst:int? mask:int"),
-    Sys.OBJ_DESTROY: _f("slot:int"),
-    Sys.GATE_CREATE: _f("factory:int thread:int? label:int dst:int?"),
-    Sys.IRQ_CREATE: _f("factory:int dst:int?"),
-    Sys.THREAD_CREATE: _f("factory:int task:int dst:int?"),
-    Sys.TASK_CREATE: _f("factory:int name:str quota:int dst:int?"),
-    Sys.FACTORY_INFO: _f("factory:int"),
-    Sys.GATE_BIND: _f("gate:int thread:int"),
-    Sys.IRQ_ATTACH: _f("irq:int thread:int? label:int"),
-    Sys.IRQ_TRIGGER: _f("irq:int"),
-    Sys.IRQ_MASK: _f("irq:int masked:bool?"),
-    Sys.THREAD_CONTROL: _f("thread:int pager:int? handler:int? alien:bool? priority:int?"),
-    Sys.TASK_MAP: _f("task:int src:int dst:int mask:int"),
-    Sys.TASK_WATCH: _f("task:int pid:int"),
-    Sys.KERNEL_INFO: _f("kernel:int"),
-    Sys.EXIT: _f("status:int"),
-    Sys.MEM_ATTACH: _f("signal:bool?"),
-    Sys.MEM_FAULT: _f("vaddr:int access:int ip:int"),
-    Sys.MEM_UNMAP: _f("vaddr:int order:int self:bool?"),
-    Sys.MEM_SIGMA0: _f("kernel:int task:int"),
-    Sys.MEM_QUERY: _f("task:int? vaddr:int order:int"),
-    Sys.FAULT: _f("kernel:int op:str spec:bytes"),
-}
+LAYOUTS: dict[Sys, tuple[Field, ...]] = {sysno: _layout(rec) for sysno, rec in ARGS.items()}
+assert set(LAYOUTS) == set(Sys), "every system call has an argument record"
+_SYS_OF: dict[type, int] = {rec: int(sysno) for sysno, rec in ARGS.items()}
+assert len(_SYS_OF) == len(ARGS), "one record per system call: a record names its call"
 
 # Calls whose answer is an IPC receipt rather than a plain value.
 RECEIVING = frozenset({Sys.WAIT, Sys.CALL, Sys.REPLY_WAIT})
@@ -317,8 +509,9 @@ _unpackb = msgpack.unpackb
 _packb = msgpack.packb
 
 
-def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
-    """Decode and check one request header. Raises AbiError with the reason."""
+def decode_request(header: bytes) -> tuple[Sys, Any]:
+    """Decode and check one request header: the call and its argument record (`ARGS`).
+    Raises AbiError with the reason."""
     if len(header) > MAX_HEADER:
         raise AbiError(Err.TOO_BIG, f"header of {len(header)} bytes, at most {MAX_HEADER}")
     try:
@@ -330,9 +523,10 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
     sysno = _SYS_BY_NUMBER.get(req[0])     # a dict: calling the enum costs ~1.5 µs a request
     if sysno is None:
         raise AbiError(Err.NOSYS, f"no system call number {req[0]}")
+    record = ARGS[sysno]
     fast = FAST_SHAPES.get(sysno)
     if fast is not None and fast(req):
-        return sysno, req[1:]
+        return sysno, record._make(req[1:])  # type: ignore[attr-defined]
     checks = _CHECKERS[sysno]
     if len(req) != len(checks) + 1:
         raise AbiError(Err.PROTOCOL, f"{sysno.name} takes {len(checks)} arguments, got {len(req) - 1}")
@@ -342,7 +536,7 @@ def decode_request(header: bytes) -> tuple[Sys, list[Any]]:
             args.append(check(value))
         except AbiError as e:
             raise AbiError(e.err, f"{sysno.name} argument '{name}': {e.reason}") from None
-    return sysno, args
+    return sysno, record._make(args)  # type: ignore[attr-defined]
 
 
 def _timeout_ok(v: Any) -> bool:
@@ -366,7 +560,13 @@ FAST_SHAPES: dict[Sys, Callable[[list[Any]], bool]] = {
 
 
 def encode_request(sysno: Sys, *args: Any) -> bytes:
+    """A raw request header (tests use it to send what the library never would)."""
     return _packb([int(sysno), *args])
+
+
+def encode_args(args: tuple[Any, ...]) -> bytes:
+    """The request header for an argument record (`ARGS`): the record names its call."""
+    return _packb([_SYS_OF[type(args)], *args])
 
 
 def encode_ok(value: Any = None) -> bytes:
@@ -377,8 +577,34 @@ def encode_error(err: Err, reason: str) -> bytes:
     return _packb([int(err), reason])
 
 
+class Receipt(NamedTuple):
+    """The answer to a receiving call (WAIT, CALL, REPLY_WAIT): what the kernel says about
+    the message that arrived. `label` and `rights` come from the kernel, never the sender."""
+    label: int
+    rights: int
+    reply: int          # one-shot reply capability (0: the sender waits for no reply)
+    proto: int
+    items: list[list[int]]   # [[kind, slot or vaddr, rights ...], ...] what landed with us
+
+
 def encode_receipt(label: int, rights: int, reply: int, proto: int, items: list[Any]) -> bytes:
     return _packb([0, label, rights, reply, proto, items])
+
+
+def decode_answer(header: bytes, receiving: bool) -> tuple[int, Any]:
+    """Task side: (Err.OK, the value or, for a receiving call, a Receipt) or (err, reason).
+    Raises AbiError(PROTOCOL) if the answer is not one the kernel sends."""
+    try:
+        ans = _unpackb(header, raw=False, strict_map_key=False)
+    except Exception:
+        raise AbiError(Err.PROTOCOL, "the kernel's answer is not msgpack") from None
+    if type(ans) is not list or not ans:
+        raise AbiError(Err.PROTOCOL, "the kernel's answer is not an array")
+    if ans[0] != 0:
+        return ans[0], ans[1]
+    if receiving:
+        return 0, Receipt(ans[1], ans[2], ans[3], ans[4], ans[5])
+    return 0, ans[1]
 
 
 def timeout_arg(ms: int | float | None) -> int:
@@ -397,3 +623,91 @@ def pack(obj: Any) -> bytes:
 
 def unpack(data: bytes) -> Any:
     return _unpackb(data, raw=False, strict_map_key=False)
+
+
+# ---------------------------------------------------------------------------
+# Kernel messages: what the kernel itself sends, as the payload (a msgpack map) of a message
+# with a negative `Proto` tag. Declared once here; the kernel builds them from these records
+# (`encode_kernel_message`), receivers read the map (`Message.body()`). A map, not an array,
+# so that a field added later breaks no receiver.
+
+class IrqMessage(NamedTuple):
+    """Proto.IRQ, a message to the attached thread (label: the IRQ's label)."""
+    irq: int
+    count: int  # type: ignore[assignment]   # triggers covered (the wire's name; shadows tuple.count)
+
+
+class PageFaultMessage(NamedTuple):
+    """Proto.PAGE_FAULT, a call to the faulting thread's pager (reply with MAP_MEM items)."""
+    addr: int
+    access: int         # MemRights
+    ip: int
+    task: str
+    thread: int
+
+
+class ExitNotice(NamedTuple):
+    """Proto.EXCEPTION {"event": "exit"}: a task is gone; to its main thread's handler."""
+    task: str
+    task_id: int
+    pid: Optional[int]
+    reason: str
+    status: Optional[int]   # known for EXIT and for children of the kernel
+
+
+class FaultNotice(NamedTuple):
+    """Proto.EXCEPTION {"event": "page_fault"}: a page fault nobody could serve."""
+    task: str
+    task_id: int
+    thread: int
+    addr: int
+    access: int
+    ip: int
+    reason: str
+
+
+class AlienBefore(NamedTuple):
+    """Proto.ALIEN {"phase": "before"}: a call to an alien thread's handler, which replies
+    AlienVerdict.ALLOW or DENY."""
+    task: str
+    thread: int
+    sysno: int
+    call: str
+    args: tuple[Any, ...]   # the call's argument record, as an array
+    payload_len: int
+
+
+class AlienAfter(NamedTuple):
+    """Proto.ALIEN {"phase": "after"}: an allowed call completed; the thread gets its answer
+    when the handler replies (with anything)."""
+    task: str
+    thread: int
+    sysno: int
+    call: str
+    err: int
+
+
+KernelMessage = Union[IrqMessage, PageFaultMessage, ExitNotice, FaultNotice, AlienBefore,
+                      AlienAfter]
+
+# record -> (its proto, the (key, value) its map starts with, if any)
+KERNEL_MESSAGES: dict[type, tuple[Proto, tuple[str, str] | None]] = {
+    IrqMessage: (Proto.IRQ, None),
+    PageFaultMessage: (Proto.PAGE_FAULT, None),
+    ExitNotice: (Proto.EXCEPTION, ("event", "exit")),
+    FaultNotice: (Proto.EXCEPTION, ("event", "page_fault")),
+    AlienBefore: (Proto.ALIEN, ("phase", "before")),
+    AlienAfter: (Proto.ALIEN, ("phase", "after")),
+}
+
+
+def encode_kernel_message(msg: KernelMessage) -> tuple[int, bytes]:
+    """(proto, payload) of a kernel message."""
+    proto, tag = KERNEL_MESSAGES[type(msg)]
+    body = msg._asdict()
+    return int(proto), _packb({tag[0]: tag[1], **body} if tag is not None else body)
+
+
+# The run directory's file that tells remote tasks how to reach a kernel started with
+# --tcp: {"endpoint", "public_key"} (JSON). The launcher reads it; the kernel writes it.
+TCP_INFO = "kernel.tcp"

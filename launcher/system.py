@@ -44,7 +44,7 @@ from kernel.user import errors, spawn
 from kernel.abi import Proto, Rights, pack
 from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
-from kernel.core.kernel import TCP_INFO
+from kernel.abi import TCP_INFO
 
 from . import control
 from .devices import hal_ctl

@@ -24,32 +24,31 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from . import faults as _faults
-from ..abi import FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, Rights, Sys
+from ..abi import (FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, CallArgs, ReplyWaitArgs, Rights,
+                   Sys, encode_receipt)
 from .ipc import SendRecord, wait
 from .objects import Gate, Thread, TState
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from .state import State
 
 _CALL = int(Sys.CALL)
 _REPLY_WAIT = int(Sys.REPLY_WAIT)
 # the shapes abi.decode_request checks inline (no items, no window; ints in range)
 _CALL_SHAPE, _RW_SHAPE = FAST_SHAPES[Sys.CALL], FAST_SHAPES[Sys.REPLY_WAIT]
+_call_args, _rw_args = CallArgs._make, ReplyWaitArgs._make
 _INVOKE = int(Rights.INVOKE)
 _RECEIVING, _IDLE, _AWAIT, _SENDING = (TState.RECEIVING, TState.IDLE, TState.AWAIT_REPLY,
                                        TState.SENDING)
 _unpackb = msgpack.unpackb
-_packb = msgpack.packb
 _NO_ITEMS: list = []
 
 
-def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> bool:
-    """Serve a CALL or REPLY_WAIT request inline; False: nothing was done."""
-    if (len(header) > MAX_HEADER or _faults.ARMED
-            or (payload is not None and len(payload) > MAX_PAYLOAD)):
-        return False
-    thread = k.conns.get(conn)
-    if thread is None or thread.busy or thread.alien:
+def try_fast(k: "State", thread: Thread | None, header: bytes, payload: bytes | None) -> bool:
+    """Serve a CALL or REPLY_WAIT request of `thread` (the connection's thread, if it is
+    one) inline; False: nothing was done."""
+    if (thread is None or thread.busy or thread.alien or len(header) > MAX_HEADER
+            or _faults.ARMED or (payload is not None and len(payload) > MAX_PAYLOAD)):
         return False
     try:
         r = _unpackb(header, raw=False, strict_map_key=True)
@@ -59,15 +58,15 @@ def try_fast(k: "Kernel", conn: bytes, header: bytes, payload: bytes | None) -> 
         return False
     op = r[0]
     if op == _CALL:
-        return _CALL_SHAPE(r) and _call(k, thread, r[1], r[2], r[4], r[5], payload)
+        return _CALL_SHAPE(r) and _call(k, thread, _call_args(r[1:]), payload)
     if op == _REPLY_WAIT:
-        return _RW_SHAPE(r) and _reply_wait(k, thread, r[1], r[2], r[5], payload)
+        return _RW_SHAPE(r) and _reply_wait(k, thread, _rw_args(r[1:]), payload)
     return False
 
 
-def _call(k: "Kernel", th: Thread, slot: int, proto: int, snd_timeout: int, rcv_timeout: int,
-          payload: bytes | None) -> bool:
-    node = th.task.space.slots.get(slot)
+def _call(k: "State", th: Thread, a: CallArgs, payload: bytes | None) -> bool:
+    node = th.task.space.slots.get(a.cap)
+    proto = a.proto
     if node is None or proto < 0 or not node.rights & _INVOKE:
         return False
     gate = node.obj
@@ -77,11 +76,12 @@ def _call(k: "Kernel", th: Thread, slot: int, proto: int, snd_timeout: int, rcv_
     if target is None or not target.alive:
         return False
     waiting = target.state == _RECEIVING and not target.irqs
-    if not waiting and snd_timeout == 0:
+    if not waiting and a.snd_timeout == 0:
         return False                       # the generic path answers TIMEOUT
     # Accepted: ipc.send for a message without items, then ipc.deliver or blocking.
     th.busy = True
     th.task.stats["calls"] += 1
+    rcv_timeout = a.rcv_timeout
     rec = SendRecord(th, gate, node.rights, proto, _NO_ITEMS, payload, True, None,
                      rcv_timeout, th.priority)
     rec.target = target
@@ -89,8 +89,8 @@ def _call(k: "Kernel", th: Thread, slot: int, proto: int, snd_timeout: int, rcv_
     if not waiting:                        # blocked in the receiver's queue
         insort(target.queue, rec)
         token = th.set_state(_SENDING)
-        if snd_timeout != NEVER:
-            k.timers.add(snd_timeout, th, token)
+        if a.snd_timeout != NEVER:
+            k.timers.add(a.snd_timeout, th, token)
         return True
     reply = target.next_reply
     target.next_reply = reply + 1
@@ -101,13 +101,12 @@ def _call(k: "Kernel", th: Thread, slot: int, proto: int, snd_timeout: int, rcv_
     k.count_ipc(th, target)
     target.set_state(_IDLE)
     target.sending = None
-    k.answer(target, _packb([0, rec.label, rec.rights, reply, proto, []]), payload)
+    k.answer(target, encode_receipt(rec.label, rec.rights, reply, proto, _NO_ITEMS), payload)
     return True
 
 
-def _reply_wait(k: "Kernel", th: Thread, reply_id: int, proto: int, timeout: int,
-                payload: bytes | None) -> bool:
-    rec = th.replies.get(reply_id)
+def _reply_wait(k: "State", th: Thread, a: ReplyWaitArgs, payload: bytes | None) -> bool:
+    rec = th.replies.get(a.reply)
     if rec is None or not rec.live:
         return False
     caller = rec.sender
@@ -116,11 +115,11 @@ def _reply_wait(k: "Kernel", th: Thread, reply_id: int, proto: int, timeout: int
     # Accepted: ipc.reply for a reply without items, then ipc.wait without a window.
     th.busy = True
     th.task.stats["calls"] += 1
-    del th.replies[reply_id]
+    del th.replies[a.reply]
     rec.live = False
     k.count_ipc(th, caller)
     caller.set_state(_IDLE)
     caller.sending = None
-    k.answer(caller, _packb([0, 0, 0, 0, proto, []]), payload)
-    wait(k, th, None, timeout)
+    k.answer(caller, encode_receipt(0, 0, 0, a.proto, _NO_ITEMS), payload)
+    wait(k, th, None, a.timeout)
     return True

@@ -3,7 +3,8 @@
 The root task (it needs the kernel capability) arms *rules* with the FAULT system call. A
 rule names a gate (by kernel object id, or by a slot of the caller's capability space) or
 every gate, optionally a sending task, a fault kind, a probability, a count limit and a seed.
-When a task sends a message through a gate with armed rules (`ipc.send` consults `intercept`),
+When a task sends a message through a gate with armed rules (`syscalls` consults `intercept`
+once the message is routed to a live thread),
 each matching rule that can act on this message rolls its own random generator; the first
 that fires injects its fault:
 
@@ -45,12 +46,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import ipc
-from ..abi import NEVER, AbiError, Err, ObjType, Rights, encode_error, encode_ok, unpack
+from ..abi import NEVER, AbiError, Err, ObjType, Rights, encode_ok, unpack
 from .objects import KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
     from .ipc import SendRecord
-    from .kernel import Kernel
+    from .state import State
 
 KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout", "crash")
 RULE_KINDS = KINDS[:-1]
@@ -86,16 +87,16 @@ STATS: dict[str, int] = {k: 0 for k in KINDS}
 LOG: deque[dict[str, Any]] = deque(maxlen=LOG_MAX)
 _next_rule = [1]
 _seq = [0]
-_bypass = [False]     # True while the table itself re-sends a message (no second fault)
 
 
 # ---------------------------------------------------------------------------
 # The hot-path hook
 
-def intercept(k: "Kernel", rec: "SendRecord", timeout: int) -> bool:
-    """Called by `ipc.send` for a task's message when rules are armed, after the target was
-    found alive. Answers True when the fault took the message over (send must stop)."""
-    if _bypass[0] or rec.sender is None:
+def intercept(k: "State", rec: "SendRecord", timeout: int) -> bool:
+    """Called by `syscalls` for a task's message when rules are armed, after the target was
+    found alive. Answers True when the fault took the message over (send must stop). The
+    table's own re-sends go straight to `ipc.send`, so no message is faulted twice."""
+    if rec.sender is None:
         return False
     rule = _pick(rec, timeout)
     if rule is None:
@@ -151,23 +152,19 @@ def _record(kind: str, rule: Rule | None, rec: "SendRecord | None", **detail: An
     LOG.append(entry)
 
 
-def _resend(k: "Kernel", rec: "SendRecord", timeout: int) -> None:
-    _bypass[0] = True
-    try:
-        ipc.send(k, rec, timeout)
-    finally:
-        _bypass[0] = False
+def _resend(k: "State", rec: "SendRecord", timeout: int) -> None:
+    ipc.send(k, rec, timeout)
 
 
 # ---------------------------------------------------------------------------
 # The fault kinds
 
-def _drop(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _drop(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     _record("drop", rule, rec)
     sender = rec.sender
     assert sender is not None
     if not rec.call:
-        ipc.finish(k, sender, encode_ok())
+        k.finish(sender, encode_ok())
         return True
     rec.target = None          # nobody holds its reply capability: only the timeout ends it
     sender.sending = rec
@@ -177,7 +174,7 @@ def _drop(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     return True
 
 
-def _delay(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _delay(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     sender = rec.sender
     assert sender is not None
     ms = rule.delay_ms + (rule.rng.randint(0, rule.jitter_ms) if rule.jitter_ms else 0)
@@ -196,8 +193,9 @@ def _delay(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     return True
 
 
-def release(k: "Kernel", thread: Thread) -> bool:
-    """`ipc.expire` hook: a held sender's delay ended. Answers True if it was one."""
+def release(k: "State", thread: Thread) -> bool:
+    """A sending thread's timer ran out (`transport`): if a delay held it, the delay ended
+    and the message goes on. Answers True if it was one."""
     entry = HELD.pop(thread, None)
     if entry is None:
         return False
@@ -205,14 +203,14 @@ def release(k: "Kernel", thread: Thread) -> bool:
     if not rec.live or thread.sending is not rec:
         return True
     if left == _FAIL:
-        ipc.fail(k, thread, Err.TIMEOUT, "send timeout: the message was held by an injected "
-                                         "delay longer than the send timeout")
+        k.fail(thread, Err.TIMEOUT, "send timeout: the message was held by an injected "
+                                    "delay longer than the send timeout")
         return True
     _resend(k, rec, left)
     return True
 
 
-def _duplicate(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _duplicate(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     _record("duplicate", rule, rec)
     sender = rec.sender
     assert sender is not None
@@ -232,7 +230,7 @@ def _discard_error(err: Err, reason: str) -> None:
     pass
 
 
-def _reorder(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _reorder(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     target = rec.target
     assert target is not None
     _resend(k, rec, timeout)
@@ -248,7 +246,7 @@ def _reorder(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     return True
 
 
-def _corrupt(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _corrupt(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     data = bytearray(rec.payload or b"")
     positions = []
     for _ in range(rule.nbytes):
@@ -260,16 +258,16 @@ def _corrupt(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     return False               # deliver the changed message normally
 
 
-def _timeout(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _timeout(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     _record("timeout", rule, rec)
     ipc.fail_record(k, rec, Err.TIMEOUT, f"send timeout (injected fault, rule {rule.id})")
     return True
 
 
-def _crash_send(k: "Kernel", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
+def _crash_send(k: "State", rec: "SendRecord", timeout: int, rule: Rule) -> bool:
     assert rec.sender is not None
     _record("crash", rule, rec, task=rec.sender.task.name)
-    ipc.finish(k, rec.sender, _crash_answer(rule))
+    _crash(k, rec.sender, rule)
     return True
 
 
@@ -277,12 +275,12 @@ _ACTIONS = {"drop": _drop, "delay": _delay, "duplicate": _duplicate, "reorder": 
             "corrupt": _corrupt, "timeout": _timeout, "crash": _crash_send}
 
 
-def _crash_answer(rule: Rule | None) -> bytes:
-    return encode_error(Err.PROTOCOL, "injected crash (fault injection"
-                        + (f", rule {rule.id})" if rule is not None else ")"))
+def _crash(k: "State", th: Thread, rule: Rule | None) -> None:
+    k.fail(th, Err.PROTOCOL, "injected crash (fault injection"
+           + (f", rule {rule.id})" if rule is not None else ")"))
 
 
-def crash(k: "Kernel", task: Task, next_send: bool) -> dict[str, Any]:
+def crash(k: "State", task: Task, next_send: bool) -> dict[str, Any]:
     """Answer every blocked system call of `task` with PROTOCOL now; if none was blocked
     and `next_send`, arm a one-shot rule that crashes its next send."""
     crashed = 0
@@ -298,7 +296,7 @@ def crash(k: "Kernel", task: Task, next_send: bool) -> dict[str, Any]:
             continue
         crashed += 1
         _record("crash", None, None, task=task.name, thread=th.id)
-        ipc.finish(k, th, _crash_answer(None))
+        _crash(k, th, None)
     armed = None
     if not crashed and next_send:
         armed = _arm(Rule(_new_id(), "crash", None, task.id, 1.0, 1, 0, 0, 0, 0)).id
@@ -341,7 +339,7 @@ def _gate_id(th: Thread, spec: dict[str, Any]) -> int | None:
     return _num(spec, "gate", 0, 1, 1 << 62)
 
 
-def _add(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+def _add(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     kind = spec.get("kind")
     if kind not in RULE_KINDS:
         raise AbiError(Err.INVALID, f"fault kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
@@ -356,7 +354,7 @@ def _add(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
     return _arm(rule).describe()
 
 
-def _crash_op(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+def _crash_op(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     task: KObject | None
     if "slot" in spec:
         task = th.task.space.lookup(_num(spec, "slot", 0, 0, 1 << 31), ObjType.TASK,
@@ -368,7 +366,7 @@ def _crash_op(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
     return crash(k, task, bool(spec.get("next_send", True)))  # type: ignore[arg-type]
 
 
-def _remove(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+def _remove(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     rid = spec.get("rule")
     gone = [r for rules in ARMED.values() for r in rules if rid is None or r.id == rid]
     for r in gone:
@@ -376,11 +374,11 @@ def _remove(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
     return len(gone)
 
 
-def _list(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+def _list(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     return {"rules": [r.describe() for rules in ARMED.values() for r in rules], **summary()}
 
 
-def _log(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
+def _log(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     n = _num(spec, "max", 1000, 1, LOG_MAX)
     out: list[dict[str, Any]] = []
     while LOG and len(out) < n:
@@ -391,7 +389,7 @@ def _log(k: "Kernel", th: Thread, spec: dict[str, Any]) -> Any:
 OPS = {"add": _add, "remove": _remove, "list": _list, "log": _log, "crash": _crash_op}
 
 
-def control(k: "Kernel", th: Thread, op: str, raw: bytes) -> Any:
+def control(k: "State", th: Thread, op: str, raw: bytes) -> Any:
     """The FAULT system call after its kernel capability was checked."""
     fn = OPS.get(op)
     if fn is None:

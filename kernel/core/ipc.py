@@ -1,4 +1,4 @@
-"""Rendezvous IPC: send, wait, call, reply, reply-and-wait, IRQ delivery, kernel messages.
+"""Rendezvous IPC: send, wait, call, reply, reply-and-wait, kernel-originated messages.
 
 The mechanism (L4): a message moves only when sender and receiver meet. A sender whose
 receiver is not waiting blocks (its `SendRecord` sits in the receiver thread's `queue`,
@@ -13,9 +13,14 @@ Contracts:
 - IRQs win in an open wait: pending interrupts are delivered before blocked senders.
 - Typed items (capability map/grant) are checked completely before anything moves: either
   every item lands in the receiver's window or none does and the sender gets the error.
-- Kernel-originated messages (exceptions, alien reports, page faults) are SendRecords with
-  `sender=None`; a kernel *call* carries `on_reply`/`on_error` continuations instead of a
-  waiting thread.
+- Kernel-originated messages (exceptions, alien reports, page faults; declared in `abi`) are
+  SendRecords with `sender=None`; a kernel *call* carries `on_reply`/`on_error`
+  continuations instead of a waiting thread.
+- Errors: a record that cannot be delivered fails through `fail_record`, which answers the
+  sender with `State.fail` (counted) or tells the kernel's continuation. Functions that
+  check a request raise AbiError; the handler's wrapper (`syscalls.run`) answers it.
+- Chaos faults are injected before `send` is reached (`syscalls._send`); this module does
+  not know the fault table, except through the timer of a held sender (`transport`).
 
 Ownership: the kernel's event-loop thread only.
 """
@@ -25,15 +30,14 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import faults as _faults   # chaos: the fault table (empty: no cost but a test)
-from . import memory
-from ..abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Proto, Rights, encode_error,
-                  encode_ok, encode_receipt, pack)
-from .objects import Gate, Irq, Thread, TState
+from . import irq as _irq
+from ..abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Items, KernelMessage, Rights, Window,
+                   encode_kernel_message, encode_ok, encode_receipt)
+from .objects import Gate, Thread, TState
 
 if TYPE_CHECKING:
     from .caps import CapSpace
-    from .kernel import Kernel
+    from .state import State
 
 _seq = itertools.count()
 
@@ -47,8 +51,8 @@ class SendRecord:
                  "window", "rcv_timeout", "key", "on_reply", "on_error", "live", "target", "mem")
 
     def __init__(self, sender: Thread | None, gate: Gate, rights: int, proto: int,
-                 items: list[tuple[int, int, int]], payload: bytes | None, call: bool,
-                 window: tuple[int, int] | None, rcv_timeout: int, prio: int,
+                 items: Items, payload: bytes | None, call: bool,
+                 window: Window, rcv_timeout: int, prio: int,
                  on_reply: OnReply | None = None, on_error: OnError | None = None) -> None:
         self.sender = sender
         self.gate = gate
@@ -76,8 +80,8 @@ class SendRecord:
 # ---------------------------------------------------------------------------
 # Typed items: check everything, then move.
 
-def plan_items(src: "CapSpace | None", items: list[tuple[int, int, int]],
-               dst: "CapSpace", window: tuple[int, int] | None) -> list[tuple[Any, ...]]:
+def plan_items(src: "CapSpace | None", items: Items, dst: "CapSpace",
+               window: Window) -> list[tuple[Any, ...]]:
     """Check that every item can move into `window` of `dst`. Raises AbiError, moves nothing."""
     items = [it for it in items if it[0] in CAP_ITEMS]     # memory items: memory.plan_items
     if not items:
@@ -118,8 +122,7 @@ def do_items(plan: list[tuple[Any, ...]], dst: "CapSpace") -> list[list[int]]:
 # ---------------------------------------------------------------------------
 # Answers
 
-def _plan_mem(k: "Kernel", src: Any, items: Sequence[tuple[int, ...]], dst: Any,
-              window: tuple[int, ...] | None) -> list[Any]:
+def _plan_mem(k: "State", src: Any, items: Items, dst: Any, window: Window) -> list[Any]:
     """Check the memory items of a message (none: nothing to do, no cost)."""
     if not any(it[0] not in CAP_ITEMS for it in items):
         return []
@@ -127,23 +130,12 @@ def _plan_mem(k: "Kernel", src: Any, items: Sequence[tuple[int, ...]], dst: Any,
     return k.memory.plan_items(src, items, dst, mwin)
 
 
-def finish(k: "Kernel", thread: Thread, header: bytes, payload: bytes | None = None) -> None:
-    """The thread's call is complete: leave any blocking state and send the answer."""
-    thread.set_state(TState.IDLE)
-    thread.sending = None
-    k.answer(thread, header, payload)
-
-
-def fail(k: "Kernel", thread: Thread, err: Err, reason: str) -> None:
-    finish(k, thread, encode_error(err, reason))
-
-
-def fail_record(k: "Kernel", rec: SendRecord, err: Err, reason: str) -> None:
+def fail_record(k: "State", rec: SendRecord, err: Err, reason: str) -> None:
     """The message in `rec` cannot be delivered (or its reply will never come)."""
     rec.live = False
     if rec.sender is not None:
         if rec.sender.sending is rec:
-            fail(k, rec.sender, err, reason)
+            k.fail(rec.sender, err, reason)
     elif rec.on_error is not None:
         rec.on_error(err, reason)
 
@@ -151,23 +143,33 @@ def fail_record(k: "Kernel", rec: SendRecord, err: Err, reason: str) -> None:
 # ---------------------------------------------------------------------------
 # Send side
 
-def send(k: "Kernel", rec: SendRecord, timeout: int) -> None:
-    """Deliver `rec` to its gate's thread now, or block the sender until `timeout`."""
+def route(k: "State", rec: SendRecord) -> Thread | None:
+    """Find the live thread `rec`'s gate is bound to (`rec.target`); None: `rec` failed."""
     if rec.sender is not None:
         rec.sender.sending = rec
     target = rec.gate.thread
     if target is None or not target.alive:
         fail_record(k, rec, Err.PEER_DIED, f"gate {rec.gate.id} (label {rec.gate.label}) "
                                            f"is not bound to a live thread")
-        return
+        return None
     rec.target = target
-    if _faults.ARMED and _faults.intercept(k, rec, timeout):
-        return      # an injected fault took the message over (kernel/core/faults.py)
+    return target
+
+
+def send(k: "State", rec: SendRecord, timeout: int) -> None:
+    """Deliver `rec` to its gate's thread now, or block the sender until `timeout`."""
+    target = route(k, rec)
+    if target is not None:
+        send_to(k, rec, target, timeout)
+
+
+def send_to(k: "State", rec: SendRecord, target: Thread, timeout: int) -> None:
+    """`send`, once `route` found the target."""
     if target.state == TState.RECEIVING and not target.irqs:
-        err = deliver(k, rec, target)
-        if err is None:
-            return
-        fail_record(k, rec, *err)
+        try:
+            deliver(k, rec, target)
+        except AbiError as e:
+            fail_record(k, rec, e.err, e.reason)
         return
     if timeout == 0:
         fail_record(k, rec, Err.TIMEOUT, "receiver not ready and send timeout is 0")
@@ -180,17 +182,15 @@ def send(k: "Kernel", rec: SendRecord, timeout: int) -> None:
             k.timers.add(timeout, rec.sender, token)
 
 
-def deliver(k: "Kernel", rec: SendRecord, target: Thread) -> tuple[Err, str] | None:
-    """Move `rec` into `target`, which is in an open wait. Answers an error or None."""
+def deliver(k: "State", rec: SendRecord, target: Thread) -> None:
+    """Move `rec` into `target`, which is in an open wait. Raises AbiError (nothing moved)
+    if its items cannot land; the caller fails the record."""
     received: list[list[int]] = []
     if rec.items:
         src_space = rec.sender.task.space if rec.sender is not None else None
-        try:
-            plan = plan_items(src_space, rec.items, target.task.space, target.window)
-            mplan = _plan_mem(k, rec.sender.task if rec.sender is not None else None,
-                              rec.items, target.task, target.window)
-        except AbiError as e:
-            return (e.err, e.reason)
+        plan = plan_items(src_space, rec.items, target.task.space, target.window)
+        mplan = _plan_mem(k, rec.sender.task if rec.sender is not None else None,
+                          rec.items, target.task, target.window)
         received = do_items(plan, target.task.space)
         if mplan:
             received += k.memory.do_items(mplan)
@@ -205,59 +205,57 @@ def deliver(k: "Kernel", rec: SendRecord, target: Thread) -> tuple[Err, str] | N
             if rec.rcv_timeout != NEVER:
                 k.timers.add(rec.rcv_timeout, rec.sender, token)
     k.count_ipc(rec.sender, target)
-    finish(k, target, encode_receipt(rec.label, rec.rights, reply, rec.proto, received), rec.payload)
+    k.finish(target, encode_receipt(rec.label, rec.rights, reply, rec.proto, received), rec.payload)
     if not rec.call and rec.sender is not None:
-        finish(k, rec.sender, encode_ok())
-    return None
+        k.finish(rec.sender, encode_ok())
 
 
 # ---------------------------------------------------------------------------
 # Receive side
 
-def wait(k: "Kernel", thread: Thread, window: tuple[int, int] | None, timeout: int) -> None:
+def wait(k: "State", thread: Thread, window: Window, timeout: int) -> None:
     """Open receive: a pending IRQ first, then the first blocked sender, else block."""
     thread.window = window
     thread.set_state(TState.RECEIVING)
-    if thread.irqs:
-        deliver_irq(k, thread.irqs.pop(0), thread)
+    pending = _irq.take(thread)
+    if pending is not None:
+        _irq.deliver(k, pending, thread)
         return
     while thread.queue:
         rec = thread.queue.pop(0)
-        err = deliver(k, rec, thread)
-        if err is None:
+        try:
+            deliver(k, rec, thread)
             return
-        fail_record(k, rec, *err)
+        except AbiError as e:
+            fail_record(k, rec, e.err, e.reason)
     if timeout == 0:
-        fail(k, thread, Err.TIMEOUT, "no message waiting and receive timeout is 0")
+        k.fail(thread, Err.TIMEOUT, "no message waiting and receive timeout is 0")
         return
     if timeout != NEVER:
         k.timers.add(timeout, thread, thread.token)
 
 
-def reply(k: "Kernel", thread: Thread, reply_id: int, proto: int,
-          items: list[tuple[int, int, int]], payload: bytes | None) -> tuple[Err, str] | None:
-    """Use reply capability `reply_id` once. Answers an error or None (the caller has it)."""
+def reply(k: "State", thread: Thread, reply_id: int, proto: int,
+          items: Items, payload: bytes | None) -> None:
+    """Use reply capability `reply_id` once; the caller gets the reply. Raises AbiError
+    (the reply capability is kept unless its caller is gone)."""
     rec = thread.replies.get(reply_id)
     if rec is None:
-        return (Err.NO_CAP, f"reply capability {reply_id} is unknown or already used")
+        raise AbiError(Err.NO_CAP, f"reply capability {reply_id} is unknown or already used")
     if not rec.live:
         del thread.replies[reply_id]
-        return (Err.PEER_DIED, f"the caller behind reply capability {reply_id} gave up or died")
+        raise AbiError(Err.PEER_DIED, f"the caller behind reply capability {reply_id} gave up "
+                                      f"or died")
     caller = rec.sender
     mplan: list[Any] = []
     if caller is not None:
-        try:
-            plan = plan_items(thread.task.space, items, caller.task.space, rec.window)
-            mplan = _plan_mem(k, thread.task, items, caller.task, rec.window)
-        except AbiError as e:
-            return (e.err, e.reason)
+        plan = plan_items(thread.task.space, items, caller.task.space, rec.window)
+        mplan = _plan_mem(k, thread.task, items, caller.task, rec.window)
     elif items and rec.mem is not None and all(it[0] not in CAP_ITEMS for it in items):
-        try:        # a pager answers a page fault: map around the fault address
-            mplan = k.memory.plan_items(thread.task, items, rec.mem[0], rec.mem[1], rec.mem[2])
-        except AbiError as e:
-            return (e.err, e.reason)
+        # a pager answers a page fault: map around the fault address
+        mplan = k.memory.plan_items(thread.task, items, rec.mem[0], rec.mem[1], rec.mem[2])
     elif items:
-        return (Err.INVALID, "the kernel's own calls accept no items in the reply")
+        raise AbiError(Err.INVALID, "the kernel's own calls accept no items in the reply")
     del thread.replies[reply_id]
     rec.live = False
     if mplan:
@@ -265,62 +263,39 @@ def reply(k: "Kernel", thread: Thread, reply_id: int, proto: int,
     if caller is None:
         if rec.on_reply is not None:
             rec.on_reply(proto, payload)
-        return None
+        return
     received = do_items(plan, caller.task.space)
     if mplan:
         received += received_mem
     k.count_ipc(thread, caller)
-    finish(k, caller, encode_receipt(0, 0, 0, proto, received), payload)
-    return None
-
-
-# ---------------------------------------------------------------------------
-# IRQs
-
-def trigger(k: "Kernel", irq: Irq) -> None:
-    irq.pending += 1
-    thread = irq.thread
-    if irq.masked or thread is None:
-        return
-    if thread.state == TState.RECEIVING:
-        deliver_irq(k, irq, thread)
-    elif irq not in thread.irqs:
-        thread.irqs.append(irq)
-
-
-def deliver_irq(k: "Kernel", irq: Irq, thread: Thread) -> None:
-    count, irq.pending = irq.pending, 0
-    finish(k, thread, encode_receipt(irq.label, int(Rights.INVOKE), 0, int(Proto.IRQ), []),
-           pack({"irq": irq.id, "count": count}))
-
-
-def unmask(k: "Kernel", irq: Irq) -> None:
-    irq.masked = False
-    if irq.pending and irq.thread is not None:
-        irq.pending -= 1    # trigger() counts it again
-        trigger(k, irq)
+    k.finish(caller, encode_receipt(0, 0, 0, proto, received), payload)
 
 
 # ---------------------------------------------------------------------------
 # Kernel-originated messages
 
-def kernel_send(k: "Kernel", gate: Gate | None, proto: Proto, body: dict[str, Any],
-                prio: int = 255, on_reply: OnReply | None = None,
-                on_error: OnError | None = None) -> None:
+def kernel_record(gate: Gate, msg: KernelMessage, prio: int, on_reply: OnReply | None = None,
+                  on_error: OnError | None = None) -> SendRecord:
+    """The record of a kernel message (a call when `on_reply` is given)."""
+    proto, payload = encode_kernel_message(msg)
+    return SendRecord(None, gate, int(Rights.ALL), proto, [], payload, on_reply is not None,
+                      None, NEVER, prio, on_reply, on_error)
+
+
+def kernel_send(k: "State", gate: Gate | None, msg: KernelMessage, prio: int = 255,
+                on_reply: OnReply | None = None, on_error: OnError | None = None) -> None:
     """Send (or, with `on_reply`, call) `gate` on the kernel's own behalf."""
     if gate is None or not gate.alive:
         if on_error is not None:
             on_error(Err.PEER_DIED, "no live handler gate")
         return
-    rec = SendRecord(None, gate, int(Rights.ALL), int(proto), [], pack(body),
-                     on_reply is not None, None, NEVER, prio, on_reply, on_error)
-    send(k, rec, NEVER)
+    send(k, kernel_record(gate, msg, prio, on_reply, on_error), NEVER)
 
 
 # ---------------------------------------------------------------------------
 # Timeouts and teardown
 
-def expire(k: "Kernel", thread: Thread) -> None:
+def expire(k: "State", thread: Thread) -> None:
     """`thread`'s timer ran out in its current state."""
     state = thread.state
     mem_wait = thread.mem_wait                     # an unmapper polling its shootdown
@@ -328,18 +303,16 @@ def expire(k: "Kernel", thread: Thread) -> None:
         mem_wait(k)
         return
     if state == TState.SENDING:
-        if _faults.HELD and _faults.release(k, thread):
-            return      # an injected delay ended: the held message goes on (kernel/core/faults.py)
         rec = thread.sending
         if rec is not None and rec.target is not None:
             _unqueue(rec)
-        fail(k, thread, Err.TIMEOUT, "send timeout: the receiver did not wait in time")
+        k.fail(thread, Err.TIMEOUT, "send timeout: the receiver did not wait in time")
     elif state == TState.RECEIVING:
-        fail(k, thread, Err.TIMEOUT, "receive timeout: no message arrived in time")
+        k.fail(thread, Err.TIMEOUT, "receive timeout: no message arrived in time")
     elif state == TState.AWAIT_REPLY:
         if thread.sending is not None:
             thread.sending.live = False
-        fail(k, thread, Err.TIMEOUT, "receive timeout: the reply did not arrive in time")
+        k.fail(thread, Err.TIMEOUT, "receive timeout: the reply did not arrive in time")
 
 
 def _unqueue(rec: SendRecord) -> None:
@@ -356,7 +329,7 @@ def cancel_sender(rec: SendRecord) -> None:
     _unqueue(rec)
 
 
-def drop_gate_senders(k: "Kernel", gate: Gate, err: Err, reason: str) -> None:
+def drop_gate_senders(k: "State", gate: Gate, err: Err, reason: str) -> None:
     """Every sender blocked on `gate` gets `err`."""
     thread = gate.thread
     if thread is None:
@@ -369,7 +342,7 @@ def drop_gate_senders(k: "Kernel", gate: Gate, err: Err, reason: str) -> None:
         fail_record(k, rec, err, reason)
 
 
-def release_receiver(k: "Kernel", thread: Thread, reason: str) -> None:
+def release_receiver(k: "State", thread: Thread, reason: str) -> None:
     """`thread` is going away: its blocked senders and its callers get PEER_DIED."""
     queue, thread.queue = thread.queue, []
     for rec in queue:

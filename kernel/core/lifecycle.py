@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import caps, ipc
-from ..abi import AbiError, Err, Proto
-from .objects import Factory, Gate, Irq, KObject, Task, Thread, TState
+from . import caps, ipc, irq
+from ..abi import AbiError, Err, ExitNotice
+from .irq import Irq
+from .objects import Factory, Gate, KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from .state import State
 
 
 def charge(factory: Factory, amount: int = 1) -> None:
@@ -46,12 +47,12 @@ def refund(factory: Factory | None, amount: int = 1) -> None:
         amount, factory = factory.limit, factory.factory
 
 
-def on_last_cap(k: "Kernel", obj: KObject) -> None:
+def on_last_cap(k: "State", obj: KObject) -> None:
     """The last capability to `obj` went away: destroy it."""
     destroy(k, obj, "its last capability was deleted")
 
 
-def destroy(k: "Kernel", obj: KObject, why: str) -> None:
+def destroy(k: "State", obj: KObject, why: str) -> None:
     if not obj.alive:
         return
     if isinstance(obj, Task):
@@ -64,9 +65,7 @@ def destroy(k: "Kernel", obj: KObject, why: str) -> None:
         ipc.drop_gate_senders(k, obj, Err.CANCELED, f"gate {obj.id} was destroyed ({why})")
         obj.thread = None
     elif isinstance(obj, Irq):
-        if obj.thread is not None and obj in obj.thread.irqs:
-            obj.thread.irqs.remove(obj)
-        obj.thread = None
+        irq.destroyed(obj)
     elif isinstance(obj, Thread):
         kill_thread(k, obj, f"thread {obj.id} was destroyed ({why})")
     elif isinstance(obj, Factory):
@@ -76,7 +75,7 @@ def destroy(k: "Kernel", obj: KObject, why: str) -> None:
     refund(obj.factory)
 
 
-def kill_thread(k: "Kernel", th: Thread, reason: str) -> None:
+def kill_thread(k: "State", th: Thread, reason: str) -> None:
     """Release everything `th` takes part in; answer its own call with CANCELED if it is live."""
     th.alive = False
     if th.state == TState.SENDING and th.sending is not None:
@@ -86,17 +85,16 @@ def kill_thread(k: "Kernel", th: Thread, reason: str) -> None:
     ipc.release_receiver(k, th, f"partner thread {th.id} of task '{th.task.name}' died: {reason}")
     for gate in k.gates_bound_to(th):
         gate.thread = None
-    for irq in list(th.attached_irqs):     # pending or not: none may point at a dead thread
-        irq.thread = None
-    th.irqs = []
+    irq.thread_gone(th)
     if th.conn is not None and th.busy:
-        k.answer(th, ipc.encode_error(Err.CANCELED, reason), None, force=True)
-    k.unbind(th)
+        th.on_answer = None            # a dying thread's answer is not reported to anyone
+        k.fail(th, Err.CANCELED, reason)
+    k.wire.unbind(th)
     th.set_state(TState.IDLE)
     th.sending = None
 
 
-def kill_task(k: "Kernel", task: Task, reason: str, status: int | None) -> None:
+def kill_task(k: "State", task: Task, reason: str, status: int | None) -> None:
     """The task is gone: release its threads, delete its capabilities, tell its handler."""
     if not task.alive or task.exit_reason is not None:
         return
@@ -110,7 +108,7 @@ def kill_task(k: "Kernel", task: Task, reason: str, status: int | None) -> None:
         if node.space is task.space and node.slot in task.space.slots:
             caps.delete(node)
     task.alive = False
-    k.unwatch(task)
+    k.wire.unwatch(task)
     own = task.own_factory
     if own.alive:
         destroy(k, own, f"task '{task.name}' died")
@@ -119,9 +117,7 @@ def kill_task(k: "Kernel", task: Task, reason: str, status: int | None) -> None:
     k.memory.reap()          # its mappings, and every mapping derived from them, go now
     k.log(f"task '{task.name}' ({task.id}) gone: {reason}")
     if handler is not None and handler.alive:
-        ipc.kernel_send(k, handler, Proto.EXCEPTION, {
-            "event": "exit", "task": task.name, "task_id": task.id, "pid": task.pid,
-            "reason": reason, "status": status})
+        ipc.kernel_send(k, handler, ExitNotice(task.name, task.id, task.pid, reason, status))
 
 
 def pid_status(pid: int) -> int | None:

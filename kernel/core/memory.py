@@ -36,14 +36,16 @@ import os
 import signal
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ..abi import (MEM_ITEMS, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS,
-                  AbiError, Err, Item, MemRights)
+from . import ipc, lifecycle
+from ..abi import (MEM_ITEMS, NEVER, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL,
+                   VA_BITS, AbiError, Err, FaultNotice, Item, MemRights, PageFaultMessage,
+                   encode_ok)
 
 if TYPE_CHECKING:
     from .objects import Task, Thread
-    from .kernel import Kernel
+    from .state import State
 
 DEFAULT_RAM = 64 << 20
 _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
@@ -143,7 +145,7 @@ def check_fpage(vaddr: int, order: int, what: object = "flexpage") -> None:
 class Memory:
     """All address spaces of the kernel, keyed by task id."""
 
-    def __init__(self, k: "Kernel", size: int) -> None:
+    def __init__(self, k: "State", size: int) -> None:
         self.k = k
         self.ram = Ram(size)
         self.spaces: dict[int, AddressSpace] = {}
@@ -191,8 +193,8 @@ class Memory:
             self.unacked.update((s, s.epoch) for s in affected - {a})
 
     # -- flexpage items: check, then act ---------------------------------------
-    def plan_items(self, src: "Task | None", items: Iterable[tuple[int, ...]], dst: "Task",
-                   window: tuple[int, ...] | None, hotspot: int | None = None) -> list[Any]:
+    def plan_items(self, src: "Task | None", items: Iterable[Sequence[int]], dst: "Task",
+                   window: Sequence[int] | None, hotspot: int | None = None) -> list[Any]:
         """Check every memory item; map nothing. `window` is (vaddr, order) or None."""
         mine = [it for it in items if it[0] in MEM_ITEMS]
         if not mine:
@@ -382,7 +384,6 @@ class Shootdown:
             return True
         if not final:
             return False
-        from . import lifecycle
         for a in waiting:
             self.mem.stats["faulted_tasks"] += 1
             lifecycle.kill_task(self.mem.k, a.task, f"did not acknowledge a TLB shootdown "
@@ -390,15 +391,13 @@ class Shootdown:
         self.mem.reap()
         return True
 
-    def tick(self, k: "Kernel") -> None:
+    def tick(self, k: "State") -> None:
         th = self.thread
         th.mem_wait = None
         if not th.alive:
             return
         if self._settle(time.monotonic() >= self.deadline):
-            from . import ipc
-            from ..abi import encode_ok
-            ipc.finish(k, th, encode_ok(self.result))
+            k.finish(th, encode_ok(self.result))
             return
         self._arm()
 
@@ -406,10 +405,10 @@ class Shootdown:
 # ---------------------------------------------------------------------------
 # Page faults
 
-def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
-    """MEM_FAULT: answer [frame, rights] now, or LATER after the pager's reply."""
-    from . import ipc
-    from ..abi import NEVER, Proto, Rights, encode_ok
+def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[int] | None:
+    """MEM_FAULT: answer [frame, rights] now, or None: the answer comes after the pager's
+    reply (a kernel call whose continuations `on_reply`/`on_error` are below; its record's
+    `mem` names where the pager's map items land)."""
     mem: Memory = k.memory
     if not 0 <= vaddr < 1 << VA_BITS:
         raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
@@ -430,43 +429,36 @@ def fault(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int) -> Any:
         _exception(k, th, vaddr, access, ip, "the thread has no pager")
         raise AbiError(Err.NO_CAP, f"{what()}: the thread has no pager")
     mem.stats["faults"] += 1
-    body = {"addr": vaddr, "access": access, "ip": ip, "task": th.task.name, "thread": th.id}
 
     def on_reply(proto: int, payload: bytes | None) -> None:
         if not th.alive:
             return
         n = a.node(vp) if a.task.alive else None
         if n is not None and n.rights & access == access:
-            ipc.finish(k, th, encode_ok([n.frame, n.rights]))
+            k.finish(th, encode_ok([n.frame, n.rights]))
             return
         reason = f"the pager answered proto {proto} without mapping the page"
         _exception(k, th, vaddr, access, ip, reason)
-        ipc.fail(k, th, Err.DENIED, f"{what()}: {reason}")
+        k.fail(th, Err.DENIED, f"{what()}: {reason}")
 
     def on_error(err: Err, reason: str) -> None:
         if th.alive:
-            ipc.fail(k, th, err, f"{what()}: pager failed: {reason}")
+            k.fail(th, err, f"{what()}: pager failed: {reason}")
 
-    rec = ipc.SendRecord(None, pager, int(Rights.ALL), int(Proto.PAGE_FAULT), [],
-                         ipc.pack(body), True, None, NEVER, th.priority, on_reply, on_error)
+    msg = PageFaultMessage(vaddr, access, ip, th.task.name, th.id)
+    rec = ipc.kernel_record(pager, msg, th.priority, on_reply, on_error)
     rec.mem = (th.task, (0, VA_BITS), vaddr)
     ipc.send(k, rec, NEVER)
-    return LATER_MARK
+    return None
 
 
-LATER_MARK = object()     # replaced by syscalls.LATER in the handler
-
-
-def _exception(k: "Kernel", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
-    from . import ipc
-    from ..abi import Proto
+def _exception(k: "State", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
     if th.handler is not None and th.handler.alive:
-        ipc.kernel_send(k, th.handler, Proto.EXCEPTION, {
-            "event": "page_fault", "task": th.task.name, "task_id": th.task.id,
-            "thread": th.id, "addr": vaddr, "access": access, "ip": ip, "reason": reason})
+        ipc.kernel_send(k, th.handler, FaultNotice(th.task.name, th.task.id, th.id, vaddr,
+                                                   access, ip, reason))
 
 
-def install(k: "Kernel", size: int) -> Memory:
+def install(k: "State", size: int) -> Memory:
     signal.SIGUSR2  # documented: SHOOTDOWN_SIGNAL
     assert SHOOTDOWN_SIGNAL == int(signal.SIGUSR2)
     return Memory(k, size)

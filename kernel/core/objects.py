@@ -1,6 +1,7 @@
-"""Kernel objects: Task, Thread, Gate, Irq, Factory, KernelCtl.
+"""Kernel objects: Task, Thread, Gate, Factory, KernelCtl (Irq: `irq`, with its mechanism).
 
-Plain records; the mechanisms that change them live in `ipc`, `lifecycle` and `syscalls`.
+Plain records; the mechanisms that change them live in `ipc`, `irq`, `alien`, `lifecycle`,
+`memory` and `syscalls`.
 Ownership: only the kernel's event-loop thread touches these.
 
 Invariants:
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import itertools
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..abi import ObjType
 
 if TYPE_CHECKING:
     from .caps import CapNode, CapSpace
     from .ipc import SendRecord
+    from .irq import Irq
 
 _ids = itertools.count(1)
 
@@ -103,14 +105,14 @@ class Thread(KObject):
         self.attached_irqs: set[Irq] = set()    # every IRQ attached to us (kept by Irq.thread)
         self.replies: dict[int, SendRecord] = {}
         self.next_reply = 1
-        self.window: tuple[int, int] | None = None  # receive window of the current receive
+        self.window: Sequence[int] | None = None  # receive window of the current receive
         self.sending: SendRecord | None = None  # our record while SENDING / AWAIT_REPLY
         self.pager: Gate | None = None
         self.handler: Gate | None = None
         self.alien = False
-        # Alien threads: answers to this thread are first shown to the handler.
-        self.alien_after: tuple[int, str] | None = None   # (sysno, name) being reported
-        self.hold: Any = None                   # the held request while ALIEN_HOLD
+        # An allowed alien call: its answer goes here (the "after" report), not to the
+        # wire (kernel/core/alien.py; State.answer).
+        self.on_answer: Callable[[bytes, bytes | None], None] | None = None
         # An unmapper waiting for its shootdown to be acknowledged: polled by its timer.
         self.mem_wait: Callable[[Any], None] | None = None
 
@@ -136,35 +138,3 @@ class Gate(KObject):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "label": self.label, "generation": self.generation,
                 "thread": self.thread.id if self.thread else None}
-
-
-class Irq(KObject):
-    kind = ObjType.IRQ
-
-    def __init__(self, factory: "Factory | None") -> None:
-        super().__init__(factory)
-        self.label = 0
-        self._thread: Thread | None = None
-        self.pending = 0
-        self.masked = False
-
-    @property
-    def thread(self) -> Thread | None:
-        return self._thread
-
-    @thread.setter
-    def thread(self, new: Thread | None) -> None:
-        """Attach/detach, keeping `Thread.attached_irqs` in step (so a dying thread finds
-        every IRQ attached to it, pending or not)."""
-        if self._thread is not None:
-            self._thread.attached_irqs.discard(self)
-        self._thread = new
-        if new is not None:
-            new.attached_irqs.add(self)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "label": self.label, "pending": self.pending,
-                "masked": self.masked, "thread": self.thread.id if self.thread else None}
-
-
-Continuation = Callable[[int, list, bytes | None], None]

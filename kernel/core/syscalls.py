@@ -1,27 +1,36 @@
-"""The system-call dispatch table: one thin handler per `Sys` number.
+"""The system-call dispatch table: one thin, check-first handler per `Sys` number.
 
-Every handler gets arguments that `abi.decode_request` already type-checked, looks up and
-checks every capability it needs (raising AbiError: the wrapper in `server` turns that into
-an error answer), and only then acts. A handler returns the plain result value, or `LATER`
-when the answer is sent by the IPC machinery (blocking calls).
+`run` is the one wrapper every decoded call goes through (the transport calls it, and
+`alien` once a handler allowed the call): it dispatches on `TABLE` and turns an AbiError
+a handler raises into the thread's error answer (`State.fail`: counted, answered).
+
+Every handler gets the argument record of its call (`abi.ARGS`), already type-checked by
+`abi.decode_request`, looks up and checks every capability it needs (raising AbiError), and
+only then acts. A handler returns the plain result value, or `LATER` when the answer is
+sent by the IPC machinery (blocking calls).
+
+Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
-
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, faults, ipc, lifecycle, memory
-from ..abi import (FIRST_FREE_SLOT, MAX_SLOTS, NEVER, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
-                  AbiError, Err, ObjType, Rights, Sys)
-from ..abi import CAP_ITEMS
-from .caps import CapSpace
-from .objects import Factory, Gate, Irq, Task, Thread
+from . import caps, faults, ipc, irq, lifecycle, memory
+from ..abi import (CAP_ITEMS, FIRST_FREE_SLOT, MAX_SLOTS, NEVER, AbiError, CallArgs,
+                   CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
+                   GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
+                   KernelInfoArgs, MemAttachArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
+                   Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
+                   ThreadCreateArgs, WaitArgs, encode_ok)
+from .irq import Irq
+from .objects import Factory, Gate, Task, Thread
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from .state import State
 
 LATER = object()      # the handler's answer comes later, from the IPC machinery
-Handler = Callable[["Kernel", Thread, list[Any], "bytes | None"], Any]
+Handler = Callable[["State", Thread, Any, "bytes | None"], Any]
 TABLE: dict[Sys, Handler] = {}
 
 
@@ -32,7 +41,18 @@ def handles(sysno: Sys) -> Callable[[Handler], Handler]:
     return register
 
 
-def _gate_for_send(th: Thread, slot: int, proto: int, items: list) -> tuple[Gate, int]:
+def run(k: "State", thread: Thread, sysno: Sys, args: Any, payload: bytes | None) -> None:
+    """Perform one checked call; an AbiError becomes the thread's (counted) error answer."""
+    try:
+        result = TABLE[sysno](k, thread, args, payload)
+    except AbiError as e:
+        k.fail(thread, e.err, e.reason)
+        return
+    if result is not LATER:
+        k.finish(thread, encode_ok(result))
+
+
+def _gate_for_send(th: Thread, slot: int, proto: int, items: Any) -> tuple[Gate, int]:
     node = th.task.space.lookup(slot, ObjType.GATE, Rights.INVOKE)
     if proto < 0:
         raise AbiError(Err.INVALID, f"proto {proto} is reserved for kernel messages (use ≥ 0)")
@@ -42,51 +62,56 @@ def _gate_for_send(th: Thread, slot: int, proto: int, items: list) -> tuple[Gate
     return node.obj, node.rights          # type: ignore[return-value]
 
 
+def _send(k: "State", rec: ipc.SendRecord, timeout: int) -> None:
+    """A task's message: routed, offered to the chaos fault table, then sent."""
+    target = ipc.route(k, rec)
+    if target is None:
+        return
+    if faults.ARMED and faults.intercept(k, rec, timeout):
+        return      # an injected fault took the message over (kernel/core/faults.py)
+    ipc.send_to(k, rec, target, timeout)
+
+
 # -- IPC ----------------------------------------------------------------------
 
 @handles(Sys.SEND)
-def sys_send(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    cap, proto, items, timeout = a
-    gate, rights = _gate_for_send(th, cap, proto, items)
-    ipc.send(k, ipc.SendRecord(th, gate, rights, proto, items, payload, False, None, NEVER,
-                               th.priority), timeout)
+def sys_send(k: "State", th: Thread, a: SendArgs, payload: bytes | None) -> Any:
+    gate, rights = _gate_for_send(th, a.cap, a.proto, a.items)
+    _send(k, ipc.SendRecord(th, gate, rights, a.proto, a.items, payload, False, None, NEVER,
+                            th.priority), a.timeout)
     return LATER
 
 
 @handles(Sys.CALL)
-def sys_call(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    cap, proto, items, snd_timeout, rcv_timeout, window = a
-    gate, rights = _gate_for_send(th, cap, proto, items)
-    ipc.send(k, ipc.SendRecord(th, gate, rights, proto, items, payload, True, window,
-                               rcv_timeout, th.priority), snd_timeout)
+def sys_call(k: "State", th: Thread, a: CallArgs, payload: bytes | None) -> Any:
+    gate, rights = _gate_for_send(th, a.cap, a.proto, a.items)
+    _send(k, ipc.SendRecord(th, gate, rights, a.proto, a.items, payload, True, a.window,
+                            a.rcv_timeout, th.priority), a.snd_timeout)
     return LATER
 
 
 @handles(Sys.WAIT)
-def sys_wait(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    window, timeout = a
-    ipc.wait(k, th, window, timeout)
+def sys_wait(k: "State", th: Thread, a: WaitArgs, payload: bytes | None) -> Any:
+    ipc.wait(k, th, a.window, a.timeout)
     return LATER
 
 
 @handles(Sys.REPLY)
-def sys_reply(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    reply, proto, items = a
-    err = ipc.reply(k, th, reply, proto, items, payload)
-    if err is not None:
-        raise AbiError(*err)
+def sys_reply(k: "State", th: Thread, a: ReplyArgs, payload: bytes | None) -> Any:
+    ipc.reply(k, th, a.reply, a.proto, a.items, payload)
     return None
 
 
 @handles(Sys.REPLY_WAIT)
-def sys_reply_wait(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    reply, proto, items, window, timeout = a
-    if reply:
-        err = ipc.reply(k, th, reply, proto, items, payload)
-        # A caller that gave up is no reason to stop serving; anything else is our fault.
-        if err is not None and err[0] != Err.PEER_DIED:
-            raise AbiError(*err)
-    ipc.wait(k, th, window, timeout)
+def sys_reply_wait(k: "State", th: Thread, a: ReplyWaitArgs, payload: bytes | None) -> Any:
+    if a.reply:
+        try:
+            ipc.reply(k, th, a.reply, a.proto, a.items, payload)
+        except AbiError as e:
+            # A caller that gave up is no reason to stop serving; anything else is our fault.
+            if e.err != Err.PEER_DIED:
+                raise
+    ipc.wait(k, th, a.window, a.timeout)
     return LATER
 
 
@@ -100,35 +125,34 @@ def _slot(th: Thread, slot: int) -> caps.CapNode:
 
 
 @handles(Sys.CAP_DELETE)
-def sys_cap_delete(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    return caps.delete(_slot(th, a[0]))
+def sys_cap_delete(k: "State", th: Thread, a: CapDeleteArgs, payload: bytes | None) -> Any:
+    return caps.delete(_slot(th, a.slot))
 
 
 @handles(Sys.CAP_REVOKE)
-def sys_cap_revoke(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    return caps.revoke(_slot(th, a[0]))
+def sys_cap_revoke(k: "State", th: Thread, a: CapRevokeArgs, payload: bytes | None) -> Any:
+    return caps.revoke(_slot(th, a.slot))
 
 
 @handles(Sys.CAP_INSPECT)
-def sys_cap_inspect(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    node = _slot(th, a[0])
+def sys_cap_inspect(k: "State", th: Thread, a: CapInspectArgs, payload: bytes | None) -> Any:
+    node = _slot(th, a.slot)
     return {**node.obj.describe(), "slot": node.slot, "rights": int(node.rights),
             "derived": len(node.children), "is_root": node.parent is None}
 
 
 @handles(Sys.CAP_DERIVE)
-def sys_cap_derive(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    src, dst, mask = a
+def sys_cap_derive(k: "State", th: Thread, a: CapDeriveArgs, payload: bytes | None) -> Any:
     space = th.task.space
-    node = space.lookup(src)
-    slot = space.pick_slot(dst)
-    space.derive(node, slot, mask)
+    node = space.lookup(a.src)
+    slot = space.pick_slot(a.dst)
+    space.derive(node, slot, a.mask)
     return slot
 
 
 @handles(Sys.OBJ_DESTROY)
-def sys_obj_destroy(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    node = th.task.space.lookup(a[0], need=Rights.DELETE)
+def sys_obj_destroy(k: "State", th: Thread, a: ObjDestroyArgs, payload: bytes | None) -> Any:
+    node = th.task.space.lookup(a.slot, need=Rights.DELETE)
     lifecycle.destroy(k, node.obj, f"destroyed by task '{th.task.name}'")
     return None
 
@@ -144,33 +168,31 @@ def _thread(th: Thread, slot: int) -> Thread:
 
 
 @handles(Sys.GATE_CREATE)
-def sys_gate_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    factory_slot, thread_slot, label, dst = a
-    factory = _factory(th, factory_slot)
-    bound = _thread(th, thread_slot) if thread_slot is not None else None
-    slot = th.task.space.pick_slot(dst)
+def sys_gate_create(k: "State", th: Thread, a: GateCreateArgs, payload: bytes | None) -> Any:
+    factory = _factory(th, a.factory)
+    bound = _thread(th, a.thread) if a.thread is not None else None
+    slot = th.task.space.pick_slot(a.dst)
     lifecycle.charge(factory)
-    gate = Gate(factory, label, bound)
+    gate = Gate(factory, a.label, bound)
     k.gates.add(gate)
     th.task.space.insert(slot, gate, Rights.ALL)
     return slot
 
 
 @handles(Sys.IRQ_CREATE)
-def sys_irq_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    factory = _factory(th, a[0])
-    slot = th.task.space.pick_slot(a[1])
+def sys_irq_create(k: "State", th: Thread, a: IrqCreateArgs, payload: bytes | None) -> Any:
+    factory = _factory(th, a.factory)
+    slot = th.task.space.pick_slot(a.dst)
     lifecycle.charge(factory)
     th.task.space.insert(slot, Irq(factory), Rights.ALL)
     return slot
 
 
 @handles(Sys.THREAD_CREATE)
-def sys_thread_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    factory_slot, task_slot, dst = a
-    factory = _factory(th, factory_slot)
-    task: Task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    slot = th.task.space.pick_slot(dst)
+def sys_thread_create(k: "State", th: Thread, a: ThreadCreateArgs, payload: bytes | None) -> Any:
+    factory = _factory(th, a.factory)
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    slot = th.task.space.pick_slot(a.dst)
     lifecycle.charge(factory)
     new = Thread(factory, task)
     task.threads.append(new)
@@ -179,9 +201,9 @@ def sys_thread_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -
 
 
 @handles(Sys.TASK_CREATE)
-def sys_task_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    factory_slot, name, quota, dst = a
-    factory = _factory(th, factory_slot)
+def sys_task_create(k: "State", th: Thread, a: TaskCreateArgs, payload: bytes | None) -> Any:
+    name, quota, dst = a.name, a.quota, a.dst
+    factory = _factory(th, a.factory)
     if not 0 <= quota <= 1_000_000:
         raise AbiError(Err.INVALID, f"quota {quota} outside 0..1000000")
     if not name or not name.isprintable():
@@ -197,16 +219,16 @@ def sys_task_create(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> 
 
 
 @handles(Sys.FACTORY_INFO)
-def sys_factory_info(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    return _factory(th, a[0]).describe()
+def sys_factory_info(k: "State", th: Thread, a: FactoryInfoArgs, payload: bytes | None) -> Any:
+    return _factory(th, a.factory).describe()
 
 
 # -- binding and control -----------------------------------------------------------
 
 @handles(Sys.GATE_BIND)
-def sys_gate_bind(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    gate: Gate = th.task.space.lookup(a[0], ObjType.GATE, Rights.WRITE).obj  # type: ignore[assignment]
-    target = _thread(th, a[1])
+def sys_gate_bind(k: "State", th: Thread, a: GateBindArgs, payload: bytes | None) -> Any:
+    gate: Gate = th.task.space.lookup(a.gate, ObjType.GATE, Rights.WRITE).obj  # type: ignore[assignment]
+    target = _thread(th, a.thread)
     if gate.thread is not target:
         ipc.drop_gate_senders(k, gate, Err.PEER_DIED, f"gate {gate.id} was rebound to a new thread")
         gate.thread = target
@@ -214,35 +236,29 @@ def sys_gate_bind(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
     return gate.generation
 
 
+def _irq(th: Thread, slot: int, need: Rights) -> Irq:
+    return th.task.space.lookup(slot, ObjType.IRQ, need).obj  # type: ignore[return-value]
+
+
 @handles(Sys.IRQ_ATTACH)
-def sys_irq_attach(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    irq: Irq = th.task.space.lookup(a[0], ObjType.IRQ, Rights.WRITE).obj  # type: ignore[assignment]
-    target = _thread(th, a[1]) if a[1] is not None else None
-    if irq.thread is not None and irq in irq.thread.irqs:
-        irq.thread.irqs.remove(irq)
-    irq.thread, irq.label = target, a[2]
-    if irq.pending and target is not None and not irq.masked:
-        irq.pending -= 1
-        ipc.trigger(k, irq)
+def sys_irq_attach(k: "State", th: Thread, a: IrqAttachArgs, payload: bytes | None) -> Any:
+    obj = _irq(th, a.irq, Rights.WRITE)
+    target = _thread(th, a.thread) if a.thread is not None else None
+    irq.attach(k, obj, target, a.label)
     return None
 
 
 @handles(Sys.IRQ_TRIGGER)
-def sys_irq_trigger(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    ipc.trigger(k, th.task.space.lookup(a[0], ObjType.IRQ, Rights.INVOKE).obj)  # type: ignore[arg-type]
+def sys_irq_trigger(k: "State", th: Thread, a: IrqTriggerArgs, payload: bytes | None) -> Any:
+    irq.trigger(k, _irq(th, a.irq, Rights.INVOKE))
     return None
 
 
 @handles(Sys.IRQ_MASK)
-def sys_irq_mask(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    irq: Irq = th.task.space.lookup(a[0], ObjType.IRQ, Rights.WRITE).obj  # type: ignore[assignment]
-    if a[1] is True:
-        irq.masked = True
-        if irq.thread is not None and irq in irq.thread.irqs:
-            irq.thread.irqs.remove(irq)
-    elif a[1] is False and irq.masked:
-        ipc.unmask(k, irq)
-    return {"masked": irq.masked, "pending": irq.pending}
+def sys_irq_mask(k: "State", th: Thread, a: IrqMaskArgs, payload: bytes | None) -> Any:
+    obj = _irq(th, a.irq, Rights.WRITE)
+    irq.mask(k, obj, a.masked)
+    return {"masked": obj.masked, "pending": obj.pending}
 
 
 def _gate_or_clear(th: Thread, slot: int | None, current: Gate | None) -> Gate | None:
@@ -254,78 +270,75 @@ def _gate_or_clear(th: Thread, slot: int | None, current: Gate | None) -> Gate |
 
 
 @handles(Sys.THREAD_CONTROL)
-def sys_thread_control(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    thread_slot, pager, handler, alien, priority = a
-    target = _thread(th, thread_slot)
-    new_pager = _gate_or_clear(th, pager, target.pager)
-    new_handler = _gate_or_clear(th, handler, target.handler)
-    if priority is not None and not 0 <= priority <= 255:
-        raise AbiError(Err.INVALID, f"priority {priority} outside 0..255")
-    if alien and new_handler is None:
+def sys_thread_control(k: "State", th: Thread, a: ThreadControlArgs, payload: bytes | None) -> Any:
+    target = _thread(th, a.thread)
+    new_pager = _gate_or_clear(th, a.pager, target.pager)
+    new_handler = _gate_or_clear(th, a.handler, target.handler)
+    if a.priority is not None and not 0 <= a.priority <= 255:
+        raise AbiError(Err.INVALID, f"priority {a.priority} outside 0..255")
+    if a.alien and new_handler is None:
         raise AbiError(Err.INVALID, "an alien thread needs an exception handler")
     target.pager, target.handler = new_pager, new_handler
-    if alien is not None:
-        target.alien = alien
-    if priority is not None:
-        target.priority = priority
+    if a.alien is not None:
+        target.alien = a.alien
+    if a.priority is not None:
+        target.priority = a.priority
     return target.describe()
 
 
 @handles(Sys.TASK_MAP)
-def sys_task_map(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    task_slot, src, dst, mask = a
-    task: Task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    node = th.task.space.lookup(src, need=Rights.GRANT)
-    task.space.check_free(dst)
-    task.space.derive(node, dst, mask)
-    return dst
+def sys_task_map(k: "State", th: Thread, a: TaskMapArgs, payload: bytes | None) -> Any:
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    node = th.task.space.lookup(a.src, need=Rights.GRANT)
+    task.space.check_free(a.dst)
+    task.space.derive(node, a.dst, a.mask)
+    return a.dst
 
 
 @handles(Sys.TASK_WATCH)
-def sys_task_watch(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    task: Task = th.task.space.lookup(a[0], ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    if a[1] <= 0:
-        raise AbiError(Err.INVALID, f"pid {a[1]} is not a process id")
-    k.watch(task, a[1])
+def sys_task_watch(k: "State", th: Thread, a: TaskWatchArgs, payload: bytes | None) -> Any:
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    if a.pid <= 0:
+        raise AbiError(Err.INVALID, f"pid {a.pid} is not a process id")
+    k.wire.watch(task, a.pid)
     return None
 
 
 @handles(Sys.KERNEL_INFO)
-def sys_kernel_info(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
+def sys_kernel_info(k: "State", th: Thread, a: KernelInfoArgs, payload: bytes | None) -> Any:
+    th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
     return {**k.info(), "faults": faults.summary()}
 
 
 @handles(Sys.EXIT)
-def sys_exit(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    k.answer(th, ipc.encode_ok(), None)
-    lifecycle.kill_task(k, th.task, f"exited with status {a[0]}", a[0])
+def sys_exit(k: "State", th: Thread, a: ExitArgs, payload: bytes | None) -> Any:
+    k.answer(th, encode_ok())
+    lifecycle.kill_task(k, th.task, f"exited with status {a.status}", a.status)
     return LATER
 
 
 # -- memory (kernel/core/memory.py, docs/MEMORY.md) ----------------------------------------
 
 @handles(Sys.MEM_ATTACH)
-def sys_mem_attach(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    mem: memory.Memory = k.memory
+def sys_mem_attach(k: "State", th: Thread, a: MemAttachArgs, payload: bytes | None) -> Any:
+    mem = k.memory
     space = mem.space(th.task)
-    space.signal = bool(a[0])
+    space.signal = bool(a.signal)
     ram = mem.ram
     return {"fd": ram.fd, "kernel_pid": k.pid, "size": ram.size, "frames": ram.frames,
             "ctl_offset": ram.ctl_offset, "slot": space.slot, "epoch": space.epoch}
 
 
 @handles(Sys.MEM_FAULT)
-def sys_mem_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    result = memory.fault(k, th, *a)
-    return LATER if result is memory.LATER_MARK else result
+def sys_mem_fault(k: "State", th: Thread, a: MemFaultArgs, payload: bytes | None) -> Any:
+    result = memory.fault(k, th, a.vaddr, a.access, a.ip)
+    return LATER if result is None else result
 
 
 @handles(Sys.MEM_UNMAP)
-def sys_mem_unmap(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    vaddr, order, self_too = a
-    mem: memory.Memory = k.memory
-    count, affected = mem.unmap(th.task, vaddr, order, bool(self_too))
+def sys_mem_unmap(k: "State", th: Thread, a: MemUnmapArgs, payload: bytes | None) -> Any:
+    mem = k.memory
+    count, affected = mem.unmap(th.task, a.vaddr, a.order, bool(a.self))
     mem.stats["shootdowns"] += bool(affected)
     if memory.Shootdown(mem, th, count, affected).start():
         return count
@@ -333,10 +346,10 @@ def sys_mem_unmap(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> An
 
 
 @handles(Sys.MEM_SIGMA0)
-def sys_mem_sigma0(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
-    task: Task = th.task.space.lookup(a[1], ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    mem: memory.Memory = k.memory
+def sys_mem_sigma0(k: "State", th: Thread, a: MemSigma0Args, payload: bytes | None) -> Any:
+    th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    mem = k.memory
     if any(s.identity for s in mem.spaces.values() if s.task.alive and s.task is not task):
         raise AbiError(Err.BUSY, "another live task is already sigma0")
     space = mem.space(task)
@@ -347,32 +360,20 @@ def sys_mem_sigma0(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> A
 
 
 @handles(Sys.MEM_QUERY)
-def sys_mem_query(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    task_slot, vaddr, order = a
+def sys_mem_query(k: "State", th: Thread, a: MemQueryArgs, payload: bytes | None) -> Any:
     task = th.task
-    if task_slot is not None:
-        task = th.task.space.lookup(task_slot, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
-    return k.memory.query(task, vaddr, order)
+    if a.task is not None:
+        task = th.task.space.lookup(a.task, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
+    return k.memory.query(task, a.vaddr, a.order)
 
 
 # -- chaos (kernel/core/faults.py, docs/CHAOS.md) ---------------------------------------------
 
 @handles(Sys.FAULT)
-def sys_fault(k: "Kernel", th: Thread, a: list, payload: bytes | None) -> Any:
-    th.task.space.lookup(a[0], ObjType.KERNEL, Rights.INVOKE)
-    return faults.control(k, th, a[1], a[2])
-
-
-def new_space(k: "Kernel", name: str) -> CapSpace:
-    return CapSpace(name, lambda obj: lifecycle.on_last_cap(k, obj))
-
-
-def initial_caps(space: CapSpace, task: Task, main: Thread, factory: Factory) -> None:
-    space.insert(SLOT_TASK, task, Rights.ALL)
-    space.insert(SLOT_THREAD, main, Rights.ALL)
-    space.insert(SLOT_FACTORY, factory, Rights.INVOKE | Rights.GRANT)
+def sys_fault(k: "State", th: Thread, a: FaultArgs, payload: bytes | None) -> Any:
+    th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
+    return faults.control(k, th, a.op, a.spec)
 
 
 assert set(TABLE) | {Sys.HELLO} == set(Sys), "every system call has a handler"
 assert FIRST_FREE_SLOT < MAX_SLOTS
-

@@ -29,9 +29,8 @@ import zmq
 import zmq.asyncio
 
 from . import errors
-from ..abi import Sys, encode_request
 from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, close_connection,
-                     connect_remote, parse_answer, trouble_text)
+                     connect_remote, hello_frames, parse_answer, trouble_text)
 from ..osutil import pid_alive
 
 
@@ -71,7 +70,7 @@ class AsyncL4(_Api):
         self = cls(kernel_sock, caps, ctx, server_key)
         try:
             self.task_id, self.thread_id, self.task_name, self.kernel_pid = await self._do(
-                [encode_request(Sys.HELLO, secret)])
+                hello_frames(secret))
         except BaseException:
             self.close()
             raise

@@ -19,8 +19,15 @@ from typing import Any, Callable, Iterable, NamedTuple
 import zmq
 
 from . import errors
-from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Item, Rights, Sys,
-                  encode_request, pack, timeout_arg, unpack)
+from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, CallArgs,
+                   CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
+                   FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
+                   IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
+                   KernelInfoArgs, MemAttachArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
+                   SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
+                   ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack, timeout_arg,
+                   unpack)
 from ..osutil import pid_alive
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
@@ -33,7 +40,8 @@ _REMOTE_TROUBLE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
 
 class Message(NamedTuple):
-    """A received message. `label`/`rights` come from the kernel, never from the sender."""
+    """A received message: the kernel's receipt (`abi.Receipt`) and the data.
+    `label`/`rights` come from the kernel, never from the sender."""
     label: int
     rights: int
     reply: int          # one-shot reply capability (0: the sender does not wait for a reply)
@@ -79,31 +87,38 @@ def _items(items: Iterable[list[int]]) -> list[list[int]]:
     return [list(i) for i in items]
 
 
+def hello_frames(secret: bytes) -> list[bytes]:
+    """The HELLO request: bind this connection to the thread the secret was made for."""
+    return [encode_args(HelloArgs(secret))]
+
+
 def wait_frames(timeout: float | None, window: tuple[int, ...] | None) -> list[bytes]:
     """The WAIT request (`_Api.wait` sends it and waits; `MultiWait` only sends it)."""
-    return [encode_request(Sys.WAIT, _window(window), timeout_arg(timeout))]
+    return [encode_args(WaitArgs(_window(window), timeout_arg(timeout)))]
 
 
 def reply_wait_frames(reply: int, data: bytes, proto: int, items: Iterable[list[int]],
                       timeout: float | None, window: tuple[int, ...] | None) -> list[bytes]:
     """The REPLY_WAIT request (`_Api.reply_and_wait` sends it and waits; `MultiWait` only
     sends it)."""
-    hdr = encode_request(Sys.REPLY_WAIT, reply, proto, _items(items), _window(window),
-                         timeout_arg(timeout))
+    hdr = encode_args(ReplyWaitArgs(reply, proto, _items(items), _window(window),
+                                    timeout_arg(timeout)))
     return [hdr, data] if data else [hdr]
 
 
 def parse_answer(frames: list[bytes], receiving: bool) -> Any:
+    """The value of an answer (a `Message` for a receiving call); raises the error."""
     try:
-        hdr = unpack(frames[0])
-    except Exception:
-        raise errors.ProtocolViolation("the kernel's answer is not msgpack") from None
-    if hdr[0] != 0:
-        raise errors.from_code(hdr[0], hdr[1])
+        err, value = decode_answer(frames[0], receiving)
+    except AbiError as e:
+        raise errors.ProtocolViolation(e.reason) from None
+    if err:
+        raise errors.from_code(err, value)
     if receiving:
-        return Message(hdr[1], hdr[2], hdr[3], hdr[4], hdr[5],
+        r: Receipt = value
+        return Message(r.label, r.rights, r.reply, r.proto, r.items,
                        frames[1] if len(frames) > 1 else b"")
-    return hdr[1]
+    return value
 
 
 class _Api:
@@ -116,28 +131,30 @@ class _Api:
             shape: Callable[[Any], Any] | None = None) -> Any:
         raise NotImplementedError
 
-    def _req(self, sysno: Sys, *args: Any, data: bytes | None = None, receiving: bool = False,
+    def _req(self, args: tuple[Any, ...], data: bytes | None = None, receiving: bool = False,
              shape: Callable[[Any], Any] | None = None) -> Any:
-        hdr = encode_request(sysno, *args)
+        """Send the request built from argument record `args` and wait for its answer."""
+        hdr = encode_args(args)
         return self._do([hdr, data] if data else [hdr], receiving, shape)
 
     # -- IPC -----------------------------------------------------------------
     def send(self, cap: int, data: bytes = b"", *, proto: int = 0, items: Iterable[list[int]] = (),
              timeout: float | None = None) -> Any:
-        return self._req(Sys.SEND, cap, proto, _items(items), timeout_arg(timeout), data=data)
+        return self._req(SendArgs(cap, proto, _items(items), timeout_arg(timeout)), data=data)
 
     def call(self, cap: int, data: bytes = b"", *, proto: int = 0, items: Iterable[list[int]] = (),
              snd_timeout: float | None = None, rcv_timeout: float | None = None,
              window: tuple[int, int] | None = None) -> Any:
-        return self._req(Sys.CALL, cap, proto, _items(items), timeout_arg(snd_timeout),
-                         timeout_arg(rcv_timeout), _window(window), data=data, receiving=True)
+        return self._req(CallArgs(cap, proto, _items(items), timeout_arg(snd_timeout),
+                                  timeout_arg(rcv_timeout), _window(window)),
+                         data=data, receiving=True)
 
     def wait(self, *, timeout: float | None = None, window: tuple[int, int] | None = None) -> Any:
         return self._do(wait_frames(timeout, window), True)
 
     def reply(self, reply: int, data: bytes = b"", *, proto: int = 0,
               items: Iterable[list[int]] = ()) -> Any:
-        return self._req(Sys.REPLY, reply, proto, _items(items), data=data)
+        return self._req(ReplyArgs(reply, proto, _items(items)), data=data)
 
     def reply_and_wait(self, reply: int, data: bytes = b"", *, proto: int = 0,
                        items: Iterable[list[int]] = (), timeout: float | None = None,
@@ -146,95 +163,95 @@ class _Api:
 
     # -- capabilities ----------------------------------------------------------
     def cap_delete(self, slot: int) -> Any:
-        return self._req(Sys.CAP_DELETE, slot)
+        return self._req(CapDeleteArgs(slot))
 
     def cap_revoke(self, slot: int) -> Any:
-        return self._req(Sys.CAP_REVOKE, slot)
+        return self._req(CapRevokeArgs(slot))
 
     def cap_inspect(self, slot: int) -> Any:
-        return self._req(Sys.CAP_INSPECT, slot)
+        return self._req(CapInspectArgs(slot))
 
     def cap_derive(self, src: int, mask: int, dst: int | None = None) -> Any:
-        return self._req(Sys.CAP_DERIVE, src, dst, int(mask))
+        return self._req(CapDeriveArgs(src, dst, int(mask)))
 
     def destroy(self, slot: int) -> Any:
-        return self._req(Sys.OBJ_DESTROY, slot)
+        return self._req(ObjDestroyArgs(slot))
 
     # -- factories -----------------------------------------------------------------
     def create_gate(self, label: int = 0, thread: int | None = SLOT_THREAD, *,
                     factory: int = SLOT_FACTORY, dst: int | None = None) -> Any:
-        return self._req(Sys.GATE_CREATE, factory, thread, label, dst)
+        return self._req(GateCreateArgs(factory, thread, label, dst))
 
     def create_irq(self, *, factory: int = SLOT_FACTORY, dst: int | None = None) -> Any:
-        return self._req(Sys.IRQ_CREATE, factory, dst)
+        return self._req(IrqCreateArgs(factory, dst))
 
     def create_thread(self, task: int = SLOT_TASK, *, factory: int = SLOT_FACTORY,
                       dst: int | None = None) -> Any:
-        return self._req(Sys.THREAD_CREATE, factory, task, dst, shape=lambda r: NewThread(*r))
+        return self._req(ThreadCreateArgs(factory, task, dst), shape=lambda r: NewThread(*r))
 
     def create_task(self, name: str, quota: int = 256, *, factory: int = SLOT_FACTORY,
                     dst: int | None = None) -> Any:
-        return self._req(Sys.TASK_CREATE, factory, name, quota, dst, shape=lambda r: NewTask(*r))
+        return self._req(TaskCreateArgs(factory, name, quota, dst), shape=lambda r: NewTask(*r))
 
     def factory_info(self, factory: int = SLOT_FACTORY) -> Any:
-        return self._req(Sys.FACTORY_INFO, factory)
+        return self._req(FactoryInfoArgs(factory))
 
     # -- binding and control ------------------------------------------------------------
     def bind_gate(self, gate: int, thread: int = SLOT_THREAD) -> Any:
-        return self._req(Sys.GATE_BIND, gate, thread)
+        return self._req(GateBindArgs(gate, thread))
 
     def irq_attach(self, irq: int, thread: int | None = SLOT_THREAD, label: int = 0) -> Any:
-        return self._req(Sys.IRQ_ATTACH, irq, thread, label)
+        return self._req(IrqAttachArgs(irq, thread, label))
 
     def irq_trigger(self, irq: int) -> Any:
-        return self._req(Sys.IRQ_TRIGGER, irq)
+        return self._req(IrqTriggerArgs(irq))
 
     def irq_mask(self, irq: int, masked: bool | None) -> Any:
-        return self._req(Sys.IRQ_MASK, irq, masked)
+        return self._req(IrqMaskArgs(irq, masked))
 
     def thread_control(self, thread: int = SLOT_THREAD, *, pager: int | None = None,
                        handler: int | None = None, alien: bool | None = None,
                        priority: int | None = None) -> Any:
         """Set pager/handler gates (0 clears), the alien flag, the priority (0..255)."""
-        return self._req(Sys.THREAD_CONTROL, thread, pager, handler, alien, priority)
+        return self._req(ThreadControlArgs(thread, pager, handler, alien, priority))
 
     def task_map(self, task: int, src: int, dst: int, rights: int = Rights.ALL) -> Any:
-        return self._req(Sys.TASK_MAP, task, src, dst, int(rights))
+        return self._req(TaskMapArgs(task, src, dst, int(rights)))
 
     def task_watch(self, task: int, pid: int) -> Any:
-        return self._req(Sys.TASK_WATCH, task, pid)
+        return self._req(TaskWatchArgs(task, pid))
 
     def kernel_info(self, kernel: int = SLOT_KERNEL) -> Any:
-        return self._req(Sys.KERNEL_INFO, kernel)
+        return self._req(KernelInfoArgs(kernel))
 
     def fault(self, op: str, spec: dict[str, Any] | None = None, *,
               kernel: int = SLOT_KERNEL) -> Any:
         """Fault injection (kernel capability): op add/remove/list/log/crash (docs/CHAOS.md)."""
-        return self._req(Sys.FAULT, kernel, op, pack(spec) if spec else b"")
+        return self._req(FaultArgs(kernel, op, pack(spec) if spec else b""))
 
     def exit(self, status: int = 0) -> Any:
-        return self._req(Sys.EXIT, status)
+        return self._req(ExitArgs(status))
 
     # -- memory (kernel.user.vm is the address-space view built on these) ---------------------
     def mem_attach(self, signal: bool = False) -> Any:
         """Join the RAM: {fd, kernel_pid, size, frames, ctl_offset, slot, epoch}."""
-        return self._req(Sys.MEM_ATTACH, signal)
+        return self._req(MemAttachArgs(signal))
 
     def mem_fault(self, vaddr: int, access: int, ip: int = 0) -> Any:
         """Page fault: answers [frame, rights] once the page is mapped for `access`."""
-        return self._req(Sys.MEM_FAULT, vaddr, int(access), ip)
+        return self._req(MemFaultArgs(vaddr, int(access), ip))
 
     def mem_unmap(self, vaddr: int, order: int, self_too: bool = False) -> Any:
         """Unmap everything derived from our flexpage, in every task; returns once all
         affected tasks acknowledged (the shootdown). Answers the number of mappings removed."""
-        return self._req(Sys.MEM_UNMAP, vaddr, order, self_too)
+        return self._req(MemUnmapArgs(vaddr, order, self_too))
 
     def mem_sigma0(self, task: int, kernel: int = SLOT_KERNEL) -> Any:
-        return self._req(Sys.MEM_SIGMA0, kernel, task)
+        return self._req(MemSigma0Args(kernel, task))
 
     def mem_query(self, vaddr: int, order: int, task: int | None = None) -> Any:
         """The kernel's page table for a flexpage: [[vaddr, frame, rights], ...]."""
-        return self._req(Sys.MEM_QUERY, task, vaddr, order)
+        return self._req(MemQueryArgs(task, vaddr, order))
 
 
 class MultiWait:
@@ -350,7 +367,7 @@ class L4(_Api):
         self.kernel_pid = 0
         try:
             self.task_id, self.thread_id, self.task_name, self.kernel_pid = self._do(
-                [encode_request(Sys.HELLO, secret)], False, None)
+                hello_frames(secret), False, None)
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,469 @@
+"""The kernel process's transport: sockets, HELLO, death detection, the event loop, `main`.
+
+It listens on `RUN_DIR/kernel.sock` (a ZeroMQ ROUTER, `ipc://`; with `--tcp`, also on a
+CurveZMQ `tcp://` port). Each L4 thread is one DEALER connection; a connection becomes a
+thread only by presenting that thread's one-time secret in HELLO (the secret is consumed).
+A task's OS process is watched through a pidfd, so `kill -9` of a task is noticed at once;
+a connection that closes is noticed through the socket monitor (its fd).
+
+A request is read, decoded and checked (`abi.decode_request`), then handed to the fast path
+(`fastpath`), to an alien thread's handler (`alien`) or to the dispatch (`syscalls.run`).
+The transport implements `state.Wire` — answering, unbinding, watching — and is the only
+module that touches ZeroMQ; the mechanisms see it through that interface alone.
+
+Contracts:
+- The hot path decodes only the request header; payload frames are forwarded unread.
+- Nothing a task sends can stop the loop: every request is checked first, every failure
+  becomes an error answer (counted in `State.count_error`), and the loop catches what slips
+  through, counts it as a kernel bug and answers the thread instead of crashing.
+
+Ownership: everything here belongs to the single thread running `Transport.run`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import struct
+import sys
+import traceback
+from types import MethodType
+from typing import Any, Callable
+
+import zmq
+import zmq.backend
+
+from . import alien, faults, fastpath, ipc, lifecycle, memory, syscalls
+from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, decode_request,
+                   encode_error, encode_ok)
+from .objects import Task, Thread, TState
+from .state import ROOT_QUOTA, State
+
+_SNDMORE, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
+_MONITOR_EVENT = struct.Struct("<HI")
+HEARTBEAT_IVL_MS = 1000       # tcp ports: ZMTP heartbeats, so a vanished peer is noticed
+HEARTBEAT_TIMEOUT_MS = 3000
+
+
+class Port:
+    """One listening ROUTER and what the loop needs of it: `ipc://` in the run directory for
+    local tasks; `tcp://` with CurveZMQ (encrypted, the kernel authenticated by its public
+    key) and ZMTP heartbeats for tasks on other machines. Each port has its own routing-id
+    table (`conns`), so an id chosen on one port can never name a thread of another, and a
+    monitor that reports closed connections by fd."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str,
+                 curve: tuple[bytes, bytes] | None = None) -> None:
+        r = ctx.socket(zmq.ROUTER)
+        r.linger = 0
+        r.sndhwm = 0
+        r.rcvhwm = 0
+        self.public_key = b""
+        if curve is not None:
+            r.curve_server = True
+            self.public_key, r.curve_secretkey = curve
+            r.curve_publickey = self.public_key
+            r.heartbeat_ivl = HEARTBEAT_IVL_MS
+            r.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
+        r.bind(endpoint)
+        self.router = r
+        self.endpoint = r.get(zmq.LAST_ENDPOINT).decode()
+        self.conns: dict[bytes, Thread] = {}
+        # The hot path calls libzmq through pyzmq's backend methods directly: the friendly
+        # wrappers cost more than the work (≈ 1 µs per frame sent; EVENTS as an enum).
+        self.send = MethodType(zmq.backend.Socket.send, r)
+        self.events = MethodType(zmq.backend.Socket.get, r)
+        self.monitor = r.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.mon_events = MethodType(zmq.backend.Socket.get, self.monitor)
+
+    def close(self) -> None:
+        self.router.disable_monitor()
+        self.monitor.close(0)
+        self.router.close(0)
+
+
+class Transport:
+    """The kernel process: its ports, its poller, and the `State` it serves."""
+
+    def __init__(self, run_dir: str, root_secret: bytes, root_quota: int = ROOT_QUOTA,
+                 verbose: bool = False, ram: int = memory.DEFAULT_RAM,
+                 tcp: str | None = None) -> None:
+        self.run_dir = run_dir
+        self.state = k = State(run_dir, root_secret, self, lifecycle.on_last_cap, root_quota,
+                               verbose)
+        # "Physical" RAM: a memfd, never a name in /dev/shm (docs/MEMORY.md).
+        k.memory = memory.install(k, ram)
+        self.sock_path = os.path.join(run_dir, "kernel.sock")
+        self.ctx = zmq.Context()
+        self.local = Port(self.ctx, "ipc://" + self.sock_path)
+        os.chmod(self.sock_path, 0o600)
+        self.ports = [self.local]
+        self.tcp: Port | None = None
+        if tcp is not None:
+            self.tcp = Port(self.ctx, "tcp://" + tcp, zmq.curve_keypair())
+            self.ports.append(self.tcp)
+        self.poller = zmq.Poller()
+        for port in self.ports:
+            self.poller.register(port.router, zmq.POLLIN)
+            self.poller.register(port.monitor, zmq.POLLIN)
+        self._by_socket = {**{pt.router: pt for pt in self.ports},
+                           **{pt.monitor: pt for pt in self.ports}}
+        self._port = self.local            # the port whose messages are being handled
+        self.conns = self.local.conns      # ... and its routing ids (swapped with it)
+        # Lost connections: libzmq reports a closed peer socket by its fd; HELLO remembers
+        # which fd each thread's connection came in on (the message's SRCFD). fds are one
+        # number space for every port (one process).
+        self.conn_fds: dict[int, set[Thread]] = {}
+        self._frame: Any = None            # the last frame read (its SRCFD, for HELLO)
+        self.pidfds: dict[int, Task] = {}
+        self.running = True
+        self._wakeup = -1                  # read end of the signal wakeup pipe, if any
+
+    # -- state.Wire ---------------------------------------------------------------
+    def answer(self, thread: Thread, header: bytes, payload: bytes | None) -> None:
+        conn = thread.conn
+        if conn is None:
+            return
+        send = thread.port.send
+        send(conn, _SNDMORE)
+        if payload is None:
+            send(header, 0)
+        else:
+            send(header, _SNDMORE)
+            send(payload, 0)
+
+    def unbind(self, thread: Thread) -> None:
+        if thread.conn is not None:
+            thread.port.conns.pop(thread.conn, None)
+            on_fd = self.conn_fds.get(thread.conn_fd)
+            if on_fd is not None:
+                on_fd.discard(thread)
+                if not on_fd:
+                    del self.conn_fds[thread.conn_fd]
+            thread.conn = None
+        secrets_ = self.state.secrets
+        for s in [s for s, t in secrets_.items() if t is thread]:
+            del secrets_[s]
+
+    def watch(self, task: Task, pid: int) -> None:
+        if not 0 < pid < 2 ** 31:
+            raise AbiError(Err.INVALID, f"pid {pid} is outside 1..2**31-1")
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            task.pid = pid
+            lifecycle.kill_task(self.state, task, f"process {pid} is not running", None)
+            return
+        except OSError as e:
+            raise AbiError(Err.INVALID, f"cannot watch pid {pid}: {e.strerror}") from None
+        self.unwatch(task)
+        task.pid, task.pidfd = pid, fd
+        self.pidfds[fd] = task
+        self.poller.register(fd, zmq.POLLIN)
+
+    def unwatch(self, task: Task) -> None:
+        fd = task.pidfd
+        if fd is None:
+            return
+        task.pidfd = None
+        self.pidfds.pop(fd, None)
+        self.poller.unregister(fd)
+        os.close(fd)
+
+    # -- requests -------------------------------------------------------------------
+    def _read(self) -> list[bytes]:
+        """One whole multipart message; the caller knows one is waiting."""
+        recv = self._port.router.recv
+        f = recv(copy=False)
+        frames = [f.bytes]
+        while f.more:
+            f = recv(copy=False)
+            if len(frames) < 4:
+                frames.append(f.bytes)
+            else:
+                frames.append(b"")    # over-long messages are refused below; keep reading
+        self._frame = f
+        return frames
+
+    def _handle(self, frames: list[bytes]) -> None:
+        k = self.state
+        k.stats["requests"] += 1
+        n = len(frames)
+        conn = frames[0]
+        thread = self.conns.get(conn)
+        if k.fastpath and (n == 3 or n == 2) and fastpath.try_fast(
+                k, thread, frames[1], frames[2] if n == 3 else None):
+            k.stats["fastpath"] += 1
+            return
+        if n not in (2, 3):
+            k.stats["malformed"] += 1
+            self._refuse(conn, thread, Err.PROTOCOL, f"a request has 1 or 2 frames, got {n - 1}")
+            return
+        try:
+            sysno, args = decode_request(frames[1])
+        except AbiError as e:
+            if e.err in (Err.PROTOCOL, Err.TOO_BIG):
+                k.stats["malformed"] += 1
+            self._refuse(conn, thread, e.err, e.reason)
+            return
+        payload = frames[2] if n == 3 else None
+        if thread is None:
+            self._unbound(conn, sysno, args)
+            return
+        refusal = self._check_call(thread, sysno, payload)
+        if refusal is not None:
+            self._refuse(conn, thread, *refusal)
+            return
+        thread.busy = True
+        thread.task.stats["calls"] += 1
+        if thread.alien:
+            alien.before(k, thread, sysno, args, payload)
+            return
+        syscalls.run(k, thread, sysno, args, payload)
+
+    def _check_call(self, thread: Thread, sysno: Sys,
+                    payload: bytes | None) -> tuple[Err, str] | None:
+        """Why a bound thread's decoded request cannot start now, if it cannot."""
+        if thread.busy:
+            return Err.BUSY, f"thread {thread.id} already has a call in flight"
+        if sysno == Sys.HELLO:
+            return Err.BUSY, "this connection is already bound to a thread"
+        if payload is not None:
+            if sysno not in CARRIES_PAYLOAD:
+                return Err.PROTOCOL, f"{sysno.name} carries no payload"
+            if len(payload) > MAX_PAYLOAD:
+                return Err.TOO_BIG, f"payload of {len(payload)} bytes, at most {MAX_PAYLOAD}"
+        return None
+
+    def _unbound(self, conn: bytes, sysno: Sys, args: Any) -> None:
+        """A request of a connection that is no thread (yet): only HELLO is heard."""
+        if sysno == Sys.HELLO:
+            self._hello(conn, args.secret)
+            return
+        self.state.stats["unauthenticated"] += 1
+        self._refuse(conn, None, Err.NOT_AUTH, "this connection has not said HELLO "
+                                               "with a valid secret")
+
+    def _refuse(self, conn: bytes, thread: Thread | None, err: Err, reason: str) -> None:
+        """Answer a request the transport refused: an idle thread's call fails like any
+        other; a connection with no thread, or a thread whose call in flight is another
+        one, gets the answer on its socket alone (that call is not disturbed)."""
+        if thread is not None and not thread.busy:
+            thread.busy = True
+            self.state.fail(thread, err, reason)
+            return
+        self.state.count_error(err, thread)
+        self._raw_answer(conn, encode_error(err, reason))
+
+    def _raw_answer(self, conn: bytes, header: bytes) -> None:
+        """An answer to the connection whose message is being handled, bound or not."""
+        send = self._port.send
+        send(conn, _SNDMORE)
+        send(header, 0)
+
+    def _hello(self, conn: bytes, secret: bytes) -> None:
+        k = self.state
+        thread = k.secrets.pop(secret, None)
+        if thread is None or not thread.alive:
+            k.stats["unauthenticated"] += 1
+            self._refuse(conn, None, Err.NOT_AUTH, "unknown or already used secret")
+            return
+        # Linux gives a new connection the lowest free fd, often the one a connection that
+        # just closed had: settle every disconnection reported so far before recording ours.
+        self._disconnections()
+        thread.conn, thread.port = conn, self._port
+        thread.conn_fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
+        self.conns[conn] = thread
+        self.conn_fds.setdefault(thread.conn_fd, set()).add(thread)
+        self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, k.pid]))
+
+    # -- death detection -------------------------------------------------------------
+    def _process_died(self, fd: int) -> None:
+        task = self.pidfds.get(fd)
+        if task is None:
+            return
+        status = lifecycle.pid_status(task.pid) if task.pid else None
+        self.state.stats["tasks_died"] += 1
+        lifecycle.kill_task(self.state, task, f"process {task.pid} exited", status)
+
+    def _disconnections(self) -> None:
+        """Threads whose connection closed are gone: a main thread takes its task with it,
+        another thread dies alone (its secret is spent; nothing can take its place)."""
+        for port in self.ports:
+            while port.mon_events(_EVENTS) & _POLLIN:   # unthrottled, unlike a NOBLOCK recv
+                # [event:u16 value:u32, endpoint] (zmq.utils.monitor would import asyncio:
+                # 80 ms of kernel start-up)
+                event, fd = _MONITOR_EVENT.unpack_from(port.monitor.recv_multipart()[0])
+                if event == zmq.EVENT_DISCONNECTED:
+                    self._connection_lost(self.conn_fds.pop(fd, set()))
+
+    def _connection_lost(self, threads: set[Thread]) -> None:
+        k = self.state
+        for thread in sorted(threads, key=lambda t: t.id):
+            if thread.conn is None or not thread.alive:
+                continue
+            k.stats["connections_lost"] += 1
+            why = "connection to the kernel was lost"
+            if thread is thread.task.threads[0]:
+                lifecycle.kill_task(k, thread.task, f"its main thread's {why}", None)
+            else:
+                lifecycle.destroy(k, thread, f"its {why}")
+
+    # -- timers ------------------------------------------------------------------------
+    def _expire(self, thread: Thread) -> None:
+        """`thread`'s timer ran out: a chaos delay ends (the held message goes on), or the
+        wait it was set for ends (`ipc.expire`)."""
+        if thread.state == TState.SENDING and faults.HELD and faults.release(self.state, thread):
+            return
+        ipc.expire(self.state, thread)
+
+    # -- the loop -------------------------------------------------------------------------
+    def stop_on_signals(self, *signums: int) -> None:
+        """Stop the loop on these signals, reliably: the handler only clears `running`, and
+        Python's wakeup fd (a pipe the poller watches) makes a blocked poll return at once.
+        (Raising from the handler inside zmq_poll was seen to be lost now and then.)"""
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = r
+        signal.set_wakeup_fd(w)
+        self.poller.register(r, zmq.POLLIN)
+        for signum in signums:
+            signal.signal(signum, lambda *_: setattr(self, "running", False))
+
+    def run(self) -> None:
+        poll = self.poller.poll
+        wakeup = self._wakeup
+        ports = self._by_socket
+        timers = self.state.timers
+        while self.running:
+            for sock, _ in poll(timers.next_ms()):
+                port = ports.get(sock)
+                if port is not None:
+                    if sock is port.router:
+                        self._drain(port)
+                    else:
+                        self._guard(self._disconnections)
+                elif sock == wakeup:
+                    os.read(wakeup, 512)
+                else:
+                    self._guard(self._process_died, sock)
+            for thread in timers.due():
+                self._guard(self._expire, thread)
+
+    def _drain(self, port: Port) -> None:
+        self._port, self.conns = port, port.conns
+        # Asking for EVENTS is cheaper than a non-blocking recv that raises zmq.Again.
+        events = port.events
+        while True:
+            self._guard(self._handle, self._read())
+            if not events(_EVENTS) & _POLLIN:
+                return
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            # A kernel bug must not take the system down; it is counted and reported.
+            self.state.stats["kernel_bugs"] += 1
+            print("[kernel] internal error (counted, loop continues):\n" + traceback.format_exc(),
+                  file=sys.stderr, flush=True)
+            if fn == self._handle and args:
+                thread = self.conns.get(args[0][0])
+                if thread is not None and thread.busy:
+                    try:
+                        self.state.fail(thread, Err.INVALID, "kernel internal error; call aborted")
+                    except Exception:
+                        pass
+
+    def close(self) -> None:
+        self.state.memory.close()
+        for fd in list(self.pidfds):
+            os.close(fd)
+        self.pidfds.clear()
+        for port in self.ports:
+            port.close()
+        self.ctx.term()
+        for path in (self.sock_path, os.path.join(self.run_dir, TCP_INFO)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def write_tcp_info(run_dir: str, port: Port) -> None:
+    """RUN_DIR/kernel.tcp: {"endpoint", "public_key"} — what a remote task needs besides its
+    one-time secret (the key is public: it lets the task check it talks to this kernel)."""
+    path = os.path.join(run_dir, TCP_INFO)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"endpoint": port.endpoint, "public_key": port.public_key.decode()}, f)
+    os.replace(path + ".tmp", path)
+
+
+def _root_secret(run_dir: str) -> bytes:
+    """The root task's one-time secret: from L4_ROOT_SECRET (hex), or a new one written to
+    RUN_DIR/root.secret (mode 0600) for whoever starts the root task."""
+    hexsecret = os.environ.pop("L4_ROOT_SECRET", "")
+    if hexsecret:
+        return bytes.fromhex(hexsecret)
+    secret = secrets.token_bytes(16)
+    fd = os.open(os.path.join(run_dir, "root.secret"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                 0o600)
+    os.write(fd, secret.hex().encode())
+    os.close(fd)
+    return secret
+
+
+def _arguments(argv: list[str] | None) -> Any:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m kernel", description="The L4Py kernel process.")
+    p.add_argument("--run-dir", required=True, help="directory for kernel.sock")
+    p.add_argument("--root-quota", type=int, default=ROOT_QUOTA)
+    p.add_argument("--die-with-parent", action="store_true",
+                   help="exit when the process that started us exits")
+    p.add_argument("--nice", type=int, default=-10,
+                   help="scheduling niceness of the kernel (default -10; needs privilege, else ignored)")
+    p.add_argument("--ram", type=int, default=memory.DEFAULT_RAM >> 20,
+                   help="size of physical RAM in MiB (default 64)")
+    p.add_argument("--tcp", metavar="HOST:PORT",
+                   help="also listen on tcp://HOST:PORT (CurveZMQ) for tasks on other machines; "
+                        "port 0 picks one. The endpoint and the kernel's public key are written "
+                        "to RUN_DIR/kernel.tcp")
+    p.add_argument("--no-fastpath", action="store_true",
+                   help="serve every call through the generic path (to compare; same semantics)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="run the loop under cProfile and write its statistics to FILE at exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..osutil import die_with_parent
+
+    ns = _arguments(argv)
+    if ns.die_with_parent:
+        die_with_parent(signal.SIGTERM)   # SIGTERM: we still remove our socket
+    if ns.nice:
+        # The kernel is on every IPC's path: let it run before the tasks it serves. Done
+        # before ZeroMQ starts its I/O thread, which inherits the niceness.
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, ns.nice)
+        except OSError:
+            pass
+    os.makedirs(ns.run_dir, exist_ok=True)
+    t = Transport(ns.run_dir, _root_secret(ns.run_dir), ns.root_quota, ns.verbose,
+                  ram=ns.ram << 20, tcp=ns.tcp)
+    t.state.fastpath = not ns.no_fastpath
+    if t.tcp is not None:
+        write_tcp_info(ns.run_dir, t.tcp)
+    t.stop_on_signals(signal.SIGTERM, signal.SIGINT)
+    try:
+        if ns.profile:
+            import cProfile
+            cProfile.runctx("t.run()", globals(), locals(), ns.profile)
+        else:
+            t.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        t.close()
+    return 0
