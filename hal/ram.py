@@ -5,10 +5,12 @@ memoryview of exactly that range or raises `DmaError` if any byte lies outside R
 turns that into an error status; the HAL keeps running). Nothing else of the HAL touches
 the mapping.
 
-Until the kernel owns physical RAM (kernel/core/memory.py), the RAM is a file given by path
-(created with the given size if absent, and then removed again by `close()`) or an
-already open descriptor (memfd). Drivers reach the same frames by mapping the same file;
-later `Ram` will point at the kernel's RAM segment instead, with the same interface.
+The kernel owns physical RAM: a memfd (kernel/core/memory.py, docs/MEMORY.md). The launcher
+starts the HAL on it by path, `/proc/<kernel pid>/fd/<fd>` (what MEM_ATTACH answers), so DMA
+addresses are the kernel's physical addresses and drivers reach the same frames through
+their address spaces. A path that does not exist is created with the given size and removed
+again by `close()` (a HAL run on its own, e.g. in tests); an already open descriptor works
+too.
 """
 from __future__ import annotations
 
