@@ -1,18 +1,26 @@
 """L4Py's kernel: the kernel process and the task-side ABI library.
 
 Layout: the boundary between the kernel process and the tasks is the package boundary.
-- `kernel.abi`    the wire format: system-call numbers, errors, rights, layouts (both sides)
+- `kernel.abi`    the wire format: system-call numbers, errors, rights, one argument record per
+                  call (LAYOUTS derived from them), the IPC receipt, the kernel's own messages
 - `kernel.osutil` small host helpers both sides use (pidfds, parent death, one-shot requests)
-- `kernel.core`   the kernel process (`python -m kernel`); nothing outside `kernel/` imports it
-  - `kernel`      the process: sockets, authentication, the event loop, alien threads
-  - `objects`     kernel objects: Task, Thread, Gate, Irq, Factory, KernelCtl
+- `kernel.core`   the kernel process (`python -m kernel`); nothing outside `kernel/` imports it.
+  Listed bottom up: each imports only modules listed before it (tests/kernel/test_layers.py).
+  - `objects`     kernel objects: Task, Thread, Gate, Factory, KernelCtl
   - `caps`        capability spaces and the mapping database (derive, grant, recursive revoke)
-  - `ipc`         rendezvous IPC: send/wait/call/reply, IRQ delivery, kernel-originated messages
-  - `fastpath`    the common call / reply_and_wait done inline, same semantics
+  - `state`       the kernel's state: object tables, secrets, timers, counters; how a call ends
+                  (answer, finish, and `fail`: every error answer counted once); the `Wire`
+                  interface through which mechanisms reach the transport
+  - `irq`         IRQ objects: attach, trigger, deliver, mask/unmask, detach
+  - `ipc`         rendezvous IPC: send/wait/call/reply, kernel-originated messages
   - `lifecycle`   quotas, object destruction, task death
-  - `syscalls`    the dispatch table: one thin, check-first handler per system call
-  - `memory`      physical RAM (a memfd), page tables, flexpage map/grant/unmap, faults, shootdown
+  - `memory`      physical RAM (a memfd), page tables, flexpage map/grant/unmap, page faults
+                  (and their continuations), shootdown
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
+  - `fastpath`    the common call / reply_and_wait done inline, same semantics
+  - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
+  - `alien`       alien threads: each call reported to the handler before and after it runs
+  - `transport`   the process: ports (ZeroMQ), HELLO, death detection, the event loop, `main`
 - `kernel.user`   the task library: what servers, the HAL and the launcher import
   - `client`      the synchronous task library (`L4`, `MultiWait`); `aio` the asyncio one
   - `errors`      exceptions of the task library, named by whose fault a failure was

@@ -120,7 +120,7 @@ def do_items(plan: list[tuple[Any, ...]], dst: "CapSpace") -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------
-# Answers
+# Memory items, and a message that cannot be delivered
 
 def _plan_mem(k: "State", src: Any, items: Items, dst: Any, window: Window) -> list[Any]:
     """Check the memory items of a message (none: nothing to do, no cost)."""

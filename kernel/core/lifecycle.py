@@ -10,7 +10,7 @@ Contracts:
 - Task death (process exit seen through its pidfd, EXIT, or destruction): every thread is
   released (partners blocked on it get PEER_DIED, never a hang), all its capabilities are
   deleted recursively (so objects only it held die too), and the exception handler of its
-  main thread receives a Proto.EXCEPTION message {"event": "exit", ...}.
+  main thread receives an `abi.ExitNotice` (Proto.EXCEPTION, {"event": "exit", ...}).
 
 Ownership: the kernel's event-loop thread only.
 """

@@ -24,8 +24,10 @@ Contracts:
   after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
   acknowledged lazily: the next unmap also waits for those spaces (`unacked`).
 - A page fault is answered from the page table when the page is mapped with the rights
-  asked (a TLB refill); otherwise it becomes a call IPC (Proto.PAGE_FAULT) to the thread's
-  pager, whose reply may carry map items; they land around the fault address.
+  asked (a TLB refill); otherwise it becomes a call IPC (`abi.PageFaultMessage`) to the
+  thread's pager, whose reply may carry map items; they land around the fault address. The
+  continuations of that kernel call (the pager answered / the pager failed) live here, in
+  `fault`: they finish the faulting thread's MEM_FAULT call.
 
 Ownership: the kernel's event-loop thread only.
 """
