@@ -1,13 +1,16 @@
-"""Server protocols declared once: the client stub and the server dispatch both follow it.
+"""Server protocols declared once: the client stub, the dispatch and the server loop follow it.
 
-A `Protocol` lists a server's operations: name, opcode, argument names (optionally typed,
-`"key:str"`), the reply (None, one name, or a tuple of names) and the errors the operation
-may answer. From that one declaration:
+This is the one way to write a server. A `Protocol` lists a server's operations: name,
+opcode, argument names (optionally typed, `"key:str"`), the reply (None, one name, or a tuple
+of names), the errors the operation may answer, and whether it is an admin op or moves
+capabilities. From that one declaration:
 
 - `proto.client(l4, cap)` makes a stub whose methods (one per op, named after it) pack the
   request, `call` the server through capability `cap`, and unpack the reply or raise;
-- `proto.serve(l4, impl)` runs the server loop (`wait`, then `reply_and_wait`), calling
-  `impl.<op>(call, *args)` for each request.
+- `proto.serve(l4, impl)` runs the server loop, calling `impl.<op>(call, *args)` per request
+  and `impl.on_page_fault(call, body)` & co. per kernel message (`KERNEL_HANDLERS`);
+- `serve(l4, route)` is the same loop for a server with several protocols on one thread,
+  chosen per message by the gate's label (moe, the HAL, the launcher's supervisor).
 
 Wire format (message data, msgpack; the message's `proto` tag is the protocol's `tag`):
 
@@ -16,17 +19,39 @@ Wire format (message data, msgpack; the message's `proto` tag is the protocol's 
              | [status, error_name, reason]    status > 0 (never negative: negative proto
                                                tags and codes belong to the kernel)
 
+`error_name` is one of the op's declared errors for `Status.FAILED`, else the status name
+(or the exception's type for `Status.INTERNAL`). The stub maps the three error statuses to
+`BadRequest` / `RemoteFailure` / `ServerFault`, each with `.error` and `.reason`.
+
+Labels: `ADMIN_LABEL` (0) is the launcher's admin gate of every server that has one; client
+gates have labels >= 1. An op declared `admin=True` is refused (FAILED, "DENIED") through any
+other gate before the implementation runs.
+
+Kernel messages (negative proto tags) are not requests: `KERNEL_HANDLERS` names the method
+of the kernel handler (by default the implementation) that takes each kind, called as
+`handler(call, body)` with the decoded payload; it answers `Reply(value, items, proto)` or
+None. A kind without a handler is answered with an UNKNOWN_OP error (a call) or dropped.
+
 Contracts:
-- The server never crashes on a request: bad msgpack, an unknown opcode, a wrong argument
-  count or type is answered with `Status.BAD_REQUEST` / `Status.UNKNOWN_OP`; an exception in
-  the implementation with `Status.INTERNAL` (and a traceback on the server's stderr); an
-  error the op declared (`raise RpcError("NOT_FOUND", "...")`) with `Status.FAILED`.
+- The server never crashes on a request: bad msgpack, an unknown opcode, a foreign proto
+  tag, a wrong argument count or type, missing capability items are answered with
+  `Status.BAD_REQUEST` / `Status.UNKNOWN_OP`; an exception in the implementation with
+  `Status.INTERNAL` (and a traceback on the server's stderr); an error the op declared
+  (`raise RpcError("NOT_FOUND", "...")`) with `Status.FAILED`.
+- Every reason is at most MAX_REASON characters, so an error answer always fits in a
+  message (quoting a 64 KiB request back at its sender would not).
+- An answer the kernel refuses (items that do not fit, too big) is reported on stderr and
+  replaced by an INTERNAL error answer (REPLY_ITEMS / REPLY_REFUSED); a caller that gave up
+  is forgotten. Either way the loop goes on. Only a lost kernel (`KernelGone`) ends it.
 - Arguments are checked (count and declared types) on both sides: the stub refuses a bad
   call before sending it (`TypeError`), the server refuses one that slipped through.
 - One-way messages (`send`, reply capability 0) are dispatched but not answered.
 - Client-side errors say whose fault it was: `BadRequest` (the caller's), `RemoteFailure`
   (a declared error of the op: `.error` names it), `ServerFault` (the server's bug or a
   reply that breaks the protocol).
+
+Ownership: a `Protocol` is immutable after construction; a `Stub` belongs to the thread of
+its `l4`; `serve` runs on the calling thread and owns `l4` while it runs.
 """
 from __future__ import annotations
 
@@ -35,9 +60,21 @@ import traceback
 from enum import IntEnum
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from ..abi import Proto, pack, unpack
+from ..abi import AlienVerdict, Proto, pack, unpack
 from .client import Message
-from .errors import CallerError, L4Error
+from .errors import KernelGone, L4Error, Timeout
+
+ADMIN_LABEL = 0          # the launcher's admin gate, in every server that has one
+MAX_REASON = 200         # characters of an error reason (an error answer always fits)
+DENIED = "DENIED"        # the declared error of an admin op called through a client gate
+
+# Kernel message kind -> the handler method that takes it: handler(call, body) -> Reply | None.
+KERNEL_HANDLERS: dict[int, str] = {
+    Proto.PAGE_FAULT: "on_page_fault",   # a call: answer Reply(None, [map_mem(...)])
+    Proto.IRQ: "on_irq",                 # one-way: {"irq", "count"}
+    Proto.EXCEPTION: "on_exception",     # one-way: {"event": "exit" | "page_fault", ...}
+    Proto.ALIEN: "on_alien",             # a call: answer Reply(None, proto=AlienVerdict.X)
+}
 
 
 class Status(IntEnum):
@@ -121,6 +158,9 @@ class Op(NamedTuple):
     reply: tuple[str, ...] | str | None
     errors: tuple[str, ...]
     doc: str
+    admin: bool = False      # only through the admin gate (label ADMIN_LABEL)
+    caps_in: int = 0         # capability items the request carries (at least)
+    caps_out: int = 0        # capability items the reply carries (the caller needs a window)
 
     def check_args(self, values: Sequence[Any]) -> str | None:
         """None if `values` fit the declaration, else the reason they don't."""
@@ -133,8 +173,10 @@ class Op(NamedTuple):
 
 
 def op(name: str, code: int, args: Iterable[str] = (), reply: tuple[str, ...] | str | None = None,
-       errors: Iterable[str] = (), doc: str = "") -> Op:
-    """Declare an operation. `args` are names, optionally typed: "key:str", "n:int"."""
+       errors: Iterable[str] = (), doc: str = "", *, admin: bool = False, caps_in: int = 0,
+       caps_out: int = 0) -> Op:
+    """Declare an operation. `args` are names, optionally typed: "key:str", "n:int".
+    An `admin` op declares DENIED (answered through any gate but the admin gate)."""
     parsed = []
     for spec in args:
         aname, _, kind = spec.partition(":")
@@ -145,13 +187,17 @@ def op(name: str, code: int, args: Iterable[str] = (), reply: tuple[str, ...] | 
         parsed.append(Arg(aname, kind))
     if not (type(code) is int and 0 <= code < 2 ** 31):
         raise ValueError(f"op {name}: opcode {code!r} must be an int in 0..2^31-1")
-    return Op(name, code, tuple(parsed), reply, tuple(errors), doc)
+    errs = tuple(errors) + ((DENIED,) if admin and DENIED not in errors else ())
+    return Op(name, code, tuple(parsed), reply, errs, doc, admin, caps_in, caps_out)
 
 
 class Reply(NamedTuple):
-    """An implementation may return this to send capabilities along with its result."""
+    """An implementation may return this to send capabilities along with its result.
+    `proto` is for kernel-message handlers whose answer the kernel reads (an ALIEN verdict);
+    op replies always carry the protocol's tag."""
     value: Any
-    items: list[list[int]]
+    items: list[list[int]] = []
+    proto: int | None = None
 
 
 class Call(NamedTuple):
@@ -161,6 +207,15 @@ class Call(NamedTuple):
     items: list         # capabilities that arrived with the request
     one_way: bool       # sent, not called: no reply will go back
     msg: Message
+
+    @property
+    def admin(self) -> bool:
+        """Whether the request came through the admin gate (label ADMIN_LABEL)."""
+        return self.label == ADMIN_LABEL
+
+
+def _call_of(msg: Message) -> Call:
+    return Call(msg.label, msg.rights, msg.items, msg.reply == 0, msg)
 
 
 class Protocol:
@@ -217,6 +272,7 @@ class Protocol:
         return pack([int(Status.OK), value])
 
     def decode_reply(self, o: Op, data: bytes) -> Any:
+        """The result, or a RemoteError (returned, not raised) for an error answer."""
         try:
             rep = unpack(data)
         except Exception:
@@ -246,20 +302,14 @@ class Protocol:
 
     def dispatch(self, impl: Any, msg: Message) -> tuple[bytes, list[list[int]]]:
         """Run one request against `impl`; answers (reply data, reply items). Never raises
-        for anything the request contains."""
+        for anything the request contains. Checks first (tag, decoding, arguments, admin,
+        items), then calls the implementation on checked input only."""
         try:
-            o, args = self.decode_request(msg.data)
-            if msg.proto != self.tag:
-                raise _Refusal(Status.UNKNOWN_OP, f"message proto {msg.proto} is not protocol "
-                                                  f"{self.name} (tag {self.tag})")
-            fn = getattr(impl, o.name, None)
-            if fn is None:
-                raise _Refusal(Status.UNKNOWN_OP, f"this {self.name} server does not implement {o.name}")
+            o, args = self._check(impl, msg)
         except _Refusal as r:
-            return _error(r.status, r.status.name, r.reason), []
-        call = Call(msg.label, msg.rights, msg.items, msg.reply == 0, msg)
+            return error_answer(r.status, r.error or r.status.name, r.reason), []
         try:
-            value = fn(call, *args)
+            value = getattr(impl, o.name)(_call_of(msg), *args)
             items: list[list[int]] = []
             if isinstance(value, Reply):
                 value, items = value.value, [list(i) for i in value.items]
@@ -267,56 +317,164 @@ class Protocol:
         except RpcError as e:
             if e.error not in o.errors:
                 print(f"[{self.name}] {o.name} raised undeclared error {e.error}", file=sys.stderr)
-                return _error(Status.INTERNAL, e.error, f"undeclared error: {e.reason}"), []
-            return _error(Status.FAILED, e.error, e.reason), []
+                return error_answer(Status.INTERNAL, e.error, f"undeclared error: {e.reason}"), []
+            return error_answer(Status.FAILED, e.error, e.reason), []
         except Exception as e:
             traceback.print_exc()
-            return _error(Status.INTERNAL, type(e).__name__, str(e)), []
+            return error_answer(Status.INTERNAL, type(e).__name__, str(e)), []
 
-    def serve(self, l4: Any, impl: Any, *, window: tuple[int, int] | None = None,
-              until: Callable[[], bool] = lambda: False,
-              on_other: Callable[[Message], bytes | None] | None = None,
+    def _check(self, impl: Any, msg: Message) -> tuple[Op, list[Any]]:
+        if msg.proto != self.tag:          # a claim in another protocol is not even read
+            raise _Refusal(Status.UNKNOWN_OP, f"message proto {msg.proto} is not protocol "
+                                              f"{self.name} (tag {self.tag})")
+        o, args = self.decode_request(msg.data)
+        if getattr(impl, o.name, None) is None:
+            raise _Refusal(Status.UNKNOWN_OP, f"this {self.name} server does not implement {o.name}")
+        if o.admin and msg.label != ADMIN_LABEL:
+            raise _Refusal(Status.FAILED, f"{o.name} is for the launcher's admin gate only",
+                           DENIED)
+        if len(msg.items) < o.caps_in:
+            raise _Refusal(Status.BAD_REQUEST, f"{o.name} needs {o.caps_in} capability "
+                                               f"item(s) with the request, got {len(msg.items)}")
+        return o, args
+
+    def serve(self, l4: Any, impl: Any, *, kernel: Any = None,
+              window: tuple[int, ...] | None = None, until: Callable[[], bool] = lambda: False,
               timeout: float | None = None) -> int:
-        """The server loop. Returns the number of requests handled once `until()` is true
-        (checked after each request) or when a wait times out (`timeout` ms).
+        """The server loop for this one protocol: see `serve`. Kernel messages go to
+        `kernel` (default: `impl`) by `KERNEL_HANDLERS`."""
+        route: Route = (self, impl)
+        return serve(l4, lambda msg: route, kernel=impl if kernel is None else kernel,
+                     name=self.name, window=window, until=until, timeout=timeout)
 
-        Messages with a kernel proto tag (IRQ, EXCEPTION, ...) go to `on_other(msg)`; for a
-        call, its return value (bytes) is the reply. Without `on_other` they are answered
-        UNKNOWN_OP if they can be, and otherwise dropped."""
-        from .errors import Timeout
-        handled = 0
-        try:
-            msg = l4.wait(window=window, timeout=timeout)
-        except Timeout:
+
+# ---------------------------------------------------------------------------
+# The server loop
+
+Route = tuple[Protocol, Any]                       # (protocol, its implementation)
+Router = Callable[[Message], "Route | None"]       # by the message (its gate's label)
+
+
+def serve(l4: Any, route: Router, *, kernel: Any = None, name: str = "server",
+          window: tuple[int, ...] | None = None, until: Callable[[], bool] = lambda: False,
+          timeout: float | None = None) -> int:
+    """Serve requests: `route(msg)` picks the protocol and implementation of each one (None:
+    no protocol behind that gate, answered UNKNOWN_OP); kernel messages go to `kernel`'s
+    handlers (`KERNEL_HANDLERS`). `window` is the receive window of every wait (where
+    capabilities and memory sent with requests land).
+
+    Returns the number of requests handled once `until()` is true (checked after each
+    message) or when a wait times out (`timeout` ms). Raises only `KernelGone`."""
+    handled = 0
+    msg = _next(l4, window, timeout)
+    while msg is not None:
+        if msg.proto < 0:
+            data, items, tag = kernel_answer(kernel, msg)
+        else:
+            data, items, tag = _request_answer(route, msg)
+            handled += 1
+        if until():
+            if msg.reply:
+                _reply(l4, name, msg.reply, data, tag, items)
             return handled
-        while True:
-            items: list[list[int]] = []
-            if msg.proto < 0 and msg.proto != self.tag:
-                data = on_other(msg) if on_other else None
-                if data is None and msg.reply:
-                    data = _error(Status.UNKNOWN_OP, "UNKNOWN_OP",
-                                  f"kernel message proto {_proto_name(msg.proto)} not handled")
-            else:
-                data, items = self.dispatch(impl, msg)
-                handled += 1
-            stop = until()
-            try:
-                if not msg.reply:
-                    if stop:
-                        return handled
-                    msg = l4.wait(window=window, timeout=timeout)
-                elif stop:
-                    _reply_checked(l4, msg.reply, data or b"", self.tag, items)
-                    return handled
-                else:
-                    msg = _reply_wait_checked(l4, msg.reply, data or b"", self.tag, items,
-                                              window, timeout)
-            except Timeout:
-                return handled
+        msg = _reply_and_wait(l4, name, msg.reply, data, tag, items, window, timeout)
+    return handled
+
+
+def _request_answer(route: Router, msg: Message) -> tuple[bytes, list[list[int]], int]:
+    try:
+        found = route(msg)
+    except Exception as e:          # a router's bug must not end the loop either
+        traceback.print_exc()
+        return error_answer(Status.INTERNAL, type(e).__name__, str(e)), [], msg.proto
+    if found is None:
+        return error_answer(Status.UNKNOWN_OP, "UNKNOWN_OP",
+                            f"no protocol behind gate label {msg.label}"), [], msg.proto
+    proto, impl = found
+    data, items = proto.dispatch(impl, msg)
+    return data, items, proto.tag
+
+
+def kernel_answer(handler: Any, msg: Message) -> tuple[bytes, list[list[int]], int]:
+    """Run the handler of a kernel message: (reply data, items, proto). An error answer
+    carries proto AlienVerdict.DENY, so it never reads as "allow" to the kernel."""
+    method = KERNEL_HANDLERS.get(msg.proto)
+    fn = getattr(handler, method, None) if method and handler is not None else None
+    deny = int(AlienVerdict.DENY)
+    if fn is None:
+        return error_answer(Status.UNKNOWN_OP, "UNKNOWN_OP", f"kernel message "
+                            f"{_proto_name(msg.proto)} is not handled here"), [], deny
+    try:
+        body = unpack(msg.data) if msg.data else {}
+        out = fn(_call_of(msg), body if isinstance(body, dict) else {})
+    except RpcError as e:
+        return error_answer(Status.FAILED, e.error, e.reason), [], deny
+    except Exception as e:
+        traceback.print_exc()
+        return error_answer(Status.INTERNAL, type(e).__name__, str(e)), [], deny
+    if out is None:
+        return pack([int(Status.OK), None]), [], 0
+    return pack([int(Status.OK), out.value]), [list(i) for i in out.items], out.proto or 0
+
+
+def error_answer(status: Status, error: str, reason: str) -> bytes:
+    """The one error shape: [status, error, reason], reason bounded by MAX_REASON."""
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON - 1] + "…"
+    return pack([int(status), str(error)[:MAX_REASON], reason])
+
+
+def _next(l4: Any, window: tuple[int, ...] | None, timeout: float | None) -> Message | None:
+    try:
+        return l4.wait(window=window, timeout=timeout)
+    except Timeout:
+        return None
+
+
+def _reply_and_wait(l4: Any, name: str, reply: int, data: bytes, tag: int, items: list,
+                    window: tuple[int, ...] | None, timeout: float | None) -> Message | None:
+    if not reply:
+        return _next(l4, window, timeout)
+    try:
+        return l4.reply_and_wait(reply, data, proto=tag, items=items, window=window,
+                                 timeout=timeout)
+    except (Timeout, KernelGone) as e:
+        if isinstance(e, Timeout):
+            return None
+        raise
+    except L4Error as e:
+        # The kernel refused the reply before it waited (ABI.md, REPLY_WAIT): the caller
+        # still waits, unless the reply capability itself is gone.
+        _refused(l4, name, reply, tag, items, e)
+        return _next(l4, window, timeout)
+
+
+def _reply(l4: Any, name: str, reply: int, data: bytes, tag: int, items: list) -> None:
+    try:
+        l4.reply(reply, data, proto=tag, items=items)
+    except KernelGone:
+        raise
+    except L4Error as e:
+        _refused(l4, name, reply, tag, items, e)
+
+
+def _refused(l4: Any, name: str, reply: int, tag: int, items: list, e: L4Error) -> None:
+    """Say on stderr why our answer could not go, and answer the error instead."""
+    print(f"[{name}] reply refused: {e}", file=sys.stderr, flush=True)
+    try:
+        l4.reply(reply, error_answer(Status.INTERNAL, "REPLY_ITEMS" if items else "REPLY_REFUSED",
+                                     str(e)), proto=tag)
+    except KernelGone:
+        raise
+    except L4Error:
+        pass        # the caller gave up or died: nothing to answer
 
 
 class Stub:
-    """Client side of a protocol: one method per op. Built by `Protocol.client`."""
+    """Client side of a protocol: one method per op. Built by `Protocol.client`.
+
+    Besides an op's arguments a method takes `_items` (capabilities to send), `_window`
+    (where capabilities or memory of the reply land) and `_timeout` (ms)."""
 
     def __init__(self, proto: Protocol, l4: Any, cap: int, timeout: float | None,
                  is_async: bool) -> None:
@@ -340,7 +498,14 @@ class Stub:
         why = o.check_args(values)
         if why is not None:
             raise TypeError(f"{self._proto.name}.{why}")
-        call_kw = {"proto": self._proto.tag, "items": extra.get("_items", ()),
+        items = list(extra.get("_items", ()))
+        if len(items) < o.caps_in:
+            raise TypeError(f"{self._proto.name}.{o.name}() sends {o.caps_in} capability "
+                            f"item(s): pass _items=[...]")
+        if o.caps_out and extra.get("_window") is None:
+            raise TypeError(f"{self._proto.name}.{o.name}() answers {o.caps_out} capability "
+                            f"item(s): pass _window=(slot, count)")
+        call_kw = {"proto": self._proto.tag, "items": items,
                    "window": extra.get("_window"),
                    "rcv_timeout": extra.get("_timeout", self._timeout),
                    "snd_timeout": extra.get("_timeout", self._timeout)}
@@ -377,14 +542,11 @@ class Stub:
 # Helpers
 
 class _Refusal(Exception):
-    def __init__(self, status: Status, reason: str) -> None:
+    def __init__(self, status: Status, reason: str, error: str = "") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _error(status: Status, name: str, reason: str) -> bytes:
-    return pack([int(status), name, reason])
+        self.error = error
 
 
 _reply_types: dict[tuple[str, str], type] = {}
@@ -413,30 +575,6 @@ def _is_async(l4: Any) -> bool:
     return isinstance(l4, AsyncL4)
 
 
-def _reply_checked(l4: Any, reply: int, data: bytes, tag: int, items: list) -> None:
-    """Reply; if the kernel refuses our items, reply the error instead (the caller still waits)."""
-    try:
-        l4.reply(reply, data, proto=tag, items=items)
-    except CallerError as e:
-        if not items:
-            raise
-        l4.reply(reply, _error(Status.INTERNAL, "REPLY_ITEMS", str(e)), proto=tag)
-    except L4Error:
-        pass      # the caller gave up or died: nothing to answer
-
-
-def _reply_wait_checked(l4: Any, reply: int, data: bytes, tag: int, items: list,
-                        window: tuple[int, int] | None, timeout: float | None) -> Message:
-    try:
-        return l4.reply_and_wait(reply, data, proto=tag, items=items, window=window,
-                                 timeout=timeout)
-    except CallerError as e:
-        if not items:
-            raise
-        # The kernel refused the reply before it moved anything: the caller still waits.
-        l4.reply(reply, _error(Status.INTERNAL, "REPLY_ITEMS", str(e)), proto=tag)
-        return l4.wait(window=window, timeout=timeout)
-
-
 __all__ = ["Protocol", "Op", "op", "Status", "Call", "Reply", "Stub", "RpcError", "RemoteError",
-           "BadRequest", "RemoteFailure", "ServerFault"]
+           "BadRequest", "RemoteFailure", "ServerFault", "ADMIN_LABEL", "MAX_REASON",
+           "KERNEL_HANDLERS", "Route", "Router", "serve", "error_answer"]
