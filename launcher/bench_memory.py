@@ -40,11 +40,11 @@ BULK = 1                            # proto of a bulk-data IPC (payload = data)
 
 
 def _alloc(l4: Any, order: int) -> int:
-    m = l4.call(l4.caps["sigma0"], pack({"op": "alloc", "order": order}), window=window(*POOL))
-    ans = unpack(m.data)
-    if "err" in ans:
-        raise RuntimeError(f"sigma0: {ans['reason']}")
-    return m.items[0][1]
+    """A block from sigma0 (its SIGMA0 stub; a refusal raises RemoteFailure)."""
+    from servers.sigma0 import SIGMA0
+    s0: Any = SIGMA0.client(l4, l4.caps["sigma0"])
+    s0.alloc(order, _window=window(*POOL))
+    return int(s0.last_items[0][1])
 
 
 def pager(l4: Any) -> int:

@@ -47,8 +47,9 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kernel.user import errors
 from kernel.abi import Rights
+from kernel.user import errors
+from kernel.user.rpc import ADMIN_LABEL, RemoteError
 
 from .zygote import SpawnError
 
@@ -61,7 +62,7 @@ MOE_TASK = "moe"
 SESSION_CAP = "moe"               # a client's local name of its session gate
 SIGMA0_RUN = "servers.sigma0.server:main"
 MOE_RUN = "servers.moe.server:main"
-LAUNCHER_LABEL = 0                # sigma0: the launcher's own gate (info); moe: admin gate
+LAUNCHER_LABEL = ADMIN_LABEL      # sigma0's and moe's admin gate: the launcher's own
 MOE_SIGMA0_LABEL = 1              # moe's label at sigma0
 RESERVED_SIGMA0_LABELS = (LAUNCHER_LABEL, MOE_SIGMA0_LABEL)
 MEMORY_KEYS = {"sigma0", "moe", "reserve"}
@@ -242,7 +243,7 @@ class MemoryWiring:
             gate, number = self.admin.open(name, t.spec.memory)
             root.task_map(t.slot, gate, slot, Rights.INVOKE)
             root.thread_control(t.thread, pager=gate)
-        except errors.L4Error as e:
+        except (errors.L4Error, RemoteError) as e:
             raise SpawnError(f"no moe session for {name}: {e}") from None
         self.sessions[name] = (number, gate)
         mine[SESSION_CAP] = slot
@@ -269,10 +270,9 @@ class MemoryWiring:
         s0 = self.launcher.tasks.get(SIGMA0_TASK)
         if self.launcher.stopping or s0 is None or s0.state not in ("starting", "running"):
             return
-        from servers.sigma0 import Sigma0Client
         try:
-            n = Sigma0Client(self.launcher.root, self.sigma0_gate, CALL_MS).client_gone(label)
-        except errors.L4Error as e:
+            n = self._sigma0().client_gone(label)
+        except (errors.L4Error, RemoteError) as e:
             self.launcher.event(f"sigma0: client_gone for {name} (label {label}) failed: {e}")
             return
         if n:
@@ -300,7 +300,7 @@ class MemoryWiring:
             return None
         try:
             return dict(self.admin.client_gone(number))
-        except errors.L4Error as e:
+        except (errors.L4Error, RemoteError) as e:
             self.launcher.event(f"moe: client_gone for {name} (session {number}) failed: {e}")
             return None
 
@@ -324,12 +324,16 @@ class MemoryWiring:
         if self.admin is not None:
             try:
                 out["moe"] = self.admin.info()
-            except errors.L4Error as e:
+            except (errors.L4Error, RemoteError) as e:
                 out["moe"] = {"error": str(e)}
         if self.sigma0_gate:
-            from servers.sigma0 import Sigma0Client
             try:
-                out["sigma0"] = Sigma0Client(root, self.sigma0_gate, CALL_MS).info()
-            except errors.L4Error as e:
+                out["sigma0"] = self._sigma0().info()
+            except (errors.L4Error, RemoteError) as e:
                 out["sigma0"] = {"error": str(e)}
         return out
+
+    def _sigma0(self) -> Any:
+        """The SIGMA0 stub on our admin gate (Any: its ops are made from the declaration)."""
+        from servers.sigma0 import SIGMA0
+        return SIGMA0.client(self.launcher.root, self.sigma0_gate, timeout=CALL_MS)

@@ -5,27 +5,32 @@ attaches it, fills it with `pattern` through `kernel.user.vm.VM` (every page fau
 its pager, maps a zeroed page), then passes the dataspace capability to the reader
 (`l4.caps["reader"]`) and stays alive, holding the memory, until it is killed.
 
-`reader(l4)`: serves its gate; each request carries a dataspace capability. It attaches the
-dataspace read-only through its own moe session, reads it through its VM (moe maps the very
-pages the writer wrote), checks that the pattern fills it, logs what it read, detaches it
-and answers.
+`reader(l4)`: serves READER on its gate; each `read(size, pattern)` carries a dataspace
+capability. It attaches the dataspace read-only through its own moe session, reads it through
+its VM (moe maps the very pages the writer wrote), checks that the pattern fills it, logs what
+it read, detaches it and answers {bytes, pattern_ok} (error INVALID: it could not read it).
 
 `hog(l4, size)`: allocates and touches `size` bytes, logs "hog: touched", and waits (the
 tests kill it to watch moe take the memory back).
 """
 from __future__ import annotations
 
-import sys
-from typing import Any
+from typing import Any, cast
 
-from kernel.abi import MemRights, pack, unpack
+from kernel.abi import MemRights
 from kernel.user.client import map_cap
 from kernel.user.errors import L4Error, Timeout
+from kernel.user.rpc import Call, Protocol, RemoteError, RpcError, op
 from kernel.user.vm import VM
 
 from .client import MoeSession
 
 DS_SLOT = 500          # where the reader receives dataspace capabilities
+
+READER = Protocol("moe.demo.reader", [
+    op("read", 1, ["size:int", "pattern:str"], "result", errors=["INVALID"], caps_in=1,
+       doc="read the dataspace sent along; answers {bytes, pattern_ok}"),
+], tag=0x4D52)
 
 
 def _log(text: str) -> None:
@@ -62,45 +67,44 @@ def writer(l4: Any, size: str = "64K", pattern: str = "L4Py shared memory ") -> 
     _fill(vm, addr, ds.size, pat)
     _log(f"writer: dataspace {ds.id}: wrote {ds.size} bytes of {pattern!r} at 0x{addr:x} "
          f"({vm.faults} page faults served by moe)")
-    ans = unpack(l4.call(l4.caps["reader"], pack({"size": ds.size, "pattern": pattern}),
-                         items=[map_cap(ds.slot, 0x5)], rcv_timeout=30_000).data)
-    _log(f"writer: the reader answered {ans}")
+    reader_stub = cast(Any, READER.client(l4, l4.caps["reader"], timeout=30_000))
+    try:
+        ans = reader_stub.read(ds.size, pattern, _items=[map_cap(ds.slot, 0x5)])
+        _log(f"writer: the reader answered {ans}")
+    except RemoteError as e:
+        _log(f"writer: the reader failed: {e}")
     return _idle(l4)
 
 
-def reader(l4: Any) -> int:
-    moe = MoeSession(l4, l4.caps["moe"])
-    vm = VM(l4)
-    reply, data = 0, b""
-    while True:
+class Reader:
+    """READER's implementation: reads the dataspace through our own moe session."""
+
+    def __init__(self, l4: Any) -> None:
+        self.l4, self.moe, self.vm = l4, MoeSession(l4, l4.caps["moe"]), VM(l4)
+
+    def read(self, call: Call, size: int, pattern: str) -> dict:
+        slot = call.items[0][1]
         try:
-            msg = l4.reply_and_wait(reply, data, window=(DS_SLOT, 1))
-        except L4Error as e:       # the writer died before our answer: go on
-            print(f"reader: reply failed: {e}", file=sys.stderr, flush=True)
-            reply, data = 0, b""
-            continue
-        reply = msg.reply
-        try:
-            data = pack({"ok": _read_shared(l4, moe, vm, msg)})
-        except (L4Error, KeyError, ValueError) as e:
+            return _read_shared(self.moe, self.vm, slot, size, pattern)
+        except (L4Error, RemoteError, ValueError) as e:
             _log(f"reader: cannot read the dataspace: {e}")
-            data = pack({"err": str(e)})
-
-
-def _read_shared(l4: Any, moe: MoeSession, vm: VM, msg: Any) -> dict:
-    body = unpack(msg.data)
-    if not msg.items:
-        raise ValueError("no dataspace capability came with the request")
-    slot = msg.items[0][1]
-    try:
-        addr = moe.attach(slot, MemRights.R)
-        try:
-            got = vm.read(addr, int(body["size"]))
+            raise RpcError("INVALID", str(e)) from None
         finally:
-            moe.detach(addr)
+            self.l4.cap_delete(slot)
+
+
+def reader(l4: Any) -> int:
+    READER.serve(l4, Reader(l4), window=(DS_SLOT, 1))
+    return 0
+
+
+def _read_shared(moe: MoeSession, vm: VM, slot: int, size: int, pattern: str) -> dict:
+    addr = moe.attach(slot, MemRights.R)
+    try:
+        got = vm.read(addr, size)
     finally:
-        l4.cap_delete(slot)
-    pat = str(body["pattern"]).encode()
+        moe.detach(addr)
+    pat = pattern.encode()
     whole = (pat * (len(got) // len(pat) + 1))[:len(got)]
     ok = got == whole
     _log(f"reader: read {len(got)} bytes from the writer's dataspace: "

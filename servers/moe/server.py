@@ -20,31 +20,29 @@ Death of a client: moe cannot see it; the launcher, which supervises every task,
 copy of its capability dies), drops the session's regions and destroys the session gate; the
 quota is gone with the session, and wholly free chunks go back to sigma0.
 
+Protocols: servers/moe/protocol.py (MOE_ADMIN, MOE_SESSION, MOE_DATASPACE), served by
+`kernel.user.rpc.serve`; `Moe.route` picks one by the gate's label, each kind of gate has a
+small class of ops (AdminOps, SessionOps, DataspaceOps) over the one `Moe` state.
+
 Ownership: single-threaded; all state below belongs to the serving loop.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
-from kernel.abi import PAGE_SHIFT, PAGE_SIZE, MemRights, Proto, pack, unpack
-from kernel.user.client import map_cap
+from kernel.abi import PAGE_SHIFT, PAGE_SIZE, MemRights
+from kernel.user.client import Message, map_cap
+from kernel.user.rpc import ADMIN_LABEL, Call, RemoteError, Reply, Route, RpcError, serve
 from kernel.user.vm import VM, map_mem, window
 
-from ..loop import serve
-from .protocol import DATASPACE, OPS, SESSION
+from ..sigma0.protocol import SIGMA0
+from .protocol import DATASPACE, MOE_ADMIN, MOE_DATASPACE, MOE_SESSION, SESSION
 
-PROTOCOL = OPS
 POOL_BASE, POOL_ORDER = 1 << 39, 39      # sigma0 blocks land at POOL_BASE + phys
 CHUNK_ORDER = 20
 REGION_BASE = 1 << 32                    # where attach puts regions by default
 RECV_SLOT = 4000                         # where capabilities sent to us arrive
-
-
-class MoeError(Exception):
-    def __init__(self, err: str, reason: str) -> None:
-        super().__init__(reason)
-        self.err, self.reason = err, reason
 
 
 class Dataspace:
@@ -74,7 +72,8 @@ class Moe:
     def __init__(self, l4: Any) -> None:
         self.l4 = l4
         self.vm = VM(l4)
-        self.sigma0 = l4.caps["sigma0"]
+        # stub ops are attributes made from the declaration: the checker sees them as Any
+        self.sigma0 = cast(Any, SIGMA0.client(l4, l4.caps["sigma0"]))
         self.chunks: dict[int, list[int]] = {}  # chunk pool vaddr -> its free pages
         self.pool_pages = 0
         self.next_session = 1                   # numbers are never reused (labels stay unique)
@@ -93,12 +92,11 @@ class Moe:
             if free:
                 break
         else:
-            m = self.l4.call(self.sigma0, pack({"op": "alloc", "order": CHUNK_ORDER}),
-                             window=window(POOL_BASE, POOL_ORDER))
-            ans = unpack(m.data)
-            if "err" in ans:
-                raise MoeError("QUOTA", f"sigma0 has no more memory: {ans['reason']}")
-            _, base, order, _ = m.items[0]
+            try:
+                self.sigma0.alloc(CHUNK_ORDER, _window=window(POOL_BASE, POOL_ORDER))
+            except RemoteError as e:
+                raise RpcError("QUOTA", f"sigma0 has no more memory: {e.reason}") from None
+            _, base, order, _ = self.sigma0.last_items[0]
             n = 1 << (order - PAGE_SHIFT)
             free = self.chunks[base] = [base + i * PAGE_SIZE for i in range(n - 1, -1, -1)]
             self.pool_pages += n
@@ -123,11 +121,10 @@ class Moe:
 
     def _give_back(self, chunk: int) -> None:
         """A wholly free chunk goes back to sigma0 (which unmaps it from us)."""
-        m = self.l4.call(self.sigma0, pack({"op": "free", "phys": chunk - POOL_BASE,
-                                            "order": CHUNK_ORDER}))
-        ans = unpack(m.data)
-        if "err" in ans:            # keep it: still ours, still usable
-            print(f"[moe] sigma0 refused block 0x{chunk - POOL_BASE:x}: {ans['reason']}",
+        try:
+            self.sigma0.free(chunk - POOL_BASE, CHUNK_ORDER)
+        except RemoteError as e:    # keep it: still ours, still usable
+            print(f"[moe] sigma0 refused block 0x{chunk - POOL_BASE:x}: {e.reason}",
                   file=sys.stderr, flush=True)
             return
         del self.chunks[chunk]
@@ -137,10 +134,10 @@ class Moe:
     # -- dataspaces -------------------------------------------------------------
     def _new_ds(self, s: Session, size: int) -> Dataspace:
         if size <= 0 or size > 1 << 34:
-            raise MoeError("INVALID", f"size {size} outside 1..16 GiB")
+            raise RpcError("INVALID", f"size {size} outside 1..16 GiB")
         size = -(-size // PAGE_SIZE) * PAGE_SIZE
         if s.used + size > s.quota:
-            raise MoeError("QUOTA", f"session '{s.name}': {s.used} of {s.quota} bytes used, "
+            raise RpcError("QUOTA", f"session '{s.name}': {s.used} of {s.quota} bytes used, "
                                     f"{size} more asked")
         ident = self.next_ds
         self.next_ds += 1
@@ -150,18 +147,17 @@ class Moe:
         self.spaces[ident] = ds
         return ds
 
-    def _cap_ds(self, msg: Any) -> Dataspace:
-        """The dataspace named by the capability that came with `msg` (then drop the cap)."""
-        if not msg.items:
-            raise MoeError("NO_CAP", "send the dataspace capability with the request")
-        slot = msg.items[0][1]
+    def cap_ds(self, call: Call) -> Dataspace:
+        """The dataspace named by the capability that came with the request (then drop the
+        cap). The dispatch saw to it that one came (the op declares caps_in=1)."""
+        slot = call.items[0][1]
         try:
             insp = self.l4.cap_inspect(slot)
         finally:
             self.l4.cap_delete(slot)
         ds = self.spaces.get(insp.get("label", 0) ^ DATASPACE)
         if ds is None or insp.get("id") != ds.gate_id:
-            raise MoeError("NO_CAP", "that capability is not a live moe dataspace")
+            raise RpcError("NO_CAP", "that capability is not a live moe dataspace")
         return ds
 
     def alloc(self, s: Session, size: int) -> tuple[dict, list]:
@@ -178,7 +174,7 @@ class Moe:
 
     def release(self, s: Session, ds: Dataspace) -> None:
         if ds.owner is not s:
-            raise MoeError("NO_RIGHTS", f"dataspace {ds.id} belongs to session '{ds.owner.name}'")
+            raise RpcError("NO_RIGHTS", f"dataspace {ds.id} belongs to session '{ds.owner.name}'")
         for other in self.sessions.values():
             other.regions = [r for r in other.regions if r.ds is not ds]
         for page in ds.pages.values():
@@ -191,7 +187,7 @@ class Moe:
     # -- sessions -----------------------------------------------------------------
     def open_session(self, name: str, quota: int) -> tuple[dict, list]:
         if quota < 0:
-            raise MoeError("INVALID", f"quota {quota} for session '{name}' is negative")
+            raise RpcError("INVALID", f"quota {quota} for session '{name}' is negative")
         ident = self.next_session
         self.next_session += 1
         s = Session(ident, name, quota)
@@ -203,7 +199,7 @@ class Moe:
         """The task behind session `ident` died: free everything it had."""
         s = self.sessions.get(ident)
         if s is None:
-            raise MoeError("INVALID", f"no session {ident}")
+            raise RpcError("INVALID", f"no session {ident}")
         mine = [ds for ds in self.spaces.values() if ds.owner is s]
         freed = sum(ds.size for ds in mine)
         for ds in mine:
@@ -223,16 +219,16 @@ class Moe:
     # -- regions ---------------------------------------------------------------------
     def attach(self, s: Session, ds: Dataspace, addr: int | None, rights: int) -> dict:
         if rights & ~MemRights.RWX or not rights:
-            raise MoeError("INVALID", f"rights {rights:#x}")
+            raise RpcError("INVALID", f"rights {rights:#x}")
         size = ds.size
         if addr is None:
             addr = max([REGION_BASE] + [r.start + r.size for r in s.regions])
             addr = -(-addr // PAGE_SIZE) * PAGE_SIZE
         if addr % PAGE_SIZE or addr < 0:
-            raise MoeError("INVALID", f"region address 0x{addr:x} is not page aligned")
+            raise RpcError("INVALID", f"region address 0x{addr:x} is not page aligned")
         for r in s.regions:
             if addr < r.start + r.size and r.start < addr + size:
-                raise MoeError("BUSY", f"0x{addr:x}+{size} overlaps the region at 0x{r.start:x}")
+                raise RpcError("BUSY", f"0x{addr:x}+{size} overlaps the region at 0x{r.start:x}")
         s.regions.append(Region(addr, size, ds, rights))
         return {"addr": addr, "size": size}
 
@@ -241,7 +237,7 @@ class Moe:
             if r.start == addr:
                 s.regions.remove(r)
                 return
-        raise MoeError("INVALID", f"no region starts at 0x{addr:x}")
+        raise RpcError("INVALID", f"no region starts at 0x{addr:x}")
 
     # -- paging -------------------------------------------------------------------------
     def fault(self, s: Session, addr: int, access: int) -> list:
@@ -249,9 +245,9 @@ class Moe:
             if r.start <= addr < r.start + r.size:
                 break
         else:
-            raise MoeError("INVALID", f"0x{addr:x} is in no region of session '{s.name}'")
+            raise RpcError("INVALID", f"0x{addr:x} is in no region of session '{s.name}'")
         if access & ~r.rights:
-            raise MoeError("NO_RIGHTS", f"{MemRights(access)!r} access to a "
+            raise RpcError("NO_RIGHTS", f"{MemRights(access)!r} access to a "
                                         f"{MemRights(r.rights)!r} region at 0x{r.start:x}")
         ds, idx = r.ds, (addr - r.start) >> PAGE_SHIFT
         page = ds.pages.get(idx)
@@ -270,52 +266,83 @@ class Moe:
             rights &= ~MemRights.W
         return [map_mem(page, PAGE_SHIFT, rights)]
 
-    # -- dispatch -------------------------------------------------------------------------
-    def handle(self, msg: Any, body: Any) -> tuple[Any, list, int]:
+    # -- dispatch: the gate's label picks the protocol --------------------------------------
+    def route(self, msg: Message) -> Route | None:
         label = msg.label
-        if msg.proto == Proto.PAGE_FAULT:
-            s = self.sessions.get(label ^ SESSION) if label & SESSION else None
-            if s is None:
-                raise MoeError("INVALID", f"page fault through a non-session gate {label:#x}")
-            return None, self.fault(s, body["addr"], body["access"]), 0
-        op = body.get("op")
-        if label == 0:
-            if op == "session":
-                value, items = self.open_session(str(body["name"]), int(body["quota"]))
-                return value, items, 0
-            if op == "client_gone":
-                return self.client_gone(int(body["session"])), [], 0
-            if op == "info":
-                return self.admin_info(), [], 0
-        elif label & SESSION and (label ^ SESSION) in self.sessions:
-            s = self.sessions[label ^ SESSION]
-            if op == "alloc":
-                value, items = self.alloc(s, int(body["size"]))
-                return value, items, 0
-            if op == "attach":
-                return self.attach(s, self._cap_ds(msg), body.get("addr"),
-                                   int(body.get("rights", MemRights.RW))), [], 0
-            if op == "detach":
-                self.detach(s, int(body["addr"]))
-                return None, [], 0
-            if op == "copy":
-                value, items = self.copy(s, self._cap_ds(msg))
-                return value, items, 0
-            if op == "release":
-                self.release(s, self._cap_ds(msg))
-                return None, [], 0
-            if op == "info":
-                return {"quota": s.quota, "used": s.used,
-                        "regions": [[r.start, r.size, r.ds.id, r.rights] for r in s.regions]}, [], 0
-        elif label & DATASPACE and (label ^ DATASPACE) in self.spaces:
-            ds = self.spaces[label ^ DATASPACE]
-            if op == "info":
-                return {"ds": ds.id, "size": ds.size, "owner": ds.owner.name,
-                        "resident": len(ds.pages)}, [], 0
-        raise MoeError("INVALID", f"unknown op {op!r} on gate {label:#x}")
+        if label == ADMIN_LABEL:
+            return MOE_ADMIN, AdminOps(self)
+        if label & SESSION and (label ^ SESSION) in self.sessions:
+            return MOE_SESSION, SessionOps(self, self.sessions[label ^ SESSION])
+        if label & DATASPACE and (label ^ DATASPACE) in self.spaces:
+            return MOE_DATASPACE, DataspaceOps(self.spaces[label ^ DATASPACE])
+        return None
+
+    def on_page_fault(self, call: Call, body: dict) -> Reply:
+        s = self.sessions.get(call.label ^ SESSION) if call.label & SESSION else None
+        if s is None:
+            raise RpcError("INVALID", f"page fault through a non-session gate {call.label:#x}")
+        addr, access = body.get("addr"), body.get("access")
+        if type(addr) is not int or type(access) is not int:
+            raise RpcError("INVALID", f"page fault without address and access: {body!r:.80}")
+        return Reply(None, self.fault(s, addr, access))
+
+
+class AdminOps:
+    """MOE_ADMIN, on the launcher's gate."""
+
+    def __init__(self, moe: Moe) -> None:
+        self.moe = moe
+
+    def session(self, call: Call, name: str, quota: int) -> Reply:
+        value, items = self.moe.open_session(name, quota)
+        return Reply(value, items)
+
+    def client_gone(self, call: Call, session: int) -> dict:
+        return self.moe.client_gone(session)
+
+    def info(self, call: Call) -> dict:
+        return self.moe.admin_info()
+
+
+class SessionOps:
+    """MOE_SESSION, on one client's session gate (`s`: the session its label names)."""
+
+    def __init__(self, moe: Moe, s: Session) -> None:
+        self.moe, self.s = moe, s
+
+    def alloc(self, call: Call, size: int) -> Reply:
+        return Reply(*self.moe.alloc(self.s, size))
+
+    def attach(self, call: Call, addr: int | None, rights: int) -> dict:
+        return self.moe.attach(self.s, self.moe.cap_ds(call), addr, rights)
+
+    def detach(self, call: Call, addr: int) -> None:
+        self.moe.detach(self.s, addr)
+
+    def copy(self, call: Call) -> Reply:
+        return Reply(*self.moe.copy(self.s, self.moe.cap_ds(call)))
+
+    def release(self, call: Call) -> None:
+        self.moe.release(self.s, self.moe.cap_ds(call))
+
+    def info(self, call: Call) -> dict:
+        s = self.s
+        return {"quota": s.quota, "used": s.used,
+                "regions": [[r.start, r.size, r.ds.id, r.rights] for r in s.regions]}
+
+
+class DataspaceOps:
+    """MOE_DATASPACE, on a dataspace's own gate."""
+
+    def __init__(self, ds: Dataspace) -> None:
+        self.ds = ds
+
+    def info(self, call: Call) -> dict:
+        ds = self.ds
+        return {"ds": ds.id, "size": ds.size, "owner": ds.owner.name, "resident": len(ds.pages)}
 
 
 def main(l4: Any) -> int:
     moe = Moe(l4)
-    serve(l4, moe.handle, "moe", window=(RECV_SLOT, 1))
+    serve(l4, moe.route, kernel=moe, name="moe", window=(RECV_SLOT, 1))
     return 0

@@ -12,9 +12,10 @@ says, for its server:
   e.g. a server without opcodes has no "unknown opcode");
 - `not_restartable`: set when `gate` is the server's own (a moe session, a HAL device):
   such a gate dies with its server, and the restart check is the one of the server's root gate;
-- `is_error(data)`: whether a reply is this server's error answer. Servers without an error
-  answer (hello, counter: every message is a valid greeting or increment) set
-  `answers_everything`, and a bad input then only has to be answered.
+- `is_error(data)`: whether a reply is an error answer: the one error shape of
+  `kernel.user.rpc`, [status > 0, error, reason]. Servers without an error answer (hello,
+  counter: every message is a valid greeting or increment) set `answers_everything`, and a
+  bad input then only has to be answered.
 
 Every adapter owns what it starts; `down()` tears it all down.
 """
@@ -84,7 +85,10 @@ class Adapter:
         raise NotImplementedError
 
     def is_error(self, data: bytes) -> bool:
-        raise NotImplementedError
+        """The one error shape of every server: [status > 0, error name, reason]."""
+        rep = unpack(data)
+        return (isinstance(rep, list) and len(rep) == 3 and type(rep[0]) is int and rep[0] > 0
+                and isinstance(rep[1], str) and isinstance(rep[2], str))
 
 
 # ---------------------------------------------------------------------------
@@ -135,74 +139,7 @@ class Counter(Adapter):
 
 
 # ---------------------------------------------------------------------------
-# Servers speaking msgpack {"op": ...} -> {"ok": v} | {"err", "reason"}: sigma0 and moe.
-
-class _DictServer(Adapter):
-    valid_op: dict[str, Any] = {}
-    typed_wrong: dict[str, Any] = {}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad = {"garbage": GARBAGE, "wrong_proto": pack(self.valid_op), "empty": b"",
-                    "oversized": _pad_to(lambda p: pack({"op": "no_such_op" + p})),
-                    "unknown_op": pack({"op": "no_such_op"}),
-                    "wrong_types": pack(self.typed_wrong)}
-
-    def valid_data(self) -> bytes:
-        return pack(self.valid_op)
-
-    def is_error(self, data: bytes) -> bool:
-        ans = unpack(data)
-        return isinstance(ans, dict) and "err" in ans and "reason" in ans
-
-    def valid(self, l4: Any, gate: int) -> None:
-        ans = unpack(l4.call(gate, pack(self.valid_op), rcv_timeout=CALL_MS).data)
-        assert isinstance(ans, dict) and "ok" in ans, ans
-        self.check(ans["ok"])
-
-    def check(self, value: Any) -> None:
-        pass
-
-
-class Sigma0(_DictServer):
-    name = "sigma0"
-    label = 7                       # a client gate (the admin gate is label 0)
-    valid_op = {"op": "info"}
-    typed_wrong = {"op": "alloc", "order": "twelve"}
-
-    def start(self) -> TaskProc:
-        from servers.sigma0 import boot
-        assert self.sys is not None
-        return boot(self.sys)
-
-    def check(self, value: Any) -> None:
-        assert value["frames"] > 0 and 0 <= value["free"] <= value["frames"], value
-
-
-class Moe(_DictServer):
-    name = "moe"
-    label = 0                       # the admin gate
-    valid_op = {"op": "info"}
-    typed_wrong = {"op": "session", "name": "x", "quota": "lots"}
-
-    def up(self) -> None:
-        from servers.sigma0 import boot
-        self.sys = System()
-        self.sigma0 = boot(self.sys)
-        self.proc = self.start()
-        self.gate = self.sys.root.create_gate(self.label, thread=self.proc.thread)
-
-    def start(self) -> TaskProc:
-        assert self.sys is not None
-        s0 = self.root.create_gate(1, thread=self.sigma0.thread)
-        return self.sys.spawn("servers.moe.server:main", "moe", caps={"sigma0": s0})
-
-    def check(self, value: Any) -> None:
-        assert {"sessions", "dataspaces", "pool_pages"} <= set(value), value
-
-
-# ---------------------------------------------------------------------------
-# Servers built on kernel.user.rpc: io and the HAL's bus.
+# Servers built on kernel.user.rpc: the bad inputs follow from the protocol.
 
 class _RpcServer(Adapter):
     protocol: Any = None
@@ -218,10 +155,6 @@ class _RpcServer(Adapter):
                     "unknown_op": pack([self.unknown_code]),
                     "wrong_types": pack(self.wrong_types)}
 
-    def is_error(self, data: bytes) -> bool:
-        rep = unpack(data)
-        return isinstance(rep, list) and len(rep) == 3 and type(rep[0]) is int and rep[0] > 0
-
     def valid_data(self) -> bytes:
         return pack(self.request)
 
@@ -230,6 +163,81 @@ class _RpcServer(Adapter):
 
     def check(self, stub: Any) -> None:
         raise NotImplementedError
+
+
+class Sigma0(_RpcServer):
+    name = "sigma0"
+    label = 7                               # a client gate (the admin gate is label 0)
+    request = [3]                           # info()
+    wrong_types = [1, "twelve"]             # alloc(order:int) with a str
+
+    def __init__(self) -> None:
+        from servers.sigma0 import SIGMA0
+        self.protocol = SIGMA0
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        from servers.sigma0 import boot
+        assert self.sys is not None
+        return boot(self.sys)
+
+    def check(self, stub: Any) -> None:
+        info = stub.info()
+        assert info["frames"] > 0 and 0 <= info["free"] <= info["frames"], info
+
+
+class Moe(_RpcServer):
+    name = "moe"
+    label = 0                               # the admin gate
+    request = [3]                           # info()
+    wrong_types = [1, "x", "lots"]          # session(name, quota:int) with a str
+
+    def __init__(self) -> None:
+        from servers.moe import MOE_ADMIN
+        self.protocol = MOE_ADMIN
+        super().__init__()
+
+    def up(self) -> None:
+        from servers.sigma0 import boot
+        self.sys = System()
+        self.sigma0 = boot(self.sys)
+        self.proc = self.start()
+        self.gate = self.sys.root.create_gate(self.label, thread=self.proc.thread)
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        s0 = self.root.create_gate(1, thread=self.sigma0.thread)
+        return self.sys.spawn("servers.moe.server:main", "moe", caps={"sigma0": s0})
+
+    def check(self, stub: Any) -> None:
+        assert {"sessions", "dataspaces", "pool_pages"} <= set(stub.info())
+
+
+class MoeSession(_RpcServer):
+    """moe through a client's session gate (the gate moe made for that client)."""
+    name = "moe.session"
+    request = [6]                           # info()
+    wrong_types = [1, "big"]                # alloc(size:int) with a str
+    not_restartable = "a session gate is moe's own: it dies with moe (restart: see moe)"
+
+    def __init__(self) -> None:
+        from servers.moe import MOE_SESSION
+        self.protocol = MOE_SESSION
+        super().__init__()
+
+    def up(self) -> None:
+        from servers.moe import MoeAdmin
+        from servers.sigma0 import boot
+        self.sys = System()
+        sigma0 = boot(self.sys)
+        self.proc = self.sys.spawn("servers.moe.server:main", "moe", caps={
+            "sigma0": self.root.create_gate(1, thread=sigma0.thread)})
+        admin = MoeAdmin(self.root, self.root.create_gate(0, thread=self.proc.thread),
+                         timeout=CALL_MS)
+        self.gate = admin.session("conformance", 1 << 20)
+
+    def check(self, stub: Any) -> None:
+        assert stub.info()["quota"] == 1 << 20
 
 
 class Io(_RpcServer):
@@ -294,28 +302,6 @@ class HalBus(_RpcServer):
 
     def check(self, stub: Any) -> None:
         assert "timer0" in [d["name"] for d in stub.devices()]
-
-
-class MoeSession(_DictServer):
-    """moe through a client's session gate (the gate moe made for that client)."""
-    name = "moe.session"
-    valid_op = {"op": "info"}
-    typed_wrong = {"op": "alloc", "size": "big"}
-    not_restartable = "a session gate is moe's own: it dies with moe (restart: see moe)"
-
-    def up(self) -> None:
-        from servers.moe import MoeAdmin
-        from servers.sigma0 import boot
-        self.sys = System()
-        sigma0 = boot(self.sys)
-        self.proc = self.sys.spawn("servers.moe.server:main", "moe", caps={
-            "sigma0": self.root.create_gate(1, thread=sigma0.thread)})
-        admin = MoeAdmin(self.root, self.root.create_gate(0, thread=self.proc.thread),
-                         timeout=CALL_MS)
-        self.gate = admin.session("conformance", 1 << 20)
-
-    def check(self, value: Any) -> None:
-        assert value["quota"] == 1 << 20, value
 
 
 class HalDevice(_RpcServer):

@@ -3,10 +3,11 @@
 Each check runs against every adapter in `servers.ADAPTERS` (one booted system per server,
 shared by its checks; the restart check runs last for each and leaves a new incarnation):
 
-1. bad input: garbage data (not msgpack), a wrong proto tag, an empty message, a payload of
-   exactly MAX_PAYLOAD bytes, an unknown opcode, wrong argument types — each is answered with
-   the server's error answer (sent one-way instead: not answered at all), and afterwards the
-   server still answers a valid request and its process is alive;
+1. bad input: garbage data (not msgpack), a foreign proto tag, an empty message, a payload of
+   MAX_PAYLOAD bytes (a huge request), an unknown opcode, wrong argument types — each is
+   answered with the one error shape of kernel.user.rpc, [status > 0, error, reason] (hello
+   and counter: answered; sent one-way instead: not answered at all), and afterwards the server still answers a valid
+   request and its process is alive;
 2. dead client: clients SIGKILLed while calling (their call in the server or just sent) do
    not stop the server from serving another client;
 3. restart: kill -9 the server; a call during the outage fails with PeerDied; a new
@@ -34,7 +35,7 @@ KNOWN_HANG_MS = 2_000
 
 # Findings: (adapter name, check) -> the bug. Each keeps its test, marked xfail(strict).
 # (Fixed: hello dying of a MAX_PAYLOAD request; sigma0/moe serving other protocols' tags and
-# quoting a 64 KiB op back in an answer too big to deliver — servers/loop.py.)
+# quoting a 64 KiB op back in an answer too big to deliver — now kernel.user.rpc's MAX_REASON.)
 KNOWN: dict[tuple[str, str], str] = {}
 
 

@@ -59,8 +59,8 @@ def test_client_gone_returns_memory_and_quota():
         s0 = m.s0gate("probe")
 
         def sigma0_free() -> int:
-            from kernel.abi import pack, unpack
-            return unpack(m.root.call(s0, pack({"op": "info"})).data)["ok"]["free"]
+            from servers.sigma0 import SIGMA0
+            return SIGMA0.client(m.root, s0, timeout=20_000).info()["free"]
         frames = sigma0_free()
         before = admin.info()
         gate, number = admin.open("a", 2 << 20)

@@ -1,7 +1,9 @@
 """Test tasks for the memory tests: an agent that does what root tells it.
 
 `agent(l4)` serves its gate: each message is msgpack {"op", ...}; it answers {"ok": value}
-or {"err": Err name, "reason"}. Memory items that arrive land in WINDOW.
+or {"err": Err name, "reason"}. Memory items that arrive land in WINDOW. (This is the test's
+remote control of a task, not a server of the system: the servers it calls — sigma0, moe —
+speak their kernel.user.rpc protocols, and their declared errors come back here by name.)
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from kernel.abi import Err, Proto, pack, unpack
 from kernel.user.errors import L4Error
+from kernel.user.rpc import RemoteError
 from kernel.user.vm import VM, PageFault, grant_mem, map_mem, window
 
 WBASE, WORDER = 0x4000_0000, 30
@@ -58,6 +61,8 @@ def agent(l4: Any, mode: str = "") -> int:
             data = pack({"err": "PAGE_FAULT", "reason": e.reason, "code": e.err.name})
         except L4Error as e:
             data = pack({"err": e.err.name, "reason": e.reason})
+        except RemoteError as e:         # a server's declared error (QUOTA, NO_CAP, ...)
+            data = pack({"err": e.error, "reason": e.reason})
         if body.get("op") == "exit":
             l4.reply(reply, data)
             return 0
@@ -80,11 +85,10 @@ def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
             vm.flush()
         return ans["ok"], []
     if op == "alloc":                    # from sigma0
-        m = l4.call(l4.caps["sigma0"], pack({"op": "alloc", "order": b["order"]}), window=WINDOW)
-        ans = unpack(m.data)
-        if "err" in ans:
-            raise L4Error(ans["reason"], Err[ans["err"]])
-        return m.items, []
+        from servers.sigma0 import SIGMA0
+        s0: Any = SIGMA0.client(l4, l4.caps["sigma0"])
+        s0.alloc(b["order"], _window=WINDOW)
+        return s0.last_items, []
     if op == "unmap":
         return l4.mem_unmap(b["vaddr"], b["order"], b.get("own", False)), []
     if op == "query":

@@ -96,8 +96,10 @@ def test_memory_taken_from_a_dead_task_is_reused_only_after_acknowledgement(mem)
     mem.procs["a"].wait()
     wait_for(lambda: "a" not in [x["name"] for x in mem.root.kernel_info()["tasks"]],
              what="the kernel to notice a's death")
-    from servers.sigma0.server import Sigma0Client
-    admin = Sigma0Client(mem.root, mem.root.create_gate(0, thread=mem.sigma0.thread), timeout=20_000)
+    from kernel.user.rpc import ADMIN_LABEL
+    from servers.sigma0 import SIGMA0
+    admin = SIGMA0.client(mem.root, mem.root.create_gate(ADMIN_LABEL, thread=mem.sigma0.thread),
+                          timeout=20_000)
     assert admin.client_gone(label) >= 1      # returns once v is dealt with
     msg = mem.root.wait(timeout=5000)
     assert msg.label == 5 and "shootdown" in msg.body()["reason"]
