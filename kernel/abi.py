@@ -564,6 +564,11 @@ def encode_request(sysno: Sys, *args: Any) -> bytes:
     return _packb([int(sysno), *args])
 
 
+def offset(record: type[tuple[Any, ...]], name: str) -> int:
+    """Where field `name` of an argument record sits in the request array (after sysno)."""
+    return record._fields.index(name) + 1  # type: ignore[attr-defined]
+
+
 def encode_args(args: tuple[Any, ...]) -> bytes:
     """The request header for an argument record (`ARGS`): the record names its call."""
     return _packb([_SYS_OF[type(args)], *args])

@@ -76,9 +76,10 @@ def trigger(k: "State", irq: Irq) -> None:
         thread.irqs.append(irq)
 
 
-def take(thread: Thread) -> Irq | None:
-    """The first pending IRQ of `thread`, taken off its list (an open wait delivers it)."""
-    return thread.irqs.pop(0) if thread.irqs else None
+def take(thread: Thread) -> Irq:
+    """The first pending IRQ of `thread` (it has one), taken off its list: an open wait
+    delivers it."""
+    return thread.irqs.pop(0)
 
 
 def deliver(k: "State", irq: Irq, thread: Thread) -> None:
