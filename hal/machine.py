@@ -22,8 +22,8 @@ from typing import Any
 
 from kernel.abi import Rights
 from kernel.user.client import L4, Message, map_cap
-from kernel.user.errors import L4Error, Timeout
-from kernel.user.rpc import Call, Reply, RpcError
+from kernel.user.errors import KernelGone, L4Error
+from kernel.user.rpc import Call, Reply, Route, RpcError, serve
 
 from .device import Device
 from .pic import Pic
@@ -139,47 +139,25 @@ class Machine:
             print(f"[{self.name}] irq_trigger line {line}: {e}", file=sys.stderr, flush=True)
 
     # -- the register server (main thread) ---------------------------------------------
-    def handle(self, msg: Message) -> tuple[bytes, list, int]:
+    def route(self, msg: Message) -> Route | None:
+        """The gate's label picks the protocol: the bus gate, or one device's gate."""
         if msg.label == BUS_LABEL:
-            data, items = BUS.dispatch(self.bus_impl, msg)
-            return data, items, BUS.tag
+            return BUS, self.bus_impl
         if msg.label in self.by_label:
-            data, items = DEV.dispatch(self.dev_impl, msg)
-            return data, items, DEV.tag
-        return b"", [], 0
+            return DEV, self.dev_impl
+        return None
 
     def serve(self) -> None:
-        l4 = self.l4
-        msg: Message | None = None
+        """Serve until `stopping` (looked at after each message and every POLL_MS)."""
         while not self.stopping.is_set():
             try:
-                if msg is None:
-                    msg = l4.wait(timeout=POLL_MS)
-                if msg.proto < 0:           # kernel messages: the HAL is no one's pager or handler
-                    msg = None
-                    continue
-                data, items, tag = self.handle(msg)
-                if not msg.reply:
-                    msg = None
-                    continue
-                try:
-                    msg = l4.reply_and_wait(msg.reply, data, proto=tag, items=items, timeout=POLL_MS)
-                except L4Error as e:
-                    if isinstance(e, Timeout):
-                        msg = None
-                        continue
-                    # our reply was refused (e.g. the caller's window is taken): answer that
-                    print(f"[{self.name}] reply refused: {e}", file=sys.stderr, flush=True)
-                    try:
-                        l4.reply(msg.reply, _refused(str(e)), proto=tag)
-                    except L4Error:
-                        pass
-                    msg = None
-            except Timeout:
-                msg = None
+                serve(self.l4, self.route, name=self.name, until=self.stopping.is_set,
+                      timeout=POLL_MS)
+            except KernelGone as e:
+                print(f"[{self.name}] the kernel is gone: {e}", file=sys.stderr, flush=True)
+                return
             except L4Error as e:
                 print(f"[{self.name}] main loop: {e}", file=sys.stderr, flush=True)
-                msg = None
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, control: Any = None) -> int:
@@ -213,9 +191,3 @@ class Machine:
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "ram": {"path": self.ram.path, "size": self.ram.size},
                 "devices": {n: d.stats() for n, d in self.devices.items()}}
-
-
-def _refused(reason: str) -> bytes:
-    from kernel.abi import pack
-    from kernel.user.rpc import Status
-    return pack([int(Status.INTERNAL), "REPLY_REFUSED", reason])

@@ -1,5 +1,8 @@
 """The HAL's two wire protocols, declared once (kernel.user.rpc): device registers and the bus.
 
+hal/machine.py serves both on the HAL's main thread (the gate's label picks the protocol);
+hal/driver.py and servers/io are their clients (`DEV.client`, `BUS.client`).
+
 DEV — spoken on a device's I/O capability (an IPC gate whose label the HAL chose and the
 kernel vouches for, so the label *is* the device; nobody can reach a device without a
 capability to its gate):
@@ -13,20 +16,25 @@ capability to its gate):
 A bad register or value never fails the call: the device sets STATUS.ERROR and its ERROR
 register, as hardware would (see hal/DEVICES.md). Only a malformed request is refused.
 
-BUS — spoken on the bus gate (label BUS_LABEL, created by whoever wires the system and
-bound to the HAL's main thread):
+BUS — spoken on the bus gate, the HAL's admin gate (label BUS_LABEL = ADMIN_LABEL (0),
+created by whoever wires the system and bound to the HAL's main thread; held by the launcher
+and the io server only):
 
     devices() -> [{name, kind, line}]
     open(name) -> info            with two capabilities mapped into the caller's window:
                                   [0] the device's I/O gate, [1] its IRQ object (or only the
-                                  gate for a device without an interrupt line)
+                                  gate for a device without an interrupt line);
+                                  errors NOT_FOUND
     ram() -> {path, size}         where physical RAM is (until the kernel owns it)
+
+A gate with any other label is answered UNKNOWN_OP; kernel messages (the HAL is no one's
+pager or exception handler) likewise.
 """
 from __future__ import annotations
 
-from kernel.user.rpc import Protocol, op
+from kernel.user.rpc import ADMIN_LABEL, Protocol, op
 
-BUS_LABEL = 1            # the label the wirer gives the bus gate
+BUS_LABEL = ADMIN_LABEL    # the label the wirer gives the bus gate: the HAL's admin gate
 DEVICE_LABEL_BASE = 0x100  # the HAL labels its device gates DEVICE_LABEL_BASE + index
 
 DEV = Protocol("hal.dev", [
@@ -39,6 +47,6 @@ DEV = Protocol("hal.dev", [
 
 BUS = Protocol("hal.bus", [
     op("devices", 1, [], "devices"),
-    op("open", 2, ["name:str"], "info", errors=["NOT_FOUND"]),
+    op("open", 2, ["name:str"], "info", errors=["NOT_FOUND"], caps_out=2),
     op("ram", 3, [], "ram"),
 ], tag=0x4842)

@@ -4,7 +4,8 @@ An image that lists devices gets two tasks of its own, added by the launcher bef
 task of the image:
 
     hal   `launcher.devices:hal_task` - the HAL (`hal.main`), on the kernel's physical RAM;
-          provides the service "hal" (its bus gate, label `hal.protocol.BUS_LABEL`)
+          provides the service "hal" (its bus gate, label `hal.protocol.BUS_LABEL`: the
+          HAL's admin gate, label ADMIN_LABEL = 0)
     io    `servers.io.server:serve` - the device manager; holds a capability "hal" to the
           bus gate, provides the service "io"; its policy (argument, JSON) maps each
           driver's gate label to the devices the driver's `devices = [...]` names
@@ -12,7 +13,8 @@ task of the image:
 Each task with `devices = ["disk0", ...]` gets a capability "io" whose label
 (`DRIVER_LABEL_BASE` + its index in the image) selects its policy entry; the kernel vouches
 for the label, so a driver can open only what its own entry lists. A task without
-`devices` gets no "io" capability at all.
+`devices` gets no "io" capability at all. Label 0 (`kernel.user.rpc.ADMIN_LABEL`) is io's
+admin gate (set_policy), the launcher's alone: an image may not route "io" with it.
 
 Format (one table per device; `kind` and `name` required, the rest are the device's
 parameters, checked here as `python -m hal --device KIND:NAME:k=v,...` would check them):
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kernel.abi import Rights
+from kernel.user.rpc import ADMIN_LABEL
 
 if TYPE_CHECKING:
     from kernel.user.client import L4
@@ -56,7 +59,7 @@ HAL_TASK = "hal"               # the HAL's task and service name (control socket
 IO_TASK = "io"
 IO_CAP = "io"                  # the drivers' local name of their io capability
 HAL_CAP = "hal"                # io's local name of the bus gate
-DRIVER_LABEL_BASE = 100        # io labels: 1 is io's admin label; drivers from here
+DRIVER_LABEL_BASE = 100        # io labels: 0 is io's admin label (ADMIN_LABEL); drivers from here
 KINDS = ("pic", "timer", "disk", "fb", "input", "nic")
 PARAMS: dict[str, set[str]] = {
     "pic": set(), "timer": {"line"}, "input": {"line"}, "fb": {"width", "height"},
@@ -254,6 +257,11 @@ def check_devices(c: "_Checker", data: dict, tasks: list["TaskSpec"], path: str,
         if t.devices and any(cap.local == IO_CAP for cap in t.caps):
             c.bad(f"{where}.caps.{IO_CAP}", f"the local name {IO_CAP!r} is taken by the io "
                                             f"capability of a task with devices")
+        for cap in t.caps:
+            if cap.service == IO_TASK and cap.label == ADMIN_LABEL:
+                c.bad(f"{where}.caps.{cap.local}.label",
+                      f"io label {ADMIN_LABEL} is io's admin gate, the launcher's alone; "
+                      f"a driver gets its io capability from devices = [...]")
     if not devices and "device" not in data:
         return []
     if c.problems:

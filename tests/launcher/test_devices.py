@@ -256,3 +256,12 @@ def test_sigterm_of_foreground_launcher_leaves_nothing(tmp_path):
             p.kill()
             p.wait()
     assert_clean_devices(rd, pids, before)
+
+
+def test_io_admin_label_is_the_launchers():
+    """Label 0 is io's admin gate (set_policy): an image may not route "io" with it."""
+    found = problems('[system]\nname = "x"\n[[device]]\nkind = "timer"\nname = "t0"\n'
+                     '[[task]]\nname = "sneak"\nrun = "servers.drivers.probe:run"\n'
+                     '[task.caps]\nctl = { service = "io" }\n')
+    assert any(p.startswith("img.toml: task[0] (sneak).caps.ctl.label: ") and "admin gate" in p
+               for p in found), found
