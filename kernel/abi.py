@@ -1,16 +1,19 @@
 """The kernel ABI: everything that crosses the kernel/task boundary, declared once.
 
-Both sides import this module and nothing else of the kernel's inside: the kernel
-decodes and checks every request against `LAYOUTS`, the task library encodes with it.
+Both sides import this module and nothing else of the kernel's inside: each system call
+has one argument record (`ARGS`; `LAYOUTS`, its field names and type tags, is derived from
+them); the kernel decodes and checks every request into its record (`decode_request`), the
+task library builds every request from one (`encode_args`). An IPC answer is a `Receipt`;
+the kernel's own messages are records too (`KERNEL_MESSAGES`).
 
 Wire format (ZeroMQ, one DEALER socket per L4 thread, the kernel's ROUTER socket):
 
     task -> kernel   [header]            or [header, payload]
     kernel -> task   [answer]            or [answer, payload]
 
-    header  = msgpack array  [sysno, arg1, arg2, ...]   (fields per LAYOUTS[sysno])
+    header  = msgpack array  [sysno, arg1, arg2, ...]   (the fields of ARGS[sysno])
     answer  = msgpack array  [Err.OK, value]             a plain result
-                             [Err.OK, label, rights, reply, proto, items]   an IPC receipt
+                             [Err.OK, label, rights, reply, proto, items]   a Receipt
                              [err, reason]               an error, with the reason in words
     payload = the message data bytes; the kernel never decodes them, it forwards them.
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import irq as _irq
 from ..abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Items, KernelMessage, Rights, Window,
