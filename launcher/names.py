@@ -9,17 +9,32 @@ caller's capability space and `l4.caps["svc"]` is updated.
 Use it for services attached after the task started. Capabilities from the image stay valid
 across a server's restart (the launcher rebinds the gate), so lookup is never needed for them.
 
-Protocol: call with msgpack {"op": "lookup", "name": NAME} and a receive window of one slot;
-the reply is {"ok": true} with one MAP_CAP item, or {"ok": false, "error": "..."}.
+Protocol NAMES, declared here once (kernel.user.rpc), spoken on the `launcher` gate:
+
+    lookup(name) -> None          with one MAP_CAP item (the capability routed to the caller
+                                  under `name`) in the caller's one-slot receive window.
+                                  Errors: NOT_ROUTED (no capability of that name is routed
+                                  to the calling task)
+
+The launcher's supervisor thread serves it (`Supervisor`, with `kernel.user.rpc.serve`; the
+gate's label names the calling task), and takes the kernel's death notices (Proto.EXCEPTION)
+on the same thread through the framework's kernel-message handler (`on_exception`).
 """
 from __future__ import annotations
 
-from kernel.abi import pack, unpack
-from kernel.user.client import L4
+from typing import Any, Callable, cast
+
+from kernel.user.client import L4, map_cap
 from kernel.user.errors import InvalidArgument
+from kernel.user.rpc import Call, Protocol, RemoteError, Reply, RpcError, op
 
 LOOKUP_BASE = 3000         # where lookups land in the caller's capability space
 CAP_NAME = "launcher"
+
+NAMES = Protocol("launcher.names", [
+    op("lookup", 1, ["name:str"], None, errors=["NOT_ROUTED"], caps_out=1,
+       doc="the capability routed to the caller under `name`, as one item"),
+], tag=0x4C4E)
 
 
 class LookupError_(InvalidArgument):
@@ -39,10 +54,37 @@ def lookup(l4: L4, name: str, timeout_ms: float | None = 5000) -> int:
             l4.cap_delete(slot)
         except Exception:
             pass
-    m = l4.call(l4.caps[CAP_NAME], pack({"op": "lookup", "name": name}),
-                rcv_timeout=timeout_ms, window=(slot, 1))
-    body = unpack(m.data)
-    if not body.get("ok") or not m.items:
-        raise LookupError_(f"lookup of '{name}': {body.get('error', 'no capability in the answer')}")
-    l4.caps[name] = m.items[0][1]
+    # stub ops are attributes made from the declaration: the checker sees them as Any
+    names = cast(Any, NAMES.client(l4, l4.caps[CAP_NAME], timeout=timeout_ms))
+    try:
+        names.lookup(name, _window=(slot, 1))
+    except RemoteError as e:
+        raise LookupError_(f"lookup of '{name}': {e.reason}") from None
+    if not names.last_items:
+        raise LookupError_(f"lookup of '{name}': no capability in the answer")
+    l4.caps[name] = names.last_items[0][1]
     return l4.caps[name]
+
+
+Route = tuple[int, int]        # (the launcher's gate slot, rights to map it with)
+
+
+class Supervisor:
+    """What the launcher's supervisor thread serves: NAMES on each task's `launcher` gate,
+    and the kernel's death notices. `find(label, name)` answers the route of `name` for the
+    task behind gate `label` (or None); `on_exit(body)` takes each exit notice. Runs on the
+    supervisor thread; both callbacks must be safe to call from it."""
+
+    def __init__(self, find: Callable[[int, str], Route | None],
+                 on_exit: Callable[[dict], None]) -> None:
+        self.find, self.on_exit = find, on_exit
+
+    def lookup(self, call: Call, name: str) -> Reply:
+        route = self.find(call.label, name)
+        if route is None:
+            raise RpcError("NOT_ROUTED", f"no capability named {name!r} is routed to this task")
+        return Reply(None, [map_cap(route[0], route[1])])
+
+    def on_exception(self, call: Call, body: dict) -> None:
+        if body.get("event") == "exit":
+            self.on_exit(body)

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import psutil
 import zmq
 
-from kernel.user import errors, spawn
+from kernel.user import errors, rpc, spawn
 from kernel.abi import Proto, Rights, pack
 from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
@@ -51,7 +51,7 @@ from .devices import hal_ctl
 from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_dirs,
                     start_deps)
 from .memory import MemoryWiring
-from .names import CAP_NAME
+from .names import CAP_NAME, NAMES, Supervisor
 from .policy import Backoff, Budget, decide
 from .zygote import PROJECT_ROOT, SpawnError, Spawner
 
@@ -450,43 +450,32 @@ class Launcher:
 
     # -- the supervisor thread ---------------------------------------------------------
     def _supervise(self) -> None:
-        l4 = self.sup_l4
-        while True:
+        """The supervisor thread: NAMES lookups on the tasks' `launcher` gates and the
+        kernel's death notices, both through `launcher.names.Supervisor` and the one server
+        loop (kernel.user.rpc.serve); ends on the main thread's stop message, or at a quiet
+        second once stopping."""
+        sup = Supervisor(self._find_route, lambda body: self._post(("exit", body)))
+        stop = [False]
+
+        def route(m: Any) -> Any:
+            if m.label == STOP_LABEL or (m.label == HANDLER_LABEL and m.proto == 0):
+                stop[0] = True             # the main thread's one-way "end now"
+                return None
+            return (NAMES, sup) if m.label >= LOOKUP_LABEL_BASE else None
+        while not stop[0]:
             try:
-                m = l4.wait(timeout=1000)
-            except errors.Timeout:
-                if self.stopping:
-                    return
-                continue
+                rpc.serve(self.sup_l4, route, kernel=sup, name="l4run-supervisor",
+                          timeout=1000, until=lambda: stop[0])
             except errors.L4Error as e:
                 if not self.stopping:
                     self._post(("gone", str(e)))
                 return
-            if m.label == STOP_LABEL or (m.label == HANDLER_LABEL and m.proto == 0):
+            if self.stopping:
                 return
-            if m.proto == Proto.EXCEPTION:
-                body = m.body()
-                if body.get("event") == "exit":
-                    self._post(("exit", body))
-            elif m.label >= LOOKUP_LABEL_BASE and m.reply:
-                self._answer_lookup(l4, m)
 
-    def _answer_lookup(self, l4: L4, m: Any) -> None:
-        try:
-            req = m.body()
-            name = req.get("name") if isinstance(req, dict) and req.get("op") == "lookup" else None
-        except Exception:
-            name = None
+    def _find_route(self, label: int, name: str) -> tuple[int, int] | None:
         with self.routes_lock:
-            route = self.routes.get(m.label, {}).get(name) if isinstance(name, str) else None
-        try:
-            if route is None:
-                l4.reply(m.reply, pack({"ok": False, "error": f"no capability named {name!r} "
-                                                             f"is routed to this task"}))
-            else:
-                l4.reply(m.reply, pack({"ok": True}), items=[map_cap(route[0], route[1])])
-        except errors.L4Error:
-            pass          # the caller gave up or its window was wrong; nothing to repair here
+            return self.routes.get(label, {}).get(name)
 
     def _post(self, item: tuple[str, Any]) -> None:
         self.inbox.put(item)

@@ -1,6 +1,7 @@
-"""A hello server: the standard L4 server loop (reply_and_wait), one answer per call.
+"""A hello server: the smallest server on the one framework (kernel.user.rpc), HELLO.
 
-Contract: each call's data is a UTF-8 name; the answer is "GREETING, NAME (#N, label L)".
+`serve(l4, greeting, crash_every)` answers each `hello(name)` with "GREETING, NAME (#N, label
+L)"; with crash_every=N > 0 it crashes on purpose at every Nth call (to show supervision).
 The label comes from the kernel (the gate the caller used), never from the caller.
 """
 from __future__ import annotations
@@ -9,29 +10,26 @@ import os
 import sys
 
 from kernel.user.client import L4
-from kernel.user.errors import L4Error
+from kernel.user.rpc import Call
 
-MAX_NAME = 256        # bytes of the caller's name echoed back
+from .protocol import HELLO, MAX_NAME
+
+
+class Hello:
+    def __init__(self, task: str, greeting: str, crash_every: int) -> None:
+        self.task, self.greeting, self.crash_every = task, greeting, crash_every
+        self.calls = 0
+
+    def hello(self, call: Call, name: str) -> str:
+        self.calls += 1
+        if self.crash_every and self.calls % self.crash_every == 0:
+            print(f"[{self.task}] crashing on purpose after {self.calls} calls", flush=True)
+            sys.stdout.flush()
+            os._exit(7)
+        return f"{self.greeting}, {name[:MAX_NAME]} (#{self.calls}, label {call.label})"
 
 
 def serve(l4: L4, greeting: str = "hello", crash_every: str = "0") -> int:
-    crash = int(crash_every)
     print(f"[{l4.task_name}] serving '{greeting}' (pid {os.getpid()})", flush=True)
-    n = 0
-    m = l4.wait()
-    while True:
-        n += 1
-        if crash and n % crash == 0:
-            print(f"[{l4.task_name}] crashing on purpose after {n} calls", flush=True)
-            sys.stdout.flush()
-            os._exit(7)
-        name = m.data[:MAX_NAME].decode(errors="replace")   # the answer must fit in a message
-        answer = f"{greeting}, {name} (#{n}, label {m.label})"
-        if not m.reply:
-            m = l4.wait()
-            continue
-        try:
-            m = l4.reply_and_wait(m.reply, answer.encode())
-        except L4Error as e:      # our answer could not be delivered: say why, serve on
-            print(f"[{l4.task_name}] reply failed: {e}", file=sys.stderr, flush=True)
-            m = l4.wait()
+    HELLO.serve(l4, Hello(l4.task_name, greeting, int(crash_every)))
+    return 0

@@ -12,10 +12,8 @@ says, for its server:
   e.g. a server without opcodes has no "unknown opcode");
 - `not_restartable`: set when `gate` is the server's own (a moe session, a HAL device):
   such a gate dies with its server, and the restart check is the one of the server's root gate;
-- `is_error(data)`: whether a reply is an error answer: the one error shape of
-  `kernel.user.rpc`, [status > 0, error, reason]. Servers without an error answer (hello,
-  counter: every message is a valid greeting or increment) set `answers_everything`, and a
-  bad input then only has to be answered.
+- `is_error(data)`: whether a reply is an error answer. Every server speaks a
+  `kernel.user.rpc` protocol now, so there is one error shape: [status > 0, error, reason].
 
 Every adapter owns what it starts; `down()` tears it all down.
 """
@@ -46,7 +44,6 @@ def _pad_to(make: Any, size: int = MAX_PAYLOAD) -> bytes:
 class Adapter:
     name = ""
     tag = 0
-    answers_everything = False
     label = 1
     # None: root can start a new incarnation and rebind `gate`; else why it can't (the gate
     # is one the server made itself, and it dies with the server).
@@ -92,54 +89,7 @@ class Adapter:
 
 
 # ---------------------------------------------------------------------------
-# Raw servers: hello and counter answer every message; they have no error answer.
-
-class Hello(Adapter):
-    name = "hello"
-    answers_everything = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad = {"garbage": GARBAGE, "wrong_proto": b"world", "empty": b"",
-                    "oversized": b"x" * MAX_PAYLOAD, "unknown_op": None,
-                    "wrong_types": b"\xff\xfe\x00 not utf-8"}
-
-    def start(self) -> TaskProc:
-        assert self.sys is not None
-        return self.sys.spawn("servers.hello.server:serve", "hello")
-
-    def valid_data(self) -> bytes:
-        return b"world"
-
-    def valid(self, l4: Any, gate: int) -> None:
-        m = l4.call(gate, b"world", rcv_timeout=CALL_MS)
-        assert m.data.startswith(b"hello, world (#"), m.data
-
-
-class Counter(Adapter):
-    name = "counter"
-    answers_everything = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad = {"garbage": GARBAGE, "wrong_proto": b"1", "empty": b"",
-                    "oversized": b"1" * MAX_PAYLOAD, "unknown_op": None,
-                    "wrong_types": b"one"}
-
-    def start(self) -> TaskProc:
-        assert self.sys is not None
-        return self.sys.spawn("servers.hello.counter:serve", "counter")
-
-    def valid_data(self) -> bytes:
-        return b"2"
-
-    def valid(self, l4: Any, gate: int) -> None:
-        m = l4.call(gate, b"2", rcv_timeout=CALL_MS)
-        assert m.data.startswith(f"label {self.label}: total ".encode()), m.data
-
-
-# ---------------------------------------------------------------------------
-# Servers built on kernel.user.rpc: the bad inputs follow from the protocol.
+# Every server is built on kernel.user.rpc: the bad inputs follow from its protocol.
 
 class _RpcServer(Adapter):
     protocol: Any = None
@@ -163,6 +113,45 @@ class _RpcServer(Adapter):
 
     def check(self, stub: Any) -> None:
         raise NotImplementedError
+
+
+class Hello(_RpcServer):
+    name = "hello"
+    request = [1, "world"]                  # hello("world")
+    wrong_types = [1, 5]                    # hello(name:str) with an int
+
+    def __init__(self) -> None:
+        from servers.hello.protocol import HELLO
+        self.protocol = HELLO
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("servers.hello.server:serve", "hello")
+
+    def check(self, stub: Any) -> None:
+        answer = stub.hello("world")
+        assert answer.startswith("hello, world (#") and answer.endswith(f", label {self.label})"), \
+            answer
+
+
+class Counter(_RpcServer):
+    name = "counter"
+    request = [1, 2]                        # add(2)
+    wrong_types = [1, "two"]
+
+    def __init__(self) -> None:
+        from servers.hello.protocol import COUNTER
+        self.protocol = COUNTER
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("servers.hello.counter:serve", "counter")
+
+    def check(self, stub: Any) -> None:
+        answer = stub.add(2)
+        assert answer.startswith(f"label {self.label}: total "), answer
 
 
 class Sigma0(_RpcServer):
@@ -330,4 +319,35 @@ class HalDevice(_RpcServer):
         assert stub.info()["name"] == "timer0"
 
 
-ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice]
+class Names(_RpcServer):
+    """The launcher's name service (launcher.names: NAMES served by `Supervisor`), in a task
+    of its own (tasks.name_service) that routes one name, "svc", to every caller."""
+    name = "launcher.names"
+    label = 1000
+    request = [1, "svc"]                    # lookup("svc")
+    wrong_types = [1, 42]                   # lookup(name:str) with an int
+    SLOT = 3900                             # where root receives the looked-up capability
+
+    def __init__(self) -> None:
+        from launcher.names import NAMES
+        self.protocol = NAMES
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("tests.conformance.tasks:name_service", "names")
+
+    def check(self, stub: Any) -> None:
+        from kernel.user.rpc import RemoteFailure
+        assert stub.lookup("svc", _window=(self.SLOT, 1)) is None
+        assert [it[1] for it in stub.last_items] == [self.SLOT]
+        self.root.cap_delete(self.SLOT)
+        try:
+            stub.lookup("nothing", _window=(self.SLOT, 1))
+            raise AssertionError("lookup of an unrouted name answered")
+        except RemoteFailure as e:
+            assert e.error == "NOT_ROUTED", e
+
+
+ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
+                                 Names]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from kernel.user.client import L4
 from launcher.names import lookup
@@ -36,7 +37,8 @@ def lookup_then_call(l4: L4, name: str) -> int:
             break
         except Exception:
             time.sleep(0.05)
-    m = l4.call(slot, b"via lookup", rcv_timeout=5000)
-    print(f"LOOKUP {m.data.decode()}", flush=True)
+    from servers.hello.protocol import HELLO
+    hello: Any = HELLO.client(l4, slot, timeout=5000)
+    print(f"LOOKUP {hello.hello('via lookup')}", flush=True)
     idle(l4)
     return 0
