@@ -349,5 +349,26 @@ class Names(_RpcServer):
             assert e.error == "NOT_ROUTED", e
 
 
+class Example(_RpcServer):
+    """servers/example, the model server (a client gate: its own namespace)."""
+    name = "example"
+    label = 3
+    request = [3]                           # keys()
+    wrong_types = [1, "k", "not bytes"]     # put(key, value:bytes) with a str
+
+    def __init__(self) -> None:
+        from servers.example.protocol import KV
+        self.protocol = KV
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        return self.sys.spawn("servers.example.server:main", "example")
+
+    def check(self, stub: Any) -> None:
+        stub.put("k", b"v")
+        assert stub.get("k") == b"v" and stub.keys() == ["k"]
+
+
 ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
-                                 Names]
+                                 Names, Example]
