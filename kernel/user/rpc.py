@@ -196,7 +196,7 @@ class Reply(NamedTuple):
     `proto` is for kernel-message handlers whose answer the kernel reads (an ALIEN verdict);
     op replies always carry the protocol's tag."""
     value: Any
-    items: list[list[int]] = []
+    items: Sequence[Sequence[int]] = ()
     proto: int | None = None
 
 
