@@ -2,8 +2,10 @@
 
 `agent(l4)` serves its gate: each message is msgpack {"op", ...}; it answers {"ok": value}
 or {"err": Err name, "reason"}. Memory items that arrive land in WINDOW. (This is the test's
-remote control of a task, not a server of the system: the servers it calls — sigma0, moe —
-speak their kernel.user.rpc protocols, and their declared errors come back here by name.)
+remote control of a task, not a server of the system, and it is hand-written because it
+must misbehave on purpose — a pager that holds a fault unanswered, a task that never
+acknowledges — which the server framework never does. The servers it calls, sigma0 and moe,
+speak their kernel.user.rpc protocols; their declared errors come back here by name.)
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import signal
 import time
 from typing import Any
 
-from kernel.abi import Err, Proto, pack, unpack
+from kernel.abi import AlienVerdict, Err, Proto, pack, unpack
 from kernel.user.errors import L4Error
-from kernel.user.rpc import RemoteError
+from kernel.user.rpc import RemoteError, Status, error_answer
 from kernel.user.vm import VM, PageFault, grant_mem, map_mem, window
 
 WBASE, WORDER = 0x4000_0000, 30
@@ -50,7 +52,9 @@ def agent(l4: Any, mode: str = "") -> int:
                     page = base + ((body["addr"] >> 12) % npages) * 4096
                     data, items = b"", [map_mem(page, 12, 6)]
                     continue
-                data, proto = pack({"err": "INVALID", "reason": "no mapping"}), 1
+                # a pager's refusal in the one error shape (the kernel reads only the items)
+                data = error_answer(Status.FAILED, "INVALID", "no mapping")
+                proto = int(AlienVerdict.DENY)
                 continue
             body = msg.body()
             value, items = run(l4, vm, body, msg, faults)
