@@ -364,7 +364,8 @@ def serve(l4: Any, route: Router, *, kernel: Any = None, name: str = "server",
     capabilities and memory sent with requests land).
 
     Returns the number of requests handled once `until()` is true (checked after each
-    message) or when a wait times out (`timeout` ms). Raises only `KernelGone`."""
+    message) or when a wait times out (`timeout` ms). Nothing a message contains ends the
+    loop; an error of the wait itself (`KernelGone`: the kernel is lost) is raised."""
     handled = 0
     msg = _next(l4, window, timeout)
     while msg is not None:
@@ -438,9 +439,9 @@ def _reply_and_wait(l4: Any, name: str, reply: int, data: bytes, tag: int, items
     try:
         return l4.reply_and_wait(reply, data, proto=tag, items=items, window=window,
                                  timeout=timeout)
-    except (Timeout, KernelGone) as e:
-        if isinstance(e, Timeout):
-            return None
+    except Timeout:
+        return None
+    except KernelGone:
         raise
     except L4Error as e:
         # The kernel refused the reply before it waited (ABI.md, REPLY_WAIT): the caller
