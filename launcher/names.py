@@ -1,4 +1,5 @@
-"""The launcher's name service, task side: obtain a capability by name at run time.
+"""The launcher's name service: its protocol (NAMES, the reference below), the task side
+(`lookup`: obtain a capability by name at run time) and the serving side (`Supervisor`).
 
 Every task started by the launcher holds a capability `launcher` (invoke only) to a gate the
 launcher made for it alone; its label tells the launcher which task calls, so no task can
