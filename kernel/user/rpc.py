@@ -60,7 +60,7 @@ import traceback
 from enum import IntEnum
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from ..abi import AlienVerdict, Proto, pack, unpack
+from ..abi import CAP_ITEMS, AlienVerdict, Proto, pack, unpack
 from .client import Message
 from .errors import KernelGone, L4Error, Timeout
 
@@ -214,8 +214,8 @@ class Call(NamedTuple):
         return self.label == ADMIN_LABEL
 
 
-def _call_of(msg: Message) -> Call:
-    return Call(msg.label, msg.rights, msg.items, msg.reply == 0, msg)
+def _call_of(msg: Message, items: list | None = None) -> Call:
+    return Call(msg.label, msg.rights, msg.items if items is None else items, msg.reply == 0, msg)
 
 
 class Protocol:
@@ -300,16 +300,21 @@ class Protocol:
         """A stub calling the server through `cap`. With an `AsyncL4`, methods are coroutines."""
         return Stub(self, l4, cap, timeout, _is_async(l4))
 
-    def dispatch(self, impl: Any, msg: Message) -> tuple[bytes, list[list[int]]]:
+    def dispatch(self, impl: Any, msg: Message, l4: Any = None) -> tuple[bytes, list[list[int]]]:
         """Run one request against `impl`; answers (reply data, reply items). Never raises
         for anything the request contains. Checks first (tag, decoding, arguments, admin,
-        items), then calls the implementation on checked input only."""
+        items), then calls the implementation on checked input only. Capabilities that came
+        with a refused request are the framework's: deleted (with `l4`), so they do not
+        stay in the receive window and block the next request's."""
         try:
             o, args = self._check(impl, msg)
         except _Refusal as r:
+            if l4 is not None:
+                _drop_caps(l4, msg.items)
             return error_answer(r.status, r.error or r.status.name, r.reason), []
+        call = _call_of(msg, self._taken(o, msg, l4))
         try:
-            value = getattr(impl, o.name)(_call_of(msg), *args)
+            value = getattr(impl, o.name)(call, *args)
             items: list[list[int]] = []
             if isinstance(value, Reply):
                 value, items = value.value, [list(i) for i in value.items]
@@ -322,6 +327,18 @@ class Protocol:
         except Exception as e:
             traceback.print_exc()
             return error_answer(Status.INTERNAL, type(e).__name__, str(e)), []
+
+    @staticmethod
+    def _taken(o: Op, msg: Message, l4: Any) -> list:
+        """The items the implementation gets: memory items and the first `caps_in`
+        capabilities; capabilities beyond what the op declares are deleted (with `l4`)."""
+        caps = [it for it in msg.items if it and it[0] in CAP_ITEMS]
+        if len(caps) <= o.caps_in:
+            return msg.items
+        if l4 is not None:
+            _drop_caps(l4, caps[o.caps_in:])
+        keep = caps[:o.caps_in]
+        return [it for it in msg.items if it[0] not in CAP_ITEMS or it in keep]
 
     def _check(self, impl: Any, msg: Message) -> tuple[Op, list[Any]]:
         if msg.proto != self.tag:          # a claim in another protocol is not even read
@@ -372,7 +389,7 @@ def serve(l4: Any, route: Router, *, kernel: Any = None, name: str = "server",
         if msg.proto < 0:
             data, items, tag = kernel_answer(kernel, msg)
         else:
-            data, items, tag = _request_answer(route, msg)
+            data, items, tag = _request_answer(l4, route, msg)
             handled += 1
         if until():
             if msg.reply:
@@ -382,17 +399,21 @@ def serve(l4: Any, route: Router, *, kernel: Any = None, name: str = "server",
     return handled
 
 
-def _request_answer(route: Router, msg: Message) -> tuple[bytes, list[list[int]], int]:
+def _request_answer(l4: Any, route: Router, msg: Message) -> tuple[bytes, list[list[int]], int]:
     try:
         found = route(msg)
     except Exception as e:          # a router's bug must not end the loop either
         traceback.print_exc()
-        return error_answer(Status.INTERNAL, type(e).__name__, str(e)), [], msg.proto
+        found = None
+        why = error_answer(Status.INTERNAL, type(e).__name__, str(e))
+    else:
+        why = error_answer(Status.UNKNOWN_OP, "UNKNOWN_OP",
+                           f"no protocol behind gate label {msg.label}")
     if found is None:
-        return error_answer(Status.UNKNOWN_OP, "UNKNOWN_OP",
-                            f"no protocol behind gate label {msg.label}"), [], msg.proto
+        _drop_caps(l4, msg.items)
+        return why, [], msg.proto
     proto, impl = found
-    data, items = proto.dispatch(impl, msg)
+    data, items = proto.dispatch(impl, msg, l4)
     return data, items, proto.tag
 
 
@@ -423,6 +444,16 @@ def error_answer(status: Status, error: str, reason: str) -> bytes:
     if len(reason) > MAX_REASON:
         reason = reason[:MAX_REASON - 1] + "…"
     return pack([int(status), str(error)[:MAX_REASON], reason])
+
+
+def _drop_caps(l4: Any, items: list) -> None:
+    """Delete the capabilities that arrived with a message nobody will handle."""
+    for it in items:
+        if it and it[0] in CAP_ITEMS:
+            try:
+                l4.cap_delete(it[1])
+            except L4Error:
+                pass            # gone already
 
 
 def _next(l4: Any, window: tuple[int, ...] | None, timeout: float | None) -> Message | None:

@@ -5,7 +5,9 @@
   call by accident);
 - every error reason is bounded by MAX_REASON;
 - the dispatch checks before it acts: a foreign tag, an admin op through a client gate, a
-  request without its declared capability items never reach the implementation;
+  request without its declared capability items never reach the implementation, and the
+  capabilities that came with a refused request, or beyond what the op declares, do not
+  stay in the receive window to block the next request's;
 - a reply the kernel refuses (too big) is answered with an error instead, and the loop goes on.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ P = Protocol("probe", [
 
 
 class Impl:
-    def __init__(self) -> None:
+    def __init__(self, l4: Any = None) -> None:
+        self.l4 = l4
         self.calls: list[str] = []
         self.done = False
 
@@ -46,6 +49,7 @@ class Impl:
 
     def take(self, call: Call) -> int:
         self.calls.append("take")
+        self.l4.cap_delete(call.items[0][1])        # the implementation owns what it took
         return len(call.items)
 
     def bye(self, call: Call) -> None:
@@ -77,8 +81,9 @@ def server() -> Any:
     with System() as s:
         new = s.root.create_task("probe", 16)
         srv = L4(s.sock, new.secret)
-        impl = Impl()
-        t = threading.Thread(target=lambda: P.serve(srv, impl, until=lambda: impl.done))
+        impl = Impl(srv)
+        t = threading.Thread(target=lambda: P.serve(srv, impl, window=(200, 1),
+                                                    until=lambda: impl.done))
         t.start()
         client = s.root.create_gate(1, thread=new.thread)
         admin = s.root.create_gate(ADMIN_LABEL, thread=new.thread)
@@ -108,3 +113,21 @@ def test_a_refused_reply_becomes_an_error_and_the_loop_goes_on(server: Any) -> N
         c.big(100_000)                           # more than a message holds
     assert e.value.error == "REPLY_REFUSED"
     assert c.echo("still here") == "still here"
+
+
+def test_capabilities_of_a_refused_request_do_not_block_the_window(server: Any) -> None:
+    s, impl, gate, c, admin = server
+    cap = [[1, gate, 1]]                         # any capability of ours will do (MAP_CAP)
+    for _ in range(3):                           # wrong arguments, each with a capability
+        raw = unpack(s.root.call(gate, pack([4, "extra"]), proto=P.tag, items=cap,
+                                 rcv_timeout=10_000).data)
+        assert raw[0] == Status.BAD_REQUEST
+    assert c.take(_items=cap) == 1               # the window is free for the next one
+
+
+def test_capabilities_an_op_does_not_declare_are_dropped(server: Any) -> None:
+    s, impl, gate, c, admin = server
+    cap = [[1, gate, 1]]
+    for _ in range(3):                           # echo takes no capability: each is deleted
+        assert c.echo("x", _items=cap) == "x"
+    assert c.take(_items=cap) == 1
