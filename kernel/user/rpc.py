@@ -45,6 +45,9 @@ Contracts:
   is forgotten. Either way the loop goes on. Only a lost kernel (`KernelGone`) ends it.
 - Arguments are checked (count and declared types) on both sides: the stub refuses a bad
   call before sending it (`TypeError`), the server refuses one that slipped through.
+- Capability items: an op gets at most the `caps_in` it declares (and owns them: it deletes
+  or keeps them); any others, and those of a refused request, the framework deletes, so the
+  receive window is free for the next request.
 - One-way messages (`send`, reply capability 0) are dispatched but not answered.
 - Client-side errors say whose fault it was: `BadRequest` (the caller's), `RemoteFailure`
   (a declared error of the op: `.error` names it), `ServerFault` (the server's bug or a
