@@ -19,6 +19,6 @@ KV = Protocol("example.kv", [
     op("put", 1, ["key:str", "value:bytes"], None),
     op("get", 2, ["key:str"], "value", errors=["NOT_FOUND"]),
     op("keys", 3, [], "keys"),
-    op("usage", 10, [], "usage", admin=True),
+    op("usage", 10, [], "usage", admin=True),          # only through the admin gate (label 0)
     op("forget", 11, ["label:int"], "dropped", admin=True),
 ], tag=0x4B56)
