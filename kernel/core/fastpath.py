@@ -89,6 +89,8 @@ def _call(k: "State", th: Thread, cap: int, proto: int, snd_timeout: int, rcv_ti
     # Accepted: ipc.send for a message without items, then ipc.deliver or blocking.
     th.busy = True
     th.task.stats["calls"] += 1
+    handled = k.handled
+    handled[_CALL] = handled.get(_CALL, 0) + 1     # as syscalls.run counts it
     rec = SendRecord(th, gate, node.rights, proto, _NO_ITEMS, payload, True, None,
                      rcv_timeout, th.priority)
     rec.target = target
@@ -121,6 +123,8 @@ def _reply_wait(k: "State", th: Thread, reply_id: int, proto: int, timeout: int,
     # Accepted: ipc.reply for a reply without items, then ipc.wait without a window.
     th.busy = True
     th.task.stats["calls"] += 1
+    handled = k.handled
+    handled[_REPLY_WAIT] = handled.get(_REPLY_WAIT, 0) + 1
     del th.replies[reply_id]
     rec.live = False
     k.count_ipc(th, caller)

@@ -103,6 +103,9 @@ class State:
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
                                       "tasks_died": 0, "fastpath": 0, "connections_lost": 0}
         self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
+        # Calls that reached their handler, by number (syscalls.run and the fast path; HELLO,
+        # served by the transport, is not counted): KERNEL_INFO's stats["handled"].
+        self.handled: dict[int, int] = {}
         self.err_counts: dict[str, int] = {}
         self.started = time.time()
         self.root_factory = Factory(None, root_quota)

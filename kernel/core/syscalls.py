@@ -43,6 +43,8 @@ def handles(sysno: Sys) -> Callable[[Handler], Handler]:
 
 def run(k: "State", thread: Thread, sysno: Sys, args: Any, payload: bytes | None) -> None:
     """Perform one checked call; an AbiError becomes the thread's (counted) error answer."""
+    handled = k.handled
+    handled[sysno] = handled.get(sysno, 0) + 1     # the fuzz's proof that a handler ran
     try:
         result = TABLE[sysno](k, thread, args, payload)
     except AbiError as e:
@@ -307,7 +309,9 @@ def sys_task_watch(k: "State", th: Thread, a: TaskWatchArgs, payload: bytes | No
 @handles(Sys.KERNEL_INFO)
 def sys_kernel_info(k: "State", th: Thread, a: KernelInfoArgs, payload: bytes | None) -> Any:
     th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
-    return {**k.info(), "faults": faults.summary()}
+    info = {**k.info(), "faults": faults.summary()}
+    info["stats"]["handled"] = {Sys(n).name: c for n, c in sorted(k.handled.items())}
+    return info
 
 
 @handles(Sys.EXIT)
