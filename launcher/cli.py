@@ -464,7 +464,7 @@ class BenchGroup(click.Group):
     modules (each exports `register(group)`), imported only when asked for, so a broken or
     slow-to-import benchmark never slows down or breaks the rest of the CLI."""
 
-    LAZY = ("ipc", "memory", "hal")      # chaos registers itself (it adds `l4run chaos` too)
+    LAZY = ("ipc", "memory", "hal", "fuzz")   # chaos registers itself (it adds `l4run chaos` too)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         extra = [n for n in self.LAZY if importlib.util.find_spec(f"launcher.bench_{n}") is not None]
