@@ -95,7 +95,8 @@ def build(l4: L4, argv: list[str]) -> tuple[Machine, Control]:
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--name", default="hal")
     a = ap.parse_args(argv)
-    ram = Ram(a.ram, parse_size(a.ram_size))
+    # "kernel": the kernel's RAM through our memory channel (we are the DMA task).
+    ram = Ram.attach(l4) if a.ram == "kernel" else Ram(a.ram, parse_size(a.ram_size))
     devices: list[Device] = []
     try:
         pic = Pic("pic", PIC_LINES, ram)

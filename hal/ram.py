@@ -5,17 +5,21 @@ memoryview of exactly that range or raises `DmaError` if any byte lies outside R
 turns that into an error status; the HAL keeps running). Nothing else of the HAL touches
 the mapping.
 
-The kernel owns physical RAM: a memfd (kernel/core/memory.py, docs/MEMORY.md). The launcher
-starts the HAL on it by path, `/proc/<kernel pid>/fd/<fd>` (what MEM_ATTACH answers), so DMA
-addresses are the kernel's physical addresses and drivers reach the same frames through
-their address spaces. A path that does not exist is created with the given size and removed
-again by `close()` (a HAL run on its own, e.g. in tests); an already open descriptor works
-too.
+The kernel owns physical RAM: one memfd per frame (kernel/core/frames.py, docs/MEMORY.md).
+In a system the HAL is the hardware, so it reaches every frame: the launcher makes its task
+the machine's DMA engine (MEM_DMA, the kernel capability, before the HAL's process starts)
+and `Ram.attach(l4)` joins through the HAL's memory channel, which then carries every frame,
+mapped into one contiguous view (`kernel.user.vm.Attachment`). No task can ask for that:
+MEM_DMA needs the kernel capability. DMA addresses are the kernel's physical addresses and
+drivers reach the same frames through their address spaces (only those they were given).
+On its own (e.g. in tests) the HAL runs on a file instead: a path that does not exist is
+created with the given size and removed again by `close()`; an open descriptor works too.
 """
 from __future__ import annotations
 
 import mmap
 import os
+from typing import Any
 
 
 class DmaError(Exception):
@@ -25,9 +29,24 @@ class DmaError(Exception):
 class Ram:
     """Physical RAM of the machine. Owned by the HAL process; thread-safe for disjoint ranges."""
 
+    @classmethod
+    def attach(cls, l4: Any) -> "Ram":
+        """The kernel's RAM, every frame, through this DMA task's memory channel."""
+        from kernel.user.vm import Attachment
+        ram: Ram = cls.__new__(cls)
+        att = Attachment(l4)
+        if len(att.held) < att.frames:
+            att.close()
+            raise ValueError("this task is not the machine's DMA engine (MEM_DMA)")
+        ram.path, ram.created, ram._own_fd, ram.fd = None, False, False, -1
+        ram.att, ram.size, ram.map, ram.mv = att, att.size, att.ram, att.ram
+        return ram
+
     def __init__(self, path: str | None = None, size: int = 0, *, fd: int | None = None) -> None:
         self.path = path
         self.created = False
+        self.att: Any = None
+        self.map: Any
         if fd is None:
             if path is None:
                 raise ValueError("Ram needs a path or an fd")
@@ -67,6 +86,9 @@ class Ram:
         self.view(addr, len(data))[:] = data
 
     def close(self) -> None:
+        if self.att is not None:
+            self.att.close()
+            return
         try:
             self.mv.release()
             self.map.close()

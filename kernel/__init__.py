@@ -14,8 +14,10 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `irq`         IRQ objects: attach, trigger, deliver, mask/unmask, detach
   - `ipc`         rendezvous IPC: send/wait/call/reply, kernel-originated messages
   - `lifecycle`   quotas, object destruction, task death
-  - `memory`      physical RAM (a memfd), page tables, flexpage map/grant/unmap, page faults
-                  (and their continuations), shootdown
+  - `frames`      physical RAM: one memfd per frame in the kernel's view; the per-task memory
+                  channel (SCM_RIGHTS) and control page; /proc checks of what a process holds
+  - `memory`      page tables, flexpage map/grant/unmap, page faults (and their
+                  continuations), shootdown and revocation of frames
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
   - `fastpath`    the common call / reply_and_wait done inline, same semantics
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`

@@ -22,6 +22,7 @@ answer. Timeouts are milliseconds: 0 polls, N > 0 waits N ms, NEVER (-1) waits f
 """
 from __future__ import annotations
 
+import struct
 from enum import IntEnum, IntFlag
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
@@ -65,11 +66,12 @@ class Sys(IntEnum):
     KERNEL_INFO = 50     # statistics and the task table (needs the kernel capability)
     EXIT = 60            # the calling task ends itself
     # Memory (docs/MEMORY.md): flexpages, page faults, shootdown.
-    MEM_ATTACH = 70      # join the RAM: answers the segment, our shootdown counter slot
+    MEM_ATTACH = 70      # join the RAM: answers our memory channel (frames come over it)
     MEM_FAULT = 71       # page fault: TLB refill from the page table, or IPC to the pager
     MEM_UNMAP = 72       # unmap a flexpage from everyone who got it from us (recursive)
     MEM_SIGMA0 = 73      # (kernel capability) a task becomes sigma0: all RAM mapped 1:1
     MEM_QUERY = 74       # the page-table entries of a flexpage in our (or a task's) space
+    MEM_DMA = 75         # (kernel capability) a task becomes the machine's DMA: every frame
     # Chaos (docs/CHAOS.md): IPC fault injection inside the kernel.
     FAULT = 80           # (kernel capability) arm/list/remove IPC fault rules, crash a task, drain the log
 
@@ -131,6 +133,26 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 VA_BITS = 40                  # virtual address spaces are 1 TiB
 SHOOTDOWN_MS = 500            # a task that does not acknowledge an unmap in time is faulted
 SHOOTDOWN_SIGNAL = 12         # SIGUSR2: asks a task's vm library to drop its TLB at once
+
+# The memory channel (docs/MEMORY.md "Frames and the channel"): a SOCK_SEQPACKET Unix socket
+# per task, RUN_DIR/MEM_CHANNEL, over which the kernel passes frame memfds (SCM_RIGHTS).
+# The task connects and sends the token MEM_ATTACH answered; the kernel checks the peer's
+# SO_PEERCRED pid is the task's process. Kernel -> task messages: CHAN_HEAD, then
+#   CONTROL  (count 0, 1 fd): the task's control page: CTL_EPOCH, CTL_ACK (u64 words)
+#   GRANT    (count n, n fds): n u32 frames, then n u8 rights (R, or RW: fd opened O_RDWR)
+#   REVOKE   (count n, no fd, epoch): n u32 frames the task must drop before it acks `epoch`
+MEM_CHANNEL = "mem.sock"
+MEM_TOKEN_BYTES = 16
+CHAN_MAX_FDS = 253            # SCM_MAX_FD: descriptors per message
+CHAN_HEAD = struct.Struct("<BxxxIQ")   # kind, count, epoch
+CTL_EPOCH, CTL_ACK = 0, 8
+
+
+class Chan(IntEnum):
+    """Kinds of memory-channel messages (kernel -> task)."""
+    CONTROL = 1
+    GRANT = 2
+    REVOKE = 3
 
 
 class Proto(IntEnum):
@@ -324,6 +346,7 @@ class ExitArgs(NamedTuple):
 
 
 class MemAttachArgs(NamedTuple):
+    task: Int               # our own task capability; needs WRITE
     signal: OptBool
 
 
@@ -340,6 +363,11 @@ class MemUnmapArgs(NamedTuple):
 
 
 class MemSigma0Args(NamedTuple):
+    kernel: Int
+    task: Int
+
+
+class MemDmaArgs(NamedTuple):
     kernel: Int
     task: Int
 
@@ -387,6 +415,7 @@ ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.MEM_UNMAP: MemUnmapArgs,
     Sys.MEM_SIGMA0: MemSigma0Args,
     Sys.MEM_QUERY: MemQueryArgs,
+    Sys.MEM_DMA: MemDmaArgs,
     Sys.FAULT: FaultArgs,
 }
 

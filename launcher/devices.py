@@ -30,8 +30,8 @@ parameters, checked here as `python -m hal --device KIND:NAME:k=v,...` would che
 The controller `pic` (32 lines) is always there; a `kind = "pic"` table may name it (its
 name must be "pic") so that it reads well in a policy.
 
-RAM: the HAL joins the kernel's physical RAM (MEM_ATTACH: `/proc/<kernel pid>/fd/<n>`, a
-memfd, docs/MEMORY.md), so DMA addresses are the kernel's physical addresses and there is
+RAM: the HAL joins the kernel's physical RAM (the launcher makes it the DMA task, MEM_DMA;
+its memory channel carries every frame's memfd, docs/MEMORY.md), so DMA addresses are the kernel's physical addresses and there is
 no RAM file to clean up: Linux frees the memfd with its last holder, however the system
 stops. The HAL's control socket (RUN_DIR/hal.ctl) is on the zygote's cleanup list.
 
@@ -296,11 +296,10 @@ def hal_task(l4: "L4", *specs: str) -> int:
     Each SPEC is a `--device` argument; a disk without `image=` gets RUN_DIR/NAME.img.
     """
     from hal.main import task
-    info = l4.mem_attach(False)
-    ram = f"/proc/{info['kernel_pid']}/fd/{info['fd']}"
     run_dir = os.environ.get("L4_RUN_DIR") or os.path.dirname(l4.kernel_sock)
-    argv = ["--ram", ram, "--ram-size", str(info["size"]), "--run-dir", run_dir,
-            "--name", HAL_TASK]
+    # The launcher made this task the DMA engine (MEM_DMA, launcher/memory.py): `--ram
+    # kernel` joins the RAM through our memory channel, every frame (hal/ram.py).
+    argv = ["--ram", "kernel", "--run-dir", run_dir, "--name", HAL_TASK]
     for s in specs:
         kind, _, rest = s.partition(":")
         name, _, opts = rest.partition(":")

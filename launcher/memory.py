@@ -53,6 +53,8 @@ from kernel.user.rpc import ADMIN_LABEL, RemoteError
 
 from .zygote import SpawnError
 
+HAL_RUN = "launcher.devices:hal_task"   # the HAL task (launcher/devices.py): the machine's DMA
+
 if TYPE_CHECKING:
     from .image import TaskSpec, _Checker
     from .system import Launcher, TaskRun
@@ -210,6 +212,8 @@ class MemoryWiring:
         root = self.launcher.root
         assert root is not None
         try:
+            if t.spec.run == HAL_RUN:
+                root.mem_dma(t.slot)          # the hardware: every frame (hal/ram.py)
             if self._server(t, SIGMA0_TASK):
                 root.mem_sigma0(t.slot)
                 self.sigma0_gate = self._gate(self.sigma0_gate, t.thread)

@@ -1,10 +1,11 @@
 """Physical RAM, page tables, flexpage map/grant/unmap, page faults and TLB shootdown.
 
-RAM is one memfd the kernel creates at boot (`Ram`): `frames` 4 KiB frames, followed by a
-small control area of shootdown counters (two 64-bit words per task: the kernel's epoch and
-the task's acknowledged epoch). Nothing is ever named in /dev/shm: a task joins by opening
-`/proc/<kernel pid>/fd/<fd>` (MEM_ATTACH tells it where), and the memory is freed by Linux
-when the last process holding it exits, whatever way it exits (docs/MEMORY.md).
+RAM is `frames.Frames`: one memfd per 4 KiB frame, mapped into the kernel's own view; a
+task receives the memfd of a frame only when its page table maps it and it touches it
+(`deliver`, over its memory channel, `frames.Channel`), read-only for read-only mappings.
+The shootdown counters (the kernel's epoch and the task's acknowledged epoch) are in a
+control page of the task's own (`frames.Control`). Nothing is ever named in /dev/shm, and
+the memory is freed by Linux when the last process holding it exits (docs/MEMORY.md).
 
 The kernel's page table of each task (`AddressSpace.pages`: virtual page -> `MapNode`) is
 the single source of truth; a task's TLB only caches it. Every node remembers the node it was
@@ -19,9 +20,11 @@ Contracts:
   `do_items` then acts and cannot fail.
 - A mapped node never has more rights than its parent.
 - `unmap` removes every node derived from the flexpage's nodes, in every task, recursively;
-  every affected task's epoch is bumped. The unmapper is answered only when every affected
-  task acknowledged (its counter, or it has every thread inside the kernel) — or was faulted
-  after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
+  every affected task's epoch is bumped, and frames it holds but no longer maps are revoked
+  (`bump`). The unmapper is answered only when every affected task acknowledged (its
+  counter, or it has every thread inside the kernel — not enough when frames are revoked:
+  then the kernel also verifies in /proc that its process dropped them, `acked`) — or was
+  faulted (its process killed and gone) after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
   acknowledged lazily: the next unmap also waits for those spaces (`unacked`).
 - A page fault is answered from the page table when the page is mapped with the rights
   asked (a TLB refill); otherwise it becomes a call IPC (`abi.PageFaultMessage`) to the
@@ -33,17 +36,18 @@ Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
-import mmap
 import os
+import select
 import signal
+import socket
 import struct
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from . import ipc, lifecycle
-from ..abi import (MEM_ITEMS, NEVER, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL,
-                   VA_BITS, AbiError, Err, FaultNotice, Item, MemRights, PageFaultMessage,
-                   encode_ok)
+from . import frames, ipc, lifecycle
+from ..abi import (CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, MEM_ITEMS, NEVER, PAGE_SHIFT,
+                   SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS, AbiError, Chan, Err, FaultNotice,
+                   Item, MemRights, PageFaultMessage, encode_ok)
 
 if TYPE_CHECKING:
     from .objects import Task, Thread
@@ -51,33 +55,9 @@ if TYPE_CHECKING:
 
 DEFAULT_RAM = 64 << 20
 _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
-CTL_SLOTS = 4096                 # tasks attached at once
+_R, _W = int(MemRights.R), int(MemRights.W)
 CTL_WORD = struct.Struct("<Q")
-
-
-class Ram:
-    """The RAM segment: a memfd of `frames` frames plus the shootdown counters."""
-
-    def __init__(self, size: int) -> None:
-        if size < PAGE_SIZE * 16 or size % PAGE_SIZE:
-            raise ValueError(f"RAM size {size} must be a multiple of {PAGE_SIZE}, at least 64 KiB")
-        self.size = size
-        self.frames = size >> PAGE_SHIFT
-        self.ctl_offset = size
-        self.fd = os.memfd_create(f"l4py-ram-{os.getpid()}", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size + CTL_SLOTS * 16)
-        # The kernel maps only the control area; it never touches task data.
-        self.ctl = mmap.mmap(self.fd, CTL_SLOTS * 16, offset=size)
-
-    def epoch_word(self, slot: int, value: int) -> None:
-        CTL_WORD.pack_into(self.ctl, slot * 16, value)
-
-    def ack_word(self, slot: int) -> int:
-        return CTL_WORD.unpack_from(self.ctl, slot * 16 + 8)[0]
-
-    def close(self) -> None:
-        self.ctl.close()
-        os.close(self.fd)
+MAX_SPACES = 4096                  # attached address spaces at once (control pages)
 
 
 class MapNode:
@@ -99,13 +79,35 @@ class MapNode:
 class AddressSpace:
     """The page table of one task, and its shootdown counter."""
 
-    def __init__(self, task: "Task", slot: int) -> None:
+    def __init__(self, task: "Task") -> None:
         self.task = task
         self.pages: dict[int, MapNode] = {}
         self.identity = 0           # sigma0: frames 0..identity-1 are mapped 1:1
-        self.slot = slot            # its counter pair in the control area
+        self.dma = False            # MEM_DMA: the machine's DMA engine, sent every frame
         self.epoch = 1
         self.signal = False         # its vm library asked for SHOOTDOWN_SIGNAL
+        # The memory channel (frames.py): set once the task's process connected with `token`.
+        self.token: bytes | None = None
+        self.ctl: frames.Control | None = None
+        self.chan: socket.socket | None = None
+        self.pidfd: int | None = None       # of the process that connected the channel
+        self.held: dict[int, int] = {}      # frame -> rights (R or RW) the task was sent
+        self.revoking: dict[int, tuple[int, int]] = {}   # frame -> file id, being dropped
+        self.revoke_epoch = 0               # the epoch whose ack says `revoking` was done
+
+    def ack(self) -> int:
+        return CTL_WORD.unpack_from(self.ctl.map, CTL_ACK)[0] if self.ctl is not None else 0
+
+    def close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def node(self, vpage: int) -> MapNode | None:
         n = self.pages.get(vpage)
@@ -149,15 +151,21 @@ class Memory:
 
     def __init__(self, k: "State", size: int) -> None:
         self.k = k
-        self.ram = Ram(size)
+        self.ram = frames.Frames(size)
+        self.channel = frames.Channel(k.run_dir, self._channel_peer)
         self.spaces: dict[int, AddressSpace] = {}
-        self.free_slots = list(range(CTL_SLOTS - 1, -1, -1))
+        self.tokens: dict[bytes, AddressSpace] = {}
+        self.attached = 0
         self._deaths = 0
         self.unacked: dict[AddressSpace, int] = {}   # reaped from, not yet acknowledged
         self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
-                      "faulted_tasks": 0}
+                      "faulted_tasks": 0, "granted": 0, "revoked": 0, "refused_channels": 0,
+                      "kept_frames": 0}
 
     def close(self) -> None:
+        for a in list(self.spaces.values()) + list(self.unacked):
+            a.close()
+        self.channel.close()
         self.ram.close()
 
     # -- address spaces ------------------------------------------------------
@@ -165,11 +173,114 @@ class Memory:
         self.reap()
         a = self.spaces.get(task.id)
         if a is None:
-            if not self.free_slots:
-                raise AbiError(Err.QUOTA, "no free shootdown counter: too many address spaces")
-            a = self.spaces[task.id] = AddressSpace(task, self.free_slots.pop())
-            self.ram.epoch_word(a.slot, a.epoch)
+            a = self.spaces[task.id] = AddressSpace(task)
         return a
+
+    # -- the memory channel (frames.py) ----------------------------------------------
+    def attach(self, task: "Task", signal_: bool) -> dict[str, Any]:
+        """MEM_ATTACH (checked by the caller): a control page and a token for the channel."""
+        a = self.space(task)
+        a.signal = signal_
+        if a.ctl is None:
+            if self.attached >= MAX_SPACES:
+                raise AbiError(Err.QUOTA, f"{MAX_SPACES} address spaces attached already")
+            self.attached += 1
+            a.ctl = frames.Control(f"l4py-ctl-{os.getpid()}")
+            CTL_WORD.pack_into(a.ctl.map, CTL_EPOCH, a.epoch)
+        if a.chan is not None:
+            raise AbiError(Err.BUSY, f"task '{task.name}' is attached already")
+        if a.token is not None:
+            self.tokens.pop(a.token, None)
+        a.token = self.channel.token()
+        self.tokens[a.token] = a
+        return {"channel": self.channel.path, "token": a.token, "kernel_pid": os.getpid(),
+                "size": self.ram.size, "frames": self.ram.frames, "epoch": a.epoch,
+                "dma": a.dma}
+
+    def _channel_peer(self, token: bytes, pid: int, conn: socket.socket) -> bool:
+        """A connection to mem.sock presented `token` from process `pid`: is it the task's?"""
+        a = self.tokens.get(token)
+        if a is None or not a.task.alive or a.task.pid is None or pid != a.task.pid \
+                or a.ctl is None:
+            self.stats["refused_channels"] += 1
+            return False
+        del self.tokens[token]
+        a.token = None
+        try:
+            a.pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        a.chan = conn
+        fd = a.ctl.take_fd()
+        frames.send(conn, Chan.CONTROL, fds=[fd] if fd is not None else [])
+        if fd is not None:
+            os.close(fd)
+        if a.dma:
+            self._grant_all(a)
+        return True
+
+    def _grant_all(self, a: AddressSpace) -> None:
+        """A DMA space gets every frame, CHAN_MAX_FDS per message (it reads as we send)."""
+        assert a.chan is not None
+        a.chan.settimeout(10.0)
+        try:
+            for start in range(0, self.ram.frames, CHAN_MAX_FDS):
+                nums = list(range(start, min(start + CHAN_MAX_FDS, self.ram.frames)))
+                fds = [self.ram.open(n, True) for n in nums]
+                try:
+                    frames.grant(a.chan, nums, [_R | _W] * len(nums), fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                a.held.update((n, _R | _W) for n in nums)
+            self.stats["granted"] += self.ram.frames
+        finally:
+            a.chan.setblocking(False)
+
+    def deliver(self, a: AddressSpace, frame: int, rights: int) -> None:
+        """The task is about to use `frame` with `rights`: make sure it holds its file.
+        Read-only mappings get an O_RDONLY descriptor (never mmap-able writable)."""
+        want = _R | _W if rights & _W else _R
+        if a.chan is None or a.held.get(frame, 0) & want == want:
+            return
+        fd = self.ram.open(frame, bool(want & _W))
+        try:
+            frames.grant(a.chan, [frame], [want], [fd])
+        except OSError as e:
+            # It does not read what it asked for (or is gone): a protocol violation.
+            self.fault_task(a, f"its memory channel refused a frame ({e.strerror})")
+            raise AbiError(Err.PEER_DIED, f"task '{a.name}' was faulted") from None
+        finally:
+            os.close(fd)
+        a.held[frame] = want
+        a.revoking.pop(frame, None)       # mapped again: holding it is right
+        self.stats["granted"] += 1
+
+    def _stale(self, a: AddressSpace) -> list[int]:
+        """Frames `a` holds that its page table no longer maps with the rights held."""
+        if not a.held or a.dma:
+            return []
+        held = a.held
+        cover: dict[int, int] = {}
+        for n in a.pages.values():
+            if n.frame in held:
+                cover[n.frame] = cover.get(n.frame, 0) | n.rights
+        ident = a.identity
+        return [f for f, r in held.items()
+                if (cover.get(f, 0) | (_RWX if f < ident else 0)) & r != r]
+
+    def fault_task(self, a: AddressSpace, reason: str) -> None:
+        """Fault (kill) a task that may still reach frames it lost: its process is killed
+        and gone before this returns, so the frames can be reused."""
+        self.stats["faulted_tasks"] += 1
+        if a.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(a.pidfd, signal.SIGKILL)
+                select.select([a.pidfd], [], [], 2.0)   # readable: exited, its mm is gone
+            except OSError:
+                pass
+        if a.task.alive:
+            lifecycle.kill_task(self.k, a.task, reason, None)
 
     def reap(self) -> None:
         """Unmap everything of tasks that died (their derived mappings elsewhere too).
@@ -188,11 +299,23 @@ class Memory:
                 _remove(n, True, affected)
             a.pages.clear()
             del self.spaces[a.task.id]
-            self.free_slots.append(a.slot)
+            if a.token is not None:
+                self.tokens.pop(a.token, None)
+            if a.ctl is not None:
+                self.attached -= 1
             self.bump(affected - {a})
             # Nobody waits for these acknowledgements now (the kernel made the unmap); the
             # next unmap does, before the frames can go to anyone else (`unmap`).
             self.unacked.update((s, s.epoch) for s in affected - {a})
+            # The dead task's process may outlive the task (OBJ_DESTROY): what it held is
+            # verified gone before those frames can be reused, like any revocation.
+            held = {f: self.ram.ident(f) for f in a.held} if not a.dma else {}
+            a.held.clear()
+            a.revoking.update(held)
+            if a.revoking and a.pidfd is not None:
+                self.unacked[a] = a.epoch
+            else:
+                a.close()
 
     # -- flexpage items: check, then act ---------------------------------------
     def plan_items(self, src: "Task | None", items: Iterable[Sequence[int]], dst: "Task",
@@ -296,12 +419,27 @@ class Memory:
         return count, affected
 
     def bump(self, spaces: Iterable[AddressSpace]) -> None:
-        """Tell each space its TLB is stale: a new epoch, and a signal if it asked for one."""
+        """Tell each space its TLB is stale: a new epoch, and a signal if it asked for one.
+        Frames it holds but no longer maps are revoked (a REVOKE message sent before the
+        epoch moves, so a task that sees the new epoch finds the list on its channel)."""
         for a in spaces:
             if not a.task.alive:
                 continue
             a.epoch += 1
-            self.ram.epoch_word(a.slot, a.epoch)
+            stale = self._stale(a)
+            if stale:
+                for f in stale:
+                    del a.held[f]
+                    a.revoking[f] = self.ram.ident(f)
+                a.revoke_epoch = a.epoch
+                self.stats["revoked"] += len(stale)
+                if a.chan is not None:
+                    try:
+                        frames.revoke(a.chan, a.epoch, stale)
+                    except OSError:
+                        pass            # it will not drop them: verification faults it
+            if a.ctl is not None:
+                CTL_WORD.pack_into(a.ctl.map, CTL_EPOCH, a.epoch)
             if a.signal and a.task.pid:
                 try:
                     os.kill(a.task.pid, SHOOTDOWN_SIGNAL)
@@ -309,11 +447,38 @@ class Memory:
                     pass
 
     def acked(self, a: AddressSpace) -> bool:
-        """The space can no longer use a stale TLB entry."""
-        if not a.task.alive or self.ram.ack_word(a.slot) >= a.epoch:
+        """The space can no longer use a stale TLB entry, nor reach a frame it lost.
+
+        Frames being revoked need the task's acknowledgement of the revoking epoch (being
+        inside the kernel is no excuse: its mappings are real) and then the proof: its
+        process neither maps nor holds any of them (/proc/PID/maps, /proc/PID/fd). A task
+        that acknowledged and still holds one lied: it is faulted at once."""
+        if a.revoking:
+            if a.task.alive and a.ack() < a.revoke_epoch:
+                return False
+            if not self._verified(a):
+                if not a.task.alive:
+                    return False         # its process outlives the task: wait, or kill later
+                self.stats["kept_frames"] += 1
+                self.fault_task(a, "it acknowledged a TLB shootdown but kept the frames")
+                return True
+        if not a.task.alive:
+            return True
+        if a.ack() >= a.epoch:
             return True
         # Every thread is inside the kernel: it re-checks its epoch before the next access.
         return all(t.busy or not t.alive or t.conn is None for t in a.task.threads)
+
+    def _verified(self, a: AddressSpace) -> bool:
+        """Its process maps and holds none of `a.revoking` (then the list is cleared)."""
+        gone = a.pidfd is None or bool(select.select([a.pidfd], [], [], 0)[0])
+        if not gone and a.task.pid is not None \
+                and frames.holds(a.task.pid, set(a.revoking.values())) is not None:
+            return False
+        a.revoking.clear()
+        if not a.task.alive:
+            a.close()
+        return True
 
     # -- queries -------------------------------------------------------------------
     def query(self, task: "Task", vaddr: int, order: int) -> list[list[int]]:
@@ -387,9 +552,12 @@ class Shootdown:
         if not final:
             return False
         for a in waiting:
-            self.mem.stats["faulted_tasks"] += 1
-            lifecycle.kill_task(self.mem.k, a.task, f"did not acknowledge a TLB shootdown "
-                                                    f"within {SHOOTDOWN_MS} ms", None)
+            self.mem.fault_task(a, f"did not acknowledge a TLB shootdown within "
+                                   f"{SHOOTDOWN_MS} ms")
+            self.mem.unacked.pop(a, None)
+            if not a.task.alive:
+                a.revoking.clear()
+                a.close()
         self.mem.reap()
         return True
 
@@ -421,6 +589,7 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
     n = a.node(vp)
     if n is not None and n.rights & access == access:
         mem.stats["refills"] += 1
+        mem.deliver(a, n.frame, n.rights)
         return [n.frame, n.rights]
     pager = th.pager
 
@@ -437,6 +606,10 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
             return
         n = a.node(vp) if a.task.alive else None
         if n is not None and n.rights & access == access:
+            try:
+                mem.deliver(a, n.frame, n.rights)
+            except AbiError:
+                return                  # the task was faulted
             k.finish(th, encode_ok([n.frame, n.rights]))
             return
         reason = f"the pager answered proto {proto} without mapping the page"

@@ -19,7 +19,7 @@ from . import caps, faults, ipc, irq, lifecycle, memory
 from ..abi import (CAP_ITEMS, FIRST_FREE_SLOT, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
-                   KernelInfoArgs, MemAttachArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, encode_ok)
@@ -325,12 +325,12 @@ def sys_exit(k: "State", th: Thread, a: ExitArgs, payload: bytes | None) -> Any:
 
 @handles(Sys.MEM_ATTACH)
 def sys_mem_attach(k: "State", th: Thread, a: MemAttachArgs, payload: bytes | None) -> Any:
-    mem = k.memory
-    space = mem.space(th.task)
-    space.signal = bool(a.signal)
-    ram = mem.ram
-    return {"fd": ram.fd, "kernel_pid": k.pid, "size": ram.size, "frames": ram.frames,
-            "ctl_offset": ram.ctl_offset, "slot": space.slot, "epoch": space.epoch}
+    # Memory is a right over one's own task: a task whose own capability lacks WRITE (or
+    # who names another task) gets no RAM at all.
+    task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj
+    if task is not th.task:
+        raise AbiError(Err.INVALID, "MEM_ATTACH joins the caller's own address space only")
+    return k.memory.attach(th.task, bool(a.signal))
 
 
 @handles(Sys.MEM_FAULT)
@@ -361,6 +361,17 @@ def sys_mem_sigma0(k: "State", th: Thread, a: MemSigma0Args, payload: bytes | No
         raise AbiError(Err.BUSY, f"task '{task.name}' already has mappings; sigma0 starts empty")
     space.identity = mem.ram.frames
     return {"frames": mem.ram.frames, "size": mem.ram.size}
+
+
+@handles(Sys.MEM_DMA)
+def sys_mem_dma(k: "State", th: Thread, a: MemDmaArgs, payload: bytes | None) -> Any:
+    th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    space = k.memory.space(task)
+    if space.chan is not None:
+        raise AbiError(Err.BUSY, f"task '{task.name}' attached already; MEM_DMA comes first")
+    space.dma = True
+    return {"frames": k.memory.ram.frames, "size": k.memory.ram.size}
 
 
 @handles(Sys.MEM_QUERY)

@@ -107,6 +107,8 @@ class Transport:
         for port in self.ports:
             self.poller.register(port.router, zmq.POLLIN)
             self.poller.register(port.monitor, zmq.POLLIN)
+        # The memory channel (RUN_DIR/mem.sock, kernel/core/frames.py): frames go to tasks.
+        k.memory.channel.start(self.poller, zmq.POLLIN)
         self._by_socket = {**{pt.router: pt for pt in self.ports},
                            **{pt.monitor: pt for pt in self.ports}}
         self._port = self.local            # the port whose messages are being handled
@@ -335,6 +337,7 @@ class Transport:
         wakeup = self._wakeup
         ports = self._by_socket
         timers = self.state.timers
+        mem_fds = self.state.memory.channel.fds
         while self.running:
             for sock, _ in poll(timers.next_ms()):
                 port = ports.get(sock)
@@ -345,6 +348,8 @@ class Transport:
                         self._guard(self._disconnections)
                 elif sock == wakeup:
                     os.read(wakeup, 512)
+                elif sock in mem_fds:
+                    self._guard(self.state.memory.channel.ready, sock)
                 else:
                     self._guard(self._process_died, sock)
             for thread in timers.due():

@@ -23,7 +23,7 @@ from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, 
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
-                   KernelInfoArgs, MemAttachArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack, timeout_arg,
@@ -233,9 +233,14 @@ class _Api:
         return self._req(ExitArgs(status))
 
     # -- memory (kernel.user.vm is the address-space view built on these) ---------------------
-    def mem_attach(self, signal: bool = False) -> Any:
-        """Join the RAM: {fd, kernel_pid, size, frames, ctl_offset, slot, epoch}."""
-        return self._req(MemAttachArgs(signal))
+    def mem_attach(self, signal: bool = False, task: int = SLOT_TASK) -> Any:
+        """Join the RAM (our own task capability, WRITE): {channel, token, kernel_pid, size,
+        frames, epoch, dma}; `kernel.user.vm` connects the channel and maps what comes."""
+        return self._req(MemAttachArgs(task, signal))
+
+    def mem_dma(self, task: int, kernel: int = SLOT_KERNEL) -> Any:
+        """(kernel capability) `task` becomes the machine's DMA engine: sent every frame."""
+        return self._req(MemDmaArgs(kernel, task))
 
     def mem_fault(self, vaddr: int, access: int, ip: int = 0) -> Any:
         """Page fault: answers [frame, rights] once the page is mapped for `access`."""

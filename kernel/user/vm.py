@@ -1,39 +1,192 @@
-"""The task side of memory: an address-space view over the RAM, with a local TLB.
+"""The task side of memory: an address-space view over the frames we were given, with a TLB.
 
-`VM(l4)` joins the RAM (MEM_ATTACH): it maps the kernel's RAM memfd, opened through
-`/proc/<kernel pid>/fd/<n>` (nothing is named in /dev/shm). Every access goes through the
-view — `read`, `write`, `view` (a zero-copy memoryview of a range) — and is translated by
-the TLB, a cache of the kernel's page table: a miss, or a write to a page cached read-only,
-is a page fault (MEM_FAULT). The kernel answers from its page table, or asks the thread's
-pager and answers once the pager mapped the page. An unresolvable fault raises `PageFault`.
+`VM(l4)` joins the RAM (MEM_ATTACH, which needs WRITE on our own task capability) through an
+`Attachment`: a view of all physical RAM reserved PROT_NONE in this process (frame n at
+base + n * 4096) and our memory channel to the kernel (a Unix socket the kernel
+authenticates by a token and our pid). Over the channel the kernel sends us the memfd of
+each frame our page table maps, when we first touch it — O_RDONLY for a read-only mapping —
+and we map it MAP_FIXED at its place in the view and close it; a frame we lose is replaced
+with PROT_NONE memory. So what this process can reach is exactly what its page table maps
+(docs/MEMORY.md). Every access goes through `read`, `write`, `view` (a zero-copy memoryview
+of a range) and is translated by the TLB, a cache of the kernel's page table: a miss, or a
+write to a page cached read-only, is a page fault (MEM_FAULT). The kernel answers from its
+page table, or asks the thread's pager and answers once the pager mapped the page. An
+unresolvable fault raises `PageFault`.
 
-Shootdown contract (docs/MEMORY.md): the kernel bumps this task's epoch word in the RAM's
-control area when it unmaps anything of ours. Each access first compares the word with the
-epoch our TLB was filled under; if it moved, the TLB is dropped and the new epoch written
-to our acknowledgement word. With `signal` (the default in the main thread) the kernel also
-sends SHOOTDOWN_SIGNAL so an idle or computing task acknowledges at once; a signal arriving
-in the middle of an access is acknowledged when the access ends. So once `mem_unmap`
-returns, no access of ours uses the old translation.
+Shootdown contract: the kernel bumps the epoch word in our control page (a memfd of our
+own, sent first on the channel) when it unmaps anything of ours, after sending the list of
+frames we must drop (REVOKE). Each access first compares the word with the epoch our TLB
+was filled under; if it moved, we read the channel (dropping those frames), drop the TLB
+and write the epoch to our acknowledgement word. With `signal` (the default in the main
+thread) the kernel also sends SHOOTDOWN_SIGNAL so an idle, computing or blocked task
+acknowledges at once; a signal arriving in the middle of an access is acknowledged when the
+access ends. The kernel checks /proc that the frames are really gone before the unmapper
+is answered, and kills a task that keeps them. So once `mem_unmap` returns, we can reach
+nothing of those frames.
 
 A memoryview from `view()` bypasses the TLB: it is valid only until the next unmap of that
-range is acknowledged (like a pointer into a page you may lose). One `VM` per task, used
-from one thread at a time (its faults go through the `L4` thread it was made with).
+range is acknowledged (like a pointer into a page you may lose: after that it faults the
+process). One `VM` per task, used from one thread at a time (its faults go through the `L4`
+thread it was made with).
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
+import select
 import signal as _signal
+import socket
 import struct
 import threading
+import time
 from typing import Any, Callable
 
 from . import errors
-from ..abi import (FIRST_FREE_SLOT, PAGE_SHIFT, PAGE_SIZE, SHOOTDOWN_SIGNAL, Item, MemRights)
+from ..abi import (CHAN_HEAD, CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, FIRST_FREE_SLOT, PAGE_SHIFT,
+                   PAGE_SIZE, SHOOTDOWN_SIGNAL, Chan, Item, MemRights)
 
 _WORD = struct.Struct("<Q")
 _R, _W, _RW = int(MemRights.R), int(MemRights.W), int(MemRights.RW)   # ints: IntFlag ops are slow
 _MASK = PAGE_SIZE - 1
+GRANT_WAIT_S = 10.0          # a frame the kernel answered a fault with arrives at once
+
+_MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANON, _MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_FAILED = ctypes.c_void_p(-1).value
+
+
+def _mmap(addr: int | None, size: int, prot: int, flags: int, fd: int) -> int:
+    # Python's mmap module cannot map at a fixed address (kernel/core/frames.py has the
+    # kernel's twin of this: the two sides never import each other).
+    r = _libc.mmap(addr, size, prot, flags, fd, 0)
+    if r is None or r == _FAILED:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mmap: {os.strerror(e)}")
+    return int(r)
+
+
+class Attachment:
+    """Our view of physical RAM and the channel that fills it (one per process and task).
+
+    `ram` is a memoryview of the whole view: offsets are physical addresses, and a frame we
+    do not hold is PROT_NONE there (touching it kills the process, as real hardware would).
+    `held` is frame -> rights (R or RW) of the frames mapped in. `on_revoke` is called after
+    frames were dropped (the VM drops its TLB)."""
+
+    def __init__(self, l4: Any, signal: bool = False) -> None:
+        info = l4.mem_attach(signal)
+        self.size: int = info["size"]
+        self.frames: int = info["frames"]
+        self.base = _mmap(None, self.size, 0, _MAP_PRIVATE | _MAP_ANON | _MAP_NORESERVE, -1)
+        self.ram = memoryview((ctypes.c_char * self.size).from_address(self.base)).cast("B")
+        self.held: dict[int, int] = {}
+        self.revokes = 0                    # REVOKE messages handled so far
+        self.in_pump = False
+        self.on_revoke: Callable[[], None] = lambda: None
+        self.ctl: mmap.mmap | None = None
+        self.chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.chan.connect(info["channel"])
+        self.chan.send(info["token"])
+        # Non-blocking: a waiting pump selects first (a socket with a timeout would wait
+        # even for MSG_DONTWAIT).
+        self.chan.setblocking(False)
+        while self.ctl is None:
+            self.pump(True)
+        if info.get("dma"):                 # the machine's DMA: every frame comes now
+            while len(self.held) < self.frames:
+                self.pump(True)
+
+    def pump(self, block: bool) -> bool:
+        """Handle one channel message; False if none was waiting (`block` False), or if a
+        signal handler finds a pump already running (messages are handled in order, never
+        one inside another: a revocation must not overtake the grant before it)."""
+        if block and not select.select([self.chan], [], [], GRANT_WAIT_S)[0]:
+            raise errors.KernelGone("the kernel sent nothing on the memory channel")
+        if self.in_pump:
+            return False
+        self.in_pump = True
+        try:
+            return self._one()
+        finally:
+            self.in_pump = False
+
+    def _one(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.chan, 65536, CHAN_MAX_FDS,
+                                              socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if not data:
+            raise errors.KernelGone("the kernel closed the memory channel")
+        kind, count, _epoch = CHAN_HEAD.unpack_from(data)
+        at = CHAN_HEAD.size
+        try:
+            if kind == Chan.CONTROL and fds:
+                self.ctl = mmap.mmap(fds[0], PAGE_SIZE)
+            elif kind == Chan.GRANT:
+                nums = struct.unpack_from(f"<{count}I", data, at)
+                rights = data[at + 4 * count:at + 5 * count]
+                for f, r, fd in zip(nums, rights, fds):
+                    prot = mmap.PROT_READ | (mmap.PROT_WRITE if r & _W else 0)
+                    _mmap(self.base + (f << PAGE_SHIFT), PAGE_SIZE, prot,
+                          _MAP_SHARED | _MAP_FIXED, fd)
+                    self.held[f] = r
+            elif kind == Chan.REVOKE:
+                for f in struct.unpack_from(f"<{count}I", data, at):
+                    _mmap(self.base + (f << PAGE_SHIFT), PAGE_SIZE, 0,
+                          _MAP_PRIVATE | _MAP_ANON | _MAP_FIXED, -1)
+                    self.held.pop(f, None)
+                self.revokes += 1
+                self.on_revoke()
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def drain(self) -> None:
+        """Handle every message waiting (revocations before an acknowledgement)."""
+        while self.pump(False):
+            pass
+
+    def need(self, frame: int, rights: int) -> bool:
+        """The kernel answered a fault with `frame`: wait until its file is mapped in.
+        False if frames were revoked meanwhile (the answer may be stale: fault again)."""
+        held = self.held
+        want = _W if rights & _W else _R
+        gen = self.revokes
+        deadline = time.monotonic() + GRANT_WAIT_S
+        while held.get(frame, 0) & want != want:
+            if self.revokes != gen:
+                return False
+            if time.monotonic() > deadline:
+                raise errors.KernelGone("the kernel did not send a frame it answered a fault with")
+            # Short waits: a signal handler may take the message from under a long one.
+            if select.select([self.chan], [], [], 0.05)[0]:
+                self.pump(False)
+        return True
+
+    def epoch(self) -> int:
+        assert self.ctl is not None
+        return _WORD.unpack_from(self.ctl, CTL_EPOCH)[0]
+
+    def ack(self, epoch: int) -> None:
+        assert self.ctl is not None
+        _WORD.pack_into(self.ctl, CTL_ACK, epoch)
+
+    def close(self) -> None:
+        self.chan.close()
+        if self.ctl is not None:
+            self.ctl.close()
+        try:
+            self.ram.release()
+        except BufferError:
+            return              # a view is still exported: leave the mapping to the exit
+        _libc.munmap(self.base, self.size)
 
 
 class PageFault(errors.PartnerError):
@@ -63,24 +216,21 @@ class VM:
         main = threading.current_thread() is threading.main_thread()
         use_signal = main if signal is None else (signal and main)
         self.l4 = l4
-        info = l4.mem_attach(use_signal)
-        path = f"/proc/{info['kernel_pid']}/fd/{info['fd']}"
-        fd = os.open(path, os.O_RDWR)
-        try:
-            self.mm = mmap.mmap(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
-        self.ram = memoryview(self.mm)
-        self.size = info["size"]
-        self.frames = info["frames"]
-        self._epoch_at = info["ctl_offset"] + info["slot"] * 16
-        self._ack_at = self._epoch_at + 8
+        self.att = att = Attachment(l4, use_signal)
+        att.on_revoke = self._drop_tlb
+        assert att.ctl is not None
+        self.mm = att.ctl           # our control page: the epoch and ack words
+        self._epoch_at, self._ack_at = CTL_EPOCH, CTL_ACK
+        self.ram = att.ram
+        self.size = att.size
+        self.frames = att.frames
         self.tlb: dict[int, tuple[int, int]] = {}
         # The last physically contiguous run walked: (first vpage, first frame, pages, rights).
         # Part of the TLB: dropped with it.
         self.run: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.seen = 0
         self.in_access = False
+        self.in_fault = False
         self.pending = False
         self.faults = 0
         self._old_handler: Any = None
@@ -89,16 +239,22 @@ class VM:
             self._old_handler = _signal.signal(SHOOTDOWN_SIGNAL, self._on_signal)
 
     # -- shootdown ----------------------------------------------------------------
+    def _drop_tlb(self) -> None:
+        self.tlb.clear()
+        self.run = (0, 0, 0, 0)
+
     def _sync(self) -> None:
         e = _WORD.unpack_from(self.mm, self._epoch_at)[0]
         if e != self.seen:
-            self.tlb.clear()
-            self.run = (0, 0, 0, 0)
+            # The kernel sent what we lose before it moved the epoch: drop it first.
+            self.att.drain()
+            self._drop_tlb()
             self.seen = e
         _WORD.pack_into(self.mm, self._ack_at, e)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.in_access:
+        # Mid-access (a translation in hand) or mid-pump: later. Inside a fault: now.
+        if (self.in_access and not self.in_fault) or self.att.in_pump:
             self.pending = True
         else:
             self._sync()
@@ -118,15 +274,30 @@ class VM:
             if ent is not None and ent[1] & access == access:
                 return ent[0]
             self.faults += 1
+            # Inside the kernel we hold no translation: the signal handler may drop frames
+            # now (our pager may unmap while it serves us, copy-on-write does).
+            self.in_fault = True
             try:
                 frame, rights = self.l4.mem_fault(vp << PAGE_SHIFT, access, ip)
+                fresh = self.att.need(frame, rights)   # its file came before the answer
             except errors.L4Error as e:
                 raise PageFault(f"page fault at 0x{vp << PAGE_SHIFT:x}: {e.reason}", e.err) from None
-            self.tlb[vp] = (frame, rights)
+            finally:
+                self.in_fault = False
+            if fresh:
+                self.tlb[vp] = (frame, rights)
 
     def translate(self, vaddr: int, access: int = _R, ip: int = 0) -> int:
         """The RAM offset backing `vaddr` for `access` (faulting it in if needed)."""
-        return (self._frame(vaddr >> PAGE_SHIFT, int(access), ip) << PAGE_SHIFT) | (vaddr & _MASK)
+        self.in_access = True       # the signal handler must not read the channel meanwhile
+        try:
+            frame = self._frame(vaddr >> PAGE_SHIFT, int(access), ip)
+        finally:
+            self.in_access = False
+            if self.pending:
+                self.pending = False
+                self._sync()
+        return (frame << PAGE_SHIFT) | (vaddr & _MASK)
 
     def _walk(self, vaddr: int, n: int, access: int, ip: int,
               fn: Callable[[int, int, int], None]) -> None:
@@ -223,8 +394,7 @@ class VM:
         if self._old_handler is not None:
             _signal.signal(SHOOTDOWN_SIGNAL, self._old_handler)
             self._old_handler = None
-        self.ram.release()
-        self.mm.close()
+        self.att.close()
 
     def __enter__(self) -> "VM":
         return self

@@ -1,9 +1,9 @@
 """A block driver: one sector written by DMA, read back by DMA, compared, flushed, logged.
 
-    run(l4, device="disk0", lba="0", text="...", dma="0x80000")
+    run(l4, device="disk0", lba="0", text="...", dma="0")
 
-The buffer lives at physical address `dma` (two sectors: the write buffer, then the read
-buffer). Each request is a register command (LBA, COUNT, DMA_ADDR, CMD) completed by the
+The buffer lives at offset `dma` of the DMA memory sigma0 gives us (`PhysRam`: two
+sectors, the write buffer, then the read buffer; the device is told its physical address). Each request is a register command (LBA, COUNT, DMA_ADDR, CMD) completed by the
 disk's interrupt, which arrives as IRQ IPC with our label. Log lines (l4run logs TASK):
 
     block: disk0 has N sectors
@@ -41,10 +41,11 @@ def command(l4: L4, disk: DeviceHandle, **regs: int) -> int:
 
 
 def run(l4: L4, device: str = "disk0", lba: str = "0", text: str = "hello from the block driver",
-        dma: str = "0x80000", stay: str = "1") -> int:
-    sector, addr = number(lba), number(dma)
+        dma: str = "0", stay: str = "1") -> int:
+    sector = number(lba)
     disk = open_device(l4, device)
-    ram = PhysRam(l4)
+    ram = PhysRam(l4, number(dma) + 2 * SECTOR)
+    addr = ram.phys + number(dma)         # `dma`: an offset in our DMA buffer
     log(f"block: {device} has {disk.read('SECTORS')} sectors")
     disk.attach_irq(label=IRQ_LABEL)
     data = text.encode()[:SECTOR].ljust(SECTOR, b"\0")

@@ -1,25 +1,30 @@
-"""What every driver here needs: a device from io, physical RAM, a log line.
+"""What every driver here needs: a device from io, DMA memory, a log line.
 
 `open_device(l4, name)` asks io (capability "io") for a device; its I/O gate and IRQ object
 land in free slots of ours and come back as a `hal.driver.DeviceHandle`. io refuses a device
 the image's policy does not give this task (`RemoteFailure`, error "DENIED").
 
-`PhysRam(l4)` maps the machine's physical RAM (the file io.ram() names: the kernel's RAM
-memfd), so a driver can fill and read the DMA buffers whose physical addresses it writes
-into device registers. Physical addresses are byte offsets in it.
+`PhysRam(l4, size)` is the DMA memory this driver was given, and nothing else of RAM: one
+physically contiguous block from sigma0 (capability "sigma0", `[memory]` in the image),
+mapped into our address space and reached through our VM (kernel.user.vm: this process
+holds exactly those frames). Its physical addresses (`phys` .. `phys + size`) are what the
+driver writes into device registers; `read`/`write` take physical addresses in that range.
 """
 from __future__ import annotations
 
-import mmap
-import os
 import sys
 from typing import Any
 
 from hal.driver import DeviceHandle, free_slots
+from kernel.abi import PAGE_SHIFT
 from kernel.user.client import L4
+from kernel.user.vm import VM, window
 from servers.io.protocol import IO
+from servers.sigma0.protocol import SIGMA0
 
 IO_CAP = "io"
+SIGMA0_CAP = "sigma0"
+DMA_VADDR = 0x10_0000_0000      # where a driver's DMA buffer lands in its address space
 
 
 def log(text: str) -> None:
@@ -44,31 +49,37 @@ def open_device(l4: L4, name: str) -> DeviceHandle:
 
 
 class PhysRam:
-    """The machine's physical RAM, mapped read-write into this process."""
+    """A DMA buffer of ours: `size` bytes at physical `phys`, physically contiguous."""
 
-    def __init__(self, l4: L4) -> None:
-        info = io_client(l4).ram()
-        fd = os.open(info["path"], os.O_RDWR)
-        try:
-            self.map = mmap.mmap(fd, info["size"])
-        finally:
-            os.close(fd)
-        self.size: int = info["size"]
+    def __init__(self, l4: L4, size: int) -> None:
+        if SIGMA0_CAP not in l4.caps:
+            print(f"driver: no '{SIGMA0_CAP}' capability for DMA memory (give the task "
+                  f"caps = {{ sigma0 = {{ service = \"sigma0\", label = N }} }})",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        order = max(PAGE_SHIFT, (max(1, size) - 1).bit_length())
+        s0: Any = SIGMA0.client(l4, l4.caps[SIGMA0_CAP], timeout=30_000)
+        s0.alloc(order, _window=window(DMA_VADDR, order))
+        self.vaddr: int = s0.last_items[0][1]
+        self.vm = VM(l4)
+        self.phys: int = self.vm.mapped(self.vaddr, order)[0][1] << PAGE_SHIFT
+        self.size = 1 << order
 
     def check(self, addr: int, length: int) -> None:
-        if not (0 <= addr and addr + length <= self.size):
-            raise ValueError(f"physical range {addr:#x}+{length:#x} outside RAM of {self.size:#x} bytes")
+        if not (self.phys <= addr and addr + length <= self.phys + self.size):
+            raise ValueError(f"physical range {addr:#x}+{length:#x} outside our DMA buffer "
+                             f"{self.phys:#x}+{self.size:#x}")
 
     def write(self, addr: int, data: bytes) -> None:
         self.check(addr, len(data))
-        self.map[addr:addr + len(data)] = data
+        self.vm.write(self.vaddr + addr - self.phys, data)
 
     def read(self, addr: int, length: int) -> bytes:
         self.check(addr, length)
-        return self.map[addr:addr + length]
+        return self.vm.read(self.vaddr + addr - self.phys, length)
 
     def close(self) -> None:
-        self.map.close()
+        self.vm.close()
 
 
 def number(text: str) -> int:

@@ -1,12 +1,13 @@
 """A framebuffer demo: sets a mode and draws a test picture, so a screenshot shows something.
 
-    run(l4, device="fb0", base="0x200000", width="0", height="0")   (0 = the largest mode)
+    run(l4, device="fb0", base="0", width="0", height="0")   (0 = the largest mode)
 
 The picture (`draw`): a vertical blue gradient, colour bars along the top, a red, a green
 and a blue square, a white frame around the screen and "L4PY" in big block letters.
 `SQUARES` and `BARS` say where and in which colour, so a test can check pixels in the PNG.
-The frame lives at physical address `base`; the driver writes it through its mapping of
-physical RAM and then sets BASE, WIDTH, HEIGHT and CTRL.ENABLE.
+The frame lives at offset `base` of the DMA memory sigma0 gives us (`PhysRam`, physically
+contiguous); the driver writes it through its address space and then sets BASE (its
+physical address), WIDTH, HEIGHT and CTRL.ENABLE.
 """
 from __future__ import annotations
 
@@ -73,12 +74,13 @@ def draw(c: Canvas) -> None:
         c.rect(x, y, w, h, WHITE)
 
 
-def run(l4: L4, device: str = "fb0", base: str = "0x200000", width: str = "0",
+def run(l4: L4, device: str = "fb0", base: str = "0", width: str = "0",
         height: str = "0") -> int:
     fb = open_device(l4, device)
-    ram = PhysRam(l4)
     mw, mh = fb.reads("MAX_WIDTH", "MAX_HEIGHT")
-    w, h, addr = number(width) or mw, number(height) or mh, number(base)
+    w, h = number(width) or mw, number(height) or mh
+    ram = PhysRam(l4, number(base) + w * h * 4)
+    addr = ram.phys + number(base)        # `base`: an offset in our DMA buffer
     c = Canvas(w, h)
     draw(c)
     ram.write(addr, bytes(c.buf))

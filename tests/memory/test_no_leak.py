@@ -42,6 +42,7 @@ def _system_with_users() -> tuple[Mem, int]:
     m.agent("b")
     m.agent("a", peers=("b",))
     va = m.ok("a", "alloc", order=14)[0][1]
+    m.ok("a", "write", addr=va, data=b"in use")   # a task holds the frames it touched
     m.ok("a", "give", to="b", vaddr=va, order=14)
     kpid = m.sys.kernel.pid
     holders = _holders(kpid)
