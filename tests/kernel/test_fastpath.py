@@ -2,24 +2,31 @@
 
 Differential test: two live kernels, one started with `--no-fastpath`, are driven through
 the same long, seeded sequence of IPC requests from real ZeroMQ connections (a server thread
-and two client threads in three tasks): calls through a gate, a gate without the invoke
-right and an empty slot, negative proto tags, send-only messages, waits, replies with good,
-stale and unknown reply capabilities, reply-and-wait, timeouts of 0 and never, empty and
-non-empty payloads, a capability item now and then. After every request the test waits
+and four client threads in five tasks, of three priorities, two of them equal): calls
+through each client's own gate (its label tells the server who called), a gate without the
+invoke right and an empty slot, negative proto tags, send-only messages, waits, replies with
+good, stale and unknown reply capabilities, reply-and-wait, timeouts of 0, never and a few
+ms, empty and non-empty payloads, a capability item now and then. The server is often
+busy, so clients queue up behind each other in its queue (the test checks that three did at
+once): the order it then receives them in — by priority, then arrival — must be the same. After every request the test waits
 until every thread that is no longer blocked has its answer (the kernel answers every
 request exactly once; a thread's state says whether its call is still in flight), so the
 next request, which may depend on those answers (the server replies with the reply
 capabilities it was given), is the same in both runs. What each thread was answered, in
 order, must be identical in both runs; the fast path must have served a good share of the
-requests in one kernel and none in the other, and both must count the same IPC and errors.
+requests in one kernel and none in the other; both must count the same IPC and errors, the
+same per-task counters (KERNEL_INFO `tasks[].stats`: calls, sent, received, errors) and the
+same per-call handler counts, and leave every thread in the same state and priority.
 
-Only timeouts of 0 and never are used, so no timer decides anything and the sequence is
-deterministic; finite timeouts through the fast path are covered by tests/kernel/test_ipc.py,
-whose calls now take it.
+Timeouts are 0, never, or a short finite one (`SHORT_MS`); after a request with a finite
+timeout that left its thread blocked, the test waits until the timer has fired (the thread
+is idle again) before the next request, so no race between a timer and a partner decides
+anything and the sequence stays deterministic.
 """
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import msgpack
@@ -30,6 +37,11 @@ from kernel.user.testing import System
 
 STEPS = 400
 SEED = 20261127
+SHORT_MS = 4              # (no proto tag of the workload is 4)
+CLIENTS = ("c1", "c2", "c3", "c4")
+PRIORITY = {"srv": 100, "c1": 100, "c2": 200, "c3": 50, "c4": 200}
+# where each call's timeouts sit in the request array
+TIMEOUTS = {Sys.CALL: (4, 5), Sys.SEND: (4,), Sys.WAIT: (2,), Sys.REPLY_WAIT: (5,)}
 
 
 class Conn:
@@ -67,22 +79,27 @@ def _next_request(rng: random.Random, pending: list[int],
     with mistakes mixed in. `pending` are the reply capabilities the server holds (taken
     from its answers), so it replies with good ones mostly and stale or unknown ones now
     and then; mostly a thread that is not blocked makes the request (else: BUSY)."""
-    clients = [c for c in ("c1", "c2") if idle[c] or rng.random() < 0.1] or ["c1", "c2"]
+    clients = [c for c in CLIENTS if idle[c] or rng.random() < 0.1] or list(CLIENTS)
     payload = rng.choice([None, b"", b"p" * rng.randint(1, 300)])
     proto = rng.choice([0] * 8 + [5, -1, 2 ** 63])     # 2**63: outside int64, INVALID
-    timeout = rng.choice([0, NEVER, NEVER])
+    timeout = rng.choice([0, NEVER, NEVER, NEVER, SHORT_MS])
     r = rng.random()
     if not idle["srv"] and rng.random() < 0.8:
         r = rng.random() * 0.47          # the server is blocked: a client acts
+    elif rng.random() < 0.4:
+        r = rng.random() * 0.47          # the server is busy: callers queue up behind it
     if r < 0.40:
         who = rng.choice(clients)
         slot = rng.choice([20, 20, 20, 22, 21, 99])
         items = [[int(Item.MAP_CAP), 20, int(Rights.ALL)]] if rng.random() < 0.05 else []
-        return who, encode_request(Sys.CALL, slot, proto, items, timeout, NEVER, None), payload
+        # A finite receive timeout only when the send cannot block for good: else the caller
+        # would sit queued, be delivered later and its reply race its timer.
+        rcv = SHORT_MS if timeout != NEVER and rng.random() < 0.3 else NEVER
+        return who, encode_request(Sys.CALL, slot, proto, items, timeout, rcv, None), payload
     if r < 0.47:
         who = rng.choice(clients)
         return who, encode_request(Sys.SEND, rng.choice([20, 22]), proto, [], timeout), payload
-    if not (idle["c1"] or idle["c2"]):
+    if not any(idle[c] for c in CLIENTS):
         timeout = 0                 # nobody could wake the server: don't block it for good
     if r < 0.55:
         return "srv", encode_request(Sys.WAIT, None, timeout), None
@@ -98,24 +115,37 @@ def _next_request(rng: random.Random, pending: list[int],
     return "srv", encode_request(Sys.REPLY_WAIT, reply, proto, [], None, timeout), payload
 
 
-def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, int]]:
+def _timed_states(req: list[Any]) -> set[str]:
+    """The blocked states in which request `req` has a finite (SHORT_MS) timer running."""
+    out = set()
+    for i in TIMEOUTS.get(req[0], ()):
+        if req[i] == SHORT_MS:
+            out.add("sending" if (req[0], i) in ((Sys.CALL, 4), (Sys.SEND, 4)) else
+                    "await_reply" if req[0] == Sys.CALL else "receiving")
+    return out
+
+
+def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     rng = random.Random(SEED)
     ctx = zmq.Context()
     with System(kernel_args=kernel_args) as s:
         root = s.root
-        tasks = {name: root.create_task(name, 64) for name in ("srv", "c1", "c2")}
-        g7 = root.create_gate(7, thread=tasks["srv"].thread)
+        tasks = {name: root.create_task(name, 64) for name in ("srv", *CLIENTS)}
         g9 = root.create_gate(9, thread=tasks["srv"].thread)
-        for name in ("c1", "c2"):
-            root.task_map(tasks[name].slot, g7, 20, Rights.ALL)
-            root.task_map(tasks[name].slot, g7, 21, Rights.ALL & ~Rights.INVOKE)
+        for i, name in enumerate(CLIENTS):
+            own = root.create_gate(10 + i, thread=tasks["srv"].thread)   # label: who called
+            root.task_map(tasks[name].slot, own, 20, Rights.ALL)
+            root.task_map(tasks[name].slot, own, 21, Rights.ALL & ~Rights.INVOKE)
             root.task_map(tasks[name].slot, g9, 22, Rights.ALL)
+        for name, prio in PRIORITY.items():
+            root.thread_control(tasks[name].thread, priority=prio)
         conns = {name: Conn(ctx, s.sock, new.secret) for name, new in tasks.items()}
         sent = dict.fromkeys(conns, 0)
         idle = dict.fromkeys(conns, True)
         log: dict[str, list[Any]] = {name: [] for name in conns}
         pending: list[int] = []
         seen = 0
+        most_queued = 0
         try:
             for _ in range(STEPS):
                 who, hdr, payload = _next_request(rng, pending, idle)
@@ -127,11 +157,20 @@ def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, 
                     polls += 1
                     if root.kernel_info()["stats"]["requests"] - before - polls >= 1:
                         break
+                req = msgpack.unpackb(hdr)
+                timed = _timed_states(req)
+                for _ in range(2000 if timed else 0):
+                    # a finite timeout: let its timer decide before anything else happens
+                    if root.cap_inspect(tasks[who].thread)["state"] not in timed:
+                        break
+                    time.sleep(0.001)
                 # Every request is answered exactly once; a thread whose call is in flight
                 # owes exactly one answer. Collect all the others, so that what the next
                 # request is depends on nothing but the kernel's answers.
+                states = {name: root.cap_inspect(tasks[name].thread)["state"] for name in conns}
+                most_queued = max(most_queued, sum(states[c] == "sending" for c in CLIENTS))
                 for name, conn in conns.items():
-                    idle[name] = root.cap_inspect(tasks[name].thread)["state"] == "idle"
+                    idle[name] = states[name] == "idle"
                     want = sent[name] if idle[name] else sent[name] - 1
                     while len(log[name]) < want:
                         got = conn.answers(wait_ms=10_000)
@@ -141,7 +180,12 @@ def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, 
                     if len(hdr_) == 6 and hdr_[3]:      # a call arrived: its reply capability
                         pending.append(hdr_[3])
                 seen = len(log["srv"])
-            stats = root.kernel_info()["stats"]
+            info = root.kernel_info()
+            stats: dict[str, Any] = dict(info["stats"])
+            stats["most_queued"] = most_queued
+            stats["tasks"] = {t["name"]: t["stats"] for t in info["tasks"] if t["name"] in conns}
+            stats["threads"] = {name: {k: v for k, v in root.cap_inspect(tasks[name].thread).items()
+                                       if k in ("state", "priority", "alien")} for name in conns}
         finally:
             for c in conns.values():
                 c.sock.close(0)
@@ -159,6 +203,12 @@ def test_fast_path_answers_exactly_like_the_generic_path() -> None:
         for i, (a, b) in enumerate(zip(fast_log[name], slow_log[name])):
             assert a == b, f"{name}, answer {i}: fast path {a} vs generic path {b}"
         assert len(fast_log[name]) == len(slow_log[name]), name
-    for key in ("ipc", "errors", "malformed", "kernel_bugs"):
-        assert fast[key] == slow[key], key
+    assert fast["most_queued"] >= 3 and slow["most_queued"] >= 3, (
+        "the workload never had three clients queued behind each other")
+    for key in ("ipc", "errors", "malformed", "kernel_bugs", "tasks", "threads"):
+        assert fast[key] == slow[key], f"{key}: fast path {fast[key]} vs generic path {slow[key]}"
+    # per call (root's own polling, CAP_INSPECT and KERNEL_INFO, varies with timing)
+    polls = ("CAP_INSPECT", "KERNEL_INFO")
+    assert {k: v for k, v in fast["handled"].items() if k not in polls} == \
+        {k: v for k, v in slow["handled"].items() if k not in polls}
     assert fast["kernel_bugs"] == 0
