@@ -25,15 +25,17 @@ from typing import Any
 from kernel.abi import Rights
 
 POLICIES = ("never", "on-failure", "always")
-SYSTEM_KEYS = {"name", "ram", "tcp"}
+SYSTEM_KEYS = {"name", "ram", "tcp", "uids"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
              "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
-             "devices", "remote"}
+             "devices", "remote", "network"}
 CAP_KEYS = {"service", "rights", "label"}
 RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
 TCP_RE = re.compile(r"^[A-Za-z0-9_.*-]+:\d{1,5}$")
+UIDS_RE = re.compile(r"^(\d+)\s*\.\.\s*(\d+)$")
+DEFAULT_UIDS = (61000, 61999)              # tasks' uids (launcher/sandbox.py), [system] uids
 BUDGET_RE = re.compile(r"^(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s$")
 RIGHT_NAMES = {"invoke": Rights.INVOKE, "write": Rights.WRITE, "grant": Rights.GRANT,
                "delete": Rights.DELETE, "all": Rights.ALL}
@@ -97,6 +99,7 @@ class TaskSpec:
     devices: list[str] = field(default_factory=list)   # io policy (launcher/devices.py)
     module_path: list[str] = field(default_factory=list)  # where else its module is found
     remote: bool = False          # runs on another machine, over the kernel's tcp:// port
+    network: bool = False         # may open TCP/UDP sockets (launcher/sandbox.py)
 
     @property
     def module(self) -> str:
@@ -115,6 +118,7 @@ class Image:
     devices: list[Any] = field(default_factory=list)   # launcher.devices.DeviceSpec
     memory: Any = None                                  # launcher.memory.MemorySpec
     tcp: str | None = None        # HOST:PORT the kernel also listens on (remote tasks)
+    uids: tuple[int, int] = DEFAULT_UIDS    # the range tasks' uids and gids come from
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -169,6 +173,18 @@ def parse_budget(v: Any) -> tuple[int, float]:
     if n < 0 or t <= 0:
         raise ValueError(f"budget {v!r}: restarts must be ≥ 0 and the window > 0 s")
     return n, t
+
+
+def parse_uids(v: Any) -> tuple[int, int]:
+    """"61000..61999": the uids (and gids, the same numbers) tasks run under, one each."""
+    m = UIDS_RE.match(v.strip()) if isinstance(v, str) else None
+    if m is None:
+        raise ValueError(f"expected \"FIRST..LAST\" (e.g. \"61000..61999\"), got {v!r}")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not 1000 <= lo <= hi <= 0x7FFFFFFF or 65534 in (lo, hi) or lo <= 65534 < hi:
+        raise ValueError(f"uids {v!r}: need 1000 <= FIRST <= LAST < 2^31, leaving out root, "
+                         f"the system uids (< 1000) and nobody (65534)")
+    return lo, hi
 
 
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
@@ -229,6 +245,7 @@ class _Checker:
             self.bad(f"{where}.{k}", f"unknown key (known: {', '.join(sorted(TASK_KEYS))})")
         t = TaskSpec(name=name, run="")
         t.remote = self.typed(d, "remote", where, bool, False)
+        t.network = self.typed(d, "network", where, bool, False)
         t.run = self._run(d, where, importable=not t.remote)   # a remote module lives there
         args = self.typed(d, "args", where, list, [])
         if not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in args):
@@ -431,6 +448,12 @@ def parse_image(data: dict, path: str) -> Image:
     if tcp is not None and not (isinstance(tcp, str) and TCP_RE.match(tcp)):
         c.bad("system.tcp", f"expected \"HOST:PORT\" (port 0 picks one), got {tcp!r}")
         tcp = None
+    uids = DEFAULT_UIDS
+    if "uids" in system:
+        try:
+            uids = parse_uids(system["uids"])
+        except ValueError as e:
+            c.bad("system.uids", str(e))
     tasks = _tasks(c, data)
     for i, t in enumerate(tasks):
         if not t.remote:
@@ -452,7 +475,7 @@ def parse_image(data: dict, path: str) -> Image:
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks, devices, memory, tcp)
+    return Image(name, path, ram, tasks, devices, memory, tcp, uids)
 
 
 def module_dirs(path: str) -> list[str]:
