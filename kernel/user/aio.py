@@ -29,8 +29,9 @@ import zmq
 import zmq.asyncio
 
 from . import errors
-from .client import (ENV_KERNEL, ENV_SECRET, NewThread, _Api, caps_from_env, close_connection,
-                     connect_remote, hello_frames, parse_answer, trouble_text)
+from .client import (ENV_KERNEL, NewThread, _Api, caps_from_env, close_connection,
+                     connect_remote, hello_frames, parse_answer, secrets_from_env,
+                     trouble_text)
 from ..osutil import pid_alive
 
 
@@ -79,12 +80,10 @@ class AsyncL4(_Api):
     @classmethod
     async def from_env(cls) -> "AsyncL4":
         """Inside a task started by the launcher: the main thread, from L4_KERNEL/L4_SECRET."""
-        try:
-            sock, secret = os.environ[ENV_KERNEL], bytes.fromhex(os.environ[ENV_SECRET])
-        except KeyError as e:
-            raise errors.NotAuthenticated(f"environment variable {e.args[0]} is not set: "
-                                          f"this process was not started as an L4 task") from None
-        return await cls.connect(sock, secret, caps_from_env())
+        if ENV_KERNEL not in os.environ:
+            raise errors.NotAuthenticated(f"environment variable {ENV_KERNEL} is not set: "
+                                          f"this process was not started as an L4 task")
+        return await cls.connect(os.environ[ENV_KERNEL], secrets_from_env()[0], caps_from_env())
 
     async def spawn_thread(self) -> "AsyncL4":
         """A new L4 thread in this task with its own connection (for another coroutine)."""

@@ -35,6 +35,7 @@ ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
 ENV_CAPS = "L4_CAPS"         # JSON {name: slot} of the capabilities the launcher mapped
 ENV_THREADS = "L4_THREADS"   # comma-separated hex secrets of extra threads made for us
 ENV_KERNEL_KEY = "L4_KERNEL_KEY"   # the kernel's CurveZMQ public key (z85), for tcp://
+ENV_SECRET_FD = "L4_SECRET_FD"     # an inherited pipe holding {"secret": hex, "threads": [hex]}
 _REMOTE_TROUBLE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -340,6 +341,33 @@ def trouble_text(event_frame: bytes) -> str:
         f"the CurveZMQ handshake failed ({event.name}): wrong kernel key?"
 
 
+_delivered: tuple[bytes, list[bytes]] | None = None    # what L4_SECRET_FD held, read once
+
+
+def secrets_from_env() -> tuple[bytes, list[bytes]]:
+    """This task's one-time secrets: the main thread's and its extra threads'.
+
+    A local task started by the launcher gets them through the inherited pipe L4_SECRET_FD
+    names (JSON {"secret": hex, "threads": [hex, ...]}; never in the environment, argv or
+    memory another task shares): it is read once, closed, and L4_SECRET_FD dropped. A remote
+    task (its operator runs `l4run remote`) and `kernel.user.testing.System` still use
+    L4_SECRET and L4_THREADS. Raises NotAuthenticated when neither is there."""
+    global _delivered
+    if _delivered is not None:
+        return _delivered
+    fd = os.environ.pop(ENV_SECRET_FD, "")
+    if fd:
+        with os.fdopen(int(fd), "rb") as f:     # the writer closed its end: read to EOF
+            got = json.loads(f.read())
+        _delivered = (bytes.fromhex(got["secret"]), [bytes.fromhex(h) for h in got["threads"]])
+        return _delivered
+    if ENV_SECRET not in os.environ:
+        raise errors.NotAuthenticated(f"neither {ENV_SECRET_FD} nor {ENV_SECRET} is set: "
+                                      f"this process was not started as an L4 task")
+    threads = [bytes.fromhex(h) for h in os.environ.get(ENV_THREADS, "").split(",") if h]
+    return bytes.fromhex(os.environ[ENV_SECRET]), threads
+
+
 def caps_from_env() -> dict[str, int]:
     raw = os.environ.get(ENV_CAPS, "")
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
@@ -391,19 +419,17 @@ class L4(_Api):
 
     @classmethod
     def from_env(cls) -> "L4":
-        try:
-            sock, secret = os.environ[ENV_KERNEL], bytes.fromhex(os.environ[ENV_SECRET])
-        except KeyError as e:
-            raise errors.NotAuthenticated(f"environment variable {e.args[0]} is not set: "
-                                          f"this process was not started as an L4 task") from None
-        return cls(sock, secret, caps_from_env())
+        if ENV_KERNEL not in os.environ:
+            raise errors.NotAuthenticated(f"environment variable {ENV_KERNEL} is not set: "
+                                          f"this process was not started as an L4 task")
+        return cls(os.environ[ENV_KERNEL], secrets_from_env()[0], caps_from_env())
 
     def threads_from_env(self) -> list["L4"]:
-        """The extra threads our creator made in this task before starting us (L4_THREADS),
-        each connected: use them from other OS threads, or wait on several from one."""
-        raw = os.environ.get(ENV_THREADS, "")
-        return [L4(self.kernel_sock, bytes.fromhex(h), self.caps, self.ctx, self.server_key)
-                for h in raw.split(",") if h]
+        """The extra threads our creator made in this task before starting us (their secrets
+        came with ours: `secrets_from_env`), each connected: use them from other OS threads,
+        or wait on several from one."""
+        return [L4(self.kernel_sock, h, self.caps, self.ctx, self.server_key)
+                for h in secrets_from_env()[1]]
 
     def spawn_thread(self) -> "L4":
         """A new L4 thread in this task, with its own connection (for another OS thread)."""

@@ -9,12 +9,15 @@ processes forked by `launcher/zygote.py`) and `kernel.user.testing.System`. The 
 2. The caller may wire more before the process starts (the launcher binds service gates and
    maps a memory session at `Wiring.next_slot`, adding its name to `Wiring.caps`).
 3. `environment(wiring, kernel, ...)` and `argv(target, args)`: what the process is started
-   with, `python -m kernel.user.task TARGET ARGS` under L4_KERNEL, L4_SECRET, L4_CAPS (and
-   L4_THREADS, L4_KERNEL_KEY, L4_DIE_WITH_PARENT when they apply). `kernel.user.task` reads them.
+   with, `python -m kernel.user.task TARGET ARGS` under L4_KERNEL, L4_CAPS and the secrets (and
+   L4_KERNEL_KEY, L4_DIE_WITH_PARENT when they apply). `kernel.user.task` reads them. The
+   secrets: with `secret_by_fd` (the launcher's local tasks) none is in the environment — the
+   spawner writes `secret_payload(wiring)` into a pipe the process inherits and names in
+   L4_SECRET_FD; otherwise (remote tasks, `kernel.user.testing`) L4_SECRET and L4_THREADS.
 4. `watch(root, wiring, pid)` once a local process runs: the kernel then ends the task when
    that pid dies. A remote task is never watched (its pid means nothing here).
 
-Contract: a task's identity and capabilities in its environment come only from its `Wiring`,
+Contract: a task's identity and capabilities come only from its `Wiring`,
 never from the spawner's own environment (inherited L4_* task variables are dropped), and the
 caller's extra variables cannot override them. Everything here runs in the root task's thread
 that owns `root` (one call at a time, as any `L4`).
@@ -28,14 +31,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from ..abi import Rights
-from .client import (ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, ENV_THREADS, L4, NewTask,
-                     NewThread)
+from .client import (ENV_CAPS, ENV_KERNEL, ENV_KERNEL_KEY, ENV_SECRET, ENV_SECRET_FD, ENV_THREADS,
+                     L4, NewTask, NewThread)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASK_MODULE = "kernel.user.task"   # the runner: `python -m kernel.user.task MODULE:FUNC ARGS`
 FIRST_NAMED_SLOT = 16              # named capabilities land here and up (below: the fixed slots)
 ENV_DIE_WITH_PARENT = "L4_DIE_WITH_PARENT"   # "1": the task process dies with its parent
-TASK_VARS = (ENV_KERNEL, ENV_SECRET, ENV_CAPS, ENV_THREADS, ENV_KERNEL_KEY, ENV_DIE_WITH_PARENT)
+TASK_VARS = (ENV_KERNEL, ENV_SECRET, ENV_CAPS, ENV_THREADS, ENV_KERNEL_KEY, ENV_DIE_WITH_PARENT,
+             ENV_SECRET_FD)
 
 
 class NamedCap(NamedTuple):
@@ -73,25 +77,34 @@ def create(root: L4, name: str, quota: int, caps: Iterable[NamedCap] = (), *,
 
 def environment(w: Wiring, kernel: str, *, base: Mapping[str, str] | None = None,
                 extra: Mapping[str, str] | None = None, pythonpath: str | None = None,
-                key: str | None = None, die_with_parent: bool = True) -> dict[str, str]:
+                key: str | None = None, die_with_parent: bool = True,
+                secret_by_fd: bool = False) -> dict[str, str]:
     """The environment of `w`'s process, connecting to `kernel` (kernel.sock's path, or a
     tcp:// endpoint whose CurveZMQ public key is `key`). Layers, later ones winning: `base`
-    (the spawner's environment for a local task; without its L4_* task variables), `extra`
-    (the caller's variables), PYTHONPATH (if given), the task's own variables."""
+    (e.g. PATH; without L4_* task variables), `extra` (the caller's variables), PYTHONPATH
+    (if given), the task's own variables. `secret_by_fd`: leave the secrets out (the spawner
+    delivers `secret_payload(w)` through a descriptor and sets L4_SECRET_FD)."""
     env = {k: v for k, v in (base or {}).items() if k not in TASK_VARS}
     env.update(extra or {})
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
     env[ENV_KERNEL] = kernel
-    env[ENV_SECRET] = w.task.secret.hex()
     env[ENV_CAPS] = json.dumps(w.caps)
-    if w.threads:
-        env[ENV_THREADS] = ",".join(t.secret.hex() for t in w.threads)
+    if not secret_by_fd:
+        env[ENV_SECRET] = w.task.secret.hex()
+        if w.threads:
+            env[ENV_THREADS] = ",".join(t.secret.hex() for t in w.threads)
     if key is not None:
         env[ENV_KERNEL_KEY] = key
     if die_with_parent:
         env[ENV_DIE_WITH_PARENT] = "1"
     return env
+
+
+def secret_payload(w: Wiring) -> bytes:
+    """What the pipe named by L4_SECRET_FD holds (`client.secrets_from_env` reads it)."""
+    return json.dumps({"secret": w.task.secret.hex(),
+                       "threads": [t.secret.hex() for t in w.threads]}).encode()
 
 
 def argv(target: str, args: Sequence[str] = (), python: str = sys.executable) -> list[str]:

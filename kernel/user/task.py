@@ -1,8 +1,10 @@
 """`python -m kernel.user.task MODULE:FUNCTION [ARGS...]`: run a function as an L4 task.
 
 Whoever spawns a task (the launcher, `kernel.user.testing`) creates it in the kernel, maps its
-capabilities and starts this runner through `kernel.user.spawn`, which writes L4_KERNEL,
-L4_SECRET and L4_CAPS (and L4_THREADS, L4_KERNEL_KEY when they apply) into the environment.
+capabilities and starts this runner through `kernel.user.spawn`, which writes L4_KERNEL and
+L4_CAPS (and L4_KERNEL_KEY when it applies) into the environment, and the one-time secrets
+into an inherited pipe named by L4_SECRET_FD (remote and test tasks: L4_SECRET, L4_THREADS);
+`kernel.user.client.secrets_from_env` reads them once.
 The function is called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return
 value (an int or None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with
 its parent.
