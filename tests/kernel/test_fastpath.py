@@ -63,7 +63,7 @@ class Conn:
             self.sock.send_multipart([hdr, payload])
 
     def answers(self, wait_ms: int = 0) -> list[list[Any]]:
-        out = []
+        out: list[list[Any]] = []
         while self.sock.poll(wait_ms if not out else 0):
             frames = self.sock.recv_multipart()
             hdr = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
@@ -117,7 +117,7 @@ def _next_request(rng: random.Random, pending: list[int],
 
 def _timed_states(req: list[Any]) -> set[str]:
     """The blocked states in which request `req` has a finite (SHORT_MS) timer running."""
-    out = set()
+    out: set[str] = set()
     for i in TIMEOUTS.get(req[0], ()):
         if req[i] == SHORT_MS:
             out.add("sending" if (req[0], i) in ((Sys.CALL, 4), (Sys.SEND, 4)) else
