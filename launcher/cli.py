@@ -90,7 +90,8 @@ def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
     t = Table(title=f"L4Py system '{status.get('name', '?')}'  —  {status.get('run_dir', '')}",
               title_justify="left", expand=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("task", "left"), ("pid", "right"), ("state", "left"), ("policy", "left"),
+        ("task", "left"), ("pid", "right"), ("uid", "right"), ("net", "left"),
+        ("state", "left"), ("policy", "left"),
         ("restarts", "right"), ("cpu s", "right"), ("mem MiB", "right"),
         ("ipc in/out", "right"), ("provides", "left"), ("uses", "left"))
     for col, just in columns:
@@ -99,13 +100,29 @@ def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
     for r in rows:
         ipc = r.get("ipc") or {}
         t.add_row(r["name"], str(r["pid"] or "-"),
+                  str(r["uid"]) if r.get("uid") is not None else "-",
+                  "yes" if r.get("network") else "-",
                   Text(r["state"], style=STATE_STYLE.get(r["state"], "")), r["restart"],
                   str(r["restarts"]), f"{r['cpu_s']:.2f}" if r.get("cpu_s") is not None else "-",
                   f"{r['rss_kb'] / 1024:.1f}" if r.get("rss_kb") else "-",
                   f"{ipc.get('received', 0)}/{ipc.get('sent', 0)}" if ipc else "-",
                   ",".join(r["provides"]), ",".join(r["uses"]))
     events = Text("\n".join(status.get("events", [])[-6:]), style="dim")
-    return Group(t, events, Text("Ctrl-C shuts the system down.", style="italic"))
+    return Group(t, events, Text("Ctrl-C shuts the system down.", style="italic"),
+                 protections_text(status.get("protections", {}), rows))
+
+
+def protections_text(prot: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> Text:
+    """The sandbox report (launcher/sandbox.py `probe`, keys `sandbox.KEYS`): each
+    protection on or OFF with its reason, then every task that is not isolated and why."""
+    out = Text("protections:\n")
+    for key, v in prot.items():
+        out.append(f"  {'on ' if v['on'] else 'OFF'} {key}: {v['why']}\n",
+                   style="" if v["on"] else "bold yellow")
+    for r in rows:
+        if r.get("sandbox") and not r["sandbox"].startswith("isolated"):
+            out.append(f"  task {r['name']}: {r['sandbox']}\n", style="yellow")
+    return out
 
 
 def validate(image_path: str) -> Any:
@@ -191,6 +208,7 @@ def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) ->
     running = sum(r["state"] == "running" for r in rows)
     click.echo(f"booted '{st['name']}' in {run_dir}: {running}/{len(rows)} tasks running "
                f"(launcher pid {st['pid']})")
+    click.echo(protections_text(st.get("protections", {}), rows).plain.rstrip())
 
 
 # -- inspection -------------------------------------------------------------------------
@@ -205,8 +223,10 @@ def ps(as_json: bool, run_dir: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    Console(width=None if sys.stdout.isatty() else 160).print(
-        render(ask(rd, "status"), rows).renderables[0])
+    status = ask(rd, "status")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(render(status, rows).renderables[0])
+    console.print(protections_text(status.get("protections", {}), rows))
 
 
 @cli.command()

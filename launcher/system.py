@@ -46,7 +46,7 @@ from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
 from kernel.abi import TCP_INFO
 
-from . import control
+from . import control, sandbox
 from .devices import hal_ctl
 from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_dirs,
                     start_deps)
@@ -130,6 +130,11 @@ class Launcher:
         self.cwd = os.getcwd()
         self.memory = MemoryWiring(self)      # sigma0/moe set-up, moe sessions, client_gone
         self.tcp_info: dict[str, str] | None = None   # RUN_DIR/kernel.tcp with [system] tcp
+        # The sandbox (launcher/sandbox.py): which protections this host gives, decided once
+        # at boot; the tasks' uids; what every sandboxed task may read.
+        self.protections = sandbox.probe(image.uids)
+        self.uids = sandbox.UidPool(*image.uids)
+        self.scratch = os.path.join(self.run_dir, "scratch")
 
     # -- events ---------------------------------------------------------------
     def event(self, text: str) -> None:
@@ -171,9 +176,13 @@ class Launcher:
                    os.path.join(self.run_dir, TCP_INFO)]
         if self.image.devices:
             cleanup.append(hal_ctl(self.run_dir))     # the HAL's control socket
-        self.spawner = Spawner(env, self.exec_mode,
+        # Tasks inherit the zygote's initial environment block (fork mode): only what Python
+        # needs, unless the attack suite switched that protection off.
+        zenv = env if not self.protections["environment"]["on"] else \
+            {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": self.pythonpath}
+        self.spawner = Spawner(zenv, self.exec_mode,
                                sorted({t.module for t in self.image.tasks if not t.remote}),
-                               cleanup, stderr=zlog)
+                               cleanup, stderr=zlog, cleanup_trees=[self.scratch])
         zlog.close()
         while not os.path.exists(self.kernel_sock):
             if self.kernel.poll() is not None:
@@ -205,7 +214,8 @@ class Launcher:
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "kernel_pid": self.kernel.pid if self.kernel else 0,
                  "zygote_pid": self.spawner.pid if self.spawner else 0,
-                 "image": self.image.path, "name": self.image.name, "started": self.started}
+                 "image": self.image.path, "name": self.image.name, "started": self.started,
+                 "protections": self.protections}
         path = os.path.join(self.run_dir, control.STATE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(state, f)
@@ -317,14 +327,23 @@ class Launcher:
         """Fork `t`'s process through the zygote and tell the kernel its pid."""
         assert self.root is not None and self.spawner is not None
         spec = t.spec
-        env = spawn.environment(
-            w, self.kernel_sock, base=os.environ,
-            extra={**spec.env, "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir},
-            pythonpath=os.pathsep.join([*spec.module_path, self.pythonpath]))
+        on = {k: v["on"] for k, v in self.protections.items()}
+        pythonpath = os.pathsep.join([*spec.module_path, self.pythonpath])
+        extra = {**spec.env, "L4_TASK_NAME": spec.name, "L4_RUN_DIR": self.run_dir}
         self.by_id[w.task.task_id] = t
         try:
-            t.pid = self.spawner.spawn(spec.run, spec.args, env, t.log, self.cwd)
-        except SpawnError as e:
+            plan, cwd = self._sandbox_plan(spec, pythonpath), self.cwd
+            if plan is not None:       # its own scratch directory is its cwd and TMPDIR
+                cwd = extra["TMPDIR"] = plan["scratch"]
+            # The environment: the image's env and the L4 variables over PATH alone.
+            env = spawn.environment(
+                w, self.kernel_sock, extra=extra, pythonpath=pythonpath,
+                base=os.environ if not on["environment"] else
+                {"PATH": os.environ.get("PATH", os.defpath)}, secret_by_fd=on["secret_fd"])
+            t.pid = self.spawner.spawn(spec.run, spec.args, env, t.log, cwd,
+                                       spawn.secret_payload(w) if on["secret_fd"] else None,
+                                       plan)
+        except (SpawnError, OSError) as e:
             self.event(f"{spec.name}: cannot spawn: {e}")
             self.by_id.pop(w.task.task_id, None)
             self._drop_caps(t)
@@ -332,6 +351,25 @@ class Launcher:
             return
         spawn.watch(self.root, w, t.pid)
         t.state, t.started, t.kill_at = "starting", time.time(), 0.0
+
+    def _sandbox_plan(self, spec: TaskSpec, pythonpath: str) -> dict[str, Any] | None:
+        """The sandbox of `spec`'s process (launcher/sandbox.py), or None: a privileged task
+        (the HAL) or one that still attaches RAM as root (sandbox.RAM_NEEDS_ROOT)."""
+        if sandbox.privilege(spec) is not None:
+            return None
+        uid = self.uids.uid(spec.name) if self.protections["uid"]["on"] else None
+        reads = sandbox.read_roots(pythonpath.split(os.pathsep))
+        return sandbox.plan(spec, uid, self.run_dir, reads, self.protections)
+
+    def _sandbox_text(self, spec: TaskSpec) -> str:
+        """What `ps` says of a task's sandbox."""
+        if spec.remote:
+            return "remote: sandboxed (or not) by its own machine"
+        why = sandbox.privilege(spec)
+        if why is not None:
+            return why
+        off = [k for k in ("uid", "landlock_fs", "seccomp") if not self.protections[k]["on"]]
+        return "isolated" + (f" (off: {', '.join(off)})" if off else "")
 
     def _drop_caps(self, t: TaskRun) -> None:
         for slot in (t.slot, t.thread):
@@ -590,6 +628,7 @@ class Launcher:
                 "kernel_pid": self.kernel.pid if self.kernel else 0,
                 "zygote_pid": self.spawner.pid if self.spawner else 0,
                 "uptime_s": round(time.time() - self.started, 3),
+                "protections": self.protections,
                 "events": [f"{time.strftime('%H:%M:%S', time.localtime(ts))} {e}"
                            for ts, e in self.events[-20:]]}
 
@@ -607,7 +646,9 @@ class Launcher:
                 "provides": t.spec.provides, "uses": sorted(t.spec.services_used()),
                 "run": t.spec.run, "priority": t.spec.priority, "last_exit": t.last_exit,
                 "uptime_s": round(time.time() - t.started, 1) if t.state == "running" else None,
-                "cpu_s": None, "rss_kb": None, "ipc": None}
+                "cpu_s": None, "rss_kb": None, "ipc": None,
+                "uid": self.uids.by_name.get(t.spec.name), "network": t.spec.network,
+                "sandbox": self._sandbox_text(t.spec)}
             if row["pid"]:
                 try:
                     p = psutil.Process(t.pid)
@@ -751,3 +792,4 @@ class Launcher:
             except OSError:
                 pass
         self.wake_r = self.wake_w = -1
+        self.uids.close()

@@ -97,7 +97,7 @@ class Transport:
         self.sock_path = os.path.join(run_dir, "kernel.sock")
         self.ctx = zmq.Context()
         self.local = Port(self.ctx, "ipc://" + self.sock_path)
-        os.chmod(self.sock_path, 0o600)
+        os.chmod(self.sock_path, 0o666)
         self.ports = [self.local]
         self.tcp: Port | None = None
         if tcp is not None:
