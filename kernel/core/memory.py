@@ -58,6 +58,7 @@ _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic
 _R, _W = int(MemRights.R), int(MemRights.W)
 CTL_WORD = struct.Struct("<Q")
 MAX_SPACES = 4096                  # attached address spaces at once (control pages)
+_PUBLISHED = ("refused_channels", "kept_frames", "faulted_tasks", "granted", "revoked")
 
 
 class MapNode:
@@ -161,6 +162,13 @@ class Memory:
         self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
                       "faulted_tasks": 0, "granted": 0, "revoked": 0, "refused_channels": 0,
                       "kept_frames": 0}
+        # What a hostile task tried is counted where KERNEL_INFO shows it (stats.mem_*).
+        k.stats.update({f"mem_{key}": 0 for key in _PUBLISHED})
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+        if key in _PUBLISHED:
+            self.k.stats[f"mem_{key}"] += n
 
     def close(self) -> None:
         for a in list(self.spaces.values()) + list(self.unacked):
@@ -202,7 +210,7 @@ class Memory:
         a = self.tokens.get(token)
         if a is None or not a.task.alive or a.task.pid is None or pid != a.task.pid \
                 or a.ctl is None:
-            self.stats["refused_channels"] += 1
+            self.count("refused_channels")
             return False
         del self.tokens[token]
         a.token = None
@@ -272,7 +280,7 @@ class Memory:
     def fault_task(self, a: AddressSpace, reason: str) -> None:
         """Fault (kill) a task that may still reach frames it lost: its process is killed
         and gone before this returns, so the frames can be reused."""
-        self.stats["faulted_tasks"] += 1
+        self.count("faulted_tasks")
         if a.pidfd is not None:
             try:
                 signal.pidfd_send_signal(a.pidfd, signal.SIGKILL)
@@ -459,7 +467,7 @@ class Memory:
             if not self._verified(a):
                 if not a.task.alive:
                     return False         # its process outlives the task: wait, or kill later
-                self.stats["kept_frames"] += 1
+                self.count("kept_frames")
                 self.fault_task(a, "it acknowledged a TLB shootdown but kept the frames")
                 return True
         if not a.task.alive:

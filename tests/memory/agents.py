@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kernel.abi import AlienVerdict, Err, Proto, pack, unpack
 from kernel.user.errors import L4Error
@@ -72,8 +72,14 @@ def agent(l4: Any, mode: str = "") -> int:
             return 0
 
 
+# More ops, installed by an agent with a purpose (tests/security/memory_hostile.py).
+EXTRA: dict[str, Callable[[Any, VM, dict], Any]] = {}
+
+
 def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
     op = b["op"]
+    if op in EXTRA:
+        return EXTRA[op](l4, vm, b), []
     if op == "take":                     # a peer sent us memory items
         return msg.items, []
     if op == "read":
