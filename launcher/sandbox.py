@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import os
 import platform
 import stat
@@ -194,7 +195,13 @@ class UidPool:
 
 def read_roots(extra: Iterable[str]) -> list[str]:
     """What every sandboxed task may read (and execute): the interpreter, its libraries,
-    sys.path (site-packages, the project), the system's libraries and /etc, plus `extra`."""
+    sys.path (site-packages, the project), the system's libraries and /etc, plus `extra`.
+    Computed once per `extra` for the launcher's life (a restart costs no file-system walk)."""
+    return list(_read_roots(tuple(extra)))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_roots(extra: tuple[str, ...]) -> tuple[str, ...]:
     cands = [sys.prefix, sys.base_prefix, sys.exec_prefix,
              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
              "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", *sys.path, *extra]
@@ -204,12 +211,18 @@ def read_roots(extra: Iterable[str]) -> list[str]:
             p = os.path.realpath(p)
             if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in out):
                 out = [o for o in out if not o.startswith(p.rstrip("/") + "/")] + [p]
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def closed_dirs(paths: Iterable[str]) -> list[list[Any]]:
     """Directories on the way to `paths` that others may not search (mode without o+x),
-    top-down, each with the entries below it the task needs: [[dir, [name, ...]], ...]."""
+    top-down, each with the entries below it the task needs: [[dir, [name, ...]], ...].
+    Cached like read_roots: the launcher's own directories do not change mode under it."""
+    return [[d, list(names)] for d, names in _closed_dirs(tuple(paths))]
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_dirs(paths: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     need: dict[str, set[str]] = {}
     for p in paths:
         p = os.path.realpath(p)
@@ -222,7 +235,7 @@ def closed_dirs(paths: Iterable[str]) -> list[list[Any]]:
                 break
             if not mode & stat.S_IXOTH:
                 need.setdefault(d, set()).add(parts[i])
-    return [[d, sorted(need[d])] for d in sorted(need, key=lambda d: (d.count("/"), d))]
+    return tuple((d, tuple(sorted(need[d]))) for d in sorted(need, key=lambda d: (d.count("/"), d)))
 
 
 def plan(spec: Any, uid: int | None, run_dir: str, reads: Sequence[str],
@@ -240,6 +253,22 @@ def plan(spec: Any, uid: int | None, run_dir: str, reads: Sequence[str],
 
 
 # -- entering the sandbox (the zygote child, root, single-threaded) ----------------------------
+
+_CAP_LAST: list[int] = []         # /proc/sys/kernel/cap_last_cap, read by prepare()
+
+
+def prepare() -> None:
+    """Do in the zygote, once, what every child would redo: build both seccomp filters, read
+    the last capability number, resolve the libc functions (ctypes looks each up on first
+    use). Forked children inherit it all; a spawn then costs only the system calls."""
+    for network in (False, True):
+        if platform.machine() in _SYSCALLS:
+            _FILTERS[network] = _filter(network, platform.machine())
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        _CAP_LAST[:] = [int(f.read())]
+    for fn in ("prctl", "syscall", "mount", "unshare"):
+        getattr(_libc, fn)
+
 
 def enter(p: dict[str, Any]) -> None:
     """Apply plan `p` to this process (steps 1-6 of the module docstring); raises on failure."""
@@ -297,9 +326,9 @@ def _scratch(path: str, uid: int | None) -> None:
 
 def _drop_privileges(uid: int, caps: bool) -> None:
     if caps:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
-        for cap in range(last + 1):
+        if not _CAP_LAST:
+            prepare()
+        for cap in range(_CAP_LAST[0] + 1):
             if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
                 raise _errno_msg(f"PR_CAPBSET_DROP {cap}")
     os.setgroups([])

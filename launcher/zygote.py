@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, lambda s, f: None)
     signal.set_wakeup_fd(z.wake_w)
+    sandbox.prepare()              # the seccomp filters, built once for every child
     if not ns.exec:
         import kernel.user.client  # noqa: F401  (the point: import once, fork many times)
         import kernel.user.task  # noqa: F401

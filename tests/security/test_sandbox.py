@@ -193,6 +193,7 @@ def test_a_hostile_task_is_refused_everything_and_the_honest_tasks_keep_working(
         # (LC_CTYPE: Python's own locale coercion, PEP 538, in exec mode)
         assert set(env) <= {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "TMPDIR", "LC_CTYPE"} | \
             {k for k in env if k.startswith("L4_")}, env
+    assert "L4_SECRET_FD" not in r["environ"]      # read once at start, then dropped
     assert not any(len(x) >= 32 and all(c in "0123456789abcdef" for c in x) for x in r["argv"])
     assert rows["hostile"]["network"] is False and rows["hostile"]["sandbox"] == "isolated"
     _honest_tasks_keep_working(booted, before)
@@ -247,3 +248,33 @@ def test_with_uid_env_and_secret_fd_off_the_task_is_root_and_sees_everything(
     r = booted.attack()
     assert r["uid"] == 0 and r["status"]["CapEff"] != "0000000000000000"
     assert MARKER in r["environ"] and "L4_SECRET" in r["environ"]
+
+
+def test_without_root_or_landlock_every_protection_is_reported_off_with_its_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No root, no Landlock: the report says so, key by key (the system boots all the same:
+    the negative controls above boot with protections off)."""
+    from launcher import sandbox
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "landlock_abi", lambda: 0)
+    rep = sandbox.probe((61000, 61999))
+    assert set(rep) == set(sandbox.KEYS)
+    for key in ("uid", "capabilities", "landlock_fs", "landlock_net", "landlock_scope",
+                "ram_tasks"):
+        assert rep[key]["on"] is False and rep[key]["why"], (key, rep[key])
+    assert "not root" in rep["uid"]["why"] and "Landlock" in rep["landlock_fs"]["why"]
+    assert rep["seccomp"]["on"] and rep["secret_fd"]["on"] and rep["environment"]["on"]
+
+
+def test_the_image_keys_are_validated() -> None:
+    from launcher.image import ImageError, parse_image
+    good = parse_image({"system": {"name": "s", "uids": "63000..63009"},
+                        "task": [{"name": "t", "run": "servers.hello.server:serve",
+                                  "network": True}]}, "x.toml")
+    assert good.uids == (63000, 63009) and good.tasks[0].network is True
+    with pytest.raises(ImageError) as e:
+        parse_image({"system": {"name": "s", "uids": "0..10"},
+                     "task": [{"name": "t", "run": "servers.hello.server:serve",
+                               "network": "yes"}]}, "x.toml")
+    assert any(p.startswith("x.toml: system.uids: ") for p in e.value.problems), e.value.problems
+    assert any(p.startswith("x.toml: task[0] (t).network: expected bool") for p in e.value.problems)
