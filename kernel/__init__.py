@@ -16,8 +16,8 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `lifecycle`   quotas, object destruction, task death
   - `frames`      physical RAM: one memfd per frame in the kernel's view; the per-task memory
                   channel (SCM_RIGHTS) and control page; /proc checks of what a process holds
-  - `memory`      page tables, flexpage map/grant/unmap, page faults (and their
-                  continuations), shootdown and revocation of frames
+  - `memory`      page tables, flexpage map/grant/unmap, shootdown and revocation of frames
+  - `pagefault`   MEM_FAULT: TLB refills, the pager's kernel call and its continuations
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
   - `fastpath`    the common call / reply_and_wait done inline, same semantics
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`

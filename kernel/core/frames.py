@@ -33,12 +33,14 @@ import errno
 import mmap
 import os
 import secrets
+import select
+import signal
 import socket
 import struct
 from typing import Any, Callable, Iterable, Protocol
 
-from ..abi import (CHAN_HEAD, CHAN_MAX_FDS, MEM_CHANNEL, MEM_TOKEN_BYTES, PAGE_SHIFT, PAGE_SIZE,
-                   Chan)
+from ..abi import (CHAN_HEAD, CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, MEM_CHANNEL, MEM_TOKEN_BYTES,
+                   PAGE_SHIFT, PAGE_SIZE, Chan, MemRights)
 
 _PROT_NONE, _PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
 _MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANON, _MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
@@ -49,6 +51,9 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _FAILED = ctypes.c_void_p(-1).value
 _UCRED = struct.Struct("3i")
+_WORD = struct.Struct("<Q")
+_MR, _MW = int(MemRights.R), int(MemRights.W)
+_RW = _MR | _MW
 
 
 def _mmap(addr: int | None, size: int, prot: int, flags: int, fd: int) -> int:
@@ -121,6 +126,120 @@ class Control:
             os.close(self.fd)
             self.fd = None
         self.map.close()
+
+
+class Holding:
+    """What one task's process holds of RAM, and its channel (kernel side).
+
+    `held`: frame -> rights (R or RW) it was sent; `revoking`: frame -> file id of what it
+    was told to drop at `revoke_epoch` and has not been verified to have dropped. Owned by
+    the task's `memory.AddressSpace`."""
+
+    def __init__(self) -> None:
+        self.dma = False                    # MEM_DMA: sent every frame at connect
+        self.token: bytes | None = None     # MEM_ATTACH's, until the channel connects
+        self.ctl: Control | None = None
+        self.chan: socket.socket | None = None
+        self.pidfd: int | None = None       # of the process that connected the channel
+        self.held: dict[int, int] = {}
+        self.revoking: dict[int, tuple[int, int]] = {}
+        self.revoke_epoch = 0
+
+    def ack(self) -> int:
+        return _WORD.unpack_from(self.ctl.map, CTL_ACK)[0] if self.ctl is not None else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.ctl is not None:
+            _WORD.pack_into(self.ctl.map, CTL_EPOCH, epoch)
+
+    def connect(self, conn: socket.socket, pid: int, ram: Frames) -> bool:
+        """The task's process connected: it gets its control page (and, DMA, every frame)."""
+        assert self.ctl is not None
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        self.chan = conn
+        fd = self.ctl.take_fd()
+        send(conn, Chan.CONTROL, fds=[fd] if fd is not None else [])
+        if fd is not None:
+            os.close(fd)
+        if self.dma:
+            self._give_all(ram)
+        return True
+
+    def _give_all(self, ram: Frames) -> None:
+        """Every frame, CHAN_MAX_FDS per message (the HAL reads as we send)."""
+        assert self.chan is not None
+        self.chan.settimeout(10.0)
+        try:
+            for start in range(0, ram.frames, CHAN_MAX_FDS):
+                nums = list(range(start, min(start + CHAN_MAX_FDS, ram.frames)))
+                fds = [ram.open(n, True) for n in nums]
+                try:
+                    grant(self.chan, nums, [_RW] * len(nums), fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                self.held.update((n, _RW) for n in nums)
+        finally:
+            self.chan.setblocking(False)
+
+    def give(self, ram: Frames, frame: int, rights: int) -> bool:
+        """Make sure the task holds `frame` for `rights` (an O_RDONLY descriptor unless W):
+        True if it was sent now. Raises OSError if the channel does not take it."""
+        want = _RW if rights & _MW else _MR
+        if self.chan is None or self.held.get(frame, 0) & want == want:
+            return False
+        fd = ram.open(frame, bool(want & _MW))
+        try:
+            grant(self.chan, [frame], [want], [fd])
+        finally:
+            os.close(fd)
+        self.held[frame] = want
+        self.revoking.pop(frame, None)       # mapped again: holding it is right
+        return True
+
+    def take(self, ram: Frames, epoch: int, stale: list[int]) -> None:
+        """Tell the task to drop `stale` before it acknowledges `epoch`."""
+        for f in stale:
+            del self.held[f]
+            self.revoking[f] = ram.ident(f)
+        self.revoke_epoch = epoch
+        if self.chan is not None:
+            try:
+                revoke(self.chan, epoch, stale)
+            except OSError:
+                pass            # it will not drop them: the verification faults it
+
+    def verified(self, pid: int | None) -> bool:
+        """Its process (gone, or `pid`) maps and holds none of `revoking`; then clear it."""
+        gone = self.pidfd is None or bool(select.select([self.pidfd], [], [], 0)[0])
+        if not gone and pid is not None and holds(pid, set(self.revoking.values())) is not None:
+            return False
+        self.revoking.clear()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL its process and wait (bounded) until it is gone, its mappings with it."""
+        if self.pidfd is None:
+            return
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            select.select([self.pidfd], [], [], 2.0)    # readable: exited, its mm is gone
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 class Poller(Protocol):

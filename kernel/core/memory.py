@@ -26,28 +26,22 @@ Contracts:
   then the kernel also verifies in /proc that its process dropped them, `acked`) — or was
   faulted (its process killed and gone) after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
   acknowledged lazily: the next unmap also waits for those spaces (`unacked`).
-- A page fault is answered from the page table when the page is mapped with the rights
-  asked (a TLB refill); otherwise it becomes a call IPC (`abi.PageFaultMessage`) to the
-  thread's pager, whose reply may carry map items; they land around the fault address. The
-  continuations of that kernel call (the pager answered / the pager failed) live here, in
-  `fault`: they finish the faulting thread's MEM_FAULT call.
+- Page faults (kernel/core/pagefault.py) are answered from these page tables; `deliver`
+  first sends the task the frame's memfd if it does not hold it.
 
 Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
-import struct
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from . import frames, ipc, lifecycle
-from ..abi import (CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, MEM_ITEMS, NEVER, PAGE_SHIFT,
-                   SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS, AbiError, Chan, Err, FaultNotice,
-                   Item, MemRights, PageFaultMessage, encode_ok)
+from . import frames, lifecycle
+from ..abi import (MEM_ITEMS, PAGE_SHIFT, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS, AbiError,
+                   Err, Item, MemRights, encode_ok)
 
 if TYPE_CHECKING:
     from .objects import Task, Thread
@@ -55,8 +49,6 @@ if TYPE_CHECKING:
 
 DEFAULT_RAM = 64 << 20
 _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
-_R, _W = int(MemRights.R), int(MemRights.W)
-CTL_WORD = struct.Struct("<Q")
 MAX_SPACES = 4096                  # attached address spaces at once (control pages)
 _PUBLISHED = ("refused_channels", "kept_frames", "faulted_tasks", "granted", "revoked")
 
@@ -78,37 +70,15 @@ class MapNode:
 
 
 class AddressSpace:
-    """The page table of one task, and its shootdown counter."""
+    """The page table of one task, and what its process holds of RAM (`hold`)."""
 
     def __init__(self, task: "Task") -> None:
         self.task = task
         self.pages: dict[int, MapNode] = {}
         self.identity = 0           # sigma0: frames 0..identity-1 are mapped 1:1
-        self.dma = False            # MEM_DMA: the machine's DMA engine, sent every frame
         self.epoch = 1
         self.signal = False         # its vm library asked for SHOOTDOWN_SIGNAL
-        # The memory channel (frames.py): set once the task's process connected with `token`.
-        self.token: bytes | None = None
-        self.ctl: frames.Control | None = None
-        self.chan: socket.socket | None = None
-        self.pidfd: int | None = None       # of the process that connected the channel
-        self.held: dict[int, int] = {}      # frame -> rights (R or RW) the task was sent
-        self.revoking: dict[int, tuple[int, int]] = {}   # frame -> file id, being dropped
-        self.revoke_epoch = 0               # the epoch whose ack says `revoking` was done
-
-    def ack(self) -> int:
-        return CTL_WORD.unpack_from(self.ctl.map, CTL_ACK)[0] if self.ctl is not None else 0
-
-    def close(self) -> None:
-        if self.chan is not None:
-            self.chan.close()
-            self.chan = None
-        if self.ctl is not None:
-            self.ctl.close()
-            self.ctl = None
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        self.hold = frames.Holding()    # what its process holds of RAM, and its channel
 
     def node(self, vpage: int) -> MapNode | None:
         n = self.pages.get(vpage)
@@ -119,6 +89,19 @@ class AddressSpace:
     @property
     def name(self) -> str:
         return self.task.name
+
+    # MEM_DMA (syscalls) sets and reads these through the space.
+    @property
+    def dma(self) -> bool:
+        return self.hold.dma
+
+    @dma.setter
+    def dma(self, on: bool) -> None:
+        self.hold.dma = on
+
+    @property
+    def chan(self) -> socket.socket | None:
+        return self.hold.chan
 
 
 def _pages(vaddr: int, order: int) -> range:
@@ -172,7 +155,7 @@ class Memory:
 
     def close(self) -> None:
         for a in list(self.spaces.values()) + list(self.unacked):
-            a.close()
+            a.hold.close()
         self.channel.close()
         self.ram.close()
 
@@ -189,86 +172,53 @@ class Memory:
         """MEM_ATTACH (checked by the caller): a control page and a token for the channel."""
         a = self.space(task)
         a.signal = signal_
-        if a.ctl is None:
+        if a.hold.ctl is None:
             if self.attached >= MAX_SPACES:
                 raise AbiError(Err.QUOTA, f"{MAX_SPACES} address spaces attached already")
             self.attached += 1
-            a.ctl = frames.Control(f"l4py-ctl-{os.getpid()}")
-            CTL_WORD.pack_into(a.ctl.map, CTL_EPOCH, a.epoch)
-        if a.chan is not None:
+            a.hold.ctl = frames.Control(f"l4py-ctl-{os.getpid()}")
+            a.hold.set_epoch(a.epoch)
+        if a.hold.chan is not None:
             raise AbiError(Err.BUSY, f"task '{task.name}' is attached already")
-        if a.token is not None:
-            self.tokens.pop(a.token, None)
-        a.token = self.channel.token()
-        self.tokens[a.token] = a
-        return {"channel": self.channel.path, "token": a.token, "kernel_pid": os.getpid(),
+        if a.hold.token is not None:
+            self.tokens.pop(a.hold.token, None)
+        a.hold.token = self.channel.token()
+        self.tokens[a.hold.token] = a
+        return {"channel": self.channel.path, "token": a.hold.token, "kernel_pid": os.getpid(),
                 "size": self.ram.size, "frames": self.ram.frames, "epoch": a.epoch,
-                "dma": a.dma}
+                "dma": a.hold.dma}
 
     def _channel_peer(self, token: bytes, pid: int, conn: socket.socket) -> bool:
         """A connection to mem.sock presented `token` from process `pid`: is it the task's?"""
         a = self.tokens.get(token)
         if a is None or not a.task.alive or a.task.pid is None or pid != a.task.pid \
-                or a.ctl is None:
+                or a.hold.ctl is None:
             self.count("refused_channels")
             return False
         del self.tokens[token]
-        a.token = None
-        try:
-            a.pidfd = os.pidfd_open(pid)
-        except OSError:
+        a.hold.token = None
+        if not a.hold.connect(conn, pid, self.ram):
             return False
-        a.chan = conn
-        fd = a.ctl.take_fd()
-        frames.send(conn, Chan.CONTROL, fds=[fd] if fd is not None else [])
-        if fd is not None:
-            os.close(fd)
-        if a.dma:
-            self._grant_all(a)
+        if a.hold.dma:
+            self.count("granted", len(a.hold.held))
         return True
-
-    def _grant_all(self, a: AddressSpace) -> None:
-        """A DMA space gets every frame, CHAN_MAX_FDS per message (it reads as we send)."""
-        assert a.chan is not None
-        a.chan.settimeout(10.0)
-        try:
-            for start in range(0, self.ram.frames, CHAN_MAX_FDS):
-                nums = list(range(start, min(start + CHAN_MAX_FDS, self.ram.frames)))
-                fds = [self.ram.open(n, True) for n in nums]
-                try:
-                    frames.grant(a.chan, nums, [_R | _W] * len(nums), fds)
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                a.held.update((n, _R | _W) for n in nums)
-            self.stats["granted"] += self.ram.frames
-        finally:
-            a.chan.setblocking(False)
 
     def deliver(self, a: AddressSpace, frame: int, rights: int) -> None:
         """The task is about to use `frame` with `rights`: make sure it holds its file.
         Read-only mappings get an O_RDONLY descriptor (never mmap-able writable)."""
-        want = _R | _W if rights & _W else _R
-        if a.chan is None or a.held.get(frame, 0) & want == want:
-            return
-        fd = self.ram.open(frame, bool(want & _W))
         try:
-            frames.grant(a.chan, [frame], [want], [fd])
+            if a.hold.give(self.ram, frame, rights):
+                self.count("granted")
         except OSError as e:
             # It does not read what it asked for (or is gone): a protocol violation.
             self.fault_task(a, f"its memory channel refused a frame ({e.strerror})")
             raise AbiError(Err.PEER_DIED, f"task '{a.name}' was faulted") from None
-        finally:
-            os.close(fd)
-        a.held[frame] = want
-        a.revoking.pop(frame, None)       # mapped again: holding it is right
-        self.stats["granted"] += 1
 
     def _stale(self, a: AddressSpace) -> list[int]:
         """Frames `a` holds that its page table no longer maps with the rights held."""
-        if not a.held or a.dma:
+        if not a.hold.held or a.hold.dma:
             return []
-        held = a.held
+        held = a.hold.held
         cover: dict[int, int] = {}
         for n in a.pages.values():
             if n.frame in held:
@@ -281,12 +231,7 @@ class Memory:
         """Fault (kill) a task that may still reach frames it lost: its process is killed
         and gone before this returns, so the frames can be reused."""
         self.count("faulted_tasks")
-        if a.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(a.pidfd, signal.SIGKILL)
-                select.select([a.pidfd], [], [], 2.0)   # readable: exited, its mm is gone
-            except OSError:
-                pass
+        a.hold.kill()
         if a.task.alive:
             lifecycle.kill_task(self.k, a.task, reason, None)
 
@@ -307,9 +252,9 @@ class Memory:
                 _remove(n, True, affected)
             a.pages.clear()
             del self.spaces[a.task.id]
-            if a.token is not None:
-                self.tokens.pop(a.token, None)
-            if a.ctl is not None:
+            if a.hold.token is not None:
+                self.tokens.pop(a.hold.token, None)
+            if a.hold.ctl is not None:
                 self.attached -= 1
             self.bump(affected - {a})
             # Nobody waits for these acknowledgements now (the kernel made the unmap); the
@@ -317,13 +262,13 @@ class Memory:
             self.unacked.update((s, s.epoch) for s in affected - {a})
             # The dead task's process may outlive the task (OBJ_DESTROY): what it held is
             # verified gone before those frames can be reused, like any revocation.
-            held = {f: self.ram.ident(f) for f in a.held} if not a.dma else {}
-            a.held.clear()
-            a.revoking.update(held)
-            if a.revoking and a.pidfd is not None:
+            held = {f: self.ram.ident(f) for f in a.hold.held} if not a.hold.dma else {}
+            a.hold.held.clear()
+            a.hold.revoking.update(held)
+            if a.hold.revoking and a.hold.pidfd is not None:
                 self.unacked[a] = a.epoch
             else:
-                a.close()
+                a.hold.close()
 
     # -- flexpage items: check, then act ---------------------------------------
     def plan_items(self, src: "Task | None", items: Iterable[Sequence[int]], dst: "Task",
@@ -436,18 +381,9 @@ class Memory:
             a.epoch += 1
             stale = self._stale(a)
             if stale:
-                for f in stale:
-                    del a.held[f]
-                    a.revoking[f] = self.ram.ident(f)
-                a.revoke_epoch = a.epoch
-                self.stats["revoked"] += len(stale)
-                if a.chan is not None:
-                    try:
-                        frames.revoke(a.chan, a.epoch, stale)
-                    except OSError:
-                        pass            # it will not drop them: verification faults it
-            if a.ctl is not None:
-                CTL_WORD.pack_into(a.ctl.map, CTL_EPOCH, a.epoch)
+                a.hold.take(self.ram, a.epoch, stale)
+                self.count("revoked", len(stale))
+            a.hold.set_epoch(a.epoch)
             if a.signal and a.task.pid:
                 try:
                     os.kill(a.task.pid, SHOOTDOWN_SIGNAL)
@@ -461,8 +397,8 @@ class Memory:
         inside the kernel is no excuse: its mappings are real) and then the proof: its
         process neither maps nor holds any of them (/proc/PID/maps, /proc/PID/fd). A task
         that acknowledged and still holds one lied: it is faulted at once."""
-        if a.revoking:
-            if a.task.alive and a.ack() < a.revoke_epoch:
+        if a.hold.revoking:
+            if a.task.alive and a.hold.ack() < a.hold.revoke_epoch:
                 return False
             if not self._verified(a):
                 if not a.task.alive:
@@ -472,20 +408,17 @@ class Memory:
                 return True
         if not a.task.alive:
             return True
-        if a.ack() >= a.epoch:
+        if a.hold.ack() >= a.epoch:
             return True
         # Every thread is inside the kernel: it re-checks its epoch before the next access.
         return all(t.busy or not t.alive or t.conn is None for t in a.task.threads)
 
     def _verified(self, a: AddressSpace) -> bool:
-        """Its process maps and holds none of `a.revoking` (then the list is cleared)."""
-        gone = a.pidfd is None or bool(select.select([a.pidfd], [], [], 0)[0])
-        if not gone and a.task.pid is not None \
-                and frames.holds(a.task.pid, set(a.revoking.values())) is not None:
+        """Its process maps and holds none of what is being revoked (then that is done)."""
+        if not a.hold.verified(a.task.pid):
             return False
-        a.revoking.clear()
         if not a.task.alive:
-            a.close()
+            a.hold.close()
         return True
 
     # -- queries -------------------------------------------------------------------
@@ -564,8 +497,8 @@ class Shootdown:
                                    f"{SHOOTDOWN_MS} ms")
             self.mem.unacked.pop(a, None)
             if not a.task.alive:
-                a.revoking.clear()
-                a.close()
+                a.hold.revoking.clear()
+                a.hold.close()
         self.mem.reap()
         return True
 
@@ -578,67 +511,6 @@ class Shootdown:
             k.finish(th, encode_ok(self.result))
             return
         self._arm()
-
-
-# ---------------------------------------------------------------------------
-# Page faults
-
-def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[int] | None:
-    """MEM_FAULT: answer [frame, rights] now, or None: the answer comes after the pager's
-    reply (a kernel call whose continuations `on_reply`/`on_error` are below; its record's
-    `mem` names where the pager's map items land)."""
-    mem: Memory = k.memory
-    if not 0 <= vaddr < 1 << VA_BITS:
-        raise AbiError(Err.INVALID, f"fault address 0x{vaddr:x} outside the address space")
-    if access & ~_RWX or not access:
-        raise AbiError(Err.INVALID, f"fault access {access:#x} is not a subset of r/w/x")
-    a = mem.space(th.task)
-    vp = vaddr >> PAGE_SHIFT
-    n = a.node(vp)
-    if n is not None and n.rights & access == access:
-        mem.stats["refills"] += 1
-        mem.deliver(a, n.frame, n.rights)
-        return [n.frame, n.rights]
-    pager = th.pager
-
-    def what() -> str:
-        return (f"page fault at 0x{vaddr:x} ({MemRights(access)!r}) in task '{th.task.name}' "
-                f"thread {th.id}")
-    if pager is None or not pager.alive:
-        _exception(k, th, vaddr, access, ip, "the thread has no pager")
-        raise AbiError(Err.NO_CAP, f"{what()}: the thread has no pager")
-    mem.stats["faults"] += 1
-
-    def on_reply(proto: int, payload: bytes | None) -> None:
-        if not th.alive:
-            return
-        n = a.node(vp) if a.task.alive else None
-        if n is not None and n.rights & access == access:
-            try:
-                mem.deliver(a, n.frame, n.rights)
-            except AbiError:
-                return                  # the task was faulted
-            k.finish(th, encode_ok([n.frame, n.rights]))
-            return
-        reason = f"the pager answered proto {proto} without mapping the page"
-        _exception(k, th, vaddr, access, ip, reason)
-        k.fail(th, Err.DENIED, f"{what()}: {reason}")
-
-    def on_error(err: Err, reason: str) -> None:
-        if th.alive:
-            k.fail(th, err, f"{what()}: pager failed: {reason}")
-
-    msg = PageFaultMessage(vaddr, access, ip, th.task.name, th.id)
-    rec = ipc.kernel_record(pager, msg, th.priority, on_reply, on_error)
-    rec.mem = (th.task, (0, VA_BITS), vaddr)
-    ipc.send(k, rec, NEVER)
-    return None
-
-
-def _exception(k: "State", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
-    if th.handler is not None and th.handler.alive:
-        ipc.kernel_send(k, th.handler, FaultNotice(th.task.name, th.task.id, th.id, vaddr,
-                                                   access, ip, reason))
 
 
 def install(k: "State", size: int) -> Memory:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, faults, ipc, irq, lifecycle, memory
+from . import caps, faults, ipc, irq, lifecycle, memory, pagefault
 from ..abi import (CAP_ITEMS, FIRST_FREE_SLOT, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
@@ -335,7 +335,7 @@ def sys_mem_attach(k: "State", th: Thread, a: MemAttachArgs, payload: bytes | No
 
 @handles(Sys.MEM_FAULT)
 def sys_mem_fault(k: "State", th: Thread, a: MemFaultArgs, payload: bytes | None) -> Any:
-    result = memory.fault(k, th, a.vaddr, a.access, a.ip)
+    result = pagefault.fault(k, th, a.vaddr, a.access, a.ip)
     return LATER if result is None else result
 
 

@@ -192,3 +192,30 @@ def _present(path: str, token: bytes, in_child: bool) -> str:
     os.waitpid(pid, 0)
     os.close(r)
     return got
+
+
+def as_nobody(fn: Any) -> Any:
+    """`fn()`'s JSON-able result, computed in a forked child running as uid/gid 65534 (an
+    unprivileged stranger). Skips the test when we are not root."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("running a process under another uid needs root")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: never back into pytest
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            out = {"ok": fn()}
+        except BaseException as e:                 # noqa: BLE001 - reported to the parent
+            out = {"error": f"{type(e).__name__}: {e}"}
+        os.write(w, json.dumps(out, default=str).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = json.loads(f.read() or b"{}")
+    os.waitpid(pid, 0)
+    assert "ok" in got, got
+    return got["ok"]

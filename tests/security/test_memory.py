@@ -26,7 +26,7 @@ from kernel.abi import PAGE_SIZE, MemRights
 from kernel.user.errors import L4Error
 from kernel.user.testing import wait_for
 from tests.memory.conftest import Mem
-from tests.security.hostile import as_uid
+from tests.security.memory_hostile import as_nobody
 
 KPAGE = 12
 
@@ -226,7 +226,7 @@ def test_a_process_under_another_uid_cannot_reach_the_kernels_frames(mem):
             except OSError as e:
                 out[what] = e.strerror
         return out
-    got = as_uid(attack)
+    got = as_nobody(attack)
     assert got["mem"] != "opened"
     assert got["map_files"] in (0, "Permission denied")
     assert got["fd"] in (0, "Permission denied")
