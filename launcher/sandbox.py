@@ -4,10 +4,12 @@ Mechanism. The launcher decides, per task, a *plan* (`plan()`: a JSON-able dict 
 request carries); the zygote's child, still root, carries it out with `enter()` just before
 the task's code runs (fork mode) or before `execve` (exec mode). In order:
 
-1. reach: a private mount namespace in which every directory the task must pass through but
-   cannot (a 0700 ancestor such as /root or pytest's /tmp/pytest-of-root) is covered by a
-   0711 tmpfs holding only the needed entries, bound back. Only when such a directory exists.
-2. scratch: RUN_DIR/scratch/TASK made, owned by the task's uid, mode 0700.
+1. reach: a mount namespace in which every directory the task must pass through but cannot
+   (a 0700 ancestor such as /root or pytest's /tmp/pytest-of-root) is covered by a 0711
+   tmpfs holding only the needed entries, bound back. Only when such a directory exists;
+   made once by the zygote (`before_fork`) and joined by each child (setns).
+2. scratch: RUN_DIR/scratch/TASK made (by the zygote, before the fork), owned by the
+   task's uid, mode 0700.
 3. capabilities: every capability dropped from the bounding set (PR_CAPBSET_DROP, while we
    still hold CAP_SETPCAP); setgroups([]), setresgid, setresuid to the task's own uid/gid,
    which empties the permitted, effective and ambient sets.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import functools
+import json
 import os
 import platform
 import stat
@@ -266,16 +269,66 @@ def prepare() -> None:
             _FILTERS[network] = _filter(network, platform.machine())
     with open("/proc/sys/kernel/cap_last_cap") as f:
         _CAP_LAST[:] = [int(f.read())]
-    for fn in ("prctl", "syscall", "mount", "unshare"):
+    for fn in ("prctl", "syscall", "mount", "unshare", "setns"):
         getattr(_libc, fn)
 
 
-def enter(p: dict[str, Any]) -> None:
-    """Apply plan `p` to this process (steps 1-6 of the module docstring); raises on failure."""
-    uid = p["uid"]
+_SHARED: dict[str, int] = {}      # the zygote's mount namespaces, by reach list: an fd each
+
+
+def before_fork(p: dict[str, Any]) -> None:
+    """The zygote's part of plan `p`, before it forks: the scratch directory, and the mount
+    namespace of step 1, made once per distinct reach list and kept (as an fd) for every
+    later child, which joins it with setns: a private namespace per task would cost a copy
+    of the mount table at spawn and its teardown at death, which delays the death notice."""
+    _scratch(p["scratch"], p["uid"])
     if p["reach"]:
+        key = json.dumps(p["reach"])
+        if key not in _SHARED:
+            _SHARED[key] = _make_namespace(p["reach"])
+        p["reach_fd"] = _SHARED[key]
+
+
+def _make_namespace(reach: list[list[Any]]) -> int:
+    """A mount namespace with `reach` applied, made by a helper child; its fd."""
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r1)
+            os.close(w2)
+            _reach(reach)
+            os.write(w1, b"k")
+            os.read(r2, 1)             # hold the namespace until the parent has its fd
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w1)
+    os.close(r2)
+    try:
+        if os.read(r1, 1) != b"k":
+            raise OSError(f"could not prepare a mount namespace for {reach}")
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r1)
+        os.close(w2)
+        os.waitpid(pid, 0)
+
+
+def enter(p: dict[str, Any]) -> None:
+    """Apply plan `p` to this process (steps 1-6 of the module docstring; the zygote did
+    `before_fork` first); raises on failure."""
+    uid = p["uid"]
+    if p.get("reach_fd") is not None:
+        if _libc.setns(p["reach_fd"], CLONE_NEWNS) != 0:
+            raise _errno_msg("setns(mount namespace)")
+    elif p["reach"]:
         _reach(p["reach"])
-    _scratch(p["scratch"], uid)
+    for fd in _SHARED.values():        # the task keeps no handle on any namespace
+        os.close(fd)
+    _SHARED.clear()
     if uid is not None:
         _drop_privileges(uid, p["caps"])
     if p["nnp"] or p["landlock"] or p["seccomp"]:

@@ -81,6 +81,8 @@ class Zygote:
         # 0600: a task reads only its own log, through this descriptor (it cannot open others)
         log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            if req.get("sandbox") is not None:
+                sandbox.before_fork(req["sandbox"])     # scratch dir, shared mount namespace
             pid = os.fork()
             if pid == 0:
                 self._child(req, log, secret)      # never returns
