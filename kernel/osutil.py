@@ -4,6 +4,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
+import struct
+from typing import Any, NamedTuple
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,6 +30,49 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Peer(NamedTuple):
+    """Who is at the other end of a Unix socket, as Linux recorded it at connect()."""
+    pid: int
+    uid: int
+    gid: int
+
+
+_UCRED = struct.Struct("3i")          # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+
+def peer_cred(fd: int) -> Peer | None:
+    """SO_PEERCRED of the connected Unix socket `fd`: set by the kernel when the peer
+    connected, so no process can claim another's. None if `fd` is not one (a tcp socket,
+    a closed fd). `fd` stays open and untouched: we read through a duplicate."""
+    if fd < 0:
+        return None
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        if s.family != socket.AF_UNIX:
+            return None
+        raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    peer = Peer(*_UCRED.unpack(raw))
+    return peer if peer.pid > 0 else None
+
+
+def frame_peer(frame: Any) -> Peer | None:
+    """The peer of the `ipc://` connection a ZeroMQ frame (`recv(copy=False)`) came on,
+    through the frame's source fd (ZMQ_SRCFD); None when libzmq does not say."""
+    import zmq
+
+    try:
+        return peer_cred(int(frame.get(zmq.SRCFD)))
+    except (zmq.ZMQError, ValueError, TypeError):
+        return None
 
 
 def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:

@@ -79,6 +79,9 @@ class Task(KObject):
         self.threads: list[Thread] = []
         self.pid: int | None = None
         self.pidfd: int | None = None
+        # The process whose ipc:// connections are this task's threads (SO_PEERCRED, pinned
+        # by the first HELLO): every thread of a task comes from one process, its watched one.
+        self.peer_pid: int | None = None
         self.exit_reason: str | None = None
         self.stats = {"calls": 0, "sent": 0, "received": 0, "errors": 0}
 

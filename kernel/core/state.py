@@ -101,7 +101,8 @@ class State:
         self.gates: set[Gate] = set()
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
-                                      "tasks_died": 0, "fastpath": 0, "connections_lost": 0}
+                                      "tasks_died": 0, "fastpath": 0, "connections_lost": 0,
+                                      "wrong_process": 0}
         self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
         # Calls that reached their handler, by number (syscalls.run and the fast path; HELLO,
         # served by the transport, is not counted): KERNEL_INFO's stats["handled"].

@@ -300,8 +300,17 @@ def sys_task_map(k: "State", th: Thread, a: TaskMapArgs, payload: bytes | None) 
 @handles(Sys.TASK_WATCH)
 def sys_task_watch(k: "State", th: Thread, a: TaskWatchArgs, payload: bytes | None) -> Any:
     task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    if a.pid <= 0:
-        raise AbiError(Err.INVALID, f"pid {a.pid} is not a process id")
+    if not 0 < a.pid < 2 ** 31:
+        raise AbiError(Err.INVALID, f"pid {a.pid} is outside 1..2**31-1")
+    if task.peer_pid is not None and task.peer_pid != a.pid:
+        # A thread said HELLO before we were told the task's process, and from another
+        # process: someone spent a secret that was not theirs. The task cannot be trusted
+        # (its process's own HELLO was refused, or will be): it ends, its handler is told.
+        k.stats["wrong_process"] += 1
+        task.pid = a.pid
+        lifecycle.kill_task(k, task, f"a thread of it was bound from process {task.peer_pid}, "
+                                     f"not from its own process {a.pid}", None)
+        return None
     k.wire.watch(task, a.pid)
     return None
 

@@ -3,6 +3,11 @@
 It listens on `RUN_DIR/kernel.sock` (a ZeroMQ ROUTER, `ipc://`; with `--tcp`, also on a
 CurveZMQ `tcp://` port). Each L4 thread is one DEALER connection; a connection becomes a
 thread only by presenting that thread's one-time secret in HELLO (the secret is consumed).
+On `ipc://` the connecting process must also be the task's own (SO_PEERCRED of the socket the
+HELLO came on, against the pid TASK_WATCH named, or the pid of the task's first thread):
+a secret that leaked is no good to another process, and stays unspent for the real one.
+kernel.sock is mode 0666 (tasks run under their own uids) in a run directory only we can
+write (`secure_run_dir`), so nobody can put a socket of theirs in its place.
 A task's OS process is watched through a pidfd, so `kill -9` of a task is noticed at once;
 a connection that closes is noticed through the socket monitor (its fd).
 
@@ -25,6 +30,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import struct
 import sys
 import traceback
@@ -37,6 +43,7 @@ import zmq.backend
 from . import alien, faults, fastpath, ipc, lifecycle, memory, syscalls
 from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, decode_request,
                    encode_error, encode_ok)
+from ..osutil import peer_cred
 from .objects import Task, Thread, TState
 from .state import ROOT_QUOTA, State
 
@@ -96,7 +103,11 @@ class Transport:
         k.memory = memory.install(k, ram)
         self.sock_path = os.path.join(run_dir, "kernel.sock")
         self.ctx = zmq.Context()
+        secure_run_dir(run_dir)
         self.local = Port(self.ctx, "ipc://" + self.sock_path)
+        # Anyone may connect (tasks run under uids of their own); a connection is nobody
+        # until HELLO, and HELLO checks the secret and the peer's process (`_wrong_peer`).
+        # Nobody but us can replace the socket: `secure_run_dir`.
         os.chmod(self.sock_path, 0o666)
         self.ports = [self.local]
         self.tcp: Port | None = None
@@ -266,7 +277,7 @@ class Transport:
 
     def _hello(self, conn: bytes, secret: bytes) -> None:
         k = self.state
-        thread = k.secrets.pop(secret, None)
+        thread = k.secrets.get(secret)
         if thread is None or not thread.alive:
             k.stats["unauthenticated"] += 1
             self._refuse(conn, None, Err.NOT_AUTH, "unknown or already used secret")
@@ -274,11 +285,41 @@ class Transport:
         # Linux gives a new connection the lowest free fd, often the one a connection that
         # just closed had: settle every disconnection reported so far before recording ours.
         self._disconnections()
+        fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
+        refusal = self._wrong_peer(thread.task, fd)
+        if refusal is not None:
+            # The secret stays unused: a process that learned it cannot spend it, and the
+            # task's own process can still connect.
+            k.stats["unauthenticated"] += 1
+            k.stats["wrong_process"] += 1
+            self._refuse(conn, None, Err.NOT_AUTH, refusal)
+            return
+        del k.secrets[secret]
         thread.conn, thread.port = conn, self._port
-        thread.conn_fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
+        thread.conn_fd = fd
         self.conns[conn] = thread
         self.conn_fds.setdefault(thread.conn_fd, set()).add(thread)
         self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, k.pid]))
+
+    def _wrong_peer(self, task: Task, fd: int) -> str | None:
+        """Why the process at the other end of connection `fd` may not be `task`'s thread.
+
+        A local (`ipc://`) connection must come from the task's process: the one TASK_WATCH
+        named, or before that the one its first thread connected from, which TASK_WATCH
+        then checks (`syscalls.sys_task_watch`). Linux says who connected (SO_PEERCRED);
+        nothing the peer sends can change it. A tcp:// peer has no such credentials: it
+        proves itself by the secret alone, over CurveZMQ."""
+        if self._port is not self.local:
+            return None
+        peer = peer_cred(fd)
+        if peer is None:
+            return "the kernel cannot read this connection's peer credentials"
+        expected = task.pid if task.pidfd is not None else task.peer_pid
+        if expected is not None and peer.pid != expected:
+            return (f"process {peer.pid} is not task '{task.name}''s process ({expected}); "
+                    f"a secret is good only from its task's own process")
+        task.peer_pid = peer.pid
+        return None
 
     # -- death detection -------------------------------------------------------------
     def _process_died(self, fd: int) -> None:
@@ -393,6 +434,22 @@ class Transport:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def secure_run_dir(run_dir: str) -> None:
+    """Make `run_dir` a place where only we (or root) can create, rename or remove names,
+    so kernel.sock cannot be replaced by a socket of someone else's, while processes of
+    any uid may still reach the socket inside: owned by us or root, not writable by group
+    or others (those bits are removed), searchable by all (added). Raises SystemExit if
+    someone else owns it."""
+    st = os.stat(run_dir)
+    if st.st_uid not in (os.geteuid(), 0):
+        raise SystemExit(f"kernel: run directory {run_dir} belongs to uid {st.st_uid}: whoever "
+                         f"owns it could replace kernel.sock")
+    mode = stat.S_IMODE(st.st_mode)
+    want = (mode & ~0o022) | 0o111
+    if want != mode:
+        os.chmod(run_dir, want)
 
 
 def write_tcp_info(run_dir: str, port: Port) -> None:
