@@ -1,7 +1,10 @@
 """The HAL's control socket: fault knobs, screenshots, input injection, status, stop.
 
-A ZeroMQ REP socket at `ipc://RUN_DIR/NAME.ctl` (mode 0600: only the owner of the run
-directory may use it). Requests and replies are msgpack maps:
+A ZeroMQ REP socket at `ipc://RUN_DIR/NAME.ctl`, the operator's alone: mode 0600 (made
+under umask 077), and every request checked against its sender's credentials (SO_PEERCRED
+of its connection): only root or the HAL's own uid (the operator's, who started it) is
+served; anyone else gets `{"error": "refused: ..."}`, logged on stderr, never acted on.
+Requests and replies are msgpack maps:
 
     {"op": "status"}                                   -> {"ok": {...machine status...}}
     {"op": "faults", "device": D, "knobs": {k: v}}     -> {"ok": {all knobs of D}}
@@ -19,12 +22,15 @@ request. `hal/tools.py` has the client side.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
+
+from kernel.osutil import frame_peer
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -46,6 +52,7 @@ class Control:
             self.sock.bind("ipc://" + self.path)
         finally:
             os.umask(old)
+        os.chmod(self.path, 0o600)
         self.thread = threading.Thread(target=self._run, name="hal-control", daemon=True)
         self.running = True
 
@@ -65,7 +72,13 @@ class Control:
         while self.running:
             if not self.sock.poll(200):
                 continue
-            raw = self.sock.recv()
+            frame = self.sock.recv(copy=False)
+            raw = frame.bytes
+            why = self.refusal(frame)
+            if why is not None:
+                print(f"[hal] control: {why}", file=sys.stderr, flush=True)
+                self.sock.send(msgpack.packb({"error": why}, use_bin_type=True))
+                continue
             try:
                 req = msgpack.unpackb(raw, raw=False)
                 if not isinstance(req, dict) or not isinstance(req.get("op"), str):
@@ -79,6 +92,16 @@ class Control:
             self.sock.send(msgpack.packb(out, use_bin_type=True))
             if req_is_stop(raw):
                 self.m.stopping.set()
+
+    def refusal(self, frame: Any) -> str | None:
+        """Why the sender of `frame` may not use this socket (None: it is the operator)."""
+        peer = frame_peer(frame)
+        if peer is None:
+            return "refused: the sender's credentials cannot be read"
+        if peer.uid not in (0, os.getuid()):
+            return (f"refused: uid {peer.uid} (pid {peer.pid}) is not this machine's operator "
+                    f"(uid {os.getuid()})")
+        return None
 
     def _device(self, req: dict, kind: str | None = None) -> Any:
         name = req.get("device")

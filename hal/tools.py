@@ -29,6 +29,9 @@ def control(run_dir: str, request: dict[str, Any], name: str = "hal", timeout_ms
     path = control_path(run_dir, name)
     if not os.path.exists(path):
         raise HalControlError(f"no HAL control socket at {path} (is the HAL {name!r} running?)")
+    if not os.access(path, os.W_OK):       # connecting to a Unix socket needs write permission
+        raise HalControlError(f"{path}: permission denied (only the operator may use the HAL's "
+                              f"control socket)")
     raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms)
     if raw is None:
         raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")

@@ -8,16 +8,22 @@ attach, down (see `launcher.system.Launcher.cmd_*`).
 Contract: a command answers at once (it never waits for a process to start or die); the
 CLI polls `status`/`ps` when it must wait. A run directory without a live launcher answers
 `NotRunning`, never a hang.
+
+Only the operator: the socket is made mode 0600 (created under umask 077, so never
+reachable by others even for a moment), owned by the launcher's uid; and every request is
+checked against its sender's credentials (SO_PEERCRED of the connection it came on): a
+request from any uid other than the operator's (the uid that booted the system) or root
+is answered with a refusal and logged, never acted on.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
-from kernel.osutil import request_once
+from kernel.osutil import Peer, frame_peer, request_once
 
 CONTROL_SOCK = "control.sock"
 STATE_FILE = "launcher.json"
@@ -27,6 +33,10 @@ class NotRunning(Exception):
     """No launcher answers in this run directory."""
 
 
+class NotOperator(NotRunning):
+    """The launcher does not take commands from us: we are not its operator."""
+
+
 def sock_path(run_dir: str) -> str:
     return os.path.join(run_dir, CONTROL_SOCK)
 
@@ -34,18 +44,41 @@ def sock_path(run_dir: str) -> str:
 def bind(ctx: zmq.Context, run_dir: str) -> zmq.Socket:
     s = ctx.socket(zmq.REP)
     s.linger = 0
-    s.bind("ipc://" + sock_path(run_dir))
+    old = os.umask(0o077)
+    try:
+        s.bind("ipc://" + sock_path(run_dir))
+    finally:
+        os.umask(old)
     os.chmod(sock_path(run_dir), 0o600)
     return s
 
 
-def recv_request(s: zmq.Socket) -> dict[str, Any] | None:
+def refusal(peer: Peer | None, operator: int) -> str | None:
+    """Why `peer` may not control the system of `operator` (None: it may)."""
+    if peer is None:
+        return "refused: the sender's credentials cannot be read"
+    if peer.uid not in (operator, 0):
+        return (f"refused: uid {peer.uid} (pid {peer.pid}) is not the operator of this "
+                f"system (uid {operator})")
+    return None
+
+
+def recv_request(s: zmq.Socket, operator: int | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The next request, if one is waiting and it is the operator's (`operator`: a uid;
+    root is always one). A refused or malformed request is answered here and `log`ged
+    (refusals), and None is returned: the caller never sees it."""
     try:
-        raw = s.recv(zmq.NOBLOCK)
+        frame = s.recv(zmq.NOBLOCK, copy=False)
     except zmq.Again:
         return None
+    why = refusal(frame_peer(frame), os.getuid() if operator is None else operator)
+    if why is not None:
+        (log or _stderr)(f"control.sock: {why}")
+        send_answer(s, {"ok": False, "error": why})
+        return None
     try:
-        req = json.loads(raw)
+        req = json.loads(frame.bytes)
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             raise ValueError("a request is a JSON object with a 'cmd' string")
         return req
@@ -54,19 +87,31 @@ def recv_request(s: zmq.Socket) -> dict[str, Any] | None:
         return None
 
 
+def _stderr(text: str) -> None:
+    import sys
+    print(f"[l4run] {text}", file=sys.stderr, flush=True)
+
+
 def send_answer(s: zmq.Socket, answer: dict[str, Any]) -> None:
     s.send(json.dumps(answer, default=str).encode())
 
 
 def request(run_dir: str, cmd: str, timeout_ms: int = 5000, **args: Any) -> dict[str, Any]:
-    """Send one command to the launcher of `run_dir`; raises NotRunning if nobody answers."""
+    """Send one command to the launcher of `run_dir`; raises NotRunning if nobody answers,
+    NotOperator if the socket is not ours to use."""
     path = sock_path(run_dir)
     if not os.path.exists(path):
         raise NotRunning(f"no system is running in {run_dir} (no {CONTROL_SOCK})")
+    if not os.access(path, os.W_OK):       # connecting to a Unix socket needs write permission
+        owner = os.stat(path).st_uid
+        raise NotOperator(f"{path}: permission denied (only its operator, uid {owner}, "
+                          f"may control this system)")
     raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms)
     if raw is None:
         raise NotRunning(f"the launcher in {run_dir} does not answer (stale {CONTROL_SOCK}?)")
     answer: dict[str, Any] = json.loads(raw)
+    if not answer.get("ok") and str(answer.get("error", "")).startswith("refused:"):
+        raise NotOperator(str(answer["error"]))
     return answer
 
 
@@ -76,3 +121,4 @@ def read_state(run_dir: str) -> dict[str, Any] | None:
             return json.load(f)
     except (FileNotFoundError, ValueError):
         return None
+

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import psutil
@@ -110,12 +110,14 @@ class Launcher:
         self.routes: dict[int, dict[str, tuple[int, int]]] = {}   # lookup label -> name -> (gate, rights)
         self.routes_lock = threading.Lock()
         self.lookup_gates: dict[str, int] = {}
+        self.label_users: dict[tuple[str, int], set[str]] = {}   # (service, label) -> tasks routed
         self.exit_status: dict[int, int] = {}
         self.events: list[tuple[float, str]] = []
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = False
         self.started = time.time()
         self.kernel: subprocess.Popen[bytes] | None = None
+        self.operator = os.getuid()       # who booted us: control.sock takes only its (or root's) requests
         self.spawner: Spawner | None = None
         self.root: L4 | None = None
         self.ctl: zmq.Socket | None = None
@@ -240,6 +242,7 @@ class Launcher:
 
     def _route(self, task: str, cap: CapSpec) -> int:
         gate = self.service_gate(cap.service, cap.label)
+        self.label_users.setdefault((cap.service, cap.label), set()).add(task)
         with self.routes_lock:
             self.routes.setdefault(LOOKUP_LABEL_BASE + self.tasks[task].number, {})[cap.local] = \
                 (gate, cap.rights)
@@ -604,7 +607,7 @@ class Launcher:
         ctl = self.ctl
         assert ctl is not None, "step() serves control only once the socket is bound"
         while True:
-            req = control.recv_request(ctl)
+            req = control.recv_request(ctl, self.operator, self.event)
             if req is None:
                 return
             fn = getattr(self, "cmd_" + req["cmd"].replace("-", "_"), None)
@@ -714,6 +717,7 @@ class Launcher:
             "the running system has no tcp:// port ([system] tcp in its image)"
             if self.tcp_info is None else "a remote task cannot have memory (this machine's RAM)")
             for t in specs if t.remote and (self.tcp_info is None or t.memory is not None)]
+        problems += self._check_labels(data, path, specs, routes)
         if problems:
             return {"ok": False, "error": "invalid snippet", "problems": problems}
         self.add_tasks(specs)
@@ -722,6 +726,47 @@ class Launcher:
         self.event(f"attached {', '.join(s.name for s in specs) or 'no task'}"
                    + (f"; routes: {', '.join(f'{r.task}.{r.cap.local}' for r in routes)}" if routes else ""))
         return {"tasks": [s.name for s in specs], "routes": [f"{r.task}.{r.cap.local}" for r in routes]}
+
+    def _check_labels(self, data: dict[str, Any], path: str, specs: list[TaskSpec],
+                      routes: list[RouteSpec]) -> list[str]:
+        """The labels an attach snippet asks for, checked (problems: file, key, reason):
+        label 0 (rpc.ADMIN_LABEL) is every server's admin gate, and a label another task
+        already uses for a service is that task's identity at the server — neither may be
+        handed out. A capability given without a label gets a fresh one (the lowest label
+        of that service nobody uses), so each attached client is a client of its own."""
+        used = {key: set(names) for key, names in self.label_users.items()}
+        problems: list[str] = []
+
+        def check(task: str, cap: CapSpec, explicit: bool, key: str) -> CapSpec:
+            if not explicit:
+                label = 1
+                while used.get((cap.service, label)):
+                    label += 1
+                cap = replace(cap, label=label)
+            elif cap.label == rpc.ADMIN_LABEL:
+                problems.append(f"{path}: {key}: label {cap.label} is the admin gate of "
+                                f"'{cap.service}' (reserved; give a label of 1 or more)")
+                return cap
+            others = used.get((cap.service, cap.label), set()) - {task}
+            if others:
+                problems.append(f"{path}: {key}: label {cap.label} of service '{cap.service}' "
+                                f"is already task '{sorted(others)[0]}''s (its identity at the "
+                                f"server); choose another")
+            used.setdefault((cap.service, cap.label), set()).add(task)
+            return cap
+
+        raw_tasks = data.get("task", [])
+        for i, spec in enumerate(specs):
+            raw_caps = raw_tasks[i].get("caps", {})
+            spec.caps = [check(spec.name, c, isinstance(raw_caps.get(c.local), dict)
+                               and "label" in raw_caps[c.local],
+                               f"task[{i}] ({spec.name}).caps.{c.local}.label")
+                         for c in spec.caps]
+        raw_routes = data.get("route", [])
+        for j, r in enumerate(routes):
+            routes[j] = RouteSpec(r.task, check(r.task, r.cap, "label" in raw_routes[j],
+                                                f"route[{j}].label"))
+        return problems
 
     def cmd_fault(self, op: str, spec: dict[str, Any] | None = None,
                   service: str | None = None, task: str | None = None) -> dict[str, Any]:
