@@ -391,11 +391,19 @@ def remote(task: str, as_json: bool, run_dir: str | None) -> None:
 @click.option("--timeout", default=15.0, show_default=True)
 @run_dir_option
 def down(timeout: float, run_dir: str | None) -> None:
-    """Shut the system down: every task, the kernel, the sockets."""
+    """Shut the system down: every task, the kernel, the sockets. Works in every state: a
+    launcher that no longer answers (killed, or its kernel died) is cleaned up after."""
     rd = find_run_dir(run_dir)
     st = control.read_state(rd) or {}
-    ask(rd, "down")
-    pid = st.get("pid")
+    try:
+        answered = control.request(rd, "down")
+    except control.NotOperator as e:
+        raise Fail(str(e)) from None
+    except control.NotRunning:
+        answered = None
+    if answered is not None and not answered.get("ok"):
+        raise Fail(answered.get("error", "the launcher refused"))
+    pid = st.get("pid") if answered is not None else None
     deadline = time.monotonic() + timeout
     import psutil
     while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
@@ -405,9 +413,12 @@ def down(timeout: float, run_dir: str | None) -> None:
         except psutil.Error:
             break
         time.sleep(0.02)
-    while os.path.exists(os.path.join(rd, control.CONTROL_SOCK)) and time.monotonic() < deadline:
+    while answered is not None and os.path.exists(os.path.join(rd, control.CONTROL_SOCK)) \
+            and time.monotonic() < deadline:
         time.sleep(0.02)
-    click.echo(f"system '{st.get('name', '?')}' in {rd} is down")
+    left = control.clean_up(rd)
+    click.echo(f"system '{st.get('name', '?')}' in {rd} is down"
+               + (f" (cleaned up after it: {', '.join(left)})" if left else ""))
 
 
 # -- devices (the HAL's control socket, hal/tools.py) -----------------------------------------

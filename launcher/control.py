@@ -13,12 +13,15 @@ Only the operator: the socket is made mode 0600 (created under umask 077, so nev
 reachable by others even for a moment), owned by the launcher's uid; and every request is
 checked against its sender's credentials (SO_PEERCRED of the connection it came on): a
 request from any uid other than the operator's (the uid that booted the system) or root
-is answered with a refusal and logged, never acted on.
+is answered with a refusal and logged, never acted on. `clean_up` ends what is left of a
+system whose launcher no longer answers (`l4run down` in every state).
 """
 from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 from typing import Any, Callable
 
 import zmq
@@ -27,6 +30,7 @@ from kernel.osutil import Peer, frame_peer, request_once
 
 CONTROL_SOCK = "control.sock"
 STATE_FILE = "launcher.json"
+LEFTOVER_FILES = (STATE_FILE, STATE_FILE + ".tmp", "kernel.tcp")   # besides *.sock, *.ctl
 
 
 class NotRunning(Exception):
@@ -122,3 +126,49 @@ def read_state(run_dir: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
 
+
+def clean_up(run_dir: str, timeout: float = 5.0) -> list[str]:
+    """End what is left of the system in `run_dir` once its launcher no longer answers:
+    the launcher, zygote and kernel that launcher.json names (only if each is still the
+    process that was running when the file was written: not a newer one that reuses its
+    pid) are killed through pidfds, and the socket files and state it left are removed.
+    Tasks die with their zygote. Answers what was done, one phrase per thing."""
+    done = []
+    state = read_state(run_dir) or {}
+    try:
+        written = os.stat(os.path.join(run_dir, STATE_FILE)).st_mtime
+    except FileNotFoundError:
+        written = 0.0
+    for key, role in (("pid", "launcher"), ("zygote_pid", "zygote"), ("kernel_pid", "kernel")):
+        pid = state.get(key)
+        if isinstance(pid, int) and pid > 0 and _kill_if_older(pid, written + 1.0, timeout):
+            done.append(f"killed the {role} (pid {pid})")
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        if name.endswith((".sock", ".ctl")) or name in LEFTOVER_FILES:
+            try:
+                os.unlink(os.path.join(run_dir, name))
+                done.append(f"removed {name}")
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+    return done
+
+
+def _kill_if_older(pid: int, born_before: float, timeout: float) -> bool:
+    """SIGKILL `pid` and wait for it, if it is a live process created before `born_before`
+    (a pidfd pins the process we checked: the signal cannot reach a successor)."""
+    import psutil
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE or p.create_time() > born_before:
+            return False
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], timeout)        # readable once it has exited
+        return True
+    except (psutil.Error, OSError):
+        return False
+    finally:
+        os.close(fd)

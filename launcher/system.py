@@ -20,7 +20,14 @@ outage fail with PEER_DIED, the next one reaches the new incarnation.
 Threads: the main thread owns all state, the root L4 thread, the control socket and the
 spawner; it runs `step()`. The supervisor thread (its own L4 thread in the root task) only
 waits on the handler and lookup gates: it queues death notices for the main thread and
-answers lookups from `routes` (guarded by `routes_lock`).
+answers lookups from `routes` (guarded by `routes_lock`). The kernel-watch thread only
+waits on the kernel's pidfd (`_watch_kernel`).
+
+Death of the kernel: however it dies (even SIGKILL), its pidfd becomes readable; the
+kernel-watch thread reaps it at once (a zombie still answers kill(pid, 0), which is how
+our L4 threads would decide it is gone, so a call in flight would wait forever), removes
+kernel.sock (every task blocked on the kernel then sees it gone too) and tells the main
+thread, which shuts the system down: every task ended, nothing left behind.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import socket
 import os
 import queue
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -44,7 +52,7 @@ from kernel.user import errors, rpc, spawn
 from kernel.abi import Proto, Rights, pack
 from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
-from kernel.abi import TCP_INFO
+from kernel.abi import MEM_CHANNEL, TCP_INFO
 
 from . import control, sandbox
 from .devices import hal_ctl
@@ -117,6 +125,7 @@ class Launcher:
         self.stopping = False
         self.started = time.time()
         self.kernel: subprocess.Popen[bytes] | None = None
+        self.kernel_pidfd = -1            # the kernel's pidfd (owned by the kernel-watch thread)
         self.operator = os.getuid()       # who booted us: control.sock takes only its (or root's) requests
         self.spawner: Spawner | None = None
         self.root: L4 | None = None
@@ -172,6 +181,9 @@ class Launcher:
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
         klog.close()
+        self.kernel_pidfd = os.pidfd_open(self.kernel.pid)
+        threading.Thread(target=self._watch_kernel, args=(self.kernel, self.kernel_pidfd),
+                         name="l4run-kernel-watch", daemon=True).start()
         zlog = open(os.path.join(self.logs, "zygote.log"), "ab")
         cleanup = [self.kernel_sock, control.sock_path(self.run_dir),
                    os.path.join(self.run_dir, control.STATE_FILE),
@@ -212,6 +224,24 @@ class Launcher:
         self.ctl = control.bind(self.root.ctx, self.run_dir)
         self.spawner.wait_ready()
         self._write_state()
+
+    def _watch_kernel(self, kernel: subprocess.Popen[bytes], pidfd: int) -> None:
+        """The kernel-watch thread: wait for the kernel's pidfd (readable once it exited,
+        zombie or not), reap it, remove its sockets and tell the main thread."""
+        try:
+            select.select([pidfd], [], [])
+            status = kernel.wait()
+        finally:
+            os.close(pidfd)
+        for name in ("kernel.sock", MEM_CHANNEL, TCP_INFO):    # what it could not remove
+            try:
+                os.unlink(os.path.join(self.run_dir, name))
+            except FileNotFoundError:
+                pass
+        try:
+            self._post(("kernel", status))
+        except OSError:
+            pass                  # shut down meanwhile (our wake-up pipe is closed)
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "kernel_pid": self.kernel.pid if self.kernel else 0,
@@ -566,6 +596,12 @@ class Launcher:
                 self.event(f"fatal: lost the kernel ({body}); shutting down")
                 self.stopping = True
                 return
+            elif kind == "kernel" and not self.stopping:
+                how = f"killed by {signal.Signals(-body).name}" if body < 0 else f"status {body}"
+                self.event(f"fatal: the kernel (pid {self.kernel.pid if self.kernel else 0}) "
+                           f"died ({how}); ending every task")
+                self.stopping = True
+                return
         if self.kernel is not None and self.kernel.poll() is not None:
             self.event(f"fatal: the kernel exited with status {self.kernel.returncode}")
             self.stopping = True
@@ -592,7 +628,12 @@ class Launcher:
             old_fd = signal.set_wakeup_fd(self.wake_w)
         try:
             while not self.stopping:
-                self.step()
+                try:
+                    self.step()
+                except errors.KernelGone as e:     # a call in flight when the kernel died
+                    self.event(f"fatal: lost the kernel ({e}); shutting down")
+                    self.stopping = True
+                    break
                 if tick is not None:
                     tick()
         finally:
