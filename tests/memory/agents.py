@@ -23,6 +23,11 @@ WINDOW = window(WBASE, WORDER)
 
 
 def agent(l4: Any, mode: str = "") -> int:
+    if mode == "nobody":      # an unprivileged process from here on (uid/gid 65534)
+        import os
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
     vm = VM(l4)
     worder = 13 if mode == "smallwin" else WORDER
     next_cap = [200]                   # capabilities sent to us land here, one by one

@@ -230,3 +230,26 @@ def test_a_process_under_another_uid_cannot_reach_the_kernels_frames(mem):
     assert got["mem"] != "opened"
     assert got["map_files"] in (0, "Permission denied")
     assert got["fd"] in (0, "Permission denied")
+
+
+def test_a_task_under_its_own_uid_gets_exactly_its_memory_through_the_channel(mem):
+    """What the per-task uids need: a task that is not root (so it cannot open anything of
+    the kernel's through /proc) still gets the frames its page table maps, and loses them."""
+    if os.geteuid() != 0:
+        pytest.skip("switching a task to another uid needs root")
+    os.chmod(mem.sys.run_dir, 0o711)                  # nobody may reach RUN_DIR/mem.sock
+    mem.agent("n", mode="nobody")
+    mem.agent("a", peers=("n",))
+    va = mem.ok("a", "alloc", order=KPAGE + 1)[0][1]
+    mem.ok("a", "write", addr=va, data=b"for nobody")
+    nv = mem.ok("a", "give", to="n", vaddr=va, order=KPAGE + 1)[0][1]
+    assert mem.ok("n", "read", addr=nv, n=10) == b"for nobody"
+    mem.ok("n", "write", addr=nv + PAGE_SIZE, data=b"back")
+    assert mem.ok("a", "read", addr=va + PAGE_SIZE, n=4) == b"back"
+    pid = mem.procs["n"].pid
+    assert os.stat(f"/proc/{pid}").st_uid == 65534
+    assert [size for size, _ in ram_maps(pid)] == [PAGE_SIZE, PAGE_SIZE]
+    assert mem.ok("a", "unmap", vaddr=va, order=KPAGE + 1) == 2
+    assert ram_maps(pid) == []                         # it dropped both, and said so
+    assert mem.procs["n"].proc.poll() is None          # cooperative: alive
+    assert mem.do("n", "read", addr=nv, n=1)["err"] == "PAGE_FAULT"
