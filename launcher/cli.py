@@ -161,7 +161,8 @@ def boot(image: str, detach: bool, plain: bool, exec_spawn: bool, timeout: float
     except (BootError, OSError) as e:
         launcher.shutdown()
         raise Fail(str(e)) from None
-    if not live_mode:
+    if not live_mode:        # the protections once, as lines (the live table shows them)
+        click.echo(protections_text(launcher.protections, []).plain.rstrip(), err=True)
         launcher.serve()
         return
     from rich.live import Live
