@@ -165,9 +165,10 @@ class Attachment:
                 return False
             if time.monotonic() > deadline:
                 raise errors.KernelGone("the kernel did not send a frame it answered a fault with")
-            # Short waits: a signal handler may take the message from under a long one.
-            if select.select([self.chan], [], [], 0.05)[0]:
-                self.pump(False)
+            # The kernel sent it before it answered: it is normally there already. Else
+            # short waits: a signal handler may take the message from under a long one.
+            if not self.pump(False):
+                select.select([self.chan], [], [], 0.05)
         return True
 
     def epoch(self) -> int:
