@@ -137,6 +137,7 @@ class Holding:
 
     def __init__(self) -> None:
         self.dma = False                    # MEM_DMA: sent every frame at connect
+        self.attached = False               # MEM_ATTACH was called (counts to MAX_SPACES)
         self.token: bytes | None = None     # MEM_ATTACH's, until the channel connects
         self.ctl: Control | None = None
         self.chan: socket.socket | None = None

@@ -169,15 +169,15 @@ class Memory:
 
     # -- the memory channel (frames.py) ----------------------------------------------
     def attach(self, task: "Task", signal_: bool) -> dict[str, Any]:
-        """MEM_ATTACH (checked by the caller): a control page and a token for the channel."""
+        """MEM_ATTACH (checked by the caller): a token for the channel. The control page is
+        made when the channel connects: a task that never connects costs no descriptor."""
         a = self.space(task)
         a.signal = signal_
-        if a.hold.ctl is None:
+        if not a.hold.attached:
             if self.attached >= MAX_SPACES:
                 raise AbiError(Err.QUOTA, f"{MAX_SPACES} address spaces attached already")
             self.attached += 1
-            a.hold.ctl = frames.Control(f"l4py-ctl-{os.getpid()}")
-            a.hold.set_epoch(a.epoch)
+            a.hold.attached = True
         if a.hold.chan is not None:
             raise AbiError(Err.BUSY, f"task '{task.name}' is attached already")
         if a.hold.token is not None:
@@ -191,12 +191,13 @@ class Memory:
     def _channel_peer(self, token: bytes, pid: int, conn: socket.socket) -> bool:
         """A connection to mem.sock presented `token` from process `pid`: is it the task's?"""
         a = self.tokens.get(token)
-        if a is None or not a.task.alive or a.task.pid is None or pid != a.task.pid \
-                or a.hold.ctl is None:
+        if a is None or not a.task.alive or a.task.pid is None or pid != a.task.pid:
             self.count("refused_channels")
             return False
         del self.tokens[token]
         a.hold.token = None
+        a.hold.ctl = frames.Control(f"l4py-ctl-{os.getpid()}")
+        a.hold.set_epoch(a.epoch)
         if not a.hold.connect(conn, pid, self.ram):
             return False
         if a.hold.dma:
@@ -254,7 +255,7 @@ class Memory:
             del self.spaces[a.task.id]
             if a.hold.token is not None:
                 self.tokens.pop(a.hold.token, None)
-            if a.hold.ctl is not None:
+            if a.hold.attached:
                 self.attached -= 1
             self.bump(affected - {a})
             # Nobody waits for these acknowledgements now (the kernel made the unmap); the
