@@ -48,10 +48,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# Tasks that attach "physical" RAM open /proc/<kernel pid>/fd/<n> (kernel.user.vm, the HAL,
-# the drivers' PhysRam), which only root can. Until RAM reaches tasks as per-frame memfds
-# passed over a socket, those tasks run unsandboxed. Flip to False once that lands.
-RAM_NEEDS_ROOT = True
+# RAM reaches a task as per-frame memfds over its memory channel (RUN_DIR/mem.sock, kernel/
+# core/frames.py), only for the frames its page table maps: a task that attaches RAM needs
+# no privilege and is sandboxed like every task. True would run such tasks as root again
+# (the way it was while RAM was one memfd opened through /proc/<kernel pid>/fd).
+RAM_NEEDS_ROOT = False
 RAM_REASON = "not isolated: attaches RAM through the kernel's memfd"
 PRIVILEGED_RUNS = {"launcher.devices:hal_task"}     # the HAL: the hardware, privileged
 RAM_RUNS = {"servers.sigma0.server:main", "servers.moe.server:main"}
