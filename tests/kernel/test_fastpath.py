@@ -158,7 +158,9 @@ def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, 
                     if root.kernel_info()["stats"]["requests"] - before - polls >= 1:
                         break
                 req = msgpack.unpackb(hdr)
-                timed = _timed_states(req)
+                # (a thread that was blocked already got BUSY: its earlier call's timer,
+                # if any, is not this request's)
+                timed = _timed_states(req) if idle[who] else set()
                 for _ in range(2000 if timed else 0):
                     # a finite timeout: let its timer decide before anything else happens
                     if root.cap_inspect(tasks[who].thread)["state"] not in timed:
