@@ -75,6 +75,31 @@ def frame_peer(frame: Any) -> Peer | None:
         return None
 
 
+# mmap at a chosen address: Python's mmap module cannot, and both RAM views (the kernel's,
+# kernel/core/frames.py, and a task's, kernel/user/vm.py) place frame n at base + n * 4 KiB.
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANON, MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def mmap_at(addr: int | None, size: int, prot: int, flags: int, fd: int) -> int:
+    """mmap(2) of `size` bytes of `fd` (-1: anonymous) at `addr` (None: anywhere); the
+    address. Raises OSError."""
+    r = _libc.mmap(addr, size, prot, flags, fd, 0)
+    if r is None or r == _MAP_FAILED:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mmap: {os.strerror(e)}")
+    return int(r)
+
+
+def munmap(addr: int, size: int) -> None:
+    _libc.munmap(addr, size)
+
+
 def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:
     """One request/answer over a ZeroMQ REQ socket to `ipc://path` (a control socket).
 

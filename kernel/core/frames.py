@@ -28,7 +28,6 @@ called by the transport's poll loop).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -39,30 +38,16 @@ import socket
 import struct
 from typing import Any, Callable, Iterable, Protocol
 
+from ..osutil import (MAP_ANON, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, mmap_at,
+                      munmap, peer_cred)
 from ..abi import (CHAN_HEAD, CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, MEM_CHANNEL, MEM_TOKEN_BYTES,
                    PAGE_SHIFT, PAGE_SIZE, Chan, MemRights)
 
 _PROT_NONE, _PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
-_MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANON, _MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_FAILED = ctypes.c_void_p(-1).value
-_UCRED = struct.Struct("3i")
 _WORD = struct.Struct("<Q")
 _MR, _MW = int(MemRights.R), int(MemRights.W)
 _RW = _MR | _MW
 
-
-def _mmap(addr: int | None, size: int, prot: int, flags: int, fd: int) -> int:
-    # Python's mmap module cannot map at a fixed address; the views need exactly that.
-    r = _libc.mmap(addr, size, prot, flags, fd, 0)
-    if r is None or r == _FAILED:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mmap: {os.strerror(e)}")
-    return int(r)
 
 
 class Frames:
@@ -74,7 +59,7 @@ class Frames:
         self.size = size
         self.frames = size >> PAGE_SHIFT
         self.name = f"l4py-ram-{os.getpid()}"
-        self.base = _mmap(None, size, _PROT_NONE, _MAP_PRIVATE | _MAP_ANON | _MAP_NORESERVE, -1)
+        self.base = mmap_at(None, size, _PROT_NONE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1)
         self._ids: list[tuple[int, int] | None] = [None] * self.frames
         self.created = 0
 
@@ -89,7 +74,7 @@ class Frames:
                 os.fchmod(fd, 0o600)
                 os.ftruncate(fd, PAGE_SIZE)
                 st = os.fstat(fd)
-                _mmap(self.base + (n << PAGE_SHIFT), PAGE_SIZE, _PROT_RW, _MAP_SHARED | _MAP_FIXED, fd)
+                mmap_at(self.base + (n << PAGE_SHIFT), PAGE_SIZE, _PROT_RW, MAP_SHARED | MAP_FIXED, fd)
             finally:
                 os.close(fd)
             ident = self._ids[n] = (st.st_dev, st.st_ino)
@@ -104,7 +89,7 @@ class Frames:
                        (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
 
     def close(self) -> None:
-        _libc.munmap(self.base, self.size)
+        munmap(self.base, self.size)
 
 
 class Control:
@@ -290,10 +275,10 @@ class Channel:
             return
         try:
             token = conn.recv(64)
-            pid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                _UCRED.size))[0]
         except OSError:
-            token, pid = b"", 0
+            token = b""
+        peer = peer_cred(conn.fileno())
+        pid = peer.pid if peer is not None else 0
         if not self.on_peer(token, pid, conn):      # (it counts what it refuses)
             conn.close()
 

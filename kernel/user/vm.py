@@ -43,6 +43,7 @@ import time
 from typing import Any, Callable
 
 from . import errors
+from ..osutil import MAP_ANON, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, mmap_at, munmap
 from ..abi import (CHAN_HEAD, CHAN_MAX_FDS, CTL_ACK, CTL_EPOCH, FIRST_FREE_SLOT, PAGE_SHIFT,
                    PAGE_SIZE, SHOOTDOWN_SIGNAL, Chan, Item, MemRights)
 
@@ -51,23 +52,7 @@ _R, _W, _RW = int(MemRights.R), int(MemRights.W), int(MemRights.RW)   # ints: In
 _MASK = PAGE_SIZE - 1
 GRANT_WAIT_S = 10.0          # a frame the kernel answered a fault with arrives at once
 
-_MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANON, _MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_FAILED = ctypes.c_void_p(-1).value
 
-
-def _mmap(addr: int | None, size: int, prot: int, flags: int, fd: int) -> int:
-    # Python's mmap module cannot map at a fixed address (kernel/core/frames.py has the
-    # kernel's twin of this: the two sides never import each other).
-    r = _libc.mmap(addr, size, prot, flags, fd, 0)
-    if r is None or r == _FAILED:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mmap: {os.strerror(e)}")
-    return int(r)
 
 
 class Attachment:
@@ -82,7 +67,7 @@ class Attachment:
         info = l4.mem_attach(signal)
         self.size: int = info["size"]
         self.frames: int = info["frames"]
-        self.base = _mmap(None, self.size, 0, _MAP_PRIVATE | _MAP_ANON | _MAP_NORESERVE, -1)
+        self.base = mmap_at(None, self.size, 0, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1)
         self.ram = memoryview((ctypes.c_char * self.size).from_address(self.base)).cast("B")
         self.held: dict[int, int] = {}
         self.revokes = 0                    # REVOKE messages handled so far
@@ -133,13 +118,13 @@ class Attachment:
                 rights = data[at + 4 * count:at + 5 * count]
                 for f, r, fd in zip(nums, rights, fds):
                     prot = mmap.PROT_READ | (mmap.PROT_WRITE if r & _W else 0)
-                    _mmap(self.base + (f << PAGE_SHIFT), PAGE_SIZE, prot,
-                          _MAP_SHARED | _MAP_FIXED, fd)
+                    mmap_at(self.base + (f << PAGE_SHIFT), PAGE_SIZE, prot,
+                            MAP_SHARED | MAP_FIXED, fd)
                     self.held[f] = r
             elif kind == Chan.REVOKE:
                 for f in struct.unpack_from(f"<{count}I", data, at):
-                    _mmap(self.base + (f << PAGE_SHIFT), PAGE_SIZE, 0,
-                          _MAP_PRIVATE | _MAP_ANON | _MAP_FIXED, -1)
+                    mmap_at(self.base + (f << PAGE_SHIFT), PAGE_SIZE, 0,
+                            MAP_PRIVATE | MAP_ANON | MAP_FIXED, -1)
                     self.held.pop(f, None)
                 self.revokes += 1
                 self.on_revoke()
@@ -187,7 +172,7 @@ class Attachment:
             self.ram.release()
         except BufferError:
             return              # a view is still exported: leave the mapping to the exit
-        _libc.munmap(self.base, self.size)
+        munmap(self.base, self.size)
 
 
 class PageFault(errors.PartnerError):
