@@ -79,13 +79,18 @@ def run_python(code: str, timeout: float = 30.0, **env: str) -> Any:
     return json.loads(lines[-1])
 
 
-@pytest.fixture
-def open_dir() -> Iterator[str]:
-    """A directory in /tmp every uid can reach (mode 0755; pytest's own tmp_path lies under
+def dir_in_tmp(mode: int) -> Iterator[str]:
+    """A directory in /tmp with `mode`, removed afterwards (pytest's own tmp_path lies under
     a 0700 directory, which would stop an attacker before the protection under test)."""
     d = tempfile.mkdtemp(prefix="l4py-sec-")
-    os.chmod(d, 0o755)
+    os.chmod(d, mode)
     try:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[str]:
+    """A directory in /tmp every uid can reach (mode 0755)."""
+    yield from dir_in_tmp(0o755)

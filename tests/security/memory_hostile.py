@@ -114,18 +114,27 @@ def keeper(l4: Any, how: str = "fd") -> int:
     return agents.agent(l4)
 
 
+def ram_fds(pid: int) -> list[str]:
+    """The descriptors of process `pid` that name RAM (the frames' memfds, or any whole-RAM
+    file): what a task, or the kernel, could hand on or reopen."""
+    out = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if "l4py-ram" in os.readlink(f"/proc/{pid}/fd/{name}"):
+                    out.append(name)
+            except OSError:
+                pass
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
 def no_memory(l4: Any, kernel_pid: str, out: str) -> int:
     """Try every way to RAM a task with no memory rights has; write the results to `out`."""
     res: dict[str, Any] = {}
     # The kernel's descriptors: is any of them RAM?
-    ram_fds = []
-    for name in os.listdir(f"/proc/{kernel_pid}/fd"):
-        try:
-            if "l4py-ram" in os.readlink(f"/proc/{kernel_pid}/fd/{name}"):
-                ram_fds.append(name)
-        except OSError:
-            pass
-    res["kernel_ram_fds"] = ram_fds
+    res["kernel_ram_fds"] = ram_fds(int(kernel_pid))
     # MEM_ATTACH with our own task capability reduced to INVOKE, and with none at all.
     slot = l4.cap_derive(SLOT_TASK, int(Rights.INVOKE))
     for what, task in (("invoke_only", slot), ("empty_slot", 200)):

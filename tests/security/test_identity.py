@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -27,7 +25,7 @@ from kernel.user.client import L4
 from kernel.user.testing import PROJECT_ROOT, System, wait_for
 from servers.hello.protocol import HELLO
 
-from .hostile import as_uid, run_python
+from .hostile import as_uid, dir_in_tmp, run_python
 
 HELLO_SERVER = "servers.hello.server:serve"
 
@@ -162,12 +160,7 @@ def test_every_thread_of_a_task_comes_from_its_process() -> None:
 @pytest.fixture
 def careless_run_dir() -> Iterator[str]:
     """A run directory anyone may write to (mode 0777), reachable by every uid (in /tmp)."""
-    rd = tempfile.mkdtemp(prefix="l4py-sec-")
-    os.chmod(rd, 0o777)
-    try:
-        yield rd
-    finally:
-        shutil.rmtree(rd, ignore_errors=True)
+    yield from dir_in_tmp(0o777)
 
 
 def try_to_replace(run_dir: str, kernel_pid: int) -> dict[str, str]:

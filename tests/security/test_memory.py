@@ -26,7 +26,7 @@ from kernel.abi import PAGE_SIZE, MemRights
 from kernel.user.errors import L4Error
 from kernel.user.testing import wait_for
 from tests.memory.conftest import Mem
-from tests.security.memory_hostile import as_nobody
+from tests.security.memory_hostile import as_nobody, ram_fds
 
 KPAGE = 12
 
@@ -50,20 +50,6 @@ def ram_maps(pid: int) -> list[tuple[int, str]]:
                     rng, perms = line.split()[:2]
                     lo, hi = (int(x, 16) for x in rng.split("-"))
                     out.append((hi - lo, perms))
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return out
-
-
-def ram_fds(pid: int) -> list[str]:
-    out = []
-    try:
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if "l4py-ram-" in os.readlink(f"/proc/{pid}/fd/{name}"):
-                    out.append(name)
-            except OSError:
-                pass
     except (FileNotFoundError, ProcessLookupError):
         pass
     return out
