@@ -531,6 +531,10 @@ from . import bench_chaos  # noqa: E402  (registers `chaos` and `bench chaos`; i
 
 bench_chaos.register(cli, bench)
 
+from . import selftest  # noqa: E402  (registers `selftest mutants`: planted bugs the tests must catch)
+
+selftest.register(cli)
+
 
 def main() -> None:
     try:
