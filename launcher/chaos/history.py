@@ -28,10 +28,11 @@ nothing outside the second set; so a correct ledger answers within [lo, hi]. The
 With the ledger's own log (`log`, read before the histories while the clients are frozen, so
 every rid in it has its start recorded) also, white-box:
 
-    duplicate_execution   a rid appears twice in the log (an add ran twice)
-    lost_write            an acknowledged add that is not in the log
-    phantom               an acknowledged value the log does not hold for its rid, a log
-                          entry for a rid no client sent, or a log whose running sums break
+    log_duplicate_execution   a rid appears twice in the log (an add ran twice)
+    log_lost_write            an acknowledged add that is not in the log
+    log_phantom               an acknowledged value the log does not hold for its rid, a
+                              log entry for a rid no client sent, or a log whose running
+                              sums break
 
 `check(histories, log)` answers a `Verdict`: `checked_operations` (the logical operations
 with an accepted answer, each checked by every rule above), counts by outcome, and the
@@ -49,7 +50,8 @@ from typing import Any, Iterable
 
 from servers.ledger.protocol import HISTORY_NAME, LOG_NAME, digest
 
-RULES = ("lost_write", "phantom", "answer", "duplicate", "duplicate_execution")
+RULES = ("lost_write", "phantom", "answer", "duplicate",                 # from the histories
+         "log_duplicate_execution", "log_lost_write", "log_phantom")      # against the log
 KEEP = 10            # messages kept per rule (all are counted)
 
 
@@ -230,22 +232,22 @@ def _check_log(ops: dict[str, Op], log: list[dict[str, Any]], v: Verdict) -> Non
         rid, key = str(rec.get("rid")), str(rec.get("key"))
         o = ops.get(rid)
         if rid in seen:
-            v.flag("duplicate_execution", o, f"{rid} ran twice (the ledger's log holds it "
+            v.flag("log_duplicate_execution", o, f"{rid} ran twice (the ledger's log holds it "
                                              f"with values {seen[rid]['value']} and "
                                              f"{rec.get('value')})")
         seen.setdefault(rid, rec)
         if o is None:
-            v.flag("phantom", None, f"the ledger's log runs {rid} on {key}, which no client sent")
+            v.flag("log_phantom", None, f"the ledger's log runs {rid} on {key}, which no client sent")
         if rec.get("value") != running.get(key, 0) + int(rec.get("delta", 0)):
-            v.flag("phantom", o, f"the ledger's log breaks its running sum on {key} at {rid}")
+            v.flag("log_phantom", o, f"the ledger's log breaks its running sum on {key} at {rid}")
         running[key] = int(rec.get("value", 0))
     for o in ops.values():
         if o.op != "add" or o.ans is None or _answer_ok(o) is not None:
             continue
         rec = seen.get(o.rid)
         if rec is None:
-            v.flag("lost_write", o, f"add {o.rid} was acknowledged ({o.value}) but is not in "
+            v.flag("log_lost_write", o, f"add {o.rid} was acknowledged ({o.value}) but is not in "
                                     f"the ledger's log")
         elif rec.get("value") != o.value or rec.get("key") != o.key:
-            v.flag("phantom", o, f"add {o.rid} answered {o.value} on {o.key}; the ledger's log "
+            v.flag("log_phantom", o, f"add {o.rid} answered {o.value} on {o.key}; the ledger's log "
                                  f"says {rec.get('value')} on {rec.get('key')}")

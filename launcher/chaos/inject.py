@@ -80,6 +80,7 @@ class Injector:
         self.hogs: list[subprocess.Popen[bytes]] = []
         self.stopped: dict[str, float] = {}                   # task -> until
         self.seen_pids: set[int] = set()
+        self.by_task: dict[str, int] = {}     # task -> faults that hit it (see counts_by_task)
 
     # -- bookkeeping ------------------------------------------------------------
     def _count(self, kind: str) -> None:
@@ -91,6 +92,15 @@ class Injector:
         for k, v in self.kernel_hits.items():
             out[k] = out.get(k, 0) + v
         return out
+
+    def hit(self, task: str | None) -> None:
+        name = task or "?"
+        self.by_task[name] = self.by_task.get(name, 0) + 1
+
+    def counts_by_task(self) -> dict[str, int]:
+        """Faults by the task they hit: a task fault its target, a fault the kernel injected
+        into a message the task that sent it (a crash: the task crashed)."""
+        return dict(sorted(self.by_task.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def run_due(self, now: float) -> None:
         """Call what is due on `later`. An undo that fails (a device reset when the HAL is
@@ -124,6 +134,8 @@ class Injector:
                                  "target": inj.target, "params": inj.params}
         try:
             entry["result"] = getattr(self, "_do_" + inj.kind, self._do_ipc)(inj)
+            if inj.kind in ("kill", "stop", "cont", "cpu_hog", "mem_hog"):
+                self.hit(inj.target)      # crash: counted when the kernel reports it
         except (Unsupported, errors.L4Error, control.NotRunning, KeyError, OSError) as e:
             entry["skipped"] = f"{type(e).__name__}: {e}"
             self.skipped.append(f"#{inj.seq} {inj.kind} {inj.target}: {e}")
@@ -294,6 +306,7 @@ class Injector:
                 log = self.sys.fault("log", {"max": 1000})
                 for e in log:
                     self.kernel_hits[e["kind"]] = self.kernel_hits.get(e["kind"], 0) + 1
+                    self.hit(e.get("task") or e.get("sender"))
                     self.record.write({"source": "kernel", **e})
                 if len(log) < 1000:
                     return

@@ -23,7 +23,7 @@ MAX_HOG_S = 60.0
 MAX_HOG_MIB = 1024
 INVARIANTS = {"kernel_up": True, "restart": True, "call_timeouts": True,
               "clients_recover": True, "no_leaks": True, "allow_budget_exhaustion": False}
-TABLES = ("chaos", "fault", "schedule", "invariants", "check", "load")
+TABLES = ("chaos", "fault", "schedule", "invariants", "check", "load", "history")
 FAULT_KEYS = {"kind", "tasks", "task", "services", "service", "gates", "devices", "device",
               "weight", "probability", "count", "delay", "bytes", "for", "mib", "knobs", "reset",
               "at"}
@@ -83,6 +83,7 @@ class Plan:
     spacing: str = "budget"          # kill/crash of one task: "budget" spaces them to fit it
     load: dict[str, Any] = field(default_factory=dict)   # {service, threads, timeout}
     image: str | None = None
+    history: dict[str, Any] = field(default_factory=dict)   # {clients: [task], server: task}
 
 
 _DUR = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|min)?\s*$")
@@ -183,6 +184,8 @@ def parse_plan(data: dict[str, Any], path: str = "plan",
         plan.load = dict(data["load"])
         if not isinstance(plan.load.get("service"), str):
             problems.append(f"{path}: load.service: the service the load threads call")
+    if "history" in data:
+        _parse_history(plan, data["history"], problems)
     if plan.rate > 0 and not plan.faults:
         problems.append(f"{path}: chaos.rate needs [[fault]] entries to draw from")
     if not plan.faults and not plan.at:
@@ -256,6 +259,23 @@ def _parse_checks(plan: Plan, tables: list[Any], problems: list[str]) -> None:
             problems.append(str(e))
 
 
+def _parse_history(plan: Plan, table: Any, problems: list[str]) -> None:
+    """[history]: the workload tasks whose recorded histories the run checks at the end
+    (launcher/chaos/history.py), and the ledger task whose log it reads."""
+    where = f"{plan.path}: history"
+    if not isinstance(table, dict):
+        problems.append(f"{where}: a table {{clients = [task, ...], server = task}}")
+        return
+    problems += [f"{where}.{key}: unknown key" for key in table if key not in ("clients", "server")]
+    clients, server = table.get("clients"), table.get("server")
+    if not (isinstance(clients, list) and clients and all(isinstance(c, str) for c in clients)):
+        problems.append(f"{where}.clients: a non-empty list of task names")
+    elif server is not None and not isinstance(server, str):
+        problems.append(f"{where}.server: a task name")
+    else:
+        plan.history = {"clients": list(clients), "server": server}
+
+
 def check_scope(plan: Plan, tasks: set[str], services: set[str]) -> list[str]:
     """The plan's scopes against an image's task and service names: the problems."""
     out = []
@@ -272,6 +292,9 @@ def check_scope(plan: Plan, tasks: set[str], services: set[str]) -> list[str]:
             out.append(f"{plan.path}: check: no task {c.target!r} in the image")
         if c.what == "service" and c.target not in services:
             out.append(f"{plan.path}: check: no service {c.target!r} in the image")
+    for t in plan.history.get("clients", []) + [plan.history.get("server")]:
+        if t is not None and t not in tasks:
+            out.append(f"{plan.path}: history: no task {t!r} in the image")
     if plan.load and plan.load.get("service") not in services:
         out.append(f"{plan.path}: load.service: no service {plan.load.get('service')!r}")
     return out

@@ -4,8 +4,10 @@ Contract: `build_report(run)` answers the keys docs/CHAOS.md "The report" lists 
 `seed`, `duration_s`, `run_dir`, `injections_file`, `scheduled`, `faults` (by kind, sorted),
 `faults_injected`, `rules_armed`, `skipped`, `violations` (`t`, `ts`, `invariant`,
 `message`), `kernel_crashes`, `restarts` (per task, during the run), `recoveries`,
-`recovery_ms_p50`/`p99`/`max` (None without recoveries), `calls`, `verdict` ("pass" with no
-violation, else "fail"); `l4run chaos --json` prints it as it is. `render_report` prints the
+`recovery_ms_p50`/`p99`/`max` (None without recoveries), `calls`, `faults_by_task`, with a
+`[history]` table `checked_operations`, `operations`, `history_violations` (every one; the
+first few per rule are in `violations` too) and `history_by_rule`, `verdict` ("pass" with
+no violation, else "fail"); `l4run chaos --json` prints it as it is. `render_report` prints the
 same for a terminal.
 """
 from __future__ import annotations
@@ -51,8 +53,18 @@ def build_report(run: ChaosRun) -> dict[str, Any]:
         "recovery_ms_max": round(max(recoveries), 1) if recoveries else None,
         "calls": {n: c.calls for n, c in inv.callers.items()} |
                  {f"load{i}": c.calls for i, c in enumerate(inv.load)},
+        "faults_by_task": inj.counts_by_task(),
+        **_history(run),
         "verdict": "fail" if violations else "pass",
     }
+
+
+def _history(run: ChaosRun) -> dict[str, Any]:
+    v = run.history
+    if v is None:
+        return {}
+    return {"checked_operations": v.checked_operations, "operations": v.operations,
+            "history_violations": v.total, "history_by_rule": dict(v.counts)}
 
 
 def render_report(r: dict[str, Any], console: Console) -> None:
@@ -73,6 +85,12 @@ def render_report(r: dict[str, Any], console: Console) -> None:
         for x in r["violations"]:
             v.add_row(f"{x['t']:.3f}", x["invariant"], x["message"])
         console.print(v)
+    if r.get("faults_by_task"):
+        console.print("faults by task: " + ", ".join(f"{k} {v}" for k, v in
+                                                      r["faults_by_task"].items()))
+    if "checked_operations" in r:
+        console.print(f"history: {r['checked_operations']} operations checked, "
+                      f"{r['history_violations']} violations {r['history_by_rule'] or ''}")
     restarts = ", ".join(f"{k} {v}" for k, v in r["restarts"].items() if v) or "none"
     console.print(f"restarts: {restarts}")
     if r["recoveries"]:

@@ -7,7 +7,11 @@ it booted and checks that nothing leaked; answers the report (report.py). `Chaos
 run: `run()` plays the schedule — each injection when due, the `later` undo list, the
 invariants every 50 ms, the kernel's fault log every 0.5 s — until the duration is over and
 no expectation is pending (a backstop ends it `settle + client_recovery + 5` s later), then
-cleans up; `finish()` closes the system and checks for leaks.
+cleans up — with a `[history]` table, the last step of the cleanup freezes the workload
+clients (SIGSTOP), reads the ledger's log and then the clients' histories, lets the clients
+go on (SIGCONT) and checks what it read (history.py): every history violation is counted in
+`history` (the first few per rule also as violations of the run); `finish()` closes the
+system and checks for leaks.
 
 Threads: the launcher (when we booted it) runs its own loop in a background thread; the
 prober and load threads each own an L4 thread of the root task; everything else — schedule,
@@ -18,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import history
 from .inject import Injector
 from .invariants import Invariants
 from .plan import Plan, PlanError, check_scope
@@ -45,6 +50,7 @@ class ChaosRun:
         self.record = Record(system.run_dir, plan.invariants)
         self.injector = Injector(plan, system, self.specs, self.record)
         self.invariants = Invariants(plan, system, self.specs, self.record, self.injector)
+        self.history: history.Verdict | None = None
 
     def run(self) -> dict[str, Any]:
         self.record.begin({"start": self.plan.name, "seed": self.seed,
@@ -93,6 +99,28 @@ class ChaosRun:
         self.invariants.check_kernel_bugs()
         self.injector.reap_hogs()
         self.invariants.refresh()
+        if self.plan.history:
+            self._check_history()
+
+    def _check_history(self) -> None:
+        """Freeze the clients, read the log then the histories, thaw; check; record."""
+        clients, server = self.plan.history["clients"], self.plan.history.get("server")
+        rows = self.invariants.rows
+        frozen = [c for c in clients if rows.get(c, {}).get("state") == "running"]
+        for c in frozen:
+            self.sys.kill(c, "SIGSTOP")
+        try:
+            hist, log = history.load(self.sys.run_dir, clients, server)
+        finally:
+            for c in frozen:
+                self.sys.kill(c, "SIGCONT")
+        self.history = v = history.check(hist, log)
+        self.record.write({"history": v.as_dict()})
+        for x in v.violations:
+            self.record.violate("history", f"{x['rule']}: {x['message']}")
+        if v.total > len(v.violations):
+            self.record.violate("history", f"{v.total - len(v.violations)} more history "
+                                           f"violations ({v.counts})")
 
     def finish(self) -> None:
         """Shut a booted system down and check that nothing leaked."""
@@ -111,15 +139,19 @@ class ChaosRun:
 def run_plan(plan: Plan, *, image_path: str | None = None, run_dir: str | None = None,
              seed: int | None = None, duration: float | None = None,
              budgets: tuple[int, float] | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             progress: Progress | None = None, edit: Callable[[Any], None] | None = None
+             ) -> dict[str, Any]:
     """Boot `image_path` (in `run_dir`, or a temporary one) or attach to `run_dir`; run the
-    plan; shut down what we booted; answer the report."""
+    plan; shut down what we booted; answer the report. `edit(image)` may change the loaded
+    image before it boots (the bench sets its workload's pace)."""
     import tempfile
 
     from ..image import load_image
     tmp = None
     if image_path is not None:
         image = load_image(image_path)
+        if edit is not None:
+            edit(image)
         if run_dir is None:
             tmp = tempfile.TemporaryDirectory(prefix="l4chaos-")
             run_dir = tmp.name
