@@ -232,22 +232,23 @@ def _check_log(ops: dict[str, Op], log: list[dict[str, Any]], v: Verdict) -> Non
         rid, key = str(rec.get("rid")), str(rec.get("key"))
         o = ops.get(rid)
         if rid in seen:
-            v.flag("log_duplicate_execution", o, f"{rid} ran twice (the ledger's log holds it "
-                                             f"with values {seen[rid]['value']} and "
-                                             f"{rec.get('value')})")
+            v.flag("log_duplicate_execution", o, f"{rid} ran twice (the ledger's log holds "
+                                                 f"it with values {seen[rid]['value']} and "
+                                                 f"{rec.get('value')})")
         seen.setdefault(rid, rec)
         if o is None:
-            v.flag("log_phantom", None, f"the ledger's log runs {rid} on {key}, which no client sent")
+            v.flag("log_phantom", None, f"the ledger's log runs {rid} on {key}, which no "
+                                        f"client sent")
         if rec.get("value") != running.get(key, 0) + int(rec.get("delta", 0)):
             v.flag("log_phantom", o, f"the ledger's log breaks its running sum on {key} at {rid}")
         running[key] = int(rec.get("value", 0))
     for o in ops.values():
         if o.op != "add" or o.ans is None or _answer_ok(o) is not None:
             continue
-        rec = seen.get(o.rid)
-        if rec is None:
-            v.flag("log_lost_write", o, f"add {o.rid} was acknowledged ({o.value}) but is not in "
-                                    f"the ledger's log")
-        elif rec.get("value") != o.value or rec.get("key") != o.key:
-            v.flag("log_phantom", o, f"add {o.rid} answered {o.value} on {o.key}; the ledger's log "
-                                 f"says {rec.get('value')} on {rec.get('key')}")
+        found = seen.get(o.rid)
+        if found is None:
+            v.flag("log_lost_write", o, f"add {o.rid} was acknowledged ({o.value}) but is "
+                                        f"not in the ledger's log")
+        elif found.get("value") != o.value or found.get("key") != o.key:
+            v.flag("log_phantom", o, f"add {o.rid} answered {o.value} on {o.key}; the ledger's "
+                                     f"log says {found.get('value')} on {found.get('key')}")

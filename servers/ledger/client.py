@@ -79,6 +79,9 @@ class History:
 
 def _check(o: dict[str, Any], ans: Any) -> str | None:
     """None if the answer is the ledger's to this request, else what is wrong with it."""
+    want: tuple[Any, ...]
+    got: tuple[Any, ...]
+    fields: tuple[Any, ...]
     if o["op"] == "add":
         want = (o["key"], o["delta"], o["rid"])
         got, fields = (ans.key, ans.delta, ans.rid), (ans.key, ans.delta, ans.rid, ans.value)

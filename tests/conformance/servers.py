@@ -370,5 +370,34 @@ class Example(_RpcServer):
         assert stub.get("k") == b"v" and stub.keys() == ["k"]
 
 
+class Ledger(_RpcServer):
+    """servers/ledger: its log in the system's run directory, kept across restarts."""
+    name = "ledger"
+    request = [2, "k", "r", "0" * 16]       # read(key, rid, sum): answered CORRUPT (bad sum)
+    wrong_types = [1, "k", "two", "r", ""]  # add(key, delta:int, ...) with a str
+
+    def __init__(self) -> None:
+        from servers.ledger.protocol import LEDGER
+        self.protocol = LEDGER
+        self.n = 0
+        super().__init__()
+
+    def start(self) -> TaskProc:
+        assert self.sys is not None
+        where = os.path.join(self.sys.run_dir, "ledger")
+        os.makedirs(where, exist_ok=True)
+        return self.sys.spawn("servers.ledger.server:main", "ledger", args=("", where))
+
+    def check(self, stub: Any) -> None:
+        from servers.ledger.protocol import digest
+        self.n += 1
+        rid = f"conformance:{os.getpid()}:{self.n}"
+        a = stub.add("k", 2, rid, digest("add", "k", 2, rid))
+        assert (a.key, a.delta, a.rid) == ("k", 2, rid) and a.value >= 2 and \
+            a.sum == digest("add", "k", 2, rid, a.value), a
+        again = stub.add("k", 2, rid, digest("add", "k", 2, rid))   # the same rid: run once
+        assert again.value == a.value, (a, again)
+
+
 ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
-                                 Names, Example]
+                                 Names, Example, Ledger]
