@@ -13,6 +13,8 @@
     probe.py       `Caller`: the prober and load threads calling a service.
     invariants.py  `Invariants`: what is checked during and after the run.
     record.py      RUN_DIR/chaos/injections.jsonl and the violations.
+    history.py     the ledger workload's recorded operations and answers, checked (lost
+                   acknowledged writes, answers the ledger never produced, adds run twice).
     run.py         `ChaosRun` / `run_plan`: boot or attach, play the schedule, clean up.
     report.py      faults by kind, violations with timestamps, restarts, recovery times,
                    verdict; as a dict (`--json`) or rich tables.
@@ -28,6 +30,9 @@ The public surface is re-exported here; the modules are the implementation.
 """
 from __future__ import annotations
 
+from .history import Verdict
+from .history import check as check_history
+from .history import load as load_history
 from .inject import Injector, Pending
 from .invariants import Invariants
 from .plan import (DEVICE_KINDS, INVARIANTS, IPC_KINDS, KINDS, MAX_HOG_MIB, MAX_HOG_S,
@@ -44,7 +49,7 @@ __all__ = [
     "DEVICE_KINDS", "INVARIANTS", "IPC_KINDS", "KINDS", "MAX_HOG_MIB", "MAX_HOG_S",
     "PROBE_LABEL", "TASK_KINDS",
     "Attached", "Booted", "Caller", "ChaosRun", "Check", "FaultSpec", "Injection", "Injector",
-    "Invariants", "Pending", "Plan", "PlanError", "Record", "Unsupported", "Violation",
-    "build_report", "check_scope", "control_fault", "load_plan", "parse_plan", "pct",
+    "Invariants", "Pending", "Plan", "PlanError", "Record", "Unsupported", "Verdict", "Violation",
+    "build_report", "check_history", "check_scope", "control_fault", "load_history", "load_plan", "parse_plan", "pct",
     "render_report", "run_plan", "schedule", "seconds",
 ]

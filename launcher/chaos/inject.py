@@ -81,6 +81,7 @@ class Injector:
         self.stopped: dict[str, float] = {}                   # task -> until
         self.seen_pids: set[int] = set()
         self.by_task: dict[str, int] = {}     # task -> faults that hit it (see counts_by_task)
+        self.by_receiver: dict[str, int] = {}   # task -> IPC faults on messages sent to it
 
     # -- bookkeeping ------------------------------------------------------------
     def _count(self, kind: str) -> None:
@@ -307,6 +308,8 @@ class Injector:
                 for e in log:
                     self.kernel_hits[e["kind"]] = self.kernel_hits.get(e["kind"], 0) + 1
                     self.hit(e.get("task") or e.get("sender"))
+                    if e.get("receiver"):
+                        self.by_receiver[e["receiver"]] = self.by_receiver.get(e["receiver"], 0) + 1
                     self.record.write({"source": "kernel", **e})
                 if len(log) < 1000:
                     return

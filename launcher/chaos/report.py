@@ -4,7 +4,9 @@ Contract: `build_report(run)` answers the keys docs/CHAOS.md "The report" lists 
 `seed`, `duration_s`, `run_dir`, `injections_file`, `scheduled`, `faults` (by kind, sorted),
 `faults_injected`, `rules_armed`, `skipped`, `violations` (`t`, `ts`, `invariant`,
 `message`), `kernel_crashes`, `restarts` (per task, during the run), `recoveries`,
-`recovery_ms_p50`/`p99`/`max` (None without recoveries), `calls`, `faults_by_task`, with a
+`recovery_ms_p50`/`p99`/`max` (None without recoveries), `calls`, `faults_by_task` (a task
+fault by its target, an IPC fault by the task that sent the message), `ipc_faults_by_receiver`
+(the IPC faults by the task the message was for), with a
 `[history]` table `checked_operations`, `operations`, `history_violations` (every one; the
 first few per rule are in `violations` too) and `history_by_rule`, `verdict` ("pass" with
 no violation, else "fail"); `l4run chaos --json` prints it as it is. `render_report` prints the
@@ -54,6 +56,7 @@ def build_report(run: ChaosRun) -> dict[str, Any]:
         "calls": {n: c.calls for n, c in inv.callers.items()} |
                  {f"load{i}": c.calls for i, c in enumerate(inv.load)},
         "faults_by_task": inj.counts_by_task(),
+        "ipc_faults_by_receiver": dict(sorted(inj.by_receiver.items())),
         **_history(run),
         "verdict": "fail" if violations else "pass",
     }
