@@ -12,6 +12,10 @@ the kind (0x0180 storage, 0x0200 network, 0x0300 display, 0x0900 input, 0x0800 s
 Resources: the register file (`regs`, name -> index, reached through the device's I/O gate),
 the interrupt line (`irq`, None if it has none) and whether it masters DMA (`dma`).
 
+DMA: a bus master is bound to this task's DMA domain on `request` where the HAL has an IOMMU
+(`DeviceHandle.dma_bind`, hal/iommu.py; `dev.iommu` is its status): the device may then
+DMA only into frames this task maps, which are the blocks DDEKit's memory allocated.
+
 How: io (capability "io") is the only way to devices. `scan` asks io for the names this
 task's policy grants, opens each (the grant is io's "configuration space": info and the ID
 register) and deletes the capabilities again; `request` opens the device and keeps them.
@@ -74,6 +78,7 @@ class Device:
     gate: int                      # our slot of its I/O gate
     irq_cap: int | None            # our slot of its IRQ object (INVOKE|WRITE)
     raw_info: dict[str, Any]
+    iommu: dict[str, Any] | None = None     # the DMA domain's status, if the HAL has an IOMMU
     released: bool = False
     _handles: dict[Any, DeviceHandle] = field(default_factory=dict)   # L4 thread -> handle
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -164,14 +169,23 @@ def request(name: str) -> Device:
             raise RuntimeError(f"device {name} is requested already")
     raw, gate, irq = _open(name)
     try:
-        ident = DeviceHandle(_thread.my_l4(), gate, irq, raw).read("ID")
+        h = DeviceHandle(_thread.my_l4(), gate, irq, raw)
+        info = _describe(raw, h.read("ID"))
+        iommu = _bind_dma(h) if info.dma else None
     except L4Error:
         _env.get().cap_delete(gate, irq)
         raise
-    dev = Device(_describe(raw, ident), gate, irq, raw)
+    dev = Device(info, gate, irq, raw, iommu)
     with _lock:
         _requested[name] = dev
     return dev
+
+
+def _bind_dma(h: DeviceHandle) -> dict[str, Any] | None:
+    """Make our task the bus master's DMA domain, where the HAL has an IOMMU (hal/iommu.py):
+    the device then reaches only frames this task maps, i.e. the memory DDEKit allocated."""
+    bind = getattr(h, "dma_bind", None)
+    return None if bind is None else dict(bind())
 
 
 def release(dev: Device) -> None:

@@ -23,8 +23,9 @@ _pending: list[tuple[int, int, str, Callable[[], Any]]] = []     # guarded by _l
 
 def register(level: int, fn: Callable[[], Any], name: str | None = None) -> Callable[[], Any]:
     """Register `fn` (also usable as a decorator through functools.partial)."""
+    label = name or str(getattr(fn, "__name__", repr(fn)))
     with _lock:
-        _pending.append((int(level), next(_seq), name or getattr(fn, "__name__", repr(fn)), fn))
+        _pending.append((int(level), next(_seq), label, fn))
     return fn
 
 

@@ -21,7 +21,7 @@ Contracts:
   factory before `join` returns.
 - `sleep(lock)` releases `lock` (held by the caller), blocks until `wakeup`, and takes the
   lock again. A wakeup sent before the sleep is not lost: it makes the next sleep return at
-  once (one pending wakeup per thread, as a binary semaphore).
+  once (at most one wakeup is pending per thread: a binary semaphore).
 - An exception escaping a thread function is printed and ends that thread only;
   `ddekit.panic` ends the whole driver task (servers/ddekit/console.py).
 """
@@ -58,9 +58,8 @@ class Thread:
         self.data: Any = None
         self.error: BaseException | None = None
         self.done = threading.Event()
-        self._wake = threading.Semaphore(0)   # one pending wakeup (binary: see wakeup)
-        self._wake_lock = threading.Lock()
-        self._pending = False
+        self._wake = threading.Condition()   # guards _woken: one pending wakeup at most
+        self._woken = False
 
     def get_data(self) -> Any:
         return self.data
@@ -197,21 +196,18 @@ def nsleep(ns: float) -> None:
 def sleep(lock: Any) -> None:
     """Release `lock` (a ddekit Lock the caller holds), wait for `wakeup`, take it again."""
     t = current()
-    lock.unlock()
-    try:
-        t._wake.acquire()
-        with t._wake_lock:
-            t._pending = False
-    finally:
-        lock.lock()
+    with t._wake:
+        lock.unlock()             # under _wake: a wakeup from now on is not missed
+        while not t._woken:
+            t._wake.wait()
+        t._woken = False
+    lock.lock()                   # outside _wake: a waker may hold `lock` while it wakes us
 
 
 def wakeup(t: Thread) -> None:
-    with t._wake_lock:
-        if t._pending:
-            return                # one pending wakeup is enough
-        t._pending = True
-    t._wake.release()
+    with t._wake:
+        t._woken = True           # one pending wakeup: a second before the sleep is absorbed
+        t._wake.notify()
 
 
 def yield_() -> None:
