@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from launcher.selftest import MUTANTS, ROOT, occurrences
+from launcher.selftest import MUTANTS, ROOT, Mutant, occurrences
 
 KINDS = {"handler raises", "queue order", "counter not updated", "missing rights check",
          "reply capability reused", "revoke misses a level", "unmap not verified",
@@ -26,7 +26,7 @@ KINDS = {"handler raises", "queue order", "counter not updated", "missing rights
 
 
 @pytest.mark.parametrize("m", MUTANTS, ids=[m.name for m in MUTANTS])
-def test_each_mutant_applies_to_the_current_source(m) -> None:  # type: ignore[no-untyped-def]
+def test_each_mutant_applies_to_the_current_source(m: Mutant) -> None:
     assert occurrences(m) == 1, f"{m.name}: its original text occurs {occurrences(m)} times in {m.file}"
     with open(os.path.join(ROOT, m.file)) as f:
         text = f.read()
