@@ -37,7 +37,7 @@ from kernel.user.errors import KernelGone, L4Error, ProtocolViolation
 from kernel.user.rpc import BadRequest, RemoteFailure
 
 from .protocol import HISTORY_NAME, LEDGER, digest
-from .server import scratch_dir
+from .server import cut_torn_tail, scratch_dir
 
 
 class History:
@@ -48,6 +48,7 @@ class History:
         self.count = 0                                 # logical operations so far
         self.in_flight: dict[str, Any] | None = None   # the op without an accepted answer
         self.tries = 0
+        cut_torn_tail(path)
         self._resume()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 

@@ -61,6 +61,18 @@ def read_log(path: str) -> list[dict]:
     return out
 
 
+def cut_torn_tail(path: str) -> None:
+    """Cut a last line a kill left without its newline, so the next append starts a line of
+    its own instead of gluing onto the torn one (whose add was never answered)."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
 class Ledger:
     def __init__(self, path: str, bug: str = "") -> None:
         if bug not in BUGS:
@@ -68,6 +80,7 @@ class Ledger:
         self.bug = bug
         self.values: dict[str, int] = {}      # key -> counter
         self.done: dict[str, int] = {}        # rid -> the value its add answered
+        cut_torn_tail(path)
         for rec in read_log(path):
             self.values[rec["key"]] = rec["value"]
             if bug != "forget":
@@ -92,6 +105,9 @@ class Ledger:
             raise RpcError("CORRUPT", "request checksum does not match")
         value = self.values.get(key, 0)
         return key, rid, value, digest("read", key, rid, value)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
     def _log(self, line: bytes) -> None:
         if self.bug == "lazy":

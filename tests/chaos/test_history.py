@@ -21,7 +21,9 @@ from kernel.user.testing import PROJECT_ROOT
 from launcher.bench_chaos import WORKLOAD, full_pace
 from launcher.chaos import parse_plan, run_plan
 from launcher.chaos.history import check, read_jsonl
+from kernel.user.rpc import RpcError
 from servers.ledger.protocol import digest
+from servers.ledger.server import Ledger
 
 DEFAULT = os.path.join(PROJECT_ROOT, "configs", "default.toml")
 
@@ -135,6 +137,32 @@ def test_a_torn_last_line_is_left_out(tmp_path) -> None:
     p.write_bytes(b'{"rid": "a:0"}\n{"rid": "a:1"}\n{"rid": "a')
     assert read_jsonl(str(p)) == [{"rid": "a:0"}, {"rid": "a:1"}]
     assert read_jsonl(str(tmp_path / "none")) == []
+
+
+# ---------------------------------------------------------------------------
+# The ledger's own promises, in process (no system)
+
+def test_the_ledger_runs_an_add_once_and_rebuilds_from_its_log(tmp_path) -> None:
+    path = str(tmp_path / "ledger.log")
+    led = Ledger(path)
+    first = led.add(None, "k", 3, "a:0", digest("add", "k", 3, "a:0"))
+    again = led.add(None, "k", 3, "a:0", digest("add", "k", 3, "a:0"))
+    assert first == again == ("k", 3, "a:0", 3, digest("add", "k", 3, "a:0", 3))
+    with pytest.raises(RpcError) as e:
+        led.add(None, "k", 4, "a:1", digest("add", "k", 3, "a:1"))   # the sum of another request
+    assert e.value.error == "CORRUPT"
+    led.close()
+    with open(path, "ab") as f:
+        f.write(b'{"rid": "a:2", "ke')                                   # a write cut by a kill
+    led = Ledger(path)                                                   # the next incarnation
+    assert led.values == {"k": 3} and led.done == {"a:0": 3}
+    assert led.add(None, "k", 3, "a:0", digest("add", "k", 3, "a:0"))[3] == 3
+    assert led.add(None, "k", 1, "a:3", digest("add", "k", 1, "a:3"))[3] == 4
+    led.close()
+    for bug, done in (("", {"a:0": 3, "a:3": 4}), ("forget", {})):       # forget: planted
+        led = Ledger(path, bug)
+        assert led.values == {"k": 4} and led.done == done
+        led.close()
 
 
 # ---------------------------------------------------------------------------
