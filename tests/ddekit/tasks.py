@@ -346,8 +346,12 @@ def conformance(l4: L4) -> int:
             traceback.print_exc()
             results[name] = {"error": f"{type(e).__name__}: {e}"}
         results[name + "_s"] = round(time.monotonic() - c0, 3)
-    results["quota_checked"] = quota(l4)
+    try:                      # the timer thread ends once idle (timer.IDLE_S)
+        _until(lambda: not thread.live(), 5.0)
+    except TimeoutError:
+        pass
     results["live_threads"] = [t.name for t in thread.live()]
+    results["quota_checked"] = quota(l4)
     ddekit.stop()
     results["quota_after_stop"] = quota(l4)
     results["seconds"] = round(time.monotonic() - t0, 3)
