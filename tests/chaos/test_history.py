@@ -213,3 +213,4 @@ def test_a_planted_ledger_bug_is_reported(tmp_path, bug: str, rule: str) -> None
     assert r["history_violations"] > 0 and r["verdict"] == "fail"
     assert r["history_by_rule"].get(rule, 0) > 0, r["history_by_rule"]   # seen from outside
     assert any(v["invariant"] == "history" for v in r["violations"])
+    assert [v for v in r["violations"] if v["invariant"] != "history"] == []   # nothing leaked
