@@ -17,18 +17,20 @@ Contracts:
   own L4 thread (`thread.current().l4`), so threads never queue behind each other's IPC;
   `stub(proto, slot, l4)` caches one stub per (L4 thread, protocol, slot).
 - Capability slots for received capabilities come from `slots(n)`: consecutive empty slots
-  at or after SLOT_BASE, handed out once (a deleted slot is not reused).
+  at or after SLOT_BASE, each handed out to one caller until `cap_delete` gives it back
+  (then it may be handed out again: a released device's handle refuses use, bus.py).
 """
 from __future__ import annotations
 
 import threading
 from typing import Any, Callable
 
-from hal.driver import free_slots
+from kernel.abi import MAX_SLOTS
 from kernel.user.client import L4
+from kernel.user.errors import L4Error, NoCapability
 from kernel.user.vm import VM
 
-SLOT_BASE = 3000            # where DDEKit places capabilities it receives (io grants)
+SLOT_BASE = 2048            # where DDEKit places capabilities it receives (io grants)
 SIGMA0_CAP = "sigma0"       # the task's capability to sigma0 (DMA memory), as in images
 IO_CAP = "io"               # the task's capability to io (its devices)
 CALL_TIMEOUT_MS = 30_000    # bound on one server call (a hang fails, it never blocks forever)
@@ -51,7 +53,7 @@ class Env:
         self.mem_lock = threading.RLock()
         self.mem_l4, self._mem_slot = own_thread(l4)  # the VM's faults; guarded by mem_lock
         self.vm = VM(self.mem_l4, signal=True)        # guarded by mem_lock
-        self._next_slot = SLOT_BASE                   # guarded by svc_lock
+        self._taken: set[int] = set()                 # slots handed out; guarded by svc_lock
         self._stubs: dict[tuple[Any, str, int], Any] = {}    # (L4 thread, proto, slot)
         self._stubs_lock = threading.Lock()
         self.on_stop: list[Callable[[], None]] = []   # run by stop(), last registered first
@@ -63,20 +65,39 @@ class Env:
             return fn(self.svc, *args, **kw)
 
     def slots(self, count: int) -> int:
-        """The first of `count` consecutive empty capability slots, ours from now on."""
+        """The first of `count` consecutive empty capability slots, the caller's from now on
+        (until `cap_delete`); LookupError when the slot table has no such run left."""
         with self.svc_lock:
-            base = free_slots(self.svc, count, self._next_slot)
-            self._next_slot = base + count
-            return base
+            base = SLOT_BASE
+            while base + count <= MAX_SLOTS:
+                for s in range(base, base + count):
+                    if s in self._taken or not self._empty(s):
+                        base = s + 1
+                        break
+                else:
+                    self._taken.update(range(base, base + count))
+                    return base
+            raise LookupError(f"ddekit: no {count} free capability slots left "
+                              f"in {SLOT_BASE}..{MAX_SLOTS - 1}")
+
+    def _empty(self, slot: int) -> bool:
+        try:
+            self.svc.cap_inspect(slot)
+        except NoCapability:
+            return True
+        return False
 
     def cap_delete(self, *slots: int | None) -> None:
+        """Delete our capabilities in `slots` (None: skipped); the slots are free again."""
         with self.svc_lock:
             for s in slots:
-                if s is not None:
-                    try:
-                        self.svc.cap_delete(s)
-                    except Exception:
-                        pass                # already gone (revoked by io): nothing to give back
+                if s is None:
+                    continue
+                self._taken.discard(s)
+                try:
+                    self.svc.cap_delete(s)
+                except L4Error:
+                    pass                # already gone (revoked by io): nothing to give back
 
     def stub(self, proto: Any, slot: int, l4: L4) -> Any:
         """A client stub of `proto` on `slot`, bound to the L4 thread `l4` (the caller's)."""

@@ -7,6 +7,8 @@
     va = malloc(size); free(va)                                   # any size
     virt_to_phys(va) / phys_to_virt(pa) -> int | None             # the page table (pgtab)
     read(va, n) / write(va, data) / fill(va, n, byte)             # bytes at our addresses
+    view(va, n, writable=False) -> memoryview                     # zero copy (rings, frames)
+    b = block(va) -> Block | None: b.virt, b.phys, b.size, b.read(off, n), b.write(off, data)
     usage() -> {"blocks", "bytes"}                                # what we hold from sigma0
 
 Where memory comes from: sigma0 (capability "sigma0"), one naturally aligned block of
@@ -28,6 +30,8 @@ Contracts:
   above `limit`: given back at once).
 - A slab returns a page to sigma0 when its last object is freed; `destroy` returns all.
   `free` of an address that was not handed out (or twice) raises `BadAddress`.
+- A `view` is valid only while its block is live (after the free, touching it ends the
+  process, like a pointer into a page given back); `read`/`write` are always safe.
 - `ddekit.stop()` returns every block still held (a leaking driver still gives its quota back).
 """
 from __future__ import annotations
@@ -42,7 +46,7 @@ from servers.sigma0.protocol import SIGMA0
 
 from . import env as _env
 from . import thread as _thread
-from .pgtab import PageTable
+from .pgtab import PageTable, Region
 
 VBASE = 0x40_0000_0000           # first virtual address DDEKit hands out
 MAX_ORDER = PAGE_SHIFT + 20      # sigma0's largest block
@@ -265,6 +269,41 @@ def fill(va: int, n: int, byte: int = 0) -> None:
     env = _env.get()
     with env.mem_lock:
         env.vm.fill(va, n, byte)
+
+
+def view(va: int, n: int, writable: bool = False) -> memoryview:
+    _check(va, n)
+    env = _env.get()
+    with env.mem_lock:
+        return env.vm.view(va, n, writable)
+
+
+class Block:
+    """The live allocation holding an address, as an object: its virtual and physical start,
+    size and kind; reads and writes at offsets into it (checked like `read`/`write`)."""
+
+    def __init__(self, region: Region) -> None:
+        self.virt, self.phys, self.size, self.kind = region
+
+    def phys_of(self, off: int) -> int:
+        if not 0 <= off < self.size:
+            raise BadAddress(f"offset {off:#x} outside the block's {self.size:#x} bytes")
+        return self.phys + off
+
+    def read(self, off: int, n: int) -> bytes:
+        return read(self.virt + off, n)
+
+    def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
+        write(self.virt + off, data)
+
+    def fill(self, off: int, n: int, byte: int = 0) -> None:
+        fill(self.virt + off, n, byte)
+
+
+def block(va: int) -> Block | None:
+    """The live block (a sigma0 block, or a region the driver recorded) holding `va`."""
+    r = pgtab.region(va)
+    return None if r is None else Block(r)
 
 
 def usage() -> dict[str, int]:

@@ -182,8 +182,28 @@ def check_memory() -> dict[str, Any]:
     assert cp is not None
     out["contig"] = {"aligned": cp % 16384 == 0, "in_boundary": cp // 65536 == (cp + 12287) // 65536,
                      "contiguous": memory.virt_to_phys(c + 12287) == cp + 12287}
+    blk = memory.block(c + 100)
+    assert blk is not None
+    blk.write(4096, b"through a block")
+    out["contig"]["block"] = [blk.virt == c, blk.phys == cp, blk.size >= 12288,
+                              memory.read(c + 4096, 15) == b"through a block",
+                              bytes(memory.view(c + 4096, 7)) == b"through"]
     memory.contig_free(c)
     out["contig"]["cleared"] = memory.virt_to_phys(c)
+    out["contig"]["block_cleared"] = memory.block(c) is None
+    # sigma0 hands out the lowest free block: with `hold` taken, no free frame lies below
+    # its end, so a block that must end there is refused (and given back at once)
+    hold = memory.contig_alloc(4096)
+    end = (memory.virt_to_phys(hold) or 0) + 4096
+    try:
+        memory.contig_alloc(4096, limit=end)
+        out["contig"]["limit"] = "accepted"
+    except memory.OutOfMemory as e:
+        out["contig"]["limit"] = "refused" if "limit" in str(e) else str(e)
+    memory.contig_free(hold)
+    low = memory.contig_alloc(4096, limit=1 << 30)
+    out["contig"]["within_limit"] = (memory.virt_to_phys(low) or 0) + 4096 <= 1 << 30
+    memory.contig_free(low)
     try:
         memory.contig_alloc(1 << 17, boundary=1 << 16)
         out["contig"]["bad_boundary"] = "accepted"
@@ -278,6 +298,11 @@ def check_irq() -> dict[str, Any]:
         busy = "accepted"
     except interrupt.LineBusy:
         busy = "refused"
+    try:
+        interrupt.attach(31, a)                        # no requested device has line 31
+        no_line = "accepted"
+    except interrupt.NoSuchLine:
+        no_line = "refused"
     t.writes(PERIOD_US=4000, CTRL=3)                   # periodic, 250 Hz
     _until(lambda: counts["a"] >= 5)
     both = counts["a"] > 0 and counts["b"] > 0
@@ -296,7 +321,7 @@ def check_irq() -> dict[str, Any]:
     t.write("CTRL", 0)
     threads_left = [x.name for x in thread.live()]
     bus.release(t)
-    return {"both_called": both, "busy": busy, "thread_init": tls,
+    return {"both_called": both, "busy": busy, "no_line": no_line, "thread_init": tls,
             "disabled_delta": c1["a"] - c0["a"], "ticks_while_disabled": ticks1 - ticks0,
             "resumed": counts["a"] - c1["a"] >= 3, "b_after_detach": b_after - b_at,
             "handled": handled, "threads_after_detach": threads_left}

@@ -102,7 +102,8 @@ def test_memory_and_page_table(run: dict[str, Any]) -> None:
     assert m["large"] == {"phys_ok": True, "back": True, "kind": "large", "rw": True,
                           "cleared": [None, None], "read_freed": "refused"}
     assert m["contig"] == {"aligned": True, "in_boundary": True, "contiguous": True,
-                           "cleared": None, "bad_boundary": "refused"}
+                           "block": [True] * 5, "cleared": None, "block_cleared": True,
+                           "limit": "refused", "within_limit": True, "bad_boundary": "refused"}
     assert m["malloc"] == {"rw": True, "phys": True, "cleared": [None, None]}
     assert m["pgtab"] == {"own": [0x6234, 0x1000_1000, "mine"], "overlap": "refused",
                           "cleared": [None, None]}
@@ -136,6 +137,7 @@ def test_bus_scan_and_refused_device(run: dict[str, Any]) -> None:
 def test_irq_attach_disable_enable_detach(run: dict[str, Any]) -> None:
     i = _ok(run, "irq")
     assert i["both_called"] and i["busy"] == "refused"          # two handlers, shared line
+    assert i["no_line"] == "refused"
     assert len(i["thread_init"]) == 1 and i["thread_init"][0].startswith("irq-")
     assert i["disabled_delta"] == 0 and i["ticks_while_disabled"] >= 10   # the device ticked
     assert i["resumed"] and i["b_after_detach"] == 0 and i["handled"] >= 10
