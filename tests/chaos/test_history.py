@@ -19,7 +19,7 @@ import pytest
 
 from kernel.user.testing import PROJECT_ROOT
 from launcher.bench_chaos import WORKLOAD, full_pace
-from launcher.chaos import parse_plan, run_plan
+from launcher.chaos import PlanError, check_scope, parse_plan, run_plan
 from launcher.chaos.history import check, read_jsonl
 from kernel.user.rpc import RpcError
 from servers.ledger.protocol import digest
@@ -182,6 +182,17 @@ def plan(name: str, duration: str = "4s") -> Any:
                      {"at": "3.2s", "kind": "kill", "task": "ledger"}],
         "history": {"clients": WORKLOAD, "server": "ledger"},
     }, f"{name}.toml")
+
+
+def test_the_history_table_is_checked_before_anything_runs() -> None:
+    base = {"chaos": {"duration": "1s"}, "schedule": [{"at": 0, "kind": "kill", "task": "x"}]}
+    with pytest.raises(PlanError) as e:
+        parse_plan({**base, "history": {"clients": [], "servr": "ledger"}}, "h.toml")
+    assert any("history.servr: unknown key" in p for p in e.value.problems), e.value.problems
+    assert any("history.clients: a non-empty list" in p for p in e.value.problems)
+    p = parse_plan({**base, "history": {"clients": ["ledger-a"], "server": "ledger"}}, "h.toml")
+    assert check_scope(p, {"x", "ledger"}, set()) == \
+        ["h.toml: history: no task 'ledger-a' in the image"]
 
 
 def with_bug(bug: str) -> Any:
