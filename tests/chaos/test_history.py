@@ -8,7 +8,8 @@
   the ledger's messages): operations are checked, nothing is violated, and the faults hit
   the image's own tasks;
 - the same with a planted bug in the ledger (answering before the add is in its log; not
-  remembering request ids): the run reports history violations.
+  looking request ids up; not checking request checksums): the run reports history
+  violations, from the histories alone (black box).
 """
 from __future__ import annotations
 
@@ -217,11 +218,12 @@ def test_chaos_on_the_default_image_checks_the_ledgers_history(tmp_path) -> None
     assert sum(by_task.values()) == r["faults_injected"]
 
 
-@pytest.mark.parametrize("bug, rule", [("lazy", "lost_write"), ("nodedup", "phantom")])
-def test_a_planted_ledger_bug_is_reported(tmp_path, bug: str, rule: str) -> None:
+@pytest.mark.parametrize("bug, expect", [("lazy", {"lost_write"}), ("nodedup", {"phantom"}),
+                                        ("trust", {"lost_write", "phantom", "answer"})])
+def test_a_planted_ledger_bug_is_reported(tmp_path, bug: str, expect: set[str]) -> None:
     r = run_plan(plan(f"ledger-{bug}"), image_path=DEFAULT, run_dir=str(tmp_path / "run"),
                  budgets=(10_000, 1.0), edit=with_bug(bug))
     assert r["history_violations"] > 0 and r["verdict"] == "fail"
-    assert r["history_by_rule"].get(rule, 0) > 0, r["history_by_rule"]   # seen from outside
+    assert set(r["history_by_rule"]) & expect, r["history_by_rule"]    # seen from outside
     assert any(v["invariant"] == "history" for v in r["violations"])
     assert [v for v in r["violations"] if v["invariant"] != "history"] == []   # nothing leaked
