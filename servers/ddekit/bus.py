@@ -3,6 +3,7 @@
     for d in bus.scan(): d.name, d.kind, d.vendor, d.device, d.class_code, d.irq, d.regs, d.dma
     dev = bus.request("disk0")       # the device's resources are ours: dev.read("SECTORS")...
     dev.write("LBA", 1); dev.writes(COUNT=1, CMD=1); dev.reads("STATUS", "ERROR")
+    dev.read_at(8); dev.write_at(9, 1)   # by register index, for readq/writeq-style glue
     bus.release(dev)                  # its IRQ handlers detached, its capabilities deleted
     bus.requested() -> [Device]
 
@@ -109,6 +110,13 @@ class Device:
 
     def writes(self, **values: int) -> int:
         return self.handle().writes(**values)
+
+    def read_at(self, index: int) -> int:
+        """Register by index (hal/DEVICES.md's idx column: readq/writeq at offset 8*idx)."""
+        return int(self.handle().dev.read(int(index)))
+
+    def write_at(self, index: int, value: int) -> int:
+        return int(self.handle().dev.write(int(index), int(value)))
 
 
 _lock = threading.Lock()

@@ -248,6 +248,7 @@ def check_dma() -> dict[str, Any]:
     disk.writes(LBA=0, COUNT=SECTORS, DMA_ADDR=phys, CMD=DISK_READ)
     completed = done.down_timed(10_000)
     status, error = disk.reads("STATUS", "ERROR")
+    by_index = disk.read_at(disk.info.regs["SECTORS"]) == disk.read("SECTORS") == 2048
     data = memory.read(buf, SECTORS * 512)
     memory.contig_free(buf)
     # the freed frames are no longer ours: with an IOMMU the disk may not DMA into them
@@ -257,7 +258,7 @@ def check_dma() -> dict[str, Any]:
     interrupt.detach(line, h)
     bus.release(disk)
     return {"completed": completed, "status": status, "dev_error": error, "phys": phys,
-            "iommu": disk.iommu, "freed_dma_error": freed_error,
+            "iommu": disk.iommu, "freed_dma_error": freed_error, "by_index": by_index,
             "sha256": hashlib.sha256(data).hexdigest(), "head": data[:16].hex()}
 
 

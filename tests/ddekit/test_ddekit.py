@@ -126,7 +126,7 @@ def test_memory_and_page_table(run: dict[str, Any]) -> None:
 def test_dma_into_contiguous_memory_is_the_disk(run: dict[str, Any]) -> None:
     d = _ok(run, "dma")
     want = run["_disk"][:SECTORS * 512]
-    assert d["completed"] and d["dev_error"] == 0 and not d["status"] & 0x4
+    assert d["completed"] and d["dev_error"] == 0 and not d["status"] & 0x4 and d["by_index"]
     assert d["head"] == want[:16].hex() and d["sha256"] == hashlib.sha256(want).hexdigest()
     if d["iommu"] and d["iommu"].get("enforcing"):      # the HAL's IOMMU (hal/iommu.py)
         assert d["freed_dma_error"] == 10                   # DMA_DENIED: not our frames now
