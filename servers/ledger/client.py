@@ -39,6 +39,8 @@ from kernel.user.rpc import BadRequest, RemoteFailure
 from .protocol import HISTORY_NAME, LEDGER, digest
 from .server import cut_torn_tail, scratch_dir
 
+TAIL = 64 * 1024          # bytes of its history a restarted client reads back
+
 
 class History:
     """The client's history file: appended one line per event; read back at start."""
@@ -53,26 +55,27 @@ class History:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _resume(self) -> None:
-        ops: dict[str, dict[str, Any]] = {}
-        last: str | None = None
+        """Where the last incarnation stopped, from the file's tail (rids are numbered in
+        order, so the last one started gives the count; a restart costs no full read)."""
         try:
             with open(self.path, "rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        break                          # torn by a kill: never acted on
-                    ev = json.loads(line)
-                    if "t0" in ev:
-                        if ev["rid"] not in ops:
-                            ops[ev["rid"]] = {k: ev[k] for k in ("rid", "op", "key", "delta")
-                                              if k in ev}
-                        last = ev["rid"]
-                        self.tries = ev["try"]
-                    elif ev.get("out") == "ok" and ev["rid"] == last:
-                        last = None
+                f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL))
+                lines = f.read().split(b"\n")[1 if f.tell() > TAIL else 0:]
         except FileNotFoundError:
-            pass
-        self.count = len(ops)
-        self.in_flight = ops[last] if last is not None else None
+            return
+        last: dict[str, Any] | None = None
+        for line in lines:
+            ev = json.loads(line) if line.strip() else None
+            if ev is None:
+                continue
+            if "t0" in ev:
+                if last is None or ev["rid"] != last["rid"]:
+                    last = {k: ev[k] for k in ("rid", "op", "key", "delta") if k in ev}
+                self.tries = ev["try"]
+                self.count = int(ev["rid"].rpartition(":")[2]) + 1
+            elif ev.get("out") == "ok" and last is not None and ev["rid"] == last["rid"]:
+                last = None
+        self.in_flight = last
 
     def write(self, ev: dict[str, Any]) -> None:
         os.write(self.fd, json.dumps(ev, separators=(",", ":")).encode() + b"\n")

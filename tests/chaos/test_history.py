@@ -24,6 +24,7 @@ from launcher.chaos import PlanError, check_scope, parse_plan, run_plan
 from launcher.chaos.history import check, read_jsonl
 from kernel.user.rpc import RpcError
 from servers.ledger.protocol import digest
+from servers.ledger.client import History
 from servers.ledger.server import Ledger
 
 DEFAULT = os.path.join(PROJECT_ROOT, "configs", "default.toml")
@@ -164,6 +165,24 @@ def test_the_ledger_runs_an_add_once_and_rebuilds_from_its_log(tmp_path) -> None
         led = Ledger(path, bug)
         assert led.values == {"k": 4} and led.done == done
         led.close()
+
+
+def test_a_restarted_client_goes_on_where_its_history_ends(tmp_path) -> None:
+    import json
+    path = tmp_path / "history.jsonl"
+    events = add("c:0", "k", 1, 1.0, 2.0, 1) + read("c:1", "k", 3.0, 4.0, 1) + \
+        add("c:2", "k", 2, 5.0, 6.0, None, out="unknown") + \
+        [{"rid": "c:2", "op": "add", "key": "k", "delta": 2, "try": 2, "t0": 7.0}]
+    path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events) + b'{"rid"')
+    h = History(str(path))            # killed during try 2 of c:2, and a torn last line
+    assert h.count == 3 and h.tries == 2
+    assert h.in_flight == {"rid": "c:2", "op": "add", "key": "k", "delta": 2}
+    h.write({"rid": "c:2", "try": 3, "t1": 8.0, "out": "ok"})
+    os.close(h.fd)
+    assert read_jsonl(str(path))[-1]["try"] == 3          # the torn line was cut, not glued
+    h = History(str(path))
+    assert h.count == 3 and h.in_flight is None
+    os.close(h.fd)
 
 
 # ---------------------------------------------------------------------------
