@@ -539,8 +539,10 @@ def check_snippet(data: dict, path: str, services: dict[str, str],
     dirs = module_dirs(path)
     _importable_from(dirs)
     c = _Checker(path)
-    for k in sorted(set(data) - {"system", "task", "route"}):
-        c.bad(k, "unknown top-level key in a snippet (known: task, route)")
+    for k in sorted(set(data) - {"task", "route"}):
+        why = ("a snippet joins a running system, whose [system] was set when it booted"
+               if k == "system" else "unknown top-level key in a snippet")
+        c.bad(k, f"{why} (known: task, route)")
     tasks = _tasks(c, data)
     for i, t in enumerate(tasks):
         if t.devices:       # io's policy is fixed at boot (launcher/devices.py)

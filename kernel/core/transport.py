@@ -486,6 +486,8 @@ def _arguments(argv: list[str] | None) -> Any:
                    help="scheduling niceness of the kernel (default -10; needs privilege, else ignored)")
     p.add_argument("--ram", type=int, default=memory.DEFAULT_RAM >> 20,
                    help="size of physical RAM in MiB (default 64)")
+    p.add_argument("--ram-bytes", type=int, metavar="N",
+                   help="size of physical RAM in bytes, a multiple of 4096 (overrides --ram)")
     p.add_argument("--tcp", metavar="HOST:PORT",
                    help="also listen on tcp://HOST:PORT (CurveZMQ) for tasks on other machines; "
                         "port 0 picks one. The endpoint and the kernel's public key are written "
@@ -495,7 +497,14 @@ def _arguments(argv: list[str] | None) -> Any:
     p.add_argument("--profile", metavar="FILE",
                    help="run the loop under cProfile and write its statistics to FILE at exit")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    ns = p.parse_args(argv)
+    if ns.ram_bytes is not None:
+        if ns.ram_bytes <= 0 or ns.ram_bytes % 4096:
+            p.error(f"--ram-bytes {ns.ram_bytes}: must be a positive multiple of 4096")
+        ns.ram = ns.ram_bytes
+    else:
+        ns.ram = ns.ram << 20
+    return ns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -513,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     os.makedirs(ns.run_dir, exist_ok=True)
     t = Transport(ns.run_dir, _root_secret(ns.run_dir), ns.root_quota, ns.verbose,
-                  ram=ns.ram << 20, tcp=ns.tcp)
+                  ram=ns.ram, tcp=ns.tcp)
     t.state.fastpath = not ns.no_fastpath
     if t.tcp is not None:
         write_tcp_info(ns.run_dir, t.tcp)

@@ -124,6 +124,16 @@ def test_snippet_checked_against_running_services(tmp_path):
     assert "'h'" not in text
 
 
+def test_snippet_refuses_a_system_table_and_unknown_tables():
+    data = {"system": {"ram": "1G"}, "memory": {}, "task": [{"name": "n", "run": HELLO}]}
+    with pytest.raises(ImageError) as e:
+        check_snippet(data, "s.toml", {"hello": "hello"}, {"hello"})
+    assert e.value.problems == [
+        "s.toml: memory: unknown top-level key in a snippet (known: task, route)",
+        "s.toml: system: a snippet joins a running system, whose [system] was set when it "
+        "booted (known: task, route)"]
+
+
 def test_cli_rejects_a_bad_image_in_one_line_each_and_starts_nothing(tmp_path):
     path = write(str(tmp_path / "img.toml"), BAD)
     rd = str(tmp_path / "rd")

@@ -195,6 +195,23 @@ def test_memory_command_without_memory_servers(tmp_path):
         l4run("down", "--run-dir", rd, check=False)
 
 
+def test_ram_size_is_honoured_to_the_page(tmp_path):
+    """`ram = "1536K"` boots 384 frames, not the whole MiB below it (sigma0 counts them)."""
+    rd = str(tmp_path / "run")
+    img = write(str(tmp_path / "k.toml"), '[system]\nname = "k"\nram = "1540K"\n\n'
+                '[memory]\nmoe = false\n\n[[task]]\nname = "hello"\n'
+                'run = "servers.hello.server:serve"\nprovides = ["hello"]\n')
+    shm_before = set(os.listdir("/dev/shm"))
+    l4run("boot", img, "--detach", "--run-dir", rd)
+    try:
+        pids = system_pids(rd)
+        s0 = memory(rd)["sigma0"]
+        assert s0["frames"] == 1540 * KB // 4096 == 385
+    finally:
+        l4run("down", "--run-dir", rd, check=False)
+    assert_clean(rd, pids, shm_before)
+
+
 # -- validation ---------------------------------------------------------------------------------
 
 def _problems(text: str) -> list[str]:
