@@ -1,6 +1,6 @@
 """Structure-aware fuzz: every system call's handler runs, with valid and near-miss input.
 
-`launcher.bench_fuzz.Fuzzer` (its docstring says how) builds each request from
+`launcher.fuzz.Fuzzer` (its docstring says how) builds each request from
 `abi.LAYOUTS`, drawing the fields from what the live fuzz tasks really hold (slots, rights,
 reply capabilities, memory windows) and turning one field in three into a near miss. Here a
 short seeded run (`REQUESTS`) against one kernel must:
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from kernel.abi import Sys
 from kernel.user.testing import System
-from launcher.bench_fuzz import Fuzzer, workload_ok
+from launcher.fuzz import Fuzzer, workload_ok
 
 REQUESTS = 4000
 SEED = 20261201
@@ -34,7 +34,7 @@ def test_every_handler_is_reached_and_the_kernel_stays_sound() -> None:
         finally:
             fz.close()
         print(f"\nstructured fuzz: {rep.requests} requests in {rep.seconds:.1f} s, "
-              f"{rep.replaced} tasks replaced; reached {rep.reached}; ok {rep.ok}")
+              f"{rep.replaced} tasks and {rep.renewed} threads replaced; reached {rep.reached}; ok {rep.ok}")
         assert s.kernel.poll() is None, "the kernel died"
         missing = [c.name for c in Sys if rep.reached.get(c.name, 0) <= 0]
         assert not missing, f"handlers never reached: {missing}"
