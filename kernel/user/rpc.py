@@ -27,6 +27,15 @@ Labels: `ADMIN_LABEL` (0) is the launcher's admin gate of every server that has 
 gates have labels >= 1. An op declared `admin=True` is refused (FAILED, "DENIED") through any
 other gate before the implementation runs.
 
+Introspection: `HANDLED` counts, per "protocol.op", the requests whose implementation this
+process ran (checked input only: refusals are not counted), over every loop and thread of
+the process (an increment may be lost to a race between two serving threads: it is a
+statistic). The request `[STATS_OP]` (the exact bytes `STATS_REQUEST`, any proto tag)
+through the admin gate is answered by the serve loop itself with
+[Status.OK, {"protocol.op": n, ...}] (no op can declare STATS_OP: opcodes are >= 0); through
+any other gate it is an unknown opcode like any other. The fuzz (launcher/fuzz/protocol.py)
+reads it to know which handlers its requests reached.
+
 Kernel messages (negative proto tags) are not requests: `KERNEL_HANDLERS` names the method
 of the kernel handler (by default the implementation) that takes each kind, called as
 `handler(call, body)` with the decoded payload; it answers `Reply(value, items, proto)` or
@@ -70,6 +79,9 @@ from .errors import KernelGone, L4Error, Timeout
 ADMIN_LABEL = 0          # the launcher's admin gate, in every server that has one
 MAX_REASON = 200         # characters of an error reason (an error answer always fits)
 DENIED = "DENIED"        # the declared error of an admin op called through a client gate
+STATS_OP = -1            # the loop's own introspection request (admin gate only), see above
+STATS_REQUEST = pack([STATS_OP])
+HANDLED: dict[str, int] = {}   # "protocol.op" -> implementation runs in this process (STATS_OP)
 
 # Kernel message kind -> the handler method that takes it: handler(call, body) -> Reply | None.
 KERNEL_HANDLERS: dict[int, str] = {
@@ -308,7 +320,8 @@ class Protocol:
         for anything the request contains. Checks first (tag, decoding, arguments, admin,
         items), then calls the implementation on checked input only. Capabilities that came
         with a refused request are the framework's: deleted (with `l4`), so they do not
-        stay in the receive window and block the next request's."""
+        stay in the receive window and block the next request's. Counted in `HANDLED`
+        once the implementation is called."""
         try:
             o, args = self._check(impl, msg)
         except _Refusal as r:
@@ -316,6 +329,8 @@ class Protocol:
                 _drop_caps(l4, msg.items)
             return error_answer(r.status, r.error or r.status.name, r.reason), []
         call = _call_of(msg, self._taken(o, msg, l4))
+        key = f"{self.name}.{o.name}"
+        HANDLED[key] = HANDLED.get(key, 0) + 1
         try:
             value = getattr(impl, o.name)(call, *args)
             items: list[list[int]] = []
@@ -391,6 +406,8 @@ def serve(l4: Any, route: Router, *, kernel: Any = None, name: str = "server",
     while msg is not None:
         if msg.proto < 0:
             data, items, tag = kernel_answer(kernel, msg)
+        elif msg.label == ADMIN_LABEL and msg.data == STATS_REQUEST:
+            data, items, tag = pack([int(Status.OK), dict(HANDLED)]), [], msg.proto
         else:
             data, items, tag = _request_answer(l4, route, msg)
             handled += 1
@@ -611,5 +628,6 @@ def _is_async(l4: Any) -> bool:
 
 
 __all__ = ["Protocol", "Op", "op", "Status", "Call", "Reply", "Stub", "RpcError", "RemoteError",
-           "BadRequest", "RemoteFailure", "ServerFault", "ADMIN_LABEL", "MAX_REASON",
+           "BadRequest", "RemoteFailure", "ServerFault", "ADMIN_LABEL", "MAX_REASON", "STATS_OP",
+           "STATS_REQUEST", "HANDLED",
            "KERNEL_HANDLERS", "Route", "Router", "serve", "error_answer"]

@@ -94,7 +94,7 @@ class IoServer:
     def set_policy(self, call: Call, label: int, names: list) -> None:
         if label == ADMIN_LABEL:
             raise RpcError("DENIED", f"label {ADMIN_LABEL} is the admin gate's, no client's")
-        unknown = [n for n in names if n not in self.devs]
+        unknown = [n for n in names if not isinstance(n, str) or n not in self.devs]
         if unknown:
             raise RpcError("NOT_FOUND", f"no device(s) {', '.join(map(str, unknown))}")
         for n in set(self.rules.get(label, [])) - set(names):

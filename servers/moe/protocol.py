@@ -13,7 +13,8 @@ Session and dataspace numbers are never reused within one moe incarnation.
 
 MOE_ADMIN
     session(name, quota) -> {session}      a new session of at most `quota` bytes; one item:
-                                           the session gate. Errors: INVALID (quota < 0)
+                                           the session gate. Errors: INVALID (quota
+                                           outside 0..2**40)
     client_gone(session) -> {dataspaces, bytes}
                                            the task behind session n died: moe frees its
                                            dataspaces (sharers lose them, as with release),

@@ -43,6 +43,7 @@ POOL_BASE, POOL_ORDER = 1 << 39, 39      # sigma0 blocks land at POOL_BASE + phy
 CHUNK_ORDER = 20
 REGION_BASE = 1 << 32                    # where attach puts regions by default
 RECV_SLOT = 4000                         # where capabilities sent to us arrive
+MAX_QUOTA = 1 << 40                      # bytes one session may be given
 
 
 class Dataspace:
@@ -186,8 +187,9 @@ class Moe:
 
     # -- sessions -----------------------------------------------------------------
     def open_session(self, name: str, quota: int) -> tuple[dict, list]:
-        if quota < 0:
-            raise RpcError("INVALID", f"quota {quota} for session '{name}' is negative")
+        if not 0 <= quota <= MAX_QUOTA:
+            # bounded: info() sums the quotas, and a sum past 2**64 no longer packs
+            raise RpcError("INVALID", f"quota {quota} for session '{name}' outside 0..2**40")
         ident = self.next_session
         self.next_session += 1
         s = Session(ident, name, quota)
