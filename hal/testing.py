@@ -97,11 +97,11 @@ class HalRig:
                     self.stop_hal(name)
                 except Exception:
                     p.kill()
-        if self.own_system:
-            self.sys.close()
         for fd in self._ram_fds.values():
             os.close(fd)
         self._ram_fds.clear()
+        if self.own_system:
+            self.sys.close()          # checks nothing is left: our RAM memfds are closed first
 
     def __enter__(self) -> "HalRig":
         return self

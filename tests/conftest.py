@@ -16,18 +16,17 @@ process itself) with what the kernel tests need:
   messages with other labels are kept for later `collect` calls.
 
 Fixtures: `shared_kit` (one system per test module, for tests that leave each other alone)
-and `kit` (a fresh system per test, for death, clean-up and quota tests). Tear-down checks
-that every process is gone and the kernel socket removed.
+and `kit` (a fresh system per test, for death, clean-up and quota tests). Tear-down is
+`System.close()`, which fails the test (LeakError) if any process, socket file, memfd or
+shared-memory segment of the system is left.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
-import zmq
 
 from kernel.user import errors
 from kernel.abi import Rights, pack, unpack
@@ -35,6 +34,7 @@ from kernel.user.client import L4, Message
 from kernel.user.testing import System, TaskProc, wait_for
 
 from tests.kernel.tasks import CTRL_LABEL
+from tests.leaks import Snapshot
 
 TASKS = "tests.kernel.tasks"
 DO_TIMEOUT = 20.0        # generous bound on one agent operation (a hang fails, never a timing)
@@ -107,7 +107,6 @@ class Kit:
         self.agents: list[Agent] = []
         self._callers: list[L4] = []
         self._stash: list[Message] = []
-        self.pokes = 0          # times the kernel had to be woken to see its SIGTERM
 
     # -- tasks -------------------------------------------------------------------
     def agent(self, name: str | None = None, *, quota: int = 64,
@@ -191,36 +190,7 @@ class Kit:
             a.close()
         for c in self._callers:
             c.close()
-        self._stop_kernel()
-        procs = [t.proc for t in self.sys.tasks] + [self.sys.kernel]
-        sock, run_dir = self.sys.sock, self.sys.run_dir
-        self.sys.close()
-        left = [p.pid for p in procs if p.poll() is None]
-        assert not left, f"processes left behind: {left}"
-        assert not os.path.exists(sock), f"{sock} left behind"
-        assert not os.path.exists(run_dir), f"{run_dir} left behind"
-
-    def _stop_kernel(self) -> None:
-        """SIGTERM the kernel, and wake its event loop until it exits.
-
-        Works around a kernel bug (reported): Linux may deliver SIGTERM to one of ZeroMQ's
-        I/O threads; Python then runs the handler only when the main thread next leaves
-        `poll`, which with no timer pending is never, and `System.close` waits 10 s before
-        SIGKILL (leaving kernel.sock behind). A frame on the socket ends the poll."""
-        kernel = self.sys.kernel
-        if kernel.poll() is not None:
-            return
-        kernel.terminate()
-        for _ in range(100):
-            try:
-                kernel.wait(0.05)
-                return
-            except subprocess.TimeoutExpired:
-                self.pokes += 1
-                try:
-                    self.root.sock.send(b"\x90", zmq.NOBLOCK)   # any frame wakes the loop
-                except zmq.ZMQError:
-                    pass
+        self.sys.close()      # raises LeakError naming any process, socket or memfd left
 
 
 @pytest.fixture
@@ -239,3 +209,17 @@ def shared_kit() -> Iterator[Kit]:
         yield k
     finally:
         k.close()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test: no process, socket file, memfd or /dev/shm segment it started outlives it
+    (tests/leaks.py says exactly what counts)."""
+    base = str(tmp_path_factory.getbasetemp())
+    before = Snapshot.take(base)
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    left = before.left(base, str(tmp) if tmp is not None else None)
+    if left:
+        pytest.fail(f"{request.node.nodeid} left behind: {'; '.join(left)}", pytrace=False)

@@ -3,7 +3,12 @@
 `System` is a minimal root task: it starts `python -m kernel`, connects as root, and spawns
 tasks with `spawn()` — each a real OS process running `python -m kernel.user.task`, watched by
 the kernel through its pid, with named capabilities mapped into its slots. `close()` kills
-every process it started and the kernel, and checks that the socket file is gone.
+every process it started and the kernel, then checks that nothing of the system is left and
+raises `LeakError` naming what is: a process of it (one it started, or any process whose
+command line or environment names its run directory), a socket file in the run directory, a
+descriptor of this process onto the kernel's frames (`memfd:l4py-ram-PID`) or a new `/dev/shm`
+segment with "l4" in its name. Leaving the `with` block on an exception still cleans up but
+reports nothing over that exception.
 
 Task creation, wiring and the task's environment are `kernel.user.spawn`'s, the same path
 the launcher (`launcher/`) takes; the launcher adds images, supervision and restarts.
@@ -24,7 +29,73 @@ from . import spawn as _spawn
 from .client import L4, NewTask, NewThread
 from .spawn import FIRST_NAMED_SLOT, PROJECT_ROOT, NamedCap, Wiring
 
-__all__ = ["FIRST_NAMED_SLOT", "PROJECT_ROOT", "System", "TaskProc", "wait_for"]
+__all__ = ["FIRST_NAMED_SLOT", "PROJECT_ROOT", "LeakError", "System", "TaskProc", "leaks",
+           "wait_for"]
+
+
+class LeakError(AssertionError):
+    """A system was closed, and something of it outlived it (the list says what)."""
+
+
+def _memfds() -> set[str]:
+    """This process's descriptors onto L4Py memory: {"fd N -> memfd:l4py…"}."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/memfd:l4py"):
+            out.add(f"fd {fd} -> {target}")
+    return out
+
+
+def _shm() -> set[str]:
+    try:
+        return {f for f in os.listdir("/dev/shm") if "l4" in f.lower()}
+    except FileNotFoundError:
+        return set()
+
+
+def _naming(run_dir: str) -> list[str]:
+    """Live processes (not zombies) whose command line or environment names `run_dir`."""
+    import psutil
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        if p.info["pid"] == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            text = " ".join(p.info["cmdline"] or [])
+            if run_dir not in text:
+                text = " ".join(p.environ().values())
+        except (psutil.Error, OSError):
+            continue
+        if run_dir in text:
+            found.append(f"process {p.info['pid']} ({' '.join(p.info['cmdline'] or [])[:60]})")
+    return found
+
+
+def leaks(run_dir: str, pids: list[int], memfds_before: set[str],
+          shm_before: set[str]) -> list[str]:
+    """What of the system in `run_dir` is still there (an empty list: nothing). `pids`: its
+    processes, the kernel last (its frames are the memfds named l4py-ram-KERNELPID; other
+    systems of this process may hold theirs)."""
+    import psutil
+    left = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                left.append(f"process {pid}")
+        except psutil.NoSuchProcess:
+            pass
+    left += [x for x in _naming(run_dir) if x.split(" (")[0] not in left]
+    if os.path.isdir(run_dir):
+        left += [f"socket {os.path.join(run_dir, f)}" for f in sorted(os.listdir(run_dir))
+                 if f.endswith(".sock")]
+    left += sorted(f for f in _memfds() - memfds_before
+                   if not pids or f.endswith(f"l4py-ram-{pids[-1]}") or f"l4py-ram-{pids[-1]} " in f)
+    left += [f"/dev/shm/{f}" for f in sorted(_shm() - shm_before)]
+    return left
 
 
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
@@ -65,6 +136,8 @@ class System:
         self._tmp = tempfile.TemporaryDirectory(prefix="l4py-") if run_dir is None else None
         self.run_dir = run_dir or self._tmp.name  # type: ignore[union-attr]
         self.sock = os.path.join(self.run_dir, "kernel.sock")
+        self._before = (_memfds(), _shm())
+        self.leaks: list[str] = []
         secret = secrets.token_bytes(16)
         cmd = [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
         if verbose:
@@ -82,7 +155,7 @@ class System:
                 raise RuntimeError(f"kernel exited with {self.kernel.returncode}")
             self.root = L4(self.sock, secret)
         except BaseException:
-            self.close()
+            self.close(check=False)
             raise
 
     def spawn(self, target: str, name: str | None = None, *, args: tuple[str, ...] = (),
@@ -142,7 +215,9 @@ class System:
         """A gate bound to root's main thread (for handlers and test servers)."""
         return self.root.create_gate(label)
 
-    def close(self) -> None:
+    def close(self, check: bool = True) -> None:
+        """End every task and the kernel; then, with `check`, raise `LeakError` if anything
+        of the system is left (`self.leaks` holds the list either way)."""
         for t in getattr(self, "tasks", []):
             t.kill()
         for t in getattr(self, "tasks", []):
@@ -152,6 +227,12 @@ class System:
                 pass
         if hasattr(self, "root"):
             self.root.close()
+        if self.kernel.poll() is not None and os.path.isdir(self.run_dir):
+            # The kernel died before us (a test killed it): its sockets are stale and ours to
+            # remove, as the launcher does. A kernel we end below must remove them itself.
+            for f in os.listdir(self.run_dir):
+                if f.endswith(".sock"):
+                    os.unlink(os.path.join(self.run_dir, f))
         if self.kernel.poll() is None:
             self.kernel.terminate()
             try:
@@ -159,12 +240,16 @@ class System:
             except subprocess.TimeoutExpired:
                 self.kernel.kill()
                 self.kernel.wait()
+        pids = [t.pid for t in getattr(self, "tasks", [])] + [self.kernel.pid]
+        self.leaks = leaks(self.run_dir, pids, *self._before)
         if self._tmp is not None:
             self._tmp.cleanup()
+        if check and self.leaks:
+            raise LeakError(f"system in {self.run_dir} left behind: {'; '.join(self.leaks)}")
 
     def __enter__(self) -> "System":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self.close(check=exc[0] is None)
 

@@ -27,6 +27,8 @@ import pytest
 from kernel.user.errors import PeerDied
 from kernel.user.testing import TaskProc, wait_for
 
+from tests import leaks
+
 from .servers import ADAPTERS, CALL_MS, Adapter
 
 BAD_CASES = ["garbage", "wrong_proto", "empty", "oversized", "unknown_op", "wrong_types"]
@@ -64,6 +66,7 @@ def _teardown() -> Iterator[None]:
         assert not left, f"{a.name}: processes left behind: {left}"
         assert not os.path.exists(sock), f"{a.name}: {sock} left behind"
         assert not os.path.exists(run_dir), f"{a.name}: {run_dir} left behind"
+        leaks.unshared(run_dir)
     _booted.clear()
 
 
@@ -74,6 +77,8 @@ def booted(cls: type[Adapter]) -> Adapter:
     if a is None:
         a = _booted[cls.name] = cls()
         a.up()
+        assert a.sys is not None
+        leaks.shared(a.sys.run_dir)    # kept for this server's later checks
     elif a.proc is not None and a.proc.proc.poll() is not None:
         gone(a, a.proc)
         restart(a)

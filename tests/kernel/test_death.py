@@ -172,3 +172,75 @@ def test_close_leaves_no_process_and_no_socket() -> None:
     mine = {p.pid for p in psutil.Process().children(recursive=True)}
     assert not mine & set(pids)
     assert not os.path.exists(sock) and not os.path.exists(run_dir)
+
+
+def test_an_idle_kernel_ends_at_once_on_sigterm() -> None:
+    """SIGTERM may land on one of ZeroMQ's threads while the loop sleeps in poll with no timer
+    pending; the kernel's wakeup pipe must still end the poll (no one pokes it). Five boots,
+    each ended by SIGTERM alone: gone within 2 s, kernel.sock and mem.sock removed."""
+    import time
+    for _ in range(5):
+        s = System()
+        try:
+            time.sleep(0.2)                   # the loop is asleep in poll, nothing pending
+            t0 = time.monotonic()
+            s.kernel.terminate()
+            s.kernel.wait(5)
+            assert time.monotonic() - t0 < 2.0
+            assert not [f for f in os.listdir(s.run_dir) if f.endswith(".sock")]
+        finally:
+            s.close()
+
+
+def test_close_names_what_was_left_behind(tmp_path: Any) -> None:
+    """The leak check is real: a process naming the run directory, a socket file and a memfd
+    left by the test are each reported by close()."""
+    import socket
+    import subprocess
+    import sys
+    from kernel.user.testing import LeakError
+    rd = str(tmp_path / "rd")
+    os.makedirs(rd)
+    s = System(run_dir=rd)
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", rd])
+    fd = os.memfd_create(f"l4py-ram-{s.kernel.pid}", 0)     # as if a frame of its kernel
+    sk = socket.socket(socket.AF_UNIX)
+    sk.bind(os.path.join(rd, "stray.sock"))
+    try:
+        with pytest.raises(LeakError) as e:
+            s.close()
+        text = str(e.value)
+        assert f"process {stray.pid}" in text and "stray.sock" in text and f"memfd:l4py-ram-{s.kernel.pid}" in text
+    finally:
+        stray.kill()
+        stray.wait()
+        os.close(fd)
+        sk.close()
+        os.unlink(os.path.join(rd, "stray.sock"))
+
+
+def test_the_per_test_leak_check_sees_a_stray_process(tmp_path: Any) -> None:
+    """tests/leaks.py, which runs after every test: a process started during the test is
+    reported until it ends; one of a system that was up before is not."""
+    import subprocess
+    import sys
+    from tests.leaks import Snapshot
+    base = str(tmp_path)
+    old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                            "--run-dir", f"{base}/old"])
+    try:
+        snap = Snapshot.take(base)
+        new = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", base])
+        sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                    "--run-dir", f"{base}/old"])
+        try:
+            left = snap.left(base, None, wait_s=0.2)
+            assert left == [f"process {new.pid} ({' '.join(new.args)[:100]})"]
+        finally:
+            for p in (new, sibling):
+                p.kill()
+                p.wait()
+        assert snap.left(base, None, wait_s=0.2) == []
+    finally:
+        old.kill()
+        old.wait()
