@@ -19,7 +19,9 @@ from __future__ import annotations
 import random
 import threading
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .iommu import Iommu
 
 if TYPE_CHECKING:
     from .pic import Pic
@@ -46,6 +48,7 @@ class ErrCode(IntEnum):
     BUSY = 7           # the device is busy / enabled and can't be reconfigured now
     NO_BUFFERS = 8     # no receive buffer was available
     NOT_ENABLED = 9    # the device (or that part of it) is not enabled
+    DMA_DENIED = 10    # the IOMMU refused: memory the device's DMA domain does not map
 
 
 class IrqCtrl(IntEnum):
@@ -82,6 +85,16 @@ class Device:
         self.knobs: dict[str, Any] = {k: t() for k, t in self.knob_types.items()}
         self.rng = random.Random(0)
         self.bind_thread: Callable[[], None] = lambda: None   # set by the machine
+        # Its DMA domain (hal/iommu.py); the machine replaces it with an enforcing one when
+        # the RAM is the kernel's.
+        self.iommu = Iommu(ram, False, lambda: None)
+
+    def dma(self, ranges: Sequence[tuple[int, int, bool]]) -> "ErrCode":
+        """May the device access these (address, length, device writes) ranges now?
+        NONE, DMA_RANGE (outside RAM) or DMA_DENIED (its domain does not map them)."""
+        if not all(self.ram.check(a, n) for a, n, _ in ranges):
+            return ErrCode.DMA_RANGE
+        return ErrCode.NONE if self.iommu.allowed(ranges) else ErrCode.DMA_DENIED
 
     # -- the register interface (HAL main thread) -------------------------------------
     def read(self, reg: int) -> int:

@@ -92,8 +92,8 @@ class Disk(Device):
                 self.fail(ErrCode.BAD_VALUE)
             elif name == "Q_SIZE" and not (1 <= value <= MAX_QUEUE and value & (value - 1) == 0):
                 self.fail(ErrCode.BAD_VALUE)
-            elif size and not self.ram.check(base, size * ENTRY.size):
-                self.fail(ErrCode.DMA_RANGE)
+            elif size and (err := self.dma([(base, size * ENTRY.size, True)])):
+                self.fail(err)
             else:
                 self.regs[name] = value
                 self.regs["Q_TAIL"] = self.q_head = 0
@@ -137,8 +137,11 @@ class Disk(Device):
             return ErrCode.DMA_RANGE
         return ErrCode.NONE
 
-    def execute(self, op: int, lba: int, count: int, addr: int) -> ErrCode:
+    def execute(self, op: int, lba: int, count: int, addr: int, checked: bool = False) -> ErrCode:
+        """One request; its DMA range goes through the IOMMU unless the batch was `checked`."""
         err = self.check(op, lba, count, addr)
+        if not err and not checked and op != FLUSH:
+            err = self.dma([(addr, count * SECTOR, op == READ)])
         if err:
             return err
         knobs = self.knobs
@@ -197,9 +200,20 @@ class Disk(Device):
                 break
         return batch, h
 
-    def _execute_batch(self, batch: list[tuple[int, ...]]) -> list[ErrCode]:
+    def _execute_batch(self, batch: list[tuple[int, ...]],
+                       ring: tuple[int, int]) -> list[ErrCode] | None:
+        """The batch, after one IOMMU check of the ring and every buffer in it (if that is
+        refused: request by request, so only the refused ones fail). None: the ring itself
+        is refused (nothing is done, and nothing is written into it)."""
+        ranges = [(ring[0], ring[1], True)] + [(addr, count * SECTOR, op == READ)
+                                               for _, op, _, count, addr in batch
+                                               if op in (READ, WRITE) and 1 <= count <= MAX_SECTORS]
+        if self.dma(ranges):
+            if self.dma(ranges[:1]):
+                return None
+            return [self.execute(*b[1:]) for b in batch]
         if len(batch) == 1:
-            return [self.execute(*batch[0][1:])]
+            return [self.execute(*batch[0][1:], checked=True)]
         views = [self.ram.view(addr, count * SECTOR) for _, _, _, count, addr in batch]
         n = sum(len(v) for v in views)
         pos = batch[0][2] * SECTOR
@@ -209,7 +223,7 @@ class Disk(Device):
             got = -1
         if got == n:
             return [ErrCode.NONE] * len(batch)
-        return [self.execute(*b[1:]) for b in batch]          # a short transfer: one by one
+        return [self.execute(*b[1:], checked=True) for b in batch]   # a short transfer: one by one
 
     def _run_queue(self) -> None:
         done = 0
@@ -221,7 +235,14 @@ class Disk(Device):
                 break
             batch, head = self._next_batch(base, size, head, tail)
             mem = self.ram.map
-            for (off, *_), err in zip(batch, self._execute_batch(batch)):
+            errs = self._execute_batch(batch, (base, size * ENTRY.size))
+            if errs is None:                    # the queue is not the driver's memory (now)
+                with self.lock:
+                    self.status &= ~Status.BUSY
+                    self.fail(ErrCode.DMA_DENIED)
+                self.raise_irq()
+                return
+            for (off, *_), err in zip(batch, errs):
                 # one aligned 32-bit store (struct.pack_into would zero the word first,
                 # and a polling driver could read that 0 as "done, no error")
                 mem[off + 24:off + 28] = int(err).to_bytes(4, "little")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from kernel.abi import SLOT_THREAD
-from kernel.user.client import L4
+from kernel.abi import SLOT_TASK, SLOT_THREAD, Rights
+from kernel.user.client import L4, map_cap
 from kernel.user.errors import NoCapability
 
 from .device import IrqCtrl
@@ -49,6 +49,11 @@ class DeviceHandle:
     def writes(self, **values: int) -> int:
         """Write several registers in the order given, in one IPC; answers STATUS."""
         return self.dev.writes([[self.regs[k], int(v)] for k, v in values.items()])
+
+    def dma_bind(self, task: int = SLOT_TASK) -> dict:
+        """Make task `task` (our slot; default our own task) the device's DMA domain: it may
+        then DMA only into memory that task maps (hal/iommu.py). Answers the IOMMU's status."""
+        return dict(self.dev.dma_bind(_items=[map_cap(task, Rights.INVOKE)]))
 
     def attach_irq(self, thread: int = SLOT_THREAD, label: int = 0, unmask: bool = True) -> None:
         """Attach the device's IRQ object to `thread` (our slot), then unmask the line."""

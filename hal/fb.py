@@ -52,8 +52,8 @@ class Framebuffer(Device):
             return ErrCode.BAD_VALUE
         if mode["BASE"] % 4 or mode["CTRL"] & ~ENABLE:
             return ErrCode.BAD_VALUE
-        if mode["CTRL"] & ENABLE and not self.ram.check(mode["BASE"], mode["WIDTH"] * 4 * mode["HEIGHT"]):
-            return ErrCode.DMA_RANGE
+        if mode["CTRL"] & ENABLE:
+            return self.dma([(mode["BASE"], mode["WIDTH"] * 4 * mode["HEIGHT"], False)])
         return ErrCode.NONE
 
     def write_reg(self, name: str, value: int) -> None:

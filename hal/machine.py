@@ -26,12 +26,15 @@ from kernel.user.errors import KernelGone, L4Error
 from kernel.user.rpc import Call, Reply, Route, RpcError, serve
 
 from .device import Device
+from .driver import free_slots
+from .iommu import Iommu
 from .pic import Pic
 from .protocol import BUS, BUS_LABEL, DEV, DEVICE_LABEL_BASE
 from .ram import Ram
 
 PIC_LINES = 32
 POLL_MS = 300          # how often the main loop looks at the stop flag
+RECV_SLOTS = 3000      # capabilities drivers send us (dma_bind) land from here on
 
 
 class DevImpl:
@@ -64,6 +67,19 @@ class DevImpl:
     def info(self, call: Call) -> dict:
         return self._dev(call).info()
 
+    def dma_bind(self, call: Call) -> dict:
+        """The capability that came (a task) is the device's DMA domain from now on."""
+        d = self._dev(call)
+        old = d.iommu.bind(call.items[0][1])
+        self.m.recv_slot = self.m.free_recv_slot()
+        self.m.rewindow = True          # the serve loop takes the next slot as its window
+        if old is not None:
+            try:
+                self.m.l4.cap_delete(old)
+            except L4Error:
+                pass
+        return d.iommu.status()
+
 
 class BusImpl:
     def __init__(self, machine: "Machine") -> None:
@@ -86,7 +102,8 @@ class BusImpl:
 
 
 class Machine:
-    def __init__(self, l4: L4, ram: Ram, devices: list[Device], pic: Pic, name: str = "hal") -> None:
+    def __init__(self, l4: L4, ram: Ram, devices: list[Device], pic: Pic, name: str = "hal",
+                 iommu: bool = True) -> None:
         self.l4 = l4
         self.ram = ram
         self.name = name
@@ -97,6 +114,7 @@ class Machine:
                 raise ValueError(f"two devices named {d.name!r}")
             self.devices[d.name] = d
         self.stopping = threading.Event()
+        self.iommu = iommu and ram.att is not None    # enforcing only on the kernel's RAM
         self._tls = threading.local()
         self._tls.l4 = l4
         self._pool: list[L4] = []
@@ -118,8 +136,15 @@ class Machine:
             if d.line is not None:
                 self.irq_slots[d.line] = self.l4.create_irq()
             d.bind_thread = self.bind_thread
+            d.iommu = Iommu(self.ram, self.iommu, lambda: self._tls.l4)
+        self.recv_slot = self.free_recv_slot()
+        self.rewindow = False
         workers = sum(getattr(d, "WORKERS", 0) for d in self.devices.values()) + extra_threads
         self._pool = [self.l4.spawn_thread() for _ in range(workers)]
+
+    def free_recv_slot(self) -> int:
+        """An empty slot of ours for the next capability a driver sends (dma_bind)."""
+        return free_slots(self.l4, 1, RECV_SLOTS)
 
     def bind_thread(self) -> None:
         """Called first by every worker thread: take an L4 thread of our own."""
@@ -150,9 +175,11 @@ class Machine:
     def serve(self) -> None:
         """Serve until `stopping` (looked at after each message and every POLL_MS)."""
         while not self.stopping.is_set():
+            self.rewindow = False
             try:
-                serve(self.l4, self.route, name=self.name, until=self.stopping.is_set,
-                      timeout=POLL_MS)
+                serve(self.l4, self.route, name=self.name,
+                      until=lambda: self.stopping.is_set() or self.rewindow,
+                      timeout=POLL_MS, window=(self.recv_slot, 1))
             except KernelGone as e:
                 print(f"[{self.name}] the kernel is gone: {e}", file=sys.stderr, flush=True)
                 return
@@ -190,4 +217,5 @@ class Machine:
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "ram": {"path": self.ram.path, "size": self.ram.size},
-                "devices": {n: d.stats() for n, d in self.devices.items()}}
+                "devices": {n: {**d.stats(), "iommu": d.iommu.status()}
+                            for n, d in self.devices.items()}}

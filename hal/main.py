@@ -94,6 +94,8 @@ def build(l4: L4, argv: list[str]) -> tuple[Machine, Control]:
     ap.add_argument("--device", action="append", default=[])
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--name", default="hal")
+    ap.add_argument("--no-iommu", action="store_true",
+                    help="let devices DMA anywhere in RAM (the attack suite's control only)")
     a = ap.parse_args(argv)
     # "kernel": the kernel's RAM through our memory channel (we are the DMA task).
     ram = Ram.attach(l4) if a.ram == "kernel" else Ram(a.ram, parse_size(a.ram_size))
@@ -113,7 +115,7 @@ def build(l4: L4, argv: list[str]) -> tuple[Machine, Control]:
                 if not 0 <= line < PIC_LINES:
                     raise ValueError(f"device {name}: line {line} outside 0..{PIC_LINES - 1}")
             devices.append(build_device(kind, name, opts, line, pic, ram))
-        m = Machine(l4, ram, devices, pic, a.name)
+        m = Machine(l4, ram, devices, pic, a.name, iommu=not a.no_iommu)
         m.wire()
         run_dir = a.run_dir or os.path.dirname(l4.kernel_sock)
         return m, Control(m, run_dir)

@@ -89,9 +89,7 @@ class Nic(Device):
         base, size = self.regs[f"{d}_BASE"], self.regs[f"{d}_SIZE"]
         if base % 16 or not (MIN_RING <= size <= MAX_RING and size & (size - 1) == 0):
             return ErrCode.BAD_VALUE
-        if not self.ram.check(base, size * DESC.size):
-            return ErrCode.DMA_RANGE
-        return ErrCode.NONE
+        return self.dma([(base, size * DESC.size, True)])
 
     def write_reg(self, name: str, value: int) -> None:
         ctrl = self.regs["CTRL"]
@@ -140,16 +138,20 @@ class Nic(Device):
             base, size, tail, head = self.regs["TX_BASE"], self.regs["TX_SIZE"], self.regs["TX_TAIL"], self.tx_head
         if head == tail:
             return
-        mem, ram = self.ram.map, self.ram
+        mem = self.ram.map
         knobs = self.knobs
         faulty = knobs["loss"] or knobs["corrupt"] or knobs["duplicate"] or knobs["link_down"]
         frames: list[bytes] = []
         errors = sent = 0
         unpack_from, pack_into = DESC.unpack_from, struct.pack_into
+        if self.dma([(base, size * DESC.size, True)]):
+            self._dma_refused()                 # the ring is not the driver's (now)
+            return
+        allowed = self._allowed_buffers(base, size, head, tail, False)
         while head != tail:
             off = base + head * 16
             addr, ln, _, _ = unpack_from(mem, off)
-            if MIN_FRAME <= ln <= MAX_FRAME and ram.check(addr, ln):
+            if MIN_FRAME <= ln <= MAX_FRAME and (addr, ln) in allowed:
                 frame = mem[addr:addr + ln]
                 if faulty:
                     frames.extend(self._faults(frame))
@@ -170,6 +172,25 @@ class Nic(Device):
             self.regs["ISR"] |= ISR_TX
         self.raise_irq()
 
+    def _allowed_buffers(self, base: int, size: int, head: int, tail: int,
+                         write: bool) -> set[tuple[int, int]]:
+        """The (addr, length) buffers of descriptors head..tail that the IOMMU allows: one
+        kernel check for them all; if refused, one each (so only the refused ones fail)."""
+        mem, bufs = self.ram.map, []
+        while head != tail:
+            addr, ln, _, _ = DESC.unpack_from(mem, base + head * 16)
+            if 0 < ln <= MAX_FRAME and self.ram.check(addr, ln):
+                bufs.append((addr, ln))
+            head = (head + 1) & (size - 1)
+        if not self.dma([(a, n, write) for a, n in bufs]):
+            return set(bufs)
+        return {(a, n) for a, n in bufs if not self.dma([(a, n, write)])}
+
+    def _dma_refused(self) -> None:
+        with self.lock:
+            self.fail(ErrCode.DMA_DENIED)
+            self.counters["TX_ERRORS"] += 1
+
     def _faults(self, frame: bytes) -> list[bytes]:
         k, rng = self.knobs, self.rng
         if k["link_down"] or (k["loss"] and rng.random() < k["loss"]):
@@ -184,7 +205,7 @@ class Nic(Device):
 
     # -- receive (the back end's thread) ------------------------------------------------------
     def receive(self, frames: list[bytes]) -> None:
-        mem, ram = self.ram.map, self.ram
+        mem = self.ram.map
         unpack_from, pack_into = DESC.unpack_from, DESC.pack_into
         got = 0
         with self.lock:
@@ -193,6 +214,12 @@ class Nic(Device):
                 return
             base, size, tail, head = self.regs["RX_BASE"], self.regs["RX_SIZE"], self.regs["RX_TAIL"], self.rx_head
             mask = size - 1
+            if self.dma([(base, size * DESC.size, True)]):
+                self.fail(ErrCode.DMA_DENIED)   # the ring is not the driver's (now)
+                self.counters["RX_DROPPED"] += len(frames)
+                return
+            end = (head + min(len(frames), (tail - head) & mask)) & mask
+            allowed = self._allowed_buffers(base, size, head, end, True)
             for f in frames:
                 if head == tail:
                     self.counters["RX_DROPPED"] += 1
@@ -200,7 +227,7 @@ class Nic(Device):
                 off = base + head * 16
                 addr, cap, _, _ = unpack_from(mem, off)
                 n = len(f)
-                if n > cap or not ram.check(addr, n):
+                if n > cap or (addr, cap) not in allowed:
                     pack_into(mem, off, addr, 0, DONE | ERROR, 0)
                     self.counters["RX_DROPPED"] += 1
                 else:

@@ -12,6 +12,8 @@ capability to its gate):
     write(reg, value) -> status   one register; answers the device's STATUS afterwards
     writes(pairs) -> status       [[reg, value], ...] in order; answers STATUS afterwards
     info() -> {name, kind, line, regs}
+    dma_bind() -> iommu           with a task capability: the device's DMA domain from now on
+                                  (hal/iommu.py); answers {enforcing, bound, checks, refused}
 
 A bad register or value never fails the call: the device sets STATUS.ERROR and its ERROR
 register, as hardware would (see hal/DEVICES.md). Only a malformed request is refused.
@@ -43,6 +45,7 @@ DEV = Protocol("hal.dev", [
     op("write", 3, ["reg:int", "value:int"], "status"),
     op("writes", 4, ["pairs:list"], "status"),
     op("info", 5, [], "info"),
+    op("dma_bind", 6, [], "iommu", caps_in=1),
 ], tag=0x4844)
 
 BUS = Protocol("hal.bus", [

@@ -72,6 +72,7 @@ class Sys(IntEnum):
     MEM_SIGMA0 = 73      # (kernel capability) a task becomes sigma0: all RAM mapped 1:1
     MEM_QUERY = 74       # the page-table entries of a flexpage in our (or a task's) space
     MEM_DMA = 75         # (kernel capability) a task becomes the machine's DMA: every frame
+    MEM_DMA_CHECK = 76   # (the DMA engine) may a device bound to a task DMA these ranges?
     # Chaos (docs/CHAOS.md): IPC fault injection inside the kernel.
     FAULT = 80           # (kernel capability) arm/list/remove IPC fault rules, crash a task, drain the log
 
@@ -114,6 +115,13 @@ class Item(IntEnum):
 
 CAP_ITEMS = frozenset({Item.MAP_CAP, Item.GRANT_CAP})
 MEM_ITEMS = frozenset({Item.MAP_MEM, Item.GRANT_MEM})
+
+
+# MEM_DMA_CHECK ranges: little-endian u64 physical address, u64 length, u64 flags
+# (DMA_WRITE: the device writes the memory; else it only reads it).
+DMA_RANGE = struct.Struct("<QQQ")
+DMA_WRITE = 1
+MAX_DMA_RANGES = 1024
 
 
 class MemRights(IntFlag):
@@ -372,6 +380,11 @@ class MemDmaArgs(NamedTuple):
     task: Int
 
 
+class MemDmaCheckArgs(NamedTuple):
+    task: Int               # the device's DMA domain: a task capability (INVOKE)
+    ranges: Bytes           # DMA_RANGE records: what the device is about to access
+
+
 class MemQueryArgs(NamedTuple):
     task: OptInt
     vaddr: Int
@@ -416,6 +429,7 @@ ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.MEM_SIGMA0: MemSigma0Args,
     Sys.MEM_QUERY: MemQueryArgs,
     Sys.MEM_DMA: MemDmaArgs,
+    Sys.MEM_DMA_CHECK: MemDmaCheckArgs,
     Sys.FAULT: FaultArgs,
 }
 

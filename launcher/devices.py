@@ -279,8 +279,10 @@ def _add_tasks(tasks: list["TaskSpec"], devices: list[DeviceSpec], users: list["
         label = DRIVER_LABEL_BASE + tasks.index(t)
         policy[str(label)] = list(t.devices)
         t.caps.append(CapSpec(IO_CAP, IO_TASK, int(Rights.INVOKE), label))
+    from .sandbox import switched_off
     hal = TaskSpec(name=HAL_TASK, run="launcher.devices:hal_task",
-                   args=[d.hal_arg() for d in devices], provides=[HAL_TASK],
+                   args=[d.hal_arg() for d in devices] + (["--no-iommu"] if switched_off("iommu")
+                                                          else []), provides=[HAL_TASK],
                    restart="on-failure", restart_dependents=True, quota=1024)
     io = TaskSpec(name=IO_TASK, run="servers.io.server:serve", args=[json.dumps(policy)],
                   provides=[IO_TASK], restart="on-failure", restart_dependents=True,
@@ -301,6 +303,9 @@ def hal_task(l4: "L4", *specs: str) -> int:
     # kernel` joins the RAM through our memory channel, every frame (hal/ram.py).
     argv = ["--ram", "kernel", "--run-dir", run_dir, "--name", HAL_TASK]
     for s in specs:
+        if s == "--no-iommu":             # the attack suite's control (L4PY_SANDBOX_OFF=iommu)
+            argv.append(s)
+            continue
         kind, _, rest = s.partition(":")
         name, _, opts = rest.partition(":")
         if kind == "disk" and "image=" not in opts:

@@ -61,7 +61,7 @@ OFF_ENV = "L4PY_SANDBOX_OFF"      # comma-separated KEYS to switch off (the atta
 
 # The protections, by stable key (launcher.json, `l4run status --json`, `ps`).
 KEYS = ("uid", "capabilities", "no_new_privs", "landlock_fs", "landlock_net", "landlock_scope",
-        "seccomp", "environment", "secret_fd", "ram_tasks")
+        "seccomp", "environment", "secret_fd", "ram_tasks", "iommu")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -111,6 +111,11 @@ def _entry(on: bool, why: str) -> dict[str, Any]:
     return {"on": on, "why": why}
 
 
+def switched_off(key: str) -> bool:
+    """Is protection `key` switched off by `OFF_ENV` (the attack suite's controls)?"""
+    return key in {k.strip() for k in os.environ.get(OFF_ENV, "").split(",")}
+
+
 def probe(uids: tuple[int, int]) -> dict[str, dict[str, Any]]:
     """Which protections this host gives tasks, each {"on": bool, "why": str}; `OFF_ENV`
     switches named ones off (for the attack suite's negative controls)."""
@@ -136,6 +141,8 @@ def probe(uids: tuple[int, int]) -> dict[str, dict[str, Any]]:
                           if arch in _SYSCALLS else f"no system-call table for {arch}"),
         "environment": _entry(True, "only the image's env, the L4 variables, PATH, PYTHONPATH"),
         "secret_fd": _entry(True, "the one-time secret arrives through an inherited pipe"),
+        "iommu": _entry(True, "a device DMAs only into frames its driver's task maps "
+                        "(dma_bind, MEM_DMA_CHECK per command)"),
         "ram_tasks": _entry(not RAM_NEEDS_ROOT, "tasks that attach RAM through the kernel's "
                             "memfd (memory, devices, sigma0, moe) run as root, unsandboxed"
                             if RAM_NEEDS_ROOT

@@ -176,7 +176,7 @@ class Launcher:
         klog = open(os.path.join(self.logs, "kernel.log"), "ab")
         self.kernel = subprocess.Popen(
             [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
-            + (["--ram", str(max(1, self.image.ram >> 20))] if self.image.ram else [])
+            + (["--ram-bytes", str(self.image.ram)] if self.image.ram else [])
             + (["--tcp", self.image.tcp] if self.image.tcp else []),
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
@@ -673,6 +673,7 @@ class Launcher:
                 "zygote_pid": self.spawner.pid if self.spawner else 0,
                 "uptime_s": round(time.time() - self.started, 3),
                 "protections": self.protections,
+                "kernel_stats": self.root.kernel_info()["stats"] if self.root else {},
                 "events": [f"{time.strftime('%H:%M:%S', time.localtime(ts))} {e}"
                            for ts, e in self.events[-20:]]}
 

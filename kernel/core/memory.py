@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 DEFAULT_RAM = 64 << 20
 _RWX = int(MemRights.RWX)          # plain ints on hot paths: IntFlag arithmetic is slow
 MAX_SPACES = 4096                  # attached address spaces at once (control pages)
-_PUBLISHED = ("refused_channels", "kept_frames", "faulted_tasks", "granted", "revoked")
+_PUBLISHED = ("refused_channels", "kept_frames", "faulted_tasks", "granted", "revoked",
+              "dma_refused")
 
 
 class MapNode:
@@ -144,7 +145,7 @@ class Memory:
         self.unacked: dict[AddressSpace, int] = {}   # reaped from, not yet acknowledged
         self.stats = {"faults": 0, "refills": 0, "maps": 0, "unmaps": 0, "shootdowns": 0,
                       "faulted_tasks": 0, "granted": 0, "revoked": 0, "refused_channels": 0,
-                      "kept_frames": 0}
+                      "kept_frames": 0, "dma_checks": 0, "dma_refused": 0}
         # What a hostile task tried is counted where KERNEL_INFO shows it (stats.mem_*).
         k.stats.update({f"mem_{key}": 0 for key in _PUBLISHED})
 
@@ -421,6 +422,35 @@ class Memory:
         if not a.task.alive:
             a.hold.close()
         return True
+
+    # -- the IOMMU -------------------------------------------------------------------
+    def dma_check(self, task: "Task", ranges: list[tuple[int, int, bool]]) -> dict[str, Any]:
+        """May a device whose DMA domain is `task` access these physical ranges? Only frames
+        the task's page table maps now, with W where the device writes memory (R where it
+        reads). Answers {"ok": True, "pages": n}; else NO_RIGHTS naming the first page the
+        task does not map so (checked first, nothing changes: the DMA engine then refuses
+        the command). The page table is read as it is at this call: an unmap that returns
+        later is seen by the next check (the DMA engine checks every command)."""
+        a = self.space(task)
+        cover: dict[int, int] = {}
+        for n in a.pages.values():
+            cover[n.frame] = cover.get(n.frame, 0) | n.rights
+        pages = 0
+        for addr, length, write in ranges:
+            if length <= 0 or addr < 0 or addr + length > self.ram.size:
+                raise AbiError(Err.INVALID, f"DMA range {addr:#x}+{length:#x} is not inside RAM "
+                                            f"({self.ram.size:#x} bytes)")
+            want = MemRights.W if write else MemRights.R
+            for f in range(addr >> PAGE_SHIFT, (addr + length - 1 >> PAGE_SHIFT) + 1):
+                have = cover.get(f, 0) | (_RWX if f < a.identity else 0)
+                if not have & want:
+                    self.count("dma_refused")
+                    raise AbiError(Err.NO_RIGHTS, f"frame {f:#x} is not mapped "
+                                                  f"{'writable' if write else 'readable'} in task "
+                                                  f"'{a.name}', the device's DMA domain")
+                pages += 1
+        self.count("dma_checks")
+        return {"ok": True, "pages": pages}
 
     # -- queries -------------------------------------------------------------------
     def query(self, task: "Task", vaddr: int, order: int) -> list[list[int]]:

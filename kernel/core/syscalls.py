@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import caps, faults, ipc, irq, lifecycle, memory, pagefault
-from ..abi import (CAP_ITEMS, FIRST_FREE_SLOT, MAX_SLOTS, NEVER, AbiError, CallArgs,
+from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RANGES, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
-                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, encode_ok)
@@ -381,6 +381,25 @@ def sys_mem_dma(k: "State", th: Thread, a: MemDmaArgs, payload: bytes | None) ->
         raise AbiError(Err.BUSY, f"task '{task.name}' attached already; MEM_DMA comes first")
     space.dma = True
     return {"frames": k.memory.ram.frames, "size": k.memory.ram.size}
+
+
+@handles(Sys.MEM_DMA_CHECK)
+def sys_mem_dma_check(k: "State", th: Thread, a: MemDmaCheckArgs, payload: bytes | None) -> Any:
+    if not k.memory.space(th.task).dma:
+        raise AbiError(Err.NO_RIGHTS, f"task '{th.task.name}' is not the machine's DMA engine "
+                                      "(MEM_DMA); only the DMA engine checks DMA ranges")
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
+    return k.memory.dma_check(task, _dma_ranges(a.ranges))
+
+
+def _dma_ranges(raw: bytes) -> list[tuple[int, int, bool]]:
+    if len(raw) % DMA_RANGE.size:
+        raise AbiError(Err.INVALID, f"ranges: {len(raw)} bytes is not a whole number of "
+                                    f"{DMA_RANGE.size}-byte records")
+    if len(raw) // DMA_RANGE.size > MAX_DMA_RANGES:
+        raise AbiError(Err.TOO_BIG, f"at most {MAX_DMA_RANGES} ranges at once")
+    return [(addr, length, bool(flags & DMA_WRITE))
+            for addr, length, flags in DMA_RANGE.iter_unpack(raw)]
 
 
 @handles(Sys.MEM_QUERY)

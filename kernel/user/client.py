@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import zmq
 
 from . import errors
-from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, CallArgs,
+from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, CallArgs,
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
-                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack, timeout_arg,
@@ -242,6 +242,12 @@ class _Api:
     def mem_dma(self, task: int, kernel: int = SLOT_KERNEL) -> Any:
         """(kernel capability) `task` becomes the machine's DMA engine: sent every frame."""
         return self._req(MemDmaArgs(kernel, task))
+
+    def mem_dma_check(self, task: int, ranges: Sequence[tuple[int, int, bool]]) -> Any:
+        """(the DMA engine) may a device whose DMA domain is task capability `task` access
+        these (physical address, length, device writes) ranges? NoRights names a page not."""
+        raw = b"".join(DMA_RANGE.pack(a, n, DMA_WRITE if w else 0) for a, n, w in ranges)
+        return self._req(MemDmaCheckArgs(task, raw))
 
     def mem_fault(self, vaddr: int, access: int, ip: int = 0) -> Any:
         """Page fault: answers [frame, rights] once the page is mapped for `access`."""

@@ -45,7 +45,9 @@ def open_device(l4: L4, name: str) -> DeviceHandle:
     base = free_slots(l4, 2, 200)
     info = io.open(name, _window=(base, 2))
     slots = [it[1] for it in io.last_items]
-    return DeviceHandle(l4, slots[0], slots[1] if len(slots) > 1 else None, info)
+    dev = DeviceHandle(l4, slots[0], slots[1] if len(slots) > 1 else None, info)
+    dev.dma_bind()          # the device may DMA only into memory this task maps (the IOMMU)
+    return dev
 
 
 class PhysRam:

@@ -209,7 +209,7 @@ def test_network_true_grants_tcp_and_udp_and_nothing_else(booted: Booted) -> Non
 
 def test_the_protections_are_reported_under_stable_keys(booted: Booted) -> None:
     keys = {"uid", "capabilities", "no_new_privs", "landlock_fs", "landlock_net",
-            "landlock_scope", "seccomp", "environment", "secret_fd", "ram_tasks"}
+            "landlock_scope", "seccomp", "environment", "secret_fd", "ram_tasks", "iommu"}
     from launcher import control
     for report in (booted.state()["protections"],
                    control.request(booted.rd, "status")["protections"]):
