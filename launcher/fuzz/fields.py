@@ -19,9 +19,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kernel.abi import (FIRST_FREE_SLOT, LAYOUTS, MAX_ITEMS, MAX_SLOTS, MAX_TIMEOUT_MS, NEVER,
-                        PAGE_SHIFT, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD, VA_BITS, Item, MemRights, Rights,
-                        Sys, pack)
+from kernel.abi import (DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, LAYOUTS, MAX_ITEMS, MAX_SLOTS,
+                        MAX_TIMEOUT_MS, NEVER, PAGE_SHIFT, SLOT_FACTORY, SLOT_TASK, SLOT_THREAD,
+                        VA_BITS, Item, MemRights, Rights, Sys, pack)
 
 from .model import Conn, FTask
 
@@ -123,6 +123,16 @@ class Fields:
             return r.choice(t.windows)
         return WINDOW_BASE, PAGE_SHIFT
 
+    def ranges(self, t: FTask) -> bytes:
+        """DMA_RANGE records over RAM the task may (or may not) own; rarely a torn one."""
+        r = self.rng
+        recs = b""
+        for _ in range(r.choice([0, 1, 1, 2, 4])):
+            vaddr, order = self.fpage(t)
+            recs += DMA_RANGE.pack(vaddr, r.choice([1, 1 << order, (1 << order) + 1]),
+                                   r.choice([0, DMA_WRITE]))
+        return recs if r.random() < 0.95 else recs + b"\x00" * r.choice([1, 23])
+
     def window(self, t: FTask) -> list[int] | None:
         r = self.rng
         x = r.random()
@@ -167,6 +177,8 @@ class Fields:
         if name in ("vaddr", "order"):
             vaddr, order = self.fpage(t)
             return vaddr if name == "vaddr" else order
+        if name == "ranges":
+            return self.ranges(t)
         if kind == "timeout":
             return self.timeout(sysno, name)
         if kind == "items":
