@@ -10,6 +10,7 @@ reached each handler), `sent`, `ok`, `errors`, `tasks_replaced`, `threads_replac
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -47,16 +48,25 @@ def run_protocol_bench(requests: int = 2000, seed: int = 1) -> dict[str, Any]:
 
     from .fuzz.protocol import fuzz_adapter
     out: dict[str, Any] = {}
-    for cls in ADAPTERS:
-        a = cls()
-        a.up()
-        try:
-            rep = fuzz_adapter(a, requests, seed)
-            out[a.name] = rep.as_json()
-            out[a.name]["kernel_bugs"] = a.root.kernel_info()["stats"]["kernel_bugs"]
-        finally:
-            a.down()
-    return {"servers": out, "requests_per_server": requests,
+    stdout = os.dup(1)
+    os.dup2(2, 1)               # the servers inherit stderr as their stdout: ours stays JSON
+    try:
+        for cls in ADAPTERS:
+            a = cls()
+            a.up()
+            try:
+                rep = fuzz_adapter(a, requests, seed)
+                out[a.name] = rep.as_json()
+                out[a.name]["kernel_bugs"] = a.root.kernel_info()["stats"]["kernel_bugs"]
+            finally:
+                a.down()
+    finally:
+        sys.stdout.flush()
+        os.dup2(stdout, 1)
+        os.close(stdout)
+    internal = {n: {k: v for k, v in r["answers"].items() if k.startswith("INTERNAL:")}
+                for n, r in out.items()}
+    return {"servers": out, "internal_errors": {n: e for n, e in internal.items() if e}, "requests_per_server": requests,
             "all_ops_reached": all(r["ops_reached"] == r["ops"] for r in out.values()),
             "kernel_bugs": sum(r["kernel_bugs"] for r in out.values())}
 

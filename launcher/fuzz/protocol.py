@@ -15,8 +15,9 @@ MAX_PAYLOAD, bogus capability items (an empty slot, no rights, too many, none wh
 needs some), an admin op through the client gate, or any of these sent one-way.
 
 Contract: `run(n)` first sends every declared op once, well-formed (`valid_round`: fails
-naming the ops whose handler the loop's counters did not see run), then `n` generated
-requests; it fails (`FuzzError`) if the server does not answer a call within
+naming the ops whose handler the loop's counters did not see run), then every argument of
+every op at the edges of its type (`boundary_round`: 0, -1, 2**63-1, 2**64-1, "", 5,000
+characters, ...), then `n` generated requests; it fails (`FuzzError`) if the server does not answer a call within
 `CALL_MS` or its process dies, if an answer is not one of the two shapes of
 kernel/user/rpc.py ([OK, value] or [status > 0, error, reason]), or if a well-formed request
 (`Target.check`) stops working (tried every `CHECK_EVERY` requests and at the end). An
@@ -71,6 +72,11 @@ BY_TYPE: dict[str, list[Any]] = {
 }
 WRONG: list[Any] = [1, -1, 1.5, "1", b"1", [1], {"a": 1}, True, None]
 HUGE_INTS = [2 ** 31, 2 ** 31 - 1, 2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1]
+# The edge values of each type, tried once per argument (`boundary_round`).
+EDGES: dict[str, list[Any]] = {
+    "int": [0, -1, 1, *HUGE_INTS], "str": ["", "x" * 5000, "\x00"], "bytes": [b"", b"\xff" * 5000],
+    "list": [[], list(range(200)), [None], [[]]], "dict": [{}, {"": None}],
+}
 
 
 class Target(NamedTuple):
@@ -283,6 +289,18 @@ class ProtocolFuzzer:
         after = self.stats()
         return [name for name in self.p.ops if after[name] <= before[name]]
 
+    def boundary_round(self) -> None:
+        """Every argument of every op at its edges (`EDGES` by type), the others valid."""
+        for o in self.p.ops.values():
+            for i, a in enumerate(o.args):
+                for v in EDGES.get(a.kind.rstrip("?"), []):
+                    req = self.well_formed(o)
+                    args = unpack(req["data"])[1:]
+                    args[i] = v
+                    self.send({**req, "data": pack([o.code, *args])})
+                    self.requests += 1
+        self.still_works()
+
     def run(self, n: int) -> ProtocolReport:
         start = time.monotonic()
         missed = self.valid_round()
@@ -290,6 +308,7 @@ class ProtocolFuzzer:
             raise FuzzError(f"{self.t.name}: well-formed requests never reached the handler "
                             f"of {missed}")
         self.still_works()
+        self.boundary_round()
         for i in range(n):
             case = self.rng.choice(_CASE_LIST)
             self.cases[case] = self.cases.get(case, 0) + 1

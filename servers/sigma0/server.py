@@ -55,8 +55,11 @@ class Sigma0:
         return Reply({"phys": phys, "order": order}, [map_mem(phys, order, MemRights.RWX)])
 
     def free(self, call: Call, phys: int, order: int) -> int:
-        start, n = phys >> PAGE_SHIFT, 1 << max(order - PAGE_SHIFT, 0)
-        if order < PAGE_SHIFT or phys < 0 or phys & ((1 << order) - 1) or start + n > self.frames:
+        # The order is bounded first: `1 << order` of a client's 2**40 would exhaust memory.
+        if not PAGE_SHIFT <= order <= PAGE_SHIFT + 20:
+            raise RpcError("INVALID", f"order {order} outside {PAGE_SHIFT}..{PAGE_SHIFT + 20}")
+        start, n = phys >> PAGE_SHIFT, 1 << (order - PAGE_SHIFT)
+        if phys < 0 or phys & ((1 << order) - 1) or start + n > self.frames:
             raise RpcError("INVALID", f"[0x{phys:x}, order {order}] is not a block of RAM")
         if any(o != call.label + 1 for o in self.owner[start:start + n]):
             raise RpcError("NO_RIGHTS", f"[0x{phys:x}, order {order}] is not all yours")

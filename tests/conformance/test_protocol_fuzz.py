@@ -24,7 +24,7 @@ from launcher.fuzz.protocol import fuzz_adapter
 
 from .servers import ADAPTERS, Adapter
 
-REQUESTS = 250
+REQUESTS = 400
 SEED = 20261201
 # INTERNAL answers that are not the server's bug: an answer whose items root gave no window
 # for (sigma0's memory) is replaced by this error (kernel/user/rpc.py, REPLY_ITEMS).
