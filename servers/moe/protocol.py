@@ -14,7 +14,8 @@ Session and dataspace numbers are never reused within one moe incarnation.
 MOE_ADMIN
     session(name, quota) -> {session}      a new session of at most `quota` bytes; one item:
                                            the session gate. Errors: INVALID (quota
-                                           outside 0..2**40)
+                                           outside 0..2**40), QUOTA (moe's kernel objects
+                                           are spent: too many sessions)
     client_gone(session) -> {dataspaces, bytes}
                                            the task behind session n died: moe frees its
                                            dataspaces (sharers lose them, as with release),
@@ -54,7 +55,8 @@ SESSION = 1 << 40
 DATASPACE = 1 << 41
 
 MOE_ADMIN = Protocol("moe.admin", [
-    op("session", 1, ["name:str", "quota:int"], "session", errors=["INVALID"], caps_out=1),
+    op("session", 1, ["name:str", "quota:int"], "session", errors=["INVALID", "QUOTA"],
+       caps_out=1),
     op("client_gone", 2, ["session:int"], "freed", errors=["INVALID"]),
     op("info", 3, [], "info"),
 ], tag=0x4D41)

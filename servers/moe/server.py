@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from kernel.abi import PAGE_SHIFT, PAGE_SIZE, MemRights
 from kernel.user.client import Message, map_cap
+from kernel.user.errors import QuotaExceeded
 from kernel.user.rpc import ADMIN_LABEL, Call, RemoteError, Reply, Route, RpcError, serve
 from kernel.user.vm import VM, map_mem, window
 
@@ -190,10 +191,14 @@ class Moe:
         if not 0 <= quota <= MAX_QUOTA:
             # bounded: info() sums the quotas, and a sum past 2**64 no longer packs
             raise RpcError("INVALID", f"quota {quota} for session '{name}' outside 0..2**40")
+        try:
+            gate = self.l4.create_gate(SESSION | self.next_session)
+        except QuotaExceeded as e:      # our kernel objects are spent (too many sessions)
+            raise RpcError("QUOTA", f"no gate for session '{name}': {e}") from None
         ident = self.next_session
         self.next_session += 1
         s = Session(ident, name, quota)
-        s.gate = self.l4.create_gate(SESSION | ident)
+        s.gate = gate
         self.sessions[ident] = s
         return {"session": ident}, [map_cap(s.gate)]
 
