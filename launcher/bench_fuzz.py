@@ -6,6 +6,12 @@ misses), checks that a plain workload still works, and answers the report as JSO
 `requests`, `handlers_reached`, `system_calls`, `kernel_bugs`, `per_call` (requests that
 reached each handler), `sent`, `ok`, `errors`, `tasks_replaced`, `threads_replaced`,
 `seconds`, `requests_per_s`, `workload_ok`.
+
+`run_protocol_bench(n)` (`--protocols`) fuzzes every server's declared protocol instead
+(launcher.fuzz.protocol, `n` requests per server): keys `servers` (per server: `requests`,
+`ops`, `ops_reached`, `handled` per op, `cases`, `answers` by status, `seconds`,
+`kernel_bugs`), `internal_errors` (undeclared exceptions per server; REPLY_ITEMS is sigma0's
+memory answered to a client without a memory window), `all_ops_reached`, `kernel_bugs`.
 """
 from __future__ import annotations
 
@@ -66,7 +72,8 @@ def run_protocol_bench(requests: int = 2000, seed: int = 1) -> dict[str, Any]:
         os.close(stdout)
     internal = {n: {k: v for k, v in r["answers"].items() if k.startswith("INTERNAL:")}
                 for n, r in out.items()}
-    return {"servers": out, "internal_errors": {n: e for n, e in internal.items() if e}, "requests_per_server": requests,
+    return {"servers": out, "internal_errors": {n: e for n, e in internal.items() if e},
+            "requests_per_server": requests,
             "all_ops_reached": all(r["ops_reached"] == r["ops"] for r in out.values()),
             "kernel_bugs": sum(r["kernel_bugs"] for r in out.values())}
 
@@ -75,19 +82,20 @@ def register(group: Any) -> None:
     import click
 
     @group.command("fuzz")
-    @click.option("--requests", "n", default=100_000, show_default=True,
-                  help="generated requests to send (with --protocols: per server)")
+    @click.option("--requests", "n", type=int, default=None,
+                  help="generated requests to send [default: 100000; with --protocols: 2000 "
+                       "per server]")
     @click.option("--seed", default=1, show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
     @click.option("--protocols", is_flag=True,
                   help="fuzz every server's declared protocol instead (N requests per server)")
-    def fuzz(n: int, seed: int, as_json: bool, protocols: bool) -> None:
+    def fuzz(n: int | None, seed: int, as_json: bool, protocols: bool) -> None:
         """Structure-aware fuzz of every system call (from the ABI's LAYOUTS) over live tasks."""
         if protocols:
-            res = run_protocol_bench(n, seed)
+            res = run_protocol_bench(2000 if n is None else n, seed)
             click.echo(json.dumps(res) if as_json else _protocol_text(res))
             return
-        res = run_fuzz_bench(n, seed, verbose=not as_json)
+        res = run_fuzz_bench(100_000 if n is None else n, seed, verbose=not as_json)
         if as_json:
             click.echo(json.dumps(res))
             return

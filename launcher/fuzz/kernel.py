@@ -146,7 +146,8 @@ class Fuzzer:
             dst, t.next_slot = t.next_slot, t.next_slot + 1
             if dst in t.slots:
                 continue
-            if self._try_root(Sys.TASK_MAP, self.root.task_map, t.slot, root_slot, dst, rights) is not None:
+            if self._try_root(Sys.TASK_MAP, self.root.task_map, t.slot, root_slot, dst,
+                              rights) is not None:
                 t.slots[dst] = kind
                 return
 

@@ -17,8 +17,8 @@ needs some), an admin op through the client gate, or any of these sent one-way.
 Contract: `run(n)` first sends every declared op once, well-formed (`valid_round`: fails
 naming the ops whose handler the loop's counters did not see run), then every argument of
 every op at the edges of its type (`boundary_round`: 0, -1, 2**63-1, 2**64-1, "", 5,000
-characters, ...), then `n` generated requests; it fails (`FuzzError`) if the server does not answer a call within
-`CALL_MS` or its process dies, if an answer is not one of the two shapes of
+characters, ...), then `n` generated requests; it fails (`FuzzError`) if the server does
+not answer a call within `CALL_MS` or its process dies, if an answer is not one of the two shapes of
 kernel/user/rpc.py ([OK, value] or [status > 0, error, reason]), or if a well-formed request
 (`Target.check`) stops working (tried every `CHECK_EVERY` requests and at the end). An
 error answer is fine; so is the kernel refusing a request before it reaches the server
