@@ -22,7 +22,8 @@ from launcher.selftest import MUTANTS, ROOT, Mutant, occurrences
 
 KINDS = {"handler raises", "queue order", "counter not updated", "missing rights check",
          "reply capability reused", "revoke misses a level", "unmap not verified",
-         "irq while masked", "timeout ignored", "quota not charged", "page fault resolution"}
+         "irq while masked", "timeout ignored", "quota not charged", "page fault resolution",
+         "bounds check"}
 
 
 @pytest.mark.parametrize("m", MUTANTS, ids=[m.name for m in MUTANTS])
