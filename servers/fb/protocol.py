@@ -1,0 +1,47 @@
+"""The fb session protocol (proto tag 0x4642), declared once: stub and dispatch follow it.
+
+A client is known by its gate's label (the image's `caps.fb = { service = "fb", label = N }`);
+the server's policy (its task arguments, server.py) says which labels may have a session and
+which rectangle of the screen each one's *viewport* is. Coordinates below are viewport
+coordinates: (0, 0) is the viewport's top left corner.
+
+    mode() -> {width, height, format, stride, size, order, x, y}
+        the caller's viewport: its size in pixels, the pixel format ("XRGB8888": bytes
+        B, G, R, X), bytes per line, the pixel buffer's size and its order (the buffer is
+        one naturally aligned flexpage of 2**order bytes), and where the viewport lies on the
+        screen. Errors: DENIED (no policy for this label)
+    open() -> same as mode()
+        with a capability item: the client's own task capability (rights NONE will do: the
+        server only asks the kernel whether it is alive — a dead client's session is dropped
+        and its buffer given back). The reply maps the session's pixel buffer (RW) into the
+        caller's receive window `window(vaddr, order)`: the client draws into that shared
+        memory; pixels never travel in messages. A second open replaces the session (its
+        old buffer is unmapped). Errors: DENIED, NO_MEMORY
+    refresh(x, y, w, h) -> None
+        copy that rectangle of the session's buffer to the screen. The rectangle must lie in
+        the viewport with w, h >= 1; anything else is refused and counted (the session's
+        `refused`), the screen untouched. Errors: INVALID, NO_SESSION
+    end() -> None           end the session: its buffer is unmapped and freed
+    stats() -> {refreshes, refused, pixels, session}    the caller's own counters; NO_SESSION
+                            (NO_SESSION: none open)
+    usage() -> {sessions, refused, screen}              admin: every label's counters
+
+A restarted fb server has no sessions: a client's next call answers PEER_DIED (its gate moved
+to the new incarnation), then NO_SESSION; it opens again (client.py does that for you).
+"""
+from __future__ import annotations
+
+from kernel.user.rpc import Protocol, op
+
+FORMAT = "XRGB8888"
+BYTES_PER_PIXEL = 4
+
+FB = Protocol("fb", [
+    op("mode", 1, [], "mode", errors=["DENIED"]),
+    op("open", 2, [], "mode", errors=["DENIED", "INVALID", "NO_MEMORY"], caps_in=1),
+    op("refresh", 3, ["x:int", "y:int", "w:int", "h:int"], None,
+       errors=["INVALID", "NO_SESSION"]),
+    op("end", 4, [], None),
+    op("stats", 5, [], "stats", errors=["NO_SESSION"]),
+    op("usage", 10, [], "usage", admin=True),
+], tag=0x4642)

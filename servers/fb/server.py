@@ -1,0 +1,204 @@
+"""The fb device server: the l4fb driver in this task, its screen shared by sessions (protocol.py).
+
+    run = "servers.fb.server:main"
+    args = ["fb0", "1", "2=320,0,320,240", "mode=640x480"]
+
+Arguments: the framebuffer device to serve (its io policy: `devices = ["fb0"]`), then the
+policy, one entry per client label: "N" (the whole screen) or "N=X,Y,W,H" (a viewport, which
+must lie on the screen); optionally "mode=WxH" (the driver's mode_option). A label without
+an entry is refused (DENIED, counted). The task needs `devices` and a sigma0 capability
+(DDEKit's memory: the scan-out memory and every session's buffer).
+
+Design (why refresh copies):
+- The driver (servers/dde_linux/drivers/l4fb.py) is loaded through the DDE/Linux glue and
+  registers an `fb_info`; the server is its fbdev user. The device scans out from the
+  driver's coherent DMA memory (`fix.smem_start`); nothing else of RAM reaches the device.
+- Each session gets its own pixel buffer, the size of its viewport: DDEKit memory mapped
+  into the client (`open` answers a flexpage). The client draws there; `refresh(x, y, w, h)`
+  copies that rectangle, line by line, from the session buffer to the viewport's place in
+  the scan-out memory. So a client never touches the screen itself: it cannot draw outside
+  its viewport, several clients (and later Nitpicker) share one screen, and a client that
+  is killed mid-drawing leaves only what it had refreshed. The price is one copy of the
+  refreshed pixels; with one client and a full-screen viewport that copy is what a
+  direct-draw design would save (not done: one path, the same for every client).
+- A rectangle that is empty or leaves the viewport is refused (INVALID) and counted for the
+  session; nothing is copied (checked first, then copied).
+- A dead client's session is dropped by the death watch (servers/fb/sessions.py): its buffer
+  is freed, which unmaps it from the client too (sigma0 frees recursively).
+- Restart: the launcher restarts this task; the new incarnation re-probes the device and
+  starts with a black screen and no sessions. Clients get PEER_DIED, then NO_SESSION, and
+  open again (servers/fb/client.py does it and redraws).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from kernel.abi import MemRights
+from kernel.user.client import L4
+from kernel.user.rpc import Call, Reply, RpcError
+from kernel.user.vm import map_mem
+from servers.dde_linux import fb as fbdev
+from servers.dde_linux import kernel
+from servers.ddekit import memory as _mem
+
+from .protocol import BYTES_PER_PIXEL, FB, FORMAT
+from .sessions import Sessions
+
+DRIVER = "servers.dde_linux.drivers.l4fb"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclass
+class Session:
+    label: int
+    view: Viewport
+    va: int                      # the buffer, a DDEKit block (mapped into the client)
+    order: int
+    pixels: memoryview           # the buffer's bytes (zero copy)
+    refreshes: int = 0
+    refused: int = 0
+    copied: int = 0              # pixels copied to the screen
+
+
+def parse_policy(entries: list[str], width: int, height: int) -> dict[int, Viewport]:
+    """{label: viewport} from "N" / "N=X,Y,W,H"; ValueError names a bad entry."""
+    out: dict[int, Viewport] = {}
+    for e in entries:
+        label, _, rect = e.partition("=")
+        if not label.isdigit() or int(label) < 1:
+            raise ValueError(f"policy entry {e!r}: expected a client label >= 1 (\"N\" or \"N=X,Y,W,H\")")
+        vp = Viewport(0, 0, width, height)
+        if rect:
+            parts = rect.split(",")
+            if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError(f"policy entry {e!r}: expected N=X,Y,W,H")
+            vp = Viewport(*(int(p) for p in parts))
+        if vp.w < 1 or vp.h < 1 or vp.x + vp.w > width or vp.y + vp.h > height:
+            raise ValueError(f"policy entry {e!r}: viewport not on the {width}x{height} screen")
+        out[int(label)] = vp
+    return out
+
+
+def _order(n: int) -> int:
+    return max(12, (n - 1).bit_length())
+
+
+class FbServer:
+    """FB's implementation. Owned by the task's main thread (the serve loop)."""
+
+    def __init__(self, l4: L4, info: fbdev.fb_info, policy: dict[int, Viewport]) -> None:
+        self.info = info
+        self.screen = fbdev.fb_screen(info)
+        self.stride = info.fix.line_length
+        self.sessions: Sessions[Session] = Sessions(l4, policy, self._free)
+        self.refused = 0
+
+    def _mode(self, vp: Viewport) -> dict[str, Any]:
+        size = vp.w * vp.h * BYTES_PER_PIXEL
+        return {"width": vp.w, "height": vp.h, "format": FORMAT, "stride": vp.w * BYTES_PER_PIXEL,
+                "size": size, "order": _order(size), "x": vp.x, "y": vp.y}
+
+    def _make(self, call: Call, vp: Viewport) -> Session:
+        mode = self._mode(vp)
+        try:
+            va = _mem.large_malloc(1 << mode["order"])
+        except _mem.OutOfMemory as e:
+            raise RpcError("NO_MEMORY", str(e)) from None
+        _mem.fill(va, 1 << mode["order"], 0)
+        return Session(call.label, vp, va, mode["order"], _mem.view(va, mode["size"]))
+
+    def _free(self, s: Session) -> None:
+        s.pixels.release()
+        _mem.large_free(s.va)
+
+    # -- FB ops ---------------------------------------------------------------------------
+    def mode(self, call: Call) -> dict[str, Any]:
+        return self._mode(self.sessions.allowed(call))
+
+    def open(self, call: Call) -> Reply:
+        s = self.sessions.open(call, lambda vp: self._make(call, vp))
+        return Reply(self._mode(s.view), [map_mem(s.va, s.order, MemRights.RW)])
+
+    def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
+        s = self.sessions.get(call)
+        vp = s.view
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > vp.w or y + h > vp.h:
+            s.refused += 1
+            self.refused += 1
+            raise RpcError("INVALID", f"rectangle {x},{y} {w}x{h} is not inside the "
+                                      f"{vp.w}x{vp.h} viewport")
+        src, dst, n = s.pixels, self.screen, w * BYTES_PER_PIXEL
+        sstride = vp.w * BYTES_PER_PIXEL
+        so = y * sstride + x * BYTES_PER_PIXEL
+        do = (vp.y + y) * self.stride + (vp.x + x) * BYTES_PER_PIXEL
+        if w == vp.w and sstride == self.stride:            # whole lines: one copy
+            dst[do:do + h * n] = src[so:so + h * n]
+        else:
+            for _ in range(h):
+                dst[do:do + n] = src[so:so + n]
+                so += sstride
+                do += self.stride
+        s.refreshes += 1
+        s.copied += w * h
+
+    def end(self, call: Call) -> None:
+        self.sessions.remove(call.label)
+
+    def stats(self, call: Call) -> dict[str, Any]:
+        s = self.sessions.get(call)
+        return {"refreshes": s.refreshes, "refused": s.refused, "pixels": s.copied,
+                "session": True}
+
+    def usage(self, call: Call) -> dict[str, Any]:
+        self.sessions.sweep()
+        with self.sessions.lock:
+            per = {str(lb): {"refreshes": s.refreshes, "refused": s.refused, "pixels": s.copied}
+                   for lb, s in self.sessions.sessions.items()}
+        v = self.info.var
+        return {"sessions": per, "refused": self.refused, **self.sessions.counters(),
+                "screen": {"width": v.xres, "height": v.yres, "format": FORMAT,
+                           "bus_address": self.info.fix.smem_start}}
+
+
+def _find(device: str) -> fbdev.fb_info | None:
+    for node in range(fbdev.FB_MAX):
+        info = fbdev.registered_fb(node)
+        if info is not None and getattr(info.device, "name", None) == device:
+            return info
+    return None
+
+
+def main(l4: L4, device: str = "fb0", *policy: str) -> int:
+    from servers.dde_linux.drivers import l4fb
+    modes = [p for p in policy if p.startswith("mode=")]
+    if modes:
+        l4fb.mode_option = modes[-1].partition("=")[2]
+    kernel.boot(l4)
+    ret = kernel.load(DRIVER)
+    info = _find(device) if ret == 0 else None
+    if info is None:
+        print(f"fb: no framebuffer {device} (driver load: {ret}; is it in this task's devices?)",
+              file=sys.stderr, flush=True)
+        kernel.shutdown()
+        return 2
+    try:
+        rules = parse_policy([p for p in policy if not p.startswith("mode=")],
+                             info.var.xres, info.var.yres)
+    except ValueError as e:
+        print(f"fb: {e}", file=sys.stderr, flush=True)
+        kernel.shutdown()
+        return 2
+    srv = FbServer(l4, info, rules)
+    print(f"fb: serving {device} {info.var.xres}x{info.var.yres} {FORMAT} to labels "
+          f"{sorted(rules)}", flush=True)
+    srv.sessions.serve(FB, srv)
+    return 0
