@@ -99,7 +99,7 @@ class FbServer:
         self.info = info
         self.screen = fbdev.fb_screen(info)
         self.stride = info.fix.line_length
-        self.sessions: Sessions[Session] = Sessions(l4, policy, self._free)
+        self.sessions: Sessions[Session] = Sessions(l4, policy, self._free, "fb")
         self.refused = 0
 
     def _mode(self, vp: Viewport) -> dict[str, Any]:

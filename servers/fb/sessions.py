@@ -38,8 +38,10 @@ POLL_MS = 500
 
 
 class Sessions(Generic[S]):
-    def __init__(self, l4: Any, policy: Mapping[int, Any], drop: Callable[[S], None]) -> None:
+    def __init__(self, l4: Any, policy: Mapping[int, Any], drop: Callable[[S], None],
+                 name: str = "server") -> None:
         self.l4 = l4
+        self.name = name
         self.policy = dict(policy)
         self.drop = drop
         self.lock = threading.Lock()
@@ -119,7 +121,9 @@ class Sessions(Generic[S]):
             labels = list(self.sessions)
         dead = [lb for lb in labels if not self.alive(lb)]
         for lb in dead:
-            self.remove(lb)
+            if self.remove(lb):
+                print(f"{self.name}: the client of label {lb} is gone: its session is dropped",
+                      flush=True)
         return dead
 
     def serve(self, proto: Protocol, impl: Any) -> None:

@@ -65,7 +65,7 @@ class InputServer:
 
     def __init__(self, l4: L4, labels: set[int]) -> None:
         from servers.fb.sessions import Sessions
-        self.sessions: Sessions[Session] = Sessions(l4, {lb: True for lb in labels}, self._free)
+        self.sessions: Sessions[Session] = Sessions(l4, {lb: True for lb in labels}, self._free, "input")
         self.events = 0          # events the driver reported to us
         self.frames = 0
 

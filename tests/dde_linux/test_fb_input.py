@@ -1,0 +1,201 @@
+"""The fb and input device servers in a real booted image, judged by the HAL's screen and queue.
+
+One image (written here): the HAL with fb0 (640x480) and input0, the fb server (policy:
+label 1 the left top quarter, label 2 the right bottom quarter), the input server (label 1),
+and the clients of tests/dde_linux/gui_tasks.py: `painter` (fb 1, input 1), `other` (fb 2),
+`intruder` (labels without policy). What the clients drew is read back with `l4run
+screenshot`; input is injected with `l4run input`; the fb server is killed and restarted.
+`l4run down` must leave nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Iterator
+
+import pytest
+from PIL import Image as PILImage
+
+from tests.dde_linux import gui_tasks as gt
+from tests.launcher.helpers import (assert_clean, l4run, ps, ram_holders, system_pids, wait_for,
+                                    write)
+
+IMAGE = """
+[system]
+name = "gui-test"
+ram = "48M"
+
+[memory]
+moe = false
+
+[[device]]
+kind = "pic"
+name = "pic"
+
+[[device]]
+kind = "fb"
+name = "fb0"
+width = 640
+height = 480
+
+[[device]]
+kind = "input"
+name = "input0"
+
+[[task]]
+name = "fb"
+run = "servers.fb.server:main"
+args = ["fb0", "1=0,0,320,240", "2=320,240,320,240"]
+devices = ["fb0"]
+provides = ["fb"]
+caps = { sigma0 = { service = "sigma0", label = 2 } }
+
+[[task]]
+name = "input"
+run = "servers.input.server:main"
+args = ["1"]
+devices = ["input0"]
+provides = ["input"]
+caps = { sigma0 = { service = "sigma0", label = 3 } }
+
+[[task]]
+name = "painter"
+run = "tests.dde_linux.gui_tasks:painter"
+[task.caps]
+fb = { service = "fb", label = 1 }
+input = { service = "input", label = 1 }
+
+[[task]]
+name = "other"
+run = "tests.dde_linux.gui_tasks:other"
+restart = "never"
+caps = { fb = { service = "fb", label = 2 } }
+
+[[task]]
+name = "intruder"
+run = "tests.dde_linux.gui_tasks:intruder"
+restart = "never"
+[task.caps]
+fb = { service = "fb", label = 3 }
+input = { service = "input", label = 2 }
+"""
+OTHER_AT = (320, 240)
+
+
+def log_of(rd: str, task: str) -> str:
+    try:
+        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def gui(rd: str, task: str, what: str) -> Any:
+    """The value of the last "GUI <what> ..." line of the task, waited for."""
+    wait_for(lambda: f"GUI {what} " in log_of(rd, task), 30, f"'GUI {what}' from {task}")
+    line = [ln for ln in log_of(rd, task).splitlines() if ln.startswith(f"GUI {what} ")][-1]
+    return json.loads(line.split(" ", 2)[2])
+
+
+def events(rd: str) -> list[tuple[int, int, int]]:
+    return [tuple(int(v) for v in ln.split()[1:4])  # type: ignore[misc]
+            for ln in log_of(rd, "painter").splitlines() if ln.startswith("GUI-EVENT ")]
+
+
+def screen(rd: str, tmp: str) -> PILImage.Image:
+    shot = os.path.join(tmp, f"shot{time.monotonic_ns()}.png")
+    l4run("screenshot", "-o", shot, "--run-dir", rd)
+    return PILImage.open(shot).convert("RGB")
+
+
+def assert_rects(img: PILImage.Image, rects: list[gt.Rect], at: tuple[int, int] = (0, 0)) -> None:
+    """Each rectangle's corners and centre show its colour (later rectangles lie on top)."""
+    for i, (x, y, w, h, colour) in enumerate(rects):
+        for px, py in ((x, y), (x + w - 1, y), (x, y + h - 1), (x + w - 1, y + h - 1),
+                       (x + w // 2, y + h // 2)):
+            if any(ox <= px < ox + ow and oy <= py < oy + oh for ox, oy, ow, oh, _ in rects[i + 1:]):
+                continue
+            got = img.getpixel((at[0] + px, at[1] + py))
+            assert got == colour, f"pixel {px},{py} of rectangle {i}: {got} != {colour}"
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("gui")
+    rd = str(tmp / "run")
+    os.makedirs(rd)
+    image = write(str(tmp / "gui.toml"), IMAGE)
+    shm_before = set(os.listdir("/dev/shm"))
+    t0 = time.monotonic()
+    l4run("boot", image, "--detach", "--run-dir", rd)
+    pids = system_pids(rd)
+    try:
+        yield {"rd": rd, "tmp": str(tmp), "t0": t0}
+        pids |= system_pids(rd)
+    finally:
+        l4run("down", "--run-dir", rd)
+    assert_clean(rd, pids, shm_before)
+    assert not ram_holders() & pids
+
+
+def test_clients_draw_through_fb(system: dict[str, Any]) -> None:
+    rd = system["rd"]
+    p, o = gui(rd, "painter", "drawn"), gui(rd, "other", "drawn")
+    assert (p["width"], p["height"], p["x"], p["y"], p["format"]) == (320, 240, 0, 0, "XRGB8888")
+    assert (o["width"], o["height"], o["x"], o["y"]) == (320, 240, *OTHER_AT)
+    img = screen(rd, system["tmp"])
+    assert img.size == (640, 480)
+    assert_rects(img, gt.PAINTER)
+    assert_rects(img, gt.OTHER, OTHER_AT)
+    assert img.getpixel((500, 100)) == (0, 0, 0) and img.getpixel((100, 400)) == (0, 0, 0)
+
+
+def test_bad_rectangles_refused_and_counted(system: dict[str, Any]) -> None:
+    rd = system["rd"]
+    r = gui(rd, "painter", "refused")
+    assert r["answers"] == ["INVALID"] * len(gt.BAD_RECTS)
+    assert r["stats"]["refused"] == len(gt.BAD_RECTS) and r["stats"]["refreshes"] == 1
+    img = screen(rd, system["tmp"])
+    assert_rects(img, gt.PAINTER)              # the yellow buffer never reached the screen
+    assert_rects(img, gt.OTHER, OTHER_AT)      # the other client is unaffected
+
+
+def test_client_without_policy_refused(system: dict[str, Any]) -> None:
+    a = gui(system["rd"], "intruder", "intruder")
+    assert a == {"fb.mode": "DENIED", "fb.open": "DENIED", "fb.refresh": "NO_SESSION",
+                 "input.open": "DENIED"}
+
+
+def test_input_events_arrive_in_order(system: dict[str, Any]) -> None:
+    rd = system["rd"]
+    gui(rd, "painter", "input")
+    before = len(events(rd))
+    for args in (("key", "a"), ("click", "10", "20", "right"), ("move", "100", "200"),
+                 ("key", "b")):
+        l4run("input", *args, "--run-dir", rd)
+    want = [(1, 30, 1), (0, 0, 0), (1, 30, 0), (0, 0, 0),                    # key a
+            (3, 0, 10), (3, 1, 20), (0, 0, 0), (1, 0x111, 1), (0, 0, 0), (1, 0x111, 0), (0, 0, 0),
+            (3, 0, 100), (3, 1, 200), (0, 0, 0),                              # move
+            (1, 48, 1), (0, 0, 0), (1, 48, 0), (0, 0, 0)]                     # key b
+    wait_for(lambda: len(events(rd)) >= before + len(want), 20, "the injected events")
+    assert events(rd)[before:] == want
+
+
+def test_dead_client_session_dropped(system: dict[str, Any]) -> None:
+    rd = system["rd"]
+    l4run("kill", "other", "--run-dir", rd)
+    wait_for(lambda: "label 2 is gone: its session is dropped" in log_of(rd, "fb"), 20,
+             "fb to drop the dead client's session")
+
+
+def test_fb_restart_client_reconnects(system: dict[str, Any]) -> None:
+    rd = system["rd"]
+    l4run("kill", "fb", "--run-dir", rd)
+    wait_for(lambda: "GUI reopened " in log_of(rd, "painter"), 30, "painter to reopen")
+    assert ps(rd)["fb"]["restarts"] >= 1
+    img = screen(rd, system["tmp"])
+    assert_rects(img, gt.PAINTER)
+    assert img.getpixel((OTHER_AT[0] + 5, OTHER_AT[1] + 5)) == (0, 0, 0)   # other is dead
+    l4run("input", "key", "z", "--run-dir", rd)                # input still reaches painter
+    wait_for(lambda: (1, 44, 0) in events(rd), 20, "key z after the restart")
