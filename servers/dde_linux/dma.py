@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel.abi import PAGE_SIZE
+from kernel.abi import PAGE_SIZE, MemRights
 from servers.ddekit import env as _env
 from servers.ddekit import memory as _mem
 
 DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_NONE = 0, 1, 2, 3
 DMA_MAPPING_ERROR = 2 ** 64 - 1
-_R, _W = 1, 2                       # VM access bits (kernel.user.vm)
+_R, _W = int(MemRights.R), int(MemRights.W)     # page-fault access kinds
 
 
 def DMA_BIT_MASK(n: int) -> int:

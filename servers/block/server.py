@@ -1,0 +1,409 @@
+"""The `block` device server: the l4disk driver, the DDE/Linux glue and the server in one task.
+
+    [[task]]
+    name = "block"
+    run = "servers.block.server:main"
+    args = ['{"5": {"disk": "disk0", "write": true}, "6": {"disk": "disk0", "first": 2048, "count": 1024, "write": false}}']
+    devices = ["disk0"]                                  # io policy: the driver's devices
+    provides = ["block"]
+    memory = "1M"                                        # a moe session: attaching buffers
+    caps = { sigma0 = { service = "sigma0", label = 3 } }   # DMA memory (the ring)
+
+The policy (the task's argument, JSON) maps each client's gate label — the label its
+route `block = { service = "block", label = 5 }` has — to a disk (the io device name
+"disk0" or the gendisk name "l4disk0"), a range (`first`, `count` sectors; default the
+whole disk) and whether it may write. A label without an entry is refused (DENIED).
+
+How a request goes: the client's `submit` names sectors of its range and offsets into its
+buffer dataspace, which the server attached in its own address space at `open`. Each is
+checked (shape, range, policy) before any is submitted; then the server maps the buffer's
+pages for DMA (dma_map_single: the task's VM translates them, faulting them in through moe
+the first time) into segments, and hands all of them to the block layer in one batch
+(blk_submit_batch: one doorbell). The disk DMAs into the client's pages directly; the IOMMU
+allows it because this task maps them. The completion interrupt ends each request; its
+end_io puts [tag, status] on the session's done list, which `collect` answers.
+
+Faults: a client that dies loses its dataspace (the launcher tells moe, which destroys it
+and removes our region of it): the server notices its capability is gone (a sweep at least
+every SWEEP_S, and before every open), waits for the session's requests in flight and
+forgets it (counted as reaped). A malformed or out-of-range request is refused and counted
+for its client only. The server killed mid-transfer is restarted by its policy: the new
+driver resets the disk (servers/dde_linux/drivers/l4disk.py), clients get PeerDied, open
+again and go on; every write acknowledged by `collect` was on the disk image before.
+
+Ownership: the main DDEKit thread runs the protocol (sessions, counters); the disk's
+interrupt thread runs end_io, which touches only a session's `inflight`/`done` under its
+`cond`.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel.abi import PAGE_SIZE, MemRights
+from kernel.user.client import L4, map_cap
+from kernel.user.errors import L4Error, NoCapability
+from kernel.user.rpc import Call, RpcError
+from servers.ddekit import env as ddekit_env
+from servers.dde_linux import block as blk
+from servers.dde_linux import kernel
+from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, dma_map_single
+from servers.moe.client import MoeSession
+
+from .protocol import BLOCK, FLUSH, MAX_BUFFER, MAX_WAIT_MS, READ, SECTOR, STATUS_IOERR, WRITE
+
+DRIVER = "servers.dde_linux.drivers.l4disk"
+SESSION_SLOTS = 1900            # the clients' buffer capabilities land from here on (each
+                                # stays where it landed: the receive window moves on)
+MAX_REQ_SECTORS = 256           # 128 KiB per request (33 page segments at most)
+DEPTH = 64                      # requests in flight per client
+SWEEP_S = 0.5
+TAG_MAX = 2 ** 31 - 1
+OPS = {READ: blk.REQ_OP_READ, WRITE: blk.REQ_OP_WRITE, FLUSH: blk.REQ_OP_FLUSH}
+COUNTERS = ("submitted", "completed", "errors", "malformed", "out_of_range", "denied_writes",
+            "refused", "sessions")
+
+
+@dataclass
+class Policy:
+    disk: str
+    first: int
+    count: int | None
+    write: bool
+
+    def describe(self, sectors: int) -> dict[str, Any]:
+        return {"disk": self.disk, "first": self.first, "count": sectors, "write": self.write}
+
+
+def parse_policy(text: str) -> dict[int, Policy]:
+    raw = json.loads(text or "{}")
+    if not isinstance(raw, dict):
+        raise ValueError("block policy must be a JSON object {label: {disk, first, count, write}}")
+    out = {}
+    for k, v in raw.items():
+        if not str(k).isdigit() or int(k) == 0 or not isinstance(v, dict) or "disk" not in v:
+            raise ValueError(f"block policy entry {k!r}: must be \"<label >= 1>\": {{\"disk\": ...}}")
+        extra = set(v) - {"disk", "first", "count", "write"}
+        if extra:
+            raise ValueError(f"block policy entry {k!r}: unknown keys {sorted(extra)}")
+        count = v.get("count")
+        out[int(k)] = Policy(str(v["disk"]), int(v.get("first", 0)),
+                             None if count is None else int(count), bool(v.get("write", False)))
+    return out
+
+
+@dataclass
+class Session:
+    label: int
+    policy: Policy
+    disk: blk.gendisk
+    first: int                        # absolute first sector of the range
+    sectors: int                      # sectors in the range
+    slot: int                         # our copy of the buffer's capability
+    addr: int                         # where the buffer is attached in our space
+    size: int
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    inflight: set[int] = field(default_factory=set)           # tags; cond
+    done: deque[list[int]] = field(default_factory=deque)     # [tag, status]; cond
+
+
+class BlockServer:
+    def __init__(self, l4: L4, policy: dict[int, Policy]) -> None:
+        self.l4 = l4
+        self.policy = policy
+        self.moe = MoeSession(l4, l4.caps["moe"], recv_slot=3500, timeout=30_000)
+        self.sessions: dict[int, Session] = {}                # label -> session
+        self.counters: dict[int, dict[str, int]] = {}         # label -> counters
+        self.reaped = 0
+        self.last_sweep = time.monotonic()
+        self.stopping = False
+        self.recv_slot = self._free_slot()        # the receive window of the next request
+        self.rewindow = False                     # the window moved: serve() again
+        for lab, p in policy.items():
+            if self._disk(p.disk) is None:
+                raise ValueError(f"block policy for label {lab}: no disk {p.disk!r} "
+                                 f"(disks: {[d.disk_name for d in blk.disks()]})")
+
+    # -- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _disk(name: str) -> blk.gendisk | None:
+        d = blk.get_disk(name)
+        if d is not None:
+            return d
+        for d in blk.disks():
+            dd = d.private_data
+            if getattr(getattr(dd, "pdev", None), "name", None) == name:
+                return d
+        return None
+
+    def _count(self, label: int, what: str, n: int = 1) -> None:
+        c = self.counters.setdefault(label, dict.fromkeys(COUNTERS, 0))
+        c[what] += n
+
+    def _session(self, call: Call) -> Session:
+        s = self.sessions.get(call.label)
+        if s is None:
+            raise RpcError("NO_SESSION", "no open session: open first (again, after a restart)")
+        return s
+
+    def _refuse(self, label: int, counter: str, error: str, why: str) -> RpcError:
+        self._count(label, counter)
+        self._count(label, "refused")
+        return RpcError(error, why)
+
+    def _free_slot(self, also: int = -1) -> int:
+        slot = SESSION_SLOTS
+        used = {s.slot for s in self.sessions.values()} | {also}
+        while True:
+            if slot not in used:
+                try:
+                    self.l4.cap_inspect(slot)
+                except NoCapability:
+                    return slot
+            slot += 1
+
+    # -- ops ----------------------------------------------------------------------------
+    def open(self, call: Call) -> dict[str, Any]:
+        pol = self.policy.get(call.label)
+        got = call.items[0][1]
+        if pol is None:
+            self.l4.cap_delete(got)
+            raise RpcError("DENIED", f"the block policy has no entry for client {call.label}")
+        self.sweep()
+        old = self.sessions.pop(call.label, None)
+        if old is not None:
+            self._end(old)
+        slot = got                    # a copy would die with it: keep it, move the window
+        self.recv_slot = self._free_slot(also=slot)
+        self.rewindow = True
+        try:
+            region = self.moe.stub.attach(None, int(MemRights.RW), _items=[map_cap(slot, 0x5)])
+        except Exception as e:                  # noqa: BLE001 - not a live dataspace
+            self.l4.cap_delete(slot)
+            raise RpcError("NO_CAP", f"the buffer capability is not a live moe dataspace: {e}")
+        addr, size = int(region["addr"]), int(region["size"])
+        if size > MAX_BUFFER:
+            self._detach(addr, slot)
+            raise RpcError("INVALID", f"buffer of {size} bytes: at most {MAX_BUFFER}")
+        disk = self._disk(pol.disk)
+        assert disk is not None
+        first = min(pol.first, disk.capacity)
+        sectors = disk.capacity - first if pol.count is None else \
+            max(0, min(pol.count, disk.capacity - first))
+        self.sessions[call.label] = Session(call.label, pol, disk, first, sectors, slot, addr, size)
+        self._count(call.label, "sessions")
+        return {"sectors": sectors, "sector_size": SECTOR, "writable": pol.write,
+                "buffer": size, "max_sectors": MAX_REQ_SECTORS, "depth": DEPTH}
+
+    def submit(self, call: Call, reqs: list) -> int:
+        s = self._session(call)
+        checked = [self._check(s, r) for r in self._shape(s, reqs)]
+        subs, failed = [], []
+        for tag, op, sector, count, offset in checked:
+            segs = [] if op == FLUSH else self._segments(s, op, offset, count * SECTOR)
+            if segs is None:
+                failed.append(tag)           # the buffer is not mapped (its owner is dying)
+                continue
+            subs.append((OPS[op], s.first + sector, segs, self._end_io, (s, tag)))
+        with s.cond:
+            s.inflight.update(t for t, *_ in checked)
+            s.done.extend([t, STATUS_IOERR] for t in failed)
+            s.inflight.difference_update(failed)
+        self._count(call.label, "submitted", len(checked))
+        try:
+            blk.blk_submit_batch(s.disk, subs)
+        except blk.BlkError as e:            # the disk went away under us
+            with s.cond:
+                for _, _, _, _, (_, tag) in subs:
+                    s.inflight.discard(tag)
+                    s.done.append([tag, STATUS_IOERR])
+            kernel.printk(kernel.KERN_ERR + "block: %s", e)
+        return len(checked)
+
+    def _shape(self, s: Session, reqs: list) -> list[list[int]]:
+        if not 1 <= len(reqs) <= DEPTH:
+            raise self._refuse(s.label, "malformed", "INVALID", f"1..{DEPTH} requests per submit")
+        tags: set[int] = set()
+        for r in reqs:
+            if not (isinstance(r, list) and len(r) == 5 and all(type(v) is int for v in r)):
+                raise self._refuse(s.label, "malformed", "INVALID",
+                                   "a request is [tag, op, sector, count, offset] (ints)")
+            if not 0 <= r[0] <= TAG_MAX or r[0] in tags:
+                raise self._refuse(s.label, "malformed", "INVALID", f"tag {r[0]} bad or repeated")
+            tags.add(r[0])
+        with s.cond:
+            busy = tags & s.inflight
+            n = len(s.inflight)
+        if busy:
+            raise self._refuse(s.label, "malformed", "INVALID", f"tags {sorted(busy)[:5]} in flight")
+        if n + len(reqs) > DEPTH:
+            raise self._refuse(s.label, "malformed", "INVALID", f"more than {DEPTH} in flight")
+        return reqs
+
+    def _check(self, s: Session, r: list[int]) -> tuple[int, int, int, int, int]:
+        tag, op, sector, count, offset = r
+        if op not in OPS:
+            raise self._refuse(s.label, "malformed", "INVALID", f"op {op}: 1 read, 2 write, 3 flush")
+        if op == WRITE and not s.policy.write:
+            raise self._refuse(s.label, "denied_writes", "READ_ONLY",
+                               f"client {s.label} may not write {s.policy.disk}")
+        if op == FLUSH:
+            if sector or count or offset:
+                raise self._refuse(s.label, "malformed", "INVALID", "a flush is [tag, 3, 0, 0, 0]")
+            return tag, op, 0, 0, 0
+        if not 1 <= count <= MAX_REQ_SECTORS or offset < 0 or offset % SECTOR \
+                or offset + count * SECTOR > s.size:
+            raise self._refuse(s.label, "malformed", "INVALID",
+                               f"count {count} (1..{MAX_REQ_SECTORS}) at buffer offset {offset} "
+                               f"(sector aligned, inside {s.size} bytes)")
+        if sector < 0 or sector + count > s.sectors:
+            raise self._refuse(s.label, "out_of_range", "RANGE",
+                               f"sectors {sector}+{count} outside the client's {s.sectors}")
+        return tag, op, sector, count, offset
+
+    def _segments(self, s: Session, op: int, offset: int, n: int) -> list[blk.bio_vec] | None:
+        """The buffer bytes [offset, offset+n) as DMA segments: one per page, physically
+        adjacent pages merged."""
+        direction = DMA_FROM_DEVICE if op == READ else DMA_TO_DEVICE
+        segs: list[blk.bio_vec] = []
+        va, end = s.addr + offset, s.addr + offset + n
+        while va < end:
+            chunk = min(end, va - va % PAGE_SIZE + PAGE_SIZE) - va
+            dma = dma_map_single(None, va, chunk, direction)
+            if dma == DMA_MAPPING_ERROR:
+                return None
+            if segs and segs[-1].bv_dma + segs[-1].bv_len == dma:
+                segs[-1].bv_len += chunk
+            else:
+                segs.append(blk.bio_vec(dma, chunk, va))
+            va += chunk
+        return segs
+
+    def _end_io(self, rq: blk.request, status: int) -> None:
+        s, tag = rq.end_io_data
+        with s.cond:
+            s.inflight.discard(tag)
+            s.done.append([tag, 0 if status == blk.BLK_STS_OK else STATUS_IOERR])
+            s.cond.notify_all()
+
+    def collect(self, call: Call, min: int, wait_ms: int) -> list[list[int]]:
+        s = self._session(call)
+        if min < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
+            raise self._refuse(s.label, "malformed", "INVALID",
+                               f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
+        deadline = time.monotonic() + wait_ms / 1e3
+        with s.cond:
+            while len(s.done) < min and s.inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                s.cond.wait(left)
+            out = list(s.done)
+            s.done.clear()
+        self._count(s.label, "completed", len(out))
+        self._count(s.label, "errors", sum(1 for _, st in out if st))
+        return out
+
+    def info(self, call: Call) -> dict[str, Any]:
+        s = self.sessions.get(call.label)
+        pol = self.policy.get(call.label)
+        with (s.cond if s is not None else threading.Lock()):
+            inflight = len(s.inflight) if s is not None else 0
+        return {"policy": None if pol is None else pol.describe(s.sectors if s else -1),
+                "open": s is not None, "inflight": inflight,
+                "counters": dict(self.counters.get(call.label, dict.fromkeys(COUNTERS, 0))),
+                "server": self._server_info()}
+
+    def _server_info(self) -> dict[str, Any]:
+        return {"sessions": len(self.sessions), "reaped": self.reaped,
+                "disks": {d.disk_name: dict(d.queue.stats) for d in blk.disks() if d.queue}}
+
+    def release(self, call: Call) -> None:
+        s = self._session(call)
+        del self.sessions[call.label]
+        self._end(s)
+
+    def stats(self, call: Call) -> dict[str, Any]:
+        out: dict[str, Any] = {str(lab): dict(c) for lab, c in self.counters.items()}
+        out["_server"] = self._server_info()
+        return out
+
+    # -- sessions that end ------------------------------------------------------------------
+    def _end(self, s: Session) -> None:
+        with s.cond:
+            deadline = time.monotonic() + 10
+            while s.inflight and time.monotonic() < deadline:
+                s.cond.wait(0.1)
+        self._detach(s.addr, s.slot)
+
+    def _detach(self, addr: int, slot: int) -> None:
+        try:
+            self.moe.detach(addr)
+        except Exception:                   # noqa: BLE001 - moe removed it already (owner died)
+            pass
+        try:
+            self.l4.cap_delete(slot)
+        except L4Error:
+            pass
+
+    def sweep(self) -> None:
+        """Forget the sessions whose buffer died with its client."""
+        self.last_sweep = time.monotonic()
+        for label, s in list(self.sessions.items()):
+            try:
+                self.l4.cap_inspect(s.slot)
+                continue
+            except NoCapability:
+                pass
+            except L4Error:
+                pass
+            del self.sessions[label]
+            self._end(s)
+            self.reaped += 1
+            kernel.printk(kernel.KERN_INFO + "block: client %d is gone: its session is reaped",
+                          label)
+
+    def tick(self) -> bool:
+        if time.monotonic() - self.last_sweep > SWEEP_S:
+            self.sweep()
+        return self.stopping or self.rewindow
+
+    def shutdown(self) -> None:
+        for s in list(self.sessions.values()):
+            self._end(s)
+        self.sessions.clear()
+
+
+def _pager_for_buffers(l4: L4) -> None:
+    """DDEKit's VM faults on a thread of its own; make moe its pager too, so the clients'
+    buffers we attach (moe regions) fault in there like in the main thread."""
+    env = ddekit_env.get()
+    env.kcall(lambda svc: svc.thread_control(env._mem_slot, pager=l4.caps["moe"]))
+
+
+def main(l4: L4, policy: str = "{}") -> int:
+    rules = parse_policy(policy)
+    kernel.boot(l4)
+    try:
+        _pager_for_buffers(l4)
+        ret = kernel.load(DRIVER)
+        if ret:
+            kernel.printk(kernel.KERN_ERR + "block: the disk driver did not load: %d", ret)
+            return 1
+        server = BlockServer(l4, rules)
+        kernel.printk(kernel.KERN_INFO + "block: serving %s to clients %s",
+                      [d.disk_name for d in blk.disks()], sorted(rules))
+        while not server.stopping:
+            server.rewindow = False
+            BLOCK.serve(l4, server, window=(server.recv_slot, 1), until=server.tick,
+                        timeout=SWEEP_S * 1e3)
+            if not server.rewindow:
+                server.sweep()                  # idle: the wait timed out
+        server.shutdown()
+        return 0
+    finally:
+        kernel.shutdown()
