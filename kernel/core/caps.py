@@ -124,7 +124,7 @@ def _unlink(node: CapNode, on_last: Callable[["KObject"], None]) -> None:
     node.children = []
     obj = node.obj
     obj.nodes.discard(node)
-    if not obj.nodes and obj.alive:
+    if obj.alive and (not obj.nodes or obj.unreachable()):
         on_last(obj)
 
 

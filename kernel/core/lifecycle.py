@@ -6,7 +6,9 @@ Contracts:
   and no task can exhaust kernel memory.
 - An object is destroyed when its last capability goes (or by OBJ_DESTROY with the DELETE
   right, which first deletes every capability to it). A task holds a capability to itself
-  (SLOT_TASK), so a task ends only by OBJ_DESTROY, EXIT or the death of its process.
+  (SLOT_TASK), so a task ends only by OBJ_DESTROY, EXIT or the death of its process — or
+  when the last capability to it held elsewhere goes while no process runs it and no
+  thread of it is connected (`Task.unreachable`: a sub-task orphaned by its creator).
 - Task death (process exit seen through its pidfd, EXIT, or destruction): every thread is
   released (partners blocked on it get PEER_DIED, never a hang), all its capabilities are
   deleted recursively (so objects only it held die too), and the exception handler of its

@@ -41,6 +41,11 @@ class KObject:
     def describe(self) -> dict[str, Any]:
         return {"type": self.kind.name.lower(), "id": self.id, "alive": self.alive}
 
+    def unreachable(self) -> bool:
+        """Alive, yet no one can ever use it again though capabilities to it remain (only a
+        task's capabilities to itself can make that true: Task overrides)."""
+        return False
+
 
 class Factory(KObject):
     kind = ObjType.FACTORY
@@ -88,6 +93,14 @@ class Task(KObject):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "name": self.name, "pid": self.pid,
                 "threads": [t.id for t in self.threads]}
+
+    def unreachable(self) -> bool:
+        """Only its own capabilities to itself are left, no process runs it and no thread of
+        it is connected: nothing can ever reach it (a sub-task whose creator died before
+        giving it a process). It is destroyed like an object whose last capability went,
+        so its quota returns to its creator's factory instead of leaking for good."""
+        return (self.pid is None and all(n.space is self.space for n in self.nodes)
+                and not any(t.conn is not None for t in self.threads if t.alive))
 
 
 class Thread(KObject):

@@ -14,6 +14,7 @@ import pytest
 from kernel.abi import Proto, Rights, unpack
 from kernel.user.client import L4
 from kernel.user.errors import NoRights, QuotaExceeded, Timeout
+from kernel.user.testing import wait_for
 
 
 @pytest.fixture
@@ -80,6 +81,20 @@ def test_a_dead_process_gives_its_quota_back(k: Any) -> None:
     proc.kill()
     k.wait_gone(proc)
     assert k.root.factory_info()["used"] == before
+
+
+def test_a_sub_task_dies_with_the_only_task_that_could_reach_it(k: Any) -> None:
+    """A task creates a sub-task (it holds the only capability to it; the sub-task never got
+    a process) and dies: nothing can reach the sub-task any more, so it goes too and the
+    whole carve-out returns to root (it leaked for good before: found by the fuzz)."""
+    a = k.agent("parent", quota=20)
+    before = k.root.factory_info()["used"] - 22      # the agent: its quota, itself, its thread
+    a.do("create_task", "orphan", 5)
+    assert "orphan" in {t["name"] for t in k.root.kernel_info()["tasks"]}
+    a.kill()
+    k.wait_gone(a.proc)
+    wait_for(lambda: k.root.factory_info()["used"] == before, 10, "root's quota to come back")
+    assert "orphan" not in {t["name"] for t in k.root.kernel_info()["tasks"]}
 
 
 # -- IRQs -------------------------------------------------------------------------------
