@@ -101,19 +101,45 @@ def _disk(rig: HalRig, total: int, say: Callable[[str], None]) -> dict[str, Any]
         finally:
             os.close(fd)
 
+    merge = MERGE_SECTORS * SECTOR // REQ        # requests the HAL merges into one host I/O
+
+    def via_file_merged(write: bool) -> float:
+        """What the HAL does with a full queue, done by hand: adjacent 64 KiB requests merged
+        into one pwritev/preadv of up to MERGE_SECTORS (4 MiB), cycling through as many
+        buffers as the driver DMAs from. Like with like: both sides merge the same way."""
+        fd = os.open(image, os.O_RDWR)
+        bufs = [big[i * REQ:(i + 1) * REQ] for i in range(QUEUE_SLOTS)]
+        try:
+            t0 = time.perf_counter()
+            for i in range(0, nreq, merge):
+                n = min(merge, nreq - i)
+                vec = [bufs[(i + j) % QUEUE_SLOTS] for j in range(n)]
+                (os.pwritev if write else os.preadv)(fd, vec, i * REQ)
+            return time.perf_counter() - t0
+        finally:
+            os.close(fd)
+
     via_file(True)                      # warm up: the whole file in the page cache
     via_hal(1)
     say("disk: measuring")
-    fw = hw = fr = hr = sw = sr = float("inf")
+    fw = hw = fr = hr = sw = sr = mw = mr = float("inf")
     for _ in range(ROUNDS):             # interleaved, best of each: robust to a busy host
         fw, hw, sw = min(fw, via_file(True)), min(hw, via_hal(2)), min(sw, via_file(True, True))
+        mw = min(mw, via_file_merged(True))
         fr, hr, sr = min(fr, via_file(False)), min(hr, via_hal(1)), min(sr, via_file(False, True))
+        mr = min(mr, via_file_merged(False))
     mb = total / 1e6
     disk = 2 * mb / (hw + hr)
     file = 2 * mb / (fw + fr)
     stream = 2 * mb / (sw + sr)
+    merged = 2 * mb / (mw + mr)
+    # disk_ratio compares like with like: the HAL merges adjacent queued requests into host
+    # I/Os of up to 4 MiB, and so does its baseline (file_merged). Against plain 64 KiB
+    # calls (file_mb_per_s) the ratio flatters the HAL: disk_ratio_unmerged_baseline.
     return {"disk_mb_per_s": round(disk, 1), "file_mb_per_s": round(file, 1),
-            "disk_ratio": round(disk / file, 3),
+            "file_merged_mb_per_s": round(merged, 1),
+            "disk_ratio": round(disk / merged, 3),
+            "disk_ratio_unmerged_baseline": round(disk / file, 3),
             "file_same_footprint_mb_per_s": round(stream, 1),
             "disk_ratio_same_footprint": round(disk / stream, 3),
             "disk_write_mb_per_s": round(mb / hw, 1), "disk_read_mb_per_s": round(mb / hr, 1),
