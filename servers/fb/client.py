@@ -76,7 +76,8 @@ class FbSession:
                 self.on_reopen(self)
 
     def _check(self, x: int, y: int, w: int, h: int) -> None:
-        if w < 0 or h < 0 or x < 0 or y < 0 or x + w > self.mode["width"] or y + h > self.mode["height"]:
+        mw, mh = self.mode["width"], self.mode["height"]
+        if w < 0 or h < 0 or x < 0 or y < 0 or x + w > mw or y + h > mh:
             raise ValueError(f"rectangle {x},{y} {w}x{h} outside the "
                              f"{self.mode['width']}x{self.mode['height']} buffer")
 

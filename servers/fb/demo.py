@@ -80,7 +80,8 @@ def run(l4: L4) -> int:
     fb = FbSession(l4, on_reopen=redraw)
     draw(fb)
     m = fb.mode
-    print(f"demo: drew the test picture ({m['width']}x{m['height']} at {m['x']},{m['y']})", flush=True)
+    print(f"demo: drew the test picture ({m['width']}x{m['height']} at {m['x']},{m['y']})",
+          flush=True)
     if "input" not in l4.caps:
         while True:
             fb.stats()                              # notices an fb restart, redraws

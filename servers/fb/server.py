@@ -75,7 +75,8 @@ def parse_policy(entries: list[str], width: int, height: int) -> dict[int, Viewp
     for e in entries:
         label, _, rect = e.partition("=")
         if not label.isdigit() or int(label) < 1:
-            raise ValueError(f"policy entry {e!r}: expected a client label >= 1 (\"N\" or \"N=X,Y,W,H\")")
+            raise ValueError(f"policy entry {e!r}: expected a client label >= 1 "
+                             f"(\"N\" or \"N=X,Y,W,H\")")
         vp = Viewport(0, 0, width, height)
         if rect:
             parts = rect.split(",")

@@ -21,7 +21,8 @@ from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import RemoteFailure
 from kernel.user.vm import VM, window
 
-from .protocol import ENTRIES, EVENT, EVENTS, HEAD_AT, HEADER, INPUT, MAGIC, RING_ORDER, TAIL_AT, U64
+from .protocol import (ENTRIES, EVENT, EVENTS, HEAD_AT, HEADER, INPUT, MAGIC, RING_ORDER,
+                       TAIL_AT, U64)
 
 INPUT_VADDR = 0x21_0000_0000         # where the ring lands in the client
 IRQ_SLOT = 3600                      # where the session's IRQ object lands

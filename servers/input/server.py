@@ -65,7 +65,8 @@ class InputServer:
 
     def __init__(self, l4: L4, labels: set[int]) -> None:
         from servers.fb.sessions import Sessions
-        self.sessions: Sessions[Session] = Sessions(l4, {lb: True for lb in labels}, self._free, "input")
+        self.sessions: Sessions[Session] = Sessions(l4, {lb: True for lb in labels}, self._free,
+                                                    "input")
         self.events = 0          # events the driver reported to us
         self.frames = 0
 
@@ -121,7 +122,7 @@ class InputServer:
         if tail > s.head or s.head - tail + len(frame) > ENTRIES:
             s.dropped += len(frame)
             U64.pack_into(ring, DROPPED_AT, s.dropped)
-            return tail <= s.head              # full: wake it anyway, it is behind
+            return bool(tail <= s.head)        # full: wake it anyway, it is behind
         for t, c, v in frame:
             EVENT.pack_into(ring, EVENTS + (s.head % ENTRIES) * EVENT.size, t, c,
                             max(-2 ** 31, min(v, 2 ** 31 - 1)), now)
@@ -157,7 +158,8 @@ class InputServer:
 def main(l4: L4, *policy: str) -> int:
     bad = [p for p in policy if not p.isdigit() or int(p) < 1]
     if bad:
-        print(f"input: policy entries {bad}: expected client labels >= 1", file=sys.stderr, flush=True)
+        print(f"input: policy entries {bad}: expected client labels >= 1", file=sys.stderr,
+              flush=True)
         return 2
     kernel.boot(l4)
     srv = InputServer(l4, {int(p) for p in policy})

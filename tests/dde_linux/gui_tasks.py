@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kernel.abi import SLOT_TASK, Rights
 from kernel.user.client import L4, map_cap
@@ -41,12 +41,20 @@ def draw(fb: FbSession, rects: list[Rect]) -> None:
     fb.refresh(0, 0, fb.mode["width"], fb.mode["height"])
 
 
+def redraw(rects: list[Rect]) -> Callable[[FbSession], None]:
+    """An on_reopen hook: the new buffer is black, draw the picture again and say so."""
+    def again(fb: FbSession) -> None:
+        draw(fb, rects)
+        log("reopened", fb.reopened)
+    return again
+
+
 def _keep_session(fb: FbSession) -> None:
     fb.stats()                      # an fb restart shows here: reopened, redrawn
 
 
 def painter(l4: L4) -> int:
-    fb = FbSession(l4, on_reopen=lambda s: (draw(s, PAINTER), log("reopened", s.reopened)))
+    fb = FbSession(l4, on_reopen=redraw(PAINTER))
     draw(fb, PAINTER)
     log("drawn", dict(fb.mode))
     w, h = fb.mode["width"], fb.mode["height"]
@@ -73,7 +81,7 @@ def painter(l4: L4) -> int:
 
 
 def other(l4: L4) -> int:
-    fb = FbSession(l4, on_reopen=lambda s: (draw(s, OTHER), log("reopened", s.reopened)))
+    fb = FbSession(l4, on_reopen=redraw(OTHER))
     draw(fb, OTHER)
     log("drawn", dict(fb.mode))
     while True:
@@ -84,10 +92,12 @@ def other(l4: L4) -> int:
 def intruder(l4: L4) -> int:
     answers: dict[str, str] = {}
     fb: Any = FB.client(l4, l4.caps["fb"], timeout=10_000)
-    for name, call in (("fb.mode", lambda: fb.mode()),
-                       ("fb.open", lambda: fb.open(_items=[map_cap(SLOT_TASK, Rights.NONE)],
-                                                   _window=window(0x20_0000_0000, 21))),
-                       ("fb.refresh", lambda: fb.refresh(0, 0, 1, 1))):
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("fb.mode", lambda: fb.mode()),
+        ("fb.open", lambda: fb.open(_items=[map_cap(SLOT_TASK, Rights.NONE)],
+                                    _window=window(0x20_0000_0000, 21))),
+        ("fb.refresh", lambda: fb.refresh(0, 0, 1, 1))]
+    for name, call in calls:
         try:
             call()
             answers[name] = "accepted"

@@ -114,7 +114,8 @@ def assert_rects(img: PILImage.Image, rects: list[gt.Rect], at: tuple[int, int] 
     for i, (x, y, w, h, colour) in enumerate(rects):
         for px, py in ((x, y), (x + w - 1, y), (x, y + h - 1), (x + w - 1, y + h - 1),
                        (x + w // 2, y + h // 2)):
-            if any(ox <= px < ox + ow and oy <= py < oy + oh for ox, oy, ow, oh, _ in rects[i + 1:]):
+            if any(ox <= px < ox + ow and oy <= py < oy + oh
+                   for ox, oy, ow, oh, _ in rects[i + 1:]):
                 continue
             got = img.getpixel((at[0] + px, at[1] + py))
             assert got == colour, f"pixel {px},{py} of rectangle {i}: {got} != {colour}"

@@ -103,7 +103,8 @@ def l4fb_probe(pdev: platform_device) -> int:
     info = framebuffer_alloc(1, pdev)
     assert info is not None
     par: l4fb_par = info.par
-    par.regs, par.max_xres, par.max_yres, par.cpu, par.dma, par.size = regs, max_x, max_y, cpu, dma, size
+    par.regs, par.max_xres, par.max_yres = regs, max_x, max_y
+    par.cpu, par.dma, par.size = cpu, dma, size
     info.fix.id = "l4fb"
     info.fix.smem_start, info.fix.smem_len = dma, size
     info.screen_base, info.screen_size = cpu, size
