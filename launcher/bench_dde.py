@@ -33,7 +33,7 @@ from typing import Any, Callable
 from kernel.user.client import L4
 
 REQ = 64 * 1024
-DEPTH = 8
+DEPTH = 16
 TOTAL = 32 << 20
 ROUNDS = 2
 RING = 64                       # raw driver's ring entries (> DEPTH)
@@ -76,7 +76,7 @@ restart = "never"
 name = "bench"
 run = "launcher.bench_dde:block_client"
 args = ["{total}", "{rounds}"]
-memory = "2M"
+memory = "4M"
 caps = {{ block = {{ service = "block", label = 5 }} }}
 restart = "never"
 """

@@ -51,7 +51,7 @@ from kernel.user.rpc import Call, RpcError
 from servers.ddekit import env as ddekit_env
 from servers.dde_linux import block as blk
 from servers.dde_linux import kernel
-from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, dma_map_single
+from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE, dma_map_sg
 from servers.moe.client import MoeSession
 
 from .protocol import BLOCK, FLUSH, MAX_BUFFER, MAX_WAIT_MS, READ, SECTOR, STATUS_IOERR, WRITE
@@ -266,21 +266,16 @@ class BlockServer:
         return tag, op, sector, count, offset
 
     def _segments(self, s: Session, op: int, offset: int, n: int) -> list[blk.bio_vec] | None:
-        """The buffer bytes [offset, offset+n) as DMA segments: one per page, physically
-        adjacent pages merged."""
-        direction = DMA_FROM_DEVICE if op == READ else DMA_TO_DEVICE
-        segs: list[blk.bio_vec] = []
-        va, end = s.addr + offset, s.addr + offset + n
-        while va < end:
-            chunk = min(end, va - va % PAGE_SIZE + PAGE_SIZE) - va
-            dma = dma_map_single(None, va, chunk, direction)
-            if dma == DMA_MAPPING_ERROR:
-                return None
-            if segs and segs[-1].bv_dma + segs[-1].bv_len == dma:
-                segs[-1].bv_len += chunk
-            else:
-                segs.append(blk.bio_vec(dma, chunk, va))
-            va += chunk
+        """The buffer bytes [offset, offset+n) as DMA segments (physically adjacent pages
+        merged): dma_map_sg over the client's pages, None if one is not mapped."""
+        va = s.addr + offset
+        runs = dma_map_sg(None, [(va, n)], DMA_FROM_DEVICE if op == READ else DMA_TO_DEVICE)
+        if not runs:
+            return None
+        segs = []
+        for pa, length in runs:
+            segs.append(blk.bio_vec(pa, length, va))
+            va += length
         return segs
 
     def _end_io(self, rq: blk.request, status: int) -> None:

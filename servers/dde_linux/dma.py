@@ -3,6 +3,7 @@
     cpu, handle = dma_alloc_coherent(dev, size)         # DDEKit contiguous memory
     dma_free_coherent(dev, size, cpu, handle)
     handle = dma_map_single(dev, cpu_addr, size, DMA_TO_DEVICE)   # DMA_MAPPING_ERROR on failure
+    sg = dma_map_sg(dev, [(cpu_addr, len), ...], direction)       # [(bus, len)], [] on failure
     dma_unmap_single(dev, handle, size, direction)
     dma_set_mask(dev, DMA_BIT_MASK(64)) -> 0
     dma_mapping_error(dev, handle) -> bool
@@ -24,7 +25,7 @@ the device uses it is refused by the IOMMU (the request fails, nothing else is t
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from kernel.abi import PAGE_SIZE, MemRights
 from servers.ddekit import env as _env
@@ -87,6 +88,39 @@ def dma_map_single(dev: Any, cpu_addr: int, size: int, direction: int) -> int:
     except Exception:                       # noqa: BLE001 - not mapped: Linux's mapping error
         return DMA_MAPPING_ERROR
     return first
+
+
+def dma_map_sg(dev: Any, sgl: Sequence[tuple[int, int]], direction: int) -> list[tuple[int, int]]:
+    """Map a scatter list of (cpu address, length) of any memory of the task (as
+    dma_map_single) in one go: answers (bus address, length) runs, physically adjacent
+    pieces merged (Linux's dma_map_sg may merge too), or [] if any page is not mapped."""
+    access = _R | (_W if direction in (DMA_FROM_DEVICE, DMA_BIDIRECTIONAL) else 0)
+    out: list[tuple[int, int]] = []
+    env = _env.get()
+    try:
+        with env.mem_lock:
+            translate = env.vm.translate
+            for va, n in sgl:
+                end = va + n
+                while va < end:
+                    r = _mem.pgtab.region(va) if va >= _mem.VBASE else None
+                    if r is not None:
+                        pa, chunk = r.phys + (va - r.virt), min(end, r.virt + r.size) - va
+                    else:
+                        pa = translate(va, access)
+                        chunk = min(end, va - va % PAGE_SIZE + PAGE_SIZE) - va
+                    if out and out[-1][0] + out[-1][1] == pa:
+                        out[-1] = (out[-1][0], out[-1][1] + chunk)
+                    else:
+                        out.append((pa, chunk))
+                    va += chunk
+    except Exception:                       # noqa: BLE001 - not mapped: a mapping error
+        return []
+    return out
+
+
+def dma_unmap_sg(dev: Any, sgl: Sequence[tuple[int, int]], direction: int) -> None:
+    """Nothing to undo (see dma_unmap_single)."""
 
 
 def dma_unmap_single(dev: Any, dma_handle: int, size: int, direction: int) -> None:
