@@ -138,7 +138,10 @@ class NicSession:
     def submit_raw(self, offset: int, length: int) -> None:
         """Submit a descriptor as given (tests: a malformed one), and kick."""
         try:
+            mine = offset in self.tx.out
             self.tx.submit([(offset, length, 0)])
+            if not mine:
+                self.tx.out.discard(offset)     # not a packet of ours: its ack frees nothing
             self.l4.irq_trigger(self.kick)
         except (PageFault, errors.PeerDied, errors.NoCapability) as e:
             raise SessionLost(f"session {self.sid}: {e}") from None

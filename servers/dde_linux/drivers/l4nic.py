@@ -46,7 +46,7 @@ from servers.ddekit import memory as _ddekit_memory
 DRV_NAME = "l4nic"
 
 # -- registers (hal/DEVICES.md, by index) --------------------------------------------------
-L4NIC_ID, L4NIC_ERROR = 0, 2
+L4NIC_ID, L4NIC_ERROR, L4NIC_IRQ_CTRL = 0, 2, 4
 L4NIC_MAC, L4NIC_LINK, L4NIC_CTRL, L4NIC_ISR = 8, 9, 10, 11
 L4NIC_RX_BASE, L4NIC_RX_SIZE, L4NIC_RX_HEAD, L4NIC_RX_TAIL = 12, 13, 14, 15
 L4NIC_TX_BASE, L4NIC_TX_SIZE, L4NIC_TX_HEAD, L4NIC_TX_TAIL = 16, 17, 18, 19
@@ -55,6 +55,7 @@ L4NIC_DEVICE_ID = 0x4E494331
 
 CTRL_RX_EN, CTRL_TX_EN = 0x1, 0x2
 ISR_RX, ISR_TX = 0x1, 0x2
+IRQ_CTRL_EOI = 3
 DESC_DONE, DESC_ERROR = 0x1, 0x2
 
 RX_RING_SIZE = 256               # descriptors (a power of two, 8..4096)
@@ -259,11 +260,15 @@ def l4nic_open(ndev: net_device) -> int:
     ret = l4nic_alloc_rings(priv)
     if ret:
         return ret
+    # reset: a driver that died (we may be its restart) left the rings running and its last
+    # interrupt in service, which would keep the line silent for us
+    iowrite_batch(priv.regs, [(L4NIC_CTRL, 0), (L4NIC_ISR, ISR_RX | ISR_TX),
+                              (L4NIC_IRQ_CTRL, IRQ_CTRL_EOI)])
     ret = request_irq(priv.irq, l4nic_interrupt, 0, ndev.name, ndev)
     if ret:
         l4nic_free_rings(priv)
         return ret
-    iowrite_batch(priv.regs, [(L4NIC_CTRL, 0), (L4NIC_ERROR, 0),
+    iowrite_batch(priv.regs, [(L4NIC_ERROR, 0),
                               (L4NIC_RX_BASE, priv.rings_dma), (L4NIC_RX_SIZE, RX_RING_SIZE),
                               (L4NIC_TX_BASE, priv.rings_dma + TX_RING_OFF),
                               (L4NIC_TX_SIZE, TX_RING_SIZE), (L4NIC_ISR, ISR_RX | ISR_TX),
