@@ -15,8 +15,8 @@ the slots DDEKit hands its own devices.
 The death watch: a session is opened with a capability item, the client's own task (rights
 NONE are enough: it is only inspected). The kernel deletes that capability when the client
 task dies, so `cap_inspect` of it failing (or answering alive False) says the client is gone:
-`sweep` (run after each request that opened a session and whenever the loop was idle for
-POLL_MS) drops its session with `drop(session)`, which gives its memory back.
+`sweep` (run after each request that opened a session and every POLL_MS, busy or idle)
+drops its session with `drop(session)`, which gives its memory back.
 
 Why a new receive window per opened session: the window slot now holds the watch (the op
 keeps it), so the loop restarts with a fresh empty slot (`until`), as the HAL's does.
@@ -27,6 +27,7 @@ Ownership: the table belongs to the server's main thread (the serve loop); `lock
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from kernel.user.errors import L4Error, NoCapability
@@ -127,11 +128,13 @@ class Sessions(Generic[S]):
         return dead
 
     def serve(self, proto: Protocol, impl: Any) -> None:
-        """The server loop: requests, a fresh window after each open, sweeps when idle."""
+        """The server loop: requests, a fresh window after each open, a sweep every POLL_MS
+        (busy or idle: a client calling all the time must not hide another one's death)."""
         while True:
             self.rewindow = False
-            proto.serve(self.l4, impl, window=(self.recv_slot, 1),
-                        until=lambda: self.rewindow, timeout=POLL_MS)
+            due = time.monotonic() + POLL_MS / 1000
+            proto.serve(self.l4, impl, window=(self.recv_slot, 1), timeout=POLL_MS,
+                        until=lambda: self.rewindow or time.monotonic() >= due)
             self.sweep()
 
     def counters(self) -> dict[str, int]:

@@ -6,6 +6,7 @@
                    then logs every input event; redraws after an fb server restart
     other(l4)      fb session (label 2: the right bottom quarter): OTHER's rectangles
     intruder(l4)   labels without policy: fb mode/open and input open, each refused
+    listener(l4)   an input session (label 4) that only waits (the test kills it)
 
 Log lines, read by the test: "GUI <what> <json>" and "GUI-EVENT <type> <code> <value>".
 """
@@ -113,3 +114,10 @@ def intruder(l4: L4) -> int:
     log("intruder", answers)
     while True:
         time.sleep(1)
+
+
+def listener(l4: L4) -> int:
+    inp = InputSession(l4)
+    log("listening", inp.info)
+    while True:
+        inp.next(timeout_ms=1000)
