@@ -57,9 +57,9 @@ RESET_MS = 5000
 
 
 class l4disk_dev:
-    def __init__(self, pdev: Device) -> None:
+    def __init__(self, pdev: Device, regs: IoMem) -> None:
         self.pdev = pdev
-        self.regs: IoMem | None = None
+        self.regs = regs
         self.lock = spinlock_t()
         self.ring_cpu = 0
         self.ring_dma = 0
@@ -204,9 +204,8 @@ def l4disk_reset(dd: l4disk_dev) -> int:
 
 def l4disk_probe(pdev: Device) -> int:
     global _index
-    dd = l4disk_dev(pdev)
+    dd = l4disk_dev(pdev, ioremap(pdev))
     dev_set_drvdata(pdev, dd)
-    dd.regs = ioremap(pdev)
     dma_set_mask(pdev, DMA_BIT_MASK(64))
     dd.ring_cpu, dd.ring_dma = dma_alloc_coherent(pdev, L4DISK_RING * ENTRY.size)
     if not dd.ring_cpu:
@@ -252,8 +251,7 @@ def l4disk_remove(pdev: Device) -> None:
         blk_mq_free_tag_set(dd.tag_set)
     if dd.ring_cpu:
         dma_free_coherent(pdev, L4DISK_RING * ENTRY.size, dd.ring_cpu, dd.ring_dma)
-    if dd.regs is not None:
-        iounmap(dd.regs)
+    iounmap(dd.regs)
 
 
 l4disk_driver = platform_driver(name="l4disk", probe=l4disk_probe, remove=l4disk_remove,
