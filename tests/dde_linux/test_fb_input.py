@@ -20,6 +20,8 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image as PILImage
 
+from kernel.user.testing import PROJECT_ROOT
+from servers.fb import demo
 from tests.dde_linux import gui_tasks as gt
 from tests.launcher.helpers import (assert_clean, l4run, ps, ram_holders, system_pids, wait_for,
                                     write)
@@ -215,6 +217,31 @@ def test_fb_restart_client_reconnects(system: dict[str, Any]) -> None:
     assert img.getpixel((OTHER_AT[0] + 5, OTHER_AT[1] + 5)) == (0, 0, 0)   # other is dead
     l4run("input", "key", "z", "--run-dir", rd)                # input still reaches painter
     wait_for(lambda: (1, 44, 0) in events(rd), 20, "key z after the restart")
+
+
+def test_shipped_image_shows_the_demo(tmp_path: Any) -> None:
+    """configs/dde-gui.toml as documented: the demo's picture on screen, keys in its log."""
+    rd, shm_before = str(tmp_path / "run"), set(os.listdir("/dev/shm"))
+    l4run("boot", os.path.join(PROJECT_ROOT, "configs", "dde-gui.toml"), "--detach",
+          "--run-dir", rd)
+    pids = system_pids(rd)
+    try:
+        wait_for(lambda: "demo: reading input" in log_of(rd, "demo"), 30, "the demo to draw")
+        img = screen(rd, str(tmp_path))
+        w, h = img.size
+        bw = w // len(demo.BARS)
+        for i, colour in enumerate(demo.BARS):
+            assert img.getpixel((i * bw + bw // 2, demo.BAR_HEIGHT // 2)) == colour
+        for x, y, size, colour in demo.squares(w, h):
+            assert img.getpixel((x + size // 2, y + size // 2)) == colour
+        assert img.getpixel((w // 2, h - 1)) == demo.WHITE
+        assert img.getpixel((w // 2, h - 20)) == demo.BACKGROUND
+        l4run("input", "key", "a", "--run-dir", rd)
+        wait_for(lambda: "demo: key 30 release" in log_of(rd, "demo"), 20, "key a in the log")
+        assert "demo: key 30 press" in log_of(rd, "demo")
+    finally:
+        l4run("down", "--run-dir", rd)
+    assert_clean(rd, pids, shm_before)
 
 
 # ---------------------------------------------------------------------------
