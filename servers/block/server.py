@@ -306,8 +306,10 @@ class BlockServer:
     def info(self, call: Call) -> dict[str, Any]:
         s = self.sessions.get(call.label)
         pol = self.policy.get(call.label)
-        with (s.cond if s is not None else threading.Lock()):
-            inflight = len(s.inflight) if s is not None else 0
+        inflight = 0
+        if s is not None:
+            with s.cond:
+                inflight = len(s.inflight)
         return {"policy": None if pol is None else pol.describe(s.sectors if s else -1),
                 "open": s is not None, "inflight": inflight,
                 "counters": dict(self.counters.get(call.label, dict.fromkeys(COUNTERS, 0))),
