@@ -23,8 +23,10 @@ Design:
   their next call fail with PEER_DIED / NO_SESSION; servers/input/client.py reopens).
 
 Threads: the serve loop is the task's main thread; frames come on the driver's interrupt
-thread. `Sessions.lock` guards the table between them; a ring is written by the interrupt
-thread only and read by the client.
+thread. `Sessions.lock` guards the table between them, and the interrupt thread writes the
+rings and triggers the IRQs while holding it, so a session is dropped (ring freed, IRQ
+destroyed) only between two frames. A ring is written by that thread only and read by the
+client. Lock order: the table's lock, then DDEKit's service lock (kcall), never the reverse.
 """
 from __future__ import annotations
 
@@ -104,14 +106,19 @@ class InputServer:
         now = int(time.monotonic() * 1e6)
         self.events += len(frame)
         self.frames += 1
+        # Under the table's lock: a session being dropped (its ring freed, its IRQ object
+        # destroyed) is either still whole here or already gone from the table.
         with self.sessions.lock:
-            live = list(self.sessions.sessions.values())
-        for s in live:
-            if self._write(s, frame, now):
-                try:
-                    _env.get().kcall(lambda svc: svc.irq_trigger(s.irq))
-                except L4Error:
-                    pass                       # dropped meanwhile: its IRQ is gone
+            for s in self.sessions.sessions.values():
+                if self._write(s, frame, now):
+                    self._wake(s)
+
+    @staticmethod
+    def _wake(s: Session) -> None:
+        try:
+            _env.get().kcall(lambda svc: svc.irq_trigger(s.irq))
+        except L4Error:
+            pass                               # the kernel refused: nothing more to do
 
     @staticmethod
     def _write(s: Session, frame: list[tuple[int, int, int]], now: int) -> bool:
