@@ -4,8 +4,9 @@
                          it back and verifies; logs "block-demo: ACK sector count sha256"
                          for every acknowledged round and "BLOCK-DEMO {json}" at the end.
                          A server restart mid-round (PeerDied) is logged and the round redone.
-    reader(l4)           a read-only client of a range: reads, and shows that a write and a
-                         read past its range are refused (READ_ONLY, RANGE) and counted.
+    reader(l4)           a read-only client of a range: reads, and shows that a write, a read
+                         past its range and malformed descriptors are refused (READ_ONLY,
+                         RANGE, INVALID) and counted.
 """
 from __future__ import annotations
 
@@ -72,9 +73,12 @@ def reader(l4: L4) -> int:
     data = bc.read(0, 8)
     out = {"session": dict(sess), "read": len(data)}
     for name, req in (("write", [bc.tag(), WRITE, 0, 8, 0]),
-                      ("beyond", [bc.tag(), READ, sess["sectors"], 1, 0])):
+                      ("beyond", [bc.tag(), READ, sess["sectors"], 1, 0]),
+                      ("bad_op", [bc.tag(), 9, 0, 1, 0]),
+                      ("outside_buffer", [bc.tag(), READ, 0, 8, bc.buffer_size - 512]),
+                      ("not_a_descriptor", "read it all")):
         try:
-            bc.submit([req])
+            bc.submit([req])                            # type: ignore[list-item]
             out[name] = "accepted"
         except RemoteFailure as e:
             out[name] = e.error

@@ -241,8 +241,10 @@ def test_policies_read_only_and_range_refused_and_counted(served: dict[str, Any]
     r = served["reader"]
     assert r["session"]["sectors"] == 2048 and not r["session"]["writable"] and r["read"] == 4096
     assert r["write"] == "READ_ONLY" and r["beyond"] == "RANGE"
+    assert r["bad_op"] == r["outside_buffer"] == r["not_a_descriptor"] == "INVALID"
     c = r["counters"]
-    assert c["denied_writes"] == 1 and c["out_of_range"] == 1 and c["refused"] == 2
+    assert c["denied_writes"] == 1 and c["out_of_range"] == 1 and c["malformed"] == 3
+    assert c["refused"] == 5
     assert c["submitted"] == 1 and c["completed"] == 1          # its good read went through
     v = served["victim"]
     assert v["policy"] == {"disk": "l4disk0", "first": 0, "count": 4096, "write": False}
