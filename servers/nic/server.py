@@ -166,9 +166,9 @@ class NicServer:
             for s in list(self.live.values()):
                 self._tx(s)
         else:
-            s = self.live.get(call.label - KICK_LABEL_BASE)
-            if s is not None:
-                self._tx(s)
+            kicked = self.live.get(call.label - KICK_LABEL_BASE)
+            if kicked is not None:
+                self._tx(kicked)
 
     def _tx(self, s: Session) -> None:
         """Send what the client submitted, acknowledge it; stop when the queue stops."""
