@@ -44,6 +44,7 @@ from servers.dde_linux import input as linput
 from servers.dde_linux import kernel
 from servers.ddekit import env as _env
 from servers.ddekit import memory as _mem
+from servers.fb.sessions import Sessions
 
 from .protocol import (DROPPED_AT, ENTRIES, EVENT, EVENTS, HEAD_AT, HEADER, INPUT, MAGIC,
                        RING_ORDER, TAIL_AT, U64)
@@ -66,7 +67,6 @@ class InputServer:
     """INPUT's implementation and the input handler; see the module's "Threads"."""
 
     def __init__(self, l4: L4, labels: set[int]) -> None:
-        from servers.fb.sessions import Sessions
         self.sessions: Sessions[Session] = Sessions(l4, {lb: True for lb in labels}, self._free,
                                                     "input")
         self.events = 0          # events the driver reported to us
@@ -95,7 +95,7 @@ class InputServer:
         _env.get().cap_delete(s.irq)          # the only capability: the IRQ object goes
         _mem.large_free(s.va)
 
-    # -- the input handler (interrupt thread) ---------------------------------------------
+    # -- the input handler: connect at the device's registration, frames on its interrupt thread
     def connect(self, handler: linput.input_handler, dev: linput.input_dev) -> linput.input_handle:
         handle = linput.input_handle(dev, handler, "input-server")
         linput.input_open_device(handle)
