@@ -25,7 +25,9 @@ BLOCK (client gates; the label, the kernel's word, picks the client's policy)
     collect(min, wait_ms) -> [[tag, status], ...]
                                  completed requests (status 0 ok, 10 I/O error), waiting up
                                  to wait_ms (<= MAX_WAIT_MS) until at least `min` of them
-                                 (or all in flight) are done. Errors: NO_SESSION, INVALID
+                                 (or all in flight) are done; with other sessions open the
+                                 wait is cut short (20 ms: ask again). Errors: NO_SESSION,
+                                 INVALID
     info() -> {policy, counters, inflight}   counters: submitted, completed, errors,
                                  malformed, out_of_range, denied_writes, refused
     release() -> None            the session ends (waits for its requests in flight)

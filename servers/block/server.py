@@ -31,6 +31,10 @@ for its client only. The server killed mid-transfer is restarted by its policy: 
 driver resets the disk (servers/dde_linux/drivers/l4disk.py), clients get PeerDied, open
 again and go on; every write acknowledged by `collect` was on the disk image before.
 
+One thread serves every client, so a `collect` that waits holds up the others' requests:
+with more than one session open, a collect waits at most SHARED_WAIT_MS (the client library
+simply asks again).
+
 Ownership: the main DDEKit thread runs the protocol (sessions, counters); the disk's
 interrupt thread runs end_io, which touches only a session's `inflight`/`done` under its
 `cond`.
@@ -62,6 +66,7 @@ SESSION_SLOTS = 1900            # the clients' buffer capabilities land from her
 MAX_REQ_SECTORS = 256           # 128 KiB per request (33 page segments at most)
 DEPTH = 64                      # requests in flight per client
 SWEEP_S = 0.5
+SHARED_WAIT_MS = 20             # longest collect wait while other sessions are open
 TAG_MAX = 2 ** 31 - 1
 OPS = {READ: blk.REQ_OP_READ, WRITE: blk.REQ_OP_WRITE, FLUSH: blk.REQ_OP_FLUSH}
 COUNTERS = ("submitted", "completed", "errors", "malformed", "out_of_range", "denied_writes",
@@ -290,6 +295,8 @@ class BlockServer:
         if min < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
             raise self._refuse(s.label, "malformed", "INVALID",
                                f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
+        if len(self.sessions) > 1:          # one thread serves all: others wait behind us
+            wait_ms = min(wait_ms, SHARED_WAIT_MS)
         deadline = time.monotonic() + wait_ms / 1e3
         with s.cond:
             while len(s.done) < min and s.inflight:
