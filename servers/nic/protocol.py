@@ -11,9 +11,12 @@ client's receive window, and two capabilities:
   1. `kick`  (INVOKE): an IRQ object of the server's; the client triggers it after submitting
      TX packets (or after draining a full RX stream). Triggering never blocks.
   2. `signal` (INVOKE|WRITE): an IRQ object the client attaches to one of its threads
-     (IRQ_ATTACH, with a label of its choosing); the server triggers it when it acknowledged
-     TX packets, submitted RX packets, or the link changed. Triggers are counted, not queued:
-     one message may stand for many events, so the client looks at both streams each time.
+     (IRQ_ATTACH, with a label of its choosing); the server triggers it when it submitted RX
+     packets (once per received batch), when the link changed, and for TX acknowledgements
+     when the client may run short of packets (a quarter of the queue acknowledged unsignalled,
+     or the ack queue full) or else within a housekeeping tick (0.25 s). Triggers are counted,
+     not queued: one message may stand for many events, so the client looks at both streams
+     and the link word each time.
 The client must attach `signal`: a session whose signal is attached to no thread (the client
 task died, or never attached it within ATTACH_GRACE_S) is closed by the server, and its block
 given back. So a dead client's buffers come back without anyone telling the server.
