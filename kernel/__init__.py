@@ -19,6 +19,8 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `memory`      page tables, flexpage map/grant/unmap, shootdown and revocation of frames
   - `pagefault`   MEM_FAULT: TLB refills, the pager's kernel call and its continuations
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
+  - `linux`       L⁴Linux processes: seccomp listeners taken from host processes, each
+                  trapped system call a call to the task's handler; their memory (LINUX_*)
   - `fastpath`    the common call / reply_and_wait done inline, same semantics
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
   - `alien`       alien threads: each call reported to the handler before and after it runs

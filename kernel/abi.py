@@ -75,6 +75,10 @@ class Sys(IntEnum):
     MEM_DMA_CHECK = 76   # (the DMA engine) may a device bound to a task DMA these ranges?
     # Chaos (docs/CHAOS.md): IPC fault injection inside the kernel.
     FAULT = 80           # (kernel capability) arm/list/remove IPC fault rules, crash a task, drain the log
+    # L⁴Linux (docs/L4LINUX.md): Linux processes whose system calls are trapped on the host.
+    LINUX_ATTACH = 90    # a process we started becomes a task's; the kernel takes its trap
+    LINUX_MEM_READ = 91  # read a Linux process's memory (it waits in a trapped call)
+    LINUX_MEM_WRITE = 92  # write a Linux process's memory (the payload)
 
 
 class Err(IntEnum):
@@ -169,12 +173,24 @@ class Proto(IntEnum):
     PAGE_FAULT = -2   # reserved for the memory subsystem
     EXCEPTION = -5    # a task died or faulted; payload = msgpack dict (see ABI.md)
     ALIEN = -6        # an alien thread's system call, before and after it runs
+    LINUX = -7        # a Linux process's trapped system call (`LinuxSyscall`), to its handler
 
 
 class AlienVerdict(IntEnum):
     """The proto an exception handler replies with to an Proto.ALIEN 'before' report."""
     ALLOW = 0
     DENY = 1
+
+
+class LinuxVerdict(IntEnum):
+    """The proto a handler replies with to a Proto.LINUX call."""
+    RETURN = 0        # the call returns the msgpack integer in the payload (-errno: an error)
+    CONTINUE = 1      # the host runs the call itself (SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+
+# Linux process memory (LINUX_MEM_READ/WRITE): user addresses of x86-64, bytes per call.
+LINUX_USER_TOP = 1 << 47
+LINUX_MEM_MAX = MAX_PAYLOAD
 
 
 class ObjType(IntEnum):
@@ -397,6 +413,23 @@ class FaultArgs(NamedTuple):
     spec: Bytes
 
 
+class LinuxAttachArgs(NamedTuple):
+    task: Int               # the task the process becomes (WRITE); its main thread is alien
+    pid: Int                # the host process: a child of the caller's process
+    fd: Int                 # the descriptor number of its trap's listener in that process
+
+
+class LinuxMemReadArgs(NamedTuple):
+    task: Int               # a Linux task (INVOKE)
+    addr: Int
+    length: Int
+
+
+class LinuxMemWriteArgs(NamedTuple):
+    task: Int               # a Linux task (WRITE); the bytes are the payload
+    addr: Int
+
+
 ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.HELLO: HelloArgs,
     Sys.SEND: SendArgs,
@@ -431,6 +464,9 @@ ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.MEM_DMA: MemDmaArgs,
     Sys.MEM_DMA_CHECK: MemDmaCheckArgs,
     Sys.FAULT: FaultArgs,
+    Sys.LINUX_ATTACH: LinuxAttachArgs,
+    Sys.LINUX_MEM_READ: LinuxMemReadArgs,
+    Sys.LINUX_MEM_WRITE: LinuxMemWriteArgs,
 }
 
 
@@ -454,7 +490,7 @@ assert len(_SYS_OF) == len(ARGS), "one record per system call: a record names it
 # Calls whose answer is an IPC receipt rather than a plain value.
 RECEIVING = frozenset({Sys.WAIT, Sys.CALL, Sys.REPLY_WAIT})
 # Calls that may carry a payload frame.
-CARRIES_PAYLOAD = frozenset({Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT})
+CARRIES_PAYLOAD = frozenset({Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT, Sys.LINUX_MEM_WRITE})
 
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
 
@@ -738,8 +774,23 @@ class AlienAfter(NamedTuple):
     err: int
 
 
+class LinuxSyscall(NamedTuple):
+    """Proto.LINUX: a call to a Linux process's handler — the register frame of a system
+    call the host trapped. Reply LinuxVerdict.RETURN (payload: the result) or CONTINUE;
+    the reply capability may be kept and used later (a blocking call)."""
+    task: str
+    task_id: int
+    slot: int               # the handler task's capability to the Linux task
+    parent: int             # task id of the process it was forked from (0: none known)
+    pid: int                # host process (thread group) that trapped
+    tid: int                # host thread that trapped
+    nr: int                 # x86-64 system-call number
+    args: tuple[int, ...]   # the six argument registers
+    ip: int                 # instruction pointer after the syscall instruction
+
+
 KernelMessage = Union[IrqMessage, PageFaultMessage, ExitNotice, FaultNotice, AlienBefore,
-                      AlienAfter]
+                      AlienAfter, LinuxSyscall]
 
 # record -> (its proto, the (key, value) its map starts with, if any)
 KERNEL_MESSAGES: dict[type, tuple[Proto, tuple[str, str] | None]] = {
@@ -749,6 +800,7 @@ KERNEL_MESSAGES: dict[type, tuple[Proto, tuple[str, str] | None]] = {
     FaultNotice: (Proto.EXCEPTION, ("event", "page_fault")),
     AlienBefore: (Proto.ALIEN, ("phase", "before")),
     AlienAfter: (Proto.ALIEN, ("phase", "after")),
+    LinuxSyscall: (Proto.LINUX, None),
 }
 
 

@@ -95,6 +95,7 @@ class State:
         self.wire = wire
         self._on_last_cap = on_last_cap
         self.memory: Memory = None  # type: ignore[assignment]   # set at boot (memory.install)
+        self.linux: Any = None             # set at boot (linux.install): Linux processes
         self.timers = Timers()
         self.secrets: dict[bytes, Thread] = {}
         self.tasks: dict[int, Task] = {}

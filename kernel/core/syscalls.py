@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, faults, ipc, irq, lifecycle, memory, pagefault
+from . import caps, faults, ipc, irq, lifecycle, linux, memory, pagefault
 from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RANGES, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
-                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
+                   MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, encode_ok)
@@ -320,6 +321,8 @@ def sys_kernel_info(k: "State", th: Thread, a: KernelInfoArgs, payload: bytes | 
     th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
     info = {**k.info(), "faults": faults.summary()}
     info["stats"]["handled"] = {Sys(n).name: c for n, c in sorted(k.handled.items())}
+    if k.linux is not None:
+        info["stats"].update(k.linux.stats)      # trapped Linux system calls (kernel/core/linux.py)
     return info
 
 
@@ -416,6 +419,26 @@ def sys_mem_query(k: "State", th: Thread, a: MemQueryArgs, payload: bytes | None
 def sys_fault(k: "State", th: Thread, a: FaultArgs, payload: bytes | None) -> Any:
     th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
     return faults.control(k, th, a.op, a.spec)
+
+
+# -- L⁴Linux (kernel/core/linux.py, docs/L4LINUX.md) ----------------------------------------
+
+@handles(Sys.LINUX_ATTACH)
+def sys_linux_attach(k: "State", th: Thread, a: LinuxAttachArgs, payload: bytes | None) -> Any:
+    task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
+    linux.attach(k, th.task, a.task, task, a.pid, a.fd)
+    return None
+
+
+@handles(Sys.LINUX_MEM_READ)
+def sys_linux_mem_read(k: "State", th: Thread, a: LinuxMemReadArgs, payload: bytes | None) -> Any:
+    return linux.mem_read(k, th.task, a.task, a.addr, a.length)
+
+
+@handles(Sys.LINUX_MEM_WRITE)
+def sys_linux_mem_write(k: "State", th: Thread, a: LinuxMemWriteArgs,
+                        payload: bytes | None) -> Any:
+    return linux.mem_write(k, th.task, a.task, a.addr, payload or b"")
 
 
 assert set(TABLE) | {Sys.HELLO} == set(Sys), "every system call has a handler"

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import zmq
 import zmq.backend
 
-from . import alien, faults, fastpath, ipc, lifecycle, memory, syscalls
+from . import alien, faults, fastpath, ipc, lifecycle, linux, memory, syscalls
 from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, decode_request,
                    encode_error, encode_ok)
 from ..osutil import peer_cred
@@ -120,6 +120,8 @@ class Transport:
             self.poller.register(port.monitor, zmq.POLLIN)
         # The memory channel (RUN_DIR/mem.sock, kernel/core/frames.py): frames go to tasks.
         k.memory.channel.start(self.poller, zmq.POLLIN)
+        # Seccomp listeners of Linux processes (kernel/core/linux.py): registered as attached.
+        linux.install(k, self.poller, zmq.POLLIN)
         self._by_socket = {**{pt.router: pt for pt in self.ports},
                            **{pt.monitor: pt for pt in self.ports}}
         self._port = self.local            # the port whose messages are being handled
@@ -379,6 +381,8 @@ class Transport:
         ports = self._by_socket
         timers = self.state.timers
         mem_fds = self.state.memory.channel.fds
+        k = self.state
+        linux_fds = k.linux.listeners
         while self.running:
             for sock, _ in poll(timers.next_ms()):
                 port = ports.get(sock)
@@ -391,10 +395,14 @@ class Transport:
                     os.read(wakeup, 512)
                 elif sock in mem_fds:
                     self._guard(self.state.memory.channel.ready, sock)
+                elif sock in linux_fds:
+                    self._guard(linux.ready, k, sock)
                 else:
                     self._guard(self._process_died, sock)
             for thread in timers.due():
                 self._guard(self._expire, thread)
+            if linux_fds or k.linux.by_pid:
+                self._guard(linux.reap, k)
 
     def _drain(self, port: Port) -> None:
         self._port, self.conns = port, port.conns
@@ -422,6 +430,7 @@ class Transport:
                         pass
 
     def close(self) -> None:
+        self.state.linux.close()
         self.state.memory.close()
         for fd in list(self.pidfds):
             os.close(fd)

@@ -23,7 +23,8 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
-                   KernelInfoArgs, MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
+                   KernelInfoArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
+                   MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack, timeout_arg,
@@ -232,6 +233,18 @@ class _Api:
 
     def exit(self, status: int = 0) -> Any:
         return self._req(ExitArgs(status))
+
+    # -- L⁴Linux (docs/L4LINUX.md; kernel.user.linux starts the processes) ----------------------
+    def linux_attach(self, task: int, pid: int, fd: int) -> Any:
+        """Process `pid` (our child, trap filter installed, its listener at `fd`) becomes
+        task `task`'s; the kernel takes the listener. BUSY: not installed yet, try again."""
+        return self._req(LinuxAttachArgs(task, pid, fd))
+
+    def linux_mem_read(self, task: int, addr: int, length: int) -> Any:
+        return self._req(LinuxMemReadArgs(task, addr, length))
+
+    def linux_mem_write(self, task: int, addr: int, data: bytes) -> Any:
+        return self._req(LinuxMemWriteArgs(task, addr), data=data if data else None)
 
     # -- memory (kernel.user.vm is the address-space view built on these) ---------------------
     def mem_attach(self, signal: bool = False, task: int = SLOT_TASK) -> Any:
