@@ -399,5 +399,8 @@ class Ledger(_RpcServer):
         assert again.value == a.value, (a, again)
 
 
+# The device servers' adapters live in files of their own and build on the classes above.
+from .adapter_gui import Fb, Input  # noqa: E402
+
 ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
-                                 Names, Example, Ledger]
+                                 Names, Example, Ledger, Fb, Input]
