@@ -143,7 +143,7 @@ class RawRings:
         for i in range(ring):
             d.pack_into(self.mem, self.rx_ring + i * 16, phys + self.rx_bufs + i * buf, buf, 0, 0)
             d.pack_into(self.mem, self.tx_ring + i * 16, phys + self.tx_bufs + i * buf, 0, 1, 0)
-        self.rx_next = self.tx_tail = self.tx_clean = 0
+        self.rx_next = self.rx_posted = self.tx_tail = self.tx_clean = 0
         dev.writes(CTRL=0, ERROR=0, RX_BASE=phys + self.rx_ring, RX_SIZE=ring,
                    TX_BASE=phys + self.tx_ring, TX_SIZE=ring)
         dev.writes(CTRL=3, RX_TAIL=ring - 1)
@@ -176,8 +176,9 @@ class RawRings:
                 out.append(bytes(mem[start:start + ln]))
             d.pack_into(mem, off, self.phys + self.rx_bufs + i * buf, buf, 0, 0)
             i = (i + 1) & mask
-        if i != self.rx_next:
-            self.rx_next = i
+        self.rx_next = i
+        if (i - self.rx_posted) & mask >= self.ring // 8:    # buffers back in bursts: fewer IPCs
+            self.rx_posted = i
             self.dev.write("RX_TAIL", (i - 1) & mask)
         return out
 
@@ -244,6 +245,8 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
                           "server_counters": res.get("server_counters")}}
     out["nic_ratio"] = round(out["nic_frames_per_s"] / out["nic_raw_frames_per_s"], 3) \
         if out["nic_raw_frames_per_s"] else 0.0
+    out["nic_mb_per_s"] = round(out["nic_frames_per_s"] * FRAME / 1e6, 2)
+    out["nic_targets"] = {"nic_ratio": 0.5}
     if "error" in res:
         out["nic_error"] = res["error"]
     return out

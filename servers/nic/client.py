@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from kernel.abi import Proto, SLOT_THREAD
+from kernel.abi import SLOT_THREAD, Item, Proto
 from kernel.user import errors
 from kernel.user.rpc import RemoteError, RemoteFailure
 from kernel.user.vm import VM, PageFault, window
@@ -36,6 +36,7 @@ from .protocol import NIC
 WINDOW_BASE = 0x60_0000_0000          # where our sessions' blocks land (one window each)
 SIGNAL_LABEL = 0x4E5349               # the label our signal arrives with, by default
 CAP_BASE = 3600                       # where kick and signal land
+CAP_ITEMS = (Item.MAP_CAP, Item.GRANT_CAP)
 
 
 class SessionLost(ConnectionError):
@@ -63,7 +64,7 @@ class NicSession:
             info = self.stub.open(_window=window(base, ps.SESSION_ORDER, cap, 2))
         except errors.PeerDied as e:
             raise SessionLost(f"the nic server is gone: {e}") from None
-        caps = [it[1] for it in self.stub.last_items if it[0] == 1 or len(it) == 2]
+        caps = [it[1] for it in self.stub.last_items if it[0] in CAP_ITEMS]
         self.kick, self.sig = caps[0], caps[1]
         self.opened += 1
         self.info, self.sid, self.base = info, int(info["session"]), base
