@@ -290,16 +290,16 @@ class BlockServer:
             s.done.append([tag, 0 if status == blk.BLK_STS_OK else STATUS_IOERR])
             s.cond.notify_all()
 
-    def collect(self, call: Call, min: int, wait_ms: int) -> list[list[int]]:
+    def collect(self, call: Call, least: int, wait_ms: int) -> list[list[int]]:
         s = self._session(call)
-        if min < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
+        if least < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
             raise self._refuse(s.label, "malformed", "INVALID",
                                f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
         if len(self.sessions) > 1:          # one thread serves all: others wait behind us
             wait_ms = min(wait_ms, SHARED_WAIT_MS)
         deadline = time.monotonic() + wait_ms / 1e3
         with s.cond:
-            while len(s.done) < min and s.inflight:
+            while len(s.done) < least and s.inflight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
