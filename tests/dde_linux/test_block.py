@@ -183,7 +183,10 @@ def test_work_queues_and_tasklets(glue: dict[str, Any]) -> None:
 
 def test_timers_mod_timer_del_timer(glue: dict[str, Any]) -> None:
     t = _ok(glue, "timers")
-    assert t["done"] and t["order"] == ["rearm", "rearm", "a", "b", "moved", "c", "last"]
+    assert t["done"] and t["order"][0] == "rearm" and t["order"].count("rearm") == 2
+    # in expiry order ("moved" after "b"; "gone" deleted); the re-armed one lands where its
+    # second expiry falls, which depends on how late the first ran
+    assert [n for n in t["order"] if n != "rearm"] == ["a", "b", "moved", "c", "last"]
     assert t["was_pending"] == 1 and t["deleted"] == 1 and t["deleted_again"] == 0
     assert t["pending_after"] == [] and t["time_after"] == [True, False]
 
