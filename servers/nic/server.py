@@ -116,9 +116,16 @@ class NicServer:
             raise RpcError("NO_MEMORY", str(e)) from None
         dmem.fill(va, ps.SESSION_SIZE, 0)
         sid, self.next_sid = self.next_sid, self.next_sid + 1
-        kick = self.l4.create_irq()
-        self.l4.irq_attach(kick, SLOT_THREAD, KICK_LABEL_BASE + sid)
-        sig = self.l4.create_irq()
+        kick: int | None = None
+        try:
+            kick = self.l4.create_irq()
+            self.l4.irq_attach(kick, SLOT_THREAD, KICK_LABEL_BASE + sid)
+            sig = self.l4.create_irq()
+        except L4Error as e:                # the task's quota of kernel objects is spent
+            if kick is not None:
+                self.l4.cap_delete(kick)
+            dmem.contig_free(va)
+            raise RpcError("NO_MEMORY", f"no IRQ objects for a session: {e}") from None
         s = Session(sid, call.label, va, kick, sig)
         ps.set_link(s.mem, net.netif_carrier_ok(self.ndev), self.link_changes)
         self.live = {**self.live, sid: s}
