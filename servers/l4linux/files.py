@@ -1,0 +1,200 @@
+"""Open files and descriptor tables of Linux processes.
+
+An `Open` is an open file description (Linux's `struct file`): what it reads and writes
+(a RAM-file inode, a directory listing, a pipe end, the console, /dev/null or /dev/zero),
+its flags and offset, and a reference count — descriptors duplicated by dup or inherited by
+fork share it, and a pipe end counts as closed only when its last reference goes.
+An `FdTable` maps descriptor numbers to (Open, close-on-exec).
+
+Contract: `read`/`write` answer bytes or a count, a negative errno, or `pipe.BLOCK`.
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from . import fs
+from .console import Console
+from .pipe import BLOCK, Pipe
+
+O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
+O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
+O_NONBLOCK, O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o4000, 0o200000, 0o400000, 0o2000000
+MAX_FDS = 1024
+
+
+class Open:
+    def __init__(self, kind: str, flags: int, node: fs.Inode | None = None,
+                 pipe: Pipe | None = None, console: Console | None = None) -> None:
+        self.kind = kind            # "file", "dir", "pipe_r", "pipe_w", "console", "null", "zero"
+        self.flags = flags
+        self.node = node
+        self.pipe = pipe
+        self.console = console
+        self.pos = 0
+        self.refs = 0
+        if pipe is not None:
+            if kind == "pipe_r":
+                pipe.readers += 1
+            else:
+                pipe.writers += 1
+
+    def readable(self) -> bool:
+        return self.flags & O_ACCMODE != O_WRONLY
+
+    def writable(self) -> bool:
+        return self.flags & O_ACCMODE in (O_WRONLY, O_RDWR)
+
+    def read(self, n: int) -> Any:
+        if not self.readable():
+            return -errno.EBADF
+        if self.kind == "file":
+            assert self.node is not None
+            data = bytes(self.node.data[self.pos:self.pos + n])
+            self.pos += len(data)
+            return data
+        if self.kind == "dir":
+            return -errno.EISDIR
+        if self.kind == "pipe_r":
+            assert self.pipe is not None
+            got = self.pipe.read(n)
+            if got is BLOCK and self.flags & O_NONBLOCK:
+                return -errno.EAGAIN
+            return got
+        if self.kind == "zero":
+            return b"\0" * n
+        if self.kind == "console":
+            assert self.console is not None
+            return self.console.read(n)
+        return b""
+
+    def write(self, data: bytes) -> Any:
+        if not self.writable():
+            return -errno.EBADF
+        if self.kind == "file":
+            node = self.node
+            assert node is not None
+            if self.flags & O_APPEND:
+                self.pos = len(node.data)
+            end = self.pos + len(data)
+            if self.pos > len(node.data):
+                node.data += b"\0" * (self.pos - len(node.data))
+            node.data[self.pos:end] = data
+            self.pos = end
+            node.touch()
+            return len(data)
+        if self.kind == "pipe_w":
+            assert self.pipe is not None
+            done = self.pipe.write(data)
+            if done is BLOCK and self.flags & O_NONBLOCK:
+                return -errno.EAGAIN
+            return done
+        if self.kind == "console":
+            assert self.console is not None
+            return self.console.write(data)
+        return len(data)            # null, zero
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0 and self.pipe is not None:
+            if self.kind == "pipe_r":
+                self.pipe.readers -= 1
+            else:
+                self.pipe.writers -= 1
+
+    def stat_node(self) -> fs.Inode:
+        if self.node is not None:
+            return self.node
+        mode = (stat.S_IFIFO | 0o600) if self.pipe is not None else (stat.S_IFCHR | 0o620)
+        node = _STAND_INS.get(mode)
+        if node is None:
+            node = _STAND_INS[mode] = fs.Inode(mode)
+            node.nlink = 1
+        return node
+
+    def isatty(self) -> bool:
+        return False                # the console is no terminal yet (TCGETS: ENOTTY)
+
+
+_STAND_INS: dict[int, fs.Inode] = {}
+
+
+class FdTable:
+    def __init__(self) -> None:
+        self.fds: dict[int, tuple[Open, bool]] = {}
+
+    def install(self, f: Open, cloexec: bool = False, lowest: int = 0,
+                at: int | None = None) -> int:
+        if at is None:
+            at = lowest
+            while at in self.fds:
+                at += 1
+        if at >= MAX_FDS:
+            return -errno.EMFILE
+        if at in self.fds:
+            self.close(at)
+        f.refs += 1
+        self.fds[at] = (f, cloexec)
+        return at
+
+    def get(self, fd: int) -> Open | None:
+        entry = self.fds.get(fd)
+        return entry[0] if entry else None
+
+    def close(self, fd: int) -> int:
+        entry = self.fds.pop(fd, None)
+        if entry is None:
+            return -errno.EBADF
+        entry[0].release()
+        return 0
+
+    def close_all(self) -> None:
+        for fd in list(self.fds):
+            self.close(fd)
+
+    def fork(self) -> "FdTable":
+        new = FdTable()
+        for fd, (f, cloexec) in self.fds.items():
+            f.refs += 1
+            new.fds[fd] = (f, cloexec)
+        return new
+
+    def exec(self) -> None:
+        for fd, (_, cloexec) in list(self.fds.items()):
+            if cloexec:
+                self.close(fd)
+
+    def set_cloexec(self, fd: int, on: bool) -> None:
+        f, _ = self.fds[fd]
+        self.fds[fd] = (f, on)
+
+    def cloexec(self, fd: int) -> bool:
+        return self.fds[fd][1]
+
+
+def open_node(node: fs.Inode, flags: int) -> Open:
+    if node.is_dir:
+        return Open("dir", flags, node)
+    if flags & O_TRUNC and flags & O_ACCMODE != 0:
+        node.data = bytearray()
+        node.touch()
+    return Open("file", flags, node)
+
+
+DEVICES = {"null": "null", "zero": "zero", "full": "null", "tty": "console",
+           "console": "console", "random": "zero", "urandom": "zero"}
+
+
+def device(name: str, flags: int, console: Console) -> Open | None:
+    kind = DEVICES.get(name)
+    if kind is None:
+        return None
+    if name in ("random", "urandom"):
+        f = Open("file", flags, fs.Inode(stat.S_IFCHR | 0o666))
+        f.node.data = bytearray(os.urandom(4096))   # type: ignore[union-attr]
+        return f
+    return Open(kind, flags, console=console if kind == "console" else None)

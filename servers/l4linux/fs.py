@@ -1,0 +1,276 @@
+"""The personality's RAM file system: directories, files, symlinks, hard links, permissions.
+
+Mechanism. Inodes live in memory (`Inode`); a directory maps names to inodes and knows its
+parent (for ".." and getcwd). Paths are resolved as Linux does: from the root or a start
+directory, component by component, following symlinks (at most `MAX_LINKS`), the last one
+only when asked; "." and ".." are handled while walking. Errors are Linux errno values
+(`FsError`), answered to the process as -errno by the system-call layer.
+
+Permissions: every Linux process of this personality runs as root (uid 0), so mode bits
+are kept and reported (stat, ls -l) but only "is it a directory / executable" is enforced.
+
+Records the system calls return: `stat_bytes` (x86-64 struct stat, 144 bytes) and
+`dirent64` (struct linux_dirent64).
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import errno
+import stat
+import struct
+import time
+from collections.abc import Iterable
+
+from . import initramfs
+
+MAX_LINKS = 40
+_STAT = struct.Struct("<QQQIIIiQqqqQqQqQq24x")
+_DIRENT = struct.Struct("<QqHB")
+
+
+class FsError(Exception):
+    def __init__(self, err: int, what: str = "") -> None:
+        super().__init__(f"{errno.errorcode.get(err, err)}: {what}")
+        self.errno = err
+
+
+class Inode:
+    _next = 1
+
+    def __init__(self, mode: int, uid: int = 0, gid: int = 0, mtime: float | None = None) -> None:
+        Inode._next += 1
+        self.ino = Inode._next
+        self.mode = mode
+        self.uid, self.gid = uid, gid
+        self.nlink = 0
+        self.data = bytearray()
+        self.entries: dict[str, Inode] = {}
+        self.parent: Inode | None = None
+        self.target = b""
+        self.mtime = self.ctime = self.atime = time.time() if mtime is None else mtime
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def size(self) -> int:
+        if self.is_link:
+            return len(self.target)
+        if self.is_dir:
+            return 4096
+        return len(self.data)
+
+    def touch(self) -> None:
+        self.mtime = self.ctime = time.time()
+
+
+def stat_bytes(node: Inode) -> bytes:
+    """x86-64 struct stat."""
+    size = node.size()
+
+    def split(t: float) -> tuple[int, int]:
+        return int(t), int((t % 1) * 1e9)
+    a, m, c = split(node.atime), split(node.mtime), split(node.ctime)
+    return _STAT.pack(0x4C34, node.ino, node.nlink, node.mode, node.uid, node.gid, 0, 0, size,
+                      4096, (size + 511) // 512, a[0], a[1], m[0], m[1], c[0], c[1])
+
+
+def dtype(node: Inode) -> int:
+    return (node.mode >> 12) & 0xF
+
+
+def dirent64(ino: int, off: int, typ: int, name: bytes) -> bytes:
+    reclen = (_DIRENT.size + len(name) + 1 + 7) & ~7
+    rec = _DIRENT.pack(ino, off, reclen, typ) + name + b"\0"
+    return rec + b"\0" * (reclen - len(rec))
+
+
+class FileSystem:
+    def __init__(self) -> None:
+        self.root = Inode(stat.S_IFDIR | 0o755)
+        self.root.parent = self.root
+        self.root.nlink = 2
+
+    # -- building ---------------------------------------------------------------------
+    def load(self, archive: bytes) -> int:
+        """Unpack a newc archive into the tree; answers how many entries."""
+        by_ino: dict[int, Inode] = {}
+        n = 0
+        for e in initramfs.read(archive):
+            if e.name in (".", ""):
+                continue
+            parent, name = self.parent_of(e.name.encode(), self.root)
+            if stat.S_ISREG(e.mode) and e.ino in by_ino and e.ino:
+                node = by_ino[e.ino]
+                if e.data:
+                    node.data = bytearray(e.data)
+                self.link_into(parent, name, node)
+                n += 1
+                continue
+            if name in parent.entries:
+                node = parent.entries[name]
+                node.mode, node.uid, node.gid = e.mode, e.uid, e.gid
+            else:
+                node = Inode(e.mode, e.uid, e.gid, e.mtime or None)
+                self.link_into(parent, name, node)
+            if stat.S_ISREG(e.mode):
+                node.data = bytearray(e.data)
+                by_ino[e.ino] = node
+            elif stat.S_ISLNK(e.mode):
+                node.target = e.data
+            n += 1
+        return n
+
+    # -- resolution -------------------------------------------------------------------------
+    def walk(self, path: bytes, start: Inode, follow: bool = True, depth: int = 0) -> Inode:
+        if not path:
+            raise FsError(errno.ENOENT, "empty path")
+        node = self.root if path.startswith(b"/") else start
+        parts = [p for p in path.split(b"/") if p]
+        for i, part in enumerate(parts):
+            if not node.is_dir:
+                raise FsError(errno.ENOTDIR, part.decode(errors="replace"))
+            if part == b".":
+                continue
+            if part == b"..":
+                node = node.parent or self.root
+                continue
+            child = node.entries.get(part.decode(errors="surrogateescape"))
+            if child is None:
+                raise FsError(errno.ENOENT, part.decode(errors="replace"))
+            last = i == len(parts) - 1
+            if child.is_link and (follow or not last):
+                if depth >= MAX_LINKS:
+                    raise FsError(errno.ELOOP, part.decode(errors="replace"))
+                child = self.walk(child.target, node, True, depth + 1)
+            node = child
+        if path.endswith(b"/") and not node.is_dir:
+            raise FsError(errno.ENOTDIR, path.decode(errors="replace"))
+        return node
+
+    def parent_of(self, path: bytes, start: Inode) -> tuple[Inode, str]:
+        """The directory a new name would go in, and the name."""
+        stripped = path.rstrip(b"/")
+        if not stripped:
+            raise FsError(errno.EEXIST if path else errno.ENOENT, "/")
+        head, _, name = stripped.rpartition(b"/")
+        if not head and stripped.startswith(b"/"):
+            parent = self.root
+        elif not head:
+            parent = start
+        else:
+            parent = self.walk(head if head else b"/", start)
+        if not parent.is_dir:
+            raise FsError(errno.ENOTDIR, head.decode(errors="replace"))
+        if name in (b".", b".."):
+            raise FsError(errno.EEXIST, name.decode())
+        if len(name) > 255:
+            raise FsError(errno.ENAMETOOLONG, "name")
+        return parent, name.decode(errors="surrogateescape")
+
+    def path_of(self, node: Inode) -> bytes:
+        parts: list[str] = []
+        seen = 0
+        while node is not self.root and seen < 4096:
+            parent = node.parent or self.root
+            name = next((n for n, c in parent.entries.items() if c is node), "?")
+            parts.append(name)
+            node = parent
+            seen += 1
+        return ("/" + "/".join(reversed(parts))).encode(errors="surrogateescape")
+
+    # -- changes -----------------------------------------------------------------------------
+    def link_into(self, parent: Inode, name: str, node: Inode) -> None:
+        parent.entries[name] = node
+        node.nlink += 1
+        if node.is_dir:
+            node.parent = parent
+            node.nlink += 1            # its "."
+            parent.nlink += 1          # its ".."
+        parent.touch()
+
+    def create(self, path: bytes, start: Inode, mode: int, exclusive: bool) -> Inode:
+        parent, name = self.parent_of(path, start)
+        old = parent.entries.get(name)
+        if old is not None:
+            if exclusive:
+                raise FsError(errno.EEXIST, name)
+            if old.is_link:
+                return self.walk(path, start)
+            return old
+        node = Inode(stat.S_IFREG | (mode & 0o7777))
+        self.link_into(parent, name, node)
+        return node
+
+    def mkdir(self, path: bytes, start: Inode, mode: int) -> Inode:
+        parent, name = self.parent_of(path, start)
+        if name in parent.entries:
+            raise FsError(errno.EEXIST, name)
+        node = Inode(stat.S_IFDIR | (mode & 0o7777))
+        self.link_into(parent, name, node)
+        return node
+
+    def symlink(self, target: bytes, path: bytes, start: Inode) -> None:
+        parent, name = self.parent_of(path, start)
+        if name in parent.entries:
+            raise FsError(errno.EEXIST, name)
+        node = Inode(stat.S_IFLNK | 0o777)
+        node.target = target
+        self.link_into(parent, name, node)
+
+    def link(self, old: Inode, path: bytes, start: Inode) -> None:
+        if old.is_dir:
+            raise FsError(errno.EPERM, "hard link to a directory")
+        parent, name = self.parent_of(path, start)
+        if name in parent.entries:
+            raise FsError(errno.EEXIST, name)
+        self.link_into(parent, name, old)
+
+    def unlink(self, path: bytes, start: Inode, rmdir: bool) -> None:
+        parent, name = self.parent_of(path, start)
+        node = parent.entries.get(name)
+        if node is None:
+            raise FsError(errno.ENOENT, name)
+        if rmdir:
+            if not node.is_dir:
+                raise FsError(errno.ENOTDIR, name)
+            if node.entries:
+                raise FsError(errno.ENOTEMPTY, name)
+            parent.nlink -= 1
+        elif node.is_dir:
+            raise FsError(errno.EISDIR, name)
+        del parent.entries[name]
+        node.nlink -= 2 if node.is_dir else 1
+        parent.touch()
+
+    def rename(self, old: bytes, new: bytes, start: Inode) -> None:
+        op, oname = self.parent_of(old, start)
+        node = op.entries.get(oname)
+        if node is None:
+            raise FsError(errno.ENOENT, oname)
+        np_, nname = self.parent_of(new, start)
+        target = np_.entries.get(nname)
+        if target is node:
+            return
+        if target is not None:
+            if target.is_dir and (not node.is_dir or target.entries):
+                raise FsError(errno.EISDIR if not node.is_dir else errno.ENOTEMPTY, nname)
+            self.unlink(new, start, target.is_dir)
+        del op.entries[oname]
+        node.nlink -= 1
+        if node.is_dir:
+            op.nlink -= 1
+            node.nlink -= 1
+        self.link_into(np_, nname, node)
+
+    def listing(self, node: Inode) -> Iterable[tuple[int, int, bytes]]:
+        """(ino, d_type, name) of a directory, "." and ".." first."""
+        yield node.ino, 4, b"."
+        yield (node.parent or self.root).ino, 4, b".."
+        for name, child in list(node.entries.items()):
+            yield child.ino, dtype(child), name.encode(errors="surrogateescape")

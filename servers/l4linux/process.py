@@ -1,0 +1,120 @@
+"""Linux processes as the personality sees them: pids, parents and children, exit and wait.
+
+A `Process` is one Linux process: an L4 task (`task_id`, our capability `slot` to it) whose
+host process runs its image. Its Linux pid is the host pid of the first host process that
+ran it (a process started by the personality: its loader; a fork: the child), and stays
+the same across execve, which replaces the host process (docs/L4LINUX.md "execve"): so a
+parent's fork() result — a host pid — is the child's Linux pid, with no translation.
+
+Wait status words as Linux makes them: exited (code << 8), killed by a signal (sig).
+A zombie waits for its parent's wait4; a process whose parent is gone (or that was started
+by the personality itself) is reaped at once, once anyone who asked for its end was told.
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import fs
+from .console import Console
+from .files import FdTable
+
+WNOHANG = 1
+
+
+def exited(code: int) -> int:
+    return (code & 0xFF) << 8
+
+
+def signaled(sig: int) -> int:
+    return sig & 0x7F
+
+
+def status_code(word: int) -> int:
+    """The shell's $?: the exit code, or 128 + the signal."""
+    return (word >> 8) & 0xFF if word & 0x7F == 0 else 128 + (word & 0x7F)
+
+
+class Process:
+    def __init__(self, pid: int, ppid: int, task_id: int, slot: int, fds: FdTable,
+                 cwd: fs.Inode, console: Console) -> None:
+        self.pid = pid
+        self.ppid = ppid
+        self.pgid = pid
+        self.sid = pid
+        self.task_id = task_id
+        self.slot = slot
+        self.fds = fds
+        self.cwd = cwd
+        self.console = console
+        self.umask = 0o022
+        self.comm = "?"
+        self.argv: list[bytes] = []
+        self.state = "loading"      # loading (its loader's execveat) | running | zombie
+        self.status = 0
+        self.sigactions: dict[int, bytes] = {}
+        self.sigmask = 0
+        # A fork CONTINUEd, its child not seen yet: the state the child starts from, and
+        # when we stop waiting for it (docs/L4LINUX.md "fork").
+        self.fork_snapshot: tuple[FdTable, fs.Inode] | None = None
+        self.fork_deadline = 0.0
+        self.on_exit: list[Callable[["Process"], None]] = []
+        self.started = time.time()
+
+
+class Table:
+    def __init__(self) -> None:
+        self.by_pid: dict[int, Process] = {}
+        self.by_task: dict[int, Process] = {}
+
+    def add(self, p: Process) -> None:
+        self.by_pid[p.pid] = p
+        self.by_task[p.task_id] = p
+
+    def children(self, p: Process) -> Iterator[Process]:
+        return (c for c in self.by_pid.values() if c.ppid == p.pid and c is not p)
+
+    def exit(self, p: Process, word: int) -> None:
+        """`p` ended with status `word`: its files close, its children lose their parent,
+        whoever waits for it is told; a zombie stays only for a live parent's wait4."""
+        if p.state == "zombie":
+            return
+        p.state, p.status = "zombie", word
+        p.fds.close_all()
+        if p.fork_snapshot is not None:
+            p.fork_snapshot[0].close_all()
+            p.fork_snapshot = None
+        for c in list(self.children(p)):
+            c.ppid = 0
+            if c.state == "zombie":
+                self.reap(c)
+        for fn in p.on_exit:
+            fn(p)
+        p.on_exit.clear()
+        if p.ppid not in self.by_pid:
+            self.reap(p)
+
+    def reap(self, p: Process) -> None:
+        self.by_pid.pop(p.pid, None)
+        self.by_task.pop(p.task_id, None)
+
+    def wait(self, p: Process, pid: int, options: int) -> Any:
+        """wait4's choice: (pid, status) of a reaped child, 0 (WNOHANG), None (block), or
+        -ECHILD."""
+        mine = [c for c in self.children(p) if pid == -1 or c.pid == pid
+                or (pid == 0 and c.pgid == p.pgid) or (pid < -1 and c.pgid == -pid)]
+        for c in mine:
+            if c.state == "zombie":
+                self.reap(c)
+                return c.pid, c.status
+        if not mine and p.fork_snapshot is None:
+            return -10                 # ECHILD
+        return 0 if options & WNOHANG else None
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"pid": p.pid, "ppid": p.ppid, "state": p.state, "comm": p.comm,
+                 "task_id": p.task_id, "argv": [a.decode(errors="replace") for a in p.argv]}
+                for p in sorted(self.by_pid.values(), key=lambda q: q.pid)]

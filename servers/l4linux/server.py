@@ -1,0 +1,413 @@
+"""The L⁴Linux personality: the exception handler of every Linux process it runs.
+
+Mechanism (docs/L4LINUX.md). The personality is an ordinary sandboxed task. It starts a
+Linux process by forking a loader (`kernel.user.linux.start`: sandbox, trap filter, exec of
+a memfd holding the binary from *its* RAM file system), makes an L4 task for it
+(TASK_CREATE, `linux:PID:comm`) whose main thread is alien with our gate as its handler
+(THREAD_CONTROL), and hands the process to the kernel (LINUX_ATTACH). From then on every
+trapped system call of that process — and of everything it forks — arrives here as a
+`Proto.LINUX` call on our gate; `syscalls.TABLE` serves it, reading and writing the
+process's memory through the kernel (LINUX_MEM_READ/WRITE, with our capability to its task).
+
+Why not `rpc.serve`: a Linux system call may have to wait (a read of an empty pipe, wait4,
+nanosleep) while others are served; rpc answers every request before the next. Here a
+call's reply capability is kept (`Blocked`) and the call retried after every change, so
+one blocked process never blocks another. Requests of our own protocol (`protocol.LINUX`:
+run, ps) come through a second gate, decoded and checked by the declared protocol.
+
+Contracts:
+- Nothing a Linux process passes can crash the personality: a bad pointer answers
+  -EFAULT, an exception in a handler -EINVAL (counted, logged), an unknown number -ENOSYS
+  (logged once per number).
+- Every LINUX call is answered exactly once (RETURN or CONTINUE), possibly later.
+
+Ownership: one thread, the task's main thread, runs everything here.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import struct
+
+from kernel.abi import LinuxVerdict, Proto, pack
+from kernel.user import linux as loader
+from kernel.user.client import L4, Message
+from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
+from kernel.user.rpc import Status, error_answer
+
+from . import fs, initramfs, process, syscalls
+from .console import Console
+from .files import FdTable, Open
+from .pipe import BLOCK
+from .protocol import LINUX
+
+EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
+MAX_STR = 4096
+SIGKILL = 9
+
+
+class Fault(Exception):
+    """A pointer a Linux process passed is bad: the call answers -EFAULT."""
+
+
+class Blocked:
+    def __init__(self, p: process.Process, reply: int, nr: int, args: list[int],
+                 deadline: float | None = None) -> None:
+        self.p, self.reply, self.nr, self.args, self.deadline = p, reply, nr, args, deadline
+
+
+class Personality:
+    def __init__(self, l4: L4, rootfs: bytes) -> None:
+        self.l4 = l4
+        self.fs = fs.FileSystem()
+        self.files = self.fs.load(rootfs)
+        self.procs = process.Table()
+        self.blocked: list[Blocked] = []
+        self.unknown: set[int] = set()
+        self.nr = 0                     # the number being served (handlers shared by several)
+        self.stats = {"syscalls": 0, "continued": 0, "blocked": 0, "faults": 0, "bugs": 0}
+        self.exc_gate = l4.create_gate(EXC_LABEL)
+        self.sleepers: dict[int, float] = {}
+
+    # -- memory of a process (through the kernel) -------------------------------------------
+    def read(self, p: process.Process, addr: int, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            try:
+                part = self.l4.linux_mem_read(p.slot, addr + len(out), min(n - len(out), 65536))
+            except InvalidArgument as e:
+                raise Fault(str(e)) from None
+            if not part:
+                raise Fault(f"0x{addr:x}")
+            out += part
+        return out
+
+    def write(self, p: process.Process, addr: int, data: bytes) -> None:
+        for i in range(0, len(data), 65536):
+            try:
+                self.l4.linux_mem_write(p.slot, addr + i, data[i:i + 65536])
+            except InvalidArgument as e:
+                raise Fault(str(e)) from None
+
+    def cstr(self, p: process.Process, addr: int) -> bytes:
+        if addr == 0:
+            raise Fault("NULL string")
+        out = b""
+        while len(out) < MAX_STR:
+            chunk = 256 - (addr + len(out)) % 256        # never cross into a page we need not
+            try:
+                part = self.l4.linux_mem_read(p.slot, addr + len(out), chunk)
+            except InvalidArgument as e:
+                raise Fault(str(e)) from None
+            end = part.find(b"\0")
+            if end >= 0:
+                return out + part[:end]
+            if not part:
+                raise Fault(f"0x{addr:x}")
+            out += part
+        raise Fault("string too long")
+
+    def strings(self, p: process.Process, addr: int) -> list[bytes]:
+        out: list[bytes] = []
+        while addr and len(out) < 4096:
+            (ptr,) = struct.unpack("<Q", self.read(p, addr + 8 * len(out), 8))
+            if not ptr:
+                break
+            out.append(self.cstr(p, ptr))
+        return out
+
+    # -- starting processes --------------------------------------------------------------
+    def load(self, path: bytes, cwd: fs.Inode) -> tuple[bytes, list[bytes]]:
+        """The image of `path` and what goes before argv ("#!" interpreters), or FsError."""
+        node = self.fs.walk(path, cwd)
+        if node.is_dir:
+            raise fs.FsError(errno.EACCES, "a directory")
+        if not node.mode & 0o111:
+            raise fs.FsError(errno.EACCES, "not executable")
+        data = bytes(node.data)
+        if data.startswith(b"#!"):
+            line = data[2:data.find(b"\n") if b"\n" in data else len(data)].strip()
+            interp, _, arg = line.partition(b" ")
+            inner, _ = self.load(interp, cwd)
+            return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path]
+        if not data.startswith(b"\x7fELF"):
+            raise fs.FsError(errno.ENOEXEC, "not an ELF image")
+        return data, []
+
+    def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes]) -> int:
+        """A new host process for `image`, not attached yet: its host pid."""
+        name = os.path.basename(argv[0].decode(errors="replace")) if argv else "linux"
+        return loader.start(image, argv, envp, name)
+
+    def attach(self, slot: int, pid: int) -> None:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self.l4.linux_attach(slot, pid, loader.LISTENER)
+                return
+            except Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0005)
+
+    def start(self, path: bytes, argv: list[bytes], envp: list[bytes], cwd: fs.Inode,
+              console: Console) -> process.Process:
+        image, pre = self.load(path, cwd)
+        argv = pre + argv[1:] if pre else argv
+        comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else "?"
+        pid = self.spawn(image, argv, envp)
+        try:
+            new = self.l4.create_task(f"linux:{pid}:{comm}", 0)
+            self.l4.thread_control(new.thread, handler=self.exc_gate, alien=True)
+            fds = FdTable()
+            tty = Open("console", 2, console=console)
+            for fd in (0, 1, 2):
+                fds.install(tty, at=fd)
+            p = process.Process(pid, 0, new.task_id, new.slot, fds, cwd, console)
+            p.comm, p.argv = comm, argv
+            self.procs.add(p)
+            self.attach(new.slot, pid)
+        except BaseException:
+            os.kill(pid, SIGKILL)
+            raise
+        finally:
+            _reap_children()
+        return p
+
+    def execve(self, p: process.Process, path: bytes, argv: list[bytes],
+               envp: list[bytes]) -> Any:
+        try:
+            image, pre = self.load(path, p.cwd)
+        except fs.FsError as e:
+            return -e.errno
+        argv = pre + argv[1:] if pre else argv
+        pid = self.spawn(image, argv, envp)
+        try:
+            self.attach(p.slot, pid)        # the kernel kills the old host process
+        except L4Error as e:
+            os.kill(pid, SIGKILL)
+            _reap_children()
+            print(f"[l4linux] execve of {path!r} failed: {e}", file=sys.stderr, flush=True)
+            return -errno.ENOMEM
+        p.state = "loading"
+        p.fds.exec()
+        p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
+        p.argv = argv
+        p.sigactions = {s: a for s, a in p.sigactions.items() if a[:8] == (1).to_bytes(8, "little")}
+        _reap_children()
+        return 0                            # nobody reads it: the old image is gone
+
+    def kill(self, p: process.Process, sig: int) -> None:
+        self.procs.exit(p, process.signaled(sig))
+        try:
+            self.l4.destroy(p.slot)         # the kernel kills its host process
+        except L4Error:
+            pass
+
+    def sleep(self, p: process.Process, seconds: float) -> Any:
+        now = time.monotonic()
+        until = self.sleepers.get(p.pid)
+        if until is None:
+            self.sleepers[p.pid] = now + seconds
+            return BLOCK
+        if now < until:
+            return BLOCK
+        del self.sleepers[p.pid]
+        return 0
+
+    # -- the loop -----------------------------------------------------------------------
+    def serve(self) -> None:
+        l4 = self.l4
+        while True:
+            timeout = self._timeout()
+            try:
+                msg = l4.wait(timeout=timeout)
+            except Timeout:
+                self._retry()
+                continue
+            try:
+                self.message(msg)
+            except Exception:
+                self.stats["bugs"] += 1
+                traceback.print_exc()
+            self._retry()
+
+    def _timeout(self) -> float | None:
+        deadlines = [b.p.fork_deadline for b in self.blocked if b.p.fork_snapshot is not None]
+        deadlines += list(self.sleepers.values())
+        if not deadlines:
+            return None
+        return max(1.0, (min(deadlines) - time.monotonic()) * 1000)
+
+    def message(self, msg: Message) -> None:
+        if msg.proto == Proto.LINUX:
+            self.syscall(msg)
+        elif msg.proto == Proto.EXCEPTION:
+            body = msg.body()
+            p = self.procs.by_task.get(body.get("task_id"))
+            if p is not None and p.state != "zombie":
+                # it ended without exit_group: killed (SIGKILL, or a crash: the host does not
+                # tell us which signal; docs/L4LINUX.md)
+                self.procs.exit(p, process.signaled(SIGKILL))
+            if msg.reply:
+                self.l4.reply(msg.reply)
+        elif msg.proto == LINUX.tag and msg.label != EXC_LABEL and msg.reply:
+            self.request(msg)
+        elif msg.reply:
+            self.l4.reply(msg.reply, error_answer(Status.BAD_REQUEST, "BAD_REQUEST",
+                                                  "not a request of this gate"), proto=LINUX.tag)
+
+    def syscall(self, msg: Message) -> None:
+        body = msg.body()
+        p = self.procs.by_task.get(body["task_id"])
+        if p is None:
+            p = self._forked(body)
+        if p is None:
+            self._answer(msg.reply, -errno.ENOSYS)
+            return
+        self.stats["syscalls"] += 1
+        self._serve(p, msg.reply, int(body["nr"]), [int(x) for x in body["args"]])
+
+    def _forked(self, body: dict[str, Any]) -> process.Process | None:
+        parent = next((q for q in self.procs.by_pid.values()
+                       if q.task_id == body.get("parent")), None)
+        if parent is None:
+            return None
+        fds, cwd = syscalls.start_state(parent)
+        p = process.Process(int(body["pid"]), parent.pid, int(body["task_id"]),
+                            int(body["slot"]), fds, cwd, parent.console)
+        p.state, p.comm, p.argv = "running", parent.comm, list(parent.argv)
+        p.pgid, p.sid, p.umask = parent.pgid, parent.sid, parent.umask
+        p.sigactions, p.sigmask = dict(parent.sigactions), parent.sigmask
+        self.procs.add(p)
+        return p
+
+    def _serve(self, p: process.Process, reply: int, nr: int, args: list[int],
+               retry: bool = False) -> bool:
+        """Serve one call; False if it must wait (then it is kept in `blocked`)."""
+        if p.fork_snapshot is not None and nr not in (60, 231):
+            if time.monotonic() < p.fork_deadline:
+                if not retry:
+                    self.blocked.append(Blocked(p, reply, nr, args))
+                return False
+            p.fork_snapshot[0].close_all()       # the child never showed up
+            p.fork_snapshot = None
+        fn = syscalls.TABLE.get(nr)
+        if fn is None:
+            if nr not in self.unknown:
+                self.unknown.add(nr)
+                print(f"[l4linux] system call {nr} is not served: ENOSYS (said once)",
+                      file=sys.stderr, flush=True)
+            self._answer(reply, -errno.ENOSYS)
+            return True
+        self.nr = nr
+        try:
+            result = fn(self, p, args)
+        except Fault:
+            self.stats["faults"] += 1
+            result = -errno.EFAULT
+        except PeerDied:
+            return True                          # the process is gone: nobody to answer
+        except Exception:
+            self.stats["bugs"] += 1
+            traceback.print_exc()
+            result = -errno.EINVAL
+        if result is BLOCK:
+            if not retry:
+                self.stats["blocked"] += 1
+                self.blocked.append(Blocked(p, reply, nr, args))
+            return False
+        self._answer(reply, result)
+        return True
+
+    def _answer(self, reply: int, result: Any) -> None:
+        try:
+            if result is syscalls.CONTINUE:
+                self.stats["continued"] += 1
+                self.l4.reply(reply, proto=LinuxVerdict.CONTINUE)
+            else:
+                self.l4.reply(reply, pack(int(result)), proto=LinuxVerdict.RETURN)
+        except L4Error:
+            pass                                 # the process (or its task) is gone
+
+    def _retry(self) -> None:
+        """Try every waiting call again until none makes progress."""
+        progress = True
+        while progress and self.blocked:
+            progress = False
+            for b in list(self.blocked):
+                if b.p.task_id not in self.procs.by_task or b.p.state == "zombie":
+                    self.blocked.remove(b)
+                    self._answer(b.reply, -errno.EINTR)
+                    continue
+                if self._serve(b.p, b.reply, b.nr, b.args, retry=True):
+                    self.blocked.remove(b)
+                    progress = True
+
+    # -- our protocol ------------------------------------------------------------------------
+    def request(self, msg: Message) -> None:
+        try:
+            o, args = LINUX.decode_request(msg.data)
+        except Exception as e:
+            status, reason = getattr(e, "status", Status.BAD_REQUEST), str(e)
+            self.l4.reply(msg.reply, error_answer(status, status.name, reason), proto=LINUX.tag)
+            return
+        if o.name == "ps":
+            self.l4.reply(msg.reply, LINUX.encode_result(o, self.procs.describe()),
+                          proto=LINUX.tag)
+            return
+        argv = [a.encode() if isinstance(a, str) else bytes(a) for a in args[0]]
+        envp = [e.encode() if isinstance(e, str) else bytes(e) for e in args[1]] or [
+            b"PATH=/bin:/sbin:/usr/bin", b"HOME=/root", b"TERM=dumb"]
+        path = argv[0] if argv and b"/" in argv[0] else b"/bin/" + (argv[0] if argv else b"")
+        console = Console(f"linux:{argv[0].decode(errors='replace') if argv else '?'}")
+        try:
+            cwd = self.fs.walk(args[2].encode() or b"/", self.fs.root)
+            p = self.start(path, argv, envp, cwd, console)
+        except fs.FsError as e:
+            err = "NOEXEC" if e.errno in (errno.ENOEXEC, errno.EACCES) else "NOT_FOUND"
+            self.l4.reply(msg.reply, error_answer(Status.FAILED, err, str(e)), proto=LINUX.tag)
+            return
+        reply = msg.reply
+
+        def done(q: process.Process) -> None:
+            result = [process.status_code(q.status), bytes(console.out), q.pid]
+            try:
+                self.l4.reply(reply, LINUX.encode_result(o, result), proto=LINUX.tag)
+            except L4Error:
+                pass
+        p.on_exit.append(done)
+
+
+def _reap_children() -> None:
+    """Our own host children that ended (loaders replaced or killed)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def rootfs_from_args(args: list[str]) -> bytes:
+    """`--rootfs FILE` (a newc archive), else one built now from the host's busybox."""
+    if "--rootfs" in args:
+        with open(args[args.index("--rootfs") + 1], "rb") as f:
+            return f.read()
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    return initramfs.build(busybox, initramfs.applets("/bin/busybox"))
+
+
+def main(l4: L4, *args: str) -> int:
+    px = Personality(l4, rootfs_from_args(list(args)))
+    print(f"[l4linux] root file system: {px.files} entries; serving", file=sys.stderr,
+          flush=True)
+    px.serve()
+    return 0

@@ -1,0 +1,669 @@
+"""The Linux system calls the personality serves: one dispatch table by x86-64 number.
+
+Each handler gets the personality (`px`: memory access, the file system, the process
+table), the calling `Process` and the six argument registers, and answers one of:
+- an int: the result, or -errno;
+- `CONTINUE`: the host runs the call (fork's clone, exit: they change only the process);
+- `BLOCK`: not now — the reply capability is kept and the same call retried whenever
+  something changed (a pipe, a process's end, time), other processes going on meanwhile.
+  A handler that answers BLOCK has changed nothing.
+A bad pointer is `Fault` (raised by the memory helpers), answered -EFAULT.
+Numbers nobody serves answer -ENOSYS, logged once per number (`px.unknown`).
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import files, fs, process
+from .files import FdTable, Open
+from .pipe import BLOCK, Pipe
+
+if TYPE_CHECKING:
+    from .process import Process
+    from .server import Personality
+
+CONTINUE: Any = object()
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000
+CLONE_VM, CLONE_THREAD, CLONE_VFORK = 0x100, 0x10000, 0x4000
+TCGETS, TIOCGWINSZ, TIOCGPGRP, TIOCSPGRP = 0x5401, 0x5413, 0x540F, 0x5410
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
+UNAME = (b"Linux", b"l4py", b"6.1.0-l4py", b"#1 L4Py personality (L4Linux)", b"x86_64",
+         b"(none)")
+
+Handler = Callable[["Personality", "Process", list[int]], Any]
+TABLE: dict[int, Handler] = {}
+
+
+def sys(*numbers: int) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for n in numbers:
+            TABLE[n] = fn
+        return fn
+    return register
+
+
+def _s64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _i32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _dirfd(p: "Process", fd: int) -> fs.Inode | int:
+    fd = _i32(fd)
+    if fd == AT_FDCWD:
+        return p.cwd
+    f = p.fds.get(fd)
+    if f is None:
+        return -errno.EBADF
+    if f.node is None or not f.node.is_dir:
+        return -errno.ENOTDIR
+    return f.node
+
+
+def _fsop(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except fs.FsError as e:
+        return -e.errno
+
+
+# -- files ------------------------------------------------------------------------------
+
+def _open(px: "Personality", p: "Process", dirfd: int, path: bytes, flags: int,
+          mode: int) -> int:
+    start = _dirfd(p, dirfd)
+    if isinstance(start, int):
+        return start
+    cloexec = bool(flags & files.O_CLOEXEC)
+    if path.startswith(b"/dev/"):
+        dev = files.device(path[5:].decode(errors="replace"), flags, p.console)
+        if dev is not None:
+            return p.fds.install(dev, cloexec)
+    try:
+        if flags & files.O_CREAT:
+            node = px.fs.create(path, start, mode & ~p.umask, bool(flags & files.O_EXCL))
+        else:
+            node = px.fs.walk(path, start, follow=not flags & files.O_NOFOLLOW)
+    except fs.FsError as e:
+        return -e.errno
+    if node.is_link:
+        return -errno.ELOOP
+    if flags & files.O_DIRECTORY and not node.is_dir:
+        return -errno.ENOTDIR
+    if node.is_dir and flags & files.O_ACCMODE != 0:
+        return -errno.EISDIR
+    return p.fds.install(files.open_node(node, flags), cloexec)
+
+
+@sys(2)
+def sys_open(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return _open(px, p, AT_FDCWD, px.cstr(p, a[0]), a[1], a[2])
+
+
+@sys(257)
+def sys_openat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return _open(px, p, a[0], px.cstr(p, a[1]), a[2], a[3])
+
+
+@sys(3)
+def sys_close(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.fds.close(_i32(a[0]))
+
+
+@sys(0, 17)
+def sys_read(px: "Personality", p: "Process", a: list[int], nr: int = 0) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    n = min(a[2], 65536)
+    got = f.read(n)
+    if got is BLOCK or isinstance(got, int):
+        return got
+    if got:
+        px.write(p, a[1], got)
+    return len(got)
+
+
+@sys(1)
+def sys_write(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    data = px.read(p, a[1], min(a[2], 65536))
+    return f.write(data)
+
+
+@sys(20)
+def sys_writev(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    count = min(a[2], 1024)
+    iov = px.read(p, a[1], 16 * count)
+    data = b"".join(px.read(p, base, min(length, 65536))
+                    for base, length in struct.iter_unpack("<QQ", iov) if length)
+    return f.write(data) if data else 0
+
+
+@sys(19)
+def sys_readv(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    iov = list(struct.iter_unpack("<QQ", px.read(p, a[1], 16 * min(a[2], 1024))))
+    want = sum(length for _, length in iov)
+    got = f.read(min(want, 65536))
+    if got is BLOCK or isinstance(got, int):
+        return got
+    done = 0
+    for base, length in iov:
+        part = got[done:done + length]
+        if not part:
+            break
+        px.write(p, base, part)
+        done += len(part)
+    return done
+
+
+@sys(8)
+def sys_lseek(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    if f.kind not in ("file", "dir"):
+        return -errno.ESPIPE
+    off, whence = _s64(a[1]), a[2]
+    base = {0: 0, 1: f.pos, 2: f.node.size() if f.node else 0}.get(whence)
+    if base is None or base + off < 0:
+        return -errno.EINVAL
+    f.pos = base + off
+    return f.pos
+
+
+def _dup(p: "Process", old: int, new: int | None, cloexec: bool, lowest: int = 0) -> int:
+    f = p.fds.get(_i32(old))
+    if f is None:
+        return -errno.EBADF
+    if new is not None and new == old:
+        return new
+    return p.fds.install(f, cloexec, lowest=lowest, at=new)
+
+
+@sys(32)
+def sys_dup(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return _dup(p, a[0], None, False)
+
+
+@sys(33)
+def sys_dup2(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return _dup(p, a[0], _i32(a[1]), False)
+
+
+@sys(292)
+def sys_dup3(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if _i32(a[0]) == _i32(a[1]):
+        return -errno.EINVAL
+    return _dup(p, a[0], _i32(a[1]), bool(a[2] & files.O_CLOEXEC))
+
+
+@sys(72)
+def sys_fcntl(px: "Personality", p: "Process", a: list[int]) -> Any:
+    fd, cmd, arg = _i32(a[0]), a[1], a[2]
+    f = p.fds.get(fd)
+    if f is None:
+        return -errno.EBADF
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        return _dup(p, fd, None, cmd == F_DUPFD_CLOEXEC, lowest=arg)
+    if cmd == F_GETFD:
+        return 1 if p.fds.cloexec(fd) else 0
+    if cmd == F_SETFD:
+        p.fds.set_cloexec(fd, bool(arg & 1))
+        return 0
+    if cmd == F_GETFL:
+        return f.flags & ~files.O_CLOEXEC
+    if cmd == F_SETFL:
+        f.flags = (f.flags & ~files.O_NONBLOCK & ~files.O_APPEND) | (
+            arg & (files.O_NONBLOCK | files.O_APPEND))
+        return 0
+    return -errno.EINVAL
+
+
+@sys(22, 293)
+def sys_pipe2(px: "Personality", p: "Process", a: list[int]) -> Any:
+    flags = a[1] if len(a) > 1 else 0
+    pipe = Pipe()
+    cloexec = bool(flags & files.O_CLOEXEC)
+    nb = flags & files.O_NONBLOCK
+    r = p.fds.install(Open("pipe_r", nb, pipe=pipe), cloexec)
+    w = p.fds.install(Open("pipe_w", files.O_WRONLY | nb, pipe=pipe), cloexec)
+    px.write(p, a[0], struct.pack("<ii", r, w))
+    return 0
+
+
+@sys(16)
+def sys_ioctl(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    return -errno.ENOTTY            # no terminal yet (docs/L4LINUX.md, what is left)
+
+
+def _stat_out(px: "Personality", p: "Process", node: fs.Inode, buf: int) -> int:
+    px.write(p, buf, fs.stat_bytes(node))
+    return 0
+
+
+@sys(5)
+def sys_fstat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    return _stat_out(px, p, f.stat_node(), a[1])
+
+
+@sys(4, 6)
+def sys_stat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    path = px.cstr(p, a[0])
+    return _fsop(lambda: _stat_out(px, p, px.fs.walk(path, p.cwd, follow=px.nr == 4), a[1]))
+
+
+@sys(262)
+def sys_newfstatat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    path, flags = px.cstr(p, a[1]), a[3]
+    if not path and flags & AT_EMPTY_PATH:
+        return sys_fstat(px, p, [a[0], a[2]])
+    start = _dirfd(p, a[0])
+    if isinstance(start, int):
+        return start
+    return _fsop(lambda: _stat_out(px, p, px.fs.walk(path, start,
+                                                     follow=not flags & AT_SYMLINK_NOFOLLOW),
+                                   a[2]))
+
+
+@sys(21, 269, 439)
+def sys_access(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 21:
+        path, start, flags = px.cstr(p, a[0]), p.cwd, 0
+    else:
+        path, flags = px.cstr(p, a[1]), a[3] if px.nr == 439 else 0
+        got = _dirfd(p, a[0])
+        if isinstance(got, int):
+            return got
+        start = got
+    return _fsop(lambda: px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW)
+                 and 0)
+
+
+@sys(217)
+def sys_getdents64(px: "Personality", p: "Process", a: list[int]) -> Any:
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    if f.kind != "dir" or f.node is None:
+        return -errno.ENOTDIR
+    out = bytearray()
+    entries = list(px.fs.listing(f.node))
+    while f.pos < len(entries):
+        ino, typ, name = entries[f.pos]
+        rec = fs.dirent64(ino, f.pos + 1, typ, name)
+        if len(out) + len(rec) > a[2]:
+            if not out:
+                return -errno.EINVAL
+            break
+        out += rec
+        f.pos += 1
+    if out:
+        px.write(p, a[1], bytes(out))
+    return len(out)
+
+
+@sys(79)
+def sys_getcwd(px: "Personality", p: "Process", a: list[int]) -> Any:
+    path = px.fs.path_of(p.cwd) + b"\0"
+    if len(path) > a[1]:
+        return -errno.ERANGE
+    px.write(p, a[0], path)
+    return len(path)
+
+
+@sys(80)
+def sys_chdir(px: "Personality", p: "Process", a: list[int]) -> Any:
+    path = px.cstr(p, a[0])
+    try:
+        node = px.fs.walk(path, p.cwd)
+    except fs.FsError as e:
+        return -e.errno
+    if not node.is_dir:
+        return -errno.ENOTDIR
+    p.cwd = node
+    return 0
+
+
+@sys(81)
+def sys_fchdir(px: "Personality", p: "Process", a: list[int]) -> Any:
+    got = _dirfd(p, a[0])
+    if isinstance(got, int):
+        return got
+    p.cwd = got
+    return 0
+
+
+@sys(83, 258)
+def sys_mkdir(px: "Personality", p: "Process", a: list[int]) -> Any:
+    start: Any = p.cwd
+    if px.nr == 258:
+        start, a = _dirfd(p, a[0]), a[1:]
+        if isinstance(start, int):
+            return start
+    path = px.cstr(p, a[0])
+    return _fsop(lambda: px.fs.mkdir(path, start, a[1] & ~p.umask) and 0)
+
+
+@sys(84, 87, 263)
+def sys_unlink(px: "Personality", p: "Process", a: list[int]) -> Any:
+    start: Any = p.cwd
+    rmdir = px.nr == 84
+    if px.nr == 263:
+        start, rmdir = _dirfd(p, a[0]), bool(a[2] & AT_REMOVEDIR)
+        if isinstance(start, int):
+            return start
+        a = a[1:]
+    path = px.cstr(p, a[0])
+    return _fsop(lambda: px.fs.unlink(path, start, rmdir) or 0)
+
+
+@sys(82, 264, 316)
+def sys_rename(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 82:
+        old, new = px.cstr(p, a[0]), px.cstr(p, a[1])
+    else:
+        if _dirfd(p, a[0]) is not p.cwd or _dirfd(p, a[2]) is not p.cwd:
+            return -errno.ENOSYS       # renameat relative to a directory fd: not yet
+        old, new = px.cstr(p, a[1]), px.cstr(p, a[3])
+    return _fsop(lambda: px.fs.rename(old, new, p.cwd) or 0)
+
+
+@sys(88, 266)
+def sys_symlink(px: "Personality", p: "Process", a: list[int]) -> Any:
+    target = px.cstr(p, a[0])
+    path = px.cstr(p, a[1] if px.nr == 88 else a[2])
+    start: Any = p.cwd if px.nr == 88 else _dirfd(p, a[1])
+    if isinstance(start, int):
+        return start
+    return _fsop(lambda: px.fs.symlink(target, path, start) or 0)
+
+
+@sys(86, 265)
+def sys_link(px: "Personality", p: "Process", a: list[int]) -> Any:
+    old, new = (a[0], a[1]) if px.nr == 86 else (a[1], a[3])
+    op, np_ = px.cstr(p, old), px.cstr(p, new)
+    return _fsop(lambda: px.fs.link(px.fs.walk(op, p.cwd, follow=False), np_, p.cwd) or 0)
+
+
+@sys(89, 267)
+def sys_readlink(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 267:
+        start: Any = _dirfd(p, a[0])
+        if isinstance(start, int):
+            return start
+        a = a[1:]
+    else:
+        start = p.cwd
+    path = px.cstr(p, a[0])
+    try:
+        node = px.fs.walk(path, start, follow=False)
+    except fs.FsError as e:
+        return -e.errno
+    if not node.is_link:
+        return -errno.EINVAL
+    data = node.target[:a[2]]
+    px.write(p, a[1], data)
+    return len(data)
+
+
+@sys(90, 91, 268, 92, 93, 94, 260)
+def sys_chmod(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 91:                 # fchmod
+        f = p.fds.get(_i32(a[0]))
+        if f is None or f.node is None:
+            return -errno.EBADF
+        f.node.mode = (f.node.mode & ~0o7777) | (a[1] & 0o7777)
+        return 0
+    if px.nr in (90, 268):
+        path = px.cstr(p, a[0] if px.nr == 90 else a[1])
+        mode = a[1] if px.nr == 90 else a[2]
+
+        def change() -> int:
+            node = px.fs.walk(path, p.cwd)
+            node.mode = (node.mode & ~0o7777) | (mode & 0o7777)
+            return 0
+        return _fsop(change)
+    return 0                        # chown family: every process is root; accepted
+
+
+@sys(95)
+def sys_umask(px: "Personality", p: "Process", a: list[int]) -> Any:
+    old, p.umask = p.umask, a[0] & 0o777
+    return old
+
+
+# -- processes ---------------------------------------------------------------------------
+
+@sys(39)
+def sys_getpid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pid
+
+
+@sys(186)
+def sys_gettid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pid
+
+
+@sys(110)
+def sys_getppid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.ppid
+
+
+@sys(102, 104, 107, 108)
+def sys_getuid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0
+
+
+@sys(105, 106, 113, 114, 117, 119)
+def sys_setuid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0
+
+
+@sys(109)
+def sys_setpgid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    pid, pgid = a[0] or p.pid, a[1]
+    q = px.procs.by_pid.get(pid)
+    if q is None:
+        return -errno.ESRCH
+    q.pgid = pgid or q.pid
+    return 0
+
+
+@sys(111)
+def sys_getpgrp(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pgid
+
+
+@sys(121, 124)
+def sys_getpgid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    q = px.procs.by_pid.get(a[0] or p.pid)
+    if q is None:
+        return -errno.ESRCH
+    return q.pgid if px.nr == 121 else q.sid
+
+
+@sys(112)
+def sys_setsid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    p.sid = p.pgid = p.pid
+    return p.pid
+
+
+@sys(56, 57, 58)
+def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 56 and a[0] & CLONE_THREAD:
+        return -errno.ENOSYS        # threads: not yet (docs/L4LINUX.md)
+    # The host forks; the child's first trapped call makes it a task (kernel/core/linux.py),
+    # and starts from this state. Our next call waits until then (`Personality.dispatch`).
+    p.fork_snapshot = (p.fds.fork(), p.cwd)
+    p.fork_deadline = time.monotonic() + 2.0
+    return CONTINUE
+
+
+@sys(60, 231)
+def sys_exit(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.procs.exit(p, process.exited(a[0]))
+    return CONTINUE
+
+
+@sys(61)
+def sys_wait4(px: "Personality", p: "Process", a: list[int]) -> Any:
+    got = px.procs.wait(p, _i32(a[0]), a[2])
+    if got is None:
+        return BLOCK
+    if isinstance(got, tuple):
+        pid, word = got
+        if a[1]:
+            px.write(p, a[1], struct.pack("<i", word))
+        return pid
+    return got if got <= 0 and got != -10 else -errno.ECHILD
+
+
+@sys(62, 200, 234)
+def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
+    pid = _i32(a[1] if px.nr == 234 else a[0])
+    sig = (a[2] if px.nr == 234 else a[1]) & 0x7F
+    q = px.procs.by_pid.get(pid if pid > 0 else p.pid)
+    if q is None or q.state == "zombie":
+        return -errno.ESRCH
+    if sig == 0:
+        return 0
+    px.kill(q, sig)                 # default action: the process ends (handlers: not yet)
+    return 0
+
+
+@sys(59, 322)
+def sys_execve(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 322:
+        if p.state == "loading":
+            p.state = "running"      # our own loader's exec of the image we gave it
+            return CONTINUE
+        return -errno.ENOSYS         # execveat by a Linux program: not yet
+    path = px.cstr(p, a[0])
+    argv, envp = px.strings(p, a[1]), px.strings(p, a[2])
+    return px.execve(p, path, argv, envp)
+
+
+# -- signals (recorded; delivery of handlers is left: docs/L4LINUX.md) ----------------------
+
+@sys(13)
+def sys_rt_sigaction(px: "Personality", p: "Process", a: list[int]) -> Any:
+    sig = a[0]
+    if not 1 <= sig <= 64 or sig in (9, 19) and a[1]:
+        return -errno.EINVAL
+    if a[2]:
+        px.write(p, a[2], p.sigactions.get(sig, b"\0" * 32))
+    if a[1]:
+        p.sigactions[sig] = px.read(p, a[1], 32)
+    return 0
+
+
+@sys(14)
+def sys_rt_sigprocmask(px: "Personality", p: "Process", a: list[int]) -> Any:
+    how, new, old = a[0], a[1], a[2]
+    if old:
+        px.write(p, old, struct.pack("<Q", p.sigmask))
+    if new:
+        (mask,) = struct.unpack("<Q", px.read(p, new, 8))
+        p.sigmask = {0: p.sigmask | mask, 1: p.sigmask & ~mask, 2: mask}.get(how, p.sigmask)
+    return 0
+
+
+# -- time and the system --------------------------------------------------------------------
+
+@sys(228)
+def sys_clock_gettime(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = time.clock_gettime(a[0]) if a[0] in (0, 1, 4, 7) else time.time()
+    px.write(p, a[1], struct.pack("<qq", int(t), int((t % 1) * 1e9)))
+    return 0
+
+
+@sys(96)
+def sys_gettimeofday(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = time.time()
+    if a[0]:
+        px.write(p, a[0], struct.pack("<qq", int(t), int((t % 1) * 1e6)))
+    return 0
+
+
+@sys(201)
+def sys_time(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = int(time.time())
+    if a[0]:
+        px.write(p, a[0], struct.pack("<q", t))
+    return t
+
+
+@sys(35, 230)
+def sys_nanosleep(px: "Personality", p: "Process", a: list[int]) -> Any:
+    req = a[0] if px.nr == 35 else a[2]
+    sec, nsec = struct.unpack("<qq", px.read(p, req, 16))
+    if sec < 0 or not 0 <= nsec < 10 ** 9:
+        return -errno.EINVAL
+    return px.sleep(p, sec + nsec / 1e9)
+
+
+@sys(63)
+def sys_uname(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.write(p, a[0], b"".join(f.ljust(65, b"\0") for f in UNAME))
+    return 0
+
+
+@sys(318)
+def sys_getrandom(px: "Personality", p: "Process", a: list[int]) -> Any:
+    n = min(a[1], 4096)
+    px.write(p, a[0], os.urandom(n))
+    return n
+
+
+@sys(302, 97)
+def sys_prlimit(px: "Personality", p: "Process", a: list[int]) -> Any:
+    old = a[3] if px.nr == 302 else a[1]
+    if old:
+        px.write(p, old, struct.pack("<QQ", 1 << 63, 1 << 63) if (a[1] if px.nr == 302
+                                                                  else a[0]) != 7
+                 else struct.pack("<QQ", files.MAX_FDS, files.MAX_FDS))
+    return 0
+
+
+@sys(273, 218, 157, 334)
+def sys_accepted(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0 if px.nr != 334 else -errno.ENOSYS     # set_robust_list, prctl: accepted
+
+
+@sys(332)
+def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return -errno.ENOSYS            # libc falls back to newfstatat
+
+
+def start_state(parent: "Process") -> tuple[FdTable, fs.Inode]:
+    """The state a fork child starts from: its parent's at the fork."""
+    if parent.fork_snapshot is not None:
+        snap, parent.fork_snapshot = parent.fork_snapshot, None
+        return snap
+    return parent.fds.fork(), parent.cwd
