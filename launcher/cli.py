@@ -12,6 +12,8 @@
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
     l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde [--json]   measurements
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
+    l4run mkrootfs [-o FILE]                      the L⁴Linux initramfs (busybox + applet links)
+    l4run linux run -- CMD ARGS | linux ps        a command in the running L⁴Linux personality
 
 Every command takes --run-dir (default: $L4PY_RUN_DIR, else ./run/<image name> for boot and
 the only system running under ./run for the others). Errors are one line and exit status 1.
@@ -533,6 +535,10 @@ from . import bench_chaos  # noqa: E402  (registers `chaos` and `bench chaos`; i
 bench_chaos.register(cli, bench)
 
 from . import selftest  # noqa: E402  (registers `selftest mutants`: planted bugs the tests must catch)
+
+from . import linux as linux_cli  # noqa: E402  (registers `mkrootfs` and `linux run|ps`: L⁴Linux)
+
+linux_cli.register(cli, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 

@@ -47,6 +47,7 @@ from .pipe import BLOCK
 from .protocol import LINUX
 
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
+DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
 SIGKILL = 9
 
@@ -406,7 +407,15 @@ def rootfs_from_args(args: list[str]) -> bytes:
 
 
 def main(l4: L4, *args: str) -> int:
+    """Task arguments: `--rootfs FILE` (a newc archive; default: built from /bin/busybox),
+    `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
+    directory under the launcher)."""
     px = Personality(l4, rootfs_from_args(list(args)))
+    if "--door" in args:
+        from . import control
+        path = os.path.join(os.getcwd(), control.SOCK_NAME)
+        control.serve_door(l4, l4.create_gate(DOOR_LABEL), path)
+        print(f"[l4linux] door: {path}", file=sys.stderr, flush=True)
     print(f"[l4linux] root file system: {px.files} entries; serving", file=sys.stderr,
           flush=True)
     px.serve()

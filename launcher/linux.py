@@ -1,0 +1,124 @@
+"""`l4run mkrootfs` and `l4run linux run|ps`: the L⁴Linux personality from the command line.
+
+    l4run mkrootfs [-o FILE] [--busybox PATH] [--skeleton DIR]
+        the newc initramfs the personality boots from: its skeleton (servers/l4linux/
+        initramfs.py DIRS and FILES, plus the files of DIR if given) and busybox with a
+        /bin link for every applet (`busybox --list`). Default FILE: build/linux/rootfs.cpio
+        in the project (where a sandboxed personality may read it).
+    l4run linux run [--task NAME] [--timeout S] -- CMD ARGS...
+        run one command in the running personality, print its output, exit with its status.
+    l4run linux ps [--task NAME] [--json]
+        the personality's Linux processes.
+
+`linux` talks to the personality's door, RUN_DIR/scratch/TASK/linux.sock (servers/l4linux/
+control.py), which only root and the personality's uid can reach.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from typing import Any
+
+import click
+
+from kernel.user.spawn import PROJECT_ROOT
+
+DEFAULT_ROOTFS = os.path.join(PROJECT_ROOT, "build", "linux", "rootfs.cpio")
+DEFAULT_TASK = "linux"
+
+
+def build_rootfs(busybox: str = "/bin/busybox", skeleton: str | None = None) -> bytes:
+    """The archive `mkrootfs` writes."""
+    from servers.l4linux import initramfs
+    with open(busybox, "rb") as f:
+        image = f.read()
+    archive = initramfs.build(image, initramfs.applets(busybox))
+    if skeleton is None:
+        return archive
+    extra = []
+    for top, dirs, names in os.walk(skeleton):
+        for name in sorted(dirs) + sorted(names):
+            path = os.path.join(top, name)
+            rel = os.path.relpath(path, skeleton)
+            st = os.lstat(path)
+            data = (os.readlink(path).encode() if stat.S_ISLNK(st.st_mode) else
+                    open(path, "rb").read() if stat.S_ISREG(st.st_mode) else b"")
+            extra.append(initramfs.Entry(rel, st.st_mode, data))
+    entries = [e for e in initramfs.read(archive)] + extra
+    return initramfs.write([e._replace(ino=0) for e in entries])
+
+
+def door(run_dir: str, task: str) -> str:
+    from servers.l4linux.control import SOCK_NAME
+    return os.path.join(run_dir, "scratch", task, SOCK_NAME)
+
+
+def ask_door(run_dir: str, task: str, req: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    from servers.l4linux.control import request
+    path = door(run_dir, task)
+    if not os.path.exists(path):
+        raise click.ClickException(f"no personality door at {path} (is task '{task}' running "
+                                   f"with --door? configs/linux.toml)")
+    try:
+        answer = request(path, req, timeout)
+    except OSError as e:
+        raise click.ClickException(f"personality door {path}: {e}") from None
+    if "error" in answer:
+        raise click.ClickException(str(answer["error"]))
+    return answer
+
+
+def register(cli: click.Group, find_run_dir: Any, run_dir_option: Any) -> None:
+    @cli.command()
+    @click.option("-o", "--output", default=DEFAULT_ROOTFS, show_default=True,
+                  type=click.Path(dir_okay=False))
+    @click.option("--busybox", default="/bin/busybox", show_default=True,
+                  type=click.Path(exists=True, dir_okay=False))
+    @click.option("--skeleton", type=click.Path(exists=True, file_okay=False),
+                  help="a directory whose files are added to the archive")
+    def mkrootfs(output: str, busybox: str, skeleton: str | None) -> None:
+        """Build the L⁴Linux initramfs (a newc cpio archive)."""
+        data = build_rootfs(busybox, skeleton)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output + ".tmp", "wb") as f:
+            f.write(data)
+        os.chmod(output + ".tmp", 0o644)
+        os.replace(output + ".tmp", output)
+        click.echo(f"{output}: {len(data)} bytes")
+
+    @cli.group()
+    def linux() -> None:
+        """The L⁴Linux personality: run Linux programs as L4 tasks."""
+
+    @linux.command(context_settings={"ignore_unknown_options": True})
+    @click.option("--task", default=DEFAULT_TASK, show_default=True, help="the personality task")
+    @click.option("--timeout", default=60.0, show_default=True, help="seconds")
+    @click.option("--cwd", default="/", show_default=True)
+    @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+    @run_dir_option
+    def run(task: str, timeout: float, cwd: str, cmd: tuple[str, ...],
+            run_dir: str | None) -> None:
+        """Run CMD in the personality; its output, then its exit status as ours."""
+        rd = find_run_dir(run_dir)
+        answer = ask_door(rd, task, {"op": "run", "argv": list(cmd), "cwd": cwd}, timeout)
+        sys.stdout.buffer.write(answer["output"].encode("latin-1"))
+        sys.stdout.flush()
+        sys.exit(int(answer["status"]))
+
+    @linux.command(name="ps")
+    @click.option("--task", default=DEFAULT_TASK, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @run_dir_option
+    def ps_(task: str, as_json: bool, run_dir: str | None) -> None:
+        """The Linux processes of the personality (each an L4 task linux:PID...)."""
+        rd = find_run_dir(run_dir)
+        procs = ask_door(rd, task, {"op": "ps"}, 10.0)["procs"]
+        if as_json:
+            click.echo(json.dumps(procs, indent=2))
+            return
+        click.echo(f"{'PID':>8} {'PPID':>8} {'TASK':>6} {'STATE':8} COMMAND")
+        for p in procs:
+            click.echo(f"{p['pid']:>8} {p['ppid']:>8} {p['task_id']:>6} {p['state']:8} "
+                       f"{' '.join(p['argv']) or p['comm']}")

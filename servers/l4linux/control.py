@@ -1,0 +1,117 @@
+"""The personality's host-side door: `l4run linux run` reaches the running personality here.
+
+Mechanism. A Unix socket, SCRATCH/linux.sock (the task's scratch directory: mode 0700,
+its own uid, so only it and root — the operator's `l4run` — can reach it; Linux processes
+hold no host file access at all). One JSON request per connection:
+    {"op": "run", "argv": [...], "env": [...], "cwd": "/"}  ->  {"status", "output", "pid"}
+    {"op": "ps"}                                              ->  {"procs": [...]}
+    (an error: {"error": "..."})
+The output travels as latin-1 text (bytes preserved). A peer whose uid is neither root nor
+ours is refused (SO_PEERCRED).
+
+A thread of its own serves the socket, with an L4 thread of its own (`L4.spawn_thread`):
+it *calls* the personality's protocol gate like any client (`protocol.LINUX`), so the
+request is served by the one serving thread in order with every Linux system call, and a
+long `run` blocks only this door.
+
+Ownership: the door's thread only (its own socket, its own L4 connection).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from typing import Any
+
+from kernel.user.client import L4
+from kernel.user.errors import L4Error
+from kernel.user.rpc import RemoteError
+
+from .protocol import LINUX
+
+SOCK_NAME = "linux.sock"
+MAX_REQUEST = 1 << 20
+
+
+def serve_door(l4: L4, gate: int, path: str) -> threading.Thread:
+    """Start the door's thread on `path`; `gate` reaches the personality's serving thread."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(8)
+    door = l4.spawn_thread()
+    t = threading.Thread(target=_loop, args=(door, gate, sock), name="linux-door", daemon=True)
+    t.start()
+    return t
+
+
+def _loop(l4: L4, gate: int, sock: socket.socket) -> None:
+    client = LINUX.client(l4, gate)
+    me = os.getuid()
+    while True:
+        conn, _ = sock.accept()
+        with conn:
+            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", cred)
+            if uid not in (0, me):
+                _send(conn, {"error": f"uid {uid} may not use this personality"})
+                continue
+            try:
+                req = json.loads(_recv(conn))
+                _send(conn, _answer(client, req))
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                try:
+                    _send(conn, {"error": f"{type(e).__name__}: {e}"})
+                except OSError:
+                    pass
+
+
+def _answer(client: Any, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        if req.get("op") == "ps":
+            return {"procs": client.ps()}
+        if req.get("op") == "run":
+            r = client.run([str(a) for a in req["argv"]], [str(e) for e in req.get("env", [])],
+                           str(req.get("cwd", "/")))
+            return {"status": r.status, "output": bytes(r.output).decode("latin-1"),
+                    "pid": r.pid}
+    except (RemoteError, L4Error) as e:
+        return {"error": str(e)}
+    return {"error": f"unknown op {req.get('op')!r}"}
+
+
+def _recv(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
+        part = conn.recv(65536)
+        if not part:
+            break
+        data += part
+    return data
+
+
+def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(obj).encode() + b"\n")
+
+
+def request(path: str, obj: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """The client side (`l4run linux run`, the tests): one request, its answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        _send(s, obj)
+        data = _recv(s)
+    finally:
+        s.close()
+    if not data:
+        print("linux door: no answer", file=sys.stderr)
+        return {"error": "the personality closed the connection without an answer"}
+    return dict(json.loads(data))
