@@ -121,8 +121,8 @@ CAP_ITEMS = frozenset({Item.MAP_CAP, Item.GRANT_CAP})
 MEM_ITEMS = frozenset({Item.MAP_MEM, Item.GRANT_MEM})
 
 
-# MEM_DMA_CHECK ranges: little-endian u64 physical address, u64 length, u64 flags
-# (DMA_WRITE: the device writes the memory; else it only reads it).
+# MEM_DMA_CHECK's payload: DMA_RANGE records, little-endian u64 physical address, u64 length,
+# u64 flags (DMA_WRITE: the device writes the memory; else it only reads it).
 DMA_RANGE = struct.Struct("<QQQ")
 DMA_WRITE = 1
 MAX_DMA_RANGES = 1024
@@ -398,7 +398,7 @@ class MemDmaArgs(NamedTuple):
 
 class MemDmaCheckArgs(NamedTuple):
     task: Int               # the device's DMA domain: a task capability (INVOKE)
-    ranges: Bytes           # DMA_RANGE records: what the device is about to access
+    # the payload: DMA_RANGE records, what the device is about to access
 
 
 class MemQueryArgs(NamedTuple):
@@ -490,7 +490,8 @@ assert len(_SYS_OF) == len(ARGS), "one record per system call: a record names it
 # Calls whose answer is an IPC receipt rather than a plain value.
 RECEIVING = frozenset({Sys.WAIT, Sys.CALL, Sys.REPLY_WAIT})
 # Calls that may carry a payload frame.
-CARRIES_PAYLOAD = frozenset({Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT, Sys.LINUX_MEM_WRITE})
+CARRIES_PAYLOAD = frozenset({Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT, Sys.LINUX_MEM_WRITE,
+                             Sys.MEM_DMA_CHECK})
 
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
 

@@ -392,10 +392,12 @@ def sys_mem_dma_check(k: "State", th: Thread, a: MemDmaCheckArgs, payload: bytes
         raise AbiError(Err.NO_RIGHTS, f"task '{th.task.name}' is not the machine's DMA engine "
                                       "(MEM_DMA); only the DMA engine checks DMA ranges")
     task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.INVOKE).obj  # type: ignore[assignment]
-    return k.memory.dma_check(task, _dma_ranges(a.ranges))
+    return k.memory.dma_check(task, _dma_ranges(payload))
 
 
-def _dma_ranges(raw: bytes) -> list[tuple[int, int, bool]]:
+def _dma_ranges(raw: bytes | None) -> list[tuple[int, int, bool]]:
+    if not raw:
+        raise AbiError(Err.INVALID, "no DMA ranges: the payload holds DMA_RANGE records")
     if len(raw) % DMA_RANGE.size:
         raise AbiError(Err.INVALID, f"ranges: {len(raw)} bytes is not a whole number of "
                                     f"{DMA_RANGE.size}-byte records")

@@ -260,7 +260,7 @@ class _Api:
         """(the DMA engine) may a device whose DMA domain is task capability `task` access
         these (physical address, length, device writes) ranges? NoRights names a page not."""
         raw = b"".join(DMA_RANGE.pack(a, n, DMA_WRITE if w else 0) for a, n, w in ranges)
-        return self._req(MemDmaCheckArgs(task, raw))
+        return self._req(MemDmaCheckArgs(task), data=raw)
 
     def mem_fault(self, vaddr: int, access: int, ip: int = 0) -> Any:
         """Page fault: answers [frame, rights] once the page is mapped for `access`."""

@@ -128,7 +128,10 @@ class Fields:
         r = self.rng
         recs = b""
         for _ in range(r.choice([0, 1, 1, 2, 4])):
-            vaddr, order = self.fpage(t)
+            if self.frames and r.random() < 0.7:      # a physical page of RAM (sigma0 maps all)
+                vaddr, order = r.randrange(self.frames) << PAGE_SHIFT, PAGE_SHIFT
+            else:
+                vaddr, order = self.fpage(t)
             recs += DMA_RANGE.pack(vaddr, r.choice([1, 1 << order, (1 << order) + 1]),
                                    r.choice([0, DMA_WRITE]))
         return recs if r.random() < 0.95 else recs + b"\x00" * r.choice([1, 23])
@@ -156,6 +159,9 @@ class Fields:
             return None if r.random() < 0.7 or name not in ("pager", "handler") else 0
         if sysno == Sys.TASK_WATCH and name == "task" and r.random() < 0.5:
             return SLOT_TASK
+        if sysno == Sys.MEM_DMA_CHECK and name == "task" and r.random() < 0.8:
+            others = [s for s in t.of("task") if s != SLOT_TASK]   # a domain that maps frames
+            return r.choice(others) if others else SLOT_TASK
         if sysno in (Sys.OBJ_DESTROY, Sys.CAP_DELETE) and r.random() < 0.9:
             # mostly what the task made: destroying itself ends the exchanges it is in
             return r.choice([s for s in t.of(None) if s >= FIRST_FREE_SLOT] or [SLOT_FACTORY])
@@ -177,8 +183,6 @@ class Fields:
         if name in ("vaddr", "order"):
             vaddr, order = self.fpage(t)
             return vaddr if name == "vaddr" else order
-        if name == "ranges":
-            return self.ranges(t)
         if kind == "timeout":
             return self.timeout(sysno, name)
         if kind == "items":
@@ -235,4 +239,6 @@ class Fields:
         payload = None
         if sysno in (Sys.SEND, Sys.CALL, Sys.REPLY, Sys.REPLY_WAIT) and r.random() < 0.5:
             payload = r.randbytes(r.choice([0, 8, 200]))
+        elif sysno == Sys.MEM_DMA_CHECK and r.random() < 0.9:
+            payload = self.ranges(c.task)
         return sysno, args, payload

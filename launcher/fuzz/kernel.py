@@ -138,6 +138,11 @@ class Fuzzer:
             res = self._try_root(Sys.MEM_SIGMA0, self.root.mem_sigma0, new.slot)
             if res is not None:
                 t.sigma0, self.gen.frames = True, int(res["frames"])
+        if index == 2:      # the DMA engine: its MEM_DMA_CHECKs against sigma0 can succeed
+            self._try_root(Sys.MEM_DMA, self.root.mem_dma, new.slot)
+            s0 = [o for o in self.tasks if o.sigma0 and not o.dead]
+            if s0:
+                self._give(t, s0[0].slot, "task", int(Rights.INVOKE))
         return t
 
     def _give(self, t: FTask, root_slot: int, kind: str, rights: int = _ALL) -> None:
