@@ -111,6 +111,9 @@ def _start(ln: _Line, thread_init: Callable[[Any], Any] | None, arg: Any) -> Non
     ln.gate = env.kcall(lambda svc: svc.create_gate(STOP_LABEL, thread=t.slot))
     for d in ln.devices:
         env.kcall(lambda svc: svc.irq_attach(d.irq_cap, t.slot, IRQ_LABEL_BASE + ln.line))
+    # A driver that died inside its handler left the line in service: nothing would ever be
+    # delivered to its successor. EOI first (harmless on a line not in service), then unmask.
+    ln.devices[0].write("IRQ_CTRL", int(IrqCtrl.EOI))
     ln.devices[0].write("IRQ_CTRL", int(IrqCtrl.UNMASK))
 
 
