@@ -85,7 +85,7 @@ restart = "on-failure"
 [[task]]
 name = "writer"
 run = "servers.block.demo:writer"
-args = ["40", "40"]
+args = ["120", "40"]
 memory = "2M"
 caps = {{ block = {{ service = "block", label = 5 }} }}
 restart = "never"
@@ -264,7 +264,7 @@ def test_dying_client_returns_its_buffer(served: dict[str, Any]) -> None:
 def test_server_killed_mid_transfer_restarts_and_clients_go_on(served: dict[str, Any]) -> None:
     w = served["writer"]
     assert served["ps"]["block"]["restarts"] >= 1 and served["ps"]["block"]["state"] == "running"
-    assert w["rounds"] == 40, served["logs"]["writer"][-2000:]  # every round verified in the end
+    assert w["rounds"] == 120, served["logs"]["writer"][-2000:]  # every round verified in the end
     assert w["retried"] + w["reopens"] >= 1                       # PeerDied, then a new session
     assert w["info"]["open"] and w["info"]["server"]["sessions"] >= 1
 

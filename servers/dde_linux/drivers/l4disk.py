@@ -11,9 +11,16 @@ are in flight: up to L4DISK_QUEUE_DEPTH tags, as long as the ring has room (else
 layer retries after a completion).
 
 Reset: a driver restarted after a crash finds the device possibly still working through
-the dead driver's ring (its memory now refused by the IOMMU); probe waits until the device
-takes a new ring (Q_BASE is accepted only while the queue is idle), which resets head and
-tail, and clears any error.
+the dead driver's ring (its memory now refused by the IOMMU), and its interrupt line still
+in service (the dead driver never sent EOI: no interrupt would be delivered again). Probe
+ends that interrupt, abandons what the dead driver left queued (Q_TAIL := Q_HEAD: a ring
+the IOMMU refuses would keep the device busy for good), gives the device the new ring (Q_BASE
+is accepted only while the queue is idle; it resets head and tail) and clears any error,
+retrying until all of it holds.
+
+Lost interrupts (the HAL's `irq_lost` knob, or one raised while the line was masked): a
+watchdog timer (mod_timer, like blk-mq's request timeout) reaps the ring every WATCHDOG_MS
+while requests are in flight, so a completion is never missed for good.
 
 Locking: `lock` guards the ring (tail, head, free entries, owners); queue_rq (any thread)
 and the interrupt handler take it; requests are ended outside it.
@@ -40,10 +47,12 @@ from servers.dde_linux.irq import IRQ_HANDLED, IRQ_NONE, free_irq, request_irq
 from servers.dde_linux.kernel import (
     EBUSY, ENOMEM, KERN_ERR, jiffies, mem_read, mem_write, module_exit, module_init,
     msecs_to_jiffies, msleep, printk, time_after)
-from servers.dde_linux.sync import spin_lock, spin_lock_init, spin_unlock, spinlock_t
+from servers.dde_linux.sync import spin_lock, spin_unlock, spinlock_t
+from servers.dde_linux.timer import del_timer_sync, mod_timer, timer_list, timer_pending, timer_setup
 
 # Registers (hal/DEVICES.md, "Block disk")
-DISK_ERROR, DISK_SECTORS = 2, 8
+DISK_ERROR, DISK_IRQ_CTRL, DISK_SECTORS = 2, 4, 8
+IRQ_CTRL_EOI = 3
 DISK_Q_BASE, DISK_Q_SIZE, DISK_Q_TAIL, DISK_Q_HEAD = 13, 14, 15, 16
 DISK_OP = {REQ_OP_READ: 1, REQ_OP_WRITE: 2, REQ_OP_FLUSH: 3}
 DISK_MAX_SECTORS = 2048
@@ -54,6 +63,7 @@ L4DISK_MAX_SEGMENTS = 32             # ring entries one request may take
 STATUS_PENDING = 0xFFFF_FFFF
 ENTRY = struct.Struct("<IIQQII")     # op, count, lba, addr, status, 0
 RESET_MS = 5000
+WATCHDOG_MS = 250                    # reap the ring this often while requests are in flight
 
 
 class l4disk_dev:
@@ -71,6 +81,9 @@ class l4disk_dev:
         self.irq = -1
         self.tag_set: blk_mq_tag_set | None = None
         self.disk: gendisk | None = None
+        self.watchdog = timer_list()
+        timer_setup(self.watchdog, l4disk_watchdog, 0)
+        self.watchdog.dd = self                                  # type: ignore[attr-defined]
 
 
 _index = 0
@@ -106,6 +119,8 @@ def l4disk_queue_rq(hctx: blk_mq_hw_ctx, bd: blk_mq_queue_data) -> int:
             writeq(dd.regs, DISK_Q_TAIL, dd.tail)         # the doorbell
     finally:
         spin_unlock(dd.lock)
+    if not timer_pending(dd.watchdog):
+        mod_timer(dd.watchdog, jiffies() + msecs_to_jiffies(WATCHDOG_MS))
     return BLK_STS_OK
 
 
@@ -129,6 +144,25 @@ def l4disk_write_ring(dd: l4disk_dev, first: int, data: bytes) -> None:
 # -- completion -------------------------------------------------------------------------------
 def l4disk_irq(irq: int, dev_id: Any) -> int:
     dd: l4disk_dev = dev_id
+    done = l4disk_reap(dd)
+    if not done and readq(dd.regs, DISK_ERROR):
+        l4disk_fail_all(dd)               # the device refused the ring itself (DMA_DENIED)
+        return IRQ_HANDLED
+    return IRQ_HANDLED if done else IRQ_NONE
+
+
+def l4disk_watchdog(t: timer_list) -> None:
+    dd: l4disk_dev = t.dd                                        # type: ignore[attr-defined]
+    l4disk_reap(dd)
+    spin_lock(dd.lock)
+    busy = dd.free < L4DISK_RING - 1
+    spin_unlock(dd.lock)
+    if busy:
+        mod_timer(t, jiffies() + msecs_to_jiffies(WATCHDOG_MS))
+
+
+def l4disk_reap(dd: l4disk_dev) -> list[request]:
+    """End every request whose ring entries the device has done; answers them."""
     done: list[request] = []
     spin_lock(dd.lock)
     try:
@@ -154,10 +188,7 @@ def l4disk_irq(irq: int, dev_id: Any) -> int:
         spin_unlock(dd.lock)
     for rq in done:
         blk_mq_end_request(rq, BLK_STS_IOERR if rq.pdu["error"] else BLK_STS_OK)
-    if not done and readq(dd.regs, DISK_ERROR):
-        l4disk_fail_all(dd)               # the device refused the ring itself (DMA_DENIED)
-        return IRQ_HANDLED
-    return IRQ_HANDLED if done else IRQ_NONE
+    return done
 
 
 def l4disk_read_ring(dd: l4disk_dev, first: int, n: int) -> bytes:
@@ -190,12 +221,16 @@ def l4disk_fail_all(dd: l4disk_dev) -> None:
 def l4disk_reset(dd: l4disk_dev) -> int:
     """Give the device our ring; it takes one only while idle (a dead driver's may still run)."""
     deadline = jiffies() + msecs_to_jiffies(RESET_MS)
+    writeq(dd.regs, DISK_IRQ_CTRL, IRQ_CTRL_EOI)     # a dead driver's interrupt in service
     while True:
+        # what a dead driver left queued is abandoned: its ring may be memory the IOMMU now
+        # refuses, and the device would stay busy (never idle) with it
+        writeq(dd.regs, DISK_Q_TAIL, readq(dd.regs, DISK_Q_HEAD))
         writeq(dd.regs, DISK_ERROR, 0)
         writeq(dd.regs, DISK_Q_BASE, dd.ring_dma)
         writeq(dd.regs, DISK_Q_SIZE, L4DISK_RING)
         if readq(dd.regs, DISK_Q_BASE) == dd.ring_dma and readq(dd.regs, DISK_Q_SIZE) == L4DISK_RING \
-                and not readq(dd.regs, DISK_ERROR):
+                and not readq(dd.regs, DISK_ERROR) and readq(dd.regs, DISK_Q_HEAD) == 0:
             return 0
         if time_after(jiffies(), deadline):
             return -EBUSY
@@ -242,6 +277,7 @@ def l4disk_probe(pdev: Device) -> int:
 
 def l4disk_remove(pdev: Device) -> None:
     dd: l4disk_dev = dev_get_drvdata(pdev)
+    del_timer_sync(dd.watchdog)
     if dd.disk is not None:
         del_gendisk(dd.disk)              # requests still in flight end with an I/O error
         put_disk(dd.disk)
