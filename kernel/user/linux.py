@@ -11,8 +11,9 @@ this order and before any byte of the binary runs:
    none (and scopes signals and abstract sockets): even a system call the filter let run
    natively could reach no host file (it already holds no_new_privs, the personality's
    uid and its seccomp baseline, inherited);
-3. installs the trap filter (`trap_filter`) with SECCOMP_FILTER_FLAG_NEW_LISTENER: the
-   listener is the lowest free descriptor, `LISTENER` by construction;
+3. installs the trap filter (`trap_filter`) with SECCOMP_FILTER_FLAG_NEW_LISTENER (the
+   listener is the lowest free descriptor, `LISTENER` by construction) and
+   WAIT_KILLABLE_RECV (a call the kernel has read is interrupted by fatal signals only);
 4. calls execveat(MEMFD, "", argv, envp, AT_EMPTY_PATH). That call is itself trapped: the
    child waits in it until the kernel has taken the listener (LINUX_ATTACH, pidfd_getfd)
    and the personality answered CONTINUE. The listener is close-on-exec, so the binary
@@ -56,6 +57,10 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# Once the kernel has read a notification, only a fatal signal interrupts the call: a signal
+# the personality sends (SIGCHLD to a parent in wait4) waits until the call is answered, so
+# an answer is never lost with a state change behind it (Linux 5.19).
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 RET_ALLOW, RET_KILL, RET_ERRNO, RET_USER_NOTIF = 0x7FFF0000, 0x80000000, 0x00050000, 0x7FC00000
 AT_EMPTY_PATH = 0x1000
 PR_SET_PDEATHSIG = 1
@@ -116,9 +121,11 @@ def _landlock_nothing() -> None:
     os.close(int(rs))
 
 
-def start(program: bytes, argv: Sequence[bytes], envp: Sequence[bytes], name: str = "linux") -> int:
+def start(program: bytes, argv: Sequence[bytes], envp: Sequence[bytes], name: str = "linux",
+          ignored: Sequence[int] = (), mask: int = 0) -> int:
     """Fork a Linux process that will run `program` (an ELF image, never a host path) with
-    `argv` and `envp`; answers its host pid. It waits in its first (trapped) execveat until
+    `argv` and `envp`, signals `ignored` set to SIG_IGN and `mask` blocked (what execve
+    keeps); answers its host pid. It waits in its first (trapped) execveat until
     it is attached (LINUX_ATTACH) and that call is answered CONTINUE."""
     memfd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
@@ -130,17 +137,26 @@ def start(program: bytes, argv: Sequence[bytes], envp: Sequence[bytes], name: st
         c_argv, c_envp = _cstrings(argv), _cstrings(envp)
         pid = os.fork()
         if pid == 0:
-            _child(memfd, fprog, c_argv, c_envp)    # never returns
+            _child(memfd, fprog, c_argv, c_envp, ignored, mask)    # never returns
         return pid
     finally:
         os.close(memfd)
 
 
 def _child(memfd: int, fprog: _Fprog, c_argv: ctypes.Array[ctypes.c_char_p],
-           c_envp: ctypes.Array[ctypes.c_char_p]) -> None:
+           c_envp: ctypes.Array[ctypes.c_char_p], ignored: Sequence[int], mask: int) -> None:
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.set_wakeup_fd(-1)
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK,
+                               [s for s in range(1, 65) if mask >> (s - 1) & 1
+                                and s not in (signal.SIGKILL, signal.SIGSTOP)])
         null = os.open(os.devnull, os.O_RDWR)
         if null == MEMFD or memfd < MEMFD:
             os._exit(124)                   # the parent always has 0-2 open
@@ -152,7 +168,8 @@ def _child(memfd: int, fprog: _Fprog, c_argv: ctypes.Array[ctypes.c_char_p],
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _landlock_nothing()
         fd = _libc.syscall(NR["seccomp"], SECCOMP_SET_MODE_FILTER,
-                           SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog))
+                           SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                           ctypes.byref(fprog))
         if fd != LISTENER:
             os._exit(126)
         # From here every call but the native ones waits for the personality.

@@ -55,8 +55,10 @@ class Process:
         self.argv: list[bytes] = []
         self.state = "loading"      # loading (its loader's execveat) | running | zombie
         self.status = 0
-        self.sigactions: dict[int, bytes] = {}
+        self.sigactions: dict[int, int] = {}   # signal -> handler address (SIG_IGN = 1)
         self.sigmask = 0
+        self.host_pid = pid             # the host process running it now (execve changes it)
+        self.last_signal = 0            # the last signal we sent it (its death's likely cause)
         # A fork CONTINUEd, its child not seen yet: the state the child starts from, and
         # when we stop waiting for it (docs/L4LINUX.md "fork").
         self.fork_snapshot: tuple[FdTable, fs.Inode] | None = None
@@ -77,7 +79,8 @@ class Table:
     def children(self, p: Process) -> Iterator[Process]:
         return (c for c in self.by_pid.values() if c.ppid == p.pid and c is not p)
 
-    def exit(self, p: Process, word: int) -> None:
+    def exit(self, p: Process, word: int, on_zombie: Callable[[Process], None] | None = None
+             ) -> None:
         """`p` ended with status `word`: its files close, its children lose their parent,
         whoever waits for it is told; a zombie stays only for a live parent's wait4."""
         if p.state == "zombie":
@@ -91,6 +94,8 @@ class Table:
             c.ppid = 0
             if c.state == "zombie":
                 self.reap(c)
+        if on_zombie is not None:
+            on_zombie(p)
         for fn in p.on_exit:
             fn(p)
         p.on_exit.clear()

@@ -49,7 +49,7 @@ from .protocol import LINUX
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
-SIGKILL = 9
+SIGKILL, SIGCHLD = 9, 17
 
 
 class Fault(Exception):
@@ -140,10 +140,13 @@ class Personality:
             raise fs.FsError(errno.ENOEXEC, "not an ELF image")
         return data, []
 
-    def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes]) -> int:
-        """A new host process for `image`, not attached yet: its host pid."""
+    def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes],
+              p: process.Process | None = None) -> int:
+        """A new host process for `image`, not attached yet: its host pid. For an execve
+        of `p`: its ignored signals and its mask carry over, as Linux keeps them."""
         name = os.path.basename(argv[0].decode(errors="replace")) if argv else "linux"
-        return loader.start(image, argv, envp, name)
+        ignored = [s for s, h in p.sigactions.items() if h == syscalls.SIG_IGN] if p else []
+        return loader.start(image, argv, envp, name, ignored, p.sigmask if p else 0)
 
     def attach(self, slot: int, pid: int) -> None:
         deadline = time.monotonic() + 5.0
@@ -187,7 +190,7 @@ class Personality:
         except fs.FsError as e:
             return -e.errno
         argv = pre + argv[1:] if pre else argv
-        pid = self.spawn(image, argv, envp)
+        pid = self.spawn(image, argv, envp, p)
         try:
             self.attach(p.slot, pid)        # the kernel kills the old host process
         except L4Error as e:
@@ -199,16 +202,38 @@ class Personality:
         p.fds.exec()
         p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
         p.argv = argv
-        p.sigactions = {s: a for s, a in p.sigactions.items() if a[:8] == (1).to_bytes(8, "little")}
+        p.host_pid = pid
+        p.sigactions = {s: h for s, h in p.sigactions.items() if h == syscalls.SIG_IGN}
         _reap_children()
         return 0                            # nobody reads it: the old image is gone
 
     def kill(self, p: process.Process, sig: int) -> None:
-        self.procs.exit(p, process.signaled(sig))
+        """Send `sig` to `p`'s host process: its handler runs, or the host's default action
+        (ending it: its task dies, `message` learns it from the exit notice)."""
+        p.last_signal = sig
+        handler = p.sigactions.get(sig, 0)
+        if handler > syscalls.SIG_IGN:
+            # A call waiting here would not be interrupted by the host (WAIT_KILLABLE_RECV):
+            # it ends EINTR now, and the handler runs as it returns.
+            for b in [b for b in self.blocked if b.p is p]:
+                self.blocked.remove(b)
+                self.sleepers.pop(p.pid, None)
+                self._answer(b.reply, -errno.EINTR)
         try:
-            self.l4.destroy(p.slot)         # the kernel kills its host process
-        except L4Error:
+            os.kill(p.host_pid, sig)
+        except OSError:
             pass
+
+    def exit(self, p: process.Process, word: int) -> None:
+        self.procs.exit(p, word, self._sigchld)
+
+    def _sigchld(self, p: process.Process) -> None:
+        parent = self.procs.by_pid.get(p.ppid)
+        if parent is not None and parent.state != "zombie":
+            try:
+                os.kill(parent.host_pid, SIGCHLD)
+            except OSError:
+                pass
 
     def sleep(self, p: process.Process, seconds: float) -> Any:
         now = time.monotonic()
@@ -254,7 +279,8 @@ class Personality:
             if p is not None and p.state != "zombie":
                 # it ended without exit_group: killed (SIGKILL, or a crash: the host does not
                 # tell us which signal; docs/L4LINUX.md)
-                self.procs.exit(p, process.signaled(SIGKILL))
+                self.exit(p, process.signaled(p.last_signal or SIGKILL))
+            _reap_children()
             if msg.reply:
                 self.l4.reply(msg.reply)
         elif msg.proto == LINUX.tag and msg.label != EXC_LABEL and msg.reply:
@@ -272,6 +298,13 @@ class Personality:
             self._answer(msg.reply, -errno.ENOSYS)
             return
         self.stats["syscalls"] += 1
+        # One thread per process: a new call means an earlier waiting one was interrupted
+        # (a host signal ran a handler); its notification is gone, its wait with it.
+        stale = [b for b in self.blocked if b.p is p]
+        for b in stale:
+            self.blocked.remove(b)
+            self._answer(b.reply, -errno.EINTR)
+        self.sleepers.pop(p.pid, None) if stale else None
         self._serve(p, msg.reply, int(body["nr"]), [int(x) for x in body["args"]])
 
     def _forked(self, body: dict[str, Any]) -> process.Process | None:
@@ -283,6 +316,7 @@ class Personality:
         p = process.Process(int(body["pid"]), parent.pid, int(body["task_id"]),
                             int(body["slot"]), fds, cwd, parent.console)
         p.state, p.comm, p.argv = "running", parent.comm, list(parent.argv)
+        p.host_pid = p.pid
         p.pgid, p.sid, p.umask = parent.pgid, parent.sid, parent.umask
         p.sigactions, p.sigmask = dict(parent.sigactions), parent.sigmask
         self.procs.add(p)

@@ -527,7 +527,7 @@ def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 @sys(60, 231)
 def sys_exit(px: "Personality", p: "Process", a: list[int]) -> Any:
-    px.procs.exit(p, process.exited(a[0]))
+    px.exit(p, process.exited(a[0]))
     return CONTINUE
 
 
@@ -553,7 +553,7 @@ def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
         return -errno.ESRCH
     if sig == 0:
         return 0
-    px.kill(q, sig)                 # default action: the process ends (handlers: not yet)
+    px.kill(q, sig)                 # the host delivers it: handler or default action
     return 0
 
 
@@ -569,29 +569,37 @@ def sys_execve(px: "Personality", p: "Process", a: list[int]) -> Any:
     return px.execve(p, path, argv, envp)
 
 
-# -- signals (recorded; delivery of handlers is left: docs/L4LINUX.md) ----------------------
+# -- signals: the host delivers them (docs/L4LINUX.md "Signals") ---------------------------
+# Dispositions and masks are the host process's own (these calls are CONTINUEd, after we
+# note what execve must keep: ignored signals and the mask); handlers run natively and
+# return through rt_sigreturn (native). The personality *sends* signals: kill, SIGCHLD.
+
+SIG_IGN = 1
+
 
 @sys(13)
 def sys_rt_sigaction(px: "Personality", p: "Process", a: list[int]) -> Any:
     sig = a[0]
-    if not 1 <= sig <= 64 or sig in (9, 19) and a[1]:
+    if not 1 <= sig <= 64:
         return -errno.EINVAL
-    if a[2]:
-        px.write(p, a[2], p.sigactions.get(sig, b"\0" * 32))
     if a[1]:
-        p.sigactions[sig] = px.read(p, a[1], 32)
-    return 0
+        (handler,) = struct.unpack("<Q", px.read(p, a[1], 8))
+        p.sigactions[sig] = handler
+    return CONTINUE
 
 
 @sys(14)
 def sys_rt_sigprocmask(px: "Personality", p: "Process", a: list[int]) -> Any:
-    how, new, old = a[0], a[1], a[2]
-    if old:
-        px.write(p, old, struct.pack("<Q", p.sigmask))
+    how, new = a[0], a[1]
     if new:
         (mask,) = struct.unpack("<Q", px.read(p, new, 8))
         p.sigmask = {0: p.sigmask | mask, 1: p.sigmask & ~mask, 2: mask}.get(how, p.sigmask)
-    return 0
+    return CONTINUE
+
+
+@sys(34, 127, 128, 130)
+def sys_sigwait(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return CONTINUE                 # pause, rt_sigpending, rt_sigtimedwait, rt_sigsuspend
 
 
 # -- time and the system --------------------------------------------------------------------

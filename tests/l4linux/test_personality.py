@@ -1,0 +1,235 @@
+"""L⁴Linux: unmodified static Linux binaries as L4 tasks, their system calls served by the
+personality through exception IPC delivered by the kernel (docs/L4LINUX.md).
+
+One personality (servers/l4linux) for the module, spawned by `kernel.user.testing.System`,
+booted from an initramfs built here: busybox with its applet links, plus a static C probe
+compiled with musl-gcc. The launcher's sandboxed path (configs/linux.toml, `l4run linux
+run`) has its own test at the end.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kernel.abi import SLOT_TASK
+from kernel.user.errors import InvalidArgument, NoCapability
+from kernel.user.testing import PROJECT_ROOT, System, wait_for
+from servers.l4linux import initramfs
+from servers.l4linux.protocol import LINUX
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or sys.platform != "linux",
+                                reason="needs /bin/busybox (busybox-static) on x86-64 Linux")
+
+PROBE_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    long r = syscall(1000, 1, 2, 3);
+    printf("r=%ld errno=%d pid=%d\n", r, errno, (int)getpid());
+    return errno == ENOSYS ? 0 : 1;
+}
+"""
+
+
+def _rootfs(tmp: str) -> str:
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    entries = list(initramfs.read(initramfs.build(busybox, initramfs.applets())))
+    if shutil.which("musl-gcc"):
+        src, exe = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe")
+        with open(src, "w") as f:
+            f.write(PROBE_C)
+        subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
+        with open(exe, "rb") as f:
+            entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
+    path = os.path.join(tmp, "rootfs.cpio")
+    with open(path, "wb") as f:
+        f.write(initramfs.write(entries))
+    return path
+
+
+class Linux:
+    def __init__(self, system: System, rootfs: str) -> None:
+        self.system = system
+        self.task = system.spawn("servers.l4linux.server:main", "l4linux",
+                                 args=("--rootfs", rootfs), quota=4096)
+        self.gate = system.root.create_gate(1, thread=self.task.thread)
+        self.client = LINUX.client(system.root, self.gate, timeout=30_000)
+
+    def run(self, *argv: str, cwd: str = "/") -> tuple[int, bytes]:
+        r = self.client.run(list(argv), [], cwd)
+        return r.status, bytes(r.output)
+
+    def sh(self, script: str) -> tuple[int, bytes]:
+        return self.run("sh", "-c", script)
+
+
+@pytest.fixture(scope="module")
+def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Linux]:
+    tmp = str(tmp_path_factory.mktemp("l4linux"))
+    with System() as s:
+        yield Linux(s, _rootfs(tmp))
+
+
+def test_a_system_call_reaches_the_personality_as_exception_ipc(linux: Linux) -> None:
+    before = linux.system.root.kernel_info()["stats"]
+    assert linux.run("echo", "hi") == (0, b"hi\n")
+    after = linux.system.root.kernel_info()["stats"]
+    # execveat of the loader, write, exit_group at least; each one a counted kernel IPC
+    assert after["linux_syscalls"] - before["linux_syscalls"] >= 3
+    assert after["ipc"] - before["ipc"] >= after["linux_syscalls"] - before["linux_syscalls"]
+    assert after["handled"]["LINUX_MEM_READ"] > before["handled"].get("LINUX_MEM_READ", 0)
+    assert after["linux_answers"] <= after["linux_syscalls"]
+
+
+def test_shell_pipeline_output_and_exit_status(linux: Linux) -> None:
+    assert linux.sh("echo a | cat; exit 3") == (3, b"a\n")
+
+
+def test_ls_bin_lists_the_initramfs(linux: Linux) -> None:
+    status, out = linux.run("ls", "/bin")
+    names = out.split()
+    assert status == 0 and b"busybox" in names and b"sh" in names and b"ls" in names
+
+
+def test_fork_and_wait_status(linux: Linux) -> None:
+    assert linux.sh("(exit 7); echo $?; sh -c 'exit 5'; echo $?") == (0, b"7\n5\n")
+    assert linux.sh("true & wait $!; echo waited $?") == (0, b"waited 0\n")
+
+
+def test_unknown_system_call_is_enosys(linux: Linux) -> None:
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc not installed")
+    status, out = linux.run("/bin/probe")
+    assert status == 0, out
+    assert out.startswith(b"r=-1 errno=38 pid=")
+
+
+def test_memory_is_refused_without_a_capability(linux: Linux) -> None:
+    root = linux.system.root
+    with pytest.raises(NoCapability):
+        root.linux_mem_read(999, 0x400000, 8)              # no capability in that slot
+    with pytest.raises(InvalidArgument):
+        root.linux_mem_read(SLOT_TASK, 0x400000, 8)        # a task, but no Linux process
+    with pytest.raises(InvalidArgument):
+        root.linux_mem_read(SLOT_TASK, 1 << 47, 8)         # not a user address: EFAULT
+    with pytest.raises(InvalidArgument):
+        root.linux_attach(SLOT_TASK, os.getpid(), 4)       # not an alien thread's task
+
+
+def test_a_waiting_process_does_not_block_others(linux: Linux) -> None:
+    """`sleep` waits (its nanosleep, and its parent's pipe read, are answered later); the
+    personality serves another command meanwhile."""
+    other = linux.system.root.spawn_thread()
+    slow: dict[str, Any] = {}
+
+    def run_slow() -> None:
+        r = LINUX.client(other, linux.gate, timeout=30_000).run(
+            ["sh", "-c", "(sleep 2; echo late) | cat"], [], "/")
+        slow["r"] = (r.status, bytes(r.output), time.monotonic())
+
+    t = threading.Thread(target=run_slow)
+    t.start()
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert linux.run("echo", "quick") == (0, b"quick\n")
+        quick_done = time.monotonic()
+        assert quick_done - t0 < 1.5
+        t.join(20)
+        assert slow["r"][:2] == (0, b"late\n") and slow["r"][2] > quick_done
+    finally:
+        t.join(20)
+        other.close()
+
+
+DIFFERENTIAL = [
+    "echo hello world",
+    "printf '%s\\n' c a b | sort",
+    "for i in 1 2 3; do echo n$i; done | tail -n 2",
+    "x=$(echo sub); echo \"[$x]\"",
+    "echo abc | wc -c",
+    "false || echo no; true && echo yes",
+    "(exit 4); echo $?",
+    "echo x | sed s/x/y/",
+    "mkdir -p d/e && ls d && rmdir d/e d && echo gone",
+    "echo foo > f; echo bar >> f; cat f; rm f",
+    "ln -s target l; readlink l; rm l",
+    "cat <<EOF\nhere $((1 + 2))\nEOF",
+    "echo one two three | awk '{print $2}'",
+    "test -d /bin && echo dir",
+    "a=1; if [ $a -eq 1 ]; then echo eq; fi; exit 2",
+]
+
+
+@pytest.mark.parametrize("script", DIFFERENTIAL, ids=range(len(DIFFERENTIAL)))
+def test_differential_against_native_busybox(linux: Linux, script: str, tmp_path: Any) -> None:
+    native = subprocess.run(["/bin/busybox", "sh", "-c", script], cwd=tmp_path,
+                            capture_output=True, timeout=30)
+    got = linux.run("sh", "-c", script, cwd="/tmp")
+    assert got == (native.returncode, native.stdout), script
+
+
+def test_personality_killed_ends_its_linux_processes(tmp_path: Any) -> None:
+    with System() as s:
+        lx = Linux(s, _rootfs(str(tmp_path)))
+        other = s.root.spawn_thread()
+        try:
+            t = threading.Thread(target=lambda: _ignore(
+                lambda: LINUX.client(other, lx.gate, timeout=10_000).run(
+                    ["sleep", "30"], [], "/")), daemon=True)
+            t.start()
+            wait_for(lambda: any(p["comm"] == "sleep" for p in lx.client.ps()), 10,
+                     "sleep to run")
+            pid = next(p["pid"] for p in lx.client.ps() if p["comm"] == "sleep")
+            assert os.path.exists(f"/proc/{pid}")
+            lx.task.kill(signal.SIGKILL)
+            wait_for(lambda: not _running(pid), 10, "the Linux process to end")
+            t.join(15)
+        finally:
+            other.close()
+
+
+def _ignore(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> None:
+    rd = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT}
+    l4run = [sys.executable, "-m", "launcher"]
+    image = os.path.join(PROJECT_ROOT, "configs", "linux.toml")
+    subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], check=True, env=env,
+                   cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+    try:
+        door = os.path.join(rd, "scratch", "linux", "linux.sock")
+        wait_for(lambda: os.path.exists(door), 30, "the personality's door")
+        r = subprocess.run([*l4run, "linux", "run", "--run-dir", rd, "--", "sh", "-c",
+                            "echo sandboxed | cat; uname -s; exit 6"], env=env,
+                           cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+        assert (r.returncode, r.stdout) == (6, b"sandboxed\nLinux\n"), r.stderr
+    finally:
+        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
+                       capture_output=True, timeout=60)
