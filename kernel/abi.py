@@ -414,7 +414,8 @@ class FaultArgs(NamedTuple):
 
 
 class LinuxAttachArgs(NamedTuple):
-    task: Int               # the task the process becomes (WRITE); its main thread is alien
+    task: Int               # the task the process becomes (WRITE); its main thread turns alien
+    handler: Int            # a gate (INVOKE): the main thread's exception handler from now on
     pid: Int                # the host process: a child of the caller's process
     fd: Int                 # the descriptor number of its trap's listener in that process
 

@@ -195,14 +195,15 @@ def _take_listener(pidfd: int, fd: int) -> int | None:
     return None
 
 
-def attach(k: "State", caller: Task, slot: int, task: Task, pid: int, fd: int) -> None:
-    """Checked LINUX_ATTACH: `pid` (a child of the caller's process) becomes `task`'s process
-    and the kernel takes its listener; a process `task` had before (an execve) is killed."""
+def attach(k: "State", caller: Task, slot: int, task: Task, handler: Gate, pid: int,
+           fd: int) -> None:
+    """Checked LINUX_ATTACH: `pid` (a child of the caller's process) becomes `task`'s process,
+    its main thread alien with `handler`, and the kernel takes its listener; a process
+    `task` had before (an execve) is killed."""
     lx: Linux = k.linux
     main = task.threads[0] if task.threads else None
-    if main is None or not main.alive or not main.alien or main.handler is None:
-        raise AbiError(Err.INVALID, f"task '{task.name}''s main thread is not an alien thread "
-                                    "with an exception handler (THREAD_CONTROL)")
+    if main is None or not main.alive or not task.alive:
+        raise AbiError(Err.INVALID, f"task '{task.name}' has no live main thread")
     if not 0 < pid < 2 ** 31 or not 0 <= fd < 2 ** 20:
         raise AbiError(Err.INVALID, f"pid {pid} or fd {fd} out of range")
     mine = caller.pid if caller.pidfd is not None else caller.peer_pid
@@ -220,6 +221,7 @@ def attach(k: "State", caller: Task, slot: int, task: Task, pid: int, fd: int) -
         raise AbiError(Err.BUSY, f"process {pid} has no seccomp listener at fd {fd} yet; "
                                  "try again")
     # -- checked: act ---------------------------------------------------------------
+    main.alien, main.handler = True, handler
     old = lx.by_task.get(task.id)
     if old is not None:
         lx.drop(old, kill=True)          # execve: the old image goes, the task stays

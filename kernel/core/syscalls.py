@@ -428,7 +428,8 @@ def sys_fault(k: "State", th: Thread, a: FaultArgs, payload: bytes | None) -> An
 @handles(Sys.LINUX_ATTACH)
 def sys_linux_attach(k: "State", th: Thread, a: LinuxAttachArgs, payload: bytes | None) -> Any:
     task: Task = th.task.space.lookup(a.task, ObjType.TASK, Rights.WRITE).obj  # type: ignore[assignment]
-    linux.attach(k, th.task, a.task, task, a.pid, a.fd)
+    handler: Gate = th.task.space.lookup(a.handler, ObjType.GATE, Rights.INVOKE).obj  # type: ignore[assignment]
+    linux.attach(k, th.task, a.task, task, handler, a.pid, a.fd)
     return None
 
 

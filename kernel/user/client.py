@@ -235,10 +235,11 @@ class _Api:
         return self._req(ExitArgs(status))
 
     # -- L⁴Linux (docs/L4LINUX.md; kernel.user.linux starts the processes) ----------------------
-    def linux_attach(self, task: int, pid: int, fd: int) -> Any:
+    def linux_attach(self, task: int, handler: int, pid: int, fd: int) -> Any:
         """Process `pid` (our child, trap filter installed, its listener at `fd`) becomes
-        task `task`'s; the kernel takes the listener. BUSY: not installed yet, try again."""
-        return self._req(LinuxAttachArgs(task, pid, fd))
+        task `task`'s, its main thread alien with exception handler gate `handler`; the
+        kernel takes the listener. BUSY: not installed yet, try again."""
+        return self._req(LinuxAttachArgs(task, handler, pid, fd))
 
     def linux_mem_read(self, task: int, addr: int, length: int) -> Any:
         return self._req(LinuxMemReadArgs(task, addr, length))

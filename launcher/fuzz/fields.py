@@ -64,6 +64,24 @@ _SIMPLE: dict[str, Any] = {
 }
 
 
+def _end_with(sleeper: int, pid: int) -> None:
+    """Kill `pid` once process `sleeper` has ended, and reap it."""
+    import os
+    import select
+    import signal
+    try:
+        fd = os.pidfd_open(sleeper)
+        select.select([fd], [], [])
+        os.close(fd)
+    except OSError:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
 class Fields:
     """The generator: `rng` decides, the model supplies what a task holds."""
 
@@ -71,6 +89,19 @@ class Fields:
         self.rng = rng
         self.sleeper_pid = sleeper_pid      # a process fuzz tasks may legitimately watch
         self.frames = 0                     # RAM frames (sigma0's identity map), once known
+        self.trap_pid = 0                   # a trapped Linux-style process (LINUX_ATTACH)
+
+    def trap(self) -> int:
+        """A child of ours waiting in its trapped first call (kernel.user.linux.start), for
+        LINUX_ATTACH to take (once: then it is the kernel's, killed with its task). A
+        watcher thread kills it when the sleeper goes (the fuzzer's end)."""
+        import os
+        import threading
+        from kernel.user import linux
+        if not self.trap_pid:
+            self.trap_pid = pid = linux.start(b"not an image", [b"fuzz-trap"], [])
+            threading.Thread(target=_end_with, args=(self.sleeper_pid, pid), daemon=True).start()
+        return self.trap_pid
 
     # -- fields that come from the task's holdings -------------------------------------
     def slot(self, t: FTask, kind: str | None) -> int:
@@ -159,6 +190,9 @@ class Fields:
             return None if r.random() < 0.7 or name not in ("pager", "handler") else 0
         if sysno == Sys.TASK_WATCH and name == "task" and r.random() < 0.5:
             return SLOT_TASK
+        if sysno == Sys.LINUX_ATTACH and name == "task" and r.random() < 0.8:
+            others = [s for s in t.of("task") if s != SLOT_TASK]   # a sub-task: maybe alien
+            return r.choice(others) if others else SLOT_TASK
         if sysno == Sys.MEM_DMA_CHECK and name == "task" and r.random() < 0.8:
             others = [s for s in t.of("task") if s != SLOT_TASK]   # a domain that maps frames
             return r.choice(others) if others else SLOT_TASK
@@ -179,7 +213,11 @@ class Fields:
         if name == "reply":
             return self.reply(c)
         if name == "pid":
+            if sysno == Sys.LINUX_ATTACH and r.random() < 0.8:
+                return self.trap()
             return r.choice([self.sleeper_pid, self.sleeper_pid, 1])
+        if name == "fd":
+            return 4 if r.random() < 0.8 else r.randint(-3, 300)   # kernel.user.linux.LISTENER
         if name in ("vaddr", "order"):
             vaddr, order = self.fpage(t)
             return vaddr if name == "vaddr" else order

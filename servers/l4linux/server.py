@@ -3,8 +3,8 @@
 Mechanism (docs/L4LINUX.md). The personality is an ordinary sandboxed task. It starts a
 Linux process by forking a loader (`kernel.user.linux.start`: sandbox, trap filter, exec of
 a memfd holding the binary from *its* RAM file system), makes an L4 task for it
-(TASK_CREATE, `linux:PID:comm`) whose main thread is alien with our gate as its handler
-(THREAD_CONTROL), and hands the process to the kernel (LINUX_ATTACH). From then on every
+(TASK_CREATE, `linux:PID:comm`) and hands the process to the kernel (LINUX_ATTACH: the
+task's main thread becomes alien, our gate its exception handler). From then on every
 trapped system call of that process — and of everything it forks — arrives here as a
 `Proto.LINUX` call on our gate; `syscalls.TABLE` serves it, reading and writing the
 process's memory through the kernel (LINUX_MEM_READ/WRITE, with our capability to its task).
@@ -152,7 +152,7 @@ class Personality:
         deadline = time.monotonic() + 5.0
         while True:
             try:
-                self.l4.linux_attach(slot, pid, loader.LISTENER)
+                self.l4.linux_attach(slot, self.exc_gate, pid, loader.LISTENER)
                 return
             except Busy:
                 if time.monotonic() > deadline:
@@ -167,7 +167,6 @@ class Personality:
         pid = self.spawn(image, argv, envp)
         try:
             new = self.l4.create_task(f"linux:{pid}:{comm}", 0)
-            self.l4.thread_control(new.thread, handler=self.exc_gate, alien=True)
             fds = FdTable()
             tty = Open("console", 2, console=console)
             for fd in (0, 1, 2):

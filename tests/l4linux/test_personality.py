@@ -124,8 +124,12 @@ def test_memory_is_refused_without_a_capability(linux: Linux) -> None:
         root.linux_mem_read(SLOT_TASK, 0x400000, 8)        # a task, but no Linux process
     with pytest.raises(InvalidArgument):
         root.linux_mem_read(SLOT_TASK, 1 << 47, 8)         # not a user address: EFAULT
-    with pytest.raises(InvalidArgument):
-        root.linux_attach(SLOT_TASK, os.getpid(), 4)       # not an alien thread's task
+    gate = linux.system.gate()
+    try:
+        with pytest.raises(InvalidArgument):
+            root.linux_attach(SLOT_TASK, gate, os.getpid(), 4)   # not a child of ours
+    finally:
+        root.destroy(gate)
 
 
 def test_a_waiting_process_does_not_block_others(linux: Linux) -> None:
