@@ -10,7 +10,8 @@
     l4run input key NAME|click X Y [BUTTON]|move X Y   inject keyboard and mouse events
     l4run faults DEVICE KNOB=VALUE...             set a HAL device's fault knobs by hand
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
-    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde [--json]   measurements
+    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net [--json]   measurements
+    l4run net [--json]                            ORe's ports: frames, bytes, drops, MAC table
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
     l4run mkrootfs [-o FILE]                      the L⁴Linux initramfs (busybox + applet links)
     l4run linux run -- CMD ARGS | linux ps        a command in the running L⁴Linux personality
@@ -499,7 +500,7 @@ class BenchGroup(click.Group):
     modules (each exports `register(group)`), imported only when asked for, so a broken or
     slow-to-import benchmark never slows down or breaks the rest of the CLI."""
 
-    LAZY = ("ipc", "memory", "hal", "fuzz", "dde")   # chaos registers itself (it adds `l4run chaos` too)
+    LAZY = ("ipc", "memory", "hal", "fuzz", "dde", "net")   # chaos registers itself (it adds `l4run chaos` too)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         extra = [n for n in self.LAZY if importlib.util.find_spec(f"launcher.bench_{n}") is not None]
@@ -539,6 +540,10 @@ from . import selftest  # noqa: E402  (registers `selftest mutants`: planted bug
 from . import linux as linux_cli  # noqa: E402  (registers `mkrootfs` and `linux run|ps`: L⁴Linux)
 
 linux_cli.register(cli, find_run_dir, run_dir_option)
+
+from . import net as net_cli  # noqa: E402  (registers `net`: ORe's ports and counters)
+
+net_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 

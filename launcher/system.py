@@ -705,6 +705,9 @@ class Launcher:
             k = ktasks.get(t.task_id) if row["pid"] else None
             if k is not None:
                 row["ipc"] = dict(k.get("stats", {}))
+            if row["pid"] and t.spec.run.startswith("servers.ore.server:"):
+                from .net import counters_of         # ORe's ports (launcher/net.py)
+                row["net"] = counters_of(self, t)
             rows.append(row)
         return {"tasks": rows}
 
@@ -815,6 +818,11 @@ class Launcher:
         """A kernel IPC fault (FAULT call) for a chaos run attached through the control socket."""
         from .chaos import control_fault
         return control_fault(self, op, spec, service, task)
+
+    def cmd_net(self, task: str | None = None) -> dict[str, Any]:
+        """Every ORe switch's ports and counters (launcher/net.py)."""
+        from .net import switch_counters
+        return switch_counters(self, task)
 
     def cmd_memory(self) -> dict[str, Any]:
         """moe's and sigma0's accounting (launcher/memory.py)."""

@@ -1,0 +1,110 @@
+"""`l4run net`: the ORe switches of a running system, their ports and counters.
+
+    l4run net [--json] [--task NAME] [--run-dir DIR]
+
+The launcher (`Launcher.cmd_net`, launcher/system.py) asks each task that runs ORe
+(`servers.ore.server:main`) through its admin gate (label 0, which no task holds) with the
+declared admin op `counters` (servers/ore/protocol.py), one bounded call each, and answers
+{"switches": {task: counters | {"error": why}}}. `ps --json` carries the same counters in
+the ORe task's row, as "net".
+
+Per port (a client session, or the uplink): frames and bytes in (tx: sent into the switch)
+and out (rx: delivered to the port), drops by reason (spoofed, no_buffer, malformed,
+oversized, inactive, no_route, loop), malformed details; then the MAC table.
+
+Contract: `switch_counters` runs in the launcher's main thread; each call is bounded by
+CALL_MS, so a hung switch delays a command by at most that, and is reported, not raised.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from kernel.user import errors
+from kernel.user.rpc import ADMIN_LABEL, RemoteError
+
+if TYPE_CHECKING:
+    from .system import Launcher, TaskRun
+
+ORE_RUN = "servers.ore.server:"
+CALL_MS = 2_000
+DROP_REASONS = ("spoofed", "no_buffer", "malformed", "oversized", "inactive", "no_route", "loop")
+
+
+def ore_tasks(launcher: "Launcher") -> list["TaskRun"]:
+    return [t for t in launcher.tasks.values() if t.spec.run.startswith(ORE_RUN)]
+
+
+def counters_of(launcher: "Launcher", t: "TaskRun") -> dict[str, Any]:
+    """One switch's counters through its admin gate, or {"error": why}."""
+    from servers.ore.protocol import ORE
+    if t.state != "running":
+        return {"error": f"{t.spec.name} is {t.state}"}
+    if not t.spec.provides:
+        return {"error": f"{t.spec.name} provides no service (give it provides = [\"ore\"])"}
+    assert launcher.root is not None, "control commands are served only while the kernel is up"
+    gate = launcher.service_gate(t.spec.provides[0], ADMIN_LABEL)
+    try:
+        return dict(ORE.client(launcher.root, gate, timeout=CALL_MS).counters())
+    except (errors.L4Error, RemoteError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def switch_counters(launcher: "Launcher", task: str | None = None) -> dict[str, Any]:
+    found = [t for t in ore_tasks(launcher) if task in (None, t.spec.name)]
+    if task is not None and not found:
+        raise ValueError(f"no ORe task named {task!r}")
+    return {"switches": {t.spec.name: counters_of(launcher, t) for t in found}}
+
+
+# -- the command ------------------------------------------------------------------------------
+def _drops(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items()) if v) or "-"
+
+
+def render(switches: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+    parts: list[Any] = []
+    for name, sw in switches.items():
+        if "error" in sw:
+            parts.append(Text(f"{name}: {sw['error']}", style="bold red"))
+            continue
+        t = Table(title=f"switch {name}", title_justify="left")
+        for col in ("port", "name", "mac", "ip", "frames in/out", "bytes in/out", "drops"):
+            t.add_column(col, no_wrap=True)
+        ports = list(sw.get("clients", {}).values())
+        up = sw.get("uplink") or {}
+        if up.get("configured"):
+            ports.append({**up, "name": "uplink " + ("attached" if up.get("attached")
+                                                      else "DETACHED")})
+        for p in ports:
+            t.add_row(str(p.get("port", "?")), p.get("name", "?"), p.get("mac") or "-",
+                      p.get("ip") or "-", f"{p.get('tx_frames', 0)}/{p.get('rx_frames', 0)}",
+                      f"{p.get('tx_bytes', 0)}/{p.get('rx_bytes', 0)}", _drops(p.get("drops", {})))
+        parts.append(t)
+        learned = [r for r in sw.get("table", []) if not r.get("pinned")]
+        parts.append(Text(f"  MAC table: {len(sw.get('table', []))} entries "
+                          f"({len(learned)} learned)", style="dim"))
+    return Group(*parts) if parts else Text("no ORe switch in this system")
+
+
+def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
+             find_run_dir: Callable[[str | None], str], run_dir_option: Any) -> None:
+    @cli.command("net")
+    @click.option("--json", "as_json", is_flag=True, help="one JSON object")
+    @click.option("--task", default=None, help="only this ORe task")
+    @run_dir_option
+    def net(as_json: bool, task: str | None, run_dir: str | None) -> None:
+        """ORe's ports: frames and bytes in/out, drops by reason, the MAC table."""
+        args = {"task": task} if task else {}
+        answer = ask(find_run_dir(run_dir), "net", **args)
+        switches = answer.get("switches", {})
+        if as_json:
+            click.echo(json.dumps(switches, indent=2))
+            return
+        from rich.console import Console
+        Console().print(render(switches))
