@@ -7,7 +7,7 @@ dataspace the disk DMAs into directly (servers/block/client.py `stream`).
 
 Raw: the same machine with a raw driver task instead (`raw_driver` below, on DDEKit only:
 its own ring in DMA memory, one entry per 64 KiB request into DDEKit contiguous buffers,
-doorbell per submission batch, completion by interrupt, statuses read from the ring): the
+posted doorbell (a one-way write, as l4disk's) per submission batch, completion by interrupt, statuses read from the ring): the
 HAL disk's request queue driven directly, same request size, same queue depth, same
 completion mechanism; no glue, no server, no client IPC.
 
@@ -114,6 +114,8 @@ def block_client(l4: L4, total: str, rounds: str) -> int:
 def raw_driver(l4: L4, total: str, rounds: str) -> int:
     import struct
 
+    from hal.protocol import DEV
+
     import servers.ddekit as ddekit
     from servers.ddekit import bus, interrupt, memory, sync
     entry = struct.Struct("<IIQQII")
@@ -153,7 +155,10 @@ def raw_driver(l4: L4, total: str, rounds: str) -> int:
                         memory.write(ring + first * 32, batch[:room])
                         if len(batch) > room:
                             memory.write(ring, batch[room:])
-                        disk.write("Q_TAIL", tail)
+                        dh = disk.handle()         # a posted doorbell, as l4disk's
+                        dh.l4.send(dh.gate, DEV.encode_request(DEV.ops["write"],
+                                                             [disk.info.regs["Q_TAIL"], tail]),
+                                  proto=DEV.tag, timeout=30_000)
                     irq.down_timed(1000)
                     while head != tail:
                         st = int.from_bytes(memory.read(ring + head * 32 + 24, 4), "little")
@@ -193,7 +198,7 @@ def _boot_and_read(tasks: str, size: str, say: Callable[[str], None], timeout: f
                 line = next((ln for ln in text.splitlines() if ln.startswith(RESULT)), None)
                 if line is not None:
                     return dict(json.loads(line[len(RESULT):]))
-                if "Traceback" in text and "Error" in text.splitlines()[-1]:
+                if "Traceback" in text:
                     raise RuntimeError(f"bench task failed:\n{text[-2000:]}")
                 time.sleep(0.2)
             raise TimeoutError(f"no result in {timeout} s")

@@ -55,7 +55,7 @@ from kernel.user.rpc import Call, RpcError
 from servers.ddekit import env as ddekit_env
 from servers.dde_linux import block as blk
 from servers.dde_linux import kernel
-from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE, dma_map_sg
+from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE, PinnedRange, pin_user_pages
 from servers.moe.client import MoeSession
 
 from .protocol import BLOCK, FLUSH, MAX_BUFFER, MAX_WAIT_MS, READ, SECTOR, STATUS_IOERR, WRITE
@@ -111,6 +111,7 @@ class Session:
     slot: int                         # our copy of the buffer's capability
     addr: int                         # where the buffer is attached in our space
     size: int
+    pinned: PinnedRange | None = None  # the buffer's bus addresses (dma.py)
     cond: threading.Condition = field(default_factory=threading.Condition)
     inflight: set[int] = field(default_factory=set)           # tags; cond
     done: deque[list[int]] = field(default_factory=deque)     # [tag, status]; cond
@@ -199,7 +200,8 @@ class BlockServer:
         first = min(pol.first, disk.capacity)
         sectors = disk.capacity - first if pol.count is None else \
             max(0, min(pol.count, disk.capacity - first))
-        self.sessions[call.label] = Session(call.label, pol, disk, first, sectors, slot, addr, size)
+        self.sessions[call.label] = Session(call.label, pol, disk, first, sectors, slot, addr, size,
+                                            pin_user_pages(None, addr, size))
         self._count(call.label, "sessions")
         return {"sectors": sectors, "sector_size": SECTOR, "writable": pol.write,
                 "buffer": size, "max_sectors": MAX_REQ_SECTORS, "depth": DEPTH}
@@ -274,7 +276,8 @@ class BlockServer:
         """The buffer bytes [offset, offset+n) as DMA segments (physically adjacent pages
         merged): dma_map_sg over the client's pages, None if one is not mapped."""
         va = s.addr + offset
-        runs = dma_map_sg(None, [(va, n)], DMA_FROM_DEVICE if op == READ else DMA_TO_DEVICE)
+        assert s.pinned is not None
+        runs = s.pinned.map_sg(offset, n, DMA_FROM_DEVICE if op == READ else DMA_TO_DEVICE)
         if not runs:
             return None
         segs = []

@@ -411,9 +411,9 @@ def _check(disk: gendisk, op: int, sector: int, segs: Sequence[bio_vec]) -> int:
     return n
 
 
-def _make(disk: gendisk, sub: Submission) -> request:
+def _make(disk: gendisk, sub: Submission, checked: bool = False) -> request:
     op, sector, segs, end_io, data = sub
-    n = _check(disk, op, sector, segs)
+    n = sum(s.bv_len for s in segs) if checked else _check(disk, op, sector, segs)
     q = disk.queue
     assert q is not None
     with q.lock:
@@ -452,7 +452,7 @@ def blk_submit_batch(disk: gendisk, subs: Sequence[Submission]) -> list[request]
         if full and pending:
             q.dispatch(pending)
             pending = []
-        rq = _make(disk, sub)
+        rq = _make(disk, sub, checked=True)
         pending.append(rq)
         out.append(rq)
     if pending:

@@ -4,6 +4,7 @@
     dma_free_coherent(dev, size, cpu, handle)
     handle = dma_map_single(dev, cpu_addr, size, DMA_TO_DEVICE)   # DMA_MAPPING_ERROR on failure
     sg = dma_map_sg(dev, [(cpu_addr, len), ...], direction)       # [(bus, len)], [] on failure
+    buf = pin_user_pages(dev, cpu_addr, size); buf.map_sg(offset, n, direction)   # cached
     dma_unmap_single(dev, handle, size, direction)
     dma_set_mask(dev, DMA_BIT_MASK(64)) -> 0
     dma_mapping_error(dev, handle) -> bool
@@ -117,6 +118,57 @@ def dma_map_sg(dev: Any, sgl: Sequence[tuple[int, int]], direction: int) -> list
     except Exception:                       # noqa: BLE001 - not mapped: a mapping error
         return []
     return out
+
+
+class PinnedRange:
+    """A range of the task's memory a device server DMAs into again and again (a client's
+    buffer): its pages' bus addresses are remembered, so mapping a piece of it costs no
+    translation per page. Linux pins user pages for this (pin_user_pages); here the pages
+    are the VM's, and what may move them is a shootdown (an unmap of ours): every remembered
+    address is dropped when the VM's shootdown epoch moved since it was learnt (checked by
+    translating the piece's first page, which syncs the epoch). The IOMMU still checks every
+    command: a stale address could only be refused, never reach memory that is not ours."""
+
+    def __init__(self, dev: Any, cpu_addr: int, size: int) -> None:
+        self.dev, self.addr, self.size = dev, cpu_addr, size
+        self.pages: dict[int, tuple[int, int]] = {}    # page index -> (bus addr, access)
+        self.epoch = -1
+
+    def map_sg(self, offset: int, n: int, direction: int) -> list[tuple[int, int]]:
+        if offset < 0 or n <= 0 or offset + n > self.size:
+            return []
+        access = _R | (_W if direction in (DMA_FROM_DEVICE, DMA_BIDIRECTIONAL) else 0)
+        env = _env.get()
+        out: list[tuple[int, int]] = []
+        va, end = self.addr + offset, self.addr + offset + n
+        try:
+            with env.mem_lock:
+                first = env.vm.translate(va, access)      # syncs the epoch
+                if env.vm.seen != self.epoch:
+                    self.pages.clear()
+                    self.epoch = env.vm.seen
+                while va < end:
+                    idx = (va - self.addr) // PAGE_SIZE
+                    got = self.pages.get(idx)
+                    if got is None or got[1] & access != access:
+                        base = va - va % PAGE_SIZE
+                        got = (first - va % PAGE_SIZE if base <= va == self.addr + offset
+                               else env.vm.translate(base, access), access)
+                        self.pages[idx] = got
+                    pa = got[0] + va % PAGE_SIZE
+                    chunk = min(end, va - va % PAGE_SIZE + PAGE_SIZE) - va
+                    if out and out[-1][0] + out[-1][1] == pa:
+                        out[-1] = (out[-1][0], out[-1][1] + chunk)
+                    else:
+                        out.append((pa, chunk))
+                    va += chunk
+        except Exception:                   # noqa: BLE001 - not mapped: a mapping error
+            return []
+        return out
+
+
+def pin_user_pages(dev: Any, cpu_addr: int, size: int) -> PinnedRange:
+    return PinnedRange(dev, cpu_addr, size)
 
 
 def dma_unmap_sg(dev: Any, sgl: Sequence[tuple[int, int]], direction: int) -> None:

@@ -4,6 +4,7 @@
     v = readq(regs, DISK_SECTORS)     # a 64-bit register by index (hal/DEVICES.md's idx)
     writeq(regs, DISK_Q_TAIL, tail)
     readl / writel                    # the low 32 bits (a write zero-extends)
+    writeq_posted(regs, DISK_Q_TAIL, t)   # a posted write: sent, not waited for (doorbells)
     iowrite_batch(regs, [(reg, v), ...])   # several writes in one bus transaction
     iounmap(regs)
 
@@ -11,6 +12,12 @@ Why indices, not byte offsets: the HAL's registers are 64-bit words addressed by
 access is one IPC to the device's I/O gate, hal/protocol.py). A byte offset `8 * idx`, the
 way a Linux driver writes `base + 0x40`, is accepted too (`offset=True` at ioremap): then
 `readq(regs, 0x40)` is register 8. Named registers (`readq(regs, "SECTORS")`) work as well.
+
+Posted writes: on PCI an MMIO write does not wait for the device; a driver orders it with
+a later read. `writeq_posted` is that: the register write is *sent* to the device's gate
+(one-way IPC: the device takes it in order with this thread's later accesses, and answers
+nothing), so a doorbell costs no round trip while the device gets to work. Use it where
+nothing needs the device's STATUS answer; errors still land in ERROR.
 
 Contract: the handle goes through the calling DDEKit thread's own connection (DDEKit's bus
 makes one per thread), so an interrupt handler and a submitting thread never share a call.
@@ -22,12 +29,15 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from hal.protocol import DEV
 from servers.ddekit.bus import Released
 
 from .device import Device
 
 __all__ = ["IoMem", "Released", "ioremap", "iounmap", "readl", "readq", "writel", "writeq",
-           "iowrite_batch"]
+           "writeq_posted", "iowrite_batch"]
+
+POSTED_TIMEOUT_MS = 30_000          # how long a posted write may wait for the device to take it
 
 
 class IoMem:
@@ -72,6 +82,13 @@ def readq(regs: IoMem, reg: int | str) -> int:
 
 def writeq(regs: IoMem, reg: int | str, value: int) -> None:
     regs.hw.write_at(regs.index(reg), value & (2 ** 64 - 1))
+
+
+def writeq_posted(regs: IoMem, reg: int | str, value: int) -> None:
+    h: Any = regs.hw.handle()
+    o = DEV.ops["write"]
+    h.l4.send(h.gate, DEV.encode_request(o, [regs.index(reg), value & (2 ** 64 - 1)]),
+              proto=DEV.tag, timeout=POSTED_TIMEOUT_MS)
 
 
 def readl(regs: IoMem, reg: int | str) -> int:

@@ -42,7 +42,7 @@ from servers.dde_linux.device import (
     platform_driver_register, platform_driver_unregister, platform_get_irq)
 from servers.dde_linux.dma import (
     DMA_BIT_MASK, dma_alloc_coherent, dma_free_coherent, dma_set_mask)
-from servers.dde_linux.io import IoMem, ioremap, iounmap, readq, writeq
+from servers.dde_linux.io import IoMem, ioremap, iounmap, readq, writeq, writeq_posted
 from servers.dde_linux.irq import IRQ_HANDLED, IRQ_NONE, free_irq, request_irq
 from servers.dde_linux.kernel import (
     EBUSY, ENOMEM, KERN_ERR, jiffies, mem_read, mem_write, module_exit, module_init,
@@ -116,7 +116,7 @@ def l4disk_queue_rq(hctx: blk_mq_hw_ctx, bd: blk_mq_queue_data) -> int:
         dd.tail = (first + len(entries)) % L4DISK_RING
         dd.free -= len(entries)
         if bd.last:
-            writeq(dd.regs, DISK_Q_TAIL, dd.tail)         # the doorbell
+            writeq_posted(dd.regs, DISK_Q_TAIL, dd.tail)  # the doorbell
     finally:
         spin_unlock(dd.lock)
     if not timer_pending(dd.watchdog):
@@ -128,7 +128,7 @@ def l4disk_commit_rqs(hctx: blk_mq_hw_ctx) -> None:
     dd: l4disk_dev = hctx.driver_data
     spin_lock(dd.lock)
     try:
-        writeq(dd.regs, DISK_Q_TAIL, dd.tail)
+        writeq_posted(dd.regs, DISK_Q_TAIL, dd.tail)
     finally:
         spin_unlock(dd.lock)
 
