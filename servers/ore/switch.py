@@ -181,9 +181,9 @@ def parse_policy(text: str | dict[str, Any]) -> SwitchPolicy:
     return SwitchPolicy(clients, default, uplink, str(raw.get("name", "ore")))
 
 
-@dataclass
+@dataclass(eq=False)
 class Port:
-    """One port's policy and counters. tx = frames the port sent into the switch; rx =
+    """One port's policy and counters (compared and hashed by identity). tx = frames the port sent into the switch; rx =
     frames the switch delivered to it."""
     key: int
     name: str
