@@ -1,0 +1,232 @@
+"""The real network: host tools reach L4 tasks' stacks through the HAL NIC's TAP back end.
+
+The test makes a network namespace of its own (a unique name, deleted at the end whatever
+happens) and runs the whole system inside it: the HAL creates its TAP device there, the test
+gives it the host-side address 10.0.2.2/24 and brings it up. Then, inside the namespace:
+host `ping` is answered by the `web` task's stack at 10.0.2.15 (TAP -> HAL NIC -> the l4nic
+driver in the nic task -> its session -> the task), host `curl` gets the page and a 4 MiB
+generated body (checked byte for byte) from its HTTP server, UDP and TCP echo answer, and
+the `reach` task (10.0.2.16) pings the host and talks to a UDP and a TCP server the test runs
+on the host side. Addresses exist only inside the namespace. Skipped without root,
+/dev/net/tun, network namespaces or the host tools.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from hal.cable import tap_available
+from servers.netstack.demo import body
+from tests.launcher.helpers import assert_clean, l4run, system_pids
+
+TAP = "l4tap0"
+HOST, WEB, REACH = "10.0.2.2", "10.0.2.15", "10.0.2.16"
+IMAGE = f"""
+[system]
+name = "netstack-tap-test"
+ram = "64M"
+
+[memory]
+moe = false
+
+[[device]]
+kind = "pic"
+name = "pic"
+
+[[device]]
+kind = "nic"
+name = "nic0"
+backend = "tap"
+tap = "{TAP}"
+
+[[task]]
+name = "nic"
+run = "servers.nic.server:main"
+args = ['{{"clients": {{"1": {{"name": "web"}}, "2": {{"name": "reach"}}}}}}']
+devices = ["nic0"]
+provides = ["nic"]
+restart = "on-failure"
+caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
+
+[[task]]
+name = "web"
+run = "servers.netstack.demo:serve"
+args = ["ip={WEB}/24", "gw={HOST}", "mac=02:00:00:0a:00:0f"]
+restart = "never"
+caps = {{ net = {{ service = "nic", label = 1 }} }}
+
+[[task]]
+name = "reach"
+run = "servers.netstack.demo:reach"
+args = ["ip={REACH}/24", "mac=02:00:00:0a:00:10", "ping={HOST}", "udp={HOST}:9001",
+        "tcp={HOST}:9000", "wait=40"]
+restart = "never"
+caps = {{ net = {{ service = "nic", label = 2 }} }}
+"""
+
+# the host side's servers, run inside the namespace: TCP 9000 answers a line, UDP 9001 a datagram
+HOST_SERVERS = r"""
+import socket, threading
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 9000)); t.listen(4)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9001))
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(b"host got: " + d, a)
+threading.Thread(target=udp, daemon=True).start()
+print("READY", flush=True)
+while True:
+    c, a = t.accept()
+    c.settimeout(10)
+    line = c.recv(4096)
+    c.sendall(b"host got: " + line); c.close()
+"""
+
+
+def _can_netns() -> str | None:
+    if not tap_available():
+        return "needs root and /dev/net/tun"
+    for tool in ("ip", "ping", "curl"):
+        if shutil.which(tool) is None:
+            return f"needs the host tool {tool!r} (iputils-ping, curl, iproute2)"
+    name = f"l4probe{os.getpid()}"
+    p = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if p.returncode != 0:
+        return f"cannot create a network namespace: {p.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+SKIP = _can_netns()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+def in_ns(ns: str, *cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def _log(rd: str, task: str) -> str:
+    try:
+        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _last(rd: str, task: str, prefix: str) -> dict[str, Any] | None:
+    lines = [ln for ln in _log(rd, task).splitlines() if ln.startswith(prefix + " ")]
+    return json.loads(lines[-1].partition(" ")[2]) if lines else None
+
+
+def _until(what: str, fn: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    ns = f"l4ns{os.getpid()}"
+    base = tmp_path_factory.mktemp("netstack-tap")
+    rd = str(base / "run")
+    os.makedirs(rd)
+    image = str(base / "netstack-tap.toml")
+    with open(image, "w") as f:
+        f.write(IMAGE)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    host: subprocess.Popen[str] | None = None
+    pids: set[int] = set()
+    shm_before = set(os.listdir("/dev/shm"))
+    booted = False
+    try:
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        host = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", HOST_SERVERS],
+                                stdout=subprocess.PIPE, text=True)
+        assert host.stdout is not None and host.stdout.readline().strip() == "READY"
+        in_ns(ns, sys.executable, "-m", "launcher", "boot", image, "--detach", "--run-dir", rd,
+              timeout=120)
+        booted = True
+        pids = system_pids(rd)
+        in_ns(ns, "ip", "addr", "add", f"{HOST}/24", "dev", TAP)
+        in_ns(ns, "ip", "link", "set", TAP, "up")
+        _until("the web task's stack", lambda: "HTTP on 80" in _log(rd, "web"))
+        yield {"ns": ns, "rd": rd}
+    finally:
+        if booted:
+            l4run("down", "--run-dir", rd, check=False)
+        if host is not None:
+            host.kill()
+            host.wait(10)
+            if host.stdout is not None:
+                host.stdout.close()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                        text=True).stdout
+        if booted:
+            assert_clean(rd, pids, shm_before)
+
+
+def test_host_ping_answered_by_the_task(netns: dict[str, Any]) -> None:
+    p = in_ns(netns["ns"], "ping", "-c", "3", "-W", "2", WEB, check=False)
+    assert " 3 received" in p.stdout, p.stdout + p.stderr + _log(netns["rd"], "web")
+
+
+def test_host_curl_gets_the_page_and_a_body(netns: dict[str, Any]) -> None:
+    ns = netns["ns"]
+    page = in_ns(ns, "curl", "-sS", "-m", "20", f"http://{WEB}/").stdout
+    assert "Hello from an L4 task" in page
+    n = 4 << 20
+    p = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", "-m", "60", f"http://{WEB}/bytes/{n}"],
+                       capture_output=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) == n and hashlib.sha256(p.stdout).digest() == hashlib.sha256(body(n)).digest()
+    missing = in_ns(ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "20",
+                    f"http://{WEB}/nothing").stdout
+    assert missing == "404"
+
+
+ECHO = r"""
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+for _ in range(5):
+    u.sendto(b"udp ping", (sys.argv[1], 7))
+    try:
+        print(u.recvfrom(2048)[0].decode()); break
+    except socket.timeout:
+        pass
+t = socket.create_connection((sys.argv[1], 7), timeout=10)
+t.sendall(b"tcp ping" * 1000); got = b""
+while len(got) < 8000:
+    got += t.recv(65536)
+t.close(); print(got == b"tcp ping" * 1000)
+"""
+
+
+def test_echo_servers_answer_the_host(netns: dict[str, Any]) -> None:
+    p = in_ns(netns["ns"], sys.executable, "-c", ECHO, WEB)
+    assert p.stdout.split() == ["udp", "ping", "True"], p.stdout + p.stderr
+
+
+def test_a_task_reaches_the_host_side(netns: dict[str, Any]) -> None:
+    rd = netns["rd"]
+    r = _until("the reach task's report", lambda: _last(rd, "reach", "REACH"), 60)
+    assert isinstance(r.get("ping"), list) and min(r["ping"]) > 0, r
+    assert r["udp"]["reply"] == "host got: datagram from an L4 task" and r["udp"]["from"][0] == HOST, r
+    assert r["tcp"]["reply"] == "host got: line from an L4 task\n", r
