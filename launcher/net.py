@@ -47,7 +47,8 @@ def counters_of(launcher: "Launcher", t: "TaskRun") -> dict[str, Any]:
     assert launcher.root is not None, "control commands are served only while the kernel is up"
     gate = launcher.service_gate(t.spec.provides[0], ADMIN_LABEL)
     try:
-        return dict(ORE.client(launcher.root, gate, timeout=CALL_MS).counters())
+        stub: Any = ORE.client(launcher.root, gate, timeout=CALL_MS)   # ops made at run time
+        return dict(stub.counters())
     except (errors.L4Error, RemoteError) as e:
         return {"error": f"{type(e).__name__}: {e}"}
 

@@ -22,6 +22,7 @@ should be the task's main-thread VM (it handles the shootdown signal, see docs/M
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, cast
 
@@ -37,6 +38,8 @@ WINDOW_BASE = 0x60_0000_0000          # where our sessions' blocks land (one win
 SIGNAL_LABEL = 0x4E5349               # the label our signal arrives with, by default
 CAP_BASE = 3600                       # where kick and signal land
 CAP_ITEMS = (Item.MAP_CAP, Item.GRANT_CAP)
+_windows = itertools.count()          # every session of this process lands in a window of its
+                                      # own (a task may hold several: ORe's clients, benches)
 
 
 class SessionLost(ConnectionError):
@@ -58,7 +61,7 @@ class NicSession:
 
     # -- life cycle ----------------------------------------------------------------------
     def open(self) -> dict[str, Any]:
-        base = WINDOW_BASE + self.opened * ps.SESSION_SIZE * 2
+        base = WINDOW_BASE + next(_windows) * ps.SESSION_SIZE * 2
         cap = self._free_caps()
         try:
             info = self.stub.open(_window=window(base, ps.SESSION_ORDER, cap, 2))
