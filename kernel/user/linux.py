@@ -167,9 +167,8 @@ def _child(memfd: int, fprog: _Fprog, c_argv: ctypes.Array[ctypes.c_char_p],
         os.closerange(LISTENER, 65536)
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _landlock_nothing()
-        fd = _libc.syscall(NR["seccomp"], SECCOMP_SET_MODE_FILTER,
-                           SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-                           ctypes.byref(fprog))
+        flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        fd = _libc.syscall(NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
         if fd != LISTENER:
             os._exit(126)
         # From here every call but the native ones waits for the personality.

@@ -100,7 +100,8 @@ class Fields:
         from kernel.user import linux
         if not self.trap_pid:
             self.trap_pid = pid = linux.start(b"not an image", [b"fuzz-trap"], [])
-            threading.Thread(target=_end_with, args=(self.sleeper_pid, pid), daemon=True).start()
+            threading.Thread(target=_end_with, args=(self.sleeper_pid, pid),
+                             daemon=True).start()
         return self.trap_pid
 
     # -- fields that come from the task's holdings -------------------------------------

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .server import Personality
 
 CONTINUE: Any = object()
+SIGPIPE = 13
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000
 CLONE_VM, CLONE_THREAD, CLONE_VFORK = 0x100, 0x10000, 0x4000
@@ -71,11 +72,13 @@ def _dirfd(p: "Process", fd: int) -> fs.Inode | int:
     return f.node
 
 
-def _fsop(fn: Callable[[], Any]) -> Any:
+def _fsop(fn: Callable[[], object]) -> Any:
+    """Run a file-system change: its int result, else 0; an FsError is its -errno."""
     try:
-        return fn()
+        result = fn()
     except fs.FsError as e:
         return -e.errno
+    return result if type(result) is int else 0
 
 
 # -- files ------------------------------------------------------------------------------
@@ -122,12 +125,17 @@ def sys_close(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 
 @sys(0, 17)
-def sys_read(px: "Personality", p: "Process", a: list[int], nr: int = 0) -> Any:
+def sys_read(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
     n = min(a[2], 65536)
-    got = f.read(n)
+    if px.nr == 17:                 # pread64: at an offset, the file position untouched
+        if f.kind != "file" or f.node is None:
+            return -errno.ESPIPE
+        got: Any = bytes(f.node.data[a[3]:a[3] + n])
+    else:
+        got = f.read(n)
     if got is BLOCK or isinstance(got, int):
         return got
     if got:
@@ -135,13 +143,31 @@ def sys_read(px: "Personality", p: "Process", a: list[int], nr: int = 0) -> Any:
     return len(got)
 
 
-@sys(1)
+def _written(px: "Personality", p: "Process", result: Any) -> Any:
+    """A write to a pipe nobody reads: SIGPIPE (the host's default action ends the process
+    at once), and -EPIPE for a process that ignores or handles it."""
+    if result == -errno.EPIPE:
+        px.kill(p, SIGPIPE)
+    return result
+
+
+@sys(1, 18)
 def sys_write(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
     data = px.read(p, a[1], min(a[2], 65536))
-    return f.write(data)
+    if px.nr == 18:                 # pwrite64
+        if f.kind != "file" or f.node is None:
+            return -errno.ESPIPE
+        end = a[3] + len(data)
+        node = f.node
+        if a[3] > len(node.data):
+            node.data += b"\0" * (a[3] - len(node.data))
+        node.data[a[3]:end] = data
+        node.touch()
+        return len(data)
+    return _written(px, p, f.write(data))
 
 
 @sys(20)
@@ -153,7 +179,7 @@ def sys_writev(px: "Personality", p: "Process", a: list[int]) -> Any:
     iov = px.read(p, a[1], 16 * count)
     data = b"".join(px.read(p, base, min(length, 65536))
                     for base, length in struct.iter_unpack("<QQ", iov) if length)
-    return f.write(data) if data else 0
+    return _written(px, p, f.write(data)) if data else 0
 
 
 @sys(19)
@@ -301,8 +327,7 @@ def sys_access(px: "Personality", p: "Process", a: list[int]) -> Any:
         if isinstance(got, int):
             return got
         start = got
-    return _fsop(lambda: px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW)
-                 and 0)
+    return _fsop(lambda: px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))
 
 
 @sys(217)
@@ -367,7 +392,7 @@ def sys_mkdir(px: "Personality", p: "Process", a: list[int]) -> Any:
         if isinstance(start, int):
             return start
     path = px.cstr(p, a[0])
-    return _fsop(lambda: px.fs.mkdir(path, start, a[1] & ~p.umask) and 0)
+    return _fsop(lambda: px.fs.mkdir(path, start, a[1] & ~p.umask))
 
 
 @sys(84, 87, 263)
@@ -380,7 +405,7 @@ def sys_unlink(px: "Personality", p: "Process", a: list[int]) -> Any:
             return start
         a = a[1:]
     path = px.cstr(p, a[0])
-    return _fsop(lambda: px.fs.unlink(path, start, rmdir) or 0)
+    return _fsop(lambda: px.fs.unlink(path, start, rmdir))
 
 
 @sys(82, 264, 316)
@@ -391,7 +416,7 @@ def sys_rename(px: "Personality", p: "Process", a: list[int]) -> Any:
         if _dirfd(p, a[0]) is not p.cwd or _dirfd(p, a[2]) is not p.cwd:
             return -errno.ENOSYS       # renameat relative to a directory fd: not yet
         old, new = px.cstr(p, a[1]), px.cstr(p, a[3])
-    return _fsop(lambda: px.fs.rename(old, new, p.cwd) or 0)
+    return _fsop(lambda: px.fs.rename(old, new, p.cwd))
 
 
 @sys(88, 266)
@@ -401,14 +426,14 @@ def sys_symlink(px: "Personality", p: "Process", a: list[int]) -> Any:
     start: Any = p.cwd if px.nr == 88 else _dirfd(p, a[1])
     if isinstance(start, int):
         return start
-    return _fsop(lambda: px.fs.symlink(target, path, start) or 0)
+    return _fsop(lambda: px.fs.symlink(target, path, start))
 
 
 @sys(86, 265)
 def sys_link(px: "Personality", p: "Process", a: list[int]) -> Any:
     old, new = (a[0], a[1]) if px.nr == 86 else (a[1], a[3])
     op, np_ = px.cstr(p, old), px.cstr(p, new)
-    return _fsop(lambda: px.fs.link(px.fs.walk(op, p.cwd, follow=False), np_, p.cwd) or 0)
+    return _fsop(lambda: px.fs.link(px.fs.walk(op, p.cwd, follow=False), np_, p.cwd))
 
 
 @sys(89, 267)
@@ -667,6 +692,145 @@ def sys_accepted(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(332)
 def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
     return -errno.ENOSYS            # libc falls back to newfstatat
+
+
+@sys(280)
+def sys_utimensat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if a[1] == 0:                   # futimens: the file of dirfd itself
+        f = p.fds.get(_i32(a[0]))
+        if f is None:
+            return -errno.EBADF
+        node = f.stat_node()
+    else:
+        start = _dirfd(p, a[0])
+        if isinstance(start, int):
+            return start
+        path = px.cstr(p, a[1])
+        try:
+            node = px.fs.walk(path, start, follow=not a[3] & AT_SYMLINK_NOFOLLOW)
+        except fs.FsError as e:
+            return -e.errno
+    now = time.time()
+    times = [(now, now), (now, now)]
+    if a[2]:
+        raw = struct.unpack("<qqqq", px.read(p, a[2], 32))
+        for i in range(2):
+            sec, nsec = raw[2 * i], raw[2 * i + 1]
+            if nsec == UTIME_OMIT:
+                times[i] = (-1.0, -1.0)
+            elif nsec != UTIME_NOW:
+                times[i] = (sec + nsec / 1e9, 0.0)
+    if times[0][0] >= 0:
+        node.atime = times[0][0]
+    if times[1][0] >= 0:
+        node.mtime = times[1][0]
+    node.ctime = now
+    return 0
+
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+@sys(76, 77)
+def sys_truncate(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 77:
+        f = p.fds.get(_i32(a[0]))
+        if f is None:
+            return -errno.EBADF
+        if f.kind != "file" or f.node is None or not f.writable():
+            return -errno.EINVAL
+        node = f.node
+    else:
+        try:
+            node = px.fs.walk(px.cstr(p, a[0]), p.cwd)
+        except fs.FsError as e:
+            return -e.errno
+        if node.is_dir:
+            return -errno.EISDIR
+    length = _s64(a[1])
+    if length < 0:
+        return -errno.EINVAL
+    node.data = node.data[:length] + b"\0" * max(0, length - len(node.data))
+    node.touch()
+    return 0
+
+
+@sys(74, 75)
+def sys_fsync(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0 if p.fds.get(_i32(a[0])) is not None else -errno.EBADF
+
+
+@sys(115, 116)
+def sys_getgroups(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0                        # no supplementary groups (setgroups: accepted)
+
+
+@sys(99)
+def sys_sysinfo(px: "Personality", p: "Process", a: list[int]) -> Any:
+    up = int(time.monotonic())
+    info = struct.pack("<q3QQQQQQHxxxxxxQQI", up, 0, 0, 0, 64 << 20, 32 << 20, 0, 0, 0, 0,
+                       len(px.procs.by_pid), 0, 0, 1)
+    px.write(p, a[0], info.ljust(112, b"\0"))
+    return 0
+
+
+@sys(100)
+def sys_times(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if a[0]:
+        px.write(p, a[0], b"\0" * 32)
+    return int(time.monotonic() * 100)
+
+
+@sys(98)
+def sys_getrusage(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.write(p, a[1], b"\0" * 144)
+    return 0
+
+
+POLLIN, POLLOUT, POLLHUP, POLLNVAL = 1, 4, 16, 32
+
+
+def _ready(f: Open | None, events: int) -> int:
+    if f is None:
+        return POLLNVAL
+    got = 0
+    if f.kind == "pipe_r" and f.pipe is not None:
+        if f.pipe.buf:
+            got |= POLLIN
+        elif f.pipe.writers == 0:
+            got |= POLLHUP
+    elif f.kind == "pipe_w" and f.pipe is not None:
+        got |= POLLOUT if f.pipe.readers else POLLHUP | 8      # POLLERR
+    else:
+        got |= POLLIN | POLLOUT
+    return got & (events | POLLHUP | 8 | POLLNVAL)
+
+
+@sys(7, 271)
+def sys_poll(px: "Personality", p: "Process", a: list[int]) -> Any:
+    n = min(a[1], files.MAX_FDS)
+    raw = px.read(p, a[0], 8 * n) if n else b""
+    out, ready = bytearray(), 0
+    for fd, events, _ in struct.iter_unpack("<ihh", raw):
+        rev = _ready(p.fds.get(fd), events) if fd >= 0 else 0
+        ready += bool(rev)
+        out += struct.pack("<ihh", fd, events, rev)
+    if ready:
+        px.write(p, a[0], bytes(out))
+        return ready
+    if px.nr == 7:
+        timeout = _i32(a[2]) / 1000 if _i32(a[2]) >= 0 else None
+    else:
+        timeout = None
+        if a[2]:
+            sec, nsec = struct.unpack("<qq", px.read(p, a[2], 16))
+            timeout = sec + nsec / 1e9
+    if timeout is not None:
+        if px.sleep(p, timeout) is BLOCK:
+            return BLOCK
+        px.write(p, a[0], bytes(out))
+        return 0
+    return BLOCK
 
 
 def start_state(parent: "Process") -> tuple[FdTable, fs.Inode]:
