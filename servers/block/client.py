@@ -4,6 +4,7 @@
     bc.write(sector, data); bc.read(sector, count) -> bytes; bc.flush()
     bc.buffer_write(off, data); bc.buffer_read(off, n)            # the shared buffer itself
     bc.submit([[tag, WRITE, sector, count, offset], ...]); bc.collect(min=1) -> [[tag, st]]
+    bc.exchange(reqs, min=1) -> [[tag, st]]                        # both in one call
     bc.stream(op, sector, sectors, chunk=128, depth=8) -> statuses   # pipelined, many in flight
     bc.info(); bc.close()
 
@@ -119,6 +120,14 @@ class BlockClient:
             self.inflight.discard(tag)
         return [list(d) for d in done]
 
+    def exchange(self, reqs: list[list[int]], min: int = 1, wait_ms: int = 5000) -> list[list[int]]:
+        """Submit `reqs` and collect completions in one call (one IPC)."""
+        accepted, done = self._call("exchange", reqs, min, wait_ms)
+        self.inflight.update(r[0] for r in reqs)
+        for tag, _ in done:
+            self.inflight.discard(tag)
+        return [list(d) for d in done]
+
     def _one(self, op: int, sector: int, count: int, offset: int) -> None:
         tag = self.tag()
         self.submit([[tag, op, sector, count, offset]])
@@ -164,9 +173,7 @@ class BlockClient:
                 n = min(chunk, sector + sectors - starts[nxt])
                 batch.append([tag, op, starts[nxt], n, s * chunk * SECTOR])
                 nxt += 1
-            if batch:
-                self.submit(batch)
-            for tag, st in self.collect(1):
+            for tag, st in self.exchange(batch, 1):
                 if tag in slot_of:
                     status[tag] = st
                     free.append(slot_of.pop(tag))

@@ -28,6 +28,10 @@ BLOCK (client gates; the label, the kernel's word, picks the client's policy)
                                  (or all in flight) are done; with other sessions open the
                                  wait is cut short (20 ms: ask again). Errors: NO_SESSION,
                                  INVALID
+    exchange(reqs, min, wait_ms) -> {accepted, done}
+                                 submit (reqs may be empty), then collect, in one call, as
+                                 io_uring_enter(to_submit, min_complete) does. Errors: those
+                                 of submit (nothing submitted then) and collect
     info() -> {policy, counters, inflight}   counters: submitted, completed, errors,
                                  malformed, out_of_range, denied_writes, refused
     release() -> None            the session ends (waits for its requests in flight)
@@ -54,6 +58,8 @@ BLOCK = Protocol("block", [
        errors=["NO_SESSION", "INVALID", "RANGE", "READ_ONLY"]),
     op("collect", 3, ["min:int", "wait_ms:int"], "done", errors=["NO_SESSION", "INVALID"]),
     op("info", 4, [], "info", errors=["NO_SESSION"]),
+    op("exchange", 6, ["reqs:list", "min:int", "wait_ms:int"], ("accepted", "done"),
+       errors=["NO_SESSION", "INVALID", "RANGE", "READ_ONLY"]),
     op("release", 5, [], None, errors=["NO_SESSION"]),
     op("stats", 10, [], "stats", admin=True),
 ], tag=0x424C)

@@ -313,6 +313,10 @@ class BlockServer:
         self._count(s.label, "errors", sum(1 for _, st in out if st))
         return out
 
+    def exchange(self, call: Call, reqs: list, least: int, wait_ms: int) -> tuple[int, list[list[int]]]:
+        accepted = self.submit(call, reqs) if reqs else 0
+        return accepted, self.collect(call, least, wait_ms)
+
     def info(self, call: Call) -> dict[str, Any]:
         s = self.sessions.get(call.label)
         pol = self.policy.get(call.label)
