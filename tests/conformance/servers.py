@@ -402,6 +402,8 @@ class Ledger(_RpcServer):
 # The device servers' adapters live in files of their own and build on the classes above.
 from .adapter_gui import Fb, Input  # noqa: E402
 from .adapter_nic import Nic  # noqa: E402
+from .adapter_block import BlockServer  # noqa: E402
 
 ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
-                                 Names, Example, Ledger, Fb, Input, Nic]
+                                 Names, Example, Ledger, Fb, Input, Nic,
+                                 BlockServer]
