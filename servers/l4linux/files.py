@@ -25,6 +25,7 @@ O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_NONBLOCK, O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o4000, 0o200000, 0o400000, 0o2000000
 MAX_FDS = 1024
+MAX_FILE = 64 << 20                # bytes of one RAM file: beyond, writes answer EFBIG
 
 
 class Open:
@@ -81,6 +82,8 @@ class Open:
             if self.flags & O_APPEND:
                 self.pos = len(node.data)
             end = self.pos + len(data)
+            if end > MAX_FILE:
+                return -errno.EFBIG
             if self.pos > len(node.data):
                 node.data += b"\0" * (self.pos - len(node.data))
             node.data[self.pos:end] = data

@@ -391,9 +391,10 @@ class Personality:
             status, reason = getattr(e, "status", Status.BAD_REQUEST), str(e)
             self.l4.reply(msg.reply, error_answer(status, status.name, reason), proto=LINUX.tag)
             return
-        if o.name == "ps":
-            self.l4.reply(msg.reply, LINUX.encode_result(o, self.procs.describe()),
-                          proto=LINUX.tag)
+        if o.name in ("ps", "stats"):
+            value: Any = self.procs.describe() if o.name == "ps" else {
+                **self.stats, "unknown": sorted(self.unknown)}
+            self.l4.reply(msg.reply, LINUX.encode_result(o, value), proto=LINUX.tag)
             return
         argv = [a.encode() if isinstance(a, str) else bytes(a) for a in args[0]]
         envp = [e.encode() if isinstance(e, str) else bytes(e) for e in args[1]] or [

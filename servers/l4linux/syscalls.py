@@ -161,6 +161,8 @@ def sys_write(px: "Personality", p: "Process", a: list[int]) -> Any:
         if f.kind != "file" or f.node is None:
             return -errno.ESPIPE
         end = a[3] + len(data)
+        if end > files.MAX_FILE:
+            return -errno.EFBIG
         node = f.node
         if a[3] > len(node.data):
             node.data += b"\0" * (a[3] - len(node.data))
@@ -750,6 +752,8 @@ def sys_truncate(px: "Personality", p: "Process", a: list[int]) -> Any:
     length = _s64(a[1])
     if length < 0:
         return -errno.EINVAL
+    if length > files.MAX_FILE:
+        return -errno.EFBIG
     node.data = node.data[:length] + b"\0" * max(0, length - len(node.data))
     node.touch()
     return 0
@@ -768,7 +772,7 @@ def sys_getgroups(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(99)
 def sys_sysinfo(px: "Personality", p: "Process", a: list[int]) -> Any:
     up = int(time.monotonic())
-    info = struct.pack("<q3QQQQQQHxxxxxxQQI", up, 0, 0, 0, 64 << 20, 32 << 20, 0, 0, 0, 0,
+    info = struct.pack("<q3Q6QH6xQQI", up, 0, 0, 0, 64 << 20, 32 << 20, 0, 0, 0, 0,
                        len(px.procs.by_pid), 0, 0, 1)
     px.write(p, a[0], info.ljust(112, b"\0"))
     return 0

@@ -29,6 +29,7 @@ from servers.l4linux.protocol import LINUX
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or sys.platform != "linux",
                                 reason="needs /bin/busybox (busybox-static) on x86-64 Linux")
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE_C = r"""
 #include <errno.h>
 #include <stdio.h>
@@ -53,6 +54,11 @@ def _rootfs(tmp: str) -> str:
         subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
         with open(exe, "rb") as f:
             entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
+        rnd = os.path.join(tmp, "random_syscalls")
+        subprocess.run(["musl-gcc", "-static", "-O2", "-o", rnd,
+                        os.path.join(HERE, "random_syscalls.c")], check=True, timeout=60)
+        with open(rnd, "rb") as f:
+            entries.append(initramfs.Entry("bin/random_syscalls", 0o100755, f.read()))
     path = os.path.join(tmp, "rootfs.cpio")
     with open(path, "wb") as f:
         f.write(initramfs.write(entries))
@@ -114,6 +120,16 @@ def test_unknown_system_call_is_enosys(linux: Linux) -> None:
     status, out = linux.run("/bin/probe")
     assert status == 0, out
     assert out.startswith(b"r=-1 errno=38 pid=")
+
+
+def test_random_system_calls_leave_the_personality_serving(linux: Linux) -> None:
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc not installed")
+    for seed in ("1", "2"):
+        status, out = linux.run("/bin/random_syscalls", seed)
+        assert status == 0 and out.startswith(b"survived "), out[-200:]
+    assert linux.run("echo", "still serving") == (0, b"still serving\n")
+    assert linux.client.stats()["bugs"] == 0
 
 
 def test_memory_is_refused_without_a_capability(linux: Linux) -> None:
