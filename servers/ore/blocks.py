@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kernel.user.errors import InvalidArgument
 from kernel.user.rpc import RemoteFailure
 from kernel.user.vm import VM, window
 from servers.nic import stream as ps
 from servers.sigma0.protocol import SIGMA0
 
 SIGMA0_CAP = "sigma0"
+VIEW_TRIES = 5
 VBASE = 0x70_0000_0000            # ORe's session blocks (NicSession's windows are at 0x60_...)
 
 
@@ -56,13 +58,25 @@ class Blocks:
             raise OutOfMemory(f"sigma0 gave no session block: {e}") from None
         phys = int(got["phys"])
         try:
-            self.vm.fill(va, ps.SESSION_SIZE, 0)    # zeroed, and every page in our TLB: the
-            view = self.vm.view(va, ps.SESSION_SIZE, writable=True)   # view needs them all
+            view = self._view(va)
         except Exception:
             self.s0.free(phys, ps.SESSION_ORDER)
             raise
         self.live += 1
         return Block(va, phys, view)
+
+    def _view(self, va: int) -> memoryview:
+        """The block zeroed, then one view of it. A view needs every page of the block in
+        our TLB at once; a shootdown of anything of ours (the uplink's block going away)
+        empties the TLB, so between the fill and the view it may be gone: fill again."""
+        for attempt in range(VIEW_TRIES):
+            self.vm.fill(va, ps.SESSION_SIZE, 0)
+            try:
+                return self.vm.view(va, ps.SESSION_SIZE, writable=True)
+            except InvalidArgument:
+                if attempt == VIEW_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def free(self, b: Block) -> None:
         try:

@@ -71,7 +71,8 @@ def peer(l4: Any, role: str, peer_mac: str = "") -> int:
                     st["bcast_sent"] += nic.send([frame(BROADCAST, nic.mac, 0)])
             if role == "listen" and not st["enabled"] and now - t0 > LISTEN_S:
                 st["bcast_off"] = st["broadcast"]
-                ORE.client(l4, l4.caps["net"], timeout=5000).broadcast(nic.sid, True)
+                stub: Any = ORE.client(l4, l4.caps["net"], timeout=5000)
+                stub.broadcast(nic.sid, True)
                 st["enabled"] = True
             for f in nic.poll():
                 if f[12:14] == SPOOF:

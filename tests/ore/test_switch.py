@@ -1,6 +1,8 @@
 """The switch in-process (servers/ore/switch.py): policy parsing, the MAC table, decisions."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from servers.nic.protocol import NIC
@@ -54,7 +56,7 @@ def test_policy_defaults_derived_mac_and_mistakes() -> None:
     assert pol.for_label(9) is None
     dflt = parse_policy({"default": {"broadcast": True}}).for_label(9)
     assert dflt is not None and dflt.mac == derive_mac(9, "client9") and dflt.broadcast
-    for bad, needle in [({"clients": {"0": {}}}, "admin gate"),
+    cases: list[tuple[dict[str, Any], str]] = [({"clients": {"0": {}}}, "admin gate"),
                         ({"clients": {"x": {}}}, "clients.x"),
                         ({"clients": {"1": {"colour": 1}}}, "colour"),
                         ({"clients": {"1": {"mac": "01:00:00:00:00:01"}}}, "group address"),
@@ -63,7 +65,8 @@ def test_policy_defaults_derived_mac_and_mistakes() -> None:
                          "client 1's already"),
                         ({"clients": {"1": {"broadcast": "yes"}}}, "broadcast"),
                         ({"default": {"mac": A.hex(":")}}, "default.mac"),
-                        ({"speed": 1}, "speed")]:
+                        ({"speed": 1}, "speed")]
+    for bad, needle in cases:
         with pytest.raises(PolicyError, match=needle):
             parse_policy(bad)
 
