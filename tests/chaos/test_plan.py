@@ -13,10 +13,16 @@ def test_the_example_plans_are_valid() -> None:
     import os
 
     from kernel.user.testing import PROJECT_ROOT
+    from launcher.image import load_image
     paths = glob.glob(os.path.join(PROJECT_ROOT, "configs", "chaos", "*.toml"))
     assert paths
     for p in paths:
-        load_plan(p, ({"hello", "client"}, {"hello"}))
+        image = load_plan(p).image        # a plan that names its image is checked against it
+        if image is None:
+            load_plan(p, ({"hello", "client"}, {"hello"}))
+            continue
+        img = load_image(os.path.join(PROJECT_ROOT, image))
+        load_plan(p, ({t.name for t in img.tasks}, {s for t in img.tasks for s in t.provides}))
 
 
 def test_mistakes_are_named_with_key_and_reason() -> None:
