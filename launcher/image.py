@@ -28,7 +28,7 @@ POLICIES = ("never", "on-failure", "always")
 SYSTEM_KEYS = {"name", "ram", "tcp", "uids"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
              "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
-             "devices", "remote", "network"}
+             "devices", "remote", "network", "net"}
 CAP_KEYS = {"service", "rights", "label"}
 RESERVED_CAP_NAMES = {"launcher"}          # every task gets the launcher's name service
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -100,6 +100,7 @@ class TaskSpec:
     module_path: list[str] = field(default_factory=list)  # where else its module is found
     remote: bool = False          # runs on another machine, over the kernel's tcp:// port
     network: bool = False         # may open TCP/UDP sockets (launcher/sandbox.py)
+    net: dict[str, Any] | None = None   # an ORe session: { switch, ip, ... } (launcher/net.py)
 
     @property
     def module(self) -> str:
@@ -264,6 +265,9 @@ class _Checker:
         if "memory" in d:                # a moe session with this quota (launcher/memory.py)
             from .memory import task_memory
             t.memory = task_memory(self, f"{where}.memory", d["memory"])
+        if "net" in d:                   # an ORe session (launcher/net.py)
+            from .net import task_net
+            t.net = task_net(self, f"{where}.net", d["net"])
         self._policy(d, where, t)
         t.provides = self._names(d, "provides", where)
         t.depends_on = self._names(d, "depends_on", where)
@@ -472,6 +476,9 @@ def parse_image(data: dict, path: str) -> Image:
     devices = check_devices(c, data, tasks, path, ram)
     from .memory import check_memory
     memory = check_memory(c, data, tasks, ram)
+    if any(t.net is not None for t in tasks):
+        from .net import wire_switches
+        wire_switches(c, tasks)
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)

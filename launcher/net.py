@@ -1,6 +1,15 @@
-"""`l4run net`: the ORe switches of a running system, their ports and counters.
+"""`l4run net`: the ORe switches of a running system, their ports and counters; and the
+image's `net` tables that give tasks their ORe sessions.
 
     l4run net [--json] [--task NAME] [--run-dir DIR]
+
+    [[task]]                                   in an image (launcher/image.py calls
+    name = "web"                               `task_net` and `wire_switches`): the task gets
+    net = { switch = "ore", ip = "10.0.2.15/24", broadcast = true }
+                                               capability "net" to the service "ore" with
+                                               a label of its own, and ORe's policy an entry
+                                               for that label; optional keys: mac, allowed,
+                                               active, promiscuous, label, cap
 
 The launcher (`Launcher.cmd_net`, launcher/system.py) asks each task that runs ORe
 (`servers.ore.server:main`) through its admin gate (label 0, which no task holds) with the
@@ -58,6 +67,74 @@ def switch_counters(launcher: "Launcher", task: str | None = None) -> dict[str, 
     if task is not None and not found:
         raise ValueError(f"no ORe task named {task!r}")
     return {"switches": {t.spec.name: counters_of(launcher, t) for t in found}}
+
+
+# -- images: `net = { switch = "ore", ip = "10.0.2.15/24" }` in a task table -------------------
+NET_KEYS = {"switch", "ip", "mac", "broadcast", "allowed", "active", "promiscuous", "label",
+            "cap"}
+POLICY_KEYS = ("ip", "mac", "broadcast", "allowed", "active", "promiscuous")
+
+
+def task_net(c: Any, key: str, v: Any) -> dict[str, Any] | None:
+    """A task's `net` table, checked for its keys (the rest is checked with the switch)."""
+    if not isinstance(v, dict):
+        c.bad(key, "expected a table: net = { switch = \"ore\", ip = \"10.0.2.15/24\" }")
+        return None
+    for k in sorted(set(v) - NET_KEYS):
+        c.bad(f"{key}.{k}", f"unknown key (known: {', '.join(sorted(NET_KEYS))})")
+    label = v.get("label")
+    if label is not None and (type(label) is not int or label < 1):
+        c.bad(f"{key}.label", f"a client label is an integer >= 1, got {label!r}")
+        return None
+    return dict(v)
+
+
+def wire_switches(c: Any, tasks: list[Any]) -> None:
+    """Each task with `net` gets a capability to its switch's service (local name "net",
+    or `cap`) with a label of its own (`label`, else the lowest free one), and an entry for
+    that label in the switch task's policy (its first argument, JSON): the task's name and
+    the `net` table's ip, mac, broadcast, allowed, active, promiscuous. The merged policy
+    is checked as ORe will read it (servers/ore/switch.py parse_policy)."""
+    import json as _json
+
+    from servers.ore.switch import PolicyError, parse_policy
+
+    from .image import CapSpec
+    providers = {svc: t for t in tasks for svc in t.provides}
+    for i, t in enumerate(tasks):
+        if t.net is None:
+            continue
+        where = f"task[{i}] ({t.name}).net"
+        service = str(t.net.get("switch", "ore"))
+        sw = providers.get(service)
+        if sw is None or not sw.run.startswith(ORE_RUN):
+            c.bad(f"{where}.switch", f"no ORe task ({ORE_RUN}main) provides {service!r}")
+            continue
+        try:
+            policy = _json.loads(sw.args[0]) if sw.args else {}
+        except ValueError as e:
+            c.bad(f"{where}.switch", f"{sw.name}'s policy argument is not JSON: {e}")
+            continue
+        clients = policy.setdefault("clients", {})
+        used = {int(k) for k in clients if str(k).isdigit()} | {
+            cap.label for other in tasks for cap in other.caps if cap.service == service}
+        label = t.net.get("label") or next(n for n in range(1, len(used) + 2) if n not in used)
+        if label in used:
+            c.bad(f"{where}.label", f"label {label} of {service!r} is taken already")
+            continue
+        local = str(t.net.get("cap", "net"))
+        if any(cap.local == local for cap in t.caps):
+            c.bad(f"{where}.cap", f"the task has a capability {local!r} already")
+            continue
+        clients[str(label)] = {"name": t.name, **{k: t.net[k] for k in POLICY_KEYS
+                                                 if k in t.net}}
+        try:
+            parse_policy(policy)
+        except PolicyError as e:
+            c.bad(where, f"as {sw.name}'s policy: {e}")
+            continue
+        sw.args = [_json.dumps(policy), *sw.args[1:]]
+        t.caps.append(CapSpec(local=local, service=service, label=label))
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ Ownership: one Switch per ORe task, used by its main thread only.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import time
 from collections import Counter
@@ -134,8 +135,14 @@ def _client(label: int, raw: Any, where: str) -> ClientPolicy:
         if k in raw and not isinstance(raw[k], bool):
             raise PolicyError(f"{where}.{k}: must be true or false")
     ip = raw.get("ip")
-    if ip is not None and not isinstance(ip, str):
-        raise PolicyError(f"{where}.ip: must be a string like \"10.0.2.15/24\"")
+    if ip is not None:
+        try:
+            if not isinstance(ip, str):
+                raise ValueError(ip)
+            ipaddress.ip_interface(ip)
+        except ValueError:
+            raise PolicyError(f"{where}.ip: {ip!r} is not an address like "
+                              f"\"10.0.2.15/24\"") from None
     return ClientPolicy(label, name, mac, ip, bool(raw.get("broadcast", False)),
                         bool(raw.get("broadcast_locked", False)), allowed,
                         bool(raw.get("active", True)), bool(raw.get("promiscuous", False)))
