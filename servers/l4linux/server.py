@@ -74,6 +74,7 @@ class Personality:
         self.stats = {"syscalls": 0, "continued": 0, "blocked": 0, "faults": 0, "bugs": 0}
         self.exc_gate = l4.create_gate(EXC_LABEL)
         self.sleepers: dict[int, float] = {}
+        self.held: tuple[int, bytes, int] | None = None    # an answer for the next REPLY_WAIT
 
     # -- memory of a process (through the kernel) -------------------------------------------
     def read(self, p: process.Process, addr: int, n: int) -> bytes:
@@ -247,14 +248,22 @@ class Personality:
 
     # -- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
+        """The loop. The answer to the call just served goes out with the next wait
+        (REPLY_WAIT: one kernel round trip per Linux system call, not two)."""
         l4 = self.l4
         while True:
             timeout = self._timeout()
+            held, self.held = self.held, None
             try:
-                msg = l4.wait(timeout=timeout)
+                if held is not None:
+                    msg = l4.reply_and_wait(held[0], held[1], proto=held[2], timeout=timeout)
+                else:
+                    msg = l4.wait(timeout=timeout)
             except Timeout:
                 self._retry()
                 continue
+            except L4Error:
+                continue                         # our reply was refused: its caller is gone
             try:
                 self.message(msg)
             except Exception:
@@ -360,12 +369,17 @@ class Personality:
         return True
 
     def _answer(self, reply: int, result: Any) -> None:
+        """Answer a LINUX call: held for the loop's next REPLY_WAIT if none is held yet."""
+        if result is syscalls.CONTINUE:
+            self.stats["continued"] += 1
+            answer = (reply, b"", int(LinuxVerdict.CONTINUE))
+        else:
+            answer = (reply, pack(int(result)), int(LinuxVerdict.RETURN))
+        if self.held is None:
+            self.held = answer
+            return
         try:
-            if result is syscalls.CONTINUE:
-                self.stats["continued"] += 1
-                self.l4.reply(reply, proto=LinuxVerdict.CONTINUE)
-            else:
-                self.l4.reply(reply, pack(int(result)), proto=LinuxVerdict.RETURN)
+            self.l4.reply(answer[0], answer[1], proto=answer[2])
         except L4Error:
             pass                                 # the process (or its task) is gone
 
