@@ -184,5 +184,7 @@ def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
         if as_json:
             click.echo(json.dumps(switches, indent=2))
             return
+        import sys
+
         from rich.console import Console
-        Console().print(render(switches))
+        Console(width=None if sys.stdout.isatty() else 160).print(render(switches))

@@ -23,7 +23,8 @@ from the label and name (02:4f:52 + 3 bytes of a hash: stable across restarts of
 switch); "allowed" (the source MACs the client may send with) defaults to its own MAC;
 "broadcast" (deliver broadcast and multicast frames to it) defaults to false; "ip" is not
 ORe's business — it is handed to the client's IP stack, which reads it from the `open` (or
-`info`) reply: the agreed way for a task to learn its address from the image.
+`info`) reply: the agreed way for a task to learn its address from the image —
+`NicSession(l4, l4.caps["net"]).info["ip"]` (None: the image gave it none), and `.mac`.
 
 ORE (proto tag 0x4E49, the NIC tag)
     open() -> {session, mac, mtu, link, size, order, stream, ring, slot,   as NIC's open, plus
@@ -33,7 +34,8 @@ ORE (proto tag 0x4E49, the NIC tag)
                         holds its session already), NO_MEMORY
     release(session) -> None          closes it (block and IRQs go back). Errors: INVALID
     info() -> {mac, mtu, link, link_changes, device, sessions, ip, name, broadcast, switch}
-                        the caller's virtual NIC (its configured MAC and ip even before open)
+                        the caller's virtual NIC (its configured MAC and ip even before open;
+                        a label without policy: mac, ip and name None, link false)
     stats(session) -> {session, label, name, mac, tx_frames, tx_bytes, rx_frames, rx_bytes,
                        drops {reason: n}, malformed {reason: n}}       Errors: INVALID
                         tx = frames the client sent into the switch; rx = frames delivered

@@ -165,11 +165,13 @@ class OreServer:
         self._close(self._mine(call, session), "closed")
 
     def info(self, call: Call) -> dict[str, Any]:
+        """The caller's virtual NIC; a label without policy (NIC's info declares no errors)
+        learns only the switch's name: mac and ip None, link down."""
         pol = self.policy.for_label(call.label)
-        if pol is None:
-            raise RpcError("DENIED", f"ORe's policy has no client with label {call.label}")
-        return {"mtu": 1500, "link": True, "link_changes": 0, "device": self.policy.name,
-                "sessions": len(self.live), **self._nic_info(pol)}
+        mine = self._nic_info(pol) if pol is not None else {
+            "mac": None, "ip": None, "name": None, "broadcast": False, "switch": self.policy.name}
+        return {"mtu": 1500, "link": pol is not None, "link_changes": 0,
+                "device": self.policy.name, "sessions": len(self.live), **mine}
 
     def stats(self, call: Call, session: int) -> dict[str, Any]:
         return self._mine(call, session).counters()

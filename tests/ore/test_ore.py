@@ -4,7 +4,7 @@ The machine: a HAL with a loopback NIC driven by the `nic` server, ORe with the 
 as its uplink, and clients by label: alice (1, pings bob, broadcasts), bob (2, echoes), carol
 (3, broadcast off until she turns it on), mallory (4, spoofs alice's MAC, sends malformed and
 oversized descriptors, never drains) and victim (5, no MAC in the policy: a derived one;
-killed). Counters are read as an operator reads them: `l4run net --json` and `ps --json`.
+killed); label 9 has no policy (refused). Counters are read as an operator reads them: `l4run net --json` and `ps --json`.
 Then the uplink's driver and ORe itself are killed; everyone recovers. `l4run down` must
 leave nothing behind.
 """
@@ -29,7 +29,7 @@ POLICY = json.dumps({"uplink": "uplink", "clients": {
     "5": {"name": "victim"}}})
 TASKS = {"alice": ("peer", ["ping", BOB], 1), "bob": ("peer", ["echo"], 2),
          "carol": ("peer", ["listen"], 3), "mallory": ("mallory", [ALICE, BOB], 4),
-         "victim": ("victim", [], 5)}
+         "victim": ("victim", [], 5), "stranger": ("victim", [], 9)}
 
 
 def _image() -> str:
@@ -140,6 +140,9 @@ def test_unicast_between_clients_and_counters(machine: dict[str, Any]) -> None:
     assert pinned[ALICE] == "alice" and pinned[BOB] == "bob"
     row = ps(rd)["ore"]
     assert row["net"]["clients"]["alice"]["tx_frames"] > 0    # the same counters in ps --json
+    refused = _until("the stranger refused", lambda: "DENIED" in _log(rd, "stranger") and
+                     _log(rd, "stranger"))
+    assert "label 9" in refused                               # no policy for label 9
 
 
 def test_broadcast_only_to_clients_that_enabled_it(machine: dict[str, Any]) -> None:
