@@ -454,11 +454,29 @@ def rootfs_from_args(args: list[str]) -> bytes:
     return initramfs.build(busybox, initramfs.applets("/bin/busybox"))
 
 
+def boot_init(px: Personality, argv: list[str]) -> None:
+    """Start the init command (`--init CMD ARGS...`): its output goes to the task log."""
+    console = Console("init")
+    raw = [a.encode() for a in argv]
+    path = raw[0] if b"/" in raw[0] else b"/bin/" + raw[0]
+    p = px.start(path, raw, [b"PATH=/bin:/sbin:/usr/bin", b"HOME=/root"], px.fs.root, console)
+    p.on_exit.append(lambda q: print(f"[l4linux] init (pid {q.pid}) exited with status "
+                                      f"{process.status_code(q.status)}", file=sys.stderr,
+                                      flush=True))
+
+
 def main(l4: L4, *args: str) -> int:
     """Task arguments: `--rootfs FILE` (a newc archive; default: built from /bin/busybox),
     `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
-    directory under the launcher)."""
+    directory under the launcher), `--init CMD ARGS...` (last: a command started at boot,
+    and again whenever the personality is restarted)."""
+    init: list[str] = []
+    if "--init" in args:
+        i = args.index("--init")
+        args, init = args[:i], list(args[i + 1:])
     px = Personality(l4, rootfs_from_args(list(args)))
+    if init:
+        boot_init(px, init)
     if "--door" in args:
         from . import control
         path = os.path.join(os.getcwd(), control.SOCK_NAME)

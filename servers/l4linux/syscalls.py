@@ -206,6 +206,32 @@ def sys_readv(px: "Personality", p: "Process", a: list[int]) -> Any:
     return done
 
 
+@sys(40)
+def sys_sendfile(px: "Personality", p: "Process", a: list[int]) -> Any:
+    out, src = p.fds.get(_i32(a[0])), p.fds.get(_i32(a[1]))
+    if out is None or src is None:
+        return -errno.EBADF
+    if src.kind != "file" or src.node is None:
+        return -errno.EINVAL            # (as Linux: the source must be mmap-able)
+    n = min(a[3], 65536)
+    if a[2]:
+        (off,) = struct.unpack("<q", px.read(p, a[2], 8))
+        data = bytes(src.node.data[off:off + n])
+    else:
+        data = src.read(n)
+    done = _written(px, p, out.write(data)) if data else 0
+    if done is BLOCK:
+        if not a[2]:
+            src.pos -= len(data)        # nothing was sent: the call is retried as it was
+        return BLOCK
+    if isinstance(done, int) and done >= 0:
+        if a[2]:
+            px.write(p, a[2], struct.pack("<q", off + done))
+        elif done < len(data):
+            src.pos -= len(data) - done
+    return done
+
+
 @sys(8)
 def sys_lseek(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
