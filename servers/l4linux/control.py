@@ -9,12 +9,14 @@ hold no host file access at all). One JSON request per connection:
 The output travels as latin-1 text (bytes preserved). A peer whose uid is neither root nor
 ours is refused (SO_PEERCRED).
 
-A thread of its own serves the socket, with an L4 thread of its own (`L4.spawn_thread`):
-it *calls* the personality's protocol gate like any client (`protocol.LINUX`), so the
-request is served by the one serving thread in order with every Linux system call, and a
-long `run` blocks only this door.
+A thread of its own accepts; each connection is served by a thread with an L4 thread of
+its own (`L4.spawn_thread`, kept in a pool of at most `MAX_DOORS` for the next ones): it
+*calls* the personality's protocol gate like any client (`protocol.LINUX`), so the request
+is served by the one serving thread in order with every Linux system call, and a long
+`run` blocks only its own connection (`linux ps` answers meanwhile).
 
-Ownership: the door's thread only (its own socket, its own L4 connection).
+Ownership: the accepting thread owns the socket; `_Pool` is shared (a lock); each L4
+thread is used by one Python thread at a time.
 """
 from __future__ import annotations
 
@@ -34,6 +36,32 @@ from .protocol import LINUX
 
 SOCK_NAME = "linux.sock"
 MAX_REQUEST = 1 << 20
+MAX_DOORS = 8                     # connections served at once (each an L4 thread)
+
+
+class _Pool:
+    """L4 threads for the connections. `maker` (an L4 thread of its own, used only by the
+    accepting thread) creates new ones: the task's main thread is the serving loop's."""
+
+    def __init__(self, maker: L4) -> None:
+        self.l4 = maker
+        self.free: list[L4] = []
+        self.made = 0
+        self.lock = threading.Lock()
+        self.slots = threading.Semaphore(MAX_DOORS)
+
+    def take(self) -> L4:
+        self.slots.acquire()
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+            self.made += 1
+            return self.l4.spawn_thread()
+
+    def give(self, t: L4) -> None:
+        with self.lock:
+            self.free.append(t)
+        self.slots.release()
 
 
 def serve_door(l4: L4, gate: int, path: str) -> threading.Thread:
@@ -46,31 +74,39 @@ def serve_door(l4: L4, gate: int, path: str) -> threading.Thread:
     sock.bind(path)
     os.chmod(path, 0o600)
     sock.listen(8)
-    door = l4.spawn_thread()
-    t = threading.Thread(target=_loop, args=(door, gate, sock), name="linux-door", daemon=True)
+    pool = _Pool(l4.spawn_thread())     # made now, by the main thread, before it serves
+    t = threading.Thread(target=_loop, args=(pool, gate, sock), name="linux-door", daemon=True)
     t.start()
     return t
 
 
-def _loop(l4: L4, gate: int, sock: socket.socket) -> None:
-    client = LINUX.client(l4, gate)
+def _loop(pool: _Pool, gate: int, sock: socket.socket) -> None:
     me = os.getuid()
     while True:
         conn, _ = sock.accept()
-        with conn:
-            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", cred)
-            if uid not in (0, me):
+        cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", cred)
+        if uid not in (0, me):
+            with conn:
                 _send(conn, {"error": f"uid {uid} may not use this personality"})
-                continue
+            continue
+        l4 = pool.take()
+        threading.Thread(target=_serve_one, args=(pool, l4, gate, conn), daemon=True).start()
+
+
+def _serve_one(pool: _Pool, l4: L4, gate: int, conn: socket.socket) -> None:
+    try:
+        with conn:
             try:
                 req = json.loads(_recv(conn))
-                _send(conn, _answer(client, req))
+                _send(conn, _answer(LINUX.client(l4, gate), req))
             except (ValueError, OSError, KeyError, TypeError) as e:
                 try:
                     _send(conn, {"error": f"{type(e).__name__}: {e}"})
                 except OSError:
                     pass
+    finally:
+        pool.give(l4)
 
 
 def _answer(client: Any, req: dict[str, Any]) -> dict[str, Any]:

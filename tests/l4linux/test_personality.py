@@ -8,6 +8,7 @@ run`) has its own test at the end.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -282,6 +283,32 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
                             "echo sandboxed | cat; uname -s; exit 6"], env=env,
                            cwd=PROJECT_ROOT, capture_output=True, timeout=60)
         assert (r.returncode, r.stdout) == (6, b"sandboxed\nLinux\n"), r.stderr
+        # Killed, the personality takes its Linux processes with it, is restarted by its
+        # policy and boots its init again.
+        bg = subprocess.Popen([*l4run, "linux", "run", "--run-dir", rd, "--", "sleep", "30"],
+                              env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        try:
+            def procs() -> list[dict[str, Any]]:
+                out = subprocess.run([*l4run, "linux", "ps", "--json", "--run-dir", rd],
+                                     env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=30)
+                return json.loads(out.stdout) if out.returncode == 0 else []
+            wait_for(lambda: any(p["comm"] == "sleep" for p in procs()), 20, "sleep to run")
+            sleeper = next(p["pid"] for p in procs() if p["comm"] == "sleep")
+            ps = json.loads(subprocess.run([*l4run, "ps", "--json", "--run-dir", rd], env=env,
+                                           cwd=PROJECT_ROOT, capture_output=True,
+                                           timeout=30).stdout)
+            os.kill(next(t["pid"] for t in ps if t["name"] == "linux"), signal.SIGKILL)
+            wait_for(lambda: not _running(sleeper), 10, "the Linux process to end with it")
+            log = os.path.join(rd, "logs", "linux.log")
+            wait_for(lambda: open(log).read().count("init (pid") >= 2, 30, "init booted again")
+            wait_for(lambda: os.path.exists(door), 30, "the door again")
+            again = subprocess.run([*l4run, "linux", "run", "--run-dir", rd, "--", "echo", "back"],
+                                   env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+            assert (again.returncode, again.stdout) == (0, b"back\n"), again.stderr
+        finally:
+            bg.kill()
+            bg.wait()
     finally:
         subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
                        capture_output=True, timeout=60)
