@@ -93,7 +93,7 @@ def run_linux_bench(quick: bool = False) -> dict[str, Any]:
             gate = s.root.create_gate(1, thread=srv.thread)
             px = s.spawn("servers.l4linux.server:main", "l4linux", args=("--rootfs", rootfs),
                          quota=4096, stderr=subprocess.DEVNULL)
-            client = LINUX.client(s.root, s.root.create_gate(1, thread=px.thread),
+            client: Any = LINUX.client(s.root, s.root.create_gate(1, thread=px.thread),
                                   timeout=600_000)
 
             def under(argv: list[str]) -> tuple[float, bytes]:
