@@ -301,7 +301,9 @@ class Stack:
         t.state = "SYN_RCVD"
         t.rcv_nxt = (seg.seq + 1) & 0xFFFFFFFF
         t.mss = min(seg.mss or 536, 1460)
-        t.snd_wnd = seg.win
+        t.offer_ws = seg.wscale >= 0
+        t.scaling(seg.wscale)
+        t.snd_wnd = seg.win                        # a SYN's window is never scaled
         lst.embryos += 1
         self.tcbs[t.key] = t
         t._emit(t.iss, wire.SYN | wire.ACK, b"", mss=1460)
@@ -348,6 +350,13 @@ class Stack:
         self.counts["arp_requests"] += 1
         self.out.append(wire.eth(wire.BROADCAST, self.mac, wire.ETH_ARP, wire.arp(
             wire.ARP_REQUEST, self.mac, self.addr, wire.ZERO_MAC, ip)))
+
+    def unconfirm(self, dst: bytes) -> None:
+        """Repeated timeouts towards `dst`: drop its next hop's ARP entry, so the next
+        packet asks again (ARP has no checksum: a corrupted reply, or a peer that moved)."""
+        hop = dst if self._on_link(dst) or self.gateway is None else self.gateway
+        if self.arp.pop(hop, None) is not None:
+            self.counts["arp_unconfirmed"] += 1
 
     def forget(self, tcb: Tcb) -> None:
         if self.tcbs.get(tcb.key) is tcb:

@@ -7,8 +7,9 @@ from the first unacknowledged byte, backed off, abort after MAX_RETRIES), fast r
 three duplicate ACKs, in-order receive into a bounded buffer whose free space is the
 advertised window, out-of-order segments kept (inside the window) until the gap fills, FIN
 both ways with the closing states (FIN_WAIT_1/2, CLOSING, TIME_WAIT, CLOSE_WAIT, LAST_ACK),
-RST sent for segments to no connection and honoured when in the window. Not done: window
-scaling, SACK, timestamps, urgent data, Nagle (a send goes out as soon as the window allows).
+RST sent for segments to no connection and honoured when in the window, window scaling
+(RFC 7323, when both SYNs offer it). Not done: SACK, timestamps, urgent data, Nagle (a send
+goes out as soon as the window allows).
 
 Ownership and locking: every field of a Tcb is guarded by the stack's one lock
 (`Stack.lock`); `input`, `output` and `timer` run on the pump thread with the lock held; the
@@ -33,7 +34,9 @@ MASK = 0xFFFFFFFF
 MSS = 1460                      # ours: an Ethernet MTU of 1500 less 40 bytes of headers
 RCVBUF = 256 * 1024             # the receive buffer; the window we advertise is its free part
 SNDBUF = 256 * 1024             # a sender blocks when this much is unacknowledged
-MAX_WIN = 0xFFFF                # no window scaling
+MAX_FIELD = 0xFFFF              # a window field
+WSCALE = 3                      # our window scale (RFC 7323): RCVBUF >> 3 fits the field
+CWND_MAX = 1 << 20
 RTO_MIN, RTO_MAX, RTO_INIT = 0.05, 10.0, 1.0      # a LAN's round trips: below Linux's 0.2
 MAX_RETRIES = 10
 TIME_WAIT_S = 1.0
@@ -76,7 +79,9 @@ class Tcb:
         self.sndbuf = bytearray()
         self.fin_queued = self.fin_acked = False          # our FIN follows the last byte
         self.mss = 536
-        self.cwnd, self.ssthresh = 10 * MSS, MAX_WIN
+        self.cwnd, self.ssthresh = 10 * MSS, CWND_MAX
+        self.offer_ws = True                          # our SYN carries WSCALE (passive: if theirs did)
+        self.snd_shift = self.rcv_shift = 0           # theirs applies to their windows, ours to ours
         self.dupacks = 0
         self.recover: int | None = None               # fast recovery until this is acked (NewReno)
         # timers
@@ -135,7 +140,8 @@ class Tcb:
             if self.state == SYN_RCVD and seg.seq == (self.rcv_nxt - 1) & MASK:
                 self._emit(self.iss, SYN | ACK, b"", mss=MSS)        # our SYN-ACK was lost
             else:
-                self.need_ack = True
+                self.need_ack = True                  # a retransmitted SYN-ACK: our ACK was lost
+                self.stack.mark(self)
             return
         if not seg.flags & ACK:
             return
@@ -162,7 +168,8 @@ class Tcb:
         self.rcv_nxt = (seg.seq + 1) & MASK
         self.mss = min(seg.mss or 536, MSS)
         self.snd_una = self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
-        self.snd_wnd = seg.win
+        self.scaling(seg.wscale)
+        self.snd_wnd = seg.win                        # a SYN's window is never scaled
         self._rtt(now)
         self.state = ESTABLISHED
         self.deadline, self.retries = 0.0, 0
@@ -184,7 +191,7 @@ class Tcb:
                 elif self.dupacks != 3:               # limited transmit, recovery's inflation:
                     self.cwnd += self.mss             # each dup ack says a segment left the net
                     self.stack.mark(self)
-            self.snd_wnd = seg.win
+            self.snd_wnd = seg.win << self.snd_shift
             return
         if self.state == SYN_RCVD:
             acked -= 1                                # our SYN
@@ -200,7 +207,7 @@ class Tcb:
             self.snd_una = (self.snd_una + 1) & MASK
         if after(self.snd_una, self.snd_nxt):         # acks what we sent before going back
             self.snd_nxt = self.snd_una
-        self.snd_wnd = seg.win
+        self.snd_wnd = seg.win << self.snd_shift
         if self.dupacks:
             self.cwnd = max(self.ssthresh if self.recover is not None else self.cwnd
                             - self.dupacks * self.mss, 2 * self.mss)    # deflate
@@ -312,18 +319,27 @@ class Tcb:
         elif self.sndbuf and self.snd_wnd == 0 and not self.deadline:
             self._arm(time.monotonic())               # a zero window: probe when it fires
 
+    def scaling(self, theirs: int) -> None:
+        """Window scaling is on only if both SYNs carried the option."""
+        if theirs >= 0 and self.offer_ws:
+            self.snd_shift, self.rcv_shift = theirs, WSCALE
+        else:
+            self.offer_ws = False
+
     def _emit(self, seq: int, flags: int, data: bytes, mss: int = 0) -> None:
-        win = min(RCVBUF - len(self.rcvbuf), MAX_WIN)
-        self.advertised = win
+        free = RCVBUF - len(self.rcvbuf)
+        shift = 0 if flags & SYN else self.rcv_shift
+        win = min(free >> shift, MAX_FIELD)
+        self.advertised = win << shift
         ack = self.rcv_nxt if flags & ACK else 0
         seg = wire.tcp(self.stack.addr, self.rip, self.lport, self.rport, seq, ack, flags,
-                       win, data, mss)
+                       win, data, mss, WSCALE if mss and self.offer_ws else -1)
         self.stack.ip_output(self.rip, wire.PROTO_TCP, seg)
 
     def window_opened(self) -> None:
         """The user read from rcvbuf: tell the peer if the window grew much (socket layer)."""
-        free = min(RCVBUF - len(self.rcvbuf), MAX_WIN)
-        if free - self.advertised >= min(2 * MSS, MAX_WIN // 2) or (self.advertised < MSS <= free):
+        free = min(RCVBUF - len(self.rcvbuf), MAX_FIELD << self.rcv_shift)
+        if free - self.advertised >= 4 * MSS or (self.advertised < MSS <= free):
             self.need_ack = True
             self.stack.mark(self)
 
@@ -342,6 +358,8 @@ class Tcb:
                                    f"after {MAX_RETRIES} retransmissions"))
             return
         self.stack.counts["tcp_timeouts"] += 1
+        if self.retries >= 2:
+            self.stack.unconfirm(self.rip)            # a stale or wrong ARP entry? ask again
         self.rto = min(self.rto * 2, RTO_MAX)
         self.sample = None                            # Karn: no samples from retransmissions
         self.deadline = 0.0
@@ -400,7 +418,7 @@ class Tcb:
             self.cwnd += acked
         else:
             self.cwnd += max(1, self.mss * self.mss // self.cwnd)
-        self.cwnd = min(self.cwnd, 4 * MAX_WIN)
+        self.cwnd = min(self.cwnd, CWND_MAX)
 
     def _time_wait(self, now: float) -> None:
         self.state = TIME_WAIT

@@ -32,7 +32,7 @@ ZERO_MAC = b"\x00" * 6
 IP_DF = 0x4000
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-OPT_MSS = 2
+OPT_MSS, OPT_WSCALE = 2, 3
 
 
 def checksum(data: bytes) -> int:
@@ -145,12 +145,15 @@ class Segment(NamedTuple):
     flags: int
     win: int
     mss: int                 # from the MSS option (SYN only), else 0
+    wscale: int              # from the window scale option (SYN only), else -1 (none)
     data: bytes
 
 
 def tcp(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
-        win: int, data: bytes = b"", mss: int = 0) -> bytes:
+        win: int, data: bytes = b"", mss: int = 0, wscale: int = -1) -> bytes:
     opts = struct.pack("!BBH", OPT_MSS, 4, mss) if mss else b""
+    if wscale >= 0:
+        opts += struct.pack("!BBBB", 1, OPT_WSCALE, 3, wscale)      # NOP, then the option
     head = TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                     (5 + len(opts) // 4) << 4, flags, win, 0, 0) + opts
     c = l4_checksum(src, dst, PROTO_TCP, head + data)
@@ -164,7 +167,7 @@ def parse_tcp(seg: bytes) -> Segment | None:
     hl = (off >> 4) * 4
     if hl < 20 or hl > len(seg):
         return None
-    mss, i = 0, 20
+    mss, wscale, i = 0, -1, 20
     while i < hl:                               # options: only MSS is read
         kind = seg[i]
         if kind == 0:
@@ -176,5 +179,7 @@ def parse_tcp(seg: bytes) -> Segment | None:
             return None
         if kind == OPT_MSS and seg[i + 1] == 4 and i + 4 <= hl:
             mss = int.from_bytes(seg[i + 2:i + 4], "big")
+        elif kind == OPT_WSCALE and seg[i + 1] == 3 and i + 3 <= hl:
+            wscale = min(seg[i + 2], 14)
         i += seg[i + 1]
-    return Segment(sport, dport, seq, ack, flags, win, mss, seg[hl:])
+    return Segment(sport, dport, seq, ack, flags, win, mss, wscale, seg[hl:])
