@@ -1,5 +1,5 @@
 """The io server's protocol, declared once (kernel.user.rpc): servers/io/server.py serves
-it, drivers call it through `IO.client(l4, l4.caps["io"])` (servers/drivers/common.py).
+it, drivers call it through `IO.client(l4, l4.caps["io"])` (DDEKit's bus, servers/ddekit/bus.py).
 
 A client (a driver) reaches io through a gate whose label the launcher chose for it (>= 1;
 the launcher uses DRIVER_LABEL_BASE and up); the label is what the policy names (the kernel

@@ -1,12 +1,17 @@
 """Images with devices: the launcher starts the HAL and io, drivers get exactly their devices.
 
-Real processes throughout: `l4run boot configs/devices.toml` in a temporary run directory,
-the drivers of servers/drivers/ doing DMA, drawing and taking interrupts; `l4run
-screenshot`, `input`, `faults` against the live HAL; every way of stopping leaves nothing.
+Real processes throughout: `l4run boot configs/devices.toml` in a temporary run directory —
+the DDE device servers (block, fb, input, nic: Linux-style drivers on the DDE/Linux glue and
+DDEKit) with their demo clients doing DMA, drawing and taking interrupts, and a probe that
+io refuses a device; `l4run screenshot`, `input`, `faults` against the live HAL; the HAL
+killed and everything on it back; every way of stopping leaves nothing.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import signal
 
 import psutil
@@ -15,11 +20,13 @@ from PIL import Image as PILImage
 
 from kernel.user.testing import PROJECT_ROOT
 from launcher.image import ImageError, parse_image
-from servers.drivers import fbdemo
+from servers.fb import demo
 
 from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
 
 DEVICES = os.path.join(PROJECT_ROOT, "configs", "devices.toml")
+ACK = re.compile(r"^block-demo: ACK (\d+) (\d+) ([0-9a-f]{64})$", re.M)
+SERVERS = ["block", "fb", "input", "nic", "probe"]       # the tasks io's policy names
 
 
 def shm() -> set[str]:
@@ -34,8 +41,9 @@ def log_of(rd: str, task: str) -> str:
         return ""
 
 
-def wait_log(rd: str, task: str, text: str) -> None:
-    wait_for(lambda: text in log_of(rd, task), 30, f"{text!r} in the log of {task}")
+def wait_log(rd: str, task: str, text: str, count: int = 1) -> None:
+    wait_for(lambda: log_of(rd, task).count(text) >= count, 30,
+             f"{text!r} {count}x in the log of {task}")
 
 
 def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
@@ -52,56 +60,86 @@ def assert_clean_devices(rd: str, pids: set[int], before: set[str]) -> None:
     assert not left, f"left in the run directory: {left}"
 
 
+def assert_disk_has_last_ack(rd: str, acks_before: int = 0) -> None:
+    """The writer's last acknowledged round is on the disk image, byte for byte: the test
+    reads the file itself. (The writer's next rounds go to other sectors: 7 regions of
+    1 MiB on the 8 MiB disk, one round every 2 s.)"""
+    wait_for(lambda: len(ACK.findall(log_of(rd, "writer"))) > acks_before, 30,
+             "an acknowledged round of the writer")
+    first, count, digest = ACK.findall(log_of(rd, "writer"))[-1]
+    with open(os.path.join(rd, "disk0.img"), "rb") as f:
+        f.seek(int(first) * 512)
+        data = f.read(int(count) * 512)
+    assert hashlib.sha256(data).hexdigest() == digest, f"sectors {first}+{count} differ"
+
+
+def picture_ok(rd: str, shot: str) -> bool:
+    """The GUI demo's test picture (servers/fb/demo.py) is what `l4run screenshot` shows."""
+    assert l4run("screenshot", "-o", shot, "--run-dir", rd).stdout.strip() == f"screenshot: {shot}"
+    img = PILImage.open(shot).convert("RGB")
+    assert img.size == (640, 480)
+    want = [((x + size // 2, y + size // 2), rgb) for x, y, size, rgb in demo.squares(640, 480)]
+    want += [((x + 1, y + 1), rgb) for x, y, size, rgb in demo.squares(640, 480)]
+    bw = 640 // len(demo.BARS)
+    want += [((i * bw + bw // 2, demo.BAR_HEIGHT // 2), rgb) for i, rgb in enumerate(demo.BARS)]
+    want += [((320, 478), demo.WHITE), ((1, 240), demo.WHITE), ((320, 460), demo.BACKGROUND)]
+    return all(img.getpixel(xy) == rgb for xy, rgb in want)
+
+
+def draws(rd: str) -> int:
+    """How often the GUI demo drew its picture (at its start, or after an fb restart)."""
+    text = log_of(rd, "gui")
+    return text.count("demo: drew the test picture") + text.count("picture redrawn")
+
+
 def test_devices_image(tmp_path):
     rd, before = str(tmp_path / "run"), shm()
     out = l4run("boot", DEVICES, "--detach", "--run-dir", rd).stdout
-    assert "7/7 tasks running" in out      # sigma0 (DMA memory for the drivers) is one
+    assert re.search(r": 1[12]/12 tasks running", out), out   # netdemo may be done already
     rows = ps(rd)
-    assert list(rows)[:3] == ["sigma0", "hal", "io"] and rows["io"]["uses"] == ["hal"]
-    assert rows["block"]["uses"] == ["io", "sigma0"]       # its device, its DMA memory
+    assert list(rows)[:4] == ["sigma0", "moe", "hal", "io"] and rows["io"]["uses"] == ["hal"]
+    for name in SERVERS:
+        assert "io" in rows[name]["uses"], rows[name]                   # its devices
+    assert rows["block"]["uses"] == ["io", "sigma0"]                    # and its DMA memory
+    assert rows["writer"]["uses"] == ["block"] and rows["gui"]["uses"] == ["fb", "input"]
     pids = system_pids(rd)
     try:
-        # the block driver's DMA write is on the disk image, and it read the sector back
-        wait_log(rd, "block", "block: flushed")
-        assert "read back sector 1: ok" in log_of(rd, "block")
-        with open(os.path.join(rd, "disk0.img"), "rb") as f:
-            f.seek(512)
-            assert f.read(27) == b"hello from the block driver"
+        # the block server's DMA writes are on the disk image, verified by the writer too
+        assert_disk_has_last_ack(rd)
+        wait_log(rd, "writer", "round 0 at sector 0: verified")
+        assert "MISMATCH" not in log_of(rd, "writer")
 
-        # the framebuffer demo's picture comes out in the screenshot
-        wait_log(rd, "display", "drew a 640x480 test picture")
+        # the GUI demo's picture, drawn through the fb server, comes out in the screenshot
+        wait_log(rd, "gui", "demo: drew the test picture (640x480 at 0,0)")
         shot = str(tmp_path / "shot.png")
-        assert l4run("screenshot", "-o", shot, "--run-dir", rd).stdout.strip() == f"screenshot: {shot}"
-        img = PILImage.open(shot).convert("RGB")
-        assert img.size == (640, 480)
-        for x, y, size, rgb in fbdemo.SQUARES:
-            assert img.getpixel((x + size // 2, y + size // 2)) == rgb
-            assert img.getpixel((x + 1, y + 1)) == rgb
-        bw = 640 // len(fbdemo.BARS)
-        for i, rgb in enumerate(fbdemo.BARS):
-            assert img.getpixel((i * bw + bw // 2, fbdemo.BAR_HEIGHT // 2)) == rgb
-        assert img.getpixel((70, 150)) == fbdemo.WHITE            # the stroke of the "L"
-        assert img.getpixel((320, 478)) == fbdemo.WHITE           # the frame
-        assert img.getpixel((600, 460))[2] > 100                   # the blue gradient
+        assert picture_ok(rd, shot)
 
-        # injected input reaches the input driver through its interrupt
+        # injected input reaches the input server through its interrupt, then the demo
+        wait_log(rd, "gui", "demo: reading input")
         assert "2 event(s) queued" in l4run("input", "key", "a", "--run-dir", rd).stdout
-        wait_log(rd, "keyboard", "input: key 30 (a) release")
+        wait_log(rd, "gui", "demo: key 30 release")
+        assert "demo: key 30 press" in log_of(rd, "gui")
         l4run("input", "click", "12", "34", "right", "--run-dir", rd)
-        wait_log(rd, "keyboard", "input: button right release at 12,34")
+        wait_log(rd, "gui", "demo: key 273 release")                 # BTN_RIGHT
+        assert "demo: abs x 12" in log_of(rd, "gui") and "demo: abs y 34" in log_of(rd, "gui")
         l4run("input", "move", "100", "200", "--run-dir", rd)
-        wait_log(rd, "keyboard", "input: pointer at 100,200")
+        wait_log(rd, "gui", "demo: abs y 200")
+        assert "demo: abs x 100" in log_of(rd, "gui")
 
-        # io gives each driver exactly its policy: the probe gets timer0, not disk0
+        # frames out through the nic server and back through the loopback NIC
+        wait_log(rd, "netdemo", "nic-demo: sent 1000 received 1000 intact 1000")
+
+        # io gives each task exactly its policy: the probe gets timer0, not disk0
         wait_log(rd, "probe", "probe: done")
         probe = log_of(rd, "probe")
-        assert "io lists ['timer0'] for this task" in probe
-        assert "timer0: granted (timer" in probe
-        assert "disk0: refused" in probe and "DENIED" in probe
+        assert "probe: the bus lists ['timer0'] for this task" in probe
+        assert "probe: timer0: granted (timer" in probe
+        assert "probe: disk0: refused: DeviceDenied" in probe and "DENIED" in probe
 
         # fault knobs through l4run faults; errors are one line
         out = l4run("faults", "disk0", "error_rate=0.25", "latency_ms=2", "--run-dir", rd).stdout
         assert "error_rate=0.25" in out and "latency_ms=2.0" in out
+        l4run("faults", "disk0", "error_rate=0", "latency_ms=0", "--run-dir", rd)
         for args, why in ((("faults", "disk0", "bogus=1"), "no fault knob 'bogus'"),
                           (("faults", "nic9", "loss=1"), "no device 'nic9'"),
                           (("faults", "disk0", "loss"), "expected KNOB=VALUE"),
@@ -117,20 +155,35 @@ def test_devices_image(tmp_path):
 
 
 def test_hal_restart_rewires_io_and_drivers(tmp_path):
-    """kill -9 of the HAL: io and the drivers restart with it and work again."""
+    """kill -9 of the HAL: io and the device servers restart with it; their clients reopen
+    their sessions and work again."""
     rd, before = str(tmp_path / "run"), shm()
     l4run("boot", DEVICES, "--detach", "--run-dir", rd)
     try:
-        wait_log(rd, "keyboard", "listening on input0")
-        wait_log(rd, "block", "block: flushed")
+        wait_log(rd, "gui", "demo: reading input")
+        wait_log(rd, "probe", "probe: done")
+        wait_log(rd, "netdemo", "intact 1000")
+        assert_disk_has_last_ack(rd)
+        drawn = draws(rd)
         l4run("kill", "hal", "--run-dir", rd)
-        # every task restarts with the HAL but sigma0, which does not depend on it
-        wait_for(lambda: all(r["state"] == "running" and (r["restarts"] >= 1 or n == "sigma0")
-                             for n, r in ps(rd).items()), 30, "every task restarted")
-        wait_for(lambda: log_of(rd, "block").count("block: flushed") == 2, 30, "block's second round")
-        wait_for(lambda: log_of(rd, "keyboard").count("listening on input0") == 2, 30, "keyboard back")
-        l4run("input", "key", "z", "--run-dir", rd)
-        wait_log(rd, "keyboard", "input: key 44 (z) press")
+        # the HAL, io and every task io's policy names restart; the rest keep running
+        wait_for(lambda: all(r["state"] == "running" and r["restarts"] >= 1
+                             for n, r in ps(rd).items() if n in ["hal", "io", *SERVERS]),
+                 30, "hal, io and the device servers restarted")
+        assert all(ps(rd)[n]["state"] == "running" for n in ("sigma0", "moe", "writer"))
+        wait_log(rd, "probe", "probe: done", 2)
+        assert log_of(rd, "probe").count("disk0: refused: DeviceDenied") == 2
+        # the writer's rounds go on against the new block server, and reach the disk
+        assert_disk_has_last_ack(rd, len(ACK.findall(log_of(rd, "writer"))))
+        # the GUI demo redraws on the new fb server (it reopens its session, or it is
+        # restarted: servers/input/client.py faults on the ring the dead server unmapped)
+        # and reads the new input server
+        wait_for(lambda: draws(rd) > drawn, 30, "the GUI demo's picture drawn again")
+        wait_for(lambda: picture_ok(rd, str(tmp_path / "again.png")), 30, "the picture again")
+        key_reaches_gui(rd, "z", 44)          # once its input session is reopened
+        # the NIC demo, run again, gets its 1,000 frames back through the new nic server
+        l4run("start", "netdemo", "--run-dir", rd)
+        wait_log(rd, "netdemo", "nic-demo: sent 1000 received 1000 intact 1000", 2)
         pids = system_pids(rd)
     except BaseException:
         l4run("down", "--run-dir", rd, check=False)
@@ -139,8 +192,19 @@ def test_hal_restart_rewires_io_and_drivers(tmp_path):
     assert_clean_devices(rd, pids, before)
 
 
+def key_reaches_gui(rd: str, key: str, code: int) -> None:
+    """Press `key` until the GUI demo logs it: a client reopens its input session only at
+    its next poll after the input server restarted, and input before that is nobody's."""
+    for _ in range(15):
+        l4run("input", "key", key, "--run-dir", rd)
+        try:
+            return wait_for(lambda: f"demo: key {code} press" in log_of(rd, "gui"), 2)
+        except AssertionError:
+            continue
+    raise AssertionError(f"key {key} never reached the GUI demo")
+
+
 def ps_pid(rd: str) -> int:
-    import json
     with open(os.path.join(rd, "launcher.json")) as f:
         return int(json.load(f)["pid"])
 
@@ -151,7 +215,7 @@ def test_no_hal_is_one_line(tmp_path):
     assert "no HAL control socket" in r.stderr and "lists no [[device]]" in r.stderr
 
 
-GOOD_TASK = '[[task]]\nname = "d"\nrun = "servers.drivers.probe:run"\ndevices = ["disk0"]\n'
+GOOD_TASK = '[[task]]\nname = "d"\nrun = "servers.ddekit.probe:run"\ndevices = ["disk0"]\n'
 
 
 def problems(text: str, path: str = "img.toml") -> list[str]:
@@ -188,7 +252,7 @@ def test_bad_device_tables(devices, key, reason):
 def test_bad_device_wiring():
     base = ('[system]\nname = "x"\n[[device]]\nkind = "timer"\nname = "t0"\nline = 3\n'
             '[[device]]\nkind = "input"\nname = "t0"\n[[device]]\nkind = "input"\nname = "i1"\nline = 3\n')
-    found = problems(base + '[[task]]\nname = "hal"\nrun = "servers.drivers.probe:run"\n'
+    found = problems(base + '[[task]]\nname = "hal"\nrun = "servers.ddekit.probe:run"\n'
                             'devices = ["t9"]\n[task.caps]\nio = "hal"\n')
     want = [("device[1] (t0).name", "duplicate device name 't0'"),
             ("device[2] (i1).line", "line 3 is already taken by 't0'"),
@@ -209,8 +273,8 @@ def test_device_image_wiring():
     import tomllib
     text = ('[system]\nname = "x"\n[[device]]\nkind = "disk"\nname = "disk0"\nsize = "64K"\n'
             '[[device]]\nkind = "pic"\nname = "pic"\n' + GOOD_TASK +
-            '[[task]]\nname = "e"\nrun = "servers.drivers.probe:run"\ndevices = ["pic", "disk0"]\n'
-            '[[task]]\nname = "f"\nrun = "servers.drivers.probe:run"\n')
+            '[[task]]\nname = "e"\nrun = "servers.ddekit.probe:run"\ndevices = ["pic", "disk0"]\n'
+            '[[task]]\nname = "f"\nrun = "servers.ddekit.probe:run"\n')
     img = parse_image(tomllib.loads(text), "img.toml")
     assert [t.name for t in img.tasks] == ["hal", "io", "d", "e", "f"]
     assert img.tasks[0].args == ["disk:disk0:size=65536"]
@@ -232,7 +296,7 @@ def test_cli_rejects_bad_device_image(tmp_path):
 def test_snippet_cannot_take_devices():
     from launcher.image import check_snippet
     with pytest.raises(ImageError) as e:
-        check_snippet({"task": [{"name": "late", "run": "servers.drivers.probe:run",
+        check_snippet({"task": [{"name": "late", "run": "servers.ddekit.probe:run",
                                  "devices": ["disk0"]}]}, "snip.toml", {"io": "io"}, {"io"})
     assert any("task[0] (late).devices: an attached task cannot be given devices" in p
                for p in e.value.problems), e.value.problems
@@ -248,7 +312,7 @@ def test_sigterm_of_foreground_launcher_leaves_nothing(tmp_path):
                          stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(os.path.join(rd, "hal.ctl")), 30, "the HAL")
-        wait_log(rd, "display", "drew a 640x480 test picture")
+        wait_log(rd, "gui", "demo: drew the test picture")
         pids = system_pids(rd)
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
@@ -262,7 +326,7 @@ def test_sigterm_of_foreground_launcher_leaves_nothing(tmp_path):
 def test_io_admin_label_is_the_launchers():
     """Label 0 is io's admin gate (set_policy): an image may not route "io" with it."""
     found = problems('[system]\nname = "x"\n[[device]]\nkind = "timer"\nname = "t0"\n'
-                     '[[task]]\nname = "sneak"\nrun = "servers.drivers.probe:run"\n'
+                     '[[task]]\nname = "sneak"\nrun = "servers.ddekit.probe:run"\n'
                      '[task.caps]\nctl = { service = "io" }\n')
     assert any(p.startswith("img.toml: task[0] (sneak).caps.ctl.label: ") and "admin gate" in p
                for p in found), found

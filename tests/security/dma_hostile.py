@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hal.driver import DeviceHandle
+from hal.driver import DeviceHandle, free_slots
 from kernel.abi import PAGE_SHIFT, Proto
-from servers.drivers.common import PhysRam, io_client, free_slots
+
+from .dma_ram import PhysRam, io_client
 
 IRQ_LABEL = 0xD3A
 READ, WRITE = 1, 2
