@@ -40,7 +40,7 @@ from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
-from . import fs, initramfs, process, syscalls
+from . import fs, initramfs, process, procfs, syscalls
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
@@ -49,6 +49,8 @@ from .protocol import LINUX
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
+# Calls that may name a path (or list a directory): /proc is made fresh before them.
+PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280})
 SIGKILL, SIGCHLD = 9, 17
 
 
@@ -350,6 +352,8 @@ class Personality:
             return True
         self.nr = nr
         try:
+            if nr in PATH_CALLS:
+                procfs.refresh(self, p)          # /proc as of now (procfs.py)
             result = fn(self, p, args)
         except Fault:
             self.stats["faults"] += 1

@@ -115,6 +115,16 @@ def test_fork_and_wait_status(linux: Linux) -> None:
     assert linux.sh("true & wait $!; echo waited $?") == (0, b"waited 0\n")
 
 
+def test_proc_and_ps(linux: Linux) -> None:
+    status, out = linux.sh("sleep 1 & ps -o pid,comm; readlink /proc/self >/dev/null && "
+                           "head -1 /proc/meminfo; kill $!")
+    assert status == 0, out
+    lines = out.decode().splitlines()
+    assert lines[0].split() == ["PID", "COMMAND"]
+    assert any(line.split()[1:] == ["sleep"] for line in lines[1:-1]), lines
+    assert lines[-1].startswith("MemTotal:")
+
+
 def test_unknown_system_call_is_enosys(linux: Linux) -> None:
     if not shutil.which("musl-gcc"):
         pytest.skip("musl-gcc not installed")

@@ -1,0 +1,71 @@
+"""/proc, as far as busybox `ps` needs it: made fresh from the process table.
+
+`refresh(px, caller)` replaces the /proc directory of the RAM file system with a new one
+before a path-taking system call: /proc/PID/{stat,status,cmdline,comm} for every Linux
+process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
+/proc/mounts, /proc/version. Files are read-only snapshots; a descriptor opened on one keeps
+the snapshot it opened (as reading a /proc file at once would).
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from . import fs
+
+if TYPE_CHECKING:
+    from .process import Process
+    from .server import Personality
+
+BOOT = time.time()
+_STATE = {"running": "S", "loading": "R", "zombie": "Z"}
+
+
+def _file(parent: fs.Inode, px: "Personality", name: str, data: bytes) -> None:
+    node = fs.Inode(stat.S_IFREG | 0o444)
+    node.data = bytearray(data)
+    px.fs.link_into(parent, name, node)
+
+
+def _stat_line(p: "Process") -> bytes:
+    start = int((p.started - BOOT) * 100)
+    fields = [p.pid, f"({p.comm})", _STATE.get(p.state, "S"), p.ppid, p.pgid, p.sid, 0, -1,
+              0x400000, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 1, 0, start, 0, 0]
+    return (" ".join(str(f) for f in fields) + "\n").encode()
+
+
+def _status(p: "Process") -> bytes:
+    return (f"Name:\t{p.comm}\nState:\t{_STATE.get(p.state, 'S')}\nTgid:\t{p.pid}\n"
+            f"Pid:\t{p.pid}\nPPid:\t{p.ppid}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
+            f"Threads:\t1\n").encode()
+
+
+def refresh(px: "Personality", caller: "Process") -> None:
+    root = px.fs.root
+    old = root.entries.get("proc")
+    if old is not None:
+        del root.entries["proc"]
+        root.nlink -= 1
+    proc = fs.Inode(stat.S_IFDIR | 0o555)
+    px.fs.link_into(root, "proc", proc)
+    for p in list(px.procs.by_pid.values()):
+        d = fs.Inode(stat.S_IFDIR | 0o555)
+        px.fs.link_into(proc, str(p.pid), d)
+        _file(d, px, "stat", _stat_line(p))
+        _file(d, px, "status", _status(p))
+        _file(d, px, "cmdline", b"".join(a + b"\0" for a in p.argv))
+        _file(d, px, "comm", p.comm.encode() + b"\n")
+    self_link = fs.Inode(stat.S_IFLNK | 0o777)
+    self_link.target = str(caller.pid).encode()
+    px.fs.link_into(proc, "self", self_link)
+    up = time.time() - BOOT
+    _file(proc, px, "uptime", f"{up:.2f} {up:.2f}\n".encode())
+    _file(proc, px, "meminfo", b"MemTotal:       65536 kB\nMemFree:        32768 kB\n"
+                               b"MemAvailable:   32768 kB\nBuffers:            0 kB\n"
+                               b"Cached:             0 kB\nSwapTotal:          0 kB\n"
+                               b"SwapFree:           0 kB\n")
+    _file(proc, px, "mounts", b"rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n")
+    _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")
