@@ -257,9 +257,13 @@ def ready(k: "State", fd: int) -> None:
     except OSError:
         return                               # the caller died before we read it
     nid, tid, _flags, nr, _arch, ip, *args = NOTIF.unpack(buf)
+    known = tid in lx.by_pid
     proc = _proc_of(k, lst, tid)
     if proc is None:
         _send(fd, nid, _ENOSYS, 0)
+        return
+    if not known and not _id_valid(fd, nid):
+        # what /proc said about `tid` may be about a process that took its pid since
         return
     _report(k, proc, nid, tid, nr, tuple(args), ip)
 
@@ -361,13 +365,19 @@ def _mem_proc(k: "State", caller: Task, slot: int, need: Rights) -> Proc:
     return proc
 
 
+def _id_valid(fd: int, nid: int) -> bool:
+    try:
+        fcntl.ioctl(fd, IOCTL_ID_VALID, struct.pack("=Q", nid))
+        return True
+    except OSError:
+        return False
+
+
 def _valid(proc: Proc) -> bool:
     for nid in list(proc.pending):
-        try:
-            fcntl.ioctl(proc.listener.fd, IOCTL_ID_VALID, struct.pack("=Q", nid))
+        if _id_valid(proc.listener.fd, nid):
             return True
-        except OSError:
-            proc.pending.discard(nid)
+        proc.pending.discard(nid)
     return False
 
 
