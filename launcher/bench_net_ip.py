@@ -91,6 +91,11 @@ def run_ip(duration: float = 3.0) -> dict[str, Any]:
             if p.returncode != 0:
                 raise RuntimeError(f"boot failed: {p.stderr.decode(errors='replace')[-500:]}")
             booted = True
+            deadline = time.monotonic() + 30                  # the HAL makes the TAP as it starts
+            while _ns(ns, "ip", "link", "show", TAP).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no {TAP} in the namespace within 30 s")
+                time.sleep(0.1)
             for cmd in (["ip", "addr", "add", f"{HOST}/24", "dev", TAP], ["ip", "link", "set", TAP, "up"]):
                 q = _ns(ns, *cmd)
                 if q.returncode != 0:

@@ -164,6 +164,7 @@ def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
               timeout=120)
         booted = True
         pids = system_pids(rd)
+        _until(f"the HAL's {TAP}", lambda: in_ns(ns, "ip", "link", "show", TAP, check=False).returncode == 0)
         in_ns(ns, "ip", "addr", "add", f"{HOST}/24", "dev", TAP)
         in_ns(ns, "ip", "link", "set", TAP, "up")
         _until("the web task's stack", lambda: "HTTP on 80" in _log(rd, "web"))
