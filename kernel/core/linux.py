@@ -257,18 +257,14 @@ def ready(k: "State", fd: int) -> None:
     except OSError:
         return                               # the caller died before we read it
     nid, tid, _flags, nr, _arch, ip, *args = NOTIF.unpack(buf)
-    known = tid in lx.by_pid
-    proc = _proc_of(k, lst, tid)
+    proc = _proc_of(k, lst, tid, nid)
     if proc is None:
         _send(fd, nid, _ENOSYS, 0)
-        return
-    if not known and not _id_valid(fd, nid):
-        # what /proc said about `tid` may be about a process that took its pid since
         return
     _report(k, proc, nid, tid, nr, tuple(args), ip)
 
 
-def _proc_of(k: "State", lst: Listener, tid: int) -> Proc | None:
+def _proc_of(k: "State", lst: Listener, tid: int, nid: int) -> Proc | None:
     """The process thread `tid` belongs to; a fork child is made a task on first sight."""
     lx: Linux = k.linux
     proc = lx.by_pid.get(tid)
@@ -286,6 +282,8 @@ def _proc_of(k: "State", lst: Listener, tid: int) -> Proc | None:
         parent = next(iter(lst.procs), None)
     if parent is None or not parent.task.alive or not lst.owner.alive:
         return None
+    if not _id_valid(lst.fd, nid):
+        return None      # what /proc said may be about a process that took the pid since
     return _forked(k, lst, parent, tgid)
 
 
