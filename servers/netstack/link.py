@@ -8,7 +8,7 @@ one owner of the session under it); `wake` may be called from any thread and mak
 (the TX packets are all in flight): the pump keeps the rest and tries again.
 
 `NicLink` is a `nic` session (servers/nic/client.py NicSession) — the nic server's or ORe's,
-which speak the same protocol. The session's signal is attached to the L4 thread `l4`, and
+which speak the same protocol (on ORe it also asks for broadcast frames: ARP). The session's signal is attached to the L4 thread `l4`, and
 so is a wake IRQ of our own: other threads trigger it through a second L4 thread of the task
 (`kicker`, serialised by a lock), the way the nic server's driver thread wakes its main
 thread. A lost session (the server restarted) is reopened by the pump (`reopen`).
@@ -25,6 +25,7 @@ from typing import Any
 
 from kernel.abi import SLOT_THREAD
 from kernel.user import errors
+from kernel.user.rpc import RemoteError
 
 WAKE_LABEL = 0x4E5357                 # "NSW": our wake IRQ's label on the pump thread
 
@@ -39,10 +40,24 @@ class NicLink:
         self.nic = NicSession(l4, gate)
         self.mac: bytes = self.nic.mac
         self.info: dict[str, Any] = dict(self.nic.info)
+        self._broadcasts()
         self.kicker = l4.spawn_thread()
         self.wake_irq = l4.create_irq()
         l4.irq_attach(self.wake_irq, SLOT_THREAD, WAKE_LABEL)
         self._klock = threading.Lock()             # the kicker's L4 connection: one user at a time
+
+    def _broadcasts(self) -> None:
+        """On an ORe switch, ask for broadcast frames: ARP requests for our address are
+        broadcasts, and ORe delivers none to a client that did not ask (a policy may refuse:
+        then only its "broadcast" entry in the image helps)."""
+        if not self.info.get("switch") or self.info.get("broadcast"):
+            return
+        from servers.ore.protocol import ORE
+        try:
+            self.info["broadcast"] = ORE.client(self.l4, self.nic.gate).broadcast(self.nic.sid, True)
+        except (errors.L4Error, RemoteError) as e:
+            print(f"netstack: no broadcast frames from the switch ({e}): ARP for us may go unheard",
+                  flush=True)
 
     def send(self, frames: list[bytes]) -> int:
         return self.nic.send(frames)
@@ -65,7 +80,7 @@ class NicLink:
 
     def reopen(self) -> None:
         self.info = dict(self.nic.reopen(30))
-        self.mac = self.nic.mac
+        self._broadcasts()
 
     def close(self) -> None:
         self.nic.release()

@@ -7,7 +7,9 @@ host `ping` is answered by the `web` task's stack at 10.0.2.15 (TAP -> HAL NIC -
 driver in the nic task -> its session -> the task), host `curl` gets the page and a 4 MiB
 generated body (checked byte for byte) from its HTTP server, UDP and TCP echo answer, and
 the `reach` task (10.0.2.16) pings the host and talks to a UDP and a TCP server the test runs
-on the host side. Addresses exist only inside the namespace. Skipped without root,
+on the host side. A second HTTP task, `web-ore` (10.0.2.17), sits behind the ORe switch
+(servers/ore, its uplink a session of the nic server; its address from its ORe session, the
+image's `net` table): ping and curl reach it through TAP -> NIC -> driver -> ORe -> task. Addresses exist only inside the namespace. Skipped without root,
 /dev/net/tun, network namespaces or the host tools.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from servers.netstack.demo import body
 from tests.launcher.helpers import assert_clean, l4run, system_pids
 
 TAP = "l4tap0"
-HOST, WEB, REACH = "10.0.2.2", "10.0.2.15", "10.0.2.16"
+HOST, WEB, REACH, WEB_ORE = "10.0.2.2", "10.0.2.15", "10.0.2.16", "10.0.2.17"
 IMAGE = f"""
 [system]
 name = "netstack-tap-test"
@@ -50,7 +52,7 @@ tap = "{TAP}"
 [[task]]
 name = "nic"
 run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "web"}}, "2": {{"name": "reach"}}}}}}']
+args = ['{{"clients": {{"1": {{"name": "web"}}, "2": {{"name": "reach"}}, "3": {{"name": "ore"}}}}}}']
 devices = ["nic0"]
 provides = ["nic"]
 restart = "on-failure"
@@ -70,6 +72,21 @@ args = ["ip={REACH}/24", "mac=02:00:00:0a:00:10", "ping={HOST}", "udp={HOST}:900
         "tcp={HOST}:9000", "wait=40"]
 restart = "never"
 caps = {{ net = {{ service = "nic", label = 2 }} }}
+
+[[task]]
+name = "ore"
+run = "servers.ore.server:main"
+args = ['{{"uplink": "uplink", "clients": {{}}}}']
+provides = ["ore"]
+restart = "on-failure"
+caps = {{ sigma0 = {{ service = "sigma0", label = 3 }}, uplink = {{ service = "nic", label = 3 }} }}
+
+[[task]]
+name = "web-ore"
+run = "servers.netstack.demo:serve"
+args = ["gw={HOST}"]
+restart = "never"
+net = {{ switch = "ore", ip = "{WEB_ORE}/24" }}
 """
 
 # the host side's servers, run inside the namespace: TCP 9000 answers a line, UDP 9001 a datagram
@@ -167,7 +184,8 @@ def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         _until(f"the HAL's {TAP}", lambda: in_ns(ns, "ip", "link", "show", TAP, check=False).returncode == 0)
         in_ns(ns, "ip", "addr", "add", f"{HOST}/24", "dev", TAP)
         in_ns(ns, "ip", "link", "set", TAP, "up")
-        _until("the web task's stack", lambda: "HTTP on 80" in _log(rd, "web"))
+        for task in ("web", "web-ore"):
+            _until(f"the {task} task's stack", lambda: "HTTP on 80" in _log(rd, task))
         yield {"ns": ns, "rd": rd}
     finally:
         if booted:
@@ -184,22 +202,24 @@ def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert_clean(rd, pids, shm_before)
 
 
-def test_host_ping_answered_by_the_task(netns: dict[str, Any]) -> None:
-    p = in_ns(netns["ns"], "ping", "-c", "3", "-W", "2", WEB, check=False)
+@pytest.mark.parametrize("addr", [WEB, WEB_ORE], ids=["nic", "ore"])
+def test_host_ping_answered_by_the_task(netns: dict[str, Any], addr: str) -> None:
+    p = in_ns(netns["ns"], "ping", "-c", "3", "-W", "2", addr, check=False)
     assert " 3 received" in p.stdout, p.stdout + p.stderr + _log(netns["rd"], "web")
 
 
-def test_host_curl_gets_the_page_and_a_body(netns: dict[str, Any]) -> None:
+@pytest.mark.parametrize("addr", [WEB, WEB_ORE], ids=["nic", "ore"])
+def test_host_curl_gets_the_page_and_a_body(netns: dict[str, Any], addr: str) -> None:
     ns = netns["ns"]
-    page = in_ns(ns, "curl", "-sS", "-m", "20", f"http://{WEB}/").stdout
+    page = in_ns(ns, "curl", "-sS", "-m", "20", f"http://{addr}/").stdout
     assert "Hello from an L4 task" in page
-    n = 4 << 20
-    p = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", "-m", "60", f"http://{WEB}/bytes/{n}"],
+    n = 4 << 20 if addr == WEB else 1 << 20
+    p = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", "-m", "60", f"http://{addr}/bytes/{n}"],
                        capture_output=True, timeout=90)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout) == n and hashlib.sha256(p.stdout).digest() == hashlib.sha256(body(n)).digest()
     missing = in_ns(ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "20",
-                    f"http://{WEB}/nothing").stdout
+                    f"http://{addr}/nothing").stdout
     assert missing == "404"
 
 
