@@ -21,7 +21,7 @@ descriptor with select() in two threads of its own, and its constructor opens /d
 both rings would have to be replaced from outside; its timer thread wakes every millisecond
 and walks every timer (a steady load on the two shared cores, timers that count ticks, not
 time); its six threads are not daemons and stop by sleeping; and it is GPL-3.0, which the
-project would take on as a dependency. The stack here is ~1,000 lines with one pump thread
+project would take on as a dependency. The stack here is ~1,500 lines with one pump thread
 that sleeps until a frame, a timer or a socket call needs it.
 """
 from .link import MemLink, NicLink

@@ -54,7 +54,8 @@ class NicLink:
             return
         from servers.ore.protocol import ORE
         try:
-            self.info["broadcast"] = ORE.client(self.l4, self.nic.gate).broadcast(self.nic.sid, True)
+            ore: Any = ORE.client(self.l4, self.nic.gate)
+            self.info["broadcast"] = ore.broadcast(self.nic.sid, True)
         except (errors.L4Error, RemoteError) as e:
             print(f"netstack: no broadcast frames from the switch ({e}): ARP for us may go unheard",
                   flush=True)
