@@ -448,10 +448,17 @@ def _reap_children() -> None:
             return
 
 
+# Where `l4run mkrootfs` writes by default (inside the project: a sandboxed task may read it).
+DEFAULT_ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "build", "linux", "rootfs.cpio")
+
+
 def rootfs_from_args(args: list[str]) -> bytes:
-    """`--rootfs FILE` (a newc archive), else one built now from the host's busybox."""
-    if "--rootfs" in args:
-        with open(args[args.index("--rootfs") + 1], "rb") as f:
+    """`--rootfs FILE` (a newc archive), else `l4run mkrootfs`'s default file if there is
+    one, else an archive built now from the host's busybox."""
+    path = args[args.index("--rootfs") + 1] if "--rootfs" in args else DEFAULT_ROOTFS
+    if "--rootfs" in args or os.path.exists(path):
+        with open(path, "rb") as f:
             return f.read()
     with open("/bin/busybox", "rb") as f:
         busybox = f.read()
