@@ -5,7 +5,8 @@ In-process: ARP resolution (one request, both caches learn), ICMP echo both ways
 trip and a closed port, TCP refused (RST), a transfer both ways on a clean wire and one with
 10% loss + corruption + duplicates that still completes intact (sha256), FIN states after
 close, timeouts on an idle socket. Booted: the `fetch` task downloads from the `serve` task
-through the nic server, once clean and once with `l4run faults nic0 loss=0.1`.
+through the nic server, once clean, once with `l4run faults nic0 loss=0.1`, and once more
+after the nic server was killed (the stacks reopen their sessions).
 """
 from __future__ import annotations
 
@@ -205,6 +206,12 @@ def _reports(rd: str, after: dict[str, Any]) -> dict[str, Any] | None:
     return last if last and last.get("tcp_timeouts", 0) + last.get("tcp_fast_retransmits", 0) else None
 
 
+def _last_report(rd: str) -> dict[str, Any] | None:
+    with open(os.path.join(rd, "logs", "serve.log"), errors="replace") as f:
+        lines = [ln for ln in f if ln.startswith("NETSTACK ")]
+    return json.loads(lines[-1][9:]) if lines else None
+
+
 def _until(what: str, fn: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while not (v := fn()):
@@ -214,7 +221,7 @@ def _until(what: str, fn: Any, timeout: float) -> Any:
     return v
 
 
-def test_booted_tasks_transfer_through_the_nic_with_loss(tmp_path: Any) -> None:
+def test_booted_tasks_transfer_with_loss_and_a_restarted_nic_server(tmp_path: Any) -> None:
     rd = str(tmp_path / "run")
     os.makedirs(rd)
     image = str(tmp_path / "loop.toml")
@@ -233,6 +240,14 @@ def test_booted_tasks_transfer_through_the_nic_with_loss(tmp_path: Any) -> None:
         print("lossy download:", {k: lossy[k] for k in ("bytes", "seconds", "mb_per_s")})
         served = _until("the server's counters", lambda: _reports(rd, lossy), 10)
         assert served.get("tcp_timeouts", 0) + served.get("tcp_fast_retransmits", 0) > 0, served
+        # the nic server dies: both stacks see SessionLost, reopen, and traffic resumes
+        l4run("faults", "nic0", "loss=0", "--run-dir", rd)
+        l4run("kill", "nic", "--run-dir", rd)
+        _until("the server's stack reopened its session",
+               lambda: (r := _last_report(rd)) is not None and r["reopened"] >= 1, 40)
+        l4run("restart", "fetch", "--run-dir", rd)
+        again = _until("the download after the restart", lambda: _fetches(rd)[2:], 60)[0]
+        assert "error" not in again and again["intact"] and again["bytes"] == SIZE, again
     finally:
         l4run("down", "--run-dir", rd, check=False)
     assert_clean(rd, pids, shm_before)
