@@ -19,7 +19,7 @@ from kernel.abi import SLOT_TASK, SLOT_THREAD, Proto, Rights
 from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import RemoteFailure
-from kernel.user.vm import VM, window
+from kernel.user.vm import VM, PageFault, window
 
 from .protocol import (ENTRIES, EVENT, EVENTS, HEAD_AT, HEADER, INPUT, MAGIC, RING_ORDER,
                        TAIL_AT, U64)
@@ -75,17 +75,30 @@ class InputSession:
         return out
 
     def next(self, timeout_ms: float = 1000) -> list[Event]:
-        got = self.drain()
-        if got:
-            return got
+        """The next events (waiting up to `timeout_ms` for one); [] if none came. A server
+        that died took its ring with it (our next read faults): reopen, answer []."""
         try:
-            msg = self.l4.wait(timeout=timeout_ms)
-        except Timeout:
-            self._check_alive()
+            got = self.drain()
+            if got:
+                return got
+            try:
+                msg = self.l4.wait(timeout=timeout_ms)
+            except Timeout:
+                self._check_alive()
+                return self.drain()
+            if msg.proto != Proto.IRQ:
+                return []                           # not ours: nothing to read
             return self.drain()
-        if msg.proto != Proto.IRQ:
-            return []                               # not ours: nothing to read
-        return self.drain()
+        except PageFault:
+            self._reopen()
+            return []
+
+    def _reopen(self) -> None:
+        try:
+            self.open()
+            self.reopened += 1
+        except (L4Error, RemoteFailure):
+            pass                                    # not back yet: the next call retries
 
     def _check_alive(self) -> None:
         try:
@@ -95,11 +108,7 @@ class InputSession:
             pass
         except RemoteFailure:
             pass
-        try:
-            self.open()
-            self.reopened += 1
-        except (L4Error, RemoteFailure):
-            pass                                    # not back yet: the next timeout retries
+        self._reopen()
 
     def stats(self) -> dict[str, Any]:
         return dict(self.stub.stats())
