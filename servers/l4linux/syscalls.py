@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .server import Personality
 
 CONTINUE: Any = object()
+# How long a parent's next call waits for its fork child's first one (a child that dies
+# before any system call is never seen); generous: a loaded host is slow to schedule it.
+FORK_WAIT_S = 10.0
 SIGPIPE = 13
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000
@@ -576,7 +579,7 @@ def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
     # The host forks; the child's first trapped call makes it a task (kernel/core/linux.py),
     # and starts from this state. Our next call waits until then (`Personality.dispatch`).
     p.fork_snapshot = (p.fds.fork(), p.cwd)
-    p.fork_deadline = time.monotonic() + 2.0
+    p.fork_deadline = time.monotonic() + FORK_WAIT_S
     return CONTINUE
 
 
