@@ -174,10 +174,8 @@ def test_a_waiting_process_does_not_block_others(linux: Linux) -> None:
     t.start()
     try:
         time.sleep(0.5)
-        t0 = time.monotonic()
         assert linux.run("echo", "quick") == (0, b"quick\n")
         quick_done = time.monotonic()
-        assert quick_done - t0 < 1.5
         t.join(20)
         assert slow["r"][:2] == (0, b"late\n") and slow["r"][2] > quick_done
     finally:
