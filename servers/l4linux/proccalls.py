@@ -1,0 +1,268 @@
+"""Linux system calls on processes, signals, time and the system (the `syscalls.TABLE`
+entries by x86-64 number; the conventions are `syscalls`'s).
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import files, fs, process
+from .files import FdTable
+from .pipe import BLOCK
+from .syscalls import CLONE_THREAD, CONTINUE, FORK_WAIT_S, UNAME, _i32, sys
+
+if TYPE_CHECKING:
+    from .process import Process
+    from .server import Personality
+
+# -- processes ---------------------------------------------------------------------------
+
+@sys(39)
+def sys_getpid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pid
+
+
+@sys(186)
+def sys_gettid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pid
+
+
+@sys(110)
+def sys_getppid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.ppid
+
+
+@sys(102, 104, 107, 108)
+def sys_getuid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0
+
+
+@sys(105, 106, 113, 114, 117, 119)
+def sys_setuid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0
+
+
+@sys(109)
+def sys_setpgid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    pid, pgid = a[0] or p.pid, a[1]
+    q = px.procs.by_pid.get(pid)
+    if q is None:
+        return -errno.ESRCH
+    q.pgid = pgid or q.pid
+    return 0
+
+
+@sys(111)
+def sys_getpgrp(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return p.pgid
+
+
+@sys(121, 124)
+def sys_getpgid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    q = px.procs.by_pid.get(a[0] or p.pid)
+    if q is None:
+        return -errno.ESRCH
+    return q.pgid if px.nr == 121 else q.sid
+
+
+@sys(112)
+def sys_setsid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    p.sid = p.pgid = p.pid
+    return p.pid
+
+
+@sys(56, 57, 58)
+def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 56 and a[0] & CLONE_THREAD:
+        return -errno.ENOSYS        # threads: not yet (docs/L4LINUX.md)
+    # The host forks; the child's first trapped call makes it a task (kernel/core/linux.py),
+    # and starts from this state. Our next call waits until then (`Personality.dispatch`).
+    p.fork_snapshot = (p.fds.fork(), p.cwd)
+    p.fork_deadline = time.monotonic() + FORK_WAIT_S
+    return CONTINUE
+
+
+@sys(60, 231)
+def sys_exit(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.exit(p, process.exited(a[0]))
+    return CONTINUE
+
+
+@sys(61)
+def sys_wait4(px: "Personality", p: "Process", a: list[int]) -> Any:
+    got = px.procs.wait(p, _i32(a[0]), a[2])
+    if got is None:
+        return BLOCK
+    if isinstance(got, tuple):
+        pid, word = got
+        if a[1]:
+            px.write(p, a[1], struct.pack("<i", word))
+        return pid
+    return got if got <= 0 and got != -10 else -errno.ECHILD
+
+
+@sys(62, 200, 234)
+def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
+    pid = _i32(a[1] if px.nr == 234 else a[0])
+    sig = (a[2] if px.nr == 234 else a[1]) & 0x7F
+    q = px.procs.by_pid.get(pid if pid > 0 else p.pid)
+    if q is None or q.state == "zombie":
+        return -errno.ESRCH
+    if sig == 0:
+        return 0
+    px.kill(q, sig)                 # the host delivers it: handler or default action
+    return 0
+
+
+@sys(59, 322)
+def sys_execve(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if px.nr == 322:
+        if p.state == "loading":
+            p.state = "running"      # our own loader's exec of the image we gave it
+            return CONTINUE
+        return -errno.ENOSYS         # execveat by a Linux program: not yet
+    path = px.cstr(p, a[0])
+    argv, envp = px.strings(p, a[1]), px.strings(p, a[2])
+    return px.execve(p, path, argv, envp)
+
+
+# -- signals: the host delivers them (docs/L4LINUX.md "Signals") ---------------------------
+# Dispositions and masks are the host process's own (these calls are CONTINUEd, after we
+# note what execve must keep: ignored signals and the mask); handlers run natively and
+# return through rt_sigreturn (native). The personality *sends* signals: kill, SIGCHLD.
+
+SIG_IGN = 1
+
+
+@sys(13)
+def sys_rt_sigaction(px: "Personality", p: "Process", a: list[int]) -> Any:
+    sig = a[0]
+    if not 1 <= sig <= 64:
+        return -errno.EINVAL
+    if a[1]:
+        (handler,) = struct.unpack("<Q", px.read(p, a[1], 8))
+        p.sigactions[sig] = handler
+    return CONTINUE
+
+
+@sys(14)
+def sys_rt_sigprocmask(px: "Personality", p: "Process", a: list[int]) -> Any:
+    how, new = a[0], a[1]
+    if new:
+        (mask,) = struct.unpack("<Q", px.read(p, new, 8))
+        p.sigmask = {0: p.sigmask | mask, 1: p.sigmask & ~mask, 2: mask}.get(how, p.sigmask)
+    return CONTINUE
+
+
+@sys(34, 127, 128, 130)
+def sys_sigwait(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return CONTINUE                 # pause, rt_sigpending, rt_sigtimedwait, rt_sigsuspend
+
+
+# -- time and the system --------------------------------------------------------------------
+
+@sys(228)
+def sys_clock_gettime(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = time.clock_gettime(a[0]) if a[0] in (0, 1, 4, 7) else time.time()
+    px.write(p, a[1], struct.pack("<qq", int(t), int((t % 1) * 1e9)))
+    return 0
+
+
+@sys(96)
+def sys_gettimeofday(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = time.time()
+    if a[0]:
+        px.write(p, a[0], struct.pack("<qq", int(t), int((t % 1) * 1e6)))
+    return 0
+
+
+@sys(201)
+def sys_time(px: "Personality", p: "Process", a: list[int]) -> Any:
+    t = int(time.time())
+    if a[0]:
+        px.write(p, a[0], struct.pack("<q", t))
+    return t
+
+
+@sys(35, 230)
+def sys_nanosleep(px: "Personality", p: "Process", a: list[int]) -> Any:
+    req = a[0] if px.nr == 35 else a[2]
+    sec, nsec = struct.unpack("<qq", px.read(p, req, 16))
+    if sec < 0 or not 0 <= nsec < 10 ** 9:
+        return -errno.EINVAL
+    return px.sleep(p, sec + nsec / 1e9)
+
+
+@sys(63)
+def sys_uname(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.write(p, a[0], b"".join(f.ljust(65, b"\0") for f in UNAME))
+    return 0
+
+
+@sys(318)
+def sys_getrandom(px: "Personality", p: "Process", a: list[int]) -> Any:
+    n = min(a[1], 4096)
+    px.write(p, a[0], os.urandom(n))
+    return n
+
+
+@sys(302, 97)
+def sys_prlimit(px: "Personality", p: "Process", a: list[int]) -> Any:
+    old = a[3] if px.nr == 302 else a[1]
+    if old:
+        px.write(p, old, struct.pack("<QQ", 1 << 63, 1 << 63) if (a[1] if px.nr == 302
+                                                                  else a[0]) != 7
+                 else struct.pack("<QQ", files.MAX_FDS, files.MAX_FDS))
+    return 0
+
+
+@sys(273, 218, 157, 334)
+def sys_accepted(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0 if px.nr != 334 else -errno.ENOSYS     # set_robust_list, prctl: accepted
+
+
+@sys(332)
+def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return -errno.ENOSYS            # libc falls back to newfstatat
+
+
+
+@sys(115, 116)
+def sys_getgroups(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return 0                        # no supplementary groups (setgroups: accepted)
+
+
+@sys(99)
+def sys_sysinfo(px: "Personality", p: "Process", a: list[int]) -> Any:
+    up = int(time.monotonic())
+    info = struct.pack("<q3Q6QH6xQQI", up, 0, 0, 0, 64 << 20, 32 << 20, 0, 0, 0, 0,
+                       len(px.procs.by_pid), 0, 0, 1)
+    px.write(p, a[0], info.ljust(112, b"\0"))
+    return 0
+
+
+@sys(100)
+def sys_times(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if a[0]:
+        px.write(p, a[0], b"\0" * 32)
+    return int(time.monotonic() * 100)
+
+
+@sys(98)
+def sys_getrusage(px: "Personality", p: "Process", a: list[int]) -> Any:
+    px.write(p, a[1], b"\0" * 144)
+    return 0
+
+
+
+def start_state(parent: "Process") -> tuple[FdTable, fs.Inode]:
+    """The state a fork child starts from: its parent's at the fork."""
+    if parent.fork_snapshot is not None:
+        snap, parent.fork_snapshot = parent.fork_snapshot, None
+        return snap
+    return parent.fds.fork(), parent.cwd
