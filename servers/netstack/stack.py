@@ -144,9 +144,19 @@ class Stack:
                 self.counts["session_lost"] += 1
                 print(f"{self.name}: session lost ({e}); reopening", flush=True)
                 pending = []
+                self._reopen()
+
+    def _reopen(self) -> None:
+        """A new session, however long the server takes to come back (or until stop)."""
+        while self.running:
+            try:
                 self.link.reopen()                 # type: ignore[union-attr]
-                self.reopened += 1
-                self.announce()
+            except SessionLostTypes as e:
+                print(f"{self.name}: no new session yet ({e})", flush=True)
+                continue
+            self.reopened += 1
+            self.announce()
+            return
 
     def _next_due(self, now: float) -> float:
         due = now + IDLE_WAIT_S

@@ -244,9 +244,9 @@ def test_booted_tasks_transfer_with_loss_and_a_restarted_nic_server(tmp_path: An
         l4run("faults", "nic0", "loss=0", "--run-dir", rd)
         l4run("kill", "nic", "--run-dir", rd)
         _until("the server's stack reopened its session",
-               lambda: (r := _last_report(rd)) is not None and r["reopened"] >= 1, 40)
+               lambda: (r := _last_report(rd)) is not None and r["reopened"] >= 1, 90)
         l4run("restart", "fetch", "--run-dir", rd)
-        again = _until("the download after the restart", lambda: _fetches(rd)[2:], 60)[0]
+        again = _until("the download after the restart", lambda: _fetches(rd)[2:], 120)[0]
         assert "error" not in again and again["intact"] and again["bytes"] == SIZE, again
     finally:
         l4run("down", "--run-dir", rd, check=False)
