@@ -709,7 +709,27 @@ class Launcher:
                 from .net import counters_of         # ORe's ports (launcher/net.py)
                 row["net"] = counters_of(self, t)
             rows.append(row)
+        rows += self._linux_rows(ktasks)
         return {"tasks": rows}
+
+    def _linux_rows(self, ktasks: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Linux processes of an L4Linux personality: kernel tasks named linux:PID:comm
+        (made by the personality, not the launcher), shown under it."""
+        owners = [t.spec.name for t in self.tasks.values()
+                  if t.spec.run.startswith("servers.l4linux.") and t.state == "running"]
+        rows = []
+        for k in ktasks.values():
+            name = str(k.get("name", ""))
+            if not name.startswith("linux:"):
+                continue
+            rows.append({"name": name, "pid": k.get("pid"), "state": "running",
+                         "restart": None, "restarts": 0, "provides": [], "uses": [],
+                         "run": f"linux process of {owners[0] if len(owners) == 1 else '?'}",
+                         "priority": None, "last_exit": None, "uptime_s": None, "cpu_s": None,
+                         "rss_kb": None, "ipc": dict(k.get("stats", {})), "uid": None,
+                         "network": False, "sandbox": "isolated (L4Linux process)",
+                         "under": owners[0] if len(owners) == 1 else None})
+        return rows
 
     def cmd_stop(self, task: str) -> dict[str, Any]:
         t = self._task(task)

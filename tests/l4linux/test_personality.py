@@ -306,6 +306,9 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
             ps = json.loads(subprocess.run([*l4run, "ps", "--json", "--run-dir", rd], env=env,
                                            cwd=PROJECT_ROOT, capture_output=True,
                                            timeout=30).stdout)
+            # `l4run ps` lists the Linux process under its personality
+            assert any(t["name"].startswith(f"linux:{sleeper}") and t["under"] == "linux"
+                       for t in ps), ps
             os.kill(next(t["pid"] for t in ps if t["name"] == "linux"), signal.SIGKILL)
             wait_for(lambda: not _running(sleeper), 10, "the Linux process to end with it")
             log = os.path.join(rd, "logs", "linux.log")
