@@ -211,9 +211,10 @@ class Disk(Device):
         if self.dma(ranges):
             if self.dma(ranges[:1]):
                 return None
-            return [self.execute(*b[1:]) for b in batch]
+            return [self.execute(op, lba, count, addr) for _, op, lba, count, addr in batch]
         if len(batch) == 1:
-            return [self.execute(*batch[0][1:], checked=True)]
+            _, op, lba, count, addr = batch[0]
+            return [self.execute(op, lba, count, addr, checked=True)]
         views = [self.ram.view(addr, count * SECTOR) for _, _, _, count, addr in batch]
         n = sum(len(v) for v in views)
         pos = batch[0][2] * SECTOR
@@ -223,7 +224,8 @@ class Disk(Device):
             got = -1
         if got == n:
             return [ErrCode.NONE] * len(batch)
-        return [self.execute(*b[1:], checked=True) for b in batch]   # a short transfer: one by one
+        return [self.execute(op, lba, count, addr, checked=True)     # a short transfer: one by one
+                for _, op, lba, count, addr in batch]
 
     def _run_queue(self) -> None:
         done = 0

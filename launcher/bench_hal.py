@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from hal.disk import ENTRY, SECTOR
+from hal.disk import ENTRY, MERGE_SECTORS, SECTOR
 from hal.driver import NicRings
 from hal.testing import HalRig
 from hal.tools import control

@@ -717,7 +717,7 @@ class Launcher:
         (made by the personality, not the launcher), shown under it."""
         owners = [t.spec.name for t in self.tasks.values()
                   if t.spec.run.startswith("servers.l4linux.") and t.state == "running"]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for k in ktasks.values():
             name = str(k.get("name", ""))
             if not name.startswith("linux:"):
