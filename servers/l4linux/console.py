@@ -31,5 +31,8 @@ class Console:
                 self._line = bytearray(rest)
         return len(data)
 
+    def can_read(self) -> bool:
+        return True            # EOF is always there
+
     def read(self, n: int) -> bytes:
         return b""             # no terminal input yet: EOF

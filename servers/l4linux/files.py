@@ -25,6 +25,7 @@ O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_NONBLOCK, O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o4000, 0o200000, 0o400000, 0o2000000
 MAX_FDS = 1024
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 1, 4, 8, 16, 32
 MAX_FILE = 64 << 20                # bytes of one RAM file: beyond, writes answer EFBIG
 
 
@@ -38,6 +39,7 @@ class Open:
         self.console = console
         self.pos = 0
         self.refs = 0
+        self.path = b""             # as opened, made absolute (/proc/PID/fd)
         if pipe is not None:
             if kind == "pipe_r":
                 pipe.readers += 1
@@ -118,6 +120,20 @@ class Open:
             node = _STAND_INS[mode] = fs.Inode(mode)
             node.nlink = 1
         return node
+
+    def poll(self, events: int) -> int:
+        """The poll events this description has now (of `events`, and the ones always
+        reported: POLLHUP, POLLERR)."""
+        got = 0
+        if self.kind == "pipe_r" and self.pipe is not None:
+            got = POLLIN if self.pipe.buf else POLLHUP if self.pipe.writers == 0 else 0
+        elif self.kind == "pipe_w" and self.pipe is not None:
+            got = POLLOUT if self.pipe.readers else POLLHUP | POLLERR
+        elif self.kind == "console" and self.console is not None:
+            got = POLLOUT | (POLLIN if self.console.can_read() else 0)
+        else:
+            got = POLLIN | POLLOUT
+        return got & (events | POLLHUP | POLLERR)
 
     def isatty(self) -> bool:
         return False                # the console is no terminal yet (TCGETS: ENOTTY)

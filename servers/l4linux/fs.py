@@ -9,7 +9,8 @@ only when asked; "." and ".." are handled while walking. Errors are Linux errno 
 Permissions: every Linux process of this personality runs as root (uid 0), so mode bits
 are kept and reported (stat, ls -l) but only "is it a directory / executable" is enforced.
 
-Records the system calls return: `stat_bytes` (x86-64 struct stat, 144 bytes) and
+Records the system calls return: `stat_bytes` (x86-64 struct stat, 144 bytes),
+`statx_bytes` (struct statx, 256 bytes) and
 `dirent64` (struct linux_dirent64).
 
 Ownership: the personality's single serving thread.
@@ -78,6 +79,20 @@ def stat_bytes(node: Inode) -> bytes:
     a, m, c = split(node.atime), split(node.mtime), split(node.ctime)
     return _STAT.pack(0x4C34, node.ino, node.nlink, node.mode, node.uid, node.gid, 0, 0, size,
                       4096, (size + 511) // 512, a[0], a[1], m[0], m[1], c[0], c[1])
+
+
+_STATX = struct.Struct("<IIQIIIHxxQQQQ" + "qIi" * 4 + "IIII" + "112x")
+STATX_BASIC_STATS = 0x7FF
+
+
+def statx_bytes(node: Inode) -> bytes:
+    """x86-64 struct statx (256 bytes): the basic fields (no birth time)."""
+    size = node.size()
+    times = []
+    for t in (node.atime, 0.0, node.ctime, node.mtime):      # atime, btime, ctime, mtime
+        times += [int(t), int((t % 1) * 1e9), 0]
+    return _STATX.pack(STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid, node.mode,
+                       node.ino, size, (size + 511) // 512, 0, *times, 0, 0, 0x4C, 0x34)
 
 
 def dtype(node: Inode) -> int:

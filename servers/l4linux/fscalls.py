@@ -46,7 +46,9 @@ def _open(px: "Personality", p: "Process", dirfd: int, path: bytes, flags: int,
         return -errno.ENOTDIR
     if node.is_dir and flags & files.O_ACCMODE != 0:
         return -errno.EISDIR
-    return p.fds.install(files.open_node(node, flags), cloexec)
+    f = files.open_node(node, flags)
+    f.path = path if path.startswith(b"/") else px.fs.path_of(start).rstrip(b"/") + b"/" + path
+    return p.fds.install(f, cloexec)
 
 
 @sys(2)
@@ -522,48 +524,18 @@ def sys_fsync(px: "Personality", p: "Process", a: list[int]) -> Any:
     return 0 if p.fds.get(_i32(a[0])) is not None else -errno.EBADF
 
 
-
-POLLIN, POLLOUT, POLLHUP, POLLNVAL = 1, 4, 16, 32
-
-
-def _ready(f: Open | None, events: int) -> int:
-    if f is None:
-        return POLLNVAL
-    got = 0
-    if f.kind == "pipe_r" and f.pipe is not None:
-        if f.pipe.buf:
-            got |= POLLIN
-        elif f.pipe.writers == 0:
-            got |= POLLHUP
-    elif f.kind == "pipe_w" and f.pipe is not None:
-        got |= POLLOUT if f.pipe.readers else POLLHUP | 8      # POLLERR
-    else:
-        got |= POLLIN | POLLOUT
-    return got & (events | POLLHUP | 8 | POLLNVAL)
-
-
-@sys(7, 271)
-def sys_poll(px: "Personality", p: "Process", a: list[int]) -> Any:
-    n = min(a[1], files.MAX_FDS)
-    raw = px.read(p, a[0], 8 * n) if n else b""
-    out, ready = bytearray(), 0
-    for fd, events, _ in struct.iter_unpack("<ihh", raw):
-        rev = _ready(p.fds.get(fd), events) if fd >= 0 else 0
-        ready += bool(rev)
-        out += struct.pack("<ihh", fd, events, rev)
-    if ready:
-        px.write(p, a[0], bytes(out))
-        return ready
-    if px.nr == 7:
-        timeout = _i32(a[2]) / 1000 if _i32(a[2]) >= 0 else None
-    else:
-        timeout = None
-        if a[2]:
-            sec, nsec = struct.unpack("<qq", px.read(p, a[2], 16))
-            timeout = sec + nsec / 1e9
-    if timeout is not None:
-        if px.sleep(p, timeout) is BLOCK:
-            return BLOCK
-        px.write(p, a[0], bytes(out))
+@sys(332)
+def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """statx(dirfd, path, flags, mask, buf): every basic field, whatever the mask asked."""
+    path, flags = px.cstr(p, a[1]), a[2]
+    if not path and flags & AT_EMPTY_PATH:
+        f = p.fds.get(_i32(a[0]))
+        if f is None:
+            return -errno.EBADF
+        px.write(p, a[4], fs.statx_bytes(f.stat_node()))
         return 0
-    return BLOCK
+    start = _dirfd(p, a[0])
+    if isinstance(start, int):
+        return start
+    return _fsop(lambda: px.write(p, a[4], fs.statx_bytes(
+        px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))))

@@ -106,6 +106,41 @@ def sys_wait4(px: "Personality", p: "Process", a: list[int]) -> Any:
     return got if got <= 0 and got != -10 else -errno.ECHILD
 
 
+P_ALL, P_PID, P_PGID = 0, 1, 2
+WEXITED, WNOWAIT = 4, 0x01000000
+CLD_EXITED, CLD_KILLED = 1, 2
+
+
+@sys(247)
+def sys_waitid(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """waitid(idtype, id, infop, options, rusage): children that exited (stopped and
+    continued children are never reported: no job-control stops yet)."""
+    idtype, ident, infop, options = a[0], _i32(a[1]), a[2], a[3]
+    if not options & WEXITED or idtype not in (P_ALL, P_PID, P_PGID):
+        return -errno.EINVAL
+    pid = -1 if idtype == P_ALL else ident if idtype == P_PID else -ident if ident else 0
+    got = px.procs.wait(p, pid, options, reap=not options & WNOWAIT)
+    if got is None:
+        return BLOCK
+    if isinstance(got, tuple):
+        cpid, word = got
+        killed = word & 0x7F
+        info = struct.pack("<iiiiiii", SIGCHLD, 0, CLD_KILLED if killed else CLD_EXITED, 0,
+                           cpid, 0, killed or (word >> 8) & 0xFF)
+    elif got == 0:
+        info = b""                  # WNOHANG, none yet: si_pid 0
+    else:
+        return -errno.ECHILD
+    if infop:
+        px.write(p, infop, info.ljust(128, b"\0"))
+    if a[4]:
+        px.write(p, a[4], b"\0" * 144)
+    return 0
+
+
+SIGCHLD = 17
+
+
 @sys(62, 200, 234)
 def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
     pid = _i32(a[1] if px.nr == 234 else a[0])
@@ -224,12 +259,6 @@ def sys_prlimit(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(273, 218, 157, 334)
 def sys_accepted(px: "Personality", p: "Process", a: list[int]) -> Any:
     return 0 if px.nr != 334 else -errno.ENOSYS     # set_robust_list, prctl: accepted
-
-
-@sys(332)
-def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
-    return -errno.ENOSYS            # libc falls back to newfstatat
-
 
 
 @sys(115, 116)

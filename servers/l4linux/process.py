@@ -106,14 +106,15 @@ class Table:
         self.by_pid.pop(p.pid, None)
         self.by_task.pop(p.task_id, None)
 
-    def wait(self, p: Process, pid: int, options: int) -> Any:
-        """wait4's choice: (pid, status) of a reaped child, 0 (WNOHANG), None (block), or
-        -ECHILD."""
+    def wait(self, p: Process, pid: int, options: int, reap: bool = True) -> Any:
+        """wait4's choice: (pid, status) of a reaped child (left a zombie if not `reap`:
+        waitid's WNOWAIT), 0 (WNOHANG), None (block), or -ECHILD."""
         mine = [c for c in self.children(p) if pid == -1 or c.pid == pid
                 or (pid == 0 and c.pgid == p.pgid) or (pid < -1 and c.pgid == -pid)]
         for c in mine:
             if c.state == "zombie":
-                self.reap(c)
+                if reap:
+                    self.reap(c)
                 return c.pid, c.status
         if not mine and p.fork_snapshot is None:
             return -10                 # ECHILD

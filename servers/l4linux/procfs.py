@@ -1,10 +1,11 @@
 """/proc, as far as busybox `ps` needs it: made fresh from the process table.
 
 `refresh(px, caller)` replaces the /proc directory of the RAM file system with a new one
-before a path-taking system call: /proc/PID/{stat,status,cmdline,comm} for every Linux
+before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,fd/N} for every Linux
 process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
-/proc/mounts, /proc/version. Files are read-only snapshots; a descriptor opened on one keeps
-the snapshot it opened (as reading a /proc file at once would).
+/proc/stat, /proc/loadavg, /proc/mounts, /proc/version (busybox `ps`, `top`). Files are
+read-only snapshots; a descriptor opened on one keeps the snapshot it opened (as reading a
+/proc file at once would).
 
 Ownership: the personality's single serving thread.
 """
@@ -43,6 +44,18 @@ def _status(p: "Process") -> bytes:
             f"Threads:\t1\n").encode()
 
 
+def _fd_dir(px: "Personality", parent: fs.Inode, p: "Process") -> None:
+    """PID/fd: a symlink per descriptor, to the file's path or Linux's `pipe:[N]`."""
+    d = fs.Inode(stat.S_IFDIR | 0o500)
+    px.fs.link_into(parent, "fd", d)
+    for fd, (f, _) in sorted(p.fds.fds.items()):
+        link = fs.Inode(stat.S_IFLNK | 0o700)
+        link.target = (f.path if f.path
+                       else f"pipe:[{id(f.pipe) & 0xFFFFFF}]".encode() if f.pipe is not None
+                       else b"/dev/console" if f.kind == "console" else b"/dev/null")
+        px.fs.link_into(d, str(fd), link)
+
+
 def refresh(px: "Personality", caller: "Process") -> None:
     root = px.fs.root
     old = root.entries.get("proc")
@@ -58,6 +71,7 @@ def refresh(px: "Personality", caller: "Process") -> None:
         _file(d, px, "status", _status(p))
         _file(d, px, "cmdline", b"".join(a + b"\0" for a in p.argv))
         _file(d, px, "comm", p.comm.encode() + b"\n")
+        _fd_dir(px, d, p)
     self_link = fs.Inode(stat.S_IFLNK | 0o777)
     self_link.target = str(caller.pid).encode()
     px.fs.link_into(proc, "self", self_link)
@@ -67,5 +81,11 @@ def refresh(px: "Personality", caller: "Process") -> None:
                                b"MemAvailable:   32768 kB\nBuffers:            0 kB\n"
                                b"Cached:             0 kB\nSwapTotal:          0 kB\n"
                                b"SwapFree:           0 kB\n")
+    ticks = int(up * 100)
+    _file(proc, px, "stat", f"cpu  {ticks // 2} 0 {ticks // 4} {ticks} 0 0 0 0 0 0\n"
+                            f"cpu0 {ticks // 2} 0 {ticks // 4} {ticks} 0 0 0 0 0 0\n"
+                            f"btime {int(BOOT)}\nprocesses {len(px.procs.by_pid)}\n"
+                            f"procs_running 1\nprocs_blocked 0\n".encode())
+    _file(proc, px, "loadavg", f"0.00 0.00 0.00 1/{len(px.procs.by_pid)} 0\n".encode())
     _file(proc, px, "mounts", b"rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n")
     _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")

@@ -50,7 +50,7 @@ EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates 
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
-PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280})
+PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280, 332})
 SIGKILL, SIGCHLD = 9, 17
 
 

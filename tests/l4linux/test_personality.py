@@ -55,11 +55,12 @@ def _rootfs(tmp: str) -> str:
         subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
         with open(exe, "rb") as f:
             entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
-        rnd = os.path.join(tmp, "random_syscalls")
-        subprocess.run(["musl-gcc", "-static", "-O2", "-o", rnd,
-                        os.path.join(HERE, "random_syscalls.c")], check=True, timeout=60)
-        with open(rnd, "rb") as f:
-            entries.append(initramfs.Entry("bin/random_syscalls", 0o100755, f.read()))
+        for name in ("random_syscalls", "waits"):
+            out = os.path.join(tmp, name)
+            subprocess.run(["musl-gcc", "-static", "-O2", "-o", out,
+                            os.path.join(HERE, name + ".c")], check=True, timeout=60)
+            with open(out, "rb") as f:
+                entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
     path = os.path.join(tmp, "rootfs.cpio")
     with open(path, "wb") as f:
         f.write(initramfs.write(entries))
@@ -131,6 +132,27 @@ def test_unknown_system_call_is_enosys(linux: Linux) -> None:
     status, out = linux.run("/bin/probe")
     assert status == 0, out
     assert out.startswith(b"r=-1 errno=38 pid=")
+
+
+def test_select_poll_waitid_statx_as_natively(linux: Linux, tmp_path: Any) -> None:
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc not installed")
+    exe = str(tmp_path / "waits")
+    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "waits.c")],
+                   check=True, timeout=60)
+    native = subprocess.run([exe], capture_output=True, timeout=30)
+    assert linux.run("/bin/waits") == (native.returncode, native.stdout)
+
+
+def test_stat_top_and_proc_fd(linux: Linux) -> None:
+    status, out = linux.sh("stat -c '%s %a %F %h' /bin/busybox /bin; top -n1 -b | head -1; "
+                           "ls /proc/self/fd; readlink /proc/self/fd/3 3</etc/motd")
+    assert status == 0, out
+    lines = out.decode().splitlines()
+    assert lines[0] == f"{os.path.getsize('/bin/busybox')} 755 regular file 1", lines
+    assert lines[1].split()[1:3] == ["755", "directory"]
+    assert lines[2].startswith("Mem:"), lines
+    assert lines[3:6] == ["0", "1", "2"] and lines[-1] == "/etc/motd", lines
 
 
 def test_random_system_calls_leave_the_personality_serving(linux: Linux) -> None:
