@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -68,6 +69,7 @@ class Snapshot(NamedTuple):
     run_dirs: set[str]          # directories of systems that were up before the test
     memfds: set[str]
     shm: set[str]
+    tmp_mode: int               # /tmp's mode bits (1777): no test may change them
 
     @classmethod
     def take(cls, basetemp: str) -> "Snapshot":
@@ -75,7 +77,8 @@ class Snapshot(NamedTuple):
         for p in _candidates(basetemp):
             pids.add(p.pid)
             dirs |= _run_dirs(_text(p, environ=True))
-        return cls(pids, dirs, _memfds(), _shm())
+        return cls(pids, dirs, _memfds(), _shm(),
+                   os.stat(tempfile.gettempdir()).st_mode & 0o7777)
 
     def left(self, basetemp: str, tmp_path: str | None, wait_s: float = 10.0) -> list[str]:
         deadline = time.monotonic() + wait_s
@@ -89,6 +92,11 @@ class Snapshot(NamedTuple):
             for root, _dirs, files in os.walk(tmp_path):
                 out += [f"socket {os.path.join(root, f)}" for f in files if f.endswith(".sock")]
         out += sorted(f for f in _memfds() - self.memfds if FRAME_FD in f)
+        tmp_mode = os.stat(tempfile.gettempdir()).st_mode & 0o7777
+        if tmp_mode != self.tmp_mode:         # a test that changed /tmp breaks the others
+            os.chmod(tempfile.gettempdir(), self.tmp_mode)
+            out.append(f"the mode of {tempfile.gettempdir()}: {self.tmp_mode:o} -> "
+                       f"{tmp_mode:o} (put back)")
         out += [f"/dev/shm/{f}" for f in sorted(_shm() - self.shm)]
         return out
 
