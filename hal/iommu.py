@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
+from kernel.abi import MAX_DMA_RANGES
 from kernel.user.errors import L4Error
 
 Range = tuple[int, int, bool]      # physical address, length, the device writes memory
@@ -73,7 +74,8 @@ class Iommu:
             self.why = "no DMA domain bound (DEV dma_bind)"
             return False
         try:
-            self.l4().mem_dma_check(slot, list(ranges))
+            for i in range(0, len(ranges), MAX_DMA_RANGES):     # one call per payload's worth
+                self.l4().mem_dma_check(slot, list(ranges[i:i + MAX_DMA_RANGES]))
         except L4Error as e:
             self.refused += 1
             self.why = str(e)

@@ -144,10 +144,10 @@ class Nic(Device):
         frames: list[bytes] = []
         errors = sent = 0
         unpack_from, pack_into = DESC.unpack_from, struct.pack_into
-        if self.dma([(base, size * DESC.size, True)]):
+        allowed = self._allowed_buffers(base, size, head, tail, False)
+        if allowed is None:
             self._dma_refused()                 # the ring is not the driver's (now)
             return
-        allowed = self._allowed_buffers(base, size, head, tail, False)
         while head != tail:
             off = base + head * 16
             addr, ln, _, _ = unpack_from(mem, off)
@@ -173,17 +173,23 @@ class Nic(Device):
         self.raise_irq()
 
     def _allowed_buffers(self, base: int, size: int, head: int, tail: int,
-                         write: bool) -> set[tuple[int, int]]:
-        """The (addr, length) buffers of descriptors head..tail that the IOMMU allows: one
-        kernel check for them all; if refused, one each (so only the refused ones fail)."""
+                         write: bool) -> set[tuple[int, int]] | None:
+        """The (addr, length) buffers of descriptors head..tail that the IOMMU allows, or
+        None if the ring itself is refused. One kernel check for the ring and all the
+        buffers of the batch (the common case); if that is refused, the ring alone, then
+        one check per buffer (so only the refused ones fail). Nothing is kept for the next
+        batch: its ranges are checked again."""
         mem, bufs = self.ram.map, []
         while head != tail:
             addr, ln, _, _ = DESC.unpack_from(mem, base + head * 16)
             if 0 < ln <= MAX_FRAME and self.ram.check(addr, ln):
                 bufs.append((addr, ln))
             head = (head + 1) & (size - 1)
-        if not self.dma([(a, n, write) for a, n in bufs]):
+        ring = (base, size * DESC.size, True)
+        if not self.dma([ring, *((a, n, write) for a, n in bufs)]):
             return set(bufs)
+        if self.dma([ring]):
+            return None
         return {(a, n) for a, n in bufs if not self.dma([(a, n, write)])}
 
     def _dma_refused(self) -> None:
@@ -214,12 +220,12 @@ class Nic(Device):
                 return
             base, size, tail, head = self.regs["RX_BASE"], self.regs["RX_SIZE"], self.regs["RX_TAIL"], self.rx_head
             mask = size - 1
-            if self.dma([(base, size * DESC.size, True)]):
+            end = (head + min(len(frames), (tail - head) & mask)) & mask
+            allowed = self._allowed_buffers(base, size, head, end, True)
+            if allowed is None:
                 self.fail(ErrCode.DMA_DENIED)   # the ring is not the driver's (now)
                 self.counters["RX_DROPPED"] += len(frames)
                 return
-            end = (head + min(len(frames), (tail - head) & mask)) & mask
-            allowed = self._allowed_buffers(base, size, head, end, True)
             for f in frames:
                 if head == tail:
                     self.counters["RX_DROPPED"] += 1
