@@ -7,6 +7,7 @@ Layout: the boundary between the kernel process and the tasks is the package bou
 - `kernel.core`   the kernel process (`python -m kernel`); nothing outside `kernel/` imports it.
   Listed bottom up: each imports only modules listed before it (tests/kernel/test_layers.py).
   - `objects`     kernel objects: Task, Thread, Gate, Factory, KernelCtl
+  - `trace`       the IPC trace: a bounded ring of events, off by default (TRACE)
   - `caps`        capability spaces and the mapping database (derive, grant, recursive revoke)
   - `state`       the kernel's state: object tables, secrets, timers, counters; how a call ends
                   (answer, finish, and `fail`: every error answer counted once); the `Wire`

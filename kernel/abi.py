@@ -64,6 +64,7 @@ class Sys(IntEnum):
     TASK_MAP = 41        # map one of our capabilities into another task's slot
     TASK_WATCH = 42      # tell the kernel which OS process runs a task (death detection)
     KERNEL_INFO = 50     # statistics and the task table (needs the kernel capability)
+    TRACE = 51           # (kernel capability) the IPC trace: on/off, status, drain the ring
     EXIT = 60            # the calling task ends itself
     # Memory (docs/MEMORY.md): flexpages, page faults, shootdown.
     MEM_ATTACH = 70      # join the RAM: answers our memory channel (frames come over it)
@@ -365,6 +366,12 @@ class KernelInfoArgs(NamedTuple):
     kernel: Int
 
 
+class TraceArgs(NamedTuple):
+    kernel: Int             # the kernel capability (INVOKE)
+    action: Str             # on, off, status, drain
+    limit: Int              # on: ring capacity (0 = default); drain: at most this many (0 = max)
+
+
 class ExitArgs(NamedTuple):
     status: Int
 
@@ -456,6 +463,7 @@ ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.TASK_MAP: TaskMapArgs,
     Sys.TASK_WATCH: TaskWatchArgs,
     Sys.KERNEL_INFO: KernelInfoArgs,
+    Sys.TRACE: TraceArgs,
     Sys.EXIT: ExitArgs,
     Sys.MEM_ATTACH: MemAttachArgs,
     Sys.MEM_FAULT: MemFaultArgs,

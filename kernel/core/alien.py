@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import ipc, syscalls
+from . import ipc, syscalls, trace
 from ..abi import AlienAfter, AlienBefore, AlienVerdict, Err, Sys, unpack
 from .objects import Thread, TState
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 def before(k: "State", th: Thread, sysno: Sys, args: tuple[Any, ...], payload: bytes | None) -> None:
     """Hold `th`'s call and ask its handler whether it may run."""
     th.set_state(TState.ALIEN_HOLD)
+    if trace.ON:
+        trace.alien(th, int(sysno), sysno.name, "before")
     report = AlienBefore(th.task.name, th.id, int(sysno), sysno.name, args,
                          len(payload) if payload is not None else 0)
 
@@ -60,6 +62,8 @@ def after(k: "State", th: Thread, sysno: Sys, header: bytes, payload: bytes | No
         err = unpack(header)[0]
     except Exception:
         err = int(Err.PROTOCOL)
+    if trace.ON:
+        trace.alien(th, int(sysno), sysno.name, "after")
     report = AlienAfter(th.task.name, th.id, int(sysno), sysno.name, err)
 
     def release(*_: Any) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from . import faults as _faults
+from . import trace as _trace
 from ..abi import (FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, CallArgs, ReplyWaitArgs, Rights,
                    Sys, encode_receipt, offset)
 from .ipc import SendRecord, wait
@@ -97,6 +98,8 @@ def _call(k: "State", th: Thread, cap: int, proto: int, snd_timeout: int, rcv_ti
     th.sending = rec
     if not waiting:                        # blocked in the receiver's queue
         insort(target.queue, rec)
+        if _trace.ON:
+            _trace.send(th, gate, proto, payload, True, snd_timeout)
         token = th.set_state(_SENDING)
         if snd_timeout != NEVER:
             k.timers.add(snd_timeout, th, token)
@@ -108,6 +111,9 @@ def _call(k: "State", th: Thread, cap: int, proto: int, snd_timeout: int, rcv_ti
     if rcv_timeout != NEVER:
         k.timers.add(rcv_timeout, th, token)
     k.count_ipc(th, target)
+    if _trace.ON:                          # the one flag test of this path
+        _trace.send(th, gate, proto, payload, True, snd_timeout)
+        _trace.recv(th, target, rec.label, proto, payload, True, reply)
     _finish(k, target, encode_receipt(rec.label, rec.rights, reply, proto, _NO_ITEMS), payload)
     return True
 
@@ -128,6 +134,8 @@ def _reply_wait(k: "State", th: Thread, reply_id: int, proto: int, timeout: int,
     del th.replies[reply_id]
     rec.live = False
     k.count_ipc(th, caller)
+    if _trace.ON:
+        _trace.reply(th, caller, reply_id, proto, payload)
     _finish(k, caller, encode_receipt(0, 0, 0, proto, _NO_ITEMS), payload)
     wait(k, th, None, timeout)
     return True

@@ -45,7 +45,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import ipc
+from . import ipc, trace
 from ..abi import NEVER, AbiError, Err, ObjType, Rights, encode_ok, unpack
 from .objects import KObject, Task, Thread, TState
 
@@ -150,6 +150,9 @@ def _record(kind: str, rule: Rule | None, rec: "SendRecord | None", **detail: An
                      receiver=rec.target.task.name if rec.target is not None else None)
     entry.update(detail)
     LOG.append(entry)
+    if trace.ON:
+        trace.chaos(kind, {**entry, "sender": rec.sender.task.id if rec is not None
+                           and rec.sender is not None else 0})
 
 
 def _resend(k: "State", rec: "SendRecord", timeout: int) -> None:

@@ -31,6 +31,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import irq as _irq
+from . import trace as _trace
 from ..abi import (CAP_ITEMS, NEVER, AbiError, Err, Item, Items, KernelMessage, Rights, Window,
                    encode_kernel_message, encode_ok, encode_receipt)
 from .objects import Gate, Thread, TState
@@ -158,6 +159,8 @@ def route(k: "State", rec: SendRecord) -> Thread | None:
 
 def send(k: "State", rec: SendRecord, timeout: int) -> None:
     """Deliver `rec` to its gate's thread now, or block the sender until `timeout`."""
+    if _trace.ON:
+        _trace.send(rec.sender, rec.gate, rec.proto, rec.payload, rec.call, timeout)
     target = route(k, rec)
     if target is not None:
         send_to(k, rec, target, timeout)
@@ -205,6 +208,8 @@ def deliver(k: "State", rec: SendRecord, target: Thread) -> None:
             if rec.rcv_timeout != NEVER:
                 k.timers.add(rec.rcv_timeout, rec.sender, token)
     k.count_ipc(rec.sender, target)
+    if _trace.ON:
+        _trace.recv(rec.sender, target, rec.label, rec.proto, rec.payload, rec.call, reply)
     k.finish(target, encode_receipt(rec.label, rec.rights, reply, rec.proto, received), rec.payload)
     if not rec.call and rec.sender is not None:
         k.finish(rec.sender, encode_ok())
@@ -259,6 +264,8 @@ def reply(k: "State", thread: Thread, reply_id: int, proto: int,
     rec.live = False
     if mplan:
         received_mem = k.memory.do_items(mplan)
+    if _trace.ON:
+        _trace.reply(thread, caller, reply_id, proto, payload)
     if caller is None:
         if rec.on_reply is not None:
             rec.on_reply(proto, payload)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..abi import IrqMessage, ObjType, Rights, encode_kernel_message, encode_receipt
+from . import trace
 from .objects import Factory, KObject, Thread, TState
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ def take(thread: Thread) -> Irq:
 
 def deliver(k: "State", irq: Irq, thread: Thread) -> None:
     count, irq.pending = irq.pending, 0
+    if trace.ON:
+        trace.irq(irq.id, thread, irq.label, count)
     proto, payload = encode_kernel_message(IrqMessage(irq.id, count))
     k.finish(thread, encode_receipt(irq.label, _INVOKE, 0, proto, []), payload)
 

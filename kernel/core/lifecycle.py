@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import caps, ipc, irq
+from . import caps, ipc, irq, trace
 from ..abi import AbiError, Err, ExitNotice
 from .irq import Irq
 from .objects import Factory, Gate, KObject, Task, Thread, TState
@@ -101,6 +101,8 @@ def kill_task(k: "State", task: Task, reason: str, status: int | None) -> None:
     if not task.alive or task.exit_reason is not None:
         return
     task.exit_reason = reason
+    if trace.ON:
+        trace.death(task, reason, status)
     handler = task.threads[0].handler if task.threads else None
     for th in task.threads:
         if th.alive:

@@ -41,7 +41,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from . import ipc, lifecycle
+from . import ipc, lifecycle, trace
 from ..abi import (LINUX_MEM_MAX, LINUX_USER_TOP, AbiError, Err, LinuxSyscall, LinuxVerdict,
                    ObjType, Rights, unpack)
 from .objects import Gate, Task
@@ -313,6 +313,8 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
     task = proc.task
     handler: Gate | None = task.threads[0].handler if task.threads else None
     lx.stats["linux_syscalls"] += 1
+    if trace.ON:
+        trace.linux(task, proc.pid, nr)
     task.stats["calls"] += 1
     proc.pending.add(nid)
     parent = 0 if proc.reported else proc.parent

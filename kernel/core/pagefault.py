@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import ipc
+from . import ipc, trace
 from .memory import Memory
 from ..abi import (NEVER, PAGE_SHIFT, VA_BITS, AbiError, Err, FaultNotice, MemRights,
                    PageFaultMessage, encode_ok)
@@ -40,6 +40,8 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
     n = a.node(vp)
     if n is not None and n.rights & access == access:
         mem.stats["refills"] += 1
+        if trace.ON:
+            trace.page_fault(th, vaddr, access, "refill")
         mem.deliver(a, n.frame, n.rights)
         return [n.frame, n.rights]
     pager = th.pager
@@ -51,6 +53,8 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
         _exception(k, th, vaddr, access, ip, "the thread has no pager")
         raise AbiError(Err.NO_CAP, f"{what()}: the thread has no pager")
     mem.stats["faults"] += 1
+    if trace.ON:
+        trace.page_fault(th, vaddr, access, "pager")
 
     def on_reply(proto: int, payload: bytes | None) -> None:
         if not th.alive:
@@ -79,6 +83,8 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
 
 
 def _exception(k: "State", th: "Thread", vaddr: int, access: int, ip: int, reason: str) -> None:
+    if trace.ON:
+        trace.page_fault(th, vaddr, access, "exception")
     if th.handler is not None and th.handler.alive:
         ipc.kernel_send(k, th.handler, FaultNotice(th.task.name, th.task.id, th.id, vaddr,
                                                    access, ip, reason))

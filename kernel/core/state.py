@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..abi import (SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, Err, Rights,
                    encode_error)
+from . import trace as _trace
 from .caps import CapSpace
 from .objects import Factory, Gate, KernelCtl, KObject, Task, Thread, TState
 
@@ -166,6 +167,8 @@ class State:
     def fail(self, thread: Thread, err: Err, reason: str) -> None:
         """The one way a thread's call ends in an error: counted, then answered."""
         self.count_error(err, thread)
+        if _trace.ON:
+            _trace.error(thread, err, reason)
         self.finish(thread, encode_error(err, reason))
 
     def count_error(self, err: Err, thread: Thread | None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import caps, faults, ipc, irq, lifecycle, linux, memory, pagefault
+from . import caps, faults, ipc, irq, lifecycle, linux, memory, pagefault, trace
 from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RANGES, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
@@ -23,7 +23,7 @@ from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RAN
                    MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
-                   ThreadCreateArgs, WaitArgs, encode_ok)
+                   ThreadCreateArgs, TraceArgs, WaitArgs, encode_ok)
 from .irq import Irq
 from .objects import Factory, Gate, Task, Thread
 
@@ -67,6 +67,8 @@ def _gate_for_send(th: Thread, slot: int, proto: int, items: Any) -> tuple[Gate,
 
 def _send(k: "State", rec: ipc.SendRecord, timeout: int) -> None:
     """A task's message: routed, offered to the chaos fault table, then sent."""
+    if trace.ON:
+        trace.send(rec.sender, rec.gate, rec.proto, rec.payload, rec.call, timeout)
     target = ipc.route(k, rec)
     if target is None:
         return
@@ -324,6 +326,23 @@ def sys_kernel_info(k: "State", th: Thread, a: KernelInfoArgs, payload: bytes | 
     if k.linux is not None:
         info["stats"].update(k.linux.stats)      # trapped Linux system calls (kernel/core/linux.py)
     return info
+
+
+@handles(Sys.TRACE)
+def sys_trace(k: "State", th: Thread, a: TraceArgs, payload: bytes | None) -> Any:
+    th.task.space.lookup(a.kernel, ObjType.KERNEL, Rights.INVOKE)
+    if not 0 <= a.limit <= trace.MAX_CAPACITY:
+        raise AbiError(Err.INVALID, f"limit {a.limit} outside 0..{trace.MAX_CAPACITY}")
+    if a.action == "on":
+        return trace.start(a.limit)
+    if a.action == "off":
+        return trace.stop()
+    if a.action == "status":
+        return trace.status()
+    if a.action == "drain":
+        events = trace.drain(a.limit)
+        return {**trace.status(), "events": events}
+    raise AbiError(Err.INVALID, f"unknown trace action {a.action!r} (on, off, status, drain)")
 
 
 @handles(Sys.EXIT)

@@ -23,7 +23,7 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
-                   KernelInfoArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
+                   KernelInfoArgs, TraceArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
                    MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
@@ -230,6 +230,11 @@ class _Api:
               kernel: int = SLOT_KERNEL) -> Any:
         """Fault injection (kernel capability): op add/remove/list/log/crash (docs/CHAOS.md)."""
         return self._req(FaultArgs(kernel, op, pack(spec) if spec else b""))
+
+    def trace(self, action: str, limit: int = 0, *, kernel: int = SLOT_KERNEL) -> Any:
+        """The kernel's IPC trace (kernel capability): on [capacity], off, status, drain
+        [at most limit events] (kernel/ABI.md, TRACE)."""
+        return self._req(TraceArgs(kernel, action, limit))
 
     def exit(self, status: int = 0) -> Any:
         return self._req(ExitArgs(status))

@@ -28,6 +28,7 @@ from .model import Conn, FTask
 WINDOW_BASE = 1 << 32    # where fuzz tasks open memory receive windows (16 MiB apart)
 WINDOW_ORDER = 16
 FAULT_OPS = ("list", "log", "add", "remove", "crash", "nope")
+TRACE_ACTIONS = ("status", "drain", "off", "nope")   # never "on": the fuzz runs untraced
 
 _ALL = int(Rights.ALL)
 RIGHT_MASKS = [_ALL] * 4 + [_ALL & ~int(r) for r in Rights if r not in (Rights.NONE, Rights.ALL)] \
@@ -58,6 +59,7 @@ _SIMPLE: dict[str, Any] = {
     "access": lambda r: r.choice([int(MemRights.R), int(MemRights.W), int(MemRights.X)]),
     "ip": lambda r: r.randrange(1 << 20),
     "op": lambda r: r.choice(FAULT_OPS),
+    "action": lambda r: r.choice(TRACE_ACTIONS),
     "spec": lambda r: r.choice([b"", pack({}), pack({"gate": 1}), b"\xc1"]),
     # rarely: an alien thread's every call goes to its handler first (mostly DENIED)
     "alien": lambda r: True if r.random() < 0.05 else r.choice([None, False]),
