@@ -15,6 +15,7 @@
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
     l4run mkrootfs [-o FILE]                      the L⁴Linux initramfs (busybox + applet links)
     l4run linux run -- CMD ARGS | linux ps        a command in the running L⁴Linux personality
+    l4run console [TASK]                          this terminal on the L⁴Linux console (^] detaches)
 
 Every command takes --run-dir (default: $L4PY_RUN_DIR, else ./run/<image name> for boot and
 the only system running under ./run for the others). Errors are one line and exit status 1.
@@ -544,6 +545,9 @@ linux_cli.register(cli, find_run_dir, run_dir_option)
 from . import net as net_cli  # noqa: E402  (registers `net`: ORe's ports and counters)
 
 net_cli.register(cli, ask, find_run_dir, run_dir_option)
+
+from . import trace as trace_cli  # noqa: E402  (registers `trace`: the kernel's IPC trace for Perfetto)
+trace_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 

@@ -844,6 +844,11 @@ class Launcher:
         from .net import switch_counters
         return switch_counters(self, task)
 
+    def cmd_trace(self, action: str, limit: int = 0) -> dict[str, Any]:
+        """The kernel's IPC trace (TRACE: on, off, status, drain; launcher/trace.py)."""
+        assert self.root is not None, "control commands are served only while the kernel is up"
+        return dict(self.root.trace(action, int(limit)))
+
     def cmd_memory(self) -> dict[str, Any]:
         """moe's and sigma0's accounting (launcher/memory.py)."""
         return self.memory.info()

@@ -1,0 +1,221 @@
+"""`l4run trace`: record the kernel's IPC trace for a while, write it for Perfetto.
+
+    l4run trace [--duration S] [--tasks A,B] [-o FILE] [--summary] [--run-dir DIR]
+
+The launcher holds the kernel capability; `Launcher.cmd_trace` (launcher/system.py) passes
+the control command on as the TRACE system call (kernel/ABI.md): `on` for the duration,
+`off`, then `drain` until the ring is empty. The kernel's events (kernel/core/trace.py)
+become Chrome trace-event JSON, which ui.perfetto.dev and chrome://tracing open:
+
+- one process track per task (`pid` = the kernel's task id; 0 is the kernel itself), one
+  thread track per L4 thread (`tid` = the thread's kernel id), named by `M` metadata events;
+- a complete slice (`ph: "X"`) per call on the caller's track from its send to the reply
+  (or the error that ended it), and one on the server's track from the delivery to its
+  reply; a flow arrow (`ph: "s"` → `"f"`) from the caller's slice to the server's and one
+  back with the reply;
+- instants (`ph: "i"`) for one-way sends, error answers, page faults, alien reports, trapped
+  Linux system calls, IRQs, task deaths and chaos injections.
+
+Pairing (the kernel's contract): a thread has at most one call in flight, so a caller's
+`send` … `reply`/`error` pair by its thread id; a server's delivery and reply pair by
+(server thread, reply id).
+
+`--summary` prints the top talkers (caller → server by calls) and the slowest calls
+instead of writing a file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import click
+
+DRAIN_LIMIT = 4096
+
+
+def record(ask: Callable[..., dict[str, Any]], run_dir: str, duration: float,
+           capacity: int = 0) -> list[dict[str, Any]]:
+    """Trace the running system in `run_dir` for `duration` seconds; the kernel's events."""
+    ask(run_dir, "trace", action="on", limit=capacity)
+    try:
+        time.sleep(duration)
+    finally:
+        ask(run_dir, "trace", action="off")
+    events: list[dict[str, Any]] = []
+    while True:
+        got = ask(run_dir, "trace", action="drain", limit=DRAIN_LIMIT)["events"]
+        if not got:
+            return events
+        events += got
+
+
+def only(events: list[dict[str, Any]], tasks: set[str]) -> list[dict[str, Any]]:
+    """The events in which one of the named tasks takes part."""
+    return [e for e in events if e.get("name") in tasks or e.get("to_name") in tasks]
+
+
+class _Chrome:
+    """The conversion: kernel events in, trace events out (`events`)."""
+
+    def __init__(self, t0: int) -> None:
+        self.t0 = t0
+        self.out: list[dict[str, Any]] = []
+        self.procs: dict[int, str] = {0: "kernel"}
+        self.threads: dict[tuple[int, int], str] = {}
+        self.calls: dict[int, dict[str, Any]] = {}               # caller thread -> its call
+        self.serving: dict[tuple[int, int], dict[str, Any]] = {}  # (server th, reply) -> call
+        self.flow = 0
+
+    def us(self, ns: int) -> float:
+        return (ns - self.t0) / 1000.0
+
+    def see(self, task: int, th: int, name: str) -> None:
+        self.procs.setdefault(task, name)
+        self.threads.setdefault((task, th), "kernel" if th == 0 else f"thread {th}")
+
+    def add(self, ph: str, name: str, task: int, th: int, ts: int, **more: Any) -> None:
+        self.out.append({"ph": ph, "name": name, "cat": "ipc", "pid": task, "tid": th,
+                         "ts": self.us(ts), **more})
+
+    def instant(self, e: dict[str, Any], name: str) -> None:
+        args = {k: v for k, v in e.items() if k not in ("ts", "th", "task")}
+        self.add("i", name, e["task"], e["th"], e["ts"], s="t", args=args)
+
+    def event(self, e: dict[str, Any]) -> None:
+        self.see(e["task"], e["th"], e["name"])
+        if "to_task" in e:
+            self.see(e["to_task"], e["to_th"], e["to_name"])
+        getattr(self, "ev_" + e["ev"], self.other)(e)
+
+    def ev_send(self, e: dict[str, Any]) -> None:
+        if e["call"] and e["th"]:
+            self.calls[e["th"]] = {"send": e}
+        elif not e["call"]:
+            self.instant(e, f"send label {e['label']}")
+
+    def ev_recv(self, e: dict[str, Any]) -> None:
+        call = self.calls.get(e["th"]) if e["th"] else {"send": None}
+        if not e["call"] or call is None:
+            self.instant(e | {"task": e["to_task"], "th": e["to_th"]},
+                         f"recv from {e['name']}")
+            return
+        call["recv"] = e
+        self.serving[(e["to_th"], e["reply"])] = call
+
+    def ev_reply(self, e: dict[str, Any]) -> None:
+        call = self.serving.pop((e["th"], e.get("reply", 0)), None)
+        if call is None:
+            self.instant(e, f"reply to {e['to_name']}")
+            return
+        recv = call["recv"]
+        what = f"{recv['to_name']} label {recv['label']}"
+        sargs = {"caller": recv["name"], "label": recv["label"], "proto": recv["proto"],
+                 "size": recv["size"], "reply_size": e["size"]}
+        self.add("X", f"serve {recv['name']}", e["task"], e["th"], recv["ts"],
+                 dur=self.us(e["ts"]) - self.us(recv["ts"]), args=sargs)
+        send = call.get("send")
+        if send is None or not send["th"]:
+            return                     # a kernel call (page fault, alien report): no caller track
+        self.calls.pop(send["th"], None)
+        self.add("X", f"call {what}", send["task"], send["th"], send["ts"],
+                 dur=self.us(e["ts"]) - self.us(send["ts"]), args={**sargs, "server": recv["to_name"]})
+        for src, dst, s_ts, f_ts in ((send, e, send["ts"], recv["ts"]),
+                                     (e, send, e["ts"], e["ts"])):
+            self.flow += 1
+            self.add("s", "ipc", src["task"], src["th"], s_ts, id=self.flow)
+            self.add("f", "ipc", dst["task"], dst["th"], f_ts, id=self.flow, bp="e")
+
+    def ev_error(self, e: dict[str, Any]) -> None:
+        call = self.calls.pop(e["th"], None)
+        if call is not None:
+            send = call["send"]
+            self.add("X", f"call label {send['label']} → {e['err']}", e["task"], e["th"],
+                     send["ts"], dur=self.us(e["ts"]) - self.us(send["ts"]),
+                     args={"err": e["err"], "reason": e["reason"], "label": send["label"]})
+        self.instant(e, e["err"])
+
+    def other(self, e: dict[str, Any]) -> None:
+        names = {"pf": lambda: f"page fault {e['how']}", "death": lambda: f"death of {e['name']}",
+                 "chaos": lambda: f"chaos {e['kind']}", "irq": lambda: f"irq {e['irq']}",
+                 "alien": lambda: f"alien {e['call']} {e['phase']}",
+                 "linux": lambda: f"linux syscall {e['nr']}"}
+        self.instant(e, names.get(e["ev"], lambda: e["ev"])())
+
+    def metadata(self) -> list[dict[str, Any]]:
+        meta = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                 "args": {"name": f"{name} (task {pid})" if pid else name}}
+                for pid, name in sorted(self.procs.items())]
+        meta += [{"ph": "M", "name": "thread_name", "pid": pid, "tid": th, "args": {"name": name}}
+                 for (pid, th), name in sorted(self.threads.items())]
+        return meta
+
+
+def to_chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chrome trace-event JSON (the object form) of the kernel's events."""
+    conv = _Chrome(events[0]["ts"] if events else 0)
+    for e in events:
+        conv.event(e)
+    return {"traceEvents": conv.metadata() + conv.out, "displayTimeUnit": "ns",
+            "otherData": {"source": "l4run trace", "kernel_events": len(events)}}
+
+
+def summarize(trace: dict[str, Any], top: int = 10) -> dict[str, Any]:
+    """Top talkers (caller → server, by calls) and the slowest calls of a converted trace."""
+    calls = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"].startswith("call ")]
+    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"]
+             if e["ph"] == "M" and e["name"] == "process_name"}
+    pairs: dict[tuple[str, str], list[float]] = {}
+    for c in calls:
+        key = (names.get(c["pid"], str(c["pid"])), c["args"].get("server", "?"))
+        pairs.setdefault(key, []).append(c["dur"])
+    talkers = sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:top]
+    slowest = sorted(calls, key=lambda c: -c["dur"])[:top]
+    return {
+        "talkers": [{"caller": a, "server": b, "calls": len(d), "mean_us": round(sum(d) / len(d), 1),
+                     "max_us": round(max(d), 1)} for (a, b), d in talkers],
+        "slowest": [{"caller": names.get(c["pid"], str(c["pid"])), "call": c["name"][5:],
+                     "us": round(c["dur"], 1), "at_ms": round(c["ts"] / 1000, 3)} for c in slowest],
+    }
+
+
+def render(summary: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    t1 = Table(title="top talkers")
+    for col in ("caller", "server", "calls", "mean µs", "max µs"):
+        t1.add_column(col, justify="right" if "µs" in col or col == "calls" else "left")
+    for r in summary["talkers"]:
+        t1.add_row(r["caller"], r["server"], str(r["calls"]), f"{r['mean_us']:.1f}", f"{r['max_us']:.1f}")
+    t2 = Table(title="slowest calls")
+    for col in ("caller", "call", "µs", "at ms"):
+        t2.add_column(col, justify="right" if col in ("µs", "at ms") else "left")
+    for r in summary["slowest"]:
+        t2.add_row(r["caller"], r["call"], f"{r['us']:.1f}", f"{r['at_ms']:.3f}")
+    return Group(t1, t2)
+
+
+def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
+             find_run_dir: Callable[[str | None], str], run_dir_option: Any) -> None:
+    @cli.command("trace")
+    @click.option("--duration", default=1.0, show_default=True, type=float, help="seconds to record")
+    @click.option("--tasks", default=None, help="only events these tasks (comma-separated) take part in")
+    @click.option("-o", "--output", default="trace.json", show_default=True, help="the trace file")
+    @click.option("--summary", is_flag=True, help="print top talkers and slowest calls instead")
+    @click.option("--capacity", default=0, type=int, help="the kernel's ring, in events (0: 65536)")
+    @run_dir_option
+    def trace(duration: float, tasks: str | None, output: str, summary: bool, capacity: int,
+              run_dir: str | None) -> None:
+        """Record the kernel's IPC trace; write Chrome trace-event JSON (open it in ui.perfetto.dev)."""
+        events = record(ask, find_run_dir(run_dir), duration, capacity)
+        if tasks:
+            events = only(events, {t.strip() for t in tasks.split(",") if t.strip()})
+        chrome = to_chrome(events)
+        if summary:
+            from rich.console import Console
+            Console().print(render(summarize(chrome)))
+            return
+        with open(output, "w", encoding="utf-8") as f:
+            json.dump(chrome, f)
+        n = sum(1 for e in chrome["traceEvents"] if e["ph"] == "X")
+        click.echo(f"{output}: {len(events)} kernel events, {n} slices")
