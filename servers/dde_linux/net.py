@@ -22,7 +22,9 @@ Where this differs from Linux, and why (the L4 extensions, all on the user's sid
   `net-rx` here (Linux runs the softirq on irq exit). After each drained batch the handler's
   `flush(data)` (the fourth argument of `netdev_rx_handler_register`) runs, so a user can
   notify its clients once per batch instead of once per frame. Without DDEKit started (unit
-  tests), `netif_rx` delivers at once.
+  tests), `netif_rx` delivers at once. `netif_receive_skb_list(skbs)` delivers a batch at
+  once in the caller's thread (and flushes after it): for a driver whose interrupt handler
+  is a thread already, one thread switch less per batch.
 - `netif_wake_queue` calls `dev.tx_wake(dev)` if the user set it: Linux's
   `__netif_schedule` (the qdisc runs again); here the user owns the queueing.
 - `skb.xmit_more` (Linux 3.18-5.1's `skb->xmit_more`): the sender says more frames follow
@@ -397,6 +399,25 @@ def netif_rx(skb: sk_buff) -> int:
         kfree_skb(skb)
         return NET_RX_DROP
     return _softirq.raise_rx(skb)
+
+
+def netif_receive_skb_list(skbs: list[sk_buff]) -> None:
+    """Deliver received frames now, in the caller's thread, then the user's flush (Linux:
+    what a NAPI poll hands up, one list per poll). A driver whose interrupt handler runs in
+    a thread of its own (l4nic) uses it instead of `netif_rx`: no hand-over to the net-rx
+    thread, so a frame reaches the device's user one thread switch sooner. Frames of a
+    device that is down or has no user are freed and counted in rx_dropped."""
+    take = []
+    for skb in skbs:
+        dev = skb.dev
+        if dev is None or not netif_running(dev) or dev.rx_handler is None:
+            if dev is not None:
+                dev.stats.rx_dropped += 1
+            kfree_skb(skb)
+        else:
+            take.append(skb)
+    if take:
+        _softirq.deliver(take)
 
 
 class _NetRx:

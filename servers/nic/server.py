@@ -16,8 +16,10 @@ without an entry is refused DENIED. "device" picks the net_device (default: the 
 Threads and what they own:
 - main (DDEKit's main thread): the NIC protocol, every TX stream (kick IRQs: drain the submit
   queue into dev_queue_xmit, acknowledge), session open/close, the housekeeping tick;
-- net-rx (the glue's NET_RX softirq): every RX stream (copy each frame into each session's
-  buffer, submit; one signal per session per batch); `Session.lock` orders it against close;
+- the driver's interrupt thread (l4nic hands each pass over its ring up at once with
+  netif_receive_skb_list; a driver using netif_rx: the glue's net-rx thread): every RX
+  stream (copy each frame into each session's buffer, submit; one signal per session per
+  batch); `Session.lock` orders it against close;
 - the driver's interrupt and timer threads: `on_link` (header words, signals) and `_wake`
   (a trigger of the wake IRQ, so the main thread resumes stopped TX streams);
 - nic-watch: triggers the tick IRQ every TICK_S.
@@ -52,7 +54,8 @@ ACK_SIGNAL_AT = ps.RING // 4
 
 
 class Session:
-    """One client's session. TX side: main thread only; RX side: net-rx under `lock`."""
+    """One client's session. TX side: main thread only; RX side: the delivering thread under
+    `lock`."""
 
     def __init__(self, sid: int, label: int, va: int, kick: int, sig: int) -> None:
         self.sid, self.label, self.va = sid, label, va
@@ -68,7 +71,7 @@ class Session:
         self.attached = False                        # the client attached its signal once
         self.closed = False
         self.dead = False                            # a signal trigger failed: reap it
-        self.rx_notify = False                       # net-rx: frames submitted this batch
+        self.rx_notify = False                       # RX thread: frames submitted this batch
         self.tx_blocked = False                      # main: the driver's queue was stopped
         self.acks_unsignaled = 0                     # main: acks the client was not told of
         self.c: Counter[str] = Counter()             # frames, bytes
@@ -81,7 +84,7 @@ class Session:
 
 
 class NicServer:
-    """NIC's implementation (main thread), the net_device's user (net-rx, driver threads)."""
+    """NIC's implementation (main thread), the net_device's user (RX delivery, driver threads)."""
 
     def __init__(self, l4: L4, policy: dict[str, Any], ndev: net.net_device) -> None:
         self.l4, self.ndev = l4, ndev
@@ -254,7 +257,7 @@ class NicServer:
                 self._close(s, "client gone")
 
     def _close(self, s: Session, why: str) -> None:
-        with s.lock:                        # net-rx is not inside this session now
+        with s.lock:                        # RX delivery is not inside this session now
             s.closed = True
         self.live = {k: v for k, v in self.live.items() if k != s.sid}
         for slot in (s.kick, s.sig):
@@ -276,7 +279,7 @@ class NicServer:
         except L4Error:
             s.dead = True
 
-    # -- the net_device's user: receive (net-rx), link and queue events (driver threads) ----
+    # -- the net_device's user: receive (RX delivery), link and queue events (driver threads)
     def on_rx(self, skb: net.sk_buff) -> int:
         net.skb_push(skb, net.ETH_HLEN)        # back to the whole frame, header included
         frame, n = skb.data, skb.len

@@ -11,8 +11,9 @@ and registers an Ethernet net_device; ndo_open allocates the rings and their buf
 coherent DMA memory, requests the interrupt, enables the rings and starts the link timer;
 ndo_start_xmit copies the skb into the next TX buffer and rings the doorbell unless more
 frames follow at once (skb->xmit_more); the interrupt handler reaps finished TX descriptors
-(waking a stopped queue) and passes received frames up with netif_rx (no NAPI: the handler
-runs in its own thread, so it may loop over the whole ring).
+(waking a stopped queue) and passes the received frames of one pass over the ring up at once
+with netif_receive_skb_list (as a NAPI poll does; no NAPI itself: the handler runs in its own
+thread, so it may loop over the whole ring and deliver in that thread).
 
 Locking: `priv.tx_lock` (a spinlock) guards the TX ring indices, taken by the transmitting
 thread and by the interrupt handler. RX state is the interrupt handler's alone.
@@ -36,7 +37,8 @@ from servers.dde_linux.net import (ETH_ALEN, ETH_HLEN, NETDEV_TX_BUSY, NETDEV_TX
                                    eth_type_trans, free_netdev, net_device, net_device_ops,
                                    net_device_stats, netdev_alloc_skb_ip_align, netdev_priv,
                                    netdev_xmit_more, netif_carrier_off, netif_carrier_ok,
-                                   netif_carrier_on, netif_queue_stopped, netif_rx,
+                                   netif_carrier_on, netif_queue_stopped,
+                                   netif_receive_skb_list,
                                    netif_start_queue, netif_stop_queue, netif_wake_queue,
                                    register_netdev, sk_buff, skb_put_data, unregister_netdev)
 from servers.dde_linux.sync import spin_lock, spin_lock_init, spin_unlock, spinlock_t
@@ -181,6 +183,7 @@ def l4nic_rx(ndev: net_device) -> int:
     priv: l4nic_priv = netdev_priv(ndev)
     assert priv.ring_mem is not None and priv.buf_mem is not None and priv.regs is not None
     ring, bufs, done = priv.ring_mem, priv.buf_mem, 0
+    skbs: list[sk_buff] = []
     while done < RX_RING_SIZE:
         entry = priv.rx_next % RX_RING_SIZE
         off = entry * DESC_SIZE
@@ -197,10 +200,12 @@ def l4nic_rx(ndev: net_device) -> int:
             skb.protocol = eth_type_trans(skb, ndev)
             ndev.stats.rx_packets += 1
             ndev.stats.rx_bytes += length
-            netif_rx(skb)
+            skbs.append(skb)
         l4nic_desc.pack_into(ring, off, priv.bufs_dma + entry * BUF_SIZE, BUF_SIZE, 0, 0)
         priv.rx_next += 1
         done += 1
+    if skbs:
+        netif_receive_skb_list(skbs)
     return done
 
 
