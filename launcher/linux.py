@@ -9,6 +9,11 @@
         run one command in the running personality, print its output, exit with its status.
     l4run linux ps [--task NAME] [--json]
         the personality's Linux processes.
+    l4run console [TASK] [--new] [--run-dir DIR]
+        attach this terminal to the personality's console (servers/l4linux/tty.py): an
+        interactive `sh` on it, started at the first attach (or with --new), found again at
+        the next. The host terminal is raw while attached (the personality's line discipline
+        does echo, ^C, ^D); its window size follows. Ctrl-] detaches: the shell goes on.
 
 `linux` talks to the personality's door, RUN_DIR/scratch/TASK/linux.sock (servers/l4linux/
 control.py), which only root and the personality's uid can reach.
@@ -70,7 +75,86 @@ def ask_door(run_dir: str, task: str, req: dict[str, Any], timeout: float | None
     return answer
 
 
+DETACH_KEY = b"\x1d"               # Ctrl-]
+
+
+def _winsize(fd: int) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(fd)
+        return size.lines, size.columns
+    except OSError:
+        return 24, 80
+
+
+def attach_console(path: str, new: bool) -> int:
+    """The console session on this terminal: its program's exit status, or 0 on detach."""
+    import select
+    import signal
+    import socket
+    import termios
+    import tty
+    from servers.l4linux.control import _send
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
+    rows, cols = _winsize(fd_in)
+    _send(s, {"op": "console", "argv": ["sh"] if new else [], "rows": rows, "cols": cols,
+              "env": [f"TERM={os.environ.get('TERM', 'vt100')}", "HOME=/root",
+                      "PATH=/bin:/sbin:/usr/bin", "PS1=\\w # "] if new else []})
+    stream = s.makefile("rb")
+    first = json.loads(stream.readline() or b"{}")
+    if "error" in first or "id" not in first:
+        raise click.ClickException(str(first.get("error", "no answer from the console")))
+    saved = termios.tcgetattr(fd_in) if os.isatty(fd_in) else None
+    resized = [False]
+    signal.signal(signal.SIGWINCH, lambda *_: resized.__setitem__(0, True))
+    if saved is not None:
+        tty.setraw(fd_in)
+    status = 0
+    try:
+        while True:
+            ready, _, _ = select.select([fd_in, s], [], [], 0.5)
+            if resized[0]:
+                resized[0] = False
+                _send(s, {"size": list(_winsize(fd_in))})
+            if s in ready:
+                line = stream.readline()
+                if not line:
+                    break
+                msg = json.loads(line)
+                os.write(fd_out, str(msg.get("out", "")).encode("latin-1"))
+                if msg.get("status", -1) != -1:
+                    status = int(msg["status"])
+                    break
+            if fd_in in ready:
+                data = os.read(fd_in, 4096)
+                if not data or DETACH_KEY in data:
+                    data = data.split(DETACH_KEY)[0]
+                    if data:
+                        _send(s, {"in": data.decode("latin-1")})
+                    os.write(fd_out, b"\r\n[detached: l4run console attaches again]\r\n")
+                    break
+                _send(s, {"in": data.decode("latin-1")})
+    finally:
+        if saved is not None:
+            termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
+        s.close()
+    return status
+
+
 def register(cli: click.Group, find_run_dir: Any, run_dir_option: Any) -> None:
+    @cli.command()
+    @click.argument("task", default=DEFAULT_TASK)
+    @click.option("--new", is_flag=True, help="start a new shell, not the running one")
+    @run_dir_option
+    def console(task: str, new: bool, run_dir: str | None) -> None:
+        """Attach this terminal to the L⁴Linux console (Ctrl-] detaches)."""
+        path = door(find_run_dir(run_dir), task)
+        if not os.path.exists(path):
+            raise click.ClickException(f"no personality door at {path} (is task '{task}' "
+                                       f"running with --door? configs/linux.toml)")
+        sys.exit(attach_console(path, new))
+
     @cli.command()
     @click.option("-o", "--output", default=DEFAULT_ROOTFS, show_default=True,
                   type=click.Path(dir_okay=False))

@@ -5,6 +5,11 @@ its own uid, so only it and root — the operator's `l4run` — can reach it; Li
 hold no host file access at all). One JSON request per connection:
     {"op": "run", "argv": [...], "env": [...], "cwd": "/"}  ->  {"status", "output", "pid"}
     {"op": "ps"}                                              ->  {"procs": [...]}
+    {"op": "console", "argv": [...], "rows": R, "cols": C}    ->  {"id", "pid"}, then a
+        stream both ways, one JSON object a line: the client sends {"in": text} (typed
+        bytes) and {"size": [R, C]}, the door sends {"out": text, "status": S} (S -1 while
+        the program runs, else its exit status, the last line); the client closing its end
+        detaches (the program goes on; `console` with an empty argv re-attaches).
     (an error: {"error": "..."})
 The output travels as latin-1 text (bytes preserved). A peer whose uid is neither root nor
 ours is refused (SO_PEERCRED).
@@ -98,7 +103,11 @@ def _serve_one(pool: _Pool, l4: L4, gate: int, conn: socket.socket) -> None:
     try:
         with conn:
             try:
-                req = json.loads(_recv(conn))
+                stream = conn.makefile("rb")
+                req = json.loads(stream.readline())
+                if req.get("op") == "console":
+                    _console(pool, LINUX.client(l4, gate), gate, conn, stream, req)
+                    return
                 _send(conn, _answer(LINUX.client(l4, gate), req))
             except (ValueError, OSError, KeyError, TypeError) as e:
                 try:
@@ -107,6 +116,55 @@ def _serve_one(pool: _Pool, l4: L4, gate: int, conn: socket.socket) -> None:
                     pass
     finally:
         pool.give(l4)
+
+
+def _console(pool: _Pool, client: Any, gate: int, conn: socket.socket, stream: Any,
+             req: dict[str, Any]) -> None:
+    """A console connection: this thread forwards what the client sends; a second one (an
+    L4 thread of its own: its console_read waits in the personality) what the screen gets."""
+    try:
+        r = client.console_open([str(a) for a in req.get("argv", [])],
+                                [str(e) for e in req.get("env", [])],
+                                int(req.get("rows", 24)), int(req.get("cols", 80)))
+    except (RemoteError, L4Error) as e:
+        _send(conn, {"error": str(e)})
+        return
+    cid = r.id
+    _send(conn, {"id": cid, "pid": r.pid})
+    reader_l4 = pool.take()
+
+    def screen() -> None:
+        try:
+            reader = LINUX.client(reader_l4, gate)
+            while True:
+                got = reader.console_read(cid)
+                if got.status == -2:
+                    return                          # detached (or another reader)
+                _send(conn, {"out": bytes(got.data).decode("latin-1"), "status": got.status})
+                if got.status != -1:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
+        except (RemoteError, L4Error, OSError):
+            return
+        finally:
+            pool.give(reader_l4)
+
+    t = threading.Thread(target=screen, daemon=True)
+    t.start()
+    try:
+        for line in stream:
+            msg = json.loads(line)
+            if "in" in msg:
+                client.console_write(cid, str(msg["in"]).encode("latin-1"))
+            if "size" in msg:
+                client.console_size(cid, int(msg["size"][0]), int(msg["size"][1]))
+    except (RemoteError, L4Error, OSError, ValueError):
+        pass
+    try:
+        client.console_detach(cid)
+    except (RemoteError, L4Error):
+        pass                                        # it ended meanwhile
+    t.join(10)
 
 
 def _answer(client: Any, req: dict[str, Any]) -> dict[str, Any]:

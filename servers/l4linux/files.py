@@ -20,6 +20,7 @@ from typing import Any
 from . import fs
 from .console import Console
 from .pipe import BLOCK, Pipe
+from .tty import Tty
 
 O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
@@ -31,7 +32,7 @@ MAX_FILE = 64 << 20                # bytes of one RAM file: beyond, writes answe
 
 class Open:
     def __init__(self, kind: str, flags: int, node: fs.Inode | None = None,
-                 pipe: Pipe | None = None, console: Console | None = None) -> None:
+                 pipe: Pipe | None = None, console: Console | Tty | None = None) -> None:
         self.kind = kind            # "file", "dir", "pipe_r", "pipe_w", "console", "null", "zero"
         self.flags = flags
         self.node = node
@@ -135,8 +136,9 @@ class Open:
             got = POLLIN | POLLOUT
         return got & (events | POLLHUP | POLLERR)
 
-    def isatty(self) -> bool:
-        return False                # the console is no terminal yet (TCGETS: ENOTTY)
+    def tty(self) -> Tty | None:
+        """The terminal this description is, if it is one (`l4run console`'s)."""
+        return self.console if isinstance(self.console, Tty) else None
 
 
 _STAND_INS: dict[int, fs.Inode] = {}
@@ -208,7 +210,23 @@ DEVICES = {"null": "null", "zero": "zero", "full": "null", "tty": "console",
            "console": "console", "random": "zero", "urandom": "zero"}
 
 
-def device(name: str, flags: int, console: Console) -> Open | None:
+# (major, minor) of each /dev node, as Linux numbers them
+DEVICE_NUMBERS = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                  "urandom": (1, 9), "tty": (5, 0), "console": (5, 1)}
+
+
+def make_devices(fsys: fs.FileSystem) -> None:
+    """The /dev nodes (character devices), so that stat and ttyname find them."""
+    dev = fsys.walk(b"/dev", fsys.root)
+    for name, (major, minor) in DEVICE_NUMBERS.items():
+        if name not in dev.entries:
+            node = fs.Inode(stat.S_IFCHR | (0o620 if name in ("tty", "console") else 0o666))
+            node.rdev = major << 8 | minor
+            fsys.link_into(dev, name, node)
+
+
+def device(name: str, flags: int, console: Console | Tty,
+           node: fs.Inode | None = None) -> Open | None:
     kind = DEVICES.get(name)
     if kind is None:
         return None
@@ -216,4 +234,6 @@ def device(name: str, flags: int, console: Console) -> Open | None:
         f = Open("file", flags, fs.Inode(stat.S_IFCHR | 0o666))
         f.node.data = bytearray(os.urandom(4096))   # type: ignore[union-attr]
         return f
-    return Open(kind, flags, console=console if kind == "console" else None)
+    f = Open(kind, flags, node=node, console=console if kind == "console" else None)
+    f.path = b"/dev/" + name.encode()
+    return f

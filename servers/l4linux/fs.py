@@ -49,6 +49,7 @@ class Inode:
         self.entries: dict[str, Inode] = {}
         self.parent: Inode | None = None
         self.target = b""
+        self.rdev = 0                  # a device node's (major << 8) | minor
         self.mtime = self.ctime = self.atime = time.time() if mtime is None else mtime
 
     @property
@@ -77,7 +78,8 @@ def stat_bytes(node: Inode) -> bytes:
     def split(t: float) -> tuple[int, int]:
         return int(t), int((t % 1) * 1e9)
     a, m, c = split(node.atime), split(node.mtime), split(node.ctime)
-    return _STAT.pack(0x4C34, node.ino, node.nlink, node.mode, node.uid, node.gid, 0, 0, size,
+    return _STAT.pack(0x4C34, node.ino, node.nlink, node.mode, node.uid, node.gid, 0, node.rdev,
+                      size,
                       4096, (size + 511) // 512, a[0], a[1], m[0], m[1], c[0], c[1])
 
 
@@ -92,7 +94,8 @@ def statx_bytes(node: Inode) -> bytes:
     for t in (node.atime, 0.0, node.ctime, node.mtime):      # atime, btime, ctime, mtime
         times += [int(t), int((t % 1) * 1e9), 0]
     return _STATX.pack(STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid, node.mode,
-                       node.ino, size, (size + 511) // 512, 0, *times, 0, 0, 0x4C, 0x34)
+                       node.ino, size, (size + 511) // 512, 0, *times, node.rdev >> 8,
+                       node.rdev & 0xFF, 0x4C, 0x34)
 
 
 def dtype(node: Inode) -> int:

@@ -10,7 +10,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import files, fs
+from . import files, fs, tty
 from .files import Open
 from .pipe import BLOCK, Pipe
 from .syscalls import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
@@ -30,7 +30,12 @@ def _open(px: "Personality", p: "Process", dirfd: int, path: bytes, flags: int,
         return start
     cloexec = bool(flags & files.O_CLOEXEC)
     if path.startswith(b"/dev/"):
-        dev = files.device(path[5:].decode(errors="replace"), flags, p.console)
+        name = path[5:].decode(errors="replace")
+        try:
+            node: fs.Inode | None = px.fs.walk(path, start)
+        except fs.FsError:
+            node = None
+        dev = files.device(name, flags, p.console, node)
         if dev is not None:
             return p.fds.install(dev, cloexec)
     try:
@@ -254,7 +259,10 @@ def sys_ioctl(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
-    return -errno.ENOTTY            # no terminal yet (docs/L4LINUX.md, what is left)
+    t = f.tty()
+    if t is None:
+        return -errno.ENOTTY        # not a terminal (`linux run`'s console, files, pipes)
+    return tty.ioctl(px, p, t, a[1] & 0xFFFFFFFF, a[2])
 
 
 def _stat_out(px: "Personality", p: "Process", node: fs.Inode, buf: int) -> int:

@@ -144,13 +144,21 @@ SIGCHLD = 17
 @sys(62, 200, 234)
 def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
     pid = _i32(a[1] if px.nr == 234 else a[0])
-    sig = (a[2] if px.nr == 234 else a[1]) & 0x7F
-    q = px.procs.by_pid.get(pid if pid > 0 else p.pid)
-    if q is None or q.state == "zombie":
+    sig = (a[2] if px.nr == 234 else a[1]) & 0xFFFFFFFF
+    if sig > 64:
+        return -errno.EINVAL
+    live = [q for q in px.procs.by_pid.values() if q.state != "zombie"]
+    if px.nr == 62 and pid <= 0:    # a process group (0: the caller's), or -1: all others
+        group = p.pgid if pid == 0 else -pid
+        targets = [q for q in live if q is not p] if pid == -1 else [
+            q for q in live if q.pgid == group]
+        targets.sort(key=lambda q: q is p)          # the caller last
+    else:
+        targets = [q for q in live if q.pid == pid]
+    if not targets:
         return -errno.ESRCH
-    if sig == 0:
-        return 0
-    px.kill(q, sig)                 # the host delivers it: handler or default action
+    for q in targets if sig else []:
+        px.kill(q, sig)             # the host delivers it: handler or default action
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from . import fs
 from .console import Console
 from .files import FdTable
+from .tty import Tty
 
 WNOHANG = 1
 
@@ -40,7 +41,7 @@ def status_code(word: int) -> int:
 
 class Process:
     def __init__(self, pid: int, ppid: int, task_id: int, slot: int, fds: FdTable,
-                 cwd: fs.Inode, console: Console) -> None:
+                 cwd: fs.Inode, console: Console | Tty) -> None:
         self.pid = pid
         self.ppid = ppid
         self.pgid = pid

@@ -40,11 +40,12 @@ from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
-from . import fs, initramfs, process, procfs, syscalls
+from . import consoles, files, fs, initramfs, process, procfs, syscalls
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
 from .protocol import LINUX
+from .tty import Tty
 
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
@@ -69,6 +70,7 @@ class Personality:
         self.l4 = l4
         self.fs = fs.FileSystem()
         self.files = self.fs.load(rootfs)
+        files.make_devices(self.fs)
         self.procs = process.Table()
         self.blocked: list[Blocked] = []
         self.unknown: set[int] = set()
@@ -77,6 +79,7 @@ class Personality:
         self.exc_gate = l4.create_gate(EXC_LABEL)
         self.sleepers: dict[int, float] = {}
         self.held: tuple[int, bytes, int] | None = None    # an answer for the next REPLY_WAIT
+        self.consoles: dict[int, consoles.Session] = {}    # `l4run console` (consoles.py)
 
     # -- memory of a process (through the kernel) -------------------------------------------
     def read(self, p: process.Process, addr: int, n: int) -> bytes:
@@ -163,7 +166,7 @@ class Personality:
                 time.sleep(0.0005)
 
     def start(self, path: bytes, argv: list[bytes], envp: list[bytes], cwd: fs.Inode,
-              console: Console) -> process.Process:
+              console: Console | Tty) -> process.Process:
         image, pre = self.load(path, cwd)
         argv = pre + argv[1:] if pre else argv
         comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else "?"
@@ -171,7 +174,8 @@ class Personality:
         try:
             new = self.l4.create_task(f"linux:{pid}:{comm}", 0)
             fds = FdTable()
-            tty = Open("console", 2, console=console)
+            tty = Open("console", 2, console=console, node=self._dev(b"console"))
+            tty.path = b"/dev/console"
             for fd in (0, 1, 2):
                 fds.install(tty, at=fd)
             p = process.Process(pid, 0, new.task_id, new.slot, fds, cwd, console)
@@ -184,6 +188,12 @@ class Personality:
         finally:
             _reap_children()
         return p
+
+    def _dev(self, name: bytes) -> fs.Inode | None:
+        try:
+            return self.fs.walk(b"/dev/" + name, self.fs.root)
+        except fs.FsError:
+            return None
 
     def execve(self, p: process.Process, path: bytes, argv: list[bytes],
                envp: list[bytes]) -> Any:
@@ -408,6 +418,9 @@ class Personality:
         except Exception as e:
             status, reason = getattr(e, "status", Status.BAD_REQUEST), str(e)
             self.l4.reply(msg.reply, error_answer(status, status.name, reason), proto=LINUX.tag)
+            return
+        if o.name.startswith("console_"):
+            consoles.request(self, o, args, msg.reply)
             return
         if o.name in ("ps", "stats"):
             value: Any = self.procs.describe() if o.name == "ps" else {

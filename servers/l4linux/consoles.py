@@ -1,0 +1,131 @@
+"""The consoles of `l4run console`: a terminal, the program started on it, its reader.
+
+Mechanism. `console_open` makes a `tty.Tty`, starts the program (default `sh`: busybox
+ash, interactive because its stdin is a terminal) with the terminal as fds 0-2, as a
+session leader and the terminal's foreground process group, and keeps the session. The
+host side (the door, control.py) then reads and writes through the protocol:
+`console_read` is answered at once if the terminal has output, else its reply capability
+is kept (`Session.reader`) and answered by the terminal's `on_output`; only one reader at a
+time (a new one, or `console_detach`, answers the old one with status -2). When the program
+ends, the reader is answered with what is left and its exit status, and the session goes.
+
+The terminal's `signal` sends a signal to every process of a process group (`^C`: SIGINT to
+the foreground group), through `Personality.kill` (a handler: the waiting call answers
+EINTR; else the host's default action).
+
+Ownership: the personality's single serving thread.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from kernel.user.errors import L4Error
+from kernel.user.rpc import Status, error_answer
+
+from . import fs, process
+from .protocol import LINUX
+from .tty import SIGTSTP, Tty
+
+if TYPE_CHECKING:
+    from kernel.user.rpc import Op
+
+    from .server import Personality
+
+RUNNING, DETACHED = -1, -2
+DEFAULT_ENV = [b"PATH=/bin:/sbin:/usr/bin", b"HOME=/root", b"TERM=vt100", b"PS1=\\w # "]
+_ids = itertools.count(1)
+
+
+class Session:
+    def __init__(self, px: "Personality", tty: Tty) -> None:
+        self.px, self.tty = px, tty
+        self.id = next(_ids)
+        self.pid = 0
+        self.reader: int | None = None        # a kept console_read reply capability
+        self.status = RUNNING
+
+    def answer(self, status: int) -> None:
+        """Answer the waiting reader, if any, with what the terminal has (and `status`)."""
+        if self.reader is None:
+            return
+        reply, self.reader = self.reader, None
+        op = LINUX.ops["console_read"]
+        try:
+            self.px.l4.reply(reply, LINUX.encode_result(op, [self.tty.take_output(), status]),
+                             proto=LINUX.tag)
+        except L4Error:
+            pass                              # the door's thread is gone
+
+    def output(self) -> None:
+        if self.reader is not None and self.tty.out:
+            self.answer(self.status)
+
+    def ended(self, q: process.Process) -> None:
+        self.status = process.status_code(q.status)
+        self.answer(self.status)
+        self.px.consoles.pop(self.id, None)
+
+
+def signal_group(px: "Personality", pgrp: int, sig: int) -> None:
+    for q in [q for q in px.procs.by_pid.values() if q.pgid == pgrp and q.state != "zombie"]:
+        if sig == SIGTSTP and q.sigactions.get(sig, 0) <= 1:
+            continue                          # no stops (tty.py): only a handler sees ^Z
+        px.kill(q, sig)
+
+
+def request(px: "Personality", o: "Op", args: list[Any], reply: int) -> None:
+    """Serve one console op; `reply` is answered now or (console_read) kept."""
+    def fail(err: str, why: str) -> None:
+        px.l4.reply(reply, error_answer(Status.FAILED, err, why), proto=LINUX.tag)
+
+    def ok(value: Any) -> None:
+        px.l4.reply(reply, LINUX.encode_result(o, value), proto=LINUX.tag)
+
+    if o.name == "console_open":
+        argv = [a.encode() if isinstance(a, str) else bytes(a) for a in args[0]]
+        if not argv:
+            live = [s for s in px.consoles.values() if s.status == RUNNING]
+            if live:
+                s = live[-1]
+                s.tty.resize(max(1, args[2]), max(1, args[3]))
+                s.answer(DETACHED)
+                ok([s.id, s.pid])
+                return
+            argv = [b"sh"]
+        env = [e.encode() if isinstance(e, str) else bytes(e) for e in args[1]] or DEFAULT_ENV
+        tty = Tty("console", max(1, args[2]) or 24, max(1, args[3]) or 80)
+        s = Session(px, tty)
+        tty.on_output = s.output
+        tty.signal = lambda pgrp, sig: signal_group(px, pgrp, sig)
+        path = argv[0] if b"/" in argv[0] else b"/bin/" + argv[0]
+        try:
+            p = px.start(path, argv, env, px.fs.root, tty)
+        except fs.FsError as e:
+            fail("NOEXEC" if e.errno in (errno.ENOEXEC, errno.EACCES) else "NOT_FOUND", str(e))
+            return
+        p.pgid = p.sid = p.pid
+        tty.pgrp = tty.sid = p.pid
+        s.pid = p.pid
+        px.consoles[s.id] = s
+        p.on_exit.append(s.ended)
+        ok([s.id, s.pid])
+        return
+    s = px.consoles.get(args[0])
+    if s is None:
+        fail("NOT_FOUND", f"no console {args[0]} (its program ended)")
+        return
+    if o.name == "console_read":
+        s.answer(DETACHED)                    # one reader at a time
+        s.reader = reply
+        s.output()
+    elif o.name == "console_write":
+        s.tty.input(bytes(args[1]))
+        ok(None)
+    elif o.name == "console_size":
+        s.tty.resize(max(1, args[1]), max(1, args[2]))
+        ok(None)
+    elif o.name == "console_detach":
+        s.answer(DETACHED)
+        ok(None)
