@@ -549,6 +549,8 @@ net_cli.register(cli, ask, find_run_dir, run_dir_option)
 from . import trace as trace_cli  # noqa: E402  (registers `trace`: the kernel's IPC trace for Perfetto)
 trace_cli.register(cli, ask, find_run_dir, run_dir_option)
 
+from . import call as call_cli  # noqa: E402  (registers `call`: any declared op of a running server)
+call_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 

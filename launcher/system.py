@@ -849,6 +849,11 @@ class Launcher:
         assert self.root is not None, "control commands are served only while the kernel is up"
         return dict(self.root.trace(action, int(limit)))
 
+    def cmd_call(self, task: str, op: str, args: list[str], list: bool = False) -> dict[str, Any]:
+        """One declared op of a running server, or its ops (launcher/call.py)."""
+        from . import call
+        return call.list_ops(self, task) if list else call.call_op(self, task, op, args)
+
     def cmd_memory(self) -> dict[str, Any]:
         """moe's and sigma0's accounting (launcher/memory.py)."""
         return self.memory.info()
