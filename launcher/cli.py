@@ -552,6 +552,9 @@ trace_cli.register(cli, ask, find_run_dir, run_dir_option)
 from . import call as call_cli  # noqa: E402  (registers `call`: any declared op of a running server)
 call_cli.register(cli, ask, find_run_dir, run_dir_option)
 
+from . import caps as caps_cli  # noqa: E402  (registers `caps`: the capability graph)
+caps_cli.register(cli, ask, find_run_dir, run_dir_option)
+
 selftest.register(cli)
 
 

@@ -854,6 +854,12 @@ class Launcher:
         from . import call
         return call.list_ops(self, task) if list else call.call_op(self, task, op, args)
 
+    def cmd_caps(self) -> dict[str, Any]:
+        """Every task's capabilities, from KERNEL_INFO (launcher/caps.py)."""
+        assert self.root is not None, "control commands are served only while the kernel is up"
+        return {"tasks": [{"id": t["id"], "name": t["name"], "caps": t.get("caps", [])}
+                          for t in self.root.kernel_info()["tasks"]]}
+
     def cmd_memory(self) -> dict[str, Any]:
         """moe's and sigma0's accounting (launcher/memory.py)."""
         return self.memory.info()

@@ -325,7 +325,24 @@ def sys_kernel_info(k: "State", th: Thread, a: KernelInfoArgs, payload: bytes | 
     info["stats"]["handled"] = {Sys(n).name: c for n, c in sorted(k.handled.items())}
     if k.linux is not None:
         info["stats"].update(k.linux.stats)      # trapped Linux system calls (kernel/core/linux.py)
+    _cap_graph(k, info["tasks"])
     return info
+
+
+def _cap_graph(k: "State", rows: list[dict[str, Any]]) -> None:
+    """Each task row gets `caps`: [slot, type, object id, rights, label, parent task id,
+    parent slot] per slot (label: a gate's, else None; parent: where it was derived from)."""
+    owner = {id(t.space): t.id for t in k.tasks.values()}
+    for row in rows:
+        task = k.tasks[row["id"]]
+        out = []
+        for slot, node in sorted(task.space.slots.items()):
+            p = node.parent
+            out.append([slot, node.obj.kind.name.lower(), node.obj.id, int(node.rights),
+                        getattr(node.obj, "label", None) if isinstance(node.obj, Gate) else None,
+                        owner.get(id(p.space)) if p is not None else None,
+                        p.slot if p is not None else None])
+        row["caps"] = out
 
 
 @handles(Sys.TRACE)
