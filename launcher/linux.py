@@ -81,7 +81,7 @@ DETACH_KEY = b"\x1d"               # Ctrl-]
 def _winsize(fd: int) -> tuple[int, int]:
     try:
         size = os.get_terminal_size(fd)
-        return size.lines, size.columns
+        return size.lines or 24, size.columns or 80
     except OSError:
         return 24, 80
 
@@ -101,30 +101,43 @@ def attach_console(path: str, new: bool) -> int:
     _send(s, {"op": "console", "argv": ["sh"] if new else [], "rows": rows, "cols": cols,
               "env": [f"TERM={os.environ.get('TERM', 'vt100')}", "HOME=/root",
                       "PATH=/bin:/sbin:/usr/bin", "PS1=\\w # "] if new else []})
-    stream = s.makefile("rb")
-    first = json.loads(stream.readline() or b"{}")
+    first_line = b""
+    while not first_line.endswith(b"\n"):
+        part = s.recv(1)                     # the answer line only: the stream follows
+        if not part:
+            break
+        first_line += part
+    first = json.loads(first_line or b"{}")
     if "error" in first or "id" not in first:
         raise click.ClickException(str(first.get("error", "no answer from the console")))
     saved = termios.tcgetattr(fd_in) if os.isatty(fd_in) else None
     resized = [False]
     signal.signal(signal.SIGWINCH, lambda *_: resized.__setitem__(0, True))
     if saved is not None:
-        tty.setraw(fd_in)
-    status = 0
+        tty.setraw(fd_in, termios.TCSANOW)        # keep what was typed ahead
+    os.write(fd_out, f"[L4Linux console: sh pid {first['pid']}; Ctrl-] detaches]\r\n".encode())
+    status, pending, done = 0, bytearray(), False
     try:
-        while True:
+        while not done:
             ready, _, _ = select.select([fd_in, s], [], [], 0.5)
             if resized[0]:
                 resized[0] = False
                 _send(s, {"size": list(_winsize(fd_in))})
             if s in ready:
-                line = stream.readline()
-                if not line:
+                # our own buffer, not a file's: select sees the socket, not what a
+                # buffered reader already took from it
+                part = s.recv(65536)
+                if not part:
                     break
-                msg = json.loads(line)
-                os.write(fd_out, str(msg.get("out", "")).encode("latin-1"))
-                if msg.get("status", -1) != -1:
-                    status = int(msg["status"])
+                pending += part
+                while b"\n" in pending and not done:
+                    line, _, rest = bytes(pending).partition(b"\n")
+                    pending = bytearray(rest)
+                    msg = json.loads(line)
+                    os.write(fd_out, str(msg.get("out", "")).encode("latin-1"))
+                    if msg.get("status", -1) != -1:
+                        status, done = int(msg["status"]), True
+                if done:
                     break
             if fd_in in ready:
                 data = os.read(fd_in, 4096)

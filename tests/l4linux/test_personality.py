@@ -345,3 +345,80 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
     finally:
         subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
                        capture_output=True, timeout=60)
+
+
+class _Pty:
+    """`l4run console` on a pseudo-terminal: what it shows, what we type."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.chdir(PROJECT_ROOT)
+            os.execvpe(argv[0], argv, env)
+        self.seen = b""
+
+    def expect(self, what: bytes, timeout: float = 20.0) -> bytes:
+        import select
+        deadline = time.monotonic() + timeout
+        while what not in self.seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:
+                    break
+        assert what in self.seen, (what, self.seen[-500:])
+        before, _, self.seen = self.seen.partition(what)
+        return before
+
+    def type(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+def test_console_through_a_pseudo_terminal(tmp_path: Any) -> None:
+    rd = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "TERM": "vt100"}
+    l4run = [sys.executable, "-m", "launcher"]
+    subprocess.run([*l4run, "boot", os.path.join(PROJECT_ROOT, "configs", "linux.toml"),
+                    "--detach", "--run-dir", rd], check=True, env=env, cwd=PROJECT_ROOT,
+                   capture_output=True, timeout=60)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
+                 30, "the personality's door")
+        con = _Pty([*l4run, "console", "--run-dir", rd], env)
+        con.expect(b"/ # ")
+        con.type(b"echo hi\r")
+        # (ash asks the terminal where its cursor is, ESC [6n, before it reads a line)
+        assert con.expect(b"/ # ").endswith(b"echo hi\r\nhi\r\n")        # echo, output
+        con.type(b"tty; stty size\r")
+        assert b"/dev/console\r\n24 80\r\n" in con.expect(b"/ # ")
+        con.type(b"cat\r")
+        time.sleep(1.0)                                 # cat reads (type-ahead is raw)
+        con.type(b"ab\x7fc\r\x04")                     # canonical: erase, then ^D ends cat
+        assert b"ab\x08 \x08c\r\nac\r\n" in con.expect(b"/ # ")
+        con.type(b"sleep 30\r")
+        time.sleep(1.0)
+        con.type(b"\x03")                               # ^C: SIGINT to the foreground group
+        assert b"^C" in con.expect(b"/ # ", timeout=10)
+        con.type(b"echo status=$?; echo $$ > /tmp/shell\r")
+        assert b"status=130\r\n" in con.expect(b"/ # ")
+        con.type(b"\x1d")                               # detach: the shell goes on
+        con.expect(b"detached")
+        assert con.wait() == 0
+        r = subprocess.run([*l4run, "linux", "run", "--run-dir", rd, "--", "cat", "/tmp/shell"],
+                           env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip().isdigit(), r
+        again = _Pty([*l4run, "console", "--run-dir", rd], env)   # the same shell again
+        again.expect(b"Ctrl-] detaches]\r\n")
+        again.type(b"echo $$; exit 7\r")
+        again.expect(r.stdout.strip() + b"\r\n")
+        assert again.wait() == 7
+    finally:
+        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
+                       capture_output=True, timeout=60)
