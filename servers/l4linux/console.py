@@ -1,10 +1,9 @@
-"""The console: where a Linux process's terminal output goes, for now.
+"""The output sink of `l4run linux run` (and of `--init`): no terminal.
 
 A `Console` is a sink for fds 1 and 2 (and a source of EOF for fd 0): the bytes are kept
 for whoever asked for them (`l4run linux run` collects the output of its command) and
-copied, a line at a time, to the personality's task log. A real terminal with a line
-discipline (canonical/raw modes, ^C, job control ioctls, `l4run console`) is what is left
-(docs/L4LINUX.md).
+copied, a line at a time, to the personality's task log. It is no terminal (TCGETS answers
+ENOTTY, so programs see a pipe-like stdout); the terminal of `l4run console` is `tty.Tty`.
 
 Ownership: the personality's single serving thread.
 """

@@ -10,8 +10,8 @@ table), the calling `Process` and the six argument registers, and answers one of
 A bad pointer is `Fault` (raised by the memory helpers), answered -EFAULT.
 Numbers nobody serves answer -ENOSYS, logged once per number (`px.unknown`).
 
-The handlers are in `fscalls` (files, directories, descriptors, pipes) and `proccalls`
-(processes, signals, time, the system); this module holds the table and what they share.
+The handlers are in `fscalls` (files, directories, descriptors, pipes, ioctl), `pollcalls`
+(poll, ppoll, select, pselect6) and `proccalls` (processes, signals, time, the system); this module holds the table and what they share.
 
 Ownership: the personality's single serving thread.
 """
