@@ -232,7 +232,7 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
         subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
                        check=True, capture_output=True, timeout=120)
         try:
-            res = _wait_result(os.path.join(rd, "logs", "bench.log"), 60 + 3 * duration)
+            res = wait_record(os.path.join(rd, "logs", "bench.log"), "NIC-BENCH", 60 + 3 * duration)
         finally:
             subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
                            capture_output=True, timeout=120)
@@ -252,13 +252,15 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
     return out
 
 
-def _wait_result(log: str, timeout: float) -> dict[str, Any]:
+def wait_record(log: str, prefix: str, timeout: float) -> dict[str, Any]:
+    """The first line `PREFIX {json}` of the bench task's `log`, decoded, once it is there;
+    {"error": ...} if none came within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with open(log, errors="replace") as f:
                 for line in f:
-                    if line.startswith("NIC-BENCH "):
+                    if line.startswith(prefix + " "):
                         return dict(json.loads(line.partition(" ")[2]))
         except FileNotFoundError:
             pass

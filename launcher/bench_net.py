@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import click
 
+from .bench_dde_nic import wait_record
+
 WINDOW = 128                   # frames in flight (the RX stream holds 256)
 BATCH = 32                     # frames per send (one kick)
 WARMUP_S = 0.3
@@ -195,7 +197,7 @@ def run_ore(duration: float = 3.0) -> dict[str, Any]:
                        check=True, capture_output=True, timeout=120)
         try:
             cpu0 = _ore_cpu(l4run, rd)
-            res = _result(os.path.join(rd, "logs", "bench.log"), 60 + 4 * duration)
+            res = wait_record(os.path.join(rd, "logs", "bench.log"), "NET-BENCH", 60 + 4 * duration)
             cpu1 = _ore_cpu(l4run, rd)
         finally:
             subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
@@ -218,20 +220,6 @@ def run_ore(duration: float = 3.0) -> dict[str, Any]:
     if "error" in res:
         out["ore_error"] = res["error"]
     return out
-
-
-def _result(log: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(log, errors="replace") as f:
-                for line in f:
-                    if line.startswith("NET-BENCH "):
-                        return dict(json.loads(line.partition(" ")[2]))
-        except FileNotFoundError:
-            pass
-        time.sleep(0.1)
-    return {"error": f"no result in {log} within {timeout:.0f} s"}
 
 
 def run_all(duration: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from kernel.abi import Rights
 
 
 def rights_text(r: int) -> str:
-    names = [m.name.lower() for m in Rights if m.name not in ("NONE", "ALL") and r & m]
+    names = [str(m.name).lower() for m in Rights if m.name not in ("NONE", "ALL") and r & m]
     return "+".join(names) if names else "none"
 
 

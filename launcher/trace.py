@@ -95,7 +95,7 @@ class _Chrome:
             self.instant(e, f"send label {e['label']}")
 
     def ev_recv(self, e: dict[str, Any]) -> None:
-        call = self.calls.get(e["th"]) if e["th"] else {"send": None}
+        call: dict[str, Any] | None = self.calls.get(e["th"]) if e["th"] else {"send": None}
         if not e["call"] or call is None:
             self.instant(e | {"task": e["to_task"], "th": e["to_th"]},
                          f"recv from {e['name']}")

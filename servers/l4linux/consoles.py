@@ -112,10 +112,11 @@ def request(px: "Personality", o: "Op", args: list[Any], reply: int) -> None:
         p.on_exit.append(s.ended)
         ok([s.id, s.pid])
         return
-    s = px.consoles.get(args[0])
-    if s is None:
+    found = px.consoles.get(args[0])
+    if found is None:
         fail("NOT_FOUND", f"no console {args[0]} (its program ended)")
         return
+    s = found
     if o.name == "console_read":
         s.answer(DETACHED)                    # one reader at a time
         s.reader = reply

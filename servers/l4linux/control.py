@@ -135,7 +135,7 @@ def _console(pool: _Pool, client: Any, gate: int, conn: socket.socket, stream: A
 
     def screen() -> None:
         try:
-            reader = LINUX.client(reader_l4, gate)
+            reader: Any = LINUX.client(reader_l4, gate)   # a stub's ops are run-time attributes
             while True:
                 got = reader.console_read(cid)
                 if got.status == -2:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.launcher.helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for
+from tests.launcher.helpers import task_log as _log
 
 DISK_SECTORS = 32768                  # 16 MiB
 GLUE_IMAGE = """
@@ -104,14 +105,6 @@ memory = "2M"
 caps = {{ block = {{ service = "block", label = 7 }} }}
 restart = "never"
 """
-
-
-def _log(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def _line(rd: str, task: str, tag: str) -> dict[str, Any] | None:

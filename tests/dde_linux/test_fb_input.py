@@ -25,6 +25,7 @@ from servers.fb import demo
 from tests.dde_linux import gui_tasks as gt
 from tests.launcher.helpers import (assert_clean, l4run, ps, ram_holders, system_pids, wait_for,
                                     write)
+from tests.launcher.helpers import task_log as log_of
 
 IMAGE = """
 [system]
@@ -92,14 +93,6 @@ restart = "never"
 caps = { input = { service = "input", label = 4 } }
 """
 OTHER_AT = (320, 240)
-
-
-def log_of(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def gui(rd: str, task: str, what: str) -> Any:

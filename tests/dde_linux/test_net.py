@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Callable
 
 import pytest
 
 from servers.dde_linux import net
 from tests.launcher.helpers import assert_clean, l4run, ps, system_pids
+from tests.launcher.helpers import task_log as _log, record as _last, until as _until
 
 POLICY = json.dumps({"clients": {"1": {"name": "good"}, "2": {"name": "bad"},
                                  "3": {"name": "victim"}}})
@@ -180,30 +180,6 @@ def test_eth_type_trans_and_netdev_without_ddekit() -> None:
 
 
 # -- the real machine ---------------------------------------------------------------------------
-def _log(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _last(rd: str, task: str, prefix: str) -> dict[str, Any] | None:
-    lines = [ln for ln in _log(rd, task).splitlines() if ln.startswith(prefix + " ")]
-    return json.loads(lines[-1].partition(" ")[2]) if lines else None
-
-
-def _until(what: str, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def _hal_nic(rd: str, name: str) -> dict[str, Any]:
     from hal.tools import control
     return dict(control(rd, {"op": "status"}, "hal")["devices"][name])

@@ -83,3 +83,35 @@ def ram_holders(tag: str = "l4py-ram") -> set[int]:
         except (psutil.Error, OSError):
             pass
     return out
+
+
+# -- what tasks report in their logs ------------------------------------------------------------
+
+def task_log(rd: str, task: str) -> str:
+    """RUN_DIR/logs/TASK.log as it is now ("" before the task wrote anything)."""
+    try:
+        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def record(rd: str, task: str, prefix: str, first: bool = False) -> dict[str, Any] | None:
+    """The last (or `first`) line `PREFIX {json}` of a task's log, decoded; None if none yet.
+    Demo and test tasks report their results this way."""
+    lines = [ln for ln in task_log(rd, task).splitlines() if ln.startswith(prefix + " ")]
+    if not lines:
+        return None
+    return dict(json.loads((lines[0] if first else lines[-1]).partition(" ")[2]))
+
+
+def until(what: str, fn: Any, timeout: float = 20.0) -> Any:
+    """Poll `fn` until it answers something true, and answer that (a hang fails, naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -23,6 +23,7 @@ from launcher.image import ImageError, parse_image
 from servers.fb import demo
 
 from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
+from .helpers import task_log as log_of
 
 DEVICES = os.path.join(PROJECT_ROOT, "configs", "devices.toml")
 ACK = re.compile(r"^block-demo: ACK (\d+) (\d+) ([0-9a-f]{64})$", re.M)
@@ -31,14 +32,6 @@ SERVERS = ["block", "fb", "input", "nic", "probe"]       # the tasks io's policy
 
 def shm() -> set[str]:
     return set(os.listdir("/dev/shm"))
-
-
-def log_of(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def wait_log(rd: str, task: str, text: str, count: int = 1) -> None:

@@ -18,18 +18,11 @@ from launcher import control
 from launcher.image import ImageError, parse_image
 
 from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
+from .helpers import task_log as log_of
 
 MEMORY = os.path.join(PROJECT_ROOT, "configs", "memory.toml")
 KB = 1024
 READ_OK = "pattern ok"
-
-
-def log_of(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def reads(rd: str) -> int:

@@ -15,12 +15,10 @@ image's `net` table): ping and curl reach it through TAP -> NIC -> driver -> ORe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from typing import Any, Iterator
 
 import pytest
@@ -28,6 +26,7 @@ import pytest
 from hal.cable import tap_available
 from servers.netstack.demo import body
 from tests.launcher.helpers import assert_clean, l4run, system_pids
+from tests.launcher.helpers import task_log as _log, record as _last, until as _until
 
 TAP = "l4tap0"
 HOST, WEB, REACH, WEB_ORE = "10.0.2.2", "10.0.2.15", "10.0.2.16", "10.0.2.17"
@@ -132,30 +131,6 @@ def in_ns(ns: str, *cmd: str, timeout: float = 60, check: bool = True) -> subpro
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
-
-
-def _log(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _last(rd: str, task: str, prefix: str) -> dict[str, Any] | None:
-    lines = [ln for ln in _log(rd, task).splitlines() if ln.startswith(prefix + " ")]
-    return json.loads(lines[-1].partition(" ")[2]) if lines else None
-
-
-def _until(what: str, fn: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

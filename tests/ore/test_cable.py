@@ -13,14 +13,14 @@ leave nothing behind (processes, sockets, /dev/shm).
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from tests.launcher.helpers import assert_clean, l4run, system_pids, wait_for
+from tests.launcher.helpers import task_log as _log, record as _report
 
 SERVER, REACH, FETCH = "10.0.3.1", "10.0.3.2", "10.0.3.3"
 SIZE = 1 << 20
@@ -98,19 +98,6 @@ def _free_udp_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _log(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _report(rd: str, task: str, prefix: str) -> dict[str, Any] | None:
-    lines = [ln for ln in _log(rd, task).splitlines() if ln.startswith(prefix + " ")]
-    return json.loads(lines[-1].partition(" ")[2]) if lines else None
 
 
 @pytest.fixture(scope="module")

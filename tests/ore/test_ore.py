@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from servers.ore.switch import derive_mac
 from tests.launcher.helpers import assert_clean, l4run, ps, system_pids
+from tests.launcher.helpers import task_log as _log, record as _last, until as _until
 
 ALICE, BOB = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 POLICY = json.dumps({"uplink": "uplink", "clients": {
@@ -77,30 +77,6 @@ restart = "never"
 caps = {{ net = {{ service = "ore", label = {label} }} }}
 """)
     return "".join(out)
-
-
-def _log(rd: str, task: str) -> str:
-    try:
-        with open(os.path.join(rd, "logs", f"{task}.log"), errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _last(rd: str, task: str, prefix: str) -> dict[str, Any] | None:
-    lines = [ln for ln in _log(rd, task).splitlines() if ln.startswith(prefix + " ")]
-    return json.loads(lines[-1].partition(" ")[2]) if lines else None
-
-
-def _until(what: str, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _net(rd: str) -> dict[str, Any]:
