@@ -173,7 +173,9 @@ class BlockClient:
                 n = min(chunk, sector + sectors - starts[nxt])
                 batch.append([tag, op, starts[nxt], n, s * chunk * SECTOR])
                 nxt += 1
-            for tag, st in self.exchange(batch, 1):
+            # Wait for half of what is in flight, not for one: each round trip then carries
+            # many completions and refills many slots (the disk completes in bursts).
+            for tag, st in self.exchange(batch, max(1, len(slot_of) // 2)):
                 if tag in slot_of:
                     status[tag] = st
                     free.append(slot_of.pop(tag))
