@@ -382,7 +382,17 @@ class Launcher:
             self._drop_caps(t)
             t.state, t.last_exit = "failed", f"spawn failed: {e}"
             return
-        spawn.watch(self.root, w, t.pid)
+        try:
+            spawn.watch(self.root, w, t.pid)
+        except errors.PeerDied as e:
+            # The task ended before the kernel was told its process: the process connected
+            # and died at once (its only connection closed). Its exit comes from the zygote
+            # like any other and the restart policy decides; make sure it is gone.
+            self.event(f"{spec.name}: gone before it was watched ({e})")
+            try:
+                os.kill(t.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         t.state, t.started, t.kill_at = "starting", time.time(), 0.0
 
     def _sandbox_plan(self, spec: TaskSpec, pythonpath: str) -> dict[str, Any] | None:
