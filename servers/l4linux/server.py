@@ -53,6 +53,7 @@ MAX_STR = 4096
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
 PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280, 332})
 SIGKILL, SIGCHLD = 9, 17
+ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
 
 
 class Fault(Exception):
@@ -224,17 +225,22 @@ class Personality:
         (ending it: its task dies, `message` learns it from the exit notice)."""
         p.last_signal = sig
         handler = p.sigactions.get(sig, 0)
+        waiting = []
         if handler > syscalls.SIG_IGN:
-            # A call waiting here would not be interrupted by the host (WAIT_KILLABLE_RECV):
-            # it ends EINTR now, and the handler runs as it returns.
-            for b in [b for b in self.blocked if b.p is p]:
+            # A call waiting here would not be interrupted by the host (WAIT_KILLABLE_RECV).
+            # The signal is made pending first, then the call answered -ERESTARTSYS: on its
+            # way back to user space the host runs the handler and, as Linux does, restarts
+            # the call if the handler has SA_RESTART, else turns it into EINTR.
+            waiting = [b for b in self.blocked if b.p is p]
+            for b in waiting:
                 self.blocked.remove(b)
                 self.sleepers.pop(p.pid, None)
-                self._answer(b.reply, -errno.EINTR)
         try:
             os.kill(p.host_pid, sig)
         except OSError:
             pass
+        for b in waiting:
+            self._answer(b.reply, -ERESTARTSYS)
 
     def exit(self, p: process.Process, word: int) -> None:
         self.procs.exit(p, word, self._sigchld)
