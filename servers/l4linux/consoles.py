@@ -6,8 +6,11 @@ session leader and the terminal's foreground process group, and keeps the sessio
 host side (the door, control.py) then reads and writes through the protocol:
 `console_read` is answered at once if the terminal has output, else its reply capability
 is kept (`Session.reader`) and answered by the terminal's `on_output`; only one reader at a
-time (a new one, or `console_detach`, answers the old one with status -2). When the program
-ends, the reader is answered with what is left and its exit status, and the session goes.
+time (a new one, or `console_detach`, answers the old one with status -2). Each attach has
+its own id: a re-attach makes a new one, and a late call of the attachment it replaced (its
+door's thread still reading, or detaching) answers DETACHED or nothing, never taking the
+terminal from the new one. When the program ends, the reader is answered with what is left
+and its exit status, and the session goes.
 
 The terminal's `signal` sends a signal to every process of a process group (`^C`: SIGINT to
 the foreground group), through `Personality.kill` (a handler: the waiting call answers
@@ -41,7 +44,7 @@ _ids = itertools.count(1)
 class Session:
     def __init__(self, px: "Personality", tty: Tty) -> None:
         self.px, self.tty = px, tty
-        self.id = next(_ids)
+        self.id = next(_ids)                  # the current attachment (console_open's id)
         self.pid = 0
         self.reader: int | None = None        # a kept console_read reply capability
         self.status = RUNNING
@@ -65,7 +68,16 @@ class Session:
     def ended(self, q: process.Process) -> None:
         self.status = process.status_code(q.status)
         self.answer(self.status)
-        self.px.consoles.pop(self.id, None)
+        for key in [k for k, v in self.px.consoles.items() if v is self]:
+            del self.px.consoles[key]
+
+    def reattach(self) -> int:
+        """A new attachment: the old one's reader is answered DETACHED, and whatever its
+        door still sends (a late read, write or detach) no longer reaches the terminal."""
+        self.answer(DETACHED)
+        self.id = next(_ids)
+        self.px.consoles[self.id] = self
+        return self.id
 
 
 def signal_group(px: "Personality", pgrp: int, sig: int) -> None:
@@ -90,8 +102,7 @@ def request(px: "Personality", o: "Op", args: list[Any], reply: int) -> None:
             if live:
                 s = live[-1]
                 s.tty.resize(max(1, args[2]), max(1, args[3]))
-                s.answer(DETACHED)
-                ok([s.id, s.pid])
+                ok([s.reattach(), s.pid])
                 return
             argv = [b"sh"]
         env = [e.encode() if isinstance(e, str) else bytes(e) for e in args[1]] or DEFAULT_ENV
@@ -117,6 +128,12 @@ def request(px: "Personality", o: "Op", args: list[Any], reply: int) -> None:
         fail("NOT_FOUND", f"no console {args[0]} (its program ended)")
         return
     s = found
+    if args[0] != s.id:                       # an attachment that another one replaced
+        if o.name == "console_read":
+            px.l4.reply(reply, LINUX.encode_result(o, [b"", DETACHED]), proto=LINUX.tag)
+        else:
+            ok(None)
+        return
     if o.name == "console_read":
         s.answer(DETACHED)                    # one reader at a time
         s.reader = reply

@@ -180,16 +180,26 @@ def sys_execve(px: "Personality", p: "Process", a: list[int]) -> Any:
 # return through rt_sigreturn (native). The personality *sends* signals: kill, SIGCHLD.
 
 SIG_IGN = 1
+SA_RESTART = 0x10000000
 
 
 @sys(13)
 def sys_rt_sigaction(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """The host installs the action (CONTINUE); we keep handler and flags as the program
+    set them. A handler goes to the host with SA_RESTART always: a trapped call a signal
+    reaches before the kernel has taken its notification never reached us, so the host
+    must repeat it, not fail it with EINTR (Linux never fails pipe() or open() of a file
+    with EINTR). Whether a call *we* hold ends in EINTR follows the program's own flags
+    (`Personality.signal`). Seen by the program: the old action's flags it asks for in
+    the same call show SA_RESTART (docs/L4LINUX.md "Signals")."""
     sig = a[0]
     if not 1 <= sig <= 64:
         return -errno.EINVAL
     if a[1]:
-        (handler,) = struct.unpack("<Q", px.read(p, a[1], 8))
-        p.sigactions[sig] = handler
+        handler, flags = struct.unpack("<QQ", px.read(p, a[1], 16))
+        p.sigactions[sig], p.sigflags[sig] = handler, flags
+        if handler > SIG_IGN and not flags & SA_RESTART:
+            px.write(p, a[1] + 8, struct.pack("<Q", flags | SA_RESTART))
     return CONTINUE
 
 

@@ -57,6 +57,7 @@ class Process:
         self.state = "loading"      # loading (its loader's execveat) | running | zombie
         self.status = 0
         self.sigactions: dict[int, int] = {}   # signal -> handler address (SIG_IGN = 1)
+        self.sigflags: dict[int, int] = {}     # signal -> sa_flags as the program set them
         self.sigmask = 0
         self.host_pid = pid             # the host process running it now (execve changes it)
         self.last_signal = 0            # the last signal we sent it (its death's likely cause)

@@ -8,7 +8,8 @@
 - `console_open(argv, env, rows, cols)`: the console (`l4run console`): a terminal
   (`tty.Tty`) with `argv` (default `sh`) started on it as a session leader in the
   foreground; with an empty argv and a console whose program still runs, that one again
-  (re-attach). Its `id` and the program's pid.
+  (re-attach). The attachment's `id` (a re-attach gets a new one; the old id's calls then
+  no longer reach the terminal) and the program's pid.
 - `console_read(id)`: what the terminal has for the screen; the reply waits until there
   is something. `status` is -1 while the program runs, -2 once another reader took over or
   the reader detached, else the program's exit status (the terminal is then gone).

@@ -54,6 +54,10 @@ MAX_STR = 4096
 PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280, 332})
 SIGKILL, SIGCHLD = 9, 17
 ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
+ERESTARTNOINTR = 513    # "always restart"
+# Calls a handled signal ends in EINTR even under SA_RESTART (signal(7)): sleeps, poll,
+# select and their variants.
+NEVER_RESTARTED = frozenset({7, 23, 35, 230, 270, 271})
 
 
 class Fault(Exception):
@@ -217,6 +221,7 @@ class Personality:
         p.argv = argv
         p.host_pid = pid
         p.sigactions = {s: h for s, h in p.sigactions.items() if h == syscalls.SIG_IGN}
+        p.sigflags = {}
         _reap_children()
         return 0                            # nobody reads it: the old image is gone
 
@@ -224,23 +229,46 @@ class Personality:
         """Send `sig` to `p`'s host process: its handler runs, or the host's default action
         (ending it: its task dies, `message` learns it from the exit notice)."""
         p.last_signal = sig
-        handler = p.sigactions.get(sig, 0)
+        self.signal(p, sig)
+
+    def signal(self, p: process.Process, sig: int) -> None:
+        """Make `sig` pending on `p`'s host process. A call of `p` we hold would not be
+        interrupted by the host (WAIT_KILLABLE_RECV): if `sig` has a handler, the call is
+        answered once the signal is pending, and on its way back to user space the host
+        runs the handler. The answer is Linux's: -EINTR for sleeps and polls, and for the
+        rest -EINTR unless the program set SA_RESTART, else the call is made again (the
+        host has SA_RESTART for every handler: `sys_rt_sigaction`)."""
         waiting = []
-        if handler > syscalls.SIG_IGN:
-            # A call waiting here would not be interrupted by the host (WAIT_KILLABLE_RECV).
-            # The signal is made pending first, then the call answered -ERESTARTSYS: on its
-            # way back to user space the host runs the handler and, as Linux does, restarts
-            # the call if the handler has SA_RESTART, else turns it into EINTR.
+        if p.sigactions.get(sig, 0) > syscalls.SIG_IGN and not p.sigmask >> (sig - 1) & 1:
             waiting = [b for b in self.blocked if b.p is p]
             for b in waiting:
                 self.blocked.remove(b)
-                self.sleepers.pop(p.pid, None)
+            until = self.sleepers.pop(p.pid, None)
+            if until is not None:
+                self._remaining(p, waiting, until)
         try:
             os.kill(p.host_pid, sig)
         except OSError:
             pass
+        restart = p.sigflags.get(sig, 0) & syscalls.SA_RESTART
         for b in waiting:
-            self._answer(b.reply, -ERESTARTSYS)
+            if p.fork_snapshot is not None and b.nr not in (60, 231):
+                self._answer(b.reply, -ERESTARTNOINTR)     # not begun: made again
+                continue
+            again = restart and b.nr not in NEVER_RESTARTED
+            self._answer(b.reply, -ERESTARTSYS if again else -errno.EINTR)
+
+    def _remaining(self, p: process.Process, waiting: list[Blocked], until: float) -> None:
+        """An interrupted nanosleep tells what was left of it (when the program asked)."""
+        left = max(0.0, until - time.monotonic())
+        for b in waiting:
+            rem = b.args[1] if b.nr == 35 else b.args[3] if b.nr == 230 and not b.args[1] & 1 \
+                else 0
+            if rem:
+                try:
+                    self.write(p, rem, struct.pack("<qq", int(left), int(left % 1 * 1e9)))
+                except Fault:
+                    pass
 
     def exit(self, p: process.Process, word: int) -> None:
         self.procs.exit(p, word, self._sigchld)
@@ -248,10 +276,7 @@ class Personality:
     def _sigchld(self, p: process.Process) -> None:
         parent = self.procs.by_pid.get(p.ppid)
         if parent is not None and parent.state != "zombie":
-            try:
-                os.kill(parent.host_pid, SIGCHLD)
-            except OSError:
-                pass
+            self.signal(parent, SIGCHLD)
 
     def sleep(self, p: process.Process, seconds: float) -> Any:
         now = time.monotonic()
@@ -345,6 +370,7 @@ class Personality:
         p.host_pid = p.pid
         p.pgid, p.sid, p.umask = parent.pgid, parent.sid, parent.umask
         p.sigactions, p.sigmask = dict(parent.sigactions), parent.sigmask
+        p.sigflags = dict(parent.sigflags)
         self.procs.add(p)
         return p
 

@@ -84,4 +84,4 @@ def _fsop(fn: Callable[[], object]) -> Any:
 
 # The handlers register themselves in TABLE (imported last: they use the helpers above).
 from . import fscalls, pollcalls, proccalls  # noqa: E402,F401
-from .proccalls import SIG_IGN, start_state  # noqa: E402,F401
+from .proccalls import SA_RESTART, SIG_IGN, start_state  # noqa: E402,F401
