@@ -22,10 +22,18 @@ Pairing (the kernel's contract): a thread has at most one call in flight, so a c
 
 `--summary` prints the top talkers (caller → server by calls) and the slowest calls
 instead of writing a file.
+
+How long: `--duration S`, or `--until-key` — until a key is pressed on a terminal (stdin
+in cbreak mode, one key), else until a line or end of input on stdin. Either way ^C
+(SIGINT) ends the recording early and the trace is still turned off, drained and written.
+The ring is bounded (`--capacity`): what did not fit is counted by the kernel and reported
+(`dropped` in the output line and in the file's `otherData`).
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -34,20 +42,44 @@ import click
 DRAIN_LIMIT = 4096
 
 
-def record(ask: Callable[..., dict[str, Any]], run_dir: str, duration: float,
-           capacity: int = 0) -> list[dict[str, Any]]:
-    """Trace the running system in `run_dir` for `duration` seconds; the kernel's events."""
+def record(ask: Callable[..., dict[str, Any]], run_dir: str, wait: Callable[[], None],
+           capacity: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Trace the running system in `run_dir` while `wait()` runs (^C ends it early); the
+    kernel's events and its final status (`recorded`, `dropped`, `capacity`)."""
     ask(run_dir, "trace", action="on", limit=capacity)
     try:
-        time.sleep(duration)
+        try:
+            wait()
+        except KeyboardInterrupt:
+            pass                        # ^C ends the recording, not the command
     finally:
         ask(run_dir, "trace", action="off")
     events: list[dict[str, Any]] = []
     while True:
-        got = ask(run_dir, "trace", action="drain", limit=DRAIN_LIMIT)["events"]
-        if not got:
-            return events
-        events += got
+        got = ask(run_dir, "trace", action="drain", limit=DRAIN_LIMIT)
+        if not got["events"]:
+            return events, {k: got[k] for k in ("capacity", "recorded", "dropped")}
+        events += got["events"]
+
+
+def for_seconds(duration: float) -> Callable[[], None]:
+    return lambda: time.sleep(duration)
+
+
+def _until_key() -> None:
+    """Until a key is pressed (a terminal on stdin), else until a line or EOF on stdin."""
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        sys.stdin.readline()
+        return
+    import termios
+    import tty
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        os.read(fd, 1)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
 def only(events: list[dict[str, Any]], tasks: set[str]) -> list[dict[str, Any]]:
@@ -199,23 +231,33 @@ def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
              find_run_dir: Callable[[str | None], str], run_dir_option: Any) -> None:
     @cli.command("trace")
     @click.option("--duration", default=1.0, show_default=True, type=float, help="seconds to record")
+    @click.option("--until-key", is_flag=True, help="record until a key is pressed (or Enter/EOF on a pipe)")
     @click.option("--tasks", default=None, help="only events these tasks (comma-separated) take part in")
     @click.option("-o", "--output", default="trace.json", show_default=True, help="the trace file")
     @click.option("--summary", is_flag=True, help="print top talkers and slowest calls instead")
     @click.option("--capacity", default=0, type=int, help="the kernel's ring, in events (0: 65536)")
     @run_dir_option
-    def trace(duration: float, tasks: str | None, output: str, summary: bool, capacity: int,
-              run_dir: str | None) -> None:
+    def trace(duration: float, until_key: bool, tasks: str | None, output: str, summary: bool,
+              capacity: int, run_dir: str | None) -> None:
         """Record the kernel's IPC trace; write Chrome trace-event JSON (open it in ui.perfetto.dev)."""
-        events = record(ask, find_run_dir(run_dir), duration, capacity)
+        rd = find_run_dir(run_dir)
+        if until_key:
+            click.echo("tracing; press a key (or ^C) to stop", err=True)
+        events, st = record(ask, rd, _until_key if until_key else for_seconds(duration), capacity)
         if tasks:
             events = only(events, {t.strip() for t in tasks.split(",") if t.strip()})
         chrome = to_chrome(events)
+        chrome["otherData"].update(recorded=st["recorded"], dropped=st["dropped"],
+                                   capacity=st["capacity"])
+        dropped = (f", {st['dropped']} dropped (the ring holds {st['capacity']})"
+                   if st["dropped"] else "")
         if summary:
             from rich.console import Console
             Console().print(render(summarize(chrome)))
+            if dropped:
+                click.echo(dropped[2:])
             return
         with open(output, "w", encoding="utf-8") as f:
             json.dump(chrome, f)
         n = sum(1 for e in chrome["traceEvents"] if e["ph"] == "X")
-        click.echo(f"{output}: {len(events)} kernel events, {n} slices")
+        click.echo(f"{output}: {len(events)} kernel events, {n} slices{dropped}")
