@@ -19,7 +19,10 @@ under the lock just before the pump waits, so a thread queueing work either sees
 wakes the pump, or runs before the pump looks for work again.
 
 IPv4 only: no fragments (dropped, counted), no options, no routing beyond one gateway.
-Addresses are static (the task's arguments or the ORe session's `ip`).
+Addresses are static (the task's arguments or the ORe session's `ip`), or set at run time by
+`configure` (the DHCP client, dhcp.py: the stack starts at 0.0.0.0/0, where it sends from
+0.0.0.0, broadcasts to 255.255.255.255 and takes IPv4 to any address, and is configured
+once the server's ACK arrives).
 """
 from __future__ import annotations
 
@@ -61,13 +64,9 @@ class Stack:
     def __init__(self, link: Link, address: str, gateway: str | None = None,
                  name: str = "netstack") -> None:
         self.link, self.name = link, name
-        self.addr, self.plen = parse_cidr(address)
-        mask = (0xFFFFFFFF << (32 - self.plen)) & 0xFFFFFFFF
-        self.mask = mask.to_bytes(4, "big")
-        self.net = bytes(a & m for a, m in zip(self.addr, self.mask))
-        self.bcast = bytes(n | (~m & 0xFF) for n, m in zip(self.net, self.mask))
-        self.gateway = wire.ip_bytes(gateway) if gateway else None
+        self._address(address, gateway)
         self.mac = link.mac
+        self.on_stop: list[Any] = []                                    # called first by stop()
         self.lock = threading.RLock()
         self.arp: dict[bytes, tuple[bytes, float]] = {}                 # ip -> (mac, expiry)
         self.arp_wait: dict[bytes, list[Any]] = {}                      # ip -> [tries, next, [pkts]]
@@ -85,6 +84,29 @@ class Stack:
         self.thread: threading.Thread | None = None
         self.reopened = 0
 
+    def _address(self, address: str, gateway: str | None) -> None:
+        self.addr, self.plen = parse_cidr(address)
+        mask = (0xFFFFFFFF << (32 - self.plen)) & 0xFFFFFFFF
+        self.mask = mask.to_bytes(4, "big")
+        self.net = bytes(a & m for a, m in zip(self.addr, self.mask))
+        self.bcast = bytes(n | (~m & 0xFF) for n, m in zip(self.net, self.mask))
+        self.gateway = wire.ip_bytes(gateway) if gateway else None
+
+    def configure(self, address: str, gateway: str | None = None) -> None:
+        """A new address at run time (DHCP): checked first, then set; the ARP cache is
+        dropped (the subnet may differ) and a gratuitous ARP announces the new address."""
+        parse_cidr(address)
+        if gateway:
+            wire.ip_bytes(gateway)
+        with self.lock:
+            self._address(address, gateway)
+            self.arp.clear()
+        self.announce()
+
+    @property
+    def configured(self) -> bool:
+        return any(self.addr)
+
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> "Stack":
         self.running = True
@@ -94,6 +116,8 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        for fn in self.on_stop:                    # e.g. the DHCP client's DHCPRELEASE
+            fn()
         with self.lock:
             for t in list(self.tcbs.values()):
                 t.abort()
@@ -105,6 +129,8 @@ class Stack:
 
     def announce(self) -> None:
         """A gratuitous ARP: switches and hosts learn where our address is."""
+        if not self.configured:
+            return                                 # 0.0.0.0 (DHCP not done): nothing to say
         with self.lock:
             self.out.append(wire.eth(wire.BROADCAST, self.mac, wire.ETH_ARP, wire.arp(
                 wire.ARP_REQUEST, self.mac, self.addr, wire.ZERO_MAC, self.addr)))
@@ -214,7 +240,8 @@ class Stack:
             ip = wire.parse_ip4(body)
             if ip is None:
                 self.counts["drop_bad_ip"] += 1
-            elif ip.dst == self.addr or ip.dst == self.bcast or ip.dst == b"\xff" * 4:
+            elif (ip.dst == self.addr or ip.dst == self.bcast or ip.dst == b"\xff" * 4
+                  or not self.configured):          # DHCP: an offer to the address offered
                 self._input_ip(ip, src, now)
 
     def _input_arp(self, body: bytes, now: float) -> None:
