@@ -10,7 +10,9 @@ on `reply_and_wait`; and (b×W) a server task with W threads waiting at once (ea
 gate bound to one of them), since a rendezvous server thread takes one call at a time.
 
 Reported: round-trip median and p99 for 64 B and 4 KiB, and calls per second with 1, 4 and
-16 client processes against one server, with the ratios kernel/direct and kernel/relay.
+16 client processes against one server, with the ratios kernel/direct and kernel/relay; and
+`trace_overhead`: the 64 B kernel round trip with the kernel's IPC trace on against off, in the
+same run (on / off - 1; `trace` holds both medians and how many events were recorded).
 """
 from __future__ import annotations
 
@@ -231,6 +233,32 @@ def _pyzmq_series(tmp: str, tag: str, addr: str, n: int, duration: float,
             lambda i, start_at, out: _py("direct-load", addr, str(start_at), str(duration), out))
 
 
+def _trace_overhead(tmp: str, system: System, gate: int, n: int,
+                    say: Callable[[str], None]) -> dict[str, Any]:
+    """The 64 B kernel round trip with the kernel's IPC trace (TRACE, kernel/core/trace.py)
+    off and on, in the order off, on, on, off so that a drift of the machine's load during
+    the run falls on both sides alike; `overhead` = on / off - 1 (the means of the medians)."""
+    medians: dict[bool, list[float]] = {False: [], True: []}
+    recorded = dropped = 0
+    for i, on in enumerate((False, True, True, False)):
+        say(f"kernel round trip, 64 B, trace {'on' if on else 'off'}")
+        if on:
+            system.root.trace("on", 0)
+        try:
+            st = _round_trip(tmp, f"trace{i}", 64, lambda out: system.spawn(
+                "launcher.bench_ipc:kernel_rtt", "rtt-trace", caps={"echo": gate},
+                args=("64", str(n), out)))
+        finally:
+            status = system.root.trace("off", 0)
+        if on:
+            recorded += status["recorded"]
+            dropped += status["dropped"]
+        medians[on].append(st["median_us"])
+    off, on_ = (statistics.mean(medians[x]) for x in (False, True))
+    return {"off_rtt_us": round(off, 1), "on_rtt_us": round(on_, 1),
+            "overhead": round(on_ / off - 1, 3), "events": recorded, "dropped": dropped}
+
+
 def _stop(*procs: subprocess.Popen[bytes]) -> None:
     for p in procs:
         p.kill()
@@ -264,6 +292,7 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
                     tmp, tag, size, lambda out: spawn(
                         "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
                         args=(str(size), str(n), out)))
+        result["trace"] = _trace_overhead(tmp, system, gate, n, say)
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             result["throughput"][f"kernel_{c}"] = _throughput(
@@ -302,6 +331,7 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
         "relay_throughput_ratio": round(thr["relay_16"] / thr["direct_16"], 2),
         "workers": WORKERS, "rounds": n, "duration_s": duration, "cpus": os.cpu_count(),
     })
+    result["trace_overhead"] = result["trace"]["overhead"]
     if remote:
         result["remote_rtt_us"] = rtt["remote_64"]["median_us"]
         result["remote_vs_kernel"] = round(rtt["remote_64"]["median_us"] / k64, 2)
@@ -338,6 +368,10 @@ def _show(res: dict[str, Any]) -> None:
               + ", ".join(f"{size} B median {r[size]['median_us']} µs p99 {r[size]['p99_us']} µs"
                           for size in SIZES)
               + f"; {res['remote_vs_kernel']}× the local kernel round trip")
+    tr = res["trace"]
+    print(f"trace_overhead {res['trace_overhead']} (target ≤ 0.15): round trip 64 B median "
+          f"{tr['off_rtt_us']} µs with the kernel's trace off, {tr['on_rtt_us']} µs on "
+          f"({tr['events']} events recorded, {tr['dropped']} dropped)")
     print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
           f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
           f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")

@@ -1,5 +1,6 @@
 """`l4run bench ipc` runs end to end (tiny rounds), reports every key it documents, and
-leaves no process or temporary directory behind. The numbers themselves are not judged
+leaves no process or temporary directory behind; `trace_overhead` compares round trips with the
+kernel's trace on and off. The numbers themselves are not judged
 here: speed is measured with the benchmark on a quiet machine, never asserted in tests."""
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
     res = json.loads(r.stdout)
     for key in KEYS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, key
+    # trace_overhead: a ratio (noise can make it negative on a loaded machine); the traced
+    # rounds really were recorded: each call is at least a send, a delivery and a reply.
+    assert isinstance(res["trace_overhead"], float) and res["trace"]["on_rtt_us"] > 0
+    assert res["trace"]["events"] >= 3 * 2 * 30 and res["trace"]["dropped"] == 0, res["trace"]
     for tag in ("direct", "relay", "kernel", "remote"):
         for size in (64, 4096):
             assert res["rtt"][f"{tag}_{size}"]["p99_us"] >= res["rtt"][f"{tag}_{size}"]["median_us"]
