@@ -88,7 +88,8 @@ class Task(KObject):
         # by the first HELLO): every thread of a task comes from one process, its watched one.
         self.peer_pid: int | None = None
         self.exit_reason: str | None = None
-        self.stats = {"calls": 0, "sent": 0, "received": 0, "errors": 0}
+        # KERNEL_INFO's per-task counts; `faults`: its threads' MEM_FAULTs (refills included)
+        self.stats = {"calls": 0, "sent": 0, "received": 0, "errors": 0, "faults": 0}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "name": self.name, "pid": self.pid,

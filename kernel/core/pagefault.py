@@ -36,6 +36,7 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
     if access & ~_RWX or not access:
         raise AbiError(Err.INVALID, f"fault access {access:#x} is not a subset of r/w/x")
     a = mem.space(th.task)
+    th.task.stats["faults"] += 1
     vp = vaddr >> PAGE_SHIFT
     n = a.node(vp)
     if n is not None and n.rights & access == access:
