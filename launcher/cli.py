@@ -2,6 +2,7 @@
 
     l4run boot IMAGE [--detach] [--run-dir DIR]   validate, boot, show a live status table
     l4run ps [--json]                             tasks, pids, state, restarts, CPU, memory, IPC
+    l4run top [--once] [--json] [--sort COL]      live: IPC, page faults, CPU% per task per second
     l4run logs TASK [-f]                          a task's stdout/stderr (RUN_DIR/logs/TASK.log)
     l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
     l4run stop|start|restart|kill TASK            control one task
@@ -554,6 +555,9 @@ call_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 from . import caps as caps_cli  # noqa: E402  (registers `caps`: the capability graph)
 caps_cli.register(cli, ask, find_run_dir, run_dir_option)
+
+from . import top as top_cli  # noqa: E402  (registers `top`: a live table of the tasks' rates)
+top_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 
