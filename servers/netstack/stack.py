@@ -361,6 +361,9 @@ class Stack:
         pkt = wire.ip4(self.addr, dst, proto, payload, self.ident)
         if dst == self.bcast or dst == b"\xff" * 4:
             self.out.append(wire.eth(wire.BROADCAST, self.mac, wire.ETH_IP4, pkt))
+            if self.sleeping:                      # else it waits for the pump's idle timeout
+                self.sleeping = False
+                self.link.wake()
             return
         hop = dst if self._on_link(dst) or self.gateway is None else self.gateway
         hit = self.arp.get(hop)
