@@ -100,7 +100,7 @@ class TaskSpec:
     module_path: list[str] = field(default_factory=list)  # where else its module is found
     remote: bool = False          # runs on another machine, over the kernel's tcp:// port
     network: bool = False         # may open TCP/UDP sockets (launcher/sandbox.py)
-    net: dict[str, Any] | None = None   # an ORe session: { switch, ip, ... } (launcher/net.py)
+    net: dict[str, Any] | None = None   # an ORe session: { switch, ip or dhcp, ... } (launcher/net.py)
 
     @property
     def module(self) -> str:

@@ -10,6 +10,11 @@ image's `net` tables that give tasks their ORe sessions.
                                                a label of its own, and ORe's policy an entry
                                                for that label; optional keys: mac, allowed,
                                                active, promiscuous, label, cap
+    net = { switch = "ore", dhcp = true }      instead of ip: the task asks a DHCP server
+                                               (servers/dhcpd, or the host's) for its address:
+                                               the word "dhcp" is added to its args
+                                               (servers/netstack/config.py); ip and dhcp
+                                               together are the image's mistake
 
 The launcher (`Launcher.cmd_net`, launcher/system.py) asks each task that runs ORe
 (`servers.ore.server:main`) through its admin gate (label 0, which no task holds) with the
@@ -71,7 +76,7 @@ def switch_counters(launcher: "Launcher", task: str | None = None) -> dict[str, 
 
 # -- images: `net = { switch = "ore", ip = "10.0.2.15/24" }` in a task table -------------------
 NET_KEYS = {"switch", "ip", "mac", "broadcast", "allowed", "active", "promiscuous", "label",
-            "cap"}
+            "cap", "dhcp"}
 POLICY_KEYS = ("ip", "mac", "broadcast", "allowed", "active", "promiscuous")
 
 
@@ -85,6 +90,13 @@ def task_net(c: Any, key: str, v: Any) -> dict[str, Any] | None:
     label = v.get("label")
     if label is not None and (type(label) is not int or label < 1):
         c.bad(f"{key}.label", f"a client label is an integer >= 1, got {label!r}")
+        return None
+    dhcp = v.get("dhcp", False)
+    if type(dhcp) is not bool:
+        c.bad(f"{key}.dhcp", f"true or false, got {dhcp!r}")
+        return None
+    if dhcp and "ip" in v:
+        c.bad(f"{key}.dhcp", f"an address by DHCP and ip = {v['ip']!r} both: give one of them")
         return None
     return dict(v)
 
@@ -135,6 +147,12 @@ def wire_switches(c: Any, tasks: list[Any]) -> None:
             continue
         sw.args = [_json.dumps(policy), *sw.args[1:]]
         t.caps.append(CapSpec(local=local, service=service, label=label))
+        if t.net.get("dhcp") and any(a.startswith("ip=") for a in t.args):
+            c.bad(f"{where}.dhcp", "an address by DHCP and the task argument "
+                  f"{next(a for a in t.args if a.startswith('ip='))} both: give one of them")
+            continue
+        if t.net.get("dhcp") and "dhcp" not in t.args:
+            t.args = [*t.args, "dhcp"]               # servers/netstack/config.py reads it
 
 
 # -- the command ------------------------------------------------------------------------------
