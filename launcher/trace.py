@@ -13,8 +13,14 @@ become Chrome trace-event JSON, which ui.perfetto.dev and chrome://tracing open:
   (or the error that ended it), and one on the server's track from the delivery to its
   reply; a flow arrow (`ph: "s"` → `"f"`) from the caller's slice to the server's and one
   back with the reply;
-- instants (`ph: "i"`) for one-way sends, error answers, page faults, alien reports, trapped
-  Linux system calls, IRQs, task deaths and chaos injections.
+- a call that ends in an error is a slice named with the error (`call hello label 1 →
+  PEER_DIED`); a task's death ends the slices of what it was serving, calling or faulting on
+  (`… (died)`);
+- a page fault sent to a pager is a slice on the faulting thread (`page fault 0x… → mapped`,
+  or the error or `exception` that ended it) with flow arrows to the pager's `serve kernel
+  (page fault)` slice and back; a refill is an instant;
+- instants (`ph: "i"`) for one-way sends, error answers, alien reports, trapped Linux system
+  calls, IRQs, task deaths and chaos injections.
 
 Pairing (the kernel's contract): a thread has at most one call in flight, so a caller's
 `send` … `reply`/`error` pair by its thread id; a server's delivery and reply pair by
@@ -38,6 +44,8 @@ import time
 from typing import Any, Callable
 
 import click
+
+from kernel.abi import Proto
 
 DRAIN_LIMIT = 4096
 
@@ -70,13 +78,15 @@ def _until_key() -> None:
     """Until a key is pressed (a terminal on stdin), else until a line or EOF on stdin."""
     fd = sys.stdin.fileno()
     if not os.isatty(fd):
+        click.echo("tracing; Enter, end of input or ^C stops", err=True)
         sys.stdin.readline()
         return
     import termios
     import tty
     old = termios.tcgetattr(fd)
     try:
-        tty.setcbreak(fd)
+        tty.setcbreak(fd)               # flushes what was typed before: say so only after it
+        click.echo("tracing; press a key (or ^C) to stop", err=True)
         os.read(fd, 1)
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
@@ -97,6 +107,8 @@ class _Chrome:
         self.threads: dict[tuple[int, int], str] = {}
         self.calls: dict[int, dict[str, Any]] = {}               # caller thread -> its call
         self.serving: dict[tuple[int, int], dict[str, Any]] = {}  # (server th, reply) -> call
+        self.faults: dict[int, dict[str, Any]] = {}              # faulting th -> its `pf pager`
+        self.paging: dict[int, list[dict[str, Any]]] = {}        # pager th -> faults sent to it
         self.flow = 0
 
     def us(self, ns: int) -> float:
@@ -144,32 +156,96 @@ class _Chrome:
         what = f"{recv['to_name']} label {recv['label']}"
         sargs = {"caller": recv["name"], "label": recv["label"], "proto": recv["proto"],
                  "size": recv["size"], "reply_size": e["size"]}
-        self.add("X", f"serve {recv['name']}", e["task"], e["th"], recv["ts"],
+        self.add("X", f"serve {_caller(recv)}", e["task"], e["th"], recv["ts"],
                  dur=self.us(e["ts"]) - self.us(recv["ts"]), args=sargs)
         send = call.get("send")
         if send is None or not send["th"]:
-            return                     # a kernel call (page fault, alien report): no caller track
+            self.kernel_call(recv, e)  # a kernel call (page fault, alien report): no caller track
+            return
         self.calls.pop(send["th"], None)
         self.add("X", f"call {what}", send["task"], send["th"], send["ts"],
                  dur=self.us(e["ts"]) - self.us(send["ts"]), args={**sargs, "server": recv["to_name"]})
-        for src, dst, s_ts, f_ts in ((send, e, send["ts"], recv["ts"]),
-                                     (e, send, e["ts"], e["ts"])):
+        self.arrows(send, send["ts"], recv, recv["ts"], e)
+
+    def arrows(self, src: dict[str, Any], s_ts: int, recv: dict[str, Any], f_ts: int,
+               reply: dict[str, Any]) -> None:
+        """A flow from `src`'s track at `s_ts` to the server's slice (delivered at `f_ts`), and
+        one back from the server's `reply` to `src`'s track."""
+        server = {"task": recv["to_task"], "th": recv["to_th"]}
+        for a, b, t0, t1 in ((src, server, s_ts, f_ts), (server, src, reply["ts"], reply["ts"])):
             self.flow += 1
-            self.add("s", "ipc", src["task"], src["th"], s_ts, id=self.flow)
-            self.add("f", "ipc", dst["task"], dst["th"], f_ts, id=self.flow, bp="e")
+            self.add("s", "ipc", a["task"], a["th"], t0, id=self.flow)
+            self.add("f", "ipc", b["task"], b["th"], t1, id=self.flow, bp="e")
+
+    def kernel_call(self, recv: dict[str, Any], reply: dict[str, Any]) -> None:
+        """A pager answered a page-fault call: arrows from the faulting thread and back (the
+        oldest fault sent to that pager thread before the call reached it)."""
+        if recv["proto"] != Proto.PAGE_FAULT:
+            return
+        queue = self.paging.get(recv["to_th"], [])
+        for i, pf in enumerate(queue):
+            if pf["ts"] <= recv["ts"]:
+                del queue[i]
+                self.arrows(pf, pf["ts"], recv, recv["ts"], reply)
+                return
+
+    def ev_pf(self, e: dict[str, Any]) -> None:
+        """A fault sent to a pager is a slice on the faulting thread until it is resolved."""
+        how = e["how"]
+        if how == "pager":
+            self.faults[e["th"]] = e
+            self.paging.setdefault(e["to_th"], []).append(e)
+            return
+        start = self.faults.pop(e["th"], None)
+        if start is None:               # a refill, or an exception without a pager
+            self.instant(e, f"page fault {how} 0x{e['vaddr']:x}")
+            return
+        self.fault_slice(start, e["ts"], how)
+
+    def fault_slice(self, pf: dict[str, Any], end: int, how: str) -> None:
+        self.add("X", f"page fault 0x{pf['vaddr']:x} → {how}", pf["task"], pf["th"], pf["ts"],
+                 dur=self.us(end) - self.us(pf["ts"]),
+                 args={"vaddr": pf["vaddr"], "access": pf["access"], "pager": pf["to_name"],
+                       "resolution": how})
+
+    def ev_death(self, e: dict[str, Any]) -> None:
+        """A task died: what it was serving, calling or faulting on ends here."""
+        dead = e["task"]
+        for key, call in list(self.serving.items()):
+            recv = call["recv"]
+            if recv["to_task"] == dead:
+                del self.serving[key]
+                self.add("X", f"serve {_caller(recv)} (died)", dead, recv["to_th"], recv["ts"],
+                         dur=self.us(e["ts"]) - self.us(recv["ts"]),
+                         args={"caller": recv["name"], "label": recv["label"], "died": True})
+        for th, call in list(self.calls.items()):
+            send = call["send"]
+            if send["task"] == dead:
+                del self.calls[th]
+                self.add("X", f"call label {send['label']} (died)", dead, th, send["ts"],
+                         dur=self.us(e["ts"]) - self.us(send["ts"]), args={"died": True})
+        for th, pf in list(self.faults.items()):
+            if pf["task"] == dead:
+                del self.faults[th]
+                self.fault_slice(pf, e["ts"], "died")
+        self.instant(e, f"death of {e['name']}")
 
     def ev_error(self, e: dict[str, Any]) -> None:
         call = self.calls.pop(e["th"], None)
         if call is not None:
-            send = call["send"]
-            self.add("X", f"call label {send['label']} → {e['err']}", e["task"], e["th"],
+            send, recv = call["send"], call.get("recv")
+            server = f"{recv['to_name']} " if recv else ""
+            self.add("X", f"call {server}label {send['label']} → {e['err']}", e["task"], e["th"],
                      send["ts"], dur=self.us(e["ts"]) - self.us(send["ts"]),
-                     args={"err": e["err"], "reason": e["reason"], "label": send["label"]})
+                     args={"err": e["err"], "reason": e["reason"], "label": send["label"],
+                           "server": recv["to_name"] if recv else None})
+        pf = self.faults.pop(e["th"], None)
+        if pf is not None:
+            self.fault_slice(pf, e["ts"], e["err"])
         self.instant(e, e["err"])
 
     def other(self, e: dict[str, Any]) -> None:
-        names = {"pf": lambda: f"page fault {e['how']}", "death": lambda: f"death of {e['name']}",
-                 "chaos": lambda: f"chaos {e['kind']}", "irq": lambda: f"irq {e['irq']}",
+        names = {"chaos": lambda: f"chaos {e['kind']}", "irq": lambda: f"irq {e['irq']}",
                  "alien": lambda: f"alien {e['call']} {e['phase']}",
                  "linux": lambda: f"linux syscall {e['nr']}"}
         self.instant(e, names.get(e["ev"], lambda: e["ev"])())
@@ -181,6 +257,16 @@ class _Chrome:
         meta += [{"ph": "M", "name": "thread_name", "pid": pid, "tid": th, "args": {"name": name}}
                  for (pid, th), name in sorted(self.threads.items())]
         return meta
+
+
+def _caller(recv: dict[str, Any]) -> str:
+    """Who a delivered message came from: a task, or the kernel and what it reports."""
+    if recv["th"] or recv["proto"] >= 0:
+        return str(recv["name"])
+    try:
+        return f"kernel ({Proto(recv['proto']).name.lower().replace('_', ' ')})"
+    except ValueError:
+        return "kernel"
 
 
 def to_chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,7 +285,7 @@ def summarize(trace: dict[str, Any], top: int = 10) -> dict[str, Any]:
              if e["ph"] == "M" and e["name"] == "process_name"}
     pairs: dict[tuple[str, str], list[float]] = {}
     for c in calls:
-        key = (names.get(c["pid"], str(c["pid"])), c["args"].get("server", "?"))
+        key = (names.get(c["pid"], str(c["pid"])), c["args"].get("server") or "?")
         pairs.setdefault(key, []).append(c["dur"])
     talkers = sorted(pairs.items(), key=lambda kv: -len(kv[1]))[:top]
     slowest = sorted(calls, key=lambda c: -c["dur"])[:top]
@@ -241,8 +327,6 @@ def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
               capacity: int, run_dir: str | None) -> None:
         """Record the kernel's IPC trace; write Chrome trace-event JSON (open it in ui.perfetto.dev)."""
         rd = find_run_dir(run_dir)
-        if until_key:
-            click.echo("tracing; press a key (or ^C) to stop", err=True)
         events, st = record(ask, rd, _until_key if until_key else for_seconds(duration), capacity)
         if tasks:
             events = only(events, {t.strip() for t in tasks.split(",") if t.strip()})

@@ -55,7 +55,7 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
         raise AbiError(Err.NO_CAP, f"{what()}: the thread has no pager")
     mem.stats["faults"] += 1
     if trace.ON:
-        trace.page_fault(th, vaddr, access, "pager")
+        trace.page_fault(th, vaddr, access, "pager", pager.thread)
 
     def on_reply(proto: int, payload: bytes | None) -> None:
         if not th.alive:
@@ -66,6 +66,8 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
                 mem.deliver(a, n.frame, n.rights)
             except AbiError:
                 return                  # the task was faulted
+            if trace.ON:
+                trace.page_fault(th, vaddr, access, "mapped")
             k.finish(th, encode_ok([n.frame, n.rights]))
             return
         reason = f"the pager answered proto {proto} without mapping the page"
@@ -74,6 +76,8 @@ def fault(k: "State", th: "Thread", vaddr: int, access: int, ip: int) -> list[in
 
     def on_error(err: Err, reason: str) -> None:
         if th.alive:
+            if trace.ON:
+                trace.page_fault(th, vaddr, access, "failed")
             k.fail(th, err, f"{what()}: pager failed: {reason}")
 
     msg = PageFaultMessage(vaddr, access, ip, th.task.name, th.id)

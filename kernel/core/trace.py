@@ -2,7 +2,8 @@
 
 While `ON`, the mechanisms append one event per thing that happened — a message sent
 (`send`), delivered (`recv`), replied to (`reply`), an error answered (`error`: timeouts and
-every other code, from `State.fail`), a page fault and how it was resolved (`pf`), an alien
+every other code, from `State.fail`), a page fault and how it was resolved (`pf`: one event
+when it is taken, one more when a pager's answer resolves it), an alien
 thread's report (`alien`) and a trapped Linux system call (`linux`), an IRQ delivered
 (`irq`), a task's death (`death`), a chaos injection (`chaos`). Each event is a dict with
 `seq`, `ts` (time.monotonic_ns), `ev`, and the ids and names of the threads and tasks in it,
@@ -91,9 +92,17 @@ def error(th: "Thread", err: Any, reason: str) -> None:
     _put("error", {**_who(th), "err": err.name, "reason": reason[:200]})
 
 
-def page_fault(th: "Thread", vaddr: int, access: int, how: str) -> None:
-    """A page fault of `th`: `how` is refill (TLB from the page table), pager, exception."""
-    _put("pf", {**_who(th), "vaddr": vaddr, "access": access, "how": how})
+def page_fault(th: "Thread", vaddr: int, access: int, how: str,
+               pager: "Thread | None" = None) -> None:
+    """A page fault of `th` and what became of it, `how`: `refill` (answered at once from the
+    page table), `pager` (sent to the pager's thread `pager`, named as `to_*`), then one of
+    `mapped` (the pager's reply mapped the page: the fault is answered), `failed` (the pager's
+    call ended in error) or `exception` (reported to the exception handler: no pager, or the
+    pager answered without mapping the page)."""
+    fields = {**_who(th), "vaddr": vaddr, "access": access, "how": how}
+    if pager is not None:
+        fields.update(_who(pager, "to_"))
+    _put("pf", fields)
 
 
 def alien(th: "Thread", sysno: int, name: str, phase: str) -> None:
