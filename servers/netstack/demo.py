@@ -11,9 +11,10 @@
         answer, sends a line to the TCP server at A:P and reads the answer until it closes,
         each retried for up to `wait` seconds (30: the host side may not be up yet);
         prints "REACH {json}" and idles (so that its address keeps answering).
-    fetch(l4, ip=..., url=A:P/PATH, [size=N], [report=S])
+    fetch(l4, ip=..., url=A:P/PATH, [size=N], [report=S], [every=S])
         Downloads PATH from the HTTP server at A:P, checks the body's sha256 against
-        `body(N)`, prints "FETCH {json}" (bytes, intact, seconds, MB/s) and idles.
+        `body(N)`, prints "FETCH {json}" (bytes, intact, seconds, MB/s) and idles; with
+        `every=S`, fetches again every S seconds, each round's line with its "round".
 
 `body(n)` is deterministic (a seeded generator), so a test can check a download byte for
 byte without the server's help.
@@ -200,6 +201,23 @@ _REACH = {"ping": _reach_ping, "udp": _reach_udp, "tcp": _reach_tcp}
 def fetch(l4: Any, *args: str) -> int:
     opts = config.parse(args)
     stack = config.open_stack(l4, opts, "netstack-fetch")
+    every = float(opts.get("every", "0"))
+    rounds = 0
+    while True:
+        rounds += 1
+        out = _fetch_once(stack, opts)
+        if every > 0:
+            out["round"] = rounds
+            del out["stats"]                      # a line per round: keep it short
+        print("FETCH " + json.dumps(out), flush=True)
+        if every <= 0:
+            break
+        time.sleep(every)
+    while True:
+        time.sleep(3600)
+
+
+def _fetch_once(stack: Stack, opts: dict[str, str]) -> dict[str, Any]:
     hostport, _, path = opts["url"].partition("/")
     n = int(opts.get("size", "0"))
     out: dict[str, Any] = {"path": "/" + path}
@@ -230,6 +248,4 @@ def fetch(l4: Any, *args: str) -> int:
     except Exception as e:                                # noqa: BLE001 - reported to the test
         out["error"] = f"{type(e).__name__}: {e}"
     out["stats"] = stack.stats()
-    print("FETCH " + json.dumps(out), flush=True)
-    while True:
-        time.sleep(3600)
+    return out

@@ -168,6 +168,7 @@ class Lease:
 class Counts:
     sent: dict[str, int] = field(default_factory=dict)
     got: dict[str, int] = field(default_factory=dict)
+    entered: dict[str, int] = field(default_factory=dict)      # state -> times entered
     ignored: int = 0
 
 
@@ -181,10 +182,19 @@ class DhcpClient:
         self.sock = stack.udp(CLIENT_PORT)
         self.lease: Lease | None = None
         self.counts = Counts()
-        self.state = "INIT"
+        self._state = "INIT"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         stack.on_stop.append(self.release)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, s: str) -> None:
+        self._state = s
+        self.counts.entered[s] = self.counts.entered.get(s, 0) + 1
 
     # -- sending and receiving --------------------------------------------------------------
     def _send(self, kind: int, xid: int, dst: bytes, ciaddr: bytes = ZERO,
@@ -226,7 +236,7 @@ class DhcpClient:
         return None
 
     def _backoff(self, attempt: int) -> float:
-        return min(RETRY_S * 2 ** attempt, RETRY_MAX_S) * self.rng.uniform(0.9, 1.1)
+        return min(RETRY_S * 2 ** min(attempt, 16), RETRY_MAX_S) * self.rng.uniform(0.9, 1.1)
 
     # -- INIT .. BOUND ----------------------------------------------------------------------
     def acquire(self, timeout: float | None = None) -> Lease:
@@ -237,7 +247,8 @@ class DhcpClient:
             self.state = "INIT"
             xid = self.rng.getrandbits(32)
             offer = None
-            for attempt in range(1 << 30):
+            attempt = 0
+            while not self._stop.is_set():
                 self._send(DISCOVER, xid, b"\xff" * 4)
                 wait = self._backoff(attempt)
                 if deadline is not None:
@@ -245,6 +256,7 @@ class DhcpClient:
                 offer = self._answer(xid, (OFFER,), max(0.0, wait))
                 if offer is not None or (deadline is not None and time.monotonic() >= deadline):
                     break
+                attempt += 1
             if offer is None:
                 if self._stop.is_set():
                     break
@@ -366,4 +378,5 @@ class DhcpClient:
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state, "lease": self.lease.describe() if self.lease else None,
-                "sent": self.counts.sent, "got": self.counts.got, "ignored": self.counts.ignored}
+                "sent": self.counts.sent, "got": self.counts.got, "entered": self.counts.entered,
+                "ignored": self.counts.ignored}
