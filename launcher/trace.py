@@ -19,6 +19,8 @@ become Chrome trace-event JSON, which ui.perfetto.dev and chrome://tracing open:
 - a page fault sent to a pager is a slice on the faulting thread (`page fault 0x… → mapped`,
   or the error or `exception` that ended it) with flow arrows to the pager's `serve kernel
   (page fault)` slice and back; a refill is an instant;
+- a server thread holding several calls at once gets extra lanes (tracks "thread T · lane
+  n") for the serve slices that would overlap without nesting;
 - instants (`ph: "i"`) for one-way sends, error answers, alien reports, trapped Linux system
   calls, IRQs, task deaths and chaos injections.
 
@@ -48,6 +50,7 @@ import click
 from kernel.abi import Proto
 
 DRAIN_LIMIT = 4096
+LANE = 1_000_000        # the tid of lane n of thread T is T + LANE * n (see _Chrome.lanes)
 
 
 def record(ask: Callable[..., dict[str, Any]], run_dir: str, wait: Callable[[], None],
@@ -118,9 +121,11 @@ class _Chrome:
         self.procs.setdefault(task, name)
         self.threads.setdefault((task, th), "kernel" if th == 0 else f"thread {th}")
 
-    def add(self, ph: str, name: str, task: int, th: int, ts: int, **more: Any) -> None:
-        self.out.append({"ph": ph, "name": name, "cat": "ipc", "pid": task, "tid": th,
-                         "ts": self.us(ts), **more})
+    def add(self, ph: str, name: str, task: int, th: int, ts: int, **more: Any) -> dict[str, Any]:
+        e = {"ph": ph, "name": name, "cat": "ipc", "pid": task, "tid": th, "ts": self.us(ts),
+             **more}
+        self.out.append(e)
+        return e
 
     def instant(self, e: dict[str, Any], name: str) -> None:
         args = {k: v for k, v in e.items() if k not in ("ts", "th", "task")}
@@ -156,28 +161,63 @@ class _Chrome:
         what = f"{recv['to_name']} label {recv['label']}"
         sargs = {"caller": recv["name"], "label": recv["label"], "proto": recv["proto"],
                  "size": recv["size"], "reply_size": e["size"]}
-        self.add("X", f"serve {_caller(recv)}", e["task"], e["th"], recv["ts"],
-                 dur=self.us(e["ts"]) - self.us(recv["ts"]), args=sargs)
+        serve = self.add("X", f"serve {_caller(recv)}", e["task"], e["th"], recv["ts"],
+                         dur=self.us(e["ts"]) - self.us(recv["ts"]), args=sargs)
         send = call.get("send")
         if send is None or not send["th"]:
-            self.kernel_call(recv, e)  # a kernel call (page fault, alien report): no caller track
+            self.kernel_call(recv, e, serve)   # a kernel call (page fault, alien report)
             return
         self.calls.pop(send["th"], None)
         self.add("X", f"call {what}", send["task"], send["th"], send["ts"],
                  dur=self.us(e["ts"]) - self.us(send["ts"]), args={**sargs, "server": recv["to_name"]})
-        self.arrows(send, send["ts"], recv, recv["ts"], e)
+        self.arrows(send, send["ts"], recv, recv["ts"], e, serve)
 
     def arrows(self, src: dict[str, Any], s_ts: int, recv: dict[str, Any], f_ts: int,
-               reply: dict[str, Any]) -> None:
-        """A flow from `src`'s track at `s_ts` to the server's slice (delivered at `f_ts`), and
-        one back from the server's `reply` to `src`'s track."""
+               reply: dict[str, Any], serve: dict[str, Any]) -> None:
+        """A flow from `src`'s track at `s_ts` to the server's slice `serve` (delivered at
+        `f_ts`), and one back from the server's `reply` to `src`'s track. The server's ends
+        are kept with `serve` (`_ends`) so that they move with it to another lane."""
         server = {"task": recv["to_task"], "th": recv["to_th"]}
+        ends = serve.setdefault("_ends", [])
         for a, b, t0, t1 in ((src, server, s_ts, f_ts), (server, src, reply["ts"], reply["ts"])):
             self.flow += 1
-            self.add("s", "ipc", a["task"], a["th"], t0, id=self.flow)
-            self.add("f", "ipc", b["task"], b["th"], t1, id=self.flow, bp="e")
+            s_ev = self.add("s", "ipc", a["task"], a["th"], t0, id=self.flow)
+            f_ev = self.add("f", "ipc", b["task"], b["th"], t1, id=self.flow, bp="e")
+            ends.append(f_ev if b is server else s_ev)
 
-    def kernel_call(self, recv: dict[str, Any], reply: dict[str, Any]) -> None:
+    def lanes(self) -> None:
+        """A server that holds several calls open at once (it took the next before answering
+        the last, as the L4Linux personality does for a waiting process) has serve slices that
+        overlap without nesting; one track cannot show them (Perfetto stacks a track's slices).
+        Each such slice, with its flow ends, goes to the first lane of its thread where it
+        nests: a track `tid + LANE * n` named "thread T · lane n"."""
+        by_track: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for e in self.out:
+            if e["ph"] == "X":
+                by_track.setdefault((e["pid"], e["tid"]), []).append(e)
+        for (pid, tid), slices in by_track.items():
+            open_ends: list[list[float]] = [[]]          # per lane: end times of open slices
+            for x in sorted(slices, key=lambda x: (x["ts"], -x["dur"])):
+                end = x["ts"] + x["dur"]
+                for n, stack in enumerate(open_ends):
+                    while stack and stack[-1] <= x["ts"]:
+                        stack.pop()
+                    if not stack or end <= stack[-1]:
+                        break
+                else:
+                    n = len(open_ends)
+                    open_ends.append([])
+                open_ends[n].append(end)
+                if n:
+                    lane = tid + LANE * n
+                    self.threads.setdefault((pid, lane), f"{self.threads[(pid, tid)]} · lane {n}")
+                    for moved in [x, *x.get("_ends", [])]:
+                        moved["tid"] = lane
+        for e in self.out:
+            e.pop("_ends", None)
+
+    def kernel_call(self, recv: dict[str, Any], reply: dict[str, Any],
+                    serve: dict[str, Any]) -> None:
         """A pager answered a page-fault call: arrows from the faulting thread and back (the
         oldest fault sent to that pager thread before the call reached it)."""
         if recv["proto"] != Proto.PAGE_FAULT:
@@ -186,7 +226,7 @@ class _Chrome:
         for i, pf in enumerate(queue):
             if pf["ts"] <= recv["ts"]:
                 del queue[i]
-                self.arrows(pf, pf["ts"], recv, recv["ts"], reply)
+                self.arrows(pf, pf["ts"], recv, recv["ts"], reply, serve)
                 return
 
     def ev_pf(self, e: dict[str, Any]) -> None:
@@ -274,6 +314,7 @@ def to_chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
     conv = _Chrome(events[0]["ts"] if events else 0)
     for e in events:
         conv.event(e)
+    conv.lanes()
     return {"traceEvents": conv.metadata() + conv.out, "displayTimeUnit": "ns",
             "otherData": {"source": "l4run trace", "kernel_events": len(events)}}
 

@@ -9,11 +9,17 @@ thread's report (`alien`) and a trapped Linux system call (`linux`), an IRQ deli
 `seq`, `ts` (time.monotonic_ns), `ev`, and the ids and names of the threads and tasks in it,
 so a drained trace needs nothing else to be read (tasks may be gone by then).
 
+The ring holds each event as a flat tuple `(seq, ts, ev, values)`, `values` in the order of
+`FIELDS[ev]`; the dicts are made when the ring is drained, so recording costs a tuple and
+an append (the hot path's price while on; `l4run bench ipc` reports it as trace_overhead).
+
 Contracts:
 - Off by default. When off the hot paths pay one flag test each: the hooks are written
   `if _trace.ON: _trace.recv(...)` at the call site, never a call that tests inside.
 - Bounded: the ring holds at most `capacity` events (collections.deque(maxlen)); the oldest
-  go first and are counted in `dropped`. Draining removes what it answers, oldest first.
+  go first and are counted in `dropped` (recorded − drained − held: the deque drops them by
+  itself, nothing is counted per event). Draining removes what it answers, oldest first.
+  `seq` starts at 1 with each `on`.
 - A message is paired by its sender thread: a thread has at most one call in flight, so
   its `send`, the `recv` that hands it over (with the server's reply id) and the `reply`
   (naming that caller) or the `error` that ends it belong together.
@@ -35,32 +41,32 @@ DEFAULT_CAPACITY = 65536
 MAX_CAPACITY = 1 << 20
 MAX_DRAIN = 4096            # events one TRACE drain answers at most (the answer stays small)
 
+_WHO = ("th", "task", "name")
+_TO = ("to_th", "to_task", "to_name")
+FIELDS: dict[str, tuple[str, ...]] = {       # the names of each event's values, in order
+    "send": _WHO + ("gate", "label", "proto", "size", "call", "timeout"),
+    "recv": _WHO + _TO + ("label", "proto", "size", "call", "reply"),
+    "reply": _WHO + _TO + ("reply", "proto", "size"),
+    "error": _WHO + ("err", "reason"),
+    "pf": _WHO + ("vaddr", "access", "how") + _TO,     # _TO only when sent to a pager
+    "alien": _WHO + ("sysno", "call", "phase"),
+    "linux": _WHO + ("pid", "nr"),
+    "irq": _WHO + ("irq", "label", "count"),
+    "death": _WHO + ("reason", "status"),
+    "chaos": _WHO + ("kind",),                         # + the injection's own fields
+}
+_KERNEL = (0, 0, "kernel")
+
 ON = False                  # the flag every hook tests first
-_ring: deque[dict[str, Any]] = deque(maxlen=DEFAULT_CAPACITY)
+_ring: deque[tuple[int, int, str, tuple[Any, ...]]] = deque(maxlen=DEFAULT_CAPACITY)
 _seq = itertools.count(1)
-_counts = {"recorded": 0, "dropped": 0}
+_counts = {"drained": 0, "last": 0}    # events drained; the seq of the newest one drained
 _now = time.monotonic_ns
 
 
-def _put(ev: str, fields: dict[str, Any]) -> None:
-    if len(_ring) == _ring.maxlen:
-        _counts["dropped"] += 1
-    _counts["recorded"] += 1
-    fields["seq"] = next(_seq)
-    fields["ts"] = _now()
-    fields["ev"] = ev
-    _ring.append(fields)
-
-
-def _who(th: "Thread | None", prefix: str = "") -> dict[str, Any]:
-    """The ids and names of thread `th` (None: the kernel itself)."""
-    if th is None:
-        return {prefix + "th": 0, prefix + "task": 0, prefix + "name": "kernel"}
-    return {prefix + "th": th.id, prefix + "task": th.task.id, prefix + "name": th.task.name}
-
-
-def _size(payload: bytes | None) -> int:
-    return len(payload) if payload is not None else 0
+def _who(th: "Thread | None") -> tuple[int, int, str]:
+    """The ids and name of thread `th` (None: the kernel itself)."""
+    return _KERNEL if th is None else (th.id, th.task.id, th.task.name)
 
 
 # -- the hooks (each called only when ON) ----------------------------------------------------
@@ -68,28 +74,28 @@ def _size(payload: bytes | None) -> int:
 def send(sender: "Thread | None", gate: Any, proto: int, payload: bytes | None, call: bool,
          timeout: int) -> None:
     """A message leaves its sender for `gate` (a kernel message when `sender` is None)."""
-    _put("send", {**_who(sender), "gate": gate.id, "label": gate.label, "proto": proto,
-                  "size": _size(payload), "call": call, "timeout": timeout})
+    _ring.append((next(_seq), _now(), "send", _who(sender) + (
+        gate.id, gate.label, proto, 0 if payload is None else len(payload), call, timeout)))
 
 
 def recv(sender: "Thread | None", receiver: "Thread", label: int, proto: int,
          payload: bytes | None, call: bool, reply: int) -> None:
     """`receiver` got the message of `sender`; `reply` is its reply id (0: not a call)."""
-    _put("recv", {**_who(sender), **_who(receiver, "to_"), "label": label, "proto": proto,
-                  "size": _size(payload), "call": call, "reply": reply})
+    _ring.append((next(_seq), _now(), "recv", _who(sender) + _who(receiver) + (
+        label, proto, 0 if payload is None else len(payload), call, reply)))
 
 
 def reply(server: "Thread", caller: "Thread | None", reply_id: int, proto: int,
           payload: bytes | None) -> None:
     """`server` answered `caller`'s call (None: a kernel call, e.g. a page fault) through
     reply capability `reply_id` (the `reply` of the `recv` that handed the call over)."""
-    _put("reply", {**_who(server), **_who(caller, "to_"), "reply": reply_id, "proto": proto,
-                   "size": _size(payload)})
+    _ring.append((next(_seq), _now(), "reply", _who(server) + _who(caller) + (
+        reply_id, proto, 0 if payload is None else len(payload))))
 
 
 def error(th: "Thread", err: Any, reason: str) -> None:
     """`th`'s call ended in error `err` (TIMEOUT included)."""
-    _put("error", {**_who(th), "err": err.name, "reason": reason[:200]})
+    _ring.append((next(_seq), _now(), "error", _who(th) + (err.name, reason[:200])))
 
 
 def page_fault(th: "Thread", vaddr: int, access: int, how: str,
@@ -99,42 +105,39 @@ def page_fault(th: "Thread", vaddr: int, access: int, how: str,
     `mapped` (the pager's reply mapped the page: the fault is answered), `failed` (the pager's
     call ended in error) or `exception` (reported to the exception handler: no pager, or the
     pager answered without mapping the page)."""
-    fields = {**_who(th), "vaddr": vaddr, "access": access, "how": how}
-    if pager is not None:
-        fields.update(_who(pager, "to_"))
-    _put("pf", fields)
+    values = _who(th) + (vaddr, access, how)
+    _ring.append((next(_seq), _now(), "pf", values if pager is None else values + _who(pager)))
 
 
 def alien(th: "Thread", sysno: int, name: str, phase: str) -> None:
-    _put("alien", {**_who(th), "sysno": sysno, "call": name, "phase": phase})
+    _ring.append((next(_seq), _now(), "alien", _who(th) + (sysno, name, phase)))
 
 
 def linux(task: "Task", pid: int, nr: int) -> None:
-    _put("linux", {"th": 0, "task": task.id, "name": task.name, "pid": pid, "nr": nr})
+    _ring.append((next(_seq), _now(), "linux", (0, task.id, task.name, pid, nr)))
 
 
 def irq(irq_id: int, th: "Thread", label: int, count: int) -> None:
-    _put("irq", {**_who(th), "irq": irq_id, "label": label, "count": count})
+    _ring.append((next(_seq), _now(), "irq", _who(th) + (irq_id, label, count)))
 
 
 def death(task: "Task", reason: str, status: int | None) -> None:
-    _put("death", {"th": 0, "task": task.id, "name": task.name, "reason": reason[:200],
-                   "status": status})
+    _ring.append((next(_seq), _now(), "death", (0, task.id, task.name, reason[:200], status)))
 
 
 def chaos(kind: str, detail: dict[str, Any]) -> None:
-    _put("chaos", {"th": 0, "task": detail.get("sender") or 0, "name": "chaos", "kind": kind,
-                   **{k: v for k, v in detail.items() if isinstance(v, (int, str, float))}})
+    extra = {k: v for k, v in detail.items() if isinstance(v, (int, str, float))}
+    _ring.append((next(_seq), _now(), "chaos", (0, detail.get("sender") or 0, "chaos", kind, extra)))
 
 
 # -- control (TRACE) ----------------------------------------------------------------------
 
 def start(capacity: int) -> dict[str, Any]:
     """Record from now on into a fresh ring of `capacity` events (0: the default)."""
-    global ON, _ring
-    cap = capacity or DEFAULT_CAPACITY
-    _ring = deque(maxlen=cap)
-    _counts.update(recorded=0, dropped=0)
+    global ON, _ring, _seq
+    _ring = deque(maxlen=capacity or DEFAULT_CAPACITY)
+    _seq = itertools.count(1)
+    _counts.update(drained=0, last=0)
     ON = True
     return status()
 
@@ -146,11 +149,25 @@ def stop() -> dict[str, Any]:
     return status()
 
 
+def _event(seq: int, ts: int, ev: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    e = dict(zip(FIELDS[ev], values))
+    if ev == "chaos":
+        e.update(values[-1])
+    e.update(seq=seq, ts=ts, ev=ev)
+    return e
+
+
 def drain(limit: int) -> list[dict[str, Any]]:
     """Up to `limit` (0: MAX_DRAIN) events, oldest first, taken off the ring."""
     n = min(limit or MAX_DRAIN, MAX_DRAIN, len(_ring))
-    return [_ring.popleft() for _ in range(n)]
+    out = [_event(*_ring.popleft()) for _ in range(n)]
+    if out:
+        _counts["drained"] += n
+        _counts["last"] = out[-1]["seq"]
+    return out
 
 
 def status() -> dict[str, Any]:
-    return {"on": ON, "capacity": _ring.maxlen, "held": len(_ring), **_counts}
+    recorded = _ring[-1][0] if _ring else _counts["last"]
+    return {"on": ON, "capacity": _ring.maxlen, "held": len(_ring), "recorded": recorded,
+            "dropped": recorded - _counts["drained"] - len(_ring)}
