@@ -867,7 +867,8 @@ class Launcher:
     def cmd_caps(self) -> dict[str, Any]:
         """Every task's capabilities, from KERNEL_INFO (launcher/caps.py)."""
         assert self.root is not None, "control commands are served only while the kernel is up"
-        return {"tasks": [{"id": t["id"], "name": t["name"], "caps": t.get("caps", [])}
+        keys = ("caps", "links", "served", "irqs", "maps")
+        return {"tasks": [{"id": t["id"], "name": t["name"], **{k: t.get(k, []) for k in keys}}
                           for t in self.root.kernel_info()["tasks"]]}
 
     def cmd_memory(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RAN
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    ThreadCreateArgs, TraceArgs, WaitArgs, encode_ok)
+from ..abi import PAGE_SHIFT, MemRights
 from .irq import Irq
 from .objects import Factory, Gate, Task, Thread
 
@@ -343,6 +344,48 @@ def _cap_graph(k: "State", rows: list[dict[str, Any]]) -> None:
                         owner.get(id(p.space)) if p is not None else None,
                         p.slot if p is not None else None])
         row["caps"] = out
+    _links(k, rows)
+
+
+def _links(k: "State", rows: list[dict[str, Any]]) -> None:
+    """Each task row gets what the graph needs beyond capabilities: `links` [thread, pager
+    gate, handler gate, alien] per live thread; `served` [gate, label, thread] per gate bound
+    to one of its threads (any gate some task holds or some thread has as pager or handler);
+    `irqs` [irq, label, thread] per IRQ attached to one of its threads; `maps` [vaddr, pages,
+    rights, from task] per run of consecutive pages mapped with the same rights from the same
+    task (from: the task of the mapping it was derived from, None for an original)."""
+    gates: dict[int, Gate] = {}
+    for t in k.tasks.values():
+        gates.update((n.obj.id, n.obj) for n in t.space.slots.values() if isinstance(n.obj, Gate))
+        gates.update((g.id, g) for th in t.threads for g in (th.pager, th.handler) if g is not None)
+    served: dict[int, list[list[int]]] = {}
+    for g in gates.values():
+        if g.alive and g.thread is not None and g.thread.alive:
+            served.setdefault(g.thread.task.id, []).append([g.id, g.label, g.thread.id])
+    for row in rows:
+        task = k.tasks[row["id"]]
+        live = [th for th in task.threads if th.alive]
+        row["links"] = [[th.id, th.pager.id if th.pager else None,
+                         th.handler.id if th.handler else None, th.alien] for th in live]
+        row["served"] = sorted(served.get(task.id, []))
+        row["irqs"] = sorted([i.id, i.label, th.id] for th in live for i in th.attached_irqs)
+        row["maps"] = _map_runs(k.memory.spaces.get(task.id) if k.memory else None)
+
+
+def _map_runs(a: "memory.AddressSpace | None") -> list[list[Any]]:
+    if a is None:
+        return []
+    runs: list[list[Any]] = [[0, a.identity, int(MemRights.RWX), None]] if a.identity else []
+    last = -2
+    for vp in sorted(v for v in a.pages if v >= a.identity):
+        n = a.pages[vp]
+        src = n.parent.aspace.task.id if n.parent is not None else None
+        if runs and vp == last + 1 and runs[-1][2] == n.rights and runs[-1][3] == src:
+            runs[-1][1] += 1
+        else:
+            runs.append([vp << PAGE_SHIFT, 1, n.rights, src])
+        last = vp
+    return runs
 
 
 @handles(Sys.TRACE)
