@@ -59,6 +59,7 @@ _KERNEL = (0, 0, "kernel")
 
 ON = False                  # the flag every hook tests first
 _ring: deque[tuple[int, int, str, tuple[Any, ...]]] = deque(maxlen=DEFAULT_CAPACITY)
+_append = _ring.append      # the ring's append, bound once per `start`
 _seq = itertools.count(1)
 _counts = {"drained": 0, "last": 0}    # events drained; the seq of the newest one drained
 _now = time.monotonic_ns
@@ -74,28 +75,36 @@ def _who(th: "Thread | None") -> tuple[int, int, str]:
 def send(sender: "Thread | None", gate: Any, proto: int, payload: bytes | None, call: bool,
          timeout: int) -> None:
     """A message leaves its sender for `gate` (a kernel message when `sender` is None)."""
-    _ring.append((next(_seq), _now(), "send", _who(sender) + (
+    # The three message hooks spell _who out: they run for every call while on.
+    _append((next(_seq), _now(), "send", (
+        *((sender.id, sender.task.id, sender.task.name) if sender is not None else _KERNEL),
         gate.id, gate.label, proto, 0 if payload is None else len(payload), call, timeout)))
 
 
 def recv(sender: "Thread | None", receiver: "Thread", label: int, proto: int,
          payload: bytes | None, call: bool, reply: int) -> None:
     """`receiver` got the message of `sender`; `reply` is its reply id (0: not a call)."""
-    _ring.append((next(_seq), _now(), "recv", _who(sender) + _who(receiver) + (
-        label, proto, 0 if payload is None else len(payload), call, reply)))
+    rt = receiver.task
+    _append((next(_seq), _now(), "recv", (
+        *((sender.id, sender.task.id, sender.task.name) if sender is not None else _KERNEL),
+        receiver.id, rt.id, rt.name, label, proto, 0 if payload is None else len(payload),
+        call, reply)))
 
 
 def reply(server: "Thread", caller: "Thread | None", reply_id: int, proto: int,
           payload: bytes | None) -> None:
     """`server` answered `caller`'s call (None: a kernel call, e.g. a page fault) through
     reply capability `reply_id` (the `reply` of the `recv` that handed the call over)."""
-    _ring.append((next(_seq), _now(), "reply", _who(server) + _who(caller) + (
+    st = server.task
+    _append((next(_seq), _now(), "reply", (
+        server.id, st.id, st.name,
+        *((caller.id, caller.task.id, caller.task.name) if caller is not None else _KERNEL),
         reply_id, proto, 0 if payload is None else len(payload))))
 
 
 def error(th: "Thread", err: Any, reason: str) -> None:
     """`th`'s call ended in error `err` (TIMEOUT included)."""
-    _ring.append((next(_seq), _now(), "error", _who(th) + (err.name, reason[:200])))
+    _append((next(_seq), _now(), "error", _who(th) + (err.name, reason[:200])))
 
 
 def page_fault(th: "Thread", vaddr: int, access: int, how: str,
@@ -106,36 +115,37 @@ def page_fault(th: "Thread", vaddr: int, access: int, how: str,
     call ended in error) or `exception` (reported to the exception handler: no pager, or the
     pager answered without mapping the page)."""
     values = _who(th) + (vaddr, access, how)
-    _ring.append((next(_seq), _now(), "pf", values if pager is None else values + _who(pager)))
+    _append((next(_seq), _now(), "pf", values if pager is None else values + _who(pager)))
 
 
 def alien(th: "Thread", sysno: int, name: str, phase: str) -> None:
-    _ring.append((next(_seq), _now(), "alien", _who(th) + (sysno, name, phase)))
+    _append((next(_seq), _now(), "alien", _who(th) + (sysno, name, phase)))
 
 
 def linux(task: "Task", pid: int, nr: int) -> None:
-    _ring.append((next(_seq), _now(), "linux", (0, task.id, task.name, pid, nr)))
+    _append((next(_seq), _now(), "linux", (0, task.id, task.name, pid, nr)))
 
 
 def irq(irq_id: int, th: "Thread", label: int, count: int) -> None:
-    _ring.append((next(_seq), _now(), "irq", _who(th) + (irq_id, label, count)))
+    _append((next(_seq), _now(), "irq", _who(th) + (irq_id, label, count)))
 
 
 def death(task: "Task", reason: str, status: int | None) -> None:
-    _ring.append((next(_seq), _now(), "death", (0, task.id, task.name, reason[:200], status)))
+    _append((next(_seq), _now(), "death", (0, task.id, task.name, reason[:200], status)))
 
 
 def chaos(kind: str, detail: dict[str, Any]) -> None:
     extra = {k: v for k, v in detail.items() if isinstance(v, (int, str, float))}
-    _ring.append((next(_seq), _now(), "chaos", (0, detail.get("sender") or 0, "chaos", kind, extra)))
+    _append((next(_seq), _now(), "chaos", (0, detail.get("sender") or 0, "chaos", kind, extra)))
 
 
 # -- control (TRACE) ----------------------------------------------------------------------
 
 def start(capacity: int) -> dict[str, Any]:
     """Record from now on into a fresh ring of `capacity` events (0: the default)."""
-    global ON, _ring, _seq
+    global ON, _ring, _append, _seq
     _ring = deque(maxlen=capacity or DEFAULT_CAPACITY)
+    _append = _ring.append
     _seq = itertools.count(1)
     _counts.update(drained=0, last=0)
     ON = True
