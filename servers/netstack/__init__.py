@@ -10,7 +10,8 @@
     tcp.py      TCP connections and listeners
     socket.py   UdpSocket, TcpSocket: blocking calls with timeouts
     demo.py     tasks: echo servers (UDP and TCP), an HTTP server, clients
-    config.py   the task's address from its arguments or its session
+    config.py   the task's address from its arguments or its session (or by DHCP)
+    dhcp.py     DHCP: the message format (shared with servers/dhcpd) and the client
 
 Why not PyTCP (the pure-Python stack on PyPI, 2.7.6), checked first: its stack is a set of
 module-level singletons (`pytcp.lib.stack`: one timer, one ARP cache, one packet handler

@@ -5,7 +5,7 @@ messages and the stack configured only by the ACK; renewal at T1 by unicast; reb
 by broadcast when the server does not answer unicast; the lease expiring when nobody answers
 (the stack back at 0.0.0.0); DHCPRELEASE on stop; the pool's rules with a fake clock (per-MAC
 stable addresses, NAK for a wrong address, expiry, reservations, exhaustion) and its
-arguments' mistakes named. Booted (nic -> ORe -> dhcpd and clients, all with DHCP addresses):
+arguments' mistakes named; the image's `net = { dhcp = true }` and its mistakes. Booted (nic -> ORe -> dhcpd and clients, all with DHCP addresses):
 two clients get distinct addresses and one fetches from the other through ORe; a restarted
 client gets the same address; a restarted server keeps serving (the same address again); a
 client sending malformed and mutated DHCP messages does not crash the server, which still
@@ -169,6 +169,49 @@ def test_task_arguments_dhcp() -> None:
     assert parse(["ip=dhcp"]) == {"dhcp": "1"}
     with pytest.raises(ConfigError, match="ip=10.0.2.15/24 and dhcp"):
         parse(["ip=10.0.2.15/24", "dhcp"])
+
+
+# -- the image's net table: dhcp = true ---------------------------------------------------------------
+NET_IMAGE = """
+[system]
+name = "t"
+
+[[task]]
+name = "ore"
+run = "servers.ore.server:main"
+args = ['{"clients": {}}']
+provides = ["ore"]
+
+[[task]]
+name = "web"
+run = "servers.netstack.demo:serve"
+"""
+
+
+def test_the_image_net_table_asks_for_dhcp() -> None:
+    import json
+    import tomllib
+
+    from launcher.image import parse_image
+    img = parse_image(tomllib.loads(NET_IMAGE + 'args = ["gw=10.0.2.2"]\n'
+                                    'net = { switch = "ore", dhcp = true }\n'), "t.toml")
+    tasks = {t.name: t for t in img.tasks}
+    assert tasks["web"].args == ["gw=10.0.2.2", "dhcp"]
+    assert json.loads(tasks["ore"].args[0])["clients"]["1"] == {"name": "web"}   # no ip
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ('net = { dhcp = true, ip = "10.0.2.15/24" }', "net.dhcp: an address by DHCP and ip"),
+    ('args = ["ip=10.0.2.15/24"]\nnet = { dhcp = true }', "the task argument ip=10.0.2.15/24"),
+    ('net = { dhcp = "yes" }', "net.dhcp: true or false"),
+])
+def test_dhcp_and_an_address_together_are_named(extra: str, needle: str) -> None:
+    import tomllib
+
+    from launcher.image import ImageError, parse_image
+    with pytest.raises(ImageError) as e:
+        parse_image(tomllib.loads(NET_IMAGE + extra + "\n"), "t.toml")
+    assert needle in str(e.value) and "task[1] (web).net" in str(e.value), str(e.value)
 
 
 # -- booted: nic -> ORe -> dhcpd and its clients ----------------------------------------------------
