@@ -192,6 +192,14 @@ class NicSession:
             return False
         return bool(msg.proto == Proto.IRQ and msg.label == self.label)
 
+    def tx_room(self) -> int:
+        """How many frames `send` would take now (acknowledged packets reclaimed first)."""
+        try:
+            self._reclaim()
+            return min(self.tx.room(), len(self.tx.free))
+        except (PageFault, ps.BadIndex) as e:
+            raise SessionLost(f"session {self.sid}: {e}") from None
+
     def tx_pending(self) -> int:
         """Packets submitted and not yet acknowledged."""
         return len(self.tx.out)

@@ -14,8 +14,10 @@ buffer, a header's length, at most MAX_FRAME), the frame copied out of the clien
 (so the client cannot change it between our check and the copy), `Switch.decide` -> copied
 into each destination's RX stream (one submit and one signal per destination per batch), or
 handed to the uplink (`NicSession.send`, one kick) -> the descriptor acknowledged (OK,
-MALFORMED, or DROPPED with the reason counted). Frames from the uplink (its signal) take the
-same decision with the uplink as the sending port.
+MALFORMED, or DROPPED with the reason counted). The uplink is flow-controlled: when it has no
+room, the client's remaining descriptors stay queued (`_uplink_room`) and are taken when the
+uplink's signal reports room. Frames from the uplink (its signal) take the same decision with
+the uplink as the sending port.
 
 Threads: one, the main thread. It serves ORE, takes every IRQ (kicks, the uplink's signal)
 and runs housekeeping every TICK_S between messages (`serve(until=...)`): close sessions
@@ -77,6 +79,7 @@ class Session:
         self.attached = False
         self.dead = False                    # a signal trigger failed: reap at the next tick
         self.acks_unsignaled = 0
+        self.held = False                    # frames for a full uplink left in its TX stream
 
     def counters(self) -> dict[str, Any]:
         return {"session": self.sid, "label": self.label, "ip": self.pol.ip,
@@ -234,6 +237,8 @@ class OreServer:
         acks: list[ps.Desc] = []
         out: dict[int, list[bytes]] = {}
         port, view, decide = s.port, s.view, self.switch.decide
+        up_room = self._uplink_room()
+        s.held = False
         for off, length, _ in descs:
             status = self._check(port, off, length)
             if status == ps.OK:
@@ -244,12 +249,20 @@ class OreServer:
                     port.drop(where)
                     status = ps.DROPPED
                 else:
+                    if up_room is not None and any(p.key == UPLINK for p in where):
+                        if not up_room:               # the uplink is full: hold the rest back
+                            s.held = True
+                            self.switch.totals["uplink_full"] += 1
+                            break
+                        up_room -= 1
                     port.c["tx_frames"] += 1
                     port.c["tx_bytes"] += length
                     for p in where:
                         out.setdefault(p.key, []).append(frame)
             acks.append((off, length, status))
         self._deliver_all(out)
+        if not acks:
+            return
         s.tx.consume(len(acks))
         s.tx.ack(acks)
         s.acks_unsignaled += len(acks)
@@ -317,6 +330,24 @@ class OreServer:
             s.dead = True
 
     # -- the uplink ------------------------------------------------------------------------------
+    def _uplink_room(self) -> int | None:
+        """How many frames the uplink takes now (its TX acks reclaimed); None without one.
+
+        Frames from a client towards the uplink are taken only as far as this goes; the
+        rest stay in the client's TX stream (`Session.held`) until the uplink's signal says
+        the nic server acknowledged some (`_from_uplink`), or the next tick. A full uplink
+        is the nic server's queue backing up (the NIC sends slower than the client): the
+        client then sees its TX stream fill and waits, instead of its frames being dropped
+        here (for TCP: a loss, a halved window, maybe a timeout)."""
+        nic = self.uplink.nic
+        if nic is None:
+            return None
+        try:
+            return nic.tx_room()
+        except SessionLost as e:
+            self._lose_uplink(str(e))
+            return None
+
     def _attach_uplink(self) -> None:
         up = self.uplink
         if up.cap is None or up.nic is not None:
@@ -387,6 +418,9 @@ class OreServer:
             for p in where:
                 out.setdefault(p.key, []).append(f)
         self._deliver_all(out)
+        for s in list(self.live.values()):
+            if s.held:                           # the uplink's acks made room
+                self._drain(s)
 
     # -- housekeeping --------------------------------------------------------------------------
     def housekeeping(self) -> None:
