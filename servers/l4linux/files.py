@@ -215,14 +215,44 @@ DEVICE_NUMBERS = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 
                   "urandom": (1, 9), "tty": (5, 0), "console": (5, 1)}
 
 
+# /dev's links into /proc/self/fd, as udev makes them
+DEVICE_LINKS = {"fd": b"/proc/self/fd", "stdin": b"/proc/self/fd/0",
+                "stdout": b"/proc/self/fd/1", "stderr": b"/proc/self/fd/2"}
+
+
 def make_devices(fsys: fs.FileSystem) -> None:
-    """The /dev nodes (character devices), so that stat and ttyname find them."""
+    """The /dev nodes (character devices), so that stat and ttyname find them, and the
+    links into /proc/self/fd (bash's process substitution opens /dev/fd/N)."""
     dev = fsys.walk(b"/dev", fsys.root)
     for name, (major, minor) in DEVICE_NUMBERS.items():
         if name not in dev.entries:
             node = fs.Inode(stat.S_IFCHR | (0o620 if name in ("tty", "console") else 0o666))
             node.rdev = major << 8 | minor
             fsys.link_into(dev, name, node)
+    for name, target in DEVICE_LINKS.items():
+        if name not in dev.entries:
+            link = fs.Inode(stat.S_IFLNK | 0o777)
+            link.target = target
+            fsys.link_into(dev, name, link)
+
+
+def reopen(f: Open, flags: int) -> Open | int:
+    """Open again what descriptor description `f` is (an open of /proc/PID/fd/N): a new
+    description with `flags` — of the same pipe (its read or write end, by the access
+    mode), file, directory or device — as Linux's /proc magic links do."""
+    if f.pipe is not None:
+        mode = flags & O_ACCMODE
+        if mode == O_RDWR:
+            return -errno.EINVAL        # (Linux opens a FIFO O_RDWR; a pipe end is one-way)
+        new = Open("pipe_w" if mode == O_WRONLY else "pipe_r", flags, pipe=f.pipe)
+    elif f.node is not None and f.kind in ("file", "dir"):
+        if f.kind == "dir" and flags & O_ACCMODE:
+            return -errno.EISDIR
+        new = open_node(f.node, flags)
+    else:
+        new = Open(f.kind, flags, node=f.node, console=f.console)
+    new.path = f.path
+    return new
 
 
 def device(name: str, flags: int, console: Console | Tty,

@@ -29,6 +29,10 @@ def _open(px: "Personality", p: "Process", dirfd: int, path: bytes, flags: int,
     if isinstance(start, int):
         return start
     cloexec = bool(flags & files.O_CLOEXEC)
+    again = _fd_link(px, p, path, start)
+    if again is not None:
+        f = files.reopen(again, flags) if isinstance(again, Open) else again
+        return f if isinstance(f, int) else p.fds.install(f, cloexec)
     if path.startswith(b"/dev/"):
         name = path[5:].decode(errors="replace")
         try:
@@ -56,9 +60,47 @@ def _open(px: "Personality", p: "Process", dirfd: int, path: bytes, flags: int,
     return p.fds.install(f, cloexec)
 
 
+def _fd_link(px: "Personality", p: "Process", path: bytes, start: fs.Inode,
+             depth: int = 0) -> Open | int | None:
+    """The description an open of PID/fd/N in /proc (also through /dev/fd, /dev/stdin…)
+    names, -errno if there is none, None for any other path."""
+    try:
+        parent, name = px.fs.parent_of(path, start)
+    except fs.FsError:
+        return None
+    where = px.fs.path_of(parent).split(b"/")          # b"", b"proc", PID, b"fd"
+    if len(where) == 4 and where[1] == b"proc" and where[3] == b"fd":
+        q = px.procs.by_pid.get(int(where[2])) if where[2].isdigit() else None
+        f = q.fds.get(int(name)) if q is not None and name.isdigit() else None
+        return f if f is not None else -errno.ENOENT
+    node = parent.entries.get(name)
+    if node is not None and node.is_link and depth < 8:
+        return _fd_link(px, p, node.target, parent, depth + 1)      # /dev/stdin
+    return None
+
+
+def _node(px: "Personality", p: "Process", path: bytes, start: fs.Inode,
+          follow: bool = True) -> fs.Inode:
+    """The inode `path` names for stat and access; PID/fd/N in /proc, followed, is the
+    file its description is (a pipe's too). Raises FsError."""
+    if follow:
+        f = _fd_link(px, p, path, start)
+        if isinstance(f, Open):
+            return f.stat_node()
+        if isinstance(f, int):
+            raise fs.FsError(-f, path.decode(errors="replace"))
+    return px.fs.walk(path, start, follow=follow)
+
+
 @sys(2)
 def sys_open(px: "Personality", p: "Process", a: list[int]) -> Any:
     return _open(px, p, AT_FDCWD, px.cstr(p, a[0]), a[1], a[2])
+
+
+@sys(85)
+def sys_creat(px: "Personality", p: "Process", a: list[int]) -> Any:
+    flags = files.O_CREAT | files.O_WRONLY | files.O_TRUNC
+    return _open(px, p, AT_FDCWD, px.cstr(p, a[0]), flags, a[1])
 
 
 @sys(257)
@@ -281,7 +323,7 @@ def sys_fstat(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(4, 6)
 def sys_stat(px: "Personality", p: "Process", a: list[int]) -> Any:
     path = px.cstr(p, a[0])
-    return _fsop(lambda: _stat_out(px, p, px.fs.walk(path, p.cwd, follow=px.nr == 4), a[1]))
+    return _fsop(lambda: _stat_out(px, p, _node(px, p, path, p.cwd, follow=px.nr == 4), a[1]))
 
 
 @sys(262)
@@ -292,9 +334,8 @@ def sys_newfstatat(px: "Personality", p: "Process", a: list[int]) -> Any:
     start = _dirfd(p, a[0])
     if isinstance(start, int):
         return start
-    return _fsop(lambda: _stat_out(px, p, px.fs.walk(path, start,
-                                                     follow=not flags & AT_SYMLINK_NOFOLLOW),
-                                   a[2]))
+    return _fsop(lambda: _stat_out(px, p, _node(px, p, path, start,
+                                                 follow=not flags & AT_SYMLINK_NOFOLLOW), a[2]))
 
 
 @sys(21, 269, 439)
@@ -307,7 +348,7 @@ def sys_access(px: "Personality", p: "Process", a: list[int]) -> Any:
         if isinstance(got, int):
             return got
         start = got
-    return _fsop(lambda: px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))
+    return _fsop(lambda: _node(px, p, path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))
 
 
 @sys(217)
@@ -546,4 +587,17 @@ def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
     if isinstance(start, int):
         return start
     return _fsop(lambda: px.write(p, a[4], fs.statx_bytes(
-        px.fs.walk(path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))))
+        _node(px, p, path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))))
+
+
+# -- sockets: there is no network in the personality -----------------------------------------
+
+@sys(41, 53)
+def sys_socket(px: "Personality", p: "Process", a: list[int]) -> Any:
+    return -errno.EAFNOSUPPORT      # socket, socketpair: no address family is served
+
+
+@sys(42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 54, 55, 288, 299, 307)
+def sys_socket_call(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """connect … getsockopt, accept4, recvmmsg, sendmmsg on a descriptor: none is a socket."""
+    return -errno.EBADF if p.fds.get(_i32(a[0])) is None else -errno.ENOTSOCK

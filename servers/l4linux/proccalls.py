@@ -264,13 +264,41 @@ def sys_getrandom(px: "Personality", p: "Process", a: list[int]) -> Any:
     return n
 
 
-@sys(302, 97)
+RLIM_INFINITY = (1 << 64) - 1
+# Resource limits as a Linux system sets them by default (RLIMIT_* numbers 0..15): the
+# limits that guard the host (memory, CPU) are the host's own, enforced natively; these are
+# what a program reads (bash sizes its job table from RLIMIT_NPROC) and may lower again.
+LIMITS: dict[int, tuple[int, int]] = {
+    0: (RLIM_INFINITY, RLIM_INFINITY), 1: (RLIM_INFINITY, RLIM_INFINITY),
+    2: (RLIM_INFINITY, RLIM_INFINITY), 3: (8 << 20, RLIM_INFINITY), 4: (0, RLIM_INFINITY),
+    5: (RLIM_INFINITY, RLIM_INFINITY), 6: (4096, 4096), 7: (files.MAX_FDS, files.MAX_FDS),
+    8: (8 << 20, 8 << 20), 9: (RLIM_INFINITY, RLIM_INFINITY),
+    10: (RLIM_INFINITY, RLIM_INFINITY), 11: (4096, 4096), 12: (819200, 819200), 13: (0, 0),
+    14: (0, 0), 15: (RLIM_INFINITY, RLIM_INFINITY)}
+
+
+@sys(97, 160, 302)
 def sys_prlimit(px: "Personality", p: "Process", a: list[int]) -> Any:
-    old = a[3] if px.nr == 302 else a[1]
+    """getrlimit(res, old), setrlimit(res, new), prlimit64(pid, res, new, old): the
+    process's own limits (`Process.limits`, inherited by fork, kept by execve)."""
+    if px.nr == 302:
+        pid, res, new, old = _i32(a[0]), a[1], a[2], a[3]
+    else:
+        pid, res, new, old = 0, a[0], a[1] if px.nr == 160 else 0, a[1] if px.nr == 97 else 0
+    q = p if pid in (0, p.pid) else px.procs.by_pid.get(pid)
+    if q is None:
+        return -errno.ESRCH
+    if res not in LIMITS:
+        return -errno.EINVAL
+    cur = q.limits.get(res, LIMITS[res])
+    if new:
+        soft, hard = struct.unpack("<QQ", px.read(p, new, 16))
+        if soft > hard or (res == 7 and hard > files.MAX_FDS):
+            return -errno.EINVAL if soft > hard else -errno.EPERM
     if old:
-        px.write(p, old, struct.pack("<QQ", 1 << 63, 1 << 63) if (a[1] if px.nr == 302
-                                                                  else a[0]) != 7
-                 else struct.pack("<QQ", files.MAX_FDS, files.MAX_FDS))
+        px.write(p, old, struct.pack("<QQ", *cur))
+    if new:
+        q.limits[res] = (soft, hard)
     return 0
 
 

@@ -54,11 +54,13 @@ class Process:
         self.umask = 0o022
         self.comm = "?"
         self.argv: list[bytes] = []
+        self.exe = b""                  # the ELF file it runs, absolute (/proc/PID/exe)
         self.state = "loading"      # loading (its loader's execveat) | running | zombie
         self.status = 0
         self.sigactions: dict[int, int] = {}   # signal -> handler address (SIG_IGN = 1)
         self.sigflags: dict[int, int] = {}     # signal -> sa_flags as the program set them
         self.sigmask = 0
+        self.limits: dict[int, tuple[int, int]] = {}   # RLIMIT_* set by the program
         self.host_pid = pid             # the host process running it now (execve changes it)
         self.last_signal = 0            # the last signal we sent it (its death's likely cause)
         # A fork CONTINUEd, its child not seen yet: the state the child starts from, and

@@ -1,7 +1,7 @@
 """/proc, as far as busybox `ps` needs it: made fresh from the process table.
 
 `refresh(px, caller)` replaces the /proc directory of the RAM file system with a new one
-before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,fd/N} for every Linux
+before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,exe,fd/N} for every Linux
 process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
 /proc/stat, /proc/loadavg, /proc/mounts, /proc/version (busybox `ps`, `top`). Files are
 read-only snapshots; a descriptor opened on one keeps the snapshot it opened (as reading a
@@ -72,6 +72,10 @@ def refresh(px: "Personality", caller: "Process") -> None:
         _file(d, px, "cmdline", b"".join(a + b"\0" for a in p.argv))
         _file(d, px, "comm", p.comm.encode() + b"\n")
         _fd_dir(px, d, p)
+        if p.exe:
+            exe = fs.Inode(stat.S_IFLNK | 0o777)
+            exe.target = p.exe
+            px.fs.link_into(d, "exe", exe)
     self_link = fs.Inode(stat.S_IFLNK | 0o777)
     self_link.target = str(caller.pid).encode()
     px.fs.link_into(proc, "self", self_link)

@@ -51,7 +51,7 @@ EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates 
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
-PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 89, 257, 262, 267, 269, 439, 280, 332})
+PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 85, 89, 257, 262, 267, 269, 439, 280, 332})
 SIGKILL, SIGCHLD = 9, 17
 ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
 ERESTARTNOINTR = 513    # "always restart"
@@ -134,8 +134,9 @@ class Personality:
         return out
 
     # -- starting processes --------------------------------------------------------------
-    def load(self, path: bytes, cwd: fs.Inode) -> tuple[bytes, list[bytes]]:
-        """The image of `path` and what goes before argv ("#!" interpreters), or FsError."""
+    def load(self, path: bytes, cwd: fs.Inode) -> tuple[bytes, list[bytes], bytes]:
+        """The image of `path`, what goes before argv ("#!" interpreters) and the absolute
+        path of the ELF file run (/proc/PID/exe), or FsError."""
         node = self.fs.walk(path, cwd)
         if node.is_dir:
             raise fs.FsError(errno.EACCES, "a directory")
@@ -145,11 +146,11 @@ class Personality:
         if data.startswith(b"#!"):
             line = data[2:data.find(b"\n") if b"\n" in data else len(data)].strip()
             interp, _, arg = line.partition(b" ")
-            inner, _ = self.load(interp, cwd)
-            return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path]
+            inner, _, exe = self.load(interp, cwd)
+            return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path], exe
         if not data.startswith(b"\x7fELF"):
             raise fs.FsError(errno.ENOEXEC, "not an ELF image")
-        return data, []
+        return data, [], self.fs.path_of(node)
 
     def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes],
               p: process.Process | None = None) -> int:
@@ -172,7 +173,7 @@ class Personality:
 
     def start(self, path: bytes, argv: list[bytes], envp: list[bytes], cwd: fs.Inode,
               console: Console | Tty) -> process.Process:
-        image, pre = self.load(path, cwd)
+        image, pre, exe = self.load(path, cwd)
         argv = pre + argv[1:] if pre else argv
         comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else "?"
         pid = self.spawn(image, argv, envp)
@@ -184,7 +185,7 @@ class Personality:
             for fd in (0, 1, 2):
                 fds.install(tty, at=fd)
             p = process.Process(pid, 0, new.task_id, new.slot, fds, cwd, console)
-            p.comm, p.argv = comm, argv
+            p.comm, p.argv, p.exe = comm, argv, exe
             self.procs.add(p)
             self.attach(new.slot, pid)
         except BaseException:
@@ -203,7 +204,7 @@ class Personality:
     def execve(self, p: process.Process, path: bytes, argv: list[bytes],
                envp: list[bytes]) -> Any:
         try:
-            image, pre = self.load(path, p.cwd)
+            image, pre, exe = self.load(path, p.cwd)
         except fs.FsError as e:
             return -e.errno
         argv = pre + argv[1:] if pre else argv
@@ -218,7 +219,7 @@ class Personality:
         p.state = "loading"
         p.fds.exec()
         p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
-        p.argv = argv
+        p.argv, p.exe = argv, exe
         p.host_pid = pid
         p.sigactions = {s: h for s, h in p.sigactions.items() if h == syscalls.SIG_IGN}
         p.sigflags = {}
@@ -367,10 +368,12 @@ class Personality:
         p = process.Process(int(body["pid"]), parent.pid, int(body["task_id"]),
                             int(body["slot"]), fds, cwd, parent.console)
         p.state, p.comm, p.argv = "running", parent.comm, list(parent.argv)
+        p.exe = parent.exe
         p.host_pid = p.pid
         p.pgid, p.sid, p.umask = parent.pgid, parent.sid, parent.umask
         p.sigactions, p.sigmask = dict(parent.sigactions), parent.sigmask
         p.sigflags = dict(parent.sigflags)
+        p.limits = dict(parent.limits)
         self.procs.add(p)
         return p
 
