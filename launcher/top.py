@@ -11,7 +11,8 @@ the interval, per cent of one core). A task whose pid changed between the sample
 (restarted) has its counters started over: its rates are over what its new incarnation did.
 
 `--once` prints one table (or with `--json` one JSON list, for scripts) after one interval;
-without it the table refreshes every interval until ^C.
+without it the table refreshes every interval until ^C (on a pipe: one table per interval,
+like top -b).
 """
 from __future__ import annotations
 
@@ -114,17 +115,29 @@ def register(cli: click.Group, ask: Ask, find_run_dir: Callable[[str | None], st
                 Console(width=None if sys.stdout.isatty() else 160).print(
                     table(rows, by, f"l4run top ({interval:g} s)"))
             return
-        from rich.console import Console
-        from rich.live import Live
-        with Live(table([], by, "l4run top"), console=Console(), screen=False,
-                  auto_refresh=False) as live:
-            try:
-                while True:
-                    time.sleep(interval)
-                    cur = sample(ask, rd)
-                    rows = ordered(rates(prev, cur), by)
-                    live.update(table(rows, by, f"l4run top — {time.strftime('%H:%M:%S')}, "
-                                                f"every {interval:g} s, ^C quits"), refresh=True)
-                    prev = cur
-            except KeyboardInterrupt:
-                pass
+        _live(ask, rd, prev, interval, by)
+
+
+def _live(ask: Ask, rd: str, prev: dict[str, Any], interval: float, by: str) -> None:
+    """Refresh the table in place every `interval` until ^C; on something that is not a
+    terminal (a pipe, a log) print one table per interval instead, like top -b."""
+    from rich.console import Console
+    from rich.live import Live
+    tty = sys.stdout.isatty()
+    console = Console(width=None if tty else 160)
+    with Live(table([], by, "l4run top"), screen=False, console=console, auto_refresh=False,
+              transient=not tty) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                cur = sample(ask, rd)
+                shown = table(ordered(rates(prev, cur), by), by,
+                              f"l4run top — {time.strftime('%H:%M:%S')}, every {interval:g} s, "
+                              f"^C quits")
+                if tty:
+                    live.update(shown, refresh=True)
+                else:
+                    console.print(shown)
+                prev = cur
+        except KeyboardInterrupt:
+            pass

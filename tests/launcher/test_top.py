@@ -1,11 +1,15 @@
 """`l4run top` on a booted minimal image: `--once --json` answers one row per task with its
 rates and counts; the client calls hello all the time, so between two looks its IPC count
 grows and its IPC rate is above zero, and hello's count grows with it; the rows are sorted by
-the column asked for; the table form names the tasks."""
+the column asked for; the table form names the tasks; the live form refreshes until ^C."""
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 from kernel.user.testing import PROJECT_ROOT
 
@@ -46,5 +50,14 @@ def test_top_once_json_numbers_grow(tmp_path):
         assert ipcs == sorted(ipcs, reverse=True), ipcs
         text = l4run("top", "--once", "--interval", "0.2", "--run-dir", rd).stdout
         assert "client" in text and "IPC/s" in text
+        # live: refreshes until ^C, then ends cleanly
+        live = subprocess.Popen([sys.executable, "-m", "launcher", "top", "--interval", "0.3",
+                                 "--run-dir", rd], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        live.send_signal(signal.SIGINT)
+        out, err = live.communicate(timeout=30)
+        assert live.returncode == 0, err
+        assert out.count("^C quits") >= 2 and "client" in out, out
     finally:
         l4run("down", "--run-dir", rd, check=False)
