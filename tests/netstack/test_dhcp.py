@@ -1,17 +1,18 @@
 """DHCP: the client (servers/netstack/dhcp.py), the server task (servers/dhcpd), and the host's.
 
 In-process (two stacks on a MemLink wire, the server's `DhcpServer` in a thread): the four
-messages and the stack configured only by the ACK; renewal at T1 by unicast; rebinding at T2
-by broadcast when the server does not answer unicast; the lease expiring when nobody answers
-(the stack back at 0.0.0.0); DHCPRELEASE on stop; the pool's rules with a fake clock (per-MAC
-stable addresses, NAK for a wrong address, expiry, reservations, exhaustion) and its
-arguments' mistakes named; the image's `net = { dhcp = true }` and its mistakes. Booted (nic
--> ORe -> dhcpd and clients, all with DHCP addresses): two clients get distinct addresses and
-one fetches from the other through ORe; a restarted client gets the same address; a
-restarted server keeps serving (the same address again); a client sending malformed and
-mutated DHCP messages does not crash the server (its counts: each one dropped as bad, none
-raised), which still offers afterwards. In a network namespace of its own: a task gets its address from `busybox
-udhcpd` on the host side of a TAP device, and the host pings it.
+messages and the stack configured only by the ACK; DISCOVER retransmitted with backoff; renewal
+at T1 by unicast; rebinding at T2 by broadcast when the server does not answer unicast; the
+lease expiring when nobody answers (the stack back at 0.0.0.0); DHCPRELEASE on stop; the pool's
+rules with a fake clock (per-MAC stable addresses, NAK for a wrong address, expiry,
+reservations, exhaustion) and its arguments' mistakes named; the image's `net = { dhcp = true
+}` and its mistakes. Booted (nic -> ORe -> dhcpd and clients, all with DHCP addresses): two
+clients get distinct addresses and one fetches from the other through ORe; a restarted client
+gets the same address; a restarted server keeps serving (the same address again); a client
+sending malformed and mutated DHCP messages does not crash the server (its counts: each one
+dropped as bad, none raised), which still offers afterwards. In a network namespace of its own:
+a task gets its address from `busybox udhcpd` on the host side of a TAP device, and the host
+pings it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -109,6 +111,21 @@ def test_the_lease_expires_when_nobody_answers(wire: Wire) -> None:
     until("the lease to expire", lambda: not wire.cli_stack.configured, 15)
     assert wire.client.lease is None and wire.client.state in ("INIT", "REQUESTING")
     assert any("expired" in line for line in wire.log), wire.log
+
+
+def test_discover_is_retransmitted_with_backoff_until_the_timeout() -> None:
+    la, lb = MemLink.pair(seed=5)                                     # nobody on the other end
+    stack = Stack(lb, "0.0.0.0/0", name="alone").start()
+    try:
+        client = dhcp.DhcpClient(stack)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="no DHCP offer within 3.5 s"):
+            client.acquire(timeout=3.5)
+        assert 3.4 < time.monotonic() - t0 < 5
+        assert client.counts.sent == {"DISCOVER": 3}                 # at 0, ~1 and ~3 s
+        assert not stack.configured
+    finally:
+        stack.stop()
 
 
 def test_stop_releases_the_lease(wire: Wire) -> None:
