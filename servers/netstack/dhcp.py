@@ -329,7 +329,8 @@ class DhcpClient:
                 continue
             if self._stop.is_set():
                 return
-            self.log(f"dhcp: lease of {wire.ip_str(lease.addr)} expired; asking again")
+            self.log(f"dhcp: the lease of {wire.ip_str(lease.addr)} ended (expired or NAKed); "
+                     f"asking again")
             self.lease = None
             self.stack.configure("0.0.0.0/0")
 
