@@ -11,6 +11,8 @@
   caller's slice ended with PEER_DIED;
 - L⁴Linux: the system calls of a Linux process appear (their numbers, its task) and the
   personality's serve slices of the kernel's reports;
+- an alien thread: its reports before and after each call, the handler's serve slices, the
+  denied call's error;
 - the ring is bounded: an overflowing trace keeps the newest events and counts the dropped.
 Every converted trace is also checked as a file (tests/trace/chrome.py)."""
 from __future__ import annotations
@@ -191,3 +193,42 @@ def test_linux_system_calls_appear(tmp_path: Any) -> None:
     pids = {e["task"] for e in calls}
     assert any(e["ph"] == "i" and e["pid"] in pids and e["name"] == "linux syscall 1" for e in evs)
     assert slices(evs, personality, "serve kernel (linux)"), "the personality serves the reports"
+
+
+def test_alien_reports_appear_with_the_handlers_answers(kit: Any) -> None:
+    """An alien thread's system calls: each is reported before (and, allowed, after) it runs;
+    the handler's answers are its `serve kernel (alien)` slices."""
+    from kernel.abi import AlienVerdict, Proto
+    handler = kit.root.create_gate(0xA11E)
+    path = os.path.join(kit.sys.run_dir, "go-traced")
+    proc = kit.sys.spawn("tests.kernel.tasks:alien_worker", "alien", handler=handler,
+                         env={"L4_TEST_GO": path})
+    kit.root.thread_control(proc.thread, alien=True)
+    kit.root.trace("on")
+    open(path, "w").close()
+    verdicts = [AlienVerdict.ALLOW, None, AlienVerdict.DENY]     # before, after, before
+    while True:
+        msg = kit.collect(0xA11E)
+        if msg.proto == Proto.EXCEPTION:
+            break                                                # its exit notice
+        v = verdicts.pop(0) if verdicts else AlienVerdict.ALLOW
+        if msg.reply:
+            kit.root.reply(msg.reply, proto=v if v is not None else 0)
+    assert proc.wait(20) == 0, "the first call allowed, the second denied"
+    kit.root.trace("off")
+    events = drain(kit.root)
+    reports = [(e["phase"], e["call"]) for e in events if e["ev"] == "alien"]
+    assert reports[:3] == [("before", "FACTORY_INFO"), ("after", "FACTORY_INFO"),
+                           ("before", "FACTORY_INFO")], reports
+    assert ("before", "EXIT") in reports
+    evs = validate(to_chrome(events))
+    marks = [e["name"] for e in evs if e["ph"] == "i" and e["pid"] == proc.task_id
+             and e["name"].startswith("alien ")]
+    assert marks[:3] == ["alien FACTORY_INFO before", "alien FACTORY_INFO after",
+                         "alien FACTORY_INFO before"], marks
+    root = next(e["pid"] for e in evs if e["name"] == "process_name"
+                and e["args"]["name"].startswith("root "))
+    served = [e for e in evs if e["ph"] == "X" and e["name"] == "serve kernel (alien)"]
+    assert len(served) >= 3 and {e["pid"] for e in served} == {root}, "root handles them"
+    assert any(e["ph"] == "i" and e["pid"] == proc.task_id and e["name"] == "DENIED"
+               for e in evs), "the denied call's error"
