@@ -26,6 +26,11 @@ Contracts:
 - A Linux task that dies (its process exited, EXIT, destruction), or whose handler's task is
   gone, has its host process and every descendant of it SIGKILLed: no orphan is left.
 - A listener no process uses any more (POLLHUP) is closed.
+- Time does not bypass the handler: at the first trapped call after the loader's exec of
+  a binary (and every libc traps one, arch_prctl, before its first clock read), the
+  vDSO's clock functions are overwritten with `syscall` stubs (`_untime_vdso`), so
+  clock_gettime, gettimeofday, time and clock_getres trap like any call. Fork children
+  inherit the patched pages.
 
 Ownership: the kernel's event-loop thread only (`ready` and `reap` are called by the
 transport's loop).
@@ -59,6 +64,13 @@ IOCTL_RECV, IOCTL_SEND, IOCTL_ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 FLAG_CONTINUE = 1
 _LISTENER_LINK = "anon_inode:seccomp notify"
 _ENOSYS = -errno.ENOSYS
+_EXECVEAT = 322
+# The vDSO functions that read the clock, and the system call each becomes.
+VDSO_TRAPS = {b"__vdso_clock_gettime": 228, b"__vdso_gettimeofday": 96, b"__vdso_time": 201,
+              b"__vdso_clock_getres": 229}
+_ELF_SHDR = struct.Struct("<IIQQQQIIQQ")
+_ELF_SYM = struct.Struct("<IBBHQQ")
+_SHT_DYNSYM = 11
 
 
 class Poller(Protocol):
@@ -86,6 +98,8 @@ class Proc:
         self.mem: int | None = None  # /proc/PID/mem, opened on first use
         self.pending: set[int] = set()   # notification ids not answered yet
         self.reported = False       # `parent` goes out with its first report only
+        self.loader = False         # still the loader, waiting in its execveat of the image
+        self.untime = False         # the image runs: patch its vDSO at its next trapped call
 
 
 class Linux:
@@ -231,6 +245,7 @@ def attach(k: "State", caller: Task, slot: int, task: Task, handler: Gate, pid: 
     parent = old.parent if old is not None else 0
     proc = Proc(pid, pidfd, task, lst, slot, parent)
     proc.reported = old is not None
+    proc.loader = True
     lx.add(proc)
     k.wire.watch(task, pid)
 
@@ -317,6 +332,9 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
         trace.linux(task, proc.pid, nr)
     task.stats["calls"] += 1
     proc.pending.add(nid)
+    if proc.untime:
+        proc.untime = False
+        _untime_vdso(k, proc)
     parent = 0 if proc.reported else proc.parent
     proc.reported = True
     msg = LinuxSyscall(task.name, task.id, proc.slot, parent, proc.pid, tid, nr, args, ip)
@@ -327,6 +345,8 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
         proc.pending.discard(nid)
         lx.stats["linux_answers"] += 1
         if proto == LinuxVerdict.CONTINUE:
+            if proc.loader and nr == _EXECVEAT:
+                proc.loader, proc.untime = False, True     # the image starts now
             _send(proc.listener.fd, nid, 0, FLAG_CONTINUE)
             return
         try:
@@ -424,6 +444,70 @@ def mem_write(k: "State", caller: Task, slot: int, addr: int, data: bytes) -> in
         raise AbiError(Err.INVALID, f"EFAULT: 0x{addr:x} is not writable in process "
                                     f"{proc.pid}") from None
     return n
+
+
+# -- the vDSO ------------------------------------------------------------------------------
+
+def _vdso_range(pid: int) -> tuple[int, int] | None:
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                if line.rstrip().endswith("[vdso]"):
+                    lo, _, hi = line.split()[0].partition("-")
+                    return int(lo, 16), int(hi, 16)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def vdso_symbols(image: bytes) -> dict[bytes, int]:
+    """The dynamic symbols of a vDSO image (offsets from its start); ValueError if it is
+    not the ELF image it should be."""
+    try:
+        if image[:4] != b"\x7fELF":
+            raise ValueError("no ELF magic")
+        (shoff,) = struct.unpack_from("<Q", image, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", image, 0x3A)
+        if shentsize != _ELF_SHDR.size or shnum > 64:
+            raise ValueError("unexpected section headers")
+        secs = [_ELF_SHDR.unpack_from(image, shoff + i * shentsize) for i in range(shnum)]
+        out: dict[bytes, int] = {}
+        for sec in secs:
+            if sec[1] != _SHT_DYNSYM or sec[9] != _ELF_SYM.size:
+                continue
+            off, size, strtab = sec[4], sec[5], secs[sec[6]][4]
+            for i in range(min(size // _ELF_SYM.size, 256)):
+                name, _info, _other, _shndx, value, _size = _ELF_SYM.unpack_from(
+                    image, off + i * _ELF_SYM.size)
+                end = image.index(b"\0", strtab + name)
+                out[image[strtab + name:end]] = value
+        return out
+    except (struct.error, IndexError) as e:
+        raise ValueError(str(e)) from None
+
+
+def _stub(nr: int) -> bytes:
+    return b"\xb8" + struct.pack("<I", nr) + b"\x0f\x05\xc3"     # mov eax, nr; syscall; ret
+
+
+def _untime_vdso(k: "State", proc: Proc) -> None:
+    """Overwrite the clock functions of `proc`'s vDSO with system-call stubs (the arguments
+    are already in the registers the system call takes), so that they trap. The write goes
+    through /proc/PID/mem, which may write a read-only private mapping: the process gets
+    its own copy of the page. A vDSO that is not there or not understood is logged."""
+    span = _vdso_range(proc.pid)
+    if span is None:
+        return                              # none mapped (vdso=0): every clock call traps
+    lo, hi = span
+    try:
+        fd = _mem_fd(proc)
+        syms = vdso_symbols(os.pread(fd, min(hi - lo, 1 << 16), lo))
+        for name, nr in VDSO_TRAPS.items():
+            off = syms.get(name)
+            if off is not None and lo <= lo + off <= hi - 8:
+                os.pwrite(fd, _stub(nr), lo + off)
+    except (AbiError, OSError, ValueError) as e:
+        k.log(f"{proc.task.name}: the vDSO's clock calls were not made to trap: {e}")
 
 
 # -- teardown -----------------------------------------------------------------------------

@@ -49,8 +49,11 @@ NR = {"read": 0, "write": 1, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
       "arch_prctl": 158, "futex": 202, "set_tid_address": 218, "exit_group": 231,
       "execveat": 322, "rseq": 334, "clone3": 435, "seccomp": 317}
 # What runs natively, and why (docs/L4LINUX.md "What runs natively").
+# arch_prctl traps (and is CONTINUEd): every libc sets its thread pointer with it before
+# it can read the clock, so the first trapped call after exec — where the kernel makes the
+# vDSO's clock functions trap (kernel/core/linux.py) — comes before any vDSO call.
 NATIVE = ("brk", "mprotect", "munmap", "mremap", "madvise", "futex", "sigaltstack",
-          "arch_prctl", "set_tid_address", "rt_sigreturn")
+          "set_tid_address", "rt_sigreturn")
 ENOSYS_NOW = ("rseq", "clone3")
 MAP_ANONYMOUS = 0x20
 AUDIT_ARCH_X86_64 = 0xC000003E

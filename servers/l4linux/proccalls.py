@@ -221,9 +221,35 @@ def sys_sigwait(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 @sys(228)
 def sys_clock_gettime(px: "Personality", p: "Process", a: list[int]) -> Any:
-    t = time.clock_gettime(a[0]) if a[0] in (0, 1, 4, 7) else time.time()
-    px.write(p, a[1], struct.pack("<qq", int(t), int((t % 1) * 1e9)))
+    """The host's clocks (REALTIME, MONOTONIC, MONOTONIC_RAW, the COARSE ones, BOOTTIME);
+    the process and thread CPU clocks are approximated by the time since it started (the
+    host's accounting of the process is not the personality's to read)."""
+    clock = _i32(a[0])
+    if clock in (0, 1, 4, 5, 6, 7):
+        ns = time.clock_gettime_ns(clock)
+    elif clock in (2, 3):
+        ns = max(0, time.time_ns() - int(p.started * 1e9))
+    else:
+        return -errno.EINVAL
+    px.write(p, a[1], struct.pack("<qq", ns // 10 ** 9, ns % 10 ** 9))
     return 0
+
+
+@sys(229)
+def sys_clock_getres(px: "Personality", p: "Process", a: list[int]) -> Any:
+    if _i32(a[0]) not in (0, 1, 4, 5, 6, 7):
+        return -errno.EINVAL
+    if a[1]:
+        res = 4_000_000 if _i32(a[0]) in (5, 6) else 1        # the coarse clocks: a tick
+        px.write(p, a[1], struct.pack("<qq", 0, res))
+    return 0
+
+
+@sys(158)
+def sys_arch_prctl(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """The thread pointer and CPU features: the host sets them (it traps only so that
+    the kernel sees the first call after exec early: docs/L4LINUX.md "Time")."""
+    return CONTINUE
 
 
 @sys(96)

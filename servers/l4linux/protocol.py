@@ -17,7 +17,8 @@
 - `console_size(id, rows, cols)`: the window size (SIGWINCH to the foreground group).
 - `console_detach(id)`: the reader leaves; the program goes on (its output is kept).
 - `stats()`: counters: system calls served, CONTINUEd, blocked, faults (-EFAULT answers),
-  bugs (handler exceptions answered -EINVAL), unknown numbers seen.
+  bugs (handler exceptions answered -EINVAL), unknown numbers seen, and `by_nr`: the
+  calls received by number (a string key per number).
 
 The same gate receives the kernel's LINUX calls and exit notices (negative protos); the
 server tells them apart by proto (kernel/abi.py `Proto`).

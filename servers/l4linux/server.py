@@ -81,6 +81,7 @@ class Personality:
         self.unknown: set[int] = set()
         self.nr = 0                     # the number being served (handlers shared by several)
         self.stats = {"syscalls": 0, "continued": 0, "blocked": 0, "faults": 0, "bugs": 0}
+        self.by_nr: dict[int, int] = {}         # system calls received, by number
         self.exc_gate = l4.create_gate(EXC_LABEL)
         self.sleepers: dict[int, float] = {}
         self.held: tuple[int, bytes, int] | None = None    # an answer for the next REPLY_WAIT
@@ -350,6 +351,8 @@ class Personality:
             self._answer(msg.reply, -errno.ENOSYS)
             return
         self.stats["syscalls"] += 1
+        nr = int(body["nr"])
+        self.by_nr[nr] = self.by_nr.get(nr, 0) + 1
         # One thread per process: a new call means an earlier waiting one was interrupted
         # (a host signal ran a handler); its notification is gone, its wait with it.
         stale = [b for b in self.blocked if b.p is p]
@@ -459,7 +462,8 @@ class Personality:
             return
         if o.name in ("ps", "stats"):
             value: Any = self.procs.describe() if o.name == "ps" else {
-                **self.stats, "unknown": sorted(self.unknown)}
+                **self.stats, "unknown": sorted(self.unknown),
+                "by_nr": {str(n): c for n, c in sorted(self.by_nr.items())}}
             self.l4.reply(msg.reply, LINUX.encode_result(o, value), proto=LINUX.tag)
             return
         argv = [a.encode() if isinstance(a, str) else bytes(a) for a in args[0]]

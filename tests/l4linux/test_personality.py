@@ -117,10 +117,10 @@ def test_fork_and_wait_status(linux: Linux) -> None:
 
 
 def test_proc_and_ps(linux: Linux) -> None:
-    # (the child is `sh` until it has exec'd sleep: ps again until then, as a loaded host
-    # may take a while)
-    status, out = linux.sh("sleep 5 & for i in $(seq 100); do ps -o pid,comm > /tmp/ps; "
-                           "grep -q ' sleep$' /tmp/ps && break; sleep 0.1; done; cat /tmp/ps; "
+    # (the child is `sh` until it has exec'd sleep: wait for that, a loaded host may take a
+    # while)
+    status, out = linux.sh("sleep 5 & i=0; while read c < /proc/$!/comm && [ $c != sleep ] "
+                           "&& [ $i -lt 5000 ]; do i=$((i+1)); done; ps -o pid,comm; "
                            "readlink /proc/self >/dev/null && head -1 /proc/meminfo; kill $!")
     assert status == 0, out
     lines = out.decode().splitlines()
