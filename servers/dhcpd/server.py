@@ -21,14 +21,20 @@ A reply goes to the relay (giaddr:67) if there is one, else to ciaddr:68 if the 
 address (not for a NAK), else broadcast. Each lease change prints a line, then "DHCPD {json}"
 (counts and leases); `report=S` prints that line every S seconds as well.
 
-Ownership: one thread (the task's main thread after the stack started) receives, decides and
-answers; the pool is its own.
+Its protocol (protocol.py: leases, stats) is served on the task's main L4 thread, which the
+stack's pump owns: the pump's link hands each request over (`Service.on_message`) and it is
+answered there, NOT_READY until the stack is up.
+
+Ownership: one Python thread (the task's main thread after the stack started) receives,
+decides and answers DHCP; `DhcpServer.lock` orders it against the protocol's requests on the
+pump thread, which only read.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import sys
+import threading
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -66,6 +72,7 @@ class DhcpServer:
                 pool.excluded.add(_int(a))
         self.counts: Counter[str] = Counter()
         self.last_bad = ""
+        self.lock = threading.Lock()               # the pool and counts: serve vs. requests
         self.sock = stack.udp(dhcp.SERVER_PORT)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -76,15 +83,16 @@ class DhcpServer:
                 data, _ = self.sock.recvfrom(timeout=1.0)
             except TimeoutError:
                 data = b""
-            try:
-                replies = self.handle(data) if data else []
-            except Exception as e:                 # noqa: BLE001 - a bug, not the client's
-                replies = self._bad(f"internal error {type(e).__name__}: {e}")
-                self.counts["errors"] += 1
+            with self.lock:
+                try:
+                    replies = self.handle(data) if data else []
+                except Exception as e:             # noqa: BLE001 - a bug, not the client's
+                    replies = self._bad(f"internal error {type(e).__name__}: {e}")
+                    self.counts["errors"] += 1
+                now = self.clock()
+                self._expire(now)
             for out, dst in replies:
                 self.sock.sendto(out, dst)
-            now = self.clock()
-            self._expire(now)
             if report_s and now - last >= report_s:
                 last = now
                 self.report()
@@ -200,6 +208,58 @@ class DhcpServer:
         self.log("DHCPD " + json.dumps(self.describe()))
 
 
+
+class Service:
+    """The protocol on the task's main thread (protocol.py). Requests arrive while the stack's
+    pump waits on that thread (its link hands them over, `on_message`) and are answered on
+    the pump thread; until the server is up (its session open, its address known) they are
+    answered NOT_READY."""
+
+    def __init__(self, l4: Any) -> None:
+        self.l4 = l4
+        self.server: DhcpServer | None = None
+
+    def _up(self) -> DhcpServer:
+        from kernel.user.rpc import RpcError
+        if self.server is None:
+            raise RpcError("NOT_READY", "the server's stack is not up yet")
+        return self.server
+
+    def leases(self, call: Any) -> list[dict[str, Any]]:
+        srv = self._up()
+        with srv.lock:
+            return srv.pool.leases(srv.clock())
+
+    def stats(self, call: Any) -> dict[str, Any]:
+        srv = self._up()
+        with srv.lock:
+            d = srv.describe()
+        del d["leases"]
+        p = srv.pool
+        return {**d, "pool": f"{wire.ip_str(_ip(p.lo))}-{wire.ip_str(_ip(p.hi))}/{p.plen}",
+                "lease_s": p.lease_s}
+
+    def on_message(self, msg: Any) -> None:
+        """Answered by the declared protocol; a caller that gave up is forgotten."""
+        from kernel.abi import pack
+        from kernel.user.errors import KernelGone, L4Error
+        from kernel.user.rpc import ADMIN_LABEL, HANDLED, STATS_REQUEST, Status
+
+        from .protocol import DHCPD
+        items: list[list[int]] = []
+        if msg.label == ADMIN_LABEL and msg.data == STATS_REQUEST:    # as the serve loop does
+            data = pack([int(Status.OK), dict(HANDLED)])
+        else:
+            data, items = DHCPD.dispatch(self, msg, self.l4)
+        if msg.reply:
+            try:
+                self.l4.reply(msg.reply, data, proto=DHCPD.tag, items=items)
+            except KernelGone:
+                raise
+            except L4Error as e:
+                print(f"dhcpd: reply refused: {e}", file=sys.stderr, flush=True)
+
+
 # -- the task ------------------------------------------------------------------------------------
 class ArgError(ValueError):
     """A task argument of the server is wrong (the image's fault)."""
@@ -267,9 +327,11 @@ def main(l4: Any, *args: str) -> int:
     except ArgError as e:
         print(f"dhcpd: {e}", file=sys.stderr, flush=True)
         return 2
-    stack = config.open_stack(l4, net, "dhcpd")
+    service = Service(l4)
+    stack = config.open_stack(l4, net, "dhcpd", on_message=service.on_message)
     server = DhcpServer(stack, pool, srv["router"], srv["dns"],
                         log=lambda line: print(line, flush=True))
+    service.server = server
     print(f"dhcpd: serving {wire.ip_str(_ip(pool.lo))}-{wire.ip_str(_ip(pool.hi))}/{pool.plen} "
           f"from {wire.ip_str(stack.addr)} (router {srv['router'] or '-'}, lease "
           f"{pool.lease_s} s)", flush=True)

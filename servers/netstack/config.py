@@ -51,12 +51,15 @@ def parse(args: tuple[str, ...] | list[str]) -> dict[str, str]:
 FLAGS = {"dhcp"}                   # words without a value
 
 
-def open_stack(l4: Any, opts: dict[str, str], name: str = "netstack") -> Stack:
-    """The task's stack over its session, started."""
+def open_stack(l4: Any, opts: dict[str, str], name: str = "netstack",
+               on_message: Any = None) -> Stack:
+    """The task's stack over its session, started. `on_message`: the task serves a protocol
+    on its main thread (link.py NicLink.on_message), set before the pump first waits."""
     cap = opts.get("cap") or next((c for c in ("net", "nic") if c in l4.caps), "")
     if cap not in l4.caps:
         raise ConfigError(f"no session capability {cap or 'net'!r} among {sorted(l4.caps)}")
     link = NicLink(l4, l4.caps[cap])
+    link.on_message = on_message
     if "mac" in opts:
         link.mac = bytes.fromhex(opts["mac"].replace(":", ""))
     if "dhcp" in opts:

@@ -45,6 +45,10 @@ class NicLink:
         self.wake_irq = l4.create_irq()
         l4.irq_attach(self.wake_irq, SLOT_THREAD, WAKE_LABEL)
         self._klock = threading.Lock()             # the kicker's L4 connection: one user at a time
+        # A request that reaches the main thread while the pump waits (a task that serves a
+        # protocol there, servers/dhcpd): handed over on the pump thread, which must answer
+        # it (its reply capability) before it returns. None: requests are not expected.
+        self.on_message: Any = None
 
     def _broadcasts(self) -> None:
         """On an ORe switch, ask for broadcast frames: ARP requests for our address are
@@ -68,9 +72,11 @@ class NicLink:
 
     def wait(self, timeout_s: float) -> None:
         try:
-            self.l4.wait(timeout=max(0.0, timeout_s) * 1000)
+            msg = self.l4.wait(timeout=max(0.0, timeout_s) * 1000)
         except errors.Timeout:
-            pass
+            return
+        if msg is not None and msg.proto >= 0 and self.on_message is not None:
+            self.on_message(msg)                     # not an IRQ of ours: a request
 
     def wake(self) -> None:
         with self._klock:
