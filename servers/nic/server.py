@@ -7,7 +7,8 @@ process; the server is the net_device's only user (as a Linux bridge port is: an
 for every received skb, netdevice notifier events for the link) and multiplexes it among
 sessions (servers/nic/protocol.py), each with its shared block of two packet streams
 (servers/nic/stream.py). Every received frame goes to every session (the NIC is promiscuous;
-ORe, the usual single client, does the switching).
+ORe, the usual single client, does the switching); the session that last sent from the
+frame's destination MAC is signalled first.
 
 Policy (the task's first argument, JSON): {"clients": {"<label>": {"name": "ore",
 "sessions": 1}, ...}, "device": "eth0"}. A client is the label of its capability; a label
@@ -51,6 +52,7 @@ from .protocol import (ATTACH_GRACE_S, KICK_LABEL_BASE, MAX_FRAME, NIC, TICK_LAB
 DRIVER = "servers.dde_linux.drivers.l4nic"
 TICK_S = 0.25
 ACK_SIGNAL_AT = ps.RING // 4
+OWNERS_MAX = 1024
 
 
 class Session:
@@ -72,6 +74,7 @@ class Session:
         self.closed = False
         self.dead = False                            # a signal trigger failed: reap it
         self.rx_notify = False                       # RX thread: frames submitted this batch
+        self.rx_own = False                          # RX thread: ... one of them to its MAC
         self.tx_blocked = False                      # main: the driver's queue was stopped
         self.acks_unsignaled = 0                     # main: acks the client was not told of
         self.c: Counter[str] = Counter()             # frames, bytes
@@ -95,6 +98,10 @@ class NicServer:
         self.next_sid = 1
         self.link_changes = 0
         self.totals: Counter[str] = Counter()
+        # source MAC -> the session that last sent with it (main thread writes, the RX thread
+        # reads; single dict operations): whose frames a received one is, so that session is
+        # signalled first (every session still gets every frame)
+        self.owners: dict[bytes, int] = {}
         self.wake = l4.create_irq()
         l4.irq_attach(self.wake, SLOT_THREAD, WAKE_LABEL)
         self.tick = l4.create_irq()
@@ -199,7 +206,11 @@ class NicServer:
             status = self._check_tx(s, off, length, link)
             if status == ps.OK:
                 skb = net.netdev_alloc_skb(self.ndev, length)
-                net.skb_put_data(skb, s.mem.read(ps.packet(ps.TX_STREAM, off), length))
+                data = s.mem.read(ps.packet(ps.TX_STREAM, off), length)
+                net.skb_put_data(skb, data)
+                src = bytes(data[6:12])
+                if self.owners.get(src) != s.sid:
+                    self._own(src, s.sid)
                 skb.xmit_more = i + 1 < len(descs)
                 if net.dev_queue_xmit(skb, self.ndev) == net.NETDEV_TX_BUSY:
                     net.kfree_skb(skb)
@@ -214,6 +225,11 @@ class NicServer:
             s.acks_unsignaled += len(acks)
             if s.acks_unsignaled >= ACK_SIGNAL_AT or len(acks) >= room:
                 self._signal_acks(s)
+
+    def _own(self, mac: bytes, sid: int) -> None:
+        if len(self.owners) >= OWNERS_MAX:
+            self.owners = {}                         # a client sending from many MACs: start over
+        self.owners[mac] = sid
 
     def _signal_acks(self, s: Session) -> None:
         """Tell the client about acknowledgements only when it may run short of packets
@@ -283,10 +299,13 @@ class NicServer:
     def on_rx(self, skb: net.sk_buff) -> int:
         net.skb_push(skb, net.ETH_HLEN)        # back to the whole frame, header included
         frame, n = skb.data, skb.len
+        owner = self.owners.get(bytes(frame[:6]))
         for s in list(self.live.values()):
             with s.lock:
                 if not s.closed:
                     self._deliver(s, frame, n)
+                    if s.sid == owner:
+                        s.rx_own = True
         net.consume_skb(skb)
         return net.RX_HANDLER_CONSUMED
 
@@ -311,7 +330,12 @@ class NicServer:
         s.rx_notify = True
 
     def on_rx_flush(self, _: Any) -> None:
-        for s in list(self.live.values()):
+        """One signal per session that got frames; first those that got frames for a MAC they
+        send from (each signal is a kernel call: the session waiting for the frame should not
+        wait for the others' signals too)."""
+        live = list(self.live.values())
+        for s in [s for s in live if s.rx_own] + [s for s in live if not s.rx_own]:
+            s.rx_own = False
             if s.rx_notify and not s.closed:
                 s.rx_notify = False
                 self._signal(s)
