@@ -1,8 +1,7 @@
-"""`l4run caps`: the live capability graph — which task holds which capability to which
-kernel object, with which rights, derived from whom; which gates its threads serve, who pages
-them and handles their exceptions, which IRQs they take, and whose memory they map.
-
-    l4run caps [--json] [--dot] [--run-dir DIR]
+"""The live capability graph of a running system — which task holds which capability to which
+kernel object, with which rights, derived from whom; which threads each task has, which gates
+they serve, who pages them and handles their exceptions, which IRQs they take, and whose
+memory they map. `launcher/graph.py` draws it (`l4run graph`, `l4run caps`).
 
 The launcher (`Launcher.cmd_caps`) answers KERNEL_INFO's task rows (kernel/ABI.md): `caps`
 (`[slot, type, id, rights, label, parent_task, parent_slot]` per slot), `links` (`[thread,
@@ -11,10 +10,13 @@ thread]`) and `maps` (`[vaddr, pages, rights, from_task]` runs of its page table
 turns them into {"tasks": [{id, name, caps: [{slot, type, object, rights, label, parent}],
 threads: [{id, pager, handler, alien}], serves: [{gate, label, thread}], irqs: [{irq, label,
 thread}], maps: [{vaddr, pages, rights, from}]}], "edges": [{from, to, kind, ...}]} with
-edges of these kinds:
+edges of these kinds (`KINDS`):
 
 - `holds`: task → object, a capability it holds (`slot`, `rights`);
-- `derived`: task → task, a capability derived (or mapped) from the first's (`slot`);
+- `derived`: task → task, the capability in slot `slot` of the second was derived (or mapped)
+  from the one in `from_slot` of the first — the mapping database's tree: revoking a
+  capability removes every capability below it (`revokes`); the first may be the second;
+- `thread`: task → thread, a live thread of the task (`alien`);
 - `bound`: gate → task, the gate is bound to a thread of the task (`label`, `thread`);
 - `pager`, `handler`: task → task, a thread (`thread`) of the first is paged / has its
   exceptions handled through a gate (`gate`) served by the second (→ the gate itself when it
@@ -22,7 +24,7 @@ edges of these kinds:
 - `irq`: irq → task, the IRQ is attached to a thread of the task (`label`, `thread`);
 - `maps`: task → task, pages the second maps from the first's mappings (`pages`, `runs`).
 
-`--dot` writes the same graph for Graphviz (`dot -Tsvg`).
+Nodes are named `type:id`: `task:`, `thread:`, `gate:`, `irq:`, `factory:`, `kernel:`.
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ def mem_text(r: int) -> str:
                                                        ("x", MemRights.X)))
 
 
+KINDS = ("holds", "derived", "thread", "bound", "pager", "handler", "irq", "maps")
+
+
 def graph(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tasks, edges = [], []
     for row in rows:
@@ -52,9 +57,9 @@ def graph(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          "label": label, "parent": parent})
             edges.append({"from": f"task:{row['id']}", "to": f"{kind}:{obj}", "kind": "holds",
                           "slot": slot, "rights": rights_text(rights)})
-            if parent is not None and ptask != row["id"]:
+            if parent is not None:
                 edges.append({"from": f"task:{ptask}", "to": f"task:{row['id']}",
-                              "kind": "derived", "slot": slot})
+                              "kind": "derived", "from_slot": pslot, "slot": slot})
         tasks.append({"id": row["id"], "name": row["name"], "caps": caps,
                       "threads": [{"id": t, "pager": p, "handler": h, "alien": a}
                                   for t, p, h, a in row.get("links", [])],
@@ -68,12 +73,38 @@ def graph(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tasks": tasks, "edges": edges}
 
 
+def children(g: dict[str, Any]) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """(task, slot) -> the (task, slot)s whose capabilities were derived from it directly."""
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for t in g["tasks"]:
+        for c in t["caps"]:
+            if c["parent"] is not None:
+                key = (c["parent"]["task"], c["parent"]["slot"])
+                out.setdefault(key, []).append((t["id"], c["slot"]))
+    return out
+
+
+def revokes(g: dict[str, Any], task: int, slot: int) -> list[tuple[int, int]]:
+    """What revoking the capability in `slot` of `task` removes: its descendants, depth first."""
+    below = children(g)
+    out: list[tuple[int, int]] = []
+
+    def walk(key: tuple[int, int]) -> None:
+        for child in below.get(key, []):
+            out.append(child)
+            walk(child)
+    walk((task, slot))
+    return out
+
+
 def _links(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The bound, pager, handler, irq and maps edges of the graph's tasks."""
     server = {s["gate"]: t["id"] for t in tasks for s in t["serves"]}
     edges: list[dict[str, Any]] = []
     for t in tasks:
         me = f"task:{t['id']}"
+        edges += [{"from": me, "to": f"thread:{th['id']}", "kind": "thread",
+                   "alien": th["alien"]} for th in t["threads"]]
         edges += [{"from": f"gate:{s['gate']}", "to": me, "kind": "bound", "label": s["label"],
                    "thread": s["thread"]} for s in t["serves"]]
         for th in t["threads"]:
@@ -94,44 +125,6 @@ def _links(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return edges
 
 
-STYLE = {   # edge kind -> Graphviz attributes (holds and derived are drawn as before)
-    "bound": "style=dotted", "pager": "color=blue", "handler": "color=red, style=dashed",
-    "irq": "color=darkorange", "maps": "color=darkgreen, penwidth=2",
-}
-
-
-def _edge_label(e: dict[str, Any]) -> str:
-    k = e["kind"]
-    if k == "holds":
-        return f"{e['slot']}: {e['rights']}"
-    if k == "derived":
-        return f"derived (slot {e['slot']})"
-    if k in ("pager", "handler"):
-        return f"{k} of thread {e['thread']}"
-    if k in ("bound", "irq"):
-        return f"{'bound' if k == 'bound' else 'irq'}, label {e['label']} → thread {e['thread']}"
-    return f"maps {e['pages']} pages"
-
-
-def dot(g: dict[str, Any]) -> str:
-    names = {f"task:{t['id']}": t["name"] for t in g["tasks"]}
-    objects = {x for e in g["edges"] for x in (e["from"], e["to"]) if x not in names}
-    labels = {f"{c['type']}:{c['object']}": c["label"] for t in g["tasks"] for c in t["caps"]}
-    lines = ["digraph caps {", "  rankdir=LR;", "  node [fontname=monospace];"]
-    for key, name in sorted(names.items()):
-        lines.append(f'  "{key}" [shape=box, label="{name}\\n{key}"];')
-    for key in sorted(objects):
-        extra = f"\\nlabel {labels[key]}" if labels.get(key) is not None else ""
-        shape = "diamond" if key.startswith("irq:") else "ellipse"
-        lines.append(f'  "{key}" [shape={shape}, label="{key}{extra}"];')
-    for e in g["edges"]:
-        attrs = {"holds": "", "derived": "style=dashed, color=gray, "}.get(e["kind"])
-        attrs = attrs if attrs is not None else STYLE[e["kind"]] + ", "
-        lines.append(f'  "{e["from"]}" -> "{e["to"]}" [{attrs}label="{_edge_label(e)}"];')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
 def text(g: dict[str, Any]) -> str:
     names = {t["id"]: t["name"] for t in g["tasks"]}
     out = []
@@ -144,7 +137,31 @@ def text(g: dict[str, Any]) -> str:
             out.append(f"  {c['slot']:>5}  {c['type']} {c['object']}{label}  "
                        f"{rights_text(c['rights'])}{src}")
         out += _text_links(t, g["edges"], names)
-    return "\n".join(out)
+    return "\n".join(out + _text_tree(g, names))
+
+
+def _text_tree(g: dict[str, Any], names: dict[int, str]) -> list[str]:
+    """The mapping database's tree below every original capability that has descendants."""
+    below = children(g)
+    cap = {(t["id"], c["slot"]): c for t in g["tasks"] for c in t["caps"]}
+
+    def line(key: tuple[int, int], depth: int) -> list[str]:
+        c = cap.get(key)
+        what = (f"  {c['type']} {c['object']}"
+                + (f" label {c['label']}" if c["label"] is not None else "")
+                + f"  {rights_text(c['rights'])}") if c else ""
+        mark = "└ " if depth else ""
+        lines = [f"  {'  ' * depth}{mark}{names.get(key[0], key[0])} slot {key[1]}{what}"]
+        for child in below.get(key, []):
+            lines += line(child, depth + 1)
+        return lines
+    roots = [k for k in below if cap.get(k) is None or cap[k]["parent"] is None]
+    if not roots:
+        return []
+    out = ["derivation tree (revoking a capability removes everything below it):"]
+    for key in sorted(roots):
+        out += line(key, 0)
+    return out
 
 
 def _text_links(t: dict[str, Any], edges: list[dict[str, Any]], names: dict[int, str]) -> list[str]:
@@ -152,7 +169,8 @@ def _text_links(t: dict[str, Any], edges: list[dict[str, Any]], names: dict[int,
         kind, _, ident = node.partition(":")
         return names.get(int(ident), node) if kind == "task" else node
     me = f"task:{t['id']}"
-    out = [f"  serves gate {s['gate']} label {s['label']} on thread {s['thread']}"
+    out = [f"  thread {th['id']}" + (" (alien)" if th["alien"] else "") for th in t["threads"]]
+    out += [f"  serves gate {s['gate']} label {s['label']} on thread {s['thread']}"
            for s in t["serves"]]
     out += [f"  thread {e['thread']}: {e['kind']} {who(e['to'])} (gate {e['gate']})"
             for e in edges if e["from"] == me and e["kind"] in ("pager", "handler")]
@@ -161,16 +179,3 @@ def _text_links(t: dict[str, Any], edges: list[dict[str, Any]], names: dict[int,
             + (f" from {names.get(m['from'], m['from'])}" if m["from"] is not None else "")
             for m in t["maps"]]
     return out
-
-
-def register(cli: Any, ask: Any, find_run_dir: Any, run_dir_option: Any) -> None:
-    import click
-
-    @cli.command("caps")
-    @click.option("--json", "as_json", is_flag=True, help="the graph as one JSON object")
-    @click.option("--dot", "as_dot", is_flag=True, help="the graph for Graphviz")
-    @run_dir_option
-    def caps(as_json: bool, as_dot: bool, run_dir: str | None) -> None:
-        """The capability graph: who holds what, with which rights, derived from whom."""
-        g = graph(ask(find_run_dir(run_dir), "caps")["tasks"])
-        click.echo(json.dumps(g, indent=1) if as_json else dot(g) if as_dot else text(g))

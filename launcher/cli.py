@@ -553,8 +553,8 @@ trace_cli.register(cli, ask, find_run_dir, run_dir_option)
 from . import call as call_cli  # noqa: E402  (registers `call`: any declared op of a running server)
 call_cli.register(cli, ask, find_run_dir, run_dir_option)
 
-from . import caps as caps_cli  # noqa: E402  (registers `caps`: the capability graph)
-caps_cli.register(cli, ask, find_run_dir, run_dir_option)
+from . import graph as graph_cli  # noqa: E402  (registers `graph` and `caps`: the capability graph)
+graph_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 from . import top as top_cli  # noqa: E402  (registers `top`: a live table of the tasks' rates)
 top_cli.register(cli, ask, find_run_dir, run_dir_option)

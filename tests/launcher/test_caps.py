@@ -41,7 +41,8 @@ def test_caps_minimal(tmp_path):
 
 def test_graph_of_a_known_system_has_exactly_its_links():
     """A pager p (paging from sigma0) and its client c with an exception handler at root, an
-    IRQ attached to p: the bound, pager, handler, irq and maps edges are exactly these."""
+    IRQ attached to p: the thread, bound, pager, handler, irq and maps edges are exactly
+    these."""
     from launcher.caps import graph, text
     from tests.memory.conftest import Mem
     m = Mem()
@@ -67,6 +68,8 @@ def test_graph_of_a_known_system_has_exactly_its_links():
                    if e["kind"] not in ("holds", "derived"))
     want = sorted(
         [("bound", f"gate:{g_}", task[n]) for n in by_name for g_ in gate[n].values()]
+        + [("thread", task[n], f"thread:{th['id']}") for n in by_name
+           for th in by_name[n]["threads"]]
         + [("pager", task["c"], task["p"]), ("handler", task["c"], task["root"]),
            ("irq", f"irq:{irq_id}", task["p"]),
            ("maps", task["sigma0"], task["p"]), ("maps", task["p"], task["c"])])
