@@ -58,6 +58,7 @@ from .switch import (UPLINK, ClientPolicy, PolicyError, Port, Switch, SwitchPoli
 ETH_HLEN = 14
 ACK_SIGNAL_AT = ps.RING // 4
 UPLINK_CALL_MS = 2_000
+UPLINK_HOLD_S = 1.0
 
 
 class Session:
@@ -94,6 +95,7 @@ class Uplink:
         self.nic: NicSession | None = None
         self.port = Port(UPLINK, "uplink")
         self.attaches = 0
+        self.full_since = 0.0                # when its TX stream was first seen full (0: not)
         self.lost = 0
         self.error = ""
 
@@ -250,9 +252,8 @@ class OreServer:
                     status = ps.DROPPED
                 else:
                     if up_room is not None and any(p.key == UPLINK for p in where):
-                        if not up_room:               # the uplink is full: hold the rest back
+                        if not up_room and self._hold():   # the uplink is full: hold the rest
                             s.held = True
-                            self.switch.totals["uplink_full"] += 1
                             break
                         up_room -= 1
                     port.c["tx_frames"] += 1
@@ -343,10 +344,23 @@ class OreServer:
         if nic is None:
             return None
         try:
-            return nic.tx_room()
+            room = nic.tx_room()
         except SessionLost as e:
             self._lose_uplink(str(e))
             return None
+        if room:
+            self.uplink.full_since = 0.0
+        return room
+
+    def _hold(self) -> bool:
+        """Hold frames for a full uplink back, unless it has been full for UPLINK_HOLD_S: a
+        nic server that stopped taking frames (hung, not dead) must not stop a client's
+        frames to other clients behind them for good; then they are dropped (no_buffer)."""
+        up, now = self.uplink, time.monotonic()
+        if not up.full_since:
+            up.full_since = now
+        self.switch.totals["uplink_full"] += 1
+        return now - up.full_since < UPLINK_HOLD_S
 
     def _attach_uplink(self) -> None:
         up = self.uplink
