@@ -14,8 +14,14 @@ Argument syntax by declared type: int, float as numbers; bool as true/false; str
 bytes as UTF-8 text, or hex after `0x`; list, dict, any as JSON (any falls back to text);
 `int?`/`str?`/`bytes?` take `null` for None.
 
+A protocol spoken only on its server's admin gate (`ADMIN_GATE_ONLY`: the HAL's bus) is
+listed with every op marked admin, and not called.
+
 Contract: runs in the launcher's main thread; every refusal (unknown task, protocol or op,
-an admin op, wrong number or types of arguments) is a ValueError with one line saying why.
+an admin op, wrong number or types of arguments) is a ValueError with one line saying why,
+naming SERVICE.OP (and the argument: "counter.add: argument 'n' must be int, got 'five'
+(not an integer)"); nothing is sent unless every argument parsed. A declared error is an
+answer, not a refusal: {error, reason, status} (`l4run call` then exits with status 1).
 """
 from __future__ import annotations
 
@@ -45,13 +51,19 @@ PROTOCOLS: dict[str, str] = {
     "servers.nic.server": "servers.nic.protocol:NIC",
     "servers.ore.server": "servers.ore.protocol:ORE",
     "servers.l4linux.server": "servers.l4linux.protocol:LINUX",
+    "servers.sigma0.server": "servers.sigma0.protocol:SIGMA0",
+    "servers.dhcpd.server": "servers.dhcpd.protocol:DHCPD",
+    "launcher.devices": "hal.protocol:BUS",
 }
+# Protocols spoken only on their server's admin gate, which the operator's gate is not (the
+# HAL's bus: its one client is the io server): listed, never called from here.
+ADMIN_GATE_ONLY = {"hal.bus": "the HAL's bus gate is its admin gate; only the io server holds it"}
 
 
 def protocol_of(run: str) -> Protocol:
     where = PROTOCOLS.get(run.partition(":")[0])
     if where is None:
-        raise ValueError(f"no protocol is known for tasks running {run!r}")
+        raise ValueError(f"no protocol is known for tasks running {run!r} (launcher/call.py)")
     module, _, name = where.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -62,30 +74,53 @@ def parse_arg(kind: str, text: str) -> Any:
         if text == "null":
             return None
         kind = kind[:-1]
-    try:
-        if kind == "int":
-            return int(text, 0)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            if text.lower() not in ("true", "false"):
-                raise ValueError("expected true or false")
-            return text.lower() == "true"
-        if kind == "str":
-            return text
-        if kind == "bytes":
-            return bytes.fromhex(text[2:]) if text.startswith("0x") else text.encode()
-        if kind in ("list", "dict"):
-            value = json.loads(text)
-            if type(value).__name__ != kind:
-                raise ValueError(f"expected a JSON {kind}")
-            return value
+    if kind == "int":
         try:
-            return json.loads(text)
+            return int(text, 0)
         except ValueError:
-            return text
-    except ValueError as e:
-        raise ValueError(f"{text!r} is not {kind}: {e}") from None
+            raise ValueError("not an integer") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("not a number") from None
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise ValueError("expected true or false")
+        return text.lower() == "true"
+    if kind == "str":
+        return text
+    if kind == "bytes":
+        try:
+            return bytes.fromhex(text[2:]) if text.startswith("0x") else text.encode()
+        except ValueError:
+            raise ValueError("not hex after 0x") from None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if kind in ("list", "dict"):
+            raise ValueError(f"not a JSON {kind}") from None
+        return text                       # any: plain text
+    if kind in ("list", "dict") and type(value).__name__ != kind:
+        raise ValueError(f"a JSON {type(value).__name__}, not a {kind}")
+    return value
+
+
+def parse_args(where: str, o: Op, args: list[str]) -> list[Any]:
+    """`args` parsed by `o`'s declared types; ValueError naming `where` (SERVICE.OP), the
+    argument and why."""
+    sig = ", ".join(f"{a.name}:{a.kind}" for a in o.args)
+    if len(args) != len(o.args):
+        raise ValueError(f"{where} takes {len(o.args)} argument{'s' * (len(o.args) != 1)} "
+                         f"({sig or 'none'}), got {len(args)}")
+    values = []
+    for a, text in zip(o.args, args):
+        try:
+            values.append(parse_arg(a.kind, text))
+        except ValueError as e:
+            raise ValueError(f"{where}: argument '{a.name}' must be {a.kind}, got {text!r} "
+                             f"({e})") from None
+    return values
 
 
 def plain(value: Any) -> Any:
@@ -104,9 +139,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-def describe(o: Op) -> dict[str, Any]:
+def describe(proto: Protocol, o: Op) -> dict[str, Any]:
     return {"op": o.name, "args": [f"{a.name}:{a.kind}" for a in o.args], "reply": o.reply,
-            "errors": list(o.errors), "admin": o.admin, "doc": o.doc}
+            "errors": list(o.errors), "admin": o.admin or proto.name in ADMIN_GATE_ONLY,
+            "doc": o.doc}
 
 
 def _target(launcher: "Launcher", name: str) -> tuple[str, Protocol]:
@@ -127,33 +163,33 @@ def _target(launcher: "Launcher", name: str) -> tuple[str, Protocol]:
 def list_ops(launcher: "Launcher", name: str) -> dict[str, Any]:
     service, proto = _target(launcher, name)
     return {"service": service, "protocol": proto.name,
-            "ops": [describe(o) for o in proto.ops.values()]}
+            "ops": [describe(proto, o) for o in proto.ops.values()]}
 
 
 def call_op(launcher: "Launcher", name: str, op: str, args: list[str]) -> dict[str, Any]:
     """Check everything, then one call; the answer {result} or {error, reason, status}."""
     service, proto = _target(launcher, name)
+    where = f"{service}.{op}"
     o = proto.ops.get(op)
     if o is None:
         raise ValueError(f"{proto.name} has no op {op!r} (ops: {', '.join(proto.ops)})")
+    if proto.name in ADMIN_GATE_ONLY:
+        raise ValueError(f"{where}: {ADMIN_GATE_ONLY[proto.name]} (no operator calls)")
     if o.admin:
-        raise ValueError(f"{proto.name}.{op} is an admin op (the launcher's admin gate only)")
+        raise ValueError(f"{where} is an admin op (the launcher's admin gate only)")
     if o.caps_in or o.caps_out:
-        raise ValueError(f"{proto.name}.{op} moves capabilities; it cannot be called from here")
-    if len(args) != len(o.args):
-        raise ValueError(f"{op} takes {len(o.args)} arguments "
-                         f"({', '.join(f'{a.name}:{a.kind}' for a in o.args)}), got {len(args)}")
-    values = [parse_arg(a.kind, text) for a, text in zip(o.args, args)]
+        raise ValueError(f"{where} moves capabilities; it cannot be called from here")
+    values = parse_args(where, o, args)
     assert launcher.root is not None, "control commands are served only while the kernel is up"
     gate = launcher.service_gate(service, OPERATOR_LABEL)
     stub: Any = proto.client(launcher.root, gate, timeout=CALL_MS)
     try:
         result = getattr(stub, op)(*values)
     except RemoteError as e:
-        return {"service": service, "op": op, "error": e.error, "reason": e.reason,
-                "status": e.status.name}
+        return {"service": service, "op": op, "error": e.error or e.status.name,
+                "reason": e.reason, "status": e.status.name}
     except errors.L4Error as e:
-        raise ValueError(f"calling {service}.{op}: {e}") from None
+        raise ValueError(f"calling {where}: {e} (the call did not complete)") from None
     return {"service": service, "op": op, "result": plain(result)}
 
 

@@ -52,8 +52,9 @@ def test_call(tmp_path):
                     check=False)
         answer = json.loads(bad.stdout)
         assert bad.returncode == 1 and answer["error"] == "CORRUPT", answer
-        refused(rd, "counter.add", "five", says="is not int")
-        refused(rd, "counter.add", says="takes 1 arguments")
+        refused(rd, "counter.add", "five", says="counter.add: argument 'n' must be int, got "
+                "'five' (not an integer)")
+        refused(rd, "counter.add", says="counter.add takes 1 argument (n:int), got 0")
         refused(rd, "counter.nosuch", says="has no op 'nosuch'")
         refused(rd, "nobody.hello", "x", says="no task or service named 'nobody'")
     finally:
