@@ -286,7 +286,7 @@ def sys_fcntl(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 @sys(22, 293)
 def sys_pipe2(px: "Personality", p: "Process", a: list[int]) -> Any:
-    flags = a[1] if len(a) > 1 else 0
+    flags = a[1] if px.nr == 293 else 0     # pipe(): rsi is whatever the caller left there
     pipe = Pipe()
     cloexec = bool(flags & files.O_CLOEXEC)
     nb = flags & files.O_NONBLOCK

@@ -43,7 +43,7 @@ def _timespec(px: "Personality", p: "Process", addr: int, usec: bool = False) ->
 def _wait(px: "Personality", p: "Process", ready: int, timeout: float | None) -> Any:
     """What a wait answers: `ready` if anything is, else BLOCK until the timeout (0)."""
     if ready:
-        px.sleepers.pop(p.pid, None)
+        px.sleepers.pop(px.tid, None)
         return ready
     if timeout is None:
         return BLOCK

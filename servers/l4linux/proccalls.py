@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import files, fs, process
 from .files import FdTable
 from .pipe import BLOCK
-from .syscalls import CLONE_THREAD, CONTINUE, FORK_WAIT_S, UNAME, _i32, sys
+from .syscalls import CLONE_SIGHAND, CLONE_THREAD, CLONE_VM, CONTINUE, FORK_WAIT_S, UNAME, _i32, sys
 
 if TYPE_CHECKING:
     from .process import Process
@@ -29,7 +29,9 @@ def sys_getpid(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 @sys(186)
 def sys_gettid(px: "Personality", p: "Process", a: list[int]) -> Any:
-    return p.pid
+    """The main thread's tid is the pid (its host tid changes with execve, as the host
+    pid does); another thread's is its host tid."""
+    return p.pid if px.tid == p.host_pid else px.tid
 
 
 @sys(110)
@@ -79,7 +81,12 @@ def sys_setsid(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(56, 57, 58)
 def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
     if px.nr == 56 and a[0] & CLONE_THREAD:
-        return -errno.ENOSYS        # threads: not yet (docs/L4LINUX.md)
+        # A thread (pthread_create): the host makes it, in the same host process; its
+        # calls come with its own tid. Linux wants the signal handlers and memory shared.
+        if a[0] & (CLONE_SIGHAND | CLONE_VM) != CLONE_SIGHAND | CLONE_VM:
+            return -errno.EINVAL
+        p.threads += 1
+        return CONTINUE
     # The host forks; the child's first trapped call makes it a task (kernel/core/linux.py),
     # and starts from this state. Our next call waits until then (`Personality.dispatch`).
     p.fork_snapshot = (p.fds.fork(), p.cwd)
@@ -89,7 +96,17 @@ def sys_clone(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 @sys(60, 231)
 def sys_exit(px: "Personality", p: "Process", a: list[int]) -> Any:
-    px.exit(p, process.exited(a[0]))
+    """exit_group ends the process; exit ends the calling thread, and the process with its
+    last thread (with the main thread's status if that one went first, as Linux does)."""
+    if px.nr == 60 and p.threads > 1:
+        p.threads -= 1
+        p.tids.discard(px.tid)
+        p.masks.pop(px.tid, None)
+        if px.tid == p.host_pid:
+            p.leader_exit = process.exited(a[0])
+        return CONTINUE
+    word = p.leader_exit if px.nr == 60 and p.leader_exit is not None else process.exited(a[0])
+    px.exit(p, word)
     return CONTINUE
 
 
@@ -153,12 +170,26 @@ def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
         targets = [q for q in live if q is not p] if pid == -1 else [
             q for q in live if q.pgid == group]
         targets.sort(key=lambda q: q is p)          # the caller last
+    elif px.nr != 62:               # tkill(tid), tgkill(tgid, tid): one thread
+        return _kill_thread(px, live, _i32(a[0]) if px.nr == 234 else None, pid, sig)
     else:
         targets = [q for q in live if q.pid == pid]
     if not targets:
         return -errno.ESRCH
     for q in targets if sig else []:
         px.kill(q, sig)             # the host delivers it: handler or default action
+    return 0
+
+
+def _kill_thread(px: "Personality", live: list["Process"], tgid: int | None, tid: int,
+                 sig: int) -> Any:
+    """A signal to thread `tid` (of process `tgid`, if given): the main thread's tid is the
+    pid; another's is a host tid we saw call."""
+    q = next((q for q in live if q.pid == tid or tid in q.tids), None)
+    if q is None or (tgid is not None and q.pid != tgid):
+        return -errno.ESRCH
+    if sig:
+        px.kill(q, sig, q.host_pid if tid == q.pid else tid)
     return 0
 
 
@@ -206,9 +237,14 @@ def sys_rt_sigaction(px: "Personality", p: "Process", a: list[int]) -> Any:
 @sys(14)
 def sys_rt_sigprocmask(px: "Personality", p: "Process", a: list[int]) -> Any:
     how, new = a[0], a[1]
-    if new:
+    if new:                         # each thread has its own (the main one's: p.sigmask)
         (mask,) = struct.unpack("<Q", px.read(p, new, 8))
-        p.sigmask = {0: p.sigmask | mask, 1: p.sigmask & ~mask, 2: mask}.get(how, p.sigmask)
+        old = process.mask_of(p, px.tid)
+        now = {0: old | mask, 1: old & ~mask, 2: mask}.get(how, old)
+        if px.tid == p.host_pid:
+            p.sigmask = now
+        else:
+            p.masks[px.tid] = now
     return CONTINUE
 
 

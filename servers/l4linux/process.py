@@ -62,6 +62,10 @@ class Process:
         self.sigmask = 0
         self.limits: dict[int, tuple[int, int]] = {}   # RLIMIT_* set by the program
         self.host_pid = pid             # the host process running it now (execve changes it)
+        self.threads = 1                # threads it has (CLONE_THREAD clones, less exits)
+        self.tids: set[int] = set()     # host tids of its threads seen, but the main one's
+        self.masks: dict[int, int] = {} # their signal masks (the main thread's: `sigmask`)
+        self.leader_exit: int | None = None    # the main thread's exit() status, others live
         self.last_signal = 0            # the last signal we sent it (its death's likely cause)
         # A fork CONTINUEd, its child not seen yet: the state the child starts from, and
         # when we stop waiting for it (docs/L4LINUX.md "fork").
@@ -69,6 +73,11 @@ class Process:
         self.fork_deadline = 0.0
         self.on_exit: list[Callable[["Process"], None]] = []
         self.started = time.time()
+
+
+def mask_of(p: Process, tid: int) -> int:
+    """The signal mask of thread `tid` of `p` as far as we saw it set."""
+    return p.sigmask if tid == p.host_pid else p.masks.get(tid, p.sigmask)
 
 
 class Table:

@@ -25,6 +25,7 @@ Ownership: one thread, the task's main thread, runs everything here.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import sys
@@ -65,9 +66,11 @@ class Fault(Exception):
 
 
 class Blocked:
-    def __init__(self, p: process.Process, reply: int, nr: int, args: list[int],
-                 deadline: float | None = None) -> None:
-        self.p, self.reply, self.nr, self.args, self.deadline = p, reply, nr, args, deadline
+    """A call kept for later: of thread `tid` of process `p`."""
+
+    def __init__(self, p: process.Process, tid: int, reply: int, nr: int,
+                 args: list[int]) -> None:
+        self.p, self.tid, self.reply, self.nr, self.args = p, tid, reply, nr, args
 
 
 class Personality:
@@ -80,10 +83,11 @@ class Personality:
         self.blocked: list[Blocked] = []
         self.unknown: set[int] = set()
         self.nr = 0                     # the number being served (handlers shared by several)
+        self.tid = 0                    # the host thread whose call is being served
         self.stats = {"syscalls": 0, "continued": 0, "blocked": 0, "faults": 0, "bugs": 0}
         self.by_nr: dict[int, int] = {}         # system calls received, by number
         self.exc_gate = l4.create_gate(EXC_LABEL)
-        self.sleepers: dict[int, float] = {}
+        self.sleepers: dict[int, float] = {}               # thread -> when its sleep ends
         self.held: tuple[int, bytes, int] | None = None    # an answer for the next REPLY_WAIT
         self.consoles: dict[int, consoles.Session] = {}    # `l4run console` (consoles.py)
 
@@ -209,10 +213,12 @@ class Personality:
         except fs.FsError as e:
             return -e.errno
         argv = pre + argv[1:] if pre else argv
+        mask, p.sigmask = p.sigmask, process.mask_of(p, self.tid)    # the caller's is kept
         pid = self.spawn(image, argv, envp, p)
         try:
             self.attach(p.slot, pid)        # the kernel kills the old host process
         except L4Error as e:
+            p.sigmask = mask
             os.kill(pid, SIGKILL)
             _reap_children()
             print(f"[l4linux] execve of {path!r} failed: {e}", file=sys.stderr, flush=True)
@@ -221,19 +227,21 @@ class Personality:
         p.fds.exec()
         p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
         p.argv, p.exe = argv, exe
-        p.host_pid = pid
+        p.host_pid, p.threads = pid, 1       # the other threads went with the old image
+        p.tids, p.masks = set(), {}
         p.sigactions = {s: h for s, h in p.sigactions.items() if h == syscalls.SIG_IGN}
         p.sigflags = {}
         _reap_children()
         return 0                            # nobody reads it: the old image is gone
 
-    def kill(self, p: process.Process, sig: int) -> None:
-        """Send `sig` to `p`'s host process: its handler runs, or the host's default action
-        (ending it: its task dies, `message` learns it from the exit notice)."""
+    def kill(self, p: process.Process, sig: int, tid: int | None = None) -> None:
+        """Send `sig` to `p`'s host process (or its thread `tid`): its handler runs, or the
+        host's default action (ending it: its task dies, `message` learns it from the exit
+        notice)."""
         p.last_signal = sig
-        self.signal(p, sig)
+        self.signal(p, sig, tid)
 
-    def signal(self, p: process.Process, sig: int) -> None:
+    def signal(self, p: process.Process, sig: int, tid: int | None = None) -> None:
         """Make `sig` pending on `p`'s host process. A call of `p` we hold would not be
         interrupted by the host (WAIT_KILLABLE_RECV): if `sig` has a handler, the call is
         answered once the signal is pending, and on its way back to user space the host
@@ -241,17 +249,25 @@ class Personality:
         rest -EINTR unless the program set SA_RESTART, else the call is made again (the
         host has SA_RESTART for every handler: `sys_rt_sigaction`)."""
         waiting = []
-        if p.sigactions.get(sig, 0) > syscalls.SIG_IGN and not p.sigmask >> (sig - 1) & 1:
-            waiting = [b for b in self.blocked if b.p is p]
+        # (A process-directed signal to a process of several threads: the host picks the
+        # thread that takes it, and we cannot tell which; the calls we hold for it are not
+        # interrupted: docs/L4LINUX.md "Threads". A thread-directed one interrupts its own.)
+        mask = p.sigmask if tid is None else process.mask_of(p, tid)
+        if p.sigactions.get(sig, 0) > syscalls.SIG_IGN and not mask >> (sig - 1) & 1 \
+                and (p.threads == 1 or tid is not None):
+            waiting = [b for b in self.blocked if b.p is p and tid in (None, b.tid)]
             for b in waiting:
                 self.blocked.remove(b)
-            until = self.sleepers.pop(p.pid, None)
-            if until is not None:
-                self._remaining(p, waiting, until)
-        try:
-            os.kill(p.host_pid, sig)
-        except OSError:
-            pass
+                until = self.sleepers.pop(b.tid, None)
+                if until is not None:
+                    self._remaining(p, [b], until)
+        if tid is None or tid == p.host_pid and p.threads == 1:
+            try:
+                os.kill(p.host_pid, sig)
+            except OSError:
+                pass
+        else:
+            _libc.syscall(234, p.host_pid, tid, sig)      # tgkill: that thread only
         restart = p.sigflags.get(sig, 0) & syscalls.SA_RESTART
         for b in waiting:
             if p.fork_snapshot is not None and b.nr not in (60, 231):
@@ -281,14 +297,15 @@ class Personality:
             self.signal(parent, SIGCHLD)
 
     def sleep(self, p: process.Process, seconds: float) -> Any:
+        """BLOCK until `seconds` after the first try of the calling thread's call, then 0."""
         now = time.monotonic()
-        until = self.sleepers.get(p.pid)
+        until = self.sleepers.get(self.tid)
         if until is None:
-            self.sleepers[p.pid] = now + seconds
+            self.sleepers[self.tid] = now + seconds
             return BLOCK
         if now < until:
             return BLOCK
-        del self.sleepers[p.pid]
+        del self.sleepers[self.tid]
         return 0
 
     # -- the loop -----------------------------------------------------------------------
@@ -353,14 +370,18 @@ class Personality:
         self.stats["syscalls"] += 1
         nr = int(body["nr"])
         self.by_nr[nr] = self.by_nr.get(nr, 0) + 1
-        # One thread per process: a new call means an earlier waiting one was interrupted
-        # (a host signal ran a handler); its notification is gone, its wait with it.
-        stale = [b for b in self.blocked if b.p is p]
+        # A thread makes one call at a time: a new call of a thread whose earlier one waits
+        # here means that one was interrupted (a host signal ran a handler, or killed the
+        # thread's wait); its notification is gone, its wait with it.
+        tid = int(body["tid"])
+        if tid != p.host_pid and p.threads > 1:
+            p.tids.add(tid)
+        stale = [b for b in self.blocked if b.p is p and b.tid == tid]
         for b in stale:
             self.blocked.remove(b)
             self._answer(b.reply, -errno.EINTR)
-        self.sleepers.pop(p.pid, None) if stale else None
-        self._serve(p, msg.reply, int(body["nr"]), [int(x) for x in body["args"]])
+        self.sleepers.pop(tid, None) if stale else None
+        self._serve(p, tid, msg.reply, nr, [int(x) for x in body["args"]])
 
     def _forked(self, body: dict[str, Any]) -> process.Process | None:
         parent = next((q for q in self.procs.by_pid.values()
@@ -380,13 +401,13 @@ class Personality:
         self.procs.add(p)
         return p
 
-    def _serve(self, p: process.Process, reply: int, nr: int, args: list[int],
+    def _serve(self, p: process.Process, tid: int, reply: int, nr: int, args: list[int],
                retry: bool = False) -> bool:
         """Serve one call; False if it must wait (then it is kept in `blocked`)."""
         if p.fork_snapshot is not None and nr not in (60, 231):
             if time.monotonic() < p.fork_deadline:
                 if not retry:
-                    self.blocked.append(Blocked(p, reply, nr, args))
+                    self.blocked.append(Blocked(p, tid, reply, nr, args))
                 return False
             p.fork_snapshot[0].close_all()       # the child never showed up
             p.fork_snapshot = None
@@ -398,7 +419,7 @@ class Personality:
                       file=sys.stderr, flush=True)
             self._answer(reply, -errno.ENOSYS)
             return True
-        self.nr = nr
+        self.nr, self.tid = nr, tid
         try:
             if nr in PATH_CALLS:
                 procfs.refresh(self, p)          # /proc as of now (procfs.py)
@@ -415,7 +436,7 @@ class Personality:
         if result is BLOCK:
             if not retry:
                 self.stats["blocked"] += 1
-                self.blocked.append(Blocked(p, reply, nr, args))
+                self.blocked.append(Blocked(p, tid, reply, nr, args))
             return False
         self._answer(reply, result)
         return True
@@ -445,7 +466,7 @@ class Personality:
                     self.blocked.remove(b)
                     self._answer(b.reply, -errno.EINTR)
                     continue
-                if self._serve(b.p, b.reply, b.nr, b.args, retry=True):
+                if self._serve(b.p, b.tid, b.reply, b.nr, b.args, retry=True):
                     self.blocked.remove(b)
                     progress = True
 
@@ -487,6 +508,9 @@ class Personality:
             except L4Error:
                 pass
         p.on_exit.append(done)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _reap_children() -> None:
