@@ -14,8 +14,9 @@ goes out as soon as the window allows).
 Ownership and locking: every field of a Tcb is guarded by the stack's one lock
 (`Stack.lock`); `input`, `output` and `timer` run on the pump thread with the lock held; the
 socket calls (servers/netstack/socket.py) take the lock, change buffers, wait on `cond` (a
-condition on that lock) and mark the Tcb dirty so that the pump transmits. Frames leave only
-through `stack.ip_output`, which queues them for the pump.
+condition on that lock) and mark the Tcb dirty so that the pump transmits (`queue` wakes the
+pump only when it could send at once: each wake is an IPC). Frames leave only through
+`stack.ip_output`, which queues them for the pump.
 """
 from __future__ import annotations
 
