@@ -41,7 +41,7 @@ def _stat_line(p: "Process") -> bytes:
 def _status(p: "Process") -> bytes:
     return (f"Name:\t{p.comm}\nState:\t{_STATE.get(p.state, 'S')}\nTgid:\t{p.pid}\n"
             f"Pid:\t{p.pid}\nPPid:\t{p.ppid}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
-            f"Threads:\t1\n").encode()
+            f"Threads:\t{p.threads}\n").encode()
 
 
 def _fd_dir(px: "Personality", parent: fs.Inode, p: "Process") -> None:
