@@ -56,6 +56,7 @@ from .switch import (UPLINK, ClientPolicy, PolicyError, Port, Switch, SwitchPoli
                      parse_policy)
 
 ETH_HLEN = 14
+ARP = b"\x08\x06"                  # the ethertype whose sender address `l4run net` shows
 ACK_SIGNAL_AT = ps.RING // 4
 UPLINK_CALL_MS = 2_000
 UPLINK_HOLD_S = 1.0
@@ -81,9 +82,12 @@ class Session:
         self.dead = False                    # a signal trigger failed: reap at the next tick
         self.acks_unsignaled = 0
         self.held = False                    # frames for a full uplink left in its TX stream
+        self.seen_ip: str | None = None      # the sender address of its last ARP frame
 
     def counters(self) -> dict[str, Any]:
-        return {"session": self.sid, "label": self.label, "ip": self.pol.ip,
+        """The port's counters; `ip` the image's address, else the one the client's own
+        ARP announced (an address from DHCP: ORe is not told it)."""
+        return {"session": self.sid, "label": self.label, "ip": self.pol.ip or self.seen_ip,
                 **self.port.counters()}
 
 
@@ -251,6 +255,8 @@ class OreServer:
                     port.drop(where)
                     status = ps.DROPPED
                 else:
+                    if frame[12:14] == ARP and frame[22:28] == frame[6:12] and len(frame) >= 42:
+                        s.seen_ip = ".".join(map(str, frame[28:32]))  # what it says it is
                     if up_room is not None and any(p.key == UPLINK for p in where):
                         if not up_room and self._hold():   # the uplink is full: hold the rest
                             s.held = True

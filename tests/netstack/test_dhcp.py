@@ -16,6 +16,7 @@ pings it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -329,6 +330,10 @@ def test_clients_get_distinct_addresses_and_talk_through_ore(booted: str) -> Non
     assert web == [WEB_IP] and cli[0] != WEB_IP and cli[0].startswith("10.0.2.1"), (web, cli)
     got = until("a fetch", lambda: (r := record(rd, "cli", "FETCH")) and "error" not in r and r, 60)
     assert got["intact"] and got["bytes"] == 100000, got
+    # ORe is not told DHCP addresses: `l4run net` shows what each client's ARP announced
+    out = json.loads(l4run("net", "--json", "--run-dir", rd).stdout)
+    ports = {p.get("name"): p for p in out["ore"]["clients"].values()}
+    assert ports["web"]["ip"] == WEB_IP and ports["cli"]["ip"] == cli[0], ports
 
 
 def test_bad_dhcp_messages_do_not_crash_the_server(booted: str) -> None:
