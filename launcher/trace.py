@@ -1,6 +1,6 @@
 """`l4run trace`: record the kernel's IPC trace for a while, write it for Perfetto.
 
-    l4run trace [--duration S] [--tasks A,B] [-o FILE] [--summary] [--run-dir DIR]
+    l4run trace [--duration S] [--tasks A,B] [-o FILE] [--svg FILE] [--summary] [--run-dir DIR]
 
 The launcher holds the kernel capability; `Launcher.cmd_trace` (launcher/system.py) passes
 the control command on as the TRACE system call (kernel/ABI.md): `on` for the duration,
@@ -27,6 +27,9 @@ become Chrome trace-event JSON, which ui.perfetto.dev and chrome://tracing open:
 Pairing (the kernel's contract): a thread has at most one call in flight, so a caller's
 `send` … `reply`/`error` pair by its thread id; a server's delivery and reply pair by
 (server thread, reply id).
+
+`--svg FILE` also draws the trace as a timeline picture (launcher/timeline.py), for where
+Perfetto's UI is not at hand.
 
 `--summary` prints the top talkers (caller → server by calls) and the slowest calls
 instead of writing a file.
@@ -363,9 +366,11 @@ def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
     @click.option("-o", "--output", default="trace.json", show_default=True, help="the trace file")
     @click.option("--summary", is_flag=True, help="print top talkers and slowest calls instead")
     @click.option("--capacity", default=0, type=int, help="the kernel's ring, in events (0: 65536)")
+    @click.option("--svg", "svg_out", default=None, metavar="FILE",
+                  help="also draw the trace as an SVG timeline (launcher/timeline.py)")
     @run_dir_option
     def trace(duration: float, until_key: bool, tasks: str | None, output: str, summary: bool,
-              capacity: int, run_dir: str | None) -> None:
+              capacity: int, svg_out: str | None, run_dir: str | None) -> None:
         """Record the kernel's IPC trace; write Chrome trace-event JSON (open it in ui.perfetto.dev)."""
         rd = find_run_dir(run_dir)
         events, st = record(ask, rd, _until_key if until_key else for_seconds(duration), capacity)
@@ -386,3 +391,8 @@ def register(cli: click.Group, ask: Callable[..., dict[str, Any]],
             json.dump(chrome, f)
         n = sum(1 for e in chrome["traceEvents"] if e["ph"] == "X")
         click.echo(f"{output}: {len(events)} kernel events, {n} slices{dropped}")
+        if svg_out:
+            from .timeline import svg
+            with open(svg_out, "w", encoding="utf-8") as f:
+                f.write(svg(chrome))
+            click.echo(f"{svg_out}: the timeline")
