@@ -57,7 +57,8 @@ def _names(evs: list[dict[str, Any]]) -> tuple[dict[int, str], dict[tuple[int, i
 
 def _depths(slices: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
     """Each slice of one track with its nesting depth (0: outermost)."""
-    out, stack = [], []                  # stack: end times of the open slices
+    out: list[tuple[dict[str, Any], int]] = []
+    stack: list[float] = []              # end times of the open slices
     for s in sorted(slices, key=lambda s: (s["ts"], -s["dur"])):
         while stack and stack[-1] <= s["ts"]:
             stack.pop()
