@@ -83,7 +83,8 @@ def test_call_reaches_every_server_of_the_default_image(tmp_path):
     l4run("boot", DEFAULT, "--detach", "--run-dir", rd, timeout=120)
     try:
         providers = {s: name for name, row in ps(rd).items() for s in row.get("provides") or []}
-        assert set(providers) == set(HARMLESS) | {"hal"}, providers
+        assert set(providers) == set(HARMLESS) | {"hal"}, \
+            f"the default image's services changed (give each new one its cases): {providers}"
         with ThreadPoolExecutor(4) as pool:
             lists = {s: pool.submit(run, rd, s, "--list", "--json") for s in providers}
             wrong = {s: pool.submit(run, rd, f"{s}.{a[0]}", *a[1:]) for s, (a, _) in WRONG.items()}
