@@ -47,6 +47,12 @@ def mem_text(r: int) -> str:
 KINDS = ("holds", "derived", "thread", "bound", "pager", "handler", "irq", "maps")
 
 
+def label_text(label: int) -> str:
+    """A gate's label as shown: decimal while small (an image's labels), hex when it packs
+    fields (moe's session labels are 1 << 40 and up)."""
+    return str(label) if label < 0x10000 else hex(label)
+
+
 def graph(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tasks, edges = [], []
     for row in rows:
@@ -131,7 +137,7 @@ def text(g: dict[str, Any]) -> str:
     for t in g["tasks"]:
         out.append(f"{t['name']} (task {t['id']})")
         for c in t["caps"]:
-            label = f" label {c['label']}" if c["label"] is not None else ""
+            label = f" label {label_text(c['label'])}" if c["label"] is not None else ""
             p = c["parent"]
             src = (f"  ← {names.get(p['task'], p['task'])} slot {p['slot']}" if p else "")
             out.append(f"  {c['slot']:>5}  {c['type']} {c['object']}{label}  "
@@ -148,7 +154,7 @@ def _text_tree(g: dict[str, Any], names: dict[int, str]) -> list[str]:
     def line(key: tuple[int, int], depth: int) -> list[str]:
         c = cap.get(key)
         what = (f"  {c['type']} {c['object']}"
-                + (f" label {c['label']}" if c["label"] is not None else "")
+                + (f" label {label_text(c['label'])}" if c["label"] is not None else "")
                 + f"  {rights_text(c['rights'])}") if c else ""
         mark = "└ " if depth else ""
         lines = [f"  {'  ' * depth}{mark}{names.get(key[0], key[0])} slot {key[1]}{what}"]
@@ -170,11 +176,11 @@ def _text_links(t: dict[str, Any], edges: list[dict[str, Any]], names: dict[int,
         return names.get(int(ident), node) if kind == "task" else node
     me = f"task:{t['id']}"
     out = [f"  thread {th['id']}" + (" (alien)" if th["alien"] else "") for th in t["threads"]]
-    out += [f"  serves gate {s['gate']} label {s['label']} on thread {s['thread']}"
+    out += [f"  serves gate {s['gate']} label {label_text(s['label'])} on thread {s['thread']}"
            for s in t["serves"]]
     out += [f"  thread {e['thread']}: {e['kind']} {who(e['to'])} (gate {e['gate']})"
             for e in edges if e["from"] == me and e["kind"] in ("pager", "handler")]
-    out += [f"  irq {i['irq']} label {i['label']} → thread {i['thread']}" for i in t["irqs"]]
+    out += [f"  irq {i['irq']} label {label_text(i['label'])} → thread {i['thread']}" for i in t["irqs"]]
     out += [f"  maps 0x{m['vaddr']:x} +{m['pages']} pages {m['rights']}"
             + (f" from {names.get(m['from'], m['from'])}" if m["from"] is not None else "")
             for m in t["maps"]]

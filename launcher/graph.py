@@ -48,14 +48,14 @@ def _edge_label(e: dict[str, Any]) -> str:
     if k in ("pager", "handler"):
         return f"{k} of thread {e['thread']}"
     if k in ("bound", "irq"):
-        return f"{k}, label {e['label']} → thread {e['thread']}"
+        return f"{k}, label {caps.label_text(e['label'])} → thread {e['thread']}"
     if k == "maps":
         return f"maps {e['pages']} pages"
     return ""      # holds and derived: the slot rows say it; thread: the cluster says it
 
 
 def _slot_row(c: dict[str, Any]) -> str:
-    label = f" label {c['label']}" if c["label"] is not None else ""
+    label = f" label {caps.label_text(c['label'])}" if c["label"] is not None else ""
     text = f"{c['slot']}: {c['type']} {c['object']}{label}  {caps.rights_text(c['rights'])}"
     return f'<TR><TD PORT="s{c["slot"]}" ALIGN="LEFT">{html.escape(text)}</TD></TR>'
 
@@ -78,7 +78,7 @@ def _object_labels(g: dict[str, Any]) -> dict[str, str]:
     labels = {f"{c['type']}:{c['object']}": c["label"] for t in g["tasks"] for c in t["caps"]
               if c["label"] is not None}
     labels.update({f"gate:{s['gate']}": s["label"] for t in g["tasks"] for s in t["serves"]})
-    return {k: str(v) for k, v in labels.items()}
+    return {k: caps.label_text(v) for k, v in labels.items()}
 
 
 def _end(node: str, slot: Any, ports: set[tuple[str, Any]], side: str) -> str:
