@@ -3,6 +3,9 @@
     l4run boot IMAGE [--detach] [--run-dir DIR]   validate, boot, show a live status table
     l4run ps [--json]                             tasks, pids, state, restarts, CPU, memory, IPC
     l4run top [--once] [--json] [--sort COL]      live: IPC, page faults, CPU% per task per second
+    l4run trace [--duration S] [-o F] [--svg F]   the kernel's IPC trace for Perfetto (and a picture)
+    l4run call TASK.OP [ARG ...] | TASK --list    any declared op of a running server
+    l4run graph [--format text|dot|svg|json]      the capability graph (l4run caps: the same)
     l4run logs TASK [-f]                          a task's stdout/stderr (RUN_DIR/logs/TASK.log)
     l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
     l4run stop|start|restart|kill TASK            control one task
