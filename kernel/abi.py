@@ -80,6 +80,7 @@ class Sys(IntEnum):
     LINUX_ATTACH = 90    # a process we started becomes a task's; the kernel takes its trap
     LINUX_MEM_READ = 91  # read a Linux process's memory (it waits in a trapped call)
     LINUX_MEM_WRITE = 92  # write a Linux process's memory (the payload)
+    LINUX_ADDFD = 93     # a descriptor of the caller's process into a waiting Linux process
 
 
 class Err(IntEnum):
@@ -438,6 +439,12 @@ class LinuxMemWriteArgs(NamedTuple):
     addr: Int
 
 
+class LinuxAddfdArgs(NamedTuple):
+    task: Int               # a Linux task (WRITE), waiting in a trapped call
+    fd: Int                 # a descriptor of the caller's own host process
+    target: Int             # the descriptor number it gets in the Linux process
+
+
 ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.HELLO: HelloArgs,
     Sys.SEND: SendArgs,
@@ -476,6 +483,7 @@ ARGS: dict[Sys, type[tuple[Any, ...]]] = {
     Sys.LINUX_ATTACH: LinuxAttachArgs,
     Sys.LINUX_MEM_READ: LinuxMemReadArgs,
     Sys.LINUX_MEM_WRITE: LinuxMemWriteArgs,
+    Sys.LINUX_ADDFD: LinuxAddfdArgs,
 }
 
 

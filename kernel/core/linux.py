@@ -446,6 +446,45 @@ def mem_write(k: "State", caller: Task, slot: int, addr: int, data: bytes) -> in
     return n
 
 
+# -- LINUX_ADDFD ---------------------------------------------------------------------------
+
+IOCTL_ADDFD = 0x40182103                # SECCOMP_IOCTL_NOTIF_ADDFD: _IOW('!', 3, 24 bytes)
+_ADDFD = struct.Struct("=QIIII")        # seccomp_notif_addfd: id, flags, srcfd, newfd, flags
+_ADDFD_FLAG_SETFD = 1
+
+
+def addfd(k: "State", caller: Task, slot: int, fd: int, target: int) -> int:
+    """Checked LINUX_ADDFD: the caller's descriptor `fd` becomes descriptor `target` of the
+    Linux task's process (close-on-exec), through one of its pending notifications."""
+    if not 0 <= fd < 2 ** 20 or not 0 <= target < 2 ** 20:
+        raise AbiError(Err.INVALID, f"fd {fd} or target {target} out of range")
+    proc = _mem_proc(k, caller, slot, Rights.WRITE)
+    mine = caller.pid if caller.pidfd is not None else caller.peer_pid
+    if mine is None:
+        raise AbiError(Err.INVALID, "the caller's process is not known")
+    try:
+        pidfd = os.pidfd_open(mine)
+    except OSError as e:
+        raise AbiError(Err.INVALID, f"the caller's process: {e.strerror}") from None
+    try:
+        got = int(_libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0))
+    finally:
+        os.close(pidfd)
+    if got < 0:
+        raise AbiError(Err.INVALID, f"descriptor {fd} is not open in the caller's process")
+    # -- checked: act ---------------------------------------------------------------
+    try:
+        for nid in list(proc.pending):
+            req = _ADDFD.pack(nid, _ADDFD_FLAG_SETFD, got, target, os.O_CLOEXEC)
+            try:
+                return fcntl.ioctl(proc.listener.fd, IOCTL_ADDFD, bytearray(req), True)
+            except OSError:
+                continue                    # that notification is gone: another one
+        raise AbiError(Err.PEER_DIED, f"process {proc.pid} waits in no trapped call")
+    finally:
+        os.close(got)
+
+
 # -- the vDSO ------------------------------------------------------------------------------
 
 def _vdso_range(pid: int) -> tuple[int, int] | None:

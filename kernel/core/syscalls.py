@@ -19,7 +19,7 @@ from . import caps, faults, ipc, irq, lifecycle, linux, memory, pagefault, trace
 from ..abi import (CAP_ITEMS, DMA_RANGE, DMA_WRITE, FIRST_FREE_SLOT, MAX_DMA_RANGES, MAX_SLOTS, NEVER, AbiError, CallArgs,
                    CapDeriveArgs, Err, ExitArgs, FactoryInfoArgs, FaultArgs, GateBindArgs,
                    GateCreateArgs, IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs,
-                   KernelInfoArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
+                   KernelInfoArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs, LinuxAddfdArgs,
                    MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, CapDeleteArgs, CapInspectArgs, CapRevokeArgs, ObjDestroyArgs, ObjType, ReplyArgs, ReplyWaitArgs, Rights, SendArgs,
                    Sys, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
@@ -521,6 +521,11 @@ def sys_linux_mem_read(k: "State", th: Thread, a: LinuxMemReadArgs, payload: byt
 def sys_linux_mem_write(k: "State", th: Thread, a: LinuxMemWriteArgs,
                         payload: bytes | None) -> Any:
     return linux.mem_write(k, th.task, a.task, a.addr, payload or b"")
+
+
+@handles(Sys.LINUX_ADDFD)
+def sys_linux_addfd(k: "State", th: Thread, a: LinuxAddfdArgs, payload: bytes | None) -> Any:
+    return linux.addfd(k, th.task, a.task, a.fd, a.target)
 
 
 assert set(TABLE) | {Sys.HELLO} == set(Sys), "every system call has a handler"

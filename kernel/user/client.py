@@ -23,7 +23,7 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
-                   KernelInfoArgs, TraceArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs,
+                   KernelInfoArgs, TraceArgs, LinuxAttachArgs, LinuxMemReadArgs, LinuxMemWriteArgs, LinuxAddfdArgs,
                    MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
@@ -251,6 +251,11 @@ class _Api:
 
     def linux_mem_write(self, task: int, addr: int, data: bytes) -> Any:
         return self._req(LinuxMemWriteArgs(task, addr), data=data if data else None)
+
+    def linux_addfd(self, task: int, fd: int, target: int) -> Any:
+        """Our descriptor `fd` becomes descriptor `target` of Linux task `task`'s process
+        (waiting in a trapped call)."""
+        return self._req(LinuxAddfdArgs(task, fd, target))
 
     # -- memory (kernel.user.vm is the address-space view built on these) ---------------------
     def mem_attach(self, signal: bool = False, task: int = SLOT_TASK) -> Any:

@@ -6,14 +6,17 @@ Ownership: the personality's single serving thread.
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from kernel.user.errors import L4Error, PeerDied
+
 from . import files, fs, tty
 from .files import Open
 from .pipe import BLOCK, Pipe
-from .syscalls import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
+from .syscalls import (CONTINUE, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
                        F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, SIGPIPE,
                        _dirfd, _fsop, _i32, _s64, sys)
 
@@ -588,6 +591,49 @@ def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
         return start
     return _fsop(lambda: px.write(p, a[4], fs.statx_bytes(
         _node(px, p, path, start, follow=not flags & AT_SYMLINK_NOFOLLOW))))
+
+
+# -- file-backed mmap ----------------------------------------------------------------------
+
+PROT_WRITE, MAP_TYPE, MAP_SHARED, MAP_SHARED_VALIDATE = 2, 0xF, 1, 3
+
+
+@sys(9)
+def sys_mmap(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """mmap of a descriptor (an anonymous one runs natively, never here). The host makes
+    the mapping: the file's bytes go into a memfd of ours, the kernel installs it in the
+    process at the descriptor number the program passed (LINUX_ADDFD), and the call is
+    CONTINUEd — the host maps it, MAP_PRIVATE copy-on-write as Linux, SIGBUS past the end.
+    A shared writable mapping would not reach the file: ENODEV (docs/L4LINUX.md)."""
+    fd, prot, flags = _i32(a[4]), a[2], a[3]
+    f = p.fds.get(fd)
+    if f is None:
+        return -errno.EBADF
+    if f.kind == "zero":
+        data = b""                  # /dev/zero: zeros (the memfd is extended below)
+    elif f.kind != "file" or f.node is None:
+        return -errno.ENODEV        # pipes, the terminal: as Linux
+    else:
+        data = bytes(f.node.data)
+    if not f.readable():
+        return -errno.EACCES
+    if flags & MAP_TYPE in (MAP_SHARED, MAP_SHARED_VALIDATE) and prot & PROT_WRITE:
+        return -errno.ENODEV
+    memfd = os.memfd_create("l4linux-mmap", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(memfd, view):]
+        if f.kind == "zero":
+            os.ftruncate(memfd, min(a[1] + a[5], files.MAX_FILE))
+        px.l4.linux_addfd(p.slot, memfd, fd)
+    except (L4Error, OSError) as e:
+        if isinstance(e, PeerDied):
+            raise
+        return -errno.ENOMEM
+    finally:
+        os.close(memfd)
+    return CONTINUE
 
 
 # -- sockets: there is no network in the personality -----------------------------------------

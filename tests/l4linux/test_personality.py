@@ -55,7 +55,7 @@ def _rootfs(tmp: str) -> str:
         subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
         with open(exe, "rb") as f:
             entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
-        for name in ("random_syscalls", "waits", "signals"):
+        for name in ("random_syscalls", "waits", "signals", "mmaps"):
             out = os.path.join(tmp, name)
             subprocess.run(["musl-gcc", "-static", "-O2", "-o", out,
                             os.path.join(HERE, name + ".c")], check=True, timeout=60)
@@ -145,6 +145,19 @@ def test_select_poll_waitid_statx_as_natively(linux: Linux, tmp_path: Any) -> No
                    check=True, timeout=60)
     native = subprocess.run([exe], capture_output=True, timeout=30)
     assert linux.run("/bin/waits") == (native.returncode, native.stdout)
+
+
+def test_file_backed_mmap_as_natively(linux: Linux, tmp_path: Any) -> None:
+    """mmaps.c: MAP_PRIVATE maps of a RAM-fs file (the host maps a memfd the kernel put at
+    the program's descriptor number), copy-on-write, offsets, /dev/zero, Linux's errors."""
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc not installed")
+    exe = str(tmp_path / "mmaps")
+    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "mmaps.c")],
+                   check=True, timeout=60)
+    native = subprocess.run([exe], capture_output=True, timeout=30, cwd=tmp_path)
+    assert native.returncode == 0 and b"mapping X file a" in native.stdout, native
+    assert linux.run("/bin/mmaps", cwd="/tmp") == (0, native.stdout)
 
 
 def test_signals_as_natively(linux: Linux, tmp_path: Any) -> None:
