@@ -336,7 +336,9 @@ def _control(cmd: str, task: str, run_dir: str | None, wait: bool, **args: Any) 
         if cmd == "stop":
             wait_state(rd, [task], ("stopped", "exited", "failed"), (), 10.0)
         elif cmd == "start":
-            wait_state(rd, [task], ("running",), ("failed", "exited"), 30.0)
+            # the launcher makes it "waiting" before it answers: an "exited" seen after
+            # that is this run's own clean end (a task that does its work and returns)
+            wait_state(rd, [task], ("running", "exited"), ("failed",), 30.0)
         elif cmd == "restart":
             wait_state(rd, [task], ("running",), ("failed",), 30.0, since=before)
     click.echo(f"{cmd}: {task}")
