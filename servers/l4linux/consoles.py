@@ -14,7 +14,7 @@ and its exit status, and the session goes.
 
 The terminal's `signal` sends a signal to every process of a process group (`^C`: SIGINT to
 the foreground group), through `Personality.kill` (a handler: the waiting call answers
-EINTR; else the host's default action).
+EINTR; else the host's default action; ^Z's SIGTSTP stops the job, reported to its shell).
 
 Ownership: the personality's single serving thread.
 """
@@ -29,7 +29,7 @@ from kernel.user.rpc import Status, error_answer
 
 from . import fs, process
 from .protocol import LINUX
-from .tty import SIGTSTP, Tty
+from .tty import Tty
 
 if TYPE_CHECKING:
     from kernel.user.rpc import Op
@@ -82,9 +82,7 @@ class Session:
 
 def signal_group(px: "Personality", pgrp: int, sig: int) -> None:
     for q in [q for q in px.procs.by_pid.values() if q.pgid == pgrp and q.state != "zombie"]:
-        if sig == SIGTSTP and q.sigactions.get(sig, 0) <= 1:
-            continue                          # no stops (tty.py): only a handler sees ^Z
-        px.kill(q, sig)
+        px.kill(q, sig)                       # ^Z: a stop, reported to the job's shell
 
 
 def request(px: "Personality", o: "Op", args: list[Any], reply: int) -> None:

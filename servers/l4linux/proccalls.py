@@ -124,16 +124,16 @@ def sys_wait4(px: "Personality", p: "Process", a: list[int]) -> Any:
 
 
 P_ALL, P_PID, P_PGID = 0, 1, 2
-WEXITED, WNOWAIT = 4, 0x01000000
-CLD_EXITED, CLD_KILLED = 1, 2
+WSTOPPED, WEXITED, WCONTINUED, WNOWAIT = 2, 4, 8, 0x01000000
+CLD_EXITED, CLD_KILLED, CLD_STOPPED, CLD_CONTINUED = 1, 2, 5, 6
 
 
 @sys(247)
 def sys_waitid(px: "Personality", p: "Process", a: list[int]) -> Any:
-    """waitid(idtype, id, infop, options, rusage): children that exited (stopped and
-    continued children are never reported: no job-control stops yet)."""
+    """waitid(idtype, id, infop, options, rusage): children that exited, stopped
+    (WSTOPPED) or were continued (WCONTINUED)."""
     idtype, ident, infop, options = a[0], _i32(a[1]), a[2], a[3]
-    if not options & WEXITED or idtype not in (P_ALL, P_PID, P_PGID):
+    if not options & (WEXITED | WSTOPPED | WCONTINUED) or idtype not in (P_ALL, P_PID, P_PGID):
         return -errno.EINVAL
     pid = -1 if idtype == P_ALL else ident if idtype == P_PID else -ident if ident else 0
     got = px.procs.wait(p, pid, options, reap=not options & WNOWAIT)
@@ -142,8 +142,13 @@ def sys_waitid(px: "Personality", p: "Process", a: list[int]) -> Any:
     if isinstance(got, tuple):
         cpid, word = got
         killed = word & 0x7F
-        info = struct.pack("<iiiiiii", SIGCHLD, 0, CLD_KILLED if killed else CLD_EXITED, 0,
-                           cpid, 0, killed or (word >> 8) & 0xFF)
+        if word == process.CONTINUED:
+            code, status = CLD_CONTINUED, 18
+        elif killed == 0x7F:
+            code, status = CLD_STOPPED, (word >> 8) & 0xFF
+        else:
+            code, status = CLD_KILLED if killed else CLD_EXITED, killed or (word >> 8) & 0xFF
+        info = struct.pack("<iiiiiii", SIGCHLD, 0, code, 0, cpid, 0, status)
     elif got == 0:
         info = b""                  # WNOHANG, none yet: si_pid 0
     else:

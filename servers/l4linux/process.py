@@ -23,7 +23,8 @@ from .console import Console
 from .files import FdTable
 from .tty import Tty
 
-WNOHANG = 1
+WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
+CONTINUED = 0xFFFF                  # the wait status word of a continued child
 
 
 def exited(code: int) -> int:
@@ -32,6 +33,10 @@ def exited(code: int) -> int:
 
 def signaled(sig: int) -> int:
     return sig & 0x7F
+
+
+def stopped(sig: int) -> int:
+    return (sig & 0xFF) << 8 | 0x7F
 
 
 def status_code(word: int) -> int:
@@ -66,6 +71,10 @@ class Process:
         self.tids: set[int] = set()     # host tids of its threads seen, but the main one's
         self.masks: dict[int, int] = {} # their signal masks (the main thread's: `sigmask`)
         self.leader_exit: int | None = None    # the main thread's exit() status, others live
+        # Job control (docs/L4LINUX.md "Stops"): the stop signal it is stopped by (0: not
+        # stopped), and the change its parent's wait has not been told yet (a status word).
+        self.stopped = 0
+        self.unreported: int | None = None
         self.last_signal = 0            # the last signal we sent it (its death's likely cause)
         # A fork CONTINUEd, its child not seen yet: the state the child starts from, and
         # when we stop waiting for it (docs/L4LINUX.md "fork").
@@ -129,6 +138,12 @@ class Table:
                 if reap:
                     self.reap(c)
                 return c.pid, c.status
+        for c in mine:                 # a stop (WUNTRACED) or a continue (WCONTINUED)
+            word = c.unreported
+            if word is not None and options & (WCONTINUED if word == CONTINUED else WUNTRACED):
+                if reap:
+                    c.unreported = None
+                return c.pid, word
         if not mine and p.fork_snapshot is None:
             return -10                 # ECHILD
         return 0 if options & WNOHANG else None

@@ -53,7 +53,9 @@ DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.
 MAX_STR = 4096
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
 PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 85, 89, 257, 262, 267, 269, 439, 280, 332})
-SIGKILL, SIGCHLD = 9, 17
+SIGKILL, SIGCHLD, SIGCONT = 9, 17, 18
+STOPS = (19, 20, 21, 22)        # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
+SA_NOCLDSTOP = 1
 ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
 ERESTARTNOINTR = 513    # "always restart"
 # Calls a handled signal ends in EINTR even under SA_RESTART (signal(7)): sleeps, poll,
@@ -237,9 +239,32 @@ class Personality:
     def kill(self, p: process.Process, sig: int, tid: int | None = None) -> None:
         """Send `sig` to `p`'s host process (or its thread `tid`): its handler runs, or the
         host's default action (ending it: its task dies, `message` learns it from the exit
-        notice)."""
-        p.last_signal = sig
+        notice; a stop: `_stop`)."""
+        if sig not in (SIGCONT,) + STOPS:
+            p.last_signal = sig
         self.signal(p, sig, tid)
+        if sig == SIGCONT and p.stopped:
+            self._stop(p, 0)
+        elif (sig in STOPS and p.sigactions.get(sig, 0) == 0 and not p.stopped
+              and (sig == STOPS[0] or not p.sigmask >> (sig - 1) & 1)):
+            self._stop(p, sig)
+
+    def _stop(self, p: process.Process, sig: int) -> None:
+        """`p` stops by `sig` (the default action of a stop signal we sent; 0: SIGCONT
+        continued it). Every signal a Linux process gets comes from us, so we know: its
+        parent's wait4/waitid (WUNTRACED, WCONTINUED) is told and it gets SIGCHLD, unless
+        SA_NOCLDSTOP. The calls of `p` we hold are made again by the host after the stop
+        (-ERESTARTNOINTR): the host can stop a thread only once it is out of its wait."""
+        p.stopped = sig
+        p.unreported = process.stopped(sig) if sig else process.CONTINUED
+        if sig:
+            for b in [b for b in self.blocked if b.p is p]:
+                self.blocked.remove(b)
+                self._answer(b.reply, -ERESTARTNOINTR)
+        parent = self.procs.by_pid.get(p.ppid)
+        if parent is not None and parent.state != "zombie" and not parent.sigflags.get(
+                SIGCHLD, 0) & SA_NOCLDSTOP:
+            self.signal(parent, SIGCHLD)
 
     def signal(self, p: process.Process, sig: int, tid: int | None = None) -> None:
         """Make `sig` pending on `p`'s host process. A call of `p` we hold would not be

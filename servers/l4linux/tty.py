@@ -17,9 +17,8 @@ FIONREAD are `ioctl`'s.
 
 Contracts: `read` answers bytes or `pipe.BLOCK` (nothing to hand out yet: the call is
 retried after the next input); `write` never blocks (what nobody takes is kept up to
-`MAX_OUTPUT` bytes, the oldest dropped). Job-control *stops* are not made: SIGTSTP is sent
-only to processes that handle it (a stopped process would never be reported to its shell:
-the personality does not see host stops; docs/L4LINUX.md, what is left).
+`MAX_OUTPUT` bytes, the oldest dropped). ^Z's SIGTSTP stops the foreground group when it
+does not handle it, and its shell is told (`Personality.kill`: docs/L4LINUX.md "Stops").
 
 Ownership: the personality's single serving thread; `on_output` and `signal` are its
 callbacks (answer a waiting `console_read`; signal a process group).

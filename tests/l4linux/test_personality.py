@@ -55,7 +55,7 @@ def _rootfs(tmp: str) -> str:
         subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
         with open(exe, "rb") as f:
             entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
-        for name in ("random_syscalls", "waits", "signals", "mmaps"):
+        for name in ("random_syscalls", "waits", "signals", "mmaps", "stops"):
             out = os.path.join(tmp, name)
             subprocess.run(["musl-gcc", "-static", "-O2", "-o", out,
                             os.path.join(HERE, name + ".c")], check=True, timeout=60)
@@ -158,6 +158,18 @@ def test_file_backed_mmap_as_natively(linux: Linux, tmp_path: Any) -> None:
     native = subprocess.run([exe], capture_output=True, timeout=30, cwd=tmp_path)
     assert native.returncode == 0 and b"mapping X file a" in native.stdout, native
     assert linux.run("/bin/mmaps", cwd="/tmp") == (0, native.stdout)
+
+
+def test_job_control_stops_as_natively(linux: Linux, tmp_path: Any) -> None:
+    """stops.c: SIGSTOP, SIGTSTP and SIGCONT of a child, reported by wait4 and waitid."""
+    if not shutil.which("musl-gcc"):
+        pytest.skip("musl-gcc not installed")
+    exe = str(tmp_path / "stops")
+    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "stops.c")],
+                   check=True, timeout=60)
+    native = subprocess.run([exe], capture_output=True, timeout=30)
+    assert native.returncode == 0 and b"wait4: stopped by 19\n" in native.stdout, native
+    assert linux.run("/bin/stops") == (0, native.stdout)
 
 
 def test_signals_as_natively(linux: Linux, tmp_path: Any) -> None:
@@ -450,6 +462,44 @@ def test_console_through_a_pseudo_terminal(tmp_path: Any) -> None:
         again.type(b"echo $$; exit 7\r")
         again.expect(r.stdout.strip() + b"\r\n")
         assert again.wait() == 7
+    finally:
+        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
+                       capture_output=True, timeout=60)
+
+
+def test_console_job_control_stops(tmp_path: Any) -> None:
+    """^Z stops the foreground job and ash reports it; `jobs`, `bg`, `fg` and ^C then act
+    on it as on a Linux terminal (docs/L4LINUX.md "Stops")."""
+    rd = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "TERM": "vt100"}
+    l4run = [sys.executable, "-m", "launcher"]
+    subprocess.run([*l4run, "boot", os.path.join(PROJECT_ROOT, "configs", "linux.toml"),
+                    "--detach", "--run-dir", rd], check=True, env=env, cwd=PROJECT_ROOT,
+                   capture_output=True, timeout=60)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
+                 30, "the personality's door")
+        con = _Pty([*l4run, "console", "--run-dir", rd], env)
+        con.expect(b"/ # ")
+        con.type(b"sleep 30\r")
+        time.sleep(1.5)                                 # sleep runs in the foreground
+        con.type(b"\x1a")                               # ^Z: SIGTSTP, a stop
+        assert b"[1]+  Stopped                    sleep 30" in con.expect(b"/ # ", timeout=30)
+        con.type(b"jobs\r")
+        assert b"[1]+  Stopped                    sleep 30" in con.expect(b"/ # ")
+        con.type(b"bg\r")
+        assert b"[1] sleep 30" in con.expect(b"/ # ")
+        con.type(b"jobs\r")
+        assert b"[1]+  Running                    sleep 30" in con.expect(b"/ # ")
+        con.type(b"fg\r")
+        con.expect(b"sleep 30\r\n")
+        time.sleep(1.0)
+        con.type(b"\x03")                               # ^C the job brought back
+        con.expect(b"/ # ", timeout=30)
+        con.type(b"echo st=$?\r")
+        assert b"st=130\r\n" in con.expect(b"/ # ")
+        con.type(b"exit\r")
+        assert con.wait() == 0
     finally:
         subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
                        capture_output=True, timeout=60)
