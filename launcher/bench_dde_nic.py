@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import click
 
+from .netimage import net_image, nic, session, task
+
 FRAME = 1500
 WINDOW = 128                   # frames in flight
 BATCH = 8                      # frames per doorbell / kick (l4nic's TX_BURST: the HAL's IOMMU
@@ -38,47 +40,15 @@ RING = 256
 WARMUP_S = 0.3
 RAW_POLL_S = 0.0002             # the raw driver's poll interval (spinning would starve the HAL)
 
-IMAGE = """
-[system]
-name = "bench-dde-nic"
-ram = "64M"
 
-[memory]
-moe = false
 
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "loopback"
-
-[[device]]
-kind = "nic"
-name = "nic1"
-backend = "loopback"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "bench"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "never"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "bench"
-run = "launcher.bench_dde_nic:bench_task"
-args = ["{duration}"]
-devices = ["nic1"]
-restart = "never"
-[task.caps]
-nic = {{ service = "nic", label = 1 }}
-sigma0 = {{ service = "sigma0", label = 3 }}
-"""
+def machine(duration: float) -> str:
+    """The machine: nic0 for the nic server (one client, the bench task), nic1 the bench's."""
+    return net_image("bench-dde-nic", nics=[nic("nic0"), nic("nic1")],
+                     nic_clients={"1": "bench"}, nic_restart="never", tasks=[
+                         task("bench", "launcher.bench_dde_nic:bench_task", [str(duration)],
+                              devices=["nic1"], caps={**session("nic", 1, "nic"),
+                                                      **session("sigma0", 3, "sigma0")})])
 
 
 def frames(mac: bytes, n: int = WINDOW * 2) -> list[bytes]:
@@ -227,7 +197,7 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
         os.makedirs(rd)
         image = os.path.join(tmp, "bench-nic.toml")
         with open(image, "w") as f:
-            f.write(IMAGE.format(duration=duration))
+            f.write(machine(duration))
         l4run = [sys.executable, "-m", "launcher"]
         subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
                        check=True, capture_output=True, timeout=120)

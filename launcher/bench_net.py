@@ -36,6 +36,7 @@ from typing import Any, Callable
 import click
 
 from .bench_dde_nic import wait_record
+from .netimage import net_image, nic, session, task
 
 WINDOW = 128                   # frames in flight (the RX stream holds 256)
 BATCH = 32                     # frames per send (one kick)
@@ -43,42 +44,17 @@ WARMUP_S = 0.3
 SIZES = (1500, 64)
 MAC1, MAC2 = "02:00:00:00:be:01", "02:00:00:00:be:02"
 
-IMAGE = """
-[system]
-name = "bench-net"
-ram = "64M"
 
-[memory]
-moe = false
 
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic1"
-backend = "loopback"
-
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{{"clients": {{"1": {{"name": "src", "mac": "{mac1}"}}, "2": {{"name": "dst", "mac": "{mac2}"}}}}}}']
-provides = ["ore"]
-restart = "never"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "bench"
-run = "launcher.bench_net:bench_task"
-args = ["{duration}"]
-devices = ["nic1"]
-restart = "never"
-[task.caps]
-net1 = {{ service = "ore", label = 1 }}
-net2 = {{ service = "ore", label = 2 }}
-sigma0 = {{ service = "sigma0", label = 3 }}
-"""
+def machine(duration: float) -> str:
+    """The machine: nic1 (the bench task's own), ORe without uplink, two sessions of the bench."""
+    clients = {"1": {"name": "src", "mac": MAC1}, "2": {"name": "dst", "mac": MAC2}}
+    return net_image("bench-net", nics=[nic("nic1")], ore={"clients": clients},
+                     ore_restart="never", tasks=[
+                         task("bench", "launcher.bench_net:bench_task", [str(duration)],
+                              devices=["nic1"], caps={**session("ore", 1, "net1"),
+                                                      **session("ore", 2, "net2"),
+                                                      **session("sigma0", 3, "sigma0")})])
 
 
 def frames(dst: bytes, src: bytes, size: int, n: int = WINDOW * 2) -> list[bytes]:
@@ -191,7 +167,7 @@ def run_ore(duration: float = 3.0) -> dict[str, Any]:
         os.makedirs(rd)
         image = os.path.join(tmp, "bench-net.toml")
         with open(image, "w") as f:
-            f.write(IMAGE.format(duration=duration, mac1=MAC1, mac2=MAC2))
+            f.write(machine(duration))
         l4run = [sys.executable, "-m", "launcher"]
         subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
                        check=True, capture_output=True, timeout=120)

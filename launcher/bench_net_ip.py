@@ -37,24 +37,15 @@ from typing import Any
 
 import click
 
+from .netimage import ore_server, table, task
+
 TAP, HOST, TASK, TASK_ORE = "l4tap0", "10.0.2.2", "10.0.2.15", "10.0.2.17"
 IMAGE = os.path.join(os.path.dirname(__file__), "..", "configs", "net-tap.toml")
-ORE_PART = """
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{"uplink": "uplink", "clients": {}}']
-provides = ["ore"]
-restart = "on-failure"
-caps = { sigma0 = { service = "sigma0", label = 3 }, uplink = { service = "nic", label = 3 } }
-
-[[task]]
-name = "web-ore"
-run = "servers.netstack.demo:serve"
-args = ["gw=10.0.2.2"]
-restart = "on-failure"
-net = { switch = "ore", ip = "10.0.2.17/24" }
-"""
+# ORe (a nic client, label 3, its uplink) and a server task behind it
+ORE_PART = "\n" + "\n".join([
+    table("task", ore_server({"uplink": "uplink", "clients": {}}, uplink=3, sigma0=3)),
+    table("task", task("web-ore", "servers.netstack.demo:serve", [f"gw={HOST}"],
+                       restart="on-failure", net={"switch": "ore", "ip": f"{TASK_ORE}/24"}))])
 
 
 def _image(path: str) -> None:
@@ -140,9 +131,9 @@ def run_ip(duration: float = 3.0) -> dict[str, Any]:
                 q = _ns(ns, *cmd)
                 if q.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)}: {q.stderr.decode(errors='replace').strip()}")
-            for task in ("web", "web-ore"):
-                if not _wait_log(os.path.join(rd, "logs", f"{task}.log"), "HTTP on 80", 60):
-                    raise RuntimeError(f"the {task} task's stack did not come up within 60 s")
+            for name in ("web", "web-ore"):
+                if not _wait_log(os.path.join(rd, "logs", f"{name}.log"), "HTTP on 80", 60):
+                    raise RuntimeError(f"the {name} task's stack did not come up within 60 s")
             for addr in (TASK, TASK_ORE):
                 _ping_us(ns, addr, 0.5)                       # ARP, caches, warm paths
             out["ping_rtt_us"] = _ping_us(ns, TASK_ORE, duration, out, "ping_rtt")

@@ -12,81 +12,23 @@ and goes on. `l4run down` must leave nothing behind.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable
 
 import pytest
 
+from launcher.netimage import net_image, nic, session, task
 from servers.dde_linux import net
 from tests.launcher.helpers import assert_clean, l4run, ps, system_pids
 from tests.launcher.helpers import task_log as _log, record as _last, until as _until
 
-POLICY = json.dumps({"clients": {"1": {"name": "good"}, "2": {"name": "bad"},
-                                 "3": {"name": "victim"}}})
-IMAGE = f"""
-[system]
-name = "dde-net-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "loopback"
-
-[[device]]
-kind = "nic"
-name = "nic1"
-backend = "loopback"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{POLICY}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "driver"
-run = "tests.dde_linux.net_tasks:driver_check"
-devices = ["nic1"]
-restart = "never"
-caps = {{ sigma0 = {{ service = "sigma0", label = 3 }} }}
-
-[[task]]
-name = "good"
-run = "tests.dde_linux.net_tasks:good"
-restart = "never"
-caps = {{ nic = {{ service = "nic", label = 1 }} }}
-
-[[task]]
-name = "bad"
-run = "tests.dde_linux.net_tasks:bad"
-restart = "never"
-caps = {{ nic = {{ service = "nic", label = 2 }} }}
-
-[[task]]
-name = "victim"
-run = "tests.dde_linux.net_tasks:victim"
-restart = "never"
-caps = {{ nic = {{ service = "nic", label = 3 }} }}
-
-[[task]]
-name = "stranger"
-run = "servers.nic.demo:run"
-args = ["10"]
-restart = "never"
-caps = {{ nic = {{ service = "nic", label = 9 }} }}
-"""
+CLIENTS = {"1": "good", "2": "bad", "3": "victim"}
+IMAGE = net_image("dde-net-test", nics=[nic("nic0"), nic("nic1")], nic_clients=CLIENTS, tasks=[
+    task("driver", "tests.dde_linux.net_tasks:driver_check", devices=["nic1"],
+         caps=session("sigma0", 3, "sigma0")),
+    *(task(name, f"tests.dde_linux.net_tasks:{name}", caps=session("nic", int(label), "nic"))
+      for label, name in CLIENTS.items()),
+    task("stranger", "servers.nic.demo:run", ["10"], caps=session("nic", 9, "nic"))])
 
 
 # -- in-process: sk_buff and net_device ---------------------------------------------------------

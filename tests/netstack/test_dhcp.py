@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Iterator
 
 import pytest
 
+from launcher.netimage import net_image, nic, session, task
 from servers.dhcpd.pool import Pool
 from servers.dhcpd.server import ArgError, DhcpServer, parse_args
 from servers.netstack import MemLink, Stack, dhcp
@@ -35,6 +34,7 @@ from servers.netstack.config import ConfigError, parse
 from tests.launcher.helpers import assert_clean, l4run, ps, system_pids
 from tests.launcher.helpers import record, task_log, until
 from tests.netstack.dhcp_tasks import bad_messages, mutations
+from tests.netns import netns, netns_skip
 
 SRV = "10.0.0.1"
 
@@ -236,68 +236,20 @@ def test_dhcp_and_an_address_together_are_named(extra: str, needle: str) -> None
 
 # -- booted: nic -> ORe -> dhcpd and its clients ------------------------------------------------
 WEB_MAC, WEB_IP = "02:00:00:00:00:50", "10.0.2.80"
-IMAGE = f"""
-[system]
-name = "dhcp-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "loopback"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "ore"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{{"uplink": "uplink", "clients": {{}}}}']
-provides = ["ore"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 3 }}, uplink = {{ service = "nic", label = 1 }} }}
-
-[[task]]
-name = "dhcpd"
-run = "servers.dhcpd.server:main"
-args = ["pool=10.0.2.100-10.0.2.199/24", "router=10.0.2.2", "lease=30",
-        "host={WEB_MAC},{WEB_IP}", "report=1"]
-restart = "on-failure"
-net = {{ switch = "ore", ip = "10.0.2.3/24" }}
-
-[[task]]
-name = "web"
-run = "servers.netstack.demo:serve"
-restart = "on-failure"
-net = {{ switch = "ore", dhcp = true, mac = "{WEB_MAC}" }}
-
-[[task]]
-name = "cli"
-run = "servers.netstack.demo:fetch"
-args = ["url={WEB_IP}:80/bytes/100000", "size=100000", "every=1"]
-restart = "on-failure"
-net = {{ switch = "ore", dhcp = true }}
-
-[[task]]
-name = "mallory"
-run = "tests.netstack.dhcp_tasks:mallory"
-args = ["ip=10.0.2.9/24", "server=10.0.2.3", "rounds=200"]
-restart = "never"
-net = {{ switch = "ore" }}
-"""
+IMAGE = net_image(
+    "dhcp-test", nics=[nic("nic0")], nic_clients={"1": "ore"},
+    ore={"uplink": "uplink", "clients": {}}, ore_uplink=1, tasks=[
+        task("dhcpd", "servers.dhcpd.server:main",
+             ["pool=10.0.2.100-10.0.2.199/24", "router=10.0.2.2", "lease=30",
+              f"host={WEB_MAC},{WEB_IP}", "report=1"], restart="on-failure",
+             net={"switch": "ore", "ip": "10.0.2.3/24"}),
+        task("web", "servers.netstack.demo:serve", restart="on-failure",
+             net={"switch": "ore", "dhcp": True, "mac": WEB_MAC}),
+        task("cli", "servers.netstack.demo:fetch",
+             [f"url={WEB_IP}:80/bytes/100000", "size=100000", "every=1"], restart="on-failure",
+             net={"switch": "ore", "dhcp": True}),
+        task("mallory", "tests.netstack.dhcp_tasks:mallory",
+             ["ip=10.0.2.9/24", "server=10.0.2.3", "rounds=200"], net={"switch": "ore"})])
 GOT = re.compile(r": (\d+\.\d+\.\d+\.\d+)/24 from DHCP server 10\.0\.2\.3")
 
 
@@ -369,40 +321,10 @@ def test_a_restarted_server_keeps_serving(booted: str) -> None:
 
 # -- the host's DHCP server: busybox udhcpd on the host side of a TAP device -------------------
 TAP = "l4dhcp0"
-TAP_IMAGE = f"""
-[system]
-name = "dhcp-tap-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "tap"
-tap = "{TAP}"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "web"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "web"
-run = "servers.netstack.demo:serve"
-args = ["dhcp", "mac=02:00:00:0a:00:20"]
-restart = "never"
-caps = {{ net = {{ service = "nic", label = 1 }} }}
-"""
+TAP_IMAGE = net_image(
+    "dhcp-tap-test", nics=[nic("nic0", "tap", tap=TAP)], nic_clients={"1": "web"}, tasks=[
+        task("web", "servers.netstack.demo:serve", ["dhcp", "mac=02:00:00:0a:00:20"],
+             caps=session("nic", 1))])
 UDHCPD_CONF = """start 10.0.2.120
 end 10.0.2.130
 interface {tap}
@@ -415,34 +337,11 @@ option lease 60
 """
 
 
-def _tap_skip() -> str | None:
-    from hal.cable import tap_available
-    if not tap_available():
-        return "needs root and /dev/net/tun"
-    for tool in ("ip", "ping", "busybox"):
-        if shutil.which(tool) is None:
-            return f"needs the host tool {tool!r}"
-    name = f"l4probe{os.getpid()}"
-    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
-        return "cannot create a network namespace"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
-
-
-def _ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                       timeout=120)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-TAP_SKIP = _tap_skip()
+TAP_SKIP = netns_skip("ip", "ping", "busybox")
 
 
 @pytest.mark.skipif(TAP_SKIP is not None, reason=str(TAP_SKIP))
 def test_a_task_gets_its_address_from_the_hosts_udhcpd(tmp_path: Any) -> None:
-    ns = f"l4dh{os.getpid()}"
     rd = str(tmp_path / "run")
     os.makedirs(rd)
     image = str(tmp_path / "tap.toml")
@@ -451,41 +350,17 @@ def test_a_task_gets_its_address_from_the_hosts_udhcpd(tmp_path: Any) -> None:
     with open(tmp_path / "udhcpd.conf", "w") as f:
         f.write(UDHCPD_CONF.format(tap=TAP, dir=tmp_path))
     (tmp_path / "udhcpd.leases").touch()
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    server: subprocess.Popen[str] | None = None
-    pids: set[int] = set()
-    shm_before = set(os.listdir("/dev/shm"))
-    booted = False
-    try:
-        _ns(ns, "ip", "link", "set", "lo", "up")
-        _ns(ns, sys.executable, "-m", "launcher", "boot", image, "--detach", "--run-dir", rd)
-        booted = True
-        pids = system_pids(rd)
-        until(f"the HAL's {TAP}", lambda: _ns(ns, "ip", "link", "show", TAP,
-                                              check=False).returncode == 0, 30)
-        _ns(ns, "ip", "addr", "add", "10.0.2.2/24", "dev", TAP)
-        _ns(ns, "ip", "link", "set", TAP, "up")
-        server = subprocess.Popen(["ip", "netns", "exec", ns, "busybox", "udhcpd", "-f",
-                                   str(tmp_path / "udhcpd.conf")], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+    with netns("l4dh") as ns:
+        ns.boot(image, rd)
+        ns.tap_up(TAP, "10.0.2.2/24", timeout=30)
+        ns.start("busybox", "udhcpd", "-f", str(tmp_path / "udhcpd.conf"),
+                 stderr=subprocess.STDOUT)
         got = until("web's address from udhcpd",
                     lambda: re.findall(r": (\d+\.\d+\.\d+\.\d+)/24 from DHCP server 10\.0\.2\.2",
                                        task_log(rd, "web")), 60)
         addr = got[0]
         assert addr.startswith("10.0.2.12") or addr == "10.0.2.130", addr
-        p = _ns(ns, "ping", "-c", "4", "-W", "5", addr, check=False)   # a loaded machine:
-        got_back = re.search(r" (\d+) received", p.stdout)             # one may come late
+        p = ns.run("ping", "-c", "4", "-W", "5", addr, timeout=120, check=False)   # a loaded
+        got_back = re.search(r" (\d+) received", p.stdout)          # machine: one may come late
         assert got_back and int(got_back.group(1)) >= 2, p.stdout + task_log(rd, "web")
         assert "gateway 10.0.2.2" in task_log(rd, "web")
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait(10)
-            if server.stdout is not None:
-                server.stdout.close()
-        if booted:
-            l4run("down", "--run-dir", rd, check=False)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                        text=True).stdout
-    assert_clean(rd, pids, shm_before)

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from launcher.netimage import net_image, nic, session, task
 from servers.netstack import MemLink, Stack
 from servers.netstack import tcp, wire
 from servers.netstack.demo import body
@@ -197,46 +198,13 @@ def test_tcp_transfer_through_loss_corruption_duplicates(pair: Any) -> None:
 
 # -- in a booted machine: two tasks' stacks on one loopback NIC ----------------------------------
 SIZE = 1 << 20
-IMAGE = f"""
-[system]
-name = "netstack-loop-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "loopback"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "serve"}}, "2": {{"name": "fetch"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "serve"
-run = "servers.netstack.demo:serve"
-args = ["ip=10.0.3.1/24", "mac=02:00:00:00:03:01", "report=0.5"]
-restart = "never"
-caps = {{ net = {{ service = "nic", label = 1 }} }}
-
-[[task]]
-name = "fetch"
-run = "servers.netstack.demo:fetch"
-args = ["ip=10.0.3.2/24", "mac=02:00:00:00:03:02", "url=10.0.3.1:80/bytes/{SIZE}", "size={SIZE}"]
-restart = "never"
-caps = {{ net = {{ service = "nic", label = 2 }} }}
-"""
+IMAGE = net_image(
+    "netstack-loop-test", nics=[nic("nic0")], nic_clients={"1": "serve", "2": "fetch"}, tasks=[
+        task("serve", "servers.netstack.demo:serve",
+             ["ip=10.0.3.1/24", "mac=02:00:00:00:03:01", "report=0.5"], caps=session("nic", 1)),
+        task("fetch", "servers.netstack.demo:fetch",
+             ["ip=10.0.3.2/24", "mac=02:00:00:00:03:02", f"url=10.0.3.1:80/bytes/{SIZE}",
+              f"size={SIZE}"], caps=session("nic", 2))])
 
 
 def _fetches(rd: str) -> list[dict[str, Any]]:

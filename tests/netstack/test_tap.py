@@ -16,77 +16,30 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from typing import Any, Iterator
 
 import pytest
 
-from hal.cable import tap_available
+from launcher.netimage import net_image, nic, ore_server, session, task
 from servers.netstack.demo import body
-from tests.launcher.helpers import assert_clean, l4run, system_pids
 from tests.launcher.helpers import task_log as _log, record as _last, until as _until
+from tests.netns import in_ns, netns as namespace, netns_skip
 
 TAP = "l4tap0"
 HOST, WEB, REACH, WEB_ORE = "10.0.2.2", "10.0.2.15", "10.0.2.16", "10.0.2.17"
-IMAGE = f"""
-[system]
-name = "netstack-tap-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "tap"
-tap = "{TAP}"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "web"}}, "2": {{"name": "reach"}}, "3": {{"name": "ore"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "web"
-run = "servers.netstack.demo:serve"
-args = ["ip={WEB}/24", "gw={HOST}", "mac=02:00:00:0a:00:0f"]
-restart = "never"
-caps = {{ net = {{ service = "nic", label = 1 }} }}
-
-[[task]]
-name = "reach"
-run = "servers.netstack.demo:reach"
-args = ["ip={REACH}/24", "mac=02:00:00:0a:00:10", "ping={HOST}", "udp={HOST}:9001",
-        "tcp={HOST}:9000", "wait=40"]
-restart = "never"
-caps = {{ net = {{ service = "nic", label = 2 }} }}
-
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{{"uplink": "uplink", "clients": {{}}}}']
-provides = ["ore"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 3 }}, uplink = {{ service = "nic", label = 3 }} }}
-
-[[task]]
-name = "web-ore"
-run = "servers.netstack.demo:serve"
-args = ["gw={HOST}"]
-restart = "never"
-net = {{ switch = "ore", ip = "{WEB_ORE}/24" }}
-"""
+IMAGE = net_image(
+    "netstack-tap-test", nics=[nic("nic0", "tap", tap=TAP)],
+    nic_clients={"1": "web", "2": "reach", "3": "ore"}, tasks=[
+        task("web", "servers.netstack.demo:serve", [f"ip={WEB}/24", f"gw={HOST}", "mac=02:00:00:0a:00:0f"],
+             caps=session("nic", 1)),
+        task("reach", "servers.netstack.demo:reach",
+             [f"ip={REACH}/24", "mac=02:00:00:0a:00:10", f"ping={HOST}", f"udp={HOST}:9001",
+              f"tcp={HOST}:9000", "wait=40"], caps=session("nic", 2)),
+        ore_server({"uplink": "uplink", "clients": {}}, uplink=3, sigma0=3),
+        task("web-ore", "servers.netstack.demo:serve", [f"gw={HOST}"],
+             net={"switch": "ore", "ip": f"{WEB_ORE}/24"})])
 
 # the host side's servers, run inside the namespace: TCP 9000 answers a line, UDP 9001 a datagram
 HOST_SERVERS = r"""
@@ -107,74 +60,26 @@ while True:
 """
 
 
-def _can_netns() -> str | None:
-    if not tap_available():
-        return "needs root and /dev/net/tun"
-    for tool in ("ip", "ping", "curl"):
-        if shutil.which(tool) is None:
-            return f"needs the host tool {tool!r} (iputils-ping, curl, iproute2)"
-    name = f"l4probe{os.getpid()}"
-    p = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if p.returncode != 0:
-        return f"cannot create a network namespace: {p.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
-
-
-SKIP = _can_netns()
+SKIP = netns_skip("ip", "ping", "curl")
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                       timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 @pytest.fixture(scope="module")
 def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    ns = f"l4ns{os.getpid()}"
     base = tmp_path_factory.mktemp("netstack-tap")
     rd = str(base / "run")
     os.makedirs(rd)
     image = str(base / "netstack-tap.toml")
     with open(image, "w") as f:
         f.write(IMAGE)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    host: subprocess.Popen[str] | None = None
-    pids: set[int] = set()
-    shm_before = set(os.listdir("/dev/shm"))
-    booted = False
-    try:
-        in_ns(ns, "ip", "link", "set", "lo", "up")
-        host = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", HOST_SERVERS],
-                                stdout=subprocess.PIPE, text=True)
+    with namespace("l4ns") as ns:
+        host = ns.start(sys.executable, "-c", HOST_SERVERS)
         assert host.stdout is not None and host.stdout.readline().strip() == "READY"
-        in_ns(ns, sys.executable, "-m", "launcher", "boot", image, "--detach", "--run-dir", rd,
-              timeout=120)
-        booted = True
-        pids = system_pids(rd)
-        _until(f"the HAL's {TAP}", lambda: in_ns(ns, "ip", "link", "show", TAP, check=False).returncode == 0)
-        in_ns(ns, "ip", "addr", "add", f"{HOST}/24", "dev", TAP)
-        in_ns(ns, "ip", "link", "set", TAP, "up")
-        for task in ("web", "web-ore"):
-            _until(f"the {task} task's stack", lambda: "HTTP on 80" in _log(rd, task))
-        yield {"ns": ns, "rd": rd}
-    finally:
-        if booted:
-            l4run("down", "--run-dir", rd, check=False)
-        if host is not None:
-            host.kill()
-            host.wait(10)
-            if host.stdout is not None:
-                host.stdout.close()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                        text=True).stdout
-        if booted:
-            assert_clean(rd, pids, shm_before)
+        ns.boot(image, rd)
+        ns.tap_up(TAP, f"{HOST}/24", timeout=20)
+        for name in ("web", "web-ore"):
+            _until(f"the {name} task's stack", lambda: "HTTP on 80" in _log(rd, name))
+        yield {"ns": ns.name, "rd": rd}
 
 
 @pytest.mark.parametrize("addr", [WEB, WEB_ORE], ids=["nic", "ore"])

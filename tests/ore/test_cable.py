@@ -19,73 +19,30 @@ from typing import Iterator
 
 import pytest
 
+from launcher.netimage import net_image, nic, task
 from tests.launcher.helpers import assert_clean, l4run, system_pids, wait_for
 from tests.launcher.helpers import task_log as _log, record as _report
 
 SERVER, REACH, FETCH = "10.0.3.1", "10.0.3.2", "10.0.3.3"
 SIZE = 1 << 20
 
-MACHINE = """
-[system]
-name = "cable-{side}"
-ram = "64M"
 
-[memory]
-moe = false
+def machine(side: str, n: int, port: int, peer: int) -> str:
+    """Machine `side`'s image: its UDP cable end, nic, ORe and its tasks."""
+    return net_image(f"cable-{side}", nics=[nic("nic0", "udp", port=port, peer=f"127.0.0.1:{peer}",
+                                              mac=f"02:00:00:03:0{n}:00")],
+                     nic_clients={"1": "ore"}, nic_restart="never",
+                     ore={"name": f"ore-{side}", "uplink": "uplink", "clients": {}}, ore_uplink=1,
+                     ore_restart="never", tasks=TASKS[side])
 
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "udp"
-port = {port}
-peer = "127.0.0.1:{peer}"
-mac = "02:00:00:03:0{n}:00"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "ore"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "never"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{{"name": "ore-{side}", "uplink": "uplink", "clients": {{}}}}']
-provides = ["ore"]
-restart = "never"
-caps = {{ sigma0 = {{ service = "sigma0", label = 3 }}, uplink = {{ service = "nic", label = 1 }} }}
-"""
 
 TASKS = {
-    "a": f"""
-[[task]]
-name = "web"
-run = "servers.netstack.demo:serve"
-restart = "never"
-net = {{ switch = "ore", ip = "{SERVER}/24", mac = "02:00:00:03:01:01" }}
-""",
-    "b": f"""
-[[task]]
-name = "reach"
-run = "servers.netstack.demo:reach"
-args = ["ping={SERVER}", "wait=60"]
-restart = "never"
-net = {{ switch = "ore", ip = "{REACH}/24", mac = "02:00:00:03:02:02" }}
-
-[[task]]
-name = "fetch"
-run = "servers.netstack.demo:fetch"
-args = ["url={SERVER}:80/bytes/{SIZE}", "size={SIZE}"]
-restart = "never"
-net = {{ switch = "ore", ip = "{FETCH}/24", mac = "02:00:00:03:02:03" }}
-""",
+    "a": [task("web", "servers.netstack.demo:serve",
+               net={"switch": "ore", "ip": f"{SERVER}/24", "mac": "02:00:00:03:01:01"})],
+    "b": [task("reach", "servers.netstack.demo:reach", [f"ping={SERVER}", "wait=60"],
+               net={"switch": "ore", "ip": f"{REACH}/24", "mac": "02:00:00:03:02:02"}),
+          task("fetch", "servers.netstack.demo:fetch", [f"url={SERVER}:80/bytes/{SIZE}", f"size={SIZE}"],
+               net={"switch": "ore", "ip": f"{FETCH}/24", "mac": "02:00:00:03:02:03"})],
 }
 
 
@@ -113,7 +70,7 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             os.makedirs(rd)
             image = str(base / f"cable-{side}.toml")
             with open(image, "w") as f:
-                f.write(MACHINE.format(side=side, n=n, port=port, peer=peer) + TASKS[side])
+                f.write(machine(side, n, port, peer))
             l4run("boot", image, "--detach", "--run-dir", rd, timeout=120)
             rds[side] = rd
             pids[side] = system_pids(rd)

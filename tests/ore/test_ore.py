@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from launcher.netimage import net_image, nic, session, task
 from servers.ore.switch import derive_mac
 from tests.launcher.helpers import assert_clean, l4run, ps, system_pids
 from tests.launcher.helpers import task_log as _log, record as _last, until as _until
@@ -33,50 +34,10 @@ TASKS = {"alice": ("peer", ["ping", BOB], 1), "bob": ("peer", ["echo"], 2),
 
 
 def _image() -> str:
-    out = [f"""
-[system]
-name = "ore-test"
-ram = "64M"
-
-[memory]
-moe = false
-
-[[device]]
-kind = "pic"
-name = "pic"
-
-[[device]]
-kind = "nic"
-name = "nic0"
-backend = "loopback"
-
-[[task]]
-name = "nic"
-run = "servers.nic.server:main"
-args = ['{{"clients": {{"1": {{"name": "ore"}}}}}}']
-devices = ["nic0"]
-provides = ["nic"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
-
-[[task]]
-name = "ore"
-run = "servers.ore.server:main"
-args = ['{POLICY}']
-provides = ["ore"]
-restart = "on-failure"
-caps = {{ sigma0 = {{ service = "sigma0", label = 3 }}, uplink = {{ service = "nic", label = 1 }} }}
-"""]
-    for name, (fn, args, label) in TASKS.items():
-        out.append(f"""
-[[task]]
-name = "{name}"
-run = "tests.ore.ore_tasks:{fn}"
-args = {json.dumps(args)}
-restart = "never"
-caps = {{ net = {{ service = "ore", label = {label} }} }}
-""")
-    return "".join(out)
+    return net_image("ore-test", nics=[nic("nic0")], nic_clients={"1": "ore"},
+                     ore=json.loads(POLICY), ore_uplink=1, tasks=[
+                         task(name, f"tests.ore.ore_tasks:{fn}", args, caps=session("ore", label))
+                         for name, (fn, args, label) in TASKS.items()])
 
 
 def _net(rd: str) -> dict[str, Any]:
