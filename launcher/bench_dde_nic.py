@@ -24,9 +24,12 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -189,23 +192,8 @@ def bench_task(l4: Any, duration: str = "3.0") -> int:
 
 def run_nic(duration: float = 3.0) -> dict[str, Any]:
     """Boot, run the bench task, read its result; the system is taken down either way."""
-    from kernel.user.testing import PROJECT_ROOT
-    import subprocess
-    import sys
-    with tempfile.TemporaryDirectory(prefix="l4py-bench-nic-") as tmp:
-        rd = os.path.join(tmp, "run")
-        os.makedirs(rd)
-        image = os.path.join(tmp, "bench-nic.toml")
-        with open(image, "w") as f:
-            f.write(machine(duration))
-        l4run = [sys.executable, "-m", "launcher"]
-        subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
-                       check=True, capture_output=True, timeout=120)
-        try:
-            res = wait_record(os.path.join(rd, "logs", "bench.log"), "NIC-BENCH", 60 + 3 * duration)
-        finally:
-            subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
-                           capture_output=True, timeout=120)
+    with booted(machine(duration), "nic") as (_, rd):
+        res = wait_record(os.path.join(rd, "logs", "bench.log"), "NIC-BENCH", 60 + 3 * duration)
     raw, srv = res.get("raw", {}), res.get("server", {})
     out = {"nic_frames_per_s": srv.get("frames_per_s", 0),
            "nic_raw_frames_per_s": raw.get("frames_per_s", 0), "nic_frame_bytes": FRAME,
@@ -220,6 +208,28 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
     if "error" in res:
         out["nic_error"] = res["error"]
     return out
+
+
+@contextmanager
+def booted(image: str, tag: str) -> Iterator[tuple[list[str], str]]:
+    """Boot the image text `image` from a temporary directory (l4py-bench-`tag`-*); yields the
+    l4run command and the run directory; the system is taken down and the directory removed
+    on the way out, whatever happened."""
+    from kernel.user.testing import PROJECT_ROOT
+    with tempfile.TemporaryDirectory(prefix=f"l4py-bench-{tag}-") as tmp:
+        rd = os.path.join(tmp, "run")
+        os.makedirs(rd)
+        path = os.path.join(tmp, f"bench-{tag}.toml")
+        with open(path, "w") as f:
+            f.write(image)
+        l4run = [sys.executable, "-m", "launcher"]
+        subprocess.run([*l4run, "boot", path, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
+                       check=True, capture_output=True, timeout=120)
+        try:
+            yield l4run, rd
+        finally:
+            subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
+                           capture_output=True, timeout=120)
 
 
 def wait_record(log: str, prefix: str, timeout: float) -> dict[str, Any]:

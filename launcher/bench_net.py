@@ -28,14 +28,12 @@ import json
 import os
 import struct
 import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 import click
 
-from .bench_dde_nic import wait_record
+from .bench_dde_nic import booted, wait_record
 from .netimage import net_image, nic, session, task
 
 WINDOW = 128                   # frames in flight (the RX stream holds 256)
@@ -161,23 +159,10 @@ def _ore_cpu(l4run: list[str], rd: str) -> float | None:
 
 def run_ore(duration: float = 3.0) -> dict[str, Any]:
     """Boot, run the bench task, read its result; the system is taken down either way."""
-    from kernel.user.testing import PROJECT_ROOT
-    with tempfile.TemporaryDirectory(prefix="l4py-bench-net-") as tmp:
-        rd = os.path.join(tmp, "run")
-        os.makedirs(rd)
-        image = os.path.join(tmp, "bench-net.toml")
-        with open(image, "w") as f:
-            f.write(machine(duration))
-        l4run = [sys.executable, "-m", "launcher"]
-        subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
-                       check=True, capture_output=True, timeout=120)
-        try:
-            cpu0 = _ore_cpu(l4run, rd)
-            res = wait_record(os.path.join(rd, "logs", "bench.log"), "NET-BENCH", 60 + 4 * duration)
-            cpu1 = _ore_cpu(l4run, rd)
-        finally:
-            subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
-                           capture_output=True, timeout=120)
+    with booted(machine(duration), "net") as (l4run, rd):
+        cpu0 = _ore_cpu(l4run, rd)
+        res = wait_record(os.path.join(rd, "logs", "bench.log"), "NET-BENCH", 60 + 4 * duration)
+        cpu1 = _ore_cpu(l4run, rd)
     big, small, raw = res.get("ore_1500", {}), res.get("ore_64", {}), res.get("raw", {})
     out: dict[str, Any] = {
         "ore_frames_per_s": big.get("frames_per_s", 0),
