@@ -386,8 +386,8 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
             bg.kill()
             bg.wait()
     finally:
-        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
-                       capture_output=True, timeout=60)
+        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
 
 
 class _Pty:
@@ -463,8 +463,8 @@ def test_console_through_a_pseudo_terminal(tmp_path: Any) -> None:
         again.expect(r.stdout.strip() + b"\r\n")
         assert again.wait() == 7
     finally:
-        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
-                       capture_output=True, timeout=60)
+        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
 
 
 def test_console_job_control_stops(tmp_path: Any) -> None:
@@ -501,5 +501,5 @@ def test_console_job_control_stops(tmp_path: Any) -> None:
         con.type(b"exit\r")
         assert con.wait() == 0
     finally:
-        subprocess.run([*l4run, "down", "--run-dir", rd], env=env, cwd=PROJECT_ROOT,
-                       capture_output=True, timeout=60)
+        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
