@@ -43,6 +43,7 @@ def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
     # trace_overhead: a ratio (noise can make it negative on a loaded machine); the traced
     # rounds really were recorded: each call is at least a send, a delivery and a reply.
     assert isinstance(res["trace_overhead"], float) and res["trace"]["on_rtt_us"] > 0
+    assert 0 <= res["trace_off_overhead"] < 1 and res["trace"]["events_per_round_trip"] > 0
     assert res["trace"]["events"] >= 3 * 2 * 30 and res["trace"]["dropped"] == 0, res["trace"]
     for tag in ("direct", "relay", "kernel", "remote"):
         for size in (64, 4096):
