@@ -420,18 +420,20 @@ def _read_toml(path: str) -> dict:
         raise ImageError([f"{path}: -: cannot read: {e.strerror}"]) from None
 
 
-def _tasks(c: _Checker, data: dict) -> list[TaskSpec]:
+def _tasks(c: _Checker, data: dict, path: str) -> list[TaskSpec]:
     raw = data.get("task", [])
     if not isinstance(raw, list):
         c.bad("task", "tasks must be given as [[task]] tables")
         return []
+    from .linux import section_tasks          # [linux]: the personality's task tables
+    raw = raw + section_tasks(c, data, path)
     return [t for i, d in enumerate(raw) if (t := c.task(i, d)) is not None]
 
 
 def parse_image(data: dict, path: str) -> Image:
     c = _Checker(path)
-    for k in sorted(set(data) - {"system", "task", "device", "memory"}):
-        c.bad(k, "unknown top-level key (known: system, task, device, memory)")
+    for k in sorted(set(data) - {"system", "task", "device", "memory", "linux"}):
+        c.bad(k, "unknown top-level key (known: system, task, device, memory, linux)")
     system = data.get("system", {})
     if not isinstance(system, dict):
         c.bad("system", "[system] must be a table")
@@ -458,7 +460,7 @@ def parse_image(data: dict, path: str) -> Image:
             uids = parse_uids(system["uids"])
         except ValueError as e:
             c.bad("system.uids", str(e))
-    tasks = _tasks(c, data)
+    tasks = _tasks(c, data, path)
     for i, t in enumerate(tasks):
         if not t.remote:
             continue
@@ -468,7 +470,7 @@ def parse_image(data: dict, path: str) -> Image:
         if t.memory is not None or t.devices:
             c.bad(f"{where}.remote", "a remote task cannot have memory or devices "
                                      "(they are this machine's RAM)")
-    if not tasks and "task" in data:
+    if not tasks and ("task" in data or "linux" in data):
         pass
     elif not tasks and "device" not in data:
         c.bad("task", "the image has no [[task]] (and no [[device]])")
@@ -550,7 +552,7 @@ def check_snippet(data: dict, path: str, services: dict[str, str],
         why = ("a snippet joins a running system, whose [system] was set when it booted"
                if k == "system" else "unknown top-level key in a snippet")
         c.bad(k, f"{why} (known: task, route)")
-    tasks = _tasks(c, data)
+    tasks = _tasks(c, data, path)
     for i, t in enumerate(tasks):
         if t.devices:       # io's policy is fixed at boot (launcher/devices.py)
             c.bad(f"task[{i}] ({t.name}).devices", "an attached task cannot be given devices "

@@ -55,6 +55,76 @@ def build_rootfs(busybox: str = "/bin/busybox", skeleton: str | None = None) -> 
     return initramfs.write([e._replace(ino=0) for e in entries])
 
 
+LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget")
+LINUX_RUN = "servers.l4linux.server:main"
+
+
+def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[str, Any]]:
+    """The image's `[linux]` table (or `[[linux]]` tables, one personality each) as the task
+    tables they stand for; a mistake is reported through `c` naming `linux.KEY`:
+
+        [linux]
+        name = "linux"                 # the personality's task (default "linux")
+        rootfs = "build/linux/rootfs.cpio"   # a newc archive, relative to the image
+                                       # (default: that file if `l4run mkrootfs` made it,
+                                       # else one built from /bin/busybox at boot)
+        init = "echo up; cat /etc/motd"   # started at boot and after every restart: a
+                                       # line for sh -c, or argv as a list
+        door = true                    # `l4run linux run` and `l4run console` reach it
+        quota = 8192                   # kernel objects (each Linux process is a task)
+        restart = "on-failure"         # and restart_budget = "5/60s", priority: as [[task]]
+    """
+    raw = data.get("linux")
+    if raw is None:
+        return []
+    tables = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, d in enumerate(tables):
+        where = f"linux[{i}]" if isinstance(raw, list) else "linux"
+        if not isinstance(d, dict):
+            c.bad(where, "[linux] must be a table (or [[linux]] tables, one per personality)")
+            continue
+        for k in sorted(set(d) - set(LINUX_KEYS)):
+            c.bad(f"{where}.{k}", f"unknown key (known: {', '.join(LINUX_KEYS)})")
+        task: dict[str, Any] = {"name": d.get("name", DEFAULT_TASK), "run": LINUX_RUN,
+                                "args": _section_args(c, d, where, image_path),
+                                "quota": d.get("quota", 8192),
+                                "restart": d.get("restart", "on-failure"),
+                                "restart_budget": d.get("restart_budget", "5/60s")}
+        if "priority" in d:
+            task["priority"] = d["priority"]
+        out.append(task)
+    return out
+
+
+def _section_args(c: Any, d: dict[str, Any], where: str, image_path: str) -> list[str]:
+    args: list[str] = []
+    if "rootfs" in d:
+        rootfs = d["rootfs"]
+        if not isinstance(rootfs, str) or not rootfs:
+            c.bad(f"{where}.rootfs", f"expected a file name, got {rootfs!r}")
+        else:
+            full = rootfs if os.path.isabs(rootfs) else os.path.join(
+                os.path.dirname(os.path.abspath(image_path)), rootfs)
+            if not os.path.isfile(full):
+                c.bad(f"{where}.rootfs", f"{full}: no such file (l4run mkrootfs -o FILE "
+                                         f"makes one)")
+            args += ["--rootfs", full]
+    door_on = d.get("door", True)
+    if not isinstance(door_on, bool):
+        c.bad(f"{where}.door", f"expected true or false, got {door_on!r}")
+    elif door_on:
+        args.append("--door")
+    init = d.get("init")
+    if isinstance(init, str):
+        args += ["--init", "sh", "-c", init]
+    elif isinstance(init, list) and init and all(isinstance(a, str) for a in init):
+        args += ["--init", *init]
+    elif init is not None:
+        c.bad(f"{where}.init", f"expected a command line or a list of strings, got {init!r}")
+    return args
+
+
 def door(run_dir: str, task: str) -> str:
     from servers.l4linux.control import SOCK_NAME
     return os.path.join(run_dir, "scratch", task, SOCK_NAME)

@@ -168,3 +168,39 @@ def test_restart_backoff_values(tmp_path):
                  'run = "servers.hello.server:serve"\nrestart_backoff = "soon"\n')
     with pytest.raises(ImageError, match=r"task\[0\] \(t\)\.restart_backoff: expected"):
         load_image(path)
+
+
+def test_the_linux_section_stands_for_the_personality_task(tmp_path):
+    """`[linux]` is the personality's task (launcher/linux.py): its keys become the task's
+    arguments, a rootfs relative to the image, `[[linux]]` for several; mistakes name the
+    section's key."""
+    write(str(tmp_path / "root.cpio"), "")
+    path = write(str(tmp_path / "img.toml"), '''
+[system]
+name = "lx"
+[[linux]]
+init = "echo up"
+rootfs = "root.cpio"
+[[linux]]
+name = "second"
+init = ["sh", "-c", "true"]
+door = false
+quota = 512
+''')
+    tasks = {t.name: t for t in load_image(path).tasks}
+    assert tasks["linux"].run == "servers.l4linux.server:main" and tasks["linux"].quota == 8192
+    assert tasks["linux"].args == ["--rootfs", str(tmp_path / "root.cpio"), "--door",
+                                   "--init", "sh", "-c", "echo up"]
+    assert tasks["second"].args == ["--init", "sh", "-c", "true"] and tasks["second"].quota == 512
+    text = "\n".join(problems(tmp_path, '''
+[system]
+name = "lx"
+[linux]
+init = 3
+door = "yes"
+rootfs = "missing.cpio"
+colour = "red"
+'''))
+    for needle in ("linux.init: expected a command line", "linux.door: expected true or false",
+                   "missing.cpio: no such file", "linux.colour: unknown key"):
+        assert needle in text, f"{needle!r} not in:\n{text}"
