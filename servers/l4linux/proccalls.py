@@ -189,12 +189,14 @@ def sys_kill(px: "Personality", p: "Process", a: list[int]) -> Any:
 def _kill_thread(px: "Personality", live: list["Process"], tgid: int | None, tid: int,
                  sig: int) -> Any:
     """A signal to thread `tid` (of process `tgid`, if given): the main thread's tid is the
-    pid; another's is a host tid we saw call."""
-    q = next((q for q in live if q.pid == tid or tid in q.tids), None)
+    pid, or its host tid (what the native set_tid_address told libc: musl's raise and
+    abort name the thread by it, and after an execve it is not the pid); another's is a
+    host tid we saw call."""
+    q = next((q for q in live if tid in (q.pid, q.host_pid) or tid in q.tids), None)
     if q is None or (tgid is not None and q.pid != tgid):
         return -errno.ESRCH
     if sig:
-        px.kill(q, sig, q.host_pid if tid == q.pid else tid)
+        px.kill(q, sig, q.host_pid if tid in (q.pid, q.host_pid) else tid)
     return 0
 
 

@@ -92,6 +92,10 @@ class Personality:
         self.sleepers: dict[int, float] = {}               # thread -> when its sleep ends
         self.held: tuple[int, bytes, int] | None = None    # an answer for the next REPLY_WAIT
         self.consoles: dict[int, consoles.Session] = {}    # `l4run console` (consoles.py)
+        # Our own host children (`spawn`: every loaded program) -> their host wait status
+        # once reaped (None: not yet): the exact status of a Linux process that ends
+        # without exit_group ("Crash statuses" in docs/L4LINUX.md).
+        self.children: dict[int, int | None] = {}
 
     # -- memory of a process (through the kernel) -------------------------------------------
     def read(self, p: process.Process, addr: int, n: int) -> bytes:
@@ -165,7 +169,9 @@ class Personality:
         of `p`: its ignored signals and its mask carry over, as Linux keeps them."""
         name = os.path.basename(argv[0].decode(errors="replace")) if argv else "linux"
         ignored = [s for s, h in p.sigactions.items() if h == syscalls.SIG_IGN] if p else []
-        return loader.start(image, argv, envp, name, ignored, p.sigmask if p else 0)
+        pid = loader.start(image, argv, envp, name, ignored, p.sigmask if p else 0)
+        self.children[pid] = None
+        return pid
 
     def attach(self, slot: int, pid: int) -> None:
         deadline = time.monotonic() + 5.0
@@ -197,9 +203,10 @@ class Personality:
             self.attach(new.slot, pid)
         except BaseException:
             os.kill(pid, SIGKILL)
+            self.children.pop(pid, None)
             raise
         finally:
-            _reap_children()
+            self._reap()
         return p
 
     def _dev(self, name: bytes) -> fs.Inode | None:
@@ -222,18 +229,20 @@ class Personality:
         except L4Error as e:
             p.sigmask = mask
             os.kill(pid, SIGKILL)
-            _reap_children()
+            self.children.pop(pid, None)
+            self._reap()
             print(f"[l4linux] execve of {path!r} failed: {e}", file=sys.stderr, flush=True)
             return -errno.ENOMEM
         p.state = "loading"
         p.fds.exec()
         p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
         p.argv, p.exe = argv, exe
+        self.children.pop(p.host_pid, None)  # the old image's end is nobody's status
         p.host_pid, p.threads = pid, 1       # the other threads went with the old image
         p.tids, p.masks = set(), {}
         p.sigactions = {s: h for s, h in p.sigactions.items() if h == syscalls.SIG_IGN}
         p.sigflags = {}
-        _reap_children()
+        self._reap()
         return 0                            # nobody reads it: the old image is gone
 
     def kill(self, p: process.Process, sig: int, tid: int | None = None) -> None:
@@ -248,6 +257,35 @@ class Personality:
         elif (sig in STOPS and p.sigactions.get(sig, 0) == 0 and not p.stopped
               and (sig == STOPS[0] or not p.sigmask >> (sig - 1) & 1)):
             self._stop(p, sig)
+
+    def _reap(self) -> None:
+        _reap_children(self.children)
+
+    def _death_status(self, p: process.Process) -> int:
+        """The wait status word of `p`, whose task died without exit_group. A program we
+        loaded runs in a host child of ours: its host wait status is exact (a signal's,
+        without the core flag; an exit's). The death notice may come before we reaped
+        it: the kernel saw its pidfd readable, so it has ended and waitpid returns at
+        once (bounded all the same: the personality never hangs on a process). A fork
+        that did not execve is a host child of its parent's host process, whose status
+        the host tells nobody else: the last signal we sent it, else SIGKILL."""
+        if p.host_pid in self.children:
+            status = self.children.pop(p.host_pid)
+            deadline = time.monotonic() + 2.0
+            while status is None and time.monotonic() < deadline:
+                try:
+                    pid, word = os.waitpid(p.host_pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    status = word
+                else:
+                    time.sleep(0.001)
+            if status is not None and os.WIFSIGNALED(status):
+                return process.signaled(os.WTERMSIG(status))
+            if status is not None and os.WIFEXITED(status):
+                return process.exited(os.WEXITSTATUS(status))
+        return process.signaled(p.last_signal or SIGKILL)
 
     def _stop(self, p: process.Process, sig: int) -> None:
         """`p` stops by `sig` (the default action of a stop signal we sent; 0: SIGCONT
@@ -314,6 +352,7 @@ class Personality:
                     pass
 
     def exit(self, p: process.Process, word: int) -> None:
+        self.children.pop(p.host_pid, None)     # its status is `word` now
         self.procs.exit(p, word, self._sigchld)
 
     def _sigchld(self, p: process.Process) -> None:
@@ -372,10 +411,8 @@ class Personality:
             body = msg.body()
             p = self.procs.by_task.get(body.get("task_id"))
             if p is not None and p.state != "zombie":
-                # it ended without exit_group: killed (SIGKILL, or a crash: the host does not
-                # tell us which signal; docs/L4LINUX.md)
-                self.exit(p, process.signaled(p.last_signal or SIGKILL))
-            _reap_children()
+                self.exit(p, self._death_status(p))    # it ended without exit_group
+            self._reap()
             if msg.reply:
                 self.l4.reply(msg.reply)
         elif msg.proto == LINUX.tag and msg.label != EXC_LABEL and msg.reply:
@@ -538,15 +575,18 @@ class Personality:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _reap_children() -> None:
-    """Our own host children that ended (loaders replaced or killed)."""
+def _reap_children(children: dict[int, int | None]) -> None:
+    """Reap our own host children that ended (loaders replaced or killed, programs that
+    ended); the status of one in `children` is kept there."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if pid in children:
+            children[pid] = status
 
 
 # Where `l4run mkrootfs` writes by default (inside the project: a sandboxed task may read it).
