@@ -25,6 +25,22 @@ that fires injects its fault:
     crash      (armed by the "crash" op, per task) the task's next system call that sends is
                answered PROTOCOL; the task library raises inside the task's own code.
 
+A rule armed with `linux` set faults the Linux system calls the kernel forwards to a
+personality (kernel/core/linux.py) instead of task messages: `gate` is the handler's
+exception gate (or every handler), `sender` the Linux task, `nr` optionally the system-call
+numbers it may fault. Its kinds:
+
+    delay      the call reaches the handler `delay_ms` (+ 0..`jitter_ms`) later; the Linux
+               thread waits in its trapped call meanwhile, as behind a slow personality.
+    error      the kernel answers the trapped call itself with -`errno` (default EINTR: an
+               interrupted call, the failure a Linux program is written to expect; EIO,
+               EAGAIN... if the plan says so); the handler never sees the call. Calls Linux
+               never fails (exit, the get*id family, ...) are not failed: `linux.py` says
+               which (`UNFAILING`).
+
+Neither faults the kernel's own announcements: a fork child's first call (it tells the
+handler of the new task) and the loader's execveat of its image.
+
 Contracts:
 - Only messages sent by tasks are faulted; the kernel's own messages (exit notices, alien
   reports, page faults) are never touched, so supervision keeps working under chaos.
@@ -43,18 +59,20 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import ipc, trace
 from ..abi import NEVER, AbiError, Err, ObjType, Rights, encode_ok, unpack
-from .objects import KObject, Task, Thread, TState
+from .objects import Gate, KObject, Task, Thread, TState
 
 if TYPE_CHECKING:
     from .ipc import SendRecord
     from .state import State
 
-KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout", "crash")
-RULE_KINDS = KINDS[:-1]
+KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout", "crash", "error")
+RULE_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout")
+LINUX_KINDS = ("delay", "error")
+EINTR = 4
 LOG_MAX = 10_000
 MAX_RULES = 256
 _FAIL = -2            # a held message whose send timeout ends before its delay: TIMEOUT
@@ -62,7 +80,7 @@ _FAIL = -2            # a held message whose send timeout ends before its delay:
 
 class Rule:
     __slots__ = ("id", "kind", "gate", "sender", "prob", "count", "hits", "rng", "seed",
-                 "delay_ms", "jitter_ms", "nbytes", "armed_at")
+                 "delay_ms", "jitter_ms", "nbytes", "armed_at", "linux", "errno", "nrs")
 
     def __init__(self, rid: int, kind: str, gate: int | None, sender: int | None, prob: float,
                  count: int, seed: int, delay_ms: int, jitter_ms: int, nbytes: int) -> None:
@@ -71,16 +89,22 @@ class Rule:
         self.rng = random.Random(seed)
         self.delay_ms, self.jitter_ms, self.nbytes = delay_ms, jitter_ms, nbytes
         self.armed_at = time.time()
+        self.linux = False                  # faults forwarded Linux calls, not messages
+        self.errno = EINTR                  # error: the answer is -errno
+        self.nrs: frozenset[int] | None = None     # Linux calls it may fault (None: any)
 
     def describe(self) -> dict[str, Any]:
         return {"rule": self.id, "kind": self.kind, "gate": self.gate, "sender": self.sender,
                 "probability": self.prob, "count": self.count, "hits": self.hits,
                 "seed": self.seed, "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms,
-                "bytes": self.nbytes}
+                "bytes": self.nbytes, "linux": self.linux, "errno": self.errno,
+                "nr": sorted(self.nrs) if self.nrs is not None else None}
 
 
 # gate id (None: every gate) -> rules, in arming order. Empty: no fault is armed.
 ARMED: dict[int | None, list[Rule]] = {}
+# The same for rules on forwarded Linux calls (handler gate id, None: every handler).
+LINUX_ARMED: dict[int | None, list[Rule]] = {}
 # Senders held by a delay -> (their record, the send timeout left after the hold, or _FAIL).
 HELD: dict[Thread, tuple["SendRecord", int]] = {}
 STATS: dict[str, int] = {k: 0 for k in KINDS}
@@ -132,14 +156,47 @@ def _consume(rule: Rule) -> None:
 
 
 def _disarm(rule: Rule) -> None:
-    rules = ARMED.get(rule.gate)
+    table = LINUX_ARMED if rule.linux else ARMED
+    rules = table.get(rule.gate)
     if rules is not None and rule in rules:
         rules.remove(rule)
         if not rules:
-            del ARMED[rule.gate]
+            del table[rule.gate]
 
 
-def _record(kind: str, rule: Rule | None, rec: "SendRecord | None", **detail: Any) -> None:
+def intercept_linux(k: "State", gate: Gate | None, task: Task, nr: int, may_fail: bool,
+                    deliver: Callable[[], None], answer: Callable[[int], None]) -> bool:
+    """Called by `linux` for a trapped call of Linux task `task` on its way to handler
+    `gate`, when Linux rules are armed. Answers True when a fault took the call over: it
+    is `deliver`ed later (delay) or `answer`ed with -errno now (error, only if
+    `may_fail`)."""
+    rule = None
+    for key in (gate.id if gate is not None else None, None):
+        for r in LINUX_ARMED.get(key, ()):
+            if ((r.sender is None or r.sender == task.id) and (r.nrs is None or nr in r.nrs)
+                    and (r.kind != "error" or may_fail) and r.rng.random() < r.prob):
+                rule = r
+                break
+        if rule is not None or key is None:
+            break
+    if rule is None:
+        return False
+    _consume(rule)
+    receiver = gate.thread.task.name if gate is not None and gate.thread is not None else None
+    where = {"gate": gate.id if gate is not None else None, "sender": task.name,
+             "receiver": receiver, "nr": nr, "linux": True}
+    if rule.kind == "delay":
+        ms = rule.delay_ms + (rule.rng.randint(0, rule.jitter_ms) if rule.jitter_ms else 0)
+        _record("delay", rule, None, task.id, **where, delay_ms=ms)
+        k.timers.later(ms, deliver)
+    else:
+        _record("error", rule, None, task.id, **where, errno=rule.errno)
+        answer(-rule.errno)
+    return True
+
+
+def _record(kind: str, rule: Rule | None, rec: "SendRecord | None", sender_id: int = 0,
+            **detail: Any) -> None:
     STATS[kind] += 1
     _seq[0] += 1
     entry: dict[str, Any] = {"seq": _seq[0], "ts": time.time(), "kind": kind,
@@ -152,7 +209,7 @@ def _record(kind: str, rule: Rule | None, rec: "SendRecord | None", **detail: An
     LOG.append(entry)
     if trace.ON:
         trace.chaos(kind, {**entry, "sender": rec.sender.task.id if rec is not None
-                           and rec.sender is not None else 0})
+                           and rec.sender is not None else sender_id})
 
 
 def _resend(k: "State", rec: "SendRecord", timeout: int) -> None:
@@ -315,10 +372,14 @@ def _new_id() -> int:
     return rid
 
 
+def _armed() -> list[Rule]:
+    return [r for table in (ARMED, LINUX_ARMED) for rules in table.values() for r in rules]
+
+
 def _arm(rule: Rule) -> Rule:
-    if sum(len(r) for r in ARMED.values()) >= MAX_RULES:
+    if len(_armed()) >= MAX_RULES:
         raise AbiError(Err.QUOTA, f"{MAX_RULES} fault rules are armed already; remove some")
-    ARMED.setdefault(rule.gate, []).append(rule)
+    (LINUX_ARMED if rule.linux else ARMED).setdefault(rule.gate, []).append(rule)
     return rule
 
 
@@ -342,18 +403,41 @@ def _gate_id(th: Thread, spec: dict[str, Any]) -> int | None:
     return _num(spec, "gate", 0, 1, 1 << 62)
 
 
+def _nrs(spec: dict[str, Any]) -> frozenset[int] | None:
+    nrs = spec.get("nr")
+    if nrs is None:
+        return None
+    nrs = [nrs] if type(nrs) is int else nrs
+    if not isinstance(nrs, list) or not nrs or not all(type(n) is int and 0 <= n < 1024
+                                                        for n in nrs):
+        raise AbiError(Err.INVALID, f"fault spec 'nr' must be a system-call number 0..1023 "
+                                    f"or a non-empty list of them, got {spec.get('nr')!r}")
+    return frozenset(nrs)
+
+
 def _add(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     kind = spec.get("kind")
-    if kind not in RULE_KINDS:
-        raise AbiError(Err.INVALID, f"fault kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
+    linux = spec.get("linux", False)
+    if type(linux) is not bool:
+        raise AbiError(Err.INVALID, f"fault spec 'linux' must be a bool, got {linux!r}")
+    kinds = LINUX_KINDS if linux else RULE_KINDS
+    if kind not in kinds:
+        raise AbiError(Err.INVALID, f"fault kind {kind!r} is not one of {', '.join(kinds)}"
+                                    + (" (for Linux calls)" if linux else ""))
+    if not linux and ("nr" in spec or "errno" in spec):
+        raise AbiError(Err.INVALID, "fault spec 'nr' and 'errno' are for Linux rules "
+                                    "('linux': true)")
+    nrs, err = _nrs(spec), _num(spec, "errno", EINTR, 1, 4095)
     gate = _gate_id(th, spec)
     sender = spec.get("sender")
     if sender is not None:
         sender = _num(spec, "sender", 0, 1, 1 << 62)
-    rule = Rule(_new_id(), kind, gate, sender, _num(spec, "probability", 1.0, 0.0, 1.0, float),
+    rule = Rule(_new_id(), str(kind), gate, sender,
+                _num(spec, "probability", 1.0, 0.0, 1.0, float),
                 _num(spec, "count", 1, 0, 1 << 31), _num(spec, "seed", 0, 0, 1 << 62),
                 _num(spec, "delay_ms", 10, 0, 60_000), _num(spec, "jitter_ms", 0, 0, 60_000),
                 _num(spec, "bytes", 1, 1, 4096))
+    rule.linux, rule.errno, rule.nrs = linux, err, nrs
     return _arm(rule).describe()
 
 
@@ -371,14 +455,14 @@ def _crash_op(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
 
 def _remove(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
     rid = spec.get("rule")
-    gone = [r for rules in ARMED.values() for r in rules if rid is None or r.id == rid]
+    gone = [r for r in _armed() if rid is None or r.id == rid]
     for r in gone:
         _disarm(r)
     return len(gone)
 
 
 def _list(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
-    return {"rules": [r.describe() for rules in ARMED.values() for r in rules], **summary()}
+    return {"rules": [r.describe() for r in _armed()], **summary()}
 
 
 def _log(k: "State", th: Thread, spec: dict[str, Any]) -> Any:
@@ -409,8 +493,8 @@ def control(k: "State", th: Thread, op: str, raw: bytes) -> Any:
 def summary() -> dict[str, Any]:
     """Counts for KERNEL_INFO: injections per kind, rules armed, senders held."""
     return {"injected": dict(STATS), "total": sum(STATS.values()),
-            "armed": sum(len(r) for r in ARMED.values()), "held": len(HELD)}
+            "armed": len(_armed()), "held": len(HELD)}
 
 
-__all__ = ["KINDS", "RULE_KINDS", "ARMED", "HELD", "intercept", "release", "control",
-           "summary", "crash"]
+__all__ = ["KINDS", "RULE_KINDS", "LINUX_KINDS", "ARMED", "LINUX_ARMED", "HELD", "intercept",
+           "intercept_linux", "release", "control", "summary", "crash"]

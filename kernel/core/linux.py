@@ -31,6 +31,10 @@ Contracts:
   vDSO's clock functions are overwritten with `syscall` stubs (`_untime_vdso`), so
   clock_gettime, gettimeofday, time and clock_getres trap like any call. Fork children
   inherit the patched pages.
+- Chaos (`faults.intercept_linux`, docs/CHAOS.md): a rule armed for Linux calls may hold a
+  trapped call before it goes to the handler (delay) or answer it here with -errno
+  (error; never a call in `UNFAILING`). A fork child's first call and the loader's
+  execveat (the kernel's announcements) are never faulted.
 
 Ownership: the kernel's event-loop thread only (`ready` and `reap` are called by the
 transport's loop).
@@ -46,7 +50,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from . import ipc, lifecycle, trace
+from . import faults, ipc, lifecycle, trace
 from ..abi import (LINUX_MEM_MAX, LINUX_USER_TOP, AbiError, Err, LinuxSyscall, LinuxVerdict,
                    ObjType, Rights, unpack)
 from .objects import Gate, Task
@@ -65,6 +69,10 @@ FLAG_CONTINUE = 1
 _LISTENER_LINK = "anon_inode:seccomp notify"
 _ENOSYS = -errno.ENOSYS
 _EXECVEAT = 322
+# System calls Linux never fails (an injected error would be no Linux result: getpid
+# answering -4 is a pid of -4): exit, exit_group, getpid, getppid, gettid, the get*id
+# family, getpgrp, umask, sched_yield, sync, alarm.
+UNFAILING = frozenset({60, 231, 39, 110, 186, 102, 104, 107, 108, 111, 95, 24, 162, 37})
 # The vDSO functions that read the clock, and the system call each becomes.
 VDSO_TRAPS = {b"__vdso_clock_gettime": 228, b"__vdso_gettimeofday": 96, b"__vdso_time": 201,
               b"__vdso_clock_getres": 229}
@@ -335,6 +343,7 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
     if proc.untime:
         proc.untime = False
         _untime_vdso(k, proc)
+    announce = not proc.reported or (proc.loader and nr == _EXECVEAT)
     parent = 0 if proc.reported else proc.parent
     proc.reported = True
     msg = LinuxSyscall(task.name, task.id, proc.slot, parent, proc.pid, tid, nr, args, ip)
@@ -362,6 +371,19 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
             k.log(f"{task.name}: no handler answered system call {nr} ({reason}): killed")
             lifecycle.destroy(k, task, f"its handler is gone ({reason})")
 
+    if faults.LINUX_ARMED and not announce:
+        def deliver() -> None:               # a delay ended
+            if nid in proc.pending and task.alive:
+                ipc.kernel_send(k, handler, msg, task.threads[0].priority, verdict, gone)
+
+        def answer(value: int) -> None:      # an injected error: the kernel answers
+            if nid in proc.pending:
+                proc.pending.discard(nid)
+                lx.stats["linux_answers"] += 1
+                _send(proc.listener.fd, nid, value, 0)
+
+        if faults.intercept_linux(k, handler, task, nr, nr not in UNFAILING, deliver, answer):
+            return              # a chaos rule took the call over (kernel/core/faults.py)
     ipc.kernel_send(k, handler, msg, task.threads[0].priority, verdict, gone)
 
 

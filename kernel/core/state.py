@@ -57,20 +57,31 @@ class Wire(Protocol):
 
 
 class Timers:
-    """Timeouts: a heap of (deadline, seq, thread, token); stale entries are skipped."""
+    """Timeouts: a heap of (deadline, seq, thread, token); stale entries are skipped. And
+    calls to make later (`later`: a chaos delay of a call no thread sends, kernel/core/
+    faults.py), a heap of (deadline, seq, function)."""
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, Thread, int]] = []
+        self.calls: list[tuple[float, int, Callable[[], None]]] = []
         self.seq = itertools.count()
 
     def add(self, timeout_ms: int, thread: Thread, token: int) -> None:
         heapq.heappush(self.heap, (time.monotonic() + timeout_ms / 1000.0, next(self.seq),
                                    thread, token))
 
+    def later(self, timeout_ms: int, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.calls, (time.monotonic() + timeout_ms / 1000.0, next(self.seq), fn))
+
     def next_ms(self) -> int:
-        if not self.heap:
+        heap, calls = self.heap, self.calls
+        if calls:
+            first = min(heap[0][0], calls[0][0]) if heap else calls[0][0]
+        elif heap:
+            first = heap[0][0]
+        else:
             return -1
-        return max(0, int((self.heap[0][0] - time.monotonic()) * 1000) + 1)
+        return max(0, int((first - time.monotonic()) * 1000) + 1)
 
     def due(self) -> list[Thread]:
         now = time.monotonic()
@@ -79,6 +90,13 @@ class Timers:
             _, _, thread, token = heapq.heappop(self.heap)
             if thread.token == token and thread.alive:
                 out.append(thread)
+        return out
+
+    def due_calls(self) -> list[Callable[[], None]]:
+        now = time.monotonic()
+        out = []
+        while self.calls and self.calls[0][0] <= now:
+            out.append(heapq.heappop(self.calls)[2])
         return out
 
 

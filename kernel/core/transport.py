@@ -401,6 +401,9 @@ class Transport:
                     self._guard(self._process_died, sock)
             for thread in timers.due():
                 self._guard(self._expire, thread)
+            if timers.calls:
+                for fn in timers.due_calls():
+                    self._guard(fn)
             if linux_fds or k.linux.by_pid:
                 self._guard(linux.reap, k)
 

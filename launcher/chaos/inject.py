@@ -284,6 +284,22 @@ class Injector:
         self._count("rules_armed")
         return {"rules": ids, "gates": [r["gate"] for r in rules]}
 
+    def _do_linux(self, inj: Injection) -> Any:
+        """A kernel rule on every personality's Linux calls (docs/CHAOS.md "Linux system
+        calls"), removed after `for`."""
+        p = inj.params
+        spec: dict[str, Any] = {"kind": inj.kind.removeprefix("linux_"), "linux": True,
+                "probability": p["probability"], "count": p["count"], "seed": p["seed"],
+                **{k: p[k] for k in ("delay_ms", "errno", "nr") if k in p}}
+        rule = self.sys.fault("add", spec)
+        rule = rule[0] if isinstance(rule, list) else rule
+        ids = [rule["rule"]]
+        self.later.append((time.time() + p["for"], f"disarm {ids}", lambda: self._disarm(ids)))
+        self._count("rules_armed")
+        return {"rules": ids}
+
+    _do_linux_delay = _do_linux_error = _do_linux
+
     def _disarm(self, ids: list[int]) -> None:
         for rid in ids:
             try:

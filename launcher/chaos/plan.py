@@ -18,7 +18,10 @@ from typing import Any
 TASK_KINDS = ("kill", "crash", "stop", "cont", "cpu_hog", "mem_hog")
 IPC_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout")
 DEVICE_KINDS = ("device",)
-KINDS = TASK_KINDS + IPC_KINDS + DEVICE_KINDS
+# Kernel rules on the Linux system calls forwarded to L4Linux personalities (docs/CHAOS.md
+# "Linux system calls"): every personality's processes, `nr` limits the calls.
+LINUX_KINDS = ("linux_delay", "linux_error")
+KINDS = TASK_KINDS + IPC_KINDS + DEVICE_KINDS + LINUX_KINDS
 MAX_HOG_S = 60.0
 MAX_HOG_MIB = 1024
 INVARIANTS = {"kernel_up": True, "restart": True, "call_timeouts": True,
@@ -26,7 +29,7 @@ INVARIANTS = {"kernel_up": True, "restart": True, "call_timeouts": True,
 TABLES = ("chaos", "fault", "schedule", "invariants", "check", "load", "history")
 FAULT_KEYS = {"kind", "tasks", "task", "services", "service", "gates", "devices", "device",
               "weight", "probability", "count", "delay", "bytes", "for", "mib", "knobs", "reset",
-              "at"}
+              "at", "errno", "nr"}
 
 
 class PlanError(Exception):
@@ -49,6 +52,8 @@ class FaultSpec:
     count: int = 1
     delay_ms: tuple[int, int] = (10, 10)
     nbytes: int = 1
+    errno: int = 4                  # linux_error: the answer is -errno (EINTR)
+    nrs: list[int] = field(default_factory=list)         # linux_*: the calls (none: any)
     duration: float = 1.0           # stop, hogs, IPC rules, device knobs: how long
     mib: int = 64                   # mem_hog
     knobs: dict[str, Any] = field(default_factory=dict)   # device
@@ -124,6 +129,8 @@ def _fault(d: Any, where: str, problems: list[str]) -> FaultSpec | None:
         problems.append(f"{where}: hogs are bounded to {MAX_HOG_S:g}s and {MAX_HOG_MIB} MiB")
     if kind == "device" and not f.knobs:
         problems.append(f"{where}.knobs: a device fault sets HAL knobs (e.g. {{error_rate = 0.1}})")
+    if kind in LINUX_KINDS and (f.tasks or f.services or f.gates or f.devices):
+        problems.append(f"{where}: Linux faults hit every personality's calls (scope: nr)")
     if kind in IPC_KINDS and f.tasks and not f.services and not f.gates:
         problems.append(f"{where}: IPC faults are scoped by services or gates, not tasks")
     return f
@@ -149,6 +156,13 @@ def _fault_fields(f: FaultSpec, d: dict[str, Any], where: str) -> None:
     if f.delay_ms[0] > f.delay_ms[1]:
         raise ValueError(f"{where}.delay: [min, max] with min <= max")
     f.nbytes = int(d.get("bytes", 1))
+    f.errno = int(d.get("errno", 4))
+    if not 1 <= f.errno <= 4095:
+        raise ValueError(f"{where}.errno: must be 1..4095")
+    nrs = d.get("nr", [])
+    f.nrs = [nrs] if isinstance(nrs, int) else nrs
+    if not (isinstance(f.nrs, list) and all(type(n) is int and 0 <= n < 1024 for n in f.nrs)):
+        raise ValueError(f"{where}.nr: a system-call number 0..1023 or a list of them")
     f.duration = seconds(d.get("for", 1.0), f"{where}.for")
     f.mib = int(d.get("mib", 64))
     f.knobs, f.reset = dict(d.get("knobs", {})), dict(d.get("reset", {}))

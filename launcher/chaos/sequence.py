@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .plan import IPC_KINDS, TASK_KINDS, FaultSpec, Plan
+from .plan import IPC_KINDS, LINUX_KINDS, TASK_KINDS, FaultSpec, Plan
 
 
 @dataclass
@@ -39,6 +39,8 @@ def _targets(f: FaultSpec, tasks: list[str], services: list[str]) -> list[str]:
     if f.kind in IPC_KINDS:
         return [f"gate:{g}" for g in sorted(f.gates)] + \
                [f"service:{s}" for s in sorted(f.services or ([] if f.gates else services))]
+    if f.kind in LINUX_KINDS:
+        return ["linux:"]
     return [f"device:{d}" for d in sorted(f.devices)] or ["device:"]
 
 
@@ -50,6 +52,16 @@ def _params(f: FaultSpec, rng: random.Random) -> dict[str, Any]:
             p["delay_ms"] = rng.randint(*f.delay_ms)
         if f.kind == "corrupt":
             p["bytes"] = f.nbytes
+        return p
+    if f.kind in LINUX_KINDS:
+        p = {"probability": f.probability, "count": f.count, "seed": rng.getrandbits(32),
+             "for": f.duration}
+        if f.kind == "linux_delay":
+            p["delay_ms"] = rng.randint(*f.delay_ms)
+        else:
+            p["errno"] = f.errno
+        if f.nrs:
+            p["nr"] = sorted(f.nrs)
         return p
     if f.kind in ("stop", "cpu_hog"):
         return {"for": f.duration}
