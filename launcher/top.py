@@ -123,6 +123,9 @@ def _live(ask: Ask, rd: str, prev: dict[str, Any], interval: float, by: str) -> 
     terminal (a pipe, a log) print one table per interval instead, like top -b."""
     from rich.console import Console
     from rich.live import Live
+
+    from .trace import interrupts
+    interrupts()                            # ^C quits, even if our shell ignored it
     tty = sys.stdout.isatty()
     console = Console(width=None if tty else 160)
     with Live(table([], by, "l4run top"), screen=False, console=console, auto_refresh=False,

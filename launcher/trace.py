@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable
@@ -56,10 +57,18 @@ DRAIN_LIMIT = 4096
 LANE = 1_000_000        # the tid of lane n of thread T is T + LANE * n (see _Chrome.lanes)
 
 
+def interrupts() -> None:
+    """^C is how these commands end: make SIGINT raise KeyboardInterrupt even when the shell
+    that started us ignored it (a background job of a non-interactive shell inherits
+    SIG_IGN, and Python then leaves it so)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def record(ask: Callable[..., dict[str, Any]], run_dir: str, wait: Callable[[], None],
            capacity: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Trace the running system in `run_dir` while `wait()` runs (^C ends it early); the
     kernel's events and its final status (`recorded`, `dropped`, `capacity`)."""
+    interrupts()
     ask(run_dir, "trace", action="on", limit=capacity)
     try:
         try:

@@ -17,6 +17,7 @@ import pytest
 from kernel.user.testing import System
 from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
+from tests.l4linux.native import run as native_run
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/bin/busybox") or sys.platform != "linux" or not shutil.which("musl-gcc"),
@@ -53,7 +54,7 @@ def client(crash: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
 def test_crash_status_as_natively(client: object, crash: str, how: str,
                                   shell_status: int) -> None:
     script = f"{os.path.basename(crash)} {how} 2>/dev/null; echo $?"
-    native = subprocess.run(["/bin/busybox", "sh", "-c", "./" + script], capture_output=True,
+    native = native_run(["/bin/busybox", "sh", "-c", "./" + script], capture_output=True,
                             timeout=30, cwd=os.path.dirname(crash))
     assert native.stdout == f"{shell_status}\n".encode(), native
     r = client.run(["sh", "-c", "/bin/" + script], [], "/")      # type: ignore[attr-defined]

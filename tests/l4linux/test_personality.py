@@ -26,6 +26,7 @@ from kernel.user.errors import InvalidArgument, NoCapability
 from kernel.user.testing import PROJECT_ROOT, System, wait_for
 from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
+from tests.l4linux.native import run as native_run
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or sys.platform != "linux",
                                 reason="needs /bin/busybox (busybox-static) on x86-64 Linux")
@@ -143,7 +144,7 @@ def test_select_poll_waitid_statx_as_natively(linux: Linux, tmp_path: Any) -> No
     exe = str(tmp_path / "waits")
     subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "waits.c")],
                    check=True, timeout=60)
-    native = subprocess.run([exe], capture_output=True, timeout=30)
+    native = native_run([exe], capture_output=True, timeout=30)
     assert linux.run("/bin/waits") == (native.returncode, native.stdout)
 
 
@@ -155,7 +156,7 @@ def test_file_backed_mmap_as_natively(linux: Linux, tmp_path: Any) -> None:
     exe = str(tmp_path / "mmaps")
     subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "mmaps.c")],
                    check=True, timeout=60)
-    native = subprocess.run([exe], capture_output=True, timeout=30, cwd=tmp_path)
+    native = native_run([exe], capture_output=True, timeout=30, cwd=tmp_path)
     assert native.returncode == 0 and b"mapping X file a" in native.stdout, native
     assert linux.run("/bin/mmaps", cwd="/tmp") == (0, native.stdout)
 
@@ -167,7 +168,7 @@ def test_job_control_stops_as_natively(linux: Linux, tmp_path: Any) -> None:
     exe = str(tmp_path / "stops")
     subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "stops.c")],
                    check=True, timeout=60)
-    native = subprocess.run([exe], capture_output=True, timeout=30)
+    native = native_run([exe], capture_output=True, timeout=30)
     assert native.returncode == 0 and b"wait4: stopped by 19\n" in native.stdout, native
     assert linux.run("/bin/stops") == (0, native.stdout)
 
@@ -182,7 +183,7 @@ def test_signals_as_natively(linux: Linux, tmp_path: Any) -> None:
     exe = str(tmp_path / "signals")
     subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "signals.c")],
                    check=True, timeout=60)
-    native = subprocess.run([exe], capture_output=True, timeout=30)
+    native = native_run([exe], capture_output=True, timeout=30)
     assert native.stdout.startswith(b"sigchld: children left 0, calls failed 0\n"), native
     assert linux.run("/bin/signals") == (native.returncode, native.stdout)
 
@@ -301,7 +302,7 @@ DIFFERENTIAL = [
 
 @pytest.mark.parametrize("script", DIFFERENTIAL, ids=range(len(DIFFERENTIAL)))
 def test_differential_against_native_busybox(linux: Linux, script: str, tmp_path: Any) -> None:
-    native = subprocess.run(["/bin/busybox", "sh", "-c", script], cwd=tmp_path,
+    native = native_run(["/bin/busybox", "sh", "-c", script], cwd=tmp_path,
                             capture_output=True, timeout=30)
     got = linux.run("sh", "-c", script, cwd="/tmp")
     assert got == (native.returncode, native.stdout), script

@@ -21,6 +21,7 @@ from kernel.user.testing import System
 from servers.l4linux import initramfs
 
 from .test_personality import Linux
+from tests.l4linux.native import run as native_run
 
 BASH, SASH = "/bin/bash-static", "/bin/sash"
 pytestmark = pytest.mark.skipif(
@@ -54,7 +55,7 @@ class Native:
 
     def run(self, argv: list[str], cwd: str) -> tuple[int, bytes]:
         env = {"PATH": self.bin, "HOME": "/root", "TERM": "dumb"}
-        r = subprocess.run(argv, executable=os.path.join(self.bin, argv[0]), cwd=cwd, env=env,
+        r = native_run(argv, executable=os.path.join(self.bin, argv[0]), cwd=cwd, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         return r.returncode, r.stdout
 

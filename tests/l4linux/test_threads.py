@@ -18,6 +18,7 @@ from kernel.user.testing import System
 from servers.l4linux import initramfs
 
 from .test_personality import HERE, Linux
+from tests.l4linux.native import run as native_run
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("musl-gcc"),
                                 reason="needs busybox-static and musl-gcc")
@@ -62,7 +63,7 @@ def test_threads_as_natively(built: tuple[Linux, dict[str, str]], libc: str,
     if libc not in exes:
         pytest.skip(f"no {libc} to build with")
     args = [mode] if mode else []
-    native = subprocess.run([exes[libc], *args], capture_output=True, timeout=60)
+    native = native_run([exes[libc], *args], capture_output=True, timeout=60)
     if not mode:
         assert native.stdout.endswith(b"joined 406 tids distinct 1 main tid is pid 1\n")
     if mode == "thread-signal":
