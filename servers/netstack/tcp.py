@@ -14,9 +14,8 @@ goes out as soon as the window allows).
 Ownership and locking: every field of a Tcb is guarded by the stack's one lock
 (`Stack.lock`); `input`, `output` and `timer` run on the pump thread with the lock held; the
 socket calls (servers/netstack/socket.py) take the lock, change buffers, wait on `cond` (a
-condition on that lock) and mark the Tcb dirty so that the pump transmits (`queue` wakes the
-pump only when it could send at once: each wake is an IPC). Frames leave only through
-`stack.ip_output`, which queues them for the pump.
+condition on that lock) and mark the Tcb dirty so that the pump transmits. Frames leave only
+through `stack.ip_output`, which queues them for the pump.
 """
 from __future__ import annotations
 
@@ -34,15 +33,11 @@ if TYPE_CHECKING:
 MASK = 0xFFFFFFFF
 MSS = 1460                      # ours: an Ethernet MTU of 1500 less 40 bytes of headers
 RCVBUF = 256 * 1024             # the receive buffer; the window we advertise is its free part
-SNDBUF = 512 * 1024             # a sender blocks when this much is unacknowledged
-SND_LOWAT = SNDBUF // 4         # a blocked sender is woken when this much room is free (or
-                                # all is acknowledged): one wake-up per 128 KiB, not per ACK
+SNDBUF = 256 * 1024             # a sender blocks when this much is unacknowledged
 MAX_FIELD = 0xFFFF              # a window field
 WSCALE = 3                      # our window scale (RFC 7323): RCVBUF >> 3 fits the field
 CWND_MAX = 1 << 20
-RTO_MIN, RTO_MAX, RTO_INIT = 0.2, 10.0, 1.0       # Linux's minimum: on a loaded host a task
-                                                  # is descheduled for tens of ms, and a spurious
-                                                  # timeout collapses the window
+RTO_MIN, RTO_MAX, RTO_INIT = 0.05, 10.0, 1.0      # a LAN's round trips: below Linux's 0.2
 MAX_RETRIES = 10
 TIME_WAIT_S = 1.0
 
@@ -130,19 +125,6 @@ class Tcb:
         if self.state not in (CLOSED, LISTEN, SYN_SENT, TIME_WAIT):
             self._emit(self.snd_nxt, RST | ACK, b"")
         self._end(ConnectionResetError("connection aborted"))
-
-    def queue(self, data: bytes | memoryview) -> None:
-        """Append to the send buffer (the socket layer, lock held), and see that the pump
-        sends it. The pump is woken (an IPC) only if it may send now: with data in flight and
-        the window full or unsent data already waiting, the next ACK (or the retransmission
-        timer, armed) runs `output` anyway, so the Tcb is only marked dirty."""
-        flight = (self.snd_nxt - self.snd_una) & MASK
-        blocked = len(self.sndbuf) > flight or flight >= min(self.snd_wnd, self.cwnd)
-        self.sndbuf += data
-        if flight and blocked and self.deadline:
-            self.stack.dirty.add(self)
-        else:
-            self.stack.mark(self)
 
     # -- input (pump thread) ---------------------------------------------------------------------
     def input(self, seg: wire.Segment, now: float) -> None:
@@ -244,8 +226,7 @@ class Tcb:
         self.deadline = 0.0
         if self.snd_max != self.snd_una:
             self._arm(now)
-        if not self.sndbuf or SNDBUF - len(self.sndbuf) >= SND_LOWAT:
-            self.cond.notify_all()                    # writers waiting for room, drain()
+        self.cond.notify_all()                        # writers waiting for room
         if self.fin_acked:
             if self.state == FIN_WAIT_1:
                 self.state = FIN_WAIT_2

@@ -140,10 +140,10 @@ def test_tcp_slow_reader_window_updates_are_not_losses(pair: Any) -> None:
     taken for a duplicate ACK: no fast retransmit, no timeout, nothing sent twice."""
     sa, sb, la, lb = pair
     data = os.urandom(2 << 20)
-    t = _serve_once(sb, 80, data)
+    t = _serve_once(sb, 81, data)       # a port of its own: the next test serves on 80
     got = bytearray()
     with sa.tcp() as c:
-        c.connect((B, 80), timeout=10)
+        c.connect((B, 81), timeout=10)
         while True:
             d = c.recv(4096, timeout=30)
             if not d:
@@ -151,7 +151,8 @@ def test_tcp_slow_reader_window_updates_are_not_losses(pair: Any) -> None:
             got += d
             if len(got) % (256 << 10) < 4096:
                 time.sleep(0.02)                     # the window closes; then small reads open it
-    t.join(10)
+    t.join(30)
+    assert not t.is_alive(), "the server side did not finish"
     assert bytes(got) == data
     assert sb.counts["tcp_fast_retransmits"] == 0 and sb.counts["tcp_timeouts"] == 0
     assert sa.counts["tcp_in"] >= len(data) // tcp.MSS
