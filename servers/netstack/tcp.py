@@ -184,17 +184,14 @@ class Tcb:
             self.need_ack = True
             return
         if acked == 0:
-            wnd = seg.win << self.snd_shift
-            # a duplicate ACK (RFC 5681): no data, the same window; a window update (the
-            # peer's reader made room) repeats the ACK number too, and is no sign of loss
-            if in_flight and not seg.data and not seg.flags & FIN and wnd == self.snd_wnd:
+            if in_flight and not seg.data and not seg.flags & FIN:
                 self.dupacks += 1
                 if self.dupacks == 3:
                     self._fast_retransmit()
                 elif self.dupacks != 3:               # limited transmit, recovery's inflation:
                     self.cwnd += self.mss             # each dup ack says a segment left the net
                     self.stack.mark(self)
-            self.snd_wnd = wnd
+            self.snd_wnd = seg.win << self.snd_shift
             return
         if self.state == SYN_RCVD:
             acked -= 1                                # our SYN
