@@ -8,6 +8,7 @@ run`) has its own test at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -343,16 +344,35 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> None:
+L4RUN = [sys.executable, "-m", "launcher"]
+
+
+def _door(rd: str) -> str:
+    return os.path.join(rd, "scratch", "linux", "linux.sock")
+
+
+@contextlib.contextmanager
+def _linux_image(tmp_path: Any, **env: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """configs/linux.toml booted by the launcher (detached), from the moment its
+    personality's door is up (its run directory and the environment for `l4run`); down
+    after (a loaded machine may take more than down's default 15 s)."""
     rd = str(tmp_path / "run")
-    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT}
-    l4run = [sys.executable, "-m", "launcher"]
-    image = os.path.join(PROJECT_ROOT, "configs", "linux.toml")
-    subprocess.run([*l4run, "boot", image, "--detach", "--run-dir", rd], check=True, env=env,
-                   cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+    penv = {**os.environ, "PYTHONPATH": PROJECT_ROOT, **env}
+    subprocess.run([*L4RUN, "boot", os.path.join(PROJECT_ROOT, "configs", "linux.toml"),
+                    "--detach", "--run-dir", rd], check=True, env=penv, cwd=PROJECT_ROOT,
+                   capture_output=True, timeout=60)
     try:
-        door = os.path.join(rd, "scratch", "linux", "linux.sock")
-        wait_for(lambda: os.path.exists(door), 30, "the personality's door")
+        wait_for(lambda: os.path.exists(_door(rd)), 30, "the personality's door")
+        yield rd, penv
+    finally:
+        subprocess.run([*L4RUN, "down", "--timeout", "50", "--run-dir", rd], env=penv,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
+
+
+def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> None:
+    l4run = L4RUN
+    with _linux_image(tmp_path) as (rd, env):
+        door = _door(rd)
         r = subprocess.run([*l4run, "linux", "run", "--run-dir", rd, "--", "sh", "-c",
                             "echo sandboxed | cat; uname -s; exit 6"], env=env,
                            cwd=PROJECT_ROOT, capture_output=True, timeout=60)
@@ -386,9 +406,6 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
         finally:
             bg.kill()
             bg.wait()
-    finally:
-        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
-                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
 
 
 class _Pty:
@@ -426,15 +443,8 @@ class _Pty:
 
 
 def test_console_through_a_pseudo_terminal(tmp_path: Any) -> None:
-    rd = str(tmp_path / "run")
-    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "TERM": "vt100"}
-    l4run = [sys.executable, "-m", "launcher"]
-    subprocess.run([*l4run, "boot", os.path.join(PROJECT_ROOT, "configs", "linux.toml"),
-                    "--detach", "--run-dir", rd], check=True, env=env, cwd=PROJECT_ROOT,
-                   capture_output=True, timeout=60)
-    try:
-        wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
-                 30, "the personality's door")
+    l4run = L4RUN
+    with _linux_image(tmp_path, TERM="vt100") as (rd, env):
         con = _Pty([*l4run, "console", "--run-dir", rd], env)
         con.expect(b"/ # ")
         con.type(b"echo hi\r")
@@ -463,23 +473,13 @@ def test_console_through_a_pseudo_terminal(tmp_path: Any) -> None:
         again.type(b"echo $$; exit 7\r")
         again.expect(r.stdout.strip() + b"\r\n")
         assert again.wait() == 7
-    finally:
-        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
-                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
 
 
 def test_console_job_control_stops(tmp_path: Any) -> None:
     """^Z stops the foreground job and ash reports it; `jobs`, `bg`, `fg` and ^C then act
     on it as on a Linux terminal (docs/L4LINUX.md "Stops")."""
-    rd = str(tmp_path / "run")
-    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "TERM": "vt100"}
-    l4run = [sys.executable, "-m", "launcher"]
-    subprocess.run([*l4run, "boot", os.path.join(PROJECT_ROOT, "configs", "linux.toml"),
-                    "--detach", "--run-dir", rd], check=True, env=env, cwd=PROJECT_ROOT,
-                   capture_output=True, timeout=60)
-    try:
-        wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
-                 30, "the personality's door")
+    l4run = L4RUN
+    with _linux_image(tmp_path, TERM="vt100") as (rd, env):
         con = _Pty([*l4run, "console", "--run-dir", rd], env)
         con.expect(b"/ # ")
         con.type(b"sleep 30\r")
@@ -501,6 +501,3 @@ def test_console_job_control_stops(tmp_path: Any) -> None:
         assert b"st=130\r\n" in con.expect(b"/ # ")
         con.type(b"exit\r")
         assert con.wait() == 0
-    finally:
-        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
-                       cwd=PROJECT_ROOT, capture_output=True, timeout=60)
