@@ -58,6 +58,7 @@ STOPS = (19, 20, 21, 22)        # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
 SA_NOCLDSTOP = 1
 ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
 ERESTARTNOINTR = 513    # "always restart"
+EXITS = (60, 231)       # exit, exit_group: they never wait for a fork child to appear
 # Calls a handled signal ends in EINTR even under SA_RESTART (signal(7)): sleeps, poll,
 # select and their variants.
 NEVER_RESTARTED = frozenset({7, 23, 35, 230, 270, 271})
@@ -323,7 +324,7 @@ class Personality:
                 self.blocked.remove(b)
                 until = self.sleepers.pop(b.tid, None)
                 if until is not None:
-                    self._remaining(p, [b], until)
+                    self._remaining(p, b, until)
         if tid is None or tid == p.host_pid and p.threads == 1:
             try:
                 os.kill(p.host_pid, sig)
@@ -333,23 +334,21 @@ class Personality:
             _libc.syscall(234, p.host_pid, tid, sig)      # tgkill: that thread only
         restart = p.sigflags.get(sig, 0) & syscalls.SA_RESTART
         for b in waiting:
-            if p.fork_snapshot is not None and b.nr not in (60, 231):
+            if p.fork_snapshot is not None and b.nr not in EXITS:
                 self._answer(b.reply, -ERESTARTNOINTR)     # not begun: made again
                 continue
             again = restart and b.nr not in NEVER_RESTARTED
             self._answer(b.reply, -ERESTARTSYS if again else -errno.EINTR)
 
-    def _remaining(self, p: process.Process, waiting: list[Blocked], until: float) -> None:
+    def _remaining(self, p: process.Process, b: Blocked, until: float) -> None:
         """An interrupted nanosleep tells what was left of it (when the program asked)."""
-        left = max(0.0, until - time.monotonic())
-        for b in waiting:
-            rem = b.args[1] if b.nr == 35 else b.args[3] if b.nr == 230 and not b.args[1] & 1 \
-                else 0
-            if rem:
-                try:
-                    self.write(p, rem, struct.pack("<qq", int(left), int(left % 1 * 1e9)))
-                except Fault:
-                    pass
+        rem = b.args[1] if b.nr == 35 else b.args[3] if b.nr == 230 and not b.args[1] & 1 else 0
+        if rem:
+            left = max(0.0, until - time.monotonic())
+            try:
+                self.write(p, rem, struct.pack("<qq", int(left), int(left % 1 * 1e9)))
+            except Fault:
+                pass
 
     def exit(self, p: process.Process, word: int) -> None:
         self.children.pop(p.host_pid, None)     # its status is `word` now
@@ -466,7 +465,7 @@ class Personality:
     def _serve(self, p: process.Process, tid: int, reply: int, nr: int, args: list[int],
                retry: bool = False) -> bool:
         """Serve one call; False if it must wait (then it is kept in `blocked`)."""
-        if p.fork_snapshot is not None and nr not in (60, 231):
+        if p.fork_snapshot is not None and nr not in EXITS:
             if time.monotonic() < p.fork_deadline:
                 if not retry:
                     self.blocked.append(Blocked(p, tid, reply, nr, args))
