@@ -10,7 +10,10 @@ short seeded run (`REQUESTS`) against one kernel must:
 - reach the handler of every system call (`Sys`): KERNEL_INFO's `stats.handled`, minus the
   root task's own set-up calls; HELLO counted from the answers only its handler gives —
   the test fails naming every call that was never reached;
-- see some requests of most calls succeed (well-formed input is well-formed);
+- see some requests of all but two calls succeed (well-formed input is well-formed), not
+  counting `NEEDS_TRAP`: those succeed only while the one fuzz process trapped by
+  LINUX_ATTACH waits in a call, which a short run may never catch (tests/l4linux has them
+  succeed on purpose);
 - leave the kernel with `kernel_bugs == 0`, and a real client/server workload (a spawned
   echo task, and an echo thread of root's) working afterwards.
 
@@ -24,6 +27,7 @@ from launcher.fuzz import Fuzzer, workload_ok
 
 REQUESTS = 4000
 SEED = 20261201
+NEEDS_TRAP = {Sys.LINUX_MEM_READ, Sys.LINUX_MEM_WRITE, Sys.LINUX_ADDFD}
 
 
 def test_every_handler_is_reached_and_the_kernel_stays_sound() -> None:
@@ -38,8 +42,8 @@ def test_every_handler_is_reached_and_the_kernel_stays_sound() -> None:
         assert s.kernel.poll() is None, "the kernel died"
         missing = [c.name for c in Sys if rep.reached.get(c.name, 0) <= 0]
         assert not missing, f"handlers never reached: {missing}"
-        worked = [c.name for c in Sys if rep.ok.get(c.name, 0) > 0]
-        assert len(worked) >= len(Sys) - 3, f"only these calls ever succeeded: {worked}"
+        never = [c.name for c in Sys if c not in NEEDS_TRAP and rep.ok.get(c.name, 0) <= 0]
+        assert len(never) <= 2, f"these calls never succeeded: {never}"
         assert rep.kernel_bugs == 0, f"the kernel counted {rep.kernel_bugs} internal errors"
         workload_ok(s)
         srv = s.spawn("tests.kernel.rpc_tasks:echo_server", "echo-after-fuzz")
