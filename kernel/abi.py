@@ -176,6 +176,7 @@ class Proto(IntEnum):
     EXCEPTION = -5    # a task died or faulted; payload = msgpack dict (see ABI.md)
     ALIEN = -6        # an alien thread's system call, before and after it runs
     LINUX = -7        # a Linux process's trapped system call (`LinuxSyscall`), to its handler
+    LINUX_L4 = -8     # a hybrid Linux process's L4 call is complete (`LinuxL4Done`), to its handler
 
 
 class AlienVerdict(IntEnum):
@@ -188,6 +189,24 @@ class LinuxVerdict(IntEnum):
     """The proto a handler replies with to a Proto.LINUX call."""
     RETURN = 0        # the call returns the msgpack integer in the payload (-errno: an error)
     CONTINUE = 1      # the host runs the call itself (SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    L4 = 2            # a hybrid call (`LinuxL4`): the kernel makes it as the task's main thread
+
+
+class LinuxL4(IntEnum):
+    """The reserved x86-64 system-call numbers of hybrid Linux processes (docs/L4LINUX.md
+    "Hybrid processes"; the C side: servers/l4linux/include/l4py.h). Trapped like every
+    other call; CAP is the personality's alone, the others it may answer `LinuxVerdict.L4`."""
+    CAP = 0x4C40         # (name) -> a capability handle, if the policy grants the name
+    CALL = 0x4C41        # (handle, msg): send, then receive the reply
+    WAIT = 0x4C42        # (handle, msg): bind the gate to the process's thread, receive
+    REPLY_WAIT = 0x4C43  # (handle, msg): answer the last caller, then receive
+    REPLY = 0x4C44       # (0, msg): answer the last caller
+
+
+# A hybrid call's message descriptor in the process's memory (`struct l4_msg`, little-endian):
+# snd, snd_len, rcv, rcv_max (in), proto (in: sent; out: received), timeout_ms (in: the
+# receive timeout, NEVER or 0..MAX_TIMEOUT_MS), rcv_len, label, err (out: abi.Err).
+LINUX_L4_MSG = struct.Struct("<QQQQqqQQq")
 
 
 # Linux process memory (LINUX_MEM_READ/WRITE): user addresses of x86-64, bytes per call.
@@ -807,8 +826,22 @@ class LinuxSyscall(NamedTuple):
     ip: int                 # instruction pointer after the syscall instruction
 
 
+class LinuxL4Done(NamedTuple):
+    """Proto.LINUX_L4: a call to a Linux process's handler — the hybrid call it allowed
+    (`LinuxVerdict.L4`) is complete. Reply LinuxVerdict.RETURN: the trapped call returns
+    the payload's integer (`value` is what the kernel proposes: 0, or -errno)."""
+    task: str
+    task_id: int
+    slot: int               # the handler task's capability to the Linux task
+    pid: int
+    tid: int
+    nr: int                 # the `LinuxL4` number
+    err: int                # the L4 call's outcome (abi.Err)
+    value: int              # 0, or the -errno the error maps to (docs/L4LINUX.md)
+
+
 KernelMessage = Union[IrqMessage, PageFaultMessage, ExitNotice, FaultNotice, AlienBefore,
-                      AlienAfter, LinuxSyscall]
+                      AlienAfter, LinuxSyscall, LinuxL4Done]
 
 # record -> (its proto, the (key, value) its map starts with, if any)
 KERNEL_MESSAGES: dict[type, tuple[Proto, tuple[str, str] | None]] = {
@@ -819,6 +852,7 @@ KERNEL_MESSAGES: dict[type, tuple[Proto, tuple[str, str] | None]] = {
     AlienBefore: (Proto.ALIEN, ("phase", "before")),
     AlienAfter: (Proto.ALIEN, ("phase", "after")),
     LinuxSyscall: (Proto.LINUX, None),
+    LinuxL4Done: (Proto.LINUX_L4, None),
 }
 
 

@@ -50,7 +50,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from . import faults, ipc, lifecycle, trace
+from . import faults, hybrid, ipc, lifecycle, trace
 from ..abi import (LINUX_MEM_MAX, LINUX_USER_TOP, AbiError, Err, LinuxSyscall, LinuxVerdict,
                    ObjType, Rights, unpack)
 from .objects import Gate, Task
@@ -108,6 +108,7 @@ class Proc:
         self.reported = False       # `parent` goes out with its first report only
         self.loader = False         # still the loader, waiting in its execveat of the image
         self.untime = False         # the image runs: patch its vDSO at its next trapped call
+        self.hybrid: hybrid.Hybrid | None = None   # its L4 calls (kernel/core/hybrid.py)
 
 
 class Linux:
@@ -350,6 +351,9 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
 
     def verdict(proto: int, payload: bytes | None) -> None:
         if nid not in proc.pending:
+            return
+        if proto == LinuxVerdict.L4:         # a hybrid call: answered when it completes
+            hybrid.start(k, proc, nid, tid, nr, args)
             return
         proc.pending.discard(nid)
         lx.stats["linux_answers"] += 1

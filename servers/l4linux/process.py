@@ -60,6 +60,7 @@ class Process:
         self.comm = "?"
         self.argv: list[bytes] = []
         self.exe = b""                  # the ELF file it runs, absolute (/proc/PID/exe)
+        self.elf: fs.Inode | None = None    # and its inode (hybrid.py's policy names it)
         self.state = "loading"      # loading (its loader's execveat) | running | zombie
         self.status = 0
         self.sigactions: dict[int, int] = {}   # signal -> handler address (SIG_IGN = 1)
@@ -80,6 +81,10 @@ class Process:
         # when we stop waiting for it (docs/L4LINUX.md "fork").
         self.fork_snapshot: tuple[FdTable, fs.Inode] | None = None
         self.fork_deadline = 0.0
+        # Hybrid (hybrid.py): the LinuxL4 call the kernel makes for it now (0: none; else it
+        # is UNINTERRUPTIBLE, state D), and the granted capabilities mapped into its task.
+        self.l4call = 0
+        self.l4mapped: set[str] = set()
         self.on_exit: list[Callable[["Process"], None]] = []
         self.started = time.time()
 
@@ -149,6 +154,7 @@ class Table:
         return 0 if options & WNOHANG else None
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{"pid": p.pid, "ppid": p.ppid, "state": p.state, "comm": p.comm,
+        return [{"pid": p.pid, "ppid": p.ppid,
+                 "state": "uninterruptible" if p.l4call else p.state, "comm": p.comm,
                  "task_id": p.task_id, "argv": [a.decode(errors="replace") for a in p.argv]}
                 for p in sorted(self.by_pid.values(), key=lambda q: q.pid)]

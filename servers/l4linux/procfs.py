@@ -1,5 +1,7 @@
 """/proc, as far as busybox `ps` needs it: made fresh from the process table.
 
+A process inside a hybrid L4 call is in state D (UNINTERRUPTIBLE, `Process.l4call`).
+
 `refresh(px, caller)` replaces the /proc directory of the RAM file system with a new one
 before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,exe,fd/N} for every Linux
 process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
@@ -25,6 +27,11 @@ BOOT = time.time()
 _STATE = {"running": "S", "loading": "R", "zombie": "Z"}
 
 
+def _state(p: "Process") -> str:
+    """The state letter: D (UNINTERRUPTIBLE) while inside a hybrid L4 call (hybrid.py)."""
+    return "D" if p.l4call and p.state != "zombie" else _STATE.get(p.state, "S")
+
+
 def _file(parent: fs.Inode, px: "Personality", name: str, data: bytes) -> None:
     node = fs.Inode(stat.S_IFREG | 0o444)
     node.data = bytearray(data)
@@ -33,13 +40,13 @@ def _file(parent: fs.Inode, px: "Personality", name: str, data: bytes) -> None:
 
 def _stat_line(p: "Process") -> bytes:
     start = int((p.started - BOOT) * 100)
-    fields = [p.pid, f"({p.comm})", _STATE.get(p.state, "S"), p.ppid, p.pgid, p.sid, 0, -1,
+    fields = [p.pid, f"({p.comm})", _state(p), p.ppid, p.pgid, p.sid, 0, -1,
               0x400000, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 1, 0, start, 0, 0]
     return (" ".join(str(f) for f in fields) + "\n").encode()
 
 
 def _status(p: "Process") -> bytes:
-    return (f"Name:\t{p.comm}\nState:\t{_STATE.get(p.state, 'S')}\nTgid:\t{p.pid}\n"
+    return (f"Name:\t{p.comm}\nState:\t{_state(p)}\nTgid:\t{p.pid}\n"
             f"Pid:\t{p.pid}\nPPid:\t{p.ppid}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
             f"Threads:\t{p.threads}\n").encode()
 
@@ -86,10 +93,11 @@ def refresh(px: "Personality", caller: "Process") -> None:
                                b"Cached:             0 kB\nSwapTotal:          0 kB\n"
                                b"SwapFree:           0 kB\n")
     ticks = int(up * 100)
+    blocked = sum(1 for p in px.procs.by_pid.values() if _state(p) == "D")
     _file(proc, px, "stat", f"cpu  {ticks // 2} 0 {ticks // 4} {ticks} 0 0 0 0 0 0\n"
                             f"cpu0 {ticks // 2} 0 {ticks // 4} {ticks} 0 0 0 0 0 0\n"
                             f"btime {int(BOOT)}\nprocesses {len(px.procs.by_pid)}\n"
-                            f"procs_running 1\nprocs_blocked 0\n".encode())
+                            f"procs_running 1\nprocs_blocked {blocked}\n".encode())
     _file(proc, px, "loadavg", f"0.00 0.00 0.00 1/{len(px.procs.by_pid)} 0\n".encode())
     _file(proc, px, "mounts", b"rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n")
     _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")

@@ -41,7 +41,7 @@ from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
-from . import consoles, files, fs, initramfs, process, procfs, syscalls
+from . import consoles, files, fs, hybrid, initramfs, process, procfs, syscalls
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
@@ -77,8 +77,10 @@ class Blocked:
 
 
 class Personality:
-    def __init__(self, l4: L4, rootfs: bytes) -> None:
+    def __init__(self, l4: L4, rootfs: bytes,
+                 grants: dict[bytes, list[str]] | None = None) -> None:
         self.l4 = l4
+        self.hybrid = hybrid.Policy(dict(l4.caps), grants or {})   # hybrid.py
         self.fs = fs.FileSystem()
         self.files = self.fs.load(rootfs)
         files.make_devices(self.fs)
@@ -146,9 +148,9 @@ class Personality:
         return out
 
     # -- starting processes --------------------------------------------------------------
-    def load(self, path: bytes, cwd: fs.Inode) -> tuple[bytes, list[bytes], bytes]:
-        """The image of `path`, what goes before argv ("#!" interpreters) and the absolute
-        path of the ELF file run (/proc/PID/exe), or FsError."""
+    def load(self, path: bytes, cwd: fs.Inode) -> tuple[bytes, list[bytes], bytes, fs.Inode]:
+        """The image of `path`, what goes before argv ("#!" interpreters), the absolute
+        path of the ELF file run (/proc/PID/exe) and its inode, or FsError."""
         node = self.fs.walk(path, cwd)
         if node.is_dir:
             raise fs.FsError(errno.EACCES, "a directory")
@@ -158,11 +160,11 @@ class Personality:
         if data.startswith(b"#!"):
             line = data[2:data.find(b"\n") if b"\n" in data else len(data)].strip()
             interp, _, arg = line.partition(b" ")
-            inner, _, exe = self.load(interp, cwd)
-            return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path], exe
+            inner, _, exe, elf = self.load(interp, cwd)
+            return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path], exe, elf
         if not data.startswith(b"\x7fELF"):
             raise fs.FsError(errno.ENOEXEC, "not an ELF image")
-        return data, [], self.fs.path_of(node)
+        return data, [], self.fs.path_of(node), node
 
     def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes],
               p: process.Process | None = None) -> int:
@@ -187,7 +189,7 @@ class Personality:
 
     def start(self, path: bytes, argv: list[bytes], envp: list[bytes], cwd: fs.Inode,
               console: Console | Tty) -> process.Process:
-        image, pre, exe = self.load(path, cwd)
+        image, pre, exe, elf = self.load(path, cwd)
         argv = pre + argv[1:] if pre else argv
         comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else "?"
         pid = self.spawn(image, argv, envp)
@@ -199,7 +201,7 @@ class Personality:
             for fd in (0, 1, 2):
                 fds.install(tty, at=fd)
             p = process.Process(pid, 0, new.task_id, new.slot, fds, cwd, console)
-            p.comm, p.argv, p.exe = comm, argv, exe
+            p.comm, p.argv, p.exe, p.elf = comm, argv, exe, elf
             self.procs.add(p)
             self.attach(new.slot, pid)
         except BaseException:
@@ -219,7 +221,7 @@ class Personality:
     def execve(self, p: process.Process, path: bytes, argv: list[bytes],
                envp: list[bytes]) -> Any:
         try:
-            image, pre, exe = self.load(path, p.cwd)
+            image, pre, exe, elf = self.load(path, p.cwd)
         except fs.FsError as e:
             return -e.errno
         argv = pre + argv[1:] if pre else argv
@@ -237,7 +239,7 @@ class Personality:
         p.state = "loading"
         p.fds.exec()
         p.comm = os.path.basename(argv[0].decode(errors="replace"))[:15] if argv else p.comm
-        p.argv, p.exe = argv, exe
+        p.argv, p.exe, p.elf = argv, exe, elf
         self.children.pop(p.host_pid, None)  # the old image's end is nobody's status
         p.host_pid, p.threads = pid, 1       # the other threads went with the old image
         p.tids, p.masks = set(), {}
@@ -406,6 +408,8 @@ class Personality:
     def message(self, msg: Message) -> None:
         if msg.proto == Proto.LINUX:
             self.syscall(msg)
+        elif msg.proto == Proto.LINUX_L4:
+            hybrid.done(self, msg)
         elif msg.proto == Proto.EXCEPTION:
             body = msg.body()
             p = self.procs.by_task.get(body.get("task_id"))
@@ -453,7 +457,7 @@ class Personality:
         p = process.Process(int(body["pid"]), parent.pid, int(body["task_id"]),
                             int(body["slot"]), fds, cwd, parent.console)
         p.state, p.comm, p.argv = "running", parent.comm, list(parent.argv)
-        p.exe = parent.exe
+        p.exe, p.elf = parent.exe, parent.elf
         p.host_pid = p.pid
         p.pgid, p.sid, p.umask = parent.pgid, parent.sid, parent.umask
         p.sigactions, p.sigmask = dict(parent.sigactions), parent.sigmask
@@ -507,6 +511,8 @@ class Personality:
         if result is syscalls.CONTINUE:
             self.stats["continued"] += 1
             answer = (reply, b"", int(LinuxVerdict.CONTINUE))
+        elif result is syscalls.L4:
+            answer = (reply, b"", int(LinuxVerdict.L4))
         else:
             answer = (reply, pack(int(result)), int(LinuxVerdict.RETURN))
         if self.held is None:
@@ -618,14 +624,15 @@ def boot_init(px: Personality, argv: list[str]) -> None:
 
 def main(l4: L4, *args: str) -> int:
     """Task arguments: `--rootfs FILE` (a newc archive; default: built from /bin/busybox),
-    `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
+    `--hybrid PROGRAM=NAME,...` (repeatable: the program may make L4 calls with our
+    capabilities NAME, hybrid.py), `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
     directory under the launcher), `--init CMD ARGS...` (last: a command started at boot,
     and again whenever the personality is restarted)."""
     init: list[str] = []
     if "--init" in args:
         i = args.index("--init")
         args, init = args[:i], list(args[i + 1:])
-    px = Personality(l4, rootfs_from_args(list(args)))
+    px = Personality(l4, rootfs_from_args(list(args)), hybrid.parse_args(list(args)))
     if init:
         boot_init(px, init)
     if "--door" in args:

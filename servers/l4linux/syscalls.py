@@ -4,6 +4,8 @@ Each handler gets the personality (`px`: memory access, the file system, the pro
 table), the calling `Process` and the six argument registers, and answers one of:
 - an int: the result, or -errno;
 - `CONTINUE`: the host runs the call (fork's clone, exit: they change only the process);
+- `L4`: a hybrid process's L4 call, which the kernel makes (`hybrid`): the completion
+  answers the call later;
 - `BLOCK`: not now — the reply capability is kept and the same call retried whenever
   something changed (a pipe, a process's end, time), other processes going on meanwhile.
   A handler that answers BLOCK has changed nothing.
@@ -11,7 +13,8 @@ A bad pointer is `Fault` (raised by the memory helpers), answered -EFAULT.
 Numbers nobody serves answer -ENOSYS, logged once per number (`px.unknown`).
 
 The handlers are in `fscalls` (files, directories, descriptors, pipes, ioctl), `pollcalls`
-(poll, ppoll, select, pselect6) and `proccalls` (processes, signals, time, the system); this module holds the table and what they share.
+(poll, ppoll, select, pselect6), `proccalls` (processes, signals, time, the system) and
+`hybrid` (L4 calls of hybrid processes); this module holds the table and what they share.
 
 Ownership: the personality's single serving thread.
 """
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from .server import Personality
 
 CONTINUE: Any = object()
+L4: Any = object()
 # How long a parent's next call waits for its fork child's first one (a child that dies
 # before any system call is never seen); generous: a loaded host is slow to schedule it.
 FORK_WAIT_S = 10.0
@@ -83,5 +87,5 @@ def _fsop(fn: Callable[[], object]) -> Any:
 
 
 # The handlers register themselves in TABLE (imported last: they use the helpers above).
-from . import fscalls, pollcalls, proccalls  # noqa: E402,F401
+from . import fscalls, hybrid, pollcalls, proccalls  # noqa: E402,F401
 from .proccalls import SA_RESTART, SIG_IGN, start_state  # noqa: E402,F401
