@@ -1,0 +1,239 @@
+"""The Nitpicker client: a session, its buffer in shared memory, views; all recreated after a restart.
+
+    gui = GuiSession(l4, on_reopen=redraw)   # capability "gui" (and "moe": `memory` in the image)
+    gui.buffer(w, h)                         # the pixel buffer, attached in our address space
+    gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
+    v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
+    v.title("..."); v.destroy()
+    for ev in gui.wait(timeout_ms=500): ...  # Event(kind, view, code, value, x, y, time_us)
+    gui.close()
+
+The buffer is a dataspace Nitpicker allocated (paid from our session's quota) and sent us by
+capability; we attach it with our own moe session and write it through our VM: pixels never
+go into a message. Events: Nitpicker triggers our session's IRQ object (attached to the
+thread that opened the session) when it queued some; `wait` waits for it and fetches them.
+
+Restart: when a call finds Nitpicker gone (PeerDied, Timeout) or without our session
+(NO_SESSION), the library opens a new session, asks for a buffer of the same size, recreates
+every view with its title, geometry and stacking (back to front), calls `on_reopen(gui)`
+(the new buffer is black: redraw and refresh there), and makes the call again. Our `View`
+objects stay valid; their server ids change. Other errors reach the caller as
+`RemoteFailure` (`.error`: INVALID, QUOTA, NO_VIEW, DENIED...).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+from kernel.abi import SLOT_TASK, SLOT_THREAD, MemRights, Proto, Rights
+from kernel.user.client import L4, map_cap
+from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
+from kernel.user.rpc import RemoteFailure
+from kernel.user.vm import VM
+from servers.moe.client import MoeSession
+
+from .protocol import BYTES_PER_PIXEL, NITPICKER
+
+IRQ_SLOT = 3700                  # where the session's IRQ object lands
+BUFFER_SLOT = 3701               # where the buffer's dataspace capability lands
+IRQ_LABEL = 0x6E70
+CALL_MS = 10_000
+RETRY_S = 30.0
+
+
+class Event(NamedTuple):
+    kind: int
+    view: int
+    code: int
+    value: int
+    x: int
+    y: int
+    time_us: int
+
+
+def rgb(r: int, g: int, b: int) -> bytes:
+    return bytes((b, g, r, 0))
+
+
+class View:
+    """One of our views; what we set is remembered, to recreate it after a restart."""
+
+    def __init__(self, gui: "GuiSession", title: str) -> None:
+        self.gui = gui
+        self.title_text = title
+        self.geom: tuple[int, int, int, int, int, int] | None = None
+        self.id = gui._call(lambda: gui.stub.view_create(title))
+        self.alive = True
+
+    def geometry(self, x: int, y: int, w: int, h: int, buf_x: int = 0, buf_y: int = 0) -> None:
+        self.gui._call(lambda: self.gui.stub.view_geometry(self.id, x, y, w, h, buf_x, buf_y))
+        self.geom = (x, y, w, h, buf_x, buf_y)
+
+    def stack(self, where: str = "front", neighbour: "View | None" = None) -> None:
+        self.gui._call(lambda: self.gui.stub.view_stack(
+            self.id, where, None if neighbour is None else neighbour.id))
+        order = self.gui.views
+        order.remove(self)
+        if where == "front":
+            order.append(self)
+        elif where == "back":
+            order.insert(0, self)
+        else:
+            assert neighbour is not None
+            i = order.index(neighbour)
+            order.insert(i + 1 if where == "above" else i, self)
+
+    def title(self, title: str) -> None:
+        self.gui._call(lambda: self.gui.stub.view_title(self.id, title))
+        self.title_text = title
+
+    def destroy(self) -> None:
+        self.gui._call(lambda: self.gui.stub.view_destroy(self.id))
+        self.gui.views.remove(self)
+        self.alive = False
+
+
+class GuiSession:
+    def __init__(self, l4: L4, cap: str = "gui", vm: VM | None = None,
+                 moe: MoeSession | None = None,
+                 on_reopen: Callable[["GuiSession"], None] | None = None) -> None:
+        self.l4 = l4
+        self.stub: Any = NITPICKER.client(l4, l4.caps[cap], timeout=CALL_MS)
+        self.vm = vm or VM(l4)
+        self.moe = moe or MoeSession(l4, l4.caps["moe"], recv_slot=3710, timeout=CALL_MS)
+        self.on_reopen = on_reopen
+        self.views: list[View] = []          # back to front
+        self.size: tuple[int, int] | None = None
+        self.addr = 0
+        self.reopened = 0
+        self.info: Any = None
+        self._open()
+
+    # -- the session ---------------------------------------------------------------------
+    def _open(self) -> None:
+        for slot in (IRQ_SLOT,):
+            try:
+                self.l4.cap_delete(slot)
+            except NoCapability:
+                pass
+        self.info = self.stub.open(_items=[map_cap(SLOT_TASK, Rights.NONE)],
+                                   _window=(IRQ_SLOT, 1))
+        self.l4.irq_attach(IRQ_SLOT, SLOT_THREAD, IRQ_LABEL)
+
+    @property
+    def width(self) -> int:
+        return int(self.info["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.info["height"])
+
+    def _attach(self, w: int, h: int) -> None:
+        if self.addr:
+            try:
+                self.moe.detach(self.addr)
+            except (RemoteFailure, L4Error):
+                pass                         # the dataspace died with an old Nitpicker
+            self.addr = 0
+        try:
+            self.l4.cap_delete(BUFFER_SLOT)
+        except NoCapability:
+            pass
+        self.binfo = self.stub.buffer(w, h, _window=(BUFFER_SLOT, 1))
+        self.addr = self.moe.attach(BUFFER_SLOT, MemRights.RW)
+        self.vm.flush()
+        self.size = (w, h)
+
+    def buffer(self, w: int, h: int) -> None:
+        self._call(lambda: self._attach(w, h))
+
+    def _reopen(self) -> None:
+        self._open()
+        if self.size is not None:
+            self._attach(*self.size)
+        for v in self.views:                # back to front: each new view goes in front
+            v.id = self.stub.view_create(v.title_text)
+            if v.geom is not None:
+                self.stub.view_geometry(v.id, *v.geom)
+        self.reopened += 1
+        if self.on_reopen is not None:
+            self.on_reopen(self)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """`fn()`, reopening everything while Nitpicker restarts (see the module's doc)."""
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            try:
+                return fn()
+            except (PeerDied, Timeout):
+                pass
+            except RemoteFailure as e:
+                if e.error != "NO_SESSION":
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError("Nitpicker did not come back")
+            time.sleep(0.1)
+            try:
+                self._reopen()
+            except (PeerDied, Timeout, RemoteFailure, L4Error):
+                continue
+
+    # -- pixels ----------------------------------------------------------------------------
+    def put(self, x: int, y: int, w: int, h: int, pixels: bytes | bytearray | memoryview) -> None:
+        """Write w*h XRGB8888 pixels (row after row) into the buffer at (x, y)."""
+        assert self.size is not None, "no buffer: call buffer(w, h) first"
+        bw, bh = self.size
+        if w < 0 or h < 0 or x < 0 or y < 0 or x + w > bw or y + h > bh:
+            raise ValueError(f"rectangle {x},{y} {w}x{h} outside the {bw}x{bh} buffer")
+        n = w * BYTES_PER_PIXEL
+        if len(pixels) != n * h:
+            raise ValueError(f"{len(pixels)} bytes for {w}x{h} pixels")
+        stride = bw * BYTES_PER_PIXEL
+        if x == 0 and w == bw:
+            self.vm.write(self.addr + y * stride, pixels)
+            return
+        mv = memoryview(pixels)
+        for row in range(h):
+            self.vm.write(self.addr + (y + row) * stride + x * BYTES_PER_PIXEL,
+                          mv[row * n:(row + 1) * n])
+
+    def fill(self, x: int, y: int, w: int, h: int, colour: tuple[int, int, int]) -> None:
+        self.put(x, y, w, h, rgb(*colour) * (w * h))
+
+    def refresh(self, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> None:
+        assert self.size is not None, "no buffer: call buffer(w, h) first"
+        w = self.size[0] if w is None else w
+        h = self.size[1] if h is None else h
+        self._call(lambda: self.stub.refresh(x, y, w, h))
+
+    # -- views and events ------------------------------------------------------------------------
+    def view(self, title: str = "") -> View:
+        v = View(self, title)
+        self.views.append(v)
+        return v
+
+    def events(self) -> list[Event]:
+        return [Event(*e) for e in self._call(lambda: self.stub.events())]
+
+    def wait(self, timeout_ms: float = 500) -> list[Event]:
+        """The next events, waiting up to `timeout_ms` for Nitpicker's IRQ; [] if none came.
+        Must run on the thread that opened the session (the IRQ is attached to it)."""
+        got = self.events()
+        if got:
+            return got
+        try:
+            msg = self.l4.wait(timeout=timeout_ms)
+        except Timeout:
+            return self.events()            # also notices a restarted Nitpicker
+        if msg.proto != Proto.IRQ:
+            return []
+        return self.events()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call(lambda: self.stub.info()))
+
+    def close(self) -> None:
+        try:
+            self.stub.end()
+        except (PeerDied, Timeout):
+            pass

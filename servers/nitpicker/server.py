@@ -1,0 +1,530 @@
+"""Nitpicker, the secure GUI multiplexer (paper §4.3): sessions, views, labels, X-ray, focus.
+
+    [[task]]
+    name = "nitpicker"
+    run = "servers.nitpicker.server:main"
+    args = ["3=terminal", "4=clock:2M", "kill=3"]
+    provides = ["nitpicker"]
+    memory = "16M"                    # a moe session: the sessions' buffers are paid from it
+    [task.caps]
+    fb = { service = "fb", label = 1 }         # Nitpicker is an fb client: the whole screen
+    input = { service = "input", label = 1 }   # ... and the only input client
+
+Arguments: the policy, one entry per client label, "N=NAME" or "N=NAME:QUOTA" (QUOTA:
+bytes of buffer, K/M suffixes, default DEFAULT_QUOTA). NAME is what Nitpicker draws on
+every view of that session; the client never chooses or changes it (its label is the
+kernel's word). "kill=N,M" names the labels whose task kill mode may end (by default:
+none). A label without an entry is refused (DENIED).
+
+Design (Feske & Helmuth, ACSAC 2005):
+- Each session's pixels are a moe dataspace Nitpicker allocates (its size bounded by the
+  session's quota), attached in Nitpicker's own address space and handed to the client by
+  capability; the client draws there and calls `refresh`. Nitpicker composes the screen
+  (compose.py) into its own copy, copies each repainted rectangle into its fb session's
+  buffer and refreshes it there. A client never touches the screen or another buffer.
+- Input comes from Nitpicker's input session (its ring IRQ arrives in this serve loop as
+  Proto.IRQ). Two secure keys never reach a client: XRAY_KEY toggles X-ray mode, KILL_KEY
+  arms kill mode (the next click ends the clicked session's task, if the policy lists its
+  label: Nitpicker asks the launcher through its `launcher` capability). A click focuses
+  the session of the view under the pointer; keys go to the focused session only; pointer
+  events to the view under the pointer, or to the view a held button was pressed on.
+- A dead client (its task capability, sent at open, is gone) is noticed by a sweep every
+  POLL_MS and at every open: its views vanish (their screen area repainted), its buffer is
+  freed (moe takes it back), its IRQ object destroyed.
+- Restart: the launcher restarts this task; the new incarnation has no sessions, its moe
+  session is new (the old buffers died with the old one). Clients get PEER_DIED, then
+  NO_SESSION, and open again (client.py recreates buffer and views).
+
+Ownership: everything belongs to the main thread (the serve loop); there is no other.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from kernel.abi import SLOT_TASK, MemRights, Rights
+from kernel.user.client import L4, map_cap
+from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
+from kernel.user.rpc import Call, RemoteError, Reply, RpcError
+from kernel.user.vm import VM
+from servers.fb.client import FbSession
+from servers.input.client import IRQ_LABEL, InputSession
+from servers.moe.client import MoeSession
+
+from .compose import LABEL_H, Screen, union_rects
+from .protocol import (BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BUTTON, FOCUS, KEY, MAX_SIDE, MAX_VIEWS,
+                       MOTION, NITPICKER, STACK)
+from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
+
+DEFAULT_QUOTA = 4 << 20
+POLL_MS = 500
+XRAY_KEY = 88                    # F12: the secure attention key (X-ray on / off)
+KILL_KEY = 87                    # F11: kill mode (the next click ends the clicked task)
+EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
+BUTTONS = (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE)
+SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
+MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
+FB_VADDR = 0x22_0000_0000
+INPUT_VADDR = 0x23_0000_0000
+SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20}
+
+
+class Policy(dict[int, tuple[str, int]]):
+    """label -> (name, quota); `killable`: the labels kill mode may end."""
+    killable: set[int] = set()
+
+
+def parse_policy(entries: tuple[str, ...] | list[str]) -> Policy:
+    """The policy from the task's arguments; ValueError names the bad entry and why."""
+    out = Policy()
+    out.killable = set()
+    for e in entries:
+        key, eq, rest = e.partition("=")
+        if key == "kill":
+            try:
+                out.killable |= {int(p) for p in rest.split(",") if p}
+            except ValueError:
+                raise ValueError(f"policy entry {e!r}: expected kill=N,M (labels)") from None
+            continue
+        if not eq or not key.isdigit() or int(key) < 1 or not rest:
+            raise ValueError(f"policy entry {e!r}: expected N=NAME or N=NAME:QUOTA (label >= 1)")
+        name, _, quota = rest.partition(":")
+        size = DEFAULT_QUOTA
+        if quota:
+            num, suffix = quota.rstrip("KkMm"), quota[len(quota.rstrip("KkMm")):].upper()
+            if not num.isdigit() or suffix not in SIZE_SUFFIX:
+                raise ValueError(f"policy entry {e!r}: quota {quota!r} is not a size (4M, 512K)")
+            size = int(num) * SIZE_SUFFIX[suffix]
+        out[int(key)] = (name, size)
+    return out
+
+
+class Nitpicker:
+    """NITPICKER's implementation, the input router and the screen. Main thread only."""
+
+    def __init__(self, l4: L4, policy: Policy) -> None:
+        self.l4 = l4
+        self.policy = policy
+        self.vm = VM(l4)
+        self.moe = MoeSession(l4, l4.caps["moe"], recv_slot=MOE_SLOTS, timeout=10_000)
+        self.fb = FbSession(l4, "fb", vaddr=FB_VADDR, vm=self.vm,
+                            on_reopen=lambda _s: self.repaint_all())
+        w, h = self.fb.mode["width"], self.fb.mode["height"]
+        self.screen = Screen(w, h, self.vm.read_into)
+        self.input = InputSession(l4, "input", vaddr=INPUT_VADDR, vm=self.vm) \
+            if "input" in l4.caps else None
+        self.sessions: dict[int, Session] = {}
+        self.stack = Stack()
+        self.focused: Session | None = None
+        self.xray = False
+        self.kill_mode = False
+        self.pointer = (0, 0)
+        self.moved = False
+        self.grab: View | None = None            # the view a held button was pressed on
+        self.buttons: set[int] = set()
+        self.swallow: set[int] = set()           # releases of presses no client saw
+        self.next_slot = SLOTS.start
+        self.recv_slot = self._slot()
+        self.rewindow = False
+        self.denied = self.opened = self.dropped = self.kills = 0
+        self.refused_kills = 0
+        self.repaint_all()
+
+    def _slot(self) -> int:
+        """A free slot of ours, searched round SLOTS from where the last one was found."""
+        for _ in SLOTS:
+            slot = self.next_slot
+            self.next_slot = slot + 1 if slot + 1 < SLOTS.stop else SLOTS.start
+            try:
+                self.l4.cap_inspect(slot)
+            except NoCapability:
+                return slot
+        raise RpcError("NO_MEMORY", f"no free capability slot in {SLOTS.start}..{SLOTS.stop - 1}")
+
+    # -- painting -------------------------------------------------------------------------
+    def repaint(self, rects: list[Rect]) -> None:
+        for r in union_rects(rects):
+            r = self.screen.paint(r, self.stack, self.focused, self.xray)
+            if r.empty:
+                continue
+            self._push(r)
+
+    def _push(self, r: Rect) -> None:
+        """Copy a painted rectangle into the fb session's buffer and refresh it there."""
+        stride, mv = self.screen.stride, self.screen.mv
+        if r.w == self.screen.width:
+            self.vm.write(self.fb.vaddr + r.y * stride, mv[r.y * stride:(r.y + r.h) * stride])
+        else:
+            n = r.w * 4
+            for y in range(r.y, r.y + r.h):
+                o = y * stride + r.x * 4
+                self.vm.write(self.fb.vaddr + o, mv[o:o + n])
+        self.fb.refresh(r.x, r.y, r.w, r.h)
+
+    def repaint_all(self) -> None:
+        if hasattr(self, "screen"):
+            self.repaint([Rect(0, 0, self.screen.width, self.screen.height)])
+
+    # -- sessions -------------------------------------------------------------------------
+    def session(self, call: Call) -> Session:
+        s = self.sessions.get(call.label)
+        if s is None:
+            raise RpcError("NO_SESSION", f"label {call.label} has no open session (open first)")
+        return s
+
+    def open(self, call: Call) -> Reply:
+        watch = call.items[0][1]
+        rule = self.policy.get(call.label)
+        try:
+            if rule is None:
+                self.denied += 1
+                raise RpcError("DENIED", f"the policy gives label {call.label} no session "
+                                         f"(labels: {sorted(self.policy)})")
+            what = self.l4.cap_inspect(watch)
+            if what.get("type") != "task" or not what.get("alive"):
+                raise RpcError("INVALID", f"open needs the client's own task capability, got "
+                                          f"a {what.get('type')}")
+            irq = self._slot()
+            try:
+                self.l4.create_irq(dst=irq)
+            except L4Error as e:
+                raise RpcError("NO_MEMORY", f"no IRQ object for the session: {e}") from None
+        except BaseException:
+            self._delete(watch)
+            raise
+        self.recv_slot, self.rewindow = self._slot(), True     # the watch stays where it landed
+        self._drop(call.label, "replaced")
+        s = Session(call.label, rule[0], rule[1], watch, irq)
+        self.sessions[call.label] = s
+        self.opened += 1
+        self.sweep()
+        return Reply({"label": call.label, "name": s.name, "quota": s.quota,
+                      "width": self.screen.width, "height": self.screen.height},
+                     [map_cap(irq, Rights.INVOKE | Rights.WRITE)])
+
+    def _delete(self, slot: int) -> None:
+        try:
+            self.l4.cap_delete(slot)
+        except L4Error:
+            pass
+
+    def _drop(self, label: int, why: str) -> None:
+        """Forget a session: its views vanish from the screen, its buffer goes back to moe."""
+        s = self.sessions.pop(label, None)
+        if s is None:
+            return
+        dirty = [v.rect for v in s.views.values()]
+        for v in s.views.values():
+            self.stack.remove(v)
+            if self.grab is v:
+                self.grab = None
+        s.views.clear()
+        if self.focused is s:
+            self.focused = None
+        self._free_buffer(s)
+        self._delete(s.irq)
+        self._delete(s.watch)
+        self.dropped += 1
+        print(f"nitpicker: session {s.name!r} (label {label}) {why}: its views and buffer "
+              f"are gone", flush=True)
+        self.repaint(dirty)
+
+    def _free_buffer(self, s: Session) -> None:
+        b, s.buffer = s.buffer, None
+        if b is None:
+            return
+        for fn in (lambda: self.moe.detach(b.addr), lambda: self.moe.release(b.slot)):
+            try:
+                fn()
+            except (RemoteError, L4Error) as e:
+                print(f"nitpicker: freeing the buffer of {s.name!r}: {e}", file=sys.stderr,
+                      flush=True)
+        self._delete(b.slot)
+
+    def alive(self, s: Session) -> bool:
+        try:
+            return bool(self.l4.cap_inspect(s.watch).get("alive", False))
+        except NoCapability:
+            return False
+
+    def sweep(self) -> None:
+        for s in [s for s in self.sessions.values() if not self.alive(s)]:
+            self._drop(s.label, "ended (its client is gone)")
+
+    def end(self, call: Call) -> None:
+        self._drop(call.label, "ended by its client")
+
+    # -- the buffer -----------------------------------------------------------------------
+    def buffer(self, call: Call, w: int, h: int) -> Reply:
+        s = self.session(call)
+        for name, v in (("w", w), ("h", h)):
+            if not 1 <= v <= MAX_SIDE:
+                raise RpcError("INVALID", f"buffer {name}={v}: must be in 1..{MAX_SIDE}")
+        size = w * h * 4
+        if size > s.quota:
+            raise RpcError("QUOTA", f"a {w}x{h} buffer needs {size} bytes; the quota of "
+                                    f"session {s.name!r} is {s.quota}")
+        self._free_buffer(s)
+        try:
+            ds = self.moe.alloc(size)
+        except RemoteError as e:
+            raise RpcError("NO_MEMORY", f"moe refused {size} bytes: {e.reason}") from None
+        try:
+            addr = self.moe.attach(ds.slot, MemRights.RW)
+        except RemoteError as e:
+            self.moe.release(ds.slot)
+            raise RpcError("NO_MEMORY", f"attaching the buffer: {e.reason}") from None
+        s.buffer = Buffer(ds.slot, addr, w, h)
+        self.repaint([v.rect for v in s.views.values()])
+        return Reply({"width": w, "height": h, "stride": w * 4, "size": size},
+                     [map_cap(ds.slot, Rights.INVOKE | Rights.GRANT)])
+
+    def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
+        s = self.session(call)
+        if w < 1 or h < 1 or s.buffer is None:
+            s.refused += 1
+            raise RpcError("INVALID", f"refresh {x},{y} {w}x{h} of session {s.name!r}: "
+                           + ("it has no buffer" if s.buffer is None else "empty rectangle"))
+        s.refreshes += 1
+        dirty = Rect(x, y, w, h).intersect(Rect(0, 0, s.buffer.width, s.buffer.height))
+        if dirty.empty:
+            return
+        rects = []
+        for v in s.views.values():
+            # the buffer rectangle, in screen coordinates, clipped to the view
+            on = Rect(v.rect.x - v.buf_x + dirty.x, v.rect.y - v.buf_y + dirty.y, dirty.w,
+                      dirty.h).intersect(v.rect)
+            rects.append(on)
+        self.repaint(rects)
+
+    # -- views ------------------------------------------------------------------------------
+    def view_create(self, call: Call, title: str) -> int:
+        s = self.session(call)
+        title = check_title(title)
+        if len(s.views) >= MAX_VIEWS:
+            raise RpcError("QUOTA", f"session {s.name!r} has {MAX_VIEWS} views already")
+        v = View(s.next_view, s, title)
+        s.next_view += 1
+        s.views[v.id] = v
+        self.stack.add(v)
+        return v.id
+
+    def view_destroy(self, call: Call, view: int) -> None:
+        s = self.session(call)
+        v = s.view(view)
+        del s.views[view]
+        self.stack.remove(v)
+        if self.grab is v:
+            self.grab = None
+        self.repaint([v.rect])
+
+    def view_geometry(self, call: Call, view: int, x: int, y: int, w: int, h: int,
+                      buf_x: int, buf_y: int) -> None:
+        s = self.session(call)
+        v = s.view(view)
+        new = check_geometry(x, y, w, h, buf_x, buf_y)
+        old = v.rect
+        v.rect, v.buf_x, v.buf_y = new, buf_x, buf_y
+        self.repaint([old, new])
+
+    def view_stack(self, call: Call, view: int, where: str, neighbour: int | None) -> None:
+        s = self.session(call)
+        v = s.view(view)
+        if where not in STACK:
+            raise RpcError("INVALID", f"stack where={where!r}: one of {', '.join(STACK)}")
+        other = None
+        if where in ("above", "below"):
+            if neighbour is None or neighbour == view:
+                raise RpcError("INVALID", f"stack {where} needs another view of session "
+                                          f"{s.name!r} as neighbour")
+            other = s.view(neighbour)
+        self.stack.place(v, where, other)
+        self.repaint([v.rect])
+
+    def view_title(self, call: Call, view: int, title: str) -> None:
+        s = self.session(call)
+        v = s.view(view)
+        v.title = check_title(title)
+        self.repaint([Rect(v.rect.x, v.rect.y, v.rect.w, min(v.rect.h, LABEL_H))])
+
+    # -- events and info ----------------------------------------------------------------------
+    def events(self, call: Call) -> list[list[int]]:
+        s = self.session(call)
+        out = list(s.events)
+        s.events.clear()
+        return out
+
+    def info(self, call: Call) -> dict[str, Any]:
+        s = self.session(call)
+        b = s.buffer
+        return {"views": sorted(s.views), "buffer": None if b is None else [b.width, b.height],
+                "focused": self.focused is s, "xray": self.xray, "dropped": s.dropped,
+                "refreshes": s.refreshes, "refused": s.refused, "name": s.name}
+
+    def usage(self, call: Call) -> dict[str, Any]:
+        self.sweep()
+        per = {str(lb): {"name": s.name, "views": [[v.id, *v.rect, v.title] for v in
+                                                   s.views.values()],
+                         "buffer": None if s.buffer is None else [s.buffer.width,
+                                                                   s.buffer.height],
+                         "queued": len(s.events), "dropped": s.dropped}
+               for lb, s in self.sessions.items()}
+        return {"sessions": per, "focused": None if self.focused is None else self.focused.label,
+                "xray": self.xray, "kill_mode": self.kill_mode,
+                "stack": [[v.session.label, v.id] for v in self.stack.views],
+                "opened": self.opened, "dropped": self.dropped, "denied": self.denied,
+                "kills": self.kills, "refused_kills": self.refused_kills,
+                "painted": self.screen.painted, "pointer": list(self.pointer)}
+
+    # -- input ---------------------------------------------------------------------------------
+    def on_irq(self, call: Call, body: dict[str, Any]) -> None:
+        if self.input is None or call.label != IRQ_LABEL:
+            return
+        woken: set[Session] = set()
+        for ev in self.input.drain():
+            self._event(ev.type, ev.code, ev.value, ev.time_us, woken)
+        for s in woken:
+            try:
+                self.l4.irq_trigger(s.irq)
+            except L4Error:
+                pass
+
+    def _event(self, t: int, code: int, value: int, us: int, woken: set[Session]) -> None:
+        if t == EV_ABS and code in (0, 1):
+            x, y = self.pointer
+            self.pointer = (value, y) if code == 0 else (x, value)
+            self.moved = True
+        elif t == EV_SYN and self.moved:
+            self.moved = False
+            target = self.grab if self.buttons and self.grab else self.stack.at(*self.pointer)
+            if target is not None:
+                self._deliver(target, MOTION, 0, 0, us, woken)
+        elif t == EV_KEY and code in BUTTONS:
+            self._button(code, value, us, woken)
+        elif t == EV_KEY:
+            self._key(code, value, us, woken)
+
+    def _deliver(self, v: View, kind: int, code: int, value: int, us: int,
+                 woken: set[Session]) -> None:
+        px, py = self.pointer
+        v.session.queue([kind, v.id, code, value, px - v.rect.x, py - v.rect.y, us])
+        woken.add(v.session)
+
+    def _key(self, code: int, value: int, us: int, woken: set[Session]) -> None:
+        if code in (XRAY_KEY, KILL_KEY):             # secure keys: no client sees them
+            if value == 1 and code == XRAY_KEY:
+                self.xray = not self.xray
+                print(f"nitpicker: X-ray mode {'on' if self.xray else 'off'}", flush=True)
+                self.repaint_all()
+            elif value == 1:
+                self.kill_mode = not self.kill_mode
+                print(f"nitpicker: kill mode {'armed' if self.kill_mode else 'off'}",
+                      flush=True)
+            return
+        s = self.focused
+        if s is None:
+            return
+        focus_view = min(s.views) if s.views else 0
+        s.queue([KEY, focus_view, code, value, 0, 0, us])
+        woken.add(s)
+
+    def _button(self, code: int, value: int, us: int, woken: set[Session]) -> None:
+        if value == 0:
+            self.buttons.discard(code)
+            if code in self.swallow:
+                self.swallow.discard(code)
+                return
+            target = self.grab or self.stack.at(*self.pointer)
+            if target is not None:
+                self._deliver(target, BUTTON, code, 0, us, woken)
+            if not self.buttons:
+                self.grab = None
+            return
+        self.buttons.add(code)
+        v = self.stack.at(*self.pointer)
+        if self.kill_mode:
+            self.kill_mode = False
+            self.swallow.add(code)
+            if v is not None:
+                self.kill(v.session)
+            return
+        if v is None:
+            return
+        if self.focused is not v.session:
+            self._focus(v.session, us, woken)
+        if self.grab is None:
+            self.grab = v
+        self._deliver(v, BUTTON, code, 1, us, woken)
+
+    def _focus(self, s: Session, us: int, woken: set[Session]) -> None:
+        old, self.focused = self.focused, s
+        for sess, gained in ((old, 0), (s, 1)):
+            if sess is not None:
+                sess.queue([FOCUS, 0, 0, gained, 0, 0, us])
+                woken.add(sess)
+        dirty = [Rect(v.rect.x, v.rect.y, v.rect.w, min(v.rect.h, LABEL_H))
+                 for sess in (old, s) if sess is not None for v in sess.views.values()]
+        if self.xray:
+            dirty = [v.rect for sess in (old, s) if sess is not None
+                     for v in sess.views.values()]
+        self.repaint(dirty)
+
+    def kill(self, s: Session) -> None:
+        """Kill mode's click: ask the launcher to end the session's task, if the policy lets."""
+        if s.label not in self.policy.killable:
+            self.refused_kills += 1
+            print(f"nitpicker: kill mode: the policy does not let session {s.name!r} "
+                  f"(label {s.label}) be ended", flush=True)
+            return
+        from servers.nitpicker.kill import end_task
+        why = end_task(self.l4, s.watch, s.name, s.label)
+        self.kills += why is None
+        print(f"nitpicker: kill mode: session {s.name!r} (label {s.label}) "
+              + ("ended" if why is None else f"not ended: {why}"), flush=True)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Every POLL_MS: dead clients, and whether fb and input are still there."""
+        self.sweep()
+        try:
+            self.fb.stats()                          # an fb restart: reopened, repainted
+        except (RemoteError, L4Error, TimeoutError) as e:
+            print(f"nitpicker: fb: {e}", file=sys.stderr, flush=True)
+        if self.input is not None:
+            self.input._check_alive()                # an input restart: reopened
+
+    def serve(self) -> None:
+        while True:
+            self.rewindow = False
+            due = time.monotonic() + POLL_MS / 1000
+            NITPICKER.serve(self.l4, self, window=(self.recv_slot, 1), timeout=POLL_MS,
+                            until=lambda: self.rewindow or time.monotonic() >= due)
+            if time.monotonic() >= due:
+                self.tick()
+
+
+def main(l4: L4, *policy: str) -> int:
+    try:
+        rules = parse_policy(policy)
+    except ValueError as e:
+        print(f"nitpicker: {e}", file=sys.stderr, flush=True)
+        return 2
+    for need in ("fb", "moe"):
+        if need not in l4.caps:
+            print(f"nitpicker: no '{need}' capability (the image must route fb and give "
+                  f"nitpicker `memory`)", file=sys.stderr, flush=True)
+            return 2
+    try:
+        srv = Nitpicker(l4, rules)
+    except (PeerDied, Timeout, RemoteError) as e:
+        print(f"nitpicker: cannot start: {e}", file=sys.stderr, flush=True)
+        return 1
+    print(f"nitpicker: {srv.screen.width}x{srv.screen.height}, sessions for "
+          f"{ {lb: n for lb, (n, _) in sorted(rules.items())} }, input "
+          f"{'on' if srv.input else 'off'}", flush=True)
+    srv.serve()
+    return 0
+
+
+__all__ = ["main", "Nitpicker", "parse_policy", "SLOT_TASK"]

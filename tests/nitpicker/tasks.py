@@ -1,0 +1,79 @@
+"""Nitpicker clients for tests/nitpicker (real booted images).
+
+    painter(l4, name, colour, x, y, w, h)
+        a session (capability "gui"), a w x h buffer filled with `colour` (a 10-pixel white
+        square at its top left corner, under the label bar), one view at x, y; logs every
+        event it receives ("NP-EVENT kind view code value x y") and redraws after a restart
+    probe(l4)
+        malformed commands, each answer logged: "NP probe {...}"
+    hog(l4)
+        a buffer beyond its quota (refused), then a small one
+
+Log lines, read by the test: "NP <what> <json>".
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kernel.user.client import L4
+from kernel.user.rpc import RemoteFailure
+from servers.nitpicker.client import GuiSession
+
+
+def log(what: str, value: Any = None) -> None:
+    print(f"NP {what} {json.dumps(value)}", flush=True)
+
+
+def _colour(text: str) -> tuple[int, int, int]:
+    r, g, b = (int(p) for p in text.split(","))
+    return r, g, b
+
+
+def painter(l4: L4, title: str, colour: str, x: str, y: str, w: str, h: str) -> int:
+    c = _colour(colour)
+    W, H = int(w), int(h)
+
+    def draw(gui: GuiSession) -> None:
+        gui.fill(0, 0, W, H, c)
+        gui.fill(0, H - 10, 10, 10, (255, 255, 255))
+        gui.refresh()
+    gui = GuiSession(l4, on_reopen=lambda g: (draw(g), log("reopened", g.reopened)))
+    gui.buffer(W, H)
+    draw(gui)
+    v = gui.view(title)
+    v.geometry(int(x), int(y), W, H)
+    log("drawn", {"label": gui.info["name"], "screen": [gui.width, gui.height]})
+    while True:
+        for ev in gui.wait(500):
+            print(f"NP-EVENT {ev.kind} {ev.view} {ev.code} {ev.value} {ev.x} {ev.y}", flush=True)
+
+
+def _answer(fn: Any) -> str:
+    try:
+        fn()
+        return "ok"
+    except RemoteFailure as e:
+        return e.error
+
+
+def probe(l4: L4) -> int:
+    gui = GuiSession(l4)
+    gui.buffer(20, 20)
+    v = gui.view("probe")
+    s = gui.stub
+    out = {
+        "negative": _answer(lambda: s.view_geometry(v.id, 0, 0, -5, 10, 0, 0)),
+        "huge": _answer(lambda: s.view_geometry(v.id, 0, 0, 10 ** 9, 10, 0, 0)),
+        "unknown_view": _answer(lambda: s.view_geometry(9999, 0, 0, 5, 5, 0, 0)),
+        "bad_stack": _answer(lambda: s.view_stack(v.id, "sideways", None)),
+        "stack_self": _answer(lambda: s.view_stack(v.id, "above", v.id)),
+        "long_title": _answer(lambda: s.view_title(v.id, "x" * 500)),
+        "empty_refresh": _answer(lambda: s.refresh(0, 0, 0, 5)),
+        "huge_buffer": _answer(lambda: s.buffer(100000, 100000, _window=(3702, 1))),
+        "quota": _answer(lambda: s.buffer(1024, 1024, _window=(3702, 1))),
+        "destroy_twice": _answer(lambda: (s.view_destroy(v.id), s.view_destroy(v.id))),
+    }
+    log("probe", out)
+    while True:
+        gui.wait(1000)
