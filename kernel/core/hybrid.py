@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import ipc, syscalls
 from ..abi import (LINUX_L4_MSG, MAX_PAYLOAD, NEVER, SLOT_THREAD, AbiError, CallArgs, Err,
-                   GateBindArgs, LinuxL4, LinuxL4Done, LinuxVerdict, ReplyArgs, ReplyWaitArgs,
-                   Sys, WaitArgs, decode_answer, decode_request, encode_args, unpack)
+                   GateBindArgs, LinuxL4, LinuxL4Done, LinuxVerdict, ObjType, ReplyArgs,
+                   ReplyWaitArgs, Rights, Sys, WaitArgs, decode_answer, decode_request,
+                   encode_args, unpack)
 from .objects import Thread, TState
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class Hybrid:
 def _state(proc: "Proc") -> Hybrid:
     if proc.hybrid is None:
         proc.hybrid = Hybrid()
-    return proc.hybrid  # type: ignore[no-any-return]
+    return proc.hybrid
 
 
 def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int, ...]) -> None:
@@ -75,7 +76,7 @@ def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int
     from .linux import _mem_fd
     hy = _state(proc)
     th = proc.task.threads[0] if proc.task.threads else None
-    sysno = _CALLS.get(nr)  # type: ignore[call-overload]
+    sysno = _CALLS.get(LinuxL4(nr)) if nr in _CALLS else None
     if th is None or not th.alive or sysno is None:
         _done(k, proc, nid, tid, nr, Err.INVALID, -errno.ENOSYS)
         return
@@ -91,12 +92,15 @@ def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int
         data = _read(fd, snd, snd_len) if snd_len and sysno != Sys.WAIT else b""
         record = _record(sysno, int(args[0]), hy.reply, proto, timeout)
         decode_request(encode_args(record))           # checked as any task's request
-        if sysno in (Sys.WAIT, Sys.REPLY_WAIT):
-            syscalls.TABLE[Sys.GATE_BIND](k, th, GateBindArgs(int(args[0]), SLOT_THREAD), None)
+        serve = sysno in (Sys.WAIT, Sys.REPLY_WAIT)
+        if serve:                                    # GATE_BIND's own checks, first
+            th.task.space.lookup(int(args[0]), ObjType.GATE, Rights.WRITE)
     except AbiError as e:
         _done(k, proc, nid, tid, nr, e.err, _errno(e))
         return
     # -- checked: act ---------------------------------------------------------------
+    if serve:                                        # the gate is served by this thread
+        syscalls.TABLE[Sys.GATE_BIND](k, th, GateBindArgs(int(args[0]), SLOT_THREAD), None)
     if sysno in (Sys.REPLY, Sys.REPLY_WAIT):
         hy.reply = 0                                 # used (or gone) either way
     hy.busy = th.busy = True
@@ -140,24 +144,25 @@ def _answered(k: "State", proc: "Proc", nid: int, tid: int, nr: int, th: Thread,
     hy.busy = False
     desc, rcv, rcv_max = where
     try:
-        err, value = decode_answer(header, sysno != Sys.REPLY)
-    except AbiError:
-        err, value = int(Err.PROTOCOL), None
+        code, value = decode_answer(header, sysno != Sys.REPLY)
+        err = Err(code)
+    except (AbiError, ValueError):
+        err, value = Err.PROTOCOL, None
     label = rproto = 0
     data = payload or b""
     if err == Err.OK and sysno != Sys.REPLY:
         label, rproto, hy.reply = value.label, value.proto, value.reply
-    result = 0 if err == Err.OK else -ERRNO.get(Err(err), errno.EIO)
+    result = 0 if err == Err.OK else -ERRNO.get(err, errno.EIO)
     try:
         fd = _mem_fd(proc)
         if data and rcv_max:
             os.pwrite(fd, data[:rcv_max], rcv)
-        out = LINUX_L4_MSG.pack(0, 0, 0, 0, rproto, 0, len(data), label, err)
+        out = LINUX_L4_MSG.pack(0, 0, 0, 0, rproto, 0, len(data), label, int(err))
         os.pwrite(fd, out[32:40], desc + 32)                 # proto (timeout_ms is kept)
         os.pwrite(fd, out[48:], desc + 48)                   # rcv_len, label, err
     except (AbiError, OSError):
         result = -errno.EFAULT if result == 0 else result
-    _done(k, proc, nid, tid, nr, Err(err) if err in set(Err) else Err.PROTOCOL, result)
+    _done(k, proc, nid, tid, nr, err, result)
 
 
 def _done(k: "State", proc: "Proc", nid: int, tid: int, nr: int, err: Err, value: int) -> None:
