@@ -55,7 +55,8 @@ def build_rootfs(busybox: str = "/bin/busybox", skeleton: str | None = None) -> 
     return initramfs.write([e._replace(ino=0) for e in entries])
 
 
-LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget")
+LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
+              "l4caps", "hybrid")
 LINUX_RUN = "servers.l4linux.server:main"
 
 
@@ -73,6 +74,10 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
         door = true                    # `l4run linux run` and `l4run console` reach it
         quota = 8192                   # kernel objects (each Linux process is a task)
         restart = "on-failure"         # and restart_budget = "5/60s", priority: as [[task]]
+        l4caps = { hello = "hello" }   # capabilities of the personality for hybrid
+                                       # processes: as a [[task]]'s caps
+        hybrid = { "/bin/greet" = ["hello"] }   # which program may use which of them
+                                       # (docs/L4LINUX.md "Hybrid processes")
     """
     raw = data.get("linux")
     if raw is None:
@@ -93,8 +98,34 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
                                 "restart_budget": d.get("restart_budget", "5/60s")}
         if "priority" in d:
             task["priority"] = d["priority"]
+        if "l4caps" in d:
+            task["caps"] = d["l4caps"]        # checked as any task's caps (linux.l4caps)
+        task["args"] = _hybrid_args(c, d, where) + task["args"]
         out.append(task)
     return out
+
+
+def _hybrid_args(c: Any, d: dict[str, Any], where: str) -> list[str]:
+    """`hybrid = { PROGRAM = [NAME, ...] }` as the personality's `--hybrid` arguments; every
+    NAME must be one of `l4caps`."""
+    raw = d.get("hybrid", {})
+    caps = d.get("l4caps", {})
+    if not isinstance(raw, dict):
+        c.bad(f"{where}.hybrid", "expected a table: { \"/bin/PROGRAM\" = [\"CAP\", ...] }")
+        return []
+    args: list[str] = []
+    for program, names in raw.items():
+        key = f"{where}.hybrid.{program}"
+        if not program.startswith("/") or "=" in program:
+            c.bad(key, "expected an absolute path (without '=') of a program in the personality")
+        elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            c.bad(key, f"expected a list of capability names, got {names!r}")
+        elif not isinstance(caps, dict) or any(n not in caps for n in names):
+            c.bad(key, f"every name must be one of {where}.l4caps "
+                       f"({', '.join(sorted(caps)) if isinstance(caps, dict) else 'none'})")
+        else:
+            args += ["--hybrid", f"{program}={','.join(names)}"]
+    return args
 
 
 def _section_args(c: Any, d: dict[str, Any], where: str, image_path: str) -> list[str]:
