@@ -11,20 +11,7 @@ import pytest
 
 from servers.ext2 import ROOT_INO, Ext2, ImageDevice
 
-from .tools import assert_clean, cat, mkfs, tree
-
-
-def _host_tree(top: str) -> dict[str, tuple[int, bytes]]:
-    out: dict[str, tuple[int, bytes]] = {}
-    for d, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(d, name)
-            rel = "/" + os.path.relpath(p, top)
-            s = os.lstat(p)
-            data = (os.readlink(p).encode() if stat.S_ISLNK(s.st_mode) else b""
-                    if stat.S_ISDIR(s.st_mode) else open(p, "rb").read())
-            out[rel] = (s.st_mode, data)
-    return out
+from .tools import assert_clean, cat, dir_tree, mkfs, tree
 
 
 @pytest.mark.parametrize("bs,isz", [(1024, 128), (4096, 256)])
@@ -49,7 +36,7 @@ def test_mke2fs_d_tree_reads_back_identically(tmp_path, bs: int, isz: int) -> No
     img = mkfs(str(tmp_path / "disk.img"), 16 << 20, bs, isz, "-d", str(src), "-E",
                "root_owner=0:0")
     fs = Ext2(ImageDevice(img))
-    assert tree(fs) == {**_host_tree(str(src)),
+    assert tree(fs) == {**dir_tree(str(src)),
                         "/lost+found": (stat.S_IFDIR | 0o700, b"")}
     tool, link = fs.resolve("/bin/tool"), fs.resolve("/bin/tool-link")
     assert tool == link and fs.stat(tool).nlink == 2

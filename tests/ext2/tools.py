@@ -106,3 +106,23 @@ def host_tree(img: str, dir_: str = "/", prefix: str = "") -> dict[str, tuple[in
         else:
             out[path] = (mode, cat(img, path) if size <= BIG else b"%d" % size)
     return out
+
+
+def dir_tree(top: str) -> dict[str, tuple[int, bytes]]:
+    """A host directory as `tree` answers it (symlinks not followed)."""
+    out: dict[str, tuple[int, bytes]] = {}
+    for d, dirs, files in os.walk(top):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            s = os.lstat(p)
+            data = (os.readlink(p).encode() if stat.S_ISLNK(s.st_mode) else b""
+                    if stat.S_ISDIR(s.st_mode) else open(p, "rb").read())
+            out["/" + os.path.relpath(p, top)] = (s.st_mode, data)
+    return out
+
+
+def host_dump(img: str, dest: str) -> dict[str, tuple[int, bytes]]:
+    """The whole image as debugfs `rdump` writes it out, read back as `tree` answers."""
+    os.makedirs(dest)
+    debugfs(img, f"rdump / {dest}")
+    return dir_tree(dest)
