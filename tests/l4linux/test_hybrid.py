@@ -30,6 +30,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(PROJECT_ROOT, "servers", "l4linux", "include")
 SINK_LABEL, SVC_LABEL = 5, 9
 GRANT = "/bin/hybrid=hello,sink,svc"
+DOC = os.path.join(PROJECT_ROOT, "docs", "L4LINUX.md")
+
+
+def doc_example() -> str:
+    """The example program of docs/L4LINUX.md "Hybrid processes" (its C block)."""
+    with open(DOC) as f:
+        text = f.read()
+    section = text[text.index("## Hybrid processes"):]
+    section = section[section.index("### Example"):]
+    start = section.index("```c\n") + 5
+    return section[start:section.index("```", start)]
 
 
 class Hybrid:
@@ -46,7 +57,8 @@ class Hybrid:
         self.svc = s.gate(SVC_LABEL)
         mapped = int(Rights.INVOKE | Rights.GRANT)
         self.task = s.spawn("servers.l4linux.server:main", "l4linux",
-                            args=("--rootfs", rootfs, "--hybrid", GRANT), quota=4096,
+                            args=("--rootfs", rootfs, "--hybrid", GRANT,
+                                  "--hybrid", "/bin/greet=hello"), quota=4096,
                             caps={"hello": (self.hello_gate, mapped), "sink": (self.sink, mapped),
                                   "svc": (self.svc, int(Rights.ALL))})
         self.gate = root.create_gate(1, thread=self.task.thread)
@@ -83,12 +95,20 @@ def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
     exe = os.path.join(tmp, "hybrid")
     subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-I", INCLUDE, "-o", exe,
                     os.path.join(HERE, "hybrid.c")], check=True, timeout=120)
+    greet_c, greet = os.path.join(tmp, "greet.c"), os.path.join(tmp, "greet")
+    with open(greet_c, "w") as f:
+        f.write(doc_example())
+    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-I", INCLUDE, "-o", greet, greet_c],
+                   check=True, timeout=120)
     with open("/bin/busybox", "rb") as f:
         entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
     with open(exe, "rb") as f:
         image = f.read()
+    with open(greet, "rb") as f:
+        greeter = f.read()
     entries += [initramfs.Entry("bin/hybrid", 0o100755, image),
-                initramfs.Entry("bin/nohybrid", 0o100755, image)]
+                initramfs.Entry("bin/nohybrid", 0o100755, image),
+                initramfs.Entry("bin/greet", 0o100755, greeter)]
     path = os.path.join(tmp, "rootfs.cpio")
     with open(path, "wb") as f:
         f.write(initramfs.write(entries))
@@ -105,6 +125,12 @@ def test_a_hybrid_program_calls_the_hello_server(hybrid: Hybrid) -> None:
     status, out = hybrid.sh("/bin/hybrid call hello again; echo status $?")
     assert re.fullmatch(rb"answer: hello, again \(#\d+, label 1\)\nstatus 0\n", out), out
     assert hybrid.client.stats()["bugs"] == 0
+
+
+def test_the_documented_example_calls_hello(hybrid: Hybrid) -> None:
+    status, out = hybrid.run("/bin/greet", "docs")
+    assert status == 0, out
+    assert re.fullmatch(rb"hello, docs \(#\d+, label 1\)\n", out), out
 
 
 def test_a_hybrid_program_serves_a_gate_a_native_task_calls(hybrid: Hybrid) -> None:
