@@ -16,6 +16,14 @@ Protocol NAMES, declared here once (kernel.user.rpc), spoken on the `launcher` g
                                   under `name`) in the caller's one-slot receive window.
                                   Errors: NOT_ROUTED (no capability of that name is routed
                                   to the calling task)
+    end_client(service, label) -> None
+                                  end (SIGKILL, as `l4run kill`) the task(s) the image routes
+                                  to `service` under `label`; the caller must be the task
+                                  that provides `service` (a server may end its own clients
+                                  and nothing else: Nitpicker's kill mode). The victim's
+                                  restart policy decides what follows. Errors: DENIED (the
+                                  caller does not provide `service`), NOT_ROUTED (no task is
+                                  routed there)
 
 The launcher's supervisor thread serves it (`Supervisor`, with `kernel.user.rpc.serve`; the
 gate's label names the calling task), and takes the kernel's death notices (Proto.EXCEPTION)
@@ -35,6 +43,8 @@ CAP_NAME = "launcher"
 NAMES = Protocol("launcher.names", [
     op("lookup", 1, ["name:str"], None, errors=["NOT_ROUTED"], caps_out=1,
        doc="the capability routed to the caller under `name`, as one item"),
+    op("end_client", 2, ["service:str", "label:int"], None, errors=["DENIED", "NOT_ROUTED"],
+       doc="end the task routed to the caller's `service` under `label`"),
 ], tag=0x4C4E)
 
 
@@ -73,12 +83,21 @@ Route = tuple[int, int]        # (the launcher's gate slot, rights to map it wit
 class Supervisor:
     """What the launcher's supervisor thread serves: NAMES on each task's `launcher` gate,
     and the kernel's death notices. `find(label, name)` answers the route of `name` for the
-    task behind gate `label` (or None); `on_exit(body)` takes each exit notice. Runs on the
-    supervisor thread; both callbacks must be safe to call from it."""
+    task behind gate `label` (or None); `on_exit(body)` takes each exit notice;
+    `end(label, service, client_label)` ends a client of the caller's service (None: done,
+    else (error, reason)). Runs on the supervisor thread; the callbacks must be safe to call
+    from it."""
 
     def __init__(self, find: Callable[[int, str], Route | None],
-                 on_exit: Callable[[dict], None]) -> None:
-        self.find, self.on_exit = find, on_exit
+                 on_exit: Callable[[dict], None],
+                 end: Callable[[int, str, int], tuple[str, str] | None] | None = None) -> None:
+        self.find, self.on_exit, self.end = find, on_exit, end
+
+    def end_client(self, call: Call, service: str, label: int) -> None:
+        refused = ("DENIED", "this launcher ends no clients") if self.end is None \
+            else self.end(call.label, service, label)
+        if refused is not None:
+            raise RpcError(*refused)
 
     def lookup(self, call: Call, name: str) -> Reply:
         route = self.find(call.label, name)

@@ -535,7 +535,8 @@ class Launcher:
         kernel's death notices, both through `launcher.names.Supervisor` and the one server
         loop (kernel.user.rpc.serve); ends on the main thread's stop message, or at a quiet
         second once stopping."""
-        sup = Supervisor(self._find_route, lambda body: self._post(("exit", body)))
+        sup = Supervisor(self._find_route, lambda body: self._post(("exit", body)),
+                         self._end_client)
         stop = [False]
 
         def route(m: Any) -> Any:
@@ -557,6 +558,21 @@ class Launcher:
     def _find_route(self, label: int, name: str) -> tuple[int, int] | None:
         with self.routes_lock:
             return self.routes.get(label, {}).get(name)
+
+    def _end_client(self, label: int, service: str, client: int) -> tuple[str, str] | None:
+        """NAMES end_client on the supervisor thread: check that the caller (its `launcher`
+        gate's label) provides `service`, then have the main thread kill the task(s) routed
+        to it under `client` (launcher/names.py)."""
+        caller = next((name for name, t in list(self.tasks.items())      # numbers never change
+                       if LOOKUP_LABEL_BASE + t.number == label), None)
+        svc = self.services.get(service)
+        if caller is None or svc is None or svc.provider != caller:
+            return ("DENIED", f"task {caller!r} does not provide service {service!r}")
+        victims = sorted(self.label_users.get((service, client), set()))
+        if not victims:
+            return ("NOT_ROUTED", f"no task is routed to {service!r} with label {client}")
+        self._post(("end_client", (caller, victims)))
+        return None
 
     def _post(self, item: tuple[str, Any]) -> None:
         self.inbox.put(item)
@@ -602,6 +618,13 @@ class Launcher:
                 break
             if kind == "exit":
                 self._on_exit(body)
+            elif kind == "end_client":
+                for name in body[1]:
+                    try:
+                        self.cmd_kill(name)
+                        self.event(f"{name}: ended at the request of {body[0]} (its server)")
+                    except ValueError as e:
+                        self.event(f"{name}: {body[0]} asked to end it: {e}")
             elif kind == "gone":
                 self.event(f"fatal: lost the kernel ({body}); shutting down")
                 self.stopping = True
