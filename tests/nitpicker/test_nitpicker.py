@@ -150,14 +150,22 @@ def test_xray_key_dims_all_but_the_focused_view_and_reaches_no_client(
         assert not [e for e in events(rd, t) if e[0] == KEY and e[2] == 88], t
 
 
-def test_malformed_probe_then_dead_client_views_vanish_buffer_freed(
-        system: dict[str, Any]) -> None:
+def test_kill_mode_ends_a_killable_client_whose_views_vanish(system: dict[str, Any]) -> None:
     rd, tmp = system["rd"], system["tmp"]
-    l4run("kill", "gamma", "--run-dir", rd)
+    a0 = len(events(rd, "alpha"))
+    l4run("input", "key", "f11", "--run-dir", rd)                 # kill mode, then alpha:
+    l4run("input", "click", "100", "100", "--run-dir", rd)        # the policy says no
+    wait_for(lambda: "does not let session 'alpha'" in log_of(rd, "nitpicker"), 20,
+             "Nitpicker to refuse ending alpha")
+    l4run("input", "key", "f11", "--run-dir", rd)                 # kill mode, then gamma
+    l4run("input", "click", "500", "400", "--run-dir", rd)
     wait_for(lambda: "'gamma' (label 4) ended (its client is gone)" in log_of(rd, "nitpicker"),
              20, "Nitpicker to drop gamma's session")
+    assert "session 'gamma' (label 4) ended" in log_of(rd, "nitpicker")
     img = wait_pixel(rd, tmp, (500, 400), BACKGROUND, "gamma's view gone")
     assert img.getpixel((100, 100)) == RED
+    # neither kill-mode click reached a client; the F11 presses neither
+    assert not [e for e in events(rd, "alpha")[a0:] if e[0] == BUTTON or e[0] == KEY]
 
 
 def test_nitpicker_restarted_clients_recreate_their_views(system: dict[str, Any]) -> None:
