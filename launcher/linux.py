@@ -1,10 +1,13 @@
 """`l4run mkrootfs` and `l4run linux run|ps`: the L⁴Linux personality from the command line.
 
-    l4run mkrootfs [-o FILE] [--busybox PATH] [--skeleton DIR]
+    l4run mkrootfs [-o FILE] [--busybox PATH] [--skeleton DIR] [--ext2 SIZE]
         the newc initramfs the personality boots from: its skeleton (servers/l4linux/
         initramfs.py DIRS and FILES, plus the files of DIR if given) and busybox with a
         /bin link for every applet (`busybox --list`). Default FILE: build/linux/rootfs.cpio
         in the project (where a sandboxed personality may read it).
+        With --ext2 SIZE (bytes, or with K/M/G), the same tree as an ext2 disk image of that
+        size instead, made by host `mke2fs -t ext2 -d` (e2fsprogs) from the archive's
+        entries unpacked into a temporary directory; default FILE build/linux/rootfs.ext2.
     l4run linux run [--task NAME] [--timeout S] -- CMD ARGS...
         run one command in the running personality, print its output, exit with its status.
     l4run linux ps [--task NAME] [--json]
@@ -31,6 +34,7 @@ import click
 from kernel.user.spawn import PROJECT_ROOT
 
 DEFAULT_ROOTFS = os.path.join(PROJECT_ROOT, "build", "linux", "rootfs.cpio")
+DEFAULT_EXT2 = os.path.join(PROJECT_ROOT, "build", "linux", "rootfs.ext2")
 DEFAULT_TASK = "linux"
 
 
@@ -53,6 +57,69 @@ def build_rootfs(busybox: str = "/bin/busybox", skeleton: str | None = None) -> 
             extra.append(initramfs.Entry(rel, st.st_mode, data))
     entries = [e for e in initramfs.read(archive)] + extra
     return initramfs.write([e._replace(ino=0) for e in entries])
+
+
+def parse_size(text: str) -> int:
+    """'64M' -> 67108864: a byte count with an optional K, M or G (binary) suffix."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError(f"size {text!r}: want a number of bytes, optionally with K, M or G")
+    if n < 1 << 20:
+        raise ValueError(f"size {text!r}: an ext2 root file system needs at least 1M")
+    return n
+
+
+def build_ext2(output: str, size: int, archive: bytes) -> None:
+    """Write the newc `archive`'s tree as an ext2 image of `size` bytes at `output`.
+
+    The entries are unpacked into a temporary directory and host `mke2fs -t ext2 -d` makes
+    the image from it (the format is e2fsprogs' own, nothing hand-made). An unprivileged
+    caller cannot give its files to root, so the owners the archive names (uid/gid, 0 in
+    ours) are then set in the image through the ext2 engine (servers/ext2)."""
+    import shutil
+    import subprocess
+    import tempfile
+    from servers.ext2 import Ext2, ImageDevice
+    from servers.l4linux import initramfs
+    mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/sbin:/usr/sbin")
+    if mke2fs is None:
+        raise click.ClickException("mke2fs not found: install e2fsprogs")
+    entries = list(initramfs.read(archive))
+    with tempfile.TemporaryDirectory(prefix="l4py-rootfs-") as top:
+        for e in entries:
+            path = os.path.join(top, e.name)
+            if stat.S_ISDIR(e.mode):
+                os.makedirs(path, exist_ok=True)
+            elif stat.S_ISLNK(e.mode):
+                os.symlink(e.data.decode(), path)
+            elif stat.S_ISREG(e.mode):
+                with open(path, "wb") as f:
+                    f.write(e.data)
+            else:
+                continue                      # devices and fifos: /dev is the personality's
+            if not stat.S_ISLNK(e.mode):
+                os.chmod(path, stat.S_IMODE(e.mode))
+        tmp = output + ".tmp"
+        with open(tmp, "wb") as f:
+            f.truncate(size)
+        r = subprocess.run([mke2fs, "-q", "-F", "-t", "ext2", "-L", "l4py-root",
+                            "-E", "root_owner=0:0", "-d", top, tmp],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode:
+            os.unlink(tmp)
+            raise click.ClickException(f"mke2fs -t ext2 -d failed (is {size} bytes enough "
+                                       f"for the tree?): {r.stderr.strip() or r.stdout}")
+    fs = Ext2(ImageDevice(tmp))
+    for e in entries:
+        ino = fs.resolve("/" + e.name, follow=False)
+        if (fs.stat(ino).uid, fs.stat(ino).gid) != (e.uid, e.gid):
+            fs.setattr(ino, uid=e.uid, gid=e.gid)
+    fs.unmount()
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, output)
 
 
 LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
@@ -270,16 +337,28 @@ def register(cli: click.Group, find_run_dir: Any, run_dir_option: Any) -> None:
         sys.exit(attach_console(path, new))
 
     @cli.command()
-    @click.option("-o", "--output", default=DEFAULT_ROOTFS, show_default=True,
-                  type=click.Path(dir_okay=False))
+    @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+                  help=f"default {DEFAULT_ROOTFS} (with --ext2: {DEFAULT_EXT2})")
     @click.option("--busybox", default="/bin/busybox", show_default=True,
                   type=click.Path(exists=True, dir_okay=False))
     @click.option("--skeleton", type=click.Path(exists=True, file_okay=False),
                   help="a directory whose files are added to the archive")
-    def mkrootfs(output: str, busybox: str, skeleton: str | None) -> None:
-        """Build the L⁴Linux initramfs (a newc cpio archive)."""
+    @click.option("--ext2", "ext2_size", metavar="SIZE",
+                  help="make an ext2 disk image of SIZE (e.g. 64M) instead (mke2fs -d)")
+    def mkrootfs(output: str | None, busybox: str, skeleton: str | None,
+                 ext2_size: str | None) -> None:
+        """Build the L⁴Linux initramfs (a newc cpio archive), or with --ext2 a disk image."""
         data = build_rootfs(busybox, skeleton)
+        output = output or (DEFAULT_EXT2 if ext2_size else DEFAULT_ROOTFS)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        if ext2_size:
+            try:
+                size = parse_size(ext2_size)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--ext2")
+            build_ext2(output, size, data)
+            click.echo(f"{output}: ext2, {size} bytes")
+            return
         with open(output + ".tmp", "wb") as f:
             f.write(data)
         os.chmod(output + ".tmp", 0o644)

@@ -17,6 +17,9 @@ Open files: `open(ino)` / `close(ino)` count references. Unlinking the last name
 inode keeps it (links 0, still allocated) until the last close; `unmount` frees such
 orphans. A crash with orphans leaves inodes e2fsck reclaims (no journal, no orphan list).
 
+`readonly=True` (a read-only device, or `mount -o ro`): nothing is ever written, the
+superblock not even marked mounted; every changing call fails with EROFS first.
+
 Durability: nothing is on the device until `sync`, `fsync` (which syncs the whole
 volume: simple, and what an ext2 without a journal can promise anyway) or `unmount`.
 
@@ -25,9 +28,10 @@ Ownership: one thread; callers serialise (the personality has one serving thread
 from __future__ import annotations
 
 import errno
+import functools
 import stat as st
 import time
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from .blockmap import FileMap
 from .device import Device
@@ -38,6 +42,17 @@ from .rename import rename_entry
 from .volume import Volume
 
 MAX_SYMLINKS = 40
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mutates(method: F) -> F:
+    """An operation that changes the volume: EROFS, before anything, on a read-only mount."""
+    @functools.wraps(method)
+    def check(self: "Ext2", *args: Any, **kw: Any) -> Any:
+        if self.readonly:
+            raise FsError(errno.EROFS, f"{method.__name__}: mounted read-only")
+        return method(self, *args, **kw)
+    return check  # type: ignore[return-value]
 
 
 class Stat(NamedTuple):
@@ -73,8 +88,9 @@ def _s(name: bytes) -> str:
 
 
 class Ext2:
-    def __init__(self, dev: Device, cache_blocks: int = 8192) -> None:
+    def __init__(self, dev: Device, cache_blocks: int = 8192, readonly: bool = False) -> None:
         self.vol = Volume(dev, cache_blocks)
+        self.readonly = readonly
         self.fm = FileMap(self.vol)
         sb = self.vol.sb
         self.dirs = Directories(self.fm, bool(sb.get("feature_incompat") & FILETYPE))
@@ -82,7 +98,8 @@ class Ext2:
         self.opens: dict[int, int] = {}          # ino -> open references
         self.orphans: set[int] = set()           # links 0, kept while open
         self.mounted = True
-        self.vol.mark_mounted()
+        if not readonly:
+            self.vol.mark_mounted()
 
     # -- inodes ------------------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -175,6 +192,7 @@ class Ext2:
             raise FsError(errno.EEXIST, f"{_s(raw)!r} exists")
         return d, raw
 
+    @_mutates
     def create(self, dir_ino: int, name: str | bytes, mode: int = 0o644, uid: int = 0,
                gid: int = 0, rdev: int = 0) -> int:
         """A new file (regular unless `mode` says fifo/socket/device: mknod); its inode."""
@@ -189,6 +207,7 @@ class Ext2:
         self._add(d, raw, ind)
         return ind.ino
 
+    @_mutates
     def mkdir(self, dir_ino: int, name: str | bytes, mode: int = 0o755, uid: int = 0,
               gid: int = 0) -> int:
         d, raw = self._check_new(dir_ino, name)
@@ -205,6 +224,7 @@ class Ext2:
         self._save(d)
         return ind.ino
 
+    @_mutates
     def symlink(self, dir_ino: int, name: str | bytes, target: str | bytes, uid: int = 0,
                 gid: int = 0) -> int:
         d, raw = self._check_new(dir_ino, name)
@@ -234,6 +254,7 @@ class Ext2:
             return b"".join(b.to_bytes(4, "little") for b in ind.block)[:ind.size]
         return self.fm.read(ind, 0, ind.size)
 
+    @_mutates
     def link(self, ino: int, dir_ino: int, name: str | bytes) -> None:
         d, raw = self._check_new(dir_ino, name)
         ind = self.inode(ino)
@@ -248,6 +269,7 @@ class Ext2:
         self._save(d)
 
     # -- removing ----------------------------------------------------------------------
+    @_mutates
     def unlink(self, dir_ino: int, name: str | bytes) -> None:
         d, raw = self._dir(dir_ino), _b(name)
         ino = self.dirs.lookup(d, raw)
@@ -260,6 +282,7 @@ class Ext2:
         self._save(d)
         self._drop_link(ino)
 
+    @_mutates
     def rmdir(self, dir_ino: int, name: str | bytes) -> None:
         d, raw = self._dir(dir_ino), _b(name)
         if raw in (b".", b".."):
@@ -312,6 +335,7 @@ class Ext2:
             data[4:8] = (refs - 1).to_bytes(4, "little")
             self.vol.cache.dirty(blk)
 
+    @_mutates
     def rename(self, odir: int, oname: str | bytes, ndir: int, nname: str | bytes) -> None:
         """Move an entry, replacing a compatible target (rename.py)."""
         rename_entry(self, odir, _b(oname), ndir, _b(nname))
@@ -329,7 +353,7 @@ class Ext2:
             self.opens[ino] = n
             return
         del self.opens[ino]
-        if ino in self.orphans:
+        if ino in self.orphans and not self.readonly:
             self._release(self.vol.read_inode(ino))
 
     # -- data --------------------------------------------------------------------------
@@ -344,6 +368,7 @@ class Ext2:
         if size > limit:
             raise FsError(errno.EFBIG, f"size {size} past the file size limit {limit}")
 
+    @_mutates
     def write(self, ino: int, offset: int, data: bytes) -> int:
         ind = self.inode(ino)
         if not st.S_ISREG(ind.mode):
@@ -357,6 +382,7 @@ class Ext2:
             self._save(ind)
         return n
 
+    @_mutates
     def truncate(self, ino: int, size: int) -> None:
         ind = self.inode(ino)
         if not st.S_ISREG(ind.mode):
@@ -375,6 +401,7 @@ class Ext2:
         ind.mtime = ind.ctime = int(time.time())
         self._save(ind)
 
+    @_mutates
     def setattr(self, ino: int, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, atime: int | None = None,
                 mtime: int | None = None) -> None:
@@ -402,7 +429,8 @@ class Ext2:
                       sb.get("free_inodes_count"), 255)
 
     def sync(self) -> None:
-        self.vol.write_super(flush=True)
+        if not self.readonly:
+            self.vol.write_super(flush=True)
 
     def fsync(self, ino: int) -> None:
         """The whole volume (module docstring: durability)."""
@@ -412,6 +440,10 @@ class Ext2:
     def unmount(self) -> None:
         """Free the orphans, write everything, mark the file system clean, close."""
         if not self.mounted:
+            return
+        if self.readonly:
+            self.vol.dev.close()
+            self.mounted = False
             return
         for ino in sorted(self.orphans):
             self._release(self.vol.read_inode(ino))
