@@ -66,6 +66,10 @@ def bar_has_text(img: PILImage.Image, x: int, y: int, w: int) -> bool:
     return len(colours) >= 2
 
 
+def moe(rd: str) -> dict[str, int]:
+    return dict(json.loads(l4run("memory", "--json", "--run-dir", rd).stdout)["moe"])
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("nitpicker")
@@ -157,6 +161,7 @@ def test_kill_mode_ends_a_killable_client_whose_views_vanish(system: dict[str, A
     l4run("input", "click", "100", "100", "--run-dir", rd)        # the policy says no
     wait_for(lambda: "does not let session 'alpha'" in log_of(rd, "nitpicker"), 20,
              "Nitpicker to refuse ending alpha")
+    before = moe(rd)
     l4run("input", "key", "f11", "--run-dir", rd)                 # kill mode, then gamma
     l4run("input", "click", "500", "400", "--run-dir", rd)
     wait_for(lambda: "'gamma' (label 4) ended (its client is gone)" in log_of(rd, "nitpicker"),
@@ -164,6 +169,9 @@ def test_kill_mode_ends_a_killable_client_whose_views_vanish(system: dict[str, A
     assert "session 'gamma' (label 4) ended" in log_of(rd, "nitpicker")
     img = wait_pixel(rd, tmp, (500, 400), BACKGROUND, "gamma's view gone")
     assert img.getpixel((100, 100)) == RED
+    # its buffer (a dataspace of Nitpicker's moe session, 200x120 pixels) went back to moe
+    wait_for(lambda: moe(rd)["dataspaces"] == before["dataspaces"] - 1, 10, "gamma's buffer freed")
+    assert before["used"] - moe(rd)["used"] >= 200 * 120 * 4
     # neither kill-mode click reached a client; the F11 presses neither
     assert not [e for e in events(rd, "alpha")[a0:] if e[0] == BUTTON or e[0] == KEY]
 
