@@ -1,0 +1,74 @@
+"""Tasks for the booted ext2 test: the engine over the DDE block server (a block client).
+
+    session(l4, phase)   phase "write": mount the disk (BlockClientDevice), make a tree (a
+                         1.5 MiB file, a sparse file, a 220-entry directory, links, symlinks,
+                         a rename across directories, an unlinked open file), fsync, unmount.
+                         phase "read": mount again and report what is there.
+Each logs one line "EXT2 {json}" (or "EXT2 {"error": ...}") and exits 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+
+from kernel.user.client import L4
+from servers.block.client import BlockClient
+from servers.ext2 import ROOT_INO, BlockClientDevice, Ext2
+
+BIG = 1536 * 1024 + 5
+
+
+def _blob() -> bytes:
+    seed = hashlib.sha256(b"ext2 over block").digest()
+    return (seed * (BIG // 32 + 1))[:BIG]
+
+
+def _write(fs: Ext2) -> dict[str, object]:
+    d = fs.mkdir(ROOT_INO, "data")
+    big = fs.create(d, "big")
+    fs.write(big, 0, _blob())
+    sp = fs.create(ROOT_INO, "sparse")
+    fs.write(sp, 8 << 20, b"end")
+    many = fs.mkdir(ROOT_INO, "many")
+    for i in range(220):
+        fs.write(fs.create(many, f"f{i:03d}"), 0, b"%d" % i)
+    fs.link(big, ROOT_INO, "big-link")
+    fs.symlink(ROOT_INO, "fast", "data/big")
+    fs.symlink(ROOT_INO, "slow", "/" + "s" * 100)
+    fs.rename(many, "f000", d, "moved")
+    tmp = fs.create(ROOT_INO, "open-unlinked")
+    fs.write(tmp, 0, b"x" * 10000)
+    fs.open(tmp)
+    fs.unlink(ROOT_INO, "open-unlinked")
+    fs.fsync(big)
+    fs.close(tmp)
+    return {"statfs": list(fs.statfs())}
+
+
+def _read(fs: Ext2) -> dict[str, object]:
+    big = fs.resolve("/data/big")
+    return {"big_ok": fs.read(big, 0, BIG + 10) == _blob(),
+            "link_same": fs.resolve("/big-link") == big == fs.resolve("/fast"),
+            "nlink": fs.stat(big).nlink,
+            "many": len(fs.listdir(fs.resolve("/many"))),
+            "moved": fs.read(fs.resolve("/data/moved"), 0, 10).decode(),
+            "sparse_tail": fs.read(fs.resolve("/sparse"), 8 << 20, 10).decode(),
+            "slow": fs.readlink(fs.resolve("/slow", follow=False)).decode(),
+            "statfs": list(fs.statfs())}
+
+
+def session(l4: L4, phase: str = "write") -> int:
+    bc = BlockClient(l4, buffer=256 * 1024)
+    try:
+        fs = Ext2(BlockClientDevice(bc))
+        res = _write(fs) if phase == "write" else _read(fs)
+        res["was_clean"] = fs.vol.was_clean
+        res["device_writes"] = fs.vol.cache.writes
+        fs.unmount()
+    except Exception as e:                     # reported to the test, which fails on it
+        res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+    finally:
+        bc.close()
+    print("EXT2 " + json.dumps(res), flush=True)
+    return 0
