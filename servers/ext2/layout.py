@@ -72,7 +72,7 @@ class _Fields:
     """A bytearray with named little-endian fields at fixed offsets."""
     FIELDS: dict[str, tuple[str, int]] = {}
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes | bytearray) -> None:
         self.raw = bytearray(raw)
 
     def get(self, name: str) -> int:
@@ -155,7 +155,7 @@ class Inode:
                  "links", "sectors", "flags", "osd1", "block", "generation", "file_acl",
                  "faddr", "blocks_hi", "acl_hi", "extra")
 
-    def __init__(self, ino: int, raw: bytes) -> None:
+    def __init__(self, ino: int, raw: bytes | bytearray) -> None:
         v = _INODE.unpack_from(raw, 0)
         self.ino = ino
         (self.mode, uid, size, self.atime, self.ctime, self.mtime, self.dtime, gid,
@@ -198,7 +198,7 @@ def rec_len_for(name_len: int) -> int:
     return (8 + name_len + 3) & ~3
 
 
-def parse_block(data: bytes, filetype: bool) -> list[DirEntry]:
+def parse_block(data: bytes | bytearray, filetype: bool) -> list[DirEntry]:
     """The entries of one directory block, in order. FormatError on a broken chain."""
     out, pos, size = [], 0, len(data)
     while pos < size:
