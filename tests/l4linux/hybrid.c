@@ -7,6 +7,8 @@
  *   hybrid serve NAME N     serve gate NAME: answer N messages "served DATA (label L)"
  *   hybrid nocap NAME       try capability NAME and a made-up handle: print the errors,
  *                           then go on
+ *   hybrid hold GATE SINK   receive one call on gate GATE, then call SINK before answering
+ *                           it (killed meanwhile: both partners see PEER_DIED)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -100,6 +102,25 @@ static int nocap(const char *name)
     return 0;
 }
 
+static int hold(const char *gate_name, const char *sink_name)
+{
+    long gate = l4_cap(gate_name), sink = l4_cap(sink_name);
+    if (gate < 0 || sink < 0) {
+        printf("l4_cap: %ld %ld\n", gate, sink);
+        return 1;
+    }
+    char in[256], back[64];
+    struct l4_msg m = { .rcv = in, .rcv_max = sizeof in, .timeout_ms = L4_NEVER };
+    long r = l4_wait(gate, &m);
+    printf("l4_wait: %ld, %lu bytes\n", r, (unsigned long)m.rcv_len);
+    struct l4_msg s = { .snd = "held", .snd_len = 4, .rcv = back, .rcv_max = sizeof back,
+                        .timeout_ms = L4_NEVER };
+    r = l4_call(sink, &s);
+    printf("l4_call: %ld\n", r);
+    m.snd = "late"; m.snd_len = 4; m.proto = 0;
+    return l4_reply(&m) == 0 ? 0 : 4;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -109,6 +130,8 @@ int main(int argc, char **argv)
         return serve(argv[2], atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "nocap"))
         return nocap(argv[2]);
-    fprintf(stderr, "usage: hybrid call NAME TEXT | serve NAME N | nocap NAME\n");
+    if (argc == 4 && !strcmp(argv[1], "hold"))
+        return hold(argv[2], argv[3]);
+    fprintf(stderr, "usage: hybrid call NAME TEXT | serve NAME N | nocap NAME | hold GATE SINK\n");
     return 64;
 }

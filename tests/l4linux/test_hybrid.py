@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil
                                 reason="needs busybox-static and musl-gcc")
 HERE = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(PROJECT_ROOT, "servers", "l4linux", "include")
-SINK_LABEL, SVC_LABEL = 5, 9
-GRANT = "/bin/hybrid=hello,sink,svc"
+SINK_LABEL, SVC_LABEL, HOLD_LABEL = 5, 9, 11
+GRANT = "/bin/hybrid=hello,sink,svc,hold"
 DOC = os.path.join(PROJECT_ROOT, "docs", "L4LINUX.md")
 
 
@@ -55,12 +56,14 @@ class Hybrid:
         self.hello_gate = root.create_gate(1, thread=hello.thread)
         self.sink = s.gate(SINK_LABEL)
         self.svc = s.gate(SVC_LABEL)
+        self.hold = s.gate(HOLD_LABEL)
         mapped = int(Rights.INVOKE | Rights.GRANT)
         self.task = s.spawn("servers.l4linux.server:main", "l4linux",
                             args=("--rootfs", rootfs, "--hybrid", GRANT,
                                   "--hybrid", "/bin/greet=hello"), quota=4096,
                             caps={"hello": (self.hello_gate, mapped), "sink": (self.sink, mapped),
-                                  "svc": (self.svc, int(Rights.ALL))})
+                                  "svc": (self.svc, int(Rights.ALL)),
+                                  "hold": (self.hold, int(Rights.ALL))})
         self.gate = root.create_gate(1, thread=self.task.thread)
         self.client = LINUX.client(root, self.gate, timeout=30_000)
 
@@ -139,7 +142,7 @@ def test_a_hybrid_program_serves_a_gate_a_native_task_calls(hybrid: Hybrid) -> N
     pid = hybrid.pid_of("serve")
     wait_for(lambda: hybrid.state(pid) == "D", 20, "the server to wait in its L4 call")
     for i in range(3):
-        msg = root.call(hybrid.svc, f"request {i}".encode(), proto=7, rcv_timeout=20)
+        msg = root.call(hybrid.svc, f"request {i}".encode(), proto=7, rcv_timeout=20_000)
         assert msg.data == f"served request {i} (label {SVC_LABEL}, proto 7)".encode()
     wait_for(lambda: all(p["pid"] != pid for p in hybrid.client.ps()), 20, "the server to end")
 
@@ -148,7 +151,7 @@ def test_inside_an_l4_call_the_process_is_uninterruptible_and_others_run(hybrid:
     root = hybrid.system.root
     assert hybrid.sh("/bin/hybrid call sink waiting >/tmp/sink.out 2>&1 & sleep 1") == (0, b"")
     pid = hybrid.pid_of("sink")
-    msg = root.wait(timeout=20)                     # root is the partner: it holds the call
+    msg = root.wait(timeout=20_000)                     # root is the partner: it holds the call
     assert msg.label == SINK_LABEL and msg.reply
     assert hybrid.state(pid) == "D"
     status, out = hybrid.run("cat", f"/proc/{pid}/status")
@@ -187,7 +190,7 @@ def test_killed_inside_an_l4_call_its_partner_gets_peer_died(hybrid: Hybrid) -> 
     root = hybrid.system.root
     assert hybrid.sh("/bin/hybrid call sink doomed >/dev/null 2>&1 & sleep 1") == (0, b"")
     pid = hybrid.pid_of("sink")
-    msg = root.wait(timeout=20)
+    msg = root.wait(timeout=20_000)
     assert msg.label == SINK_LABEL and msg.reply
     assert hybrid.state(pid) == "D"
     assert hybrid.sh(f"kill -9 {pid}") == (0, b"")
@@ -207,4 +210,32 @@ def test_a_native_caller_of_a_killed_hybrid_server_gets_peer_died(hybrid: Hybrid
     assert hybrid.sh(f"kill -9 {pid}") == (0, b"")
     wait_for(lambda: all(p["pid"] != pid for p in hybrid.client.ps()), 20, "it to die")
     with pytest.raises(PeerDied):
-        root.call(hybrid.svc, b"anyone?", proto=7, rcv_timeout=20)
+        root.call(hybrid.svc, b"anyone?", proto=7, rcv_timeout=20_000)
+
+
+def _errors(root: Any, task: str) -> int:
+    return next(t["stats"]["errors"] for t in root.kernel_info()["tasks"] if t["name"] == task)
+
+
+def test_killed_holding_a_native_callers_call_both_partners_get_peer_died(
+        hybrid: Hybrid) -> None:
+    """The hybrid server receives a native task's call and, before answering it, makes an
+    L4 call of its own (to root): killed there, the native caller's call and root's reply
+    both end with PEER_DIED."""
+    root, s = hybrid.system.root, hybrid.system
+    assert hybrid.sh("/bin/hybrid hold hold sink >/dev/null 2>&1 & sleep 1") == (0, b"")
+    pid = hybrid.pid_of("hold")
+    wait_for(lambda: hybrid.state(pid) == "D", 20, "it to wait on its gate")
+    caller = s.spawn("servers.hello.client:run", "caller", args=("native", "50"),
+                     caps={"hello": (hybrid.hold, int(Rights.INVOKE))})
+    msg = root.wait(timeout=20_000)                     # its own call, holding the caller's
+    assert msg.label == SINK_LABEL and msg.data == b"held"
+    assert hybrid.state(pid) == "D"
+    assert _errors(root, "caller") == 0             # its call waits in the hybrid server
+    assert hybrid.sh(f"kill -9 {pid}") == (0, b"")
+    wait_for(lambda: _errors(root, "caller") > 0, 20, "the caller's call to end in an error")
+    assert root.kernel_info()["errors"].get("PEER_DIED", 0) > 0
+    with pytest.raises(PeerDied):
+        root.reply(msg.reply, b"too late")
+    caller.kill()
+    caller.wait()
