@@ -239,3 +239,30 @@ def test_killed_holding_a_native_callers_call_both_partners_get_peer_died(
         root.reply(msg.reply, b"too late")
     caller.kill()
     caller.wait()
+
+
+def test_an_image_grants_capabilities_to_programs() -> None:
+    """`[linux]` `l4caps` are the personality's capabilities (as a task's caps), `hybrid`
+    the programs' grants (`--hybrid`); a name that is not one of l4caps is a mistake."""
+    import tomllib
+
+    from launcher.image import ImageError, parse_image
+    src = """
+[system]
+name = "t"
+[[task]]
+name = "hello"
+run = "servers.hello.server:serve"
+provides = ["hello"]
+[linux]
+l4caps = { hello = "hello" }
+hybrid = { "/bin/greet" = ["hello"] }
+"""
+    image = parse_image(tomllib.loads(src), "t.toml")
+    task = next(t for t in image.tasks if t.name == "linux")
+    assert task.args[:2] == ["--hybrid", "/bin/greet=hello"]
+    assert [(c.local, c.service) for c in task.caps] == [("hello", "hello")]
+    with pytest.raises(ImageError, match=r"linux\.hybrid\./bin/greet: every name must be one "
+                                         r"of linux\.l4caps"):
+        parse_image(tomllib.loads(src.replace('"/bin/greet" = ["hello"]',
+                                              '"/bin/greet" = ["nope"]')), "t.toml")
