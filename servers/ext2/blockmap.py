@@ -155,6 +155,9 @@ class FileMap:
         end = min(inode.size, offset + size)
         out = bytearray()
         pos = offset
+        if end - pos > self.bs:
+            self.vol.cache.prefetch([self.lookup(inode, lb) for lb in
+                                     range(pos // self.bs, -(-end // self.bs))])
         while pos < end:
             lblk, off = divmod(pos, self.bs)
             n = min(self.bs - off, end - pos)

@@ -10,7 +10,8 @@ and flushes its own write cache; `size` is its length in bytes. Two of them:
 
 `BufferCache` holds file system blocks by number, write-back: `get` answers the block's
 bytearray (read from the device on a miss), the caller changes it in place and calls
-`dirty`; `fresh` answers a zeroed block without reading (a block about to be filled).
+`dirty`; `fresh` answers a zeroed block without reading (a block about to be filled);
+`prefetch` reads many blocks ahead, neighbours in one device request.
 Dirty blocks reach the device only on `sync` (sorted, neighbours merged into one write,
 then the device's flush) or when evicted. Eviction is LRU over at most `capacity` blocks.
 Invariant: a block number is in `dirty` only while it is in the cache.
@@ -122,6 +123,20 @@ class BufferCache:
             self._insert(n, b)
         self.dirty_set.add(n)
         return b
+
+    def prefetch(self, numbers: list[int]) -> None:
+        """Read the uncached blocks of `numbers` ahead, each run of neighbours in one device
+        read (sequential file reads then cost one request per run, not per block)."""
+        want = sorted({n for n in numbers if n and n not in self.blocks})[:self.capacity // 2]
+        run: list[int] = []
+        for n in want + [-2]:
+            if run and (n != run[-1] + 1 or len(run) >= 256):
+                data = self.dev.read(run[0] * self.bs, len(run) * self.bs)
+                self.reads += 1
+                for k, m in enumerate(run):
+                    self._insert(m, bytearray(data[k * self.bs:(k + 1) * self.bs]))
+                run = []
+            run.append(n)
 
     def dirty(self, n: int) -> None:
         if n not in self.blocks:
