@@ -10,6 +10,8 @@ Requests and replies are msgpack maps:
     {"op": "faults", "device": D, "knobs": {k: v}}     -> {"ok": {all knobs of D}}
     {"op": "irq", "line": N}                           -> {"ok": None}   (a spurious interrupt)
     {"op": "screenshot", "device": D?}                 -> {"ok": {"png", "width", "height"}}
+    {"op": "pixels", "device": D?}                     -> {"ok": {"data", "width", "height"}}
+                                                          (raw XRGB8888 lines: `l4run view`)
     {"op": "input", "device": D?, "events": [[type, code, value], ...]} -> {"ok": queued}
     {"op": "cable", "device": D, "peer": "HOST:PORT"}  -> {"ok": None}
     {"op": "stop"}                                     -> {"ok": None}, then the HAL exits
@@ -134,6 +136,8 @@ class Control:
             return None
         if op == "screenshot":
             return self._device(req, "fb").screenshot()
+        if op == "pixels":
+            return self._device(req, "fb").pixels()
         if op == "input":
             events = req.get("events")
             if not isinstance(events, list):

@@ -67,6 +67,13 @@ class Framebuffer(Device):
         else:
             super().write_reg(name, value)
 
+    def pixels(self) -> dict:
+        """The screen now as raw XRGB8888 bytes (w * 4 a line); disabled: all zero."""
+        with self.lock:
+            w, h, base, on = self.regs["WIDTH"], self.regs["HEIGHT"], self.regs["BASE"], self.regs["CTRL"] & ENABLE
+            data = self.ram.read(base, w * h * 4) if on else bytes(w * h * 4)
+        return {"data": bytes(data), "width": w, "height": h, "enabled": bool(on)}
+
     def screenshot(self) -> dict:
         """The screen now as PNG bytes; a disabled framebuffer shows black."""
         from PIL import Image
