@@ -12,6 +12,7 @@
     l4run down                                    shut the system down, leave nothing behind
     l4run screenshot [-o FILE.png] [--device FB]  the framebuffer as a PNG (images with devices)
     l4run input key NAME|click X Y [BUTTON]|move X Y   inject keyboard and mouse events
+    l4run view [--port N] [--host H]              the screen live in a browser (its URL has a token)
     l4run faults DEVICE KNOB=VALUE...             set a HAL device's fault knobs by hand
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
     l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux [--json]   measurements
@@ -563,6 +564,9 @@ graph_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 from . import top as top_cli  # noqa: E402  (registers `top`: a live table of the tasks' rates)
 top_cli.register(cli, ask, find_run_dir, run_dir_option)
+
+from . import view as view_cli  # noqa: E402  (registers `view`: the screen live in a browser)
+view_cli.register(cli, find_run_dir, run_dir_option)
 
 selftest.register(cli)
 
