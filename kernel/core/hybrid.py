@@ -38,7 +38,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from . import ipc, syscalls
-from ..abi import (LINUX_L4_MSG, MAX_PAYLOAD, NEVER, SLOT_THREAD, AbiError, CallArgs, Err,
+from ..abi import (LINUX_L4_MSG, MAX_PAYLOAD, SLOT_THREAD, AbiError, CallArgs, Err,
                    GateBindArgs, LinuxL4, LinuxL4Done, LinuxVerdict, ObjType, ReplyArgs,
                    ReplyWaitArgs, Rights, Sys, WaitArgs, decode_answer, decode_request,
                    encode_args, unpack)
@@ -111,7 +111,7 @@ def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int
 
 def _record(sysno: Sys, handle: int, reply: int, proto: int, timeout: int) -> Any:
     if sysno == Sys.CALL:
-        return CallArgs(handle, proto, [], NEVER, timeout, None)
+        return CallArgs(handle, proto, [], timeout, timeout, None)   # each way
     if sysno == Sys.WAIT:
         return WaitArgs(None, timeout)
     if sysno == Sys.REPLY_WAIT:

@@ -1,9 +1,10 @@
 /* A hybrid Linux/L4 program (docs/L4LINUX.md "Hybrid processes"): a static Linux binary
  * that makes L4 calls through servers/l4linux/include/l4py.h.
  *
- *   hybrid call NAME TEXT   call the hello server behind capability NAME: hello(TEXT)
+ *   hybrid call NAME TEXT [MS]  call the hello server behind capability NAME: hello(TEXT)
  *                           (HELLO, servers/hello/protocol.py: msgpack [1, TEXT] with tag
- *                           0x484C; the answer is [0, GREETING]) and print the greeting
+ *                           0x484C; the answer is [0, GREETING]) and print the greeting;
+ *                           MS: the timeout (default 10 s)
  *   hybrid serve NAME N     serve gate NAME: answer N messages "served DATA (label L)"
  *   hybrid nocap NAME       try capability NAME and a made-up handle: print the errors,
  *                           then go on
@@ -20,7 +21,7 @@
 
 #define HELLO_TAG 0x484C
 
-static int call(const char *name, const char *text)
+static int call(const char *name, const char *text, long timeout_ms)
 {
     long cap = l4_cap(name);
     if (cap < 0) {
@@ -34,7 +35,7 @@ static int call(const char *name, const char *text)
     req[0] = 0x92; req[1] = 0x01; req[2] = (unsigned char)(0xa0 | n);
     memcpy(req + 3, text, n);
     struct l4_msg m = { .snd = req, .snd_len = 3 + n, .rcv = ans, .rcv_max = sizeof ans,
-                        .proto = HELLO_TAG, .timeout_ms = 10000 };
+                        .proto = HELLO_TAG, .timeout_ms = timeout_ms };
     long r = l4_call(cap, &m);
     if (r < 0) {
         printf("l4_call: %s (L4 error %ld)\n", strerror((int)-r), (long)m.err);
@@ -124,14 +125,14 @@ static int hold(const char *gate_name, const char *sink_name)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
-    if (argc == 4 && !strcmp(argv[1], "call"))
-        return call(argv[2], argv[3]);
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "call"))
+        return call(argv[2], argv[3], argc == 5 ? atol(argv[4]) : 10000);
     if (argc == 4 && !strcmp(argv[1], "serve"))
         return serve(argv[2], atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "nocap"))
         return nocap(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "hold"))
         return hold(argv[2], argv[3]);
-    fprintf(stderr, "usage: hybrid call NAME TEXT | serve NAME N | nocap NAME | hold GATE SINK\n");
+    fprintf(stderr, "usage: hybrid call NAME TEXT [MS] | serve NAME N | nocap NAME | hold GATE SINK\n");
     return 64;
 }

@@ -186,6 +186,12 @@ def test_without_the_capability_an_error_and_the_process_goes_on(hybrid: Hybrid)
     assert hybrid.client.stats()["bugs"] == 0
 
 
+def test_a_timeout_ends_the_call_and_the_process_runs_again(hybrid: Hybrid) -> None:
+    # root does not receive on sink now: the call's send times out (musl: "Operation")
+    assert hybrid.sh("/bin/hybrid call sink nobody 300; echo status $?") == (
+        0, b"l4_call: Operation timed out (L4 error 3)\nstatus 2\n")
+
+
 def test_killed_inside_an_l4_call_its_partner_gets_peer_died(hybrid: Hybrid) -> None:
     root = hybrid.system.root
     assert hybrid.sh("/bin/hybrid call sink doomed >/dev/null 2>&1 & sleep 1") == (0, b"")

@@ -36,7 +36,8 @@ struct l4_msg {
     void *rcv;               /* in: where a received message's data goes */
     uint64_t rcv_max;        /* in: room there (more is cut off; rcv_len says how much came) */
     int64_t proto;           /* in: the protocol tag sent (>= 0); out: the one received */
-    int64_t timeout_ms;      /* in: receive timeout, L4_NEVER or 0..86400000 */
+    int64_t timeout_ms;      /* in: L4_NEVER or 0..86400000 ms: how long to wait for the
+                                partner to receive (CALL) and for a message to come */
     uint64_t rcv_len;        /* out: bytes of the message received */
     uint64_t label;          /* out: label of the gate it came through (the kernel's word) */
     int64_t err;             /* out: the L4 error, 0 OK */
