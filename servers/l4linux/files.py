@@ -27,7 +27,7 @@ O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_NONBLOCK, O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o4000, 0o200000, 0o400000, 0o2000000
 MAX_FDS = 1024
 POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 1, 4, 8, 16, 32
-MAX_FILE = 64 << 20                # bytes of one RAM file: beyond, writes answer EFBIG
+MAX_FILE = fs.MAX_FILE             # bytes of one RAM file: beyond, writes answer EFBIG
 
 
 class Open:
@@ -41,6 +41,8 @@ class Open:
         self.pos = 0
         self.refs = 0
         self.path = b""             # as opened, made absolute (/proc/PID/fd)
+        if node is not None and kind in ("file", "dir"):
+            node.hold()             # an unlinked file lives on while open (ext2fs.py)
         if pipe is not None:
             if kind == "pipe_r":
                 pipe.readers += 1
@@ -83,16 +85,11 @@ class Open:
             node = self.node
             assert node is not None
             if self.flags & O_APPEND:
-                self.pos = len(node.data)
-            end = self.pos + len(data)
-            if end > MAX_FILE:
-                return -errno.EFBIG
-            if self.pos > len(node.data):
-                node.data += b"\0" * (self.pos - len(node.data))
-            node.data[self.pos:end] = data
-            self.pos = end
-            node.touch()
-            return len(data)
+                self.pos = node.size()
+            done = fs.write_at(node, self.pos, data)
+            if done > 0:
+                self.pos += done
+            return done
         if self.kind == "pipe_w":
             assert self.pipe is not None
             done = self.pipe.write(data)
@@ -106,6 +103,8 @@ class Open:
 
     def release(self) -> None:
         self.refs -= 1
+        if self.refs == 0 and self.node is not None and self.kind in ("file", "dir"):
+            self.node.drop()
         if self.refs == 0 and self.pipe is not None:
             if self.kind == "pipe_r":
                 self.pipe.readers -= 1

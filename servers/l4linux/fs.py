@@ -22,6 +22,7 @@ import stat
 import struct
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from . import initramfs
 
@@ -38,6 +39,7 @@ class FsError(Exception):
 
 class Inode:
     _next = 1
+    mount: Any = None                  # a RAM inode; an ext2 node (ext2fs.py) names its mount
 
     def __init__(self, mode: int, uid: int = 0, gid: int = 0, mtime: float | None = None) -> None:
         Inode._next += 1
@@ -50,6 +52,7 @@ class Inode:
         self.parent: Inode | None = None
         self.target = b""
         self.rdev = 0                  # a device node's (major << 8) | minor
+        self.mounted: Any = None       # the ext2fs.Ext2Mount covering this directory
         self.mtime = self.ctime = self.atime = time.time() if mtime is None else mtime
 
     @property
@@ -69,6 +72,47 @@ class Inode:
 
     def touch(self) -> None:
         self.mtime = self.ctime = time.time()
+
+    def hold(self) -> None:
+        """An open description refers to it (a RAM inode lives while referenced anyway)."""
+
+    def drop(self) -> None:
+        """The last open description of it went."""
+
+
+MAX_FILE = 64 << 20                # bytes of one RAM file: beyond, writes answer EFBIG
+
+
+def write_at(node: Any, offset: int, data: bytes) -> int:
+    """Write `data` into a file at `offset`: a RAM file's bytearray (the gap zero-filled) or
+    a mounted file system's file (the gap a hole). Answers the bytes written or -errno."""
+    if node.mount is not None:
+        try:
+            return int(node.write_at(offset, data))      # short on a full disk
+        except FsError as e:
+            return -e.errno
+    end = offset + len(data)
+    if end > MAX_FILE:
+        return -errno.EFBIG
+    if offset > len(node.data):
+        node.data += b"\0" * (offset - len(node.data))
+    node.data[offset:end] = data
+    node.touch()
+    return len(data)
+
+
+def truncate(node: Any, length: int) -> None:
+    if node.mount is not None:
+        node.truncate(length)
+    else:
+        node.data = node.data[:length] + b"\0" * max(0, length - len(node.data))
+    node.touch()
+
+
+def fsync(node: Any) -> None:
+    """Write a mounted file system's dirty blocks through (a RAM file has nothing to do)."""
+    if node is not None and node.mount is not None:
+        node.fsync()
 
 
 def stat_bytes(node: Inode) -> bytes:
@@ -106,6 +150,18 @@ def dirent64(ino: int, off: int, typ: int, name: bytes) -> bytes:
     reclen = (_DIRENT.size + len(name) + 1 + 7) & ~7
     rec = _DIRENT.pack(ino, off, reclen, typ) + name + b"\0"
     return rec + b"\0" * (reclen - len(rec))
+
+
+def covered(node: Any) -> Any:
+    """What a walk sees at `node`: the root of the file system mounted on it, if any."""
+    while node.mounted is not None:
+        node = node.mounted.root
+    return node
+
+
+def _same_fs(a: Any, b: Any) -> None:
+    if a.mount is not b.mount:
+        raise FsError(errno.EXDEV, "across file systems")
 
 
 class FileSystem:
@@ -149,6 +205,7 @@ class FileSystem:
         if not path:
             raise FsError(errno.ENOENT, "empty path")
         node = self.root if path.startswith(b"/") else start
+        node = covered(node)
         parts = [p for p in path.split(b"/") if p]
         for i, part in enumerate(parts):
             if not node.is_dir:
@@ -156,7 +213,7 @@ class FileSystem:
             if part == b".":
                 continue
             if part == b"..":
-                node = node.parent or self.root
+                node = covered(node.parent or self.root)
                 continue
             child = node.entries.get(part.decode(errors="surrogateescape"))
             if child is None:
@@ -166,7 +223,7 @@ class FileSystem:
                 if depth >= MAX_LINKS:
                     raise FsError(errno.ELOOP, part.decode(errors="replace"))
                 child = self.walk(child.target, node, True, depth + 1)
-            node = child
+            node = covered(child)
         if path.endswith(b"/") and not node.is_dir:
             raise FsError(errno.ENOTDIR, path.decode(errors="replace"))
         return node
@@ -196,7 +253,9 @@ class FileSystem:
         seen = 0
         while node is not self.root and seen < 4096:
             parent = node.parent or self.root
-            name = next((n for n, c in parent.entries.items() if c is node), "?")
+            name = next((n for n, c in parent.entries.items()
+                         if c is node or (c.mounted is not None and c.mounted.root is node)),
+                        "?")
             parts.append(name)
             node = parent
             seen += 1
@@ -221,6 +280,8 @@ class FileSystem:
             if old.is_link:
                 return self.walk(path, start)
             return old
+        if parent.mount is not None:
+            return parent.mount.create(parent, name, mode)   # type: ignore[no-any-return]
         node = Inode(stat.S_IFREG | (mode & 0o7777))
         self.link_into(parent, name, node)
         return node
@@ -229,6 +290,8 @@ class FileSystem:
         parent, name = self.parent_of(path, start)
         if name in parent.entries:
             raise FsError(errno.EEXIST, name)
+        if parent.mount is not None:
+            return parent.mount.mkdir(parent, name, mode)    # type: ignore[no-any-return]
         node = Inode(stat.S_IFDIR | (mode & 0o7777))
         self.link_into(parent, name, node)
         return node
@@ -237,6 +300,8 @@ class FileSystem:
         parent, name = self.parent_of(path, start)
         if name in parent.entries:
             raise FsError(errno.EEXIST, name)
+        if parent.mount is not None:
+            return parent.mount.symlink(parent, name, target)  # type: ignore[no-any-return]
         node = Inode(stat.S_IFLNK | 0o777)
         node.target = target
         self.link_into(parent, name, node)
@@ -247,6 +312,9 @@ class FileSystem:
         parent, name = self.parent_of(path, start)
         if name in parent.entries:
             raise FsError(errno.EEXIST, name)
+        _same_fs(old, parent)
+        if parent.mount is not None:
+            return parent.mount.link(old, parent, name)      # type: ignore[no-any-return]
         self.link_into(parent, name, old)
 
     def unlink(self, path: bytes, start: Inode, rmdir: bool) -> None:
@@ -254,6 +322,10 @@ class FileSystem:
         node = parent.entries.get(name)
         if node is None:
             raise FsError(errno.ENOENT, name)
+        if node.mounted is not None:
+            raise FsError(errno.EBUSY, f"{name}: a file system is mounted there")
+        if parent.mount is not None:
+            return parent.mount.unlink(parent, name, rmdir)  # type: ignore[no-any-return]
         if rmdir:
             if not node.is_dir:
                 raise FsError(errno.ENOTDIR, name)
@@ -272,6 +344,11 @@ class FileSystem:
         if node is None:
             raise FsError(errno.ENOENT, oname)
         np_, nname = self.parent_of(new, start)
+        _same_fs(op, np_)
+        if node.mounted is not None:
+            raise FsError(errno.EBUSY, f"{oname}: a file system is mounted there")
+        if op.mount is not None:
+            return op.mount.rename(op, oname, np_, nname)    # type: ignore[no-any-return]
         target = np_.entries.get(nname)
         if target is node:
             return
@@ -288,7 +365,30 @@ class FileSystem:
 
     def listing(self, node: Inode) -> Iterable[tuple[int, int, bytes]]:
         """(ino, d_type, name) of a directory, "." and ".." first."""
+        if node.mount is not None:
+            yield from node.mount.listing(node)
+            return
         yield node.ino, 4, b"."
         yield (node.parent or self.root).ino, 4, b".."
         for name, child in list(node.entries.items()):
             yield child.ino, dtype(child), name.encode(errors="surrogateescape")
+
+    # -- mounts ------------------------------------------------------------------------------
+    def mount(self, path: bytes, fs_mount: Any) -> None:
+        """Cover the RAM directory `path` with `fs_mount` (an ext2fs.Ext2Mount): walks then
+        enter its root there, '..' at its root leads back to the directory's parent."""
+        point = self.walk(path, self.root)
+        if not point.is_dir:
+            raise FsError(errno.ENOTDIR, path.decode(errors="replace"))
+        if point.mount is not None or point is self.root:
+            raise FsError(errno.EINVAL, "mount points are RAM directories other than /")
+        point.mounted = fs_mount
+        fs_mount.point = point
+
+    def umount(self, path: bytes) -> None:
+        """Uncover `path`: the mounted file system is synced and unmounted."""
+        root = self.walk(path, self.root)
+        m = root.mount
+        if m is None or m.root is not root or m.point is None:
+            raise FsError(errno.EINVAL, f"{path.decode(errors='replace')}: not a mount point")
+        m.unmount()

@@ -154,15 +154,9 @@ def sys_write(px: "Personality", p: "Process", a: list[int]) -> Any:
     if px.nr == 18:                 # pwrite64
         if f.kind != "file" or f.node is None:
             return -errno.ESPIPE
-        end = a[3] + len(data)
-        if end > files.MAX_FILE:
+        if f.node.mount is None and a[3] + len(data) > files.MAX_FILE:
             return -errno.EFBIG
-        node = f.node
-        if a[3] > len(node.data):
-            node.data += b"\0" * (a[3] - len(node.data))
-        node.data[a[3]:end] = data
-        node.touch()
-        return len(data)
+        return fs.write_at(f.node, a[3], data)
     return _written(px, p, f.write(data))
 
 
@@ -564,16 +558,17 @@ def sys_truncate(px: "Personality", p: "Process", a: list[int]) -> Any:
     length = _s64(a[1])
     if length < 0:
         return -errno.EINVAL
-    if length > files.MAX_FILE:
+    if node.mount is None and length > files.MAX_FILE:
         return -errno.EFBIG
-    node.data = node.data[:length] + b"\0" * max(0, length - len(node.data))
-    node.touch()
-    return 0
+    return _fsop(lambda: fs.truncate(node, length))
 
 
 @sys(74, 75)
 def sys_fsync(px: "Personality", p: "Process", a: list[int]) -> Any:
-    return 0 if p.fds.get(_i32(a[0])) is not None else -errno.EBADF
+    f = p.fds.get(_i32(a[0]))
+    if f is None:
+        return -errno.EBADF
+    return _fsop(lambda: fs.fsync(f.node))
 
 
 @sys(332)
