@@ -9,7 +9,14 @@ only when asked; "." and ".." are handled while walking. Errors are Linux errno 
 Permissions: every Linux process of this personality runs as root (uid 0), so mode bits
 are kept and reported (stat, ls -l) but only "is it a directory / executable" is enforced.
 
-Records the system calls return: `stat_bytes` (x86-64 struct stat, 144 bytes),
+Mounts: a RAM directory can be covered by an ext2 file system (`mount`, `umount`;
+ext2fs.py): a walk that reaches it enters the mounted root, '..' there leads back to the
+directory's parent, and every change whose directory is on the mounted file system is sent
+to it (`node.mount` is None for RAM inodes). Links and renames across file systems answer
+EXDEV; a covered directory cannot be removed or renamed (EBUSY). File bytes are written,
+truncated and synced through `write_at`, `truncate` and `fsync`, which know both kinds.
+
+Records the system calls return: `statfs_bytes` (struct statfs), `stat_bytes` (x86-64 struct stat, 144 bytes),
 `statx_bytes` (struct statx, 256 bytes) and
 `dirent64` (struct linux_dirent64).
 
@@ -169,6 +176,7 @@ class FileSystem:
         self.root = Inode(stat.S_IFDIR | 0o755)
         self.root.parent = self.root
         self.root.nlink = 2
+        self.mounts: list[Any] = []     # the ext2fs.Ext2Mount objects mounted, in order
 
     # -- building ---------------------------------------------------------------------
     def load(self, archive: bytes) -> int:
@@ -384,6 +392,7 @@ class FileSystem:
             raise FsError(errno.EINVAL, "mount points are RAM directories other than /")
         point.mounted = fs_mount
         fs_mount.point = point
+        self.mounts.append(fs_mount)
 
     def umount(self, path: bytes) -> None:
         """Uncover `path`: the mounted file system is synced and unmounted."""
@@ -392,3 +401,25 @@ class FileSystem:
         if m is None or m.root is not root or m.point is None:
             raise FsError(errno.EINVAL, f"{path.decode(errors='replace')}: not a mount point")
         m.unmount()
+        self.mounts.remove(m)
+
+    def sync(self) -> None:
+        """sync(2): every mounted file system's dirty blocks to its disk."""
+        for m in self.mounts:
+            m.sync()
+
+
+_STATFS = struct.Struct("<qqQQQQQiiqqq32x")
+TMPFS_MAGIC, EXT2_SUPER_MAGIC = 0x01021994, 0xEF53
+
+
+def statfs_bytes(node: Any) -> bytes:
+    """x86-64 struct statfs (120 bytes) of the file system `node` is on: an ext2 mount's
+    superblock numbers, or the RAM tree's (a tmpfs: no limit worth reporting but 64 MiB)."""
+    if node.mount is not None:
+        s = node.mount.statfs()
+        return _STATFS.pack(EXT2_SUPER_MAGIC, s.bsize, s.blocks, s.bfree, s.bavail, s.files,
+                            s.ffree, 0x4C, 0x35, s.namelen, s.bsize, 0)
+    blocks = MAX_FILE // 4096
+    return _STATFS.pack(TMPFS_MAGIC, 4096, blocks, blocks, blocks, 65536, 65536, 0x4C, 0x34,
+                        255, 4096, 0)

@@ -571,6 +571,31 @@ def sys_fsync(px: "Personality", p: "Process", a: list[int]) -> Any:
     return _fsop(lambda: fs.fsync(f.node))
 
 
+@sys(162, 306)
+def sys_sync(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """sync() and syncfs(fd): every mounted file system written through (syncfs too: one
+    disk each, so the difference is not worth a lookup)."""
+    if px.nr == 306 and p.fds.get(_i32(a[0])) is None:
+        return -errno.EBADF
+    return _fsop(px.fs.sync)
+
+
+@sys(137, 138)
+def sys_statfs(px: "Personality", p: "Process", a: list[int]) -> Any:
+    """statfs(path, buf) / fstatfs(fd, buf): the numbers of the file system it is on."""
+    if px.nr == 138:
+        f = p.fds.get(_i32(a[0]))
+        if f is None:
+            return -errno.EBADF
+        node: Any = f.stat_node()
+    else:
+        try:
+            node = px.fs.walk(px.cstr(p, a[0]), p.cwd)
+        except fs.FsError as e:
+            return -e.errno
+    return _fsop(lambda: px.write(p, a[1], fs.statfs_bytes(node)))
+
+
 @sys(332)
 def sys_statx(px: "Personality", p: "Process", a: list[int]) -> Any:
     """statx(dirfd, path, flags, mask, buf): every basic field, whatever the mask asked."""

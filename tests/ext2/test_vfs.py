@@ -121,3 +121,18 @@ def test_full_disk_through_the_descriptor_layer(tmp_path) -> None:
     o.release()
     t.umount(b"/mnt")
     assert_clean(img)
+
+
+def test_statfs_and_sync_numbers(tree) -> None:
+    import struct
+    t, img, m = tree
+    node = t.create(b"/mnt/x", t.root, 0o644, True)
+    fs.write_at(node, 0, b"y" * 100_000)
+    t.sync()
+    got = struct.unpack("<qqQQQQQiiqqq32x", fs.statfs_bytes(t.walk(b"/mnt", t.root)))
+    s = m.statfs()
+    assert got[:7] == (fs.EXT2_SUPER_MAGIC, 1024, s.blocks, s.bfree, s.bavail, s.files, s.ffree)
+    assert struct.unpack_from("<q", fs.statfs_bytes(t.root))[0] == fs.TMPFS_MAGIC
+    stats = debugfs(img, "stats").decode()         # sync put the counts on the disk
+    assert f"Free blocks:              {s.bfree}" in stats
+    assert cat(img, "/x") == b"y" * 100_000
