@@ -15,7 +15,7 @@
     l4run view [--port N] [--host H]              the screen live in a browser (its URL has a token)
     l4run faults DEVICE KNOB=VALUE...             set a HAL device's fault knobs by hand
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
-    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux [--json]   measurements
+    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux|gui [--json]   measurements
     l4run net [--json]                            ORe's ports: frames, bytes, drops, MAC table
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
     l4run mkrootfs [-o FILE]                      the L⁴Linux initramfs (busybox + applet links)
@@ -508,7 +508,7 @@ class BenchGroup(click.Group):
     modules (each exports `register(group)`), imported only when asked for, so a broken or
     slow-to-import benchmark never slows down or breaks the rest of the CLI."""
 
-    LAZY = ("ipc", "memory", "hal", "fuzz", "dde", "net", "linux")   # chaos registers itself (it adds `l4run chaos` too)
+    LAZY = ("ipc", "memory", "hal", "fuzz", "dde", "net", "linux", "gui")   # chaos registers itself (it adds `l4run chaos` too)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         extra = [n for n in self.LAZY if importlib.util.find_spec(f"launcher.bench_{n}") is not None]
