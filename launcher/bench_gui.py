@@ -1,0 +1,290 @@
+"""`l4run bench gui [--json]`: full-screen refreshes through Nitpicker against a driver writing the
+HAL framebuffer directly, and the latency of an input event from the HAL to the focused client.
+
+Nitpicker: a booted image (the HAL with fb0 1024x768 and input0, the fb and input device
+servers, Nitpicker, and a client task `bench`). The client has a 1024x768 buffer and one
+full-screen view; each refresh writes a whole new frame into its buffer (two pictures in
+turn) and calls `refresh` for the whole buffer: Nitpicker composes it (the view's pixels and
+its label bar) and hands the rectangle to the fb server, which copies it to the scan-out
+memory. FRAMES refreshes, best of ROUNDS: `nitpicker_fps`. The same client also draws
+through its own fb session without Nitpicker (fb server only): `fb_fps`, for reference.
+
+Direct: the same machine with one driver task instead (`direct_driver`, DDEKit only): it
+claims fb0 from io, allocates the scan-out memory itself, programs the mode and writes each
+new frame straight into that memory: `direct_fps`. `fps_ratio` = nitpicker_fps / direct_fps.
+
+Input: after the refreshes the client waits for keys (its view has focus: the harness
+clicks it first). The harness, as the operator, injects EVENTS key events one at a time
+through the HAL's control socket (as `l4run input` does), noting CLOCK_MONOTONIC just
+before each; the client notes the same clock when Nitpicker's `events` answer hands it the
+key. The k-th key received is the k-th injected (the order is kept end to end).
+`input_latency_ms_p50`, `_p99`: HAL injection to the client's receipt (the control socket's
+own round trip included: an upper bound).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+from kernel.user.client import L4
+
+W, H = 1024, 768
+FRAMES = 60
+ROUNDS = 2
+EVENTS = 200
+EVENT_GAP_S = 0.01
+RESULT = "BENCH-GUI "
+READY = "BENCH-GUI-READY"
+
+IMAGE = """
+[system]
+name = "bench-gui"
+ram = "128M"
+
+[memory]
+moe = true
+
+[[device]]
+kind = "pic"
+name = "pic"
+
+[[device]]
+kind = "fb"
+name = "fb0"
+width = 1024
+height = 768
+
+[[device]]
+kind = "input"
+name = "input0"
+{tasks}
+"""
+
+NITPICKER_TASKS = """
+[[task]]
+name = "fb"
+run = "servers.fb.server:main"
+args = ["fb0", "1", "2"]
+devices = ["fb0"]
+provides = ["fb"]
+caps = {{ sigma0 = {{ service = "sigma0", label = 2 }} }}
+restart = "never"
+
+[[task]]
+name = "input"
+run = "servers.input.server:main"
+args = ["1"]
+devices = ["input0"]
+provides = ["input"]
+caps = {{ sigma0 = {{ service = "sigma0", label = 3 }} }}
+restart = "never"
+
+[[task]]
+name = "nitpicker"
+run = "servers.nitpicker.server:main"
+args = ["5=bench:4M"]
+provides = ["nitpicker"]
+memory = "16M"
+restart = "never"
+[task.caps]
+fb = {{ service = "fb", label = 1 }}
+input = {{ service = "input", label = 1 }}
+
+[[task]]
+name = "bench"
+run = "launcher.bench_gui:nitpicker_client"
+args = ["{frames}", "{rounds}", "{events}"]
+memory = "8M"
+restart = "never"
+[task.caps]
+gui = {{ service = "nitpicker", label = 5 }}
+fb = {{ service = "fb", label = 2 }}
+"""
+
+DIRECT_TASKS = """
+[[task]]
+name = "bench"
+run = "launcher.bench_gui:direct_driver"
+args = ["{frames}", "{rounds}"]
+devices = ["fb0"]
+caps = {{ sigma0 = {{ service = "sigma0", label = 3 }} }}
+restart = "never"
+"""
+
+
+def _pictures() -> list[bytes]:
+    return [bytes((b, g, r, 0)) * (W * H) for r, g, b in ((200, 40, 40), (40, 40, 200))]
+
+
+def _fps(frames: int, rounds: int, one: Callable[[int], None]) -> float:
+    one(0)                                           # warm: faults, first allocations
+    best = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(frames):
+            one(i + 1)
+        best = max(best, frames / (time.perf_counter() - t0))
+    return best
+
+
+# -- the task functions -------------------------------------------------------------------------
+def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
+    from servers.fb.client import FbSession
+    from servers.nitpicker.client import GuiSession
+    from servers.nitpicker.protocol import KEY
+    pics = _pictures()
+    gui = GuiSession(l4)
+    fb = FbSession(l4, vm=gui.vm)
+
+    def via_fb(i: int) -> None:
+        fb.put(0, 0, W, H, pics[i % 2])
+        fb.refresh(0, 0, W, H)
+    fb_fps = _fps(int(frames), int(rounds), via_fb)
+    fb.close()
+    gui.buffer(W, H)
+    view = gui.view("bench")
+    view.geometry(0, 0, W, H)
+
+    def via_nitpicker(i: int) -> None:
+        gui.put(0, 0, W, H, pics[i % 2])
+        gui.refresh(0, 0, W, H)
+    np_fps = _fps(int(frames), int(rounds), via_nitpicker)
+    print(READY, flush=True)
+    got: list[float] = []
+    deadline = time.monotonic() + 120
+    while len(got) < int(events) and time.monotonic() < deadline:
+        for ev in gui.wait(1000):
+            if ev.kind == KEY:
+                got.append(time.monotonic())
+    print(RESULT + json.dumps({"nitpicker_fps": np_fps, "fb_fps": fb_fps, "received": got}),
+          flush=True)
+    while True:
+        time.sleep(1)
+
+
+def direct_driver(l4: L4, frames: str, rounds: str) -> int:
+    import servers.ddekit as ddekit
+    from servers.ddekit import bus, memory
+    ddekit.start(l4)
+    try:
+        dev = bus.request("fb0")
+        size = W * H * 4
+        va = memory.contig_alloc(size)
+        pa = memory.virt_to_phys(va)
+        assert pa is not None
+        dev.writes(CTRL=0, WIDTH=W, HEIGHT=H, BASE=pa)
+        dev.writes(CTRL=1)
+        pics = _pictures()
+
+        def one(i: int) -> None:
+            memory.write(va, pics[i % 2])          # straight into the scan-out memory
+        fps = _fps(int(frames), int(rounds), one)
+        print(RESULT + json.dumps({"direct_fps": fps}), flush=True)
+        while True:
+            time.sleep(1)
+    finally:
+        ddekit.stop()
+
+
+# -- the harness ------------------------------------------------------------------------------------
+def _wait_line(rd: str, prefix: str, timeout: float) -> str:
+    log = os.path.join(rd, "logs", "bench.log")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = open(log, errors="replace").read() if os.path.exists(log) else ""
+        line = next((ln for ln in text.splitlines() if ln.startswith(prefix)), None)
+        if line is not None:
+            return line
+        if "Traceback" in text:
+            raise RuntimeError(f"bench task failed:\n{text[-2000:]}")
+        time.sleep(0.1)
+    raise TimeoutError(f"no {prefix.strip()} line in {timeout} s")
+
+
+def _booted(tasks: str, body: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-gui-") as tmp:
+        rd = os.path.join(tmp, "run")
+        os.makedirs(rd)
+        image = os.path.join(tmp, "image.toml")
+        with open(image, "w") as f:
+            f.write(IMAGE.format(tasks=tasks))
+        l4run = [sys.executable, "-m", "launcher"]
+        p = subprocess.run(l4run + ["boot", image, "--detach", "--run-dir", rd],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode:
+            raise RuntimeError(f"boot failed:\n{p.stdout}\n{p.stderr}")
+        try:
+            return body(rd)
+        finally:
+            subprocess.run(l4run + ["down", "--run-dir", rd], capture_output=True, timeout=120)
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+def _nitpicker(rd: str, events: int) -> dict[str, Any]:
+    from hal.tools import control
+    _wait_line(rd, READY, 240)
+    control(rd, {"op": "input", "events": [[3, 0, 500 << 16 | 400], [2, 1, 1], [2, 1, 0]]})
+    time.sleep(0.3)                                # the click: focus on the bench's view
+    sent = []
+    for k in range(events):
+        sent.append(time.monotonic())
+        control(rd, {"op": "input", "events": [[1, 30, 1 - k % 2]]})
+        time.sleep(EVENT_GAP_S)
+    res = json.loads(_wait_line(rd, RESULT, 60)[len(RESULT):])
+    got = res.pop("received")
+    if len(got) != events:
+        raise RuntimeError(f"{events} key events injected, {len(got)} received")
+    lat = [(g - s) * 1e3 for s, g in zip(sent, got)]
+    return {**res, "input_latency_ms_p50": _percentile(lat, 0.5),
+            "input_latency_ms_p99": _percentile(lat, 0.99)}
+
+
+def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
+        say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    say(f"nitpicker: {frames} full-screen {W}x{H} refreshes x {rounds}, then {events} keys")
+    np = _booted(NITPICKER_TASKS.format(frames=frames, rounds=rounds, events=events),
+                 lambda rd: _nitpicker(rd, events))
+    say("direct: a driver writing the HAL framebuffer's scan-out memory")
+    direct = _booted(DIRECT_TASKS.format(frames=frames, rounds=rounds),
+                     lambda rd: json.loads(_wait_line(rd, RESULT, 240)[len(RESULT):]))
+    out = {"nitpicker_fps": round(np["nitpicker_fps"], 1),
+           "direct_fps": round(direct["direct_fps"], 1),
+           "fps_ratio": round(np["nitpicker_fps"] / direct["direct_fps"], 3),
+           "fb_fps": round(np["fb_fps"], 1),
+           "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
+           "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2)}
+    return out
+
+
+def register(group: Any) -> None:
+    import click
+
+    @group.command("gui")
+    @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+    def gui(as_json: bool) -> None:
+        """Nitpicker's full-screen refreshes vs direct framebuffer writes; input latency."""
+        main(["--json"] if as_json else [])
+
+
+def main(argv: list[str]) -> int:
+    as_json = "--json" in argv
+    res = run(say=(lambda s: None) if as_json else (lambda s: print(s, file=sys.stderr)))
+    if as_json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:28} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
