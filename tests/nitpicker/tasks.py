@@ -77,3 +77,15 @@ def probe(l4: L4) -> int:
     log("probe", out)
     while True:
         gui.wait(1000)
+
+
+def asker(l4: L4) -> int:
+    """Asks the PIN-entry window (capability "pin") for a PIN, logs "NP pin {...}"."""
+    from servers.nitpicker.pin import PIN
+    stub: Any = PIN.client(l4, l4.caps["pin"], timeout=90_000)
+    log("asking", None)
+    try:
+        log("pin", {"pin": stub.ask("PIN for the test", 4)})
+    except RemoteFailure as e:
+        log("pin", {"error": e.error})
+    return 0
