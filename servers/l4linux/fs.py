@@ -177,6 +177,7 @@ class FileSystem:
         self.root.parent = self.root
         self.root.nlink = 2
         self.mounts: list[Any] = []     # the ext2fs.Ext2Mount objects mounted, in order
+        self.root_mount: Any = None     # the one mounted at / (`mount_root`), if any
 
     # -- building ---------------------------------------------------------------------
     def load(self, archive: bytes) -> int:
@@ -213,7 +214,7 @@ class FileSystem:
         if not path:
             raise FsError(errno.ENOENT, "empty path")
         node = self.root if path.startswith(b"/") else start
-        node = covered(node)
+        node = self._level(covered(node))
         parts = [p for p in path.split(b"/") if p]
         for i, part in enumerate(parts):
             if not node.is_dir:
@@ -221,9 +222,9 @@ class FileSystem:
             if part == b".":
                 continue
             if part == b"..":
-                node = covered(node.parent or self.root)
+                node = self._level(covered(node.parent or self.root))
                 continue
-            child = node.entries.get(part.decode(errors="surrogateescape"))
+            child = self._child(node, part.decode(errors="surrogateescape"))
             if child is None:
                 raise FsError(errno.ENOENT, part.decode(errors="replace"))
             last = i == len(parts) - 1
@@ -231,7 +232,7 @@ class FileSystem:
                 if depth >= MAX_LINKS:
                     raise FsError(errno.ELOOP, part.decode(errors="replace"))
                 child = self.walk(child.target, node, True, depth + 1)
-            node = covered(child)
+            node = self._level(covered(child))
         if path.endswith(b"/") and not node.is_dir:
             raise FsError(errno.ENOTDIR, path.decode(errors="replace"))
         return node
@@ -254,12 +255,16 @@ class FileSystem:
             raise FsError(errno.EEXIST, name.decode())
         if len(name) > 255:
             raise FsError(errno.ENAMETOOLONG, "name")
-        return parent, name.decode(errors="surrogateescape")
+        text = name.decode(errors="surrogateescape")
+        if parent is self.root and self.root_mount is not None and text not in parent.entries:
+            parent = self.root_mount.root           # a new top-level name goes to the disk
+        return parent, text
 
     def path_of(self, node: Inode) -> bytes:
         parts: list[str] = []
         seen = 0
-        while node is not self.root and seen < 4096:
+        top = self.root_mount.root if self.root_mount is not None else self.root
+        while node is not self.root and node is not top and seen < 4096:
             parent = node.parent or self.root
             name = next((n for n, c in parent.entries.items()
                          if c is node or (c.mounted is not None and c.mounted.root is node)),
@@ -376,6 +381,9 @@ class FileSystem:
         if node.mount is not None:
             yield from node.mount.listing(node)
             return
+        if node is self.root and self.root_mount is not None:
+            yield from self._root_listing()
+            return
         yield node.ino, 4, b"."
         yield (node.parent or self.root).ino, 4, b".."
         for name, child in list(node.entries.items()):
@@ -402,6 +410,43 @@ class FileSystem:
             raise FsError(errno.EINVAL, f"{path.decode(errors='replace')}: not a mount point")
         m.unmount()
         self.mounts.remove(m)
+
+    def mount_root(self, fs_mount: Any, virtual: tuple[str, ...] = ("dev", "proc")) -> None:
+        """Make `fs_mount` the root file system. The RAM root stays the top of the tree for
+        the `virtual` directories only (/dev, /proc: made here if absent, built in RAM by
+        make_devices and procfs as before); every other name at / is the disk's: lookups
+        fall through to its root, new names are made there, and its root *is* '/' (walks
+        and path_of never show it as a directory of its own)."""
+        if self.root_mount is not None:
+            raise FsError(errno.EBUSY, "a root file system is mounted already")
+        for name in virtual:
+            if name not in self.root.entries:
+                self.link_into(self.root, name, Inode(stat.S_IFDIR | 0o755))
+        fs_mount.point = self.root
+        self.root_mount = fs_mount
+        self.mounts.append(fs_mount)
+
+    def _child(self, node: Any, name: str) -> Any:
+        child = node.entries.get(name)
+        if child is None and node is self.root and self.root_mount is not None:
+            child = self.root_mount.root.entries.get(name)
+        return child
+
+    def _level(self, node: Any) -> Any:
+        """The root of the root file system is '/' itself (the RAM root in front of it)."""
+        if self.root_mount is not None and node is self.root_mount.root:
+            return self.root
+        return node
+
+    def _root_listing(self) -> Iterable[tuple[int, int, bytes]]:
+        yield self.root.ino, 4, b"."
+        yield self.root.ino, 4, b".."
+        for name, child in list(self.root.entries.items()):
+            yield child.ino, dtype(child), name.encode(errors="surrogateescape")
+        for ino, typ, name in self.root_mount.listing(self.root_mount.root):
+            if name not in (b".", b"..") and \
+                    name.decode(errors="surrogateescape") not in self.root.entries:
+                yield ino, typ, name
 
     def sync(self) -> None:
         """sync(2): every mounted file system's dirty blocks to its disk."""

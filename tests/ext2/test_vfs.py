@@ -136,3 +136,32 @@ def test_statfs_and_sync_numbers(tree) -> None:
     stats = debugfs(img, "stats").decode()         # sync put the counts on the disk
     assert f"Free blocks:              {s.bfree}" in stats
     assert cat(img, "/x") == b"y" * 100_000
+
+
+def test_ext2_as_the_root_file_system(tmp_path) -> None:
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "proc").mkdir()                           # as the skeleton has: covered by RAM
+    (src / "bin" / "tool").write_bytes(b"#!tool\n")
+    img = mkfs(str(tmp_path / "root.img"), 8 << 20, 1024, 128, "-d", str(src))
+    t = fs.FileSystem()
+    m = Ext2Mount(Ext2(ImageDevice(img)))
+    t.mount_root(m)
+    files.make_devices(t)                            # /dev in RAM, as the personality does
+    root = t.root
+    assert t.walk(b"/", root) is root and t.walk(b"/bin/..", root) is root
+    tool = t.walk(b"/bin/tool", root)
+    assert tool.mount is m and bytes(tool.data) == b"#!tool\n"
+    assert t.path_of(t.walk(b"/bin", root)) == b"/bin"
+    assert t.walk(b"/dev/null", root).mount is None          # RAM: not on the disk
+    assert t.walk(b"/proc", root).mount is None
+    t.create(b"/newfile", root, 0o644, True)
+    t.mkdir(b"/home", root, 0o755)
+    t.rename(b"/newfile", b"/home/file", root)
+    assert t.walk(b"../home/file", t.walk(b"/bin", root)).mount is m
+    names = {n for _, _, n in t.listing(root)}
+    assert {b"bin", b"home", b"dev", b"proc", b"lost+found"} <= names
+    assert len([n for _, _, n in t.listing(root) if n == b"proc"]) == 1
+    m.unmount()
+    assert_clean(img)
+    assert "file" in ls(img, "/home") and "dev" not in ls(img, "/")
