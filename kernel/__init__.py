@@ -22,6 +22,7 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
   - `linux`       L⁴Linux processes: seccomp listeners taken from host processes, each
                   trapped system call a call to the task's handler; their memory (LINUX_*)
+  - `hybrid`      hybrid processes: a Linux process's L4 calls, made as its task's thread
   - `fastpath`    the common call / reply_and_wait done inline, same semantics
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
   - `alien`       alien threads: each call reported to the handler before and after it runs
