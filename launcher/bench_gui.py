@@ -156,13 +156,15 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
     np_fps = _fps(int(frames), int(rounds), via_nitpicker)
     print(READY, flush=True)
     got: list[float] = []
+    stamped: list[float] = []                    # the input server's stamp of each
     deadline = time.monotonic() + 120
     while len(got) < int(events) and time.monotonic() < deadline:
         for ev in gui.wait(1000):
             if ev.kind == KEY:
                 got.append(time.monotonic())
-    print(RESULT + json.dumps({"nitpicker_fps": np_fps, "fb_fps": fb_fps, "received": got}),
-          flush=True)
+                stamped.append(ev.time_us / 1e6)
+    print(RESULT + json.dumps({"nitpicker_fps": np_fps, "fb_fps": fb_fps, "received": got,
+                               "stamped": stamped}), flush=True)
     while True:
         time.sleep(1)
 
@@ -240,12 +242,15 @@ def _nitpicker(rd: str, events: int) -> dict[str, Any]:
         control(rd, {"op": "input", "events": [[1, 30, 1 - k % 2]]})
         time.sleep(EVENT_GAP_S)
     res = json.loads(_wait_line(rd, RESULT, 60)[len(RESULT):])
-    got = res.pop("received")
+    got, stamped = res.pop("received"), res.pop("stamped")
     if len(got) != events:
         raise RuntimeError(f"{events} key events injected, {len(got)} received")
     lat = [(g - s) * 1e3 for s, g in zip(sent, got)]
+    hop = [(g - s) * 1e3 for s, g in zip(stamped, got)]
     return {**res, "input_latency_ms_p50": _percentile(lat, 0.5),
-            "input_latency_ms_p99": _percentile(lat, 0.99)}
+            "input_latency_ms_p99": _percentile(lat, 0.99),
+            "input_server_to_client_ms_p50": _percentile(hop, 0.5),
+            "input_server_to_client_ms_p99": _percentile(hop, 0.99)}
 
 
 def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
@@ -261,7 +266,9 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
            "fps_ratio": round(np["nitpicker_fps"] / direct["direct_fps"], 3),
            "fb_fps": round(np["fb_fps"], 1),
            "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
-           "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2)}
+           "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2),
+           "input_server_to_client_ms_p50": round(np["input_server_to_client_ms_p50"], 2),
+           "input_server_to_client_ms_p99": round(np["input_server_to_client_ms_p99"], 2)}
     return out
 
 
