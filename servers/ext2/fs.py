@@ -323,6 +323,7 @@ class Ext2:
         ind.size, ind.sectors, ind.links = 0, 0, 0
         ind.dtime = int(time.time())
         self._save(ind)
+        self.dirs.forget(ind.ino)
         self.vol.free_inode(ind.ino, st.S_ISDIR(ind.mode))
         self.orphans.discard(ind.ino)
 
