@@ -79,8 +79,10 @@ class Screen:
         r = self.clip(rect)
         if r.empty:
             return r
-        self._fill(r, px(BACKGROUND))
-        for v in stack.back_to_front():
+        views = stack.back_to_front() if xray else self._visible(stack, r)
+        if not views or views[0].rect.intersect(r) != r:
+            self._fill(r, px(BACKGROUND))
+        for v in views:
             part = v.rect.intersect(r)
             if part.empty:
                 continue
@@ -90,12 +92,26 @@ class Screen:
             if not xray:
                 self._bar(v, part, v.session is focused, xray)
         if xray:                                # X-ray: every label on top of everything
-            for v in stack.back_to_front():
+            for v in views:
                 part = v.rect.intersect(r)
                 if not part.empty:
                     self._bar(v, part, v.session is focused, xray)
         self.painted += r.w * r.h
         return r
+
+    @staticmethod
+    def _visible(stack: Stack, r: Rect) -> list[View]:
+        """The views to paint for `r`, back to front: none behind the front-most view that
+        covers all of `r` with its buffer (they would be painted over). Not in X-ray mode:
+        there every label bar shows, so all views count."""
+        out: list[View] = []
+        for v in stack.views:                       # front first
+            out.append(v)
+            b = v.session.buffer
+            if b is not None and v.rect.intersect(r) == r and Rect(
+                    v.rect.x - v.buf_x, v.rect.y - v.buf_y, b.width, b.height).intersect(r) == r:
+                break
+        return out[::-1]
 
     def _content(self, v: View, part: Rect) -> None:
         """The buffer pixels `part` of view `v` shows (grey where it shows no buffer)."""
