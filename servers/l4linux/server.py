@@ -58,7 +58,6 @@ STOPS = (19, 20, 21, 22)        # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
 SA_NOCLDSTOP = 1
 ERESTARTSYS = 512       # Linux's "restart if SA_RESTART, else EINTR" (include/linux/errno.h)
 ERESTARTNOINTR = 513    # "always restart"
-EXITS = (60, 231)       # exit, exit_group: they never wait for a fork child to appear
 # Calls a handled signal ends in EINTR even under SA_RESTART (signal(7)): sleeps, poll,
 # select and their variants.
 NEVER_RESTARTED = frozenset({7, 23, 35, 230, 270, 271})
@@ -336,7 +335,7 @@ class Personality:
             _libc.syscall(234, p.host_pid, tid, sig)      # tgkill: that thread only
         restart = p.sigflags.get(sig, 0) & syscalls.SA_RESTART
         for b in waiting:
-            if p.fork_snapshot is not None and b.nr not in EXITS:
+            if p.fork_snapshot is not None:
                 self._answer(b.reply, -ERESTARTNOINTR)     # not begun: made again
                 continue
             again = restart and b.nr not in NEVER_RESTARTED
@@ -469,7 +468,7 @@ class Personality:
     def _serve(self, p: process.Process, tid: int, reply: int, nr: int, args: list[int],
                retry: bool = False) -> bool:
         """Serve one call; False if it must wait (then it is kept in `blocked`)."""
-        if p.fork_snapshot is not None and nr not in EXITS:
+        if p.fork_snapshot is not None:
             if time.monotonic() < p.fork_deadline:
                 if not retry:
                     self.blocked.append(Blocked(p, tid, reply, nr, args))

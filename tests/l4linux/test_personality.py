@@ -118,6 +118,17 @@ def test_fork_and_wait_status(linux: Linux) -> None:
     assert linux.sh("true & wait $!; echo waited $?") == (0, b"waited 0\n")
 
 
+def test_a_background_job_outlives_its_shell(linux: Linux) -> None:
+    """`sh -c 'job &'`: the shell exits at once; the job's first call comes after that and
+    must still find its parent (the shell's exit waits for it, as every call after a fork
+    does), so the job runs on as an orphan."""
+    assert linux.sh("(sleep 0.3; echo late > /tmp/bg) &") == (0, b"")
+    deadline = time.monotonic() + 20
+    while linux.sh("cat /tmp/bg 2>/dev/null") != (0, b"late\n"):
+        assert time.monotonic() < deadline, "the background job never ran"
+        time.sleep(0.1)
+
+
 def test_proc_and_ps(linux: Linux) -> None:
     # (the child is `sh` until it has exec'd sleep: wait for that, a loaded host may take a
     # while)
