@@ -53,6 +53,9 @@ PROTOCOLS: dict[str, str] = {
     "servers.l4linux.server": "servers.l4linux.protocol:LINUX",
     "servers.sigma0.server": "servers.sigma0.protocol:SIGMA0",
     "servers.dhcpd.server": "servers.dhcpd.protocol:DHCPD",
+    "servers.nitpicker.server": "servers.nitpicker.protocol:NITPICKER",
+    "servers.nitpicker.terminal": "servers.nitpicker.terminal:TERM",
+    "servers.nitpicker.pin": "servers.nitpicker.pin:PIN",
     "launcher.devices": "hal.protocol:BUS",
 }
 # Protocols spoken only on their server's admin gate, which the operator's gate is not (the
