@@ -3,6 +3,9 @@
     session(l4, phase)   phase "write": mount the disk (BlockClientDevice), make a tree (a
                          1.5 MiB file, a sparse file, a 220-entry directory, links, symlinks,
                          a rename across directories, an unlinked open file), fsync, unmount.
+                                              Then, through the personality's own layers (servers/l4linux/rootdisk.py:
+                         the disk as the root file system of an fs.FileSystem), a file made
+                         with an open description, a directory, a rename.
                          phase "read": mount again and report what is there.
 Each logs one line "EXT2 {json}" (or "EXT2 {"error": ...}") and exits 0.
 """
@@ -55,7 +58,28 @@ def _read(fs: Ext2) -> dict[str, object]:
             "moved": fs.read(fs.resolve("/data/moved"), 0, 10).decode(),
             "sparse_tail": fs.read(fs.resolve("/sparse"), 8 << 20, 10).decode(),
             "slow": fs.readlink(fs.resolve("/slow", follow=False)).decode(),
+            "hello": fs.read(fs.resolve("/data/hello"), 0, 100).decode(),
             "statfs": list(fs.statfs())}
+
+
+def _personality_layers(l4: L4, bc: BlockClient) -> dict[str, object]:
+    from servers.l4linux import files, fs
+    from servers.l4linux.rootdisk import Disk
+    disk = Disk.open(l4, client=bc)
+    tree = fs.FileSystem()
+    disk.mount(tree, b"/")
+    files.make_devices(tree)
+    try:
+        tree.mkdir(b"/vfs", tree.root, 0o755)
+        o = files.open_node(tree.create(b"/vfs/hello", tree.root, 0o644, True), files.O_WRONLY)
+        o.refs = 1
+        o.write(b"hello from the personality's layers\n")
+        o.release()
+        tree.rename(b"/vfs/hello", b"/data/hello", tree.root)
+        tree.sync()
+        return {"vfs_root": sorted(n.decode() for _, _, n in tree.listing(tree.root))}
+    finally:
+        disk.close()
 
 
 def session(l4: L4, phase: str = "write") -> int:
@@ -66,6 +90,8 @@ def session(l4: L4, phase: str = "write") -> int:
         res["was_clean"] = fs.vol.was_clean
         res["device_writes"] = fs.vol.cache.writes
         fs.unmount()
+        if phase == "write":
+            res.update(_personality_layers(l4, bc))
     except Exception as e:                     # reported to the test, which fails on it
         res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
     finally:

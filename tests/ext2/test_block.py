@@ -1,6 +1,7 @@
 """The engine over the DDE block server, in a booted system: a task mounts an ext2 disk
 (made by host mke2fs in the run directory) through BlockClientDevice, writes a tree and
-unmounts; after `l4run down` host e2fsck -fn is clean and debugfs reads the tree; the next
+unmounts, then mounts it again as the root of the personality's file tree (rootdisk.py)
+and works through those layers; after `l4run down` host e2fsck -fn is clean and debugfs reads the tree; the next
 boot's task sees everything."""
 from __future__ import annotations
 
@@ -84,9 +85,12 @@ def test_ext2_over_the_block_server_survives_down_and_reboot(tmp_path) -> None:
     assert len(cat(disk, "/data/big")) == 1536 * 1024 + 5
     assert len(ls(disk, "/many")) == 219 and cat(disk, "/data/moved") == b"0"
     assert "open-unlinked" not in ls(disk, "/")
+    assert {"vfs", "data", "dev", "proc", "many"} <= set(wrote["vfs_root"])
+    assert cat(disk, "/data/hello") == b"hello from the personality's layers\n"
+    assert "dev" not in ls(disk, "/")                 # /dev stayed in RAM
     read = _boot_once(tmp_path, rd, "read")
     assert read["was_clean"] and read["big_ok"] and read["link_same"]
     assert (read["nlink"], read["many"], read["moved"]) == (2, 219, "0")
     assert read["sparse_tail"] == "end" and read["slow"] == "/" + "s" * 100
-    assert read["statfs"] == wrote["statfs"]
+    assert read["hello"] == "hello from the personality's layers\n"
     assert_clean(disk)
