@@ -24,6 +24,16 @@ Protocol NAMES, declared here once (kernel.user.rpc), spoken on the `launcher` g
                                   restart policy decides what follows. Errors: DENIED (the
                                   caller does not provide `service`), NOT_ROUTED (no task is
                                   routed there)
+    client_pid(service, label) -> {task, pid, kernel_pid}
+                                  the running task routed to the caller's `service` under
+                                  `label` and its host process (the pid the kernel watches
+                                  for it), and the kernel's process; for a privileged server
+                                  that acts on its clients' host threads (the CPU
+                                  reservation manager, servers/rt). Same caller rule and
+                                  errors as end_client; NOT_ROUTED also when no such task
+                                  runs now, or several do (the answer must name one)
+    task_pid(task) -> pid         the host process of running task `task` (0: not running);
+                                  privileged callers only (DENIED otherwise)
 
 The launcher's supervisor thread serves it (`Supervisor`, with `kernel.user.rpc.serve`; the
 gate's label names the calling task), and takes the kernel's death notices (Proto.EXCEPTION)
@@ -45,6 +55,11 @@ NAMES = Protocol("launcher.names", [
        doc="the capability routed to the caller under `name`, as one item"),
     op("end_client", 2, ["service:str", "label:int"], None, errors=["DENIED", "NOT_ROUTED"],
        doc="end the task routed to the caller's `service` under `label`"),
+    op("client_pid", 3, ["service:str", "label:int"], ("task", "pid", "kernel_pid"),
+       errors=["DENIED", "NOT_ROUTED"],
+       doc="the task routed to the caller's `service` under `label` and its host pid"),
+    op("task_pid", 4, ["task:str"], "pid", errors=["DENIED"],
+       doc="the host pid of a running task (privileged callers only)"),
 ], tag=0x4C4E)
 
 
@@ -90,8 +105,26 @@ class Supervisor:
 
     def __init__(self, find: Callable[[int, str], Route | None],
                  on_exit: Callable[[dict], None],
-                 end: Callable[[int, str, int], tuple[str, str] | None] | None = None) -> None:
+                 end: Callable[[int, str, int], tuple[str, str] | None] | None = None,
+                 pids: Callable[[int, str, int], tuple[str, int, int] | tuple[str, str]]
+                 | None = None,
+                 task_pid: Callable[[int, str], int | None] | None = None) -> None:
         self.find, self.on_exit, self.end = find, on_exit, end
+        self.pids, self.task_pids = pids, task_pid
+
+    def client_pid(self, call: Call, service: str, label: int) -> tuple[str, int, int]:
+        if self.pids is None:
+            raise RpcError("DENIED", "this launcher tells no pids")
+        got = self.pids(call.label, service, label)
+        if isinstance(got[1], str):
+            raise RpcError(str(got[0]), got[1])
+        return cast(tuple[str, int, int], got)
+
+    def task_pid(self, call: Call, task: str) -> int:
+        pid = None if self.task_pids is None else self.task_pids(call.label, task)
+        if pid is None:
+            raise RpcError("DENIED", "task_pid is for privileged tasks only")
+        return pid
 
     def end_client(self, call: Call, service: str, label: int) -> None:
         refused = ("DENIED", "this launcher ends no clients") if self.end is None \

@@ -54,7 +54,11 @@ from typing import Any
 # (the way it was while RAM was one memfd opened through /proc/<kernel pid>/fd).
 RAM_NEEDS_ROOT = False
 RAM_REASON = "not isolated: attaches RAM through the kernel's memfd"
-PRIVILEGED_RUNS = {"launcher.devices:hal_task"}     # the HAL: the hardware, privileged
+# Privileged: the HAL (the hardware) and the CPU reservation manager (servers/rt: it sets
+# its clients' host threads' scheduling policy, which needs CAP_SYS_NICE on the host).
+PRIVILEGED_RUNS = {"launcher.devices:hal_task": "privileged: the HAL (the hardware)",
+                   "servers.rt.server:main": "privileged: the CPU reservation manager "
+                                             "(sets host scheduling policies)"}
 RAM_RUNS = {"servers.sigma0.server:main", "servers.moe.server:main"}
 UID_LOCKS = "/run/l4py/uids"      # one flock per uid in use, held by the launcher that owns it
 OFF_ENV = "L4PY_SANDBOX_OFF"      # comma-separated KEYS to switch off (the attack suite's controls)
@@ -158,7 +162,7 @@ def probe(uids: tuple[int, int]) -> dict[str, dict[str, Any]]:
 def privilege(spec: Any) -> str | None:
     """Why task `spec` (a launcher.image.TaskSpec) is not sandboxed, or None if it is."""
     if spec.run in PRIVILEGED_RUNS:
-        return "privileged: the HAL (the hardware)"
+        return PRIVILEGED_RUNS[spec.run]
     if RAM_NEEDS_ROOT and (spec.memory is not None or spec.devices or spec.run in RAM_RUNS
                            or "sigma0" in spec.services_used()):
         return RAM_REASON

@@ -536,7 +536,7 @@ class Launcher:
         loop (kernel.user.rpc.serve); ends on the main thread's stop message, or at a quiet
         second once stopping."""
         sup = Supervisor(self._find_route, lambda body: self._post(("exit", body)),
-                         self._end_client)
+                         self._end_client, self._client_pid, self._task_pid)
         stop = [False]
 
         def route(m: Any) -> Any:
@@ -573,6 +573,34 @@ class Launcher:
             return ("NOT_ROUTED", f"no task is routed to {service!r} with label {client}")
         self._post(("end_client", (caller, victims)))
         return None
+
+    def _caller(self, label: int) -> str | None:
+        return next((name for name, t in list(self.tasks.items())      # numbers never change
+                     if LOOKUP_LABEL_BASE + t.number == label), None)
+
+    def _client_pid(self, label: int, service: str,
+                    client: int) -> tuple[str, int, int] | tuple[str, str]:
+        """NAMES client_pid on the supervisor thread (launcher/names.py): the caller must
+        provide `service`; answers (task, pid, kernel pid) or (error, reason)."""
+        caller = self._caller(label)
+        svc = self.services.get(service)
+        if caller is None or svc is None or svc.provider != caller:
+            return ("DENIED", f"task {caller!r} does not provide service {service!r}")
+        users = sorted(self.label_users.get((service, client), set()))
+        live = [(n, self.tasks[n].pid) for n in users
+                if n in self.tasks and self.tasks[n].state == "running" and self.tasks[n].pid]
+        if len(live) != 1:
+            return ("NOT_ROUTED", f"{len(live)} running tasks are routed to {service!r} with "
+                                  f"label {client} (routed: {users})")
+        return (live[0][0], live[0][1], self.kernel.pid if self.kernel else 0)
+
+    def _task_pid(self, label: int, task: str) -> int | None:
+        """NAMES task_pid: None (DENIED) unless the caller is a privileged task."""
+        caller = self._caller(label)
+        if caller is None or sandbox.privilege(self.tasks[caller].spec) is None:
+            return None
+        t = self.tasks.get(task)
+        return t.pid if t is not None and t.state == "running" else 0
 
     def _post(self, item: tuple[str, Any]) -> None:
         self.inbox.put(item)
