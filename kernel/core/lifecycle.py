@@ -125,9 +125,24 @@ def kill_task(k: "State", task: Task, reason: str, status: int | None) -> None:
 
 
 def pid_status(pid: int) -> int | None:
-    """Exit status of a child of ours, if it is one; the kernel is often not the parent."""
+    """Exit status of an ended process (as `os.waitstatus_to_exitcode`: -N for signal N):
+    reaped if it is a child of ours; else read from its zombie's /proc/PID/stat while its
+    own parent has not reaped it (a Linux fork child's parent is another Linux process,
+    whose waits the personality serves, so it stays a zombie); None if neither says."""
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return None
+        return zombie_status(pid)
     return os.waitstatus_to_exitcode(status) if done else None
+
+
+def zombie_status(pid: int) -> int | None:
+    """A zombie's wait status from /proc/PID/stat (field 52, exit_code), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 50 or fields[0] != b"Z":
+        return None
+    return os.waitstatus_to_exitcode(int(fields[49]))

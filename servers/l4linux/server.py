@@ -263,14 +263,16 @@ class Personality:
     def _reap(self) -> None:
         _reap_children(self.children)
 
-    def _death_status(self, p: process.Process) -> int:
+    def _death_status(self, p: process.Process, notice: int | None = None) -> int:
         """The wait status word of `p`, whose task died without exit_group. A program we
         loaded runs in a host child of ours: its host wait status is exact (a signal's,
         without the core flag; an exit's). The death notice may come before we reaped
         it: the kernel saw its pidfd readable, so it has ended and waitpid returns at
         once (bounded all the same: the personality never hangs on a process). A fork
-        that did not execve is a host child of its parent's host process, whose status
-        the host tells nobody else: the last signal we sent it, else SIGKILL."""
+        that did not execve is a host child of its parent's host process: the kernel's
+        death notice carries its status (`notice`, -N for signal N: read from the zombie
+        the host keeps for that parent); if it could not, the last signal we sent it,
+        else SIGKILL."""
         if p.host_pid in self.children:
             status = self.children.pop(p.host_pid)
             deadline = time.monotonic() + 2.0
@@ -287,6 +289,8 @@ class Personality:
                 return process.signaled(os.WTERMSIG(status))
             if status is not None and os.WIFEXITED(status):
                 return process.exited(os.WEXITSTATUS(status))
+        if notice is not None:
+            return process.signaled(-notice) if notice < 0 else process.exited(notice)
         return process.signaled(p.last_signal or SIGKILL)
 
     def _stop(self, p: process.Process, sig: int) -> None:
@@ -413,7 +417,8 @@ class Personality:
             body = msg.body()
             p = self.procs.by_task.get(body.get("task_id"))
             if p is not None and p.state != "zombie":
-                self.exit(p, self._death_status(p))    # it ended without exit_group
+                status = body.get("status")
+                self.exit(p, self._death_status(p, status if type(status) is int else None))
             self._reap()
             if msg.reply:
                 self.l4.reply(msg.reply)

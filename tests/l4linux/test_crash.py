@@ -61,6 +61,17 @@ def test_crash_status_as_natively(client: object, crash: str, how: str,
     assert (r.status, bytes(r.output)) == (0, native.stdout)
 
 
+@pytest.mark.parametrize("how", ["segv", "abort", "fpe", "usage"])
+def test_a_fork_child_that_crashes_without_execve_as_natively(client: object, crash: str,
+                                                              how: str) -> None:
+    """The child's host parent is the Linux parent, not the personality: the kernel reads
+    the status from the zombie the host keeps and puts it in the death notice."""
+    native = native_run([crash, "fork", how], capture_output=True, timeout=30)
+    assert b"child " in native.stdout, native
+    r = client.run(["/bin/crash", "fork", how], [], "/")      # type: ignore[attr-defined]
+    assert (r.status, bytes(r.output)) == (0, native.stdout)
+
+
 def test_the_crashed_program_run_alone_says_its_signal(client: object) -> None:
     """Run by the personality itself (no shell): `linux run`'s status is 128 + the signal."""
     r = client.run(["/bin/crash", "segv"], [], "/")      # type: ignore[attr-defined]
