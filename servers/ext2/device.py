@@ -4,9 +4,10 @@ A `Device` reads and writes whole sectors (offsets and lengths multiples of SECT
 and flushes its own write cache; `size` is its length in bytes. Two of them:
 - `ImageDevice`: a host image file (tests, tools, `l4run mkrootfs --ext2` checks);
 - `BlockClientDevice`: a session with the DDE `block` server (servers/block/client.py),
-  data through the session's shared buffer in pieces of at most its size. The client
-  already retries across a block server restart (a new session, the unacknowledged
-  request again), so a write this device returned from is on the disk's side.
+  data through the session's shared buffer in pieces of at most its size. A server
+  restart during a call is survived: the client opens a session with the successor and
+  this device makes the call again, so a write this device returned from is on the
+  disk's side (and after a flush on the disk).
 
 `BufferCache` holds file system blocks by number, write-back: `get` answers the block's
 bytearray (read from the device on a miss), the caller changes it in place and calls
@@ -20,9 +21,12 @@ Ownership: one thread (the file system's owner); nothing here locks.
 """
 from __future__ import annotations
 
+import errno
 import os
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+from .layout import FsError
 
 SECTOR = 512
 
@@ -66,28 +70,50 @@ class ImageDevice:
 
 
 class BlockClientDevice:
-    """The `block` server's disk through a BlockClient session (`bc`), owned by the caller."""
+    """The `block` server's disk through a BlockClient session (`bc`), owned by the caller.
+
+    A call that ends in PeerDied (the server died during it: done or not, nobody knows) is
+    made again, on the session the client opens with the restarted server; reads, writes
+    of the same bytes and flushes may all be repeated. After RETRIES deaths in one call the
+    error goes up. An I/O error status of the disk is FsError(EIO)."""
+
+    RETRIES = 5
 
     def __init__(self, bc: Any, sectors: int | None = None) -> None:
         self.bc = bc
+        self.retried = 0                    # calls made again after a server death
         n = sectors if sectors is not None else int(bc.session["sectors"])
         self.size = n * SECTOR
         self.chunk = (min(bc.buffer_size, int(bc.session.get("max_sectors", 1 << 30)) * SECTOR)
                       // SECTOR * SECTOR)
 
+    def _again(self, call: Callable[[], Any]) -> Any:
+        from kernel.user.errors import PeerDied
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return call()
+            except PeerDied:
+                if attempt == self.RETRIES:
+                    raise
+                self.retried += 1
+            except IOError as e:            # BlockError: the disk answered an error status
+                raise FsError(errno.EIO, f"block device: {e}") from None
+
     def read(self, offset: int, length: int) -> bytes:
         out = bytearray()
         while len(out) < length:
             n = min(self.chunk, length - len(out))
-            out += self.bc.read((offset + len(out)) // SECTOR, n // SECTOR)
+            sector = (offset + len(out)) // SECTOR
+            out += self._again(lambda: self.bc.read(sector, n // SECTOR))
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
         for pos in range(0, len(data), self.chunk):
-            self.bc.write((offset + pos) // SECTOR, data[pos:pos + self.chunk])
+            piece = data[pos:pos + self.chunk]
+            self._again(lambda: self.bc.write((offset + pos) // SECTOR, piece))
 
     def flush(self) -> None:
-        self.bc.flush()
+        self._again(self.bc.flush)
 
     def close(self) -> None:
         """The session belongs to whoever made the client: nothing to release here."""

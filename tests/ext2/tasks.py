@@ -98,3 +98,33 @@ def session(l4: L4, phase: str = "write") -> int:
         bc.close()
     print("EXT2 " + json.dumps(res), flush=True)
     return 0
+
+
+def _round_data(i: int) -> bytes:
+    seed = hashlib.sha256(b"round %d" % i).digest()
+    return seed * (256 * 1024 // 32)
+
+
+def rounds(l4: L4, count: str = "40", pause_ms: str = "100") -> int:
+    """Write /round-N (256 KiB) and fsync, `count` times; "ACK N" after each fsync
+    returned (the test kills the block server meanwhile), then "EXT2 {json}"."""
+    import time
+    bc = BlockClient(l4, buffer=256 * 1024)
+    dev = BlockClientDevice(bc)
+    res: dict[str, object] = {}
+    try:
+        fs = Ext2(dev, cache_blocks=256)
+        for i in range(int(count)):
+            f = fs.create(ROOT_INO, f"round-{i}")
+            fs.write(f, 0, _round_data(i))
+            fs.fsync(f)
+            print(f"ACK {i}", flush=True)
+            time.sleep(int(pause_ms) / 1000)
+        fs.unmount()
+        res = {"retried": dev.retried, "reopens": bc.reopens}
+    except Exception as e:
+        res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+    finally:
+        bc.close()
+    print("EXT2 " + json.dumps(res), flush=True)
+    return 0
