@@ -274,7 +274,7 @@ async def serve(run_dir: str, host: str, port: int, device: str | None,
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = int(runner.addresses[0][1])          # the port --port 0 got
     shown = f"[{host}]" if ":" in host else host
     ready(f"http://{shown}:{bound}/?token={viewer.token}")
     task = asyncio.create_task(viewer.poller())
