@@ -318,9 +318,8 @@ class Personality:
         rest -EINTR unless the program set SA_RESTART, else the call is made again (the
         host has SA_RESTART for every handler: `sys_rt_sigaction`)."""
         waiting = []
-        # (A process-directed signal to a process of several threads: the host picks the
-        # thread that takes it, and we cannot tell which; the calls we hold for it are not
-        # interrupted: docs/L4LINUX.md "Threads". A thread-directed one interrupts its own.)
+        if tid is None and p.threads > 1:
+            tid = self._taker(p, sig)
         mask = p.sigmask if tid is None else process.mask_of(p, tid)
         if p.sigactions.get(sig, 0) > syscalls.SIG_IGN and not mask >> (sig - 1) & 1 \
                 and (p.threads == 1 or tid is not None):
@@ -344,6 +343,18 @@ class Personality:
                 continue
             again = restart and b.nr not in NEVER_RESTARTED
             self._answer(b.reply, -ERESTARTSYS if again else -errno.EINTR)
+
+    def _taker(self, p: process.Process, sig: int) -> int | None:
+        """The thread of multi-threaded `p` that takes process-directed `sig` (Linux lets
+        any thread not blocking it): one whose call we hold, so that the call is
+        interrupted (the signal is then sent to that thread); None: the host picks one
+        (none of them waits in a call of ours)."""
+        if p.sigactions.get(sig, 0) <= syscalls.SIG_IGN:
+            return None
+        for b in self.blocked:
+            if b.p is p and not process.mask_of(p, b.tid) >> (sig - 1) & 1:
+                return b.tid
+        return None
 
     def _remaining(self, p: process.Process, b: Blocked, until: float) -> None:
         """An interrupted nanosleep tells what was left of it (when the program asked)."""

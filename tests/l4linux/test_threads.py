@@ -56,7 +56,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Linux, dic
 
 
 @pytest.mark.parametrize("libc", list(COMPILERS))
-@pytest.mark.parametrize("mode", ["", "group-exit", "leader-exits", "thread-signal"])
+@pytest.mark.parametrize("mode", ["", "group-exit", "leader-exits", "thread-signal",
+                                  "process-signal"])
 def test_threads_as_natively(built: tuple[Linux, dict[str, str]], libc: str,
                              mode: str) -> None:
     linux, exes = built
@@ -69,6 +70,9 @@ def test_threads_as_natively(built: tuple[Linux, dict[str, str]], libc: str,
     if mode == "thread-signal":
         assert native.stdout == (b"reader: read -1 EINTR, handler ran in the reader\n"
                                  b"main: nanosleep 0, handler ran not in main\n"), native
+    if mode == "process-signal":
+        assert native.stdout == (b"reader: read -1 EINTR, handler ran in the reader\n"
+                                 b"main: kill(getpid()) taken by the reader\n"), native
     got = linux.run(f"/bin/threads-{libc}", *args)
     assert got == (native.returncode, native.stdout)
     assert linux.client.stats()["bugs"] == 0

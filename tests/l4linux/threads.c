@@ -5,7 +5,9 @@
  * while the main thread waits in a read; "leader-exits" — the main thread ends first
  * (pthread_exit) and the process lives on in its other thread; "thread-signal" — a signal
  * sent to one thread (pthread_kill) ends that thread's read with EINTR, runs the handler
- * in that thread, and leaves the main thread's sleep alone.
+ * in that thread, and leaves the main thread's sleep alone; "process-signal" — a signal to
+ * the whole process (kill) that every thread but the reader blocks is taken by the reader,
+ * ending its read with EINTR.
  * tests/l4linux/test_threads.py compares output and status with the native run. */
 #include <errno.h>
 #include <pthread.h>
@@ -78,6 +80,26 @@ int main(int argc, char **argv) {
     pthread_t th[WORKERS];
     if (pipe(fds) != 0)
         return 2;
+    if (argc > 1 && strcmp(argv[1], "process-signal") == 0) {
+        struct sigaction sa;
+        sigset_t usr1;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_usr1;                    /* no SA_RESTART: read ends in EINTR */
+        sigaction(SIGUSR1, &sa, NULL);
+        setvbuf(stdout, NULL, _IONBF, 0);
+        if (pthread_create(&th[0], NULL, reader, NULL) != 0)
+            return 3;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);    /* only the reader may take it */
+        struct timespec t = {0, 200 * 1000 * 1000};
+        nanosleep(&t, NULL);                        /* the reader waits in its read */
+        kill(getpid(), SIGUSR1);
+        pthread_join(th[0], NULL);
+        printf("main: kill(getpid()) taken by %s\n",
+               handled_in == tids[0] ? "the reader" : "another thread");
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "thread-signal") == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
