@@ -176,6 +176,21 @@ def test_kill_mode_ends_a_killable_client_whose_views_vanish(system: dict[str, A
     assert not [e for e in events(rd, "alpha")[a0:] if e[0] == BUTTON or e[0] == KEY]
 
 
+def test_fb_and_input_restarted_nitpicker_reopens_and_repaints(system: dict[str, Any]) -> None:
+    rd, tmp = system["rd"], system["tmp"]
+    l4run("kill", "fb", "--run-dir", rd)
+    l4run("kill", "input", "--run-dir", rd)
+    wait_pixel(rd, tmp, (100, 100), RED, "the screen repainted on the new fb server")
+    b0 = len(events(rd, "beta"))
+
+    def typed() -> bool:                  # until the new input server delivers to Nitpicker
+        l4run("input", "click", "400", "250", "--run-dir", rd)
+        l4run("input", "key", "e", "--run-dir", rd)
+        time.sleep(0.3)
+        return (KEY, 1, 18, 0, 0, 0) in events(rd, "beta")[b0:]
+    wait_for(typed, 20, "keys through the restarted input server")
+
+
 def test_nitpicker_restarted_clients_recreate_their_views(system: dict[str, Any]) -> None:
     rd, tmp = system["rd"], system["tmp"]
     l4run("kill", "nitpicker", "--run-dir", rd)
