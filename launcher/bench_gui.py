@@ -19,7 +19,16 @@ through the HAL's control socket (as `l4run input` does), noting CLOCK_MONOTONIC
 before each; the client notes the same clock when Nitpicker's `events` answer hands it the
 key. The k-th key received is the k-th injected (the order is kept end to end).
 `input_latency_ms_p50`, `_p99`: HAL injection to the client's receipt (the control socket's
-own round trip included: an upper bound).
+own round trip included: an upper bound); `input_server_to_client_ms_*`: from the input
+server's time stamp of the event to the client's receipt (Nitpicker's hops alone).
+
+What the ratio can be: a direct frame is one 3 MiB copy into scan-out memory (a fraction of
+a millisecond). Through Nitpicker a frame is the client's copy into its buffer, a call to
+Nitpicker, Nitpicker's copy into its screen and into its fb session's buffer, a call to the
+fb server and the fb server's copy to the scan-out memory: four copies and two calls through
+the kernel process. Even the fb server alone (`fb_fps`: one copy more and one call) stays
+well below half of `direct_fps`, so fps_ratio >= 0.5 is out of reach for any client of the
+fb server; nitpicker_fps / fb_fps is Nitpicker's own share.
 """
 from __future__ import annotations
 
