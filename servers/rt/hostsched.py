@@ -1,0 +1,179 @@
+"""The host scheduler, as the CPU reservation manager uses it: SCHED_DEADLINE and SCHED_FIFO
+on one host thread, and the host's own admission bound.
+
+Mechanism. Python has no `os.sched_setattr`, so `set_deadline` calls system call 314
+(x86-64 `sched_setattr`) through ctypes with a `struct sched_attr` (include/uapi/linux/
+sched/types.h, 56 bytes, SCHED_ATTR_SIZE_VER1). Every policy set here carries
+SCHED_FLAG_RESET_ON_FORK: a child of a reserved thread starts as an ordinary thread (and a
+deadline thread's fork() is otherwise refused with EAGAIN). `set_fifo` uses
+os.sched_setscheduler (it exists), also with SCHED_RESET_ON_FORK.
+
+The host's bound (`host_bound`): Linux admits deadline threads while the sum of
+runtime/period on a root domain stays at most sched_rt_runtime_us / sched_rt_period_us
+(0.95 by default) times its CPUs; beyond it sched_setattr answers EBUSY. The manager runs
+the same test itself first (servers/rt/admission.py) so that a refusal always has a reason;
+an EBUSY that slips past it anyway (another program on the host holds deadline bandwidth)
+is turned into `HostRefused` with that reason, never swallowed.
+
+Contract: every function acts on one thread id (a host TID) and raises `HostRefused`
+(errno and reason) when the host says no; none retries. Only a privileged process
+(CAP_SYS_NICE) can move another process's thread.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+
+SYS_SCHED_SETATTR = 314          # x86-64
+SYS_SCHED_GETATTR = 315
+SCHED_OTHER, SCHED_FIFO, SCHED_DEADLINE = 0, 1, 6
+SCHED_FLAG_RESET_ON_FORK = 0x01
+SCHED_RESET_ON_FORK = 0x40000000  # or-ed into the policy of sched_setscheduler
+RT_RUNTIME = "/proc/sys/kernel/sched_rt_runtime_us"
+RT_PERIOD = "/proc/sys/kernel/sched_rt_period_us"
+POLICY_NAMES = {SCHED_OTHER: "other", SCHED_FIFO: "fifo", 2: "rr", 3: "batch", 5: "idle",
+                SCHED_DEADLINE: "deadline"}
+
+
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr (SCHED_ATTR_SIZE_VER1); times in nanoseconds."""
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
+                ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class HostRefused(Exception):
+    """The host refused a scheduling change: `errno` and a reason naming the thread."""
+
+    def __init__(self, err: int, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = err
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The host's deadline admission bound: `fraction` of each of `cpus` CPUs."""
+    runtime_us: int          # sched_rt_runtime_us (-1: no limit)
+    period_us: int
+    cpus: int
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.runtime_us < 0 else self.runtime_us / self.period_us
+
+    @property
+    def total(self) -> float:
+        """The utilisation (sum of runtime/period) the host admits in all."""
+        return self.fraction * self.cpus
+
+
+def host_bound() -> Bound:
+    """Read the bound the host applies to SCHED_DEADLINE admission, now."""
+    with open(RT_RUNTIME) as f:
+        runtime = int(f.read())
+    with open(RT_PERIOD) as f:
+        period = int(f.read())
+    return Bound(runtime, period, len(os.sched_getaffinity(0)))
+
+
+def _setattr(tid: int, attr: SchedAttr, what: str) -> None:
+    if _libc.syscall(SYS_SCHED_SETATTR, tid, ctypes.byref(attr), 0) != 0:
+        err = ctypes.get_errno()
+        why = {errno.EBUSY: "the host's deadline bandwidth is exhausted (EBUSY)",
+               errno.EPERM: "not permitted (the manager lacks CAP_SYS_NICE)",
+               errno.ESRCH: "no such thread", errno.EINVAL: "invalid parameters"}.get(
+            err, os.strerror(err))
+        raise HostRefused(err, f"sched_setattr({what}) on thread {tid}: {why}")
+
+
+def set_deadline(tid: int, runtime_ns: int, deadline_ns: int, period_ns: int) -> None:
+    """Put thread `tid` under SCHED_DEADLINE (runtime <= deadline <= period, ns)."""
+    attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=SCHED_DEADLINE,
+                     sched_flags=SCHED_FLAG_RESET_ON_FORK, sched_runtime=runtime_ns,
+                     sched_deadline=deadline_ns, sched_period=period_ns)
+    _setattr(tid, attr, f"deadline {runtime_ns}/{deadline_ns}/{period_ns} ns")
+
+
+def set_fifo(tid: int, priority: int) -> None:
+    """Put thread `tid` under SCHED_FIFO at `priority` (1..99), reset on fork."""
+    try:
+        os.sched_setscheduler(tid, SCHED_FIFO | SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except OSError as e:
+        raise HostRefused(e.errno or 0, f"SCHED_FIFO {priority} on thread {tid}: {e.strerror}") \
+            from None
+
+
+def set_other(tid: int) -> None:
+    """Back to the ordinary class (SCHED_OTHER, nice 0). A thread that is gone is fine."""
+    attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=SCHED_OTHER)
+    try:
+        _setattr(tid, attr, "other")
+    except HostRefused as e:
+        if e.errno != errno.ESRCH:
+            raise
+
+
+def policy_of(tid: int) -> str:
+    """The thread's current policy name ("deadline", "fifo", "other", ...)."""
+    attr = SchedAttr()
+    if _libc.syscall(SYS_SCHED_GETATTR, tid, ctypes.byref(attr), ctypes.sizeof(SchedAttr), 0):
+        err = ctypes.get_errno()
+        raise HostRefused(err, f"sched_getattr on thread {tid}: {os.strerror(err)}")
+    return POLICY_NAMES.get(attr.sched_policy, str(attr.sched_policy))
+
+
+def deadline_available() -> str | None:
+    """None if SCHED_DEADLINE can be used here, else why not (probed on a short-lived
+    thread of this process, which is given its policy and back)."""
+    import threading
+    out: list[str | None] = [None]
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        try:
+            set_deadline(tid, 100_000, 1_000_000, 1_000_000)
+            set_other(tid)
+        except HostRefused as e:
+            out[0] = e.reason
+    t = threading.Thread(target=probe, name="rt-probe")
+    t.start()
+    t.join()
+    return out[0]
+
+
+def thread_cpu_ns(pid: int, tid: int) -> int:
+    """CPU time used by host thread `tid` of process `pid` (utime+stime, ns), -1 if gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return -1
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def thread_dl_stats(pid: int, tid: int) -> dict[str, int]:
+    """What /proc/PID/task/TID/sched says of a thread (se.sum_exec_runtime ns,
+    nr_involuntary_switches, dl.runtime...); {} if the thread is gone or the file absent."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/task/{tid}/sched") as f:
+            for line in f:
+                k, sep, v = line.partition(":")
+                if sep:
+                    try:
+                        out[k.strip()] = int(float(v.strip()) * (1e6 if "exec_runtime" in k else 1))
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return out

@@ -1,0 +1,385 @@
+"""The CPU reservation manager: admits periodic reservations and has the host enforce them.
+
+    [[task]]
+    name = "rt"
+    run = "servers.rt.server:main"       # privileged (launcher/sandbox.py): sets host policies
+    provides = ["rt"]
+    args = ['{"serve": ["block", "ore"]}']   # servers that work for reserved jobs (below)
+
+A client (`caps = { rt = { service = "rt", label = N } }`) asks for a reservation for one of
+its threads, naming the thread's host TID (servers/rt/protocol.py). Check, then act:
+1. fields (admission.check_fields: budget <= deadline <= period, each named when wrong);
+2. who: the launcher's word (NAMES client_pid) on which running task is behind the caller's
+   gate label and which host process runs it; the TID must be a thread of that process
+   (/proc/PID/task/TID), else NOT_YOURS — a task cannot reserve another's thread;
+3. admission (admission.py): the host's own bound, so the answer is REFUSED with the sums,
+   never a bare EBUSY; a host refusal past our test (someone else on the host holds
+   deadline bandwidth) is HOST with the host's reason; refusals are kept for `l4run rt`;
+4. act: SCHED_DEADLINE (runtime = budget, deadline, period, SCHED_FLAG_RESET_ON_FORK) on
+   the thread. Where SCHED_DEADLINE is unavailable (the probe at start fails, or the policy
+   says "mode": "fifo") the fallback is SCHED_FIFO with budget enforcement by this manager:
+   its enforcer thread (itself SCHED_FIFO above every reserved thread) reads each reserved
+   thread's CPU time (/proc/PID/task/TID/schedstat) and moves a thread that used its budget
+   in the current period to SCHED_OTHER until the period ends (counted as a throttle). The
+   mode and its reason are in `status` (and `l4run rt`).
+
+Reservations end on release, when the thread ends, or when the task dies: the manager holds
+a pidfd of each reserved task's process and polls it between requests (at least every
+TICK_MS), so a dead task's utilisation returns to the pool within that time.
+
+Work done on behalf of a reserved job. A reserved job that calls a server waits for two
+other processes: the kernel (every IPC goes through it) and the server. Under an ordinary-
+class hog both would be time-shared with it and the job's deadline would depend on the
+hog. So while at least one reservation exists, the manager puts every thread of the kernel
+process and of the servers named in `serve`, this manager's own (jobs report to it), and the ZeroMQ I/O threads of each reserved
+task's process (its messages pass through them: "ZMQbg/IO/N"), under SCHED_FIFO at
+BOOST_PRIO (reset on fork), and takes them back to SCHED_OTHER when the last reservation
+ends (a reserved task's own when its reservation ends). SCHED_DEADLINE runs
+before SCHED_FIFO, so the boosted path never delays a reserved thread's own budget; it only
+runs ahead of the ordinary class, in which every non-real-time load (native hogs, L⁴Linux
+and its processes) stays. The host's RT throttling (sched_rt_runtime_us) still leaves the
+ordinary class its 5 %, so a boosted server that spins cannot take the machine. Threads the
+boosted processes start later are picked up by a rescan every RESCAN_S.
+
+Restart: a manager that dies leaves its reservations with the host (each reserved thread
+keeps its policy until it ends; a restarted manager does not know them and starts with an
+empty sum). Ownership: the main thread runs the protocol and owns `reservations` and
+`admission`; the enforcer thread (fifo mode only) reads the reservation list under `lock`
+and changes only the throttled threads' policy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel.user.client import L4
+from kernel.user.rpc import Call, RemoteError, RpcError
+from launcher.names import NAMES
+from servers.rt import hostsched as hs
+
+from .admission import Admission, Invalid, check_fields
+from .protocol import REFUSED_KEPT, RT
+
+TICK_MS = 50
+RESCAN_S = 1.0
+BOOST_PRIO = 10                  # the kernel and the servers of reserved jobs
+ENFORCER_PRIO = 90               # the fifo fallback's enforcer: above every reserved thread
+RESERVED_FIFO_PRIO = 20          # reserved threads in the fifo fallback
+
+
+@dataclass
+class Reservation:
+    id: int
+    label: int
+    task: str
+    pid: int
+    tid: int
+    period_us: int
+    budget_us: int
+    deadline_us: int
+    policy: str
+    pidfd: int
+    started: float = field(default_factory=time.monotonic)
+    cpu0: int = 0                # the thread's CPU time (ns) when admitted
+    periods: int = 0             # reported by the job
+    misses: int = 0
+    worst_us: int = 0
+    throttles: int = 0           # fifo fallback: periods cut short by the enforcer
+    throttled: bool = False
+
+    def row(self) -> dict[str, Any]:
+        used = max(0, schedstat_ns(self.pid, self.tid) - self.cpu0)
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        return {"id": self.id, "label": self.label, "task": self.task, "pid": self.pid,
+                "tid": self.tid, "period_us": self.period_us, "budget_us": self.budget_us,
+                "deadline_us": self.deadline_us, "policy": self.policy,
+                "utilisation": round(self.budget_us / self.period_us, 4),
+                "used": round(used / 1e9 / elapsed, 4), "cpu_ms": round(used / 1e6, 1),
+                "seconds": round(elapsed, 1), "periods": self.periods, "misses": self.misses,
+                "worst_us": self.worst_us, "throttles": self.throttles}
+
+
+def schedstat_ns(pid: int, tid: int) -> int:
+    """Nanoseconds host thread `tid` has run (schedstat's first field); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _io_thread(pid: int, tid: int) -> bool:
+    """Whether host thread `tid` is one of ZeroMQ's I/O threads ("ZMQbg/IO/N"), through
+    which every message of the process passes on its way to the kernel."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            return f.read().startswith("ZMQbg/IO")
+    except OSError:
+        return False
+
+
+class Manager:
+    def __init__(self, l4: L4, policy: dict[str, Any]) -> None:
+        extra = set(policy) - {"serve", "mode", "boost"}
+        if extra:
+            raise ValueError(f"rt policy: unknown keys {sorted(extra)} (known: serve, mode, boost)")
+        self.l4 = l4
+        self.serve_tasks: list[str] = [str(s) for s in policy.get("serve", [])]
+        self.boost_on = bool(policy.get("boost", True))
+        self.admission = Admission.for_host(hs.host_bound())
+        why = hs.deadline_available()
+        if policy.get("mode") == "fifo":
+            why = "the manager's policy asks for the fifo fallback (\"mode\": \"fifo\")"
+        self.mode = "deadline" if why is None else "fifo"
+        self.mode_reason = "SCHED_DEADLINE works here" if why is None else \
+            f"SCHED_DEADLINE unavailable: {why}; SCHED_FIFO with budget enforcement instead"
+        self.reservations: dict[int, Reservation] = {}
+        self.refused: list[dict[str, Any]] = []
+        self.counters = {"admitted": 0, "refused": 0, "released": 0, "reaped": 0,
+                         "host_refused": 0}
+        self.boosted: dict[int, set[int]] = {}          # pid -> its threads we boosted
+        self.boost_names: dict[int, str] = {}
+        self.kernel_pid = 0
+        self.next_id = 1
+        self.last_rescan = 0.0
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.names: Any = None
+        self.enforcer_tid = 0                            # fifo mode: the enforcer's host thread
+        if "launcher" in l4.caps:
+            self.names = NAMES.client(l4, l4.caps["launcher"], timeout=5000)
+        if self.mode == "fifo":
+            threading.Thread(target=self._enforce, name="rt-enforcer", daemon=True).start()
+
+    # -- checks ---------------------------------------------------------------------------
+    def _refuse(self, call: Call, error: str, why: str, **what: Any) -> RpcError:
+        self.counters["refused"] += 1
+        self.refused.append({"label": call.label, "error": error, "reason": why,
+                             "at": round(time.time(), 3), **what})
+        del self.refused[:-REFUSED_KEPT]
+        return RpcError(error, why)
+
+    def _who(self, call: Call, tid: int) -> tuple[str, int]:
+        """The task behind the caller's label and its process, checked to run `tid`."""
+        if self.names is None:
+            raise self._refuse(call, "NO_TASK", "no launcher to say which task calls "
+                                                "(the manager must be started by l4run)")
+        try:
+            task, pid, kpid = self.names.client_pid("rt", call.label)
+        except RemoteError as e:
+            raise self._refuse(call, "NO_TASK", f"client {call.label}: {e.reason}") from None
+        self.kernel_pid = int(kpid)
+        if tid <= 0 or not os.path.exists(f"/proc/{pid}/task/{tid}"):
+            raise self._refuse(call, "NOT_YOURS", f"host thread {tid} is not a thread of task "
+                                                  f"{task!r} (process {pid})", task=task)
+        return str(task), int(pid)
+
+    # -- ops --------------------------------------------------------------------------------
+    def reserve(self, call: Call, tid: int, period_us: int, budget_us: int,
+                deadline_us: int) -> dict[str, Any]:
+        try:
+            check_fields(period_us, budget_us, deadline_us)
+        except Invalid as e:
+            raise self._refuse(call, "INVALID", f"reservation for thread {tid}: {e}") from None
+        if any(r.tid == tid for r in self.reservations.values()):
+            raise self._refuse(call, "EXISTS", f"host thread {tid} has a reservation already")
+        task, pid = self._who(call, tid)
+        params = {"task": task, "tid": tid, "period_us": period_us, "budget_us": budget_us}
+        why = self.admission.check(budget_us, period_us)
+        if why is not None:
+            raise self._refuse(call, "REFUSED", f"task {task!r} thread {tid} "
+                                                f"{budget_us}/{period_us} us: {why}", **params)
+        try:
+            if self.mode == "deadline":
+                hs.set_deadline(tid, budget_us * 1000, deadline_us * 1000, period_us * 1000)
+            else:
+                hs.set_fifo(tid, RESERVED_FIFO_PRIO)
+        except hs.HostRefused as e:
+            self.counters["host_refused"] += 1
+            raise self._refuse(call, "HOST", f"task {task!r}: {e.reason} (the manager's own "
+                                             f"test admitted it: another program on the "
+                                             f"host holds deadline bandwidth)", **params) from None
+        r = Reservation(self.next_id, call.label, task, pid, tid, period_us, budget_us,
+                        deadline_us, self.mode, os.pidfd_open(pid), cpu0=schedstat_ns(pid, tid))
+        self.next_id += 1
+        with self.lock:
+            self.reservations[r.id] = r
+        self.admission.add(budget_us, period_us)
+        self.counters["admitted"] += 1
+        self._boost()
+        return {"id": r.id, "policy": r.policy, "utilisation": budget_us / period_us,
+                "total": round(self.admission.total, 4), "bound": round(self.admission.limit, 4)}
+
+    def _mine(self, call: Call, rid: int) -> Reservation:
+        r = self.reservations.get(rid)
+        if r is None or r.label != call.label:
+            raise RpcError("NOT_FOUND", f"client {call.label} has no reservation {rid}")
+        return r
+
+    def release(self, call: Call, rid: int) -> None:
+        self._end(self._mine(call, rid), "released")
+
+    def report(self, call: Call, rid: int, periods: int, misses: int, worst_us: int) -> None:
+        r = self._mine(call, rid)
+        if periods < 0 or not 0 <= misses <= periods or worst_us < 0:
+            raise RpcError("INVALID", f"reservation {rid}: periods {periods} >= misses "
+                                      f"{misses} >= 0 and worst_us {worst_us} >= 0")
+        r.periods += periods
+        r.misses += misses
+        r.worst_us = max(r.worst_us, worst_us)
+
+    def mine(self, call: Call) -> list[dict[str, Any]]:
+        return [r.row() for r in self.reservations.values() if r.label == call.label]
+
+    def status(self, call: Call) -> dict[str, Any]:
+        return {"mode": self.mode, "mode_reason": self.mode_reason,
+                "bound": round(self.admission.limit, 4), "total": round(self.admission.total, 4),
+                "host": {"sched_rt_runtime_us": self.admission.bound.runtime_us,
+                         "sched_rt_period_us": self.admission.bound.period_us,
+                         "cpus": self.admission.bound.cpus,
+                         "fair_servers": round(self.admission.reserved_for_host, 4)},
+                "reservations": [r.row() for r in self.reservations.values()],
+                "refused": list(self.refused), "counters": dict(self.counters),
+                "boosted": {self.boost_names.get(p, str(p)): len(t)
+                            for p, t in self.boosted.items()}}
+
+    # -- ends ---------------------------------------------------------------------------------
+    def _end(self, r: Reservation, why: str) -> None:
+        with self.lock:
+            self.reservations.pop(r.id, None)
+        try:
+            hs.set_other(r.tid)
+        except hs.HostRefused:
+            pass                          # the thread is gone or changed hands: nothing to undo
+        os.close(r.pidfd)
+        self.admission.remove(r.budget_us, r.period_us)
+        self.counters[why] += 1
+        if not self.reservations:
+            self._unboost()
+        else:
+            self._boost()             # gives back the task's I/O threads if it has no other
+
+    def tick(self) -> bool:
+        """Between requests: end the reservations of dead tasks and ended threads."""
+        rs = list(self.reservations.values())
+        if rs:
+            dead, _, _ = select.select([r.pidfd for r in rs], [], [], 0)
+            for r in rs:
+                if r.pidfd in dead or not os.path.exists(f"/proc/{r.pid}/task/{r.tid}"):
+                    self._end(r, "reaped")
+        if self.boosted and time.monotonic() - self.last_rescan > RESCAN_S:
+            self._boost()
+        return self.stopping
+
+    # -- the path of reserved jobs: the kernel and the servers they call -------------------
+    def _boost(self) -> None:
+        self.last_rescan = time.monotonic()
+        if not self.boost_on:
+            return
+        pids = {self.kernel_pid: "kernel"} if self.kernel_pid else {}
+        pids[os.getpid()] = "rt"                     # jobs report to us every few periods
+        for r in self.reservations.values():
+            pids.setdefault(r.pid, r.task)           # its ZeroMQ I/O threads only (below)
+        for name in self.serve_tasks:
+            try:
+                pid = int(self.names.task_pid(name)) if self.names is not None else 0
+            except RemoteError:
+                pid = 0
+            if pid:
+                pids[pid] = name
+        for pid, name in pids.items():
+            done = self.boosted.setdefault(pid, set())
+            self.boost_names[pid] = name
+            own = {r.tid for r in self.reservations.values() if r.pid == pid} | {self.enforcer_tid}
+            whole = pid in (self.kernel_pid, os.getpid()) or name in self.serve_tasks
+            for tid in _threads(pid):
+                if tid not in done and tid not in own and (whole or _io_thread(pid, tid)):
+                    try:
+                        hs.set_fifo(tid, BOOST_PRIO)
+                        done.add(tid)
+                    except hs.HostRefused:
+                        pass                  # the thread ended meanwhile
+        for pid in [p for p in self.boosted if p not in pids or not _threads(p)]:
+            self._unboost_one(pid)
+
+    def _unboost_one(self, pid: int) -> None:
+        for tid in self.boosted.pop(pid, set()):
+            try:
+                hs.set_other(tid)
+            except hs.HostRefused:
+                pass
+        self.boost_names.pop(pid, None)
+
+    def _unboost(self) -> None:
+        for pid in list(self.boosted):
+            self._unboost_one(pid)
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for r in list(self.reservations.values()):
+            self._end(r, "released")
+        self._unboost()
+
+    # -- the fifo fallback's budget enforcement ---------------------------------------------
+    def _enforce(self) -> None:
+        """Enforcer thread: per reserved thread and period, CPU time past the budget moves
+        it to SCHED_OTHER until the period ends. Samples every 0.5 ms."""
+        self.enforcer_tid = threading.get_native_id()
+        try:
+            hs.set_fifo(self.enforcer_tid, ENFORCER_PRIO)
+        except hs.HostRefused:
+            pass
+        start: dict[int, tuple[float, int]] = {}       # id -> (period start, cpu ns then)
+        while not self.stopping:
+            now = time.monotonic()
+            with self.lock:
+                rs = list(self.reservations.values())
+            for r in rs:
+                t0, c0 = start.get(r.id, (now, schedstat_ns(r.pid, r.tid)))
+                if now - t0 >= r.period_us / 1e6:
+                    t0, c0 = now, schedstat_ns(r.pid, r.tid)
+                    if r.throttled:
+                        self._set(r, hs.set_fifo, RESERVED_FIFO_PRIO)
+                        r.throttled = False
+                elif not r.throttled and schedstat_ns(r.pid, r.tid) - c0 >= r.budget_us * 1000:
+                    self._set(r, lambda tid, _: hs.set_other(tid), 0)
+                    r.throttled = True
+                    r.throttles += 1
+                start[r.id] = (t0, c0)
+            for gone in set(start) - {r.id for r in rs}:
+                del start[gone]
+            time.sleep(0.0005)
+
+    @staticmethod
+    def _set(r: Reservation, fn: Any, prio: int) -> None:
+        try:
+            fn(r.tid, prio)
+        except hs.HostRefused:
+            pass                          # the thread ended: the main thread reaps it
+
+
+def main(l4: L4, policy: str = "{}") -> int:
+    rules = json.loads(policy or "{}")
+    if not isinstance(rules, dict):
+        raise ValueError("rt policy must be a JSON object {serve, mode, boost}")
+    mgr = Manager(l4, rules)
+    print(f"[rt] {mgr.mode_reason}; bound {mgr.admission.limit:.3f} CPUs", flush=True)
+    try:
+        while not mgr.stopping:
+            RT.serve(l4, mgr, until=mgr.tick, timeout=TICK_MS)
+            mgr.tick()
+    finally:
+        mgr.shutdown()
+    return 0
