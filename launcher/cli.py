@@ -17,6 +17,7 @@
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
     l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux|gui [--json]   measurements
     l4run net [--json]                            ORe's ports: frames, bytes, drops, MAC table
+    l4run rt [--json]                             DROPS: CPU/disk/net reservations, misses, refusals
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
     l4run mkrootfs [-o FILE]                      the L⁴Linux initramfs (busybox + applet links)
     l4run linux run -- CMD ARGS | linux ps        a command in the running L⁴Linux personality
@@ -508,7 +509,7 @@ class BenchGroup(click.Group):
     modules (each exports `register(group)`), imported only when asked for, so a broken or
     slow-to-import benchmark never slows down or breaks the rest of the CLI."""
 
-    LAZY = ("ipc", "memory", "hal", "fuzz", "dde", "net", "linux", "gui")   # chaos registers itself (it adds `l4run chaos` too)
+    LAZY = ("ipc", "memory", "hal", "fuzz", "dde", "net", "linux", "gui", "rt")   # chaos registers itself (it adds `l4run chaos` too)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         extra = [n for n in self.LAZY if importlib.util.find_spec(f"launcher.bench_{n}") is not None]
@@ -552,6 +553,10 @@ linux_cli.register(cli, find_run_dir, run_dir_option)
 from . import net as net_cli  # noqa: E402  (registers `net`: ORe's ports and counters)
 
 net_cli.register(cli, ask, find_run_dir, run_dir_option)
+
+from . import rt as rt_cli  # noqa: E402  (registers `rt`: DROPS' reservations and refusals)
+
+rt_cli.register(cli, ask, find_run_dir, run_dir_option)
 
 from . import trace as trace_cli  # noqa: E402  (registers `trace`: the kernel's IPC trace for Perfetto)
 trace_cli.register(cli, ask, find_run_dir, run_dir_option)

@@ -905,6 +905,11 @@ class Launcher:
         from .net import switch_counters
         return switch_counters(self, task)
 
+    def cmd_rt(self) -> dict[str, Any]:
+        """The real-time managers' reservations and refusals (launcher/rt.py)."""
+        from .rt import status
+        return status(self)
+
     def cmd_trace(self, action: str, limit: int = 0) -> dict[str, Any]:
         """The kernel's IPC trace (TRACE: on, off, status, drain; launcher/trace.py)."""
         assert self.root is not None, "control commands are served only while the kernel is up"
