@@ -48,6 +48,8 @@ def rename_entry(fs: "Ext2", odir: int, oname: bytes, ndir: int, nname: bytes) -
         raise FsError(errno.ENOENT, f"{oname!r} not found")
     src = fs.inode(ino)
     is_dir = st.S_ISDIR(src.mode)
+    if is_dir and ndir != odir:
+        _check_not_below(fs, ino, ndir)      # first, as Linux: EINVAL before type errors
     target = fs.dirs.lookup(nd, nname)
     if target == ino:
         return
@@ -59,8 +61,6 @@ def rename_entry(fs: "Ext2", odir: int, oname: bytes, ndir: int, nname: bytes) -
             raise FsError(errno.EISDIR, f"{nname!r} is a directory")
         if st.S_ISDIR(t.mode) and not fs.dirs.is_empty(t):
             raise FsError(errno.ENOTEMPTY, f"directory {nname!r} is not empty")
-    if is_dir and ndir != odir:
-        _check_not_below(fs, ino, ndir)
     # -- checked: act --
     ft = ftype_of(src.mode)
     if target:

@@ -365,7 +365,17 @@ class FileSystem:
         target = np_.entries.get(nname)
         if target is node:
             return
+        if node.is_dir:                    # not into itself or below (POSIX: EINVAL)
+            up, hops = np_, 0
+            while up is not self.root and hops < 4096:
+                if up is node:
+                    raise FsError(errno.EINVAL, f"{oname}: into its own subtree")
+                up, hops = up.parent or self.root, hops + 1
+            if up is node:
+                raise FsError(errno.EINVAL, f"{oname}: into its own subtree")
         if target is not None:
+            if node.is_dir and not target.is_dir:
+                raise FsError(errno.ENOTDIR, nname)
             if target.is_dir and (not node.is_dir or target.entries):
                 raise FsError(errno.EISDIR if not node.is_dir else errno.ENOTEMPTY, nname)
             self.unlink(new, start, target.is_dir)
