@@ -19,7 +19,7 @@ import pytest
 
 from servers.ext2 import ROOT_INO, Ext2, FormatError, FsError, ImageDevice
 
-from .tools import assert_clean, cat, debugfs, host_tree, ls, ls_l, mkfs, tree
+from .tools import assert_clean, cat, debugfs, fsck, host_tree, ls, ls_l, mkfs, tree
 
 GEOMETRIES = [(1024, 128), (4096, 256)]
 
@@ -230,3 +230,24 @@ def test_htree_directory_is_written_as_a_linear_one(tmp_path) -> None:
     names = ls(img, "/big")
     assert "added" in names and len(names) == 400
     assert stat.S_ISDIR(ls(img, "/")["big"][1])
+
+
+def test_unmount_frees_files_still_open_and_unlinked(tmp_path) -> None:
+    img = mkfs(str(tmp_path / "disk.img"), 4 << 20)
+    fs = Ext2(ImageDevice(img))
+    empty = fs.statfs()
+    f = fs.create(ROOT_INO, "open")
+    fs.write(f, 0, bytes(300_000))
+    fs.open(f)
+    fs.open(f)
+    fs.unlink(ROOT_INO, "open")
+    fs.close(f)
+    assert fs.read(f, 0, 3) == bytes(3)               # one reference left: still there
+    fs.sync()
+    rc, out = fsck(img)
+    assert rc != 0                                     # on disk now: an orphan (no journal)
+    fs.unmount()                                       # frees it
+    assert_clean(img)
+    fs = Ext2(ImageDevice(img))
+    assert (fs.statfs().bfree, fs.statfs().ffree) == (empty.bfree, empty.ffree)
+    fs.unmount()
