@@ -12,6 +12,7 @@ Modules, one mechanism each:
 - blockmap.py an inode's direct/indirect block map, file bytes, truncate
 - dirs.py     directory entries: lookup, add, remove
 - rename.py   rename(2)
+- api.py      the records the API answers, name conversion, the read-only guard
 - fs.py       Ext2: the operations by inode and name (the public surface)
 
 ext2 has no journal: after a crash (kill -9 of the writer, power loss) the image is
@@ -19,7 +20,8 @@ consistent only after `e2fsck -fy`; the engine refuses nothing because of that, 
 `Ext2.vol.was_clean` says whether the last unmount was clean.
 """
 from .device import BlockClientDevice, BufferCache, Device, ImageDevice
-from .fs import Ext2, Stat, StatFs
+from .api import Stat, StatFs
+from .fs import Ext2
 from .layout import ROOT_INO, FormatError, FsError
 
 __all__ = ["Ext2", "Stat", "StatFs", "Device", "ImageDevice", "BlockClientDevice",

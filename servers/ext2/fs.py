@@ -28,63 +28,19 @@ Ownership: one thread; callers serialise (the personality has one serving thread
 from __future__ import annotations
 
 import errno
-import functools
 import stat as st
 import time
-from typing import Any, Callable, NamedTuple, TypeVar
 
+from .api import Stat, StatFs, _b, _mutates, _s
 from .blockmap import FileMap
 from .device import Device
 from .dirs import Directories, check_name
-from .layout import (FAST_LINK_MAX, FILETYPE, FT_DIR, LARGE_FILE, ROOT_INO, FsError, Inode,
+from .layout import (FAST_LINK_MAX, FILETYPE, LARGE_FILE, ROOT_INO, FsError, Inode,
                      ftype_of)
 from .rename import rename_entry
 from .volume import Volume
 
 MAX_SYMLINKS = 40
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _mutates(method: F) -> F:
-    """An operation that changes the volume: EROFS, before anything, on a read-only mount."""
-    @functools.wraps(method)
-    def check(self: "Ext2", *args: Any, **kw: Any) -> Any:
-        if self.readonly:
-            raise FsError(errno.EROFS, f"{method.__name__}: mounted read-only")
-        return method(self, *args, **kw)
-    return check  # type: ignore[return-value]
-
-
-class Stat(NamedTuple):
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    atime: int
-    mtime: int
-    ctime: int
-    blocks: int         # 512-byte units, as st_blocks
-    rdev: int
-
-
-class StatFs(NamedTuple):
-    bsize: int
-    blocks: int
-    bfree: int
-    bavail: int
-    files: int
-    ffree: int
-    namelen: int
-
-
-def _b(name: str | bytes) -> bytes:
-    return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
-
-
-def _s(name: bytes) -> str:
-    return name.decode("utf-8", "surrogateescape")
 
 
 class Ext2:

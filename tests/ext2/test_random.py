@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from servers.ext2 import ROOT_INO, Ext2, FsError, ImageDevice
+from servers.ext2 import Ext2, FsError, ImageDevice
 
 from .tools import assert_clean, host_dump, mkfs, tree
 
