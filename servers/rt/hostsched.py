@@ -122,6 +122,14 @@ def set_other(tid: int) -> None:
             raise
 
 
+def set_idle(tid: int) -> None:
+    """Put thread `tid` under SCHED_IDLE (runs only when no other thread wants the CPU)."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE | SCHED_RESET_ON_FORK, os.sched_param(0))
+    except OSError as e:
+        raise HostRefused(e.errno or 0, f"SCHED_IDLE on thread {tid}: {e.strerror}") from None
+
+
 def policy_of(tid: int) -> str:
     """The thread's current policy name ("deadline", "fifo", "other", ...)."""
     attr = SchedAttr()

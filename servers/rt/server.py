@@ -20,7 +20,8 @@ its threads, naming the thread's host TID (servers/rt/protocol.py). Check, then 
    says "mode": "fifo") the fallback is SCHED_FIFO with budget enforcement by this manager:
    its enforcer thread (itself SCHED_FIFO above every reserved thread) reads each reserved
    thread's CPU time (/proc/PID/task/TID/schedstat) and moves a thread that used its budget
-   in the current period to SCHED_OTHER until the period ends (counted as a throttle). The
+   in the current period to SCHED_IDLE until the period ends (counted as a throttle): it
+   then runs only on CPU time nobody else wants, as a throttled deadline thread would not. The
    mode and its reason are in `status` (and `l4run rt`).
 
 Reservations end on release, when the thread ends, or when the task dies: the manager holds
@@ -335,29 +336,35 @@ class Manager:
     # -- the fifo fallback's budget enforcement ---------------------------------------------
     def _enforce(self) -> None:
         """Enforcer thread: per reserved thread and period, CPU time past the budget moves
-        it to SCHED_OTHER until the period ends. Samples every 0.5 ms."""
+        it to SCHED_IDLE until the period ends. Samples every 0.5 ms."""
         self.enforcer_tid = threading.get_native_id()
         try:
             hs.set_fifo(self.enforcer_tid, ENFORCER_PRIO)
         except hs.HostRefused:
             pass
-        start: dict[int, tuple[float, int]] = {}       # id -> (period start, cpu ns then)
+        # id -> (period start, CPU ns then, allowance ns): the host updates a running
+        # thread's CPU time only at its ticks, so a period can overrun by up to a tick; that
+        # overrun is paid back from the next period's allowance.
+        start: dict[int, tuple[float, int, int]] = {}
         while not self.stopping:
             now = time.monotonic()
             with self.lock:
                 rs = list(self.reservations.values())
             for r in rs:
-                t0, c0 = start.get(r.id, (now, schedstat_ns(r.pid, r.tid)))
+                budget = r.budget_us * 1000
+                t0, c0, allow = start.get(r.id, (now, schedstat_ns(r.pid, r.tid), budget))
+                used = schedstat_ns(r.pid, r.tid) - c0
                 if now - t0 >= r.period_us / 1e6:
-                    t0, c0 = now, schedstat_ns(r.pid, r.tid)
-                    if r.throttled:
+                    debt = max(0, used - allow)
+                    t0, c0, allow = now, c0 + used, budget - debt
+                    if r.throttled and allow > 0:
                         self._set(r, hs.set_fifo, RESERVED_FIFO_PRIO)
                         r.throttled = False
-                elif not r.throttled and schedstat_ns(r.pid, r.tid) - c0 >= r.budget_us * 1000:
-                    self._set(r, lambda tid, _: hs.set_other(tid), 0)
+                elif not r.throttled and used >= allow:
+                    self._set(r, lambda tid, _: hs.set_idle(tid), 0)
                     r.throttled = True
                     r.throttles += 1
-                start[r.id] = (t0, c0)
+                start[r.id] = (t0, c0, allow)
             for gone in set(start) - {r.id for r in rs}:
                 del start[gone]
             time.sleep(0.0005)
