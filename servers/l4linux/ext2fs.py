@@ -118,7 +118,11 @@ class Ext2Mount:
         with _errors():
             self.fs.sync()
 
-    def unmount(self) -> None:
+    def unmount(self, force: bool = False) -> None:
+        """Write everything and mark the disk clean. EBUSY while a file of it is open,
+        unless `force` (the personality's shutdown: its processes are gone)."""
+        if not force and any(n.holds for n in self.nodes.values()):
+            raise FsError(errno.EBUSY, "files of this file system are open")
         with _errors():
             self.fs.unmount()
         if self.point is not None:
@@ -258,6 +262,8 @@ class Ext2Node:
 
     def drop(self) -> None:
         self.holds -= 1
+        if not self.mount.fs.mounted:
+            return                          # unmounted by force under an open description
         with _errors():
             self.mount.fs.close(self.ino)
         if not self.holds:

@@ -413,7 +413,8 @@ class FileSystem:
         self.mounts.append(fs_mount)
 
     def umount(self, path: bytes) -> None:
-        """Uncover `path`: the mounted file system is synced and unmounted."""
+        """Uncover `path`: the mounted file system is synced and unmounted (EBUSY while a
+        file of it is open)."""
         root = self.walk(path, self.root)
         m = root.mount
         if m is None or m.root is not root or m.point is None:

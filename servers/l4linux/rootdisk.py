@@ -64,7 +64,7 @@ class Disk:
         """Unmount (orphans freed, everything written, the superblock marked clean) and
         end the block session. Safe to call twice."""
         if self.mount_.fs.mounted:
-            self.mount_.unmount()
+            self.mount_.unmount(force=True)
             if self.fsys is not None and self.mount_ in self.fsys.mounts:
                 self.fsys.mounts.remove(self.mount_)
                 if self.fsys.root_mount is self.mount_:

@@ -165,3 +165,15 @@ def test_ext2_as_the_root_file_system(tmp_path) -> None:
     m.unmount()
     assert_clean(img)
     assert "file" in ls(img, "/home") and "dev" not in ls(img, "/")
+
+
+def test_umount_is_refused_while_a_file_is_open(tree) -> None:
+    t, img, m = tree
+    o = files.open_node(t.create(b"/mnt/busy", t.root, 0o644, True), files.O_RDWR)
+    o.refs = 1
+    with pytest.raises(fs.FsError) as e:
+        t.umount(b"/mnt")
+    assert e.value.errno == errno.EBUSY
+    o.release()
+    t.umount(b"/mnt")
+    assert_clean(img)
