@@ -285,18 +285,35 @@ class Injector:
         return {"rules": ids, "gates": [r["gate"] for r in rules]}
 
     def _do_linux(self, inj: Injection) -> Any:
-        """A kernel rule on every personality's Linux calls (docs/CHAOS.md "Linux system
-        calls"), removed after `for`."""
+        """A kernel rule on the Linux calls of one personality (target `linux:TASK`: one
+        rule per gate that task serves — its exception gate among them; the kernel
+        consults Linux rules only for Linux calls, so its other gates never match) or of
+        every personality (`linux:`), removed after `for` (docs/CHAOS.md "Linux system
+        calls")."""
         p = inj.params
         spec: dict[str, Any] = {"kind": inj.kind.removeprefix("linux_"), "linux": True,
                 "probability": p["probability"], "count": p["count"], "seed": p["seed"],
                 **{k: p[k] for k in ("delay_ms", "errno", "nr") if k in p}}
-        rule = self.sys.fault("add", spec)
-        rule = rule[0] if isinstance(rule, list) else rule
-        ids = [rule["rule"]]
+        personality = inj.target.partition(":")[2]
+        specs = [{**spec, "gate": g} for g in self._served(personality)] if personality \
+            else [spec]
+        rules = [self.sys.fault("add", s) for s in specs]
+        ids = [(r[0] if isinstance(r, list) else r)["rule"] for r in rules]
         self.later.append((time.time() + p["for"], f"disarm {ids}", lambda: self._disarm(ids)))
         self._count("rules_armed")
         return {"rules": ids}
+
+    def _served(self, task: str) -> list[int]:
+        """The kernel ids of the gates task `task`'s threads serve (KERNEL_INFO `served`)."""
+        info = self.sys.kernel_info() if hasattr(self.sys, "kernel_info") else None
+        if info is None:
+            raise Unsupported(f"a Linux fault on personality {task!r} needs the kernel's task "
+                              "table: run the plan with `l4run chaos --image`")
+        gates = [int(g[0]) for row in info["tasks"] if row.get("name") == task
+                 for g in row.get("served", [])]
+        if not gates:
+            raise Unsupported(f"task {task!r} serves no gate (is it a running personality?)")
+        return gates
 
     _do_linux_delay = _do_linux_error = _do_linux
 

@@ -129,8 +129,9 @@ def _fault(d: Any, where: str, problems: list[str]) -> FaultSpec | None:
         problems.append(f"{where}: hogs are bounded to {MAX_HOG_S:g}s and {MAX_HOG_MIB} MiB")
     if kind == "device" and not f.knobs:
         problems.append(f"{where}.knobs: a device fault sets HAL knobs (e.g. {{error_rate = 0.1}})")
-    if kind in LINUX_KINDS and (f.tasks or f.services or f.gates or f.devices):
-        problems.append(f"{where}: Linux faults hit every personality's calls (scope: nr)")
+    if kind in LINUX_KINDS and (f.services or f.gates or f.devices):
+        problems.append(f"{where}: Linux faults are scoped by personality tasks (`tasks`; "
+                        "none: every personality) and `nr`, not services, gates or devices")
     if kind in IPC_KINDS and f.tasks and not f.services and not f.gates:
         problems.append(f"{where}: IPC faults are scoped by services or gates, not tasks")
     return f

@@ -40,7 +40,7 @@ def _targets(f: FaultSpec, tasks: list[str], services: list[str]) -> list[str]:
         return [f"gate:{g}" for g in sorted(f.gates)] + \
                [f"service:{s}" for s in sorted(f.services or ([] if f.gates else services))]
     if f.kind in LINUX_KINDS:
-        return ["linux:"]
+        return [f"linux:{t}" for t in sorted(f.tasks)] or ["linux:"]
     return [f"device:{d}" for d in sorted(f.devices)] or ["device:"]
 
 

@@ -26,9 +26,9 @@ LOOP = ("i=0; while [ $i -lt 25 ]; do echo $i > /tmp/f; cat /tmp/f | wc -c > /de
 
 
 class Linux:
-    def __init__(self, system: System, rootfs: str) -> None:
+    def __init__(self, system: System, rootfs: str, name: str = "l4linux") -> None:
         self.system = system
-        self.task = system.spawn("servers.l4linux.server:main", "l4linux",
+        self.task = system.spawn("servers.l4linux.server:main", name,
                                  args=("--rootfs", rootfs), quota=4096)
         gate = system.root.create_gate(1, thread=self.task.thread)
         self.client = LINUX.client(system.root, gate, timeout=60_000)
@@ -124,6 +124,9 @@ class _Kernel:
     def fault(self, op: str, spec: dict[str, Any] | None = None) -> Any:
         return self.root.fault(op, spec)
 
+    def kernel_info(self) -> dict[str, Any]:
+        return dict(self.root.kernel_info())
+
 
 def test_a_chaos_plan_arms_linux_rules(linux: Linux, tmp_path: Any) -> None:
     """`linux_delay` / `linux_error` in a plan: parsed, scheduled and armed as kernel Linux
@@ -154,3 +157,28 @@ def test_a_chaos_plan_arms_linux_rules(linux: Linux, tmp_path: Any) -> None:
     injector.undo()
     assert root.fault("list")["armed"] == 0
     assert linux.sh("echo x; exit $?") == (0, b"x\n")
+
+
+def test_a_plan_can_fault_one_personality_only(linux: Linux, tmp_path: Any) -> None:
+    """`tasks = [...]` on a Linux fault: the rules go on the gates that personality serves,
+    so a second personality beside it is not touched."""
+    from launcher.chaos.inject import Injector
+    from launcher.chaos.plan import parse_plan
+    from launcher.chaos.record import Record
+    from launcher.chaos.sequence import schedule
+
+    other = Linux(linux.system, str(tmp_path / "rootfs.cpio"), "l4linux2")
+    assert other.sh("echo up") == (0, b"up\n")                 # its exception gate exists
+    plan = parse_plan({"chaos": {"duration": "1s"}, "schedule": [
+        {"at": 0.0, "kind": "linux_error", "errno": 5, "nr": [1], "count": 0, "for": "30s",
+         "tasks": ["l4linux2"]}]}, image_names=({"l4linux", "l4linux2"}, set()))
+    injector = Injector(plan, _Kernel(linux.system), {}, Record(str(tmp_path), plan.invariants))
+    for inj in schedule(plan, [], []):
+        assert inj.target == "linux:l4linux2"
+        injector.inject(inj)
+    try:
+        assert other.sh("echo x; exit $?") == (1, b"")          # its writes fail with EIO
+        assert linux.sh("echo x; exit $?") == (0, b"x\n")      # the first one's do not
+    finally:
+        injector.undo()
+    assert other.sh("echo x; exit $?") == (0, b"x\n")
