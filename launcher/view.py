@@ -75,8 +75,10 @@ ws.onopen = () => { st.textContent = "live"; };
 ws.onclose = () => { st.textContent = "disconnected"; };
 ws.onmessage = (m) => {
   if (typeof m.data === "string") {
-    const hello = JSON.parse(m.data);
-    cv.width = hello.width; cv.height = hello.height;
+    const hello = JSON.parse(m.data);        // resizing clears the canvas: only if it changed
+    if (cv.width !== hello.width || cv.height !== hello.height) {
+      cv.width = hello.width; cv.height = hello.height;
+    }
     st.textContent = "live " + hello.width + "x" + hello.height;
     return;
   }

@@ -1,6 +1,6 @@
 """Kill mode's last step: ask the launcher to end a client's task.
 
-    end_task(l4, watch, name) -> None (asked and done) | the reason it was not
+    end_task(l4, label) -> None (asked and done) | the reason it was not
 
 Nitpicker never signals a process itself (it cannot: tasks are sandboxed). It asks the
 launcher on its `launcher` capability (launcher/names.py) with `end_client(service, label)`:
@@ -26,7 +26,8 @@ _NAMES_END = Protocol("launcher.names", [
 ], tag=0x4C4E)
 
 
-def end_task(l4: L4, watch: int, name: str, label: int = 0) -> str | None:
+def end_task(l4: L4, label: int) -> str | None:
+    """Ask the launcher to end the task routed to Nitpicker's service under `label`."""
     if "launcher" not in l4.caps:
         return "this task holds no 'launcher' capability (not started by l4run)"
     stub = cast(Any, _NAMES_END.client(l4, l4.caps["launcher"], timeout=5000))

@@ -43,7 +43,7 @@ import sys
 import time
 from typing import Any
 
-from kernel.abi import SLOT_TASK, MemRights, Rights
+from kernel.abi import MemRights, Rights
 from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import Call, RemoteError, Reply, RpcError
@@ -53,6 +53,7 @@ from servers.input.client import IRQ_LABEL, InputSession
 from servers.moe.client import MoeSession
 
 from .compose import LABEL_H, Screen, union_rects
+from .kill import end_task
 from .protocol import (BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BUTTON, FOCUS, KEY, MAX_SIDE, MAX_VIEWS,
                        MOTION, NITPICKER, STACK)
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
@@ -72,13 +73,15 @@ SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20}
 
 class Policy(dict[int, tuple[str, int]]):
     """label -> (name, quota); `killable`: the labels kill mode may end."""
-    killable: set[int] = set()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.killable: set[int] = set()
 
 
 def parse_policy(entries: tuple[str, ...] | list[str]) -> Policy:
     """The policy from the task's arguments; ValueError names the bad entry and why."""
     out = Policy()
-    out.killable = set()
     for e in entries:
         key, eq, rest = e.partition("=")
         if key == "kill":
@@ -477,8 +480,7 @@ class Nitpicker:
             print(f"nitpicker: kill mode: the policy does not let session {s.name!r} "
                   f"(label {s.label}) be ended", flush=True)
             return
-        from servers.nitpicker.kill import end_task
-        why = end_task(self.l4, s.watch, s.name, s.label)
+        why = end_task(self.l4, s.label)
         self.kills += why is None
         print(f"nitpicker: kill mode: session {s.name!r} (label {s.label}) "
               + ("ended" if why is None else f"not ended: {why}"), flush=True)
@@ -492,7 +494,7 @@ class Nitpicker:
         except (RemoteError, L4Error, TimeoutError) as e:
             print(f"nitpicker: fb: {e}", file=sys.stderr, flush=True)
         if self.input is not None:
-            self.input._check_alive()                # an input restart: reopened
+            self.input._check_alive()      # the client library's own check: stats, reopen
 
     def serve(self) -> None:
         while True:
@@ -525,6 +527,3 @@ def main(l4: L4, *policy: str) -> int:
           f"{'on' if srv.input else 'off'}", flush=True)
     srv.serve()
     return 0
-
-
-__all__ = ["main", "Nitpicker", "parse_policy", "SLOT_TASK"]
