@@ -1,1 +1,18 @@
-"""Nitpicker, the secure GUI multiplexer (paper §4.3): server.py, protocol.py, client.py."""
+"""Nitpicker, the secure GUI multiplexer (paper §4.3), and its clients.
+
+The server (a task, `servers.nitpicker.server:main`):
+- protocol.py   NITPICKER: sessions, buffers, views, refresh, events (declared once)
+- server.py     the task: policy, sessions, input routing, secure keys, the serve loop
+- views.py      the model: sessions, views, the stacking order, geometry checks
+- compose.py    the painter: a screen rectangle from the views, labels, X-ray
+- font.py       text as pixels (a built-in bitmap font)
+- kill.py       kill mode's request to the launcher (NAMES end_client)
+
+For clients:
+- client.py     GuiSession: a session, its shared buffer, views; recreated after a restart
+- toolkit.py    Canvas (text, boxes, buttons, images) and Window
+- keys.py       Linux key codes to characters
+- terminal.py   a VT100 terminal window (pyte) served over TERM, and a task that feeds it
+- clock.py      a clock window
+- pin.py        the trusted PIN-entry window (PIN.ask)
+"""
