@@ -21,7 +21,7 @@ SERVICE = "nitpicker"
 
 # The launcher's NAMES protocol, the one op Nitpicker uses (declared in launcher/names.py;
 # servers do not import the launcher, so the op is declared again here by its number).
-_NAMES_END = Protocol("launcher.names", [
+NAMES_END = Protocol("launcher.names", [
     op("end_client", 2, ["service:str", "label:int"], None, errors=["DENIED", "NOT_ROUTED"]),
 ], tag=0x4C4E)
 
@@ -30,7 +30,7 @@ def end_task(l4: L4, label: int) -> str | None:
     """Ask the launcher to end the task routed to Nitpicker's service under `label`."""
     if "launcher" not in l4.caps:
         return "this task holds no 'launcher' capability (not started by l4run)"
-    stub = cast(Any, _NAMES_END.client(l4, l4.caps["launcher"], timeout=5000))
+    stub = cast(Any, NAMES_END.client(l4, l4.caps["launcher"], timeout=5000))
     try:
         stub.end_client(SERVICE, label)
     except RemoteError as e:

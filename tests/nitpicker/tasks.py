@@ -19,6 +19,7 @@ from typing import Any
 from kernel.user.client import L4
 from kernel.user.rpc import RemoteFailure
 from servers.nitpicker.client import GuiSession
+from servers.nitpicker.kill import NAMES_END
 
 
 def log(what: str, value: Any = None) -> None:
@@ -73,6 +74,9 @@ def probe(l4: L4) -> int:
         "huge_buffer": _answer(lambda: s.buffer(100000, 100000, _window=(3702, 1))),
         "quota": _answer(lambda: s.buffer(1024, 1024, _window=(3702, 1))),
         "destroy_twice": _answer(lambda: (s.view_destroy(v.id), s.view_destroy(v.id))),
+        # only the task that provides a service may have the launcher end its clients
+        "end_client": _answer(lambda: NAMES_END.client(l4, l4.caps["launcher"], timeout=5000)
+                              .end_client("nitpicker", 1)),
     }
     log("probe", out)
     while True:

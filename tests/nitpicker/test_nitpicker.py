@@ -111,7 +111,7 @@ def test_malformed_commands_are_refused_and_others_unaffected(system: dict[str, 
         "negative": "INVALID", "huge": "INVALID", "unknown_view": "NO_VIEW",
         "bad_stack": "INVALID", "stack_self": "INVALID", "long_title": "INVALID",
         "empty_refresh": "INVALID", "huge_buffer": "INVALID", "quota": "QUOTA",
-        "destroy_twice": "NO_VIEW"}
+        "destroy_twice": "NO_VIEW", "end_client": "DENIED"}
     img = screen(rd, tmp)
     assert img.getpixel((100, 100)) == RED and img.getpixel((500, 400)) == BLUE
     assert "Traceback" not in log_of(rd, "nitpicker").split("input on")[-1]
