@@ -56,7 +56,9 @@ def status(launcher: "Launcher") -> dict[str, Any]:
         if t.spec.run.startswith(RT_RUN):
             out["cpu"][t.spec.name] = _admin(launcher, t, RT, "status")
         elif t.spec.run.startswith(BLOCK_RUN) and "rt_status" in BLOCK.ops:
-            out["disk"][t.spec.name] = _admin(launcher, t, BLOCK, "rt_status")
+            got = _admin(launcher, t, BLOCK, "rt_status")
+            for disk, st in (got.items() if "error" not in got else [("", got)]):
+                out["disk"][f"{t.spec.name}/{disk}" if disk else t.spec.name] = st
         elif t.spec.run.startswith(ORE_RUN) and "rt_status" in ORE.ops:
             out["net"][t.spec.name] = _admin(launcher, t, ORE, "rt_status")
     return out

@@ -6,6 +6,7 @@
     bc.submit([[tag, WRITE, sector, count, offset], ...]); bc.collect(min=1) -> [[tag, st]]
     bc.exchange(reqs, min=1) -> [[tag, st]]                        # both in one call
     bc.stream(op, sector, sectors, chunk=128, depth=8) -> statuses   # pipelined, many in flight
+    bc.reserve(rate, sectors, deadline_ms); bc.unreserve()        # real-time disk scheduling
     bc.info(); bc.close()
 
 The buffer is a moe dataspace of this task (capability "moe": the task's image entry needs
@@ -183,6 +184,14 @@ class BlockClient:
 
     def info(self) -> dict[str, Any]:
         return dict(self._call("info"))
+
+    def reserve(self, rate: float, sectors: int, deadline_ms: int) -> dict[str, Any]:
+        """Reserve `rate` requests/s of up to `sectors` sectors, each served within
+        deadline_ms (servers/block/rtsched.py); RemoteFailure REFUSED past the capacity."""
+        return dict(self._call("reserve", float(rate), sectors, deadline_ms))
+
+    def unreserve(self) -> None:
+        self._call("unreserve")
 
     def close(self) -> None:
         try:

@@ -36,8 +36,20 @@ BLOCK (client gates; the label, the kernel's word, picks the client's policy)
                                  malformed, out_of_range, denied_writes, refused
     release() -> None            the session ends (waits for its requests in flight)
 
+    reserve(rate, sectors, deadline_ms) -> {rate, sectors, deadline_ms, service_ms, reserved}
+                                 real-time disk scheduling (servers/block/rtsched.py): up to
+                                 `rate` requests/s of at most `sectors` sectors served by
+                                 deadline (each within deadline_ms) ahead of best effort;
+                                 beyond the rate, best effort. The disk's time per such
+                                 request is measured at the first reservation of a size
+                                 (reads into the first bytes of the caller's buffer).
+                                 Errors: NO_SESSION, INVALID (a field: which, why), REFUSED
+                                 (beyond the measured capacity: the numbers)
+    unreserve() -> None          the reservation ends (also when the session ends)
+
 BLOCK admin (label 0, the launcher's)
     stats() -> {label: info, "_server": {...}}
+    rt_status() -> {disk: {active, capacity, reserved, reservations, best_effort_p99_ms}}
 
 NO_SESSION: no open session (never opened, closed, or the server restarted since: open
 again; servers/block/client.py does it by itself).
@@ -62,4 +74,8 @@ BLOCK = Protocol("block", [
        errors=["NO_SESSION", "INVALID", "RANGE", "READ_ONLY"]),
     op("release", 5, [], None, errors=["NO_SESSION"]),
     op("stats", 10, [], "stats", admin=True),
+    op("reserve", 7, ["rate:float", "sectors:int", "deadline_ms:int"], "reservation",
+       errors=["NO_SESSION", "INVALID", "REFUSED"]),
+    op("unreserve", 8, [], None, errors=["NO_SESSION"]),
+    op("rt_status", 11, [], "status", admin=True),
 ], tag=0x424C)

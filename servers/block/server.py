@@ -58,6 +58,7 @@ from servers.dde_linux import kernel
 from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE, PinnedRange, pin_user_pages
 from servers.moe.client import MoeSession
 
+from .rtsched import DiskScheduler
 from .protocol import BLOCK, FLUSH, MAX_BUFFER, MAX_WAIT_MS, READ, SECTOR, STATUS_IOERR, WRITE
 
 DRIVER = "servers.dde_linux.drivers.l4disk"
@@ -67,6 +68,7 @@ MAX_REQ_SECTORS = 256           # 128 KiB per request (33 page segments at most)
 DEPTH = 64                      # requests in flight per client
 SWEEP_S = 0.5
 SHARED_WAIT_MS = 20             # longest collect wait while other sessions are open
+RT_SHARED_WAIT_MS = 1           # ... for a best-effort client while reservations exist
 TAG_MAX = 2 ** 31 - 1
 OPS = {READ: blk.REQ_OP_READ, WRITE: blk.REQ_OP_WRITE, FLUSH: blk.REQ_OP_FLUSH}
 COUNTERS = ("submitted", "completed", "errors", "malformed", "out_of_range", "denied_writes",
@@ -129,6 +131,7 @@ class BlockServer:
         self.stopping = False
         self.recv_slot = self._free_slot()        # the receive window of the next request
         self.rewindow = False                     # the window moved: serve() again
+        self.scheds: dict[str, DiskScheduler] = {}  # disk name -> its real-time scheduler
         for lab, p in policy.items():
             if self._disk(p.disk) is None:
                 raise ValueError(f"block policy for label {lab}: no disk {p.disk!r} "
@@ -221,6 +224,10 @@ class BlockServer:
             s.done.extend([t, STATUS_IOERR] for t in failed)
             s.inflight.difference_update(failed)
         self._count(call.label, "submitted", len(checked))
+        sched = self.scheds.get(s.disk.disk_name)
+        if sched is not None and sched.active:
+            sched.enqueue(s.label, subs)             # by deadline / best effort (rtsched.py)
+            return len(checked)
         try:
             blk.blk_submit_batch(s.disk, subs)
         except blk.BlkError as e:            # the disk went away under us
@@ -300,6 +307,9 @@ class BlockServer:
                                f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
         if len(self.sessions) > 1:          # one thread serves all: others wait behind us
             wait_ms = min(wait_ms, SHARED_WAIT_MS)
+        sched = self.scheds.get(s.disk.disk_name)
+        if sched is not None and sched.active and s.label not in sched.reservations:
+            wait_ms = min(wait_ms, RT_SHARED_WAIT_MS)   # a reserved client may be waiting
         deadline = time.monotonic() + wait_ms / 1e3
         with s.cond:
             while len(s.done) < least and s.inflight:
@@ -338,6 +348,43 @@ class BlockServer:
         del self.sessions[call.label]
         self._end(s)
 
+    # -- real-time disk scheduling (rtsched.py) ----------------------------------------------
+    def reserve(self, call: Call, rate: float, sectors: int, deadline_ms: int) -> dict[str, Any]:
+        s = self._session(call)
+        if not 0 < rate <= 100_000:
+            raise RpcError("INVALID", f"client {s.label}: rate {rate} must be in (0, 100000] /s")
+        if not 1 <= sectors <= MAX_REQ_SECTORS or sectors * SECTOR > s.size or sectors > s.sectors:
+            raise RpcError("INVALID", f"client {s.label}: sectors {sectors} must be 1.."
+                                      f"{MAX_REQ_SECTORS} and fit its buffer and range")
+        if not 1 <= deadline_ms <= 10_000:
+            raise RpcError("INVALID", f"client {s.label}: deadline_ms {deadline_ms} not in 1..10000")
+        sched = self.scheds.get(s.disk.disk_name)
+        if sched is None:
+            sched = self.scheds[s.disk.disk_name] = DiskScheduler(s.disk)
+        service = sched.service.get(sectors)
+        if service is None:
+            def make(end_io: Any) -> Any:
+                segs = self._segments(s, READ, 0, sectors * SECTOR)
+                if segs is None:
+                    raise RpcError("INVALID", f"client {s.label}: its buffer is not mapped")
+                return (OPS[READ], s.first, segs, end_io, None)
+            service = sched.service[sectors] = sched.time_requests(make)
+        why = sched.admit(s.label, float(rate), sectors, deadline_ms, service)
+        if why is not None:
+            self._count(s.label, "refused")
+            raise RpcError("REFUSED", f"client {s.label} on {s.disk.disk_name}: {why}")
+        return {"rate": rate, "sectors": sectors, "deadline_ms": deadline_ms,
+                "service_ms": round(service * 1e3, 3), "reserved": round(sched.used(), 4)}
+
+    def unreserve(self, call: Call) -> None:
+        s = self._session(call)
+        sched = self.scheds.get(s.disk.disk_name)
+        if sched is not None:
+            sched.release(s.label)
+
+    def rt_status(self, call: Call) -> dict[str, Any]:
+        return {name: sched.status() for name, sched in self.scheds.items()}
+
     def stats(self, call: Call) -> dict[str, Any]:
         out: dict[str, Any] = {str(lab): dict(c) for lab, c in self.counters.items()}
         out["_server"] = self._server_info()
@@ -345,6 +392,9 @@ class BlockServer:
 
     # -- sessions that end ------------------------------------------------------------------
     def _end(self, s: Session) -> None:
+        sched = self.scheds.get(s.disk.disk_name)
+        if sched is not None:
+            sched.release(s.label)
         with s.cond:
             deadline = time.monotonic() + 10
             while s.inflight and time.monotonic() < deadline:
@@ -387,6 +437,8 @@ class BlockServer:
         for s in list(self.sessions.values()):
             self._end(s)
         self.sessions.clear()
+        for sched in self.scheds.values():
+            sched.shutdown()
 
 
 def _pager_for_buffers(l4: L4) -> None:

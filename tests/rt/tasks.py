@@ -46,3 +46,64 @@ def asker(l4: L4, hold_s: str = "30") -> int:
     print(f"RT-ASK {json.dumps(out)}", flush=True)
     time.sleep(float(hold_s))
     return 0
+
+
+def disk_reader(l4: L4, reserve: str = "1", seconds: str = "3", period_ms: str = "20",
+                after_s: str = "0") -> int:
+    """Reads 8 sectors every period (with a reservation of 1000/period per second, deadline
+    one period, and with capability "rt" a CPU reservation of a quarter of the period; or
+    best effort), each request's latency measured; prints RT-DISK."""
+    from servers.block.client import READ, BlockClient
+    from servers.rt.client import Periodic
+    time.sleep(float(after_s))                   # the test sets the disk's latency first
+    bc = BlockClient(l4, buffer=64 << 10)
+    period = int(period_ms)
+    out: dict[str, Any] = {}
+    if reserve == "1" and "rt" in l4.caps:          # a real-time job: its CPU time too
+        out["cpu"] = _ask(RtClient(l4), period * 1000, period * 250)
+    if reserve == "1":
+        try:
+            out["reservation"] = bc.reserve(1000 / period, 8, period)
+        except RemoteFailure as e:
+            out["reservation"] = {"error": e.error, "reason": e.reason}
+    try:
+        out["too_much"] = bc.reserve(1_000_000 / 10, 8, period) and "admitted"
+    except RemoteFailure as e:
+        out["too_much"] = {"error": e.error, "reason": e.reason}
+    if reserve == "1" and "error" not in out["reservation"]:
+        bc.reserve(1000 / period, 8, period)            # too_much did not replace it
+    lat: list[float] = []
+    job = Periodic(period * 1000)
+    end = time.monotonic() + float(seconds)
+    sector = 0
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        tag = bc.tag()
+        got: list[list[int]] = []
+        reqs = [[tag, READ, sector, 8, 0]]
+        while not any(t == tag for t, _ in got):      # one call: submit and collect
+            got += bc.exchange(reqs, 1, 1000)
+            reqs = []
+        lat.append(time.monotonic() - t0)
+        sector = (sector + 8) % 4096
+        job.next()
+    lat.sort()
+    out.update(n=len(lat), p99_ms=round(lat[int(len(lat) * 0.99)] * 1e3, 2),
+               max_ms=round(lat[-1] * 1e3, 2))
+    print(f"RT-DISK {json.dumps(out)}", flush=True)
+    bc.close()
+    return 0
+
+
+def disk_hog(l4: L4, seconds: str = "5") -> int:
+    """Best-effort load: 16 reads of 128 KiB in flight, over and over."""
+    from servers.block.client import READ, BlockClient
+    bc = BlockClient(l4, buffer=2 << 20)
+    end = time.monotonic() + float(seconds)
+    n = 0
+    while time.monotonic() < end:
+        bc.stream(READ, 0, 4096, chunk=128, depth=16)
+        n += 4096
+    print(f"RT-DISK-HOG {json.dumps({'sectors': n})}", flush=True)
+    bc.close()
+    return 0

@@ -1,0 +1,243 @@
+"""Real-time disk scheduling for the block server (Reuther & Pohlack, RTSS 2003, in small).
+
+Mechanism. A client may reserve a request rate (`rate` requests of up to `sectors` sectors
+per second, each with a relative deadline `deadline_ms`). From the first reservation on,
+every request of every client goes through this scheduler instead of straight to the block
+layer: the scheduler keeps the disk's queue short (DEV_DEPTH requests at the device) and
+picks, each time a slot frees, the reserved request with the earliest deadline, else the
+oldest best-effort one. A reserved client's requests beyond its rate (a token bucket of
+`rate` per second, burst BURST_S × rate, at least BURST_MIN) are served as best effort, so no
+client takes more than it reserved ahead of the others; best effort gets whatever the
+reservations leave.
+
+Admission: the disk's capacity is measured, not declared: at a client's first reservation
+for a request size the scheduler times CALIBRATE reads of that size (device time only:
+from dispatch to completion with nothing else at the device) through the client's own
+buffer and range; a reservation is admitted while Σ rate × service time over all
+reservations stays within UTIL_MAX of the disk (refused with the numbers otherwise).
+
+The server is one Python process: its main thread (calls), the interrupt thread
+(completions) and the dispatcher take turns on the interpreter, so while reservations exist
+the switch interval is shortened (SWITCH_S), or each hand-off could cost 5 ms.
+
+Ownership: queues, buckets and counters are guarded by `lock`; `dispatch` runs on the
+scheduler's work queue (a DDEKit thread: "kworker/rtdisk"), queued from the server's main
+thread (submit) and the disk's interrupt thread (each completion).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from servers.dde_linux import block as blk
+from servers.dde_linux import workqueue as wq
+
+DEV_DEPTH = 1              # requests at the device at once while scheduling
+UTIL_MAX = 0.8             # of the measured capacity that reservations may take
+BURST_S = 0.1              # token bucket depth: 100 ms of the reserved rate, at least
+BURST_MIN = 2.0            # two requests (a periodic client's jitter)
+CALIBRATE = 8              # reads timed per request size
+LAT_KEPT = 20_000          # latencies kept per client (p99)
+ENDED_KEPT = 16            # ended reservations still shown by rt_status
+SWITCH_S = 0.0005          # the interpreter's thread switch interval while scheduling: a
+                           # completion (interrupt thread) and a dispatch (the work queue)
+                           # each wait for the lock of the interpreter, by default up to 5 ms
+                           # while the main thread serves best-effort calls
+
+
+@dataclass
+class Reservation:
+    label: int
+    rate: float            # requests per second
+    sectors: int           # largest request it covers
+    deadline_s: float
+    service_s: float       # measured device time of one such request
+    tokens: float = BURST_MIN
+    last: float = field(default_factory=time.monotonic)
+    lat: deque[float] = field(default_factory=lambda: deque(maxlen=LAT_KEPT))  # served as reserved
+    served: int = 0        # requests served as reserved
+    over: int = 0          # beyond the rate: served as best effort
+    misses: int = 0        # completed after their deadline
+
+    def take(self, now: float) -> bool:
+        burst = max(BURST_MIN, self.rate * BURST_S)
+        self.tokens = min(burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Pending:
+    sub: Any               # a blk Submission (op, sector, segs, end_io, data)
+    label: int
+    arrived: float
+    deadline: float | None  # absolute, reserved requests only
+
+
+class DiskScheduler:
+    def __init__(self, disk: blk.gendisk) -> None:
+        self.disk = disk
+        self.lock = threading.Condition()
+        self.reserved: list[tuple[float, int, Pending]] = []     # heap by deadline; lock
+        self.best: deque[Pending] = deque()                       # lock
+        self.at_device = 0                                        # lock
+        self.active = False
+        self.reservations: dict[int, Reservation] = {}            # label -> its reservation
+        self.service: dict[int, float] = {}                       # sectors -> seconds
+        self.latency: dict[int, deque[float]] = {}                # label -> seconds; lock
+        self.ended: list[Reservation] = []                        # the last ENDED_KEPT; lock
+        self.seq = itertools.count()
+        self.work = wq.work_struct(self._dispatch)
+        self.queue = wq.create_workqueue("rtdisk")
+
+    # -- admission ---------------------------------------------------------------------------
+    def used(self, without: int = -1) -> float:
+        return sum(r.rate * r.service_s for r in self.reservations.values() if r.label != without)
+
+    def admit(self, label: int, rate: float, sectors: int, deadline_ms: int,
+              service_s: float) -> str | None:
+        """None if the reservation fits the measured capacity (then it is made), else why."""
+        u = rate * service_s
+        have = self.used(without=label)
+        if have + u > UTIL_MAX:
+            return (f"{rate:g} requests/s of {sectors} sectors take {u:.3f} of the disk "
+                    f"(measured {service_s * 1e3:.2f} ms each, {1 / service_s:.0f}/s); "
+                    f"reserved {have:.3f}, at most {UTIL_MAX} may be")
+        if deadline_ms / 1e3 < 2 * service_s:
+            return (f"deadline {deadline_ms} ms is shorter than two requests' device time "
+                    f"({2 * service_s * 1e3:.2f} ms)")
+        with self.lock:
+            self.reservations[label] = Reservation(label, rate, sectors, deadline_ms / 1e3,
+                                                   service_s)
+            self.active = True
+        sys.setswitchinterval(SWITCH_S)
+        return None
+
+    def release(self, label: int) -> None:
+        with self.lock:
+            r = self.reservations.pop(label, None)
+            if r is not None:
+                self.ended.append(r)
+                del self.ended[:-ENDED_KEPT]
+
+    # -- requests ------------------------------------------------------------------------------
+    def enqueue(self, label: int, subs: list[Any]) -> None:
+        """Queue a client's checked submissions; each ends through our `_done`."""
+        now = time.monotonic()
+        with self.lock:
+            r = self.reservations.get(label)
+            for op, sector, segs, end_io, data in subs:
+                p = Pending(None, label, now, None)
+                p.sub = (op, sector, segs, self._done, (p, end_io, data))
+                count = sum(s.bv_len for s in segs) // 512 if segs else 0
+                if r is not None and count <= r.sectors and r.take(now):
+                    p.deadline = now + r.deadline_s
+                    heapq.heappush(self.reserved, (p.deadline, next(self.seq), p))
+                else:
+                    if r is not None:
+                        r.over += 1
+                    self.best.append(p)
+        wq.queue_work(self.queue, self.work)
+
+    def _next(self) -> Pending | None:
+        if self.reserved:
+            return heapq.heappop(self.reserved)[2]
+        return self.best.popleft() if self.best else None
+
+    def _dispatch(self, _work: Any) -> None:
+        while True:
+            with self.lock:
+                if self.at_device >= DEV_DEPTH:
+                    return
+                p = self._next()
+                if p is None:
+                    return
+                self.at_device += 1
+            try:
+                blk.blk_submit_batch(self.disk, [p.sub])
+            except blk.BlkError:                  # the disk went away: an I/O error
+                self._done_one(p)
+                _, end_io, data = p.sub[4]
+                end_io(SimpleNamespace(end_io_data=data), blk.BLK_STS_IOERR)
+
+    def _done_one(self, p: Pending) -> float:
+        now = time.monotonic()
+        with self.lock:
+            self.at_device -= 1
+            lat = self.latency.setdefault(p.label, deque(maxlen=LAT_KEPT))
+            lat.append(now - p.arrived)
+            r = self.reservations.get(p.label)
+            if p.deadline is not None and r is not None:
+                r.served += 1
+                r.lat.append(now - p.arrived)
+                if now > p.deadline:
+                    r.misses += 1
+        return now
+
+    def _done(self, rq: blk.request, status: int) -> None:
+        p, end_io, data = rq.end_io_data
+        self._done_one(p)
+        rq.end_io_data = data
+        try:
+            end_io(rq, status)
+        finally:
+            wq.queue_work(self.queue, self.work)
+
+    # -- capacity -------------------------------------------------------------------------------
+    def time_requests(self, make: Callable[[Callable[[Any, int], None]], Any],
+                      n: int = CALIBRATE) -> float:
+        """Device time of one request: `make(end_io)` builds a submission; n of them, one
+        at a time, the median."""
+        times: list[float] = []
+        for _ in range(n):
+            done = threading.Event()
+            sub = make(lambda rq, st: done.set())
+            with self.lock:
+                while self.at_device:
+                    self.lock.wait(0.01)
+                self.at_device += 1
+            t0 = time.monotonic()
+            try:
+                blk.blk_submit_batch(self.disk, [sub])
+                done.wait(5)
+            finally:
+                with self.lock:
+                    self.at_device -= 1
+            times.append(time.monotonic() - t0)
+        wq.queue_work(self.queue, self.work)
+        times.sort()
+        return times[len(times) // 2]
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            rows = []
+            for r in [*self.ended, *self.reservations.values()]:
+                rows.append({"ended": r not in self.reservations.values(), "label": r.label, "rate": r.rate, "sectors": r.sectors,
+                             "deadline_ms": r.deadline_s * 1e3, "service_ms":
+                             round(r.service_s * 1e3, 3), "served": r.served, "over": r.over,
+                             "misses": r.misses, "p99_ms": p99_ms(r.lat)})
+            every = {str(k): p99_ms(v) for k, v in self.latency.items()}
+            return {"active": self.active, "unit": "of the disk", "capacity": UTIL_MAX,
+                    "reserved": round(self.used(), 4), "reservations": rows,
+                    "p99_ms": every, "queued": len(self.reserved) + len(self.best),
+                    "service_ms": {str(k): round(v * 1e3, 3) for k, v in self.service.items()}}
+
+    def shutdown(self) -> None:
+        wq.destroy_workqueue(self.queue)
+
+
+def p99_ms(xs: Any) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3, 3)
