@@ -23,7 +23,8 @@ the task's code runs (fork mode) or before `execve` (exec mode). In order:
    socket() of anything but AF_UNIX and TCP unless `network`; ptrace, process_vm_readv and
    writev, kexec, mount and the new mount API, bpf, perf_event_open, modules, namespaces
    (unshare, setns, clone with CLONE_NEW*; clone3 answers ENOSYS so libc falls back to clone),
-   keyrings, userfaultfd, io_uring -> EPERM.
+   keyrings, userfaultfd, io_uring -> EPERM (mount and umount2 pass for the L⁴Linux
+   personality, `MOUNT_PASSERS`: its Linux processes' calls must reach its trap).
 
 Contract: `enter()` either applies every step the plan asks for or raises (the child then
 exits before any task code runs): a task never runs half-sandboxed by accident. Which
@@ -264,6 +265,7 @@ def plan(spec: Any, uid: int | None, run_dir: str, reads: Sequence[str],
             "caps": on["capabilities"], "nnp": on["no_new_privs"], "read": list(reads),
             "landlock": on["landlock_fs"], "landlock_net": on["landlock_net"] and not spec.network,
             "scope": on["landlock_scope"], "seccomp": on["seccomp"], "network": spec.network,
+            "mounts": spec.run in MOUNT_PASSERS,
             "reach": closed_dirs(reach) if on["uid"] else []}
 
 
@@ -277,8 +279,9 @@ def prepare() -> None:
     the last capability number, resolve the libc functions (ctypes looks each up on first
     use). Forked children inherit it all; a spawn then costs only the system calls."""
     for network in (False, True):
-        if platform.machine() in _SYSCALLS:
-            _FILTERS[network] = _filter(network, platform.machine())
+        for mounts in (False, True):
+            if platform.machine() in _SYSCALLS:
+                _FILTERS[network, mounts] = _filter(network, platform.machine(), mounts)
     with open("/proc/sys/kernel/cap_last_cap") as f:
         _CAP_LAST[:] = [int(f.read())]
     for fn in ("prctl", "syscall", "mount", "unshare", "setns"):
@@ -349,7 +352,7 @@ def enter(p: dict[str, Any]) -> None:
     if p["landlock"] or p["landlock_net"] or p["scope"]:
         _landlock(p["read"], p["scratch"], p["landlock"], p["landlock_net"], p["scope"])
     if p["seccomp"]:
-        _seccomp(p["network"])
+        _seccomp(p["network"], bool(p.get("mounts")))
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int,
@@ -464,6 +467,13 @@ _X86_64 = {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "ke
            "process_madvise": 440, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
            "iopl": 172, "ioperm": 173, "quotactl": 179, "clone": 56, "clone3": 435, "socket": 41}
 _SYSCALLS = {"x86_64": (0xC000003E, _X86_64)}
+# Tasks whose filter lets mount and umount2 pass: the L⁴Linux personality. Its Linux
+# processes inherit its filter under their own trap filter, and of stacked filters the
+# strictest answer wins — an EPERM here would beat the trap's USER_NOTIF, and their mount(2)
+# would never reach the personality that serves it (servers/l4linux/mountcalls.py). The
+# personality itself still cannot mount: it has no capability (CAP_SYS_ADMIN), and Landlock
+# refuses any change of the mount topology to a thread it restricts.
+MOUNT_PASSERS = frozenset({"servers.l4linux.server:main"})
 CLONE_NEW_ANY = 0x7E020000        # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 AF_UNIX, AF_INET, AF_INET6, SOCK_STREAM, IPPROTO_TCP = 1, 2, 10, 1, 6
 
@@ -474,15 +484,17 @@ _EPERM, _ENOSYS = 1, 38
 _NR, _ARCH, _ARG0, _ARG1, _ARG2 = 0, 4, 16, 24, 32     # offsets in struct seccomp_data
 
 
-def _filter(network: bool, arch: str = "x86_64") -> bytes:
-    """The BPF program: a list of (code, jt, jf, k), jumps given as labels and resolved."""
+def _filter(network: bool, arch: str = "x86_64", mounts: bool = False) -> bytes:
+    """The BPF program: a list of (code, jt, jf, k), jumps given as labels and resolved.
+    `mounts`: mount and umount2 pass (MOUNT_PASSERS)."""
     audit, nr = _SYSCALLS[arch]
     deny = ("ret", _ERRNO | _EPERM)
     prog: list[tuple[Any, ...]] = [
         ("ld", _ARCH), ("jeq", audit, None, "kill"),
         ("ld", _NR), ("jge", 0x40000000, "deny", None)]      # x32 system calls: none
     for name in _DENY:
-        prog += [("jeq", nr[name], "deny", None)]
+        if not (mounts and name in ("mount", "umount2")):
+            prog += [("jeq", nr[name], "deny", None)]
     prog += [("jeq", nr["clone3"], "nosys", None),
              ("jeq", nr["clone"], None, "after_clone"), ("ld", _ARG0),
              ("jset", CLONE_NEW_ANY, "deny", "allow"), ("label", "after_clone")]
@@ -522,17 +534,17 @@ def _filter(network: bool, arch: str = "x86_64") -> bytes:
     return out
 
 
-_FILTERS: dict[bool, bytes] = {}
+_FILTERS: dict[tuple[bool, bool], bytes] = {}
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
-def _seccomp(network: bool) -> None:
-    prog = _FILTERS.get(network)
+def _seccomp(network: bool, mounts: bool = False) -> None:
+    prog = _FILTERS.get((network, mounts))
     if prog is None:
-        prog = _FILTERS[network] = _filter(network, platform.machine())
+        prog = _FILTERS[network, mounts] = _filter(network, platform.machine(), mounts)
     fprog = _SockFprog(len(prog) // 8, prog)
     if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         raise _errno_msg("seccomp filter")

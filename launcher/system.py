@@ -55,10 +55,10 @@ from kernel.user.spawn import NamedCap
 from kernel.abi import MEM_CHANNEL, TCP_INFO
 
 from . import control, sandbox
-from .devices import hal_ctl
+from .devices import HAL_TASK, IO_TASK, hal_ctl
 from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_dirs,
                     start_deps)
-from .memory import MemoryWiring
+from .memory import MOE_TASK, SIGMA0_TASK, MemoryWiring
 from .names import CAP_NAME, NAMES, Supervisor
 from .policy import Backoff, Budget, decide
 from .zygote import PROJECT_ROOT, SpawnError, Spawner
@@ -936,23 +936,34 @@ class Launcher:
         return {}
 
     # -- shutdown --------------------------------------------------------------------
+    def _await_exits(self, pids: set[int], seconds: float) -> None:
+        assert self.spawner is not None
+        deadline = time.monotonic() + seconds
+        while pids and time.monotonic() < deadline:
+            try:
+                self.spawner.pump(block=False)
+            except SpawnError:
+                break
+            pids -= {ev["pid"] for ev in self.spawner.take_events()}
+            time.sleep(0.01)
+
     def shutdown(self) -> None:
         """Tasks, spawner (which removes the socket files), supervisor, kernel, control."""
         self.stopping = True
         if self.spawner is not None:
             live = [t for t in self.tasks.values() if t.state in ("starting", "running")]
-            for t in live:
-                t.wanted = False
-                self._signal(t, signal.SIGTERM)
-            deadline = time.monotonic() + 1.0
-            pids = {t.pid for t in live}
-            while pids and time.monotonic() < deadline:
-                try:
-                    self.spawner.pump(block=False)
-                except SpawnError:
-                    break
-                pids -= {ev["pid"] for ev in self.spawner.take_events()}
-                time.sleep(0.01)
+            # Clients before their servers: a task that handles SIGTERM (the L⁴Linux
+            # personality writes its disk back through the block server) still has its
+            # servers while it ends. Tasks that nobody uses go first, the rest — and the
+            # launcher's own (memory, HAL, io: used without a route) — after them.
+            used = set().union(*(t.spec.services_used() for t in live)) if live else set()
+            first = [t for t in live if not set(t.spec.provides) & used and
+                     t.spec.name not in (HAL_TASK, IO_TASK, MOE_TASK, SIGMA0_TASK)]
+            for wave, wait in ((first, 3.0), ([t for t in live if t not in first], 1.0)):
+                for t in wave:
+                    t.wanted = False
+                    self._signal(t, signal.SIGTERM)
+                self._await_exits({t.pid for t in wave if t.pid}, wait)
             self.spawner.close()
             self.spawner = None
         for t in self.tasks.values():
