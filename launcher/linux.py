@@ -123,7 +123,8 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
 
 
 LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
-              "l4caps", "hybrid")
+              "l4caps", "hybrid", "rootdisk")
+ROOTDISK_KEYS = ("service", "label", "at")
 LINUX_RUN = "servers.l4linux.server:main"
 
 
@@ -145,6 +146,11 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
                                        # processes: as a [[task]]'s caps
         hybrid = { "/bin/greet" = ["hello"] }   # which program may use which of them
                                        # (docs/L4LINUX.md "Hybrid processes")
+        rootdisk = { service = "block", label = 5, at = "/" }
+                                       # the disk: a session of the block server (its
+                                       # policy's label), ext2 mounted at `at` ("/": the
+                                       # root file system, the default; "none": only for
+                                       # mount(2)); docs/L4LINUX.md "The disk"
     """
     raw = data.get("linux")
     if raw is None:
@@ -168,8 +174,36 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
         if "l4caps" in d:
             task["caps"] = d["l4caps"]        # checked as any task's caps (linux.l4caps)
         task["args"] = _hybrid_args(c, d, where) + task["args"]
+        if "rootdisk" in d:
+            task["args"] = _rootdisk(c, d, where, task) + task["args"]
         out.append(task)
     return out
+
+
+def _rootdisk(c: Any, d: dict[str, Any], where: str, task: dict[str, Any]) -> list[str]:
+    """`rootdisk = { service, label, at }`: the capability "block" (a route to the block
+    server with that label), a moe session for the block buffer, and `--disk AT`."""
+    raw, key = d["rootdisk"], f"{where}.rootdisk"
+    if not isinstance(raw, dict):
+        c.bad(key, 'expected a table: { service = "block", label = N, at = "/" }')
+        return []
+    for k in sorted(set(raw) - set(ROOTDISK_KEYS)):
+        c.bad(f"{key}.{k}", f"unknown key (known: {', '.join(ROOTDISK_KEYS)})")
+    service, label, at = raw.get("service", "block"), raw.get("label"), raw.get("at", "/")
+    if not isinstance(service, str) or not service:
+        c.bad(f"{key}.service", f"expected the block server's service name, got {service!r}")
+    if type(label) is not int or label <= 0:
+        c.bad(f"{key}.label", f"expected the positive label of the block server's policy "
+                              f"entry for this disk, got {label!r}")
+    if not isinstance(at, str) or not (at == "none" or at.startswith("/")):
+        c.bad(f"{key}.at", f'expected "/", an absolute directory or "none", got {at!r}')
+    if isinstance(d.get("l4caps"), dict) and "block" in d["l4caps"]:
+        c.bad(f"{where}.l4caps.block", "the name 'block' is the rootdisk's capability")
+    caps = dict(task.get("caps") or {})
+    caps["block"] = {"service": service, "label": label}
+    task["caps"] = caps
+    task["memory"] = "2M"                  # the block buffer (rootdisk.BUFFER) and headroom
+    return [] if at == "none" else ["--disk", str(at)]
 
 
 def _hybrid_args(c: Any, d: dict[str, Any], where: str) -> list[str]:

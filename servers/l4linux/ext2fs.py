@@ -215,6 +215,8 @@ class Ext2Node:
         if self.ino == ROOT_INO:
             point = self.mount.point
             return point.parent if point is not None else None
+        if not self.is_dir:
+            return None                     # a file's names are its links (as fs.Inode's)
         with _errors():
             return self.mount.node(self.mount.fs.lookup(self.ino, ".."))
 

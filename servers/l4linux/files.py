@@ -219,10 +219,18 @@ DEVICE_LINKS = {"fd": b"/proc/self/fd", "stdin": b"/proc/self/fd/0",
                 "stdout": b"/proc/self/fd/1", "stderr": b"/proc/self/fd/2"}
 
 
-def make_devices(fsys: fs.FileSystem) -> None:
+DISK_NUMBER = (254, 0)               # /dev/l4disk, a block device (virtio-blk's major)
+
+
+def make_devices(fsys: fs.FileSystem, disk: bool = False) -> None:
     """The /dev nodes (character devices), so that stat and ttyname find them, and the
-    links into /proc/self/fd (bash's process substitution opens /dev/fd/N)."""
+    links into /proc/self/fd (bash's process substitution opens /dev/fd/N). With `disk`,
+    the block device /dev/l4disk that mount(2) names (rootdisk.py)."""
     dev = fsys.walk(b"/dev", fsys.root)
+    if disk and "l4disk" not in dev.entries:
+        node = fs.Inode(stat.S_IFBLK | 0o660)
+        node.rdev = DISK_NUMBER[0] << 8 | DISK_NUMBER[1]
+        fsys.link_into(dev, "l4disk", node)
     for name, (major, minor) in DEVICE_NUMBERS.items():
         if name not in dev.entries:
             node = fs.Inode(stat.S_IFCHR | (0o620 if name in ("tty", "console") else 0o666))

@@ -593,6 +593,8 @@ def sys_statfs(px: "Personality", p: "Process", a: list[int]) -> Any:
             node = px.fs.walk(px.cstr(p, a[0]), p.cwd)
         except fs.FsError as e:
             return -e.errno
+    if node is px.fs.root and px.fs.root_mount is not None:
+        node = px.fs.root_mount.root          # '/' is the root file system's, not the RAM's
     return _fsop(lambda: px.write(p, a[1], fs.statfs_bytes(node)))
 
 

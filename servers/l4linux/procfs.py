@@ -63,6 +63,20 @@ def _fd_dir(px: "Personality", parent: fs.Inode, p: "Process") -> None:
         px.fs.link_into(d, str(fd), link)
 
 
+def mounts(px: "Personality") -> bytes:
+    """/proc/mounts: the RAM tree (or the disk at /), /dev and /proc, the disk elsewhere."""
+    drive = px.drive
+    at = drive.at if drive is not None else None
+    ro = "ro" if drive is not None and drive.disk is not None and \
+        drive.disk.mount_.fs.readonly else "rw"
+    dev = "/dev/l4disk"
+    lines = [f"{dev} / ext2 {ro} 0 0" if at == b"/" else "rootfs / rootfs rw 0 0",
+             "devtmpfs /dev devtmpfs rw 0 0", "proc /proc proc rw 0 0"]
+    if at is not None and at != b"/":
+        lines.append(f"{dev} {at.decode(errors='replace')} ext2 {ro} 0 0")
+    return ("\n".join(lines) + "\n").encode()
+
+
 def refresh(px: "Personality", caller: "Process") -> None:
     root = px.fs.root
     old = root.entries.get("proc")
@@ -99,5 +113,6 @@ def refresh(px: "Personality", caller: "Process") -> None:
                             f"btime {int(BOOT)}\nprocesses {len(px.procs.by_pid)}\n"
                             f"procs_running 1\nprocs_blocked {blocked}\n".encode())
     _file(proc, px, "loadavg", f"0.00 0.00 0.00 1/{len(px.procs.by_pid)} 0\n".encode())
-    _file(proc, px, "mounts", b"rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n")
+    _file(proc, px, "mounts", mounts(px))
+    _file(proc, px, "filesystems", b"nodev\ttmpfs\nnodev\tproc\n\text2\n")
     _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")

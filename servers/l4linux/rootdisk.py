@@ -5,6 +5,9 @@
     disk.mount(fsys, b"/mnt")             # or on a RAM directory
     disk.close()                          # unmount: sync, mark clean; release the session
 
+    drive = Drive(l4)                     # the personality's disk, /dev/l4disk (server.py)
+    drive.mount(fsys, b"/mnt"); drive.umount(); drive.close()   # mount(2), umount2(2), down
+
 Mechanism. The personality is a block client like any other (paper §4.1: an enlightened
 stub driver): a `BlockClient` session with its shared buffer, `BlockClientDevice` over it,
 the ext2 engine over that, `ext2fs.Ext2Mount` in the tree. Nothing touches the HAL. The
@@ -13,10 +16,18 @@ when the cache evicts them, and at `close` (the personality's clean shutdown). A
 server restart is the client's business (it retries on the new session); ext2 has no
 journal, so a personality killed with dirty blocks leaves an image for `e2fsck -fy`.
 
+`Drive` is the personality's one disk: the block session, opened at the first mount and
+kept (a task has one buffer view for the server; a remount reuses it), and at most one
+mount of it at a time — ext2 has no locking between two mounts of the same disk.
+`writeback()` is the flusher: the serving loop calls it when it has been idle a moment, so
+a disk left alone soon has nothing dirty (ext2 has no journal: what the cache held when the
+personality died is lost, and e2fsck -fy repairs the rest).
+
 Ownership: the personality's serving thread.
 """
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from kernel.user.client import L4
@@ -24,6 +35,7 @@ from servers.block.client import BlockClient
 from servers.ext2 import BlockClientDevice, Ext2
 
 from .ext2fs import Ext2Mount
+from .fs import FsError
 
 BUFFER = 256 * 1024                 # the shared buffer: one device request moves at most this
 
@@ -71,3 +83,65 @@ class Disk:
                     self.fsys.root_mount = None
         if self.own_client:
             self.bc.close()
+
+
+DEVICE = b"/dev/l4disk"             # the block device node mount(2) names (files.make_devices)
+
+
+class Drive:
+    """The block session of capability `cap` and its (one) ext2 mount (module docstring)."""
+
+    def __init__(self, l4: L4, cap: str = "block") -> None:
+        if cap not in l4.caps:
+            raise ValueError(f"no capability {cap!r}: the image's [linux] rootdisk routes it")
+        self.l4 = l4
+        self.cap = cap
+        self.bc: BlockClient | None = None
+        self.disk: Disk | None = None
+        self.at: bytes | None = None        # where it is mounted (b"/": the root)
+
+    def mount(self, fsys: Any, at: bytes, readonly: bool = False) -> None:
+        """Mount the disk at `at` (FsError EBUSY if it is mounted already)."""
+        if self.disk is not None:
+            raise FsError(errno.EBUSY, f"{DEVICE.decode()} is mounted on {self.at!r}")
+        if self.bc is None:
+            self.bc = BlockClient(self.l4, self.l4.caps[self.cap], buffer=BUFFER)
+        try:
+            disk = Disk.open(self.l4, readonly=readonly, client=self.bc)
+        except FsError:
+            raise
+        except Exception as e:               # not ext2, a bad superblock: the engine's words
+            raise FsError(getattr(e, "errno", None) or errno.EINVAL, str(e)) from None
+        disk.mount(fsys, at)
+        self.disk, self.at = disk, at
+
+    def umount(self) -> None:
+        """Unmount (EBUSY while a file of it is open): written back, marked clean."""
+        if self.disk is None:
+            raise FsError(errno.EINVAL, "not mounted")
+        self.disk.mount_.unmount()
+        fsys = self.disk.fsys
+        if fsys is not None and self.disk.mount_ in fsys.mounts:
+            fsys.mounts.remove(self.disk.mount_)
+            if fsys.root_mount is self.disk.mount_:
+                fsys.root_mount = None
+        self.disk, self.at = None, None
+
+    def dirty(self) -> bool:
+        vol = self.disk.mount_.fs.vol if self.disk is not None else None
+        return vol is not None and bool(vol.cache.dirty_set or vol.gd_dirty)
+
+    def writeback(self) -> None:
+        if self.dirty():
+            assert self.disk is not None
+            self.disk.sync()
+
+    def close(self) -> None:
+        """The clean shutdown: unmount by force (the Linux processes are gone), end the
+        session. Safe to call twice."""
+        if self.disk is not None:
+            self.disk.close()
+            self.disk, self.at = None, None
+        if self.bc is not None:
+            self.bc.close()
+            self.bc = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import time
 import traceback
@@ -40,7 +41,7 @@ from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
-from . import consoles, files, fs, hybrid, initramfs, process, procfs, syscalls
+from . import consoles, files, fs, hybrid, initramfs, process, procfs, rootdisk, syscalls
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
@@ -51,18 +52,31 @@ from .tty import Tty
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
+IDLE_MS = 200.0                    # with a disk: the wait's longest sleep (writeback, SIGTERM)
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
 PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 85, 89, 257, 262, 267, 269, 439, 280, 332})
 
 
 class Personality(Signals):
-    def __init__(self, l4: L4, rootfs: bytes,
-                 grants: dict[bytes, list[str]] | None = None) -> None:
+    def __init__(self, l4: L4, rootfs: bytes | None,
+                 grants: dict[bytes, list[str]] | None = None,
+                 disk_at: bytes | None = None) -> None:
+        """`rootfs`: the newc archive of the RAM tree (None: only /dev and /proc, the disk
+        being the root); `disk_at`: mount the disk (capability "block", rootdisk.py) there
+        at once — b"/" for the root file system; without it mount(2) still may."""
         self.l4 = l4
         self.hybrid = hybrid.Policy(dict(l4.caps), grants or {})   # hybrid.py
         self.fs = fs.FileSystem()
-        self.files = self.fs.load(rootfs)
-        files.make_devices(self.fs)
+        self.files = self.fs.load(rootfs) if rootfs is not None else 0
+        self.drive = rootdisk.Drive(l4) if "block" in l4.caps else None
+        self.stopping = False           # SIGTERM (l4run down): unmount, then end the loop
+        if disk_at is not None:
+            if self.drive is None:
+                raise ValueError("--disk needs a capability 'block' (the image's rootdisk)")
+            if disk_at != b"/" and not self._exists(disk_at):
+                self.fs.mkdir(disk_at, self.fs.root, 0o755)
+            self.drive.mount(self.fs, disk_at)
+        files.make_devices(self.fs, disk=self.drive is not None)
         self.procs = process.Table()
         self.blocked: list[Blocked] = []
         self.unknown: set[int] = set()
@@ -143,7 +157,20 @@ class Personality(Signals):
             return inner, [interp] + ([arg.strip()] if arg.strip() else []) + [path], exe, elf
         if not data.startswith(b"\x7fELF"):
             raise fs.FsError(errno.ENOEXEC, "not an ELF image")
-        return data, [], self.fs.path_of(node), node
+        return data, [], self._real_path(path, cwd), node
+
+    def _real_path(self, path: bytes, cwd: fs.Inode) -> bytes:
+        """The absolute path of the file `path` names, symlinks followed (/proc/PID/exe):
+        its directory's path and its own name (a file's links do not name a parent)."""
+        for _ in range(40):
+            head, _, name = path.rstrip(b"/").rpartition(b"/")
+            d = self.fs.walk(head or (b"/" if path.startswith(b"/") else b"."), cwd)
+            node = self.fs.walk(name, d, follow=False) if name else d
+            if not node.is_link:
+                top = self.fs.path_of(d)
+                return (top.rstrip(b"/") + b"/" + name) if name else top
+            path, cwd = node.target, d
+        raise fs.FsError(errno.ELOOP, path.decode(errors="replace"))
 
     def spawn(self, image: bytes, argv: list[bytes], envp: list[bytes],
               p: process.Process | None = None) -> int:
@@ -239,13 +266,24 @@ class Personality(Signals):
         del self.sleepers[self.tid]
         return 0
 
+    def _exists(self, path: bytes) -> bool:
+        try:
+            self.fs.walk(path, self.fs.root)
+            return True
+        except fs.FsError:
+            return False
+
     # -- the loop -----------------------------------------------------------------------
     def serve(self) -> None:
         """The loop. The answer to the call just served goes out with the next wait
-        (REPLY_WAIT: one kernel round trip per Linux system call, not two)."""
+        (REPLY_WAIT: one kernel round trip per Linux system call, not two). With a disk,
+        the wait times out every IDLE_MS: an idle moment writes the disk back (the
+        flusher), and a SIGTERM seen there ends the loop after a clean unmount."""
         l4 = self.l4
-        while True:
+        while not self.stopping:
             timeout = self._timeout()
+            if self.drive is not None:
+                timeout = min(timeout, IDLE_MS) if timeout is not None else IDLE_MS
             held, self.held = self.held, None
             try:
                 if held is not None:
@@ -254,6 +292,7 @@ class Personality(Signals):
                     msg = l4.wait(timeout=timeout)
             except Timeout:
                 self._retry()
+                self._writeback()
                 continue
             except L4Error:
                 continue                         # our reply was refused: its caller is gone
@@ -263,6 +302,24 @@ class Personality(Signals):
                 self.stats["bugs"] += 1
                 traceback.print_exc()
             self._retry()
+
+    def _writeback(self) -> None:
+        if self.drive is not None and not self.stopping:
+            try:
+                self.drive.writeback()
+            except Exception:
+                self.stats["bugs"] += 1
+                traceback.print_exc()
+
+    def shutdown(self) -> None:
+        """The clean end (SIGTERM): the disk unmounted by force — written back, marked
+        clean — and its session closed. The Linux processes die with us."""
+        if self.drive is not None:
+            at = self.drive.at
+            self.drive.close()
+            if at is not None:
+                print(f"[l4linux] {rootdisk.DEVICE.decode()} on {at.decode()} unmounted clean",
+                      file=sys.stderr, flush=True)
 
     def _timeout(self) -> float | None:
         deadlines = [b.p.fork_deadline for b in self.blocked if b.p.fork_snapshot is not None]
@@ -475,6 +532,8 @@ def boot_init(px: Personality, argv: list[str]) -> None:
 
 def main(l4: L4, *args: str) -> int:
     """Task arguments: `--rootfs FILE` (a newc archive; default: built from /bin/busybox),
+    `--disk AT` (mount the disk of capability "block" at AT; "/" makes it the root file
+    system and the RAM tree holds only /dev and /proc),
     `--hybrid PROGRAM=NAME,...` (repeatable: the program may make L4 calls with our
     capabilities NAME, hybrid.py), `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
     directory under the launcher), `--init CMD ARGS...` (last: a command started at boot,
@@ -483,7 +542,14 @@ def main(l4: L4, *args: str) -> int:
     if "--init" in args:
         i = args.index("--init")
         args, init = args[:i], list(args[i + 1:])
-    px = Personality(l4, rootfs_from_args(list(args)), hybrid.parse_args(list(args)))
+    disk_at = args[args.index("--disk") + 1].encode() if "--disk" in args else None
+    rootfs = None if disk_at == b"/" and "--rootfs" not in args else \
+        rootfs_from_args(list(args))
+    px = Personality(l4, rootfs, hybrid.parse_args(list(args)), disk_at)
+    if px.drive is not None:
+        # A flag, not an exception: the loop sees it within IDLE_MS, between two calls,
+        # and unmounts the disk cleanly (the launcher stops clients before their servers).
+        signal.signal(signal.SIGTERM, lambda *_: setattr(px, "stopping", True))
     if init:
         boot_init(px, init)
     if "--door" in args:
@@ -491,7 +557,11 @@ def main(l4: L4, *args: str) -> int:
         path = os.path.join(os.getcwd(), control.SOCK_NAME)
         control.serve_door(l4, l4.create_gate(DOOR_LABEL), path)
         print(f"[l4linux] door: {path}", file=sys.stderr, flush=True)
-    print(f"[l4linux] root file system: {px.files} entries; serving", file=sys.stderr,
-          flush=True)
-    px.serve()
+    root = (f"ext2 on {rootdisk.DEVICE.decode()}" if disk_at == b"/" else
+            f"{px.files} entries" + (f", ext2 on {disk_at.decode()}" if disk_at else ""))
+    print(f"[l4linux] root file system: {root}; serving", file=sys.stderr, flush=True)
+    try:
+        px.serve()
+    finally:
+        px.shutdown()
     return 0

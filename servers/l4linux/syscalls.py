@@ -13,8 +13,8 @@ A bad pointer is `Fault` (raised by the memory helpers), answered -EFAULT.
 Numbers nobody serves answer -ENOSYS, logged once per number (`px.unknown`).
 
 The handlers are in `fscalls` (files, directories, descriptors, pipes, ioctl), `pollcalls`
-(poll, ppoll, select, pselect6), `proccalls` (processes, signals, time, the system) and
-`hybrid` (L4 calls of hybrid processes); this module holds the table and what they share.
+(poll, ppoll, select, pselect6), `mountcalls` (mount, umount2), `proccalls` (processes,
+signals, time, the system) and `hybrid` (L4 calls of hybrid processes); this module holds the table and what they share.
 
 Ownership: the personality's single serving thread.
 """
@@ -87,5 +87,5 @@ def _fsop(fn: Callable[[], object]) -> Any:
 
 
 # The handlers register themselves in TABLE (imported last: they use the helpers above).
-from . import fscalls, hybrid, pollcalls, proccalls  # noqa: E402,F401
+from . import fscalls, hybrid, mountcalls, pollcalls, proccalls  # noqa: E402,F401
 from .proccalls import SA_RESTART, SIG_IGN, start_state  # noqa: E402,F401
