@@ -16,7 +16,10 @@ argument, JSON, see `parse_policy` in servers/ore/switch.py) says, per label:
                        "broadcast": true, "allowed": ["02:00:00:00:00:01"],
                        "active": true, "promiscuous": false}},
      "default": {...}                  optional: the entry of every label not listed
-     "uplink": "uplink"}               optional: the capability (a `nic` session) of the uplink
+     "uplink": "uplink",               optional: the capability (a `nic` session) of the uplink
+     "uplink_rate": 1250000}           optional: the uplink's capacity in bytes/s; ORe then
+                                       shapes the uplink to it and admits bandwidth
+                                       reservations (servers/ore/shaper.py)
 
 A label without an entry (and no "default") is refused DENIED. "mac" defaults to one derived
 from the label and name (02:4f:52 + 3 bytes of a hash: stable across restarts of client and
@@ -46,6 +49,14 @@ ORE (proto tag 0x4E49, the NIC tag)
     sessions() -> [{...}]             admin: every session's counters
     counters() -> {clients: {name: {...}}, uplink: {...}, table: [...], totals: {...}}
                         admin: what `l4run net` shows
+    reserve(session, rate) -> {rate, capacity, reserved}
+                        reserve `rate` bytes/s of the uplink for the caller's frames; best
+                        effort gets the rest and cannot take this share. Errors: INVALID
+                        (not the caller's session, rate <= 0), REFUSED (no uplink_rate in the
+                        policy, or past the uplink's capacity: the sums)
+    unreserve(session) -> None        the reservation ends (also when the session closes)
+    rt_status() -> {capacity, reserved, best_effort_rate, reservations: [...], refused}
+                        admin: what `l4run rt` shows ({} without an uplink_rate)
 
 Drop reasons (each on the client whose frame it was, except no_buffer: the receiver's):
 spoofed (a source MAC the client may not use), malformed (a descriptor outside the buffer, a
@@ -70,6 +81,10 @@ _EXTRA = [
     op("broadcast", 6, ["session:int", "on:bool"], "on", errors=["INVALID", "DENIED"],
        doc="receive broadcast and multicast frames, or stop"),
     op("counters", 11, [], "counters", admin=True, doc="every port's counters, the MAC table"),
+    op("reserve", 12, ["session:int", "rate:float"], ("rate", "capacity", "reserved"),
+       errors=["INVALID", "REFUSED"], doc="reserve bytes/s of the uplink"),
+    op("unreserve", 13, ["session:int"], None, errors=["INVALID"]),
+    op("rt_status", 14, [], "status", admin=True, doc="the uplink's reservations"),
 ]
 
 # Every NIC op at its opcode, then ORe's own: one declaration drives stub and dispatch.

@@ -19,6 +19,12 @@ room, the client's remaining descriptors stay queued (`_uplink_room`) and are ta
 uplink's signal reports room. Frames from the uplink (its signal) take the same decision with
 the uplink as the sending port.
 
+Bandwidth reservations (servers/ore/shaper.py): with `uplink_rate` in the policy, every
+frame towards the uplink is charged to its client's reserved bucket, else to the shared
+best-effort bucket; a frame without tokens is held in its client's TX stream like one for a
+full uplink, and the loop retries the held clients every RETRY_S (`wait_ms`, `retry_held`)
+rather than at the next tick.
+
 Threads: one, the main thread. It serves ORE, takes every IRQ (kicks, the uplink's signal)
 and runs housekeeping every TICK_S between messages (`serve(until=...)`): close sessions
 whose client is gone (its signal attached to no thread), acknowledge what a full ack queue
@@ -51,6 +57,7 @@ from servers.nic import stream as ps
 from servers.nic.client import NicSession, SessionLost
 
 from .blocks import Block, Blocks, OutOfMemory
+from .shaper import RETRY_S, Shaper
 from .protocol import (ATTACH_GRACE_S, KICK_LABEL_BASE, MAX_FRAME, ORE, TICK_S, UPLINK_LABEL)
 from .switch import (UPLINK, ClientPolicy, PolicyError, Port, Switch, SwitchPolicy, mac_text,
                      parse_policy)
@@ -121,6 +128,9 @@ class OreServer:
         self.by_label: dict[int, Session] = {}
         self.next_sid = 1
         self.next_tick = time.monotonic() + TICK_S
+        # Bandwidth reservations: only with a declared uplink capacity (shaper.py)
+        self.shaper = None if policy.uplink_rate is None else Shaper(policy.uplink_rate)
+        self.retry_at = 0.0
         cap = l4.caps.get(policy.uplink) if policy.uplink else None
         if policy.uplink and cap is None:
             print(f"ore: no capability {policy.uplink!r} for the uplink: running without",
@@ -224,8 +234,53 @@ class OreServer:
             self._drain(s)
 
     def due(self) -> bool:
-        """serve's `until`: time for housekeeping."""
-        return time.monotonic() >= self.next_tick
+        """serve's `until`: time for housekeeping, or frames held by the shaper to retry."""
+        now = time.monotonic()
+        return now >= self.next_tick or (self.shaper is not None and self.shaper.holding
+                                         and now >= self.retry_at)
+
+    def wait_ms(self) -> float:
+        """The serve loop's receive timeout: the next tick, or the shaper's retry."""
+        until = self.next_tick
+        if self.shaper is not None and self.shaper.holding:
+            until = min(until, self.retry_at)
+        return max(0.5, (until - time.monotonic()) * 1000)
+
+    def retry_held(self) -> None:
+        """Between ticks: drain the clients whose frames waited for the shaper's tokens."""
+        if time.monotonic() >= self.next_tick:
+            self.housekeeping()
+            return
+        if self.shaper is None or not self.shaper.holding:
+            return
+        self.shaper.holding = False
+        self.retry_at = time.monotonic() + RETRY_S
+        for s in list(self.live.values()):
+            if s.held:
+                self._drain(s)
+
+    # -- bandwidth reservations (shaper.py) ------------------------------------------------------
+    def reserve(self, call: Call, session: int, rate: float) -> tuple[float, float, float]:
+        s = self._mine(call, session)
+        if self.shaper is None:
+            raise RpcError("REFUSED", "this switch's policy gives the uplink no capacity "
+                                      "(uplink_rate): nothing to reserve")
+        if not rate > 0:
+            raise RpcError("INVALID", f"client {s.pol.name}: rate {rate} must be > 0 bytes/s")
+        why = self.shaper.reserve(s.label, float(rate))
+        if why is not None:
+            raise RpcError("REFUSED", f"client {s.pol.name} (label {s.label}): {why}")
+        return rate, self.shaper.capacity, self.shaper.total()
+
+    def unreserve(self, call: Call, session: int) -> None:
+        s = self._mine(call, session)
+        if self.shaper is not None:
+            self.shaper.release(s.label, s.pol.name)
+
+    def rt_status(self, call: Call) -> dict[str, Any]:
+        if self.shaper is None:
+            return {}
+        return self.shaper.status({s.label: s.pol.name for s in self.live.values()})
 
     # -- forwarding ----------------------------------------------------------------------------
     def _drain(self, s: Session) -> None:
@@ -260,6 +315,9 @@ class OreServer:
                     if up_room is not None and any(p.key == UPLINK for p in where):
                         if not up_room and self._hold():   # the uplink is full: hold the rest
                             s.held = True
+                            break
+                        if self.shaper is not None and not self.shaper.take(s.label, length):
+                            s.held = True                  # no tokens yet (shaper.py)
                             break
                         up_room -= 1
                     port.c["tx_frames"] += 1
@@ -472,6 +530,8 @@ class OreServer:
 
     def _close(self, s: Session, why: str) -> None:
         self.live.pop(s.sid, None)
+        if self.shaper is not None:
+            self.shaper.release(s.label, s.pol.name)
         if self.by_label.get(s.label) is s:
             del self.by_label[s.label]
         self.switch.remove(s.label)
@@ -497,5 +557,5 @@ def main(l4: L4, policy: str = "{}") -> int:
           f"{'attached' if server.uplink.nic else 'none' if pol.uplink is None else 'pending'}",
           flush=True)
     while True:
-        ORE.serve(l4, server, until=server.due, timeout=TICK_S * 1000)
-        server.housekeeping()
+        ORE.serve(l4, server, until=server.due, timeout=server.wait_ms())
+        server.retry_held()

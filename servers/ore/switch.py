@@ -95,7 +95,7 @@ class ClientPolicy:
 
 CLIENT_KEYS = {"name", "mac", "ip", "broadcast", "broadcast_locked", "allowed", "active",
                "promiscuous"}
-POLICY_KEYS = {"clients", "default", "uplink", "name"}
+POLICY_KEYS = {"clients", "default", "uplink", "name", "uplink_rate"}
 
 
 @dataclass
@@ -104,6 +104,7 @@ class SwitchPolicy:
     default: dict[str, Any] | None = None       # the raw entry for labels not listed
     uplink: str | None = None                   # the capability name of the uplink session
     name: str = "ore"
+    uplink_rate: float | None = None            # B/s: shape the uplink, allow reservations
 
     def for_label(self, label: int) -> ClientPolicy | None:
         """The policy of a client; a label not listed gets the default entry (if any)."""
@@ -185,7 +186,11 @@ def parse_policy(text: str | dict[str, Any]) -> SwitchPolicy:
     uplink = raw.get("uplink")
     if uplink is not None and not isinstance(uplink, str):
         raise PolicyError("uplink: the name of the capability of the uplink's nic session")
-    return SwitchPolicy(clients, default, uplink, str(raw.get("name", "ore")))
+    rate = raw.get("uplink_rate")
+    if rate is not None and (type(rate) not in (int, float) or not rate > 0):
+        raise PolicyError(f"uplink_rate: the uplink's capacity in bytes/s (> 0), got {rate!r}")
+    return SwitchPolicy(clients, default, uplink, str(raw.get("name", "ore")),
+                        None if rate is None else float(rate))
 
 
 @dataclass(eq=False)

@@ -95,15 +95,45 @@ def disk_reader(l4: L4, reserve: str = "1", seconds: str = "3", period_ms: str =
     return 0
 
 
-def disk_hog(l4: L4, seconds: str = "5") -> int:
-    """Best-effort load: 16 reads of 128 KiB in flight, over and over."""
-    from servers.block.client import READ, BlockClient
-    bc = BlockClient(l4, buffer=2 << 20)
-    end = time.monotonic() + float(seconds)
-    n = 0
-    while time.monotonic() < end:
-        bc.stream(READ, 0, 4096, chunk=128, depth=16)
-        n += 4096
-    print(f"RT-DISK-HOG {json.dumps({'sectors': n})}", flush=True)
-    bc.close()
+from servers.rt.demo import disk_hog  # noqa: E402  (the tests' disk load is the demo's)
+
+
+def net_sender(l4: L4, mode: str = "steady", rate: str = "100000", size: str = "1000",
+               seconds: str = "4", reserve: str = "1") -> int:
+    """Frames to an unknown unicast MAC (ORe floods them to the uplink). "steady": one frame
+    of `size` bytes every size/rate seconds, with a reservation of `rate` B/s when `reserve`
+    is "1"; "flood": as fast as ORe takes them. Prints RT-NET {offered, sent, seconds}."""
+    from servers.nic.client import NicSession
+    from servers.ore.protocol import ORE
+    nic = NicSession(l4, l4.caps["net"])
+    out: dict[str, Any] = {"mode": mode}
+    if mode == "steady" and reserve == "1":
+        try:
+            ore: Any = ORE.client(l4, l4.caps["net"], timeout=5000)
+            out["reservation"] = list(ore.reserve(nic.sid, float(rate)))
+        except RemoteFailure as e:
+            out["reservation"] = {"error": e.error, "reason": e.reason}
+    dst = b"\x02\x99\x00\x00\x00\x01"
+    frame = dst + nic.mac + b"\x88\xb5" + bytes(int(size) - 14)
+    t0 = time.monotonic()
+    end = t0 + float(seconds)
+    offered = sent = 0
+    if mode == "steady":
+        gap = int(size) / float(rate)
+        nxt = t0
+        while time.monotonic() < end:
+            offered += 1
+            sent += nic.send([frame])
+            nxt += gap
+            time.sleep(max(0.0, nxt - time.monotonic()))
+    else:
+        batch = [frame] * 32
+        while time.monotonic() < end:
+            n = nic.send(batch)
+            offered += n
+            sent += n
+            if n == 0:
+                nic.wait(5)
+    out.update(offered=offered, sent=sent, seconds=round(time.monotonic() - t0, 3))
+    print(f"RT-NET {json.dumps(out)}", flush=True)
     return 0
