@@ -406,7 +406,8 @@ from .adapter_block import BlockServer  # noqa: E402
 from .adapter_ore import Ore  # noqa: E402
 from .adapter_dhcpd import Dhcpd  # noqa: E402
 from .adapter_nitpicker import Nitpicker  # noqa: E402
+from .adapter_rt import Rt  # noqa: E402
 
 ADAPTERS: list[type[Adapter]] = [Hello, Counter, Sigma0, Moe, MoeSession, Io, HalBus, HalDevice,
                                  Names, Example, Ledger, Fb, Input, Nic,
-                                 BlockServer, Ore, Dhcpd, Nitpicker]
+                                 BlockServer, Ore, Dhcpd, Nitpicker, Rt]
