@@ -12,6 +12,9 @@
     overrun(l4, period_us, budget_us, seconds)
         reserves budget_us/period_us and then spins without end: the host must throttle it
         at its budget; prints `RT-OVERRUN {json}` with the CPU share it got.
+    disk_hog(l4, seconds), net_flood(l4, seconds, size)
+        best-effort disk (capability "block") and network (capability "net", ORe) load.
+The player of configs/drops.toml is servers/rt/player.py.
 """
 from __future__ import annotations
 
@@ -94,4 +97,34 @@ def overrun(l4: L4, period_us: str = "10000", budget_us: str = "2000",
           flush=True)
     if res is not None:
         rt.release(res)
+    return 0
+
+
+def disk_hog(l4: L4, seconds: str = "0") -> int:
+    """Best-effort disk load: 16 reads of 128 KiB in flight, over and over (0: forever)."""
+    from servers.block.client import READ, BlockClient
+    bc = BlockClient(l4, buffer=2 << 20)
+    end = time.monotonic() + float(seconds) if float(seconds) > 0 else float("inf")
+    n = 0
+    while time.monotonic() < end:
+        bc.stream(READ, 0, 4096, chunk=128, depth=16)
+        n += 4096
+    print(f"RT-DISK-HOG {json.dumps({'sectors': n})}", flush=True)
+    bc.close()
+    return 0
+
+
+def net_flood(l4: L4, seconds: str = "0", size: str = "1400") -> int:
+    """Best-effort network load: frames towards the uplink as fast as ORe takes them."""
+    from servers.nic.client import NicSession
+    nic = NicSession(l4, l4.caps["net"])
+    frame = b"\x02\x99\x00\x00\x00\x02" + nic.mac + b"\x88\xb5" + bytes(int(size) - 14)
+    end = time.monotonic() + float(seconds) if float(seconds) > 0 else float("inf")
+    sent = 0
+    while time.monotonic() < end:
+        n = nic.send([frame] * 32)
+        sent += n
+        if n == 0:
+            nic.wait(5)
+    print(f"RT-NET-FLOOD {json.dumps({'sent': sent})}", flush=True)
     return 0
