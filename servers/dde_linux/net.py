@@ -180,6 +180,7 @@ class net_device:
     rx_flush: Callable[[Any], None] | None = None
     tx_wake: Callable[["net_device"], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    xmit_lock: threading.Lock = field(default_factory=threading.Lock)   # HARD_TX_LOCK
 
     def __repr__(self) -> str:
         return f"<net_device {self.name} mtu {self.mtu}>"
@@ -324,7 +325,8 @@ def dev_queue_xmit(skb: sk_buff, dev: net_device | None = None) -> int:
     skb.dev = dev
     xmit = dev.netdev_ops.ndo_start_xmit
     assert xmit is not None
-    return xmit(skb, dev)
+    with dev.xmit_lock:                 # as Linux's HARD_TX_LOCK: one ndo_start_xmit at a time
+        return xmit(skb, dev)
 
 
 def netdev_xmit_more(skb: sk_buff | None = None) -> bool:

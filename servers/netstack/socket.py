@@ -155,29 +155,30 @@ class TcpSocket:
             raise OSError("the socket is not connected")
         return self.tcb
 
-    def send(self, data: bytes, timeout: float | None = -1.0) -> int:
-        """Queue as much of `data` as the send buffer takes (waiting for room): its length."""
+    def send(self, data: bytes | memoryview, timeout: float | None = -1.0) -> int:
+        """Queue as much of `data` as the send buffer takes (waiting for room: all of it, or
+        SND_LOWAT bytes, whichever is less): its length."""
         tcb = self._conn()
         t = self._t(timeout)
+        want = min(len(data), tcp.SND_LOWAT)
         with self.stack.lock:
             ok = tcb.cond.wait_for(lambda: tcb.state not in tcp.SENDING or tcb.fin_queued
-                                   or len(tcb.sndbuf) < tcp.SNDBUF, t)
+                                   or tcp.SNDBUF - len(tcb.sndbuf) >= want, t)
             if tcb.state not in tcp.SENDING or tcb.fin_queued:
                 if tcb.error is not None:
                     raise tcb.error
                 raise BrokenPipeError(f"the connection is {tcb.state} (closed for sending)")
-            if not ok:
-                raise TimeoutError(f"no room to send within {t} s")
             n = min(len(data), tcp.SNDBUF - len(tcb.sndbuf))
-            tcb.sndbuf += data[:n]
-            self.stack.mark(tcb)
+            if not ok and not n:
+                raise TimeoutError(f"no room to send within {t} s")
+            tcb.queue(data[:n])
             return n
 
     def sendall(self, data: bytes, timeout: float | None = -1.0) -> None:
         deadline = _deadline(self._t(timeout))
         view = memoryview(data)
         while view:
-            n = self.send(bytes(view[:tcp.SNDBUF]), _left(deadline))
+            n = self.send(view, _left(deadline))      # copied once: into the send buffer
             view = view[n:]
 
     def recv(self, n: int = 65536, timeout: float | None = -1.0) -> bytes:

@@ -14,8 +14,9 @@ goes out as soon as the window allows).
 Ownership and locking: every field of a Tcb is guarded by the stack's one lock
 (`Stack.lock`); `input`, `output` and `timer` run on the pump thread with the lock held; the
 socket calls (servers/netstack/socket.py) take the lock, change buffers, wait on `cond` (a
-condition on that lock) and mark the Tcb dirty so that the pump transmits. Frames leave only
-through `stack.ip_output`, which queues them for the pump.
+condition on that lock) and mark the Tcb dirty so that the pump transmits (`queue` wakes the
+pump only when it could send at once: each wake is an IPC). Frames leave only through
+`stack.ip_output`, which queues them for the pump.
 """
 from __future__ import annotations
 
@@ -33,11 +34,15 @@ if TYPE_CHECKING:
 MASK = 0xFFFFFFFF
 MSS = 1460                      # ours: an Ethernet MTU of 1500 less 40 bytes of headers
 RCVBUF = 256 * 1024             # the receive buffer; the window we advertise is its free part
-SNDBUF = 256 * 1024             # a sender blocks when this much is unacknowledged
+SNDBUF = 512 * 1024             # a sender blocks when this much is unacknowledged
+SND_LOWAT = SNDBUF // 4         # a blocked sender is woken when this much room is free (or
+                                # all is acknowledged): one wake-up per 128 KiB, not per ACK
 MAX_FIELD = 0xFFFF              # a window field
 WSCALE = 3                      # our window scale (RFC 7323): RCVBUF >> 3 fits the field
 CWND_MAX = 1 << 20
-RTO_MIN, RTO_MAX, RTO_INIT = 0.05, 10.0, 1.0      # a LAN's round trips: below Linux's 0.2
+RTO_MIN, RTO_MAX, RTO_INIT = 0.2, 10.0, 1.0       # Linux's minimum: on a loaded host a task
+                                                  # is descheduled for tens of ms, and a spurious
+                                                  # timeout collapses the window
 MAX_RETRIES = 10
 TIME_WAIT_S = 1.0
 
@@ -126,6 +131,19 @@ class Tcb:
             self._emit(self.snd_nxt, RST | ACK, b"")
         self._end(ConnectionResetError("connection aborted"))
 
+    def queue(self, data: bytes | memoryview) -> None:
+        """Append to the send buffer (the socket layer, lock held), and see that the pump
+        sends it. The pump is woken (an IPC) only if it may send now: with data in flight and
+        the window full or unsent data already waiting, the next ACK (or the retransmission
+        timer, armed) runs `output` anyway, so the Tcb is only marked dirty."""
+        flight = (self.snd_nxt - self.snd_una) & MASK
+        blocked = len(self.sndbuf) > flight or flight >= min(self.snd_wnd, self.cwnd)
+        self.sndbuf += data
+        if flight and blocked and self.deadline:
+            self.stack.dirty.add(self)
+        else:
+            self.stack.mark(self)
+
     # -- input (pump thread) ---------------------------------------------------------------------
     def input(self, seg: wire.Segment, now: float) -> None:
         if self.state == SYN_SENT:
@@ -184,14 +202,17 @@ class Tcb:
             self.need_ack = True
             return
         if acked == 0:
-            if in_flight and not seg.data and not seg.flags & FIN:
+            wnd = seg.win << self.snd_shift
+            # a duplicate ACK (RFC 5681): no data, the same window; a window update (the
+            # peer's reader made room) repeats the ACK number too, and is no sign of loss
+            if in_flight and not seg.data and not seg.flags & FIN and wnd == self.snd_wnd:
                 self.dupacks += 1
                 if self.dupacks == 3:
                     self._fast_retransmit()
                 elif self.dupacks != 3:               # limited transmit, recovery's inflation:
                     self.cwnd += self.mss             # each dup ack says a segment left the net
                     self.stack.mark(self)
-            self.snd_wnd = seg.win << self.snd_shift
+            self.snd_wnd = wnd
             return
         if self.state == SYN_RCVD:
             acked -= 1                                # our SYN
@@ -223,7 +244,8 @@ class Tcb:
         self.deadline = 0.0
         if self.snd_max != self.snd_una:
             self._arm(now)
-        self.cond.notify_all()                        # writers waiting for room
+        if not self.sndbuf or SNDBUF - len(self.sndbuf) >= SND_LOWAT:
+            self.cond.notify_all()                    # writers waiting for room, drain()
         if self.fin_acked:
             if self.state == FIN_WAIT_1:
                 self.state = FIN_WAIT_2

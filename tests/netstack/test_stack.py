@@ -22,7 +22,7 @@ import pytest
 
 from launcher.netimage import net_image, nic, session, task
 from servers.netstack import MemLink, Stack
-from servers.netstack import tcp
+from servers.netstack import tcp, wire
 from servers.netstack.demo import body
 from tests.launcher.helpers import assert_clean, l4run, system_pids
 
@@ -132,6 +132,54 @@ def test_tcp_transfer_both_ways(pair: Any) -> None:
     t = _serve_once(sa, 8080, data[:1 << 20])
     assert _download(sb, A, 8080) == data[:1 << 20]
     t.join(10)
+
+
+def test_tcp_slow_reader_window_updates_are_not_losses(pair: Any) -> None:
+    """A reader slower than the wire: the receive window fills, and every read that makes
+    room sends a window update (the same ACK number). On a clean wire none of them may be
+    taken for a duplicate ACK: no fast retransmit, no timeout, nothing sent twice."""
+    sa, sb, la, lb = pair
+    data = os.urandom(2 << 20)
+    t = _serve_once(sb, 80, data)
+    got = bytearray()
+    with sa.tcp() as c:
+        c.connect((B, 80), timeout=10)
+        while True:
+            d = c.recv(4096, timeout=30)
+            if not d:
+                break
+            got += d
+            if len(got) % (256 << 10) < 4096:
+                time.sleep(0.02)                     # the window closes; then small reads open it
+    t.join(10)
+    assert bytes(got) == data
+    assert sb.counts["tcp_fast_retransmits"] == 0 and sb.counts["tcp_timeouts"] == 0
+    assert sa.counts["tcp_in"] >= len(data) // tcp.MSS
+
+
+def test_window_updates_are_not_duplicate_acks() -> None:
+    """RFC 5681: an ACK that repeats the number but changes the window is a window update.
+    One Tcb of a stack that is not started, driven by hand with data in flight."""
+    la, _ = MemLink.pair()
+    st = Stack(la, f"{A}/24", name="a")
+    t = tcp.Tcb(st, 80, wire.ip_bytes(B), 5000)
+    with st.lock:
+        t.state, t.mss, t.rcv_nxt = tcp.ESTABLISHED, tcp.MSS, 7000
+        t.snd_una = t.snd_nxt = t.snd_max = 1000
+        t.snd_wnd = 50000
+        t.sndbuf += bytes(20 * tcp.MSS)
+        t.output()                                    # ten segments in flight (cwnd)
+        assert (t.snd_nxt - t.snd_una) & tcp.MASK == 10 * tcp.MSS
+
+        def ack(win: int) -> None:
+            t.input(wire.Segment(5000, 80, 7000, 1000, wire.ACK, win, 0, -1, b""), 1.0)
+        for win in (51000, 52000, 53000, 54000):      # the reader made room, four times
+            ack(win)
+        assert st.counts["tcp_fast_retransmits"] == 0 and t.dupacks == 0
+        for _ in range(3):                            # true duplicates: same number, same window
+            ack(54000)
+        assert st.counts["tcp_fast_retransmits"] == 1
+    st.link.close()
 
 
 def test_tcp_transfer_through_loss_corruption_duplicates(pair: Any) -> None:

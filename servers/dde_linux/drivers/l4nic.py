@@ -16,7 +16,9 @@ with netif_receive_skb_list (as a NAPI poll does; no NAPI itself: the handler ru
 thread, so it may loop over the whole ring and deliver in that thread).
 
 Locking: `priv.tx_lock` (a spinlock) guards the TX ring indices, taken by the transmitting
-thread and by the interrupt handler. RX state is the interrupt handler's alone.
+thread and by the interrupt handler; the doorbell is written after it is released (the
+core serialises ndo_start_xmit, so doorbells never overtake each other). RX state is the
+interrupt handler's alone.
 """
 from __future__ import annotations
 
@@ -60,12 +62,15 @@ ISR_RX, ISR_TX = 0x1, 0x2
 IRQ_CTRL_EOI = 3
 DESC_DONE, DESC_ERROR = 0x1, 0x2
 
-RX_RING_SIZE = 256               # descriptors (a power of two, 8..4096)
+RX_RING_SIZE = 512               # descriptors (a power of two, 8..4096): a burst of the host's ACKs
+                                 # while this task waits for a CPU must not find the ring empty
 TX_RING_SIZE = 256
 BUF_SIZE = 2048                  # one frame per buffer (the device's MAX_FRAME)
 TX_WAKE_THRESHOLD = TX_RING_SIZE // 4
-TX_BURST = 32                    # descriptors per doorbell at most, xmit_more or not: bounds the
-                                 # device's batch (the IOMMU checks a batch in one kernel call)
+TX_BURST = 128                   # descriptors per doorbell at most, xmit_more or not: bounds the
+                                 # device's batch (the IOMMU checks a batch in one kernel call);
+                                 # each doorbell is an IPC to the HAL, so a batch from the
+                                 # user (ORe's ~40 frames) goes in one
 RX_REFILL = RX_RING_SIZE // 8    # RX buffers handed back with one RX_TAIL write: the device
                                  # always holds at least RX_RING_SIZE - 1 - RX_REFILL of them
 LINK_POLL = HZ // 10             # the LINK register is polled: no link interrupt
@@ -143,12 +148,17 @@ def l4nic_start_xmit(skb: sk_buff, ndev: net_device) -> int:
     if l4nic_tx_avail(priv) == 0:
         netif_stop_queue(ndev)
     # the doorbell: once per burst (at most TX_BURST), and always when the queue stops
-    # (nothing else would ring it)
+    # (nothing else would ring it). Rung after tx_lock is released: it is an IPC to the
+    # device, and the interrupt handler (reaping TX, passing RX up) must not wait for it.
+    # Doorbells stay in order: the core calls ndo_start_xmit one at a time (HARD_TX_LOCK).
+    tail = -1
     if not netdev_xmit_more(skb) or netif_queue_stopped(ndev) or \
             priv.tx_next - priv.tx_rung >= TX_BURST:
-        writeq(priv.regs, L4NIC_TX_TAIL, priv.tx_next % TX_RING_SIZE)
+        tail = priv.tx_next % TX_RING_SIZE
         priv.tx_rung = priv.tx_next
     spin_unlock(priv.tx_lock)
+    if tail >= 0:
+        writeq(priv.regs, L4NIC_TX_TAIL, tail)
     dev_kfree_skb_any(skb)                  # copied into the ring: the skb is done
     return NETDEV_TX_OK
 
