@@ -23,7 +23,8 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `linux`       L⁴Linux processes: seccomp listeners taken from host processes, each
                   trapped system call a call to the task's handler; their memory (LINUX_*)
   - `hybrid`      hybrid processes: a Linux process's L4 calls, made as its task's thread
-  - `fastpath`    the common call / reply_and_wait done inline, same semantics
+  - `fastpath`    the common call / reply_and_wait done inline, same semantics; compiled
+                  (`_fastpath.pyx`, built by the install when it can be) or in Python
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
   - `alien`       alien threads: each call reported to the handler before and after it runs
   - `transport`   the process: ports (ZeroMQ), HELLO, death detection, the event loop, `main`

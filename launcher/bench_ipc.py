@@ -315,6 +315,7 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
                         "launcher.bench_ipc:kernel_rtt", "rtt", caps={"echo": gate},
                         args=(str(size), str(n), out)))
         result["trace"] = _trace_overhead(tmp, system, gate, n, say)
+        result["fast_path"] = system.root.kernel_info().get("fast_path", "python")
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             result["throughput"][f"kernel_{c}"] = _throughput(
@@ -397,6 +398,7 @@ def _show(res: dict[str, Any]) -> None:
           f"({tr['events']} events recorded, {tr['dropped']} dropped); off: "
           f"trace_off_overhead {res['trace_off_overhead']} (target ≤ 0.01: "
           f"{tr['events_per_round_trip']} flag tests per round trip × {tr['flag_test_ns']} ns)")
+    print(f"fast_path {res.get('fast_path', 'python')} (the kernel's IPC fast path that ran)")
     print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
           f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
           f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")

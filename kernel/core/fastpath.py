@@ -15,12 +15,35 @@ of any kind (so every error answer keeps coming from one place, `State.fail`).
 `tests/kernel/test_fastpath.py` runs the same exchanges with the fast path on and off and
 compares every answer.
 
+Two implementations, one semantics:
+- **compiled** (`_fastpath.pyx`, built by `pip install -e .` when Cython and a C compiler are
+  there): the transport hands a readable port to `compiled.drain`, which receives each
+  message through libzmq's C API, reads the request header with an inline msgpack reader,
+  and serves a call to a waiting receiver (or blocks it in the receiver's queue), a
+  reply_and_wait answering a live caller, and the receive that follows (a queued sender
+  without items is delivered, or the thread waits) — no Python bytecode runs for such a
+  message. It declines more than this module does: tracing on, and every request that
+  would set a timer (a finite timeout that is reached); such a message, and every other,
+  goes unchanged to `transport._handle`, i.e. to `try_fast` below and the generic path.
+- **python** (`try_fast` here): the reference the differential test holds the compiled
+  path to; what runs when the extension is not built, or with `L4PY_FASTPATH=python`.
+
+State: one owner, one representation. The compiled code keeps no state of its own; it
+reads and writes the Python kernel's objects (Thread, Gate, CapNode, SendRecord, State's
+counters) through the C API — attribute and dict operations, no bytecode. So nothing is
+synced by hand, and a state change made by either path is the other's input. The price is
+that C reads attributes by name rather than typed fields, which is still far below the cost
+of the interpreter; the records it builds must have the slots it knows (`_fastpath.ERROR`
+says when `ipc.SendRecord` changed, and the Python path runs). `KIND` says which path runs;
+`python -m kernel` logs it, KERNEL_INFO and `l4run bench ipc` report it (`fast_path`).
+
 Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
+import os
 from bisect import insort
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -49,6 +72,25 @@ _RECEIVING, _IDLE, _AWAIT, _SENDING = (TState.RECEIVING, TState.IDLE, TState.AWA
                                        TState.SENDING)
 _unpackb = msgpack.unpackb
 _NO_ITEMS: list = []
+
+compiled: Any = None               # kernel.core._fastpath, when built and usable
+WHY_PYTHON = ""                    # why the compiled path does not run, if it does not
+if os.environ.get("L4PY_FASTPATH", "") == "python":
+    WHY_PYTHON = "L4PY_FASTPATH=python"
+else:
+    try:
+        # (absolute: the compiled module is no .py of the layer map; it imports only
+        # modules listed before this one)
+        from kernel.core import _fastpath  # type: ignore[attr-defined]
+    except ImportError as e:
+        WHY_PYTHON = f"the compiled fast path is not built ({e})"
+    else:
+        if _fastpath.ERROR is None:
+            _fastpath.init(_NO_ITEMS)
+            compiled = _fastpath
+        else:
+            WHY_PYTHON = _fastpath.ERROR
+KIND = "compiled" if compiled is not None else "python"
 
 
 def try_fast(k: "State", thread: Thread | None, header: bytes, payload: bytes | None) -> bool:

@@ -121,9 +121,11 @@ class State:
         self.gates: set[Gate] = set()
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
-                                      "tasks_died": 0, "fastpath": 0, "connections_lost": 0,
+                                      "tasks_died": 0, "fastpath": 0, "fastpath_compiled": 0,
+                                      "connections_lost": 0,
                                       "wrong_process": 0}
         self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
+        self.fast_path = "python"          # which: "compiled" | "python" | "off" (transport)
         # Calls that reached their handler, by number (syscalls.run and the fast path; HELLO,
         # served by the transport, is not counted): KERNEL_INFO's stats["handled"].
         self.handled: dict[int, int] = {}
@@ -211,6 +213,7 @@ class State:
             "uptime_s": round(time.time() - self.started, 3),
             "pid": os.getpid(),
             "cpu_s": round(time.process_time(), 3),
+            "fast_path": self.fast_path,
             "stats": dict(self.stats),
             "errors": dict(self.err_counts),
             "tasks": [{**t.describe(), "stats": dict(t.stats),

@@ -13,6 +13,8 @@ a connection that closes is noticed through the socket monitor (its fd).
 
 A request is read, decoded and checked (`abi.decode_request`), then handed to the fast path
 (`fastpath`), to an alien thread's handler (`alien`) or to the dispatch (`syscalls.run`).
+When the compiled fast path is built, it reads a ready port itself (`fastpath.compiled.drain`)
+and serves the common calls in C; every other message it hands to `_handle` unchanged.
 The transport implements `state.Wire` — answering, unbinding, watching — and is the only
 module that touches ZeroMQ; the mechanisms see it through that interface alone.
 
@@ -79,6 +81,7 @@ class Port:
         self.conns: dict[bytes, Thread] = {}
         # The hot path calls libzmq through pyzmq's backend methods directly: the friendly
         # wrappers cost more than the work (≈ 1 µs per frame sent; EVENTS as an enum).
+        self.handle = r.underlying         # libzmq's socket, for the compiled fast path
         self.send = MethodType(zmq.backend.Socket.send, r)
         self.events = MethodType(zmq.backend.Socket.get, r)
         self.monitor = r.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -134,6 +137,15 @@ class Transport:
         self.pidfds: dict[int, Task] = {}
         self.running = True
         self._wakeup = -1                  # read end of the signal wakeup pipe, if any
+        self._compiled: Callable[[Transport, Port], None] | None = None
+        self.use_fastpath(True)
+
+    def use_fastpath(self, on: bool) -> None:
+        """Serve the common IPC inline (`fastpath`: compiled if built, else Python) or not."""
+        k = self.state
+        k.fastpath = on
+        self._compiled = fastpath.compiled.drain if on and fastpath.compiled else None
+        k.fast_path = fastpath.KIND if on else "off"
 
     # -- state.Wire ---------------------------------------------------------------
     def answer(self, thread: Thread, header: bytes, payload: bytes | None) -> None:
@@ -409,6 +421,9 @@ class Transport:
 
     def _drain(self, port: Port) -> None:
         self._port, self.conns = port, port.conns
+        if self._compiled is not None:
+            self._compiled(self, port)     # the compiled fast path; the rest to _handle
+            return
         # Asking for EVENTS is cheaper than a non-blocking recv that raises zmq.Again.
         events = port.events
         while True:
@@ -535,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(ns.run_dir, exist_ok=True)
     t = Transport(ns.run_dir, _root_secret(ns.run_dir), ns.root_quota, ns.verbose,
                   ram=ns.ram, tcp=ns.tcp)
-    t.state.fastpath = not ns.no_fastpath
+    t.use_fastpath(not ns.no_fastpath)
+    why = f" ({fastpath.WHY_PYTHON})" if t.state.fast_path == "python" else ""
+    print(f"[kernel] fast path: {t.state.fast_path}{why}", file=sys.stderr, flush=True)
     if t.tcp is not None:
         write_tcp_info(ns.run_dir, t.tcp)
     t.stop_on_signals(signal.SIGTERM, signal.SIGINT)

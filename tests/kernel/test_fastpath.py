@@ -30,9 +30,11 @@ import time
 from typing import Any
 
 import msgpack
+import pytest
 import zmq
 
 from kernel.abi import NEVER, Item, Rights, Sys, encode_request
+from kernel.core import fastpath
 from kernel.user.testing import System
 
 STEPS = 400
@@ -184,6 +186,7 @@ def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, 
                 seen = len(log["srv"])
             info = root.kernel_info()
             stats: dict[str, Any] = dict(info["stats"])
+            stats["fast_path"] = info["fast_path"]
             stats["most_queued"] = most_queued
             stats["tasks"] = {t["name"]: t["stats"] for t in info["tasks"] if t["name"] in conns}
             stats["threads"] = {name: {k: v for k, v in root.cap_inspect(tasks[name].thread).items()
@@ -196,10 +199,34 @@ def _run(kernel_args: tuple[str, ...]) -> tuple[dict[str, list[Any]], dict[str, 
 
 
 def test_fast_path_answers_exactly_like_the_generic_path() -> None:
+    """The fast path the kernel runs by default (compiled when built) against none."""
     fast_log, fast = _run(())
     slow_log, slow = _run(("--no-fastpath",))
+    assert fast["fast_path"] == fastpath.KIND and slow["fast_path"] == "off"
     assert slow["fastpath"] == 0
     assert fast["fastpath"] >= 30, f"the fast path served only {fast['fastpath']} requests"
+    if fastpath.KIND == "compiled":
+        assert fast["fastpath_compiled"] >= 30, (
+            f"the compiled fast path served only {fast['fastpath_compiled']} requests")
+    _same(fast_log, fast, slow_log, slow)
+
+
+@pytest.mark.skipif(fastpath.KIND != "compiled", reason="the compiled fast path is not built")
+def test_compiled_fast_path_answers_exactly_like_the_python_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled fast path against the Python one (L4PY_FASTPATH=python), answer by
+    answer, counter by counter."""
+    comp_log, comp = _run(())
+    monkeypatch.setenv("L4PY_FASTPATH", "python")
+    py_log, py = _run(())
+    assert comp["fast_path"] == "compiled" and py["fast_path"] == "python"
+    assert py["fastpath_compiled"] == 0 and comp["fastpath_compiled"] >= 30
+    _same(comp_log, comp, py_log, py)
+    assert comp["fastpath"] == py["fastpath"], "both fast paths together serve the same requests"
+
+
+def _same(fast_log: dict[str, list[Any]], fast: dict[str, Any],
+          slow_log: dict[str, list[Any]], slow: dict[str, Any]) -> None:
     assert sum(len(v) for v in fast_log.values()) > STEPS // 2
     for name in fast_log:
         for i, (a, b) in enumerate(zip(fast_log[name], slow_log[name])):
