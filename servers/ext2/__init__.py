@@ -14,6 +14,7 @@ Modules, one mechanism each:
 - rename.py   rename(2)
 - api.py      the records the API answers, name conversion, the read-only guard
 - fs.py       Ext2: the operations by inode and name (the public surface)
+- bench.py    a task: the engine's sequential rate against the block server's (l4run bench linux)
 
 ext2 has no journal: after a crash (kill -9 of the writer, power loss) the image is
 consistent only after `e2fsck -fy`; the engine refuses nothing because of that, but

@@ -56,8 +56,8 @@ def sys_mount(px: "Personality", p: "Process", a: list[int]) -> Any:
     drive = px.drive
     if flags & MS_REMOUNT:
         disk = drive.disk if drive is not None else None
-        mounted = disk is not None and (point is disk.mount_.root or
-                                        (drive.at == b"/" and point is px.fs.root))
+        mounted = drive is not None and disk is not None and (
+            point is disk.mount_.root or (drive.at == b"/" and point is px.fs.root))
         return 0 if mounted else -errno.EINVAL
     if flags & (MS_BIND | MS_PROPAGATION):
         return -errno.EINVAL

@@ -52,6 +52,7 @@ from .tty import Tty
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
 MAX_STR = 4096
+IMAGES = 4                         # executables of a disk kept in memory (_image_of)
 IDLE_MS = 200.0                    # with a disk: the wait's longest sleep (writeback, SIGTERM)
 # Calls that may name a path (or list a directory): /proc is made fresh before them.
 PATH_CALLS = frozenset({2, 4, 6, 21, 59, 80, 85, 89, 257, 262, 267, 269, 439, 280, 332})
@@ -70,6 +71,7 @@ class Personality(Signals):
         self.files = self.fs.load(rootfs) if rootfs is not None else 0
         self.drive = rootdisk.Drive(l4) if "block" in l4.caps else None
         self.stopping = False           # SIGTERM (l4run down): unmount, then end the loop
+        self.images: dict[tuple[int, int], tuple[tuple[float, int], bytes]] = {}  # _image_of
         if disk_at is not None:
             if self.drive is None:
                 raise ValueError("--disk needs a capability 'block' (the image's rootdisk)")
@@ -149,7 +151,7 @@ class Personality(Signals):
             raise fs.FsError(errno.EACCES, "a directory")
         if not node.mode & 0o111:
             raise fs.FsError(errno.EACCES, "not executable")
-        data = bytes(node.data)
+        data = self._image_of(node)
         if data.startswith(b"#!"):
             line = data[2:data.find(b"\n") if b"\n" in data else len(data)].strip()
             interp, _, arg = line.partition(b" ")
@@ -158,6 +160,24 @@ class Personality(Signals):
         if not data.startswith(b"\x7fELF"):
             raise fs.FsError(errno.ENOEXEC, "not an ELF image")
         return data, [], self._real_path(path, cwd), node
+
+    def _image_of(self, node: Any) -> bytes:
+        """A file's bytes for exec. A disk file's are kept (IMAGES of them, by inode, while
+        its ctime and size are unchanged): every busybox applet is the same 2 MB file,
+        and reading it through the buffer cache at every exec would cost more than the
+        exec itself."""
+        if node.mount is None:
+            return bytes(node.data)
+        key, stamp = (id(node.mount), node.ino), (node.ctime, node.size())
+        hit = self.images.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        data = bytes(node.data)
+        self.images.pop(key, None)
+        self.images[key] = (stamp, data)
+        while len(self.images) > IMAGES:
+            self.images.pop(next(iter(self.images)))
+        return data
 
     def _real_path(self, path: bytes, cwd: fs.Inode) -> bytes:
         """The absolute path of the file `path` names, symlinks followed (/proc/PID/exe):

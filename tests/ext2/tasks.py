@@ -130,39 +130,4 @@ def rounds(l4: L4, count: str = "40", pause_ms: str = "100") -> int:
     return 0
 
 
-def bench(l4: L4, mib: str = "16") -> int:
-    """Sequential write+fsync and read of an `mib` MiB file through the engine, against the
-    block server's own rate for the same bytes (BlockClient.stream): "EXT2 {json}"."""
-    import time
-    from servers.block.client import READ, WRITE
-    bc = BlockClient(l4, buffer=1 << 20)
-    n = int(mib) << 20
-    data = _round_data(7) * (n // (256 * 1024))
-    try:
-        t = time.perf_counter()
-        for op in (WRITE, READ):
-            assert not any(bc.stream(op, 1 << 15, n // 512, 128, 8))
-        raw = 2 * n / (time.perf_counter() - t) / 1e6
-        fs = Ext2(BlockClientDevice(bc))
-        t = time.perf_counter()
-        f = fs.create(ROOT_INO, "bench")
-        for off in range(0, n, 1 << 20):
-            fs.write(f, off, data[off:off + (1 << 20)])
-        fs.fsync(f)
-        w = n / (time.perf_counter() - t) / 1e6
-        fs.unmount()
-        fs = Ext2(BlockClientDevice(bc))
-        f = fs.resolve("/bench")
-        t = time.perf_counter()
-        ok = b"".join(fs.read(f, off, 1 << 20) for off in range(0, n, 1 << 20)) == data
-        r = n / (time.perf_counter() - t) / 1e6
-        fs.unmount()
-        res: dict[str, object] = {"raw_MBps": round(raw, 1), "write_MBps": round(w, 1),
-                                  "read_MBps": round(r, 1), "ok": ok,
-                                  "ext2_vs_block": round(2 / (1 / w + 1 / r) / raw, 2)}
-    except Exception as e:
-        res = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
-    finally:
-        bc.close()
-    print("EXT2 " + json.dumps(res), flush=True)
-    return 0
+# The sequential-rate bench that was here is servers/ext2/bench.py (l4run bench linux).
