@@ -26,6 +26,7 @@ from typing import Any
 
 from kernel.user.client import L4
 from kernel.user.rpc import RemoteFailure
+from kernel.user.vm import VM
 from servers.block.client import READ, BlockClient
 from servers.nic.client import NicSession
 from servers.ore.protocol import ORE
@@ -49,8 +50,9 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
            chunk: str = "16", compute_us: str = "2000", frame: str = "1250",
            budget_us: str = "5000") -> int:
     period, sectors, size = int(period_us), int(chunk), int(frame)
-    bc = BlockClient(l4, buffer=max(64 << 10, sectors * 512))
-    nic = NicSession(l4, l4.caps["net"])
+    vm = VM(l4)                          # one memory attachment per task: both share it
+    bc = BlockClient(l4, buffer=max(64 << 10, sectors * 512), vm=vm)
+    nic = NicSession(l4, l4.caps["net"], vm=vm)
     ore: Any = ORE.client(l4, l4.caps["net"], timeout=5000)
     rt = RtClient(l4) if "rt" in l4.caps else None
     res: dict[str, Any] = {}
@@ -67,6 +69,8 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     job = Periodic(period)
     end = time.monotonic() + float(seconds)
     sector, tag = 0, 0
+    windows: list[int] = []                      # misses per REPORT periods
+    last_misses = 0
     while time.monotonic() < end:
         t0 = time.monotonic()
         tag = bc.tag()
@@ -80,8 +84,11 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
         spin_cpu(float(compute_us))
         nic.send([pkt])
         job.next()
-        if cpu_ok and job.periods % REPORT == 0:
-            rt.report(res["cpu"]["id"], job.take())      # type: ignore[union-attr]
+        if job.periods % REPORT == 0:
+            windows.append(job.misses - last_misses)
+            last_misses = job.misses
+            if cpu_ok:
+                rt.report(res["cpu"]["id"], job.take())  # type: ignore[union-attr]
     if cpu_ok:
         rt.report(res["cpu"]["id"], job.take())          # type: ignore[union-attr]
     sent = int(ore.stats(nic.sid)["tx_bytes"]) - tx0
@@ -89,9 +96,11 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     out = {"periods": job.periods, "misses": job.misses, "worst_us": int(job.worst * 1e6),
            "disk_p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
            "disk_max_ms": round(lat[-1] * 1e3, 2) if lat else None,
-           "net_share": round(sent / max(1, size * job.periods), 4), "reservations": res}
+           "net_share": round(sent / max(1, size * job.periods), 4),
+           "misses_per_100": windows, "reservations": res}
     print(f"RT-PLAYER {json.dumps(out)}", flush=True)
     if cpu_ok:
         rt.release(res["cpu"]["id"])                     # type: ignore[union-attr]
     bc.close()
+    vm.close()
     return 0

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernel.user.client import L4
+from kernel.user.errors import L4Error
 from kernel.user.rpc import Call, RemoteError, RpcError
 from launcher.names import NAMES
 from servers.rt import hostsched as hs
@@ -67,8 +68,9 @@ from .admission import Admission, Invalid, check_fields
 from .protocol import REFUSED_KEPT, RT
 
 TICK_MS = 50
-RESCAN_S = 1.0
-BOOST_PRIO = 10                  # the kernel and the servers of reserved jobs
+RESCAN_S = 0.2
+BOOST_PRIO = 10                  # the kernel and the servers of reserved jobs ("fifo", default)
+BOOST_NICE = -20                 # ... ("nice": ordinary class, measured far worse)
 ENFORCER_PRIO = 90               # the fifo fallback's enforcer: above every reserved thread
 RESERVED_FIFO_PRIO = 20          # reserved threads in the fifo fallback
 
@@ -138,7 +140,11 @@ class Manager:
             raise ValueError(f"rt policy: unknown keys {sorted(extra)} (known: serve, mode, boost)")
         self.l4 = l4
         self.serve_tasks: list[str] = [str(s) for s in policy.get("serve", [])]
-        self.boost_on = bool(policy.get("boost", True))
+        boost = policy.get("boost", "fifo")
+        if boost not in ("nice", "fifo", False):
+            raise ValueError(f"rt policy: boost {boost!r} must be \"nice\", \"fifo\" or false")
+        self.boost_on = boost is not False
+        self.boost_kind = str(boost)
         self.admission = Admission.for_host(hs.host_bound())
         why = hs.deadline_available()
         if policy.get("mode") == "fifo":
@@ -153,6 +159,7 @@ class Manager:
         self.boosted: dict[int, set[int]] = {}          # pid -> its threads we boosted
         self.boost_names: dict[int, str] = {}
         self.kernel_pid = 0
+        self.serve_pids: dict[str, int] = {}             # serve task -> its pid (cached)
         self.next_id = 1
         self.last_rescan = 0.0
         self.lock = threading.Lock()
@@ -294,10 +301,15 @@ class Manager:
         for r in self.reservations.values():
             pids.setdefault(r.pid, r.task)           # its ZeroMQ I/O threads only (below)
         for name in self.serve_tasks:
-            try:
-                pid = int(self.names.task_pid(name)) if self.names is not None else 0
-            except RemoteError:
-                pid = 0
+            pid = self.serve_pids.get(name, 0)
+            if not (pid and _threads(pid)):
+                # Asked only for a server not known yet, or restarted: the launcher is an
+                # ordinary-class process, slow under load, and reserved jobs report to us.
+                try:
+                    pid = int(self.names.task_pid(name)) if self.names is not None else 0
+                except (RemoteError, L4Error):
+                    pid = 0
+                self.serve_pids[name] = pid
             if pid:
                 pids[pid] = name
         for pid, name in pids.items():
@@ -308,7 +320,10 @@ class Manager:
             for tid in _threads(pid):
                 if tid not in done and tid not in own and (whole or _io_thread(pid, tid)):
                     try:
-                        hs.set_fifo(tid, BOOST_PRIO)
+                        if self.boost_kind == "fifo":
+                            hs.set_fifo(tid, BOOST_PRIO)
+                        else:
+                            hs.set_nice(tid, BOOST_NICE)
                         done.add(tid)
                     except hs.HostRefused:
                         pass                  # the thread ended meanwhile
