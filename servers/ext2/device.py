@@ -22,6 +22,7 @@ Ownership: one thread (the file system's owner); nothing here locks.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Protocol
@@ -29,6 +30,7 @@ from typing import Any, Callable, Protocol
 from .layout import FsError
 
 SECTOR = 512
+EVICT_BATCH = 256                   # blocks looked at for write-back when one is evicted
 
 
 class Device(Protocol):
@@ -175,11 +177,15 @@ class BufferCache:
         self.dirty_set.discard(n)
 
     def _insert(self, n: int, b: bytearray) -> None:
+        """Cache block `n`, evicting the oldest. A dirty one goes out with the next dirty
+        ones in age order (EVICT_BATCH, written as runs of neighbours): a long write then
+        costs a device request per run, not one per block."""
         self.blocks[n] = b
         while len(self.blocks) > self.capacity:
-            old, data = next(iter(self.blocks.items()))
+            old = next(iter(self.blocks))
             if old in self.dirty_set:
-                self._write_runs([old])
+                self._write_runs([m for m in itertools.islice(self.blocks, EVICT_BATCH)
+                                  if m in self.dirty_set])
             del self.blocks[old]
 
     def _write_runs(self, numbers: list[int]) -> None:
