@@ -1,6 +1,6 @@
 """`l4run bench rt`: the DROPS player under hogs, with its reservations and without.
 
-    run_rt(periods=10_000, latency_ms=1.0) -> {"periods", "misses_reserved",
+    run_rt(periods=10_000, latency_ms=2.0) -> {"periods", "misses_reserved",
         "misses_best_effort", "disk_p99_ms_reserved", "disk_p99_ms_best_effort",
         "net_share_reserved", "net_share_best_effort", ...}
     l4run bench rt [--json] [--periods N] [--latency-ms MS]
@@ -54,7 +54,7 @@ def run_one(periods: int, reserve: bool, latency_ms: float) -> dict[str, Any]:
     return got
 
 
-def run_rt(periods: int = 10_000, latency_ms: float = 1.0) -> dict[str, Any]:
+def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
     res = run_one(periods, True, latency_ms)
     be = run_one(periods, False, latency_ms)
     out: dict[str, Any] = {"periods": res.get("periods"), "periods_best_effort": be.get("periods"),
@@ -79,7 +79,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
     @click.option("--periods", default=10_000, show_default=True,
                   help="periods of 10 ms per run (two runs)")
-    @click.option("--latency-ms", default=1.0, show_default=True,
+    @click.option("--latency-ms", default=2.0, show_default=True,
                   help="the HAL disk's time per request")
     def rt_bench(as_json: bool, periods: int, latency_ms: float) -> None:
         """DROPS: the player under CPU, disk and network hogs, reserved vs best effort."""
