@@ -122,6 +122,9 @@ def sys_read(px: "Personality", p: "Process", a: list[int]) -> Any:
     if f is None:
         return -errno.EBADF
     n = min(a[2], 65536)
+    stop = _job_control(px, p, f, tty.SIGTTIN) if px.nr == 0 else 0
+    if stop:
+        return stop
     if px.nr == 17:                 # pread64: at an offset, the file position untouched
         if f.kind != "file" or f.node is None:
             return -errno.ESPIPE
@@ -133,6 +136,15 @@ def sys_read(px: "Personality", p: "Process", a: list[int]) -> Any:
     if got:
         px.write(p, a[1], got)
     return len(got)
+
+
+def _job_control(px: "Personality", p: "Process", f: Any, sig: int) -> int:
+    """A read (SIGTTIN) or, with TOSTOP, a write (SIGTTOU) of the terminal by a background
+    process: 0 to go on, else the call's answer (tty.background)."""
+    t = f.tty() if f.kind == "console" else None
+    if t is None or sig == tty.SIGTTOU and not t.lflag & tty.TOSTOP:
+        return 0
+    return tty.background(px, p, t, sig)
 
 
 def _written(px: "Personality", p: "Process", result: Any) -> Any:
@@ -150,6 +162,9 @@ def sys_write(px: "Personality", p: "Process", a: list[int]) -> Any:
         return -errno.EBADF
     if f.kind in ("null", "zero") and f.writable():
         return a[2]                 # /dev/null reads nothing of the buffer (as Linux's)
+    stop = _job_control(px, p, f, tty.SIGTTOU) if px.nr == 1 else 0
+    if stop:
+        return stop
     data = px.read(p, a[1], min(a[2], 65536))
     if px.nr == 18:                 # pwrite64
         if f.kind != "file" or f.node is None:
@@ -165,6 +180,9 @@ def sys_writev(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
+    stop = _job_control(px, p, f, tty.SIGTTOU)
+    if stop:
+        return stop
     count = min(a[2], 1024)
     iov = px.read(p, a[1], 16 * count)
     data = b"".join(px.read(p, base, min(length, 65536))
@@ -177,6 +195,9 @@ def sys_readv(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
+    stop = _job_control(px, p, f, tty.SIGTTIN)
+    if stop:
+        return stop
     iov = list(struct.iter_unpack("<QQ", px.read(p, a[1], 16 * min(a[2], 1024))))
     want = sum(length for _, length in iov)
     got = f.read(min(want, 65536))

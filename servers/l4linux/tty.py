@@ -13,7 +13,10 @@ Linux processes that hold it as fds 0-2, /dev/tty or /dev/console (`read`, `writ
 - output: OPOST|ONLCR (NL → CR NL).
 The termios ioctls (TCGETS, TCSETS, TCSETSW, TCSETSF), TIOCGWINSZ/TIOCSWINSZ (a resize sends
 SIGWINCH to the foreground group), TIOCGPGRP/TIOCSPGRP, TIOCGSID, TIOCSCTTY, TIOCNOTTY and
-FIONREAD are `ioctl`'s.
+FIONREAD are `ioctl`'s. Job control (`background`): a process of the terminal's session
+outside its foreground group that reads it gets SIGTTIN sent to its group (EIO if it
+ignores or blocks SIGTTIN, or its group is orphaned), one that writes it gets SIGTTOU only
+with TOSTOP set — as Linux's tty_check_change.
 
 Contracts: `read` answers bytes or `pipe.BLOCK` (nothing to hand out yet: the call is
 retried after the next input); `write` never blocks (what nobody takes is kept up to
@@ -51,7 +54,9 @@ DEFAULT_CC = bytes([3, 0x1C, 0x7F, 0x15, 4, 0, 1, 0, 0x11, 0x13, 0x1A, 0, 0x12, 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x540F, 0x5410, 0x5413, 0x5414
 FIONREAD, TIOCNOTTY, TIOCGSID = 0x541B, 0x5422, 0x5429
-SIGINT, SIGQUIT, SIGTSTP, SIGWINCH = 2, 3, 20, 28
+SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH = 2, 3, 20, 21, 22, 28
+TOSTOP = 0o400
+ERESTARTSYS, ERESTARTNOINTR = 512, 513     # as signals.py: the host restarts the call
 MAX_OUTPUT = 1 << 20
 MAX_LINE = 4096                                     # N_TTY_BUF_SIZE
 
@@ -191,6 +196,41 @@ class Tty:
             self.ready.append(bytes(self.line))     # leaving canonical: the partial line
             self.line.clear()
         self.lflag = lflag
+
+
+def _orphaned(px: "Personality", pgrp: int, sid: int) -> bool:
+    """POSIX's orphaned process group: no member has a parent in another group of the
+    same session (nobody there could continue it after a stop)."""
+    for q in px.procs.by_pid.values():
+        if q.pgid == pgrp and q.state != "zombie":
+            parent = px.procs.by_pid.get(q.ppid)
+            if parent is not None and parent.pgid != pgrp and parent.sid == sid:
+                return False
+    return True
+
+
+def background(px: "Personality", p: "Process", tty: Tty, sig: int) -> int:
+    """Linux's `tty_check_change` for a read (`sig` SIGTTIN) or a TOSTOP write (SIGTTOU) of
+    `tty` by `p`: 0 when `p` may go on — the terminal is not its session's, there is no
+    foreground group, or `p` is in it; else the call's answer. A background SIGTTIN that
+    `p` ignores or blocks, or any such signal to an orphaned group, answers -EIO (SIGTTOU
+    ignored or blocked: the write goes on, 0); otherwise the signal goes to `p`'s whole
+    process group and the call is made again once it may run (after the stop, or after a
+    handler: EINTR unless SA_RESTART, as the host does for ERESTARTSYS)."""
+    if not tty.sid or p.sid != tty.sid or not tty.pgrp or p.pgid == tty.pgrp:
+        return 0
+    from .process import mask_of
+    from .syscalls import SA_RESTART, SIG_IGN
+    action = p.sigactions.get(sig, 0)
+    if action == SIG_IGN or mask_of(p, px.tid) >> (sig - 1) & 1:
+        return -errno.EIO if sig == SIGTTIN else 0
+    if _orphaned(px, p.pgid, p.sid):
+        return -errno.EIO
+    for q in [q for q in px.procs.by_pid.values() if q.pgid == p.pgid and q.state != "zombie"]:
+        px.kill(q, sig)
+    if action > SIG_IGN:
+        return -ERESTARTSYS if p.sigflags.get(sig, 0) & SA_RESTART else -errno.EINTR
+    return -ERESTARTNOINTR              # stopped: made again by the host once continued
 
 
 def ioctl(px: "Personality", p: "Process", tty: Tty, cmd: int, arg: int) -> Any:
