@@ -15,7 +15,7 @@
     l4run view [--port N] [--host H]              the screen live in a browser (its URL has a token)
     l4run faults DEVICE KNOB=VALUE...             set a HAL device's fault knobs by hand
     l4run chaos PLAN [--image IMAGE]              inject faults by plan, check invariants, report
-    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux|gui [--json]   measurements
+    l4run bench boot|restart|ipc|memory|hal|chaos|fuzz|dde|net|linux|gui|rt [--json]   measurements
     l4run net [--json]                            ORe's ports: frames, bytes, drops, MAC table
     l4run rt [--json]                             DROPS: CPU/disk/net reservations, misses, refusals
     l4run selftest mutants [--json]               planted kernel bugs the suite must catch
