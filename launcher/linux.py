@@ -126,7 +126,7 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
 
 LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
               "l4caps", "hybrid", "rootdisk")
-ROOTDISK_KEYS = ("service", "label", "at")
+ROOTDISK_KEYS = ("service", "label", "at", "image", "size")
 LINUX_RUN = "servers.l4linux.server:main"
 
 
@@ -152,7 +152,10 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
                                        # the disk: a session of the block server (its
                                        # policy's label), ext2 mounted at `at` ("/": the
                                        # root file system, the default; "none": only for
-                                       # mount(2)); docs/L4LINUX.md "The disk"
+                                       # mount(2)); docs/L4LINUX.md "The disk". With
+                                       # image = "FILE" (relative to the image; the disk's
+                                       # [[device]] image) and size = "64M": FILE is built
+                                       # as `l4run mkrootfs --ext2 SIZE -o FILE` when missing
     """
     raw = data.get("linux")
     if raw is None:
@@ -177,12 +180,39 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
             task["caps"] = d["l4caps"]        # checked as any task's caps (linux.l4caps)
         task["args"] = _hybrid_args(c, d, where) + task["args"]
         if "rootdisk" in d:
-            task["args"] = _rootdisk(c, d, where, task) + task["args"]
+            task["args"] = _rootdisk(c, d, where, task, image_path) + task["args"]
         out.append(task)
     return out
 
 
-def _rootdisk(c: Any, d: dict[str, Any], where: str, task: dict[str, Any]) -> list[str]:
+def _build_missing(c: Any, key: str, raw: dict[str, Any], image_path: str) -> None:
+    """`rootdisk.image` made by `l4run mkrootfs --ext2 rootdisk.size` if it is missing
+    (before the [[device]] tables are checked: the disk's image then exists)."""
+    img, size = raw["image"], raw.get("size", "64M")
+    if not isinstance(img, str) or not img:
+        c.bad(f"{key}.image", f"expected a file name, got {img!r}")
+        return
+    full = os.path.normpath(img if os.path.isabs(img) else os.path.join(
+        os.path.dirname(os.path.abspath(image_path)), img))
+    if os.path.exists(full):
+        return
+    try:
+        n = parse_size(str(size))
+    except ValueError as e:
+        c.bad(f"{key}.size", str(e))
+        return
+    if not os.path.isdir(os.path.dirname(full)):
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+    print(f"[l4run] {key}.image: {full} is missing; building it (mkrootfs --ext2 {size})",
+          file=sys.stderr, flush=True)
+    try:
+        build_ext2(full, n, build_rootfs())
+    except (click.ClickException, OSError) as e:
+        c.bad(f"{key}.image", f"{full}: could not build it: {e}")
+
+
+def _rootdisk(c: Any, d: dict[str, Any], where: str, task: dict[str, Any],
+              image_path: str) -> list[str]:
     """`rootdisk = { service, label, at }`: the capability "block" (a route to the block
     server with that label), a moe session for the block buffer, and `--disk AT`."""
     raw, key = d["rootdisk"], f"{where}.rootdisk"
@@ -201,6 +231,8 @@ def _rootdisk(c: Any, d: dict[str, Any], where: str, task: dict[str, Any]) -> li
         c.bad(f"{key}.at", f'expected "/", an absolute directory or "none", got {at!r}')
     if isinstance(d.get("l4caps"), dict) and "block" in d["l4caps"]:
         c.bad(f"{where}.l4caps.block", "the name 'block' is the rootdisk's capability")
+    if "image" in raw:
+        _build_missing(c, key, raw, image_path)
     caps = dict(task.get("caps") or {})
     caps["block"] = {"service": service, "label": label}
     task["caps"] = caps
