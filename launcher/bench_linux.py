@@ -226,8 +226,8 @@ def _disk_bench(tmp: str, quick: bool) -> dict[str, Any]:
     with open(bench_disk, "wb") as blank:
         blank.truncate((mib + 8) << 20)               # the file system; the raw run after it
     env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/sbin:/usr/sbin"}
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", bench_disk], check=True, env=env,
-                   capture_output=True, timeout=60)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", bench_disk], check=True,
+                   env=env, capture_output=True, timeout=60)        # blocks as mkrootfs makes
     image = os.path.join(tmp, "disk.toml")
     with open(image, "w") as f:
         f.write(DISK_IMAGE.replace("ROOT_SIZE", "64M").replace("MIB", str(mib))
