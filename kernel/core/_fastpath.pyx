@@ -22,9 +22,12 @@ Ownership: the kernel's event-loop thread only.
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import sys
 import traceback
+
+import zmq as _zmq
 
 from kernel import abi as _abi
 from kernel.core import faults as _faults
@@ -46,6 +49,15 @@ cdef extern from *:
     typedef int (*l4_msg_close_t)(l4_msg_t *);
     typedef int (*l4_send_t)(void *, const void *, size_t, int);
     typedef int (*l4_errno_t)(void);
+    typedef struct { void *socket; int fd; short events; short revents; } l4_pollitem_t;
+    typedef int (*l4_poll_t)(l4_pollitem_t *, int, long);
+    static l4_poll_t l4_poll;
+    #include <time.h>
+    static double l4_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    }
     static l4_msg_init_t l4_msg_init;
     static l4_msg_recv_t l4_msg_recv;
     static l4_msg_data_t l4_msg_data;
@@ -68,6 +80,7 @@ cdef extern from *:
         L4_SYM(l4_msg_close, "zmq_msg_close")
         L4_SYM(l4_send, "zmq_send")
         L4_SYM(l4_errno, "zmq_errno")
+        L4_SYM(l4_poll, "zmq_poll")
         return NULL;
     }
     """
@@ -83,6 +96,13 @@ cdef extern from *:
     int l4_send(void *, const void *, size_t, int)
     int l4_errno()
     const char *l4_bind_zmq(const char *path)
+    ctypedef struct l4_pollitem_t:
+        void *socket
+        int fd
+        short events
+        short revents
+    int l4_poll(l4_pollitem_t *, int, long) nogil
+    double l4_monotonic() nogil
     int EAGAIN, EINTR
 
 DEF MAXF = 4          # frames kept of a message (the transport keeps as many)
@@ -105,6 +125,7 @@ cdef object seq = _ipc._seq
 cdef object faults_mod = _faults, trace_mod = _trace
 cdef object NO_ITEMS = []           # replaced by fastpath._NO_ITEMS (init)
 cdef bytes OK_ANSWER = _abi.encode_ok()
+cdef object ZmqSocket = _zmq.Socket
 
 # SendRecord is built here slot by slot (its __init__ is Python): the slots this module sets.
 RECORD_SLOTS = ("sender", "gate", "label", "rights", "proto", "items", "payload", "call",
@@ -548,3 +569,83 @@ cdef void bug(object transport, object k, l4_msg_t *msgs):
             k.fail(th, _abi.Err.INVALID, "kernel internal error; call aborted")
     except Exception:
         pass
+
+
+# -- the event loop's poll ----------------------------------------------------------------------
+
+cdef double first_deadline(object timers) except? -2.0:
+    """The earliest deadline of `timers` (state.Timers: heap and calls), -1: none."""
+    heap = timers.heap
+    calls = timers.calls
+    cdef double first = -1.0, c
+    if heap:
+        first = heap[0][0]
+    if calls:
+        c = calls[0][0]
+        if first < 0 or c < first:
+            first = c
+    return first
+
+
+def poll(object transport, object timers) -> list:
+    """`transport.poller.poll(timers.next_ms())` for the event loop, except that ready
+    ports are drained here (`drain`) and the poll repeated, as long as nothing else is
+    ready, no timer is due and the loop has nothing else to do (no Linux process to reap);
+    then what is ready besides the ports is answered, as `zmq.Poller.poll` would answer it
+    (possibly nothing: a timer is due, or a signal interrupted the wait)."""
+    cdef Py_ssize_t n, i
+    cdef l4_pollitem_t *items
+    cdef double first, now
+    cdef long timeout
+    cdef int rc
+    by_socket = transport._by_socket
+    k = transport.state
+    linux = k.linux
+    while True:
+        first = first_deadline(timers)
+        if first < 0:
+            timeout = -1
+        else:
+            now = l4_monotonic()
+            timeout = <long>((first - now) * 1000) + 1      # Timers.next_ms
+            if timeout < 0:
+                timeout = 0
+        sockets = list(transport.poller.sockets)
+        n = len(sockets)
+        items = <l4_pollitem_t *>PyMem_Malloc(sizeof(l4_pollitem_t) * (n if n else 1))
+        if items == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                sock, flags = sockets[i]
+                if isinstance(sock, ZmqSocket):
+                    items[i].socket = <void *><uintptr_t>sock.underlying
+                    items[i].fd = 0
+                else:
+                    items[i].socket = NULL
+                    items[i].fd = sock if type(sock) is int else sock.fileno()
+                items[i].events = flags
+                items[i].revents = 0
+            with nogil:
+                rc = l4_poll(items, <int>n, timeout)
+            if rc < 0:
+                return []                   # EINTR: the loop checks its signals, polls again
+            ready = []
+            drained = False
+            for i in range(n):
+                if items[i].revents:
+                    sock = sockets[i][0]
+                    port = by_socket.get(sock)
+                    if port is not None and sock is port.router:
+                        transport._port, transport.conns = port, port.conns
+                        drain(transport, port)
+                        drained = True
+                    else:
+                        ready.append((sock, items[i].revents))
+        finally:
+            PyMem_Free(items)
+        if ready or not drained or not transport.running:
+            return ready
+        first = first_deadline(timers)
+        if (first >= 0 and first <= l4_monotonic()) or linux.listeners or linux.by_pid:
+            return ready

@@ -388,7 +388,9 @@ class Transport:
             signal.signal(signum, lambda *_: setattr(self, "running", False))
 
     def run(self) -> None:
-        poll = self.poller.poll
+        poller = self.poller.poll
+        # The compiled fast path polls, and drains ready ports, without coming back here.
+        cpoll = fastpath.compiled.poll if self._compiled is not None else None
         wakeup = self._wakeup
         ports = self._by_socket
         timers = self.state.timers
@@ -396,7 +398,8 @@ class Transport:
         k = self.state
         linux_fds = k.linux.listeners
         while self.running:
-            for sock, _ in poll(timers.next_ms()):
+            ready = cpoll(self, timers) if cpoll is not None else poller(timers.next_ms())
+            for sock, _ in ready:
                 port = ports.get(sock)
                 if port is not None:
                     if sock is port.router:
