@@ -5,6 +5,9 @@
     fb.put(x, y, w, h, pixels)             # XRGB8888 bytes (B, G, R, X) into the buffer
     fb.fill(x, y, w, h, (r, g, b))
     fb.refresh(x, y, w, h)                 # to the screen (RemoteFailure INVALID if bad)
+    fb.map_screen(vaddr) -> {width, height, stride, size, order} | None
+                                           # the scan-out memory itself at vaddr, if the
+                                           # policy names us (direct=); None if not
     fb.close()
 
 The buffer is mapped at `vaddr` of our address space and reached through our VM: pixels
@@ -103,6 +106,22 @@ class FbSession:
 
     def refresh(self, x: int, y: int, w: int, h: int) -> None:
         self._retry(lambda: self.stub.refresh(x, y, w, h))
+
+    def map_screen(self, vaddr: int) -> dict[str, Any] | None:
+        """Map the scan-out memory at `vaddr` (aligned to its order), if the policy lets us:
+        the reply's mode, or None (no direct mapping for our label). After a reopen the old
+        mapping is gone (the server took it back, or died): map again."""
+        order = int(self.mode.get("screen_order", 0))
+        if not order:
+            return None
+        try:
+            got = dict(self.stub.screen(_window=window(vaddr, order)))
+        except RemoteFailure as e:
+            if e.error == "DENIED":
+                return None
+            raise
+        self.vm.flush()
+        return got
 
     def stats(self) -> dict[str, Any]:
         return dict(self._retry(lambda: self.stub.stats()))

@@ -5,11 +5,12 @@ the server's policy (its task arguments, server.py) says which labels may have a
 which rectangle of the screen each one's *viewport* is. Coordinates below are viewport
 coordinates: (0, 0) is the viewport's top left corner.
 
-    mode() -> {width, height, format, stride, size, order, x, y}
+    mode() -> {width, height, format, stride, size, order, x, y, screen_order}
         the caller's viewport: its size in pixels, the pixel format ("XRGB8888": bytes
         B, G, R, X), bytes per line, the pixel buffer's size and its order (the buffer is
         one naturally aligned flexpage of 2**order bytes), and where the viewport lies on the
-        screen. Errors: DENIED (no policy for this label)
+        screen; screen_order: the order of the scan-out memory if this label may map it
+        (`screen`), else 0. Errors: DENIED (no policy for this label)
     open() -> same as mode()
         with a capability item: the client's own task capability (rights NONE will do: the
         server only asks the kernel whether it is alive — a dead client's session is dropped
@@ -21,6 +22,15 @@ coordinates: (0, 0) is the viewport's top left corner.
         copy that rectangle of the session's buffer to the screen. The rectangle must lie in
         the viewport with w, h >= 1; anything else is refused and counted (the session's
         `refused`), the screen untouched. Errors: INVALID, NO_SESSION
+    screen() -> {width, height, format, stride, size, order}
+        the direct mapping, for the one privileged client the policy names (`direct=N`:
+        Nitpicker in an image, which composes the screen itself): the reply maps the
+        scan-out memory itself (RW, one flexpage of 2**order bytes: the screen's
+        stride * height bytes at its start) into the caller's window `window(vaddr,
+        order)`. What the client writes there is on the screen, with no refresh; other
+        sessions' refreshes still copy into their viewports. The mapping is taken back
+        when the session ends (end, a second open, the client's death). Errors: DENIED
+        (the policy gives this label no direct mapping), NO_SESSION (open first)
     end() -> None           end the session: its buffer is unmapped and freed
     stats() -> {refreshes, refused, pixels, session}    the caller's own counters; NO_SESSION
                             (NO_SESSION: none open)
@@ -42,6 +52,7 @@ FB = Protocol("fb", [
     op("refresh", 3, ["x:int", "y:int", "w:int", "h:int"], None,
        errors=["INVALID", "NO_SESSION"]),
     op("end", 4, [], None),
+    op("screen", 6, [], "screen", errors=["DENIED", "NO_SESSION"]),
     op("stats", 5, [], "stats", errors=["NO_SESSION"]),
     op("usage", 10, [], "usage", admin=True),
 ], tag=0x4642)

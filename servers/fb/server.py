@@ -1,12 +1,13 @@
 """The fb device server: the l4fb driver in this task, its screen shared by sessions (protocol.py).
 
     run = "servers.fb.server:main"
-    args = ["fb0", "1", "2=320,0,320,240", "mode=640x480"]
+    args = ["fb0", "1", "2=320,0,320,240", "mode=640x480", "direct=1"]
 
 Arguments: the framebuffer device to serve (its io policy: `devices = ["fb0"]`), then the
 policy, one entry per client label: "N" (the whole screen) or "N=X,Y,W,H" (a viewport, which
-must lie on the screen); optionally "mode=WxH" (the driver's mode_option). A label without
-an entry is refused (DENIED, counted). The task needs `devices` and a sigma0 capability
+must lie on the screen); optionally "mode=WxH" (the driver's mode_option) and "direct=N,M"
+(the labels that may map the scan-out memory itself, op `screen`: the image's one
+privileged client, Nitpicker). A label without an entry is refused (DENIED, counted). The task needs `devices` and a sigma0 capability
 (DDEKit's memory: the scan-out memory and every session's buffer).
 
 Design (why refresh copies):
@@ -20,7 +21,15 @@ Design (why refresh copies):
   its viewport, several clients (and later Nitpicker) share one screen, and a client that
   is killed mid-drawing leaves only what it had refreshed. The price is one copy of the
   refreshed pixels; with one client and a full-screen viewport that copy is what a
-  direct-draw design would save (not done: one path, the same for every client).
+  direct-draw design would save: the direct mapping below.
+- The direct mapping (`screen`, for labels of `direct=`): the scan-out memory itself, the
+  driver's coherent block (one naturally aligned sigma0 block), mapped RW into the client.
+  It is for a client that is itself the screen's multiplexer (Nitpicker): it composes
+  straight into the scanned-out pixels, with no copy and no call per frame. The policy
+  names it, as Genode's gives Nitpicker its framebuffer session; any other client keeps
+  the copying path. The mapping is revoked (`mem_unmap` of the block's derived mappings:
+  only direct clients got any) when the session ends, so an ended client cannot reach the
+  screen; a client that holds it and dies loses it with its address space.
 - A rectangle that is empty or leaves the viewport is refused (INVALID) and counted for the
   session; nothing is copied (checked first, then copied).
 - A dead client's session is dropped by the death watch (servers/fb/sessions.py): its buffer
@@ -37,6 +46,7 @@ from typing import Any
 
 from kernel.abi import MemRights
 from kernel.user.client import L4
+from kernel.user.errors import L4Error
 from kernel.user.rpc import Call, Reply, RpcError
 from kernel.user.vm import map_mem
 from servers.dde_linux import fb as fbdev
@@ -67,12 +77,27 @@ class Session:
     refreshes: int = 0
     refused: int = 0
     copied: int = 0              # pixels copied to the screen
+    direct: bool = False         # the scan-out memory is mapped into the client (`screen`)
+
+
+def parse_direct(entries: list[str]) -> set[int]:
+    """The labels of the "direct=N,M" entries (they may map the scan-out memory)."""
+    out: set[int] = set()
+    for e in entries:
+        if e.startswith("direct="):
+            parts = e.partition("=")[2].split(",")
+            if not all(p.isdigit() and int(p) >= 1 for p in parts):
+                raise ValueError(f"policy entry {e!r}: expected direct=N,M (labels >= 1)")
+            out |= {int(p) for p in parts}
+    return out
 
 
 def parse_policy(entries: list[str], width: int, height: int) -> dict[int, Viewport]:
     """{label: viewport} from "N" / "N=X,Y,W,H"; ValueError names a bad entry."""
     out: dict[int, Viewport] = {}
     for e in entries:
+        if e.startswith("direct="):
+            continue
         label, _, rect = e.partition("=")
         if not label.isdigit() or int(label) < 1:
             raise ValueError(f"policy entry {e!r}: expected a client label >= 1 "
@@ -96,17 +121,25 @@ def _order(n: int) -> int:
 class FbServer:
     """FB's implementation. Owned by the task's main thread (the serve loop)."""
 
-    def __init__(self, l4: L4, info: fbdev.fb_info, policy: dict[int, Viewport]) -> None:
+    def __init__(self, l4: L4, info: fbdev.fb_info, policy: dict[int, Viewport],
+                 direct: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.l4 = l4
         self.info = info
-        self.screen = fbdev.fb_screen(info)
+        self.scanout = fbdev.fb_screen(info)      # the pixels the device shows
         self.stride = info.fix.line_length
         self.sessions: Sessions[Session] = Sessions(l4, policy, self._free, "fb")
+        self.direct = set(direct) & set(policy)
+        block = _mem.block(info.screen_base)
+        # the scan-out block as one flexpage (the driver's dma_alloc_coherent: a sigma0 block)
+        self.screen_order = _order(block.size) if block is not None and \
+            block.virt == info.screen_base and block.size & (block.size - 1) == 0 else 0
         self.refused = 0
 
-    def _mode(self, vp: Viewport) -> dict[str, Any]:
+    def _mode(self, vp: Viewport, label: int = 0) -> dict[str, Any]:
         size = vp.w * vp.h * BYTES_PER_PIXEL
         return {"width": vp.w, "height": vp.h, "format": FORMAT, "stride": vp.w * BYTES_PER_PIXEL,
-                "size": size, "order": _order(size), "x": vp.x, "y": vp.y}
+                "size": size, "order": _order(size), "x": vp.x, "y": vp.y,
+                "screen_order": self.screen_order if label in self.direct else 0}
 
     def _make(self, call: Call, vp: Viewport) -> Session:
         mode = self._mode(vp)
@@ -118,16 +151,37 @@ class FbServer:
         return Session(call.label, vp, va, mode["order"], _mem.view(va, mode["size"]))
 
     def _free(self, s: Session) -> None:
+        if s.direct:
+            self._unmap_screen()
         s.pixels.release()
         _mem.large_free(s.va)
 
+    def _unmap_screen(self) -> None:
+        """Take the scan-out memory back from every client it was mapped to (we keep it)."""
+        try:
+            self.l4.mem_unmap(self.info.screen_base, self.screen_order)
+        except L4Error as e:
+            print(f"fb: unmapping the screen: {e}", file=sys.stderr, flush=True)
+
     # -- FB ops ---------------------------------------------------------------------------
     def mode(self, call: Call) -> dict[str, Any]:
-        return self._mode(self.sessions.allowed(call))
+        return self._mode(self.sessions.allowed(call), call.label)
 
     def open(self, call: Call) -> Reply:
         s = self.sessions.open(call, lambda vp: self._make(call, vp))
-        return Reply(self._mode(s.view), [map_mem(s.va, s.order, MemRights.RW)])
+        return Reply(self._mode(s.view, call.label), [map_mem(s.va, s.order, MemRights.RW)])
+
+    def screen(self, call: Call) -> Reply:
+        s = self.sessions.get(call)
+        if call.label not in self.direct or not self.screen_order:
+            raise RpcError("DENIED", f"the policy gives label {call.label} no direct mapping "
+                                     f"of the screen (direct labels: {sorted(self.direct)})")
+        s.direct = True
+        v = self.info.var
+        return Reply({"width": v.xres, "height": v.yres, "format": FORMAT,
+                      "stride": self.stride, "size": self.stride * v.yres,
+                      "order": self.screen_order},
+                     [map_mem(self.info.screen_base, self.screen_order, MemRights.RW)])
 
     def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
         s = self.sessions.get(call)
@@ -137,7 +191,7 @@ class FbServer:
             self.refused += 1
             raise RpcError("INVALID", f"rectangle {x},{y} {w}x{h} is not inside the "
                                       f"{vp.w}x{vp.h} viewport")
-        src, dst, n = s.pixels, self.screen, w * BYTES_PER_PIXEL
+        src, dst, n = s.pixels, self.scanout, w * BYTES_PER_PIXEL
         sstride = vp.w * BYTES_PER_PIXEL
         so = y * sstride + x * BYTES_PER_PIXEL
         do = (vp.y + y) * self.stride + (vp.x + x) * BYTES_PER_PIXEL
@@ -162,7 +216,8 @@ class FbServer:
     def usage(self, call: Call) -> dict[str, Any]:
         self.sessions.sweep()
         with self.sessions.lock:
-            per = {str(lb): {"refreshes": s.refreshes, "refused": s.refused, "pixels": s.copied}
+            per = {str(lb): {"refreshes": s.refreshes, "refused": s.refused, "pixels": s.copied,
+                             "direct": s.direct}
                    for lb, s in self.sessions.sessions.items()}
         v = self.info.var
         return {"sessions": per, "refused": self.refused, **self.sessions.counters(),
@@ -194,11 +249,12 @@ def main(l4: L4, device: str = "fb0", *policy: str) -> int:
     try:
         rules = parse_policy([p for p in policy if not p.startswith("mode=")],
                              info.var.xres, info.var.yres)
+        direct = parse_direct(list(policy))
     except ValueError as e:
         print(f"fb: {e}", file=sys.stderr, flush=True)
         kernel.shutdown()
         return 2
-    srv = FbServer(l4, info, rules)
+    srv = FbServer(l4, info, rules, direct)
     print(f"fb: serving {device} {info.var.xres}x{info.var.yres} {FORMAT} to labels "
           f"{sorted(rules)}", flush=True)
     srv.sessions.serve(FB, srv)

@@ -5,6 +5,9 @@ The server (a task, `servers.nitpicker.server:main`):
 - server.py     the task: policy, sessions, input routing, secure keys, the serve loop
 - views.py      the model: sessions, views, the stacking order, geometry checks
 - compose.py    the painter: a screen rectangle from the views, labels, X-ray
+- output.py     where the screen goes: the scan-out memory itself (the fb server's direct
+                mapping), or a copy sent to an fb session
+- pinned.py     buffers and screen as zero-copy views held across a paint (bulk copies)
 - font.py       text as pixels (a built-in bitmap font)
 - kill.py       kill mode's request to the launcher (NAMES end_client)
 

@@ -3,6 +3,8 @@
     gui = GuiSession(l4, on_reopen=redraw)   # capability "gui" (and "moe": `memory` in the image)
     gui.buffer(w, h)                         # the pixel buffer, attached in our address space
     gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
+    gui.submit(x, y, w, h)                   # refresh and continue (answered before the paint)
+    v.flip(buf_x, buf_y)                     # show the buffer from there (a page flip), continue
     v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
     v.title("..."); v.destroy()
     for ev in gui.wait(timeout_ms=500): ...  # Event(kind, view, code, value, x, y, time_us)
@@ -82,6 +84,12 @@ class View:
             assert neighbour is not None
             i = order.index(neighbour)
             order.insert(i + 1 if where == "above" else i, self)
+
+    def flip(self, buf_x: int, buf_y: int) -> None:
+        """Show the buffer from (buf_x, buf_y); answered before Nitpicker paints it."""
+        self.gui._call(lambda: self.gui.stub.flip(self.id, buf_x, buf_y))
+        if self.geom is not None:
+            self.geom = (*self.geom[:4], buf_x, buf_y)
 
     def title(self, title: str) -> None:
         self.gui._call(lambda: self.gui.stub.view_title(self.id, title))
@@ -205,6 +213,13 @@ class GuiSession:
         w = self.size[0] if w is None else w
         h = self.size[1] if h is None else h
         self._call(lambda: self.stub.refresh(x, y, w, h))
+
+    def submit(self, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> None:
+        """Like refresh, answered at once: our next call waits until this one is shown."""
+        assert self.size is not None, "no buffer: call buffer(w, h) first"
+        w = self.size[0] if w is None else w
+        h = self.size[1] if h is None else h
+        self._call(lambda: self.stub.submit(x, y, w, h))
 
     # -- views and events ------------------------------------------------------------------------
     def view(self, title: str = "") -> View:

@@ -1,11 +1,12 @@
 """Nitpicker's painter: a screen rectangle composed from the views that cover it, labels on top.
 
-    screen = Screen(width, height, read_into)
-    screen.paint(rect, stack, focused_session, xray) -> the rect clipped to the screen
+    screen = Screen(width, height, read_into, pixels=None)
+    with screen.into(mv): screen.paint(rect, stack, focused_session, xray) -> the rect clipped
 
-`pixels` is Nitpicker's own copy of the screen (XRGB8888, `width * 4` bytes a line); the
-server copies painted rectangles from there into its fb session's buffer and refreshes
-them. Painting a rectangle: the background; then each view, back to front, clipped to the
+`pixels` is Nitpicker's own copy of the screen (XRGB8888, `width * 4` bytes a line), or
+`into(mv)` paints into other memory of that shape for a while: the scan-out memory itself
+when the fb server maps it to Nitpicker (output.py). Every copy is a memoryview slice
+assignment per row run (one for whole lines), never per pixel. Painting a rectangle: the background; then each view, back to front, clipped to the
 rectangle: the buffer pixels it shows (read from the session's dataspace with
 `read_into(addr, dst)`, Nitpicker's VM; what lies outside the buffer is grey); in X-ray mode
 every view but the focused session's dimmed to a quarter; then the view's label bar — the
@@ -21,7 +22,8 @@ was set (views.py).
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .font import CELL_H, text_pixels
 from .views import Rect, Session, Stack, View
@@ -48,13 +50,23 @@ def label_text(v: View) -> str:
 class Screen:
     """The composed screen. Owned by Nitpicker's main thread."""
 
-    def __init__(self, width: int, height: int, read_into: ReadInto) -> None:
+    def __init__(self, width: int, height: int, read_into: ReadInto,
+                 pixels: memoryview | None = None) -> None:
         self.width, self.height = width, height
         self.stride = width * 4
-        self.pixels = bytearray(px(BACKGROUND) * (width * height))
-        self.mv = memoryview(self.pixels)
+        self.pixels = memoryview(bytearray(px(BACKGROUND) * (width * height))) \
+            if pixels is None else pixels
+        self.mv = self.pixels        # where paint writes: `pixels`, or what `into` gave
         self.read_into = read_into
         self.painted = 0                       # pixels composed so far
+
+    @contextmanager
+    def into(self, mv: memoryview) -> Iterator[None]:
+        self.mv = mv
+        try:
+            yield
+        finally:
+            self.mv = self.pixels
 
     def clip(self, r: Rect) -> Rect:
         return r.intersect(Rect(0, 0, self.width, self.height))

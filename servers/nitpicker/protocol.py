@@ -39,13 +39,26 @@ quota). The client never says who it is: the kernel vouches for the label.
                                            views show of that rectangle (clipped to the
                                            buffer). Errors: INVALID (w, h < 1), NO_SESSION
                                            (or no buffer)
+    submit(x, y, w, h) -> None             refresh and continue: as refresh, but answered at
+                                           once; Nitpicker paints right after the answer,
+                                           before it takes its next request (so the
+                                           client's next call waits for this frame: the
+                                           back-pressure). Errors: as refresh
+    flip(view, buf_x, buf_y) -> None       the view shows its buffer from (buf_x, buf_y) now
+                                           and is redrawn, answered at once like submit: a
+                                           page flip for a client whose buffer holds two
+                                           frames (it draws the hidden one meanwhile).
+                                           Errors: INVALID (offsets outside -MAX_SIDE..
+                                           MAX_SIDE, no buffer), NO_VIEW, NO_SESSION
     events() -> [[kind, view, code, value, x, y, time_us], ...]
         the events queued for the session, oldest first (at most QUEUE; more are dropped
         and counted). kind KEY (code: Linux key code, value 1 press / 0 release), BUTTON
         (code BTN_LEFT..., value 1/0), MOTION (value 0), FOCUS (value 1 gained / 0 lost);
         x, y: the pointer relative to the view's top left corner; time_us: when the input
         server stamped the event (its monotonic clock). Errors: NO_SESSION
-    info() -> {views, buffer, focused, xray, dropped, refreshes, refused}
+    info() -> {views, buffer, focused, xray, dropped, refreshes, shown, refused}
+        refreshes: refresh, submit and flip requests accepted; shown: those whose pixels
+        reached the screen (each is painted, none merged away)
     end() -> None                          the session ends: its views vanish, buffer freed
     usage() -> {sessions, focused, xray, kill_mode, redraws, ...}   admin: everything
 
@@ -88,5 +101,9 @@ NITPICKER = Protocol("nitpicker", [
     op("events", 9, [], "events", errors=["NO_SESSION"]),
     op("info", 10, [], "info", errors=["NO_SESSION"]),
     op("end", 11, [], None),
+    op("submit", 12, ["x:int", "y:int", "w:int", "h:int"], None,
+       errors=["INVALID", "NO_SESSION"]),
+    op("flip", 13, ["view:int", "buf_x:int", "buf_y:int"], None,
+       errors=["INVALID", "NO_VIEW", "NO_SESSION"]),
     op("usage", 20, [], "usage", admin=True),
 ], tag=0x4E50)

@@ -20,8 +20,16 @@ Design (Feske & Helmuth, ACSAC 2005):
 - Each session's pixels are a moe dataspace Nitpicker allocates (its size bounded by the
   session's quota), attached in Nitpicker's own address space and handed to the client by
   capability; the client draws there and calls `refresh`. Nitpicker composes the screen
-  (compose.py) into its own copy, copies each repainted rectangle into its fb session's
-  buffer and refreshes it there. A client never touches the screen or another buffer.
+  (compose.py) straight into the scan-out memory when the fb server maps it to Nitpicker
+  (its policy's `direct=`; output.py), else into its own copy that it sends to its fb
+  session. Buffers and screen are pinned views (pinned.py): a frame is one slice copy per
+  row run. A client never touches the screen or another buffer.
+- Refresh and continue: `refresh` answers once the pixels are on the screen; `submit` and
+  `flip` answer at once and Nitpicker paints right after the answer, before it takes its
+  next request. So a client's next call is its back-pressure (taken only once the last
+  frame is shown) and a double-buffering client (`flip` between two halves of its buffer)
+  draws its next frame while Nitpicker shows the last one. Every request is painted, none
+  is merged away: a session's `shown` counts the refreshes whose pixels reached the screen.
 - Input comes from Nitpicker's input session (its ring IRQ arrives in this serve loop as
   Proto.IRQ). Two secure keys never reach a client: XRAY_KEY toggles X-ray mode, KILL_KEY
   arms kill mode (the next click ends the clicked session's task, if the policy lists its
@@ -48,12 +56,13 @@ from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import Call, RemoteError, Reply, RpcError
 from kernel.user.vm import VM
-from servers.fb.client import FbSession
 from servers.input.client import IRQ_LABEL, InputSession
 from servers.moe.client import MoeSession
 
 from .compose import LABEL_H, Screen, union_rects
 from .kill import end_task
+from .output import Output, ScreenGone
+from .pinned import Pins
 from .protocol import (BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BUTTON, FOCUS, KEY, MAX_SIDE, MAX_VIEWS,
                        MOTION, NITPICKER, STACK)
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
@@ -66,7 +75,6 @@ EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
 BUTTONS = (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE)
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
-FB_VADDR = 0x22_0000_0000
 INPUT_VADDR = 0x23_0000_0000
 SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20}
 
@@ -111,10 +119,11 @@ class Nitpicker:
         self.policy = policy
         self.vm = VM(l4)
         self.moe = MoeSession(l4, l4.caps["moe"], recv_slot=MOE_SLOTS, timeout=10_000)
-        self.fb = FbSession(l4, "fb", vaddr=FB_VADDR, vm=self.vm,
-                            on_reopen=lambda _s: self.repaint_all())
-        w, h = self.fb.mode["width"], self.fb.mode["height"]
-        self.screen = Screen(w, h, self.vm.read_into)
+        self.pins = Pins(self.vm)
+        self.out = Output(l4, self.vm, self.pins, on_reopen=lambda: self.repaint_all())
+        self.later: list[tuple[Session, list[Rect]]] = []   # submit/flip: painted after the answer
+        self.screen = Screen(self.out.width, self.out.height, self.pins.read_into,
+                             pixels=self.out.own)
         self.input = InputSession(l4, "input", vaddr=INPUT_VADDR, vm=self.vm) \
             if "input" in l4.caps else None
         self.sessions: dict[int, Session] = {}
@@ -146,24 +155,27 @@ class Nitpicker:
         raise RpcError("NO_MEMORY", f"no free capability slot in {SLOTS.start}..{SLOTS.stop - 1}")
 
     # -- painting -------------------------------------------------------------------------
-    def repaint(self, rects: list[Rect]) -> None:
-        for r in union_rects(rects):
-            r = self.screen.paint(r, self.stack, self.focused, self.xray)
-            if r.empty:
-                continue
-            self._push(r)
+    def repaint(self, rects: list[Rect]) -> bool:
+        """Paint the rectangles and show them; False if the screen was gone (fb died)."""
+        todo = union_rects(rects)
+        if not todo:
+            return True
+        try:
+            with self.out.frame() as mv, self.screen.into(mv):
+                done = [p for p in (self.screen.paint(r, self.stack, self.focused, self.xray)
+                                    for r in todo) if not p.empty]
+        except ScreenGone as e:
+            print(f"nitpicker: a frame found no screen ({e}); waiting for fb", flush=True)
+            return False
+        self.out.show(done)
+        return True
 
-    def _push(self, r: Rect) -> None:
-        """Copy a painted rectangle into the fb session's buffer and refresh it there."""
-        stride, mv = self.screen.stride, self.screen.mv
-        if r.w == self.screen.width:
-            self.vm.write(self.fb.vaddr + r.y * stride, mv[r.y * stride:(r.y + r.h) * stride])
-        else:
-            n = r.w * 4
-            for y in range(r.y, r.y + r.h):
-                o = y * stride + r.x * 4
-                self.vm.write(self.fb.vaddr + o, mv[o:o + n])
-        self.fb.refresh(r.x, r.y, r.w, r.h)
+    def paint_later(self) -> None:
+        """What submit and flip left for after their answers: painted as one frame."""
+        later, self.later = self.later, []
+        if self.repaint([r for _, rects in later for r in rects]):
+            for s, _ in later:
+                s.shown += 1
 
     def repaint_all(self) -> None:
         if hasattr(self, "screen"):
@@ -237,6 +249,8 @@ class Nitpicker:
         b, s.buffer = s.buffer, None
         if b is None:
             return
+        self.pins.remove(b.addr)
+        self.later = [(o, r) for o, r in self.later if o is not s]
         for fn in (lambda: self.moe.detach(b.addr), lambda: self.moe.release(b.slot)):
             try:
                 fn()
@@ -269,6 +283,7 @@ class Nitpicker:
             raise RpcError("QUOTA", f"a {w}x{h} buffer needs {size} bytes; the quota of "
                                     f"session {s.name!r} is {s.quota}")
         self._free_buffer(s)
+        self.later = [(o, r) for o, r in self.later if o is not s]
         try:
             ds = self.moe.alloc(size)
         except RemoteError as e:
@@ -279,12 +294,13 @@ class Nitpicker:
             self.moe.release(ds.slot)
             raise RpcError("NO_MEMORY", f"attaching the buffer: {e.reason}") from None
         s.buffer = Buffer(ds.slot, addr, w, h)
+        self.pins.add(addr, size)
         self.repaint([v.rect for v in s.views.values()])
         return Reply({"width": w, "height": h, "stride": w * 4, "size": size},
                      [map_cap(ds.slot, Rights.INVOKE | Rights.GRANT)])
 
-    def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
-        s = self.session(call)
+    def _dirty(self, s: Session, x: int, y: int, w: int, h: int) -> list[Rect]:
+        """The screen rectangles a refresh of buffer rectangle (x, y, w, h) repaints."""
         if w < 1 or h < 1 or s.buffer is None:
             s.refused += 1
             raise RpcError("INVALID", f"refresh {x},{y} {w}x{h} of session {s.name!r}: "
@@ -292,14 +308,30 @@ class Nitpicker:
         s.refreshes += 1
         dirty = Rect(x, y, w, h).intersect(Rect(0, 0, s.buffer.width, s.buffer.height))
         if dirty.empty:
-            return
-        rects = []
-        for v in s.views.values():
-            # the buffer rectangle, in screen coordinates, clipped to the view
-            on = Rect(v.rect.x - v.buf_x + dirty.x, v.rect.y - v.buf_y + dirty.y, dirty.w,
-                      dirty.h).intersect(v.rect)
-            rects.append(on)
-        self.repaint(rects)
+            return []
+        # the buffer rectangle, in screen coordinates, clipped to each view
+        return [Rect(v.rect.x - v.buf_x + dirty.x, v.rect.y - v.buf_y + dirty.y, dirty.w,
+                     dirty.h).intersect(v.rect) for v in s.views.values()]
+
+    def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
+        s = self.session(call)
+        if self.repaint(self._dirty(s, x, y, w, h)):
+            s.shown += 1
+
+    def submit(self, call: Call, x: int, y: int, w: int, h: int) -> None:
+        s = self.session(call)
+        self.later.append((s, self._dirty(s, x, y, w, h)))
+
+    def flip(self, call: Call, view: int, buf_x: int, buf_y: int) -> None:
+        s = self.session(call)
+        v = s.view(view)
+        check_geometry(*v.rect, buf_x, buf_y)
+        if s.buffer is None:
+            s.refused += 1
+            raise RpcError("INVALID", f"flip of session {s.name!r}: it has no buffer")
+        v.buf_x, v.buf_y = buf_x, buf_y
+        s.refreshes += 1
+        self.later.append((s, [v.rect]))
 
     # -- views ------------------------------------------------------------------------------
     def view_create(self, call: Call, title: str) -> int:
@@ -363,7 +395,8 @@ class Nitpicker:
         b = s.buffer
         return {"views": sorted(s.views), "buffer": None if b is None else [b.width, b.height],
                 "focused": self.focused is s, "xray": self.xray, "dropped": s.dropped,
-                "refreshes": s.refreshes, "refused": s.refused, "name": s.name}
+                "refreshes": s.refreshes, "shown": s.shown, "refused": s.refused,
+                "name": s.name}
 
     def usage(self, call: Call) -> dict[str, Any]:
         self.sweep()
@@ -378,7 +411,8 @@ class Nitpicker:
                 "stack": [[v.session.label, v.id] for v in self.stack.views],
                 "opened": self.opened, "dropped": self.dropped, "denied": self.denied,
                 "kills": self.kills, "refused_kills": self.refused_kills,
-                "painted": self.screen.painted, "pointer": list(self.pointer)}
+                "painted": self.screen.painted, "pointer": list(self.pointer),
+                **self.out.usage()}
 
     # -- input ---------------------------------------------------------------------------------
     def on_irq(self, call: Call, body: dict[str, Any]) -> None:
@@ -489,21 +523,22 @@ class Nitpicker:
     def tick(self) -> None:
         """Every POLL_MS: dead clients, and whether fb and input are still there."""
         self.sweep()
-        try:
-            self.fb.stats()                          # an fb restart: reopened, repainted
-        except (RemoteError, L4Error, TimeoutError) as e:
-            print(f"nitpicker: fb: {e}", file=sys.stderr, flush=True)
+        self.out.check()                             # an fb restart: reopened, repainted
         if self.input is not None:
             self.input._check_alive()      # the client library's own check: stats, reopen
 
     def serve(self) -> None:
-        while True:
+        due = time.monotonic() + POLL_MS / 1000      # kept across returns: a client that
+        while True:                                  # submits all the time delays no tick
             self.rewindow = False
-            due = time.monotonic() + POLL_MS / 1000
             NITPICKER.serve(self.l4, self, window=(self.recv_slot, 1), timeout=POLL_MS,
-                            until=lambda: self.rewindow or time.monotonic() >= due)
+                            until=lambda: self.rewindow or bool(self.later)
+                            or time.monotonic() >= due)
+            if self.later:                           # answered already: paint now
+                self.paint_later()
             if time.monotonic() >= due:
                 self.tick()
+                due = time.monotonic() + POLL_MS / 1000
 
 
 def main(l4: L4, *policy: str) -> int:

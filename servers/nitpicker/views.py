@@ -77,7 +77,8 @@ class Session:
     views: dict[int, View] = field(default_factory=dict)
     events: deque[list[int]] = field(default_factory=lambda: deque(maxlen=QUEUE))
     dropped: int = 0
-    refreshes: int = 0
+    refreshes: int = 0           # refresh, submit, flip requests accepted
+    shown: int = 0               # ... whose pixels reached the screen
     refused: int = 0
     next_view: int = 1
 

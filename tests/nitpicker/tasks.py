@@ -1,9 +1,11 @@
 """Nitpicker clients for tests/nitpicker (real booted images).
 
-    painter(l4, name, colour, x, y, w, h)
+    painter(l4, name, colour, x, y, w, h, how="refresh")
         a session (capability "gui"), a w x h buffer filled with `colour` (a 10-pixel white
-        square at its top left corner, under the label bar), one view at x, y; logs every
-        event it receives ("NP-EVENT kind view code value x y") and redraws after a restart
+        square at its bottom left corner), one view at x, y; logs every event it receives
+        ("NP-EVENT kind view code value x y") and redraws after a restart. `how` it shows
+        its pixels: "refresh" (waits for the screen), "submit" (refresh and continue) or
+        "flip" (a buffer of two frames: it draws the lower one and flips the view to it)
     probe(l4)
         malformed commands, each answer logged: "NP probe {...}"
     hog(l4)
@@ -31,19 +33,26 @@ def _colour(text: str) -> tuple[int, int, int]:
     return r, g, b
 
 
-def painter(l4: L4, title: str, colour: str, x: str, y: str, w: str, h: str) -> int:
+def painter(l4: L4, title: str, colour: str, x: str, y: str, w: str, h: str,
+            how: str = "refresh") -> int:
     c = _colour(colour)
     W, H = int(w), int(h)
+    top = H if how == "flip" else 0             # where the frame shown is drawn
 
     def draw(gui: GuiSession) -> None:
-        gui.fill(0, 0, W, H, c)
-        gui.fill(0, H - 10, 10, 10, (255, 255, 255))
-        gui.refresh()
+        gui.fill(0, top, W, H, c)
+        gui.fill(0, top + H - 10, 10, 10, (255, 255, 255))
+        if how == "flip":
+            gui.views[0].flip(0, top)
+        elif how == "submit":
+            gui.submit()
+        else:
+            gui.refresh()
     gui = GuiSession(l4, on_reopen=lambda g: (draw(g), log("reopened", g.reopened)))
-    gui.buffer(W, H)
-    draw(gui)
+    gui.buffer(W, top + H)
     v = gui.view(title)
     v.geometry(int(x), int(y), W, H)
+    draw(gui)
     log("drawn", {"label": gui.info["name"], "screen": [gui.width, gui.height]})
     while True:
         for ev in gui.wait(500):
@@ -71,6 +80,9 @@ def probe(l4: L4) -> int:
         "stack_self": _answer(lambda: s.view_stack(v.id, "above", v.id)),
         "long_title": _answer(lambda: s.view_title(v.id, "x" * 500)),
         "empty_refresh": _answer(lambda: s.refresh(0, 0, 0, 5)),
+        "empty_submit": _answer(lambda: s.submit(0, 0, 5, -1)),
+        "flip_unknown": _answer(lambda: s.flip(9999, 0, 0)),
+        "flip_huge": _answer(lambda: s.flip(v.id, 10 ** 9, 0)),
         "huge_buffer": _answer(lambda: s.buffer(100000, 100000, _window=(3702, 1))),
         "quota": _answer(lambda: s.buffer(1024, 1024, _window=(3702, 1))),
         "destroy_twice": _answer(lambda: (s.view_destroy(v.id), s.view_destroy(v.id))),

@@ -37,7 +37,8 @@ def gui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     rd = str(tmp / "run")
     os.makedirs(rd)
     shm_before = set(os.listdir("/dev/shm"))
-    l4run("boot", IMAGE, "--detach", "--run-dir", rd)
+    # a loaded host boots slowly: up to 120 s
+    l4run("boot", IMAGE, "--detach", "--timeout", "120", "--run-dir", rd, timeout=180)
     pids = system_pids(rd)
     try:
         for task, line in (("terminal", "terminal: 80x30"), ("clock", "clock: at"),

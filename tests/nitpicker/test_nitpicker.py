@@ -1,10 +1,12 @@
 """Nitpicker in a real booted image, judged by the HAL's screen, the clients' logs and its own.
 
 The image (tests/nitpicker/image.toml): the HAL with fb0 (640x480) and input0, the fb and
-input device servers (Nitpicker their only client), Nitpicker (policy: 1 alpha, 2 beta,
+input device servers (Nitpicker their only client; the fb server maps it the scan-out
+memory, `direct=1`, so Nitpicker composes straight into the screen), Nitpicker (policy: 1 alpha, 2 beta,
 3 probe with a 64 KiB quota, 4 gamma; kill mode may end gamma only), and the clients of
-tests/nitpicker/tasks.py: painters alpha (red, at 40,40), beta (green, at 200,120, in front
-of... behind alpha), gamma (blue, at 400,300, never restarted) and the probe of malformed
+tests/nitpicker/tasks.py: painters alpha (red, at 40,40; refresh), beta (green, at 200,120,
+behind alpha; submit, refresh and continue), gamma (blue, at 400,300, never restarted;
+flip, a double buffer) and the probe of malformed
 commands. Input is injected at the HAL with `l4run input`; what is on the screen is read
 with `l4run screenshot`. `l4run down` must leave nothing behind.
 """
@@ -76,7 +78,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     rd = str(tmp / "run")
     os.makedirs(rd)
     shm_before = set(os.listdir("/dev/shm"))
-    l4run("boot", IMAGE, "--detach", "--run-dir", rd)
+    # a loaded host boots slowly: up to 120 s
+    l4run("boot", IMAGE, "--detach", "--timeout", "120", "--run-dir", rd, timeout=180)
     pids = system_pids(rd)
     try:
         for t in ("alpha", "beta", "gamma"):
@@ -92,6 +95,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 def test_views_show_their_buffers_under_nitpickers_labels(system: dict[str, Any]) -> None:
     rd, tmp = system["rd"], system["tmp"]
     assert np_line(rd, "alpha", "drawn") == {"label": "alpha", "screen": [640, 480]}
+    assert "composing straight into the scan-out memory" in log_of(rd, "nitpicker")
     img = wait_pixel(rd, tmp, (500, 400), BLUE, "gamma's view")
     assert img.getpixel((100, 100)) == RED                 # alpha's view
     assert img.getpixel((400, 250)) == GREEN               # beta's, where alpha does not cover
@@ -110,7 +114,8 @@ def test_malformed_commands_are_refused_and_others_unaffected(system: dict[str, 
     assert np_line(rd, "probe", "probe") == {
         "negative": "INVALID", "huge": "INVALID", "unknown_view": "NO_VIEW",
         "bad_stack": "INVALID", "stack_self": "INVALID", "long_title": "INVALID",
-        "empty_refresh": "INVALID", "huge_buffer": "INVALID", "quota": "QUOTA",
+        "empty_refresh": "INVALID", "empty_submit": "INVALID", "flip_unknown": "NO_VIEW",
+        "flip_huge": "INVALID", "huge_buffer": "INVALID", "quota": "QUOTA",
         "destroy_twice": "NO_VIEW", "end_client": "DENIED"}
     img = screen(rd, tmp)
     assert img.getpixel((100, 100)) == RED and img.getpixel((500, 400)) == BLUE
@@ -181,6 +186,8 @@ def test_fb_and_input_restarted_nitpicker_reopens_and_repaints(system: dict[str,
     l4run("kill", "fb", "--run-dir", rd)
     l4run("kill", "input", "--run-dir", rd)
     wait_pixel(rd, tmp, (100, 100), RED, "the screen repainted on the new fb server")
+    # the new fb server's scan-out memory was mapped to Nitpicker again
+    assert log_of(rd, "nitpicker").count("composing straight into the scan-out memory") >= 2
     b0 = len(events(rd, "beta"))
 
     def typed() -> bool:                  # until the new input server delivers to Nitpicker

@@ -1,0 +1,162 @@
+"""Memory Nitpicker composes from and into in bulk: zero-copy views, held across a whole paint.
+
+    pins = Pins(vm)
+    pins.add(vaddr, size, writable)          # a client buffer, or the scan-out memory
+    pins.remove(vaddr)
+    with pins.held():                        # every region's views valid until the end
+        pins.read_into(vaddr, dst)           # bytes of a region into dst (a memoryview)
+        pins.view(vaddr)                     # the region as one memoryview (contiguous only)
+
+Why: a copy through the VM (`VM.read_into`, `VM.write`) walks the TLB page by page; a
+full-screen frame is 768 pages, twice per frame (the client's buffer, the screen). Here each
+region is walked once into its physically contiguous runs (memoryviews of our RAM view),
+and a paint copies with memoryview slice assignments: one per run and row run.
+
+Contract (kernel/user/vm.py): a view of our address space is valid only until the next TLB
+shootdown is acknowledged. `held()` checks the epoch on entry (rebuilding every region's
+runs if it moved: a frame we lost faults there, `PageFault`, before anything is touched)
+and then defers the acknowledgement for its duration, as the VM's own accesses do
+(`in_access`): the kernel waits up to SHOOTDOWN_MS for it, a paint takes milliseconds.
+Inside `held()` nothing may call the VM (its own accesses would end the deferral early).
+A region whose frames are gone is empty from the rebuild on: a buffer reads as nothing (the
+screen keeps what was there), and a writable one (the scan-out memory: the fb server died)
+raises `PageFault` naming it; the caller removes it.
+
+Ownership: Nitpicker's main thread (the one of its VM).
+"""
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from kernel.abi import MemRights
+from kernel.user.vm import VM, PageFault
+
+_WORD = struct.Struct("<Q")
+_R, _RW = int(MemRights.R), int(MemRights.RW)      # ints, as the VM's walk takes them
+
+
+class Region:
+    """[vaddr, vaddr+size) of ours as runs: starts (offsets into the region) and views."""
+
+    def __init__(self, vaddr: int, size: int, writable: bool) -> None:
+        self.vaddr, self.size, self.writable = vaddr, size, writable
+        self.starts: list[int] = []
+        self.views: list[memoryview] = []
+
+    def build(self, vm: VM) -> None:
+        runs: list[tuple[int, int, int]] = []
+
+        def run(off: int, pos: int, n: int) -> None:
+            if runs and runs[-1][1] + runs[-1][2] == off:        # physically adjacent
+                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + n)
+            else:
+                runs.append((pos, off, n))
+        vm._walk(self.vaddr, self.size, _RW if self.writable else _R, 0, run)
+        self.starts = [pos for pos, _, _ in runs]
+        self.views = [vm.ram[off:off + n] for _, off, n in runs]
+
+    def release(self) -> None:
+        for v in self.views:
+            v.release()
+        self.starts, self.views = [], []
+
+    def read_into(self, off: int, dst: memoryview) -> None:
+        n, pos = len(dst), 0
+        i = bisect_right(self.starts, off) - 1
+        while pos < n:
+            o = off + pos - self.starts[i]
+            run = self.views[i]
+            k = min(n - pos, len(run) - o)
+            dst[pos:pos + k] = run[o:o + k]
+            pos += k
+            i += 1
+
+
+class Pins:
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        self.regions: dict[int, Region] = {}       # by vaddr
+        self.epoch = -1                            # the VM epoch the runs were built under
+        self.depth = 0
+
+    def add(self, vaddr: int, size: int, writable: bool = False) -> None:
+        self.remove(vaddr)
+        self.regions[vaddr] = Region(vaddr, size, writable)
+        self.epoch = -1                            # build it at the next held()
+
+    def remove(self, vaddr: int) -> None:
+        r = self.regions.pop(vaddr, None)
+        if r is not None:
+            r.release()
+
+    def _moved(self) -> bool:
+        vm: Any = self.vm
+        return bool(_WORD.unpack_from(vm.mm, vm._epoch_at)[0] != vm.seen or vm.seen != self.epoch)
+
+    def _rebuild(self) -> None:
+        vm: Any = self.vm
+        vm._sync()                                 # acknowledge what moved (drops the TLB)
+        lost = []
+        for r in list(self.regions.values()):
+            r.release()
+            try:
+                r.build(self.vm)
+            except PageFault:
+                r.release()                        # gone: read as nothing from now on
+                if r.writable:
+                    lost.append(r.vaddr)
+        self.epoch = vm.seen
+        if lost:
+            raise PageFault(f"pinned memory gone at {', '.join(hex(v) for v in lost)}")
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.depth:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+            return
+        vm: Any = self.vm
+        vm.in_access = True                        # a shootdown signal waits for us now
+        try:
+            while self._moved():
+                vm.in_access = False
+                self._rebuild()
+                vm.in_access = True
+            self.depth = 1
+            yield
+        finally:
+            self.depth = 0
+            vm.in_access = False
+            if vm.pending:
+                vm.pending = False
+                vm._sync()
+
+    def region(self, vaddr: int) -> Region:
+        r = self.regions.get(vaddr)
+        if r is None:
+            for r in self.regions.values():
+                if r.vaddr <= vaddr < r.vaddr + r.size:
+                    return r
+            raise KeyError(f"no pinned region holds {vaddr:#x}")
+        return r
+
+    def read_into(self, vaddr: int, dst: memoryview) -> None:
+        """Inside held(): len(dst) bytes from vaddr (one region) into dst."""
+        assert self.depth, "read_into outside held()"
+        r = self.region(vaddr)
+        if r.views:
+            r.read_into(vaddr - r.vaddr, dst)
+
+    def view(self, vaddr: int) -> memoryview:
+        """Inside held(): the region at vaddr as one memoryview (it must be one run)."""
+        assert self.depth, "view outside held()"
+        r = self.regions[vaddr]
+        if len(r.views) != 1:
+            raise PageFault(f"{vaddr:#x}+{r.size:#x} is not backed by contiguous frames")
+        return r.views[0]
