@@ -17,7 +17,8 @@ compares every answer.
 
 Two implementations, one semantics:
 - **compiled** (`_fastpath.pyx`, built by `pip install -e .` when Cython and a C compiler are
-  there): the transport hands a readable port to `compiled.drain`, which receives each
+  there): the event loop polls through `compiled.poll`, which drains ready ports itself and
+  polls again until something else is ready or a timer is due; `compiled.drain` receives each
   message through libzmq's C API, reads the request header with an inline msgpack reader,
   and serves a call to a waiting receiver (or blocks it in the receiver's queue), a
   reply_and_wait answering a live caller, and the receive that follows (a queued sender
