@@ -2,7 +2,8 @@
 
 The server (a task, `servers.nitpicker.server:main`):
 - protocol.py   NITPICKER: sessions, buffers, views, refresh, events (declared once)
-- server.py     the task: policy, sessions, input routing, secure keys, the serve loop
+- server.py     the task: policy, sessions, buffers, views, painting, the serve loop
+- routing.py    input routing: secure keys (X-ray, kill mode), focus by click, events
 - views.py      the model: sessions, views, the stacking order, geometry checks
 - compose.py    the painter: a screen rectangle from the views, labels, X-ray
 - output.py     where the screen goes: the scan-out memory itself (the fb server's direct

@@ -31,8 +31,8 @@ Design (Feske & Helmuth, ACSAC 2005):
   draws its next frame while Nitpicker shows the last one. Every request is painted, none
   is merged away: a session's `shown` counts the refreshes whose pixels reached the screen.
 - Input comes from Nitpicker's input session (its ring IRQ arrives in this serve loop as
-  Proto.IRQ). Two secure keys never reach a client: XRAY_KEY toggles X-ray mode, KILL_KEY
-  arms kill mode (the next click ends the clicked session's task, if the policy lists its
+  Proto.IRQ; routing.py routes it). Two secure keys never reach a client: XRAY_KEY
+  toggles X-ray mode, KILL_KEY arms kill mode (the next click ends the clicked session's task, if the policy lists its
   label: Nitpicker asks the launcher through its `launcher` capability). A click focuses
   the session of the view under the pointer; keys go to the focused session only; pointer
   events to the view under the pointer, or to the view a held button was pressed on.
@@ -56,23 +56,18 @@ from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import Call, RemoteError, Reply, RpcError
 from kernel.user.vm import VM
-from servers.input.client import IRQ_LABEL, InputSession
+from servers.input.client import InputSession
 from servers.moe.client import MoeSession
 
 from .compose import LABEL_H, Screen, union_rects
-from .kill import end_task
 from .output import Output, ScreenGone
 from .pinned import Pins
-from .protocol import (BTN_LEFT, BTN_MIDDLE, BTN_RIGHT, BUTTON, FOCUS, KEY, MAX_SIDE, MAX_VIEWS,
-                       MOTION, NITPICKER, STACK)
+from .protocol import MAX_SIDE, MAX_VIEWS, NITPICKER, STACK
+from .routing import Routing
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
 
 DEFAULT_QUOTA = 4 << 20
 POLL_MS = 500
-XRAY_KEY = 88                    # F12: the secure attention key (X-ray on / off)
-KILL_KEY = 87                    # F11: kill mode (the next click ends the clicked task)
-EV_SYN, EV_KEY, EV_ABS = 0, 1, 3
-BUTTONS = (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE)
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
 INPUT_VADDR = 0x23_0000_0000
@@ -111,7 +106,7 @@ def parse_policy(entries: tuple[str, ...] | list[str]) -> Policy:
     return out
 
 
-class Nitpicker:
+class Nitpicker(Routing):
     """NITPICKER's implementation, the input router and the screen. Main thread only."""
 
     def __init__(self, l4: L4, policy: Policy) -> None:
@@ -413,111 +408,6 @@ class Nitpicker:
                 "kills": self.kills, "refused_kills": self.refused_kills,
                 "painted": self.screen.painted, "pointer": list(self.pointer),
                 **self.out.usage()}
-
-    # -- input ---------------------------------------------------------------------------------
-    def on_irq(self, call: Call, body: dict[str, Any]) -> None:
-        if self.input is None or call.label != IRQ_LABEL:
-            return
-        woken: set[Session] = set()
-        for ev in self.input.drain():
-            self._event(ev.type, ev.code, ev.value, ev.time_us, woken)
-        for s in woken:
-            try:
-                self.l4.irq_trigger(s.irq)
-            except L4Error:
-                pass
-
-    def _event(self, t: int, code: int, value: int, us: int, woken: set[Session]) -> None:
-        if t == EV_ABS and code in (0, 1):
-            x, y = self.pointer
-            self.pointer = (value, y) if code == 0 else (x, value)
-            self.moved = True
-        elif t == EV_SYN and self.moved:
-            self.moved = False
-            target = self.grab if self.buttons and self.grab else self.stack.at(*self.pointer)
-            if target is not None:
-                self._deliver(target, MOTION, 0, 0, us, woken)
-        elif t == EV_KEY and code in BUTTONS:
-            self._button(code, value, us, woken)
-        elif t == EV_KEY:
-            self._key(code, value, us, woken)
-
-    def _deliver(self, v: View, kind: int, code: int, value: int, us: int,
-                 woken: set[Session]) -> None:
-        px, py = self.pointer
-        v.session.queue([kind, v.id, code, value, px - v.rect.x, py - v.rect.y, us])
-        woken.add(v.session)
-
-    def _key(self, code: int, value: int, us: int, woken: set[Session]) -> None:
-        if code in (XRAY_KEY, KILL_KEY):             # secure keys: no client sees them
-            if value == 1 and code == XRAY_KEY:
-                self.xray = not self.xray
-                print(f"nitpicker: X-ray mode {'on' if self.xray else 'off'}", flush=True)
-                self.repaint_all()
-            elif value == 1:
-                self.kill_mode = not self.kill_mode
-                print(f"nitpicker: kill mode {'armed' if self.kill_mode else 'off'}",
-                      flush=True)
-            return
-        s = self.focused
-        if s is None:
-            return
-        focus_view = min(s.views) if s.views else 0
-        s.queue([KEY, focus_view, code, value, 0, 0, us])
-        woken.add(s)
-
-    def _button(self, code: int, value: int, us: int, woken: set[Session]) -> None:
-        if value == 0:
-            self.buttons.discard(code)
-            if code in self.swallow:
-                self.swallow.discard(code)
-                return
-            target = self.grab or self.stack.at(*self.pointer)
-            if target is not None:
-                self._deliver(target, BUTTON, code, 0, us, woken)
-            if not self.buttons:
-                self.grab = None
-            return
-        self.buttons.add(code)
-        v = self.stack.at(*self.pointer)
-        if self.kill_mode:
-            self.kill_mode = False
-            self.swallow.add(code)
-            if v is not None:
-                self.kill(v.session)
-            return
-        if v is None:
-            return
-        if self.focused is not v.session:
-            self._focus(v.session, us, woken)
-        if self.grab is None:
-            self.grab = v
-        self._deliver(v, BUTTON, code, 1, us, woken)
-
-    def _focus(self, s: Session, us: int, woken: set[Session]) -> None:
-        old, self.focused = self.focused, s
-        for sess, gained in ((old, 0), (s, 1)):
-            if sess is not None:
-                sess.queue([FOCUS, 0, 0, gained, 0, 0, us])
-                woken.add(sess)
-        dirty = [Rect(v.rect.x, v.rect.y, v.rect.w, min(v.rect.h, LABEL_H))
-                 for sess in (old, s) if sess is not None for v in sess.views.values()]
-        if self.xray:
-            dirty = [v.rect for sess in (old, s) if sess is not None
-                     for v in sess.views.values()]
-        self.repaint(dirty)
-
-    def kill(self, s: Session) -> None:
-        """Kill mode's click: ask the launcher to end the session's task, if the policy lets."""
-        if s.label not in self.policy.killable:
-            self.refused_kills += 1
-            print(f"nitpicker: kill mode: the policy does not let session {s.name!r} "
-                  f"(label {s.label}) be ended", flush=True)
-            return
-        why = end_task(self.l4, s.label)
-        self.kills += why is None
-        print(f"nitpicker: kill mode: session {s.name!r} (label {s.label}) "
-              + ("ended" if why is None else f"not ended: {why}"), flush=True)
 
     # -- the loop ------------------------------------------------------------------------------
     def tick(self) -> None:
