@@ -22,10 +22,10 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `faults`      the chaos fault table: IPC faults injected on chosen gates (FAULT)
   - `linux`       L⁴Linux processes: seccomp listeners taken from host processes, each
                   trapped system call a call to the task's handler; their memory (LINUX_*)
-  - `hybrid`      hybrid processes: a Linux process's L4 calls, made as its task's thread
   - `fastpath`    the common call / reply_and_wait done inline, same semantics; compiled
                   (`_fastpath.pyx`, built by the install when it can be) or in Python
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
+  - `hybrid`      hybrid processes: a Linux process's L4 calls, made as its task's thread
   - `alien`       alien threads: each call reported to the handler before and after it runs
   - `transport`   the process: ports (ZeroMQ), HELLO, death detection, the event loop, `main`
 - `kernel.user`   the task library: what servers, the HAL and the launcher import

@@ -37,7 +37,7 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import ipc, syscalls
+from . import ipc, linux, syscalls
 from ..abi import (LINUX_L4_MSG, MAX_PAYLOAD, SLOT_THREAD, AbiError, CallArgs, Err,
                    GateBindArgs, LinuxL4, LinuxL4Done, LinuxVerdict, ObjType, ReplyArgs,
                    ReplyWaitArgs, Rights, Sys, WaitArgs, decode_answer, decode_request,
@@ -73,7 +73,6 @@ def _state(proc: "Proc") -> Hybrid:
 
 def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int, ...]) -> None:
     """The handler allowed trapped call `nid` (a `LinuxL4` number) of `proc`: make it."""
-    from .linux import _mem_fd
     hy = _state(proc)
     th = proc.task.threads[0] if proc.task.threads else None
     sysno = _CALLS.get(LinuxL4(nr)) if nr in _CALLS else None
@@ -84,7 +83,7 @@ def start(k: "State", proc: "Proc", nid: int, tid: int, nr: int, args: tuple[int
         _done(k, proc, nid, tid, nr, Err.BUSY, -errno.EBUSY)
         return
     try:
-        fd = _mem_fd(proc)
+        fd = linux._mem_fd(proc)
         desc = _read(fd, args[1], LINUX_L4_MSG.size)
         snd, snd_len, rcv, rcv_max, proto, timeout, *_ = LINUX_L4_MSG.unpack(desc)
         if snd_len > MAX_PAYLOAD:
@@ -138,7 +137,6 @@ def _errno(e: AbiError) -> int:
 def _answered(k: "State", proc: "Proc", nid: int, tid: int, nr: int, th: Thread, sysno: Sys,
               where: tuple[int, int, int], header: bytes, payload: bytes | None) -> None:
     """The L4 call's answer (caught before the wire): back into the process's memory."""
-    from .linux import _mem_fd
     th.busy = False
     hy = _state(proc)
     hy.busy = False
@@ -154,7 +152,7 @@ def _answered(k: "State", proc: "Proc", nid: int, tid: int, nr: int, th: Thread,
         label, rproto, hy.reply = value.label, value.proto, value.reply
     result = 0 if err == Err.OK else -ERRNO.get(err, errno.EIO)
     try:
-        fd = _mem_fd(proc)
+        fd = linux._mem_fd(proc)
         if data and rcv_max:
             os.pwrite(fd, data[:rcv_max], rcv)
         out = LINUX_L4_MSG.pack(0, 0, 0, 0, rproto, 0, len(data), label, int(err))
@@ -167,7 +165,6 @@ def _answered(k: "State", proc: "Proc", nid: int, tid: int, nr: int, th: Thread,
 
 def _done(k: "State", proc: "Proc", nid: int, tid: int, nr: int, err: Err, value: int) -> None:
     """Tell the handler the call is complete; its RETURN answers the trapped call."""
-    from .linux import _send
     task = proc.task
     handler = task.threads[0].handler if task.threads else None
 
@@ -175,7 +172,7 @@ def _done(k: "State", proc: "Proc", nid: int, tid: int, nr: int, err: Err, value
         if nid in proc.pending:
             proc.pending.discard(nid)
             k.linux.stats["linux_answers"] += 1
-            _send(proc.listener.fd, nid, v, 0)
+            linux._send(proc.listener.fd, nid, v, 0)
 
     def verdict(proto: int, payload: bytes | None) -> None:
         try:
@@ -189,3 +186,6 @@ def _done(k: "State", proc: "Proc", nid: int, tid: int, nr: int, err: Err, value
     msg = LinuxL4Done(task.name, task.id, proc.slot, proc.pid, tid, nr, int(err), value)
     prio = task.threads[0].priority if task.threads else 100
     ipc.kernel_send(k, handler, msg, prio, verdict, lambda _e, _r: answer(value))
+
+
+linux.L4_START = start

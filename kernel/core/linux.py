@@ -48,15 +48,20 @@ import os
 import select
 import signal
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from . import faults, hybrid, ipc, lifecycle, trace
+from . import faults, ipc, lifecycle, trace
 from ..abi import (LINUX_MEM_MAX, LINUX_USER_TOP, AbiError, Err, LinuxSyscall, LinuxVerdict,
                    ObjType, Rights, unpack)
 from .objects import Gate, Task
 
 if TYPE_CHECKING:
     from .state import State
+    from . import hybrid
+
+# Hybrid calls (LinuxVerdict.L4) are made by kernel/core/hybrid.py, a later layer that
+# sets this when it is imported (the transport imports it): start(k, proc, nid, tid, nr, args).
+L4_START: "Callable[[State, Proc, int, int, int, tuple[int, ...]], None] | None" = None
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -353,8 +358,11 @@ def _report(k: "State", proc: Proc, nid: int, tid: int, nr: int, args: tuple[int
         if nid not in proc.pending:
             return
         if proto == LinuxVerdict.L4:         # a hybrid call: answered when it completes
-            hybrid.start(k, proc, nid, tid, nr, args)
-            return
+            if L4_START is not None:
+                L4_START(k, proc, nid, tid, nr, args)
+                return
+            proto = LinuxVerdict.RETURN      # no hybrid layer: the call answers ENOSYS
+            payload = None
         proc.pending.discard(nid)
         lx.stats["linux_answers"] += 1
         if proto == LinuxVerdict.CONTINUE:

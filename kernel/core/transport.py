@@ -43,6 +43,7 @@ import zmq
 import zmq.backend
 
 from . import alien, faults, fastpath, ipc, lifecycle, linux, memory, syscalls
+from . import hybrid  # noqa: F401  (its import sets linux.L4_START: hybrid calls are made)
 from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, decode_request,
                    encode_error, encode_ok)
 from ..osutil import peer_cred
