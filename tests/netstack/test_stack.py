@@ -46,7 +46,9 @@ def _serve_once(stack: Stack, port: int, data: bytes) -> threading.Thread:
     lsock.listen()
 
     def run() -> None:
-        conn, _ = lsock.accept(timeout=10)
+        # Generous: on the lossy wire the client's ARP and SYN may need retries at 1, 2, 4 s
+        # (RTO_INIT, doubled), and the server's SYN-ACK too, before the handshake completes.
+        conn, _ = lsock.accept(timeout=60)
         with conn:
             conn.sendall(data, timeout=60)
             conn.drain(timeout=60)
@@ -59,7 +61,7 @@ def _serve_once(stack: Stack, port: int, data: bytes) -> threading.Thread:
 def _download(stack: Stack, addr: str, port: int) -> bytes:
     got = bytearray()
     with stack.tcp() as c:
-        c.connect((addr, port), timeout=10)
+        c.connect((addr, port), timeout=60)
         while True:
             d = c.recv(1 << 20, timeout=30)
             if not d:
