@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 from kernel.user.client import L4
+from .bench_dde_nic import booted, wait_line
 
 REQ = 64 * 1024
 DEPTH = 16
@@ -179,31 +178,9 @@ def raw_driver(l4: L4, total: str, rounds: str) -> int:
 
 # -- the harness ------------------------------------------------------------------------------
 def _boot_and_read(tasks: str, size: str, say: Callable[[str], None], timeout: float = 240) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-dde-") as tmp:
-        rd = os.path.join(tmp, "run")
-        os.makedirs(rd)
-        image = os.path.join(tmp, "image.toml")
-        with open(image, "w") as f:
-            f.write(IMAGE.format(size=size, tasks=tasks))
-        l4run = [sys.executable, "-m", "launcher"]
-        p = subprocess.run(l4run + ["boot", image, "--detach", "--run-dir", rd],
-                           capture_output=True, text=True, timeout=120)
-        if p.returncode:
-            raise RuntimeError(f"boot failed:\n{p.stdout}\n{p.stderr}")
-        log = os.path.join(rd, "logs", "bench.log")
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                text = open(log, errors="replace").read() if os.path.exists(log) else ""
-                line = next((ln for ln in text.splitlines() if ln.startswith(RESULT)), None)
-                if line is not None:
-                    return dict(json.loads(line[len(RESULT):]))
-                if "Traceback" in text:
-                    raise RuntimeError(f"bench task failed:\n{text[-2000:]}")
-                time.sleep(0.2)
-            raise TimeoutError(f"no result in {timeout} s")
-        finally:
-            subprocess.run(l4run + ["down", "--run-dir", rd], capture_output=True, timeout=120)
+    with booted(IMAGE.format(size=size, tasks=tasks), "dde") as (_, rd):
+        line = wait_line(os.path.join(rd, "logs", "bench.log"), RESULT, timeout)
+        return dict(json.loads(line[len(RESULT):]))
 
 
 def run_block(total: int = TOTAL, rounds: int = ROUNDS,

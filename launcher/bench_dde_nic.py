@@ -211,10 +211,11 @@ def run_nic(duration: float = 3.0) -> dict[str, Any]:
 
 
 @contextmanager
-def booted(image: str, tag: str) -> Iterator[tuple[list[str], str]]:
+def booted(image: str, tag: str, boot_timeout: float | None = None) -> Iterator[tuple[list[str], str]]:
     """Boot the image text `image` from a temporary directory (l4py-bench-`tag`-*); yields the
     l4run command and the run directory; the system is taken down and the directory removed
-    on the way out, whatever happened."""
+    on the way out, whatever happened — a boot that failed or timed out too (it may have
+    started tasks). `boot_timeout`: `l4run boot --timeout` (seconds for every task to run)."""
     from kernel.user.testing import PROJECT_ROOT
     with tempfile.TemporaryDirectory(prefix=f"l4py-bench-{tag}-") as tmp:
         rd = os.path.join(tmp, "run")
@@ -223,13 +224,32 @@ def booted(image: str, tag: str) -> Iterator[tuple[list[str], str]]:
         with open(path, "w") as f:
             f.write(image)
         l4run = [sys.executable, "-m", "launcher"]
-        subprocess.run([*l4run, "boot", path, "--detach", "--run-dir", rd], cwd=PROJECT_ROOT,
-                       check=True, capture_output=True, timeout=120)
+        wait = ["--timeout", f"{boot_timeout:g}"] if boot_timeout else []
         try:
+            p = subprocess.run([*l4run, "boot", path, "--detach", *wait, "--run-dir", rd],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=(boot_timeout or 60) + 60)
+            if p.returncode:
+                raise RuntimeError(f"boot failed:\n{p.stdout}\n{p.stderr}")
             yield l4run, rd
         finally:
             subprocess.run([*l4run, "down", "--run-dir", rd], cwd=PROJECT_ROOT,
                            capture_output=True, timeout=120)
+
+
+def wait_line(log: str, prefix: str, timeout: float) -> str:
+    """The first line of the bench task's `log` that starts with `prefix`, once it is there;
+    RuntimeError if the log shows a traceback first, TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = open(log, errors="replace").read() if os.path.exists(log) else ""
+        line = next((ln for ln in text.splitlines() if ln.startswith(prefix)), None)
+        if line is not None:
+            return line
+        if "Traceback" in text:
+            raise RuntimeError(f"bench task failed:\n{text[-2000:]}")
+        time.sleep(0.1)
+    raise TimeoutError(f"no {prefix.strip()} line in {log} within {timeout:g} s")
 
 
 def wait_record(log: str, prefix: str, timeout: float) -> dict[str, Any]:

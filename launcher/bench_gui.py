@@ -62,13 +62,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 from kernel.user.client import L4
+from .bench_dde_nic import booted, wait_line
 
 W, H = 1024, 768
 FRAMES = 60
@@ -247,35 +246,12 @@ def direct_driver(l4: L4, frames: str, rounds: str) -> int:
 
 # -- the harness ------------------------------------------------------------------------------------
 def _wait_line(rd: str, prefix: str, timeout: float) -> str:
-    log = os.path.join(rd, "logs", "bench.log")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = open(log, errors="replace").read() if os.path.exists(log) else ""
-        line = next((ln for ln in text.splitlines() if ln.startswith(prefix)), None)
-        if line is not None:
-            return line
-        if "Traceback" in text:
-            raise RuntimeError(f"bench task failed:\n{text[-2000:]}")
-        time.sleep(0.1)
-    raise TimeoutError(f"no {prefix.strip()} line in {timeout} s")
+    return wait_line(os.path.join(rd, "logs", "bench.log"), prefix, timeout)
 
 
 def _booted(tasks: str, body: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-gui-") as tmp:
-        rd = os.path.join(tmp, "run")
-        os.makedirs(rd)
-        image = os.path.join(tmp, "image.toml")
-        with open(image, "w") as f:
-            f.write(IMAGE.format(tasks=tasks))
-        l4run = [sys.executable, "-m", "launcher"]
-        p = subprocess.run(l4run + ["boot", image, "--detach", "--timeout", "120", "--run-dir", rd],
-                           capture_output=True, text=True, timeout=180)
-        if p.returncode:
-            raise RuntimeError(f"boot failed:\n{p.stdout}\n{p.stderr}")
-        try:
-            return body(rd)
-        finally:
-            subprocess.run(l4run + ["down", "--run-dir", rd], capture_output=True, timeout=120)
+    with booted(IMAGE.format(tasks=tasks), "gui", boot_timeout=120) as (_, rd):
+        return body(rd)
 
 
 def _percentile(xs: list[float], q: float) -> float:
