@@ -59,6 +59,13 @@ class Booted(_Controlled):
             self.la.boot(timeout=30)
             assert self.la.root is not None and self.la.kernel is not None
             self.kernel_pid = self.la.kernel.pid
+            # The root L4 thread belongs to the launcher's loop (started below): the L4
+            # threads of probes and callers are made through a thread of our own, made now.
+            from kernel.user.client import L4
+            made = self.la.root.create_thread()
+            self._maker = L4(self.la.kernel_sock, made.secret, ctx=self.la.root.ctx)
+            self._maker_lock = threading.Lock()
+            self._threads.append(self._maker)
             self.ctl = self.thread()
             self._gates()
         except BaseException:
@@ -81,10 +88,13 @@ class Booted(_Controlled):
                              if any(lb != PROBE_LABEL for lb in s.gates)}
 
     def thread(self) -> Any:
-        """A new L4 thread of the root task (one per OS thread that makes calls)."""
+        """A new L4 thread of the root task (one per OS thread that makes calls). Made by
+        our own maker thread, never the root thread: the launcher's loop uses that one, and
+        two OS threads on one L4 connection would take each other's answers."""
         from kernel.user.client import L4
         assert self.la.root is not None
-        new = self.la.root.create_thread()
+        with self._maker_lock:
+            new = self._maker.create_thread()
         l4 = L4(self.la.kernel_sock, new.secret, ctx=self.la.root.ctx)
         self._threads.append(l4)
         return l4

@@ -233,7 +233,12 @@ def test_chaos_on_the_default_image_checks_the_ledgers_history(tmp_path) -> None
     tasks = {"hello", "counter", "alice", "bob", "tally", "ledger", *WORKLOAD}
     by_task = r["faults_by_task"]
     assert set(by_task) <= tasks, by_task                       # none hit the harness
-    assert by_task.get("ledger", 0) >= 3 and sum(by_task.get(c, 0) for c in WORKLOAD) >= 10
+    # the three scheduled kills of the ledger, but for one that found it still restarting
+    # (under load a restart may outlast the 0.7 s between them: recorded as skipped)
+    missed = sum(" ledger:" in s or s.endswith(" ledger") or " ledger " in s
+                 for s in r["skipped"])
+    assert by_task.get("ledger", 0) + missed >= 3, (by_task, r["skipped"])
+    assert by_task.get("ledger", 0) >= 2 and sum(by_task.get(c, 0) for c in WORKLOAD) >= 10
     assert sum(by_task.values()) == r["faults_injected"]
 
 
