@@ -125,7 +125,7 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
 
 
 LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
-              "l4caps", "hybrid", "rootdisk")
+              "l4caps", "hybrid", "rootdisk", "provides")
 ROOTDISK_KEYS = ("service", "label", "at", "image", "size")
 LINUX_RUN = "servers.l4linux.server:main"
 
@@ -148,6 +148,9 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
                                        # processes: as a [[task]]'s caps
         hybrid = { "/bin/greet" = ["hello"] }   # which program may use which of them
                                        # (docs/L4LINUX.md "Hybrid processes")
+        provides = ["linux"]           # a service: its gate serves protocol LINUX (run,
+                                       # ps, console_*) to the tasks the image routes to it
+                                       # (a terminal window: servers/nitpicker/terminal.py)
         rootdisk = { service = "block", label = 5, at = "/" }
                                        # the disk: a session of the block server (its
                                        # policy's label), ext2 mounted at `at` ("/": the
@@ -178,6 +181,8 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
             task["priority"] = d["priority"]
         if "l4caps" in d:
             task["caps"] = d["l4caps"]        # checked as any task's caps (linux.l4caps)
+        if "provides" in d:
+            task["provides"] = d["provides"]  # checked as any task's (linux.provides)
         task["args"] = _hybrid_args(c, d, where) + task["args"]
         if "rootdisk" in d:
             task["args"] = _rootdisk(c, d, where, task, image_path) + task["args"]
