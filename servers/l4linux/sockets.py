@@ -16,8 +16,13 @@ the process passed (length checked by the caller to be at most 128), and `recvms
 `getsockname`, `getpeername` answer sockaddr bytes the caller copies out (truncated to the
 process's buffer, the full length reported, as Linux).
 
+Datagram kinds answer `recvmsg` with the whole datagram, however long: the caller truncates
+it to the process's buffer (and reports MSG_TRUNC); stream kinds answer at most `n` bytes.
+
 The kinds: AF_UNIX stream and datagram (unixsock.py), AF_INET stream, datagram and ICMP
-echo (inet.py), AF_NETLINK NETLINK_ROUTE (netconf.py, another module's). Readiness
+echo (inet.py), AF_NETLINK NETLINK_ROUTE (netconf.py `NetlinkSocket`, another module's).
+socket(2) makes one as `Kind(px, type, protocol)` — the personality, the type without
+SOCK_NONBLOCK/SOCK_CLOEXEC, the protocol as the process passed it. Readiness
 (`poll`) is what `files.Open.poll` reports, so poll/select/ppoll/pselect6 need nothing
 socket-specific.
 

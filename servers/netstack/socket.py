@@ -15,7 +15,6 @@ the wrong state: the caller's mistake). `timeout=None` blocks; each socket also 
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,7 @@ class UdpSocket:
         self.timeout: float | None = None
         self.dropped = 0
         with stack.lock:
-            self.cond = threading.Condition(stack.lock)
+            self.cond = stack.condition()
             self.port = port or stack.free_port()
             if self.port in stack.udp_socks:
                 raise OSError(f"UDP port {self.port} is in use")

@@ -14,7 +14,13 @@ timer falls due, or another thread wakes it (`mark`/`kick`: a socket call queued
 
 Locking: `lock` guards every structure of the stack and of its connections and sockets; it is
 held by the pump while it handles a batch and by a socket call while it changes its buffers.
-Frames are never sent with the lock held (the link may block briefly). `sleeping` is set
+Frames are never sent with the lock held (the link may block briefly).
+
+Watching: a user that cannot wait on the conditions (a single-threaded server multiplexing
+many sockets: the L⁴Linux personality) adds a callable to `watchers`. Every condition of the
+stack (`condition()`: connections, listeners, pings) marks the stack `touched` when it is
+notified, and so does a datagram delivered to a socket; once per batch the pump calls the
+watchers (without the lock) if anything was touched. They must not block. `sleeping` is set
 under the lock just before the pump waits, so a thread queueing work either sees it and
 wakes the pump, or runs before the pump looks for work again.
 
@@ -52,6 +58,22 @@ except ImportError:                 # pragma: no cover - the nic package is part
 Link = NicLink | MemLink
 
 
+class _Touching(threading.Condition):
+    """A condition of the stack: a notification also marks the stack touched (watchers)."""
+
+    def __init__(self, stack: "Stack") -> None:
+        super().__init__(stack.lock)
+        self._stack = stack
+
+    def notify(self, n: int = 1) -> None:
+        self._stack.touched = True
+        super().notify(n)
+
+    def notify_all(self) -> None:
+        self._stack.touched = True
+        super().notify_all()
+
+
 def parse_cidr(text: str) -> tuple[bytes, int]:
     addr, _, plen = text.partition("/")
     n = int(plen) if plen else 24
@@ -74,7 +96,10 @@ class Stack:
         self.listeners: dict[int, Listener] = {}
         self.tcbs: dict[Key, Tcb] = {}
         self.pings: dict[tuple[int, int], list[float]] = {}             # (ident, seq) -> [t0, rtt]
-        self.ping_cond = threading.Condition(self.lock)
+        self.watchers: list[Any] = []                                   # called when touched
+        self.touched = False
+        self.icmp_taps: list[Any] = []                                  # raw ICMP readers
+        self.ping_cond = self.condition()
         self.out: list[bytes] = []                                      # frames for the pump
         self.dirty: set[Tcb] = set()
         self.sleeping = False
@@ -102,6 +127,10 @@ class Stack:
             self._address(address, gateway)
             self.arp.clear()
         self.announce()
+
+    def condition(self) -> threading.Condition:
+        """A condition on the stack's lock whose notifications also mark it touched."""
+        return _Touching(self)
 
     @property
     def configured(self) -> bool:
@@ -152,6 +181,10 @@ class Stack:
                     self.dirty.clear()
                     pending += self.out
                     self.out = []
+                    touched, self.touched = self.touched, False
+                if touched:
+                    for fn in self.watchers:
+                        fn()
                 if pending:
                     n = self.link.send(pending)
                     self.counts["tx_frames"] += n
@@ -280,6 +313,8 @@ class Stack:
             self.counts["drop_bad_icmp"] += 1
             return
         kind, _, _, ident, seq = wire.ICMP.unpack_from(p)
+        for tap in self.icmp_taps:
+            tap.deliver_icmp(ip)
         if kind == wire.ICMP_ECHO and ip.dst == self.addr:
             self.counts["icmp_echo_replies"] += 1
             self.ip_output(ip.src, wire.PROTO_ICMP, wire.icmp_echo(wire.ICMP_ECHO_REPLY, ident, seq, p[8:]))

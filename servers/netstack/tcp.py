@@ -21,7 +21,6 @@ pump only when it could send at once: each wake is an IPC). Frames leave only th
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +64,7 @@ class Listener:
         self.stack, self.port, self.backlog = stack, port, backlog
         self.ready: list[Tcb] = []                    # established, not yet accepted
         self.embryos = 0                              # in SYN_RCVD
-        self.cond = threading.Condition(stack.lock)
+        self.cond = stack.condition()
         self.closed = False
 
 
@@ -74,7 +73,7 @@ class Tcb:
         self.stack, self.lport, self.rip, self.rport = stack, lport, rip, rport
         self.key: Key = (lport, rip, rport)
         self.state = CLOSED
-        self.cond = threading.Condition(stack.lock)
+        self.cond = stack.condition()
         self.error: BaseException | None = None       # why it ended, raised to the socket's user
         self.listener: Listener | None = None
         # send side: sndbuf holds the bytes from snd_una on (sent and unacknowledged, then unsent)
