@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel.user.errors import L4Error, PeerDied
 
-from . import files, fs, tty
+from . import files, fs, netconf, tty
 from .files import Open
 from .pipe import BLOCK, Pipe
 from .syscalls import (CONTINUE, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
@@ -319,6 +319,8 @@ def sys_ioctl(px: "Personality", p: "Process", a: list[int]) -> Any:
     f = p.fds.get(_i32(a[0]))
     if f is None:
         return -errno.EBADF
+    if f.kind == "socket":          # the interface ioctls, then the socket's own (netconf.py)
+        return netconf.ioctl(px, p, f, a[1] & 0xFFFFFFFF, a[2])
     t = f.tty()
     if t is None:
         return -errno.ENOTTY        # not a terminal (`linux run`'s console, files, pipes)

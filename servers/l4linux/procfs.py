@@ -5,7 +5,9 @@ A process inside a hybrid L4 call is in state D (UNINTERRUPTIBLE, `Process.l4cal
 `refresh(px, caller)` replaces the /proc directory of the RAM file system with a new one
 before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,exe,fd/N} for every Linux
 process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
-/proc/stat, /proc/loadavg, /proc/mounts, /proc/version (busybox `ps`, `top`). Files are
+/proc/stat, /proc/loadavg, /proc/mounts, /proc/version (busybox `ps`, `top`), and /proc/net
+(`proc_net`: dev, route, arp, tcp, udp, unix and the IPv6 and raw ones, empty: busybox
+`ifconfig`, `route -n`, `arp`, `netstat` read them; the interfaces are netconf.py's). Files are
 read-only snapshots; a descriptor opened on one keeps the snapshot it opened (as reading a
 /proc file at once would).
 
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import stat
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import fs
+from . import fs, netconf
 
 if TYPE_CHECKING:
     from .process import Process
@@ -116,3 +118,132 @@ def refresh(px: "Personality", caller: "Process") -> None:
     _file(proc, px, "mounts", mounts(px))
     _file(proc, px, "filesystems", b"nodev\ttmpfs\nnodev\tproc\n\text2\n")
     _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")
+    net = fs.Inode(stat.S_IFDIR | 0o555)
+    px.fs.link_into(proc, "net", net)
+    for name, data in proc_net(px).items():
+        _file(net, px, name, data)
+
+
+# -- /proc/net --------------------------------------------------------------------------------
+
+ATF_COM = 0x2                       # an ARP entry that is complete
+TCP_STATES = {"ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RCVD": 3, "FIN_WAIT_1": 4,
+              "FIN_WAIT_2": 5, "TIME_WAIT": 6, "CLOSED": 7, "CLOSE_WAIT": 8, "LAST_ACK": 9,
+              "LISTEN": 10, "CLOSING": 11}
+TCP_HEAD = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+            "  timeout inode")
+UDP_HEAD = TCP_HEAD + " ref pointer drops"
+
+
+def _hex(addr: bytes) -> str:
+    """An IPv4 address as /proc/net prints it: the 32-bit word in host (little-endian) order."""
+    return f"{int.from_bytes(addr, 'little'):08X}"
+
+
+def proc_net_dev(px: Any) -> bytes:
+    lines = ["Inter-|   Receive                                                |  Transmit",
+             " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets"
+             " errs drop fifo colls carrier compressed"]
+    for i in netconf.interfaces(px):
+        s = i.stats
+        lines.append(f"{i.name:>6}:{s['rx_bytes']:8d} {s['rx_packets']:7d}    0 "
+                     f"{s['rx_dropped']:4d}    0     0          0         0 {s['tx_bytes']:8d} "
+                     f"{s['tx_packets']:7d}    0    0    0     0       0          0")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def proc_net_route(px: Any) -> bytes:
+    """Table main, as Linux's fib_route_seq_show pads it: each line 127 characters."""
+    lines = ["Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU"
+             "\tWindow\tIRTT"]
+    for r in netconf.routes(px):
+        if r.table != netconf.RT_TABLE_MAIN:
+            continue
+        flags = 0x1 | (0x2 if r.gateway else 0) | (0x4 if r.plen == 32 else 0)
+        mask = ((0xFFFFFFFF << (32 - r.plen)) & 0xFFFFFFFF).to_bytes(4, "big")
+        lines.append(f"{r.iface.name}\t{_hex(r.dst)}\t{_hex(r.gateway or bytes(4))}\t"
+                     f"{flags:04X}\t0\t0\t0\t{_hex(mask)}\t0\t0\t0")
+    return "".join(f"{line:<127}\n" for line in lines).encode()
+
+
+def proc_net_arp(px: Any) -> bytes:
+    out = "IP address       HW type     Flags       HW address            Mask     Device\n"
+    stack = netconf.stack_of(px)
+    if stack is not None:
+        name = str(getattr(px.net, "name", "eth0"))
+        with stack.lock:
+            arp = [(bytes(ip), bytes(mac)) for ip, (mac, _) in stack.arp.items()]
+        for ip, mac in arp:
+            dotted = ".".join(str(b) for b in ip)
+            out += (f"{dotted:<16} 0x{netconf.ARPHRD_ETHER:<10x}0x{ATF_COM:<10x}"
+                    f"{mac.hex(':')}     *        {name}\n")
+    return out.encode()
+
+
+def _endpoint_line(n: int, laddr: bytes, lport: int, raddr: bytes, rport: int, state: int,
+                   txq: int, rxq: int, inode: int) -> str:
+    return (f"{n:4d}: {_hex(laddr)}:{lport:04X} {_hex(raddr)}:{rport:04X} {state:02X} "
+            f"{txq:08X}:{rxq:08X} 00:00000000 00000000     0        0 {inode} 2 "
+            f"0000000000000000 100 0 0 10 0")
+
+
+def proc_net_tcp(px: Any) -> bytes:
+    """The stack's listeners and connections (the personality's TCP sockets are its)."""
+    lines = [f"{TCP_HEAD:<149}"]
+    stack = netconf.stack_of(px)
+    if stack is not None:
+        with stack.lock:
+            local = bytes(stack.addr)
+            for port in sorted(stack.listeners):
+                lines.append(_endpoint_line(len(lines) - 1, bytes(4), port, bytes(4), 0,
+                                            TCP_STATES["LISTEN"], 0, 0, port))
+            for t in list(stack.tcbs.values()):
+                lines.append(_endpoint_line(
+                    len(lines) - 1, local, t.lport, bytes(t.rip), t.rport,
+                    TCP_STATES.get(str(t.state), 7), len(t.sndbuf), len(t.rcvbuf),
+                    id(t) & 0xFFFFFF))
+    return "".join(f"{line:<149}\n" for line in lines).encode()
+
+
+def proc_net_udp(px: Any) -> bytes:
+    lines = [f"{UDP_HEAD:<127}"]
+    stack = netconf.stack_of(px)
+    if stack is not None:
+        with stack.lock:
+            for port, sock in sorted(stack.udp_socks.items()):
+                queued = sum(len(d) for d, _ in getattr(sock, "queue", ()))
+                lines.append(_endpoint_line(len(lines) - 1, bytes(4), port, bytes(4), 0, 7, 0,
+                                            queued, port) + " 0")
+    return "".join(f"{line:<127}\n" for line in lines).encode()
+
+
+def proc_net_unix(px: Any) -> bytes:
+    """The AF_UNIX sockets the Linux processes hold (each description once)."""
+    out = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+    seen: set[int] = set()
+    for p in list(px.procs.by_pid.values()):
+        for f, _ in list(p.fds.fds.values()):
+            sock = getattr(f, "sock", None)
+            if f.kind != "socket" or sock is None or id(f) in seen or \
+                    getattr(sock, "family", None) != netconf.AF_UNIX:
+                continue
+            seen.add(id(f))
+            name = sock.getsockname()
+            path = name[2:].split(b"\0", 1)[0].decode(errors="replace") \
+                if isinstance(name, bytes) and len(name) > 2 else ""
+            connected = isinstance(sock.getpeername(), bytes)
+            out += (f"0000000000000000: {f.refs:08X} 00000000 00000000 "
+                    f"{int(getattr(sock, 'type', 1)) & 0xF:04X} {3 if connected else 1:02X} "
+                    f"{id(sock) & 0xFFFFFF:5d}" + (f" {path}" if path else "") + "\n")
+    return out.encode()
+
+
+def proc_net(px: Any) -> dict[str, bytes]:
+    """The files of /proc/net (busybox route -n, ifconfig, arp, netstat read them); tcp6,
+    udp6, raw and raw6 are there with their headings only (netstat warns of a missing one)."""
+    tcp6 = TCP_HEAD.replace("local_address", "local_address                        ").replace(
+        "rem_address  ", "remote_address                       ")
+    return {"dev": proc_net_dev(px), "route": proc_net_route(px), "arp": proc_net_arp(px),
+            "tcp": proc_net_tcp(px), "udp": proc_net_udp(px), "unix": proc_net_unix(px),
+            "tcp6": (tcp6 + "\n").encode(), "udp6": (tcp6 + " ref pointer drops\n").encode(),
+            "raw": (UDP_HEAD + "\n").encode(), "raw6": (tcp6 + " ref pointer drops\n").encode()}
