@@ -40,6 +40,18 @@ KEYS: dict[str, int] = {
 }
 
 
+# What a US keyboard types: a character -> (key code, with shift). `input type TEXT`.
+_US_ROWS = {2: "1!", 3: "2@", 4: "3#", 5: "4$", 6: "5%", 7: "6^", 8: "7&", 9: "8*", 10: "9(",
+            11: "0)", 12: "-_", 13: "=+", 26: "[{", 27: "]}", 39: ";:", 40: "'\"", 41: "`~",
+            43: "\\|", 51: ",<", 52: ".>", 53: "/?"}
+TYPED: dict[str, tuple[int, bool]] = {
+    **{ch: (KEYS[ch], False) for ch in "abcdefghijklmnopqrstuvwxyz"},
+    **{ch.upper(): (KEYS[ch], True) for ch in "abcdefghijklmnopqrstuvwxyz"},
+    **{pair[i]: (code, i == 1) for code, pair in _US_ROWS.items() for i in (0, 1)},
+    " ": (57, False), "\n": (28, False), "\r": (28, False), "\t": (15, False),
+}
+
+
 def pack_event(etype: int, code: int, value: int) -> int:
     return (etype & 0xFF) << 56 | (code & 0xFFFFFF) << 32 | (value & 0xFFFFFFFF)
 
@@ -59,7 +71,8 @@ def key_code(key: str | int) -> int:
 
 
 def events_for(kind: str, *args: Any) -> list[list[int]]:
-    """[[type, code, value], ...] for `key NAME`, `click X Y [BUTTON]`, `move X Y`."""
+    """[[type, code, value], ...] for `key NAME`, `type TEXT` (the keys a US keyboard
+    presses for TEXT, shift included; "\\n" is enter), `click X Y [BUTTON]`, `move X Y`."""
     def xy(x: Any, y: Any) -> int:
         x, y = int(x), int(y)
         if not (0 <= x <= 0xFFFF and 0 <= y <= 0xFFFF):
@@ -68,6 +81,15 @@ def events_for(kind: str, *args: Any) -> list[list[int]]:
     if kind == "key" and len(args) == 1:
         c = key_code(args[0])
         return [[KEY, c, 1], [KEY, c, 0]]
+    if kind == "type" and len(args) >= 1:
+        out: list[list[int]] = []
+        for ch in " ".join(map(str, args)):
+            if ch not in TYPED:
+                raise ValueError(f"input type: no key types {ch!r} on a US keyboard")
+            code, shift = TYPED[ch]
+            keys = [KEYS["shift"], code] if shift else [code]
+            out += [[KEY, c, 1] for c in keys] + [[KEY, c, 0] for c in reversed(keys)]
+        return out
     if kind == "move" and len(args) == 2:
         return [[MOVE, 0, xy(*args)]]
     if kind == "click" and len(args) in (2, 3):
@@ -75,7 +97,7 @@ def events_for(kind: str, *args: Any) -> list[list[int]]:
         if b is None:
             raise ValueError(f"unknown button {args[2]!r} (left, right, middle)")
         return [[MOVE, 0, xy(args[0], args[1])], [BUTTON, b, 1], [BUTTON, b, 0]]
-    raise ValueError(f"input {kind} {' '.join(map(str, args))}: use key NAME | move X Y | click X Y [BUTTON]")
+    raise ValueError(f"input {kind} {' '.join(map(str, args))}: use key NAME | type TEXT | move X Y | click X Y [BUTTON]")
 
 
 class Input(Device):

@@ -463,13 +463,16 @@ def screenshot(out: str, device: str | None, run_dir: str | None) -> None:
 
 
 @cli.command(name="input")
-@click.argument("kind", type=click.Choice(["key", "click", "move"]))
+@click.argument("kind", type=click.Choice(["key", "type", "click", "move"]))
 @click.argument("args", nargs=-1, required=True)
 @click.option("--device", default=None, help="input device name (default: the first)")
 @run_dir_option
 def input_(kind: str, args: tuple[str, ...], device: str | None, run_dir: str | None) -> None:
-    """Inject input: key NAME | click X Y [left|right|middle] | move X Y."""
+    """Inject input: key NAME | type TEXT (\\n: enter) | click X Y [left|right|middle] |
+    move X Y."""
     from hal.tools import inject_input
+    if kind == "type":
+        args = (" ".join(args).replace("\\n", "\n"),)
     n = hal_call(inject_input, run_dir, kind, *args, device=device)
     click.echo(f"input: {kind} {' '.join(args)} ({n} event(s) queued)")
 

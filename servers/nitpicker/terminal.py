@@ -22,6 +22,14 @@ Protocol TERM (tag 0x5445), declared here once, served on the terminal's main th
                                the focused window only: Nitpicker sends them just to us)
     size() -> {cols, rows}
 
+The L⁴Linux console: with a capability "linux" (the personality's service: `[linux]
+provides = ["linux"]`, routed to us by the image), the window is a Linux console instead —
+a pump thread of ours (its own L4 thread) opens a console session (`console_open`: busybox
+sh on a terminal of the personality's, our size), waits in `console_read` and writes what
+comes to our own TERM gate, so the screen is drawn on the main thread as any feeder's
+writes; typed keys go to `console_write`. The program's end or a personality restart
+(PeerDied): a new session, after a line saying so.
+
 Drawing: after each write the lines pyte marks dirty are drawn (one text line each,
 foreground on background, the cursor's cell inverted) into the window's canvas and shown.
 Nitpicker's events arrive as its IRQ in this same loop (`on_irq`); key events become
@@ -30,6 +38,7 @@ the toolkit writes the canvas again (a `size` or `write` call, or the idle tick,
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -69,6 +78,7 @@ class Terminal:
         self.keymap = Keymap()
         self.typed = bytearray()
         self.cursor = (0, 0)
+        self.console: "LinuxConsole | None" = None
         self.draw(set(range(rows)))
 
     def draw(self, lines: set[int]) -> None:
@@ -112,6 +122,8 @@ class Terminal:
                 self.typed += self.keymap.press(ev.code, ev.value).encode()
         if len(self.typed) > MAX_WRITE:
             del self.typed[:-MAX_WRITE]
+        if self.console is not None and self.typed:
+            self.typed = self.console.type(bytes(self.typed))
 
     def tick(self) -> None:
         try:
@@ -120,10 +132,71 @@ class Terminal:
             pass
 
 
+CONSOLE_LABEL = 0x4C43                   # our own TERM gate, called by the console pump
+RETRY_S = 0.5
+
+
+class LinuxConsole:
+    """The personality's console in the window: the pump thread and what typing needs.
+    `type` runs on the main thread; `_pump` on its own thread with its own L4 thread."""
+
+    def __init__(self, l4: L4, term: Terminal) -> None:
+        from servers.l4linux.protocol import LINUX
+        self.linux = LINUX
+        self.rows, self.cols = term.rows, term.cols
+        self.stub: Any = LINUX.client(l4, l4.caps["linux"], timeout=2000)
+        self.id = 0                              # the session being shown (0: none yet)
+        self.sessions = 0
+        gate = l4.create_gate(CONSOLE_LABEL)     # bound to the main thread: TERM's server
+        pump = l4.spawn_thread()
+        self.thread = threading.Thread(target=self._pump, args=(pump, gate),
+                                       name="console-pump", daemon=True)
+        self.thread.start()
+
+    def type(self, data: bytes) -> bytearray:
+        """Typed bytes to the console (main thread); what could not go yet, kept."""
+        if not self.id:
+            return bytearray(data)
+        try:
+            self.stub.console_write(self.id, data)
+        except (PeerDied, Timeout):
+            return bytearray(data)
+        except RpcError:
+            pass                                 # the session just ended: the pump reopens
+        return bytearray()
+
+    def _pump(self, l4: L4, gate: int) -> None:
+        term: Any = TERM.client(l4, gate, timeout=10_000)
+        linux: Any = self.linux.client(l4, l4.caps["linux"], timeout=None)
+        while True:
+            try:
+                self.id, pid = linux.console_open(["sh"], [], self.rows, self.cols)
+                self.sessions += 1
+                print(f"terminal: L4Linux console {self.id}, sh pid {pid}", flush=True)
+                status = -1
+                while status == -1:
+                    data, status = linux.console_read(self.id)
+                    for i in range(0, len(data), MAX_WRITE):
+                        term.write(data[i:i + MAX_WRITE])
+                self.id = 0
+                term.write(f"\r\n[sh ended: status {status}; a new one]\r\n".encode())
+            except (PeerDied, Timeout, RpcError) as e:
+                self.id = 0
+                try:
+                    term.write(f"\r\n[the L4Linux console is gone ({type(e).__name__}); "
+                               f"opening it again]\r\n".encode())
+                except (PeerDied, Timeout, RpcError):
+                    pass
+                time.sleep(RETRY_S)
+
+
 def run(l4: L4, cols: str = "80", rows: str = "24", x: str = "40", y: str = "40",
         title: str = "console") -> int:
     term = Terminal(l4, int(cols), int(rows), int(x), int(y), title)
-    print(f"terminal: {cols}x{rows} at {x},{y}", flush=True)
+    if "linux" in l4.caps:
+        term.console = LinuxConsole(l4, term)
+    print(f"terminal: {cols}x{rows} at {x},{y}"
+          f"{' (the L4Linux console)' if term.console else ''}", flush=True)
     while True:
         due = time.monotonic() + TICK_S
         TERM.serve(l4, term, timeout=TICK_S * 1000, until=lambda: time.monotonic() >= due)
