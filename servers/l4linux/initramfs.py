@@ -9,7 +9,10 @@ the kernel's gen_init_cpio does), the others have size 0.
 
 `build(busybox, applets)` is the root file system of the personality: a skeleton (/bin,
 /sbin, /etc, /tmp, /proc, /dev, /root, /home, /usr/bin) with busybox as /bin/busybox and
-every applet a symlink to it. The host's busybox file is read here, at build time; the
+every applet a symlink to it. /etc holds what name resolution reads — hosts (localhost, the
+host name l4py, and the caller's lines), resolv.conf (the nameservers), nsswitch.conf
+("hosts: files dns"), host.conf, services and protocols (the common ones) — besides passwd,
+group, hostname and motd. The host's busybox file is read here, at build time; the
 personality's processes never name a host file.
 
 Pure functions: no state, safe from any thread.
@@ -89,13 +92,38 @@ DIRS = ("bin", "sbin", "etc", "tmp", "proc", "dev", "root", "home", "usr", "usr/
 FILES = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
          "etc/group": b"root:x:0:\n",
          "etc/hostname": b"l4py\n",
-         "etc/motd": b"L4Py: Linux programs as L4 tasks (L4Linux).\n"}
+         "etc/motd": b"L4Py: Linux programs as L4 tasks (L4Linux).\n",
+         # Name resolution (busybox's glibc and musl both read these; netconf.py's module
+         # docstring): /etc/hosts first, then the DNS servers of resolv.conf.
+         "etc/nsswitch.conf": b"passwd: files\ngroup: files\nhosts: files dns\n"
+                              b"networks: files\nprotocols: files\nservices: files\n",
+         "etc/host.conf": b"multi on\n",
+         "etc/protocols": b"ip\t0\tIP\nicmp\t1\tICMP\nigmp\t2\tIGMP\ntcp\t6\tTCP\n"
+                          b"udp\t17\tUDP\nipv6\t41\tIPv6\nipv6-icmp\t58\tIPv6-ICMP\n",
+         "etc/services": b"".join(b"%s\t%d/%s\n" % (name, port, proto) for name, port, protos in (
+             (b"echo", 7, b"tu"), (b"discard", 9, b"tu"), (b"daytime", 13, b"tu"),
+             (b"ftp-data", 20, b"t"), (b"ftp", 21, b"t"), (b"ssh", 22, b"t"),
+             (b"telnet", 23, b"t"), (b"smtp", 25, b"t"), (b"time", 37, b"tu"),
+             (b"domain", 53, b"tu"), (b"bootps", 67, b"u"), (b"bootpc", 68, b"u"),
+             (b"tftp", 69, b"u"), (b"http", 80, b"t"), (b"pop3", 110, b"t"),
+             (b"ntp", 123, b"u"), (b"https", 443, b"t"), (b"syslog", 514, b"u"))
+             for proto in (b"tcp" if c == "t" else b"udp" for c in protos.decode()))}
+HOSTS = b"127.0.0.1\tlocalhost\n127.0.1.1\tl4py\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+NAMESERVERS = ("10.0.2.3",)        # the network's usual resolver address (configs/net.toml's
+                                   # 10.0.2.0/24: gateway .2, the DNS at .3)
 
 
-def build(busybox: bytes, applets: Iterable[str]) -> bytes:
-    """The skeleton with busybox and its applet links (module docstring)."""
+def build(busybox: bytes, applets: Iterable[str], hosts: Iterable[str] = (),
+          nameservers: Iterable[str] = NAMESERVERS) -> bytes:
+    """The skeleton with busybox and its applet links (module docstring). `hosts`: lines
+    added to /etc/hosts after localhost and the host name ("10.0.2.2 gateway");
+    `nameservers`: the addresses /etc/resolv.conf names."""
     entries = [Entry(d, stat.S_IFDIR | (0o1777 if d == "tmp" else 0o755)) for d in DIRS]
     entries += [Entry(p, stat.S_IFREG | 0o644, data) for p, data in FILES.items()]
+    entries.append(Entry("etc/hosts", stat.S_IFREG | 0o644,
+                         HOSTS + b"".join(line.encode() + b"\n" for line in hosts)))
+    entries.append(Entry("etc/resolv.conf", stat.S_IFREG | 0o644,
+                         b"".join(b"nameserver %s\n" % a.encode() for a in nameservers)))
     entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, busybox))
     for name in sorted(set(applets) - {"busybox"}):
         if name and "/" not in name:
