@@ -32,6 +32,8 @@ HARMLESS: dict[str, tuple[list[str], set[str]]] = {
     "nic": (["info"], {"open", "info", "stats", "device_stats"}),
     "ore": (["device_stats"], {"open", "info", "broadcast", "counters"}),
     "dhcpd": (["stats"], {"leases", "stats"}),
+    "nitpicker": (["end"], {"open", "view_create", "refresh"}),
+    "linux": (["ps"], {"run", "ps", "console_open"}),
 }
 # service -> (a call with a wrong argument, what the one-line refusal must say)
 WRONG: dict[str, tuple[list[str], str]] = {
