@@ -570,6 +570,9 @@ call_cli.register(cli, ask, find_run_dir, run_dir_option)
 from . import graph as graph_cli  # noqa: E402  (registers `graph` and `caps`: the capability graph)
 graph_cli.register(cli, ask, find_run_dir, run_dir_option)
 
+from . import tcb as tcb_cli  # noqa: E402  (registers `tcb`: a task's trusted computing base)
+tcb_cli.register(cli, ask, find_run_dir, run_dir_option)
+
 from . import top as top_cli  # noqa: E402  (registers `top`: a live table of the tasks' rates)
 top_cli.register(cli, ask, find_run_dir, run_dir_option)
 

@@ -27,6 +27,8 @@ Sizes keep every message within the kernel's bound (a hybrid message is at most 
 """
 from __future__ import annotations
 
+import os
+
 from kernel.user.rpc import Protocol, op
 
 MAX_DOC = 60_000            # bytes of a document to sign / of data to seal
@@ -47,3 +49,16 @@ VAULT = Protocol("vault", [
     op("unseal", 2, ["name:str", "blob:bytes"], "data", errors=["INVALID", "CORRUPT"],
        doc="the data sealed under this name by this caller, or CORRUPT"),
 ], tag=0x5654)
+
+
+def private_dir(task: str) -> str:
+    """The task's own scratch directory, RUN_DIR/scratch/TASK: under the sandbox the only
+    place it may write, owned by its uid (no other task, L4Linux included, may read it),
+    kept across its restarts and removed at shutdown."""
+    run_dir = os.environ.get("L4_RUN_DIR")
+    if not run_dir:
+        raise RuntimeError(f"{task}: L4_RUN_DIR is not set: a trusted task keeps its key "
+                           "only in the scratch directory the launcher gives it")
+    path = os.path.join(run_dir, "scratch", task)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path

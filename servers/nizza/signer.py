@@ -39,10 +39,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kernel.user.client import L4
 from kernel.user.errors import Timeout
 from kernel.user.rpc import Call, RpcError
-from servers.ledger.server import scratch_dir
 
 from .prompt import SignPrompt
-from .protocol import MAX_DOC, MAX_TRIES, PIN_DIGITS, SIGNER
+from .protocol import MAX_DOC, MAX_TRIES, PIN_DIGITS, SIGNER, private_dir
 
 KEY_FILE = "ed25519.key"
 TRIES_FILE = "tries"
@@ -152,7 +151,7 @@ def parse_args(args: tuple[str, ...]) -> dict[str, str]:
 
 def main(l4: L4, *args: str) -> int:
     a = parse_args(args)
-    signer = Signer(l4, scratch_dir(l4.task_name), a["pin"].lower(), int(a["x"]), int(a["y"]))
+    signer = Signer(l4, private_dir(l4.task_name), a["pin"].lower(), int(a["x"]), int(a["y"]))
     print(f"signer: public key {raw_public(signer.key).hex()}"
           + (f" (locked: {signer.tries} wrong PINs)" if signer.tries >= MAX_TRIES else ""),
           flush=True)

@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kernel.user.client import L4
 from kernel.user.rpc import Call, RpcError
-from servers.ledger.server import scratch_dir
 
-from .protocol import MAX_DOC, MAX_NAME, VAULT
+from .protocol import MAX_DOC, MAX_NAME, VAULT, private_dir
 
 KEY_FILE = "master.key"
 VERSION = 1
@@ -96,7 +95,7 @@ class Vault:
 
 
 def main(l4: L4) -> int:
-    where = scratch_dir(l4.task_name)
+    where = private_dir(l4.task_name)
     vault = Vault(load_master(where))
     print(f"vault: master key in {where} (never answered)", file=sys.stderr, flush=True)
     VAULT.serve(l4, vault)
