@@ -1,0 +1,396 @@
+"""L⁴Linux: network configuration as Linux programs see it (servers/l4linux/netconf.py,
+/proc/net in procfs.py, /etc in initramfs.py; docs/L4LINUX.md "Network configuration").
+
+Two halves. In-process, netconf's answers for an interface that is a real netstack Stack
+on an in-memory wire (servers.netstack.MemLink) with a second stack at its gateway: the
+ioctl structures, rtnetlink dumps parsed back, the refusals, junk never raising, the
+/proc/net text. Booted, a personality (no network: `lo` only) where busybox itself is the
+judge — hostname, ifconfig, ip addr/link/route, route -n, cat /proc/net/dev — and a static C
+probe (netconf.c, built against the Linux UAPI headers) checks the layouts, the setting
+ioctls' EPERM and malformed netlink requests.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kernel.user.testing import System
+from servers.l4linux import initramfs, netconf, procfs, process
+from servers.netstack import MemLink, Stack
+
+from .test_personality import Linux
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("musl-gcc"),
+                                reason="needs busybox-static and musl-gcc")
+HERE = os.path.dirname(os.path.abspath(__file__))
+GAI_C = r"""
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        struct addrinfo hints, *res;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        int e = getaddrinfo(argv[i], "http", &hints, &res);
+        if (e) { printf("%s: not found\n", argv[i]); continue; }
+        struct sockaddr_in *sin = (struct sockaddr_in *)res->ai_addr;
+        printf("%s %s %d\n", argv[i], inet_ntoa(sin->sin_addr), ntohs(sin->sin_port));
+        freeaddrinfo(res);
+    }
+    return 0;
+}
+"""
+
+
+def _uapi(tmp: str) -> str:
+    """An include directory with the host's Linux UAPI headers, for musl-gcc (whose own
+    include path has none)."""
+    inc = os.path.join(tmp, "uapi")
+    os.makedirs(inc, exist_ok=True)
+    for name, target in (("linux", "/usr/include/linux"), ("asm-generic", "/usr/include/asm-generic"),
+                         ("asm", "/usr/include/x86_64-linux-gnu/asm")):
+        if not os.path.lexists(os.path.join(inc, name)):
+            os.symlink(target, os.path.join(inc, name))
+    return inc
+
+
+def _build(tmp: str, name: str, source: str, glibc: bool = False) -> str:
+    exe = os.path.join(tmp, name + ("-glibc" if glibc else ""))
+    cc = ["gcc", "-O2", "-o", exe, source] if glibc else \
+        ["musl-gcc", "-static", "-O2", "-idirafter", _uapi(tmp), "-o", exe, source]
+    subprocess.run(cc, check=True, timeout=120)
+    return exe
+
+
+# -- in-process: netconf over a real stack ------------------------------------------------------
+
+class Net:
+    def __init__(self, stack: Stack) -> None:
+        self.stack, self.name = stack, "eth0"
+
+
+class Px:
+    """What netconf reads of a personality: its network (`net`), the serving thread's tid
+    (netlink's autobind) and the process table (/proc/net/unix)."""
+
+    def __init__(self, stack: Stack | None) -> None:
+        self.net = Net(stack) if stack is not None else None
+        self.tid = os.getpid()
+        self.procs = process.Table()
+
+
+@pytest.fixture
+def px() -> Iterator[Px]:
+    a, b = MemLink.pair()
+    ours = Stack(a, "10.0.2.15/24", gateway="10.0.2.2").start()
+    gateway = Stack(b, "10.0.2.2/24").start()
+    try:
+        assert ours.ping("10.0.2.2", timeout=5.0) is not None      # frames counted, ARP filled
+        yield Px(ours)
+    finally:
+        ours.stop()
+        gateway.stop()
+
+
+def _ifreq(name: str, tail: bytes = b"") -> bytes:
+    return name.encode().ljust(16, b"\0") + tail.ljust(24, b"\0")
+
+
+def test_ioctl_answers_describe_the_stack(px: Px) -> None:
+    ifaces = netconf.interfaces(px)
+    assert [i.name for i in ifaces] == ["lo", "eth0"]
+    ask = lambda cmd, name="eth0": netconf.ifreq_answer(ifaces, cmd, _ifreq(name))  # noqa: E731
+    flags = ask(netconf.SIOCGIFFLAGS)
+    assert isinstance(flags, bytes) and struct.unpack_from("<H", flags, 16)[0] == 0x1043
+    assert struct.unpack_from("<H", ask(netconf.SIOCGIFFLAGS, "lo"), 16)[0] == 0x49
+    addr = ask(netconf.SIOCGIFADDR)
+    assert addr[16:20] == b"\x02\x00\x00\x00" and addr[20:24] == bytes([10, 0, 2, 15])
+    assert ask(netconf.SIOCGIFNETMASK)[20:24] == b"\xff\xff\xff\x00"
+    assert ask(netconf.SIOCGIFBRDADDR)[20:24] == bytes([10, 0, 2, 255])
+    hw = ask(netconf.SIOCGIFHWADDR)
+    assert struct.unpack_from("<H", hw, 16)[0] == netconf.ARPHRD_ETHER and hw[18:24] == px.net.stack.mac
+    assert struct.unpack_from("<i", ask(netconf.SIOCGIFMTU), 16)[0] == 1500
+    assert struct.unpack_from("<i", ask(netconf.SIOCGIFMTU, "lo"), 16)[0] == 65536
+    assert struct.unpack_from("<i", ask(netconf.SIOCGIFINDEX), 16)[0] == 2
+    name = netconf.ifreq_answer(ifaces, netconf.SIOCGIFNAME, _ifreq("", struct.pack("<i", 2)))
+    assert isinstance(name, bytes) and name[:5] == b"eth0\0"
+    assert ask(netconf.SIOCGIFMAP)[16:] == bytes(24)
+    assert ask(netconf.SIOCGIFFLAGS, "wlan0") == -errno.ENODEV
+    assert netconf.ifreq_answer(ifaces, netconf.SIOCGIFFLAGS, b"short") == -errno.EFAULT
+    conf = netconf.ifconf_entries(ifaces)
+    assert len(conf) == 2 * netconf.IFREQ and conf[40:44] == b"eth0" and conf[60:64] == bytes([10, 0, 2, 15])
+
+
+def test_setting_ioctls_are_eperm() -> None:
+    for cmd in sorted(netconf.SETTING):     # refused before anything is read
+        assert netconf.ioctl(None, None, None, cmd, 0) == -errno.EPERM  # type: ignore[arg-type]
+
+
+def _messages(datagrams: list[bytes]) -> list[tuple[int, int, int, int, bytes]]:
+    """(type, flags, seq, pid, body) of every message, checking the alignment as busybox's
+    NLMSG_OK/NLMSG_NEXT walk does (nothing left over)."""
+    out = []
+    for d in datagrams:
+        pos = 0
+        while pos < len(d):
+            length, kind, flags, seq, pid = netconf.NLMSG_HDR.unpack_from(d, pos)
+            assert 16 <= length <= len(d) - pos
+            out.append((kind, flags, seq, pid, d[pos + 16:pos + length]))
+            pos += (length + 3) & ~3
+        assert pos == len(d)
+    return out
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    out, pos = {}, 0
+    while pos + 4 <= len(data):
+        length, kind = struct.unpack_from("<HH", data, pos)
+        out[kind] = data[pos + 4:pos + length]
+        pos += (length + 3) & ~3
+    return out
+
+
+def _dump(sock: netconf.NetlinkSocket, kind: int, seq: int) -> list[tuple[int, int, int, int, bytes]]:
+    req = netconf.message(kind, netconf.NLM_F_REQUEST | netconf.NLM_F_DUMP, seq, 0, b"\0")
+    assert sock.sendmsg(req, None, 0) == len(req)
+    got = []
+    while sock.queue:
+        data, addr = sock.recvmsg(8192, 0)
+        assert addr == struct.pack("<HHII", netconf.AF_NETLINK, 0, 0, 0)     # the kernel's
+        got.append(data)
+    msgs = _messages(got)
+    assert msgs[-1][0] == netconf.NLMSG_DONE
+    assert all(m[2] == seq and m[3] == sock.port for m in msgs)
+    return msgs[:-1]
+
+
+def test_netlink_dumps_of_links_addresses_routes_neighbours(px: Px) -> None:
+    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
+    assert sock.bind(struct.pack("<HHII", netconf.AF_NETLINK, 0, 0, 0)) == 0
+    family, _, port, _ = struct.unpack("<HHII", sock.getsockname())
+    assert family == netconf.AF_NETLINK and port == sock.port != 0
+    links = _dump(sock, netconf.RTM_GETLINK, 5)
+    assert [m[0] for m in links] == [netconf.RTM_NEWLINK] * 2
+    by_name = {_attrs(m[4][16:])[netconf.IFLA_IFNAME]: m[4] for m in links}
+    eth0 = by_name[b"eth0\0"]
+    assert struct.unpack_from("<BxHiII", eth0)[1:4] == (netconf.ARPHRD_ETHER, 2, 0x11043)
+    attrs = _attrs(eth0[16:])
+    assert attrs[netconf.IFLA_ADDRESS] == px.net.stack.mac
+    assert struct.unpack("<I", attrs[netconf.IFLA_MTU])[0] == 1500
+    assert struct.unpack_from("<Q", attrs[netconf.IFLA_STATS64])[0] > 0         # rx packets
+    addrs = _dump(sock, netconf.RTM_GETADDR, 6)
+    eth_addr = [m[4] for m in addrs if m[4][4] == 2][0]         # ifa_index
+    assert struct.unpack_from("<BBBBI", eth_addr) == (netconf.AF_INET, 24, 0x80, 0, 2)
+    a = _attrs(eth_addr[8:])
+    assert a[netconf.IFA_LOCAL] == bytes([10, 0, 2, 15]) and a[netconf.IFA_BROADCAST] == bytes([10, 0, 2, 255])
+    assert a[netconf.IFA_LABEL] == b"eth0\0"
+    routes = _dump(sock, netconf.RTM_GETROUTE, 7)
+    main = [m[4] for m in routes if m[4][4] == netconf.RT_TABLE_MAIN]
+    default = [r for r in main if r[1] == 0][0]
+    assert _attrs(default[12:])[netconf.RTA_GATEWAY] == bytes([10, 0, 2, 2])
+    assert struct.unpack("<I", _attrs(default[12:])[netconf.RTA_OIF])[0] == 2
+    neigh = _dump(sock, netconf.RTM_GETNEIGH, 8)
+    assert [_attrs(m[4][12:])[netconf.NDA_DST] for m in neigh] == [bytes([10, 0, 2, 2])]
+    sock.close()
+
+
+def _answer(sock: netconf.NetlinkSocket, data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    assert sock.sendmsg(data, None, 0) == len(data)
+    got = []
+    while sock.queue:
+        got.append(sock.recvmsg(8192, 0)[0])
+    return _messages(got)
+
+
+def _errno_of(msgs: list[tuple[int, int, int, int, bytes]]) -> int:
+    assert msgs and msgs[0][0] == netconf.NLMSG_ERROR
+    return -struct.unpack_from("<i", msgs[0][4])[0]
+
+
+def test_netlink_refusals_and_malformed_requests(px: Px) -> None:
+    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
+    req = lambda kind, flags, body=b"\0" * 8, seq=1: netconf.message(  # noqa: E731
+        kind, netconf.NLM_F_REQUEST | flags, seq, 0, body)
+    assert _errno_of(_answer(sock, req(netconf.RTM_NEWADDR, netconf.NLM_F_ACK))) == errno.EPERM
+    assert _errno_of(_answer(sock, req(netconf.RTM_NEWROUTE, 0))) == errno.EPERM
+    assert _errno_of(_answer(sock, req(19, 0, bytes(16)))) == errno.EPERM          # RTM_SETLINK
+    assert _errno_of(_answer(sock, req(200, 0))) == errno.EOPNOTSUPP
+    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, netconf.NLM_F_DUMP, b""))) == errno.EINVAL
+    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, 0, b"\0" * 4))) == errno.EINVAL
+    overlong = bytearray(req(netconf.RTM_GETLINK, netconf.NLM_F_DUMP))
+    overlong[0:4] = struct.pack("<I", 1000)
+    assert _errno_of(_answer(sock, bytes(overlong))) == errno.EINVAL
+    assert _errno_of(_answer(sock, struct.pack("<IHHII", 8, 18, 1, 1, 0))) == errno.EINVAL
+    one = _answer(sock, req(netconf.RTM_GETLINK, netconf.NLM_F_ACK, struct.pack("<BxHiII", 0, 0, 2, 0, 0)))
+    assert [m[0] for m in one] == [netconf.RTM_NEWLINK, netconf.NLMSG_ERROR] and _errno_of(one[1:]) == 0
+    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, 0, struct.pack("<BxHiII", 0, 0, 9, 0, 0)))) \
+        == errno.ENODEV
+    assert _answer(sock, netconf.message(netconf.NLMSG_NOOP, 0, 1, 0, b"")) == []
+    assert sock.sendmsg(req(netconf.RTM_GETLINK, 0), struct.pack("<HHII", 16, 0, 99, 0), 0) \
+        == -errno.ECONNREFUSED
+    assert sock.bind(b"\x02\x00") == -errno.EINVAL
+    rng = random.Random(16)
+    for _ in range(300):                  # junk: answered or dropped, never an exception
+        junk = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        if len(junk) >= 4 and rng.random() < 0.5:
+            junk = struct.pack("<I", len(junk)) + junk[4:]
+        sock.sendmsg(junk, None, 0)
+        while sock.queue:
+            _messages([sock.recvmsg(8192, 0)[0]])
+    assert sock.recvmsg(8192, 0) is netconf.BLOCK
+    sock.close()
+
+
+def test_proc_net_files_from_the_stack(px: Px) -> None:
+    files = procfs.proc_net(px)
+    dev = files["dev"].decode().splitlines()
+    assert dev[1].split("|")[1].split()[:2] == ["bytes", "packets"]
+    eth0 = [line for line in dev if line.strip().startswith("eth0:")][0].split(":")[1].split()
+    assert int(eth0[1]) > 0 and int(eth0[9]) > 0          # rx and tx packets
+    route = files["route"].decode().splitlines()
+    assert all(len(line) == 127 for line in route)
+    assert route[1].split()[:4] == ["eth0", "00000000", "0202000A", "0003"]
+    assert route[2].split()[:4] == ["eth0", "0002000A", "00000000", "0001"]
+    arp = files["arp"].decode().splitlines()
+    assert arp[1].split() == ["10.0.2.2", "0x1", "0x2", "02:00:00:00:00:02", "*", "eth0"]
+    listener = px.net.stack.tcp()
+    listener.bind(8080)
+    listener.listen()
+    tcp = procfs.proc_net(px)["tcp"].decode().splitlines()
+    assert tcp[1].split()[1:4] == ["00000000:1F90", "00000000:0000", "0A"]
+    listener.close()
+
+
+def test_without_a_network_only_lo() -> None:
+    px = Px(None)
+    assert [i.name for i in netconf.interfaces(px)] == ["lo"]
+    assert procfs.proc_net(px)["route"].decode().count("\n") == 1
+    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
+    assert len(_dump(sock, netconf.RTM_GETADDR, 3)) == 1
+    assert _dump(sock, netconf.RTM_GETNEIGH, 4) == []
+    sock.close()
+
+
+def test_layouts_are_the_kernel_headers(tmp_path: Any) -> None:
+    """The sizes netconf packs, against the host's Linux UAPI headers (glibc build)."""
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc")
+    exe = _build(str(tmp_path), "netconf", os.path.join(HERE, "netconf.c"), glibc=True)
+    out = subprocess.run([exe, "layout"], capture_output=True, check=True, timeout=30).stdout.split()
+    sizes = dict(zip(out[0::2], (int(v) for v in out[1::2])))
+    assert sizes[b"ifreq"] == netconf.IFREQ and sizes[b"ifconf"] == 16 and sizes[b"ifc_buf"] == 8
+    assert sizes[b"ifmap"] == 24 and sizes[b"nlmsghdr"] == netconf.NLMSG_HDR.size
+    assert sizes[b"sockaddr_nl"] == netconf.SOCKADDR_NL.size and sizes[b"nlmsgerr"] == 20
+    assert sizes[b"ifinfomsg"] == struct.calcsize("<BxHiII")
+    assert sizes[b"ifaddrmsg"] == struct.calcsize("<BBBBI")
+    assert sizes[b"rtmsg"] == struct.calcsize("<BBBBBBBBI") and sizes[b"rtattr"] == 4
+
+
+# -- booted: busybox is the judge ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Linux]:
+    tmp = str(tmp_path_factory.mktemp("netconf"))
+    gai = os.path.join(tmp, "gai.c")
+    with open(gai, "w") as f:
+        f.write(GAI_C)
+    with open("/bin/busybox", "rb") as f:
+        archive = initramfs.build(f.read(), initramfs.applets(), hosts=["10.0.2.2\tgateway gw"])
+    entries = list(initramfs.read(archive))
+    for name, source in (("gai", gai), ("netconf", os.path.join(HERE, "netconf.c"))):
+        with open(_build(tmp, name, source), "rb") as f:
+            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
+    path = os.path.join(tmp, "rootfs.cpio")
+    with open(path, "wb") as f:
+        f.write(initramfs.write(entries))
+    with System() as s:
+        yield Linux(s, path)
+
+
+def _sockets(linux: Linux) -> bool:
+    status, out = linux.run("/bin/netconf", "setting")
+    return b"Address family not supported" not in out and b"Bad file" not in out
+
+
+def test_hostname_and_etc_hosts(linux: Linux) -> None:
+    assert linux.run("hostname") == (0, b"l4py\n")
+    assert linux.run("hostname", "-i") == (0, b"127.0.1.1\n")        # glibc's NSS: files
+    assert linux.run("/bin/gai", "localhost", "gateway", "gw", "l4py", "nosuch") == (
+        0, b"localhost 127.0.0.1 80\ngateway 10.0.2.2 80\ngw 10.0.2.2 80\nl4py 127.0.1.1 80\n"
+           b"nosuch: not found\n")
+    status, out = linux.sh("cat /etc/resolv.conf; grep ^hosts: /etc/nsswitch.conf")
+    assert (status, out) == (0, b"nameserver 10.0.2.3\nhosts: files dns\n")
+
+
+def test_proc_net_as_busybox_reads_it(linux: Linux) -> None:
+    status, out = linux.run("cat", "/proc/net/dev")
+    assert status == 0 and [line.split(":")[0].strip() for line in out.decode().splitlines()[2:]] == ["lo"]
+    status, out = linux.run("route", "-n")
+    assert status == 0 and out.decode().splitlines()[:2] == [
+        "Kernel IP routing table",
+        "Destination     Gateway         Genmask         Flags Metric Ref    Use Iface"], out
+    status, out = linux.run("arp", "-n")
+    assert b"No match found" in out or status == 0, out
+
+
+def test_busybox_ifconfig_and_ip(linux: Linux) -> None:
+    if not _sockets(linux):
+        pytest.skip("socket(2) not served yet (sockets.py's system calls)")
+    status, out = linux.run("ifconfig")
+    assert status == 0 and out.startswith(b"lo "), out
+    text = out.decode()
+    assert "inet addr:127.0.0.1  Mask:255.0.0.0" in text and "UP LOOPBACK RUNNING  MTU:65536" in text
+    assert linux.run("ifconfig", "-a")[1] == out
+    status, out = linux.run("ip", "addr")
+    assert status == 0 and out.decode().splitlines()[:3] == [
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue qlen 1000",   # (no "state": this
+        # busybox is built without IFF_DORMANT, so it prints no IFLA_OPERSTATE)
+        "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00",
+        "    inet 127.0.0.1/8 scope host lo"], out
+    status, out = linux.run("ip", "link")
+    assert status == 0 and out.startswith(b"1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536"), out
+    assert linux.run("ip", "route") == (0, b"")
+    status, out = linux.run("ip", "route", "show", "table", "local")
+    assert status == 0 and b"local 127.0.0.1 dev lo" in out, out
+    status, out = linux.run("ip", "addr", "add", "10.9.9.9/24", "dev", "lo")
+    assert status != 0 and b"Operation not permitted" in out, out
+    status, out = linux.run("ifconfig", "lo", "mtu", "1400")
+    assert status != 0 and b"Operation not permitted" in out, out
+
+
+def test_probe_ioctls_setting_and_netlink(linux: Linux) -> None:
+    if not _sockets(linux):
+        pytest.skip("socket(2) not served yet (sockets.py's system calls)")
+    status, out = linux.run("/bin/netconf", "ioctls")
+    assert status == 0, out
+    lines = out.decode().splitlines()
+    assert lines[1] == ("lo addr 127.0.0.1 index 1 name lo flags 0x49 mask 255.0.0.0 brd 0.0.0.0 "
+                        "dst 127.0.0.1 mtu 65536 metric 0 qlen 1000 irq 0 hw 772 00:00:00:00:00:00")
+    assert lines[-1] == "nosuch0 No such device"
+    status, out = linux.run("/bin/netconf", "setting")
+    assert status == 0 and all(line.endswith("Operation not permitted")
+                               for line in out.decode().splitlines()), out
+    status, out = linux.run("/bin/netconf", "netlink")
+    assert status == 0, out
+    lines = out.decode().splitlines()
+    assert lines[7].startswith("junk: error Invalid argument"), lines
+    assert lines[:7] + lines[8:] == [
+        "bound len 12 family 16 pid set",
+        "RTM_NEWADDR: error Operation not permitted seq 11",
+        "RTM_DELROUTE: error Operation not permitted seq 12",
+        "overlong: error Invalid argument seq 13",
+        "short: error Invalid argument seq 14",
+        "no family: error Invalid argument seq 15",
+        "type 200: error Not supported seq 16",                  # (musl: EOPNOTSUPP)
+        "RTM_GETADDR dump: type 20"]
