@@ -6,6 +6,10 @@
  *                           PIN in the signer's window; the signature in hex (SIGNER.sign)
  *   nizza seal NAME         stdin -> stdout: sealed by the vault under NAME (VAULT.seal)
  *   nizza unseal NAME       stdin -> stdout: the inverse                (VAULT.unseal)
+ *   nizza probe NAME        whether this program may use capability NAME (the handle,
+ *                           or the error): what an attacker learns by trying
+ *   nizza raw NAME TAG HEX  send the bytes HEX with protocol tag TAG through NAME; print
+ *                           the answer in hex (a hand-made, possibly forged, request)
  *
  * It holds no key and sees no PIN: it only passes bytes to the trusted tasks through the
  * capabilities "signer" and "vault" the image grants /bin/nizza ([linux] hybrid). Messages
@@ -172,6 +176,35 @@ int main(int argc, char **argv)
         size_t n = call("vault", off, VAULT_TAG, 10000, &at);
         return write_all(ans + at, n);
     }
-    fprintf(stderr, "usage: nizza pubkey | sign FILE | seal NAME | unseal NAME\n");
+    if (argc == 3 && !strcmp(argv[1], "probe")) {
+        long r = l4_cap(argv[2]);
+        if (r < 0)
+            printf("probe %s: %s\n", argv[2], strerror((int)-r));
+        else
+            printf("probe %s: handle %ld\n", argv[2], r);
+        return r < 0;
+    }
+    if (argc == 5 && !strcmp(argv[1], "raw")) {
+        size_t n = strlen(argv[4]) / 2;
+        if (n > sizeof req) return 64;
+        for (size_t i = 0; i < n; i++)
+            sscanf(argv[4] + 2 * i, "%2hhx", &req[i]);
+        long cap = l4_cap(argv[2]);
+        if (cap < 0) {
+            printf("raw %s: %s\n", argv[2], strerror((int)-cap));
+            return 2;
+        }
+        struct l4_msg m = { .snd = req, .snd_len = n, .rcv = ans, .rcv_max = sizeof ans,
+                            .proto = atol(argv[3]), .timeout_ms = 10000 };
+        long r = l4_call(cap, &m);
+        if (r < 0) {
+            printf("raw %s: %s (L4 error %ld)\n", argv[2], strerror((int)-r), (long)m.err);
+            return 2;
+        }
+        hex(ans, m.rcv_len < sizeof ans ? m.rcv_len : sizeof ans);
+        return 0;
+    }
+    fprintf(stderr, "usage: nizza pubkey | sign FILE | seal NAME | unseal NAME | "
+                    "probe NAME | raw NAME TAG HEX\n");
     return 64;
 }
