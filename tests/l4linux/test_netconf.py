@@ -7,7 +7,8 @@ ioctl structures, rtnetlink dumps parsed back, the refusals, junk never raising,
 /proc/net text. Booted, a personality (no network: `lo` only) where busybox itself is the
 judge — hostname, ifconfig, ip addr/link/route, route -n, cat /proc/net/dev — and a static C
 probe (netconf.c, built against the Linux UAPI headers) checks the layouts, the setting
-ioctls' EPERM and malformed netlink requests.
+ioctls' EPERM and malformed netlink requests; a DNS responder (dns.c) on the loopback shows
+that resolv.conf names the server busybox's and musl's resolvers ask.
 """
 from __future__ import annotations
 
@@ -308,7 +309,8 @@ def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Linux]:
     with open("/bin/busybox", "rb") as f:
         archive = initramfs.build(f.read(), initramfs.applets(), hosts=["10.0.2.2\tgateway gw"])
     entries = list(initramfs.read(archive))
-    for name, source in (("gai", gai), ("netconf", os.path.join(HERE, "netconf.c"))):
+    for name, source in (("gai", gai), ("netconf", os.path.join(HERE, "netconf.c")),
+                         ("dns", os.path.join(HERE, "dns.c"))):
         with open(_build(tmp, name, source), "rb") as f:
             entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
     path = os.path.join(tmp, "rootfs.cpio")
@@ -394,3 +396,24 @@ def test_probe_ioctls_setting_and_netlink(linux: Linux) -> None:
         "no family: error Invalid argument seq 15",
         "type 200: error Not supported seq 16",                  # (musl: EOPNOTSUPP)
         "RTM_GETADDR dump: type 20"]
+
+
+def test_resolv_conf_names_the_server_resolvers_ask(linux: Linux) -> None:
+    """A DNS responder (dns.c) on 127.0.0.1:53 and resolv.conf naming it: busybox nslookup,
+    musl's getaddrinfo (gai) and glibc's (busybox ping) all ask it, and only for what
+    /etc/hosts does not answer."""
+    if not _sockets(linux):
+        pytest.skip("socket(2) not served yet (sockets.py's system calls)")
+    status, out = linux.sh(
+        "cp /etc/resolv.conf /tmp/resolv.keep; echo 'nameserver 127.0.0.1' > /etc/resolv.conf; "
+        "/bin/dns 127.0.0.1 web.l4=10.0.2.80 > /tmp/dns.log & "
+        "i=0; until grep -q listening /tmp/dns.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
+        "nslookup web.l4; /bin/gai web.l4 nope.l4 gateway; ping -c1 -W1 web.l4; "
+        "kill $!; cp /tmp/resolv.keep /etc/resolv.conf; cat /tmp/dns.log")
+    text = out.decode()
+    assert "Server:\t\t127.0.0.1" in text and "Address: 10.0.2.80" in text, text
+    assert "web.l4 10.0.2.80 80\nnope.l4: not found\ngateway 10.0.2.2 80\n" in text, text
+    assert "PING web.l4 (10.0.2.80)" in text, text
+    queries = [line for line in text.splitlines() if line.startswith("query ")]
+    assert queries.count("query web.l4 type 1") == 3 and "query nope.l4 type 1" in queries, text
+    assert not any("gateway" in q for q in queries), text          # /etc/hosts answered it
