@@ -159,6 +159,11 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
                                        # image = "FILE" (relative to the image; the disk's
                                        # [[device]] image) and size = "64M": FILE is built
                                        # as `l4run mkrootfs --ext2 SIZE -o FILE` when missing
+        net = { switch = "ore", ip = "10.0.2.20/24", gw = "10.0.2.2" }
+                                       # eth0: an ORe session as a [[task]]'s net table
+                                       # (launcher/net.py: mac, broadcast, label, dhcp …)
+                                       # and the gateway `gw`; the personality's sockets
+                                       # use it (docs/L4LINUX.md "Sockets and the network")
     """
     raw = data.get("linux")
     if raw is None:
@@ -186,8 +191,31 @@ def section_tasks(c: Any, data: dict[str, Any], image_path: str) -> list[dict[st
         task["args"] = _hybrid_args(c, d, where) + task["args"]
         if "rootdisk" in d:
             task["args"] = _rootdisk(c, d, where, task, image_path) + task["args"]
+        if "net" in d:
+            task["args"] = _net(c, d["net"], where, task) + task["args"]
         out.append(task)
     return out
+
+
+def _net(c: Any, raw: Any, where: str, task: dict[str, Any]) -> list[str]:
+    """The `net` table as the task's (its ORe session; checked there) and the personality's
+    `--net` argument: the address, the gateway (`gw`, ours alone), dhcp."""
+    if not isinstance(raw, dict):
+        c.bad(f"{where}.net", 'expected a table: net = { switch = "ore", ip = "10.0.2.20/24" }')
+        return []
+    net = dict(raw)
+    gw = net.pop("gw", None)
+    dhcp = net.pop("dhcp", False)       # ours: wire_switches would append it to the args
+    if gw is not None and not isinstance(gw, str):
+        c.bad(f"{where}.net.gw", f"expected an address like \"10.0.2.2\", got {gw!r}")
+        gw = None
+    task["net"] = net
+    words = [f"ip={net['ip']}"] if isinstance(net.get("ip"), str) else []
+    words += [f"gw={gw}"] if gw else []
+    words += ["dhcp"] if dhcp is True else []
+    if isinstance(net.get("cap"), str):
+        words.append(f"cap={net['cap']}")
+    return ["--net", ",".join(words) or "ip="]
 
 
 def _build_missing(c: Any, key: str, raw: dict[str, Any], image_path: str) -> None:

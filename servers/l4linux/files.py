@@ -1,7 +1,9 @@
 """Open files and descriptor tables of Linux processes.
 
 An `Open` is an open file description (Linux's `struct file`): what it reads and writes
-(a RAM-file inode, a directory listing, a pipe end, the console, /dev/null or /dev/zero),
+(a RAM-file inode, a directory listing, a pipe end, the console, /dev/null or /dev/zero,
+a socket: sockets.py, whose reads and writes are its recvmsg/sendmsg and which is closed
+when the last reference goes),
 its flags and offset, and a reference count — descriptors duplicated by dup or inherited by
 fork share it, and a pipe end counts as closed only when its last reference goes.
 An `FdTable` maps descriptor numbers to (Open, close-on-exec).
@@ -32,8 +34,10 @@ MAX_FILE = fs.MAX_FILE             # bytes of one RAM file: beyond, writes answe
 
 class Open:
     def __init__(self, kind: str, flags: int, node: fs.Inode | None = None,
-                 pipe: Pipe | None = None, console: Console | Tty | None = None) -> None:
-        self.kind = kind            # "file", "dir", "pipe_r", "pipe_w", "console", "null", "zero"
+                 pipe: Pipe | None = None, console: Console | Tty | None = None,
+                 sock: Any = None) -> None:
+        self.kind = kind            # "file", "dir", "pipe_r", "pipe_w", "console", "null", "zero",
+        self.sock = sock            # "socket" (a sockets.Socket)
         self.flags = flags
         self.node = node
         self.pipe = pipe
@@ -73,6 +77,11 @@ class Open:
             return got
         if self.kind == "zero":
             return b"\0" * n
+        if self.kind == "socket":
+            got = self.sock.recvmsg(n, 0)
+            if got is BLOCK and self.flags & O_NONBLOCK:
+                return -errno.EAGAIN
+            return got if got is BLOCK or isinstance(got, int) else bytes(got[0][:n])
         if self.kind == "console":
             assert self.console is not None
             return self.console.read(n)
@@ -99,12 +108,19 @@ class Open:
         if self.kind == "console":
             assert self.console is not None
             return self.console.write(data)
+        if self.kind == "socket":
+            done = self.sock.sendmsg(data, None, 0)
+            if done is BLOCK and self.flags & O_NONBLOCK:
+                return -errno.EAGAIN
+            return done
         return len(data)            # null, zero
 
     def release(self) -> None:
         self.refs -= 1
         if self.refs == 0 and self.node is not None and self.kind in ("file", "dir"):
             self.node.drop()
+        if self.refs == 0 and self.sock is not None:
+            self.sock.close()
         if self.refs == 0 and self.pipe is not None:
             if self.kind == "pipe_r":
                 self.pipe.readers -= 1
@@ -114,7 +130,8 @@ class Open:
     def stat_node(self) -> fs.Inode:
         if self.node is not None:
             return self.node
-        mode = (stat.S_IFIFO | 0o600) if self.pipe is not None else (stat.S_IFCHR | 0o620)
+        mode = (stat.S_IFIFO | 0o600) if self.pipe is not None else (
+            stat.S_IFSOCK | 0o777) if self.sock is not None else (stat.S_IFCHR | 0o620)
         node = _STAND_INS.get(mode)
         if node is None:
             node = _STAND_INS[mode] = fs.Inode(mode)
@@ -131,6 +148,8 @@ class Open:
             got = POLLOUT if self.pipe.readers else POLLHUP | POLLERR
         elif self.kind == "console" and self.console is not None:
             got = POLLOUT | (POLLIN if self.console.can_read() else 0)
+        elif self.kind == "socket":
+            got = self.sock.poll(events)
         else:
             got = POLLIN | POLLOUT
         return got & (events | POLLHUP | POLLERR)
@@ -247,6 +266,8 @@ def reopen(f: Open, flags: int) -> Open | int:
     """Open again what descriptor description `f` is (an open of /proc/PID/fd/N): a new
     description with `flags` — of the same pipe (its read or write end, by the access
     mode), file, directory or device — as Linux's /proc magic links do."""
+    if f.sock is not None:
+        return -errno.ENXIO             # as Linux: a socket is not opened by name
     if f.pipe is not None:
         mode = flags & O_ACCMODE
         if mode == O_RDWR:

@@ -681,14 +681,5 @@ def sys_mmap(px: "Personality", p: "Process", a: list[int]) -> Any:
     return CONTINUE
 
 
-# -- sockets: there is no network in the personality -----------------------------------------
-
-@sys(41, 53)
-def sys_socket(px: "Personality", p: "Process", a: list[int]) -> Any:
-    return -errno.EAFNOSUPPORT      # socket, socketpair: no address family is served
-
-
-@sys(42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 54, 55, 288, 299, 307)
-def sys_socket_call(px: "Personality", p: "Process", a: list[int]) -> Any:
-    """connect … getsockopt, accept4, recvmmsg, sendmmsg on a descriptor: none is a socket."""
-    return -errno.EBADF if p.fds.get(_i32(a[0])) is None else -errno.ENOTSOCK
+# -- sockets: netcalls.py (registered in the table when imported) ---------------------------
+from . import netcalls  # noqa: E402,F401

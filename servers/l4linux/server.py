@@ -35,13 +35,14 @@ from typing import Any
 
 import struct
 
-from kernel.abi import LinuxVerdict, Proto, pack
+from kernel.abi import SLOT_THREAD, LinuxVerdict, Proto, pack
 from kernel.user import linux as loader
 from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
-from . import consoles, files, fs, hybrid, initramfs, process, procfs, rootdisk, syscalls
+from . import (consoles, files, fs, hybrid, inet, initramfs, process, procfs, rootdisk,
+               syscalls, unixsock)
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
@@ -51,6 +52,7 @@ from .tty import Tty
 
 EXC_LABEL = 0x4C58                 # our exception gate's label; clients' gates have others
 DOOR_LABEL = 0x4C59                # the gate our host-side door calls (control.py)
+NET_LABEL = 0x4C5A                 # our wake IRQ: the IP stack's pump saw a change (inet.py)
 MAX_STR = 4096
 IMAGES = 4                         # executables of a disk kept in memory (_image_of)
 IDLE_MS = 200.0                    # with a disk: the wait's longest sleep (writeback, SIGTERM)
@@ -94,6 +96,9 @@ class Personality(Signals):
         # once reaped (None: not yet): the exact status of a Linux process that ends
         # without exit_group ("Crash statuses" in docs/L4LINUX.md).
         self.children: dict[int, int | None] = {}
+        self.unix = unixsock.UnixSpace(self)               # AF_UNIX names (unixsock.py)
+        self.inet = inet.InetSpace(self)                   # AF_INET ports (inet.py)
+        self.net: inet.Interface | None = None             # eth0, once start_net ran
 
     # -- memory of a process (through the kernel) -------------------------------------------
     def read(self, p: process.Process, addr: int, n: int) -> bytes:
@@ -286,6 +291,39 @@ class Personality(Signals):
         del self.sleepers[self.tid]
         return 0
 
+    def start_net(self, opts: dict[str, str]) -> None:
+        """eth0: the IP stack on our ORe session (capability `cap`, default "net"), its
+        address from `ip` (else the session's) or `dhcp`, gateway `gw`. The link waits on
+        an L4 thread of its own (NicLink attaches the session's signal to the thread it is
+        given: never our main thread, which waits for Linux calls); the stack's pump wakes
+        us through our IRQ NET_LABEL, triggered by another thread of ours (inet.py)."""
+        from servers.netstack import config as netconfig
+        from servers.netstack.link import NicLink
+        from servers.netstack.stack import Stack
+        cap = opts.get("cap") or "net"
+        if cap not in self.l4.caps:
+            raise ValueError(f"--net needs a capability {cap!r} (the image's [linux] net "
+                             f"table gives it); have {sorted(self.l4.caps)}")
+        link = NicLink(self.l4.spawn_thread(), self.l4.caps[cap])
+        name = "l4linux-eth0"
+        if "dhcp" in opts:
+            stack = netconfig._dhcp_stack(link, opts, name)
+        else:
+            address = opts.get("ip") or str(link.info.get("ip") or "")
+            if not address:
+                raise ValueError("--net: no address (give ip=A.B.C.D/N, or the session's)")
+            stack = Stack(link, address, gateway=opts.get("gw") or link.info.get("gateway")
+                          or None, name=name)
+        irq = self.l4.create_irq()
+        self.l4.irq_attach(irq, SLOT_THREAD, NET_LABEL)
+        self.net = inet.Interface(stack, self.l4.spawn_thread(), irq)
+        if not stack.running:
+            stack.start()
+        print(f"[l4linux] eth0: {inet.wire.ip_str(stack.addr)}/{stack.plen} on session "
+              f"{link.nic.sid} (MAC {stack.mac.hex(':')}), gateway "
+              f"{inet.wire.ip_str(stack.gateway) if stack.gateway else '-'}",
+              file=sys.stderr, flush=True)
+
     def _exists(self, path: bytes) -> bool:
         try:
             self.fs.walk(path, self.fs.root)
@@ -334,6 +372,8 @@ class Personality(Signals):
     def shutdown(self) -> None:
         """The clean end (SIGTERM): the disk unmounted by force — written back, marked
         clean — and its session closed. The Linux processes die with us."""
+        if self.net is not None:
+            self.net.stack.stop()
         if self.drive is not None:
             at = self.drive.at
             self.drive.close()
@@ -351,6 +391,9 @@ class Personality(Signals):
     def message(self, msg: Message) -> None:
         if msg.proto == Proto.LINUX:
             self.syscall(msg)
+        elif msg.proto == Proto.IRQ and msg.label == NET_LABEL:
+            if self.net is not None:
+                self.net.pending = False     # before the retry (serve): a later change wakes us
         elif msg.proto == Proto.LINUX_L4:
             hybrid.done(self, msg)
         elif msg.proto == Proto.EXCEPTION:
@@ -554,6 +597,8 @@ def main(l4: L4, *args: str) -> int:
     """Task arguments: `--rootfs FILE` (a newc archive; default: built from /bin/busybox),
     `--disk AT` (mount the disk of capability "block" at AT; "/" makes it the root file
     system and the RAM tree holds only /dev and /proc),
+    `--net ip=A.B.C.D/N,gw=A.B.C.D` (eth0 on the ORe session of capability "net": the
+    image's [linux] net table; `dhcp` instead of ip; `cap=NAME`),
     `--hybrid PROGRAM=NAME,...` (repeatable: the program may make L4 calls with our
     capabilities NAME, hybrid.py), `--door` (open SCRATCH/linux.sock for `l4run linux run`; the cwd is the scratch
     directory under the launcher), `--init CMD ARGS...` (last: a command started at boot,
@@ -563,6 +608,7 @@ def main(l4: L4, *args: str) -> int:
         i = args.index("--init")
         args, init = args[:i], list(args[i + 1:])
     disk_at = args[args.index("--disk") + 1].encode() if "--disk" in args else None
+    net = args[args.index("--net") + 1] if "--net" in args else None
     rootfs = None if disk_at == b"/" and "--rootfs" not in args else \
         rootfs_from_args(list(args))
     px = Personality(l4, rootfs, hybrid.parse_args(list(args)), disk_at)
@@ -570,6 +616,9 @@ def main(l4: L4, *args: str) -> int:
         # A flag, not an exception: the loop sees it within IDLE_MS, between two calls,
         # and unmounts the disk cleanly (the launcher stops clients before their servers).
         signal.signal(signal.SIGTERM, lambda *_: setattr(px, "stopping", True))
+    if net is not None:
+        from servers.netstack import config as netconfig
+        px.start_net(netconfig.parse([w for w in net.split(",") if w]))
     if init:
         boot_init(px, init)
     if "--door" in args:

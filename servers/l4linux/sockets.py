@@ -108,7 +108,7 @@ class Socket:
     # -- options ---------------------------------------------------------------------------
     def setsockopt(self, level: int, name: int, value: bytes) -> int:
         if level != SOL_SOCKET:
-            return -errno.ENOPROTOOPT
+            return -errno.EOPNOTSUPP
         if name in (SO_TYPE, SO_ERROR, SO_PROTOCOL, SO_DOMAIN, SO_ACCEPTCONN, SO_PEERCRED):
             return -errno.ENOPROTOOPT
         if name in (SO_RCVTIMEO, SO_SNDTIMEO):
@@ -133,7 +133,7 @@ class Socket:
 
     def getsockopt(self, level: int, name: int, size: int) -> bytes | int:
         if level != SOL_SOCKET:
-            return -errno.ENOPROTOOPT
+            return -errno.EOPNOTSUPP
         fixed = {SO_TYPE: self.type, SO_PROTOCOL: self.protocol, SO_DOMAIN: self.family,
                  SO_ACCEPTCONN: int(self.listening)}
         if name in fixed:
@@ -165,3 +165,69 @@ class Socket:
 
     def close(self) -> None:
         """The last descriptor on it went (close, exit): release what it holds."""
+
+
+# -- local streams: the byte pipes of AF_UNIX stream sockets and of loopback TCP -------------
+STREAM_BUF = 256 * 1024
+
+
+class Buf:
+    """One direction of a local connection. `shut`: the writer is done (EOF once the
+    bytes are read); `gone`: the reader is closed (a write is EPIPE); `reset`: the writer
+    reset the connection (loopback TCP closed with unread data: the next read is
+    ECONNRESET, the ones after it EOF)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.shut = False
+        self.gone = False
+        self.reset = False
+
+    def room(self) -> int:
+        return STREAM_BUF - len(self.data)
+
+
+def stream_send(tx: Buf, data: bytes) -> Any:
+    """Write into a local connection: a count, -EPIPE, or BLOCK (full)."""
+    if tx.gone or tx.shut:
+        return -errno.EPIPE
+    room = tx.room()
+    if room <= 0:
+        return BLOCK if data else 0
+    tx.data += data[:room]
+    return min(len(data), room)
+
+
+def stream_recv(rx: Buf, n: int, flags: int) -> Any:
+    """Read from a local connection: (bytes, None), b"" at EOF, or BLOCK."""
+    if rx.reset:
+        rx.reset, rx.shut = False, True
+        rx.data.clear()
+        return -errno.ECONNRESET
+    if rx.data:
+        out = bytes(rx.data[:n])
+        if not flags & MSG_PEEK:
+            del rx.data[:n]
+        return out, None
+    return (b"", None) if rx.shut else BLOCK
+
+
+def stream_poll(rx: Buf, tx: Buf) -> int:
+    got = 0
+    if rx.data or rx.shut:
+        got |= POLLIN
+    if rx.shut:
+        got |= POLLRDHUP
+    if tx.gone or not tx.shut and tx.room() > 0:
+        got |= POLLOUT
+    if rx.shut and (tx.gone or tx.shut):
+        got |= POLLHUP
+    if rx.reset:
+        got |= POLLERR | POLLIN | POLLHUP
+    return got
+
+
+def local_pair() -> tuple[tuple[Buf, Buf], tuple[Buf, Buf]]:
+    """The (rx, tx) of both ends of a new local connection."""
+    a, b = Buf(), Buf()
+    return (a, b), (b, a)
