@@ -103,6 +103,9 @@ class Signer:
         except RpcError as e:
             self._outcome(f"not signed: {e.error.lower()}")
             raise
+        if not typed:                            # OK on an empty field: not a guess
+            self._outcome("not signed: no PIN entered")
+            raise RpcError("CANCELLED", "OK with no PIN entered")
         if not hmac.compare_digest(pin_hash(typed), self.pin):
             self._write_tries(self.tries + 1)
             left = MAX_TRIES - self.tries
