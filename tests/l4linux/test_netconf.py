@@ -417,3 +417,95 @@ def test_resolv_conf_names_the_server_resolvers_ask(linux: Linux) -> None:
     queries = [line for line in text.splitlines() if line.startswith("query ")]
     assert queries.count("query web.l4 type 1") == 3 and "query nope.l4 type 1" in queries, text
     assert not any("gateway" in q for q in queries), text          # /etc/hosts answered it
+
+
+# -- booted under the launcher with eth0: an ORe session, a peer at the gateway ---------------
+
+MAC = "02:00:00:00:00:20"
+IMAGE_LINUX = f"""
+[linux]
+net = {{ switch = "ore", ip = "10.0.2.20/24", gw = "10.0.2.2", mac = "{MAC}" }}
+"""
+
+
+def _launcher_net() -> bool:
+    from launcher import linux as launcher_linux
+    return "net" in getattr(launcher_linux, "LINUX_KEYS", ())
+
+
+@pytest.fixture(scope="module")
+def eth0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str, dict[str, str]]]:
+    """A launcher image: ORe, a netstack peer at 10.0.2.2 (UDP/TCP echo, HTTP) and the
+    personality with eth0 at 10.0.2.20/24, gateway 10.0.2.2; yields `l4run linux run`'s
+    command, the run directory and the environment."""
+    if not _launcher_net():
+        pytest.skip("the image's [linux] net key is not there yet (launcher/linux.py)")
+    import sys as _sys
+    from kernel.user.testing import PROJECT_ROOT, wait_for
+    from launcher.netimage import net_image, task
+    tmp = str(tmp_path_factory.mktemp("eth0"))
+    image = net_image("netconf", ore={"clients": {}}, tasks=[task(
+        "peer", "servers.netstack.demo:serve", net={"switch": "ore", "ip": "10.0.2.2/24"})])
+    path = os.path.join(tmp, "netconf.toml")
+    with open(path, "w") as f:
+        f.write(image + IMAGE_LINUX)
+    rd = os.path.join(tmp, "run")
+    l4run = [_sys.executable, "-m", "launcher"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [PROJECT_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    boot = subprocess.run([*l4run, "boot", path, "--detach", "--run-dir", rd], env=env,
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    try:
+        assert boot.returncode == 0, boot.stdout + boot.stderr
+        wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
+                 60, "the personality's door")
+        yield [*l4run, "linux", "run", "--run-dir", rd, "--"], rd, env
+    finally:
+        subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=90)
+
+
+def _run(eth0: tuple[list[str], str, dict[str, str]], *argv: str) -> tuple[int, str]:
+    cmd, _, env = eth0
+    r = subprocess.run([*cmd, *argv], env=env, capture_output=True, text=True, timeout=90)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_eth0_in_route_and_proc_net(eth0: tuple[list[str], str, dict[str, str]]) -> None:
+    status, out = _run(eth0, "route", "-n")
+    assert status == 0 and out.splitlines()[2:] == [
+        "0.0.0.0         10.0.2.2        0.0.0.0         UG    0      0        0 eth0",
+        "10.0.2.0        0.0.0.0         255.255.255.0   U     0      0        0 eth0"], out
+    status, out = _run(eth0, "sh", "-c", "wget -q -O /dev/null http://10.0.2.2/; "
+                                         "cat /proc/net/dev; cat /proc/net/arp; hostname")
+    assert status == 0, out
+    lines = out.splitlines()
+    counts = [line for line in lines if line.strip().startswith("eth0:")][0].split(":")[1].split()
+    assert int(counts[1]) > 0 and int(counts[9]) > 0, out            # frames in and out
+    assert any(line.split()[:1] == ["10.0.2.2"] and line.split()[-1] == "eth0"
+               for line in lines), out                             # the peer, resolved
+    assert lines[-1] == "l4py", out
+
+
+def test_eth0_in_ifconfig_and_ip(eth0: tuple[list[str], str, dict[str, str]]) -> None:
+    status, out = _run(eth0, "ifconfig", "eth0")
+    if "socket: Operation not permitted" in out:
+        pytest.skip("the launcher's sandbox answers EPERM for a UDP or netlink socket() of "
+                    "the personality's processes (launcher/sandbox.py lets only AF_UNIX and "
+                    "TCP through; of stacked filters the strictest answer wins)")
+    assert status == 0, out
+    assert out.startswith(f"eth0      Link encap:Ethernet  HWaddr {MAC.upper()}"), out
+    assert "inet addr:10.0.2.20  Bcast:10.0.2.255  Mask:255.255.255.0" in out, out
+    assert "UP BROADCAST RUNNING MULTICAST  MTU:1500  Metric:1" in out, out
+    status, out = _run(eth0, "ifconfig")
+    assert status == 0 and "eth0      Link encap:Ethernet" in out and "lo        Link" in out, out
+    status, out = _run(eth0, "ip", "addr")
+    assert status == 0, out
+    assert f"2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast qlen 1000\n" \
+           f"    link/ether {MAC} brd ff:ff:ff:ff:ff:ff\n" \
+           f"    inet 10.0.2.20/24 brd 10.0.2.255 scope global eth0\n" in out, out
+    status, out = _run(eth0, "ip", "link")
+    assert status == 0 and f"link/ether {MAC}" in out, out
+    status, out = _run(eth0, "ip", "route")
+    assert (status, out) == (0, "default via 10.0.2.2 dev eth0 \n"
+                                "10.0.2.0/24 dev eth0 scope link  src 10.0.2.20 \n"), out
