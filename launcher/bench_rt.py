@@ -75,6 +75,8 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "net_share_best_effort": be.get("net_share"),
                            "reservations": res.get("reservations"),
                            "misses_per_100_reserved": res.get("misses_per_100"),
+                           "late_ms_reserved": res.get("late_ms"),
+                           "late_ms_best_effort": be.get("late_ms"),
                            "disk_latency_ms": latency_ms}
     for name, r in (("reserved", res), ("best_effort", be)):
         if "error" in r:

@@ -14,7 +14,11 @@ work ends after its deadline is a miss). With `reserve` = "1" it first asks for:
 and runs best effort with "0". Every REPORT periods it tells the CPU manager its periods and
 misses (`l4run rt` shows them). At the end it prints
 
-    RT-PLAYER {periods, misses, worst_us, disk_p99_ms, disk_max_ms, net_share, reservations}
+    RT-PLAYER {periods, misses, worst_us, disk_p99_ms, disk_max_ms, net_share, reservations,
+               misses_per_100, late_ms}
+
+late_ms: the late periods' mean time, per phase — the start past the release, the disk
+read, the computation, the send — and their own CPU time (ms): where a miss comes from.
 
 net_share: the bytes ORe forwarded for it (its session's tx_bytes) over frame × periods.
 """
@@ -71,19 +75,30 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     sector, tag = 0, 0
     windows: list[int] = []                      # misses per REPORT periods
     last_misses = 0
+    # where the time of late periods went: the start (past the release), the disk read,
+    # the computation, the send; and the period's own CPU time (a budget overrun throttles)
+    phases = [0.0] * 5
     while time.monotonic() < end:
         t0 = time.monotonic()
+        c0 = time.thread_time()
+        start_late = t0 - job.release
         tag = bc.tag()
         reqs = [[tag, READ, sector, sectors, 0]]
         got: list[list[int]] = []
         while not any(t == tag for t, _ in got):
             got += bc.exchange(reqs, 1, 1000)
             reqs = []
-        lat.append(time.monotonic() - t0)
+        t1 = time.monotonic()
+        lat.append(t1 - t0)
         sector = (sector + sectors) % 4096
         spin_cpu(float(compute_us))
+        t2 = time.monotonic()
         nic.send([pkt])
-        job.next()
+        t3 = time.monotonic()
+        cpu = time.thread_time() - c0
+        if not job.next():
+            for i, v in enumerate((start_late, t1 - t0, t2 - t1, t3 - t2, cpu)):
+                phases[i] += v
         if job.periods % REPORT == 0:
             windows.append(job.misses - last_misses)
             last_misses = job.misses
@@ -97,7 +112,9 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
            "disk_p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
            "disk_max_ms": round(lat[-1] * 1e3, 2) if lat else None,
            "net_share": round(sent / max(1, size * job.periods), 4),
-           "misses_per_100": windows, "reservations": res}
+           "misses_per_100": windows, "reservations": res,
+           "late_ms": {k: round(v * 1e3 / max(1, job.misses), 2) for k, v in
+                       zip(("start", "disk", "compute", "send", "cpu"), phases)}}
     print(f"RT-PLAYER {json.dumps(out)}", flush=True)
     if cpu_ok:
         rt.release(res["cpu"]["id"])                     # type: ignore[union-attr]
