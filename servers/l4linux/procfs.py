@@ -6,7 +6,8 @@ A process inside a hybrid L4 call is in state D (UNINTERRUPTIBLE, `Process.l4cal
 before a path-taking system call: /proc/PID/{stat,status,cmdline,comm,exe,fd/N} for every Linux
 process, /proc/self (a symlink to the caller's pid), /proc/meminfo, /proc/uptime,
 /proc/stat, /proc/loadavg, /proc/mounts, /proc/version (busybox `ps`, `top`), and /proc/net
-(`proc_net`: dev, route, arp, tcp, udp, unix and the IPv6 and raw ones, empty: busybox
+(`proc_net`: dev, route, arp; tcp, udp and unix from the processes' socket descriptions;
+the IPv6 and raw ones with their headings only: busybox
 `ifconfig`, `route -n`, `arp`, `netstat` read them; the interfaces are netconf.py's). Files are
 read-only snapshots; a descriptor opened on one keeps the snapshot it opened (as reading a
 /proc file at once would).
@@ -187,54 +188,72 @@ def _endpoint_line(n: int, laddr: bytes, lport: int, raddr: bytes, rport: int, s
             f"0000000000000000 100 0 0 10 0")
 
 
+def _sockets(px: Any, family: int) -> list[tuple[Any, Any]]:
+    """(Open, Socket) of every socket description of `family` the processes hold, once."""
+    out, seen = [], set()
+    for p in list(px.procs.by_pid.values()):
+        for f, _ in list(p.fds.fds.values()):
+            sock = getattr(f, "sock", None)
+            if f.kind == "socket" and sock is not None and id(sock) not in seen and \
+                    getattr(sock, "family", None) == family:
+                seen.add(id(sock))
+                out.append((f, sock))
+    return out
+
+
+def _inet(raw: Any) -> tuple[bytes, int]:
+    """The address and port of a struct sockaddr_in (0.0.0.0:0 for anything else)."""
+    if isinstance(raw, bytes) and len(raw) >= 8:
+        return raw[4:8], int.from_bytes(raw[2:4], "big")
+    return bytes(4), 0
+
+
+def _inet_lines(px: Any, stream: bool) -> list[str]:
+    """The AF_INET sockets of the processes (loopback and eth0 alike), TCP or UDP, in the
+    columns of /proc/net/tcp and udp; a TCP socket's state is its connection's."""
+    lines = []
+    for _, sock in _sockets(px, netconf.AF_INET):
+        kind = int(getattr(sock, "type", 0)) & 0xF
+        if stream != (kind == 1) or (not stream and getattr(sock, "protocol", 0) not in (0, 17)):
+            continue
+        (laddr, lport), peer = _inet(sock.getsockname()), sock.getpeername()
+        raddr, rport = _inet(peer)
+        tcb = getattr(sock, "tcb", None)
+        if stream:
+            state = TCP_STATES["LISTEN"] if getattr(sock, "listening", False) else \
+                TCP_STATES.get(str(getattr(tcb, "state", "")), TCP_STATES[
+                    "ESTABLISHED" if isinstance(peer, bytes) else "CLOSED"])
+        else:
+            state = TCP_STATES["ESTABLISHED" if isinstance(peer, bytes) else "CLOSED"]
+        lines.append(_endpoint_line(len(lines), laddr, lport, raddr, rport, state, 0, 0,
+                                    id(sock) & 0xFFFFFF))
+    return lines
+
+
 def proc_net_tcp(px: Any) -> bytes:
-    """The stack's listeners and connections (the personality's TCP sockets are its)."""
-    lines = [f"{TCP_HEAD:<149}"]
-    stack = netconf.stack_of(px)
-    if stack is not None:
-        with stack.lock:
-            local = bytes(stack.addr)
-            for port in sorted(stack.listeners):
-                lines.append(_endpoint_line(len(lines) - 1, bytes(4), port, bytes(4), 0,
-                                            TCP_STATES["LISTEN"], 0, 0, port))
-            for t in list(stack.tcbs.values()):
-                lines.append(_endpoint_line(
-                    len(lines) - 1, local, t.lport, bytes(t.rip), t.rport,
-                    TCP_STATES.get(str(t.state), 7), len(t.sndbuf), len(t.rcvbuf),
-                    id(t) & 0xFFFFFF))
+    lines = [f"{TCP_HEAD:<149}"] + _inet_lines(px, stream=True)
     return "".join(f"{line:<149}\n" for line in lines).encode()
 
 
 def proc_net_udp(px: Any) -> bytes:
-    lines = [f"{UDP_HEAD:<127}"]
-    stack = netconf.stack_of(px)
-    if stack is not None:
-        with stack.lock:
-            for port, sock in sorted(stack.udp_socks.items()):
-                queued = sum(len(d) for d, _ in getattr(sock, "queue", ()))
-                lines.append(_endpoint_line(len(lines) - 1, bytes(4), port, bytes(4), 0, 7, 0,
-                                            queued, port) + " 0")
+    lines = [f"{UDP_HEAD:<127}"] + [line + " 0" for line in _inet_lines(px, stream=False)]
     return "".join(f"{line:<127}\n" for line in lines).encode()
 
 
 def proc_net_unix(px: Any) -> bytes:
-    """The AF_UNIX sockets the Linux processes hold (each description once)."""
+    """The AF_UNIX sockets the Linux processes hold."""
     out = "Num       RefCount Protocol Flags    Type St Inode Path\n"
-    seen: set[int] = set()
-    for p in list(px.procs.by_pid.values()):
-        for f, _ in list(p.fds.fds.values()):
-            sock = getattr(f, "sock", None)
-            if f.kind != "socket" or sock is None or id(f) in seen or \
-                    getattr(sock, "family", None) != netconf.AF_UNIX:
-                continue
-            seen.add(id(f))
-            name = sock.getsockname()
-            path = name[2:].split(b"\0", 1)[0].decode(errors="replace") \
-                if isinstance(name, bytes) and len(name) > 2 else ""
-            connected = isinstance(sock.getpeername(), bytes)
-            out += (f"0000000000000000: {f.refs:08X} 00000000 00000000 "
-                    f"{int(getattr(sock, 'type', 1)) & 0xF:04X} {3 if connected else 1:02X} "
-                    f"{id(sock) & 0xFFFFFF:5d}" + (f" {path}" if path else "") + "\n")
+    for f, sock in _sockets(px, netconf.AF_UNIX):
+        name = sock.getsockname()
+        path = name[2:].split(b"\0", 1)[0].decode(errors="replace") \
+            if isinstance(name, bytes) and len(name) > 2 else ""
+        if isinstance(name, bytes) and name[2:3] == b"\0" and len(name) > 3:
+            path = "@" + name[3:].decode(errors="replace")       # an abstract name
+        listening = getattr(sock, "listening", False)
+        state = 1 if listening else 3 if isinstance(sock.getpeername(), bytes) else 1
+        out += (f"0000000000000000: {f.refs:08X} 00000000 {0x10000 if listening else 0:08X} "
+                f"{int(getattr(sock, 'type', 1)) & 0xF:04X} {state:02X} "
+                f"{id(sock) & 0xFFFFFF:5d}" + (f" {path}" if path else "") + "\n")
     return out.encode()
 
 
