@@ -155,7 +155,7 @@ SIOCGIFNAME, SIOCGIFCONF, SIOCGIFFLAGS, SIOCGIFADDR = 0x8910, 0x8912, 0x8913, 0x
 SIOCGIFDSTADDR, SIOCGIFBRDADDR, SIOCGIFNETMASK, SIOCGIFMETRIC = 0x8917, 0x8919, 0x891B, 0x891D
 SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX, SIOCGIFTXQLEN = 0x8921, 0x8927, 0x8933, 0x8942
 SIOCGIFMAP = 0x8970
-FIONBIO, O_NONBLOCK = 0x5421, 0o4000
+FIONBIO, FIONREAD, TIOCOUTQ, O_NONBLOCK = 0x5421, 0x541B, 0x5411, 0o4000
 # Every command that would change an interface, a route, the ARP table or a multicast list.
 SETTING = frozenset({0x890B, 0x890C, 0x8911, 0x8914, 0x8916, 0x8918, 0x891A, 0x891C, 0x891E,
                      0x8920, 0x8922, 0x8923, 0x8924, 0x8926, 0x8930, 0x8931, 0x8932, 0x8934,
@@ -229,6 +229,14 @@ def ioctl(px: "Personality", p: "Process", f: Any, cmd: int, arg: int) -> Any:
             return got
         px.write(p, arg, got)
         return 0
+    if cmd in (FIONREAD, TIOCOUTQ):           # SIOCINQ: what a read would get now (a
+        got = 0                               # datagram's length); SIOCOUTQ: all is sent
+        sock = getattr(f, "sock", None)
+        if cmd == FIONREAD and sock is not None:
+            peek = sock.recvmsg(1 << 20, MSG_PEEK)
+            got = len(peek[0]) if isinstance(peek, tuple) else 0
+        px.write(p, arg, struct.pack("<i", got))
+        return 0
     if cmd == FIONBIO:                        # any descriptor's, as Linux's do_vfs_ioctl
         (on,) = struct.unpack("<i", px.read(p, arg, 4))
         f.flags = f.flags | O_NONBLOCK if on else f.flags & ~O_NONBLOCK
@@ -246,8 +254,8 @@ NLM_F_CAPPED = 0x100
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 RTM_NEWROUTE, RTM_GETROUTE, RTM_NEWNEIGH, RTM_GETNEIGH = 24, 26, 28, 30
 RTM_MAX = 127                                 # types above every rtnetlink family's
-NETLINK_ROUTE, MAX_LINKS = 0, 32
-SOCK_DGRAM, SOCK_RAW = 2, 3
+NETLINK_ROUTE = 0
+SOCK_RAW = 3
 SOL_NETLINK = 270
 MSG_PEEK = 0x2
 POLLIN, POLLOUT = 0x1, 0x4
@@ -343,9 +351,7 @@ def neigh_bodies(px: Any) -> list[bytes]:
 
 
 class NetlinkSocket(Socket):
-    """An AF_NETLINK socket (module docstring): requests answered at once into `queue`.
-    `refuse(type, protocol)` is what socket(2) would answer before making one (0: make
-    it): Linux refuses a type other than SOCK_RAW/SOCK_DGRAM and a protocol past MAX_LINKS."""
+    """An AF_NETLINK socket (module docstring): requests answered at once into `queue`."""
 
     _ports: dict[int, "NetlinkSocket"] = {}   # bound port ids of this personality's sockets
     _rover = -4096                            # Linux's next autobind id after the first
@@ -357,14 +363,6 @@ class NetlinkSocket(Socket):
         self.groups = 0
         self.peer = (0, 0)                    # connect(): the default destination
         self.queue: list[bytes] = []          # datagrams to read, oldest first
-
-    @staticmethod
-    def refuse(type: int, protocol: int) -> int:
-        if type & 0xF not in (SOCK_RAW, SOCK_DGRAM):
-            return -errno.ESOCKTNOSUPPORT
-        if not 0 <= protocol < MAX_LINKS:
-            return -errno.EPROTONOSUPPORT
-        return 0
 
     # -- addresses ----------------------------------------------------------------------------
     def _autobind(self) -> None:

@@ -5,6 +5,7 @@
  *   netconf ioctls      SIOCGIFCONF, then every SIOCGIF* of each interface, one line each
  *   netconf setting     the setting ioctls: their errno (EPERM expected)
  *   netconf netlink     malformed and refused rtnetlink requests: each answer's type/errno
+ *   netconf fionread    FIONREAD (SIOCINQ) and TIOCOUTQ on a socketpair and a UDP socket
  */
 #include <errno.h>
 #include <net/if.h>
@@ -191,6 +192,26 @@ static int netlink(void)
     return 0;
 }
 
+static int fionread(void)
+{
+    int sv[2], n = -1, out = -1, u = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        return printf("socketpair: %s\n", strerror(errno)), 1;
+    if (write(sv[0], "hello", 5) != 5 || ioctl(sv[1], FIONREAD, &n) < 0 ||
+        ioctl(sv[0], TIOCOUTQ, &out) < 0)
+        return printf("unix: %s\n", strerror(errno)), 1;
+    int a = socket(AF_INET, SOCK_DGRAM, 0), b = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(5999) };
+    inet_aton("127.0.0.1", &to.sin_addr);
+    if (bind(b, (struct sockaddr *)&to, sizeof to) < 0 ||
+        sendto(a, "7 bytes", 7, 0, (struct sockaddr *)&to, sizeof to) != 7)
+        return printf("udp: %s\n", strerror(errno)), 1;
+    for (int i = 0; i < 100 && (ioctl(b, FIONREAD, &u) < 0 || u == 0); i++)
+        usleep(10000);
+    printf("unix %d outq %d udp %d\n", n, out, u);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "";
@@ -202,6 +223,8 @@ int main(int argc, char **argv)
         return setting();
     if (!strcmp(what, "netlink"))
         return netlink();
-    fprintf(stderr, "usage: netconf layout|ioctls|setting|netlink\n");
+    if (!strcmp(what, "fionread"))
+        return fionread();
+    fprintf(stderr, "usage: netconf layout|ioctls|setting|netlink|fionread\n");
     return 2;
 }

@@ -377,6 +377,7 @@ def test_probe_ioctls_setting_and_netlink(linux: Linux) -> None:
     status, out = linux.run("/bin/netconf", "setting")
     assert status == 0 and all(line.endswith("Operation not permitted")
                                for line in out.decode().splitlines()), out
+    assert linux.run("/bin/netconf", "fionread") == (0, b"unix 5 outq 0 udp 7\n")
     status, out = linux.run("/bin/netconf", "netlink")
     assert status == 0, out
     lines = out.decode().splitlines()
