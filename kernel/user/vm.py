@@ -31,6 +31,7 @@ thread it was made with).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -40,7 +41,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import errors
 from ..osutil import MAP_ANON, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, mmap_at, munmap
@@ -371,6 +372,48 @@ class VM:
         off = runs[0][0] if runs else 0
         mv = self.ram[off:off + n]
         return mv if writable else mv.toreadonly()
+
+    # -- bulk access: views held across many copies -------------------------------------
+    # A server that copies much (Nitpicker composing frames) walks its regions once into
+    # views of RAM (`runs`) and keeps them while the epoch it built them under holds
+    # (`moved`); inside `deferred()` a shootdown's acknowledgement waits (the kernel allows
+    # SHOOTDOWN_MS), so the views stay valid until it ends. Inside `deferred()` nothing may
+    # call the VM's own accesses (they end the deferral early).
+    def runs(self, vaddr: int, n: int, writable: bool = False) -> list[tuple[int, memoryview]]:
+        """[vaddr, vaddr+n) as physically contiguous runs: (offset in the range, a view of
+        RAM), faulting in what is missing (PageFault if it cannot be mapped)."""
+        runs: list[tuple[int, int, int]] = []
+
+        def run(off: int, pos: int, length: int) -> None:
+            if runs and runs[-1][1] + runs[-1][2] == off:        # physically adjacent
+                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + length)
+            else:
+                runs.append((pos, off, length))
+        self._walk(vaddr, n, _RW if writable else _R, 0, run)
+        return [(pos, self.ram[off:off + length]) for pos, off, length in runs]
+
+    def moved(self, since: int) -> bool:
+        """Whether the address space changed since epoch `since` (views built then may
+        be stale), or a change is there that we have not acknowledged."""
+        return bool(_WORD.unpack_from(self.mm, self._epoch_at)[0] != self.seen
+                    or self.seen != since)
+
+    def sync(self) -> int:
+        """Acknowledge every change (dropping the TLB if there was one): the epoch now."""
+        self._sync()
+        return self.seen
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While inside, a shootdown's acknowledgement waits until the end."""
+        self.in_access = True
+        try:
+            yield
+        finally:
+            self.in_access = False
+            if self.pending:
+                self.pending = False
+                self._sync()
 
     def mapped(self, vaddr: int, order: int = PAGE_SHIFT) -> list[list[int]]:
         """The kernel's page table (not the TLB) for a flexpage of ours."""

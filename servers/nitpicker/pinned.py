@@ -12,11 +12,12 @@ full-screen frame is 768 pages, twice per frame (the client's buffer, the screen
 region is walked once into its physically contiguous runs (memoryviews of our RAM view),
 and a paint copies with memoryview slice assignments: one per run and row run.
 
-Contract (kernel/user/vm.py): a view of our address space is valid only until the next TLB
-shootdown is acknowledged. `held()` checks the epoch on entry (rebuilding every region's
-runs if it moved: a frame we lost faults there, `PageFault`, before anything is touched)
-and then defers the acknowledgement for its duration, as the VM's own accesses do
-(`in_access`): the kernel waits up to SHOOTDOWN_MS for it, a paint takes milliseconds.
+Contract (kernel/user/vm.py, "bulk access"): a view of our address space is valid only until
+the next TLB shootdown is acknowledged. `held()` checks the epoch on entry (`VM.moved`;
+rebuilding every region's runs, `VM.runs`, if it moved: a frame we lost faults there,
+`PageFault`, before anything is touched) and then defers the acknowledgement for its
+duration (`VM.deferred`): the kernel waits up to SHOOTDOWN_MS for it, a paint takes
+milliseconds.
 Inside `held()` nothing may call the VM (its own accesses would end the deferral early).
 A region whose frames are gone is empty from the rebuild on: a buffer reads as nothing (the
 screen keeps what was there), and a writable one (the scan-out memory: the fb server died)
@@ -26,16 +27,11 @@ Ownership: Nitpicker's main thread (the one of its VM).
 """
 from __future__ import annotations
 
-import struct
 from bisect import bisect_right
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
-from kernel.abi import MemRights
 from kernel.user.vm import VM, PageFault
-
-_WORD = struct.Struct("<Q")
-_R, _RW = int(MemRights.R), int(MemRights.RW)      # ints, as the VM's walk takes them
 
 
 class Region:
@@ -47,16 +43,9 @@ class Region:
         self.views: list[memoryview] = []
 
     def build(self, vm: VM) -> None:
-        runs: list[tuple[int, int, int]] = []
-
-        def run(off: int, pos: int, n: int) -> None:
-            if runs and runs[-1][1] + runs[-1][2] == off:        # physically adjacent
-                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + n)
-            else:
-                runs.append((pos, off, n))
-        vm._walk(self.vaddr, self.size, _RW if self.writable else _R, 0, run)
-        self.starts = [pos for pos, _, _ in runs]
-        self.views = [vm.ram[off:off + n] for _, off, n in runs]
+        runs = vm.runs(self.vaddr, self.size, self.writable)
+        self.starts = [pos for pos, _ in runs]
+        self.views = [view for _, view in runs]
 
     def release(self) -> None:
         for v in self.views:
@@ -92,13 +81,8 @@ class Pins:
         if r is not None:
             r.release()
 
-    def _moved(self) -> bool:
-        vm: Any = self.vm
-        return bool(_WORD.unpack_from(vm.mm, vm._epoch_at)[0] != vm.seen or vm.seen != self.epoch)
-
     def _rebuild(self) -> None:
-        vm: Any = self.vm
-        vm._sync()                                 # acknowledge what moved (drops the TLB)
+        self.epoch = self.vm.sync()                # acknowledge what moved (drops the TLB)
         lost = []
         for r in list(self.regions.values()):
             r.release()
@@ -108,7 +92,6 @@ class Pins:
                 r.release()                        # gone: read as nothing from now on
                 if r.writable:
                     lost.append(r.vaddr)
-        self.epoch = vm.seen
         if lost:
             raise PageFault(f"pinned memory gone at {', '.join(hex(v) for v in lost)}")
 
@@ -121,21 +104,16 @@ class Pins:
             finally:
                 self.depth -= 1
             return
-        vm: Any = self.vm
-        vm.in_access = True                        # a shootdown signal waits for us now
-        try:
-            while self._moved():
-                vm.in_access = False
-                self._rebuild()
-                vm.in_access = True
-            self.depth = 1
-            yield
-        finally:
-            self.depth = 0
-            vm.in_access = False
-            if vm.pending:
-                vm.pending = False
-                vm._sync()
+        while True:
+            with self.vm.deferred():               # a shootdown signal waits for us now
+                if not self.vm.moved(self.epoch):
+                    self.depth = 1
+                    try:
+                        yield
+                    finally:
+                        self.depth = 0
+                    return
+            self._rebuild()                        # outside: it walks through the VM
 
     def region(self, vaddr: int) -> Region:
         r = self.regions.get(vaddr)
