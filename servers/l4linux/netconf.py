@@ -59,7 +59,7 @@ BOOT = time.monotonic()
 
 
 class Iface(NamedTuple):
-    index: int
+    ifindex: int
     name: str
     flags: int                  # IFF_* as netlink reports them (ifreq gets the low 16 bits)
     mtu: int
@@ -173,7 +173,7 @@ def ifreq_answer(ifaces: list[Iface], cmd: int, req: bytes) -> bytes | int:
         return -errno.EFAULT
     if cmd == SIOCGIFNAME:
         (index,) = struct.unpack_from("<i", req, IFNAMSIZ)
-        found = [i for i in ifaces if i.index == index]
+        found = [i for i in ifaces if i.ifindex == index]
         if not found:
             return -errno.ENODEV
         return found[0].name.encode().ljust(IFNAMSIZ, b"\0") + req[IFNAMSIZ:]
@@ -193,7 +193,7 @@ def ifreq_answer(ifaces: list[Iface], cmd: int, req: bytes) -> bytes | int:
     elif cmd == SIOCGIFHWADDR:
         body = struct.pack("<H", i.hwtype) + i.mac + bytes(8)
     elif cmd in (SIOCGIFMETRIC, SIOCGIFMTU, SIOCGIFINDEX, SIOCGIFTXQLEN):
-        body = struct.pack("<i", {SIOCGIFMETRIC: 0, SIOCGIFMTU: i.mtu, SIOCGIFINDEX: i.index,
+        body = struct.pack("<i", {SIOCGIFMETRIC: 0, SIOCGIFMTU: i.mtu, SIOCGIFINDEX: i.ifindex,
                                   SIOCGIFTXQLEN: TXQUEUELEN}[cmd])
     elif cmd == SIOCGIFMAP:
         body = bytes(24)                      # struct ifmap: no memory, I/O port, IRQ or DMA
@@ -299,7 +299,7 @@ def link_body(i: Iface) -> bytes:
     stats = [s["rx_packets"], s["tx_packets"], s["rx_bytes"], s["tx_bytes"], 0, 0,
              s["rx_dropped"], 0] + [0] * 16
     bcast = b"\xff" * 6 if i.flags & IFF_BROADCAST else bytes(6)
-    return (struct.pack("<BxHiII", 0, i.hwtype, i.index, i.flags, 0)
+    return (struct.pack("<BxHiII", 0, i.hwtype, i.ifindex, i.flags, 0)
             + _attr(IFLA_IFNAME, i.name.encode() + b"\0") + _u32(IFLA_TXQLEN, TXQUEUELEN)
             + _attr(IFLA_OPERSTATE, bytes([IF_OPER_UNKNOWN if i.flags & IFF_LOOPBACK
                                            else IF_OPER_UP]))
@@ -317,7 +317,7 @@ def addr_body(i: Iface) -> bytes:
     assert i.addr is not None
     scope = RT_SCOPE_HOST if i.flags & IFF_LOOPBACK else RT_SCOPE_UNIVERSE
     stamp = int((time.monotonic() - BOOT) * 100) & INFINITY
-    out = (struct.pack("<BBBBI", AF_INET, i.plen, IFA_F_PERMANENT, scope, i.index)
+    out = (struct.pack("<BBBBI", AF_INET, i.plen, IFA_F_PERMANENT, scope, i.ifindex)
            + _attr(IFA_ADDRESS, i.addr) + _attr(IFA_LOCAL, i.addr))
     if any(i.bcast):
         out += _attr(IFA_BROADCAST, i.bcast)
@@ -336,7 +336,7 @@ def route_body(r: Route) -> bytes:
         out += _attr(RTA_PREFSRC, r.prefsrc)
     if r.gateway is not None:
         out += _attr(RTA_GATEWAY, r.gateway)
-    return out + _u32(RTA_OIF, r.iface.index)
+    return out + _u32(RTA_OIF, r.iface.ifindex)
 
 
 def neigh_bodies(px: Any) -> list[bytes]:
@@ -476,7 +476,7 @@ class NetlinkSocket(Socket):
         (index,) = struct.unpack_from("<i", body, 4)
         name = _find_attr(body[16:], IFLA_IFNAME)
         found = [i for i in interfaces(self.px)
-                 if (index and i.index == index)
+                 if (index and i.ifindex == index)
                  or (not index and name is not None and i.name.encode() == name.rstrip(b"\0"))]
         if not found:
             return [self._error(-errno.ENODEV if index or name else -errno.EINVAL, req, seq)]

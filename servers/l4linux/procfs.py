@@ -211,7 +211,7 @@ def _inet(raw: Any) -> tuple[bytes, int]:
 def _inet_lines(px: Any, stream: bool) -> list[str]:
     """The AF_INET sockets of the processes (loopback and eth0 alike), TCP or UDP, in the
     columns of /proc/net/tcp and udp; a TCP socket's state is its connection's."""
-    lines = []
+    lines: list[str] = []
     for _, sock in _sockets(px, netconf.AF_INET):
         kind = int(getattr(sock, "type", 0)) & 0xF
         if stream != (kind == 1) or (not stream and getattr(sock, "protocol", 0) not in (0, 17)):
