@@ -98,7 +98,9 @@ def cli() -> None:
 # -- boot ---------------------------------------------------------------------------
 
 def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
-    t = Table(title=f"L4Py system '{status.get('name', '?')}'  —  {status.get('run_dir', '')}",
+    path = status.get("fast_path")
+    t = Table(title=f"L4Py system '{status.get('name', '?')}'  —  {status.get('run_dir', '')}"
+                    + (f"  —  kernel IPC fast path: {path}" if path else ""),
               title_justify="left", expand=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("task", "left"), ("pid", "right"), ("uid", "right"), ("net", "left"),

@@ -728,13 +728,15 @@ class Launcher:
         return self.tasks[name]
 
     def cmd_status(self) -> dict[str, Any]:
+        info = self.root.kernel_info() if self.root else None
         return {"name": self.image.name, "pid": os.getpid(), "run_dir": self.run_dir,
                 "ready": self.settled(),
                 "kernel_pid": self.kernel.pid if self.kernel else 0,
                 "zygote_pid": self.spawner.pid if self.spawner else 0,
                 "uptime_s": round(time.time() - self.started, 3),
                 "protections": self.protections,
-                "kernel_stats": self.root.kernel_info()["stats"] if self.root else {},
+                "kernel_stats": info["stats"] if info else {},
+                "fast_path": info.get("fast_path", "python") if info else None,
                 "events": [f"{time.strftime('%H:%M:%S', time.localtime(ts))} {e}"
                            for ts, e in self.events[-20:]]}
 
