@@ -20,7 +20,8 @@ Mechanism.
    task's TCB just because root can reach it. A capability without rights gives no power
    and is not followed either.
    IRQ objects are not followed: a holder can only wake X, not read or change it.
-   Each member carries the reasons it is in (the first edge that brought it, and others).
+   Each member carries the reasons it is in (the first edges that brought it; every HAL
+   device gate, named by the HAL's status: `hal.protocol.DEVICE_LABEL_BASE` + its index).
 2. How big each one is (`measure`): the modules its process loads. A Python process's
    modules cannot be read from outside (/proc/PID/maps lists shared libraries only; .py
    files are read and closed), so each component's entry point is imported in a fresh
@@ -59,9 +60,11 @@ from typing import Any, NamedTuple
 
 from kernel.user.spawn import PROJECT_ROOT
 
+from hal.protocol import DEVICE_LABEL_BASE
+
 from . import caps
 
-KERNEL, ROOT = "kernel", "root"
+KERNEL, ROOT, HAL = "kernel", "root", "hal"
 TASK_RUNTIME = "kernel.user.task"
 ENTRIES = {KERNEL: ["kernel.core.transport"], ROOT: ["launcher.cli", "launcher.system"]}
 SITE = os.path.realpath(sysconfig.get_paths()["purelib"])
@@ -102,17 +105,24 @@ def _index(g: dict[str, Any]) -> tuple[dict[int, str], dict[int, int], dict[int,
     return names, server, owner
 
 
-def _relies_on(g: dict[str, Any], tid: int) -> list[tuple[int, str]]:
+def _device(names: dict[int, str], s: int, label: int | None, devices: list[str]) -> str:
+    """The HAL device behind a HAL gate label (DEVICE_LABEL_BASE + its index), or ''."""
+    i = (label or 0) - DEVICE_LABEL_BASE
+    return devices[i] if names[s] == HAL and 0 <= i < len(devices) else ""
+
+
+def _relies_on(g: dict[str, Any], tid: int, devices: list[str]) -> list[tuple[int, str]]:
     """(task id, why) for every task task `tid` relies on directly."""
-    names, server, owner = _index(g)
+    names, server, _ = _index(g)
     me = next(t for t in g["tasks"] if t["id"] == tid)
     out: list[tuple[int, str]] = []
     for c in me["caps"]:
         if c["type"] == "gate" and c["object"] in server and server[c["object"]] != tid:
             s = server[c["object"]]
             label = f" label {caps.label_text(c['label'])}" if c["label"] is not None else ""
-            out.append((s, f"{me['name']} holds gate {c['object']}{label}, served by "
-                           f"{names[s]}"))
+            dev = _device(names, s, c["label"], devices)
+            out.append((s, f"{me['name']} holds gate {c['object']}{label}"
+                           + (f" (device {dev})" if dev else "") + f", served by {names[s]}"))
     for e in g["edges"]:
         if e["from"] == f"task:{tid}" and e["kind"] in ("pager", "handler") \
                 and str(e["to"]).startswith("task:"):
@@ -134,9 +144,9 @@ def _relies_on(g: dict[str, Any], tid: int) -> list[tuple[int, str]]:
     return out
 
 
-def members(g: dict[str, Any], task: str, devices: dict[str, list[str]] | None = None
-            ) -> list[Member]:
-    """TASK's TCB: the kernel, then every task it relies on, transitively, with reasons."""
+def members(g: dict[str, Any], task: str, devices: list[str] | None = None) -> list[Member]:
+    """TASK's TCB: the kernel, then every task it relies on, transitively, with reasons.
+    `devices`: the HAL's device names in its order (a HAL gate's label names one)."""
     names, _, _ = _index(g)
     ids = {n: i for i, n in names.items()}
     if task not in ids:
@@ -148,36 +158,17 @@ def members(g: dict[str, Any], task: str, devices: dict[str, list[str]] | None =
         cur = todo.pop(0)
         if names[cur] == ROOT and cur != ids[task]:
             continue                     # root's own holdings: see ROOT_NOTE
-        for s, reason in _relies_on(g, cur):
+        for s, reason in _relies_on(g, cur, devices or []):
             if s == ids[task]:
                 continue                 # who relies on TASK is not in TASK's TCB
             if s not in why:
                 why[s] = []
                 order.append(s)
                 todo.append(s)
-            if reason not in why[s] and len(why[s]) < 4:
+            if reason not in why[s] and (len(why[s]) < 4 or "(device " in reason):
                 why[s].append(reason)
-    out = [Member(KERNEL, ["every task's IPC, capabilities and address spaces"])]
-    for i in order:
-        extra = [f"devices {', '.join(devices[names[i]])}"] if devices and devices.get(
-            names[i]) else []
-        out.append(Member(names[i], why[i] + extra))
-    return out
-
-
-def io_devices(ps_rows: list[dict[str, Any]], io_args: list[str]) -> dict[str, list[str]]:
-    """driver task -> the HAL devices io's policy gives it (launcher/devices.py)."""
-    del ps_rows
-    out: dict[str, list[str]] = {}
-    for a in io_args:
-        try:
-            policy = json.loads(a)
-        except ValueError:
-            continue
-        if isinstance(policy, dict):
-            for who, devs in policy.items():
-                out[str(who)] = list(devs) if isinstance(devs, list) else [str(devs)]
-    return out
+    return [Member(KERNEL, ["every task's IPC, capabilities and address spaces"])] + [
+        Member(names[i], why[i]) for i in order]
 
 
 # ---------------------------------------------------------------------------
@@ -289,9 +280,9 @@ def measure(entries: dict[str, list[str]]) -> dict[str, Size]:
 # 3. the report
 
 def report(g: dict[str, Any], ps_rows: list[dict[str, Any]], task: str,
-           io_args: list[str] | None = None) -> dict[str, Any]:
+           devices: list[str] | None = None) -> dict[str, Any]:
+    """The JSON of `l4run tcb`. `devices`: the HAL's device names, in its order."""
     runs = {r["name"]: r["run"] for r in ps_rows if r.get("run")}
-    devices = io_devices(ps_rows, io_args or [])
     inside = members(g, task, devices)
     everyone = [KERNEL] + [t["name"] for t in g["tasks"]]
     entries = {n: ENTRIES.get(n) or (entry_modules(runs[n]) if n in runs else [])
@@ -323,7 +314,9 @@ def report(g: dict[str, Any], ps_rows: list[dict[str, Any]], task: str,
     mono_loc, mono_files, mono_bin = total(everyone)
     left_out = sorted(set(everyone) - {m.name for m in inside})
     tcb_ours, mono_ours = ours([m.name for m in inside]), ours(everyone)
-    return {"task": task, "components": comps,
+    reached = sorted({w.split("(device ")[1].split(")")[0] for m in inside for w in m.why
+                      if "(device " in w})
+    return {"task": task, "components": comps, "devices": reached,
             "tcb_loc": tcb_loc, "tcb_files": tcb_files, "tcb_binary_bytes": tcb_bin,
             "monolithic_loc": mono_loc, "monolithic_files": mono_files,
             "monolithic_binary_bytes": mono_bin,
@@ -344,6 +337,8 @@ def text(r: dict[str, Any]) -> str:
                    + (f"  (+{c['binary_bytes'] // 1024} KiB compiled)" if c["binary_bytes"]
                       else ""))
         out += [f"      {w}" for w in c["why"]]
+    if r["devices"]:
+        out.append(f"  devices on those paths: {', '.join(r['devices'])}")
     out.append(f"  TCB total:   {r['tcb_loc']:>7} lines in {r['tcb_files']} files "
                "(each file once)")
     out.append(f"  monolithic:  {r['monolithic_loc']:>7} lines in {r['monolithic_files']} "
@@ -371,13 +366,18 @@ def register(cli: Any, ask: Any, find_run_dir: Any, run_dir_option: Any) -> None
         g = caps.graph(ask(rd, "caps")["tasks"])
         rows = ask(rd, "ps")["tasks"]
         try:
-            r = report(g, rows, task, _io_args(rd))
+            r = report(g, rows, task, _hal_devices(rd))
         except (TcbError, RuntimeError) as e:
             raise Fail(str(e)) from None
         click.echo(json.dumps(r, indent=1) if as_json else text(r))
 
 
-def _io_args(rd: str) -> list[str]:
-    """The io server's policy argument, from its log's first line if it printed one."""
-    del rd
-    return []
+def _hal_devices(rd: str) -> list[str]:
+    """The HAL's device names in its order (its status), or [] for an image without any."""
+    from hal.tools import HalControlError, control
+    if not os.path.exists(os.path.join(rd, "hal.ctl")):
+        return []
+    try:
+        return list(control(rd, {"op": "status"})["devices"])
+    except (HalControlError, OSError, KeyError, TypeError):
+        return []

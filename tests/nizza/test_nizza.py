@@ -284,6 +284,8 @@ def test_tcb_of_the_signer_from_the_live_graph(nz: Nizza) -> None:
     assert {"linux", "vault", "block", "terminal"} <= set(r["outside_tcb"])
     by = {c["name"]: c for c in r["components"]}
     assert any("nitpicker" in w for w in by["fb"]["why"])
+    assert any("(device fb0), served by hal" in w for w in by["hal"]["why"])
+    assert {"fb0", "input0"} <= set(r["devices"])
     assert any("signer holds gate" in w for w in by["nitpicker"]["why"])
     assert any("pager of signer" in w for w in by["moe"]["why"])
     assert all(c["why"] and c["loc"] > 0 for c in r["components"])
