@@ -166,7 +166,9 @@ def test_a_wrong_pin_gives_no_signature(nz: Nizza) -> None:
     n = nz.asks()
     job = nz.start("echo y > /tmp/d3; sign-doc /tmp/d3; echo status $?; ls /tmp/d3.sig")
     nz.wait_ask(n)
-    nz.keypad(["1", "2", "3", "4", "OK"])
+    nz.click(SIGNER_AT[0] + 100, SIGNER_AT[1] + 30)        # the window, not a key: focus
+    for k in ["1", "2", "3", "4", "enter"]:                # typed on the keyboard this time
+        inject_input(nz.rd, "key", k)
     out, _ = job.communicate(timeout=30)
     assert "signer refused: WRONG_PIN" in out and "status 1" in out, out
     assert "No such file" in out, out
