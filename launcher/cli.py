@@ -6,6 +6,7 @@
     l4run trace [--duration S] [-o F] [--svg F]   the kernel's IPC trace for Perfetto (and a picture)
     l4run call TASK.OP [ARG ...] | TASK --list    any declared op of a running server
     l4run graph [--format text|dot|svg|json]      the capability graph (l4run caps: the same)
+    l4run tcb TASK [--json]                       TASK's trusted computing base, in lines of code
     l4run logs TASK [-f]                          a task's stdout/stderr (RUN_DIR/logs/TASK.log)
     l4run attach SNIPPET.toml                     start extra tasks / routes in the running system
     l4run stop|start|restart|kill TASK            control one task
