@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs, netconf, procfs, process
+from servers.l4linux import initramfs, netconf, procfs, process, rtnetlink
 from servers.netstack import MemLink, Stack
 
 from .test_personality import Linux
@@ -145,7 +145,7 @@ def _messages(datagrams: list[bytes]) -> list[tuple[int, int, int, int, bytes]]:
     for d in datagrams:
         pos = 0
         while pos < len(d):
-            length, kind, flags, seq, pid = netconf.NLMSG_HDR.unpack_from(d, pos)
+            length, kind, flags, seq, pid = rtnetlink.NLMSG_HDR.unpack_from(d, pos)
             assert 16 <= length <= len(d) - pos
             out.append((kind, flags, seq, pid, d[pos + 16:pos + length]))
             pos += (length + 3) & ~3
@@ -162,8 +162,8 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _dump(sock: netconf.NetlinkSocket, kind: int, seq: int) -> list[tuple[int, int, int, int, bytes]]:
-    req = netconf.message(kind, netconf.NLM_F_REQUEST | netconf.NLM_F_DUMP, seq, 0, b"\0")
+def _dump(sock: rtnetlink.NetlinkSocket, kind: int, seq: int) -> list[tuple[int, int, int, int, bytes]]:
+    req = rtnetlink.message(kind, rtnetlink.NLM_F_REQUEST | rtnetlink.NLM_F_DUMP, seq, 0, b"\0")
     assert sock.sendmsg(req, None, 0) == len(req)
     got = []
     while sock.queue:
@@ -171,42 +171,46 @@ def _dump(sock: netconf.NetlinkSocket, kind: int, seq: int) -> list[tuple[int, i
         assert addr == struct.pack("<HHII", netconf.AF_NETLINK, 0, 0, 0)     # the kernel's
         got.append(data)
     msgs = _messages(got)
-    assert msgs[-1][0] == netconf.NLMSG_DONE
+    assert msgs[-1][0] == rtnetlink.NLMSG_DONE
     assert all(m[2] == seq and m[3] == sock.port for m in msgs)
     return msgs[:-1]
 
 
 def test_netlink_dumps_of_links_addresses_routes_neighbours(px: Px) -> None:
-    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
+    sock = rtnetlink.NetlinkSocket(px, rtnetlink.SOCK_RAW, rtnetlink.NETLINK_ROUTE)
     assert sock.bind(struct.pack("<HHII", netconf.AF_NETLINK, 0, 0, 0)) == 0
     family, _, port, _ = struct.unpack("<HHII", sock.getsockname())
     assert family == netconf.AF_NETLINK and port == sock.port != 0
-    links = _dump(sock, netconf.RTM_GETLINK, 5)
-    assert [m[0] for m in links] == [netconf.RTM_NEWLINK] * 2
-    by_name = {_attrs(m[4][16:])[netconf.IFLA_IFNAME]: m[4] for m in links}
+    links = _dump(sock, rtnetlink.RTM_GETLINK, 5)
+    assert [m[0] for m in links] == [rtnetlink.RTM_NEWLINK] * 2
+    by_name = {_attrs(m[4][16:])[rtnetlink.IFLA_IFNAME]: m[4] for m in links}
     eth0 = by_name[b"eth0\0"]
     assert struct.unpack_from("<BxHiII", eth0)[1:4] == (netconf.ARPHRD_ETHER, 2, 0x11043)
     attrs = _attrs(eth0[16:])
-    assert attrs[netconf.IFLA_ADDRESS] == px.net.stack.mac
-    assert struct.unpack("<I", attrs[netconf.IFLA_MTU])[0] == 1500
-    assert struct.unpack_from("<Q", attrs[netconf.IFLA_STATS64])[0] > 0         # rx packets
-    addrs = _dump(sock, netconf.RTM_GETADDR, 6)
+    assert attrs[rtnetlink.IFLA_ADDRESS] == px.net.stack.mac
+    assert struct.unpack("<I", attrs[rtnetlink.IFLA_MTU])[0] == 1500
+    assert struct.unpack_from("<Q", attrs[rtnetlink.IFLA_STATS64])[0] > 0         # rx packets
+    addrs = _dump(sock, rtnetlink.RTM_GETADDR, 6)
     eth_addr = [m[4] for m in addrs if m[4][4] == 2][0]         # ifa_index
     assert struct.unpack_from("<BBBBI", eth_addr) == (netconf.AF_INET, 24, 0x80, 0, 2)
     a = _attrs(eth_addr[8:])
-    assert a[netconf.IFA_LOCAL] == bytes([10, 0, 2, 15]) and a[netconf.IFA_BROADCAST] == bytes([10, 0, 2, 255])
-    assert a[netconf.IFA_LABEL] == b"eth0\0"
-    routes = _dump(sock, netconf.RTM_GETROUTE, 7)
+    assert a[rtnetlink.IFA_LOCAL] == bytes([10, 0, 2, 15]) and a[rtnetlink.IFA_BROADCAST] == bytes([10, 0, 2, 255])
+    assert a[rtnetlink.IFA_LABEL] == b"eth0\0"
+    routes = _dump(sock, rtnetlink.RTM_GETROUTE, 7)
     main = [m[4] for m in routes if m[4][4] == netconf.RT_TABLE_MAIN]
     default = [r for r in main if r[1] == 0][0]
-    assert _attrs(default[12:])[netconf.RTA_GATEWAY] == bytes([10, 0, 2, 2])
-    assert struct.unpack("<I", _attrs(default[12:])[netconf.RTA_OIF])[0] == 2
-    neigh = _dump(sock, netconf.RTM_GETNEIGH, 8)
-    assert [_attrs(m[4][12:])[netconf.NDA_DST] for m in neigh] == [bytes([10, 0, 2, 2])]
+    assert _attrs(default[12:])[rtnetlink.RTA_GATEWAY] == bytes([10, 0, 2, 2])
+    assert struct.unpack("<I", _attrs(default[12:])[rtnetlink.RTA_OIF])[0] == 2
+    get = _answer(sock, rtnetlink.message(rtnetlink.RTM_GETROUTE, rtnetlink.NLM_F_REQUEST, 9, 0, bytes(12)
+                                        + rtnetlink._attr(rtnetlink.RTA_DST, bytes([192, 0, 2, 1]))))
+    assert [m[0] for m in get] == [rtnetlink.RTM_NEWROUTE] and get[0][2] == 9
+    assert _attrs(get[0][4][12:])[rtnetlink.RTA_GATEWAY] == bytes([10, 0, 2, 2])
+    neigh = _dump(sock, rtnetlink.RTM_GETNEIGH, 8)
+    assert [_attrs(m[4][12:])[rtnetlink.NDA_DST] for m in neigh] == [bytes([10, 0, 2, 2])]
     sock.close()
 
 
-def _answer(sock: netconf.NetlinkSocket, data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+def _answer(sock: rtnetlink.NetlinkSocket, data: bytes) -> list[tuple[int, int, int, int, bytes]]:
     assert sock.sendmsg(data, None, 0) == len(data)
     got = []
     while sock.queue:
@@ -215,30 +219,30 @@ def _answer(sock: netconf.NetlinkSocket, data: bytes) -> list[tuple[int, int, in
 
 
 def _errno_of(msgs: list[tuple[int, int, int, int, bytes]]) -> int:
-    assert msgs and msgs[0][0] == netconf.NLMSG_ERROR
+    assert msgs and msgs[0][0] == rtnetlink.NLMSG_ERROR
     return -struct.unpack_from("<i", msgs[0][4])[0]
 
 
 def test_netlink_refusals_and_malformed_requests(px: Px) -> None:
-    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
-    req = lambda kind, flags, body=b"\0" * 8, seq=1: netconf.message(  # noqa: E731
-        kind, netconf.NLM_F_REQUEST | flags, seq, 0, body)
-    assert _errno_of(_answer(sock, req(netconf.RTM_NEWADDR, netconf.NLM_F_ACK))) == errno.EPERM
-    assert _errno_of(_answer(sock, req(netconf.RTM_NEWROUTE, 0))) == errno.EPERM
+    sock = rtnetlink.NetlinkSocket(px, rtnetlink.SOCK_RAW, rtnetlink.NETLINK_ROUTE)
+    req = lambda kind, flags, body=b"\0" * 8, seq=1: rtnetlink.message(  # noqa: E731
+        kind, rtnetlink.NLM_F_REQUEST | flags, seq, 0, body)
+    assert _errno_of(_answer(sock, req(rtnetlink.RTM_NEWADDR, rtnetlink.NLM_F_ACK))) == errno.EPERM
+    assert _errno_of(_answer(sock, req(rtnetlink.RTM_NEWROUTE, 0))) == errno.EPERM
     assert _errno_of(_answer(sock, req(19, 0, bytes(16)))) == errno.EPERM          # RTM_SETLINK
     assert _errno_of(_answer(sock, req(200, 0))) == errno.EOPNOTSUPP
-    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, netconf.NLM_F_DUMP, b""))) == errno.EINVAL
-    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, 0, b"\0" * 4))) == errno.EINVAL
-    overlong = bytearray(req(netconf.RTM_GETLINK, netconf.NLM_F_DUMP))
+    assert _errno_of(_answer(sock, req(rtnetlink.RTM_GETLINK, rtnetlink.NLM_F_DUMP, b""))) == errno.EINVAL
+    assert _errno_of(_answer(sock, req(rtnetlink.RTM_GETLINK, 0, b"\0" * 4))) == errno.EINVAL
+    overlong = bytearray(req(rtnetlink.RTM_GETLINK, rtnetlink.NLM_F_DUMP))
     overlong[0:4] = struct.pack("<I", 1000)
     assert _errno_of(_answer(sock, bytes(overlong))) == errno.EINVAL
     assert _errno_of(_answer(sock, struct.pack("<IHHII", 8, 18, 1, 1, 0))) == errno.EINVAL
-    one = _answer(sock, req(netconf.RTM_GETLINK, netconf.NLM_F_ACK, struct.pack("<BxHiII", 0, 0, 2, 0, 0)))
-    assert [m[0] for m in one] == [netconf.RTM_NEWLINK, netconf.NLMSG_ERROR] and _errno_of(one[1:]) == 0
-    assert _errno_of(_answer(sock, req(netconf.RTM_GETLINK, 0, struct.pack("<BxHiII", 0, 0, 9, 0, 0)))) \
+    one = _answer(sock, req(rtnetlink.RTM_GETLINK, rtnetlink.NLM_F_ACK, struct.pack("<BxHiII", 0, 0, 2, 0, 0)))
+    assert [m[0] for m in one] == [rtnetlink.RTM_NEWLINK, rtnetlink.NLMSG_ERROR] and _errno_of(one[1:]) == 0
+    assert _errno_of(_answer(sock, req(rtnetlink.RTM_GETLINK, 0, struct.pack("<BxHiII", 0, 0, 9, 0, 0)))) \
         == errno.ENODEV
-    assert _answer(sock, netconf.message(netconf.NLMSG_NOOP, 0, 1, 0, b"")) == []
-    assert sock.sendmsg(req(netconf.RTM_GETLINK, 0), struct.pack("<HHII", 16, 0, 99, 0), 0) \
+    assert _answer(sock, rtnetlink.message(rtnetlink.NLMSG_NOOP, 0, 1, 0, b"")) == []
+    assert sock.sendmsg(req(rtnetlink.RTM_GETLINK, 0), struct.pack("<HHII", 16, 0, 99, 0), 0) \
         == -errno.ECONNREFUSED
     assert sock.bind(b"\x02\x00") == -errno.EINVAL
     rng = random.Random(16)
@@ -249,7 +253,7 @@ def test_netlink_refusals_and_malformed_requests(px: Px) -> None:
         sock.sendmsg(junk, None, 0)
         while sock.queue:
             _messages([sock.recvmsg(8192, 0)[0]])
-    assert sock.recvmsg(8192, 0) is netconf.BLOCK
+    assert sock.recvmsg(8192, 0) is rtnetlink.BLOCK
     sock.close()
 
 
@@ -271,9 +275,9 @@ def test_without_a_network_only_lo() -> None:
     px = Px(None)
     assert [i.name for i in netconf.interfaces(px)] == ["lo"]
     assert procfs.proc_net(px)["route"].decode().count("\n") == 1
-    sock = netconf.NetlinkSocket(px, netconf.SOCK_RAW, netconf.NETLINK_ROUTE)
-    assert len(_dump(sock, netconf.RTM_GETADDR, 3)) == 1
-    assert _dump(sock, netconf.RTM_GETNEIGH, 4) == []
+    sock = rtnetlink.NetlinkSocket(px, rtnetlink.SOCK_RAW, rtnetlink.NETLINK_ROUTE)
+    assert len(_dump(sock, rtnetlink.RTM_GETADDR, 3)) == 1
+    assert _dump(sock, rtnetlink.RTM_GETNEIGH, 4) == []
     sock.close()
 
 
@@ -285,8 +289,8 @@ def test_layouts_are_the_kernel_headers(tmp_path: Any) -> None:
     out = subprocess.run([exe, "layout"], capture_output=True, check=True, timeout=30).stdout.split()
     sizes = dict(zip(out[0::2], (int(v) for v in out[1::2])))
     assert sizes[b"ifreq"] == netconf.IFREQ and sizes[b"ifconf"] == 16 and sizes[b"ifc_buf"] == 8
-    assert sizes[b"ifmap"] == 24 and sizes[b"nlmsghdr"] == netconf.NLMSG_HDR.size
-    assert sizes[b"sockaddr_nl"] == netconf.SOCKADDR_NL.size and sizes[b"nlmsgerr"] == 20
+    assert sizes[b"ifmap"] == 24 and sizes[b"nlmsghdr"] == rtnetlink.NLMSG_HDR.size
+    assert sizes[b"sockaddr_nl"] == rtnetlink.SOCKADDR_NL.size and sizes[b"nlmsgerr"] == 20
     assert sizes[b"ifinfomsg"] == struct.calcsize("<BxHiII")
     assert sizes[b"ifaddrmsg"] == struct.calcsize("<BBBBI")
     assert sizes[b"rtmsg"] == struct.calcsize("<BBBBBBBBI") and sizes[b"rtattr"] == 4
@@ -357,6 +361,9 @@ def test_busybox_ifconfig_and_ip(linux: Linux) -> None:
     status, out = linux.run("ip", "link")
     assert status == 0 and out.startswith(b"1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536"), out
     assert linux.run("ip", "route") == (0, b"")
+    assert linux.run("ip", "route", "get", "127.0.0.1") == (0, b"local 127.0.0.1 dev lo  src 127.0.0.1 \n")
+    status, out = linux.run("ip", "route", "get", "10.1.2.3")
+    assert status != 0 and b"Network is unreachable" in out, out
     status, out = linux.run("ip", "route", "show", "table", "local")
     assert status == 0 and b"local 127.0.0.1 dev lo" in out, out
     status, out = linux.run("ip", "addr", "add", "10.9.9.9/24", "dev", "lo")
@@ -504,6 +511,9 @@ def test_eth0_in_ifconfig_and_ip(eth0: tuple[list[str], str, dict[str, str]]) ->
     status, out = _run(eth0, "ip", "route")
     assert (status, out) == (0, "default via 10.0.2.2 dev eth0 \n"
                                 "10.0.2.0/24 dev eth0 scope link  src 10.0.2.20 \n"), out
+    assert _run(eth0, "ip", "route", "get", "10.0.2.2") == (0, "10.0.2.2 dev eth0  src 10.0.2.20 \n")
+    assert _run(eth0, "ip", "route", "get", "10.9.8.7") == (
+        0, "10.9.8.7 via 10.0.2.2 dev eth0  src 10.0.2.20 \n")
 
 
 def test_netstat_lists_the_processes_sockets(linux: Linux) -> None:
