@@ -93,8 +93,8 @@ FILES = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
          "etc/group": b"root:x:0:\n",
          "etc/hostname": b"l4py\n",
          "etc/motd": b"L4Py: Linux programs as L4 tasks (L4Linux).\n",
-         # Name resolution (busybox's glibc and musl both read these; netconf.py's module
-         # docstring): /etc/hosts first, then the DNS servers of resolv.conf.
+         # Name resolution (busybox's glibc and musl both read these; docs/L4LINUX.md
+         # "Network configuration"): /etc/hosts first, then the DNS servers of resolv.conf.
          "etc/nsswitch.conf": b"passwd: files\ngroup: files\nhosts: files dns\n"
                               b"networks: files\nprotocols: files\nservices: files\n",
          "etc/host.conf": b"multi on\n",
