@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import stat
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import fs, netconf
@@ -39,6 +40,29 @@ def _file(parent: fs.Inode, px: "Personality", name: str, data: bytes) -> None:
     node = fs.Inode(stat.S_IFREG | 0o444)
     node.data = bytearray(data)
     px.fs.link_into(parent, name, node)
+
+
+class _Lazy(fs.Inode):
+    """A read-only /proc file whose bytes are made at their first use (its stat or read),
+    and kept from then on: /proc is made afresh before every path-taking call, and the
+    files nobody looks at should cost nothing (/proc/net's take ~50 µs together)."""
+
+    def __init__(self, make: Callable[[], bytes]) -> None:
+        self._make: Callable[[], bytes] | None = make
+        self._data: bytearray | None = None
+        super().__init__(stat.S_IFREG | 0o444)
+
+    @property                                   # type: ignore[override]
+    def data(self) -> bytearray:
+        if self._data is None:
+            self._data = bytearray(self._make() if self._make is not None else b"")
+            self._make = None
+        return self._data
+
+    @data.setter
+    def data(self, value: bytearray) -> None:
+        if value or self._make is None:         # (Inode.__init__'s empty bytearray: not yet)
+            self._data, self._make = value, None
 
 
 def _stat_line(p: "Process") -> bytes:
@@ -121,8 +145,8 @@ def refresh(px: "Personality", caller: "Process") -> None:
     _file(proc, px, "version", b"Linux version 6.1.0-l4py (L4Py personality)\n")
     net = fs.Inode(stat.S_IFDIR | 0o555)
     px.fs.link_into(proc, "net", net)
-    for name, data in proc_net(px).items():
-        _file(net, px, name, data)
+    for name, make in proc_net_files(px).items():
+        px.fs.link_into(net, name, _Lazy(make))
 
 
 # -- /proc/net --------------------------------------------------------------------------------
@@ -257,12 +281,23 @@ def proc_net_unix(px: Any) -> bytes:
     return out.encode()
 
 
+TCP6_HEAD = TCP_HEAD.replace("local_address", "local_address                        ").replace(
+    "rem_address  ", "remote_address                       ")
+
+
+def proc_net_files(px: Any) -> dict[str, Callable[[], bytes]]:
+    """The files of /proc/net, each as what makes it (busybox route -n, ifconfig, arp,
+    netstat read them); tcp6, udp6, raw and raw6 are there with their headings only
+    (netstat warns of a missing one)."""
+    return {"dev": lambda: proc_net_dev(px), "route": lambda: proc_net_route(px),
+            "arp": lambda: proc_net_arp(px), "tcp": lambda: proc_net_tcp(px),
+            "udp": lambda: proc_net_udp(px), "unix": lambda: proc_net_unix(px),
+            "tcp6": lambda: (TCP6_HEAD + "\n").encode(),
+            "udp6": lambda: (TCP6_HEAD + " ref pointer drops\n").encode(),
+            "raw": lambda: (UDP_HEAD + "\n").encode(),
+            "raw6": lambda: (TCP6_HEAD + " ref pointer drops\n").encode()}
+
+
 def proc_net(px: Any) -> dict[str, bytes]:
-    """The files of /proc/net (busybox route -n, ifconfig, arp, netstat read them); tcp6,
-    udp6, raw and raw6 are there with their headings only (netstat warns of a missing one)."""
-    tcp6 = TCP_HEAD.replace("local_address", "local_address                        ").replace(
-        "rem_address  ", "remote_address                       ")
-    return {"dev": proc_net_dev(px), "route": proc_net_route(px), "arp": proc_net_arp(px),
-            "tcp": proc_net_tcp(px), "udp": proc_net_udp(px), "unix": proc_net_unix(px),
-            "tcp6": (tcp6 + "\n").encode(), "udp6": (tcp6 + " ref pointer drops\n").encode(),
-            "raw": (UDP_HEAD + "\n").encode(), "raw6": (tcp6 + " ref pointer drops\n").encode()}
+    """/proc/net's files as they are now."""
+    return {name: make() for name, make in proc_net_files(px).items()}
