@@ -125,7 +125,7 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
 
 
 LINUX_KEYS = ("name", "rootfs", "init", "door", "quota", "priority", "restart", "restart_budget",
-              "l4caps", "hybrid", "rootdisk", "provides")
+              "l4caps", "hybrid", "rootdisk", "provides", "net")
 ROOTDISK_KEYS = ("service", "label", "at", "image", "size")
 LINUX_RUN = "servers.l4linux.server:main"
 

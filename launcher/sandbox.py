@@ -499,8 +499,13 @@ def _filter(network: bool, arch: str = "x86_64", mounts: bool = False) -> bytes:
              ("jeq", nr["clone"], None, "after_clone"), ("ld", _ARG0),
              ("jset", CLONE_NEW_ANY, "deny", "allow"), ("label", "after_clone")]
     if not network:
+        # The personality (`mounts`): its Linux processes' UDP, ICMP and netlink sockets
+        # must reach its trap too (servers/l4linux/netcalls.py); natively, raw sockets
+        # still need a capability it lacks. It may make host UDP and netlink sockets.
+        inet, netlink = ("allow", "allow") if mounts else ("tcp", "deny")
         prog += [("jeq", nr["socket"], None, "allow"), ("ld", _ARG0),
-                 ("jeq", AF_UNIX, "allow", None), ("jeq", AF_INET, "tcp", None),
+                 ("jeq", AF_UNIX, "allow", None), ("jeq", 16, netlink, None),
+                 ("jeq", AF_INET, inet, None),
                  ("jeq", AF_INET6, "tcp", "deny"), ("label", "tcp"),
                  ("ld", _ARG1), ("and", 0xF), ("jeq", SOCK_STREAM, None, "deny"),
                  ("ld", _ARG2), ("jeq", 0, "allow", None), ("jeq", IPPROTO_TCP, "allow", "deny")]

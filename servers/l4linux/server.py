@@ -42,7 +42,7 @@ from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
 
 from . import (consoles, files, fs, hybrid, inet, initramfs, process, procfs, rootdisk,
-               syscalls, unixsock)
+               syscalls, timers, unixsock)
 from .console import Console
 from .files import FdTable, Open
 from .pipe import BLOCK
@@ -99,6 +99,7 @@ class Personality(Signals):
         self.unix = unixsock.UnixSpace(self)               # AF_UNIX names (unixsock.py)
         self.inet = inet.InetSpace(self)                   # AF_INET ports (inet.py)
         self.net: inet.Interface | None = None             # eth0, once start_net ran
+        self.alarms: dict[int, tuple[float, float]] = {}   # pid -> (due, interval): timers.py
 
     # -- memory of a process (through the kernel) -------------------------------------------
     def read(self, p: process.Process, addr: int, n: int) -> bytes:
@@ -304,7 +305,9 @@ class Personality(Signals):
         if cap not in self.l4.caps:
             raise ValueError(f"--net needs a capability {cap!r} (the image's [linux] net "
                              f"table gives it); have {sorted(self.l4.caps)}")
-        link = NicLink(self.l4.spawn_thread(), self.l4.caps[cap])
+        t = self.l4.create_thread()
+        own = L4(self.l4.kernel_sock, t.secret, self.l4.caps, self.l4.ctx, self.l4.server_key)
+        link = NicLink(own, self.l4.caps[cap], thread=t.slot)
         name = "l4linux-eth0"
         if "dhcp" in opts:
             stack = netconfig._dhcp_stack(link, opts, name)
@@ -384,6 +387,7 @@ class Personality(Signals):
     def _timeout(self) -> float | None:
         deadlines = [b.p.fork_deadline for b in self.blocked if b.p.fork_snapshot is not None]
         deadlines += list(self.sleepers.values())
+        deadlines += [due for due, _ in self.alarms.values()]
         if not deadlines:
             return None
         return max(1.0, (min(deadlines) - time.monotonic()) * 1000)
@@ -511,7 +515,10 @@ class Personality(Signals):
             pass                                 # the process (or its task) is gone
 
     def _retry(self) -> None:
-        """Try every waiting call again until none makes progress."""
+        """Try every waiting call again until none makes progress (after the interval
+        timers due: their SIGALRM interrupts a wait)."""
+        if self.alarms:
+            timers.fire(self)
         progress = True
         while progress and self.blocked:
             progress = False

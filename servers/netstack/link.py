@@ -34,16 +34,20 @@ class NicLink:
     """A nic/ORe session as the stack's link. Made on the task's main thread (the session's
     VM belongs to it); used afterwards by the pump thread only, except `wake`."""
 
-    def __init__(self, l4: Any, gate: int) -> None:
+    def __init__(self, l4: Any, gate: int, thread: int = SLOT_THREAD) -> None:
+        """`thread`: our capability to the L4 thread `l4` is (the task's main thread by
+        default): the session's signal and the wake IRQ are attached to it, so its waits
+        (the pump's) see them. A task whose main thread waits for something else gives
+        the link a thread of its own (`L4.create_thread`) and names it here."""
         from servers.nic.client import NicSession
         self.l4 = l4
-        self.nic = NicSession(l4, gate)
+        self.nic = NicSession(l4, gate, thread=thread)
         self.mac: bytes = self.nic.mac
         self.info: dict[str, Any] = dict(self.nic.info)
         self._broadcasts()
         self.kicker = l4.spawn_thread()
         self.wake_irq = l4.create_irq()
-        l4.irq_attach(self.wake_irq, SLOT_THREAD, WAKE_LABEL)
+        l4.irq_attach(self.wake_irq, thread, WAKE_LABEL)
         self._klock = threading.Lock()             # the kicker's L4 connection: one user at a time
         # A request that reaches the main thread while the pump waits (a task that serves a
         # protocol there, servers/dhcpd): handed over on the pump thread, which must answer

@@ -98,7 +98,7 @@ class Stack:
         self.pings: dict[tuple[int, int], list[float]] = {}             # (ident, seq) -> [t0, rtt]
         self.watchers: list[Any] = []                                   # called when touched
         self.touched = False
-        self.icmp_taps: list[Any] = []                                  # raw ICMP readers
+        self.icmp_taps: list[Any] = []                                  # called with each ICMP packet
         self.ping_cond = self.condition()
         self.out: list[bytes] = []                                      # frames for the pump
         self.dirty: set[Tcb] = set()
@@ -314,7 +314,7 @@ class Stack:
             return
         kind, _, _, ident, seq = wire.ICMP.unpack_from(p)
         for tap in self.icmp_taps:
-            tap.deliver_icmp(ip)
+            tap(ip)
         if kind == wire.ICMP_ECHO and ip.dst == self.addr:
             self.counts["icmp_echo_replies"] += 1
             self.ip_output(ip.src, wire.PROTO_ICMP, wire.icmp_echo(wire.ICMP_ECHO_REPLY, ident, seq, p[8:]))
