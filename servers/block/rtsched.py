@@ -45,6 +45,12 @@ BURST_S = 0.1              # token bucket depth: 100 ms of the reserved rate, at
 BURST_MIN = 2.0            # two requests (a periodic client's jitter)
 CALIBRATE = 8              # reads timed per request size
 LAT_KEPT = 20_000          # latencies kept per client (p99)
+HOLD_GUARD_S = 0.0005     # best effort must be done this long before a reserved arrival
+HOLD_LATE = (0.001, 0.3)  # how long past its predicted time a reserved arrival is waited for:
+                           # the recent arrivals' lateness (p95), within 1 ms .. 0.3 period
+CALL_GUARD_S = 0.001      # a best-effort collect ends this long before a reserved call
+KEPT = 64                  # recent samples behind those estimates (lateness, device times)
+TIMELINE_KEPT = 600        # seconds of per-second phase times kept
 ENDED_KEPT = 16            # ended reservations still shown by rt_status
 SWITCH_S = 0.0005          # the interpreter's thread switch interval while scheduling: a
                            # completion (interrupt thread) and a dispatch (the work queue)
@@ -65,6 +71,29 @@ class Reservation:
     served: int = 0        # requests served as reserved
     over: int = 0          # beyond the rate: served as best effort
     misses: int = 0        # completed after their deadline
+    due: float | None = None    # the next request's earliest predicted arrival (absolute)
+    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=KEPT))
+    late_s: float = HOLD_LATE[0]     # arrivals are waited for until due + late_s
+
+    def arrived(self, now: float) -> None:
+        """A request of this client arrived: predict the next one. The client is periodic
+        (rate = 1/period); `due` follows its earliest arrivals (an early one moves it at
+        once, a late one only a little: lateness is mostly jitter of that period's start)."""
+        period = 1.0 / self.rate
+        if self.due is None:
+            self.due = now + period
+            return
+        err = now - self.due
+        if err > period / 2:                         # periods without a request: skip them
+            n = round(err / period)
+            self.due += n * period
+            err -= n * period
+        self.lateness.append(max(0.0, err))
+        base = now if err < 0 else self.due + err / 16
+        self.due = base + period
+        s = sorted(self.lateness)
+        self.late_s = min(HOLD_LATE[1] * period,
+                          max(HOLD_LATE[0], s[min(len(s) - 1, int(len(s) * 0.95))]))
 
     def take(self, now: float) -> bool:
         burst = max(BURST_MIN, self.rate * BURST_S)
@@ -82,6 +111,8 @@ class Pending:
     label: int
     arrived: float
     deadline: float | None  # absolute, reserved requests only
+    entries: int = 0       # its segments (the device's ring entries)
+    dispatched: float = 0.0
 
 
 class DiskScheduler:
@@ -97,8 +128,18 @@ class DiskScheduler:
         self.latency: dict[int, deque[float]] = {}                # label -> seconds; lock
         self.ended: list[Reservation] = []                        # the last ENDED_KEPT; lock
         self.seq = itertools.count()
+        self.best_device: deque[float] = deque(maxlen=KEPT)       # seconds; lock
+        self.hold_until: float | None = None                      # lock
+        self.stopped = False
+        self.holds = 0                                            # best effort held back
+        self.t0 = time.monotonic()
+        # per second since t0: [reserved n, Σ queued s, Σ device s, max total s,
+        #                       best-effort n, Σ device s, Σ entries, max device s]; lock
+        self.timeline: dict[int, list[float]] = {}
         self.work = wq.work_struct(self._dispatch)
         self.queue = wq.create_workqueue("rtdisk")
+        self.waker = threading.Thread(target=self._wake, name="rtdisk-hold", daemon=True)
+        self.waker.start()
 
     # -- admission ---------------------------------------------------------------------------
     def used(self, without: int = -1) -> float:
@@ -137,22 +178,82 @@ class DiskScheduler:
         with self.lock:
             r = self.reservations.get(label)
             for op, sector, segs, end_io, data in subs:
-                p = Pending(None, label, now, None)
+                p = Pending(None, label, now, None, len(segs) if segs else 0)
                 p.sub = (op, sector, segs, self._done, (p, end_io, data))
                 count = sum(s.bv_len for s in segs) // 512 if segs else 0
                 if r is not None and count <= r.sectors and r.take(now):
+                    r.arrived(now)
                     p.deadline = now + r.deadline_s
                     heapq.heappush(self.reserved, (p.deadline, next(self.seq), p))
                 else:
                     if r is not None:
                         r.over += 1
                     self.best.append(p)
-        wq.queue_work(self.queue, self.work)
+        self._dispatch(None)             # here: no hand-off to another thread on the way
+
+    def _best_service(self) -> float:
+        """A best-effort request's time at the device (dispatch to completion): the recent
+        ones' p75; before any, a reservation's calibrated service time."""
+        if self.best_device:
+            s = sorted(self.best_device)
+            return s[int(len(s) * 0.75)]
+        return max((r.service_s for r in self.reservations.values()), default=0.0)
+
+    def _hold(self, now: float) -> float | None:
+        """Until when best effort must wait (None: it may go now): a best-effort request
+        is not dispatched when it would still be at the device as a reserved client's next
+        request arrives — from its predicted arrival less one best-effort service time
+        (and a guard) until the arrival, or until late_s past the prediction."""
+        until = None
+        need = self._best_service() + HOLD_GUARD_S
+        for r in self.reservations.values():
+            if r.due is None:
+                continue
+            if r.due - need <= now <= r.due + r.late_s:
+                end = r.due + r.late_s
+                until = end if until is None else max(until, end)
+        return until
+
+    def best_wait_ms(self, wait_ms: float, near_ms: float) -> float:
+        """How long a best-effort client's collect may hold the server's one thread: until
+        CALL_GUARD_S before each reserved client's predicted call, at most `near_ms` once
+        that is near or past, or not predicted yet (the server must be free to take it)."""
+        now = time.monotonic()
+        with self.lock:
+            for r in self.reservations.values():
+                free_in = -1.0 if r.due is None else (r.due - CALL_GUARD_S - now) * 1e3
+                wait_ms = min(wait_ms, free_in if free_in > near_ms else near_ms)
+        return max(0.0, wait_ms)
 
     def _next(self) -> Pending | None:
         if self.reserved:
             return heapq.heappop(self.reserved)[2]
-        return self.best.popleft() if self.best else None
+        if not self.best:
+            return None
+        until = self._hold(time.monotonic())
+        if until is not None:
+            if self.hold_until is None:
+                self.holds += 1
+            if self.hold_until is None or until < self.hold_until:
+                self.hold_until = until
+                self.lock.notify_all()           # the waker: dispatch again at its end
+            return None
+        return self.best.popleft()
+
+    def _wake(self) -> None:
+        """The hold's timer (thread "rtdisk-hold"): at its end, dispatch again (on the work
+        queue: the dispatch needs a DDEKit thread)."""
+        with self.lock:
+            while not self.stopped:
+                if self.hold_until is None:
+                    self.lock.wait(1.0)
+                    continue
+                left = self.hold_until - time.monotonic()
+                if left > 0:
+                    self.lock.wait(left)
+                    continue
+                self.hold_until = None
+                wq.queue_work(self.queue, self.work)
 
     def _dispatch(self, _work: Any) -> None:
         while True:
@@ -163,6 +264,7 @@ class DiskScheduler:
                 if p is None:
                     return
                 self.at_device += 1
+                p.dispatched = time.monotonic()
             try:
                 blk.blk_submit_batch(self.disk, [p.sub])
             except blk.BlkError:                  # the disk went away: an I/O error
@@ -177,6 +279,21 @@ class DiskScheduler:
             lat = self.latency.setdefault(p.label, deque(maxlen=LAT_KEPT))
             lat.append(now - p.arrived)
             r = self.reservations.get(p.label)
+            row = self.timeline.setdefault(int(now - self.t0), [0.0] * 8)
+            dev = now - p.dispatched
+            if p.deadline is not None:
+                row[0] += 1
+                row[1] += p.dispatched - p.arrived
+                row[2] += dev
+                row[3] = max(row[3], now - p.arrived)
+            else:
+                self.best_device.append(dev)
+                row[4] += 1
+                row[5] += dev
+                row[6] += p.entries
+                row[7] = max(row[7], dev)
+            if len(self.timeline) > TIMELINE_KEPT:
+                del self.timeline[min(self.timeline)]
             if p.deadline is not None and r is not None:
                 r.served += 1
                 r.lat.append(now - p.arrived)
@@ -185,13 +302,19 @@ class DiskScheduler:
         return now
 
     def _done(self, rq: blk.request, status: int) -> None:
+        """A completion (the interrupt thread): the next request goes to the device from
+        here; a reserved one's client is answered before that, a best-effort one's after."""
         p, end_io, data = rq.end_io_data
         self._done_one(p)
         rq.end_io_data = data
-        try:
+        if p.deadline is None:
+            self._dispatch(None)
             end_io(rq, status)
-        finally:
-            wq.queue_work(self.queue, self.work)
+        else:
+            try:
+                end_io(rq, status)
+            finally:
+                self._dispatch(None)
 
     # -- capacity -------------------------------------------------------------------------------
     def time_requests(self, make: Callable[[Callable[[Any, int], None]], Any],
@@ -225,15 +348,28 @@ class DiskScheduler:
                 rows.append({"ended": r not in self.reservations.values(), "label": r.label, "rate": r.rate, "sectors": r.sectors,
                              "deadline_ms": r.deadline_s * 1e3, "service_ms":
                              round(r.service_s * 1e3, 3), "served": r.served, "over": r.over,
-                             "misses": r.misses, "p99_ms": p99_ms(r.lat)})
+                             "misses": r.misses, "p99_ms": p99_ms(r.lat),
+                             "late_ms": round(r.late_s * 1e3, 3)})
             every = {str(k): p99_ms(v) for k, v in self.latency.items()}
             return {"active": self.active, "unit": "of the disk", "capacity": UTIL_MAX,
                     "reserved": round(self.used(), 4), "reservations": rows,
-                    "p99_ms": every, "queued": len(self.reserved) + len(self.best),
+                    "timeline": {str(k): _row(v) for k, v in sorted(self.timeline.items())},
+                    "holds": self.holds, "p99_ms": every, "queued": len(self.reserved) + len(self.best),
                     "service_ms": {str(k): round(v * 1e3, 3) for k, v in self.service.items()}}
 
     def shutdown(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
         wq.destroy_workqueue(self.queue)
+
+
+def _row(v: list[float]) -> dict[str, float]:
+    rn, bn = max(1.0, v[0]), max(1.0, v[4])
+    return {"reserved": int(v[0]), "queued_ms": round(v[1] / rn * 1e3, 2),
+            "device_ms": round(v[2] / rn * 1e3, 2), "max_ms": round(v[3] * 1e3, 2),
+            "best": int(v[4]), "best_device_ms": round(v[5] / bn * 1e3, 2),
+            "best_entries": round(v[6] / bn, 1), "best_max_ms": round(v[7] * 1e3, 2)}
 
 
 def p99_ms(xs: Any) -> float | None:

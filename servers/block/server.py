@@ -309,7 +309,8 @@ class BlockServer:
             wait_ms = min(wait_ms, SHARED_WAIT_MS)
         sched = self.scheds.get(s.disk.disk_name)
         if sched is not None and sched.active and s.label not in sched.reservations:
-            wait_ms = min(wait_ms, RT_SHARED_WAIT_MS)   # a reserved client may be waiting
+            # a reserved client may call: wait until just before its next call is due
+            wait_ms = sched.best_wait_ms(wait_ms, RT_SHARED_WAIT_MS)
         deadline = time.monotonic() + wait_ms / 1e3
         with s.cond:
             while len(s.done) < least and s.inflight:
