@@ -211,7 +211,7 @@ def register(group: click.Group) -> None:
               f"({res['ore_mb_per_s']} MB/s), {res['ore_frames_per_s_64']} frames/s of 64 B; "
               f"raw HAL NIC path: {res['ore_raw_frames_per_s']} frames/s -> "
               f"ore_vs_raw {res['ore_vs_raw']} (target ore_frames_per_s >= 20000)")
-        for k in ("ping_rtt_us", "tcp_mb_per_s"):
+        for k in ("ping_rtt_us", "tcp_mb_per_s", "linux_tcp_mb_per_s", "linux_vs_native_tcp"):
             if k in res:
                 print(f"{k}: {res[k]}")
         for k in ("ore_error", "ip_error"):
