@@ -18,6 +18,7 @@ import random
 import shutil
 import struct
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -424,10 +425,6 @@ def test_resolv_conf_names_the_server_resolvers_ask(linux: Linux) -> None:
 # -- booted under the launcher with eth0: an ORe session, a peer at the gateway ---------------
 
 MAC = "02:00:00:00:00:20"
-IMAGE_LINUX = f"""
-[linux]
-net = {{ switch = "ore", ip = "10.0.2.20/24", gw = "10.0.2.2", mac = "{MAC}" }}
-"""
 
 
 def _launcher_net() -> bool:
@@ -437,20 +434,52 @@ def _launcher_net() -> bool:
 
 @pytest.fixture(scope="module")
 def eth0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str, dict[str, str]]]:
-    """A launcher image: ORe, a netstack peer at 10.0.2.2 (UDP/TCP echo, HTTP) and the
-    personality with eth0 at 10.0.2.20/24, gateway 10.0.2.2; yields `l4run linux run`'s
-    command, the run directory and the environment."""
+    """A launcher image: ORe, a netstack peer at 10.0.2.2 (UDP/TCP echo, HTTP), the
+    personality "linux" with eth0 at 10.0.2.20/24 (gateway 10.0.2.2; its /etc/hosts names
+    the peer "gateway") and a second personality "dns" at 10.0.2.3 — the address the root
+    file system's resolv.conf names — whose init is the DNS responder (dns.c). Yields
+    `l4run linux run`'s command, the run directory and the environment."""
     if not _launcher_net():
         pytest.skip("the image's [linux] net key is not there yet (launcher/linux.py)")
     import sys as _sys
     from kernel.user.testing import PROJECT_ROOT, wait_for
-    from launcher.netimage import net_image, task
+    from launcher.netimage import net_image, task, value
     tmp = str(tmp_path_factory.mktemp("eth0"))
+    gai = os.path.join(tmp, "gai.c")
+    with open(gai, "w") as f:
+        f.write(GAI_C)
+    with open("/bin/busybox", "rb") as f:
+        archive = initramfs.build(f.read(), initramfs.applets(), hosts=["10.0.2.2\tgateway"])
+    entries = list(initramfs.read(archive))
+    for name, source in (("gai", gai), ("dns", os.path.join(HERE, "dns.c"))):
+        with open(_build(tmp, name, source), "rb") as f:
+            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
+    # In the project's build/, readable by all: a sandboxed personality (a uid of its own)
+    # sees the project's tree, not /tmp.
+    os.makedirs(os.path.join(PROJECT_ROOT, "build"), exist_ok=True)
+    build = tempfile.mkdtemp(prefix="test-netconf-", dir=os.path.join(PROJECT_ROOT, "build"))
+    os.chmod(build, 0o755)
+    rootfs = os.path.join(build, "rootfs.cpio")
+    with open(rootfs, "wb") as f:
+        f.write(initramfs.write(entries))
+    os.chmod(rootfs, 0o644)
     image = net_image("netconf", ore={"clients": {}}, tasks=[task(
         "peer", "servers.netstack.demo:serve", net={"switch": "ore", "ip": "10.0.2.2/24"})])
+    image += f"""
+[[linux]]
+name = "linux"
+rootfs = {value(rootfs)}
+net = {{ switch = "ore", ip = "10.0.2.20/24", gw = "10.0.2.2", mac = "{MAC}" }}
+
+[[linux]]
+name = "dns"
+rootfs = {value(rootfs)}
+net = {{ switch = "ore", ip = "10.0.2.3/24", gw = "10.0.2.2" }}
+init = ["/bin/dns", "10.0.2.3", "web.l4=10.0.2.80"]
+"""
     path = os.path.join(tmp, "netconf.toml")
     with open(path, "w") as f:
-        f.write(image + IMAGE_LINUX)
+        f.write(image)
     rd = os.path.join(tmp, "run")
     l4run = [_sys.executable, "-m", "launcher"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -461,15 +490,21 @@ def eth0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], 
         assert boot.returncode == 0, boot.stdout + boot.stderr
         wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
                  60, "the personality's door")
-        yield [*l4run, "linux", "run", "--run-dir", rd, "--"], rd, env
+        yield [*l4run, "linux", "run", "--task", "linux", "--run-dir", rd, "--"], rd, env
     finally:
         subprocess.run([*l4run, "down", "--timeout", "50", "--run-dir", rd], env=env,
                        cwd=PROJECT_ROOT, capture_output=True, timeout=90)
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def _run(eth0: tuple[list[str], str, dict[str, str]], *argv: str) -> tuple[int, str]:
-    cmd, _, env = eth0
-    r = subprocess.run([*cmd, *argv], env=env, capture_output=True, text=True, timeout=90)
+    cmd, rd, env = eth0
+    try:
+        r = subprocess.run([*cmd, *argv], env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        log = os.path.join(rd, "logs", "linux.log")
+        tail = open(log, errors="replace").read()[-3000:] if os.path.exists(log) else ""
+        pytest.fail(f"{' '.join(argv)}: no answer in 90 s; the personality's log ends:\n{tail}")
     return r.returncode, r.stdout + r.stderr
 
 
@@ -532,3 +567,21 @@ def test_netstat_lists_the_processes_sockets(linux: Linux) -> None:
     assert "udp        0      0 localhost:domain        0.0.0.0:*" in text, text
     assert any(line.startswith("unix") and line.split()[-1] == "/dev/log" and "DGRAM" in line
                for line in text.splitlines()), text
+
+
+def test_eth0_resolv_conf_nameserver_is_asked(eth0: tuple[list[str], str, dict[str, str]]) -> None:
+    """The root file system's resolv.conf names 10.0.2.3: the query goes out of eth0, over
+    ORe, to the other personality's DNS responder, which logs it and answers; /etc/hosts
+    answers "gateway" without a query."""
+    from kernel.user.testing import wait_for
+    _, rd, _ = eth0
+    log = os.path.join(rd, "logs", "dns.log")
+    wait_for(lambda: os.path.exists(log) and "listening" in open(log).read(), 60,
+             "the DNS responder")
+    status, out = _run(eth0, "nslookup", "web.l4")
+    assert status == 0 and "Server:\t\t10.0.2.3" in out and "Address: 10.0.2.80" in out, out
+    assert _run(eth0, "/bin/gai", "web.l4", "gateway") == (
+        0, "web.l4 10.0.2.80 80\ngateway 10.0.2.2 80\n")
+    queries = [line for line in open(log).read().splitlines() if "query " in line]
+    assert sum("query web.l4 type 1" in q for q in queries) >= 2, queries
+    assert not any("gateway" in q for q in queries), queries
