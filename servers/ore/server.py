@@ -258,6 +258,8 @@ class OreServer:
         for s in list(self.live.values()):
             if s.held:
                 self._drain(s)
+        if self.shaper.holding:                  # not before a held frame's tokens are there
+            self.retry_at = max(self.retry_at, self.shaper.next_at)
 
     # -- bandwidth reservations (shaper.py) ------------------------------------------------------
     def reserve(self, call: Call, session: int, rate: float) -> tuple[float, float, float]:

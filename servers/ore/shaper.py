@@ -8,8 +8,9 @@ reserved rate; everyone else (and a reserved client beyond its rate) sends from 
 best-effort bucket filled at what the reservations leave (capacity − Σ reserved). So best
 effort can never take a reserved client's share, however much it offers, and a reserved
 client can always use its share. A frame that finds no tokens is not dropped: it stays in
-the client's TX stream (held, as for a full uplink) and the switch looks again within
-RETRY_S.
+the client's TX stream (held, as for a full uplink) and the switch looks again when a
+bucket it may use will hold its bytes (`next_at`, at least RETRY_S on): retrying sooner
+only costs the switch's thread — boosted while reservations exist — a drain for nothing.
 
 Admission: Σ reserved ≤ RESERVABLE × capacity (best effort always keeps a little, so its
 clients' ARP and DHCP still get through); a reservation past it is refused with the sums.
@@ -65,6 +66,7 @@ class Shaper:
         self.best_by: dict[int, int] = {}          # label -> bytes sent as best effort
         self.refused: list[dict[str, Any]] = []
         self.holding = False                       # a frame waits for tokens: retry soon
+        self.next_at = 0.0                         # ... not before then (its bucket fills)
         self.ended: list[dict[str, Any]] = []      # rows of ended reservations
 
     def total(self, without: int = -1) -> float:
@@ -113,6 +115,11 @@ class Shaper:
             own.held += 1
         else:
             self.best.held += 1
+        # when a bucket will hold this frame's bytes: no retry before (each retry is a
+        # drain of the client's stream in the switch's boosted thread, for nothing)
+        waits = [(n - b.tokens) / b.rate for b in (own, self.best) if b is not None and b.rate > 0]
+        at = now + max(RETRY_S, min(waits, default=RETRY_S))
+        self.next_at = at if not self.holding else min(self.next_at, at)
         self.holding = True
         return False
 
