@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import random
-import socket as _host
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -40,12 +39,14 @@ from servers.netstack import tcp, wire
 
 from .pipe import BLOCK
 from .sockets import (AF_INET, MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP,
-                      SHUT_RD, SHUT_RDWR, SHUT_WR, SO_BROADCAST, SO_LINGER, SO_REUSEADDR,
+                      SHUT_RD, SHUT_RDWR, SHUT_WR, SO_LINGER, SO_REUSEADDR,
                       SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, Buf, Socket, local_pair, stream_poll,
                       stream_recv, stream_send)
 
 if TYPE_CHECKING:
     from servers.netstack import Stack
+
+    from .inetdgram import IcmpSock, UdpSock
 
     from .server import Personality
 
@@ -101,6 +102,47 @@ class Interface:
             self.waker.irq_trigger(self.irq)
         except Exception:
             self.pending = False                     # shutting down
+
+
+def start_interface(px: "Personality", opts: dict[str, str], label: int) -> Interface:
+    """eth0: the IP stack on the personality's ORe session (capability `cap`, default
+    "net"), its address from `ip` (else the session's) or `dhcp`, gateway `gw`. The link
+    waits on an L4 thread of its own (NicLink attaches the session's signal to the thread
+    it is given: never the main thread, which waits for Linux calls); the pump wakes the
+    main thread through an IRQ attached to it with `label`, triggered from a third thread."""
+    import sys
+
+    from kernel.abi import SLOT_THREAD
+    from kernel.user.client import L4
+    from servers.netstack import config as netconfig
+    from servers.netstack.link import NicLink
+    from servers.netstack.stack import Stack
+    l4 = px.l4
+    cap = opts.get("cap") or "net"
+    if cap not in l4.caps:
+        raise ValueError(f"--net needs a capability {cap!r} (the image's [linux] net table "
+                         f"gives it); have {sorted(l4.caps)}")
+    t = l4.create_thread()
+    own = L4(l4.kernel_sock, t.secret, l4.caps, l4.ctx, l4.server_key)
+    link = NicLink(own, l4.caps[cap], thread=t.slot)
+    name = "l4linux-eth0"
+    if "dhcp" in opts:
+        stack = netconfig._dhcp_stack(link, opts, name)
+    else:
+        address = opts.get("ip") or str(link.info.get("ip") or "")
+        if not address:
+            raise ValueError("--net: no address (give ip=A.B.C.D/N, or the session's)")
+        stack = Stack(link, address, gateway=opts.get("gw") or link.info.get("gateway")
+                      or None, name=name)
+    irq = l4.create_irq()
+    l4.irq_attach(irq, SLOT_THREAD, label)
+    net = Interface(stack, l4.spawn_thread(), irq)
+    if not stack.running:
+        stack.start()
+    print(f"[l4linux] eth0: {wire.ip_str(stack.addr)}/{stack.plen} on session "
+          f"{link.nic.sid} (MAC {stack.mac.hex(':')}), gateway "
+          f"{wire.ip_str(stack.gateway) if stack.gateway else '-'}", file=sys.stderr, flush=True)
+    return net
 
 
 class InetSpace:
@@ -501,228 +543,8 @@ class TcpSock(InetSocket):
         st.kick()
 
 
-class UdpSock(InetSocket):
-    def __init__(self, px: "Personality", type_: int = SOCK_DGRAM, protocol: int = 0) -> None:
-        super().__init__(px, type_, protocol)
-        self.queue: deque[tuple[bytes, Addr]] = deque()
-        self.peer: Addr | None = None
-        self.dropped = 0
-
-    def bind(self, addr: bytes) -> int:
-        got = self._bind_addr(addr)
-        if isinstance(got, int):
-            return got
-        return self._take(got[0], got[1] or self.space.free(self.space.udp))
-
-    def _take(self, ip: bytes, port: int) -> int:
-        st = self.space.stack
-        if port in self.space.udp or (st is not None and port in st.udp_socks):
-            return -errno.EADDRINUSE
-        self.laddr, self.port = ip, port
-        self.space.udp[port] = self
-        if st is not None:
-            with st.lock:
-                st.udp_socks[port] = self
-        return 0
-
-    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
-        """A datagram from the stack (pump thread, lock held)."""
-        self._queue(data, (_host.inet_aton(addr[0]), addr[1]))
-        st = self.space.stack
-        if st is not None:
-            st.touched = True
-
-    def _queue(self, data: bytes, src: Addr) -> None:
-        if self.peer is not None and src != self.peer:
-            return
-        if len(self.queue) >= UDP_QUEUE:
-            self.dropped += 1
-            return
-        self.queue.append((data, src))
-
-    def connect(self, addr: bytes) -> int:
-        if len(addr) >= 2 and struct.unpack_from("<H", addr)[0] == 0:      # AF_UNSPEC
-            self.peer = None
-            return 0
-        got = parse(addr)
-        if isinstance(got, int):
-            return got
-        if not self.port:
-            err = self._take(ANY, self.space.free(self.space.udp))
-            if err:
-                return err
-        self.peer = got
-        return 0
-
-    def sendmsg(self, data: bytes, addr: bytes | None, flags: int) -> Any:
-        if addr is not None:
-            got = parse(addr)
-            if isinstance(got, int):
-                return got
-            dst = got
-        elif self.peer is not None:
-            dst = self.peer
-        else:
-            return -errno.EDESTADDRREQ
-        if len(data) > MAX_UDP:
-            return -errno.EMSGSIZE
-        if not self.port:
-            err = self._take(ANY, self.space.free(self.space.udp))
-            if err:
-                return err
-        ip, port = dst
-        st = self.space.stack
-        bcast = ip == b"\xff" * 4 or (st is not None and ip == st.bcast)
-        if bcast and not self.flag(SO_BROADCAST):
-            return -errno.EACCES
-        if self.space.local(ip) and not bcast:
-            to = self.space.udp.get(port)
-            src = self.laddr if self.laddr != ANY else (ip if ip != ANY else b"\x7f\0\0\x01")
-            if to is not None:
-                to._queue(bytes(data), (src, self.port))
-            return len(data)
-        if st is None or (st.gateway is None and not st._on_link(ip) and not bcast):
-            return -errno.ENETUNREACH
-        if len(data) > MAX_FRAME_UDP:
-            return -errno.EMSGSIZE
-        with st.lock:
-            st.ip_output(ip, wire.PROTO_UDP, wire.udp(st.addr, ip, self.port, port, bytes(data)))
-        return len(data)
-
-    def recvmsg(self, n: int, flags: int) -> Any:
-        if not self.queue:
-            return BLOCK
-        with self._lock():
-            data, src = self.queue[0] if flags & MSG_PEEK else self.queue.popleft()
-        return data, sockaddr(*src)
-
-    def getpeername(self) -> bytes | int:
-        return sockaddr(*self.peer) if self.peer is not None else -errno.ENOTCONN
-
-    def shutdown(self, how: int) -> int:
-        return 0 if self.peer is not None else -errno.ENOTCONN
-
-    def poll(self, events: int) -> int:
-        return POLLOUT | (POLLIN if self.queue else 0)
-
-    def close(self) -> None:
-        if self.space.udp.get(self.port) is self:
-            del self.space.udp[self.port]
-        st = self.space.stack
-        if st is not None:
-            with st.lock:
-                if st.udp_socks.get(self.port) is self:
-                    del st.udp_socks[self.port]
-
-
-class IcmpSock(InetSocket):
-    """ICMP echo as `ping` uses it: SOCK_RAW (we send the ICMP message as given, read every
-    ICMP packet with its IP header) or SOCK_DGRAM (the identifier is the socket's, the
-    checksum ours; only its echo replies arrive, without the IP header)."""
-
-    def __init__(self, px: "Personality", type_: int, protocol: int = IPPROTO_ICMP) -> None:
-        super().__init__(px, type_, protocol)
-        self.queue: deque[tuple[bytes, Addr]] = deque()
-        self.peer: Addr | None = None
-        self.key = id(self) if type_ == SOCK_RAW else 0
-        if type_ == SOCK_RAW:
-            self._register(self.key)
-
-    def _register(self, key: int) -> None:
-        self.key = key
-        self.space.icmp[key] = self
-        if self.type == SOCK_DGRAM:
-            self.port = key
-        st = self.space.stack
-        if st is not None and self.space.deliver_icmp not in st.icmp_taps:
-            with st.lock:
-                st.icmp_taps.append(self.space.deliver_icmp)
-
-    def bind(self, addr: bytes) -> int:
-        got = self._bind_addr(addr) if self.type == SOCK_DGRAM else parse(addr)
-        if isinstance(got, int):
-            return got
-        if self.type == SOCK_DGRAM:
-            ident = got[1] or self.space.free(self.space.icmp)
-            if ident in self.space.icmp:
-                return -errno.EADDRINUSE
-            self._register(ident)
-        self.laddr = got[0]
-        return 0
-
-    def connect(self, addr: bytes) -> int:
-        got = parse(addr)
-        if isinstance(got, int):
-            return got
-        self.peer = got
-        return 0
-
-    def deliver_icmp(self, ip: wire.Ip4) -> None:
-        p = ip.payload
-        if self.type == SOCK_DGRAM:
-            if p[0] != wire.ICMP_ECHO_REPLY or struct.unpack_from("!H", p, 4)[0] != self.key:
-                return
-            data = p
-        else:
-            data = wire.ip4(ip.src, ip.dst, wire.PROTO_ICMP, p, 0, ip.ttl)
-        if len(self.queue) < UDP_QUEUE:
-            self.queue.append((data, (ip.src, 0)))
-        st = self.space.stack
-        if st is not None:
-            st.touched = True
-
-    def sendmsg(self, data: bytes, addr: bytes | None, flags: int) -> Any:
-        if addr is not None:
-            got = parse(addr)
-            if isinstance(got, int):
-                return got
-            ip = got[0]
-        elif self.peer is not None:
-            ip = self.peer[0]
-        else:
-            return -errno.EDESTADDRREQ
-        if len(data) < 8 or len(data) > MAX_FRAME_UDP + 8:
-            return -errno.EINVAL if len(data) < 8 else -errno.EMSGSIZE
-        msg = bytes(data)
-        if self.type == SOCK_DGRAM:
-            if msg[0] != wire.ICMP_ECHO:
-                return -errno.EINVAL
-            if not self.key:
-                self._register(self.space.free(self.space.icmp))
-            seq = struct.unpack_from("!H", msg, 6)[0]
-            msg = wire.icmp_echo(wire.ICMP_ECHO, self.key, seq, msg[8:])
-        st = self.space.stack
-        if self.space.local(ip):
-            me = ip if ip != ANY else b"\x7f\0\0\x01"
-            self.space.deliver_icmp(wire.Ip4(me, me, wire.PROTO_ICMP, 64, msg))
-            if msg[0] == wire.ICMP_ECHO:
-                reply = bytearray(msg)
-                reply[0], reply[2:4] = wire.ICMP_ECHO_REPLY, b"\0\0"
-                reply[2:4] = wire.checksum(bytes(reply)).to_bytes(2, "big")
-                self.space.deliver_icmp(wire.Ip4(me, me, wire.PROTO_ICMP, 64, bytes(reply)))
-            return len(data)
-        if st is None or (st.gateway is None and not st._on_link(ip)):
-            return -errno.ENETUNREACH
-        with st.lock:
-            st.ip_output(ip, wire.PROTO_ICMP, msg)
-        return len(data)
-
-    def recvmsg(self, n: int, flags: int) -> Any:
-        if not self.queue:
-            return BLOCK
-        with self._lock():
-            data, src = self.queue[0] if flags & MSG_PEEK else self.queue.popleft()
-        return data, sockaddr(*src)
-
-    def poll(self, events: int) -> int:
-        return POLLOUT | (POLLIN if self.queue else 0)
-
-    def close(self) -> None:
-        if self.key and self.space.icmp.get(self.key) is self:
-            del self.space.icmp[self.key]
-
-
 def make(px: "Personality", type_: int, protocol: int) -> Socket | int:
+    from .inetdgram import IcmpSock, UdpSock
     if type_ == SOCK_STREAM and protocol in (0, IPPROTO_TCP):
         return TcpSock(px, type_, IPPROTO_TCP)
     if type_ == SOCK_DGRAM and protocol in (0, IPPROTO_UDP):

@@ -35,7 +35,7 @@ from typing import Any
 
 import struct
 
-from kernel.abi import SLOT_THREAD, LinuxVerdict, Proto, pack
+from kernel.abi import LinuxVerdict, Proto, pack
 from kernel.user import linux as loader
 from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
@@ -293,39 +293,8 @@ class Personality(Signals):
         return 0
 
     def start_net(self, opts: dict[str, str]) -> None:
-        """eth0: the IP stack on our ORe session (capability `cap`, default "net"), its
-        address from `ip` (else the session's) or `dhcp`, gateway `gw`. The link waits on
-        an L4 thread of its own (NicLink attaches the session's signal to the thread it is
-        given: never our main thread, which waits for Linux calls); the stack's pump wakes
-        us through our IRQ NET_LABEL, triggered by another thread of ours (inet.py)."""
-        from servers.netstack import config as netconfig
-        from servers.netstack.link import NicLink
-        from servers.netstack.stack import Stack
-        cap = opts.get("cap") or "net"
-        if cap not in self.l4.caps:
-            raise ValueError(f"--net needs a capability {cap!r} (the image's [linux] net "
-                             f"table gives it); have {sorted(self.l4.caps)}")
-        t = self.l4.create_thread()
-        own = L4(self.l4.kernel_sock, t.secret, self.l4.caps, self.l4.ctx, self.l4.server_key)
-        link = NicLink(own, self.l4.caps[cap], thread=t.slot)
-        name = "l4linux-eth0"
-        if "dhcp" in opts:
-            stack = netconfig._dhcp_stack(link, opts, name)
-        else:
-            address = opts.get("ip") or str(link.info.get("ip") or "")
-            if not address:
-                raise ValueError("--net: no address (give ip=A.B.C.D/N, or the session's)")
-            stack = Stack(link, address, gateway=opts.get("gw") or link.info.get("gateway")
-                          or None, name=name)
-        irq = self.l4.create_irq()
-        self.l4.irq_attach(irq, SLOT_THREAD, NET_LABEL)
-        self.net = inet.Interface(stack, self.l4.spawn_thread(), irq)
-        if not stack.running:
-            stack.start()
-        print(f"[l4linux] eth0: {inet.wire.ip_str(stack.addr)}/{stack.plen} on session "
-              f"{link.nic.sid} (MAC {stack.mac.hex(':')}), gateway "
-              f"{inet.wire.ip_str(stack.gateway) if stack.gateway else '-'}",
-              file=sys.stderr, flush=True)
+        """eth0 on our ORe session (inet.start_interface): `px.net` from now on."""
+        self.net = inet.start_interface(self, opts, NET_LABEL)
 
     def _exists(self, path: bytes) -> bool:
         try:
@@ -390,7 +359,8 @@ class Personality(Signals):
         deadlines += [due for due, _ in self.alarms.values()]
         if not deadlines:
             return None
-        return max(1.0, (min(deadlines) - time.monotonic()) * 1000)
+        # at most an hour: a far deadline (alarm(2**31)) is beyond what a wait may ask
+        return min(max(1.0, (min(deadlines) - time.monotonic()) * 1000), 3_600_000.0)
 
     def message(self, msg: Message) -> None:
         if msg.proto == Proto.LINUX:
