@@ -484,8 +484,9 @@ init = ["/bin/dns", "10.0.2.3", "web.l4=10.0.2.80"]
     l4run = [_sys.executable, "-m", "launcher"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [PROJECT_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    boot = subprocess.run([*l4run, "boot", path, "--detach", "--run-dir", rd], env=env,
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    # (a loaded shared host may take more than boot's default 30 s to start every task)
+    boot = subprocess.run([*l4run, "boot", path, "--detach", "--timeout", "120", "--run-dir", rd],
+                          env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240)
     try:
         assert boot.returncode == 0, boot.stdout + boot.stderr
         wait_for(lambda: os.path.exists(os.path.join(rd, "scratch", "linux", "linux.sock")),
