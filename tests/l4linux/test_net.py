@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ from tests.launcher.helpers import l4run, record, task_log, until
 from tests.netns import netns as namespace, netns_skip
 
 SKIP = netns_skip("ip", "ping", "curl")
-pytestmark = pytest.mark.skipif(SKIP is not None or not os.path.exists("/bin/busybox"),
-                                reason=SKIP or "needs /bin/busybox")
+pytestmark = [pytest.mark.skipif(SKIP is not None or not os.path.exists("/bin/busybox"),
+                                 reason=SKIP or "needs /bin/busybox"),
+              pytest.mark.slow]          # ~95 s: a boot of eight tasks, `l4run down` of them
 
 TAP, HOST, WEB, A, B = "l4tap0", "10.0.2.2", "10.0.2.15", "10.0.2.20", "10.0.2.21"
 INIT_A = ("mkdir -p /srv && echo '<h1>busybox httpd in L4Linux</h1>' > /srv/index.html && "
@@ -92,6 +94,11 @@ def sha_in(net: dict[str, Any], task: str, path: str) -> str:
     return sh(net, task, f"sha256sum {path}").split()[0]
 
 
+def _received(out: str) -> int:
+    m = re.search(r"(\d+) (?:packets )?received", out)
+    return int(m.group(1)) if m else 0
+
+
 def _size(net: dict[str, Any], path: str) -> int:
     return int(sh(net, "linux-a", f"wc -c < {path}").split()[0])
 
@@ -99,16 +106,16 @@ def _size(net: dict[str, Any], path: str) -> int:
 def test_host_curl_and_ping_reach_both_personalities(net: dict[str, Any]) -> None:
     assert b"busybox httpd in L4Linux" in curl(net, f"http://{A}/")
     for addr in (A, B):
-        p = net["ns"].run("ping", "-c", "3", "-i", "0.3", "-W", "2", addr, check=False)
-        assert " 3 received" in p.stdout, p.stdout + p.stderr
+        p = net["ns"].run("ping", "-c", "4", "-i", "0.3", "-W", "3", addr, check=False)
+        assert _received(p.stdout) >= 3, p.stdout + p.stderr       # a loaded host may lose one
     data = curl(net, f"http://{A}/blob")
     assert len(data) == _size(net, "/srv/blob") > 3_000_000
     assert hashlib.sha256(data).hexdigest() == sha_in(net, "linux-a", "/srv/blob")
 
 
 def test_ping_from_inside_reaches_the_host(net: dict[str, Any]) -> None:
-    out = sh(net, "linux-a", f"ping -c 2 -W 3 {HOST}")
-    assert "2 packets received" in out, out
+    out = sh(net, "linux-a", f"ping -c 3 -W 3 {HOST}")
+    assert _received(out) >= 2, out
 
 
 def test_linux_to_linux_with_wget_and_nc(net: dict[str, Any]) -> None:
@@ -164,5 +171,5 @@ def test_one_personality_killed_the_other_keeps_serving(net: dict[str, Any]) -> 
     l4run("kill", "linux-b", "--run-dir", net["rd"])
     assert b"busybox httpd in L4Linux" in curl(net, f"http://{A}/")
     until("linux-b back", lambda: task_log(net["rd"], "linux-b").count("eth0: ") >= 2, 40)
-    p = net["ns"].run("ping", "-c", "2", "-W", "2", B, check=False)
-    assert " 2 received" in p.stdout or " 1 received" in p.stdout, p.stdout
+    p = net["ns"].run("ping", "-c", "3", "-W", "2", B, check=False)
+    assert _received(p.stdout) >= 1, p.stdout
