@@ -131,6 +131,8 @@ def test_linux_and_the_native_task_talk_both_ways(net: dict[str, Any]) -> None:
     n = 1 << 20
     got = sh(net, "linux-b", f"wget -q -O - http://{WEB}/bytes/{n} | sha256sum").split()[0]
     assert got == hashlib.sha256(body(n)).hexdigest()
+    refused = sh(net, "linux-b", f"nc {HOST} 1 < /dev/null 2>&1; echo rc=$?")
+    assert "refused" in refused and "rc=1" in refused, refused      # the host's RST
     r = until("the fetch task's download", lambda: record(net["rd"], "fetch", "FETCH"), 60)
     assert r.get("bytes") == _size(net, "/srv/blob"), r
     assert r["sha256"] == sha_in(net, "linux-a", "/srv/blob"), r
