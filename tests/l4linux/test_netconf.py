@@ -327,11 +327,14 @@ def _sockets(linux: Linux) -> bool:
 def test_hostname_and_etc_hosts(linux: Linux) -> None:
     assert linux.run("hostname") == (0, b"l4py\n")
     assert linux.run("hostname", "-i") == (0, b"127.0.1.1\n")        # glibc's NSS: files
-    assert linux.run("/bin/gai", "localhost", "gateway", "gw", "l4py", "nosuch") == (
-        0, b"localhost 127.0.0.1 80\ngateway 10.0.2.2 80\ngw 10.0.2.2 80\nl4py 127.0.1.1 80\n"
-           b"nosuch: not found\n")
     status, out = linux.sh("cat /etc/resolv.conf; grep ^hosts: /etc/nsswitch.conf")
     assert (status, out) == (0, b"nameserver 10.0.2.3\nhosts: files dns\n")
+    # (a name /etc/hosts lacks goes to DNS: one try of 1 s at a server that is not there)
+    assert linux.sh("cp /etc/resolv.conf /tmp/resolv.keep; "
+                    "printf 'nameserver 127.0.0.1\\noptions timeout:1 attempts:1\\n' > /etc/resolv.conf; "
+                    "/bin/gai localhost gateway gw l4py nosuch; cp /tmp/resolv.keep /etc/resolv.conf") == (
+        0, b"localhost 127.0.0.1 80\ngateway 10.0.2.2 80\ngw 10.0.2.2 80\nl4py 127.0.1.1 80\n"
+           b"nosuch: not found\n")
 
 
 def test_proc_net_as_busybox_reads_it(linux: Linux) -> None:
