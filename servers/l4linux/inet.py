@@ -532,14 +532,14 @@ class TcpSock(InetSocket):
                 for t in [t for t in st.tcbs.values() if t.listener is lst
                           and t.state == tcp.SYN_RCVD]:
                     t.abort()
-            t = self.tcb
-            if t is not None:
+            conn = self.tcb
+            if conn is not None:
                 linger = self.opts.get(SO_LINGER, bytes(8))
                 on, secs = struct.unpack("<ii", linger)
-                if (t.rcvbuf and not self.rd_shut) or (on and secs == 0):
-                    t.abort()                        # unread data, or linger 0: RST
+                if (conn.rcvbuf and not self.rd_shut) or (on and secs == 0):
+                    conn.abort()                     # unread data, or linger 0: RST
                 else:
-                    t.close()
+                    conn.close()
         st.kick()
 
 

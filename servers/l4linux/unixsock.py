@@ -106,16 +106,17 @@ class UnixSpace:
             node = fsys.walk(name, self._cwd())
         except fs.FsError as e:
             return -e.errno
+        key: Any = node
         if node.mount is not None:
             try:
                 parent, leaf = fsys.parent_of(name, self._cwd())
             except fs.FsError as e:
                 return -e.errno
-            node = ("path", fsys.path_of(parent).rstrip(b"/") + b"/" + leaf.encode(
+            key = ("path", fsys.path_of(parent).rstrip(b"/") + b"/" + leaf.encode(
                 errors="surrogateescape"))
         elif not stat.S_ISSOCK(node.mode):
             return -errno.ECONNREFUSED
-        return self.bound.get(node) or -errno.ECONNREFUSED
+        return self.bound.get(key) or -errno.ECONNREFUSED
 
     def unbind(self, sock: "UnixSocket") -> None:
         key = sock.key

@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 import time
 from typing import Any, Iterator
 
