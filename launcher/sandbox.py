@@ -24,7 +24,11 @@ the task's code runs (fork mode) or before `execve` (exec mode). In order:
    writev, kexec, mount and the new mount API, bpf, perf_event_open, modules, namespaces
    (unshare, setns, clone with CLONE_NEW*; clone3 answers ENOSYS so libc falls back to clone),
    keyrings, userfaultfd, io_uring -> EPERM (mount and umount2 pass for the L⁴Linux
-   personality, `MOUNT_PASSERS`: its Linux processes' calls must reach its trap).
+   personality, `MOUNT_PASSERS`: its Linux processes' calls must reach its trap; so do
+   their UDP, ICMP and netlink sockets — and since a filter cannot tell the personality from
+   the processes it forks, the personality without `network` runs in a network namespace
+   of its own (step 1b: only a loopback, down), where such a socket of its own reaches
+   nothing: its network is its ORe session, through the kernel).
 
 Contract: `enter()` either applies every step the plan asks for or raises (the child then
 exits before any task code runs): a task never runs half-sandboxed by accident. Which
@@ -77,6 +81,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 CLONE_NEWNS = 0x20000
+CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 0x4000, 1 << 18
 
 # Landlock (include/uapi/linux/landlock.h); the three system calls have one number everywhere.
@@ -344,6 +349,11 @@ def enter(p: dict[str, Any]) -> None:
     for fd in _SHARED.values():        # the task keeps no handle on any namespace
         os.close(fd)
     _SHARED.clear()
+    if p.get("mounts") and not p["network"] and p["seccomp"]:
+        # step 1b: the personality's host sockets (its filter passes UDP, ICMP and netlink
+        # for its Linux processes' traps) reach only an empty network namespace
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise _errno_msg("unshare(CLONE_NEWNET)")
     if uid is not None:
         _drop_privileges(uid, p["caps"])
     if p["nnp"] or p["landlock"] or p["seccomp"]:
@@ -501,7 +511,8 @@ def _filter(network: bool, arch: str = "x86_64", mounts: bool = False) -> bytes:
     if not network:
         # The personality (`mounts`): its Linux processes' UDP, ICMP and netlink sockets
         # must reach its trap too (servers/l4linux/netcalls.py); natively, raw sockets
-        # still need a capability it lacks. It may make host UDP and netlink sockets.
+        # still need a capability it lacks. Its own host UDP and netlink sockets are in a
+        # network namespace of its own (`enter`, step 1b): they reach nothing.
         inet, netlink = ("allow", "allow") if mounts else ("tcp", "deny")
         prog += [("jeq", nr["socket"], None, "allow"), ("ld", _ARG0),
                  ("jeq", AF_UNIX, "allow", None), ("jeq", 16, netlink, None),

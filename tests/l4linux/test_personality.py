@@ -406,7 +406,12 @@ def test_launcher_boots_the_personality_and_linux_run_works(tmp_path: Any) -> No
             # `l4run ps` lists the Linux process under its personality
             assert any(t["name"].startswith(f"linux:{sleeper}") and t["under"] == "linux"
                        for t in ps), ps
-            os.kill(next(t["pid"] for t in ps if t["name"] == "linux"), signal.SIGKILL)
+            # The sandboxed personality (no `network`) is in a network namespace of its own:
+            # the host UDP and netlink sockets its filter lets through reach nothing
+            pers = next(t["pid"] for t in ps if t["name"] == "linux")
+            assert os.readlink(f"/proc/{pers}/ns/net") != os.readlink("/proc/self/ns/net")
+            assert os.readlink(f"/proc/{sleeper}/ns/net") == os.readlink(f"/proc/{pers}/ns/net")
+            os.kill(pers, signal.SIGKILL)
             wait_for(lambda: not _running(sleeper), 10, "the Linux process to end with it")
             log = os.path.join(rd, "logs", "linux.log")
             wait_for(lambda: open(log).read().count("init (pid") >= 2, 30, "init booted again")
