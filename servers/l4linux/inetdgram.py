@@ -32,7 +32,19 @@ if TYPE_CHECKING:
     from .server import Personality
 
 
-class UdpSock(InetSocket):
+class _Datagrams(InetSocket):
+    """What UDP and ICMP sockets share: a queue of (data, source) the pump fills."""
+    queue: deque[tuple[bytes, Addr]]
+
+    def recvmsg(self, n: int, flags: int) -> Any:
+        if not self.queue:
+            return BLOCK
+        with self._lock():
+            data, src = self.queue[0] if flags & MSG_PEEK else self.queue.popleft()
+        return data, sockaddr(*src)
+
+
+class UdpSock(_Datagrams):
     def __init__(self, px: "Personality", type_: int = SOCK_DGRAM, protocol: int = 0) -> None:
         super().__init__(px, type_, protocol)
         self.queue: deque[tuple[bytes, Addr]] = deque()
@@ -120,12 +132,6 @@ class UdpSock(InetSocket):
             st.ip_output(ip, wire.PROTO_UDP, wire.udp(st.addr, ip, self.port, port, bytes(data)))
         return len(data)
 
-    def recvmsg(self, n: int, flags: int) -> Any:
-        if not self.queue:
-            return BLOCK
-        with self._lock():
-            data, src = self.queue[0] if flags & MSG_PEEK else self.queue.popleft()
-        return data, sockaddr(*src)
 
     def getpeername(self) -> bytes | int:
         return sockaddr(*self.peer) if self.peer is not None else -errno.ENOTCONN
@@ -146,7 +152,7 @@ class UdpSock(InetSocket):
                     del st.udp_socks[self.port]
 
 
-class IcmpSock(InetSocket):
+class IcmpSock(_Datagrams):
     """ICMP echo as `ping` uses it: SOCK_RAW (we send the ICMP message as given, read every
     ICMP packet with its IP header) or SOCK_DGRAM (the identifier is the socket's, the
     checksum ours; only its echo replies arrive, without the IP header)."""
@@ -238,12 +244,6 @@ class IcmpSock(InetSocket):
             st.ip_output(ip, wire.PROTO_ICMP, msg)
         return len(data)
 
-    def recvmsg(self, n: int, flags: int) -> Any:
-        if not self.queue:
-            return BLOCK
-        with self._lock():
-            data, src = self.queue[0] if flags & MSG_PEEK else self.queue.popleft()
-        return data, sockaddr(*src)
 
     def poll(self, events: int) -> int:
         return POLLOUT | (POLLIN if self.queue else 0)

@@ -51,6 +51,11 @@ PIN = Protocol("pin", [
 
 
 class PinEntry:
+    # what a request arriving during an entry is answered (a subclass serving another
+    # protocol says its own)
+    busy_reason = "a PIN entry is running"
+    busy_tag = PIN.tag
+
     def __init__(self, l4: L4, x: int, y: int) -> None:
         self.l4 = l4
         self.win = Window(l4, "PIN entry", W, H, x, y)
@@ -116,8 +121,8 @@ class PinEntry:
         except Timeout:
             return []
         if msg.proto != Proto.IRQ and msg.reply:
-            self.l4.reply(msg.reply, error_answer(Status.FAILED, "BUSY",
-                                                  "a PIN entry is running"), proto=PIN.tag)
+            self.l4.reply(msg.reply, error_answer(Status.FAILED, "BUSY", self.busy_reason),
+                          proto=self.busy_tag)
         return self.win.gui.events()
 
     def on_irq(self, call: Call, body: dict[str, Any]) -> None:

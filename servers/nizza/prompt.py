@@ -21,12 +21,7 @@ Ownership: the signer's single thread.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from kernel.abi import Proto
 from kernel.user.client import L4
-from kernel.user.errors import Timeout
-from kernel.user.rpc import Status, error_answer
 from servers.nitpicker.compose import LABEL_H
 from servers.nitpicker.keys import Keymap
 from servers.nitpicker.pin import KEYS, PinEntry
@@ -50,6 +45,8 @@ def key_centre(key: str) -> tuple[int, int]:
 
 class SignPrompt(PinEntry):
     """PinEntry's input loop in a window that also shows what is being signed."""
+    busy_reason = "a signature is waiting for the user's PIN"
+    busy_tag = SIGNER.tag
 
     def __init__(self, l4: L4, x: int, y: int) -> None:          # noqa: super not called:
         self.l4 = l4                                            # our own window size
@@ -78,18 +75,3 @@ class SignPrompt(PinEntry):
     def idle(self) -> None:
         self.digest = ""
         self._screen(self.note, 0)
-
-    def _events(self) -> list[Any]:
-        """Nitpicker's events; a request arriving meanwhile is answered BUSY."""
-        got = self.win.gui.events()
-        if got:
-            return got
-        try:
-            msg = self.l4.wait(timeout=500)
-        except Timeout:
-            return []
-        if msg.proto != Proto.IRQ and msg.reply:
-            self.l4.reply(msg.reply, error_answer(Status.FAILED, "BUSY",
-                                                  "a signature is waiting for the user's PIN"),
-                          proto=SIGNER.tag)
-        return self.win.gui.events()
