@@ -62,3 +62,13 @@ def private_dir(task: str) -> str:
     path = os.path.join(run_dir, "scratch", task)
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def write_private(path: str, data: bytes) -> None:
+    """`data` into `path` (mode 0600), whole or not at all: a new file renamed over it."""
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(path + ".new", path)

@@ -41,7 +41,8 @@ from kernel.user.errors import Timeout
 from kernel.user.rpc import Call, RpcError
 
 from .prompt import SignPrompt
-from .protocol import MAX_DOC, MAX_TRIES, PIN_DIGITS, SIGNER, private_dir
+from .protocol import (MAX_DOC, MAX_TRIES, PIN_DIGITS, SIGNER, private_dir,
+                       write_private)
 
 KEY_FILE = "ed25519.key"
 TRIES_FILE = "tries"
@@ -64,12 +65,7 @@ def load_key(where: str) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                             serialization.NoEncryption())
-    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, raw)
-    finally:
-        os.close(fd)
-    os.replace(path + ".new", path)
+    write_private(path, raw)
     return key
 
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kernel.user.client import L4
 from kernel.user.rpc import Call, RpcError
 
-from .protocol import MAX_DOC, MAX_NAME, VAULT, private_dir
+from .protocol import MAX_DOC, MAX_NAME, VAULT, private_dir, write_private
 
 KEY_FILE = "master.key"
 VERSION = 1
@@ -47,12 +47,7 @@ def load_master(where: str) -> bytes:
     except FileNotFoundError:
         pass
     key = os.urandom(32)
-    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-    finally:
-        os.close(fd)
-    os.replace(path + ".new", path)
+    write_private(path, key)
     return key
 
 
