@@ -185,6 +185,13 @@ def render(switches: dict[str, Any]) -> Any:
         learned = [r for r in sw.get("table", []) if not r.get("pinned")]
         parts.append(Text(f"  MAC table: {len(sw.get('table', []))} entries "
                           f"({len(learned)} learned)", style="dim"))
+        f = sw.get("faults") or {}
+        if f.get("active") or any((f.get("counts") or {}).values()):   # ORe's chaos knobs
+            knobs = ", ".join(f"{k} {f[k]:g}" for k in ("drop", "corrupt", "duplicate")
+                              if f.get(k)) or "off"
+            scope = ", ".join(map(str, f.get("ports") or ["every port"]))
+            parts.append(Text(f"  faults: {knobs} on {scope}; {_drops(f.get('counts') or {})}",
+                              style="yellow"))
     return Group(*parts) if parts else Text("no ORe switch in this system")
 
 

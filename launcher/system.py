@@ -907,6 +907,11 @@ class Launcher:
         from .net import switch_counters
         return switch_counters(self, task)
 
+    def cmd_switch_faults(self, service: str, knobs: dict[str, Any]) -> dict[str, Any]:
+        """An ORe switch's fault knobs (its admin op `faults`; launcher/chaos/inject.py)."""
+        from .chaos.inject import control_switch_faults
+        return control_switch_faults(self, service, knobs)
+
     def cmd_rt(self) -> dict[str, Any]:
         """The real-time managers' reservations and refusals (launcher/rt.py)."""
         from .rt import status

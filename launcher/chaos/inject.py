@@ -8,6 +8,13 @@
     mem_hog      a process touching `mib` MiB, for `for`
     IPC kinds    kernel rules (FAULT add) on every gate of a service, removed after `for`
     device       HAL knobs through its control socket, reset after `for`
+    switch       ORe's fault knobs (drop, corrupt, duplicate in the switch) through the
+                 launcher's `switch_faults` control command, reset after `for`; the counts
+                 ORe answers at the reset are recorded
+
+The launcher's side of `switch_faults` is `control_switch_faults` below
+(`Launcher.cmd_switch_faults` delegates to it): ORE's admin op `faults`, called through
+the ORe service's admin gate (label 0), which only the launcher holds.
 
 Contract: `inject(injection)` applies one injection and records it, with its result or —
 when the system cannot take it now (task down, no HAL, attached without `fault`) — the
@@ -43,6 +50,10 @@ _HOG_PRELUDE = ("import ctypes, signal, time\n"
                 "try:\n    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)\n"
                 "except Exception:\n    pass\n")
 HAL_TIMEOUT_MS = 2000
+SWITCH_CALL_MS = 2000
+ORE_RUN = "servers.ore.server:"
+# A switch fault's reset when the plan gives none: every rate off, the scope every frame.
+SWITCH_OFF: dict[str, Any] = {"drop": 0.0, "corrupt": 0.0, "duplicate": 0.0, "ports": []}
 
 
 @dataclass
@@ -67,6 +78,42 @@ def _hal_faults(run_dir: str, device: str, knobs: dict[str, Any]) -> Any:
                            timeout_ms=HAL_TIMEOUT_MS)
     except HalControlError as e:
         raise Unsupported(f"HAL: {e}") from None
+
+
+def control_switch_faults(la: Any, service: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The launcher's `switch_faults` control command: ORE's admin op `faults(knobs)` on the
+    ORe task providing `service`, one bounded call; answers {"result": the knobs and counts}.
+    Refusals (no such service, not ORe, not running, knobs ORe refused) are ValueErrors
+    saying which and why (the control socket answers them as errors)."""
+    from kernel.user.rpc import ADMIN_LABEL, RemoteError
+    from servers.ore.protocol import ORE
+    svc = la.services.get(service)
+    if svc is None:
+        raise ValueError(f"switch_faults: no service {service!r} (services: "
+                         f"{', '.join(sorted(la.services))})")
+    task = la.tasks[svc.provider]
+    if not task.spec.run.startswith(ORE_RUN):
+        raise ValueError(f"switch_faults: service {service!r} is provided by task "
+                         f"{task.spec.name}, which runs {task.spec.run}, not ORe ({ORE_RUN}main)")
+    if task.state != "running":
+        raise ValueError(f"switch_faults: ORe task {task.spec.name} is {task.state}")
+    if not isinstance(knobs, dict):
+        raise ValueError(f"switch_faults: knobs must be a map, got {type(knobs).__name__}")
+    stub: Any = ORE.client(la.root, la.service_gate(service, ADMIN_LABEL), timeout=SWITCH_CALL_MS)
+    try:
+        return {"result": dict(stub.faults(knobs))}
+    except RemoteError as e:
+        raise ValueError(f"{service}.faults: {e.error}: {e.reason}") from None
+
+
+def _switch_faults(run_dir: str, service: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """Set ORe's fault knobs through the launcher's control socket (`switch_faults`)."""
+    a = control.request(run_dir, "switch_faults", service=service, knobs=knobs)
+    if not a.get("ok"):
+        if "unknown command" in str(a.get("error")):
+            raise Unsupported("this launcher has no 'switch_faults' control command")
+        raise Unsupported(str(a.get("error")))
+    return dict(a["result"])
 
 
 class Injector:
@@ -361,4 +408,19 @@ class Injector:
         self.later.append((time.time() + inj.params["for"], f"reset {device}",
                            lambda: _hal_faults(self.sys.run_dir, device, reset)))
         self._count("device")
+        return answer
+
+    # -- switch faults (ORe's knobs) -------------------------------------------------------
+    def _do_switch(self, inj: Injection) -> Any:
+        service = inj.target.partition(":")[2]
+        run_dir = self.sys.run_dir
+        answer = _switch_faults(run_dir, service, inj.params["knobs"])
+        reset = inj.params.get("reset") or SWITCH_OFF
+
+        def undo() -> None:
+            after = _switch_faults(run_dir, service, reset)
+            self.record.write({"kind": "switch", "target": inj.target, "reset": reset,
+                               "auto": True, "counts": after.get("counts")})
+        self.later.append((time.time() + inj.params["for"], f"reset switch {service}", undo))
+        self._count("switch")
         return answer

@@ -18,10 +18,12 @@ from typing import Any
 TASK_KINDS = ("kill", "crash", "stop", "cont", "cpu_hog", "mem_hog")
 IPC_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "timeout")
 DEVICE_KINDS = ("device",)
+# ORe's own fault knobs (servers/ore/switch.py `Faults`) through its admin op `faults`.
+SWITCH_KINDS = ("switch",)
 # Kernel rules on the Linux system calls forwarded to L4Linux personalities (docs/CHAOS.md
 # "Linux system calls"): every personality's processes, `nr` limits the calls.
 LINUX_KINDS = ("linux_delay", "linux_error")
-KINDS = TASK_KINDS + IPC_KINDS + DEVICE_KINDS + LINUX_KINDS
+KINDS = TASK_KINDS + IPC_KINDS + DEVICE_KINDS + LINUX_KINDS + SWITCH_KINDS
 MAX_HOG_S = 60.0
 MAX_HOG_MIB = 1024
 INVARIANTS = {"kernel_up": True, "restart": True, "call_timeouts": True,
@@ -56,8 +58,8 @@ class FaultSpec:
     nrs: list[int] = field(default_factory=list)         # linux_*: the calls (none: any)
     duration: float = 1.0           # stop, hogs, IPC rules, device knobs: how long
     mib: int = 64                   # mem_hog
-    knobs: dict[str, Any] = field(default_factory=dict)   # device
-    reset: dict[str, Any] = field(default_factory=dict)   # device knobs after `duration`
+    knobs: dict[str, Any] = field(default_factory=dict)   # device, switch
+    reset: dict[str, Any] = field(default_factory=dict)   # their knobs after `duration`
     where: str = ""                 # "fault[3]" / "schedule[0]": for messages
 
 
@@ -129,12 +131,36 @@ def _fault(d: Any, where: str, problems: list[str]) -> FaultSpec | None:
         problems.append(f"{where}: hogs are bounded to {MAX_HOG_S:g}s and {MAX_HOG_MIB} MiB")
     if kind == "device" and not f.knobs:
         problems.append(f"{where}.knobs: a device fault sets HAL knobs (e.g. {{error_rate = 0.1}})")
+    if kind in SWITCH_KINDS:
+        problems += _switch_problems(f, where)
     if kind in LINUX_KINDS and (f.services or f.gates or f.devices):
         problems.append(f"{where}: Linux faults are scoped by personality tasks (`tasks`; "
                         "none: every personality) and `nr`, not services, gates or devices")
     if kind in IPC_KINDS and f.tasks and not f.services and not f.gates:
         problems.append(f"{where}: IPC faults are scoped by services or gates, not tasks")
     return f
+
+
+def _switch_problems(f: FaultSpec, where: str) -> list[str]:
+    """A switch fault: one or more ORe services, knobs (and reset) as ORe checks them."""
+    from servers.ore.switch import RATE_KNOBS, KnobError, check_knobs
+    out = []
+    if not f.services or f.tasks or f.gates or f.devices:
+        out.append(f"{where}: a switch fault is scoped by `service` (the ORe service, e.g. "
+                   "service = \"ore\") and the knob `ports`, not tasks, gates or devices")
+    for key, knobs in (("knobs", f.knobs), ("reset", f.reset)):
+        try:
+            good = check_knobs(knobs)
+        except KnobError as e:
+            out.append(f"{where}.{key}: {e}")
+            continue
+        if "clear" in good:
+            out.append(f"{where}.{key}.clear: the counts are the run's evidence; not cleared "
+                       "by a plan")
+        if key == "knobs" and not any(good.get(k) for k in RATE_KNOBS):
+            out.append(f"{where}.knobs: a switch fault sets a rate > 0 of "
+                       f"{', '.join(RATE_KNOBS)} (e.g. {{drop = 0.03, corrupt = 0.02}})")
+    return out
 
 
 def _fault_fields(f: FaultSpec, d: dict[str, Any], where: str) -> None:

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .plan import IPC_KINDS, LINUX_KINDS, TASK_KINDS, FaultSpec, Plan
+from .plan import IPC_KINDS, LINUX_KINDS, SWITCH_KINDS, TASK_KINDS, FaultSpec, Plan
 
 
 @dataclass
@@ -41,6 +41,8 @@ def _targets(f: FaultSpec, tasks: list[str], services: list[str]) -> list[str]:
                [f"service:{s}" for s in sorted(f.services or ([] if f.gates else services))]
     if f.kind in LINUX_KINDS:
         return [f"linux:{t}" for t in sorted(f.tasks)] or ["linux:"]
+    if f.kind in SWITCH_KINDS:
+        return [f"service:{s}" for s in sorted(f.services)]
     return [f"device:{d}" for d in sorted(f.devices)] or ["device:"]
 
 
@@ -69,6 +71,9 @@ def _params(f: FaultSpec, rng: random.Random) -> dict[str, Any]:
         return {"for": f.duration, "mib": f.mib}
     if f.kind == "device":
         return {"for": f.duration, "knobs": f.knobs, "reset": f.reset}
+    if f.kind in SWITCH_KINDS:           # ORe's generator seeded from the plan's
+        return {"for": f.duration, "knobs": {"seed": rng.getrandbits(32), **f.knobs},
+                "reset": f.reset}
     return {}
 
 

@@ -57,14 +57,26 @@ ORE (proto tag 0x4E49, the NIC tag)
     unreserve(session) -> None        the reservation ends (also when the session closes)
     rt_status() -> {capacity, reserved, best_effort_rate, reservations: [...], refused}
                         admin: what `l4run rt` shows ({} without an uplink_rate)
+    faults(knobs) -> {drop, corrupt, duplicate, seed, ports, active, counts {dropped,
+                      corrupted, duplicated}}
+                        admin: the chaos knobs (servers/ore/switch.py `Faults`; chaos kind
+                        "switch", docs/CHAOS.md): per frame the switch forwards, in scope
+                        (`ports`: client labels, names or "uplink"; [] every frame), with
+                        one seeded generator — drop (lost; acked OK), corrupt (one byte past
+                        the Ethernet header XORed non-zero), duplicate (delivered twice).
+                        Sets the knobs given, keeps the others; {} reads; clear = true
+                        zeroes the counts. A rate of 0 turns that fault off. Counted per
+                        port too (counters: "faults" of the sender; a drop also as drop
+                        reason "fault"). Errors: INVALID (the knob named: unknown key,
+                        a rate outside 0..1, a bad seed or scope; nothing is set then)
 
-Drop reasons (each on the client whose frame it was, except no_buffer: the receiver's):
-spoofed (a source MAC the client may not use), malformed (a descriptor outside the buffer, a
-frame shorter than an Ethernet header, a bad index word), oversized (longer than MAX_FRAME),
-inactive (the client's policy says active = false), no_route (unicast to an unknown MAC and
-nowhere to flood it), no_buffer (the receiver's RX stream is full: it does not drain; nobody
-else waits for it), loop (uplink only: a frame from the uplink with a local client's MAC as
-source: our own frame reflected by the wire).
+Drop reasons (each on the client whose frame it was, except no_buffer: the receiver's): spoofed
+(a source MAC the client may not use), malformed (a descriptor outside the buffer, a frame
+shorter than an Ethernet header, a bad index word), oversized (longer than MAX_FRAME), inactive
+(the client's policy says active = false), no_route (unicast to an unknown MAC and nowhere to
+flood it), fault (the drop knob of `faults`), no_buffer (the receiver's RX stream is full: it
+does not drain; nobody else waits for it), loop (uplink only: a frame from the uplink with a
+local client's MAC as source: our own frame reflected by the wire).
 """
 from __future__ import annotations
 
@@ -85,6 +97,8 @@ _EXTRA = [
        errors=["INVALID", "REFUSED"], doc="reserve bytes/s of the uplink"),
     op("unreserve", 13, ["session:int"], None, errors=["INVALID"]),
     op("rt_status", 14, [], "status", admin=True, doc="the uplink's reservations"),
+    op("faults", 15, ["knobs:dict"], "faults", errors=["INVALID"], admin=True,
+       doc="the fault knobs (chaos): set those given, read ({}), clear the counts"),
 ]
 
 # Every NIC op at its opcode, then ORe's own: one declaration drives stub and dispatch.

@@ -25,6 +25,12 @@ best-effort bucket; a frame without tokens is held in its client's TX stream lik
 full uplink, and the loop retries the held clients every RETRY_S (`wait_ms`, `retry_held`)
 rather than at the next tick.
 
+Fault knobs (chaos; servers/ore/switch.py `Faults`, ORE's admin op `faults`): every frame
+`decide` lets through — from a client in `_drain`, from the uplink in `_from_uplink` — is
+handed to `Faults.apply` once, which may lose it (its descriptor is still acknowledged OK),
+change one byte past its Ethernet header, or deliver it twice. Off (all rates 0) it costs
+one attribute test per frame.
+
 Threads: one, the main thread. It serves ORE, takes every IRQ (kicks, the uplink's signal)
 and runs housekeeping every TICK_S between messages (`serve(until=...)`): close sessions
 whose client is gone (its signal attached to no thread), acknowledge what a full ack queue
@@ -59,8 +65,8 @@ from servers.nic.client import NicSession, SessionLost
 from .blocks import Block, Blocks, OutOfMemory
 from .shaper import RETRY_S, Shaper
 from .protocol import (ATTACH_GRACE_S, KICK_LABEL_BASE, MAX_FRAME, ORE, TICK_S, UPLINK_LABEL)
-from .switch import (UPLINK, ClientPolicy, PolicyError, Port, Switch, SwitchPolicy, mac_text,
-                     parse_policy)
+from .switch import (UPLINK, ClientPolicy, Faults, KnobError, PolicyError, Port, Switch,
+                     SwitchPolicy, mac_text, parse_policy)
 
 ETH_HLEN = 14
 ARP = b"\x08\x06"                  # the ethertype whose sender address `l4run net` shows
@@ -124,6 +130,7 @@ class OreServer:
         self.vm = VM(l4)
         self.blocks = Blocks(l4, self.vm)
         self.switch = Switch()
+        self.chaos = Faults()                       # the chaos knobs: off until set
         self.live: dict[int, Session] = {}           # sid -> session
         self.by_label: dict[int, Session] = {}
         self.next_sid = 1
@@ -216,7 +223,19 @@ class OreServer:
         clients = {s.pol.name: s.counters() for s in self.live.values()}
         return {"switch": self.policy.name, "clients": clients, "uplink": self.uplink.state(),
                 "table": self.switch.table(), "totals": dict(self.switch.totals),
+                "faults": self.chaos.state(),
                 "policy": {str(k): v.as_dict() for k, v in self.policy.clients.items()}}
+
+    def faults(self, call: Call, knobs: dict[str, Any]) -> dict[str, Any]:
+        """Set the fault knobs given (all checked before any is set), answer them all and
+        the counts; {} only reads."""
+        try:
+            self.chaos.update(knobs, [*(s.port for s in self.live.values()), self.uplink.port])
+        except KnobError as e:
+            raise RpcError("INVALID", f"faults: {e}") from None
+        if knobs:
+            print(f"ore: fault knobs {self.chaos.state()}", flush=True)
+        return self.chaos.state()
 
     def _mine(self, call: Call, sid: int) -> Session:
         s = self.live.get(sid)
@@ -299,7 +318,7 @@ class OreServer:
             return
         acks: list[ps.Desc] = []
         out: dict[int, list[bytes]] = {}
-        port, view, decide = s.port, s.view, self.switch.decide
+        port, view, decide, faults = s.port, s.view, self.switch.decide, self.chaos
         up_room = self._uplink_room()
         s.held = False
         for off, length, _ in descs:
@@ -324,8 +343,11 @@ class OreServer:
                         up_room -= 1
                     port.c["tx_frames"] += 1
                     port.c["tx_bytes"] += length
-                    for p in where:
-                        out.setdefault(p.key, []).append(frame)
+                    copies = 1
+                    if faults.active:
+                        frame, copies = faults.apply(port, where, frame)
+                    for p in where if copies else ():
+                        out.setdefault(p.key, []).extend([frame] * copies)
             acks.append((off, length, status))
         self._deliver_all(out)
         if not acks:
@@ -495,8 +517,11 @@ class OreServer:
                 continue
             port.c["tx_frames"] += 1
             port.c["tx_bytes"] += len(f)
-            for p in where:
-                out.setdefault(p.key, []).append(f)
+            copies = 1
+            if self.chaos.active:
+                f, copies = self.chaos.apply(port, where, f)
+            for p in where if copies else ():
+                out.setdefault(p.key, []).extend([f] * copies)
         self._deliver_all(out)
         for s in list(self.live.values()):
             if s.held:                           # the uplink's acks made room

@@ -27,13 +27,34 @@ Learned entries age out after AGE_S; the table holds at most TABLE_MAX (the olde
 Frame checks before `decide` (length: malformed, oversized) are the server's, which knows
 the descriptor; the reasons are counted here all the same (`Port.drops`).
 
-Ownership: one Switch per ORe task, used by its main thread only.
+Fault knobs (`Faults`, set through ORE's admin op `faults`; chaos kind "switch",
+docs/CHAOS.md): after `decide` let a frame through, each knob rolls once per frame in
+scope, from one seeded generator (the same seed and the same frames in the same order give
+the same faults):
+
+    drop       probability: the frame is lost (counted on its sender as drop reason "fault";
+               its descriptor is acknowledged OK: the wire lost it, the sender cannot know)
+    corrupt    probability: one byte past the Ethernet header (an IPv4 frame: inside its
+               datagram, not in the padding) is XORed with a non-zero value, so the IP or
+               TCP/UDP checksum of any receiver catches it
+    duplicate  probability: the frame is delivered twice
+    seed       a new generator from this seed
+    ports      scope: frames from or to these ports (client labels, client names, "uplink");
+               [] or absent: every frame
+    clear      true: the counts (totals and every port's) go back to zero
+
+`Faults.update(knobs)` checks every key and value first (`KnobError` naming the key) and
+changes nothing unless all are good; a knob not given keeps its value.
+
+Ownership: one Switch (and one Faults) per ORe task, used by its main thread only.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import json
+import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -207,6 +228,7 @@ class Port:
     c: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)   # what the fault knobs did (Faults)
 
     @classmethod
     def client(cls, pol: ClientPolicy) -> "Port":
@@ -225,7 +247,8 @@ class Port:
                 "mac": mac_text(self.mac) if self.mac else None, "broadcast": self.broadcast,
                 "active": self.active,
                 **{k: self.c[k] for k in ("tx_frames", "tx_bytes", "rx_frames", "rx_bytes")},
-                "drops": dict(self.drops), "malformed": dict(self.malformed)}
+                "drops": dict(self.drops), "malformed": dict(self.malformed),
+                "faults": dict(self.faults)}
 
 
 class Switch:
@@ -309,3 +332,132 @@ class Switch:
     def _port_name(self, key: int) -> str:
         p = self.ports.get(key)
         return "uplink" if key == UPLINK else (p.name if p else str(key))
+
+
+# -- fault knobs (chaos) ----------------------------------------------------------------------
+RATE_KNOBS = ("drop", "corrupt", "duplicate")
+FAULT_KNOBS = frozenset(RATE_KNOBS) | {"seed", "ports", "clear"}
+PORTS_MAX = 64                   # entries of a `ports` scope
+ETH_HLEN = 14
+
+
+class KnobError(ValueError):
+    """A fault knob is wrong (the caller's fault): the reason names the key."""
+
+
+def check_knobs(knobs: Any) -> dict[str, Any]:
+    """The knobs, checked: rates as floats in 0..1, seed an int >= 0, ports a list of labels
+    (ints >= 1), client names or "uplink", clear a bool. Raises KnobError naming the first
+    bad key. Also what a chaos plan's `knobs` are checked with (launcher/chaos/plan.py)."""
+    if not isinstance(knobs, dict):
+        raise KnobError(f"knobs must be a map of {', '.join(sorted(FAULT_KNOBS))}, "
+                        f"got {type(knobs).__name__}")
+    out: dict[str, Any] = {}
+    for key in sorted(knobs, key=str):
+        v = knobs[key]
+        if key not in FAULT_KNOBS:
+            raise KnobError(f"knob {str(key)[:40]!r}: unknown (known: {', '.join(sorted(FAULT_KNOBS))})")
+        if key in RATE_KNOBS:
+            if type(v) not in (int, float) or not (0.0 <= v <= 1.0) or math.isnan(v):
+                raise KnobError(f"knob {key!r}: a probability 0..1, got {str(v)[:40]!r}")
+            out[key] = float(v)
+        elif key == "seed":
+            if type(v) is not int or not 0 <= v < 2 ** 64:
+                raise KnobError(f"knob 'seed': an integer 0..2^64-1, got {str(v)[:40]!r}")
+            out[key] = v
+        elif key == "clear":
+            if type(v) is not bool:
+                raise KnobError(f"knob 'clear': true or false, got {str(v)[:40]!r}")
+            out[key] = v
+        else:
+            out[key] = _scope(v)
+    return out
+
+
+def _scope(v: Any) -> frozenset[int | str]:
+    if not isinstance(v, (list, tuple)) or len(v) > PORTS_MAX:
+        raise KnobError(f"knob 'ports': a list of at most {PORTS_MAX} client labels, client "
+                        f"names or \"uplink\", got {str(v)[:40]!r}")
+    for p in v:
+        ok = (type(p) is int and 1 <= p < 2 ** 31) or (isinstance(p, str) and 0 < len(p) <= 64)
+        if not ok:
+            raise KnobError(f"knob 'ports': {str(p)[:40]!r} is not a client label (>= 1), "
+                            f"a client name or \"uplink\"")
+    return frozenset(v)
+
+
+def _covered(frame: bytes) -> int:
+    """Where the bytes a checksum covers end: an IPv4 frame's datagram (its total length;
+    the padding after it is no one's), else the whole frame."""
+    if frame[12:14] == b"\x08\x00" and len(frame) >= ETH_HLEN + 20:
+        total = int.from_bytes(frame[16:18], "big")
+        if 20 <= total <= len(frame) - ETH_HLEN:
+            return ETH_HLEN + total
+    return len(frame)
+
+
+class Faults:
+    """The switch's fault knobs and what they did (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.rates = dict.fromkeys(RATE_KNOBS, 0.0)
+        self.seed = 0
+        self.rng = random.Random(0)
+        self.ports: frozenset[int | str] = frozenset()
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def active(self) -> bool:
+        return any(self.rates.values())
+
+    def update(self, knobs: Any, ports: list[Port]) -> None:
+        """Check every knob, then set them (`ports`: the switch's, for `clear`)."""
+        good = check_knobs(knobs)
+        for key in RATE_KNOBS:
+            if key in good:
+                self.rates[key] = good[key]
+        if "seed" in good:
+            self.seed, self.rng = good["seed"], random.Random(good["seed"])
+        if "ports" in good:
+            self.ports = good["ports"]
+        if good.get("clear"):
+            self.counts.clear()
+            for p in ports:
+                p.faults.clear()
+
+    def _in_scope(self, src: Port, dests: tuple[Port, ...]) -> bool:
+        if not self.ports:
+            return True
+        return any(("uplink" if p.uplink else p.key) in self.ports or p.name in self.ports
+                   for p in (src, *dests))
+
+    def apply(self, src: Port, dests: tuple[Port, ...], frame: bytes) -> tuple[bytes, int]:
+        """The frame as it goes on (changed or not) and how many copies of it: 0 (dropped),
+        1, or 2 (duplicated). Counted on `src` and in the totals."""
+        if not dests or not self._in_scope(src, dests):
+            return frame, 1
+        rng, rates = self.rng, self.rates
+        if rates["drop"] and rng.random() < rates["drop"]:
+            self._count(src, "dropped")
+            src.drop("fault")
+            return frame, 0
+        end = _covered(frame)
+        if rates["corrupt"] and end > ETH_HLEN and rng.random() < rates["corrupt"]:
+            changed = bytearray(frame)
+            changed[rng.randrange(ETH_HLEN, end)] ^= rng.randrange(1, 256)
+            frame = bytes(changed)
+            self._count(src, "corrupted")
+        if rates["duplicate"] and rng.random() < rates["duplicate"]:
+            self._count(src, "duplicated")
+            return frame, 2
+        return frame, 1
+
+    def _count(self, src: Port, what: str) -> None:
+        self.counts[what] += 1
+        src.faults[what] += 1
+
+    def state(self) -> dict[str, Any]:
+        """The knobs and the counts (ORE's `faults` answer, `counters`' "faults")."""
+        return {**self.rates, "seed": self.seed, "active": self.active,
+                "ports": sorted(self.ports, key=str),
+                "counts": {k: self.counts[k] for k in ("dropped", "corrupted", "duplicated")}}
