@@ -356,7 +356,8 @@ def check_knobs(knobs: Any) -> dict[str, Any]:
     for key in sorted(knobs, key=str):
         v = knobs[key]
         if key not in FAULT_KNOBS:
-            raise KnobError(f"knob {str(key)[:40]!r}: unknown (known: {', '.join(sorted(FAULT_KNOBS))})")
+            raise KnobError(f"knob {str(key)[:40]!r}: unknown "
+                            f"(known: {', '.join(sorted(FAULT_KNOBS))})")
         if key in RATE_KNOBS:
             if type(v) not in (int, float) or not (0.0 <= v <= 1.0) or math.isnan(v):
                 raise KnobError(f"knob {key!r}: a probability 0..1, got {str(v)[:40]!r}")
