@@ -305,13 +305,14 @@ class BlockServer:
         if least < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
             raise self._refuse(s.label, "malformed", "INVALID",
                                f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
+        wait: float = wait_ms
         if len(self.sessions) > 1:          # one thread serves all: others wait behind us
-            wait_ms = min(wait_ms, SHARED_WAIT_MS)
+            wait = min(wait, SHARED_WAIT_MS)
         sched = self.scheds.get(s.disk.disk_name)
         if sched is not None and sched.active and s.label not in sched.reservations:
             # a reserved client may call: wait until just before its next call is due
-            wait_ms = sched.best_wait_ms(wait_ms, RT_SHARED_WAIT_MS)
-        deadline = time.monotonic() + wait_ms / 1e3
+            wait = sched.best_wait_ms(wait, RT_SHARED_WAIT_MS)
+        deadline = time.monotonic() + wait / 1e3
         with s.cond:
             while len(s.done) < least and s.inflight:
                 left = deadline - time.monotonic()

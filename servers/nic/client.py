@@ -32,7 +32,7 @@ from kernel.user.rpc import RemoteError, RemoteFailure
 from kernel.user.vm import VM, PageFault, window
 
 from . import stream as ps
-from .protocol import NIC
+from .protocol import ATTACH_GRACE_S, NIC
 
 WINDOW_BASE = 0x60_0000_0000          # where our sessions' blocks land (one window each)
 SIGNAL_LABEL = 0x4E5349               # the label our signal arrives with, by default
@@ -63,10 +63,20 @@ class NicSession:
     def open(self) -> dict[str, Any]:
         base = WINDOW_BASE + next(_windows) * ps.SESSION_SIZE * 2
         cap = self._free_caps()
-        try:
-            info = self.stub.open(_window=window(base, ps.SESSION_ORDER, cap, 2))
-        except errors.PeerDied as e:
-            raise SessionLost(f"the nic server is gone: {e}") from None
+        # BUSY: our label's session is still held — by our own previous incarnation whose
+        # death the server has not seen yet (a session not attached yet is kept for
+        # ATTACH_GRACE_S); asked again until that has passed, then the answer stands.
+        deadline = time.monotonic() + ATTACH_GRACE_S + 1.0
+        while True:
+            try:
+                info = self.stub.open(_window=window(base, ps.SESSION_ORDER, cap, 2))
+                break
+            except errors.PeerDied as e:
+                raise SessionLost(f"the nic server is gone: {e}") from None
+            except RemoteFailure as e:
+                if e.error != "BUSY" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         caps = [it[1] for it in self.stub.last_items if it[0] in CAP_ITEMS]
         self.kick, self.sig = caps[0], caps[1]
         self.opened += 1

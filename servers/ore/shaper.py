@@ -62,6 +62,7 @@ class Shaper:
         self.capacity = float(capacity)
         self.reserved: dict[int, Bucket] = {}      # label -> its reservation's bucket
         self.since: dict[int, float] = {}          # label -> when it was reserved
+        self.span: dict[int, tuple[float, float, int]] = {}  # label -> first, last frame, its size
         self.best = Bucket(self.capacity)
         self.best_by: dict[int, int] = {}          # label -> bytes sent as best effort
         self.refused: list[dict[str, Any]] = []
@@ -84,6 +85,7 @@ class Shaper:
             return why
         self.reserved[label] = Bucket(rate)
         self.since[label] = time.monotonic()
+        self.span.pop(label, None)
         self._rebalance()
         return None
 
@@ -95,7 +97,13 @@ class Shaper:
             del self.ended[:-ENDED_KEPT]
             del self.reserved[label]
             self.since.pop(label, None)
+            self.span.pop(label, None)
             self._rebalance()
+
+    def _sending(self, label: int, now: float, n: int) -> None:
+        """A reserved client's frame went: the span it has been sending over."""
+        first, _, _ = self.span.get(label, (now, now, n))
+        self.span[label] = (first, now, n)
 
     def _rebalance(self) -> None:
         self.best.rate = max(0.0, self.capacity - self.total())
@@ -104,12 +112,14 @@ class Shaper:
         now = time.monotonic()
         own = self.reserved.get(label)
         if own is not None and own.take(n, now):
+            self._sending(label, now, n)
             return True
         if own is not None:
             self.best_by.setdefault(label, 0)
         if self.best.take(n, now):
             if own is not None:
                 self.best_by[label] += n      # a reserved client beyond its rate
+                self._sending(label, now, n)
             return True
         if own is not None:
             own.held += 1
@@ -124,13 +134,18 @@ class Shaper:
         return False
 
     def _row(self, label: int, b: Bucket, name: str, ended: bool = False) -> dict[str, Any]:
-        """achieved: what the client sent (own bucket and best effort) over its reserved rate
-        since it reserved (a client that offers less than its rate achieves less)."""
+        """achieved: what the client sent (own bucket and best effort) over its reserved rate,
+        while it was sending: from its first frame to its last, plus the time its rate takes
+        to earn the last one (a client that offers less than its rate achieves less; the
+        time before its first frame and after its last is not its share's)."""
         secs = max(1e-6, time.monotonic() - self.since[label])
         total = b.sent + self.best_by.get(label, 0)
+        first, last, n = self.span.get(label, (0.0, 0.0, 0))
+        sending = max(1e-6, last - first + n / b.rate) if total else secs
         return {"label": label, "name": name or str(label), "rate": b.rate, "sent": total,
                 "reserved_bytes": b.sent, "seconds": round(secs, 3),
-                "achieved": round(total / secs / b.rate, 4), "held": b.held, "ended": ended}
+                "sending_s": round(sending, 3),
+                "achieved": round(total / sending / b.rate, 4), "held": b.held, "ended": ended}
 
     def status(self, names: dict[int, str]) -> dict[str, Any]:
         rows = [*self.ended, *(self._row(label, b, names.get(label, ""))

@@ -45,9 +45,9 @@ def test_a_reserved_rate_holds_under_a_flood(tmp_path: Any) -> None:
     assert greedy["reservation"]["error"] == "REFUSED", greedy
     assert "would exceed 0.9 of the uplink's 400000 B/s" in greedy["reservation"]["reason"]
     row = next(r for r in st["reservations"] if r["name"] == "steady")
-    # The shaper's share is of the reserved rate; a sender starved of CPU by the host (the
-    # whole suite on two cores) offers less than its rate, and achieved can only follow:
-    # the reservation must carry >= 95 % of what was offered, up to the rate.
+    # The shaper's share is of the reserved rate while the client sends; a sender starved
+    # of CPU by the host (the whole suite on two cores) offers less than its rate, and
+    # achieved can only follow: the reservation must carry >= 95 % of what was offered.
     offered = steady["offered"] * 1000 / steady["seconds"] / RATE
     assert offered >= 0.8, steady
     assert row["achieved"] >= 0.95 * min(1.0, offered), (row, steady)
