@@ -6,13 +6,15 @@ downloads a file from linux-a's httpd at boot. The whole system runs inside a ne
 namespace of its own (tests/netns.py), whose TAP device gets the host side's 10.0.2.2/24.
 The judges are host `curl` and `ping`, and busybox `wget`, `nc`, `ping` and `sha256sum`
 inside the personalities: every download is checked by sha256 against its source. Then the
-faults: lossy and corrupting frames on the way to the host, ORe killed under a running
-download (the sessions reopen, TCP retransmits), one personality killed (the other goes on
-serving). Skipped without root, /dev/net/tun, network namespaces or the host tools.
+faults: a chaos plan (kind "switch") that drops and corrupts linux-a's frames in ORe while
+the host downloads from it, ORe killed under a running download (the sessions reopen, TCP
+retransmits), one personality killed (the other goes on serving). Skipped without root,
+/dev/net/tun, network namespaces or the host tools.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -138,12 +140,36 @@ def test_linux_and_the_native_task_talk_both_ways(net: dict[str, Any]) -> None:
 
 
 def test_lossy_corrupting_frames_still_give_the_right_file(net: dict[str, Any]) -> None:
-    l4run("faults", "nic0", "loss=0.03", "corrupt=0.02", "--run-dir", net["rd"])
-    try:
+    """A chaos plan (kind "switch", attached to the running system) makes ORe drop 3 % and
+    corrupt 2 % of linux-a's frames while the host downloads from its httpd: TCP
+    retransmits, the checksums drop the changed frames, the file arrives whole (sha256)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launcher.chaos import parse_plan, run_plan
+    rd = net["rd"]
+    plan = parse_plan({"chaos": {"name": "lossy-switch", "seed": 9, "duration": "31s",
+                                 "settle": "0.5s"},
+                       "schedule": [{"at": "0s", "kind": "switch", "service": "ore",
+                                     "for": "30s", "knobs": {"drop": 0.03, "corrupt": 0.02,
+                                                             "ports": ["linux-a"]}}]},
+                      "lossy-switch.toml")
+
+    def faults() -> dict[str, Any]:
+        return dict(json.loads(l4run("net", "--json", "--run-dir", rd).stdout)["ore"]["faults"])
+
+    with ThreadPoolExecutor(1) as pool:
+        chaos = pool.submit(run_plan, plan, run_dir=rd)
+        until("the switch fault armed", lambda: chaos.done() or faults()["active"], 20)
+        t0 = time.monotonic()
         data = curl(net, f"http://{A}/blob", timeout=120)
-    finally:
-        l4run("faults", "nic0", "loss=0", "corrupt=0", "--run-dir", net["rd"])
+        took, during = time.monotonic() - t0, faults()
+        report = chaos.result(timeout=60)
     assert hashlib.sha256(data).hexdigest() == sha_in(net, "linux-a", "/srv/blob")
+    assert report["verdict"] == "pass" and report["faults"].get("switch") == 1, report
+    assert during["active"], f"the download ({took:.1f} s) outlasted the fault"
+    counts = faults()["counts"]
+    assert counts["dropped"] > 10 and counts["corrupted"] > 5, counts
+    assert not faults()["active"]                                  # reset after `for`
 
 
 def test_ore_restarted_under_a_transfer(net: dict[str, Any]) -> None:
