@@ -24,7 +24,8 @@ crash = the kernel answers the task's blocked system calls with PROTOCOL so the 
 raises inside the task's own code), cpu_hog / mem_hog processes beside a task (bounded in time
 and size, reaped at the end), IPC faults inside the kernel on a service's gates (drop, delay,
 duplicate, reorder, corrupt, timeout; kernel/core/faults.py), device faults through the HAL's
-control socket when a HAL runs.
+control socket when a HAL runs, and switch faults (ORe's own drop/corrupt/duplicate knobs,
+through the launcher's `switch_faults` command and ORe's admin op `faults`).
 
 The public surface is re-exported here; the modules are the implementation.
 """
@@ -35,7 +36,7 @@ from .history import check as check_history
 from .history import load as load_history
 from .inject import Injector, Pending
 from .invariants import Invariants
-from .plan import (DEVICE_KINDS, INVARIANTS, IPC_KINDS, KINDS, MAX_HOG_MIB, MAX_HOG_S,
+from .plan import (DEVICE_KINDS, SWITCH_KINDS, INVARIANTS, IPC_KINDS, KINDS, MAX_HOG_MIB, MAX_HOG_S,
                    TASK_KINDS, Check, FaultSpec, Plan, PlanError, check_scope, load_plan,
                    parse_plan, seconds)
 from .probe import Caller
@@ -46,7 +47,7 @@ from .sequence import Injection, schedule
 from .subject import PROBE_LABEL, Attached, Booted, Unsupported, control_fault
 
 __all__ = [
-    "DEVICE_KINDS", "INVARIANTS", "IPC_KINDS", "KINDS", "MAX_HOG_MIB", "MAX_HOG_S",
+    "DEVICE_KINDS", "SWITCH_KINDS", "INVARIANTS", "IPC_KINDS", "KINDS", "MAX_HOG_MIB", "MAX_HOG_S",
     "PROBE_LABEL", "TASK_KINDS",
     "Attached", "Booted", "Caller", "ChaosRun", "Check", "FaultSpec", "Injection", "Injector",
     "Invariants", "Pending", "Plan", "PlanError", "Record", "Unsupported", "Verdict", "Violation",
