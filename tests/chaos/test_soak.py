@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 
@@ -25,6 +27,7 @@ def _records(path: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_soak_on_the_minimal_image_has_no_violation(tmp_path) -> None:
     report = run_plan(load_plan(SOAK), image_path=MINIMAL, run_dir=str(tmp_path / "run"))
     assert report["violations"] == [], report["violations"]

@@ -4,6 +4,8 @@ kernel's trace on and off. The numbers themselves are not judged
 here: speed is measured with the benchmark on a quiet machine, never asserted in tests."""
 from __future__ import annotations
 
+import pytest
+
 import glob
 import json
 import os
@@ -30,6 +32,7 @@ def _bench_procs() -> list[psutil.Process]:
     return out
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
     before = {p.pid for p in _bench_procs()}
     tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*")))

@@ -5,6 +5,8 @@ inside a box of its source row and landing inside one of its target row; the sam
 always gives the same picture."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import re
@@ -53,6 +55,7 @@ def boxes(root: ET.Element) -> list[tuple[float, float, float, float, str]]:
     return out
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_trace_svg_of_a_call_chain(tmp_path):
     rd = str(tmp_path / "run")
     l4run("boot", CHAIN, "--detach", "--run-dir", rd)

@@ -4,6 +4,8 @@ grows and its IPC rate is above zero, and hello's count grows with it; the rows 
 the column asked for; the table form names the tasks; the live form refreshes until ^C."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -28,6 +30,7 @@ def top(rd: str, *more: str) -> dict[str, dict]:
     return {r["name"]: r for r in rows}
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_top_once_json_numbers_grow(tmp_path):
     rd = str(tmp_path / "run")
     l4run("boot", MINIMAL, "--detach", "--run-dir", rd)

@@ -87,6 +87,7 @@ def test_discover_offer_request_ack_configures_the_stack(wire: Wire) -> None:
     assert wire.server.describe()["leases"][0]["state"] == "bound"
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_renewal_at_t1_is_unicast_and_rebinding_at_t2_broadcast(wire: Wire) -> None:
     lease = wire.client.acquire(timeout=10)
     wire.client.start()
@@ -104,6 +105,7 @@ def test_renewal_at_t1_is_unicast_and_rebinding_at_t2_broadcast(wire: Wire) -> N
     assert wire.cli_stack.configured
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_the_lease_expires_when_nobody_answers(wire: Wire) -> None:
     wire.client.acquire(timeout=10)
     wire.stop.set()                                                 # the server stops answering
@@ -114,6 +116,7 @@ def test_the_lease_expires_when_nobody_answers(wire: Wire) -> None:
     assert any("expired" in line for line in wire.log), wire.log
 
 
+@pytest.mark.slow      # timing-bound (seconds of waiting): L4PY_SLOW=1 runs it
 def test_discover_is_retransmitted_with_backoff_until_the_timeout() -> None:
     la, lb = MemLink.pair(seed=5)                                     # nobody on the other end
     stack = Stack(lb, "0.0.0.0/0", name="alone").start()
