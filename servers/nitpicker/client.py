@@ -12,7 +12,9 @@
 
 The buffer is a dataspace Nitpicker allocated (paid from our session's quota) and sent us by
 capability; we attach it with our own moe session and write it through our VM: pixels never
-go into a message. Events: Nitpicker triggers our session's IRQ object (attached to the
+go into a message. `put` writes through the buffer's pinned runs (pinned.py: walked once,
+kept while our address space does not change), so a whole frame is one copy per run of
+contiguous frames, not a TLB walk per page. Events: Nitpicker triggers our session's IRQ object (attached to the
 thread that opened the session) when it queued some; `wait` waits for it and fetches them.
 
 Restart: when a call finds Nitpicker gone (PeerDied, Timeout) or without our session
@@ -34,6 +36,7 @@ from kernel.user.rpc import RemoteFailure
 from kernel.user.vm import VM
 from servers.moe.client import MoeSession
 
+from .pinned import Pins
 from .protocol import BYTES_PER_PIXEL, NITPICKER
 
 IRQ_SLOT = 3700                  # where the session's IRQ object lands
@@ -108,6 +111,7 @@ class GuiSession:
         self.l4 = l4
         self.stub: Any = NITPICKER.client(l4, l4.caps[cap], timeout=CALL_MS)
         self.vm = vm or VM(l4)
+        self.pins = Pins(self.vm)            # the buffer, for put
         self.moe = moe or MoeSession(l4, l4.caps["moe"], recv_slot=3710, timeout=CALL_MS)
         self.on_reopen = on_reopen
         self.views: list[View] = []          # back to front
@@ -138,6 +142,7 @@ class GuiSession:
 
     def _attach(self, w: int, h: int) -> None:
         if self.addr:
+            self.pins.remove(self.addr)
             try:
                 self.moe.detach(self.addr)
             except (RemoteFailure, L4Error):
@@ -150,6 +155,7 @@ class GuiSession:
         self.binfo = self.stub.buffer(w, h, _window=(BUFFER_SLOT, 1))
         self.addr = self.moe.attach(BUFFER_SLOT, MemRights.RW)
         self.vm.flush()
+        self.pins.add(self.addr, w * h * BYTES_PER_PIXEL, writable=True)
         self.size = (w, h)
 
     def buffer(self, w: int, h: int) -> None:
@@ -197,13 +203,14 @@ class GuiSession:
         if len(pixels) != n * h:
             raise ValueError(f"{len(pixels)} bytes for {w}x{h} pixels")
         stride = bw * BYTES_PER_PIXEL
-        if x == 0 and w == bw:
-            self.vm.write(self.addr + y * stride, pixels)
-            return
-        mv = memoryview(pixels)
-        for row in range(h):
-            self.vm.write(self.addr + (y + row) * stride + x * BYTES_PER_PIXEL,
-                          mv[row * n:(row + 1) * n])
+        mv = memoryview(pixels).cast("B")
+        with self.pins.held():               # PageFault: the buffer is gone (Nitpicker died)
+            if x == 0 and w == bw:
+                self.pins.write_from(self.addr + y * stride, mv)
+                return
+            for row in range(h):
+                self.pins.write_from(self.addr + (y + row) * stride + x * BYTES_PER_PIXEL,
+                                     mv[row * n:(row + 1) * n])
 
     def fill(self, x: int, y: int, w: int, h: int, colour: tuple[int, int, int]) -> None:
         self.put(x, y, w, h, rgb(*colour) * (w * h))

@@ -5,12 +5,15 @@
     pins.remove(vaddr)
     with pins.held():                        # every region's views valid until the end
         pins.read_into(vaddr, dst)           # bytes of a region into dst (a memoryview)
+        pins.write_from(vaddr, src)          # src into a writable region (the client's put)
         pins.view(vaddr)                     # the region as one memoryview (contiguous only)
 
 Why: a copy through the VM (`VM.read_into`, `VM.write`) walks the TLB page by page; a
 full-screen frame is 768 pages, twice per frame (the client's buffer, the screen). Here each
 region is walked once into its physically contiguous runs (memoryviews of our RAM view),
-and a paint copies with memoryview slice assignments: one per run and row run.
+and a paint copies with memoryview slice assignments: one per run and row run. Nitpicker
+reads client buffers and writes the screen so; its client library (client.py) writes its
+buffer so (one slice copy for a whole frame when moe gave contiguous frames).
 
 Contract (kernel/user/vm.py, "bulk access"): a view of our address space is valid only until
 the next TLB shootdown is acknowledged. `held()` checks the epoch on entry (`VM.moved`;
@@ -23,7 +26,7 @@ A region whose frames are gone is empty from the rebuild on: a buffer reads as n
 screen keeps what was there), and a writable one (the scan-out memory: the fb server died)
 raises `PageFault` naming it; the caller removes it.
 
-Ownership: Nitpicker's main thread (the one of its VM).
+Ownership: the thread of the VM (Nitpicker's main thread; a client's drawing thread).
 """
 from __future__ import annotations
 
@@ -60,6 +63,17 @@ class Region:
             run = self.views[i]
             k = min(n - pos, len(run) - o)
             dst[pos:pos + k] = run[o:o + k]
+            pos += k
+            i += 1
+
+    def write_from(self, off: int, src: memoryview) -> None:
+        n, pos = len(src), 0
+        i = bisect_right(self.starts, off) - 1
+        while pos < n:
+            o = off + pos - self.starts[i]
+            run = self.views[i]
+            k = min(n - pos, len(run) - o)
+            run[o:o + k] = src[pos:pos + k]
             pos += k
             i += 1
 
@@ -130,6 +144,19 @@ class Pins:
         r = self.region(vaddr)
         if r.views:
             r.read_into(vaddr - r.vaddr, dst)
+
+    def write_from(self, vaddr: int, src: memoryview) -> None:
+        """Inside held(): src into the writable region at vaddr (PageFault if it is gone or
+        was not pinned writable)."""
+        assert self.depth, "write_from outside held()"
+        r = self.region(vaddr)
+        if not r.writable or not r.views:
+            raise PageFault(f"{vaddr:#x}: " + ("pinned read-only" if r.views else
+                                                "its frames are gone"))
+        if vaddr + len(src) > r.vaddr + r.size:
+            raise PageFault(f"{vaddr:#x}+{len(src)} runs past the pinned region at "
+                            f"{r.vaddr:#x}+{r.size:#x}")
+        r.write_from(vaddr - r.vaddr, src)
 
     def view(self, vaddr: int) -> memoryview:
         """Inside held(): the region at vaddr as one memoryview (it must be one run)."""
