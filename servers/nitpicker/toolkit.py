@@ -20,13 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from kernel.user.client import L4
 
 from .client import Event, GuiSession, rgb
 from .compose import LABEL_H
-from .font import CELL_H, CELL_W, text_pixels
+from .font import CELL_H, CELL_W, scale_pixels, text_pixels
 from .views import Rect
 
 Colour = tuple[int, int, int]
@@ -86,10 +84,7 @@ class Canvas:
         if not s and width is None:
             return Rect(x, y, 0, 0)
         w, h, pix = text_pixels(s, fg, bg, None if width is None else width // scale)
-        if scale > 1:
-            im = Image.frombytes("RGB", (w, h), pix, "raw", "BGRX").resize(
-                (w * scale, h * scale), Image.Resampling.NEAREST)
-            w, h, pix = w * scale, h * scale, im.tobytes("raw", "BGRX")
+        w, h, pix = scale_pixels(w, h, pix, scale)
         self.blit(x, y, w, h, pix)
         return Rect(x, y, w, h)
 
@@ -101,7 +96,8 @@ class Canvas:
         self.text(r.x + (r.w - tw) // 2, r.y + (r.h - th) // 2, label, fg, bg, scale)
         return Button(r, label)
 
-    def image(self, x: int, y: int, im: Image.Image) -> None:
+    def image(self, x: int, y: int, im: Any) -> None:
+        """A PIL image of the caller's (this module does not load Pillow: the font is ours)."""
         rgbim = im.convert("RGB")
         self.blit(x, y, rgbim.width, rgbim.height, rgbim.tobytes("raw", "BGRX"))
 

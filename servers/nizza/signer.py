@@ -33,7 +33,6 @@ import os
 import sys
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kernel.user.client import L4
@@ -63,15 +62,12 @@ def load_key(where: str) -> Ed25519PrivateKey:
     except FileNotFoundError:
         pass
     key = Ed25519PrivateKey.generate()
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
-    write_private(path, raw)
+    write_private(path, key.private_bytes_raw())
     return key
 
 
 def raw_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
 class Signer:
