@@ -18,7 +18,7 @@ from .files import Open
 from .pipe import BLOCK, Pipe
 from .syscalls import (CONTINUE, AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
                        F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_SETFD, F_SETFL, SIGPIPE,
-                       _dirfd, _fsop, _i32, _s64, sys)
+                       _dirfd, _fsop, _i32, _s64, scatter, sys)
 
 if TYPE_CHECKING:
     from .process import Process
@@ -203,14 +203,7 @@ def sys_readv(px: "Personality", p: "Process", a: list[int]) -> Any:
     got = f.read(min(want, 65536))
     if got is BLOCK or isinstance(got, int):
         return got
-    done = 0
-    for base, length in iov:
-        part = got[done:done + length]
-        if not part:
-            break
-        px.write(p, base, part)
-        done += len(part)
-    return done
+    return scatter(px, p, iov, got)
 
 
 @sys(40)

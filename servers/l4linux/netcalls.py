@@ -26,7 +26,7 @@ from .pipe import BLOCK
 from .sockets import (AF_INET, AF_NETLINK, AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL,
                       MSG_TRUNC, SO_RCVTIMEO, SO_SNDTIMEO, SOCK_CLOEXEC,
                       SOCK_NONBLOCK, SOCK_STREAM, SOCK_TYPE_MASK, Socket)
-from .syscalls import SIGPIPE, _i32, sys
+from .syscalls import SIGPIPE, _i32, scatter, sys
 
 if TYPE_CHECKING:
     from .process import Process
@@ -292,6 +292,11 @@ def _recv(px: "Personality", p: "Process", f: files.Open, s: Socket, n: int,
     return bytes(data[:n]), src, len(data)
 
 
+def _count(s: Socket, flags: int, data: bytes, full: int) -> int:
+    """A receive's result: the bytes copied, or with MSG_TRUNC a datagram's whole length."""
+    return full if flags & MSG_TRUNC and s.type != SOCK_STREAM else len(data)
+
+
 @sys(44)
 def sys_sendto(px: "Personality", p: "Process", a: list[int]) -> Any:
     got = _sock(px, p, a[0])
@@ -320,7 +325,7 @@ def sys_recvfrom(px: "Personality", p: "Process", a: list[int]) -> Any:
     if data:
         px.write(p, a[1], data)
     _addr_out(px, p, a[4], a[5], src)
-    return full if flags & MSG_TRUNC and s.type != SOCK_STREAM else len(data)
+    return _count(s, flags, data, full)
 
 
 def _iovecs(px: "Personality", p: "Process", ptr: int, count: int) -> list[tuple[int, int]] | int:
@@ -358,13 +363,7 @@ def _recvhdr(px: "Personality", p: "Process", f: files.Open, s: Socket, hdr: int
     if not isinstance(result, tuple):
         return result
     data, src, full = result
-    done = 0
-    for b, n in vecs:
-        part = data[done:done + n]
-        if not part:
-            break
-        px.write(p, b, part)
-        done += len(part)
+    scatter(px, p, vecs, data)
     out_flags = MSG_TRUNC if full > len(data) and s.type != SOCK_STREAM else 0
     src = src or b""
     if name and namelen and src:
@@ -372,7 +371,7 @@ def _recvhdr(px: "Personality", p: "Process", f: files.Open, s: Socket, hdr: int
     px.write(p, hdr + 8, struct.pack("<I", len(src) if name else 0))
     px.write(p, hdr + 40, struct.pack("<Q", 0))           # no control messages
     px.write(p, hdr + 48, struct.pack("<i", out_flags))
-    return full if flags & MSG_TRUNC and s.type != SOCK_STREAM else len(data)
+    return _count(s, flags, data, full)
 
 
 @sys(46)

@@ -21,7 +21,7 @@ Ownership: the personality's single serving thread.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import fs
@@ -75,6 +75,20 @@ def _dirfd(p: "Process", fd: int) -> fs.Inode | int:
     if f.node is None or not f.node.is_dir:
         return -errno.ENOTDIR
     return f.node
+
+
+def scatter(px: "Personality", p: "Process", iov: Iterable[tuple[int, int]],
+            data: bytes) -> int:
+    """Write `data` into the process's buffers (base, length) in order, as readv and
+    recvmsg fill an iovec: the bytes written."""
+    done = 0
+    for base, length in iov:
+        part = data[done:done + length]
+        if not part:
+            break
+        px.write(p, base, part)
+        done += len(part)
+    return done
 
 
 def _fsop(fn: Callable[[], object]) -> Any:

@@ -15,8 +15,8 @@ import pytest
 
 from kernel.user.errors import InvalidArgument
 from kernel.user.testing import System
-from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
+from tests.l4linux.rootfs import write
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or sys.platform != "linux",
                                 reason="needs /bin/busybox (busybox-static) on x86-64 Linux")
@@ -40,11 +40,7 @@ class Linux:
 
 @pytest.fixture
 def linux(tmp_path: Any) -> Iterator[Linux]:
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
-    rootfs = str(tmp_path / "rootfs.cpio")
-    with open(rootfs, "wb") as f:
-        f.write(initramfs.write(entries))
+    rootfs = write(str(tmp_path / "rootfs.cpio"))
     with System() as s:
         yield Linux(s, rootfs)
         s.root.fault("remove", {})

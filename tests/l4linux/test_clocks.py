@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs
 
-from .test_personality import HERE, Linux
+from .rootfs import HERE, compile_c, write
+from .test_personality import Linux
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("gcc")
                                 or not os.path.exists("/usr/lib/x86_64-linux-gnu/libc.a"),
@@ -26,20 +26,11 @@ N = 50                          # reads of each clock, in the process and in its
 
 
 def _rootfs(tmp: str) -> str:
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
     compilers = [("clocks-glibc", "gcc")] + ([("clocks-musl", "musl-gcc")]
                                              if shutil.which("musl-gcc") else [])
-    for name, cc in compilers:
-        exe = os.path.join(tmp, name)
-        subprocess.run([cc, "-static", "-O2", "-o", exe, os.path.join(HERE, "clocks.c")],
-                       check=True, timeout=120)
-        with open(exe, "rb") as f:
-            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
-    return path
+    return write(os.path.join(tmp, "rootfs.cpio"),
+                 {name: compile_c(tmp, name, os.path.join(HERE, "clocks.c"), (cc, "-static", "-O2"))
+                  for name, cc in compilers})
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +79,7 @@ def test_a_native_run_reads_no_clock_through_the_host(tmp_path: str) -> None:
     """The check behind the test: natively, glibc makes no clock system call at all."""
     if not shutil.which("strace"):
         pytest.skip("strace not installed")
-    exe = os.path.join(str(tmp_path), "clocks")
-    subprocess.run(["gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "clocks.c")],
-                   check=True, timeout=120)
+    exe = compile_c(str(tmp_path), "clocks", cc=("gcc", "-static", "-O2"))
     r = subprocess.run(["strace", "-f", "-e", "trace=clock_gettime,gettimeofday,time",
                         exe, "5"], capture_output=True, timeout=60)
     assert r.returncode == 0 and b"clock_gettime(" not in r.stderr, r.stderr[-500:]

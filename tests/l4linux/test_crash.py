@@ -8,41 +8,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
 from tests.l4linux.native import run as native_run
+from tests.l4linux.rootfs import compile_c, write
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/bin/busybox") or sys.platform != "linux" or not shutil.which("musl-gcc"),
     reason="needs /bin/busybox (busybox-static) and musl-gcc on x86-64 Linux")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory: pytest.TempPathFactory) -> str:
-    exe = str(tmp_path_factory.mktemp("crash") / "crash")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "crash.c")],
-                   check=True, timeout=60)
-    return exe
+    return compile_c(str(tmp_path_factory.mktemp("crash")), "crash")
 
 
 @pytest.fixture(scope="module")
 def client(crash: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
-    with open(crash, "rb") as f:
-        entries.append(initramfs.Entry("bin/crash", 0o100755, f.read()))
-    rootfs = str(tmp_path_factory.mktemp("crashfs") / "rootfs.cpio")
-    with open(rootfs, "wb") as f:
-        f.write(initramfs.write(entries))
+    rootfs = write(str(tmp_path_factory.mktemp("crashfs") / "rootfs.cpio"), {"crash": crash})
     with System() as s:
         task = s.spawn("servers.l4linux.server:main", "l4linux", args=("--rootfs", rootfs),
                        quota=4096)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +21,11 @@ import pytest
 from kernel.abi import Rights
 from kernel.user.errors import PeerDied
 from kernel.user.testing import PROJECT_ROOT, System, wait_for
-from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
+from tests.l4linux.rootfs import compile_c, write
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("musl-gcc"),
                                 reason="needs busybox-static and musl-gcc")
-HERE = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(PROJECT_ROOT, "servers", "l4linux", "include")
 SINK_LABEL, SVC_LABEL, HOLD_LABEL = 5, 9, 11
 GRANT = "/bin/hybrid=hello,sink,svc,hold"
@@ -95,26 +93,13 @@ class Hybrid:
 @pytest.fixture(scope="module")
 def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
     tmp = str(tmp_path_factory.mktemp("hybrid"))
-    exe = os.path.join(tmp, "hybrid")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-I", INCLUDE, "-o", exe,
-                    os.path.join(HERE, "hybrid.c")], check=True, timeout=120)
-    greet_c, greet = os.path.join(tmp, "greet.c"), os.path.join(tmp, "greet")
+    flags = ("-Wall", "-I", INCLUDE)
+    exe = compile_c(tmp, "hybrid", extra=flags)
+    greet_c = os.path.join(tmp, "greet.c")
     with open(greet_c, "w") as f:
         f.write(doc_example())
-    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-I", INCLUDE, "-o", greet, greet_c],
-                   check=True, timeout=120)
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
-    with open(exe, "rb") as f:
-        image = f.read()
-    with open(greet, "rb") as f:
-        greeter = f.read()
-    entries += [initramfs.Entry("bin/hybrid", 0o100755, image),
-                initramfs.Entry("bin/nohybrid", 0o100755, image),
-                initramfs.Entry("bin/greet", 0o100755, greeter)]
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
+    greet = compile_c(tmp, "greet", greet_c, extra=flags)
+    path = write(os.path.join(tmp, "rootfs.cpio"), {"hybrid": exe, "nohybrid": exe, "greet": greet})
     with System() as s:
         yield Hybrid(s, path)
 

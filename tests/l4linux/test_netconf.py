@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs, netconf, procfs, process, rtnetlink
+from servers.l4linux import netconf, procfs, process, rtnetlink
 from servers.netstack import MemLink, Stack
 
+from .rootfs import HERE, compile_c, write
 from .test_personality import Linux
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("musl-gcc"),
                                 reason="needs busybox-static and musl-gcc")
-HERE = os.path.dirname(os.path.abspath(__file__))
 GAI_C = r"""
 #include <netdb.h>
 #include <stdio.h>
@@ -68,11 +68,15 @@ def _uapi(tmp: str) -> str:
 
 
 def _build(tmp: str, name: str, source: str, glibc: bool = False) -> str:
-    exe = os.path.join(tmp, name + ("-glibc" if glibc else ""))
-    cc = ["gcc", "-O2", "-o", exe, source] if glibc else \
-        ["musl-gcc", "-static", "-O2", "-idirafter", _uapi(tmp), "-o", exe, source]
-    subprocess.run(cc, check=True, timeout=120)
-    return exe
+    if glibc:
+        return compile_c(tmp, name + "-glibc", source, ("gcc", "-O2"))
+    return compile_c(tmp, name, source, extra=("-idirafter", _uapi(tmp)))
+
+
+def _programs(tmp: str, gai: str, *names: str) -> dict[str, str]:
+    """gai (written by the fixture) and HERE/NAME.c, built with musl-gcc."""
+    return {"gai": _build(tmp, "gai", gai),
+            **{name: _build(tmp, name, os.path.join(HERE, name + ".c")) for name in names}}
 
 
 # -- in-process: netconf over a real stack ------------------------------------------------------
@@ -305,16 +309,8 @@ def linux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Linux]:
     gai = os.path.join(tmp, "gai.c")
     with open(gai, "w") as f:
         f.write(GAI_C)
-    with open("/bin/busybox", "rb") as f:
-        archive = initramfs.build(f.read(), initramfs.applets(), hosts=["10.0.2.2\tgateway gw"])
-    entries = list(initramfs.read(archive))
-    for name, source in (("gai", gai), ("netconf", os.path.join(HERE, "netconf.c")),
-                         ("dns", os.path.join(HERE, "dns.c"))):
-        with open(_build(tmp, name, source), "rb") as f:
-            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
+    path = write(os.path.join(tmp, "rootfs.cpio"), _programs(tmp, gai, "netconf", "dns"),
+                 hosts=["10.0.2.2\tgateway gw"])
     with System() as s:
         yield Linux(s, path)
 
@@ -451,20 +447,13 @@ def eth0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], 
     gai = os.path.join(tmp, "gai.c")
     with open(gai, "w") as f:
         f.write(GAI_C)
-    with open("/bin/busybox", "rb") as f:
-        archive = initramfs.build(f.read(), initramfs.applets(), hosts=["10.0.2.2\tgateway"])
-    entries = list(initramfs.read(archive))
-    for name, source in (("gai", gai), ("dns", os.path.join(HERE, "dns.c"))):
-        with open(_build(tmp, name, source), "rb") as f:
-            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
+    programs = _programs(tmp, gai, "dns")
     # In the project's build/, readable by all: a sandboxed personality (a uid of its own)
     # sees the project's tree, not /tmp.
     os.makedirs(os.path.join(PROJECT_ROOT, "build"), exist_ok=True)
     build = tempfile.mkdtemp(prefix="test-netconf-", dir=os.path.join(PROJECT_ROOT, "build"))
     os.chmod(build, 0o755)
-    rootfs = os.path.join(build, "rootfs.cpio")
-    with open(rootfs, "wb") as f:
-        f.write(initramfs.write(entries))
+    rootfs = write(os.path.join(build, "rootfs.cpio"), programs, hosts=["10.0.2.2\tgateway"])
     os.chmod(rootfs, 0o644)
     image = net_image("netconf", ore={"clients": {}}, tasks=[task(
         "peer", "servers.netstack.demo:serve", net={"switch": "ore", "ip": "10.0.2.2/24"})])

@@ -25,14 +25,13 @@ import pytest
 from kernel.abi import SLOT_TASK
 from kernel.user.errors import InvalidArgument, NoCapability
 from kernel.user.testing import PROJECT_ROOT, System, wait_for
-from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
 from tests.l4linux.native import run as native_run
+from tests.l4linux.rootfs import compile_c, write
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or sys.platform != "linux",
                                 reason="needs /bin/busybox (busybox-static) on x86-64 Linux")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE_C = r"""
 #include <errno.h>
 #include <stdio.h>
@@ -47,26 +46,15 @@ int main(void) {
 
 
 def _rootfs(tmp: str) -> str:
-    with open("/bin/busybox", "rb") as f:
-        busybox = f.read()
-    entries = list(initramfs.read(initramfs.build(busybox, initramfs.applets())))
+    programs = {}
     if shutil.which("musl-gcc"):
-        src, exe = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe")
+        src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(PROBE_C)
-        subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, src], check=True, timeout=60)
-        with open(exe, "rb") as f:
-            entries.append(initramfs.Entry("bin/probe", 0o100755, f.read()))
+        programs["probe"] = compile_c(tmp, "probe", src)
         for name in ("random_syscalls", "waits", "signals", "mmaps", "stops"):
-            out = os.path.join(tmp, name)
-            subprocess.run(["musl-gcc", "-static", "-O2", "-o", out,
-                            os.path.join(HERE, name + ".c")], check=True, timeout=60)
-            with open(out, "rb") as f:
-                entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
-    return path
+            programs[name] = compile_c(tmp, name)
+    return write(os.path.join(tmp, "rootfs.cpio"), programs)
 
 
 class Linux:
@@ -153,9 +141,7 @@ def test_unknown_system_call_is_enosys(linux: Linux) -> None:
 def test_select_poll_waitid_statx_as_natively(linux: Linux, tmp_path: Any) -> None:
     if not shutil.which("musl-gcc"):
         pytest.skip("musl-gcc not installed")
-    exe = str(tmp_path / "waits")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "waits.c")],
-                   check=True, timeout=60)
+    exe = compile_c(str(tmp_path), "waits")
     native = native_run([exe], capture_output=True, timeout=30)
     assert linux.run("/bin/waits") == (native.returncode, native.stdout)
 
@@ -165,9 +151,7 @@ def test_file_backed_mmap_as_natively(linux: Linux, tmp_path: Any) -> None:
     the program's descriptor number), copy-on-write, offsets, /dev/zero, Linux's errors."""
     if not shutil.which("musl-gcc"):
         pytest.skip("musl-gcc not installed")
-    exe = str(tmp_path / "mmaps")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "mmaps.c")],
-                   check=True, timeout=60)
+    exe = compile_c(str(tmp_path), "mmaps")
     native = native_run([exe], capture_output=True, timeout=30, cwd=tmp_path)
     assert native.returncode == 0 and b"mapping X file a" in native.stdout, native
     assert linux.run("/bin/mmaps", cwd="/tmp") == (0, native.stdout)
@@ -177,9 +161,7 @@ def test_job_control_stops_as_natively(linux: Linux, tmp_path: Any) -> None:
     """stops.c: SIGSTOP, SIGTSTP and SIGCONT of a child, reported by wait4 and waitid."""
     if not shutil.which("musl-gcc"):
         pytest.skip("musl-gcc not installed")
-    exe = str(tmp_path / "stops")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "stops.c")],
-                   check=True, timeout=60)
+    exe = compile_c(str(tmp_path), "stops")
     native = native_run([exe], capture_output=True, timeout=30)
     assert native.returncode == 0 and b"wait4: stopped by 19\n" in native.stdout, native
     assert linux.run("/bin/stops") == (0, native.stdout)
@@ -192,9 +174,7 @@ def test_signals_as_natively(linux: Linux, tmp_path: Any) -> None:
     without SA_RESTART and is made again with it; nanosleep ends in EINTR with the rest."""
     if not shutil.which("musl-gcc"):
         pytest.skip("musl-gcc not installed")
-    exe = str(tmp_path / "signals")
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", exe, os.path.join(HERE, "signals.c")],
-                   check=True, timeout=60)
+    exe = compile_c(str(tmp_path), "signals")
     native = native_run([exe], capture_output=True, timeout=30)
     assert native.stdout.startswith(b"sigchld: children left 0, calls failed 0\n"), native
     assert linux.run("/bin/signals") == (native.returncode, native.stdout)

@@ -20,6 +20,7 @@ import pytest
 from kernel.user.testing import System
 from servers.l4linux import initramfs
 
+from .rootfs import write
 from .test_personality import Linux
 from tests.l4linux.native import run as native_run
 
@@ -30,15 +31,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _rootfs(tmp: str) -> str:
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
-    for name, path in (("bin/bash", BASH), ("bin/sash", SASH)):
-        with open(path, "rb") as f:
-            entries.append(initramfs.Entry(name, 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
-    return path
+    return write(os.path.join(tmp, "rootfs.cpio"), {"bash": BASH, "sash": SASH})
 
 
 class Native:

@@ -11,42 +11,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs
 from servers.l4linux.protocol import LINUX
 from tests.l4linux.native import run as native_run
+from tests.l4linux.rootfs import compile_c, write
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/bin/busybox") or sys.platform != "linux" or not shutil.which("musl-gcc"),
     reason="needs /bin/busybox (busybox-static) and musl-gcc on x86-64 Linux")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _build(tmp: str, name: str) -> str:
-    out = os.path.join(tmp, name)
-    subprocess.run(["musl-gcc", "-static", "-O2", "-o", out, os.path.join(HERE, name + ".c")],
-                   check=True, timeout=60)
-    return out
-
-
-def _rootfs(tmp: str, programs: dict[str, str]) -> str:
-    with open("/bin/busybox", "rb") as f:
-        busybox = f.read()
-    entries = list(initramfs.read(initramfs.build(busybox, initramfs.applets())))
-    for name, path in programs.items():
-        with open(path, "rb") as f:
-            entries.append(initramfs.Entry("bin/" + name, 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
-    return path
 
 
 class Linux:
@@ -67,13 +44,14 @@ class Linux:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp = str(tmp_path_factory.mktemp("l4sockets"))
-    return {"sockets": _build(tmp, "sockets"), "random_syscalls": _build(tmp, "random_syscalls"),
+    return {"sockets": compile_c(tmp, "sockets"), "random_syscalls": compile_c(tmp, "random_syscalls"),
             "tmp": tmp}
 
 
 @pytest.fixture(scope="module")
 def linux(built: dict[str, str]) -> Iterator[Linux]:
-    rootfs = _rootfs(built["tmp"], {k: v for k, v in built.items() if k != "tmp"})
+    rootfs = write(os.path.join(built["tmp"], "rootfs.cpio"),
+                   {k: v for k, v in built.items() if k != "tmp"})
     with System() as s:
         yield Linux(s, rootfs)
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from kernel.user.testing import System
-from servers.l4linux import initramfs
 
-from .test_personality import HERE, Linux
+from .rootfs import HERE, compile_c, write
+from .test_personality import Linux
 from tests.l4linux.native import run as native_run
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/busybox") or not shutil.which("musl-gcc"),
@@ -32,10 +31,7 @@ def _built(tmp: str) -> dict[str, str]:
         if not shutil.which(cc[0]) or (libc == "glibc" and not os.path.exists(
                 "/usr/lib/x86_64-linux-gnu/libc.a")):
             continue
-        exe = os.path.join(tmp, f"threads-{libc}")
-        subprocess.run([*cc, "-o", exe, os.path.join(HERE, "threads.c")], check=True,
-                       timeout=120)
-        out[libc] = exe
+        out[libc] = compile_c(tmp, f"threads-{libc}", os.path.join(HERE, "threads.c"), cc)
     return out
 
 
@@ -43,14 +39,8 @@ def _built(tmp: str) -> dict[str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Linux, dict[str, str]]]:
     tmp = str(tmp_path_factory.mktemp("threads"))
     exes = _built(tmp)
-    with open("/bin/busybox", "rb") as f:
-        entries = list(initramfs.read(initramfs.build(f.read(), initramfs.applets())))
-    for exe in exes.values():
-        with open(exe, "rb") as f:
-            entries.append(initramfs.Entry("bin/" + os.path.basename(exe), 0o100755, f.read()))
-    path = os.path.join(tmp, "rootfs.cpio")
-    with open(path, "wb") as f:
-        f.write(initramfs.write(entries))
+    path = write(os.path.join(tmp, "rootfs.cpio"),
+                 {os.path.basename(exe): exe for exe in exes.values()})
     with System() as s:
         yield Linux(s, path), exes
 
