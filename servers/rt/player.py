@@ -15,10 +15,12 @@ and runs best effort with "0". Every REPORT periods it tells the CPU manager its
 misses (`l4run rt` shows them). At the end it prints
 
     RT-PLAYER {periods, misses, worst_us, disk_p99_ms, disk_max_ms, net_share, reservations,
-               misses_per_100, late_ms}
+               misses_per_100, late_ms, stalls}
 
 late_ms: the late periods' mean time, per phase — the start past the release, the disk
 read, the computation, the send — and their own CPU time (ms): where a miss comes from.
+stalls: the first STALLS late periods one by one ([s since the start, ms late, then the
+same five phases in ms]), to place a cluster of misses in time.
 
 net_share: the bytes ORe forwarded for it (its session's tx_bytes) over frame × periods.
 """
@@ -39,6 +41,7 @@ from .client import Periodic, RtClient
 from .demo import spin_cpu
 
 REPORT = 100
+STALLS = 200                             # late periods kept in the record's `stalls`
 DST = b"\x02\x99\x00\x00\x00\x01"        # nobody's: ORe floods it to the uplink
 
 
@@ -78,6 +81,9 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     # where the time of late periods went: the start (past the release), the disk read,
     # the computation, the send; and the period's own CPU time (a budget overrun throttles)
     phases = [0.0] * 5
+    stalls: list[list[float]] = []               # the first STALLS late periods, each:
+    # [s since start, ms late at the end, start, disk, compute, send, cpu (ms)]
+    t_begin = time.monotonic()
     while time.monotonic() < end:
         t0 = time.monotonic()
         c0 = time.thread_time()
@@ -96,9 +102,14 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
         nic.send([pkt])
         t3 = time.monotonic()
         cpu = time.thread_time() - c0
+        late = t3 - job.release - job.deadline
         if not job.next():
-            for i, v in enumerate((start_late, t1 - t0, t2 - t1, t3 - t2, cpu)):
+            parts = (start_late, t1 - t0, t2 - t1, t3 - t2, cpu)
+            for i, v in enumerate(parts):
                 phases[i] += v
+            if len(stalls) < STALLS:
+                stalls.append([round(t0 - t_begin, 3), round(late * 1e3, 2),
+                               *(round(v * 1e3, 2) for v in parts)])
         if job.periods % REPORT == 0:
             windows.append(job.misses - last_misses)
             last_misses = job.misses
@@ -114,7 +125,8 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
            "net_share": round(sent / max(1, size * job.periods), 4),
            "misses_per_100": windows, "reservations": res,
            "late_ms": {k: round(v * 1e3 / max(1, job.misses), 2) for k, v in
-                       zip(("start", "disk", "compute", "send", "cpu"), phases)}}
+                       zip(("start", "disk", "compute", "send", "cpu"), phases)},
+           "stalls": stalls, "begin_monotonic": round(t_begin, 3)}
     print(f"RT-PLAYER {json.dumps(out)}", flush=True)
     if cpu_ok:
         rt.release(res["cpu"]["id"])                     # type: ignore[union-attr]
