@@ -127,15 +127,12 @@ def render(status: dict[str, Any], rows: list[dict[str, Any]]) -> Group:
 
 
 def protections_text(prot: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> Text:
-    """The sandbox report (launcher/sandbox.py `probe`, keys `sandbox.KEYS`): each
-    protection on or OFF with its reason, then every task that is not isolated and why."""
-    out = Text("protections:\n")
-    for key, v in prot.items():
-        out.append(f"  {'on ' if v['on'] else 'OFF'} {key}: {v['why']}\n",
-                   style="" if v["on"] else "bold yellow")
-    for r in rows:
-        if r.get("sandbox") and not r["sandbox"].startswith("isolated"):
-            out.append(f"  task {r['name']}: {r['sandbox']}\n", style="yellow")
+    """The sandbox report (launcher/root.py `protection_lines`), warnings in yellow."""
+    from .root import protection_lines
+    out = Text()
+    for line, warn in protection_lines(prot, rows):
+        out.append(line + "\n", style="bold yellow" if warn and line.startswith("  OFF")
+                   else "yellow" if warn else "")
     return out
 
 
@@ -157,37 +154,67 @@ def validate(image_path: str) -> Any:
 @run_dir_option
 def boot(image: str, detach: bool, plain: bool, exec_spawn: bool, timeout: float,
          run_dir: str | None) -> None:
-    """Validate IMAGE and boot it."""
+    """Validate IMAGE and boot it.
+
+    The root task is its own lean process (launcher/root.py): --detach starts it in the
+    background; --plain (or no terminal) makes this process it (exec: same pid, signals,
+    exit status and event lines as before); the live table runs beside it as a client of
+    its control socket, Ctrl-C reaching both (the root shuts the system down)."""
     img = validate(image)
     run_dir = os.path.abspath(run_dir or os.environ.get(ENV_RUN_DIR)
                               or os.path.join("run", img.name))
+    cmd = root_command(image, run_dir, exec_spawn)
     if detach:
         return boot_detached(image, run_dir, exec_spawn, timeout)
-    from .system import BootError, Launcher
     console = Console(stderr=False)
-    live_mode = not plain and console.is_terminal
-    launcher = Launcher(img, run_dir, exec_mode=exec_spawn,
-                        on_event=(lambda s: None) if live_mode else None)
-    try:
-        launcher.start_system()
-        launcher.add_tasks(img.tasks)
-        launcher.event(f"booting '{img.name}' in {run_dir}")
-    except (BootError, OSError) as e:
-        launcher.shutdown()
-        raise Fail(str(e)) from None
-    if not live_mode:        # the protections once, as lines (the live table shows them)
-        click.echo(protections_text(launcher.protections, []).plain.rstrip(), err=True)
-        launcher.serve()
-        return
+    if plain or not console.is_terminal:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, cmd)
+    boot_live(cmd, img.name, run_dir, console)
+
+
+def root_command(image: str, run_dir: str, exec_spawn: bool) -> list[str]:
+    """The argv of the root task's process (launcher/root.py)."""
+    return [sys.executable, "-m", "launcher.root", os.path.abspath(image), "--run-dir",
+            run_dir] + (["--exec-spawn"] if exec_spawn else [])
+
+
+def boot_live(cmd: list[str], name: str, run_dir: str, console: Console) -> None:
+    """The root task as a child (its events in RUN_DIR/launcher.log), the live table here
+    until it exits; Ctrl-C goes to the whole foreground group, so the root shuts down and
+    this waits for it; its exit status is ours."""
+    import signal
     from rich.live import Live
-    last = [0.0]
-    with Live(render(launcher.cmd_status(), []), console=console, refresh_per_second=4) as live:
-        def tick() -> None:
-            if time.monotonic() - last[0] >= 0.25:
-                last[0] = time.monotonic()
-                live.update(render(launcher.cmd_status(), launcher.cmd_ps()["tasks"]))
-        launcher.serve(tick=tick)
-    console.print(f"system '{img.name}' is down.")
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, "launcher.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum != signal.SIGINT:          # SIGINT reached the root from the terminal
+            proc.send_signal(signum)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with Live(render({"name": name, "run_dir": run_dir}, []), console=console,
+                  refresh_per_second=4) as live:
+            while proc.poll() is None:
+                try:
+                    live.update(render(control.request(run_dir, "status", timeout_ms=1000),
+                                       control.request(run_dir, "ps", timeout_ms=1000)["tasks"]))
+                except (control.NotRunning, KeyError):
+                    pass
+                time.sleep(0.25)
+    finally:
+        proc.wait()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if proc.returncode:
+        with open(log_path, errors="replace") as f:
+            tail = [ln.rstrip() for ln in f.readlines()[-5:] if ln.strip()]
+        last = tail[-1].removeprefix("l4run: ") if tail else "no output"
+        raise Fail(f"the root task exited with status {proc.returncode}: {last} "
+                   f"(see {log_path})")
+    console.print(f"system '{name}' is down.")
 
 
 def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) -> None:
@@ -198,10 +225,9 @@ def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) ->
         pass
     os.makedirs(run_dir, exist_ok=True)
     log_path = os.path.join(run_dir, "launcher.log")
-    cmd = [sys.executable, "-m", "launcher", "boot", os.path.abspath(image), "--plain",
-           "--run-dir", run_dir] + (["--exec-spawn"] if exec_spawn else [])
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        proc = subprocess.Popen(root_command(image, run_dir, exec_spawn),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
     while True:

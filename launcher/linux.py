@@ -27,9 +27,10 @@ import json
 import os
 import stat
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
+if TYPE_CHECKING:
+    import click
 
 from kernel.user.spawn import PROJECT_ROOT
 
@@ -72,6 +73,11 @@ def parse_size(text: str) -> int:
     return n
 
 
+class BuildError(Exception):
+    """A disk image could not be made (no mke2fs, or it failed): the host's side, said in
+    one line. Not a click exception: the root task parses images and loads no CLI code."""
+
+
 def build_ext2(output: str, size: int, archive: bytes) -> None:
     """Write the newc `archive`'s tree as an ext2 image of `size` bytes at `output`.
 
@@ -86,7 +92,7 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
     from servers.l4linux import initramfs
     mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/sbin:/usr/sbin")
     if mke2fs is None:
-        raise click.ClickException("mke2fs not found: install e2fsprogs")
+        raise BuildError("mke2fs not found: install e2fsprogs")
     entries = list(initramfs.read(archive))
     with tempfile.TemporaryDirectory(prefix="l4py-rootfs-") as top:
         for e in entries:
@@ -112,8 +118,8 @@ def build_ext2(output: str, size: int, archive: bytes) -> None:
                            capture_output=True, text=True, timeout=300)
         if r.returncode:
             os.unlink(tmp)
-            raise click.ClickException(f"mke2fs -t ext2 -d failed (is {size} bytes enough "
-                                       f"for the tree?): {r.stderr.strip() or r.stdout}")
+            raise BuildError(f"mke2fs -t ext2 -d failed (is {size} bytes enough "
+                             f"for the tree?): {r.stderr.strip() or r.stdout}")
     fs = Ext2(ImageDevice(tmp))
     for e in entries:
         ino = fs.resolve("/" + e.name, follow=False)
@@ -240,7 +246,7 @@ def _build_missing(c: Any, key: str, raw: dict[str, Any], image_path: str) -> No
           file=sys.stderr, flush=True)
     try:
         build_ext2(full, n, build_rootfs())
-    except (click.ClickException, OSError) as e:
+    except (BuildError, OSError) as e:
         c.bad(f"{key}.image", f"{full}: could not build it: {e}")
 
 
@@ -330,6 +336,7 @@ def door(run_dir: str, task: str) -> str:
 
 
 def ask_door(run_dir: str, task: str, req: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    import click
     from servers.l4linux.control import request
     path = door(run_dir, task)
     if not os.path.exists(path):
@@ -357,6 +364,7 @@ def _winsize(fd: int) -> tuple[int, int]:
 
 def attach_console(path: str, new: bool) -> int:
     """The console session on this terminal: its program's exit status, or 0 on detach."""
+    import click
     import select
     import signal
     import socket
@@ -425,6 +433,7 @@ def attach_console(path: str, new: bool) -> int:
 
 
 def register(cli: click.Group, find_run_dir: Any, run_dir_option: Any) -> None:
+    import click
     @cli.command()
     @click.argument("task", default=DEFAULT_TASK)
     @click.option("--new", is_flag=True, help="start a new shell, not the running one")
@@ -457,7 +466,10 @@ def register(cli: click.Group, find_run_dir: Any, run_dir_option: Any) -> None:
                 size = parse_size(ext2_size)
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--ext2")
-            build_ext2(output, size, data)
+            try:
+                build_ext2(output, size, data)
+            except BuildError as e:
+                raise click.ClickException(str(e)) from None
             click.echo(f"{output}: ext2, {size} bytes")
             return
         with open(output + ".tmp", "wb") as f:

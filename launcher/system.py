@@ -45,7 +45,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-import psutil
 import zmq
 
 from kernel.user import errors, rpc, spawn
@@ -54,7 +53,7 @@ from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
 from kernel.abi import MEM_CHANNEL, TCP_INFO
 
-from . import control, sandbox
+from . import control, proc, sandbox
 from .devices import HAL_TASK, IO_TASK, hal_ctl
 from .image import (CapSpec, Image, RouteSpec, TaskSpec, check_snippet, module_dirs,
                     start_deps)
@@ -474,7 +473,7 @@ class Launcher:
         status = body.get("status")
         if status is None:
             status = self.exit_status.get(body.get("pid") or 0)
-        if t.pid and self.spawner is not None and psutil.pid_exists(t.pid):
+        if t.pid and self.spawner is not None and proc.pid_exists(t.pid):
             self._signal(t, signal.SIGKILL)
         self._drop_caps(t)
         forced, t.forced = t.forced, False
@@ -759,11 +758,9 @@ class Launcher:
                 "sandbox": self._sandbox_text(t.spec)}
             if row["pid"]:
                 try:
-                    p = psutil.Process(t.pid)
-                    ct = p.cpu_times()
-                    row["cpu_s"] = round(ct.user + ct.system, 2)
-                    row["rss_kb"] = p.memory_info().rss // 1024
-                except psutil.Error:
+                    cpu_s, row["rss_kb"] = proc.usage(t.pid)
+                    row["cpu_s"] = round(cpu_s, 2)
+                except proc.ProcessGone:
                     pass
             k = ktasks.get(t.task_id) if row["pid"] else None
             if k is not None:
