@@ -7,8 +7,10 @@ servers, Nitpicker, and a client task `bench`). The fb server's policy gives Nit
 `screen`), as a real image does: Nitpicker composes straight into the pixels the device
 shows. The client has a buffer of two 1024x768 frames and one full-screen view; each frame
 it draws a whole new picture (two pictures in turn) into the hidden half of its buffer and
-flips the view to it (`flip`: answered at once, painted by Nitpicker right after the
-answer, before it takes the client's next call: the back-pressure). FRAMES frames, best of
+flips the view to it (`View.flip`: posted in the session's flip ring, servers/nitpicker/
+ring.py, a page of shared memory Nitpicker reads without a call while it paints; the flip
+returns once the frame before it is on the screen, so the half that one showed may be drawn
+again: the back-pressure). FRAMES frames, best of
 ROUNDS; each round ends with a call (`info`) that Nitpicker takes only after the last
 frame is on the screen, and Nitpicker's count of frames shown must equal the frames
 flipped (`frames_shown`, `frames_flipped`): `nitpicker_flip_fps`. The same client also
@@ -40,23 +42,30 @@ own round trip included: an upper bound); `input_server_to_client_ms_*`: from th
 server's time stamp of the event to the client's receipt (Nitpicker's hops alone).
 
 What the ratio can be: a direct frame is one 3 MiB copy into scan-out memory. A Nitpicker
-frame is the client's copy into its buffer (the same drawing the direct driver does), one
-call (`flip`) and Nitpicker's copy from that buffer into the scan-out memory (it must copy:
-the client may not write the screen, where Nitpicker's label bar and the other views are).
-Done one after the other that is two copies and a call: fps_ratio < 0.5 by construction
-(`nitpicker_sync_fps`). Only the overlap of the client drawing frame n+1 while Nitpicker
-shows frame n, on two otherwise idle cores, can bring it to 0.5 and beyond; on a machine
-whose cores are busy with other work the two copies are serialised and the ratio is
-two copies plus a call against one copy.
+frame is the client's copy into its buffer (the same drawing the direct driver does) and
+Nitpicker's copy from that buffer into the scan-out memory (it must copy: the client may
+not write the screen, where Nitpicker's label bar and the other views are). Done one
+after the other, with a call between, that is two copies and a kernel round trip:
+fps_ratio < 0.5 by construction (`nitpicker_sync_fps`). With the flip ring the client
+draws frame n+1 while Nitpicker paints frame n, and no call is made while both are busy:
+on two otherwise idle cores the frame costs the slower of the two copies, so the ratio can
+pass 0.5; on cores busy with other work the two copies are serialised again.
 
-Where a frame's time went (measured with per-stage timers, 2 cores at load 10-17):
-before this design (Nitpicker composing into its own copy, then its fb session, then the
-fb server's copy; ~200 fps) the client's put 0.58 ms, Nitpicker's compose through the VM
-1.17 ms, its copy into the fb session 1.0 ms, the fb refresh call 1.4 ms (of which the fb
-server's copy 0.5 ms), the rest of the client's call 0.7 ms. Now (sync): the client's put
-0.43 ms, Nitpicker's paint into the scan-out memory 0.40 ms, and the call's round trip
-through the kernel task about 1-2 ms on a loaded host: the kernel call, not the copies,
-is what separates Nitpicker from the direct driver (which makes none per frame).
+Where a frame's time went (per-stage timers in the client and in Nitpicker):
+- Before session 8 (2 cores at load 10-17): the client's put 0.43 ms, Nitpicker's paint
+  0.40 ms, the `flip` call 1-2 ms: the kernel round trip (four ZeroMQ hops) and, in
+  Nitpicker, two system calls per frame (the early answer, then the next wait).
+- Session 8, measured at load 4-9, per frame in steady state: the client's put through
+  the VM's page-by-page walk ≈ 1.1 ms (the session buffer is one contiguous run, but the
+  walk's run cache holds one run and the two halves alternate: 768 TLB look-ups and a
+  slice copy per run), the flip call 1.5-2.4 ms (a null call alone 0.4-1.3 ms there),
+  Nitpicker's paint 0.7-0.8 ms (the 3 MiB copy 0.63 ms, the label bar 0.07 ms). The
+  first frames into each half also paid a page fault per page (≈ 1 ms each, 768 per
+  half: the "8 ms puts" of a round that faults). Now: the put writes the buffer's pinned
+  runs (pinned.py: one slice copy, 0.4-0.5 ms alone, 0.7-1.0 ms while Nitpicker's copy
+  runs on the other core: both copies share the memory bus), the flip 0.2-0.7 ms (the
+  wait for the last paint; a call only when Nitpicker was idle, `kick`, or did not
+  finish within 5 ms); Nitpicker paints each frame as soon as the last one is done.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ The server (a task, `servers.nitpicker.server:main`):
 - output.py     where the screen goes: the scan-out memory itself (the fb server's direct
                 mapping), or a copy sent to an fb session
 - pinned.py     buffers and screen as zero-copy views held across a paint (bulk copies)
+- ring.py       the flip ring: flips posted in shared memory, painted without a call
 - font.py       text as pixels (a built-in bitmap font)
 - kill.py       kill mode's request to the launcher (NAMES end_client)
 

@@ -33,9 +33,10 @@ from kernel.abi import SLOT_TASK, SLOT_THREAD, MemRights, Proto, Rights
 from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import RemoteFailure
-from kernel.user.vm import VM
+from kernel.user.vm import VM, PageFault
 from servers.moe.client import MoeSession
 
+from . import ring
 from .pinned import Pins
 from .protocol import BYTES_PER_PIXEL, NITPICKER
 
@@ -44,6 +45,7 @@ BUFFER_SLOT = 3701               # where the buffer's dataspace capability lands
 IRQ_LABEL = 0x6E70
 CALL_MS = 10_000
 RETRY_S = 30.0
+SPIN_S = 0.005                   # how long a flip waits for the last paint before asking
 
 
 class Event(NamedTuple):
@@ -89,10 +91,13 @@ class View:
             order.insert(i + 1 if where == "above" else i, self)
 
     def flip(self, buf_x: int, buf_y: int) -> None:
-        """Show the buffer from (buf_x, buf_y); answered before Nitpicker paints it."""
-        self.gui._call(lambda: self.gui.stub.flip(self.id, buf_x, buf_y))
+        """Show the buffer from (buf_x, buf_y), posted in the flip ring (no call while
+        Nitpicker is painting): back once the flip before this one is on the screen,
+        like the `flip` call's answer, so the part of the buffer it showed may be drawn."""
         if self.geom is not None:
             self.geom = (*self.geom[:4], buf_x, buf_y)
+        if not self.gui._post(self, buf_x, buf_y):
+            self.gui._call(lambda: self.gui.stub.flip(self.id, buf_x, buf_y))
 
     def title(self, title: str) -> None:
         self.gui._call(lambda: self.gui.stub.view_title(self.id, title))
@@ -117,6 +122,9 @@ class GuiSession:
         self.views: list[View] = []          # back to front
         self.size: tuple[int, int] | None = None
         self.addr = 0
+        self.ring = 0                        # our flip ring's page (ring.py), 0: none
+        self.posted = 0                      # flips we posted there
+        self.kicks = self.waits = 0          # calls the ring still needed: wake-ups, waits
         self.reopened = 0
         self.info: Any = None
         self._open()
@@ -143,6 +151,8 @@ class GuiSession:
     def _attach(self, w: int, h: int) -> None:
         if self.addr:
             self.pins.remove(self.addr)
+            self.pins.remove(self.ring)
+            self.ring = self.posted = 0
             try:
                 self.moe.detach(self.addr)
             except (RemoteFailure, L4Error):
@@ -156,6 +166,9 @@ class GuiSession:
         self.addr = self.moe.attach(BUFFER_SLOT, MemRights.RW)
         self.vm.flush()
         self.pins.add(self.addr, w * h * BYTES_PER_PIXEL, writable=True)
+        if isinstance(self.binfo.get("ring"), int):
+            self.ring = self.addr + self.binfo["ring"]
+            self.pins.add(self.ring, ring.SIZE, writable=True)
         self.size = (w, h)
 
     def buffer(self, w: int, h: int) -> None:
@@ -211,6 +224,50 @@ class GuiSession:
             for row in range(h):
                 self.pins.write_from(self.addr + (y + row) * stride + x * BYTES_PER_PIXEL,
                                      mv[row * n:(row + 1) * n])
+
+    def _post(self, v: View, buf_x: int, buf_y: int) -> bool:
+        """The flip through the ring (ring.py's contract); False if there is no ring to
+        take it (none, full, gone: the caller makes the call instead, which reopens)."""
+        if not self.ring:
+            return False
+        k = self.posted + 1
+        try:
+            with self.pins.held():
+                mv = self.pins.view(self.ring)
+                if k - 1 - ring.word(mv, ring.DONE) >= ring.SLOTS:
+                    return False
+                ring.set_entry(mv, k, v.id, buf_x, buf_y)
+                ring.set_word(mv, ring.POSTED, k)
+            self.posted = k
+            ring.fence()
+            with self.pins.held():
+                idle = ring.word(self.pins.view(self.ring), ring.IDLE)
+        except PageFault:
+            self.ring = 0                    # gone with an old Nitpicker: calls from now on
+            return False
+        if idle:
+            self.kicks += 1
+            self._call(lambda: self.stub.kick())
+        self._shown(k - 1)
+        return True
+
+    def _shown(self, k: int) -> None:
+        """Wait until flip k of the ring was handled: a short spin (Nitpicker is
+        painting it), then a call, which Nitpicker takes once its ring is drained."""
+        deadline = time.perf_counter() + SPIN_S
+        while self.ring:
+            try:
+                with self.pins.held():
+                    if ring.word(self.pins.view(self.ring), ring.DONE) >= k:
+                        return
+            except PageFault:
+                self.ring = 0
+                break
+            if time.perf_counter() > deadline:
+                break
+            time.sleep(0)
+        self.waits += 1
+        self._call(lambda: self.stub.info())
 
     def fill(self, x: int, y: int, w: int, h: int, colour: tuple[int, int, int]) -> None:
         self.put(x, y, w, h, rgb(*colour) * (w * h))

@@ -35,6 +35,7 @@ BAR, BAR_TEXT = (64, 64, 72), (230, 230, 230)
 BAR_FOCUS, BAR_FOCUS_TEXT = (40, 110, 220), (255, 255, 255)
 BAR_XRAY, BAR_XRAY_TEXT = (200, 40, 40), (255, 255, 255)
 DIM = bytes(b >> 2 for b in range(256))     # X-ray: a quarter of each channel
+BAR_CACHE = 64                              # label bars kept drawn
 
 ReadInto = Callable[[int, memoryview], None]
 
@@ -59,6 +60,7 @@ class Screen:
         self.mv = self.pixels        # where paint writes: `pixels`, or what `into` gave
         self.read_into = read_into
         self.painted = 0                       # pixels composed so far
+        self.bars: dict[tuple[str, bool, bool, int], tuple[int, bytes]] = {}  # drawn labels
 
     @contextmanager
     def into(self, mv: memoryview) -> Iterator[None]:
@@ -154,14 +156,27 @@ class Screen:
         bar = Rect(v.rect.x, v.rect.y, v.rect.w, min(LABEL_H, v.rect.h)).intersect(part)
         if bar.empty:
             return
-        bg, fg = (BAR_XRAY, BAR_XRAY_TEXT) if xray and focused else \
-            (BAR_FOCUS, BAR_FOCUS_TEXT) if focused else (BAR, BAR_TEXT)
-        w, _, pix = text_pixels(label_text(v), fg, bg, v.rect.w, LABEL_H)
+        w, pix = self._label(label_text(v), focused, xray, v.rect.w)
         n = bar.w * 4
         for y in range(bar.y, bar.y + bar.h):
             so = ((y - v.rect.y) * w + (bar.x - v.rect.x)) * 4
             do = y * self.stride + bar.x * 4
             self.mv[do:do + n] = pix[so:so + n]
+
+
+    def _label(self, text: str, focused: bool, xray: bool, width: int) -> tuple[int, bytes]:
+        """A label bar's pixels, drawn once per text, state and width (a full-screen
+        frame would otherwise draw its bar anew each time)."""
+        key = (text, focused, xray, width)
+        got = self.bars.get(key)
+        if got is None:
+            bg, fg = (BAR_XRAY, BAR_XRAY_TEXT) if xray and focused else \
+                (BAR_FOCUS, BAR_FOCUS_TEXT) if focused else (BAR, BAR_TEXT)
+            w, _, pix = text_pixels(text, fg, bg, width, LABEL_H)
+            if len(self.bars) >= BAR_CACHE:
+                self.bars.clear()
+            got = self.bars[key] = (w, pix)
+        return got
 
 
 def union_rects(rects: list[Rect]) -> list[Rect]:

@@ -13,12 +13,14 @@ quota). The client never says who it is: the kernel vouches for the label.
         `events` when it fires. width, height: the screen. A second open replaces the
         session (its views and buffer go). Errors: DENIED (no policy for this label),
         INVALID (not a live task capability), NO_MEMORY
-    buffer(w, h) -> {width, height, stride, size}
+    buffer(w, h) -> {width, height, stride, size, ring}
         the session's pixel buffer, XRGB8888 (bytes B, G, R, X), a moe dataspace that
         Nitpicker allocates and pays for out of the session's quota; one item: the
         dataspace's capability, which the client attaches with its own moe session (its
         image entry needs `memory`). A second call replaces the buffer (the old one is
-        freed). Errors: INVALID (w, h outside 1..MAX_SIDE), QUOTA (w*h*4 beyond the
+        freed). The dataspace holds one page more at offset `ring`: the session's flip
+        ring (ring.py), where the client posts flips without a call (not counted in the
+        quota). Errors: INVALID (w, h outside 1..MAX_SIDE), QUOTA (w*h*4 beyond the
         session's quota), NO_MEMORY, NO_SESSION
     view_create(title) -> view id          a view of the session: hidden (0x0) until its
                                            geometry is set, in front of every other view.
@@ -50,6 +52,12 @@ quota). The client never says who it is: the kernel vouches for the label.
                                            frames (it draws the hidden one meanwhile).
                                            Errors: INVALID (offsets outside -MAX_SIDE..
                                            MAX_SIDE, no buffer), NO_VIEW, NO_SESSION
+    kick() -> None                         the session's flip ring has flips posted while
+                                           Nitpicker waited (its IDLE word): answered at
+                                           once, the ring drained right after. Every other
+                                           request of a session is handled only after the
+                                           flips its ring holds are painted.
+                                           Errors: NO_SESSION
     events() -> [[kind, view, code, value, x, y, time_us], ...]
         the events queued for the session, oldest first (at most QUEUE; more are dropped
         and counted). kind KEY (code: Linux key code, value 1 press / 0 release), BUTTON
@@ -57,8 +65,9 @@ quota). The client never says who it is: the kernel vouches for the label.
         x, y: the pointer relative to the view's top left corner; time_us: when the input
         server stamped the event (its monotonic clock). Errors: NO_SESSION
     info() -> {views, buffer, focused, xray, dropped, refreshes, shown, refused}
-        refreshes: refresh, submit and flip requests accepted; shown: those whose pixels
-        reached the screen (each is painted, none merged away)
+        refreshes: refresh, submit and flip requests accepted (flips posted in the ring
+        too); shown: those whose pixels reached the screen (each is painted, none merged
+        away); refused: invalid ones (a ring entry naming no view of the session...)
     end() -> None                          the session ends: its views vanish, buffer freed
     usage() -> {sessions, focused, xray, kill_mode, redraws, ...}   admin: everything
 
@@ -105,5 +114,6 @@ NITPICKER = Protocol("nitpicker", [
        errors=["INVALID", "NO_SESSION"]),
     op("flip", 13, ["view:int", "buf_x:int", "buf_y:int"], None,
        errors=["INVALID", "NO_VIEW", "NO_SESSION"]),
+    op("kick", 14, [], None, errors=["NO_SESSION"]),
     op("usage", 20, [], "usage", admin=True),
 ], tag=0x4E50)

@@ -30,6 +30,12 @@ Design (Feske & Helmuth, ACSAC 2005):
   frame is shown) and a double-buffering client (`flip` between two halves of its buffer)
   draws its next frame while Nitpicker shows the last one. Every request is painted, none
   is merged away: a session's `shown` counts the refreshes whose pixels reached the screen.
+- The flip ring (ring.py): a page after each buffer where the client posts flips without
+  a call. The loop paints what the rings hold before it looks at the kernel (without
+  waiting, at least every STREAM_MS while rings keep it busy), looks for more a little
+  (LINGER_S) after a ring's frame, and before it blocks sets every ring's IDLE word, so a
+  client posting then wakes it (`kick`). Each request of a session first drains that
+  session's ring: a call is taken after the flips posted before it.
 - Input comes from Nitpicker's input session (its ring IRQ arrives in this serve loop as
   Proto.IRQ; routing.py routes it). Two secure keys never reach a client: XRAY_KEY
   toggles X-ray mode, KILL_KEY arms kill mode (the next click ends the clicked session's task, if the policy lists its
@@ -51,7 +57,7 @@ import sys
 import time
 from typing import Any
 
-from kernel.abi import MemRights, Rights
+from kernel.abi import PAGE_SIZE, MemRights, Rights
 from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability, PeerDied, Timeout
 from kernel.user.rpc import Call, RemoteError, Reply, RpcError
@@ -63,11 +69,16 @@ from .compose import LABEL_H, Screen, union_rects
 from .output import Output, ScreenGone
 from .pinned import Pins
 from .protocol import MAX_SIDE, MAX_VIEWS, NITPICKER, STACK
+from .ring import SIZE as RING_SIZE
+from .ring import Rings
 from .routing import Routing
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
 
 DEFAULT_QUOTA = 4 << 20
 POLL_MS = 500
+STREAM_MS = 4                    # while rings keep us painting: a look at the kernel this often
+LINGER_S = 0.001                 # after a ring's frame: how long to look for the next before
+                                 # blocking (a client a little slower than our paint)
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
 INPUT_VADDR = 0x23_0000_0000
@@ -115,6 +126,9 @@ class Nitpicker(Routing):
         self.vm = VM(l4)
         self.moe = MoeSession(l4, l4.caps["moe"], recv_slot=MOE_SLOTS, timeout=10_000)
         self.pins = Pins(self.vm)
+        self.rings = Rings(self.vm)
+        self.kicked = False                      # a `kick`: drain the rings after the answer
+        self.streamed = 0.0                      # when a ring last gave us a frame
         self.out = Output(l4, self.vm, self.pins, on_reopen=lambda: self.repaint_all())
         self.later: list[tuple[Session, list[Rect]]] = []   # submit/flip: painted after the answer
         self.screen = Screen(self.out.width, self.out.height, self.pins.read_into,
@@ -178,9 +192,13 @@ class Nitpicker(Routing):
 
     # -- sessions -------------------------------------------------------------------------
     def session(self, call: Call) -> Session:
+        """The caller's session, its ring drained first: every request of a session is
+        handled after the flips it posted (so any call waits for them, like a call after
+        `flip`)."""
         s = self.sessions.get(call.label)
         if s is None:
             raise RpcError("NO_SESSION", f"label {call.label} has no open session (open first)")
+        self.drain(s)
         return s
 
     def open(self, call: Call) -> Reply:
@@ -245,6 +263,7 @@ class Nitpicker(Routing):
         if b is None:
             return
         self.pins.remove(b.addr)
+        self.rings.remove(b.ring)
         self.later = [(o, r) for o, r in self.later if o is not s]
         for fn in (lambda: self.moe.detach(b.addr), lambda: self.moe.release(b.slot)):
             try:
@@ -279,8 +298,9 @@ class Nitpicker(Routing):
                                     f"session {s.name!r} is {s.quota}")
         self._free_buffer(s)
         self.later = [(o, r) for o, r in self.later if o is not s]
-        try:
-            ds = self.moe.alloc(size)
+        ring = -(-size // PAGE_SIZE) * PAGE_SIZE     # the flip ring's page, after the pixels
+        try:                                         # (ours: not counted in the quota)
+            ds = self.moe.alloc(ring + RING_SIZE)
         except RemoteError as e:
             raise RpcError("NO_MEMORY", f"moe refused {size} bytes: {e.reason}") from None
         try:
@@ -288,10 +308,11 @@ class Nitpicker(Routing):
         except RemoteError as e:
             self.moe.release(ds.slot)
             raise RpcError("NO_MEMORY", f"attaching the buffer: {e.reason}") from None
-        s.buffer = Buffer(ds.slot, addr, w, h)
+        s.buffer = Buffer(ds.slot, addr, w, h, addr + ring)
         self.pins.add(addr, size)
+        self.rings.add(addr + ring)
         self.repaint([v.rect for v in s.views.values()])
-        return Reply({"width": w, "height": h, "stride": w * 4, "size": size},
+        return Reply({"width": w, "height": h, "stride": w * 4, "size": size, "ring": ring},
                      [map_cap(ds.slot, Rights.INVOKE | Rights.GRANT)])
 
     def _dirty(self, s: Session, x: int, y: int, w: int, h: int) -> list[Rect]:
@@ -327,6 +348,55 @@ class Nitpicker(Routing):
         v.buf_x, v.buf_y = buf_x, buf_y
         s.refreshes += 1
         self.later.append((s, [v.rect]))
+
+    def kick(self, call: Call) -> None:
+        if call.label not in self.sessions:
+            raise RpcError("NO_SESSION", f"label {call.label} has no open session (open first)")
+        self.kicked = True                   # answered now, its ring drained right after
+
+    # -- the flip ring (ring.py) ------------------------------------------------------------
+    def drain(self, s: Session) -> int:
+        """Paint the flips session `s` posted in its ring, one frame each; how many."""
+        b = s.buffer
+        if b is None:
+            return 0
+        got = self.rings.take(b.ring)
+        for k, vid, bx, by in got:
+            v = s.views.get(vid)
+            try:
+                if v is None:
+                    raise RpcError("NO_VIEW", f"no view {vid}")
+                check_geometry(*v.rect, bx, by)
+            except RpcError:
+                s.refused += 1                   # a bad entry: skipped, counted
+            else:
+                v.buf_x, v.buf_y = bx, by
+                s.refreshes += 1
+                if self.repaint([v.rect]):
+                    s.shown += 1
+            self.rings.finish(b.ring, k)         # the client may draw there again
+        if got:
+            self.streamed = time.monotonic()
+        return len(got)
+
+    def drain_all(self) -> bool:
+        """Paint what every ring holds (each session's in turn); whether any was there."""
+        todo = self.rings.pending()
+        for s in [s for s in self.sessions.values()
+                  if s.buffer is not None and s.buffer.ring in todo]:
+            self.drain(s)
+        return bool(todo)
+
+    def linger(self) -> bool:
+        """Shortly after a ring's frame, look for the next one a while before blocking."""
+        if time.monotonic() - self.streamed > 0.05:
+            return False
+        end = time.perf_counter() + LINGER_S
+        while time.perf_counter() < end:
+            if self.rings.pending():
+                return True
+            time.sleep(0)
+        return False
 
     # -- views ------------------------------------------------------------------------------
     def view_create(self, call: Call, title: str) -> int:
@@ -419,11 +489,26 @@ class Nitpicker(Routing):
 
     def serve(self) -> None:
         due = time.monotonic() + POLL_MS / 1000      # kept across returns: a client that
-        while True:                                  # submits all the time delays no tick
-            self.rewindow = False
-            NITPICKER.serve(self.l4, self, window=(self.recv_slot, 1), timeout=POLL_MS,
-                            until=lambda: self.rewindow or bool(self.later)
+        looked = time.monotonic()                    # submits all the time delays no tick
+        while True:
+            self.rewindow = self.kicked = False
+            busy = self.drain_all() or self.linger()
+            if busy and time.monotonic() - looked < STREAM_MS / 1000:
+                continue                             # rings keep us painting
+            if busy:
+                timeout = 0                          # a look at the kernel, no wait
+            else:
+                self.rings.idle(True)                # then a last look (ring.py's contract)
+                if self.rings.pending():
+                    self.rings.idle(False)
+                    continue
+                timeout = POLL_MS
+            NITPICKER.serve(self.l4, self, window=(self.recv_slot, 1), timeout=timeout,
+                            until=lambda: self.rewindow or self.kicked or bool(self.later)
                             or time.monotonic() >= due)
+            looked = time.monotonic()
+            if timeout:
+                self.rings.idle(False)
             if self.later:                           # answered already: paint now
                 self.paint_later()
             if time.monotonic() >= due:

@@ -50,6 +50,7 @@ class Buffer:
     addr: int           # where it is attached in Nitpicker's address space
     width: int
     height: int
+    ring: int = 0       # where its flip ring page is (ring.py), after the pixels
 
     @property
     def stride(self) -> int:

@@ -7,7 +7,8 @@
         its pixels: "refresh" (waits for the screen), "submit" (refresh and continue) or
         "flip" (a buffer of two frames: it draws the lower one and flips the view to it)
     probe(l4)
-        malformed commands, each answer logged: "NP probe {...}"
+        malformed commands, each answer logged: "NP probe {...}"; then claims written
+        into its flip ring (servers/nitpicker/ring.py): "NP ring {...}"
     hog(l4)
         a buffer beyond its quota (refused), then a small one
 
@@ -91,8 +92,36 @@ def probe(l4: L4) -> int:
                               .end_client("nitpicker", 1)),
     }
     log("probe", out)
+    log("ring", _ring_claims(gui))
     while True:
         gui.wait(1000)
+
+
+def _ring_claims(gui: GuiSession) -> dict[str, Any]:
+    """Write what a broken client might into the flip ring; Nitpicker's counts after each."""
+    from servers.nitpicker import ring
+    v = gui.view("ring")                         # hidden (0x0): painting it shows nothing
+
+    def post(k: int, view: int, bx: int, by: int) -> dict[str, Any]:
+        with gui.pins.held():
+            mv = gui.pins.view(gui.ring)
+            ring.set_entry(mv, k, view, bx, by)
+            ring.set_word(mv, ring.POSTED, k)
+        gui.stub.kick()
+        return gui.stats()                       # answered once the ring is drained
+    s0 = gui.stats()
+    bad = post(2, 9999, 0, 0)                    # entries 1 and 2: 1 is zeros (no view 0)
+    huge = post(3, v.id, 10 ** 9, 0)             # offsets out of range
+    with gui.pins.held():
+        ring.set_word(gui.pins.view(gui.ring), ring.POSTED, 1 << 40)   # a wild count
+    wild = gui.stats()
+    gui.posted = 1 << 40                         # go on from the count Nitpicker took
+    v.flip(0, 0)
+    good = gui.stats()
+    return {"refused": [bad["refused"] - s0["refused"], huge["refused"] - s0["refused"],
+                        wild["refused"] - s0["refused"]],
+            "shown": [bad["shown"] - s0["shown"], huge["shown"] - s0["shown"],
+                      wild["shown"] - s0["shown"], good["shown"] - s0["shown"]]}
 
 
 def asker(l4: L4) -> int:

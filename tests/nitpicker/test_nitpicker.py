@@ -122,6 +122,17 @@ def test_malformed_commands_are_refused_and_others_unaffected(system: dict[str, 
     assert "Traceback" not in log_of(rd, "nitpicker").split("input on")[-1]
 
 
+def test_flip_ring_claims_are_checked(system: dict[str, Any]) -> None:
+    """What the probe wrote into its flip ring: entries naming no view (two) and offsets
+    out of range (one) refused, a wild count taken as done (nothing painted), and the
+    next real flip painted: one frame shown in all."""
+    rd, tmp = system["rd"], system["tmp"]
+    assert np_line(rd, "probe", "ring") == {"refused": [2, 3, 3], "shown": [0, 0, 0, 1]}
+    assert "Traceback" not in log_of(rd, "nitpicker").split("input on")[-1]
+    img = screen(rd, tmp)
+    assert img.getpixel((100, 100)) == RED and img.getpixel((500, 400)) == BLUE
+
+
 def test_click_focuses_keys_go_to_the_focused_session_only(system: dict[str, Any]) -> None:
     rd, tmp = system["rd"], system["tmp"]
     a0, b0 = len(events(rd, "alpha")), len(events(rd, "beta"))

@@ -1,0 +1,162 @@
+"""The flip ring: a client posts page flips in shared memory; Nitpicker paints them without a call.
+
+    # in the page after a session's pixels (buffer() answers its offset: `ring`)
+    POSTED   word 0   the client's count of flips posted (it writes it, after the entry)
+    DONE     word 1   Nitpicker's count of those it handled (painted, or refused as invalid)
+    IDLE     word 2   1 while Nitpicker may be blocked in the kernel: the client calls `kick`
+    entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, buf_x, buf_y
+
+Why: a `flip` call costs a kernel round trip (four ZeroMQ hops, two syscalls in Nitpicker:
+the answer and the next wait) per frame, more than the frame's two copies together
+(launcher/bench_gui.py). With the ring a frame costs no system call while both sides are
+busy: the client posts frame n while Nitpicker paints frame n-1, Nitpicker finds n posted
+when that paint ends. A call is made only to wake a Nitpicker that is waiting (`kick`,
+when IDLE is set) and, as a fallback, to wait for the paint (`kick` answers once every
+posted flip is handled: each request of a session first drains its ring).
+
+Contract. Client: posts at most SLOTS flips beyond DONE; writes the entry, then POSTED
+(x86 keeps stores in order), then `fence()`, then reads IDLE and kicks if it is set.
+Nitpicker: sets IDLE, `fence()`, then reads every ring's POSTED before it blocks; it clears
+IDLE once it is awake. Either the client sees IDLE or Nitpicker sees the entry (Dekker's
+pattern; the fence is a locked instruction, a full barrier on x86). A wake-up lost anyway
+is found at Nitpicker's next message or tick (POLL_MS), or at the client's next flip,
+whose wait for DONE ends in a `kick`: late, never lost.
+Every word the client writes is a claim: Nitpicker reads POSTED and each entry once into
+its own variables, checks them (POSTED - DONE in 0..SLOTS, the view one of the session's,
+the offsets in range) and only then paints; an invalid entry is refused (counted), a
+POSTED out of range is taken as DONE (nothing to paint). Each handled flip is one frame
+painted: none is merged away (`shown` counts them, as for calls).
+
+Ownership: the client's drawing thread writes POSTED and the entries; Nitpicker's main
+thread writes DONE and IDLE. Each side reaches the page through its own pins (pinned.py),
+so a vanished page is a PageFault there: the client then takes the call path, which
+reopens the session.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+
+from kernel.abi import PAGE_SIZE
+from kernel.user.vm import VM, PageFault
+
+from .pinned import Pins
+
+POSTED, DONE, IDLE = 0, 8, 16            # byte offsets of the words
+ENTRIES, ENTRY, SLOTS = 64, 24, 4
+SIZE = PAGE_SIZE
+_WORD = struct.Struct("<Q")
+_ENTRY = struct.Struct("<qqq")           # view, buf_x, buf_y
+_FENCE = threading.Lock()
+
+assert ENTRIES + SLOTS * ENTRY <= SIZE
+
+
+def fence() -> None:
+    """A full memory barrier between our last store and our next load (a lock's atomic
+    exchange: a locked instruction on x86)."""
+    with _FENCE:
+        pass
+
+
+def word(mv: memoryview, at: int) -> int:
+    return int(_WORD.unpack_from(mv, at)[0])
+
+
+def set_word(mv: memoryview, at: int, value: int) -> None:
+    _WORD.pack_into(mv, at, value)
+
+
+def entry(mv: memoryview, k: int) -> tuple[int, int, int]:
+    """The k-th flip posted (k >= 1): (view, buf_x, buf_y), as the client left it."""
+    v, x, y = _ENTRY.unpack_from(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY)
+    return int(v), int(x), int(y)
+
+
+def set_entry(mv: memoryview, k: int, view: int, buf_x: int, buf_y: int) -> None:
+    _ENTRY.pack_into(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY, view, buf_x, buf_y)
+
+
+class Rings:
+    """Nitpicker's side: every session's ring page, pinned writable (our own Pins: never
+    held while the screen's are). Main thread only."""
+
+    def __init__(self, vm: VM) -> None:
+        self.pins = Pins(vm)
+        self.pages: dict[int, int] = {}           # ring vaddr -> DONE (our count, never read back)
+
+    def add(self, vaddr: int) -> None:
+        self.pins.add(vaddr, SIZE, writable=True)
+        self.pages[vaddr] = 0
+
+    def remove(self, vaddr: int) -> None:
+        self.pins.remove(vaddr)
+        self.pages.pop(vaddr, None)
+
+    def _page(self, vaddr: int) -> memoryview | None:
+        try:
+            return self.pins.view(vaddr)
+        except PageFault:
+            return None                           # gone (moe took it): no ring there
+
+    def take(self, vaddr: int) -> list[tuple[int, int, int, int]]:
+        """The flips posted since the last take, checked for count: [(k, view, buf_x, buf_y)]
+        (view and offsets are still claims: the caller checks them)."""
+        done = self.pages.get(vaddr)
+        if done is None:
+            return []
+        try:
+            with self.pins.held():
+                mv = self._page(vaddr)
+                if mv is None:
+                    return []
+                posted = word(mv, POSTED)             # read once: the client may change it
+                if not 0 <= posted - done <= SLOTS:
+                    self.pages[vaddr] = posted        # nonsense: nothing to paint, resync
+                    set_word(mv, DONE, posted)
+                    return []
+                return [(k, *entry(mv, k)) for k in range(done + 1, posted + 1)]
+        except PageFault:
+            return []
+
+    def finish(self, vaddr: int, k: int) -> None:
+        """Flip k is handled (painted or refused): the client may reuse what it showed."""
+        if vaddr not in self.pages:
+            return
+        self.pages[vaddr] = k
+        try:
+            with self.pins.held():
+                mv = self._page(vaddr)
+                if mv is not None:
+                    set_word(mv, DONE, k)
+        except PageFault:
+            pass
+
+    def pending(self) -> list[int]:
+        """The rings with flips posted and not taken yet."""
+        if not self.pages:
+            return []
+        try:
+            with self.pins.held():
+                out = []
+                for vaddr, done in self.pages.items():
+                    mv = self._page(vaddr)
+                    if mv is not None and word(mv, POSTED) != done:
+                        out.append(vaddr)
+                return out
+        except PageFault:
+            return []
+
+    def idle(self, flag: bool) -> None:
+        """Say in every ring whether we may block in the kernel (then fence: see above)."""
+        if not self.pages:
+            return
+        try:
+            with self.pins.held():
+                for vaddr in self.pages:
+                    mv = self._page(vaddr)
+                    if mv is not None:
+                        set_word(mv, IDLE, int(flag))
+        except PageFault:
+            pass
+        fence()
