@@ -40,7 +40,11 @@ the client's; an access after that raises `kernel.user.vm.PageFault`, never a cr
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Iterable
 from typing import Any, Protocol as TypingProtocol
+
+from kernel.user.errors import L4Error
 
 MAGIC = 0x5350344C              # "L4PS"
 VERSION = 1
@@ -247,3 +251,24 @@ def get_link(mem: Mem) -> tuple[bool, int]:
     raw = bytes(mem.read(RX_STREAM + LINK, 8))
     up, changes = struct.unpack("<II", raw)
     return bool(up & 1), changes
+
+
+# -- the server's side: sessions whose client went away ----------------------------------
+def gone(l4: Any, sessions: Iterable[Any], label: int | None, grace_s: float) -> list[Any]:
+    """The sessions (of `label`, or all) whose client is gone: its signal IRQ is attached to
+    no thread any more (or a trigger failed: `dead`), or was never attached within `grace_s`
+    of the open. Marks `attached` on those seen attached. Used by the nic server and ORe."""
+    now = time.monotonic()
+    out = []
+    for s in list(sessions):
+        if label is not None and s.label != label:
+            continue
+        try:
+            attached = l4.cap_inspect(s.sig).get("thread") is not None
+        except L4Error:
+            attached = False
+        s.attached = s.attached or attached
+        if s.dead or (not attached and (s.attached or now - s.opened > grace_s)):
+            out.append(s)
+    return out
+

@@ -542,18 +542,9 @@ class OreServer:
             self._from_uplink()                  # a signal lost to a busy moment
 
     def _reap(self, label: int | None) -> None:
-        """Close sessions whose client is gone: its signal attached to no thread."""
-        now = time.monotonic()
-        for s in list(self.live.values()):
-            if label is not None and s.label != label:
-                continue
-            try:
-                attached = self.l4.cap_inspect(s.sig).get("thread") is not None
-            except L4Error:
-                attached = False
-            s.attached = s.attached or attached
-            if s.dead or (not attached and (s.attached or now - s.opened > ATTACH_GRACE_S)):
-                self._close(s, "client gone")
+        """Close sessions whose client is gone (stream.gone)."""
+        for s in ps.gone(self.l4, self.live.values(), label, ATTACH_GRACE_S):
+            self._close(s, "client gone")
 
     def _close(self, s: Session, why: str) -> None:
         self.live.pop(s.sid, None)
