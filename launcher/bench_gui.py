@@ -32,6 +32,9 @@ vsync register and raises no interrupt, so a driver has nothing to do after writ
 pixels, and the baseline does no less than a real one. It pays the same memory access
 path as the others (DDEKit's write through the task's VM, one run of contiguous frames).
 
+`ring_kicks`, `ring_waits`: the calls the flip loop still made (wake-ups of an idle
+Nitpicker; waits for a paint that took longer than the client's spin).
+
 Input: after the refreshes the client waits for keys (its view has focus: the harness
 clicks it first). The harness, as the operator, injects EVENTS key events one at a time
 through the HAL's control socket (as `l4run input` does), noting CLOCK_MONOTONIC just
@@ -210,8 +213,10 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
         gui.put(0, half, W, H, pics[i % 2])
         view.flip(0, half)
     shown0 = gui.stats()["shown"]
+    kicks0, waits0 = gui.kicks, gui.waits
     np_fps = _fps(int(frames), int(rounds), flipped, done=gui.stats)
     shown = gui.stats()["shown"] - shown0
+    calls = {"kicks": gui.kicks - kicks0, "waits": gui.waits - waits0}
     print(READY, flush=True)
     got: list[float] = []
     stamped: list[float] = []                    # the input server's stamp of each
@@ -223,7 +228,8 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
                 stamped.append(ev.time_us / 1e6)
     print(RESULT + json.dumps({"nitpicker_fps": np_fps, "nitpicker_sync_fps": sync_fps,
                                "fb_fps": fb_fps, "frames_flipped": 1 + int(frames) * int(rounds),
-                               "frames_shown": shown, "received": got, "stamped": stamped}),
+                               "frames_shown": shown, "ring_calls": calls, "received": got,
+                               "stamped": stamped}),
           flush=True)
     while True:
         time.sleep(1)
@@ -306,6 +312,7 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
            "nitpicker_sync_fps": round(np["nitpicker_sync_fps"], 1),
            "fb_fps": round(np["fb_fps"], 1),
            "frames_flipped": np["frames_flipped"], "frames_shown": np["frames_shown"],
+           "ring_kicks": np["ring_calls"]["kicks"], "ring_waits": np["ring_calls"]["waits"],
            "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
            "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2),
            "input_server_to_client_ms_p50": round(np["input_server_to_client_ms_p50"], 2),

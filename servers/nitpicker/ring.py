@@ -27,6 +27,9 @@ the offsets in range) and only then paints; an invalid entry is refused (counted
 POSTED out of range is taken as DONE (nothing to paint). Each handled flip is one frame
 painted: none is merged away (`shown` counts them, as for calls).
 
+Nitpicker's side: `Rings` (the pages, pinned) and `RingDrain` (painting what they hold,
+part of server.Nitpicker; its serve loop says when).
+
 Ownership: the client's drawing thread writes POSTED and the entries; Nitpicker's main
 thread writes DONE and IDLE. Each side reaches the page through its own pins (pinned.py),
 so a vanished page is a PageFault there: the client then takes the call path, which
@@ -36,11 +39,15 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
+from typing import Callable
 
 from kernel.abi import PAGE_SIZE
+from kernel.user.rpc import RpcError
 from kernel.user.vm import VM, PageFault
 
 from .pinned import Pins
+from .views import Rect, Session, check_geometry
 
 POSTED, DONE, IDLE = 0, 8, 16            # byte offsets of the words
 ENTRIES, ENTRY, SLOTS = 64, 24, 4
@@ -48,6 +55,8 @@ SIZE = PAGE_SIZE
 _WORD = struct.Struct("<Q")
 _ENTRY = struct.Struct("<qqq")           # view, buf_x, buf_y
 _FENCE = threading.Lock()
+LINGER_S = 0.001                         # Nitpicker: how long it looks for the next flip
+STREAMING_S = 0.05                       # ... if a ring gave it one this recently
 
 assert ENTRIES + SLOTS * ENTRY <= SIZE
 
@@ -160,3 +169,56 @@ class Rings:
         except PageFault:
             pass
         fence()
+
+
+class RingDrain:
+    """Nitpicker's painting of what the rings hold (a part of server.Nitpicker, main thread)."""
+    rings: Rings
+    sessions: dict[int, Session]
+    streamed: float                  # when a ring last gave us a frame (time.monotonic)
+    repaint: Callable[[list[Rect]], bool]    # server.Nitpicker's: paint and show
+
+    def drain(self, s: Session) -> int:
+        """Paint the flips session `s` posted in its ring, one frame each; how many."""
+        b = s.buffer
+        if b is None:
+            return 0
+        got = self.rings.take(b.ring)
+        for k, vid, bx, by in got:
+            v = s.views.get(vid)
+            try:
+                if v is None:
+                    raise RpcError("NO_VIEW", f"session {s.name!r} has no view {vid}")
+                check_geometry(*v.rect, bx, by)
+            except RpcError:
+                s.refused += 1                   # a bad entry: skipped, counted
+            else:
+                v.buf_x, v.buf_y = bx, by
+                s.refreshes += 1
+                if self.repaint([v.rect]):
+                    s.shown += 1
+            self.rings.finish(b.ring, k)         # the client may draw there again
+        if got:
+            self.streamed = time.monotonic()
+        return len(got)
+
+    def drain_all(self) -> bool:
+        """Paint what every ring holds (each session's in turn); whether any was there."""
+        todo = self.rings.pending()
+        for s in [s for s in self.sessions.values()
+                  if s.buffer is not None and s.buffer.ring in todo]:
+            self.drain(s)
+        return bool(todo)
+
+    def linger(self) -> bool:
+        """Shortly after a ring's frame (within STREAMING_S), look for the next one for
+        LINGER_S before blocking: a client a little slower than our paint posts it then,
+        and needs no `kick`."""
+        if time.monotonic() - self.streamed > STREAMING_S:
+            return False
+        end = time.perf_counter() + LINGER_S
+        while time.perf_counter() < end:
+            if self.rings.pending():
+                return True
+            time.sleep(0)
+        return False

@@ -70,15 +70,13 @@ from .output import Output, ScreenGone
 from .pinned import Pins
 from .protocol import MAX_SIDE, MAX_VIEWS, NITPICKER, STACK
 from .ring import SIZE as RING_SIZE
-from .ring import Rings
+from .ring import RingDrain, Rings
 from .routing import Routing
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
 
 DEFAULT_QUOTA = 4 << 20
 POLL_MS = 500
-STREAM_MS = 4                    # while rings keep us painting: a look at the kernel this often
-LINGER_S = 0.001                 # after a ring's frame: how long to look for the next before
-                                 # blocking (a client a little slower than our paint)
+STREAM_MS = 8                    # while rings keep us painting: a look at the kernel this often
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
 INPUT_VADDR = 0x23_0000_0000
@@ -117,7 +115,7 @@ def parse_policy(entries: tuple[str, ...] | list[str]) -> Policy:
     return out
 
 
-class Nitpicker(Routing):
+class Nitpicker(Routing, RingDrain):
     """NITPICKER's implementation, the input router and the screen. Main thread only."""
 
     def __init__(self, l4: L4, policy: Policy) -> None:
@@ -353,50 +351,6 @@ class Nitpicker(Routing):
         if call.label not in self.sessions:
             raise RpcError("NO_SESSION", f"label {call.label} has no open session (open first)")
         self.kicked = True                   # answered now, its ring drained right after
-
-    # -- the flip ring (ring.py) ------------------------------------------------------------
-    def drain(self, s: Session) -> int:
-        """Paint the flips session `s` posted in its ring, one frame each; how many."""
-        b = s.buffer
-        if b is None:
-            return 0
-        got = self.rings.take(b.ring)
-        for k, vid, bx, by in got:
-            v = s.views.get(vid)
-            try:
-                if v is None:
-                    raise RpcError("NO_VIEW", f"no view {vid}")
-                check_geometry(*v.rect, bx, by)
-            except RpcError:
-                s.refused += 1                   # a bad entry: skipped, counted
-            else:
-                v.buf_x, v.buf_y = bx, by
-                s.refreshes += 1
-                if self.repaint([v.rect]):
-                    s.shown += 1
-            self.rings.finish(b.ring, k)         # the client may draw there again
-        if got:
-            self.streamed = time.monotonic()
-        return len(got)
-
-    def drain_all(self) -> bool:
-        """Paint what every ring holds (each session's in turn); whether any was there."""
-        todo = self.rings.pending()
-        for s in [s for s in self.sessions.values()
-                  if s.buffer is not None and s.buffer.ring in todo]:
-            self.drain(s)
-        return bool(todo)
-
-    def linger(self) -> bool:
-        """Shortly after a ring's frame, look for the next one a while before blocking."""
-        if time.monotonic() - self.streamed > 0.05:
-            return False
-        end = time.perf_counter() + LINGER_S
-        while time.perf_counter() < end:
-            if self.rings.pending():
-                return True
-            time.sleep(0)
-        return False
 
     # -- views ------------------------------------------------------------------------------
     def view_create(self, call: Call, title: str) -> int:
