@@ -46,7 +46,7 @@ MERGE_SECTORS = 8192          # ... and at most 4 MiB
 ENTRY = struct.Struct("<IIQQII")
 READ, WRITE, FLUSH = 1, 2, 3
 RT_SWITCH_S = 0.0005          # the interpreter's switch interval while the worker is real-time
-REALTIME = (os.SCHED_FIFO, os.SCHED_RR)
+REALTIME = (os.SCHED_FIFO, os.SCHED_RR, 6)   # 6: SCHED_DEADLINE (the rt manager's path)
 
 
 class Disk(Device):

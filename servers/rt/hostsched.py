@@ -30,6 +30,7 @@ SYS_SCHED_SETATTR = 314          # x86-64
 SYS_SCHED_GETATTR = 315
 SCHED_OTHER, SCHED_FIFO, SCHED_DEADLINE = 0, 1, 6
 SCHED_FLAG_RESET_ON_FORK = 0x01
+SCHED_FLAG_RECLAIM = 0x02        # GRUB: run on past the budget into unused deadline bandwidth
 SCHED_RESET_ON_FORK = 0x40000000  # or-ed into the policy of sched_setscheduler
 RT_RUNTIME = "/proc/sys/kernel/sched_rt_runtime_us"
 RT_PERIOD = "/proc/sys/kernel/sched_rt_period_us"
@@ -95,10 +96,13 @@ def _setattr(tid: int, attr: SchedAttr, what: str) -> None:
         raise HostRefused(err, f"sched_setattr({what}) on thread {tid}: {why}")
 
 
-def set_deadline(tid: int, runtime_ns: int, deadline_ns: int, period_ns: int) -> None:
-    """Put thread `tid` under SCHED_DEADLINE (runtime <= deadline <= period, ns)."""
+def set_deadline(tid: int, runtime_ns: int, deadline_ns: int, period_ns: int,
+                 reclaim: bool = False) -> None:
+    """Put thread `tid` under SCHED_DEADLINE (runtime <= deadline <= period, ns); `reclaim`:
+    with SCHED_FLAG_RECLAIM (it may use deadline bandwidth other threads leave unused)."""
+    flags = SCHED_FLAG_RESET_ON_FORK | (SCHED_FLAG_RECLAIM if reclaim else 0)
     attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=SCHED_DEADLINE,
-                     sched_flags=SCHED_FLAG_RESET_ON_FORK, sched_runtime=runtime_ns,
+                     sched_flags=flags, sched_runtime=runtime_ns,
                      sched_deadline=deadline_ns, sched_period=period_ns)
     _setattr(tid, attr, f"deadline {runtime_ns}/{deadline_ns}/{period_ns} ns")
 

@@ -163,3 +163,41 @@ def test_fifo_fallback_throttles_an_overrun(tmp_path: Any) -> None:
     assert over["share"] <= 0.35, over                          # throttled near its 0.2
     assert job["periods"] >= 250 and job["misses"] <= job["periods"] // 10, job
     assert not no_rt_threads_left()
+
+
+JOB_ONLY = """
+[[task]]
+name = "kv"
+run = "servers.example.server:main"
+provides = ["kv"]
+
+[[task]]
+name = "job"
+run = "servers.rt.demo:job"
+args = ["10000", "3000", "1500", "6", "1", "kv"]
+caps = { rt = { service = "rt", label = 1 }, kv = { service = "kv", label = 1 } }
+restart = "never"
+"""
+
+
+def test_deadline_boost_is_admitted_counted_and_given_back(tmp_path: Any) -> None:
+    """`"boost": "deadline"`: while the job's reservation exists the path's heavy threads
+    run under deadline reservations of their own, counted in the admitted sum (at most
+    `boost_share`); when it ends, the sum is 0 again and no deadline thread is left."""
+    policy = '{"serve": ["kv"], "boost": "deadline", "boost_share": 0.3}'
+    rd = boot(tmp_path, "dlb", image("dlb", JOB_ONLY, policy))
+    try:
+        seen: list[dict[str, Any]] = []
+        wait_for(lambda: seen.append(rt_status(rd)) or seen[-1]["path_deadline"]["threads"] >= 1,
+                 20, "the path's deadline threads")
+        st = seen[-1]
+        path = st["path_deadline"]
+        assert st["boost"] == "deadline" and 0 < path["share"] <= 0.3, st
+        assert abs(st["total"] - 0.3 - path["share"]) < 0.01, st   # the job's 3000/10000
+        wait_for(lambda: record(rd, "job", "RT-JOB") is not None, 30, "the job's result")
+        wait_for(lambda: rt_status(rd)["total"] == 0, 10, "the path's reservations to go")
+        st = rt_status(rd)
+        assert st["path_deadline"]["threads"] == 0 and not st["boosted"], st
+    finally:
+        l4run("down", "--run-dir", rd, check=False)
+    assert not no_rt_threads_left()
