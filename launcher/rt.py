@@ -80,7 +80,10 @@ def render(st: dict[str, Any]) -> list[str]:
                          f"{r['used']:<7.3f}{r['periods']:>7}{r['misses']:>8}"
                          f"{r['worst_us']:>10}{r['throttles']:>11}")
         if s.get("boosted"):
-            lines.append("  boosted (SCHED_FIFO, the reserved jobs' path): " +
+            how = {"fifo": "SCHED_FIFO", "nice": "nice -20",
+                   "deadline": "SCHED_DEADLINE reservations of their own"}.get(
+                       s.get("boost", "fifo"), str(s.get("boost")))
+            lines.append(f"  boosted ({how}, the reserved jobs' path): " +
                          ", ".join(f"{k} {v} threads" for k, v in s["boosted"].items()))
         for f in s.get("refused", [])[-10:]:
             lines.append(f"  refused (client {f['label']}): {f['error']}: {f['reason']}")
