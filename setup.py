@@ -1,8 +1,10 @@
-"""Build of the compiled IPC fast path (kernel/core/_fastpath.pyx), optional by design.
+"""Build of the compiled IPC fast path (kernel/core/_fastpath.pyx) and the task library's
+compiled frames (kernel/user/_callpath.pyx), optional by design.
 
 Everything else is declared in pyproject.toml. The extension is compiled when Cython and a C
 compiler are at hand; when they are not, or the compile fails, the install goes on without it
-and the kernel runs its Python fast path (kernel/core/fastpath.py says which runs).
+and the kernel runs its Python fast path (kernel/core/fastpath.py says which runs), the
+task library pyzmq's own calls (kernel/user/client.py, `CALLPATH`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYX = os.path.join("kernel", "core", "_fastpath.pyx")
+CALLPATH_PYX = os.path.join("kernel", "user", "_callpath.pyx")
 
 
 class OptionalBuildExt(build_ext):
@@ -46,7 +49,9 @@ def _extensions() -> list[Extension]:
         _warn(e)
         return []
     try:
-        return cythonize([Extension("kernel.core._fastpath", [PYX], extra_compile_args=["-O2"])],
+        return cythonize([Extension("kernel.core._fastpath", [PYX], extra_compile_args=["-O2"]),
+                          Extension("kernel.user._callpath", [CALLPATH_PYX],
+                                    extra_compile_args=["-O2"])],
                          compiler_directives={"language_level": "3"}, quiet=True)
     except Exception as e:  # noqa: BLE001
         _warn(e)

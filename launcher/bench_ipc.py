@@ -15,6 +15,16 @@ Reported: round-trip median and p99 for 64 B and 4 KiB, and calls per second wit
 same run (on / off - 1; `trace` holds both medians and how many events were recorded), and
 `trace_off_overhead`: what the hooks cost while it is off (flag tests per round trip × the
 cost of one test, as a share of the round trip).
+
+`cpu_us_per_call`: where the CPU of a call goes in the 16-client runs — per series (direct,
+relay, kernel, kernel_workers) the CPU seconds (user + system, every thread of the process,
+ZeroMQ's I/O threads included) of each component over the measured window, divided by the
+calls completed in it, in µs: `clients` (the sum of the 16), `server`, and `kernel` (the
+relay's proxy for relay). Clients measure their own process CPU from the common start to
+their last call; the driver reads the kernel's and the server's from /proc at the start and
+the end of the window. The direct and relay clients and servers are raw pyzmq; the kernel's
+run the task library on both sides, so their shares include it. `call_path`: whether the
+library's frames went through its compiled part (kernel/user/_callpath.pyx) or pyzmq.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from typing import Any, Callable
 
 import zmq
 
+from kernel.user.client import CALLPATH
 from kernel.user.testing import PROJECT_ROOT, System
 
 SIZES = (64, 4096)
@@ -90,27 +101,45 @@ def _direct_rtt(addr: str, size: int, n: int, out: str) -> None:
     _write(out, res)
 
 
-def _direct_load(addr: str, start_at: float, duration: float, out: str) -> None:
+def _direct_load(addr: str, go: str, duration: float, out: str) -> None:
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.connect(addr)
     data = b"x" * 64
-    count = _load_loop(lambda: (s.send(b"\x90", zmq.SNDMORE), s.send(data), s.recv(), s.recv()),
-                       start_at, duration)
-    _write(out, count)
+    got = _load_loop(lambda: (s.send(b"\x90", zmq.SNDMORE), s.send(data), s.recv(), s.recv()),
+                     go, duration, out)
+    _write(out, got)
 
 
-def _load_loop(step: Any, start_at: float, duration: float) -> int:
+def _load_loop(step: Any, go: str, duration: float, out: str) -> list[float]:
+    """[calls, CPU seconds of this process (all its threads) while making them], from the
+    start time the driver writes to file `go` once every client said it is ready."""
     step()                                  # connect and warm up
+    _write(out + ".ready", os.getpid())
+    while not os.path.exists(go):
+        time.sleep(0.002)
+    with open(go) as f:
+        start_at = float(json.load(f))
     while time.time() < start_at:
         time.sleep(0.001)
     end = start_at + duration
     count = 0
+    cpu0 = time.process_time()
     while True:
         step()
         count += 1
         if count & 15 == 0 and time.time() >= end:
-            return count
+            return [count, time.process_time() - cpu0]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid`, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK      # utime, stime (fields 14, 15)
 
 
 def _write(path: str, obj: Any) -> None:
@@ -150,10 +179,10 @@ def kernel_rtt(l4: Any, size: str, n: str, out: str) -> None:
     _write(out, res)
 
 
-def kernel_load(l4: Any, start_at: str, duration: str, out: str) -> None:
+def kernel_load(l4: Any, go: str, duration: str, out: str) -> None:
     cap = l4.caps["echo"]
     data = b"x" * 64
-    _write(out, _load_loop(lambda: l4.call(cap, data), float(start_at), float(duration)))
+    _write(out, _load_loop(lambda: l4.call(cap, data), go, float(duration), out))
 
 
 # -- the driver -------------------------------------------------------------------------
@@ -197,15 +226,34 @@ def _round_trip(tmp: str, tag: str, size: int, start: Callable[[str], Any]) -> d
 
 
 def _throughput(tmp: str, tag: str, clients: int, duration: float,
-                start: Callable[[int, float, str], Any]) -> int:
-    """Calls per second of `clients` processes started by `start(i, start_at, out_file)`,
-    all beginning at the same moment (after every one of them has started and warmed up)."""
-    start_at = time.time() + 1.0 + 0.1 * clients
+                start: Callable[[int, float, str], Any], watch: dict[str, int] | None = None,
+                cpu: dict[str, float] | None = None) -> int:
+    """Calls per second of `clients` processes started by `start(i, go_file, out_file)`,
+    all beginning at the same moment, which the driver writes to `go_file` after every one
+    of them has started and warmed up (a loaded machine may take seconds to start 16).
+    With `watch` ({component: pid}) and `cpu`, fills `cpu` with each watched component's and
+    the clients' CPU µs per call over the window (`cpu_us_per_call`)."""
+    go = os.path.join(tmp, f"{tag}-go-{clients}")
     outs = [os.path.join(tmp, f"{tag}-load-{clients}-{i}") for i in range(clients)]
-    procs = [start(i, start_at, out) for i, out in enumerate(outs)]
-    calls = sum(_collect(outs, procs))
+    procs = [start(i, go, out) for i, out in enumerate(outs)]
+    _collect([out + ".ready" for out in outs], procs)
+    start_at = time.time() + 0.2
+    _write(go, start_at)
+    before = after = {}
+    if watch:
+        time.sleep(max(0.0, start_at - time.time()))
+        before = {name: _cpu_s(pid) for name, pid in watch.items()}
+        time.sleep(max(0.0, start_at + duration - time.time()))
+        after = {name: _cpu_s(pid) for name, pid in watch.items()}
+    got = _collect(outs, procs)
     for p in procs:
-        p.wait()
+        p.wait(60) if hasattr(p, "task_id") else p.wait()
+    calls = sum(g[0] for g in got)
+    if cpu is not None and calls:
+        for name in before:       # the window's calls (each client stops ≤ 16 calls late)
+            cpu[name] = round((after[name] - before[name]) / calls * 1e6, 1)
+        cpu["clients"] = round(sum(g[1] for g in got) / calls * 1e6, 1)
+        cpu["total"] = round(sum(v for n, v in cpu.items() if n != "total"), 1)
     return round(calls / duration)
 
 
@@ -222,17 +270,21 @@ WORKERS = 4      # threads of the echo server task in the "kernel, server thread
 
 
 def _pyzmq_series(tmp: str, tag: str, addr: str, n: int, duration: float,
-                  say: Callable[[str], None], result: dict[str, Any]) -> None:
-    """Round trips and throughput of plain pyzmq DEALER clients against `addr`."""
+                  say: Callable[[str], None], result: dict[str, Any],
+                  watch: dict[str, int]) -> None:
+    """Round trips and throughput of plain pyzmq DEALER clients against `addr`; the CPU of
+    the `watch`ed processes per call with the most clients."""
     for size in SIZES:
         say(f"{tag} round trip, {size} B")
         result["rtt"][f"{tag}_{size}"] = _round_trip(
             tmp, tag, size, lambda out: _py("direct-rtt", addr, str(size), str(n), out))
     for c in CLIENTS:
         say(f"{tag} throughput, {c} clients")
+        cpu = result["cpu_us_per_call"].setdefault(tag, {}) if c == CLIENTS[-1] else None
         result["throughput"][f"{tag}_{c}"] = _throughput(
             tmp, tag, c, duration,
-            lambda i, start_at, out: _py("direct-load", addr, str(start_at), str(duration), out))
+            lambda i, go, out: _py("direct-load", addr, go, str(duration), out),
+            watch if cpu is not None else None, cpu)
 
 
 def _trace_overhead(tmp: str, system: System, gate: int, n: int,
@@ -290,17 +342,18 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
 
 def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
              remote: bool = False) -> dict[str, Any]:
-    result: dict[str, Any] = {"rtt": {}, "throughput": {}}
+    result: dict[str, Any] = {"rtt": {}, "throughput": {}, "cpu_us_per_call": {}}
     addr = "ipc://" + os.path.join(tmp, "direct.sock")
     server = _py("direct-server", addr)
     try:
-        _pyzmq_series(tmp, "direct", addr, n, duration, say, result)
+        _pyzmq_series(tmp, "direct", addr, n, duration, say, result, {"server": server.pid})
     finally:
         _stop(server)
     front, back = ("ipc://" + os.path.join(tmp, f"relay-{e}.sock") for e in ("front", "back"))
     relay, rserver = _py("relay", front, back), _py("direct-server", back)
     try:
-        _pyzmq_series(tmp, "relay", front, n, duration, say, result)
+        _pyzmq_series(tmp, "relay", front, n, duration, say, result,
+                      {"kernel": relay.pid, "server": rserver.pid})
     finally:
         _stop(relay, rserver)
     with System(kernel_args=("--tcp", "127.0.0.1:0") if remote else ()) as system:
@@ -316,13 +369,18 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
                         args=(str(size), str(n), out)))
         result["trace"] = _trace_overhead(tmp, system, gate, n, say)
         result["fast_path"] = system.root.kernel_info().get("fast_path", "python")
+        result["call_path"] = CALLPATH      # the task library's frames (every task's alike)
+        cpus = result["cpu_us_per_call"]
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
+            last = c == CLIENTS[-1]
             result["throughput"][f"kernel_{c}"] = _throughput(
                 tmp, "kernel", c, duration,
-                lambda i, start_at, out: system.spawn(
+                lambda i, go, out: system.spawn(
                     "launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
-                    args=(str(start_at), str(duration), out)))
+                    args=(go, str(duration), out)),
+                {"kernel": system.kernel.pid, "server": srv.pid} if last else None,
+                cpus.setdefault("kernel", {}) if last else None)
         # One server task with WORKERS threads; each client's gate is bound to one of them
         # (a session per client, as L4Re servers hand out), so WORKERS calls can be in flight.
         pool = system.spawn("launcher.bench_ipc:kernel_pool_server", "echo-pool",
@@ -331,11 +389,14 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
                  for t in [pool.thread, *(x.slot for x in pool.threads)]]
         for c in CLIENTS:
             say(f"kernel throughput, {WORKERS} server threads, {c} clients")
+            last = c == CLIENTS[-1]
             result["throughput"][f"kernel_workers_{c}"] = _throughput(
                 tmp, "kernel-w", c, duration,
-                lambda i, start_at, out: system.spawn(
+                lambda i, go, out: system.spawn(
                     "launcher.bench_ipc:kernel_load", f"wload{i}", caps={"echo": gates[i % WORKERS]},
-                    args=(str(start_at), str(duration), out)))
+                    args=(go, str(duration), out)),
+                {"kernel": system.kernel.pid, "server": pool.pid} if last else None,
+                cpus.setdefault("kernel_workers", {}) if last else None)
     rtt, thr = result["rtt"], result["throughput"]
     d64, r64, k64 = (rtt[f"{t}_64"]["median_us"] for t in ("direct", "relay", "kernel"))
     result.update({
@@ -398,7 +459,11 @@ def _show(res: dict[str, Any]) -> None:
           f"({tr['events']} events recorded, {tr['dropped']} dropped); off: "
           f"trace_off_overhead {res['trace_off_overhead']} (target ≤ 0.01: "
           f"{tr['events_per_round_trip']} flag tests per round trip × {tr['flag_test_ns']} ns)")
-    print(f"fast_path {res.get('fast_path', 'python')} (the kernel's IPC fast path that ran)")
+    print(f"fast_path {res.get('fast_path', 'python')} (the kernel's IPC fast path that ran), "
+          f"call_path {res.get('call_path', 'python')} (the task library's frames)")
+    for tag, parts in res.get("cpu_us_per_call", {}).items():
+        print(f"CPU per call, {tag}, {CLIENTS[-1]} clients (µs, all threads): "
+              + ", ".join(f"{k} {v}" for k, v in parts.items()))
     print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
           f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
           f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")
@@ -430,7 +495,7 @@ def main(argv: list[str]) -> None:
     elif cmd == "direct-rtt":
         _direct_rtt(args[0], int(args[1]), int(args[2]), args[3])
     elif cmd == "direct-load":
-        _direct_load(args[0], float(args[1]), float(args[2]), args[3])
+        _direct_load(args[0], args[1], float(args[2]), args[3])
     elif cmd == "relay":
         _relay(args[0], args[1])
     elif cmd == "run":

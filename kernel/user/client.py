@@ -9,6 +9,18 @@ Contract: one call at a time per `L4` object (an L4 thread is sequential); use o
 per OS thread or coroutine that must block independently (`spawn_thread`).
 Errors are raised as `kernel.user.errors` exceptions, named by whose fault they were.
 Timeouts are milliseconds; None waits forever, 0 polls.
+
+The plain call (data only: no items, no window, default timeouts) and the plain
+reply_and_wait are the library's hot path (issue 21: under load the task library's Python
+cost a client more CPU per call than ZeroMQ did). They skip the argument records: `L4.call`
+packs a capability's CALL header once per thread and reuses it, `reply_wait_frames` packs
+its header in one step, and `parse_answer` reads a receipt straight into a `Message`. Each
+produces byte for byte what the general path produces (tests/kernel/test_callpath.py
+compares them), so the kernel sees the same request and every answer and error (Timeout,
+PeerDied, ...) comes back the same way; anything else takes the general path. The frames of
+every request and answer of an `L4` go through `_callpath` (kernel/user/_callpath.pyx,
+libzmq's C API, built by the install when it can be) with pyzmq's semantics, else through
+pyzmq (`CALLPATH` says which; `L4PY_CALLPATH=python` forces pyzmq).
 """
 from __future__ import annotations
 
@@ -16,6 +28,7 @@ import json
 import os
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
+import msgpack
 import zmq
 
 from . import errors
@@ -27,8 +40,8 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    MemAttachArgs, MemDmaArgs, MemDmaCheckArgs, MemFaultArgs, MemQueryArgs, MemSigma0Args,
                    MemUnmapArgs, ObjDestroyArgs, Receipt, ReplyArgs, ReplyWaitArgs, Rights,
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
-                   ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack, timeout_arg,
-                   unpack)
+                   Sys, ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack,
+                   timeout_arg, unpack)
 from ..osutil import pid_alive
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
@@ -37,6 +50,29 @@ ENV_CAPS = "L4_CAPS"         # JSON {name: slot} of the capabilities the launche
 ENV_THREADS = "L4_THREADS"   # comma-separated hex secrets of extra threads made for us
 ENV_KERNEL_KEY = "L4_KERNEL_KEY"   # the kernel's CurveZMQ public key (z85), for tcp://
 ENV_SECRET_FD = "L4_SECRET_FD"     # an inherited pipe holding {"secret": hex, "threads": [hex]}
+_SNDMORE = int(zmq.SNDMORE)
+_CALL, _REPLY_WAIT = int(Sys.CALL), int(Sys.REPLY_WAIT)
+_NEVER = timeout_arg(None)
+_packb, _unpackb = msgpack.packb, msgpack.unpackb
+_PLAIN_CACHE = 64             # CALL headers an L4 keeps (capability, proto) before starting over
+# The compiled frames (`_callpath.pyx`): built by the install when it can be; without them,
+# or with L4PY_CALLPATH=python, pyzmq's calls. CALLPATH says which runs.
+_cp: Any = None
+WHY_PYTHON = ""
+if os.environ.get("L4PY_CALLPATH", "") == "python":
+    WHY_PYTHON = "L4PY_CALLPATH=python"
+else:
+    try:
+        # (absolute: the compiled module is no .py of the layer map)
+        from kernel.user import _callpath  # type: ignore[attr-defined]
+    except ImportError as e:
+        WHY_PYTHON = f"the compiled call path is not built ({e})"
+    else:
+        if _callpath.ERROR is None:
+            _cp = _callpath
+        else:
+            WHY_PYTHON = _callpath.ERROR
+CALLPATH = "compiled" if _cp is not None else "python"
 _REMOTE_TROUBLE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -99,17 +135,41 @@ def wait_frames(timeout: float | None, window: tuple[int, ...] | None) -> list[b
     return [encode_args(WaitArgs(_window(window), timeout_arg(timeout)))]
 
 
+def plain_call_header(cap: int, proto: int) -> bytes:
+    """The CALL header of a plain call: `encode_args(CallArgs(cap, proto, [], NEVER, NEVER,
+    None))`, packed in one step (`L4.call` keeps it per thread)."""
+    return _packb([_CALL, cap, proto, [], _NEVER, _NEVER, None])
+
+
 def reply_wait_frames(reply: int, data: bytes, proto: int, items: Iterable[list[int]],
                       timeout: float | None, window: tuple[int, ...] | None) -> list[bytes]:
     """The REPLY_WAIT request (`_Api.reply_and_wait` sends it and waits; `MultiWait` only
-    sends it)."""
+    sends it). The plain one (no items, no window, no timeout) is packed in one step: the
+    bytes `encode_args(ReplyWaitArgs(...))` gives."""
+    if (not items and window is None and timeout is None and type(reply) is int
+            and type(proto) is int):
+        hdr = _packb([_REPLY_WAIT, reply, proto, [], None, _NEVER])
+        return [hdr, data] if data else [hdr]
     hdr = encode_args(ReplyWaitArgs(reply, proto, _items(items), _window(window),
                                     timeout_arg(timeout)))
     return [hdr, data] if data else [hdr]
 
 
+_new_message = tuple.__new__       # Message(...) without its Python-level __new__
+
+
 def parse_answer(frames: list[bytes], receiving: bool) -> Any:
-    """The value of an answer (a `Message` for a receiving call); raises the error."""
+    """The value of an answer (a `Message` for a receiving call); raises the error.
+    A receipt as the kernel packs it ([0, label, rights, reply, proto, items]) is read
+    straight into the Message; anything else is decoded and checked by `decode_answer`."""
+    if receiving:
+        try:
+            ans = _unpackb(frames[0])
+        except Exception:
+            ans = None
+        if type(ans) is list and len(ans) == 6 and ans[0] == 0:
+            return _new_message(Message, (ans[1], ans[2], ans[3], ans[4], ans[5],
+                                          frames[1] if len(frames) > 1 else b""))
     try:
         err, value = decode_answer(frames[0], receiving)
     except AbiError as e:
@@ -426,6 +486,7 @@ class L4(_Api):
         else:
             self.sock.connect("ipc://" + kernel_sock)
         self.kernel_sock = kernel_sock
+        self._plain: dict[tuple[int, int], bytes] = {}   # plain CALL headers (`call`)
         self.caps = dict(caps or {})
         self.kernel_pid = 0
         try:
@@ -466,6 +527,27 @@ class L4(_Api):
         new = self.create_thread()
         return L4(self.kernel_sock, new.secret, self.caps, self.ctx, self.server_key)
 
+    def call(self, cap: int, data: bytes = b"", *, proto: int = 0,
+             items: Iterable[list[int]] = (), snd_timeout: float | None = None,
+             rcv_timeout: float | None = None, window: tuple[int, int] | None = None) -> Any:
+        """`_Api.call`; a plain call (data only) sends this thread's cached CALL header for
+        (`cap`, `proto`) — the bytes `CallArgs` would pack — without building the record."""
+        if (items or window is not None or snd_timeout is not None or rcv_timeout is not None
+                or type(cap) is not int or type(proto) is not int):
+            return _Api.call(self, cap, data, proto=proto, items=items, snd_timeout=snd_timeout,
+                             rcv_timeout=rcv_timeout, window=window)
+        key = (cap, proto)
+        hdr = self._plain.get(key)
+        if hdr is None:
+            if len(self._plain) >= _PLAIN_CACHE:
+                self._plain.clear()
+            hdr = self._plain[key] = plain_call_header(cap, proto)
+        if _cp is not None and self._gone is None and type(data) is bytes:
+            frames = _cp.call(self.sock, hdr, data)
+            return parse_answer(frames if frames is not None else self._answer(), True)
+        self._post([hdr, data] if data else [hdr])
+        return parse_answer(self._answer(), True)
+
     def _do(self, frames: list[bytes], receiving: bool = False,
             shape: Callable[[Any], Any] | None = None) -> Any:
         self._post(frames)
@@ -473,36 +555,53 @@ class L4(_Api):
         return shape(result) if shape is not None else result
 
     def _post(self, frames: list[bytes]) -> None:
+        """Send a request ([header] or [header, payload]: `_req` sends no empty payload)."""
         sock = self.sock
-        if len(frames) == 1:
+        one = len(frames) == 1
+        if _cp is not None and type(frames[0]) is bytes and (
+                one or (type(frames[1]) is bytes and frames[1])):
+            _cp.send(sock, frames[0], b"" if one else frames[1])
+        elif one:
             sock.send(frames[0])
         else:
-            sock.send(frames[0], zmq.SNDMORE)
+            sock.send(frames[0], _SNDMORE)
             sock.send(frames[1])
 
     def _answer(self) -> list[bytes]:
+        """The kernel's answer (every frame); waits in steps of POLL_MS, checking in between
+        that the kernel still lives (KernelGone)."""
         sock = self.sock
         if self._gone is not None:
             raise errors.KernelGone(f"kernel at {self.kernel_sock}: {self._gone}")
         while True:
-            try:
-                f = sock.recv(copy=False)
-                break
-            except zmq.Again:
-                if self._trouble is not None:
-                    trouble = self._remote_trouble()
-                    if trouble is not None:
-                        raise errors.KernelGone(f"kernel at {self.kernel_sock}: {trouble}") from None
-                    continue          # a remote kernel's pid and socket file are not ours to see
-                if self.kernel_pid and not pid_alive(self.kernel_pid):
-                    raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone") from None
-                if not os.path.exists(self.kernel_sock):
-                    raise errors.KernelGone("the kernel's socket is gone") from None
-        got = [f.bytes]
-        while f.more:
-            f = sock.recv(copy=False)
-            got.append(f.bytes)
-        return got
+            if _cp is not None:
+                got = _cp.recv(sock)
+                if got is not None:
+                    return got
+            else:
+                try:
+                    f = sock.recv(copy=False)
+                except zmq.Again:
+                    pass
+                else:
+                    got = [f.bytes]
+                    while f.more:
+                        f = sock.recv(copy=False)
+                        got.append(f.bytes)
+                    return got
+            self._check_kernel()
+
+    def _check_kernel(self) -> None:
+        """After a receive timeout: raise KernelGone if the kernel is gone."""
+        if self._trouble is not None:
+            trouble = self._remote_trouble()
+            if trouble is not None:
+                raise errors.KernelGone(f"kernel at {self.kernel_sock}: {trouble}")
+            return            # a remote kernel's pid and socket file are not ours to see
+        if self.kernel_pid and not pid_alive(self.kernel_pid):
+            raise errors.KernelGone(f"the kernel (pid {self.kernel_pid}) is gone")
+        if not os.path.exists(self.kernel_sock):
+            raise errors.KernelGone("the kernel's socket is gone")
 
     def close(self) -> None:
         close_connection(self.sock, self._trouble)

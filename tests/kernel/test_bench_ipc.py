@@ -54,6 +54,13 @@ def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
     for tag in ("direct", "relay", "kernel", "kernel_workers"):
         for c in (1, 4, 16):
             assert res["throughput"][f"{tag}_{c}"] > 0
+    assert res["call_path"] in ("compiled", "python") and res["fast_path"] in ("compiled", "python")
+    cpu = res["cpu_us_per_call"]           # where a call's CPU goes, per component
+    for tag, parts in (("direct", ("server", "clients")), ("relay", ("kernel", "server", "clients")),
+                       ("kernel", ("kernel", "server", "clients")),
+                       ("kernel_workers", ("kernel", "server", "clients"))):
+        assert all(cpu[tag][p] >= 0 for p in parts) and cpu[tag]["clients"] > 0, cpu
+        assert cpu[tag]["total"] == pytest.approx(sum(cpu[tag][p] for p in parts), abs=0.5)
     wait_for(lambda: {p.pid for p in _bench_procs()} <= before, timeout=10,
              what="benchmark processes to be gone")
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*"))) <= tmp_before
