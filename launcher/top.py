@@ -3,7 +3,7 @@
     l4run top [--interval S] [--sort COLUMN] [--once] [--json] [--run-dir DIR]
 
 The data is `l4run ps --json`'s (the launcher's `ps` control command, `Launcher.cmd_ps`):
-state, restarts, pid, CPU seconds and RSS from psutil, and the kernel's per-task counts of
+state, restarts, pid, CPU seconds and RSS from /proc (launcher/proc.py), and the kernel's per-task counts of
 KERNEL_INFO (`ipc`: `calls` system calls, `sent`/`received` messages, `errors`, `faults`
 MEM_FAULTs). Two samples `interval` seconds apart give the rates: IPC messages (sent +
 received), system calls, page faults and errors per second, and CPU% (CPU seconds used over
