@@ -54,21 +54,23 @@ draws frame n+1 while Nitpicker paints frame n, and no call is made while both a
 on two otherwise idle cores the frame costs the slower of the two copies, so the ratio can
 pass 0.5; on cores busy with other work the two copies are serialised again.
 
-Where a frame's time went (per-stage timers in the client and in Nitpicker):
-- Before session 8 (2 cores at load 10-17): the client's put 0.43 ms, Nitpicker's paint
-  0.40 ms, the `flip` call 1-2 ms: the kernel round trip (four ZeroMQ hops) and, in
-  Nitpicker, two system calls per frame (the early answer, then the next wait).
-- Session 8, measured at load 4-9, per frame in steady state: the client's put through
-  the VM's page-by-page walk ≈ 1.1 ms (the session buffer is one contiguous run, but the
-  walk's run cache holds one run and the two halves alternate: 768 TLB look-ups and a
-  slice copy per run), the flip call 1.5-2.4 ms (a null call alone 0.4-1.3 ms there),
-  Nitpicker's paint 0.7-0.8 ms (the 3 MiB copy 0.63 ms, the label bar 0.07 ms). The
-  first frames into each half also paid a page fault per page (≈ 1 ms each, 768 per
-  half: the "8 ms puts" of a round that faults). Now: the put writes the buffer's pinned
-  runs (pinned.py: one slice copy, 0.4-0.5 ms alone, 0.7-1.0 ms while Nitpicker's copy
-  runs on the other core: both copies share the memory bus), the flip 0.2-0.7 ms (the
-  wait for the last paint; a call only when Nitpicker was idle, `kick`, or did not
-  finish within 5 ms); Nitpicker paints each frame as soon as the last one is done.
+Where a frame's time went (per-stage timers in the client and in Nitpicker; the host's 2
+cores were shared with other benchmarks, load 7-20, so the numbers swing by 2x):
+- Before session 8: the client's put (`VM.write`) 1.1-1.25 ms in the flip loop, the `flip`
+  call 1.5-2.4 ms (a null call alone 0.4-1.3 ms on that host: four ZeroMQ hops; and in
+  Nitpicker two system calls per frame, the early answer, then the next wait),
+  Nitpicker's paint 0.7-0.8 ms (its 3 MiB copy 0.63, the label bar 0.07). The first
+  round into each half also paid a page fault per page (≈ 1 ms each, 768 per half: puts
+  of 7-20 ms on average in such a round). The session buffer was one contiguous run of
+  frames already (moe hands out a 1 MiB block's pages in order), so contiguity was not it.
+- Now: the put writes the buffer's pinned runs (pinned.py; alone 0.35-0.5 ms into one
+  half, 0.45-0.65 ms alternating halves, 0.6-1.0 ms while Nitpicker's copy runs on the
+  other core: both copies share the memory bus), the flip is the wait for the last paint
+  (no call: 2-25 % of flips `kick` an idle Nitpicker on a loaded host, ~none wait 20 ms),
+  Nitpicker's paint 0.6-0.8 ms (the label bar drawn once, 0.05 ms to copy). A frame costs
+  the slower of the two copies plus the time each side needs to see the other's word.
+  A/B, runs at load 7-37 (each alone ~20 s): nitpicker_flip_fps 36-1492, median 474, over
+  ten runs (the old code: 39-353, median 241, over six); fps_ratio up to 0.50 there.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
     gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
     gui.submit(x, y, w, h)                   # refresh and continue (answered before the paint)
     v.flip(buf_x, buf_y)                     # show the buffer from there (a page flip), continue
+                                             # once the flip before is on the screen
     v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
     v.title("..."); v.destroy()
     for ev in gui.wait(timeout_ms=500): ...  # Event(kind, view, code, value, x, y, time_us)
@@ -14,8 +15,12 @@ The buffer is a dataspace Nitpicker allocated (paid from our session's quota) an
 capability; we attach it with our own moe session and write it through our VM: pixels never
 go into a message. `put` writes through the buffer's pinned runs (pinned.py: walked once,
 kept while our address space does not change), so a whole frame is one copy per run of
-contiguous frames, not a TLB walk per page. Events: Nitpicker triggers our session's IRQ object (attached to the
-thread that opened the session) when it queued some; `wait` waits for it and fetches them.
+contiguous frames, not a TLB walk per page. `flip` posts in the session's flip ring (the
+page after the pixels, ring.py) and makes no call while Nitpicker is busy painting; it
+calls `kick` when Nitpicker is waiting, `info` when the last paint takes longer than
+WAIT_S, the `flip` op itself when there is no ring. Events: Nitpicker triggers our
+session's IRQ object (attached to the thread that opened the session) when it queued
+some; `wait` waits for it and fetches them.
 
 Restart: when a call finds Nitpicker gone (PeerDied, Timeout) or without our session
 (NO_SESSION), the library opens a new session, asks for a buffer of the same size, recreates
@@ -45,7 +50,7 @@ BUFFER_SLOT = 3701               # where the buffer's dataspace capability lands
 IRQ_LABEL = 0x6E70
 CALL_MS = 10_000
 RETRY_S = 30.0
-SPIN_S = 0.005                   # how long a flip waits for the last paint before asking
+WAIT_S = 0.02                    # how long a flip waits for the last paint before asking
 
 
 class Event(NamedTuple):
@@ -252,20 +257,19 @@ class GuiSession:
         return True
 
     def _shown(self, k: int) -> None:
-        """Wait until flip k of the ring was handled: a short spin (Nitpicker is
-        painting it), then a call, which Nitpicker takes once its ring is drained."""
-        deadline = time.perf_counter() + SPIN_S
-        while self.ring:
+        """Wait until flip k of the ring was handled: polled for up to WAIT_S (Nitpicker
+        is painting it), then a call, which Nitpicker takes once its ring is drained."""
+        def done() -> bool:
+            if not self.ring:
+                return False
             try:
                 with self.pins.held():
-                    if ring.word(self.pins.view(self.ring), ring.DONE) >= k:
-                        return
+                    return ring.word(self.pins.view(self.ring), ring.DONE) >= k
             except PageFault:
-                self.ring = 0
-                break
-            if time.perf_counter() > deadline:
-                break
-            time.sleep(0)
+                self.ring = 0                # gone: the call below finds out why
+                return False
+        if ring.poll(lambda: done() or not self.ring, WAIT_S) and self.ring:
+            return
         self.waits += 1
         self._call(lambda: self.stub.info())
 

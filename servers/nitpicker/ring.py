@@ -57,6 +57,8 @@ _ENTRY = struct.Struct("<qqq")           # view, buf_x, buf_y
 _FENCE = threading.Lock()
 LINGER_S = 0.001                         # Nitpicker: how long it looks for the next flip
 STREAMING_S = 0.05                       # ... if a ring gave it one this recently
+SPIN_S = 0.002                           # a poll yields this long, then it naps
+NAP_S = 0.00005                          # between looks (the host's timer rounds it up)
 
 assert ENTRIES + SLOTS * ENTRY <= SIZE
 
@@ -66,6 +68,20 @@ def fence() -> None:
     exchange: a locked instruction on x86)."""
     with _FENCE:
         pass
+
+
+def poll(ready: Callable[[], bool], seconds: float) -> bool:
+    """Whether ready() came true within `seconds`: looked at between yields for SPIN_S,
+    then between naps of NAP_S, so a poll on a busy host leaves the CPU to the one it
+    waits for (each side's wait is the other's work)."""
+    start = time.perf_counter()
+    while True:
+        if ready():
+            return True
+        now = time.perf_counter() - start
+        if now > seconds:
+            return False
+        time.sleep(0 if now < SPIN_S else NAP_S)
 
 
 def word(mv: memoryview, at: int) -> int:
@@ -216,9 +232,4 @@ class RingDrain:
         and needs no `kick`."""
         if time.monotonic() - self.streamed > STREAMING_S:
             return False
-        end = time.perf_counter() + LINGER_S
-        while time.perf_counter() < end:
-            if self.rings.pending():
-                return True
-            time.sleep(0)
-        return False
+        return poll(lambda: bool(self.rings.pending()), LINGER_S)
