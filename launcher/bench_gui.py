@@ -70,7 +70,10 @@ cores were shared with other benchmarks, load 7-20, so the numbers swing by 2x):
   Nitpicker's paint 0.6-0.8 ms (the label bar drawn once, 0.05 ms to copy). A frame costs
   the slower of the two copies plus the time each side needs to see the other's word.
   A/B, runs at load 7-37 (each alone ~20 s): nitpicker_flip_fps 36-1492, median 474, over
-  ten runs (the old code: 39-353, median 241, over six); fps_ratio up to 0.50 there.
+  ten runs (the old code: 39-353, median 241, over six). At load 1-3 (but up to a third
+  of the CPU stolen by the host): 815-1399 over six runs (the old code 223-365 over four),
+  direct_fps 2055-3576 in the same runs: fps_ratio 0.23-0.68. The direct driver's own
+  figure swings most; on an idle host (direct ≈ 2,400) the ring's rate is what decides.
 """
 from __future__ import annotations
 

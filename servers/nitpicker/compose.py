@@ -60,7 +60,7 @@ class Screen:
         self.mv = self.pixels        # where paint writes: `pixels`, or what `into` gave
         self.read_into = read_into
         self.painted = 0                       # pixels composed so far
-        self.bars: dict[tuple[str, bool, bool, int], tuple[int, bytes]] = {}  # drawn labels
+        self.bars: dict[tuple[str, bool, bool, int], tuple[int, memoryview]] = {}  # drawn labels
 
     @contextmanager
     def into(self, mv: memoryview) -> Iterator[None]:
@@ -158,13 +158,17 @@ class Screen:
             return
         w, pix = self._label(label_text(v), focused, xray, v.rect.w)
         n = bar.w * 4
+        if bar.w == w == self.width:                   # whole lines on both sides: one copy
+            o = bar.y * self.stride
+            so = (bar.y - v.rect.y) * w * 4
+            self.mv[o:o + bar.h * n] = pix[so:so + bar.h * n]
+            return
         for y in range(bar.y, bar.y + bar.h):
             so = ((y - v.rect.y) * w + (bar.x - v.rect.x)) * 4
             do = y * self.stride + bar.x * 4
             self.mv[do:do + n] = pix[so:so + n]
 
-
-    def _label(self, text: str, focused: bool, xray: bool, width: int) -> tuple[int, bytes]:
+    def _label(self, text: str, focused: bool, xray: bool, width: int) -> tuple[int, memoryview]:
         """A label bar's pixels, drawn once per text, state and width (a full-screen
         frame would otherwise draw its bar anew each time)."""
         key = (text, focused, xray, width)
@@ -175,7 +179,7 @@ class Screen:
             w, _, pix = text_pixels(text, fg, bg, width, LABEL_H)
             if len(self.bars) >= BAR_CACHE:
                 self.bars.clear()
-            got = self.bars[key] = (w, pix)
+            got = self.bars[key] = (w, memoryview(pix))
         return got
 
 

@@ -10,9 +10,11 @@ Why: a `flip` call costs a kernel round trip (four ZeroMQ hops, two syscalls in 
 the answer and the next wait) per frame, more than the frame's two copies together
 (launcher/bench_gui.py). With the ring a frame costs no system call while both sides are
 busy: the client posts frame n while Nitpicker paints frame n-1, Nitpicker finds n posted
-when that paint ends. A call is made only to wake a Nitpicker that is waiting (`kick`,
-when IDLE is set) and, as a fallback, to wait for the paint (`kick` answers once every
-posted flip is handled: each request of a session first drains its ring).
+when that paint ends (it looks for LINGER_S before it blocks). A call is made only to
+wake a Nitpicker that is waiting (`kick`, when IDLE is set: answered at once, the ring
+drained right after) and, as a fallback, to wait for a paint that takes longer than the
+client's poll (`info`: every other request of a session is taken only after its ring is
+drained). The waits poll (`poll`): yields first, then short naps.
 
 Contract. Client: posts at most SLOTS flips beyond DONE; writes the entry, then POSTED
 (x86 keeps stores in order), then `fence()`, then reads IDLE and kicks if it is set.
@@ -20,7 +22,7 @@ Nitpicker: sets IDLE, `fence()`, then reads every ring's POSTED before it blocks
 IDLE once it is awake. Either the client sees IDLE or Nitpicker sees the entry (Dekker's
 pattern; the fence is a locked instruction, a full barrier on x86). A wake-up lost anyway
 is found at Nitpicker's next message or tick (POLL_MS), or at the client's next flip,
-whose wait for DONE ends in a `kick`: late, never lost.
+whose wait for DONE ends in a call: late, never lost.
 Every word the client writes is a claim: Nitpicker reads POSTED and each entry once into
 its own variables, checks them (POSTED - DONE in 0..SLOTS, the view one of the session's,
 the offsets in range) and only then paints; an invalid entry is refused (counted), a

@@ -76,7 +76,7 @@ from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_tit
 
 DEFAULT_QUOTA = 4 << 20
 POLL_MS = 500
-STREAM_MS = 8                    # while rings keep us painting: a look at the kernel this often
+STREAM_MS = 16                   # while rings keep us painting: a look at the kernel this often
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
 INPUT_VADDR = 0x23_0000_0000
