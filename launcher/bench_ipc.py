@@ -226,7 +226,7 @@ def _round_trip(tmp: str, tag: str, size: int, start: Callable[[str], Any]) -> d
 
 
 def _throughput(tmp: str, tag: str, clients: int, duration: float,
-                start: Callable[[int, float, str], Any], watch: dict[str, int] | None = None,
+                start: Callable[[int, str, str], Any], watch: dict[str, int] | None = None,
                 cpu: dict[str, float] | None = None) -> int:
     """Calls per second of `clients` processes started by `start(i, go_file, out_file)`,
     all beginning at the same moment, which the driver writes to `go_file` after every one
