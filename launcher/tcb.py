@@ -44,9 +44,9 @@ Mechanism.
    files of every component of the system (kernel, root, HAL, every task, the personality
    and all it holds), each file counted once. `reduction` = monolithic_loc / tcb_loc.
 
-Measured (configs/nizza.toml, `l4run tcb signer`): TCB 18,980 lines (kernel 6,647, signer
-6,680, Nitpicker 6,481, root 8,721, moe 4,803, fb 7,470, input 7,493, sigma0 4,461, io
-4,466, HAL 5,158; each file once in the total) against monolithic 34,696: 1.83; before the
+Measured (configs/nizza.toml, `l4run tcb signer`, 2026-12-02): TCB 19,077 lines (kernel
+6,647, signer 6,438, Nitpicker 6,202, root 8,120, moe 4,779, fb 7,441, input 7,464, sigma0
+4,533, io 4,533, HAL 5,225; each file once in the total) against monolithic 34,793: 1.82; before the
 lean root, the font table and the trimmed imports it was 49,401 against 64,500 (1.31).
 docs/NIZZA.md has the breakdown.
 
