@@ -55,27 +55,26 @@ class Region:
             v.release()
         self.starts, self.views = [], []
 
-    def read_into(self, off: int, dst: memoryview) -> None:
-        n, pos = len(dst), 0
+    def _pieces(self, off: int, n: int) -> Iterator[tuple[memoryview, int, int, int]]:
+        """[off, off+n) of the region as (run view, offset in it, offset in the span,
+        length), run by run."""
+        pos = 0
         i = bisect_right(self.starts, off) - 1
         while pos < n:
             o = off + pos - self.starts[i]
             run = self.views[i]
             k = min(n - pos, len(run) - o)
-            dst[pos:pos + k] = run[o:o + k]
+            yield run, o, pos, k
             pos += k
             i += 1
 
+    def read_into(self, off: int, dst: memoryview) -> None:
+        for run, o, pos, k in self._pieces(off, len(dst)):
+            dst[pos:pos + k] = run[o:o + k]
+
     def write_from(self, off: int, src: memoryview) -> None:
-        n, pos = len(src), 0
-        i = bisect_right(self.starts, off) - 1
-        while pos < n:
-            o = off + pos - self.starts[i]
-            run = self.views[i]
-            k = min(n - pos, len(run) - o)
+        for run, o, pos, k in self._pieces(off, len(src)):
             run[o:o + k] = src[pos:pos + k]
-            pos += k
-            i += 1
 
 
 class Pins:
