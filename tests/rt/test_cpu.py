@@ -98,7 +98,10 @@ def test_admission_refusals_and_release_on_death(tmp_path: Any) -> None:
     assert not no_rt_threads_left()
 
 
-JOB_UNDER_HOGS = """
+def _kv_job(seconds: int) -> str:
+    """The kv server and a job reserving 3 ms of each 10 ms period that calls it, for
+    `seconds`."""
+    return f"""
 [[task]]
 name = "kv"
 run = "servers.example.server:main"
@@ -107,10 +110,13 @@ provides = ["kv"]
 [[task]]
 name = "job"
 run = "servers.rt.demo:job"
-args = ["10000", "3000", "1500", "3", "1", "kv"]
-caps = { rt = { service = "rt", label = 1 }, kv = { service = "kv", label = 1 } }
+args = ["10000", "3000", "1500", "{seconds}", "1", "kv"]
+caps = {{ rt = {{ service = "rt", label = 1 }}, kv = {{ service = "kv", label = 1 }} }}
 restart = "never"
+"""
 
+
+JOB_UNDER_HOGS = _kv_job(3) + """
 [[task]]
 name = "overrun"
 run = "servers.rt.demo:overrun"
@@ -165,19 +171,7 @@ def test_fifo_fallback_throttles_an_overrun(tmp_path: Any) -> None:
     assert not no_rt_threads_left()
 
 
-JOB_ONLY = """
-[[task]]
-name = "kv"
-run = "servers.example.server:main"
-provides = ["kv"]
-
-[[task]]
-name = "job"
-run = "servers.rt.demo:job"
-args = ["10000", "3000", "1500", "6", "1", "kv"]
-caps = { rt = { service = "rt", label = 1 }, kv = { service = "kv", label = 1 } }
-restart = "never"
-"""
+JOB_ONLY = _kv_job(6)
 
 
 def test_deadline_boost_is_admitted_counted_and_given_back(tmp_path: Any) -> None:
