@@ -24,7 +24,8 @@ Contracts:
   (`bump`). The unmapper is answered only when every affected task acknowledged (its
   counter, or it has every thread inside the kernel — not enough when frames are revoked:
   then the kernel also verifies in /proc that its process dropped them, `acked`) — or was
-  faulted (its process killed and gone) after SHOOTDOWN_MS (`Shootdown`). Mappings removed because a task died (`reap`) are
+  faulted (its process killed and gone) after SHOOTDOWN_MS (`Shootdown`, which sends the
+  signal again every RESIGNAL_MS meanwhile: signals coalesce). Mappings removed because a task died (`reap`) are
   acknowledged lazily: the next unmap also waits for those spaces (`unacked`).
 - Page faults (kernel/core/pagefault.py) are answered from these page tables; `deliver`
   first sends the task the frame's memfd if it does not hold it.
@@ -42,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from . import frames, lifecycle
 from ..abi import (MEM_ITEMS, PAGE_SHIFT, SHOOTDOWN_MS, SHOOTDOWN_SIGNAL, VA_BITS, AbiError,
                    Err, Item, MemRights, encode_ok)
+
+RESIGNAL_MS = 10        # a space still not acknowledging an unmap is signalled again this often
 
 if TYPE_CHECKING:
     from .objects import Task, Thread
@@ -386,11 +389,15 @@ class Memory:
                 a.hold.take(self.ram, a.epoch, stale)
                 self.count("revoked", len(stale))
             a.hold.set_epoch(a.epoch)
-            if a.signal and a.task.pid:
-                try:
-                    os.kill(a.task.pid, SHOOTDOWN_SIGNAL)
-                except ProcessLookupError:
-                    pass
+            self.nudge(a)
+
+    def nudge(self, a: AddressSpace) -> None:
+        """SHOOTDOWN_SIGNAL to the space's process, if its vm library asked for it."""
+        if a.signal and a.task.pid:
+            try:
+                os.kill(a.task.pid, SHOOTDOWN_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def acked(self, a: AddressSpace) -> bool:
         """The space can no longer use a stale TLB entry, nor reach a frame it lost.
@@ -504,6 +511,7 @@ class Shootdown:
         self.result = result
         self.spaces = {a: a.epoch for a in spaces}
         self.deadline = time.monotonic() + SHOOTDOWN_MS / 1000.0
+        self.resend = time.monotonic() + RESIGNAL_MS / 1000.0
 
     def start(self) -> bool:
         """True if done at once; otherwise the thread is polled by a 1 ms kernel timer."""
@@ -538,9 +546,18 @@ class Shootdown:
         th.mem_wait = None
         if not th.alive:
             return
-        if self._settle(time.monotonic() >= self.deadline):
+        now = time.monotonic()
+        if self._settle(now >= self.deadline):
             k.finish(th, encode_ok(self.result))
             return
+        if now >= self.resend:
+            # Signals coalesce, and one landing while the task's handler runs for the epoch
+            # before can be consumed without a second run: ask again, as a kernel re-sends
+            # an IPI, until it acknowledges or the deadline faults it.
+            self.resend = now + RESIGNAL_MS / 1000.0
+            for a in self.spaces:
+                if not self.mem.acked(a):
+                    self.mem.nudge(a)
         self._arm()
 
 
