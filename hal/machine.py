@@ -14,6 +14,7 @@ or the io server), who passes them on to the driver the policy names.
 """
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 import threading
@@ -35,6 +36,14 @@ from .ram import Ram
 PIC_LINES = 32
 POLL_MS = 300          # how often the main loop looks at the stop flag
 RECV_SLOTS = 3000      # capabilities drivers send us (dma_bind) land from here on
+
+
+def _name_host_thread(name: str) -> None:
+    """The calling host thread's name (its /proc comm, 15 bytes at most): prctl PR_SET_NAME."""
+    try:
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass                          # not Linux: the name is only a label
 
 
 class DevImpl:
@@ -147,7 +156,10 @@ class Machine:
         return free_slots(self.l4, 1, RECV_SLOTS)
 
     def bind_thread(self) -> None:
-        """Called first by every worker thread: take an L4 thread of our own."""
+        """Called first by every worker thread: take an L4 thread of our own, and give its
+        host thread its Python name ("disk-disk0", "nic-tx-nic0"): the CPU reservation
+        manager tells the disk's worker from the NIC's by it (servers/rt/server.py)."""
+        _name_host_thread(threading.current_thread().name)
         with self._pool_lock:
             if not self._pool:
                 raise RuntimeError(f"HAL {self.name}: no L4 thread left for {threading.current_thread().name}")

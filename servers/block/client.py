@@ -9,6 +9,11 @@
     bc.reserve(rate, sectors, deadline_ms); bc.unreserve()        # real-time disk scheduling
     bc.info(); bc.close()
 
+A reservation's answer carries the session's reserved gate (servers/block/protocol.py):
+from then on submit, collect and exchange go through it — to the server's thread for
+reserved sessions — and the rest through the block capability; unreserve, a new session
+(after a restart) or close drop it.
+
 The buffer is a moe dataspace of this task (capability "moe": the task's image entry needs
 `memory = "..."`), attached in our address space and passed to the server by capability at
 open; data moves only through it (the disk DMAs into and out of its pages).
@@ -27,7 +32,7 @@ from typing import Any
 
 from kernel.abi import MemRights
 from kernel.user.client import L4, map_cap
-from kernel.user.errors import L4Error, PeerDied
+from kernel.user.errors import L4Error, NoCapability, PeerDied
 from kernel.user.rpc import RemoteFailure
 from kernel.user.vm import VM
 from servers.moe.client import MoeSession
@@ -36,6 +41,8 @@ from .protocol import BLOCK, FLUSH, READ, SECTOR, WRITE
 
 REOPEN_S = 20.0
 CALL_MS = 30_000
+IO_OPS = ("submit", "collect", "exchange")   # through the reserved gate once there is one
+RT_GATE_SLOTS = 3700            # the reserved gate lands in the first free slot from here
 
 __all__ = ["BlockClient", "BlockError", "READ", "WRITE", "FLUSH", "SECTOR", "PeerDied"]
 
@@ -55,6 +62,8 @@ class BlockClient:
         self.vm = vm if vm is not None else VM(l4)
         self._own_vm = vm is None
         self.stub: Any = BLOCK.client(l4, self.cap, timeout=CALL_MS)
+        self.io: Any = self.stub        # submit/collect/exchange: the reserved gate once reserved
+        self.rt_gate: int | None = None  # our slot of the reserved gate (reserve)
         self.session: Any = None
         self.reopens = 0                 # sessions opened after the first (server restarts)
         self.peer_died = 0               # calls that raised PeerDied
@@ -64,9 +73,27 @@ class BlockClient:
 
     # -- the session ------------------------------------------------------------------
     def open(self) -> Any:
+        self._forget_gate()                 # a new session has no reservation yet
         self.session = self.stub.open(_items=[map_cap(self.ds.slot, 0x5)])
         self.inflight.clear()
         return self.session
+
+    def _forget_gate(self) -> None:
+        if self.rt_gate is not None:
+            try:
+                self.l4.cap_delete(self.rt_gate)
+            except L4Error:
+                pass
+        self.io, self.rt_gate = self.stub, None
+
+    def _free_slot(self) -> int:
+        slot = RT_GATE_SLOTS
+        while True:
+            try:
+                self.l4.cap_inspect(slot)
+            except NoCapability:
+                return slot
+            slot += 1
 
     def _reopen(self) -> None:
         deadline = time.monotonic() + REOPEN_S
@@ -80,16 +107,17 @@ class BlockClient:
                     raise
                 time.sleep(0.1)
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kw: Any) -> Any:
         if self.session is None:
             self._reopen()
+        stub = self.io if name in IO_OPS else self.stub
         try:
-            return getattr(self.stub, name)(*args)
+            return getattr(stub, name)(*args, **kw)
         except RemoteFailure as e:
             if e.error != "NO_SESSION":
                 raise
             self._reopen()
-            return getattr(self.stub, name)(*args)
+            return getattr(self.io if name in IO_OPS else self.stub, name)(*args, **kw)
         except PeerDied:
             self.session = None
             self.peer_died += 1
@@ -188,10 +216,15 @@ class BlockClient:
     def reserve(self, rate: float, sectors: int, deadline_ms: int) -> dict[str, Any]:
         """Reserve `rate` requests/s of up to `sectors` sectors, each served within
         deadline_ms (servers/block/rtsched.py); RemoteFailure REFUSED past the capacity."""
-        return dict(self._call("reserve", float(rate), sectors, deadline_ms))
+        slot = self._free_slot()
+        got = dict(self._call("reserve", float(rate), sectors, deadline_ms, _window=(slot, 1)))
+        self._forget_gate()
+        self.rt_gate, self.io = slot, BLOCK.client(self.l4, slot, timeout=CALL_MS)
+        return got
 
     def unreserve(self) -> None:
         self._call("unreserve")
+        self._forget_gate()
 
     def close(self) -> None:
         try:

@@ -43,9 +43,15 @@ BLOCK (client gates; the label, the kernel's word, picks the client's policy)
                                  beyond the rate, best effort. The disk's time per such
                                  request is measured at the first reservation of a size
                                  (reads into the first bytes of the caller's buffer).
+                                 With the answer comes the session's reserved gate (an item):
+                                 the same ops through it are served by a thread of the
+                                 server's own that serves only reserved sessions (the CPU
+                                 manager boosts it; the main thread, serving best effort,
+                                 stays in the ordinary class); `open` through it is DENIED.
                                  Errors: NO_SESSION, INVALID (a field: which, why), REFUSED
                                  (beyond the measured capacity: the numbers)
-    unreserve() -> None          the reservation ends (also when the session ends)
+    unreserve() -> None          the reservation ends (also when the session ends), and
+                                 its reserved gate with it
 
 BLOCK admin (label 0, the launcher's)
     stats() -> {label: info, "_server": {...}}
@@ -75,7 +81,7 @@ BLOCK = Protocol("block", [
     op("release", 5, [], None, errors=["NO_SESSION"]),
     op("stats", 10, [], "stats", admin=True),
     op("reserve", 7, ["rate:float", "sectors:int", "deadline_ms:int"], "reservation",
-       errors=["NO_SESSION", "INVALID", "REFUSED"]),
+       errors=["NO_SESSION", "INVALID", "REFUSED"], caps_out=1),
     op("unreserve", 8, [], None, errors=["NO_SESSION"]),
     op("rt_status", 11, [], "status", admin=True),
 ], tag=0x424C)

@@ -31,13 +31,28 @@ for its client only. The server killed mid-transfer is restarted by its policy: 
 driver resets the disk (servers/dde_linux/drivers/l4disk.py), clients get PeerDied, open
 again and go on; every write acknowledged by `collect` was on the disk image before.
 
-One thread serves every client, so a `collect` that waits holds up the others' requests:
-with more than one session open, a collect waits at most SHARED_WAIT_MS (the client library
-simply asks again).
+The main thread serves every client's gate, so a `collect` that waits holds up the others'
+requests: with more than one session open, a collect waits at most SHARED_WAIT_MS (the
+client library simply asks again).
 
-Ownership: the main DDEKit thread runs the protocol (sessions, counters); the disk's
-interrupt thread runs end_io, which touches only a session's `inflight`/`done` under its
-`cond`.
+Reserved sessions (a disk reservation, `reserve`) get a gate of their own, served by a
+thread of their own, the reserved thread ("rt/block", ReservedGate): the reservation's
+answer carries that gate and the client library sends its requests through it from then on.
+From the first reservation on, the main thread is named "be/block": the CPU reservation
+manager (servers/rt/server.py) boosts this process's threads to the real-time class but the
+"be/" ones, so best-effort clients are served in the ordinary class beside every other
+non-real-time load, and a reserved client's request never waits in the main thread's queue
+(nor for a best-effort collect's wait). Both threads share the interpreter: the main
+thread's work per call is short, and while it holds the interpreter's lock the reserved
+thread waits for it (the switch interval is 0.5 ms while scheduling, rtsched.SWITCH_S).
+`rt_status` says under `threads` which host thread served each client's last call, with
+its policy then.
+
+Ownership: the main DDEKit thread runs the protocol (sessions, counters, the reserved
+gates); the reserved thread runs submit/collect for reserved sessions (sessions are only
+read there; a session's requests are under its `cond`, the scheduler's under its lock); the
+disk's interrupt thread runs end_io, which touches only a session's `inflight`/`done` under
+its `cond`.
 """
 from __future__ import annotations
 
@@ -48,11 +63,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.abi import PAGE_SIZE, MemRights
+from kernel.abi import PAGE_SIZE, MemRights, Rights
 from kernel.user.client import L4, map_cap
 from kernel.user.errors import L4Error, NoCapability
-from kernel.user.rpc import Call, RpcError
+from kernel.user.rpc import Call, Reply, RpcError
 from servers.ddekit import env as ddekit_env
+from servers.ddekit import thread as dthread
+from servers.rt import hostsched as hs
 from servers.dde_linux import block as blk
 from servers.dde_linux import kernel
 from servers.dde_linux.dma import DMA_FROM_DEVICE, DMA_TO_DEVICE, PinnedRange, pin_user_pages
@@ -70,6 +87,8 @@ SWEEP_S = 0.5
 SHARED_WAIT_MS = 20             # longest collect wait while other sessions are open
 RT_SHARED_WAIT_MS = 1           # ... for a best-effort client while reservations exist
 TAG_MAX = 2 ** 31 - 1
+RT_THREAD = hs.RESERVED_PREFIX + "block"   # the reserved sessions' thread (host name)
+BE_THREAD = hs.BEST_EFFORT_PREFIX + "block"  # the main thread, once that one exists
 OPS = {READ: blk.REQ_OP_READ, WRITE: blk.REQ_OP_WRITE, FLUSH: blk.REQ_OP_FLUSH}
 COUNTERS = ("submitted", "completed", "errors", "malformed", "out_of_range", "denied_writes",
             "refused", "sessions")
@@ -132,6 +151,10 @@ class BlockServer:
         self.recv_slot = self._free_slot()        # the receive window of the next request
         self.rewindow = False                     # the window moved: serve() again
         self.scheds: dict[str, DiskScheduler] = {}  # disk name -> its real-time scheduler
+        self.rt_thread: dthread.Thread | None = None  # serves the reserved gates (main: makes it)
+        self.rt_gates: dict[int, int] = {}          # label -> our slot of its reserved gate
+        self.rt_tids: dict[str, int] = {}           # "reserved"/"best_effort" -> host TID
+        self.served: dict[int, dict[str, Any]] = {}  # label -> the thread of its last call
         for lab, p in policy.items():
             if self._disk(p.disk) is None:
                 raise ValueError(f"block policy for label {lab}: no disk {p.disk!r} "
@@ -300,17 +323,20 @@ class BlockServer:
             s.done.append([tag, 0 if status == blk.BLK_STS_OK else STATUS_IOERR])
             s.cond.notify_all()
 
-    def collect(self, call: Call, least: int, wait_ms: int) -> list[list[int]]:
+    def collect(self, call: Call, least: int, wait_ms: int, own_thread: bool = False
+                ) -> list[list[int]]:
         s = self._session(call)
         if least < 0 or not 0 <= wait_ms <= MAX_WAIT_MS:
             raise self._refuse(s.label, "malformed", "INVALID",
                                f"min >= 0, wait_ms 0..{MAX_WAIT_MS}")
+        self._note_thread(s.label)
         wait: float = wait_ms
-        if len(self.sessions) > 1:          # one thread serves all: others wait behind us
+        if len(self.sessions) > 1 and not own_thread:   # one thread serves all: others wait
             wait = min(wait, SHARED_WAIT_MS)
         sched = self.scheds.get(s.disk.disk_name)
-        if sched is not None and sched.active and s.label not in sched.reservations:
-            # a reserved client may call: wait until just before its next call is due
+        if sched is not None and sched.active and s.label not in sched.reservations \
+                and any(lab not in self.rt_gates for lab in sched.reservations):
+            # a reserved client may call on this thread: wait until just before it is due
             wait = sched.best_wait_ms(wait, RT_SHARED_WAIT_MS)
         deadline = time.monotonic() + wait / 1e3
         with s.cond:
@@ -325,9 +351,20 @@ class BlockServer:
         self._count(s.label, "errors", sum(1 for _, st in out if st))
         return out
 
-    def exchange(self, call: Call, reqs: list, least: int, wait_ms: int) -> tuple[int, list[list[int]]]:
+    def exchange(self, call: Call, reqs: list, least: int, wait_ms: int,
+                 own_thread: bool = False) -> tuple[int, list[list[int]]]:
         accepted = self.submit(call, reqs) if reqs else 0
-        return accepted, self.collect(call, least, wait_ms)
+        return accepted, self.collect(call, least, wait_ms, own_thread)
+
+    def _note_thread(self, label: int) -> None:
+        """Which host thread served `label`'s call, under which policy (rt_status `served`:
+        the tests' evidence that best effort runs in the ordinary class)."""
+        tid = threading.get_native_id()
+        try:
+            policy = hs.policy_of(tid)
+        except hs.HostRefused:
+            policy = "?"
+        self.served[label] = {"tid": tid, "thread": hs.thread_name(), "policy": policy}
 
     def info(self, call: Call) -> dict[str, Any]:
         s = self.sessions.get(call.label)
@@ -375,17 +412,52 @@ class BlockServer:
         if why is not None:
             self._count(s.label, "refused")
             raise RpcError("REFUSED", f"client {s.label} on {s.disk.disk_name}: {why}")
-        return {"rate": rate, "sectors": sectors, "deadline_ms": deadline_ms,
-                "service_ms": round(service * 1e3, 3), "reserved": round(sched.used(), 4)}
+        gate = self._reserved_gate(s.label)
+        return Reply({"rate": rate, "sectors": sectors, "deadline_ms": deadline_ms,
+                      "service_ms": round(service * 1e3, 3), "reserved": round(sched.used(), 4),
+                      "thread": RT_THREAD}, [map_cap(gate, int(Rights.INVOKE))])
 
     def unreserve(self, call: Call) -> None:
         s = self._session(call)
         sched = self.scheds.get(s.disk.disk_name)
         if sched is not None:
             sched.release(s.label)
+        self._drop_gate(s.label)
 
     def rt_status(self, call: Call) -> dict[str, Any]:
-        return {name: sched.status() for name, sched in self.scheds.items()}
+        threads = {**self.rt_tids, "served": {str(k): v for k, v in self.served.items()}}
+        return {name: {**sched.status(), "threads": threads}
+                for name, sched in self.scheds.items()}
+
+    # -- reserved sessions: a thread and a gate of their own -------------------------------
+    def _reserved_gate(self, label: int) -> int:
+        """The gate of `label`'s reserved session (made at its first reservation), served by
+        the reserved thread RT_THREAD: the CPU manager boosts that thread while this main
+        thread, named BE_THREAD from then on, serves best effort in the ordinary class."""
+        if self.rt_thread is None:
+            self.rt_thread = dthread.create(RT_THREAD, self._serve_reserved)
+            hs.name_thread(BE_THREAD)
+            self.rt_tids["best_effort"] = threading.get_native_id()
+        gate = self.rt_gates.get(label)
+        if gate is None:
+            gate = self.rt_gates[label] = int(self.l4.create_gate(label, thread=self.rt_thread.slot))
+        return gate
+
+    def _drop_gate(self, label: int) -> None:
+        gate = self.rt_gates.pop(label, None)
+        if gate is not None:
+            try:
+                self.l4.cap_delete(gate)       # the client's copy goes with it
+            except L4Error:
+                pass
+
+    def _serve_reserved(self, _arg: Any) -> None:
+        """The reserved thread: serves the reserved gates (ReservedGate) until stopping."""
+        hs.name_thread(RT_THREAD)
+        self.rt_tids["reserved"] = threading.get_native_id()
+        l4, impl = dthread.my_l4(), ReservedGate(self)
+        while not self.stopping:
+            BLOCK.serve(l4, impl, until=lambda: self.stopping, timeout=SWEEP_S * 1e3)
 
     def stats(self, call: Call) -> dict[str, Any]:
         out: dict[str, Any] = {str(lab): dict(c) for lab, c in self.counters.items()}
@@ -397,6 +469,7 @@ class BlockServer:
         sched = self.scheds.get(s.disk.disk_name)
         if sched is not None:
             sched.release(s.label)
+        self._drop_gate(s.label)
         with s.cond:
             deadline = time.monotonic() + 10
             while s.inflight and time.monotonic() < deadline:
@@ -441,6 +514,28 @@ class BlockServer:
         self.sessions.clear()
         for sched in self.scheds.values():
             sched.shutdown()
+
+
+class ReservedGate:
+    """BLOCK as the reserved thread serves it, on a reserved session's own gate (its label
+    is the session's): submit, collect and exchange without waiting behind best effort (a
+    collect is never cut short for others: nobody else waits on this thread); `open` only
+    through the session's main gate (it needs the main thread's receive window)."""
+
+    def __init__(self, server: BlockServer) -> None:
+        self.s = server
+
+    def open(self, call: Call) -> None:
+        raise RpcError("DENIED", "open through the block capability, not a reserved gate")
+
+    def collect(self, call: Call, least: int, wait_ms: int) -> list[list[int]]:
+        return self.s.collect(call, least, wait_ms, own_thread=True)
+
+    def exchange(self, call: Call, reqs: list, least: int, wait_ms: int) -> tuple[int, list]:
+        return self.s.exchange(call, reqs, least, wait_ms, own_thread=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.s, name)            # submit, info, release, reserve, ...
 
 
 def _pager_for_buffers(l4: L4) -> None:

@@ -15,6 +15,10 @@ the same test itself first (servers/rt/admission.py) so that a refusal always ha
 an EBUSY that slips past it anyway (another program on the host holds deadline bandwidth)
 is turned into `HostRefused` with that reason, never swallowed.
 
+Thread names (`name_thread`): a server whose threads split reserved from best-effort work
+names them (BEST_EFFORT_PREFIX "be/", RESERVED_PREFIX "rt/"); the manager boosts a `serve`
+process's threads but those named "be/" (servers/rt/server.py).
+
 Contract: every function acts on one thread id (a host TID) and raises `HostRefused`
 (errno and reason) when the host says no; none retries. Only a privileged process
 (CAP_SYS_NICE) can move another process's thread.
@@ -198,3 +202,24 @@ def thread_dl_stats(pid: int, tid: int) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+# -- thread names: which threads of a boosted server work for reserved jobs ----------------
+RESERVED_PREFIX = "rt/"          # a thread serving reserved clients only ("rt/block")
+BEST_EFFORT_PREFIX = "be/"       # a thread serving best-effort clients: never boosted
+
+
+def name_thread(name: str) -> None:
+    """Name the calling host thread (its /proc/PID/task/TID/comm, 15 bytes at most), through
+    prctl(PR_SET_NAME). The manager reads the names: a thread of a `serve` process named
+    BEST_EFFORT_PREFIX... stays in the ordinary class while the others are boosted."""
+    if _libc.prctl(15, name.encode()[:15], 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise HostRefused(err, f"prctl(PR_SET_NAME, {name!r}): {os.strerror(err)}")
+
+
+def thread_name() -> str:
+    """The calling host thread's name (comm)."""
+    buf = ctypes.create_string_buffer(16)
+    _libc.prctl(16, buf, 0, 0, 0)
+    return buf.value.decode(errors="replace")

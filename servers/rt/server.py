@@ -116,6 +116,19 @@ class Reservation:
                 "worst_us": self.worst_us, "throttles": self.throttles}
 
 
+def _serve_entry(entry: Any) -> tuple[str, tuple[str, ...]]:
+    """One `serve` entry: "task", or {"task": "hal", "best_effort": ["nic-"]} (threads whose
+    name starts with a prefix are not boosted)."""
+    if isinstance(entry, str):
+        return entry, ()
+    if isinstance(entry, dict) and isinstance(entry.get("task"), str) \
+            and set(entry) <= {"task", "best_effort"} \
+            and all(isinstance(p, str) and p for p in entry.get("best_effort", [])):
+        return entry["task"], tuple(entry.get("best_effort", []))
+    raise ValueError(f"rt policy: serve entry {entry!r} must be a task name or "
+                     f"{{\"task\": NAME, \"best_effort\": [THREAD NAME PREFIX, ...]}}")
+
+
 def schedstat_ns(pid: int, tid: int) -> int:
     """Nanoseconds host thread `tid` has run (schedstat's first field); 0 if gone."""
     try:
@@ -152,13 +165,23 @@ def _io_thread(pid: int, tid: int) -> bool:
 
 class Manager:
     def __init__(self, l4: L4, policy: dict[str, Any]) -> None:
-        known = {"serve", "mode", "boost", "boost_share", "boost_period_us"}
+        known = {"serve", "mode", "boost", "boost_share", "boost_period_us", "best_effort"}
         extra = set(policy) - known
         if extra:
             raise ValueError(f"rt policy: unknown keys {sorted(extra)} (known: "
                              f"{', '.join(sorted(known))})")
         self.l4 = l4
-        self.serve_tasks: list[str] = [str(s) for s in policy.get("serve", [])]
+        # serve: task names, or {"task": name, "best_effort": [thread name prefixes]}
+        self.serve_tasks: list[str] = []
+        self.best_effort: dict[str, tuple[str, ...]] = {}    # task -> prefixes left alone
+        for entry in policy.get("serve", []):
+            name, prefixes = _serve_entry(entry)
+            self.serve_tasks.append(name)
+            self.best_effort[name] = prefixes
+        # "best_effort": false boosts a serve process's "be/" threads too (the old way)
+        self.be_class = policy.get("best_effort", True)
+        if self.be_class not in (True, False):
+            raise ValueError(f"rt policy: best_effort {self.be_class!r} must be true or false")
         boost = policy.get("boost", "fifo")
         if boost not in ("nice", "fifo", "deadline", False):
             raise ValueError(f"rt policy: boost {boost!r} must be \"nice\", \"fifo\", "
@@ -355,8 +378,11 @@ class Manager:
                 budget = self.path_dl.pop(tid, 0)
                 if budget:
                     self.admission.remove(budget, self.boost_period_us)
+            for tid in [t for t in done if self._best_effort(name, pid, t)]:
+                self._demote(pid, tid)            # named best effort since it was boosted
             new = [tid for tid in sorted(live) if tid not in done and tid not in own
-                   and (whole or _io_thread(pid, tid))]
+                   and (whole or _io_thread(pid, tid))
+                   and not self._best_effort(name, pid, tid)]
             if self.boost_kind == "deadline":
                 new = [t for t in new if _comm(pid, t) not in PATH_IDLE]
             fresh += [(pid, tid) for tid in new]
@@ -374,6 +400,25 @@ class Manager:
                     pass                  # the thread ended meanwhile
         for pid in [p for p in self.boosted if p not in pids or not _threads(p)]:
             self._unboost_one(pid)
+
+    def _best_effort(self, task: str, pid: int, tid: int) -> bool:
+        """Whether thread `tid` of a boosted process does best-effort work only, by its
+        name: "be/..." (hostsched.BEST_EFFORT_PREFIX, the server's word), or a prefix the
+        policy lists for that task (a process that does not name its threads itself)."""
+        comm = _comm(pid, tid)
+        if self.be_class and comm.startswith(hs.BEST_EFFORT_PREFIX):
+            return True
+        return comm.startswith(self.best_effort.get(task, ())) if comm else False
+
+    def _demote(self, pid: int, tid: int) -> None:
+        try:
+            hs.set_other(tid)
+        except hs.HostRefused:
+            pass
+        self.boosted[pid].discard(tid)
+        budget = self.path_dl.pop(tid, 0)
+        if budget:
+            self.admission.remove(budget, self.boost_period_us)
 
     def _path_deadline(self, fresh: list[tuple[int, int]]) -> None:
         """The "deadline" boost (opt-in): the heavy interpreter threads of the path get

@@ -15,6 +15,8 @@ from typing import Any
 
 from tests.launcher.helpers import l4run, record, wait_for, write
 
+import subprocess
+
 IMAGE = """
 [system]
 name = "rt-disk"
@@ -73,11 +75,32 @@ restart = "never"
 """
 
 
+def _policies_while_reading(rd: str) -> tuple[str, str]:
+    """`chrt -p` of the block server's reserved and best-effort threads once the reserved
+    reader has its reservation (its gate and thread exist), while both readers run."""
+    def threads() -> dict[str, Any] | None:
+        disk = json.loads(l4run("rt", "--json", "--run-dir", rd).stdout)["disk"]
+        got = next(iter(disk.values()), {}).get("threads", {})
+        return got if "reserved" in got and "best_effort" in got else None
+    wait_for(lambda: threads() is not None, 30, "the block server's reserved thread")
+    tids = threads()
+    assert tids is not None
+
+    def chrt() -> tuple[str, str]:
+        return tuple(subprocess.run(["chrt", "-p", str(tids[k])], capture_output=True,  # type: ignore[return-value]
+                                    text=True, check=True).stdout
+                     for k in ("reserved", "best_effort"))
+    # the manager boosts a new thread at its next rescan (servers/rt/server.py RESCAN_S)
+    wait_for(lambda: "SCHED_FIFO" in chrt()[0], 5, "the reserved thread boosted")
+    return chrt()
+
+
 def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:
     rd = str(tmp_path / "run")
     l4run("boot", write(str(tmp_path / "disk.toml"), IMAGE), "--detach", "--run-dir", rd)
     try:
         l4run("faults", "disk0", "latency_ms=2", "--run-dir", rd)
+        chrt_rt, chrt_be = _policies_while_reading(rd)
         wait_for(lambda: record(rd, "reserved", "RT-DISK") is not None
                  and record(rd, "besteffort", "RT-DISK") is not None, 40, "the readers")
         st = json.loads(l4run("rt", "--json", "--run-dir", rd).stdout)["disk"]
@@ -96,3 +119,11 @@ def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:
     assert be["p99_ms"] > 2 * res["p99_ms"], (res, be)      # the hog is in best effort's way
     assert disk["p99_ms"]["6"] > 40, disk                   # ... and makes it miss 40 ms
     assert disk["active"] and disk["service_ms"]["8"] > 1, disk      # 2 ms per request
+    # the reserved client's calls on the block server's reserved thread, boosted; best
+    # effort's on its main thread, left in the ordinary class (each thread's own word of
+    # its policy as it served the call, and the host's: `chrt -p` while they ran)
+    served = disk["threads"]["served"]
+    assert served["5"]["thread"] == "rt/block" and served["5"]["policy"] == "fifo", served
+    for label in ("6", "7"):
+        assert served[label]["thread"] == "be/block" and served[label]["policy"] == "other", served
+    assert "SCHED_FIFO" in chrt_rt and "SCHED_OTHER" in chrt_be, (chrt_rt, chrt_be)
