@@ -52,7 +52,8 @@ def _extensions() -> list[Extension]:
         return cythonize([Extension("kernel.core._fastpath", [PYX], extra_compile_args=["-O2"]),
                           Extension("kernel.user._callpath", [CALLPATH_PYX],
                                     extra_compile_args=["-O2"])],
-                         compiler_directives={"language_level": "3"}, quiet=True)
+                         compiler_directives={"language_level": "3"}, quiet=True,
+                         include_path=[os.path.join(HERE, "kernel")])   # _libzmq.pxi
     except Exception as e:  # noqa: BLE001
         _warn(e)
         return []

@@ -27,6 +27,7 @@ Layout: the boundary between the kernel process and the tasks is the package bou
   - `syscalls`    the dispatch table: one thin, check-first handler per system call; `run`
   - `hybrid`      hybrid processes: a Linux process's L4 calls, made as its task's thread
   - `alien`       alien threads: each call reported to the handler before and after it runs
+  - `waitset`     the event loop's wait: one epoll set for every socket and descriptor
   - `transport`   the process: ports (ZeroMQ), HELLO, death detection, the event loop, `main`
 - `kernel.user`   the task library: what servers, the HAL and the launcher import
   - `client`      the synchronous task library (`L4`, `MultiWait`); `aio` the asyncio one

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import socket
@@ -9,6 +10,23 @@ import struct
 from typing import Any, NamedTuple
 
 _PR_SET_PDEATHSIG = 1
+
+
+def load_compiled(module: str, env: str, what: str) -> tuple[Any, str]:
+    """An optional compiled module (`setup.py` builds it when it can): (the module, "") when
+    it imports and its `ERROR` is None, else (None, why not): `env`=python forced the Python
+    path, it is not built, or it said what it misses. The kernel's fast path
+    (kernel/core/fastpath.py) and the task library's call path (kernel/user/client.py) load
+    theirs through here; `what` names it in the reason."""
+    if os.environ.get(env, "") == "python":
+        return None, f"{env}=python"
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        return None, f"{what} is not built ({e})"
+    if mod.ERROR is not None:
+        return None, str(mod.ERROR)
+    return mod, ""
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

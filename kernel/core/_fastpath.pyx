@@ -12,9 +12,8 @@ faults, tracing, a timeout to set, any check that fails) is handed, unchanged, t
 The state read and written is the Python kernel's own objects (Thread, Gate, CapNode,
 SendRecord, the State's counters), through the C API: there is no second copy.
 
-libzmq: its functions are looked up at import in the libzmq pyzmq already loaded
-(dlsym through pyzmq's backend module), so this module needs neither zmq.h nor a link
-against a library whose file name pyzmq chooses. Socket handles come from
+libzmq: its functions come from the libzmq pyzmq already loaded (kernel/_libzmq.pxi, shared
+with the task library's kernel/user/_callpath.pyx). Socket handles come from
 `Socket.underlying`.
 
 Ownership: the kernel's event-loop thread only.
@@ -22,7 +21,6 @@ Ownership: the kernel's event-loop thread only.
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import sys
 import traceback
@@ -35,79 +33,10 @@ from kernel.core import ipc as _ipc
 from kernel.core import trace as _trace
 from kernel.core.objects import Gate as _Gate, TState as _TState
 
-cdef extern from *:
-    """
-    #include <dlfcn.h>
-    #include <errno.h>
-    typedef struct { unsigned char _[64] __attribute__((aligned(sizeof(void *)))); } l4_msg_t;
-    typedef int (*l4_msg_init_t)(l4_msg_t *);
-    typedef int (*l4_msg_recv_t)(l4_msg_t *, void *, int);
-    typedef void *(*l4_msg_data_t)(l4_msg_t *);
-    typedef size_t (*l4_msg_size_t)(const l4_msg_t *);
-    typedef int (*l4_msg_more_t)(const l4_msg_t *);
-    typedef int (*l4_msg_get_t)(const l4_msg_t *, int);
-    typedef int (*l4_msg_close_t)(l4_msg_t *);
-    typedef int (*l4_send_t)(void *, const void *, size_t, int);
-    typedef int (*l4_errno_t)(void);
-    typedef struct { void *socket; int fd; short events; short revents; } l4_pollitem_t;
-    typedef int (*l4_poll_t)(l4_pollitem_t *, int, long);
-    static l4_poll_t l4_poll;
-    #include <time.h>
-    static double l4_monotonic(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    }
-    static l4_msg_init_t l4_msg_init;
-    static l4_msg_recv_t l4_msg_recv;
-    static l4_msg_data_t l4_msg_data;
-    static l4_msg_size_t l4_msg_size;
-    static l4_msg_more_t l4_msg_more;
-    static l4_msg_get_t l4_msg_get;
-    static l4_msg_close_t l4_msg_close;
-    static l4_send_t l4_send;
-    static l4_errno_t l4_errno;
-    static const char *l4_bind_zmq(const char *path) {
-        void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        if (!h) return "pyzmq's backend is not loaded";
-    #define L4_SYM(var, name) if (!(var = (void *)dlsym(h, name))) return name;
-        L4_SYM(l4_msg_init, "zmq_msg_init")
-        L4_SYM(l4_msg_recv, "zmq_msg_recv")
-        L4_SYM(l4_msg_data, "zmq_msg_data")
-        L4_SYM(l4_msg_size, "zmq_msg_size")
-        L4_SYM(l4_msg_more, "zmq_msg_more")
-        L4_SYM(l4_msg_get, "zmq_msg_get")
-        L4_SYM(l4_msg_close, "zmq_msg_close")
-        L4_SYM(l4_send, "zmq_send")
-        L4_SYM(l4_errno, "zmq_errno")
-        L4_SYM(l4_poll, "zmq_poll")
-        return NULL;
-    }
-    """
-    ctypedef struct l4_msg_t:
-        pass
-    int l4_msg_init(l4_msg_t *)
-    int l4_msg_recv(l4_msg_t *, void *, int)
-    void *l4_msg_data(l4_msg_t *)
-    size_t l4_msg_size(const l4_msg_t *)
-    int l4_msg_more(const l4_msg_t *)
-    int l4_msg_get(const l4_msg_t *, int)
-    int l4_msg_close(l4_msg_t *)
-    int l4_send(void *, const void *, size_t, int)
-    int l4_errno()
-    const char *l4_bind_zmq(const char *path)
-    ctypedef struct l4_pollitem_t:
-        void *socket
-        int fd
-        short events
-        short revents
-    int l4_poll(l4_pollitem_t *, int, long) nogil
-    double l4_monotonic() nogil
-    int EAGAIN, EINTR
+include "_libzmq.pxi"
 
 DEF MAXF = 4          # frames kept of a message (the transport keeps as many)
 
-cdef int ZMQ_DONTWAIT = 1, ZMQ_SNDMORE = 2, ZMQ_SRCFD = 2
 cdef int64_t NEVER = _abi.NEVER
 cdef int64_t MAX_TIMEOUT = _abi.MAX_TIMEOUT_MS
 cdef Py_ssize_t MAX_HEADER = _abi.MAX_HEADER, MAX_PAYLOAD = _abi.MAX_PAYLOAD
@@ -125,21 +54,12 @@ cdef object seq = _ipc._seq
 cdef object faults_mod = _faults, trace_mod = _trace
 cdef object NO_ITEMS = []           # replaced by fastpath._NO_ITEMS (init)
 cdef bytes OK_ANSWER = _abi.encode_ok()
-cdef object ZmqSocket = _zmq.Socket
 
 # SendRecord is built here slot by slot (its __init__ is Python): the slots this module sets.
 RECORD_SLOTS = ("sender", "gate", "label", "rights", "proto", "items", "payload", "call",
                 "window", "rcv_timeout", "key", "on_reply", "on_error", "live", "target", "mem")
 
-cdef str _bind() :
-    path = __import__("zmq.backend.cython._zmq", fromlist=["_"]).__file__.encode()
-    cdef const char *err = l4_bind_zmq(path)
-    if err != NULL:
-        return "libzmq symbol not found: " + (<bytes>err).decode()
-    return None
-
-
-ERROR = _bind()
+ERROR = bind_libzmq()
 if ERROR is not None:
     pass
 elif tuple(_ipc.SendRecord.__slots__) != RECORD_SLOTS:
@@ -303,12 +223,12 @@ cdef void answer(object th, bytes header, object payload) except *:
     if conn is None:
         return
     cdef void *sock = <void *><uintptr_t>(th.port.handle)
-    l4_send(sock, PyBytes_AS_STRING(conn), PyBytes_GET_SIZE(conn), ZMQ_SNDMORE)
+    zq_send(sock, PyBytes_AS_STRING(conn), PyBytes_GET_SIZE(conn), ZMQ_SNDMORE)
     if payload is None:
-        l4_send(sock, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header), 0)
+        zq_send(sock, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header), 0)
     else:
-        l4_send(sock, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header), ZMQ_SNDMORE)
-        l4_send(sock, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), 0)
+        zq_send(sock, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header), ZMQ_SNDMORE)
+        zq_send(sock, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), 0)
 
 
 cdef void finish(object k, object th, bytes header, object payload) except *:
@@ -466,46 +386,46 @@ cdef void wait(object k, dict stats, object th, int64_t timeout) except *:
         finish(k, sender, OK_ANSWER, None)
 
 
-cdef bint serve(object k, dict stats, dict conns, l4_msg_t *msgs, int n) except -1:
+cdef bint serve(object k, dict stats, dict conns, zq_msg_t *msgs, int n) except -1:
     """fastpath.try_fast for a message of `n` frames; False: nothing was done."""
     cdef Py_ssize_t hlen
     cdef Req r
     if n != 2 and n != 3:
         return False
-    hlen = l4_msg_size(&msgs[1])
+    hlen = zq_msg_size(&msgs[1])
     if hlen > MAX_HEADER:
         return False
-    if n == 3 and <Py_ssize_t>l4_msg_size(&msgs[2]) > MAX_PAYLOAD:
+    if n == 3 and <Py_ssize_t>zq_msg_size(&msgs[2]) > MAX_PAYLOAD:
         return False
-    if not parse(<const uint8_t *>l4_msg_data(&msgs[1]), hlen, &r):
+    if not parse(<const uint8_t *>zq_msg_data(&msgs[1]), hlen, &r):
         return False
     if not (call_shape(&r) or rw_shape(&r)):
         return False
-    conn = PyBytes_FromStringAndSize(<char *>l4_msg_data(&msgs[0]), l4_msg_size(&msgs[0]))
+    conn = PyBytes_FromStringAndSize(<char *>zq_msg_data(&msgs[0]), zq_msg_size(&msgs[0]))
     th = conns.get(conn)
     if th is None or th.busy or th.alien or faults_mod.ARMED or trace_mod.ON:
         return False
     payload = None
     if n == 3:
-        payload = PyBytes_FromStringAndSize(<char *>l4_msg_data(&msgs[2]), l4_msg_size(&msgs[2]))
+        payload = PyBytes_FromStringAndSize(<char *>zq_msg_data(&msgs[2]), zq_msg_size(&msgs[2]))
     if r.n == 7:
         return do_call(k, stats, th, &r, payload)
     return do_reply_wait(k, stats, th, &r, payload)
 
 
-cdef int recv_more(l4_msg_t *msg, void *sock) noexcept:
+cdef int recv_more(zq_msg_t *msg, void *sock) noexcept:
     """The next frame of a message being read (initialises `msg`); whether more follow."""
-    l4_msg_init(msg)
-    while l4_msg_recv(msg, sock, 0) < 0 and l4_errno() == EINTR:
+    zq_msg_init(msg)
+    while zq_msg_recv(msg, sock, 0) < 0 and zq_errno() == EINTR:
         pass
-    return l4_msg_more(msg)
+    return zq_msg_more(msg)
 
 
 def drain(object transport, object port) -> None:
     """Serve every message waiting on `port.router` (the transport set `_port`/`conns`)."""
     cdef void *sock = <void *><uintptr_t>(port.handle)
-    cdef l4_msg_t msgs[MAXF]
-    cdef l4_msg_t extra
+    cdef zq_msg_t msgs[MAXF]
+    cdef zq_msg_t extra
     cdef int n, i, rc, more
     k = transport.state
     cdef dict stats = k.stats
@@ -513,22 +433,22 @@ def drain(object transport, object port) -> None:
     handle = transport._handle
     guard = transport._guard
     while True:
-        l4_msg_init(&msgs[0])
-        rc = l4_msg_recv(&msgs[0], sock, ZMQ_DONTWAIT)
+        zq_msg_init(&msgs[0])
+        rc = zq_msg_recv(&msgs[0], sock, ZMQ_DONTWAIT)
         if rc < 0:
-            rc = l4_errno()
-            l4_msg_close(&msgs[0])
+            rc = zq_errno()
+            zq_msg_close(&msgs[0])
             if rc == EINTR:
                 continue
             return                          # EAGAIN: nothing more waiting
         n = 1
-        more = l4_msg_more(&msgs[0])
+        more = zq_msg_more(&msgs[0])
         while more:                         # the rest of a message is there already
             if n < MAXF:
                 more = recv_more(&msgs[n], sock)
             else:
                 more = recv_more(&extra, sock)
-                l4_msg_close(&extra)
+                zq_msg_close(&extra)
             n += 1
         kept = n if n < MAXF else MAXF
         try:
@@ -545,25 +465,25 @@ def drain(object transport, object port) -> None:
                 bump(stats, "fastpath_compiled")
                 continue
             # handed on: the frames as transport._read makes them
-            frames = [PyBytes_FromStringAndSize(<char *>l4_msg_data(&msgs[i]), l4_msg_size(&msgs[i]))
+            frames = [PyBytes_FromStringAndSize(<char *>zq_msg_data(&msgs[i]), zq_msg_size(&msgs[i]))
                       for i in range(kept)]
             frames.extend([b""] * (n - kept))
             got = Received()
-            got.srcfd = l4_msg_get(&msgs[kept - 1], ZMQ_SRCFD)
+            got.srcfd = zq_msg_get(&msgs[kept - 1], ZMQ_SRCFD)
             transport._frame = got
         finally:
             for i in range(kept):
-                l4_msg_close(&msgs[i])
+                zq_msg_close(&msgs[i])
         guard(handle, frames)
 
 
-cdef void bug(object transport, object k, l4_msg_t *msgs):
+cdef void bug(object transport, object k, zq_msg_t *msgs):
     """transport._guard's handling of a failure in the compiled path."""
     k.stats["kernel_bugs"] += 1
     print("[kernel] internal error in the compiled fast path (counted, loop continues):\n"
           + traceback.format_exc(), file=sys.stderr, flush=True)
     try:
-        conn = PyBytes_FromStringAndSize(<char *>l4_msg_data(&msgs[0]), l4_msg_size(&msgs[0]))
+        conn = PyBytes_FromStringAndSize(<char *>zq_msg_data(&msgs[0]), zq_msg_size(&msgs[0]))
         th = transport.conns.get(conn)
         if th is not None and th.busy:
             k.fail(th, _abi.Err.INVALID, "kernel internal error; call aborted")
@@ -587,65 +507,74 @@ cdef double first_deadline(object timers) except? -2.0:
     return first
 
 
-def poll(object transport, object timers) -> list:
-    """`transport.poller.poll(timers.next_ms())` for the event loop, except that ready
-    ports are drained here (`drain`) and the poll repeated, as long as nothing else is
-    ready, no timer is due and the loop has nothing else to do (no Linux process to reap);
-    then what is ready besides the ports is answered, as `zmq.Poller.poll` would answer it
-    (possibly nothing: a timer is due, or a signal interrupted the wait)."""
-    cdef Py_ssize_t n, i
-    cdef l4_pollitem_t *items
-    cdef double first, now
+DEF MAXEV = 64        # epoll events taken per wait (level-triggered: the rest come next)
+
+
+cdef long wait_ms(object timers) except? -2:
+    """Timers.next_ms: -1 (no timer), else the ms until the first is due, rounded up."""
+    cdef double first = first_deadline(timers)
     cdef long timeout
-    cdef int rc
+    if first < 0:
+        return -1
+    timeout = <long>((first - zq_monotonic()) * 1000) + 1
+    return timeout if timeout > 0 else 0
+
+
+def poll(object transport, object timers) -> list:
+    """`transport.poller.poll(timers.next_ms())` (waitset.Waitset's wait, made here in C),
+    except that ready ports are drained here (`drain`) and the wait repeated, as long as
+    nothing else is ready, no timer is due and the loop has nothing else to do (no Linux
+    process to reap); then what is ready besides the ports is answered, as
+    `Waitset.poll` would answer it (possibly nothing: a timer is due, or a signal
+    interrupted the wait)."""
+    cdef zq_epoll_event_t evs[MAXEV]
+    cdef Py_ssize_t i, nhot
+    cdef long timeout
+    cdef int rc, fd, j, err
+    cdef bint drained
+    cdef void *handle
     by_socket = transport._by_socket
+    ws = transport.poller
+    cdef int epfd = ws.epfd
     k = transport.state
     linux = k.linux
     while True:
-        first = first_deadline(timers)
-        if first < 0:
-            timeout = -1
-        else:
-            now = l4_monotonic()
-            timeout = <long>((first - now) * 1000) + 1      # Timers.next_ms
-            if timeout < 0:
-                timeout = 0
-        sockets = list(transport.poller.sockets)
-        n = len(sockets)
-        items = <l4_pollitem_t *>PyMem_Malloc(sizeof(l4_pollitem_t) * (n if n else 1))
-        if items == NULL:
-            raise MemoryError()
-        try:
-            for i in range(n):
-                sock, flags = sockets[i]
-                if isinstance(sock, ZmqSocket):
-                    items[i].socket = <void *><uintptr_t>sock.underlying
-                    items[i].fd = 0
-                else:
-                    items[i].socket = NULL
-                    items[i].fd = sock if type(sock) is int else sock.fileno()
-                items[i].events = flags
-                items[i].revents = 0
-            with nogil:
-                rc = l4_poll(items, <int>n, timeout)
-            if rc < 0:
-                return []                   # EINTR: the loop checks its signals, polls again
-            ready = []
-            drained = False
-            for i in range(n):
-                if items[i].revents:
-                    sock = sockets[i][0]
-                    port = by_socket.get(sock)
-                    if port is not None and sock is port.router:
-                        transport._port, transport.conns = port, port.conns
-                        drain(transport, port)
-                        drained = True
-                    else:
-                        ready.append((sock, items[i].revents))
-        finally:
-            PyMem_Free(items)
+        timeout = wait_ms(timers)
+        hot = ws.hot                         # [Hot(sock, handle, fd, events)], a few
+        hot_fds = ws.hot_fds
+        nhot = len(hot)
+        ready_hot = []                       # ZeroMQ sockets with a message waiting
+        for i in range(nhot):
+            h = hot[i]
+            handle = <void *><uintptr_t>(h.handle)
+            if zq_events(handle) & ZMQ_POLLIN:
+                ready_hot.append(h.sock)
+        with nogil:
+            rc = epoll_wait(epfd, evs, MAXEV, 0 if ready_hot else timeout)
+            err = zq_os_errno() if rc < 0 else 0
+        if rc < 0:
+            if err == EINTR:
+                return []           # a signal: the loop checks it, then waits again
+            raise OSError(err, "epoll_wait of the kernel's waitset")
+        ready = []
+        for j in range(rc):
+            fd = zq_epoll_fd(&evs[j])
+            h = hot_fds.get(fd)
+            if h is None:
+                ready.append((fd, evs[j].events))
+            elif h.sock not in ready_hot and zq_events(<void *><uintptr_t>(h.handle)) & ZMQ_POLLIN:
+                ready_hot.append(h.sock)
+        drained = False
+        for sock in ready_hot:
+            port = by_socket.get(sock)
+            if port is not None and sock is port.router:
+                transport._port, transport.conns = port, port.conns
+                drain(transport, port)
+                drained = True
+            else:
+                ready.append((sock, ZMQ_POLLIN))
         if ready or not drained or not transport.running:
             return ready
         first = first_deadline(timers)
-        if (first >= 0 and first <= l4_monotonic()) or linux.listeners or linux.by_pid:
+        if (first >= 0 and first <= zq_monotonic()) or linux.listeners or linux.by_pid:
             return ready

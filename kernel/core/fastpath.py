@@ -17,8 +17,9 @@ compares every answer.
 
 Two implementations, one semantics:
 - **compiled** (`_fastpath.pyx`, built by `pip install -e .` when Cython and a C compiler are
-  there): the event loop polls through `compiled.poll`, which drains ready ports itself and
-  polls again until something else is ready or a timer is due; `compiled.drain` receives each
+  there): the event loop waits through `compiled.poll` (the waitset's epoll wait, in C),
+  which drains ready ports itself and waits again until something else is ready or a timer
+  is due; `compiled.drain` receives each
   message through libzmq's C API, reads the request header with an inline msgpack reader,
   and serves a call to a waiting receiver (or blocks it in the receiver's queue), a
   reply_and_wait answering a live caller, and the receive that follows (a queued sender
@@ -42,7 +43,6 @@ Ownership: the kernel's event-loop thread only.
 """
 from __future__ import annotations
 
-import os
 from bisect import insort
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ from . import faults as _faults
 from . import trace as _trace
 from ..abi import (FAST_SHAPES, MAX_HEADER, MAX_PAYLOAD, NEVER, CallArgs, ReplyWaitArgs, Rights,
                    Sys, encode_receipt, offset)
+from ..osutil import load_compiled
 from .ipc import SendRecord, wait
 from .objects import Gate, Thread, TState
 
@@ -74,23 +75,13 @@ _RECEIVING, _IDLE, _AWAIT, _SENDING = (TState.RECEIVING, TState.IDLE, TState.AWA
 _unpackb = msgpack.unpackb
 _NO_ITEMS: list = []
 
-compiled: Any = None               # kernel.core._fastpath, when built and usable
-WHY_PYTHON = ""                    # why the compiled path does not run, if it does not
-if os.environ.get("L4PY_FASTPATH", "") == "python":
-    WHY_PYTHON = "L4PY_FASTPATH=python"
-else:
-    try:
-        # (absolute: the compiled module is no .py of the layer map; it imports only
-        # modules listed before this one)
-        from kernel.core import _fastpath  # type: ignore[attr-defined]
-    except ImportError as e:
-        WHY_PYTHON = f"the compiled fast path is not built ({e})"
-    else:
-        if _fastpath.ERROR is None:
-            _fastpath.init(_NO_ITEMS)
-            compiled = _fastpath
-        else:
-            WHY_PYTHON = _fastpath.ERROR
+# kernel.core._fastpath, when built and usable; WHY_PYTHON says why not, if it is not.
+# (imported by name: the compiled module is no .py of the layer map; it imports only modules
+# listed before this one)
+compiled, WHY_PYTHON = load_compiled("kernel.core._fastpath", "L4PY_FASTPATH",
+                                     "the compiled fast path")
+if compiled is not None:
+    compiled.init(_NO_ITEMS)
 KIND = "compiled" if compiled is not None else "python"
 
 

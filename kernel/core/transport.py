@@ -14,7 +14,9 @@ a connection that closes is noticed through the socket monitor (its fd).
 A request is read, decoded and checked (`abi.decode_request`), then handed to the fast path
 (`fastpath`), to an alien thread's handler (`alien`) or to the dispatch (`syscalls.run`).
 When the compiled fast path is built, it reads a ready port itself (`fastpath.compiled.drain`)
-and serves the common calls in C; every other message it hands to `_handle` unchanged.
+and serves the common calls in C; every other message it hands to `_handle` unchanged. The
+loop waits on one epoll set (`waitset.Waitset`: ports, monitors, pidfds, the memory channel,
+Linux listeners, the signal pipe, each registered once), in C when the fast path is built.
 The transport implements `state.Wire` — answering, unbinding, watching — and is the only
 module that touches ZeroMQ; the mechanisms see it through that interface alone.
 
@@ -49,6 +51,7 @@ from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, d
 from ..osutil import peer_cred
 from .objects import Task, Thread, TState
 from .state import ROOT_QUOTA, State
+from .waitset import Waitset
 
 _SNDMORE, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 _MONITOR_EVENT = struct.Struct("<HI")
@@ -118,7 +121,7 @@ class Transport:
         if tcp is not None:
             self.tcp = Port(self.ctx, "tcp://" + tcp, zmq.curve_keypair())
             self.ports.append(self.tcp)
-        self.poller = zmq.Poller()
+        self.poller = Waitset()            # one epoll set for every socket and fd
         for port in self.ports:
             self.poller.register(port.router, zmq.POLLIN)
             self.poller.register(port.monitor, zmq.POLLIN)
@@ -459,6 +462,7 @@ class Transport:
         self.pidfds.clear()
         for port in self.ports:
             port.close()
+        self.poller.close()
         self.ctx.term()
         for path in (self.sock_path, os.path.join(self.run_dir, TCP_INFO)):
             try:

@@ -4,7 +4,8 @@ libzmq's C API, for the plain calls of `kernel/user/client.py` (its docstring).
 
 Mechanism: `send(sock, header, payload)` writes one request ([header] or [header, payload])
 to a thread's DEALER; `recv(sock)` reads one answer, every frame as bytes, waiting as the
-socket's receive timeout says; `call` is both. pyzmq's `Socket.send`/`recv(copy=False)`
+socket's receive timeout says; `call` is both; `Waiter(socks).wait(timeout)` is the poll of
+`MultiWait` (zmq_poll over its threads' sockets, the item array built once). pyzmq's `Socket.send`/`recv(copy=False)`
 do the same work through Python-level wrappers and a Frame object per frame, and reading
 "more frames follow" through `getsockopt` costs as much as the frame itself; here it is
 zmq_msg_more. The waits release the GIL, as pyzmq's do.
@@ -18,7 +19,8 @@ Contract — pyzmq's behaviour, so the library's callers see no difference:
 - any other failure raises pyzmq's exception for it (`zmq.error._check_rc`): a closed
   socket is ENOTSOCK, as pyzmq raises it.
 
-libzmq is found as `kernel/core/_fastpath.pyx` finds it: dlsym in the libzmq pyzmq loaded.
+libzmq's functions come from the libzmq pyzmq loaded (kernel/_libzmq.pxi, shared with the
+kernel's `kernel/core/_fastpath.pyx`).
 When this module is not built, or `L4PY_CALLPATH=python`, the library uses pyzmq.
 
 Ownership: the calling thread's socket; one call at a time per socket (an L4 thread).
@@ -26,70 +28,13 @@ Ownership: the calling thread's socket; one call at a time per socket (an L4 thr
 from libc.stdint cimport uintptr_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from zmq.error import _check_rc
 
-cdef extern from *:
-    """
-    #include <dlfcn.h>
-    #include <errno.h>
-    typedef struct { unsigned char _[64] __attribute__((aligned(sizeof(void *)))); } cp_msg_t;
-    typedef int (*cp_msg_init_t)(cp_msg_t *);
-    typedef int (*cp_msg_recv_t)(cp_msg_t *, void *, int);
-    typedef void *(*cp_msg_data_t)(cp_msg_t *);
-    typedef size_t (*cp_msg_size_t)(const cp_msg_t *);
-    typedef int (*cp_msg_more_t)(const cp_msg_t *);
-    typedef int (*cp_msg_close_t)(cp_msg_t *);
-    typedef int (*cp_send_t)(void *, const void *, size_t, int);
-    typedef int (*cp_errno_t)(void);
-    static cp_msg_init_t cp_msg_init;
-    static cp_msg_recv_t cp_msg_recv;
-    static cp_msg_data_t cp_msg_data;
-    static cp_msg_size_t cp_msg_size;
-    static cp_msg_more_t cp_msg_more;
-    static cp_msg_close_t cp_msg_close;
-    static cp_send_t cp_send;
-    static cp_errno_t cp_errno;
-    static const char *cp_bind_zmq(const char *path) {
-        void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        if (!h) return "pyzmq's backend is not loaded";
-    #define CP_SYM(var, name) if (!(var = (void *)dlsym(h, name))) return name;
-        CP_SYM(cp_msg_init, "zmq_msg_init")
-        CP_SYM(cp_msg_recv, "zmq_msg_recv")
-        CP_SYM(cp_msg_data, "zmq_msg_data")
-        CP_SYM(cp_msg_size, "zmq_msg_size")
-        CP_SYM(cp_msg_more, "zmq_msg_more")
-        CP_SYM(cp_msg_close, "zmq_msg_close")
-        CP_SYM(cp_send, "zmq_send")
-        CP_SYM(cp_errno, "zmq_errno")
-        return NULL;
-    }
-    """
-    ctypedef struct cp_msg_t:
-        pass
-    int cp_msg_init(cp_msg_t *) nogil
-    int cp_msg_recv(cp_msg_t *, void *, int) nogil
-    void *cp_msg_data(cp_msg_t *) nogil
-    size_t cp_msg_size(const cp_msg_t *) nogil
-    int cp_msg_more(const cp_msg_t *) nogil
-    int cp_msg_close(cp_msg_t *) nogil
-    int cp_send(void *, const void *, size_t, int) nogil
-    int cp_errno() nogil
-    const char *cp_bind_zmq(const char *path)
-    int EAGAIN, EINTR
+include "_libzmq.pxi"
 
-cdef int ZMQ_SNDMORE = 2
-
-
-cdef str _bind():
-    import zmq.backend.cython._zmq as backend
-    cdef const char *err = cp_bind_zmq(backend.__file__.encode())
-    if err != NULL:
-        return "libzmq symbol not found: " + (<bytes>err).decode()
-    return None
-
-
-ERROR = _bind()          # None: usable; else why not (the library then uses pyzmq)
+ERROR = bind_libzmq()    # None: usable; else why not (the library then uses pyzmq)
 
 
 cdef int send_frame(void *handle, bytes frame, int flags) except -1:
@@ -98,8 +43,8 @@ cdef int send_frame(void *handle, bytes frame, int flags) except -1:
     cdef int rc, err
     while True:
         with nogil:
-            rc = cp_send(handle, p, n, flags)
-            err = cp_errno() if rc < 0 else 0
+            rc = zq_send(handle, p, n, flags)
+            err = zq_errno() if rc < 0 else 0
         if rc >= 0:
             return 0
         if err != EINTR:
@@ -119,31 +64,31 @@ def send(object sock, bytes header, bytes payload) -> None:
 
 cdef object recv_frame(void *handle, bint first, bint *more):
     """One frame as bytes; None: the first frame's wait timed out."""
-    cdef cp_msg_t msg
+    cdef zq_msg_t msg
     cdef int rc, err
-    cp_msg_init(&msg)
+    zq_msg_init(&msg)
     while True:
         with nogil:
-            rc = cp_msg_recv(&msg, handle, 0)
-            err = cp_errno() if rc < 0 else 0
+            rc = zq_msg_recv(&msg, handle, 0)
+            err = zq_errno() if rc < 0 else 0
         if rc >= 0:
             break
         if err == EINTR:
             try:
                 PyErr_CheckSignals()
             except BaseException:
-                cp_msg_close(&msg)
+                zq_msg_close(&msg)
                 raise
             continue
-        cp_msg_close(&msg)
+        zq_msg_close(&msg)
         if err == EAGAIN and first:
             return None
         _check_rc(-1, err)
     try:
-        out = PyBytes_FromStringAndSize(<char *>cp_msg_data(&msg), cp_msg_size(&msg))
-        more[0] = cp_msg_more(&msg)
+        out = PyBytes_FromStringAndSize(<char *>zq_msg_data(&msg), zq_msg_size(&msg))
+        more[0] = zq_msg_more(&msg)
     finally:
-        cp_msg_close(&msg)
+        zq_msg_close(&msg)
     return out
 
 
@@ -165,3 +110,47 @@ def call(object sock, bytes header, bytes payload):
     """`send` then `recv`."""
     send(sock, header, payload)
     return recv(sock)
+
+
+cdef class Waiter:
+    """`zmq.Poller.poll` for POLLIN over a fixed list of sockets (`MultiWait`'s threads),
+    its item array built once: `wait(timeout_ms)` answers the indices of the sockets with
+    a message waiting, [] when `timeout_ms` (< 0: forever) passed first. An interrupted
+    wait runs the signal handlers (what they raise comes out) and waits again."""
+    cdef zq_pollitem_t *items
+    cdef int n
+    cdef tuple socks                 # keeps the sockets (and so their handles) alive
+
+    def __cinit__(self, socks):
+        self.socks = tuple(socks)
+        self.n = len(self.socks)
+        self.items = <zq_pollitem_t *>PyMem_Malloc(sizeof(zq_pollitem_t) * (self.n or 1))
+        if self.items == NULL:
+            raise MemoryError()
+        for i, sock in enumerate(self.socks):
+            self.items[i].socket = <void *><uintptr_t>sock.underlying
+            self.items[i].fd = 0
+            self.items[i].events = ZMQ_POLLIN
+            self.items[i].revents = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.items)
+
+    def wait(self, long timeout_ms):
+        cdef int rc, err, i
+        cdef double end = zq_monotonic() + timeout_ms / 1000.0
+        cdef long left = timeout_ms
+        while True:
+            with nogil:
+                rc = zq_poll(self.items, self.n, left)
+                err = zq_errno() if rc < 0 else 0
+            if rc >= 0:
+                break
+            if err != EINTR:
+                _check_rc(-1, err)
+            PyErr_CheckSignals()
+            if timeout_ms >= 0:
+                left = <long>((end - zq_monotonic()) * 1000)
+                if left < 0:
+                    left = 0
+        return [i for i in range(self.n) if self.items[i].revents & ZMQ_POLLIN]

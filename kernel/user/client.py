@@ -42,7 +42,7 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    Sys, ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack,
                    timeout_arg, unpack)
-from ..osutil import pid_alive
+from ..osutil import load_compiled, pid_alive
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
 ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
@@ -57,21 +57,8 @@ _packb, _unpackb = msgpack.packb, msgpack.unpackb
 _PLAIN_CACHE = 64             # CALL headers an L4 keeps (capability, proto) before starting over
 # The compiled frames (`_callpath.pyx`): built by the install when it can be; without them,
 # or with L4PY_CALLPATH=python, pyzmq's calls. CALLPATH says which runs.
-_cp: Any = None
-WHY_PYTHON = ""
-if os.environ.get("L4PY_CALLPATH", "") == "python":
-    WHY_PYTHON = "L4PY_CALLPATH=python"
-else:
-    try:
-        # (absolute: the compiled module is no .py of the layer map)
-        from kernel.user import _callpath  # type: ignore[attr-defined]
-    except ImportError as e:
-        WHY_PYTHON = f"the compiled call path is not built ({e})"
-    else:
-        if _callpath.ERROR is None:
-            _cp = _callpath
-        else:
-            WHY_PYTHON = _callpath.ERROR
+_cp, WHY_PYTHON = load_compiled("kernel.user._callpath", "L4PY_CALLPATH",
+                                 "the compiled call path")
 CALLPATH = "compiled" if _cp is not None else "python"
 _REMOTE_TROUBLE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -369,12 +356,27 @@ class MultiWait:
     def __init__(self, threads: list[L4], window: tuple[int, ...] | None = None) -> None:
         self.threads = threads
         self.window = window
-        self._poller = zmq.Poller()
+        # The wait on every thread's socket: compiled (`_callpath.Waiter`, its item array
+        # built once), else pyzmq's Poller; either answers the threads with a message.
+        if _cp is not None:
+            self._waiter = _cp.Waiter([t.sock for t in threads])
+            self._poll = self._compiled_poll
+        else:
+            self._poller = zmq.Poller()
+            for t in threads:
+                self._poller.register(t.sock, zmq.POLLIN)
+            self._poll = self._pyzmq_poll
         self._by_sock = {t.sock: t for t in threads}
         for t in threads:
-            self._poller.register(t.sock, zmq.POLLIN)
             self._wait(t)
         self._ready: list[Any] = []
+
+    def _compiled_poll(self, timeout_ms: int) -> list[L4]:
+        threads = self.threads
+        return [threads[i] for i in self._waiter.wait(timeout_ms)]
+
+    def _pyzmq_poll(self, timeout_ms: int) -> list[L4]:
+        return [self._by_sock[s] for s, _ in self._poller.poll(timeout_ms)]
 
     def _wait(self, t: L4) -> None:
         t._post(wait_frames(None, self.window))
@@ -386,10 +388,9 @@ class MultiWait:
     def next(self, timeout: float | None = None) -> tuple[L4, Message] | None:
         """The next message on any thread, or None after `timeout` ms without one."""
         while not self._ready:
-            ready = self._poller.poll(-1 if timeout is None else int(timeout))
-            if not ready:
+            self._ready = self._poll(-1 if timeout is None else int(timeout))
+            if not self._ready:
                 return None
-            self._ready = [self._by_sock[s] for s, _ in ready]
         t = self._ready.pop(0)
         try:
             return t, parse_answer(t._answer(), True)
