@@ -25,6 +25,10 @@ their last call; the driver reads the kernel's and the server's from /proc at th
 the end of the window. The direct and relay clients and servers are raw pyzmq; the kernel's
 run the task library on both sides, so their shares include it. `call_path`: whether the
 library's frames went through its compiled part (kernel/user/_callpath.pyx) or pyzmq.
+`kernel_threads_us_per_call`: the kernel's share of that split into its main thread (the
+loop, the fast path) and ZeroMQ's I/O thread (the socket reads and writes).
+`kernel_requests`: per 16-client kernel series, the requests the kernel took and the share
+its compiled fast path served (`compiled_share`; the rest are the series' spawns and exits).
 """
 from __future__ import annotations
 
@@ -142,6 +146,29 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK      # utime, stime (fields 14, 15)
 
 
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of process `pid` by thread kind: "io" (ZeroMQ's I/O threads, named
+    ZMQbg/IO/n) and "main" (every other thread of it)."""
+    out = {"main": 0.0, "io": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue                        # the thread ended meanwhile
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out["io" if comm.startswith("ZMQbg/IO") else "main"] += (
+            int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def _kernel_stats(system: System) -> dict[str, int]:
+    """The kernel's request counters (KERNEL_INFO): requests, and those the fast path served."""
+    st = system.root.kernel_info()["stats"]
+    return {k: int(st.get(k, 0)) for k in ("requests", "fastpath", "fastpath_compiled")}
+
+
 def _write(path: str, obj: Any) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f)
@@ -227,12 +254,14 @@ def _round_trip(tmp: str, tag: str, size: int, start: Callable[[str], Any]) -> d
 
 def _throughput(tmp: str, tag: str, clients: int, duration: float,
                 start: Callable[[int, str, str], Any], watch: dict[str, int] | None = None,
-                cpu: dict[str, float] | None = None) -> int:
+                cpu: dict[str, float] | None = None,
+                split: dict[str, float] | None = None) -> int:
     """Calls per second of `clients` processes started by `start(i, go_file, out_file)`,
     all beginning at the same moment, which the driver writes to `go_file` after every one
     of them has started and warmed up (a loaded machine may take seconds to start 16).
     With `watch` ({component: pid}) and `cpu`, fills `cpu` with each watched component's and
-    the clients' CPU µs per call over the window (`cpu_us_per_call`)."""
+    the clients' CPU µs per call over the window (`cpu_us_per_call`); with `split` too, the
+    kernel's share by thread kind, main and ZeroMQ I/O (`kernel_threads_us_per_call`)."""
     go = os.path.join(tmp, f"{tag}-go-{clients}")
     outs = [os.path.join(tmp, f"{tag}-load-{clients}-{i}") for i in range(clients)]
     procs = [start(i, go, out) for i, out in enumerate(outs)]
@@ -240,11 +269,15 @@ def _throughput(tmp: str, tag: str, clients: int, duration: float,
     start_at = time.time() + 0.2
     _write(go, start_at)
     before = after = {}
+    threads0 = threads1 = {}
+    kpid = (watch or {}).get("kernel")
     if watch:
         time.sleep(max(0.0, start_at - time.time()))
         before = {name: _cpu_s(pid) for name, pid in watch.items()}
+        threads0 = _threads_cpu_s(kpid) if kpid and split is not None else {}
         time.sleep(max(0.0, start_at + duration - time.time()))
         after = {name: _cpu_s(pid) for name, pid in watch.items()}
+        threads1 = _threads_cpu_s(kpid) if kpid and split is not None else {}
     got = _collect(outs, procs)
     for p in procs:
         p.wait(60) if hasattr(p, "task_id") else p.wait()
@@ -254,7 +287,19 @@ def _throughput(tmp: str, tag: str, clients: int, duration: float,
             cpu[name] = round((after[name] - before[name]) / calls * 1e6, 1)
         cpu["clients"] = round(sum(g[1] for g in got) / calls * 1e6, 1)
         cpu["total"] = round(sum(v for n, v in cpu.items() if n != "total"), 1)
+        if split is not None and threads0:
+            for kind in threads0:
+                split[kind] = round((threads1[kind] - threads0[kind]) / calls * 1e6, 1)
     return round(calls / duration)
+
+
+def _requests_since(system: System, before: dict[str, int]) -> dict[str, Any]:
+    """The kernel's requests since `before` (the series' spawns, warm-up and exits included)
+    and the share of them its compiled fast path served."""
+    now = _kernel_stats(system)
+    d = {k: now[k] - before[k] for k in now}
+    return {**d, "compiled_share": round(d["fastpath_compiled"] / d["requests"], 3)
+            if d["requests"] else 0.0}
 
 
 def run_ipc_bench(n: int = 3000, duration: float = 2.0, progress: Any = None,
@@ -371,16 +416,22 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
         result["fast_path"] = system.root.kernel_info().get("fast_path", "python")
         result["call_path"] = CALLPATH      # the task library's frames (every task's alike)
         cpus = result["cpu_us_per_call"]
+        splits = result["kernel_threads_us_per_call"] = {}
+        paths = result["kernel_requests"] = {}
         for c in CLIENTS:
             say(f"kernel throughput, {c} clients")
             last = c == CLIENTS[-1]
+            before = _kernel_stats(system)
             result["throughput"][f"kernel_{c}"] = _throughput(
                 tmp, "kernel", c, duration,
                 lambda i, go, out: system.spawn(
                     "launcher.bench_ipc:kernel_load", f"load{i}", caps={"echo": gate},
                     args=(go, str(duration), out)),
                 {"kernel": system.kernel.pid, "server": srv.pid} if last else None,
-                cpus.setdefault("kernel", {}) if last else None)
+                cpus.setdefault("kernel", {}) if last else None,
+                splits.setdefault("kernel", {}) if last else None)
+            if last:
+                paths["kernel"] = _requests_since(system, before)
         # One server task with WORKERS threads; each client's gate is bound to one of them
         # (a session per client, as L4Re servers hand out), so WORKERS calls can be in flight.
         pool = system.spawn("launcher.bench_ipc:kernel_pool_server", "echo-pool",
@@ -390,13 +441,17 @@ def _measure(tmp: str, n: int, duration: float, say: Callable[[str], None],
         for c in CLIENTS:
             say(f"kernel throughput, {WORKERS} server threads, {c} clients")
             last = c == CLIENTS[-1]
+            before = _kernel_stats(system)
             result["throughput"][f"kernel_workers_{c}"] = _throughput(
                 tmp, "kernel-w", c, duration,
                 lambda i, go, out: system.spawn(
                     "launcher.bench_ipc:kernel_load", f"wload{i}", caps={"echo": gates[i % WORKERS]},
                     args=(go, str(duration), out)),
                 {"kernel": system.kernel.pid, "server": pool.pid} if last else None,
-                cpus.setdefault("kernel_workers", {}) if last else None)
+                cpus.setdefault("kernel_workers", {}) if last else None,
+                splits.setdefault("kernel_workers", {}) if last else None)
+            if last:
+                paths["kernel_workers"] = _requests_since(system, before)
     rtt, thr = result["rtt"], result["throughput"]
     d64, r64, k64 = (rtt[f"{t}_64"]["median_us"] for t in ("direct", "relay", "kernel"))
     result.update({
@@ -464,6 +519,11 @@ def _show(res: dict[str, Any]) -> None:
     for tag, parts in res.get("cpu_us_per_call", {}).items():
         print(f"CPU per call, {tag}, {CLIENTS[-1]} clients (µs, all threads): "
               + ", ".join(f"{k} {v}" for k, v in parts.items()))
+    for tag, parts in res.get("kernel_threads_us_per_call", {}).items():
+        req = res.get("kernel_requests", {}).get(tag, {})
+        print(f"kernel CPU per call, {tag}: main thread {parts.get('main')}, ZeroMQ I/O "
+              f"{parts.get('io')} µs; compiled fast path served {req.get('compiled_share')} "
+              f"of {req.get('requests')} requests")
     print(f"rtt_ratio {res['rtt_ratio']} (target ≤ 2.0; relay alone {res['relay_rtt_ratio']}), "
           f"throughput_ratio {res['throughput_ratio']} (target ≥ 0.6; with {res['workers']} "
           f"server threads {res['throughput_ratio_workers']}; relay {res['relay_throughput_ratio']})")

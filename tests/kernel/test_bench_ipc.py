@@ -61,6 +61,11 @@ def test_bench_ipc_reports_every_number_and_cleans_up() -> None:
                        ("kernel_workers", ("kernel", "server", "clients"))):
         assert all(cpu[tag][p] >= 0 for p in parts) and cpu[tag]["clients"] > 0, cpu
         assert cpu[tag]["total"] == pytest.approx(sum(cpu[tag][p] for p in parts), abs=0.5)
+    for tag in ("kernel", "kernel_workers"):  # the kernel's threads; what its fast path served
+        assert set(res["kernel_threads_us_per_call"][tag]) == {"main", "io"}
+        req = res["kernel_requests"][tag]
+        assert req["requests"] >= req["fastpath"] >= req["fastpath_compiled"] >= 0
+        assert 0 <= req["compiled_share"] <= 1
     wait_for(lambda: {p.pid for p in _bench_procs()} <= before, timeout=10,
              what="benchmark processes to be gone")
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "l4bench-*"))) <= tmp_before
