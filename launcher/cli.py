@@ -245,7 +245,12 @@ def boot_detached(image: str, run_dir: str, exec_spawn: bool, timeout: float) ->
         if time.monotonic() > deadline:
             raise Fail(f"the system did not come up within {timeout}s (see {log_path})")
         time.sleep(0.02)
-    rows = control.request(run_dir, "ps")["tasks"]
+    wait_ms = max(5000, int((deadline - time.monotonic()) * 1000))
+    try:
+        rows = control.request(run_dir, "ps", timeout_ms=wait_ms)["tasks"]
+    except control.NotRunning:
+        raise Fail(f"the system came up (launcher pid {proc.pid}) but did not answer `ps` "
+                   f"within {wait_ms / 1000:.1f}s (see {log_path})") from None
     running = sum(r["state"] == "running" for r in rows)
     click.echo(f"booted '{st['name']}' in {run_dir}: {running}/{len(rows)} tasks running "
                f"(launcher pid {st['pid']})")
