@@ -31,11 +31,15 @@ handed to `Faults.apply` once, which may lose it (its descriptor is still acknow
 change one byte past its Ethernet header, or deliver it twice. Off (all rates 0) it costs
 one attribute test per frame.
 
-Threads: one, the main thread. It serves ORE, takes every IRQ (kicks, the uplink's signal)
-and runs housekeeping every TICK_S between messages (`serve(until=...)`): close sessions
-whose client is gone (its signal attached to no thread), acknowledge what a full ack queue
-held back, signal unsignalled acks, reattach a lost uplink (one try per tick: a restarting
-nic server never blocks the switch for long).
+Threads: the main thread serves ORE, takes every IRQ (kicks, the uplink's signal) but the
+reserved sessions' kicks, and runs housekeeping every TICK_S between messages
+(`serve(until=...)`): close sessions whose client is gone (its signal attached to no
+thread), acknowledge what a full ack queue held back, signal unsignalled acks, reattach a
+lost uplink (one try per tick: a restarting nic server never blocks the switch for long).
+From the first reservation on, the reserved thread (servers/ore/rtthread.py, "rt/ore")
+drains the reserved sessions, which the CPU manager boosts while the main thread ("be/ore")
+stays in the ordinary class. Both forward under `lock` (every op and entry point holds it:
+`locked`).
 
 Faults, and who notices:
 - a client dies: its signal loses its thread; the next tick closes the session and frees
@@ -50,9 +54,11 @@ Faults, and who notices:
 """
 from __future__ import annotations
 
+import functools
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from kernel.abi import SLOT_THREAD, MemRights, Rights
 from kernel.user.client import L4, map_cap
@@ -63,6 +69,8 @@ from servers.nic import stream as ps
 from servers.nic.client import NicSession, SessionLost
 
 from .blocks import Block, Blocks, OutOfMemory
+from . import rtthread
+from .rtthread import ReservedThread, ThreadL4
 from .shaper import RETRY_S, Shaper
 from .protocol import (ATTACH_GRACE_S, KICK_LABEL_BASE, MAX_FRAME, ORE, TICK_S, UPLINK_LABEL)
 from .switch import (UPLINK, ClientPolicy, Faults, KnobError, PolicyError, Port, Switch,
@@ -75,8 +83,20 @@ UPLINK_CALL_MS = 2_000
 UPLINK_HOLD_S = 1.0
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def locked(fn: F) -> F:
+    """Run an OreServer method under its forwarding lock (rtthread.py: two threads forward)."""
+    @functools.wraps(fn)
+    def run(self: "OreServer", *args: Any, **kw: Any) -> Any:
+        with self.lock:
+            return fn(self, *args, **kw)
+    return run  # type: ignore[return-value]
+
+
 class Session:
-    """One client's virtual NIC: its block, streams, IRQs and port. Main thread only."""
+    """One client's virtual NIC: its block, streams, IRQs and port. Under OreServer.lock."""
 
     def __init__(self, sid: int, pol: ClientPolicy, block: Block, kick: int, sig: int) -> None:
         self.sid, self.pol, self.block = sid, pol, block
@@ -138,6 +158,11 @@ class OreServer:
         # Bandwidth reservations: only with a declared uplink capacity (shaper.py)
         self.shaper = None if policy.uplink_rate is None else Shaper(policy.uplink_rate)
         self.retry_at = 0.0
+        self.lock = threading.RLock()               # all forwarding state (rtthread.py)
+        self.tl4 = ThreadL4(l4)                     # the forwarding thread's own connection
+        self.vm.l4 = self.tl4                       # ... its page faults too (under `lock`)
+        self.rt: ReservedThread | None = None       # made at the first reservation
+        self.drained: dict[int, int] = {}           # label -> host thread of its last drain
         cap = l4.caps.get(policy.uplink) if policy.uplink else None
         if policy.uplink and cap is None:
             print(f"ore: no capability {policy.uplink!r} for the uplink: running without",
@@ -146,6 +171,7 @@ class OreServer:
         self._attach_uplink()
 
     # -- the protocol -------------------------------------------------------------------
+    @locked
     def open(self, call: Call) -> Reply:
         pol = self.policy.for_label(call.label)
         if pol is None:
@@ -187,9 +213,11 @@ class OreServer:
         return {"mac": mac_text(pol.mac), "ip": pol.ip, "name": pol.name,
                 "broadcast": s.port.broadcast if s else pol.broadcast, "switch": self.policy.name}
 
+    @locked
     def release(self, call: Call, session: int) -> None:
         self._close(self._mine(call, session), "closed")
 
+    @locked
     def info(self, call: Call) -> dict[str, Any]:
         """The caller's virtual NIC; a label without policy (NIC's info declares no errors)
         learns only the switch's name: mac and ip None, link down."""
@@ -199,9 +227,11 @@ class OreServer:
         return {"mtu": 1500, "link": pol is not None, "link_changes": 0,
                 "device": self.policy.name, "sessions": len(self.live), **mine}
 
+    @locked
     def stats(self, call: Call, session: int) -> dict[str, Any]:
         return self._mine(call, session).counters()
 
+    @locked
     def device_stats(self, call: Call) -> dict[str, Any]:
         return {"totals": dict(self.switch.totals), "sessions": len(self.live),
                 "table": len(self.switch.pinned) + len(self.switch.learned),
@@ -209,6 +239,7 @@ class OreServer:
                            "bytes": self.blocks.live * ps.SESSION_SIZE},
                 "uplink": self.uplink.state()}
 
+    @locked
     def broadcast(self, call: Call, session: int, on: bool) -> bool:
         s = self._mine(call, session)
         if s.pol.broadcast_locked and on != s.pol.broadcast:
@@ -216,9 +247,11 @@ class OreServer:
         s.port.broadcast = on
         return on
 
+    @locked
     def sessions(self, call: Call) -> list[dict[str, Any]]:
         return [s.counters() for s in self.live.values()]
 
+    @locked
     def counters(self, call: Call) -> dict[str, Any]:
         clients = {s.pol.name: s.counters() for s in self.live.values()}
         return {"switch": self.policy.name, "clients": clients, "uplink": self.uplink.state(),
@@ -226,6 +259,7 @@ class OreServer:
                 "faults": self.chaos.state(),
                 "policy": {str(k): v.as_dict() for k, v in self.policy.clients.items()}}
 
+    @locked
     def faults(self, call: Call, knobs: dict[str, Any]) -> dict[str, Any]:
         """Set the fault knobs given (all checked before any is set), answer them all and
         the counts; {} only reads."""
@@ -244,6 +278,7 @@ class OreServer:
         return s
 
     # -- kernel messages (kicks, the uplink's signal) ---------------------------------------
+    @locked
     def on_irq(self, call: Call, body: dict[str, Any]) -> None:
         if call.label == UPLINK_LABEL:
             self._from_uplink()
@@ -265,6 +300,7 @@ class OreServer:
             until = min(until, self.retry_at)
         return max(0.5, (until - time.monotonic()) * 1000)
 
+    @locked
     def retry_held(self) -> None:
         """Between ticks: drain the clients whose frames waited for the shaper's tokens."""
         if time.monotonic() >= self.next_tick:
@@ -275,12 +311,13 @@ class OreServer:
         self.shaper.holding = False
         self.retry_at = time.monotonic() + RETRY_S
         for s in list(self.live.values()):
-            if s.held:
-                self._drain(s)
+            if s.held and (self.rt is None or s.sid not in self.rt.sids):
+                self._drain(s)                   # the reserved thread retries its own
         if self.shaper.holding:                  # not before a held frame's tokens are there
             self.retry_at = max(self.retry_at, self.shaper.next_at)
 
     # -- bandwidth reservations (shaper.py) ------------------------------------------------------
+    @locked
     def reserve(self, call: Call, session: int, rate: float) -> tuple[float, float, float]:
         s = self._mine(call, session)
         if self.shaper is None:
@@ -291,17 +328,27 @@ class OreServer:
         why = self.shaper.reserve(s.label, float(rate))
         if why is not None:
             raise RpcError("REFUSED", f"client {s.pol.name} (label {s.label}): {why}")
+        if self.rt is None:
+            self.rt = ReservedThread(self)
+        self.rt.attach(s)                        # its frames on the reserved thread
         return rate, self.shaper.capacity, self.shaper.total()
 
+    @locked
     def unreserve(self, call: Call, session: int) -> None:
         s = self._mine(call, session)
         if self.shaper is not None:
             self.shaper.release(s.label, s.pol.name)
+        if self.rt is not None:
+            self.rt.detach(s)
 
+    @locked
     def rt_status(self, call: Call) -> dict[str, Any]:
         if self.shaper is None:
             return {}
-        return self.shaper.status({s.label: s.pol.name for s in self.live.values()})
+        out = self.shaper.status({s.label: s.pol.name for s in self.live.values()})
+        out["threads"] = {str(label): rtthread.describe(tid)
+                          for label, tid in self.drained.items()}
+        return out
 
     # -- forwarding ----------------------------------------------------------------------------
     def _drain(self, s: Session) -> None:
@@ -316,6 +363,7 @@ class OreServer:
         descs = descs[:room]
         if not descs:
             return
+        self.drained[s.label] = threading.get_native_id()     # rt_status `threads`
         acks: list[ps.Desc] = []
         out: dict[int, list[bytes]] = {}
         port, view, decide, faults = s.port, s.view, self.switch.decide, self.chaos
@@ -414,7 +462,7 @@ class OreServer:
 
     def _signal(self, s: Session) -> None:
         try:
-            self.l4.irq_trigger(s.sig)
+            self.tl4.irq_trigger(s.sig)
         except L4Error:
             s.dead = True
 
@@ -455,7 +503,7 @@ class OreServer:
         if up.cap is None or up.nic is not None:
             return
         try:
-            nic = NicSession(self.l4, up.cap, vm=self.vm, label=UPLINK_LABEL,
+            nic = NicSession(self.tl4, up.cap, vm=self.vm, label=UPLINK_LABEL,  # type: ignore[arg-type]
                              timeout_ms=UPLINK_CALL_MS)
         except (SessionLost, L4Error, RemoteError) as e:
             up.error = f"{type(e).__name__}: {e}"[:120]
@@ -528,6 +576,7 @@ class OreServer:
                 self._drain(s)
 
     # -- housekeeping --------------------------------------------------------------------------
+    @locked
     def housekeeping(self) -> None:
         self.next_tick = time.monotonic() + TICK_S
         self._reap(None)
@@ -548,6 +597,8 @@ class OreServer:
 
     def _close(self, s: Session, why: str) -> None:
         self.live.pop(s.sid, None)
+        if self.rt is not None:
+            self.rt.detach(s, closing=True)
         if self.shaper is not None:
             self.shaper.release(s.label, s.pol.name)
         if self.by_label.get(s.label) is s:

@@ -76,6 +76,7 @@ TICK_MS = 50
 RESCAN_S = 0.2
 BOOST_PRIO = 10                  # the kernel and the servers of reserved jobs ("fifo", default)
 BOOST_NICE = -20                 # ... ("nice": ordinary class, measured far worse)
+BE_NICE = -20                    # best-effort threads ("be/") of boosted processes
 ENFORCER_PRIO = 90               # the fifo fallback's enforcer: above every reserved thread
 RESERVED_FIFO_PRIO = 20          # reserved threads in the fifo fallback
 BOOST_SHARE = 1.0                # "deadline" boost: the CPUs the whole path may use, at most
@@ -116,17 +117,22 @@ class Reservation:
                 "worst_us": self.worst_us, "throttles": self.throttles}
 
 
-def _serve_entry(entry: Any) -> tuple[str, tuple[str, ...]]:
-    """One `serve` entry: "task", or {"task": "hal", "best_effort": ["nic-"]} (threads whose
-    name starts with a prefix are not boosted)."""
+def _serve_entry(entry: Any) -> tuple[str, tuple[str, ...], int]:
+    """One `serve` entry: "task", or {"task": "hal", "best_effort": ["nic-"], "prio": 5}:
+    threads whose name starts with a prefix are not boosted; `prio` the FIFO priority of
+    the others (default BOOST_PRIO; below it: a server whose work for reserved jobs may wait
+    for the rest of the path, never for the ordinary class)."""
     if isinstance(entry, str):
-        return entry, ()
+        return entry, (), BOOST_PRIO
     if isinstance(entry, dict) and isinstance(entry.get("task"), str) \
-            and set(entry) <= {"task", "best_effort"} \
-            and all(isinstance(p, str) and p for p in entry.get("best_effort", [])):
-        return entry["task"], tuple(entry.get("best_effort", []))
+            and set(entry) <= {"task", "best_effort", "prio"} \
+            and all(isinstance(p, str) and p for p in entry.get("best_effort", [])) \
+            and entry.get("prio", BOOST_PRIO) in range(1, ENFORCER_PRIO):
+        return entry["task"], tuple(entry.get("best_effort", [])), \
+            int(entry.get("prio", BOOST_PRIO))
     raise ValueError(f"rt policy: serve entry {entry!r} must be a task name or "
-                     f"{{\"task\": NAME, \"best_effort\": [THREAD NAME PREFIX, ...]}}")
+                     f"{{\"task\": NAME, \"best_effort\": [THREAD NAME PREFIX, ...], "
+                     f"\"prio\": 1..{ENFORCER_PRIO - 1}}}")
 
 
 def schedstat_ns(pid: int, tid: int) -> int:
@@ -174,10 +180,12 @@ class Manager:
         # serve: task names, or {"task": name, "best_effort": [thread name prefixes]}
         self.serve_tasks: list[str] = []
         self.best_effort: dict[str, tuple[str, ...]] = {}    # task -> prefixes left alone
+        self.prio: dict[str, int] = {}                       # task -> its FIFO priority
         for entry in policy.get("serve", []):
-            name, prefixes = _serve_entry(entry)
+            name, prefixes, prio = _serve_entry(entry)
             self.serve_tasks.append(name)
             self.best_effort[name] = prefixes
+            self.prio[name] = prio
         # "best_effort": false boosts a serve process's "be/" threads too (the old way)
         self.be_class = policy.get("best_effort", True)
         if self.be_class not in (True, False):
@@ -206,6 +214,7 @@ class Manager:
         self.counters = {"admitted": 0, "refused": 0, "released": 0, "reaped": 0,
                          "host_refused": 0}
         self.boosted: dict[int, set[int]] = {}          # pid -> its threads we boosted
+        self.niced: dict[int, set[int]] = {}            # pid -> its best-effort threads at BE_NICE
         self.boost_names: dict[int, str] = {}
         self.kernel_pid = 0
         self.serve_pids: dict[str, int] = {}             # serve task -> its pid (cached)
@@ -380,6 +389,7 @@ class Manager:
                     self.admission.remove(budget, self.boost_period_us)
             for tid in [t for t in done if self._best_effort(name, pid, t)]:
                 self._demote(pid, tid)            # named best effort since it was boosted
+            self._nice_best_effort(pid, name, live, whole)
             new = [tid for tid in sorted(live) if tid not in done and tid not in own
                    and (whole or _io_thread(pid, tid))
                    and not self._best_effort(name, pid, tid)]
@@ -392,7 +402,8 @@ class Manager:
             for pid, tid in fresh:
                 try:
                     if self.boost_kind == "fifo":
-                        hs.set_fifo(tid, BOOST_PRIO)
+                        hs.set_fifo(tid, self.prio.get(self.boost_names.get(pid, ""),
+                                                       BOOST_PRIO))
                     else:
                         hs.set_nice(tid, BOOST_NICE)
                     self.boosted[pid].add(tid)
@@ -409,6 +420,25 @@ class Manager:
         if self.be_class and comm.startswith(hs.BEST_EFFORT_PREFIX):
             return True
         return comm.startswith(self.best_effort.get(task, ())) if comm else False
+
+    def _nice_best_effort(self, pid: int, name: str, live: set[int], whole: bool) -> None:
+        """The best-effort threads of a boosted process: SCHED_OTHER at BE_NICE. They share
+        an interpreter lock with the boosted ones; a holder preempted in the ordinary class
+        would keep them waiting while the hogs run (measured: the HAL's NIC worker and the
+        block server's main thread at nice 0 made the reserved disk reads 4-18 ms), while
+        at BE_NICE the ordinary class runs it first whenever the real-time class leaves a
+        CPU. A best-effort thread stays in the ordinary class, below every real-time one."""
+        mine = self.niced.setdefault(pid, set())
+        mine &= live
+        if not whole or self.boost_kind == "nice":
+            return
+        for tid in sorted(live - mine):
+            if self._best_effort(name, pid, tid):
+                try:
+                    hs.set_nice(tid, BE_NICE)
+                    mine.add(tid)
+                except hs.HostRefused:
+                    pass
 
     def _demote(self, pid: int, tid: int) -> None:
         try:
@@ -479,6 +509,11 @@ class Manager:
                 pass                      # the thread ended meanwhile
 
     def _unboost_one(self, pid: int) -> None:
+        for tid in self.niced.pop(pid, set()):
+            try:
+                hs.set_nice(tid, 0)
+            except hs.HostRefused:
+                pass
         for tid in self.boosted.pop(pid, set()):
             try:
                 hs.set_other(tid)

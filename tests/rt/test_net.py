@@ -53,5 +53,9 @@ def test_a_reserved_rate_holds_under_a_flood(tmp_path: Any) -> None:
     assert row["achieved"] >= 0.95 * min(1.0, offered), (row, steady)
     assert steady["sent"] >= 0.95 * steady["offered"], steady
     assert st["best_effort_held"] > 0, st                  # the flood waited for its tokens
+    # the reserved client's frames switched by ORe's reserved thread, the flood's by its main
+    # thread (servers/ore/rtthread.py; no CPU manager here: both in the ordinary class)
+    assert st["threads"]["1"]["thread"] == "rt/ore", st["threads"]
+    assert st["threads"]["2"]["thread"] == "be/ore", st["threads"]
     flood = record(rd, "flood", "RT-NET")
     assert flood is not None and flood["sent"] * 1000 / flood["seconds"] < 1.1 * CAPACITY
