@@ -4,7 +4,8 @@
     name = "rt"
     run = "servers.rt.server:main"       # privileged (launcher/sandbox.py): sets host policies
     provides = ["rt"]
-    args = ['{"serve": ["block", "ore"]}']   # servers that work for reserved jobs (below)
+    args = ['{"serve": ["block", "ore", {"task": "hal", "best_effort": ["nic-"]}]}']
+                                         # servers that work for reserved jobs (below)
 
 A client (`caps = { rt = { service = "rt", label = N } }`) asks for a reservation for one of
 its threads, naming the thread's host TID (servers/rt/protocol.py). Check, then act:
@@ -32,10 +33,23 @@ Work done on behalf of a reserved job. A reserved job that calls a server waits 
 other processes: the kernel (every IPC goes through it) and the server. Under an ordinary-
 class hog both would be time-shared with it and the job's deadline would depend on the
 hog. So while at least one reservation exists, the manager puts every thread of the kernel
-process and of the servers named in `serve`, this manager's own (jobs report to it), and the ZeroMQ I/O threads of each reserved
-task's process (its messages pass through them: "ZMQbg/IO/N"), under SCHED_FIFO at
-BOOST_PRIO (reset on fork), and takes them back to SCHED_OTHER when the last reservation
-ends (a reserved task's own when its reservation ends). SCHED_DEADLINE runs
+process and of the servers named in `serve`, this manager's own (jobs report to it), and the
+ZeroMQ I/O threads of each reserved task's process (its messages pass through them:
+"ZMQbg/IO/N"), under SCHED_FIFO at BOOST_PRIO (or the entry's "prio"; reset on fork), and
+takes them back to SCHED_OTHER when the last reservation ends (a reserved task's own when
+its reservation ends).
+
+Best effort stays in the ordinary class. A server thread that serves best-effort clients
+only is left out: one whose host name starts with "be/" (hostsched.BEST_EFFORT_PREFIX: the
+block server's and ORe's main threads name themselves so once they serve reserved sessions
+on threads of their own, "rt/block" and "rt/ore"), or with a prefix the entry's
+"best_effort" lists (the HAL's NIC workers, "nic-"). Those run at SCHED_OTHER nice BE_NICE
+while the rest of their process is boosted: they share its interpreter's lock, and a
+holder preempted by the hogs would keep the boosted threads waiting. Why: the boosted path
+carried the best-effort clients' work at FIFO priority too (under the DROPS hogs 1.54 of 2
+CPUs), starving the ordinary class into the host's fair server, which then ran ahead of
+every FIFO thread for 50 ms at a time (the reserved player's stalls). `"best_effort":
+false` boosts the "be/" threads too (the old way). SCHED_DEADLINE runs
 before SCHED_FIFO, so the boosted path never delays a reserved thread's own budget; it only
 runs ahead of the ordinary class, in which every non-real-time load (native hogs, L⁴Linux
 and its processes) stays. The host still leaves the ordinary class its 5 % (on Linux >=
