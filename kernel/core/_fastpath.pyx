@@ -526,29 +526,38 @@ def poll(object transport, object timers) -> list:
     nothing else is ready, no timer is due and the loop has nothing else to do (no Linux
     process to reap); then what is ready besides the ports is answered, as
     `Waitset.poll` would answer it (possibly nothing: a timer is due, or a signal
-    interrupted the wait)."""
+    interrupted the wait).
+
+    ZMQ_EVENTS is asked as `Waitset.poll` asks it, with two exceptions that save libzmq's
+    command checks (a poll(2) and a getpid(2) each) per wake: a port whose ZMQ_FD fired is
+    drained without asking (its receive processes the commands itself), and a wait repeated
+    after a drain asks nothing first when the kernel has one port — the drain's last
+    receive found nothing with every command processed, and nothing touched the monitor
+    since it was last asked (only `_disconnections` reads it, and it reads it empty)."""
     cdef zq_epoll_event_t evs[MAXEV]
     cdef Py_ssize_t i, nhot
     cdef long timeout
     cdef int rc, fd, j, err
-    cdef bint drained
+    cdef bint drained, settled = False
     cdef void *handle
     by_socket = transport._by_socket
     ws = transport.poller
     cdef int epfd = ws.epfd
+    cdef bint one_port = len(transport.ports) == 1
     k = transport.state
     linux = k.linux
     while True:
         timeout = wait_ms(timers)
         hot = ws.hot                         # [Hot(sock, handle, fd, events)], a few
         hot_fds = ws.hot_fds
-        nhot = len(hot)
         ready_hot = []                       # ZeroMQ sockets with a message waiting
-        for i in range(nhot):
-            h = hot[i]
-            handle = <void *><uintptr_t>(h.handle)
-            if zq_events(handle) & ZMQ_POLLIN:
-                ready_hot.append(h.sock)
+        if not settled:
+            nhot = len(hot)
+            for i in range(nhot):
+                h = hot[i]
+                handle = <void *><uintptr_t>(h.handle)
+                if zq_events(handle) & ZMQ_POLLIN:
+                    ready_hot.append(h.sock)
         with nogil:
             rc = epoll_wait(epfd, evs, MAXEV, 0 if ready_hot else timeout)
             err = zq_os_errno() if rc < 0 else 0
@@ -562,8 +571,14 @@ def poll(object transport, object timers) -> list:
             h = hot_fds.get(fd)
             if h is None:
                 ready.append((fd, evs[j].events))
-            elif h.sock not in ready_hot and zq_events(<void *><uintptr_t>(h.handle)) & ZMQ_POLLIN:
-                ready_hot.append(h.sock)
+                continue
+            sock = h.sock
+            if sock in ready_hot:
+                continue
+            port = by_socket.get(sock)
+            if (port is not None and sock is port.router) or (
+                    zq_events(<void *><uintptr_t>(h.handle)) & ZMQ_POLLIN):
+                ready_hot.append(sock)
         drained = False
         for sock in ready_hot:
             port = by_socket.get(sock)
@@ -578,3 +593,4 @@ def poll(object transport, object timers) -> list:
         first = first_deadline(timers)
         if (first >= 0 and first <= zq_monotonic()) or linux.listeners or linux.by_pid:
             return ready
+        settled = one_port
