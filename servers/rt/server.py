@@ -185,7 +185,8 @@ def _io_thread(pid: int, tid: int) -> bool:
 
 class Manager:
     def __init__(self, l4: L4, policy: dict[str, Any]) -> None:
-        known = {"serve", "mode", "boost", "boost_share", "boost_period_us", "best_effort"}
+        known = {"serve", "mode", "boost", "boost_share", "boost_period_us", "best_effort",
+                 "reserved_prio"}
         extra = set(policy) - known
         if extra:
             raise ValueError(f"rt policy: unknown keys {sorted(extra)} (known: "
@@ -201,6 +202,11 @@ class Manager:
             self.best_effort[name] = prefixes
             self.prio[name] = prio
         # "best_effort": false boosts a serve process's "be/" threads too (the old way)
+        # the FIFO priority of threads named "rt/" (serving reserved clients only)
+        self.reserved_prio = int(policy.get("reserved_prio", BOOST_PRIO))
+        if not 1 <= self.reserved_prio < ENFORCER_PRIO:
+            raise ValueError(f"rt policy: reserved_prio {self.reserved_prio} not in "
+                             f"1..{ENFORCER_PRIO - 1}")
         self.be_class = policy.get("best_effort", True)
         if self.be_class not in (True, False):
             raise ValueError(f"rt policy: best_effort {self.be_class!r} must be true or false")
@@ -416,8 +422,9 @@ class Manager:
             for pid, tid in fresh:
                 try:
                     if self.boost_kind == "fifo":
-                        hs.set_fifo(tid, self.prio.get(self.boost_names.get(pid, ""),
-                                                       BOOST_PRIO))
+                        reserved = _comm(pid, tid).startswith(hs.RESERVED_PREFIX)
+                        hs.set_fifo(tid, self.reserved_prio if reserved else
+                                    self.prio.get(self.boost_names.get(pid, ""), BOOST_PRIO))
                     else:
                         hs.set_nice(tid, BOOST_NICE)
                     self.boosted[pid].add(tid)
