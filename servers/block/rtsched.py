@@ -22,17 +22,19 @@ not dispatched from one best-effort service time (the recent p75 at the device) 
 HOLD_GUARD_S before `due` until the reserved request arrives, or at most `late_s` (its
 recent worst lateness) past `due`. One best-effort request at the device when a reserved
 one arrives costs it a whole service time (2-3 ms with the bench's 2 ms disk), measured as
-the largest part of the player's misses. The server's one thread is kept free for that
-call too: a best-effort `collect` waits at most until CALL_GUARD_S before `due`
-(`best_wait_ms`). `rt_status` shows per second (`timeline`) the reserved requests' time
+the largest part of the player's misses. A reserved client whose calls come to the server's
+main thread (no reserved gate: servers/block/server.py) needs that thread free for its
+call too: a best-effort `collect` then waits at most until CALL_GUARD_S before `due`
+(`best_wait_ms`); through its reserved gate it has the reserved thread to itself. `rt_status` shows per second (`timeline`) the reserved requests' time
 queued and at the device and the best-effort requests' device time.
 
-The server is one Python process: its main thread (calls), the interrupt thread
-(completions) and the dispatcher take turns on the interpreter, so while reservations exist
+The server is one Python process: its main thread (best-effort calls), the reserved
+thread (reserved sessions' calls), the interrupt thread (completions) and the dispatcher
+take turns on the interpreter, so while reservations exist
 the switch interval is shortened (SWITCH_S), or each hand-off could cost 5 ms.
 
 Ownership: queues, buckets, predictions and counters are guarded by `lock`; `_dispatch`
-runs in the thread that submits (the server's main thread), in the one that completes (the
+runs in the thread that submits (the main or the reserved thread), in the one that completes (the
 disk's interrupt thread: a reserved client is answered first, then the next request goes
 to the device) and on the scheduler's work queue (a DDEKit thread, "kworker/rtdisk"),
 which the hold's timer thread ("rtdisk-hold") queues when a hold ends.
