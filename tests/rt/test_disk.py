@@ -92,6 +92,9 @@ def _policies_while_reading(rd: str) -> tuple[str, str]:
                      for k in ("reserved", "best_effort"))
     # the manager boosts a new thread at its next rescan (servers/rt/server.py RESCAN_S)
     wait_for(lambda: "SCHED_FIFO" in chrt()[0], 5, "the reserved thread boosted")
+    with open(f"/proc/{tids['best_effort']}/stat") as f:
+        nice = int(f.read().rpartition(")")[2].split()[16])
+    assert nice == -20, nice               # best effort beside boosted threads: BE_NICE
     return chrt()
 
 
