@@ -388,7 +388,7 @@ class BlockServer:
         self._end(s)
 
     # -- real-time disk scheduling (rtsched.py) ----------------------------------------------
-    def reserve(self, call: Call, rate: float, sectors: int, deadline_ms: int) -> dict[str, Any]:
+    def reserve(self, call: Call, rate: float, sectors: int, deadline_ms: int) -> Reply:
         s = self._session(call)
         if not 0 < rate <= 100_000:
             raise RpcError("INVALID", f"client {s.label}: rate {rate} must be in (0, 100000] /s")

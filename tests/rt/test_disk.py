@@ -79,8 +79,10 @@ def _policies_while_reading(rd: str) -> tuple[str, str]:
     """`chrt -p` of the block server's reserved and best-effort threads once the reserved
     reader has its reservation (its gate and thread exist), while both readers run."""
     def threads() -> dict[str, Any] | None:
-        disk = json.loads(l4run("rt", "--json", "--run-dir", rd).stdout)["disk"]
-        got = next(iter(disk.values()), {}).get("threads", {})
+        disk: dict[str, Any] = json.loads(l4run("rt", "--json", "--run-dir", rd).stdout)["disk"]
+        got: dict[str, Any] = {}
+        for st in disk.values():
+            got = st.get("threads", {})
         return got if "reserved" in got and "best_effort" in got else None
     wait_for(lambda: threads() is not None, 30, "the block server's reserved thread")
     tids = threads()
