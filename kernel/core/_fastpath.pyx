@@ -25,8 +25,6 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 import sys
 import traceback
 
-import zmq as _zmq
-
 from kernel import abi as _abi
 from kernel.core import faults as _faults
 from kernel.core import ipc as _ipc
