@@ -188,7 +188,7 @@ def test_tcp_transfer_through_loss_corruption_duplicates(pair: Any) -> None:
     sa, sb, la, lb = pair
     for link in (la, lb):
         link.loss, link.corrupt, link.duplicate = 0.1, 0.02, 0.02
-    data = os.urandom(512 << 10)
+    data = os.urandom(256 << 10)
     t = _serve_once(sb, 80, data)
     got = _download(sa, B, 80)
     t.join(20)
