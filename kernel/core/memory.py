@@ -510,8 +510,10 @@ class Shootdown:
         self.thread = thread
         self.result = result
         self.spaces = {a: a.epoch for a in spaces}
-        self.deadline = time.monotonic() + SHOOTDOWN_MS / 1000.0
-        self.resend = time.monotonic() + RESIGNAL_MS / 1000.0
+        now = time.monotonic()
+        self.deadline = now + SHOOTDOWN_MS / 1000.0
+        self.resend = now + RESIGNAL_MS / 1000.0
+        self.waiting: list[AddressSpace] = []   # not acknowledged at the last _settle
 
     def start(self) -> bool:
         """True if done at once; otherwise the thread is polled by a 1 ms kernel timer."""
@@ -526,7 +528,7 @@ class Shootdown:
         self.mem.k.timers.add(1, th, th.set_state(th.state))
 
     def _settle(self, final: bool) -> bool:
-        waiting = [a for a in self.spaces if not self.mem.acked(a)]
+        waiting = self.waiting = [a for a in self.spaces if not self.mem.acked(a)]
         if not waiting:
             return True
         if not final:
@@ -555,9 +557,8 @@ class Shootdown:
             # before can be consumed without a second run: ask again, as a kernel re-sends
             # an IPI, until it acknowledges or the deadline faults it.
             self.resend = now + RESIGNAL_MS / 1000.0
-            for a in self.spaces:
-                if not self.mem.acked(a):
-                    self.mem.nudge(a)
+            for a in self.waiting:
+                self.mem.nudge(a)
         self._arm()
 
 
