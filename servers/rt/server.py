@@ -404,9 +404,7 @@ class Manager:
             live = set(_threads(pid))
             for tid in done - live:               # ended: its path budget back to the pool
                 done.discard(tid)
-                budget = self.path_dl.pop(tid, 0)
-                if budget:
-                    self.admission.remove(budget, self.boost_period_us)
+                self._path_budget_back(tid)
             for tid in [t for t in done if self._best_effort(name, pid, t)]:
                 self._demote(pid, tid)            # named best effort since it was boosted
             self._nice_best_effort(pid, name, live, whole)
@@ -467,6 +465,10 @@ class Manager:
         except hs.HostRefused:
             pass
         self.boosted[pid].discard(tid)
+        self._path_budget_back(tid)
+
+    def _path_budget_back(self, tid: int) -> None:
+        """A path thread's "deadline" boost budget, if it had one, back to the admission."""
         budget = self.path_dl.pop(tid, 0)
         if budget:
             self.admission.remove(budget, self.boost_period_us)
@@ -540,9 +542,7 @@ class Manager:
                 hs.set_other(tid)
             except hs.HostRefused:
                 pass
-            budget = self.path_dl.pop(tid, 0)
-            if budget:
-                self.admission.remove(budget, self.boost_period_us)
+            self._path_budget_back(tid)
         self.boost_names.pop(pid, None)
 
     def _unboost(self) -> None:
