@@ -359,12 +359,7 @@ class BlockServer:
     def _note_thread(self, label: int) -> None:
         """Which host thread served `label`'s call, under which policy (rt_status `served`:
         the tests' evidence that best effort runs in the ordinary class)."""
-        tid = threading.get_native_id()
-        try:
-            policy = hs.policy_of(tid)
-        except hs.HostRefused:
-            policy = "?"
-        self.served[label] = {"tid": tid, "thread": hs.thread_name(), "policy": policy}
+        self.served[label] = hs.describe_thread(threading.get_native_id())
 
     def info(self, call: Call) -> dict[str, Any]:
         s = self.sessions.get(call.label)

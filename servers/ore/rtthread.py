@@ -42,17 +42,6 @@ BE_THREAD = hs.BEST_EFFORT_PREFIX + "ore"
 IDLE_MS = 500                    # the reserved thread's wait with nothing held
 
 
-def describe(tid: int) -> dict[str, Any]:
-    """A host thread of ours: its TID, name and scheduling policy now (rt_status)."""
-    try:
-        with open(f"/proc/self/task/{tid}/comm") as f:
-            name = f.read().strip()
-        policy = hs.policy_of(tid)
-    except (OSError, hs.HostRefused):
-        name, policy = "", "gone"
-    return {"tid": tid, "thread": name, "policy": policy}
-
-
 class ThreadL4:
     """The calling thread's own kernel connection: the reserved thread's on it (`use`),
     the main thread's elsewhere. A drain triggers IRQs (signals, the uplink's kick); an L4

@@ -67,9 +67,9 @@ from kernel.user.rpc import Call, RemoteError, Reply, RpcError
 from kernel.user.vm import VM, map_mem
 from servers.nic import stream as ps
 from servers.nic.client import NicSession, SessionLost
+from servers.rt import hostsched as hs
 
 from .blocks import Block, Blocks, OutOfMemory
-from . import rtthread
 from .rtthread import ReservedThread, ThreadL4
 from .shaper import RETRY_S, Shaper
 from .protocol import (ATTACH_GRACE_S, KICK_LABEL_BASE, MAX_FRAME, ORE, TICK_S, UPLINK_LABEL)
@@ -346,7 +346,7 @@ class OreServer:
         if self.shaper is None:
             return {}
         out = self.shaper.status({s.label: s.pol.name for s in self.live.values()})
-        out["threads"] = {str(label): rtthread.describe(tid)
+        out["threads"] = {str(label): hs.describe_thread(tid)
                           for label, tid in self.drained.items()}
         return out
 

@@ -29,6 +29,7 @@ import ctypes
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 
 SYS_SCHED_SETATTR = 314          # x86-64
 SYS_SCHED_GETATTR = 315
@@ -223,3 +224,15 @@ def thread_name() -> str:
     buf = ctypes.create_string_buffer(16)
     _libc.prctl(16, buf, 0, 0, 0)
     return buf.value.decode(errors="replace")
+
+
+def describe_thread(tid: int) -> dict[str, Any]:
+    """A host thread of this process: its TID, name (comm) and scheduling policy now; name
+    "" and policy "gone" once it ended (servers' `rt_status`: which thread served whom)."""
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            name = f.read().strip()
+        policy = policy_of(tid)
+    except (OSError, HostRefused):
+        name, policy = "", "gone"
+    return {"tid": tid, "thread": name, "policy": policy}
