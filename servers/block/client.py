@@ -30,9 +30,10 @@ import itertools
 import time
 from typing import Any
 
+from hal.driver import free_slots
 from kernel.abi import MemRights
 from kernel.user.client import L4, map_cap
-from kernel.user.errors import L4Error, NoCapability, PeerDied
+from kernel.user.errors import L4Error, PeerDied
 from kernel.user.rpc import RemoteFailure
 from kernel.user.vm import VM
 from servers.moe.client import MoeSession
@@ -86,14 +87,9 @@ class BlockClient:
                 pass
         self.io, self.rt_gate = self.stub, None
 
-    def _free_slot(self) -> int:
-        slot = RT_GATE_SLOTS
-        while True:
-            try:
-                self.l4.cap_inspect(slot)
-            except NoCapability:
-                return slot
-            slot += 1
+    def _stub(self, name: str) -> Any:
+        """The stub for op `name`: IO_OPS through the reserved gate while there is one."""
+        return self.io if name in IO_OPS else self.stub
 
     def _reopen(self) -> None:
         deadline = time.monotonic() + REOPEN_S
@@ -110,14 +106,13 @@ class BlockClient:
     def _call(self, name: str, *args: Any, **kw: Any) -> Any:
         if self.session is None:
             self._reopen()
-        stub = self.io if name in IO_OPS else self.stub
         try:
-            return getattr(stub, name)(*args, **kw)
+            return getattr(self._stub(name), name)(*args, **kw)
         except RemoteFailure as e:
             if e.error != "NO_SESSION":
                 raise
-            self._reopen()
-            return getattr(self.io if name in IO_OPS else self.stub, name)(*args, **kw)
+            self._reopen()                      # a new session: no reserved gate yet
+            return getattr(self._stub(name), name)(*args, **kw)
         except PeerDied:
             self.session = None
             self.peer_died += 1
@@ -216,7 +211,7 @@ class BlockClient:
     def reserve(self, rate: float, sectors: int, deadline_ms: int) -> dict[str, Any]:
         """Reserve `rate` requests/s of up to `sectors` sectors, each served within
         deadline_ms (servers/block/rtsched.py); RemoteFailure REFUSED past the capacity."""
-        slot = self._free_slot()
+        slot = free_slots(self.l4, 1, RT_GATE_SLOTS)
         got = dict(self._call("reserve", float(rate), sectors, deadline_ms, _window=(slot, 1)))
         self._forget_gate()
         self.rt_gate, self.io = slot, BLOCK.client(self.l4, slot, timeout=CALL_MS)
