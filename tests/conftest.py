@@ -51,6 +51,27 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 DO_TIMEOUT = 20.0        # generous bound on one agent operation (a hang fails, never a timing)
 
 
+LOG_TAIL = 30            # lines of each task's log shown when a booted-system test fails
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    """A failed test that booted a system under its tmp_path shows the tail of every task's
+    log (run-dir/logs/*.log) in its report: CI keeps no run directories, and "timed out
+    waiting for ..." says nothing of why without them."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if not report.failed or tmp is None:
+        return
+    for log in sorted(tmp.glob("**/logs/*.log"))[:40]:
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        except OSError:
+            continue
+        report.sections.append((f"log {log.relative_to(tmp)}", "\n".join(lines)))
+
+
 class Agent:
     """A spawned `agent` task and the root-side means to drive it."""
 
