@@ -211,16 +211,22 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
     def synced(i: int) -> None:                  # draw, then refresh and wait for the screen
         gui.put(0, 0, W, H, pics[i % 2])
         gui.refresh(0, 0, W, H)
+    sync0 = gui.stats()
     sync_fps = _fps(int(frames), int(rounds), synced)
+    sync1 = gui.stats()
+    sync_scanned = sync1.get("scanned", 0) - sync0.get("scanned", 0)
+    sync_shown = sync1["shown"] - sync0["shown"]
 
     def flipped(i: int) -> None:                 # draw the hidden half, flip to it, go on
         half = (i % 2) * H
         gui.put(0, half, W, H, pics[i % 2])
         view.flip(0, half)
-    shown0 = gui.stats()["shown"]
+    st0 = gui.stats()
     kicks0, waits0 = gui.kicks, gui.waits
     np_fps = _fps(int(frames), int(rounds), flipped, done=gui.stats)
-    shown = gui.stats()["shown"] - shown0
+    st = gui.stats()
+    shown = st["shown"] - st0["shown"]
+    scanned = st.get("scanned", 0) - st0.get("scanned", 0)
     calls = {"kicks": gui.kicks - kicks0, "waits": gui.waits - waits0}
     print(READY, flush=True)
     got: list[float] = []
@@ -233,7 +239,10 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
                 stamped.append(ev.time_us / 1e6)
     print(RESULT + json.dumps({"nitpicker_fps": np_fps, "nitpicker_sync_fps": sync_fps,
                                "fb_fps": fb_fps, "frames_flipped": 1 + int(frames) * int(rounds),
-                               "frames_shown": shown, "ring_calls": calls, "received": got,
+                               "frames_shown": shown, "frames_scanned_out": scanned,
+                               "sync_frames_shown": sync_shown,
+                               "sync_frames_scanned_out": sync_scanned,
+                               "ring_calls": calls, "received": got,
                                "stamped": stamped}),
           flush=True)
     while True:
@@ -317,6 +326,9 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
            "nitpicker_sync_fps": round(np["nitpicker_sync_fps"], 1),
            "fb_fps": round(np["fb_fps"], 1),
            "frames_flipped": np["frames_flipped"], "frames_shown": np["frames_shown"],
+           "frames_scanned_out": np["frames_scanned_out"],
+           "sync_frames_shown": np["sync_frames_shown"],
+           "sync_frames_scanned_out": np["sync_frames_scanned_out"],
            "ring_kicks": np["ring_calls"]["kicks"], "ring_waits": np["ring_calls"]["waits"],
            "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
            "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2),

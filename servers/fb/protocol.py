@@ -31,6 +31,17 @@ coordinates: (0, 0) is the viewport's top left corner.
         sessions' refreshes still copy into their viewports. The mapping is taken back
         when the session ends (end, a second open, the client's death). Errors: DENIED
         (the policy gives this label no direct mapping), NO_SESSION (open first)
+    planes() -> {order, count, page_bus, screen_bus}
+        the plane page, for a direct client (after `screen`), with a capability item: the
+        caller's own task capability with INVOKE and GRANT (passed on to the device). The reply maps the framebuffer's plane
+        page (hal/fb.py "Planes": plane registers in RAM that the device reads at every
+        scan-out) RW into the caller's window `window(vaddr, order)`; page_bus and
+        screen_bus are the physical addresses of the page and of the scan-out memory. From
+        then on the device's DMA domain is the caller's address space (hal/iommu.py): a
+        plane may show only memory the caller maps, such as its clients' buffers. When the
+        session ends the page is taken back and zeroed (planes off) and the domain is the
+        fb server's own again. Errors: DENIED (no direct mapping for this label, or the
+        capability is not the caller's own task), NO_SESSION
     end() -> None           end the session: its buffer is unmapped and freed
     stats() -> {refreshes, refused, pixels, session}    the caller's own counters; NO_SESSION
                             (NO_SESSION: none open)
@@ -44,6 +55,8 @@ from __future__ import annotations
 from kernel.user.rpc import Protocol, op
 
 FORMAT = "XRGB8888"
+PLANE_ORDER = 12                 # the plane page: one page (hal/fb.py)
+PLANES_N = 2
 BYTES_PER_PIXEL = 4
 
 FB = Protocol("fb", [
@@ -53,6 +66,7 @@ FB = Protocol("fb", [
        errors=["INVALID", "NO_SESSION"]),
     op("end", 4, [], None),
     op("screen", 6, [], "screen", errors=["DENIED", "NO_SESSION"]),
+    op("planes", 7, [], "planes", errors=["DENIED", "NO_SESSION"], caps_in=1),
     op("stats", 5, [], "stats", errors=["NO_SESSION"]),
     op("usage", 10, [], "usage", admin=True),
 ], tag=0x4642)

@@ -44,19 +44,23 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from kernel.abi import MemRights
+from kernel.abi import PAGE_SIZE, SLOT_TASK, MemRights
 from kernel.user.client import L4
 from kernel.user.errors import L4Error
 from kernel.user.rpc import Call, Reply, RpcError
 from kernel.user.vm import map_mem
 from servers.dde_linux import fb as fbdev
 from servers.dde_linux import kernel
+from servers.dde_linux.io import readq, writeq
+from servers.ddekit import env as _env
 from servers.ddekit import memory as _mem
 
-from .protocol import BYTES_PER_PIXEL, FB, FORMAT
+from .protocol import BYTES_PER_PIXEL, FB, FORMAT, PLANE_ORDER, PLANES_N
 from .sessions import Sessions
 
 DRIVER = "servers.dde_linux.drivers.l4fb"
+FB_STATUS, FB_ERROR, FB_PLANES, FB_PLANE_STATUS = 1, 2, 16, 17    # hal/DEVICES.md
+STATUS_ERROR = 0x4
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Session:
     refused: int = 0
     copied: int = 0              # pixels copied to the screen
     direct: bool = False         # the scan-out memory is mapped into the client (`screen`)
+    planes: int | None = None    # our slot of its task capability: it holds the plane page
 
 
 def parse_direct(entries: list[str]) -> set[int]:
@@ -134,6 +139,8 @@ class FbServer:
         self.screen_order = _order(block.size) if block is not None and \
             block.virt == info.screen_base and block.size & (block.size - 1) == 0 else 0
         self.refused = 0
+        self.plane_page = PlanePage(info)
+        self.planes_owner: int | None = None      # the label holding the plane page
 
     def _mode(self, vp: Viewport, label: int = 0) -> dict[str, Any]:
         size = vp.w * vp.h * BYTES_PER_PIXEL
@@ -151,6 +158,11 @@ class FbServer:
         return Session(call.label, vp, va, mode["order"], _mem.view(va, mode["size"]))
 
     def _free(self, s: Session) -> None:
+        if s.planes is not None:
+            self.plane_page.take_back(self.l4)
+            self.planes_owner = None
+            _env.get().cap_delete(s.planes)
+            s.planes = None
         if s.direct:
             self._unmap_screen()
         s.pixels.release()
@@ -182,6 +194,32 @@ class FbServer:
                       "stride": self.stride, "size": self.stride * v.yres,
                       "order": self.screen_order},
                      [map_mem(self.info.screen_base, self.screen_order, MemRights.RW)])
+
+    def planes(self, call: Call) -> Reply:
+        """The plane page to a direct client, the device's DMA domain its address space."""
+        slot = self.sessions.keep(call)
+        try:
+            s = self.sessions.get(call)
+            if call.label not in self.direct or not s.direct or not self.plane_page.va:
+                raise RpcError("DENIED", f"the policy gives label {call.label} no planes (direct "
+                                         f"labels: {sorted(self.direct)}; `screen` first)")
+            if not self.sessions.same_task(call.label, slot):
+                raise RpcError("DENIED", "planes needs the caller's own task capability (INVOKE)")
+            if self.planes_owner is not None and self.planes_owner != call.label:
+                raise RpcError("DENIED", f"label {self.planes_owner} holds the planes")
+            try:
+                self.plane_page.bind(slot)
+            except L4Error as e:
+                raise RpcError("DENIED", f"the device refused the DMA domain: {e}") from None
+        except BaseException:
+            _env.get().cap_delete(slot)
+            raise
+        if s.planes is not None:
+            _env.get().cap_delete(s.planes)
+        s.planes, self.planes_owner = slot, call.label
+        return Reply({"order": PLANE_ORDER, "count": PLANES_N, "page_bus": self.plane_page.pa,
+                      "screen_bus": self.info.fix.smem_start},
+                     [map_mem(self.plane_page.va, PLANE_ORDER, MemRights.RW)])
 
     def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
         s = self.sessions.get(call)
@@ -221,8 +259,56 @@ class FbServer:
                    for lb, s in self.sessions.sessions.items()}
         v = self.info.var
         return {"sessions": per, "refused": self.refused, **self.sessions.counters(),
+                "planes": {"owner": self.planes_owner, **self.plane_page.status()},
                 "screen": {"width": v.xres, "height": v.yres, "format": FORMAT,
                            "bus_address": self.info.fix.smem_start}}
+
+
+class PlanePage:
+    """The framebuffer's plane page (hal/fb.py): one DMA page of ours, its address in the
+    device's PLANES register, handed to the direct client that asks (`planes`). Main thread."""
+
+    def __init__(self, info: fbdev.fb_info) -> None:
+        self.regs = info.par.regs
+        self.va = self.pa = 0
+        try:
+            va = _mem.contig_alloc(PAGE_SIZE)
+        except _mem.OutOfMemory as e:
+            print(f"fb: no plane page ({e}): planes off", file=sys.stderr, flush=True)
+            return
+        _mem.fill(va, PAGE_SIZE, 0)
+        pa = _mem.virt_to_phys(va)
+        assert pa is not None
+        writeq(self.regs, FB_PLANES, pa)
+        if readq(self.regs, FB_STATUS) & STATUS_ERROR:       # a HAL without planes
+            writeq(self.regs, FB_ERROR, 0)
+            _mem.contig_free(va)
+            print("fb: the device refused the plane page: planes off", flush=True)
+            return
+        self.va, self.pa = va, pa
+
+    def bind(self, slot: int) -> None:
+        """The device's DMA domain is now the task in `slot` (the plane page's holder)."""
+        self.regs.hw.handle().dma_bind(slot)
+
+    def take_back(self, l4: L4) -> None:
+        """Unmap the page from its holder, zero it (planes off: the base frame shows again),
+        and make our own task the device's DMA domain again."""
+        if not self.va:
+            return
+        try:
+            l4.mem_unmap(self.va, PLANE_ORDER)
+        except L4Error as e:
+            print(f"fb: unmapping the plane page: {e}", file=sys.stderr, flush=True)
+        _mem.fill(self.va, PAGE_SIZE, 0)
+        try:
+            self.regs.hw.handle().dma_bind(SLOT_TASK)
+        except L4Error as e:
+            print(f"fb: taking the DMA domain back: {e}", file=sys.stderr, flush=True)
+
+    def status(self) -> dict[str, Any]:
+        return {"page_bus": self.pa, "plane_status": readq(self.regs, FB_PLANE_STATUS)
+                if self.va else None}
 
 
 def _find(device: str) -> fbdev.fb_info | None:

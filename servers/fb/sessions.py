@@ -93,6 +93,22 @@ class Sessions(Generic[S]):
         self.recv_slot = _env.get().slots(1)        # the watch stays in the old window slot
         self.rewindow = True
 
+    def keep(self, call: Call) -> int:
+        """The slot the request's capability item landed in, kept by the op (the loop
+        restarts with a fresh window slot); the op deletes it when it is done with it."""
+        slot = call.items[0][1]
+        self.recv_slot = _env.get().slots(1)
+        self.rewindow = True
+        return int(slot)
+
+    def same_task(self, label: int, slot: int) -> bool:
+        """Whether the task capability in `slot` names the client task of `label`'s session."""
+        try:
+            got, own = self.l4.cap_inspect(slot), self.l4.cap_inspect(self.watches[label])
+        except (NoCapability, KeyError):
+            return False
+        return got.get("type") == "task" and bool(got.get("alive")) and got.get("id") == own.get("id")
+
     def get(self, call: Call) -> S:
         with self.lock:
             s = self.sessions.get(call.label)

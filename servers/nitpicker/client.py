@@ -5,7 +5,7 @@
     gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
     gui.submit(x, y, w, h)                   # refresh and continue (answered before the paint)
     v.flip(buf_x, buf_y)                     # show the buffer from there (a page flip), continue
-                                             # once the flip before is on the screen
+                                             # once the part the flip before showed is free
     v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
     v.title("..."); v.destroy()
     for ev in gui.wait(timeout_ms=500): ...  # Event(kind, view, code, value, x, y, time_us)
@@ -97,8 +97,9 @@ class View:
 
     def flip(self, buf_x: int, buf_y: int) -> None:
         """Show the buffer from (buf_x, buf_y), posted in the flip ring (no call while
-        Nitpicker is painting): back once the flip before this one is on the screen,
-        like the `flip` call's answer, so the part of the buffer it showed may be drawn."""
+        Nitpicker is painting): back once the part of the buffer the flip before this one
+        showed is free (composed: copied to the screen; scanned out directly: replaced by
+        this flip), like the `flip` call's answer, so that part may be drawn again."""
         if self.geom is not None:
             self.geom = (*self.geom[:4], buf_x, buf_y)
         if not self.gui._post(self, buf_x, buf_y):
@@ -257,14 +258,15 @@ class GuiSession:
         return True
 
     def _shown(self, k: int) -> None:
-        """Wait until flip k of the ring was handled: polled for up to WAIT_S (Nitpicker
-        is painting it), then a call, which Nitpicker takes once its ring is drained."""
+        """Wait until the part of the buffer flip k showed is released (ring.py RELEASED:
+        painted, or no longer scanned out directly): polled for up to WAIT_S, then a call,
+        which Nitpicker takes once its ring is drained (and flip k+1 shown)."""
         def done() -> bool:
             if not self.ring:
                 return False
             try:
                 with self.pins.held():
-                    return ring.word(self.pins.view(self.ring), ring.DONE) >= k
+                    return ring.word(self.pins.view(self.ring), ring.RELEASED) >= k
             except PageFault:
                 self.ring = 0                # gone: the call below finds out why
                 return False

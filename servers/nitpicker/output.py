@@ -14,6 +14,10 @@ Copied (an fb server that gives no direct mapping): Nitpicker composes into its 
 of the screen, copies each painted rectangle into its fb session's buffer and refreshes it
 there (one copy and one call per rectangle more).
 
+Planes (planes.py): where the fb server also gives its plane page (FB `planes`), a screen
+that is one client's full-screen view is scanned out of that client's buffer directly
+(server.py `repaint` decides, frame by frame).
+
 Faults: when the fb server dies, its scan-out memory (and the session buffer) vanish from
 our address space: a frame then raises `ScreenGone` (the caller skips that paint). The fb
 client notices the restart at its next call (Nitpicker's tick calls `stats`), opens a new
@@ -33,6 +37,7 @@ from kernel.user.vm import VM, PageFault
 from servers.fb.client import FbSession
 
 from .pinned import Pins
+from .planes import Planes
 from .views import Rect
 
 FB_VADDR = 0x22_0000_0000           # the fb session's buffer (the copy path)
@@ -52,6 +57,7 @@ class Output:
         self.stride = self.width * 4
         self.own = memoryview(bytearray(self.stride * self.height))   # the copy path's screen
         self.direct = False
+        self.planes: Planes | None = None              # direct scan-out (planes.py)
         self.lost = 0                                  # frames that found the screen gone
         self._map()
 
@@ -59,6 +65,9 @@ class Output:
         """The direct mapping, if the fb server gives it and it is the screen we paint."""
         self.pins.remove(SCREEN_VADDR)
         self.direct = False
+        if self.planes is not None:
+            self.planes.close()
+            self.planes = None
         try:
             got = self.fb.map_screen(SCREEN_VADDR)
         except (RemoteError, L4Error) as e:
@@ -74,6 +83,8 @@ class Output:
         self.pins.add(SCREEN_VADDR, self.stride * self.height, writable=True)
         self.direct = True
         print("nitpicker: composing straight into the scan-out memory", flush=True)
+        planes = Planes(self.fb, self.vm, self.pins, self.width, self.height)
+        self.planes = planes if planes.ok else None
 
     def reopened(self) -> None:
         self._map()
@@ -90,6 +101,9 @@ class Output:
             if self.direct:
                 self.pins.remove(SCREEN_VADDR)
                 self.direct = False                    # mapped again when fb is back
+            if self.planes is not None:
+                self.planes.close()
+                self.planes = None
             raise ScreenGone(str(e)) from None
 
     def show(self, rects: list[Rect]) -> None:
@@ -124,4 +138,5 @@ class Output:
             print(f"nitpicker: fb: {e}", flush=True)
 
     def usage(self) -> dict[str, Any]:
-        return {"direct": self.direct, "lost_frames": self.lost}
+        return {"direct": self.direct, "lost_frames": self.lost,
+                **(self.planes.usage() if self.planes is not None else {"planes": False})}

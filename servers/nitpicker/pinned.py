@@ -7,6 +7,7 @@
         pins.read_into(vaddr, dst)           # bytes of a region into dst (a memoryview)
         pins.write_from(vaddr, src)          # src into a writable region (the client's put)
         pins.view(vaddr)                     # the region as one memoryview (contiguous only)
+        pins.bus(vaddr, n)                   # [vaddr, vaddr+n) as physical (address, length) runs
 
 Why: a copy through the VM (`VM.read_into`, `VM.write`) walks the TLB page by page; a
 full-screen frame is 768 pages, twice per frame (the client's buffer, the screen). Here each
@@ -44,16 +45,33 @@ class Region:
         self.vaddr, self.size, self.writable = vaddr, size, writable
         self.starts: list[int] = []
         self.views: list[memoryview] = []
+        self.phys: list[int] = []              # each run's physical address
 
     def build(self, vm: VM) -> None:
         runs = vm.runs(self.vaddr, self.size, self.writable)
         self.starts = [pos for pos, _ in runs]
         self.views = [view for _, view in runs]
+        self.phys = [vm.translate(self.vaddr + pos) for pos in self.starts]   # TLB hits
 
     def release(self) -> None:
         for v in self.views:
             v.release()
-        self.starts, self.views = [], []
+        self.starts, self.views, self.phys = [], [], []
+
+    def bus(self, off: int, n: int) -> list[tuple[int, int]]:
+        """[off, off+n) of the region as physical (address, length) pieces, run by run."""
+        if off < 0 or n < 1 or off + n > self.size:
+            return []
+        out = []
+        i = bisect_right(self.starts, off) - 1
+        pos = 0
+        while pos < n:
+            o = off + pos - self.starts[i]
+            k = min(n - pos, len(self.views[i]) - o)
+            out.append((self.phys[i] + o, k))
+            pos += k
+            i += 1
+        return out
 
     def _pieces(self, off: int, n: int) -> Iterator[tuple[memoryview, int, int, int]]:
         """[off, off+n) of the region as (run view, offset in it, offset in the span,
@@ -156,6 +174,14 @@ class Pins:
             raise PageFault(f"{vaddr:#x}+{len(src)} runs past the pinned region at "
                             f"{r.vaddr:#x}+{r.size:#x}")
         r.write_from(vaddr - r.vaddr, src)
+
+    def bus(self, vaddr: int, n: int) -> list[tuple[int, int]]:
+        """Inside held(): [vaddr, vaddr+n) (in one region) as physical (address, length)
+        pieces, one per run of contiguous frames (for a device that reads it); [] if the
+        region's frames are gone or the range leaves it."""
+        assert self.depth, "bus outside held()"
+        r = self.region(vaddr)
+        return r.bus(vaddr - r.vaddr, n) if r.views else []
 
     def view(self, vaddr: int) -> memoryview:
         """Inside held(): the region at vaddr as one memoryview (it must be one run)."""

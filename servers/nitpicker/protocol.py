@@ -64,10 +64,14 @@ quota). The client never says who it is: the kernel vouches for the label.
         (code BTN_LEFT..., value 1/0), MOTION (value 0), FOCUS (value 1 gained / 0 lost);
         x, y: the pointer relative to the view's top left corner; time_us: when the input
         server stamped the event (its monotonic clock). Errors: NO_SESSION
-    info() -> {views, buffer, focused, xray, dropped, refreshes, shown, refused}
+    info() -> {views, buffer, focused, xray, dropped, refreshes, shown, scanned, scanout,
+               refused}
         refreshes: refresh, submit and flip requests accepted (flips posted in the ring
         too); shown: those whose pixels reached the screen (each is painted, none merged
-        away); refused: invalid ones (a ring entry naming no view of the session...)
+        away); scanned: of those, the ones shown by direct scan-out (planes.py: the display
+        read them from the buffer, nothing was copied); scanout: whether the display scans
+        one of the session's views out of its buffer directly now; refused: invalid ones
+        (a ring entry naming no view of the session...)
     end() -> None                          the session ends: its views vanish, buffer freed
     usage() -> {sessions, focused, xray, kill_mode, redraws, ...}   admin: everything
 

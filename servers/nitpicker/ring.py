@@ -4,6 +4,10 @@
     POSTED   word 0   the client's count of flips posted (it writes it, after the entry)
     DONE     word 1   Nitpicker's count of those it handled (painted, or refused as invalid)
     IDLE     word 2   1 while Nitpicker may be blocked in the kernel: the client calls `kick`
+    RELEASED word 3   Nitpicker's count of flips whose part of the buffer nothing reads any
+                      more: DONE once a flip was composed (its pixels are copied), one less
+                      while the display scans the buffer out directly (planes.py): the part
+                      flip k shows is read until flip k+1 replaced it
     entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, buf_x, buf_y
 
 Why: a `flip` call costs a kernel round trip (four ZeroMQ hops, two syscalls in Nitpicker:
@@ -33,7 +37,7 @@ Nitpicker's side: `Rings` (the pages, pinned) and `RingDrain` (painting what the
 part of server.Nitpicker; its serve loop says when).
 
 Ownership: the client's drawing thread writes POSTED and the entries; Nitpicker's main
-thread writes DONE and IDLE. Each side reaches the page through its own pins (pinned.py),
+thread writes DONE, IDLE and RELEASED. Each side reaches the page through its own pins (pinned.py),
 so a vanished page is a PageFault there: the client then takes the call path, which
 reopens the session.
 """
@@ -49,9 +53,9 @@ from kernel.user.rpc import RpcError
 from kernel.user.vm import VM, PageFault
 
 from .pinned import Pins
-from .views import Rect, Session, check_geometry
+from .views import Rect, Session, View, check_geometry
 
-POSTED, DONE, IDLE = 0, 8, 16            # byte offsets of the words
+POSTED, DONE, IDLE, RELEASED = 0, 8, 16, 24     # byte offsets of the words
 ENTRIES, ENTRY, SLOTS = 64, 24, 4
 SIZE = PAGE_SIZE
 _WORD = struct.Struct("<Q")
@@ -146,8 +150,9 @@ class Rings:
         except PageFault:
             return []
 
-    def finish(self, vaddr: int, k: int) -> None:
-        """Flip k is handled (painted or refused): the client may reuse what it showed."""
+    def finish(self, vaddr: int, k: int, released: int | None = None) -> None:
+        """Flip k is handled (painted or refused); the flips up to `released` (default k)
+        showed parts of the buffer nothing reads any more: the client may draw there."""
         if vaddr not in self.pages:
             return
         self.pages[vaddr] = k
@@ -155,6 +160,8 @@ class Rings:
             with self.pins.held():
                 mv = self._page(vaddr)
                 if mv is not None:
+                    if released is not None and released > word(mv, RELEASED):
+                        set_word(mv, RELEASED, released)
                     set_word(mv, DONE, k)
         except PageFault:
             pass
@@ -194,7 +201,9 @@ class RingDrain:
     rings: Rings
     sessions: dict[int, Session]
     streamed: float                  # when a ring last gave us a frame (time.monotonic)
-    repaint: Callable[[list[Rect]], bool]    # server.Nitpicker's: paint and show
+    repaint: Callable[..., bool]             # server.Nitpicker's: paint and show
+    shown: Callable[[Session], None]         # ... and count a frame of a session shown
+    scanned_view: View | None                # the view the display scans out directly
 
     def drain(self, s: Session) -> int:
         """Paint the flips session `s` posted in its ring, one frame each; how many."""
@@ -203,6 +212,7 @@ class RingDrain:
             return 0
         got = self.rings.take(b.ring)
         for k, vid, bx, by in got:
+            released = None                      # a refused flip frees nothing
             v = s.views.get(vid)
             try:
                 if v is None:
@@ -213,12 +223,23 @@ class RingDrain:
             else:
                 v.buf_x, v.buf_y = bx, by
                 s.refreshes += 1
-                if self.repaint([v.rect]):
-                    s.shown += 1
-            self.rings.finish(b.ring, k)         # the client may draw there again
+                if self.repaint([v.rect], content=True):
+                    self.shown(s)
+                released = self._released(s, v, k)
+            self.rings.finish(b.ring, k, released)   # the client may draw there again
         if got:
             self.streamed = time.monotonic()
         return len(got)
+
+    def _released(self, s: Session, v: View, k: int) -> int | None:
+        """How far the flips of `s` are released after flip k of view `v` was shown: all
+        of them if the display scans none of the session's buffer out directly; all but k
+        if it scans `v` (flip k's part is read now, the one before no longer); else none
+        more (another view of `s` is scanned: its last flip's part is still read)."""
+        scanned = self.scanned_view
+        if scanned is None or scanned.session is not s:
+            return k
+        return k - 1 if scanned is v else None
 
     def drain_all(self) -> bool:
         """Paint what every ring holds (each session's in turn); whether any was there."""

@@ -129,6 +129,7 @@ class Nitpicker(Routing, RingDrain):
         self.streamed = 0.0                      # when a ring last gave us a frame
         self.out = Output(l4, self.vm, self.pins, on_reopen=lambda: self.repaint_all())
         self.later: list[tuple[Session, list[Rect]]] = []   # submit/flip: painted after the answer
+        self.scanned_view: View | None = None    # the last repaint: a direct scan-out of it
         self.screen = Screen(self.out.width, self.out.height, self.pins.read_into,
                              pixels=self.out.own)
         self.input = InputSession(l4, "input", vaddr=INPUT_VADDR, vm=self.vm) \
@@ -162,27 +163,49 @@ class Nitpicker(Routing, RingDrain):
         raise RpcError("NO_MEMORY", f"no free capability slot in {SLOTS.start}..{SLOTS.stop - 1}")
 
     # -- painting -------------------------------------------------------------------------
-    def repaint(self, rects: list[Rect]) -> bool:
-        """Paint the rectangles and show them; False if the screen was gone (fb died)."""
+    def repaint(self, rects: list[Rect], content: bool = False) -> bool:
+        """Paint the rectangles and show them; False if the screen was gone (fb died).
+        `content`: only a client's pixels changed there (a refresh or flip), nothing of
+        ours, so a direct scan-out that stays as it is paints nothing."""
         todo = union_rects(rects)
         if not todo:
             return True
+        planes = self.out.planes
+        plan = None
         try:
             with self.out.frame() as mv, self.screen.into(mv):
+                if planes is not None:           # direct scan-out? (planes.py)
+                    plan = planes.plan(self.stack, self.xray)
+                    if plan is not None:         # only the bar is ours to paint
+                        todo = [] if content and planes.bar == plan.bar else \
+                            [r.intersect(plan.bar) for r in todo]
+                    elif planes.active is not None:     # leaving: the base frame is stale
+                        todo = [Rect(0, 0, self.screen.width, self.screen.height)]
                 done = [p for p in (self.screen.paint(r, self.stack, self.focused, self.xray)
                                     for r in todo) if not p.empty]
+                if planes is not None and plan is not None:
+                    planes.show(plan)
+                elif planes is not None:
+                    planes.off()
+                    planes.composed += 1
         except ScreenGone as e:
             print(f"nitpicker: a frame found no screen ({e}); waiting for fb", flush=True)
             return False
         self.out.show(done)
+        self.scanned_view = None if plan is None else plan.view
         return True
+
+    def shown(self, s: Session) -> None:
+        """A frame of `s` reached the screen (by the last repaint)."""
+        s.shown += 1
+        s.scanned += self.scanned_view is not None
 
     def paint_later(self) -> None:
         """What submit and flip left for after their answers: painted as one frame."""
         later, self.later = self.later, []
-        if self.repaint([r for _, rects in later for r in rects]):
+        if self.repaint([r for _, rects in later for r in rects], content=True):
             for s, _ in later:
-                s.shown += 1
+                self.shown(s)
 
     def repaint_all(self) -> None:
         if hasattr(self, "screen"):
@@ -260,6 +283,8 @@ class Nitpicker(Routing, RingDrain):
         b, s.buffer = s.buffer, None
         if b is None:
             return
+        if self.out.planes is not None and self.out.planes.active is not None:
+            self.repaint_all()                   # the display may be reading it: compose first
         self.pins.remove(b.addr)
         self.rings.remove(b.ring)
         self.later = [(o, r) for o, r in self.later if o is not s]
@@ -329,8 +354,8 @@ class Nitpicker(Routing, RingDrain):
 
     def refresh(self, call: Call, x: int, y: int, w: int, h: int) -> None:
         s = self.session(call)
-        if self.repaint(self._dirty(s, x, y, w, h)):
-            s.shown += 1
+        if self.repaint(self._dirty(s, x, y, w, h), content=True):
+            self.shown(s)
 
     def submit(self, call: Call, x: int, y: int, w: int, h: int) -> None:
         s = self.session(call)
@@ -414,7 +439,9 @@ class Nitpicker(Routing, RingDrain):
         b = s.buffer
         return {"views": sorted(s.views), "buffer": None if b is None else [b.width, b.height],
                 "focused": self.focused is s, "xray": self.xray, "dropped": s.dropped,
-                "refreshes": s.refreshes, "shown": s.shown, "refused": s.refused,
+                "refreshes": s.refreshes, "shown": s.shown, "scanned": s.scanned,
+                "scanout": self.scanned_view is not None and self.scanned_view.session is s,
+                "refused": s.refused,
                 "name": s.name}
 
     def usage(self, call: Call) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class Session:
     dropped: int = 0
     refreshes: int = 0           # refresh, submit, flip requests accepted
     shown: int = 0               # ... whose pixels reached the screen
+    scanned: int = 0             # ... of those, shown by direct scan-out (planes.py: no copy)
     refused: int = 0
     next_view: int = 1
 

@@ -11,12 +11,17 @@
         into its flip ring (servers/nitpicker/ring.py): "NP ring {...}"
     hog(l4)
         a buffer beyond its quota (refused), then a small one
+    scanner(l4)
+        a full-screen view and a second one, stepped by key presses (direct scan-out)
+    fbprobe(l4)
+        an fb client asking for what only the direct client may have (screen, planes)
 
 Log lines, read by the test: "NP <what> <json>".
 """
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from kernel.user.client import L4
@@ -134,3 +139,83 @@ def asker(l4: L4) -> int:
     except RemoteFailure as e:
         log("pin", {"error": e.error})
     return 0
+
+
+def picture(w: int, h: int, which: int) -> bytes:
+    """Test picture `which` (0 or 1), w x h XRGB8888: every pixel tells where it is."""
+    from servers.nitpicker.client import rgb
+    if which == 0:
+        return b"".join(rgb(y % 256, x % 256, 77) for y in range(h) for x in range(w))
+    return b"".join(rgb(x % 256, 50, y % 256) for y in range(h) for x in range(w))
+
+
+OVER = (60, 60, 80, 60)                          # the scanner's second view
+
+
+def scanner(l4: L4) -> int:
+    """A full-screen view (a buffer of two screens: picture 0 above, 1 below) and a second
+    view OVER in front; each key press (KEY value 1) takes the next step, logged "NP step N":
+    1 the second view destroyed, 2 created again, 3 destroyed and the full view flipped to
+    picture 1, 4 the shown half painted white (its top rows lie under Nitpicker's bar);
+    after each step, and at each "i" (any key after step 4), its info: "NP state {...}"."""
+    gui = GuiSession(l4)
+    w, h = gui.width, gui.height
+    gui.buffer(w, 2 * h)
+    gui.put(0, 0, w, h, picture(w, h, 0))
+    gui.put(0, h, w, h, picture(w, h, 1))
+    full = gui.view("full")
+    full.geometry(0, 0, w, h)
+
+    def over() -> Any:
+        v = gui.view("over")
+        v.geometry(*OVER, buf_x=0, buf_y=h)
+        return v
+    second = over()
+    gui.refresh()
+    log("step", 0)
+    step = 0
+
+    def state(n: int) -> None:
+        st = gui.stats()
+        log("state", {"n": n, "scanout": st["scanout"], "scanned": st["scanned"],
+                      "xray": st["xray"]})
+    state(0)
+    asked = 0
+    while True:
+        for ev in gui.wait(500):
+            if ev.kind != 1 or ev.value != 1:        # KEY presses only
+                continue
+            if ev.code == 23 or step == 4:           # "i": how the screen is shown now
+                asked += 1
+                state(100 + asked)
+                continue
+            step += 1
+            if step == 1:
+                second.destroy()
+            elif step == 2:
+                second = over()
+            elif step == 3:
+                second.destroy()
+                full.flip(0, h)
+                gui.stats()                          # answered once the flip is shown
+            elif step == 4:
+                gui.fill(0, h, w, h, (255, 255, 255))
+                gui.refresh(0, h, w, h)
+            log("step", step)
+            state(step)
+
+
+def fbprobe(l4: L4) -> int:
+    """An fb client without `direct`: asks for the screen and the plane page, logs answers."""
+    from kernel.abi import SLOT_TASK, Rights
+    from kernel.user.client import map_cap
+    from kernel.user.vm import window
+    from servers.fb.client import FbSession
+    fb = FbSession(l4)
+    out = {"screen": _answer(lambda: fb.stub.screen(_window=window(0x30_0000_0000, 22))),
+           "planes": _answer(lambda: fb.stub.planes(
+               _items=[map_cap(SLOT_TASK, Rights.INVOKE | Rights.GRANT)],
+               _window=window(0x31_0000_0000, 12)))}
+    log("fbprobe", out)
+    while True:
+        time.sleep(1)
