@@ -483,7 +483,11 @@ class Launcher:
         if self.stopping:
             t.state = "stopped"
             return
-        self.event(f"{t.spec.name} (pid {t.pid}) {d.reason}")
+        why = body.get("reason")
+        # The kernel's word on a death without a status (it ended the task, or saw its
+        # process or connection go): what the operator needs to tell a crash from a kill.
+        self.event(f"{t.spec.name} (pid {t.pid}) {d.reason}"
+                   + (f" (kernel: {why})" if status is None and why else ""))
         self.memory.on_exit(t)        # moe frees its memory, before any restart (launcher/memory.py)
         if not d.restart:
             t.state = d.state

@@ -56,15 +56,17 @@ LOG_TAIL = 30            # lines of each task's log shown when a booted-system t
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
-    """A failed test that booted a system under its tmp_path shows the tail of every task's
-    log (run-dir/logs/*.log) in its report: CI keeps no run directories, and "timed out
-    waiting for ..." says nothing of why without them."""
+    """A failed test that booted a system under its tmp_path shows the tail of the
+    launcher's log and of every task's (run-dir/launcher.log, run-dir/logs/*.log) in its
+    report: CI keeps no run directories, and "timed out waiting for ..." says nothing of
+    why without them."""
     outcome = yield
     report = outcome.get_result()
     tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
     if not report.failed or tmp is None:
         return
-    for log in sorted(tmp.glob("**/logs/*.log"))[:40]:
+    logs = sorted(tmp.glob("**/launcher.log")) + sorted(tmp.glob("**/logs/*.log"))
+    for log in logs[:40]:
         try:
             lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
         except OSError:

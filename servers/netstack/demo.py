@@ -11,8 +11,9 @@
         answer, sends a line to the TCP server at A:P and reads the answer until it closes,
         each retried for up to `wait` seconds (30: the host side may not be up yet);
         prints "REACH {json}" and idles (so that its address keeps answering).
-    fetch(l4, ip=..., url=A:P/PATH, [size=N], [report=S], [every=S])
-        Downloads PATH from the HTTP server at A:P, checks the body's sha256 against
+    fetch(l4, ip=..., url=A:P/PATH, [size=N], [report=S], [every=S], [wait=S])
+        Downloads PATH from the HTTP server at A:P (connecting again until `wait`
+        seconds, 60, are over: the server may not be up yet), checks the body's sha256 against
         `body(N)`, prints "FETCH {json}" (bytes, intact, seconds, MB/s) and idles; with
         `every=S`, fetches again every S seconds, each round's line with its "round".
 
@@ -226,15 +227,23 @@ def _fetch_once(stack: Stack, opts: dict[str, str]) -> dict[str, Any]:
     n = int(opts.get("size", "0"))
     out: dict[str, Any] = {"path": "/" + path}
     t0 = time.monotonic()
+    deadline = time.monotonic() + float(opts.get("wait", "60"))
     try:
-        with stack.tcp() as s:
-            for attempt in range(20):                     # the server may not listen yet
-                try:
-                    s.connect(_addr(hostport), timeout=10)
-                    break
-                except ConnectionRefusedError:
-                    s = stack.tcp()
-                    time.sleep(0.25)
+        s = stack.tcp()
+        while True:
+            # The server may not listen yet (refused), or not be up at all (no ARP answer,
+            # no SYN-ACK): a client started beside it tries again until `wait` is over.
+            left = deadline - time.monotonic()
+            try:
+                s.connect(_addr(hostport), timeout=min(10.0, max(0.5, left)))
+                break
+            except (ConnectionRefusedError, TimeoutError):
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                s = stack.tcp()
+                time.sleep(0.25)
+        with s:
             t0 = time.monotonic()
             s.sendall(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode(), timeout=10)
             data = bytearray()
