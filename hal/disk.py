@@ -16,7 +16,9 @@ Checks before acting: COUNT 1..MAX_SECTORS, the sector range inside the disk (el
 LBA_RANGE), the DMA range inside RAM (else DMA_RANGE), a known command (else BAD_COMMAND).
 FLUSH is fsync of the image. Adjacent queued requests in one direction are merged into one
 host I/O (pwritev/preadv), as a block layer does; each keeps its own status. Fault knobs: `error_rate` (probability a request fails with
-IO_ERROR), `latency_ms` (added to each request).
+IO_ERROR), `latency_ms` (added to each request). Not a fault: `trace` (N > 0: `stats` shows
+the last N queue jobs' stage times — doorbell, worker start, IOMMU check done, I/O done,
+interrupt raised — host monotonic seconds, kept for the last TRACE_KEPT jobs always).
 
 Real time: while the worker thread runs in a real-time class (the CPU reservation manager
 boosts the HAL for a reserved job, servers/rt/server.py), the HAL's interpreter switch
@@ -33,6 +35,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 
 from .device import Device, ErrCode, Status
 from .pic import Pic
@@ -47,6 +50,7 @@ ENTRY = struct.Struct("<IIQQII")
 READ, WRITE, FLUSH = 1, 2, 3
 RT_SWITCH_S = 0.0005          # the interpreter's switch interval while the worker is real-time
 REALTIME = (os.SCHED_FIFO, os.SCHED_RR, 6)   # 6: SCHED_DEADLINE (the rt manager's path)
+TRACE_KEPT = 40_000           # queue jobs whose stage times are kept (the `trace` knob shows them)
 
 
 class Disk(Device):
@@ -56,7 +60,7 @@ class Disk(Device):
     REGS = {"SECTORS": (8, "ro"), "LBA": (9, "rw"), "COUNT": (10, "rw"), "DMA_ADDR": (11, "rw"),
             "CMD": (12, "wo"), "Q_BASE": (13, "rw"), "Q_SIZE": (14, "rw"), "Q_TAIL": (15, "rw"),
             "Q_HEAD": (16, "ro"), "COMPLETED": (17, "ro")}
-    KNOBS = {"error_rate": float, "latency_ms": float}
+    KNOBS = {"error_rate": float, "latency_ms": float, "trace": int}
 
     def __init__(self, name: str, line: int | None, pic: Pic, ram: Ram, image: str, size: int = 0) -> None:
         super().__init__(name, line, pic, ram)
@@ -78,6 +82,11 @@ class Disk(Device):
         self.latched = (0, 0, 0, 0)
         self.work: queue.Queue[str | None] = queue.Queue()
         self.thread: threading.Thread | None = None
+        # per queue job (the worker's): [doorbell, start, checked, done, irq raised] (host
+        # monotonic s) and its entries; `stats` shows the last `trace` (knob) of them
+        self.door_t = 0.0                    # the last doorbell's time (main thread)
+        self._checked = 0.0                  # the current job's IOMMU check done (worker)
+        self.trace: deque[tuple[float, ...]] = deque(maxlen=TRACE_KEPT)
 
     # -- registers --------------------------------------------------------------------
     def read_reg(self, name: str) -> int:
@@ -116,6 +125,7 @@ class Disk(Device):
             else:
                 self.regs["Q_TAIL"] = value
                 self.status |= Status.BUSY
+                self.door_t = time.monotonic()
                 self.work.put("queue")
         else:
             super().write_reg(name, value)
@@ -225,7 +235,10 @@ class Disk(Device):
         ranges = [(ring[0], ring[1], True)] + [(addr, count * SECTOR, op == READ)
                                                for _, op, _, count, addr in batch
                                                if op in (READ, WRITE) and 1 <= count <= MAX_SECTORS]
-        if self.dma(ranges):
+        denied = self.dma(ranges)
+        if not self._checked:
+            self._checked = time.monotonic()
+        if denied:
             if self.dma(ranges[:1]):
                 return None
             return [self.execute(op, lba, count, addr) for _, op, lba, count, addr in batch]
@@ -245,6 +258,8 @@ class Disk(Device):
                 for _, op, lba, count, addr in batch]
 
     def _run_queue(self) -> None:
+        door, start = self.door_t, time.monotonic()
+        self._checked = 0.0
         done = 0
         while True:
             with self.lock:
@@ -273,7 +288,9 @@ class Disk(Device):
             return
         with self.lock:
             self.status = (self.status & ~Status.BUSY) | Status.DONE
+        io = time.monotonic()
         self.raise_irq()
+        self.trace.append((door, start, self._checked, io, time.monotonic(), done))
 
     def _run(self) -> None:
         self.bind_thread()
@@ -308,5 +325,10 @@ class Disk(Device):
             self.fd = -1
 
     def stats(self) -> dict:
-        return {**super().stats(), "sectors": self.sectors, "image": self.image,
-                "completed": self.completed}
+        out = {**super().stats(), "sectors": self.sectors, "image": self.image,
+               "completed": self.completed}
+        if self.knobs["trace"] > 0:
+            keep = list(self.trace)[-self.knobs["trace"]:]
+            out["trace"] = {"fields": ["doorbell", "start", "checked", "done", "irq", "entries"],
+                            "rows": [[round(v, 6) for v in row] for row in keep]}
+        return out
