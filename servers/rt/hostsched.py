@@ -205,6 +205,92 @@ def thread_dl_stats(pid: int, tid: int) -> dict[str, int]:
     return out
 
 
+# -- a cpu cgroup of its own for the best-effort threads of boosted servers ------------------
+CPU_CGROUP = "/sys/fs/cgroup/cpu"   # cgroup v1's cpu controller (threads are placed one by one)
+GROUP_PREFIX = "l4py-rt-"           # + the manager's pid
+GROUP_SHARES = 262_144              # the largest cpu.shares (a nice-0 group has 1,024)
+
+
+class ThreadGroup:
+    """A cpu cgroup (v1) for single host threads: a weight of their own at the top of the
+    host's fair scheduler. Why: nice orders a thread only inside its scheduling group, and
+    with autogroups (Linux's default, `kernel.sched_autogroup_enabled`) every process of a
+    session shares one group — all of an l4run system with its hogs, as one nice-0 group
+    beside every other session's. A best-effort server thread at nice -20 then waited up to
+    8 ms for a CPU while it held its interpreter's lock, and the boosted thread beside it
+    (the block server's reserved thread, the HAL's disk worker) waited with it (measured
+    with the host's sched_switch trace). In the group the thread has GROUP_SHARES against
+    each session's 1,024, and its nice inside the group. The group is made with
+    rt_runtime 0 (RT group scheduling): a thread in it cannot be SCHED_FIFO, so `add` is
+    only for threads of the ordinary class; `remove` puts a thread back in the root group.
+
+    `why_not` (None: usable) is said when there is no cgroup v1 cpu controller (a cgroup v2
+    host) or no right to make a group; the threads then keep their nice only."""
+
+    def __init__(self, name: str, shares: int = GROUP_SHARES) -> None:
+        self.path = os.path.join(CPU_CGROUP, name)
+        self.threads: set[int] = set()
+        self.why_not: str | None = None
+        try:
+            _reap_stale_groups()
+            os.makedirs(self.path, exist_ok=True)
+            with open(os.path.join(self.path, "cpu.shares"), "w") as f:
+                f.write(str(shares))
+        except OSError as e:
+            self.why_not = f"no cpu cgroup {self.path}: {e.strerror or e}"
+
+    def add(self, tid: int) -> None:
+        """Thread `tid` (ordinary class) into the group; HostRefused if the host says no."""
+        if self.why_not is None:
+            _write_tid(os.path.join(self.path, "tasks"), tid)
+            self.threads.add(tid)
+
+    def remove(self, tid: int) -> None:
+        """Thread `tid` back to the root group (a thread that is gone is fine)."""
+        if tid in self.threads:
+            self.threads.discard(tid)
+            try:
+                _write_tid(os.path.join(CPU_CGROUP, "tasks"), tid)
+            except HostRefused as e:
+                if e.errno != errno.ESRCH:
+                    raise
+
+    def close(self) -> None:
+        """Every thread back to the root group, and the group removed."""
+        for tid in list(self.threads):
+            try:
+                self.remove(tid)
+            except HostRefused:
+                pass
+        if self.why_not is None:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass                  # a thread we did not place is in it: left for the reaper
+
+    def status(self) -> dict[str, Any]:
+        return {"path": self.path, "threads": len(self.threads), "why_not": self.why_not}
+
+
+def _write_tid(tasks: str, tid: int) -> None:
+    try:
+        with open(tasks, "w") as f:
+            f.write(str(tid))
+    except OSError as e:
+        raise HostRefused(e.errno or 0, f"thread {tid} into {tasks}: {e.strerror}") from None
+
+
+def _reap_stale_groups() -> None:
+    """Remove the empty groups of managers that are gone (killed before `close`)."""
+    for name in os.listdir(CPU_CGROUP):
+        if name.startswith(GROUP_PREFIX) and name[len(GROUP_PREFIX):].isdigit() \
+                and not os.path.exists(f"/proc/{name[len(GROUP_PREFIX):]}"):
+            try:
+                os.rmdir(os.path.join(CPU_CGROUP, name))
+            except OSError:
+                pass
+
+
 # -- thread names: which threads of a boosted server work for reserved jobs ----------------
 RESERVED_PREFIX = "rt/"          # a thread serving reserved clients only ("rt/block")
 BEST_EFFORT_PREFIX = "be/"       # a thread serving best-effort clients: never boosted

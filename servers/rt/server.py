@@ -43,9 +43,11 @@ Best effort stays in the ordinary class. A server thread that serves best-effort
 only is left out: one whose host name starts with "be/" (hostsched.BEST_EFFORT_PREFIX: the
 block server's and ORe's main threads name themselves so once they serve reserved sessions
 on threads of their own, "rt/block" and "rt/ore"), or with a prefix the entry's
-"best_effort" lists (the HAL's NIC workers, "nic-"). Those run at SCHED_OTHER nice BE_NICE
-while the rest of their process is boosted: they share its interpreter's lock, and a
-holder preempted by the hogs would keep the boosted threads waiting. Why: the boosted path
+"best_effort" lists (the HAL's NIC workers, "nic-"). Those run at SCHED_OTHER nice BE_NICE,
+in a cpu cgroup of their own with the largest weight (hostsched.ThreadGroup: under
+autogroups a nice counts only inside the session's one group, hogs included), while the
+rest of their process is boosted: they share its interpreter's lock, and a holder
+preempted by the hogs would keep the boosted threads waiting. Why: the boosted path
 carried the best-effort clients' work at FIFO priority too (under the DROPS hogs 1.54 of 2
 CPUs), starving the ordinary class into the host's fair server, which then ran ahead of
 every FIFO thread for 50 ms at a time (the reserved player's stalls). `"best_effort":
@@ -72,6 +74,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -186,7 +189,7 @@ def _io_thread(pid: int, tid: int) -> bool:
 class Manager:
     def __init__(self, l4: L4, policy: dict[str, Any]) -> None:
         known = {"serve", "mode", "boost", "boost_share", "boost_period_us", "best_effort",
-                 "reserved_prio"}
+                 "reserved_prio", "best_effort_group"}
         extra = set(policy) - known
         if extra:
             raise ValueError(f"rt policy: unknown keys {sorted(extra)} (known: "
@@ -207,6 +210,11 @@ class Manager:
         if not 1 <= self.reserved_prio < ENFORCER_PRIO:
             raise ValueError(f"rt policy: reserved_prio {self.reserved_prio} not in "
                              f"1..{ENFORCER_PRIO - 1}")
+        # "best_effort_group": false leaves the best-effort threads in their session's group
+        self.group_on = policy.get("best_effort_group", True)
+        if self.group_on not in (True, False):
+            raise ValueError(f"rt policy: best_effort_group {self.group_on!r} must be true "
+                             f"or false")
         self.be_class = policy.get("best_effort", True)
         if self.be_class not in (True, False):
             raise ValueError(f"rt policy: best_effort {self.be_class!r} must be true or false")
@@ -235,6 +243,7 @@ class Manager:
                          "host_refused": 0}
         self.boosted: dict[int, set[int]] = {}          # pid -> its threads we boosted
         self.niced: dict[int, set[int]] = {}            # pid -> its best-effort threads at BE_NICE
+        self.be_group: hs.ThreadGroup | None = None      # ... and their cpu cgroup (_group)
         self.boost_names: dict[int, str] = {}
         self.kernel_pid = 0
         self.serve_pids: dict[str, int] = {}             # serve task -> its pid (cached)
@@ -341,6 +350,7 @@ class Manager:
                 "boosted": {self.boost_names.get(p, str(p)): len(t)
                             for p, t in self.boosted.items()},
                 "boost": self.boost_kind,
+                "best_effort_group": None if self.be_group is None else self.be_group.status(),
                 "path_deadline": {"threads": len(self.path_dl),
                                   "share": round(sum(self.path_dl.values())
                                                  / self.boost_period_us, 4),
@@ -419,6 +429,8 @@ class Manager:
         else:
             for pid, tid in fresh:
                 try:
+                    if self.be_group is not None:
+                        self.be_group.remove(tid)     # a group thread cannot be FIFO
                     if self.boost_kind == "fifo":
                         reserved = _comm(pid, tid).startswith(hs.RESERVED_PREFIX)
                         hs.set_fifo(tid, self.reserved_prio if reserved else
@@ -448,6 +460,8 @@ class Manager:
         at BE_NICE the ordinary class runs it first whenever the real-time class leaves a
         CPU. A best-effort thread stays in the ordinary class, below every real-time one."""
         mine = self.niced.setdefault(pid, set())
+        if self.be_group is not None:
+            self.be_group.threads -= mine - live        # ended: they left the group with it
         mine &= live
         if not whole or self.boost_kind == "nice":
             return
@@ -456,8 +470,20 @@ class Manager:
                 try:
                     hs.set_nice(tid, BE_NICE)
                     mine.add(tid)
+                    if self.group_on:
+                        self._group().add(tid)
                 except hs.HostRefused:
                     pass
+
+    def _group(self) -> hs.ThreadGroup:
+        """The cpu cgroup of the best-effort threads (made at their first; hostsched says
+        why a nice alone is not enough under autogroups)."""
+        if self.be_group is None:
+            self.be_group = hs.ThreadGroup(f"{hs.GROUP_PREFIX}{os.getpid()}")
+            if self.be_group.why_not:
+                print(f"[rt] best-effort threads keep their nice only: "
+                      f"{self.be_group.why_not}", flush=True)
+        return self.be_group
 
     def _demote(self, pid: int, tid: int) -> None:
         try:
@@ -534,6 +560,8 @@ class Manager:
     def _unboost_one(self, pid: int) -> None:
         for tid in self.niced.pop(pid, set()):
             try:
+                if self.be_group is not None:
+                    self.be_group.remove(tid)
                 hs.set_nice(tid, 0)
             except hs.HostRefused:
                 pass
@@ -554,6 +582,8 @@ class Manager:
         for r in list(self.reservations.values()):
             self._end(r, "released")
         self._unboost()
+        if self.be_group is not None:
+            self.be_group.close()
 
     # -- the fifo fallback's budget enforcement ---------------------------------------------
     def _enforce(self) -> None:
@@ -599,12 +629,18 @@ class Manager:
             pass                          # the thread ended: the main thread reaps it
 
 
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def main(l4: L4, policy: str = "{}") -> int:
     rules = json.loads(policy or "{}")
     if not isinstance(rules, dict):
         raise ValueError("rt policy must be a JSON object {serve, mode, boost}")
     mgr = Manager(l4, rules)
     print(f"[rt] {mgr.mode_reason}; bound {mgr.admission.limit:.3f} CPUs", flush=True)
+    # `l4run down` (SIGTERM): give the host back what we changed (policies, the cpu cgroup)
+    signal.signal(signal.SIGTERM, _exit)
     try:
         while not mgr.stopping:
             RT.serve(l4, mgr, until=mgr.tick, timeout=TICK_MS)
