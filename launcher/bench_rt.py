@@ -21,6 +21,7 @@ misses_best_effort > 0.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from .bench_dde_nic import booted, wait_record
 IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "configs", "drops.toml")
 PERIOD_US = 10_000
+TRACE_JOBS = 40_000       # the HAL disk's queue jobs whose stage times the bench asks for
 
 
 def _image(periods: int, reserve: bool) -> tuple[str, str]:
@@ -63,8 +65,8 @@ def run_one(periods: int, reserve: bool, latency_ms: float) -> dict[str, Any]:
             # the player starts: under the hogs this command alone takes up to 20 s, and
             # every period before it would run on a disk without the latency.
             subprocess.run([*l4run, "faults", "disk0", f"latency_ms={latency_ms:g}",
-                            "--run-dir", rd], cwd=PROJECT_ROOT, check=True,
-                           capture_output=True, timeout=120)
+                            f"trace={TRACE_JOBS}", "--run-dir", rd], cwd=PROJECT_ROOT,
+                           check=True, capture_output=True, timeout=120)
         snippet = os.path.join(rd, "player.toml")
         with open(snippet, "w") as f:
             f.write(player)
@@ -72,7 +74,80 @@ def run_one(periods: int, reserve: bool, latency_ms: float) -> dict[str, Any]:
                        check=True, capture_output=True, timeout=120)
         got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
                           periods * PERIOD_US / 1e6 + 90)
+        if reserve and "late_at" in got:
+            got["late_stages"] = late_stages(got, _slow_calls(rd), _disk_jobs(rd))
+    got.pop("late_at", None)
     return got
+
+
+def _slow_calls(rd: str) -> list[dict[str, Any]]:
+    """The block server's RT-SLOW lines (servers/block/server.py note_slow), in order."""
+    out = []
+    try:
+        with open(os.path.join(rd, "logs", "block.log"), errors="replace") as f:
+            for line in f:
+                if line.startswith("RT-SLOW "):
+                    try:
+                        out.append(json.loads(line[8:]))
+                    except ValueError:
+                        pass                      # a line cut by the log's end
+    except OSError:
+        pass
+    return sorted(out, key=lambda r: r["t"][0])
+
+
+def _disk_jobs(rd: str) -> list[list[float]]:
+    """The HAL disk's stage times per queue job (hal/disk.py `trace`), asked once, now that
+    the player is done (a control connection held open costs the path, run_one says)."""
+    from hal.tools import control
+    try:
+        st = control(rd, {"op": "status"})
+        return list(st.get("ok", st)["devices"]["disk0"]["trace"]["rows"])
+    except Exception:                      # noqa: BLE001 - diagnosis only: the numbers stand
+        return []
+
+
+def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
+                jobs: list[list[float]]) -> dict[str, Any]:
+    """Where the late periods' disk read went (mean ms per late period whose reserved call
+    took SLOW_S or more in the block server): `in` (the player's call reaching the block
+    server's reserved thread: the kernel, the GIL), `queued`, `behind_best_effort` (a
+    best-effort request at the device when it came), `doorbell` (the HAL's register thread
+    taking the doorbell), `device` (doorbell to the completion seen by the block server),
+    of it in the HAL: `hal_check` (the IOMMU check; inside the disk's latency), `hal_io`
+    (to the data's end), `hal_irq` (raising the interrupt through the kernel); `answer`
+    (the block server told to its answer sent) and `back` (the answer reaching the
+    player). `matched` of `late` periods; `behind_best_effort_periods` counts those."""
+    starts = [r["t"][0] for r in slow]
+    doors = [j[0] for j in jobs]
+    keys = ("in", "queued", "behind_best_effort", "doorbell", "device", "answer", "back",
+            "hal_check", "hal_io", "hal_irq")
+    acc = dict.fromkeys(keys, 0.0)
+    n = behind = with_hal = 0
+    for _, t0, t1, _, _ in rec["late_at"]:
+        i = bisect.bisect_left(starts, t0 - 0.0005)
+        hit = next((r for r in slow[i:i + 3] if t0 - 0.0005 <= r["t"][0] <= t1 and r["t"][1]),
+                   None)
+        if hit is None:
+            continue
+        t = hit["t"]
+        n += 1
+        behind += hit["ahead"] > 0
+        for k, v in zip(keys, (t[0] - t0, t[1] - t[0], t[2] - t[1], t[3] - t[2], t[4] - t[3],
+                               t[6] - t[4], t1 - t[6])):
+            acc[k] += v
+        j = bisect.bisect_left(doors, t[2] - 0.0002)
+        job = next((r for r in jobs[j:j + 3] if t[2] - 0.0002 <= r[0] <= t[4]), None)
+        if job is not None and job[2]:
+            with_hal += 1
+            acc["hal_check"] += job[2] - job[1]
+            acc["hal_io"] += job[3] - job[2]
+            acc["hal_irq"] += job[4] - job[3]
+    out: dict[str, Any] = {k: round(v * 1e3 / max(1, with_hal if k.startswith("hal_") else n), 2)
+                           for k, v in acc.items()}
+    out.update(late=len(rec["late_at"]), matched=n, behind_best_effort_periods=behind,
+               slow_calls=len(slow))
+    return out
 
 
 def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
@@ -90,6 +165,7 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "reservations": res.get("reservations"),
                            "misses_per_100_reserved": res.get("misses_per_100"),
                            "late_ms_reserved": res.get("late_ms"),
+                           "late_stages_ms_reserved": res.get("late_stages"),
                            "late_ms_best_effort": be.get("late_ms"),
                            "disk_latency_ms": latency_ms}
     for name, r in (("reserved", res), ("best_effort", be)):

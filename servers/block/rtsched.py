@@ -18,7 +18,7 @@ reservations stays within UTIL_MAX of the disk (refused with the numbers otherwi
 
 Best effort held back (the reserved clients are periodic): each reserved arrival predicts
 the client's next (`due`: its earliest arrivals, one period on); a best-effort request is
-not dispatched from one best-effort service time (the recent p75 at the device) and
+not dispatched from one best-effort service time (the recent p90 at the device) and
 HOLD_GUARD_S before `due` until the reserved request arrives, or at most `late_s` (its
 recent worst lateness) past `due`. One best-effort request at the device when a reserved
 one arrives costs it a whole service time (2-3 ms with the bench's 2 ms disk), measured as
@@ -66,6 +66,10 @@ HOLD_LATE = (0.001, 0.4)  # how long past its predicted time a reserved arrival 
                            # 0.4 period (measured: with their p95 a late call found a
                            # best-effort request at the device in half the late periods)
 CALL_GUARD_S = 0.001      # a best-effort collect ends this long before a reserved call
+BEST_Q = 0.9               # the quantile of recent best-effort device times a hold allows for
+                           # (measured with p75: in 40 % of the late periods a best-effort
+                           # request dispatched 3.6-7 ms before the reserved arrival was still
+                           # at the device, its device time in the tail under load)
 KEPT = 64                  # recent samples behind those estimates (lateness, device times)
 TIMELINE_KEPT = 600        # seconds of per-second phase times kept
 ENDED_KEPT = 16            # ended reservations still shown by rt_status
@@ -129,6 +133,12 @@ class Pending:
     deadline: float | None  # absolute, reserved requests only
     entries: int = 0       # its segments (the device's ring entries)
     dispatched: float = 0.0
+    sent: float = 0.0      # its doorbell sent (blk_submit_batch returned)
+    completed: float = 0.0  # its completion seen (the interrupt thread's end_io)
+    answered: float = 0.0  # its client's end_io done (the session told)
+    ahead: int = 0         # requests at the device when it arrived
+    ahead_since: float = 0.0  # ... since when the last of them was (dispatched)
+    due: float = 0.0       # its client's predicted arrival (the hold's reference)
 
 
 class DiskScheduler:
@@ -145,6 +155,8 @@ class DiskScheduler:
         self.ended: list[Reservation] = []                        # the last ENDED_KEPT; lock
         self.seq = itertools.count()
         self.best_device: deque[float] = deque(maxlen=KEPT)       # seconds; lock
+        self.last: dict[int, Pending] = {}                        # label -> its last reserved
+        self.last_dispatch = 0.0                                  # lock
         self.hold_until: float | None = None                      # lock
         self.stopped = False
         self.holds = 0                                            # best effort held back
@@ -198,8 +210,11 @@ class DiskScheduler:
                 p.sub = (op, sector, segs, self._done, (p, end_io, data))
                 count = sum(s.bv_len for s in segs) // 512 if segs else 0
                 if r is not None and count <= r.sectors and r.take(now):
+                    p.due = r.due or 0.0
                     r.arrived(now)
                     p.deadline = now + r.deadline_s
+                    p.ahead, p.ahead_since = self.at_device, self.last_dispatch
+                    self.last[label] = p
                     heapq.heappush(self.reserved, (p.deadline, next(self.seq), p))
                 else:
                     if r is not None:
@@ -209,10 +224,10 @@ class DiskScheduler:
 
     def _best_service(self) -> float:
         """A best-effort request's time at the device (dispatch to completion): the recent
-        ones' p75; before any, a reservation's calibrated service time."""
+        ones' BEST_Q quantile; before any, a reservation's calibrated service time."""
         if self.best_device:
             s = sorted(self.best_device)
-            return s[int(len(s) * 0.75)]
+            return s[int(len(s) * BEST_Q)]
         return max((r.service_s for r in self.reservations.values()), default=0.0)
 
     def _hold(self, now: float) -> float | None:
@@ -280,9 +295,10 @@ class DiskScheduler:
                 if p is None:
                     return
                 self.at_device += 1
-                p.dispatched = time.monotonic()
+                p.dispatched = self.last_dispatch = time.monotonic()
             try:
                 blk.blk_submit_batch(self.disk, [p.sub])
+                p.sent = time.monotonic()
             except blk.BlkError:                  # the disk went away: an I/O error
                 self._done_one(p)
                 _, end_io, data = p.sub[4]
@@ -321,7 +337,7 @@ class DiskScheduler:
         """A completion (the interrupt thread): the next request goes to the device from
         here; a reserved one's client is answered before that, a best-effort one's after."""
         p, end_io, data = rq.end_io_data
-        self._done_one(p)
+        p.completed = self._done_one(p)
         rq.end_io_data = data
         if p.deadline is None:
             self._dispatch(None)
@@ -329,6 +345,7 @@ class DiskScheduler:
         else:
             try:
                 end_io(rq, status)
+                p.answered = time.monotonic()
             finally:
                 self._dispatch(None)
 

@@ -85,6 +85,8 @@ MAX_REQ_SECTORS = 256           # 128 KiB per request (33 page segments at most)
 DEPTH = 64                      # requests in flight per client
 SWEEP_S = 0.5
 SHARED_WAIT_MS = 20             # longest collect wait while other sessions are open
+SLOW_S = 0.0035                 # a reserved call this long in the server is logged (RT-SLOW)
+SLOW_KEPT = 4096                # ... at most this many waiting for the main thread to print
 RT_SHARED_WAIT_MS = 1           # ... for a best-effort client while reservations exist
 TAG_MAX = 2 ** 31 - 1
 RT_THREAD = hs.RESERVED_PREFIX + "block"   # the reserved sessions' thread (host name)
@@ -155,6 +157,7 @@ class BlockServer:
         self.rt_gates: dict[int, int] = {}          # label -> our slot of its reserved gate
         self.rt_tids: dict[str, int] = {}           # "reserved"/"best_effort" -> host TID
         self.served: dict[int, dict[str, Any]] = {}  # label -> the thread of its last call
+        self.slow: deque[dict[str, Any]] = deque(maxlen=SLOW_KEPT)  # reserved thread -> main
         for lab, p in policy.items():
             if self._disk(p.disk) is None:
                 raise ValueError(f"block policy for label {lab}: no disk {p.disk!r} "
@@ -356,6 +359,33 @@ class BlockServer:
         accepted = self.submit(call, reqs) if reqs else 0
         return accepted, self.collect(call, least, wait_ms, own_thread)
 
+    def note_slow(self, label: int, t_in: float) -> None:
+        """A reserved call that took SLOW_S or more in this server: one log line
+        "RT-SLOW {label, ahead, ahead_since, due, t}" with its last reserved request's
+        stage times `t` (host monotonic s: call in, queued, dispatched, doorbell sent,
+        completion seen, client told, answer out), `ahead` the requests at the device when
+        it came (the last dispatched at `ahead_since`), `due` its predicted arrival. Kept
+        here (the reserved thread), printed by the main thread (`tick`): the reserved
+        answer never waits for the log. `l4run bench rt` places late periods by them."""
+        t_out = time.monotonic()
+        if t_out - t_in < SLOW_S:
+            return
+        s = self.sessions.get(label)
+        sched = self.scheds.get(s.disk.disk_name) if s is not None else None
+        p = sched.last.get(label) if sched is not None else None
+        if p is None or p.arrived < t_in:
+            stages = [t_in, 0.0, 0.0, 0.0, 0.0, 0.0, t_out]
+        else:
+            stages = [t_in, p.arrived, p.dispatched, p.sent, p.completed, p.answered, t_out]
+        self.slow.append({"label": label, "ahead": p.ahead if p else -1,
+                          "ahead_since": round(p.ahead_since, 6) if p else 0,
+                          "due": round(p.due, 6) if p else 0,
+                          "t": [round(v, 6) for v in stages]})
+
+    def _print_slow(self) -> None:
+        while self.slow:
+            print("RT-SLOW " + json.dumps(self.slow.popleft()), flush=True)
+
     def _note_thread(self, label: int) -> None:
         """Which host thread served `label`'s call, under which policy (rt_status `served`:
         the tests' evidence that best effort runs in the ordinary class)."""
@@ -499,6 +529,8 @@ class BlockServer:
                           label)
 
     def tick(self) -> bool:
+        if self.slow:
+            self._print_slow()
         if time.monotonic() - self.last_sweep > SWEEP_S:
             self.sweep()
         return self.stopping or self.rewindow
@@ -527,7 +559,10 @@ class ReservedGate:
         return self.s.collect(call, least, wait_ms, own_thread=True)
 
     def exchange(self, call: Call, reqs: list, least: int, wait_ms: int) -> tuple[int, list]:
-        return self.s.exchange(call, reqs, least, wait_ms, own_thread=True)
+        t_in = time.monotonic()
+        out = self.s.exchange(call, reqs, least, wait_ms, own_thread=True)
+        self.s.note_slow(call.label, t_in)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.s, name)            # submit, info, release, reserve, ...

@@ -20,7 +20,9 @@ misses (`l4run rt` shows them). At the end it prints
 late_ms: the late periods' mean time, per phase — the start past the release, the disk
 read, the computation, the send — and their own CPU time (ms): where a miss comes from.
 stalls: the first STALLS late periods one by one ([s since the start, ms late, then the
-same five phases in ms]), to place a cluster of misses in time.
+same five phases in ms]), to place a cluster of misses in time; late_at: the same periods'
+release and phase boundaries (host monotonic s), to place them beside the servers' stage
+times (the block server's RT-SLOW lines, the HAL disk's `trace`).
 
 net_share: the bytes ORe forwarded for it (its session's tx_bytes) over frame × periods.
 """
@@ -41,7 +43,7 @@ from .client import Periodic, RtClient
 from .demo import spin_cpu
 
 REPORT = 100
-STALLS = 200                             # late periods kept in the record's `stalls`
+STALLS = 1000                            # late periods kept in `stalls` and `late_at`
 DST = b"\x02\x99\x00\x00\x00\x01"        # nobody's: ORe floods it to the uplink
 
 
@@ -83,6 +85,7 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     phases = [0.0] * 5
     stalls: list[list[float]] = []               # the first STALLS late periods, each:
     # [s since start, ms late at the end, start, disk, compute, send, cpu (ms)]
+    late_at: list[list[float]] = []              # ... their release, t0..t3 (monotonic s)
     t_begin = time.monotonic()
     while time.monotonic() < end:
         t0 = time.monotonic()
@@ -103,6 +106,7 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
         t3 = time.monotonic()
         cpu = time.thread_time() - c0
         late = t3 - job.release - job.deadline
+        release = job.release
         if not job.next():
             parts = (start_late, t1 - t0, t2 - t1, t3 - t2, cpu)
             for i, v in enumerate(parts):
@@ -110,6 +114,7 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
             if len(stalls) < STALLS:
                 stalls.append([round(t0 - t_begin, 3), round(late * 1e3, 2),
                                *(round(v * 1e3, 2) for v in parts)])
+                late_at.append([round(v, 6) for v in (release, t0, t1, t2, t3)])
         if job.periods % REPORT == 0:
             windows.append(job.misses - last_misses)
             last_misses = job.misses
@@ -126,7 +131,7 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
            "misses_per_100": windows, "reservations": res,
            "late_ms": {k: round(v * 1e3 / max(1, job.misses), 2) for k, v in
                        zip(("start", "disk", "compute", "send", "cpu"), phases)},
-           "stalls": stalls, "begin_monotonic": round(t_begin, 3)}
+           "stalls": stalls, "late_at": late_at, "begin_monotonic": round(t_begin, 3)}
     print(f"RT-PLAYER {json.dumps(out)}", flush=True)
     if cpu_ok:
         rt.release(res["cpu"]["id"])                     # type: ignore[union-attr]
