@@ -1,0 +1,76 @@
+"""hostsched.ThreadGroup: a host thread into the manager's cpu cgroup and back (needs root
+and cgroup v1's cpu controller, skipped otherwise), and bench rt's late-period stages."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from launcher.bench_rt import late_stages
+from servers.rt import hostsched as hs
+
+
+def _cpu_group(tid: int) -> str:
+    with open(f"/proc/{tid}/cgroup") as f:
+        for line in f:
+            _, ctl, path = line.strip().split(":", 2)
+            if "cpu" in ctl.split(","):
+                return path
+    return ""
+
+
+@pytest.mark.skipif(not os.path.isdir(hs.CPU_CGROUP) or os.geteuid() != 0,
+                    reason="no cgroup v1 cpu controller, or not root")
+def test_a_thread_goes_into_the_group_and_back_and_the_group_goes() -> None:
+    group = hs.ThreadGroup(f"{hs.GROUP_PREFIX}{os.getpid()}")
+    assert group.why_not is None, group.why_not
+    with open(os.path.join(group.path, "cpu.shares")) as f:
+        assert int(f.read()) == hs.GROUP_SHARES
+    got: list[int] = []
+    go, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        got.append(threading.get_native_id())
+        go.wait(10)
+        done.wait(10)
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        while not got:
+            pass
+        tid = got[0]
+        group.add(tid)
+        assert _cpu_group(tid) == "/" + os.path.basename(group.path)
+        assert _cpu_group(threading.get_native_id()) != _cpu_group(tid)   # one thread only
+        with pytest.raises(hs.HostRefused):
+            hs.set_fifo(tid, 10)          # the group has no real-time runtime: said, not hidden
+        group.remove(tid)
+        assert _cpu_group(tid) == "/"
+        group.add(tid)
+    finally:
+        go.set()
+        done.set()
+        t.join()
+    group.close()                          # the thread ended in it: the group still goes
+    assert not os.path.exists(group.path)
+    assert group.status()["threads"] == 0
+
+
+def test_late_stages_place_a_late_period_by_the_server_and_the_disk() -> None:
+    t0 = 100.0
+    rec = {"late_at": [[t0 - 0.001, t0, t0 + 0.008, t0 + 0.010, t0 + 0.0105],
+                       [t0 + 0.5, t0 + 0.5, t0 + 0.504, t0 + 0.506, t0 + 0.507]]}
+    # call in +1 ms, queued +0.1, dispatched after a best-effort request +2, doorbell +0.5,
+    # completion +3.5, told +0.1, answer +0.3; the player has it 0.5 ms later
+    t = [t0 + 0.001]
+    for dt in (0.0001, 0.002, 0.0005, 0.0035, 0.0001, 0.0003):
+        t.append(t[-1] + dt)
+    slow = [{"label": 5, "ahead": 1, "t": t}]
+    door = t[3] + 0.0001
+    jobs = [[door, door + 0.0001, door + 0.0004, door + 0.0021, door + 0.003, 1]]
+    out = late_stages(rec, slow, jobs)
+    assert out["late"] == 2 and out["matched"] == 1 and out["behind_best_effort_periods"] == 1
+    assert out["in"] == 1.0 and out["behind_best_effort"] == 2.0 and out["device"] == 3.5
+    assert out["answer"] == 0.4 and out["hal_check"] == 0.3 and out["hal_irq"] == 0.9
+    assert abs(out["back"] - (8 - 1 - 6.5)) < 0.02, out
