@@ -95,7 +95,7 @@ class DevImpl:
         self.loop.rewindow = True       # the serve loop takes the next slot as its window
         if old is not None:
             try:
-                self.m.l4.cap_delete(old)
+                self.loop.l4.cap_delete(old)    # on the serving thread's own connection
             except L4Error:
                 pass
         return d.iommu.status()
