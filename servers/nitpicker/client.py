@@ -3,7 +3,7 @@
     gui = GuiSession(l4, on_reopen=redraw)   # capability "gui" (and "moe": `memory` in the image)
     gui.buffer(w, h)                         # the pixel buffer, attached in our address space
     gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
-    gui.submit(x, y, w, h)                   # refresh and continue (answered before the paint)
+    gui.submit(x, y, w, h)                   # refresh and continue (posted in the flip ring)
     v.flip(buf_x, buf_y)                     # show the buffer from there (a page flip), continue
                                              # once the part the flip before showed is free
     v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
@@ -131,6 +131,7 @@ class GuiSession:
         self.ring = 0                        # our flip ring's page (ring.py), 0: none
         self.posted = 0                      # flips we posted there
         self.kicks = self.waits = 0          # calls the ring still needed: wake-ups, waits
+        self.unwaited = 0                    # submits that did not wait (SCANOUT, ring.py)
         self.reopened = 0
         self.info: Any = None
         self._open()
@@ -231,31 +232,52 @@ class GuiSession:
                 self.pins.write_from(self.addr + (y + row) * stride + x * BYTES_PER_PIXEL,
                                      mv[row * n:(row + 1) * n])
 
-    def _post(self, v: View, buf_x: int, buf_y: int) -> bool:
-        """The flip through the ring (ring.py's contract); False if there is no ring to
-        take it (none, full, gone: the caller makes the call instead, which reopens)."""
+    def _post(self, v: View | None, x: int, y: int, w: int = 0, h: int = 0) -> bool:
+        """A flip of `v` (or, with v None, a refresh of the buffer rectangle x, y, w, h)
+        through the ring (ring.py's contract), back once the entry before it was released;
+        False if there is no ring to take it (none, full, gone: the caller makes the call
+        instead, which reopens)."""
         if not self.ring:
             return False
         k = self.posted + 1
+        if not self._wait(ring.DONE, k - ring.SLOTS):     # a slot free
+            return False
         try:
             with self.pins.held():
                 mv = self.pins.view(self.ring)
                 if k - 1 - ring.word(mv, ring.DONE) >= ring.SLOTS:
                     return False
-                ring.set_entry(mv, k, v.id, buf_x, buf_y)
+                ring.set_entry(mv, k, 0 if v is None else v.id, x, y, w, h)
                 ring.set_word(mv, ring.POSTED, k)
             self.posted = k
             ring.fence()
             with self.pins.held():
-                idle = ring.word(self.pins.view(self.ring), ring.IDLE)
+                mv = self.pins.view(self.ring)
+                idle, scanout = ring.word(mv, ring.IDLE), ring.word(mv, ring.SCANOUT)
         except PageFault:
             self.ring = 0                    # gone with an old Nitpicker: calls from now on
             return False
         if idle:
             self.kicks += 1
             self._call(lambda: self.stub.kick())
+        if v is None and scanout:            # a submit whose pixels are on the screen already
+            self.unwaited += 1
+            return True
         self._shown(k - 1)
         return True
+
+    def _wait(self, at: int, k: int) -> bool:
+        """Poll until ring word `at` reaches k (for up to WAIT_S); False if it did not."""
+        def done() -> bool:
+            if not self.ring:
+                return True
+            try:
+                with self.pins.held():
+                    return ring.word(self.pins.view(self.ring), at) >= k
+            except PageFault:
+                self.ring = 0
+                return True
+        return k <= 0 or (ring.poll(done, WAIT_S) and bool(self.ring))
 
     def _shown(self, k: int) -> None:
         """Wait until the part of the buffer flip k showed is released (ring.py RELEASED:
@@ -285,11 +307,14 @@ class GuiSession:
         self._call(lambda: self.stub.refresh(x, y, w, h))
 
     def submit(self, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> None:
-        """Like refresh, answered at once: our next call waits until this one is shown."""
+        """Like refresh, but back once the submit before this one is shown (refresh and
+        continue): posted in the flip ring (no call while Nitpicker keeps up), the `submit`
+        op if there is no ring. Any call of ours is taken after what we posted."""
         assert self.size is not None, "no buffer: call buffer(w, h) first"
         w = self.size[0] if w is None else w
         h = self.size[1] if h is None else h
-        self._call(lambda: self.stub.submit(x, y, w, h))
+        if not self._post(None, x, y, w, h):
+            self._call(lambda: self.stub.submit(x, y, w, h))
 
     # -- views and events ------------------------------------------------------------------------
     def view(self, title: str = "") -> View:

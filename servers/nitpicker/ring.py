@@ -8,7 +8,12 @@
                       more: DONE once a flip was composed (its pixels are copied), one less
                       while the display scans the buffer out directly (planes.py): the part
                       flip k shows is read until flip k+1 replaced it
-    entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, buf_x, buf_y
+    SCANOUT  word 4   1 while the display scans this session's buffer out directly: what
+                      the client writes there is on the screen without Nitpicker, so a
+                      `submit` need not wait for the one before (the ring's SLOTS bound it)
+    entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, x, y, w, h:
+             a flip of `view` to buffer offset (x, y) (w = h = 0), or, with view 0, a
+             refresh of the buffer rectangle (x, y, w, h) (`submit`: refresh and continue)
 
 Why: a `flip` call costs a kernel round trip (four ZeroMQ hops, two syscalls in Nitpicker:
 the answer and the next wait) per frame, more than the frame's two copies together
@@ -37,7 +42,7 @@ Nitpicker's side: `Rings` (the pages, pinned) and `RingDrain` (painting what the
 part of server.Nitpicker; its serve loop says when).
 
 Ownership: the client's drawing thread writes POSTED and the entries; Nitpicker's main
-thread writes DONE, IDLE and RELEASED. Each side reaches the page through its own pins (pinned.py),
+thread writes DONE, IDLE, RELEASED and SCANOUT. Each side reaches the page through its own pins (pinned.py),
 so a vanished page is a PageFault there: the client then takes the call path, which
 reopens the session.
 """
@@ -55,11 +60,11 @@ from kernel.user.vm import VM, PageFault
 from .pinned import Pins
 from .views import Rect, Session, View, check_geometry
 
-POSTED, DONE, IDLE, RELEASED = 0, 8, 16, 24     # byte offsets of the words
-ENTRIES, ENTRY, SLOTS = 64, 24, 4
+POSTED, DONE, IDLE, RELEASED, SCANOUT = 0, 8, 16, 24, 32     # byte offsets of the words
+ENTRIES, ENTRY, SLOTS = 64, 40, 4
 SIZE = PAGE_SIZE
 _WORD = struct.Struct("<Q")
-_ENTRY = struct.Struct("<qqq")           # view, buf_x, buf_y
+_ENTRY = struct.Struct("<qqqqq")         # view, x, y, w, h
 _FENCE = threading.Lock()
 LINGER_S = 0.001                         # Nitpicker: how long it looks for the next flip
 STREAMING_S = 0.05                       # ... if a ring gave it one this recently
@@ -98,14 +103,15 @@ def set_word(mv: memoryview, at: int, value: int) -> None:
     _WORD.pack_into(mv, at, value)
 
 
-def entry(mv: memoryview, k: int) -> tuple[int, int, int]:
-    """The k-th flip posted (k >= 1): (view, buf_x, buf_y), as the client left it."""
-    v, x, y = _ENTRY.unpack_from(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY)
-    return int(v), int(x), int(y)
+def entry(mv: memoryview, k: int) -> tuple[int, int, int, int, int]:
+    """The k-th entry posted (k >= 1): (view, x, y, w, h), as the client left it."""
+    v, x, y, w, h = _ENTRY.unpack_from(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY)
+    return int(v), int(x), int(y), int(w), int(h)
 
 
-def set_entry(mv: memoryview, k: int, view: int, buf_x: int, buf_y: int) -> None:
-    _ENTRY.pack_into(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY, view, buf_x, buf_y)
+def set_entry(mv: memoryview, k: int, view: int, x: int, y: int, w: int = 0,
+              h: int = 0) -> None:
+    _ENTRY.pack_into(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY, view, x, y, w, h)
 
 
 class Rings:
@@ -130,9 +136,9 @@ class Rings:
         except PageFault:
             return None                           # gone (moe took it): no ring there
 
-    def take(self, vaddr: int) -> list[tuple[int, int, int, int]]:
-        """The flips posted since the last take, checked for count: [(k, view, buf_x, buf_y)]
-        (view and offsets are still claims: the caller checks them)."""
+    def take(self, vaddr: int) -> list[tuple[int, int, int, int, int, int]]:
+        """The entries posted since the last take, checked for count: [(k, view, x, y, w,
+        h)] (the rest are still claims: the caller checks them)."""
         done = self.pages.get(vaddr)
         if done is None:
             return []
@@ -163,6 +169,16 @@ class Rings:
                     if released is not None and released > word(mv, RELEASED):
                         set_word(mv, RELEASED, released)
                     set_word(mv, DONE, k)
+        except PageFault:
+            pass
+
+    def scanout(self, vaddr: int, flag: bool) -> None:
+        """Tell the client of this ring whether its buffer is scanned out directly."""
+        try:
+            with self.pins.held():
+                mv = self._page(vaddr)
+                if mv is not None:
+                    set_word(mv, SCANOUT, int(flag))
         except PageFault:
             pass
 
@@ -202,30 +218,37 @@ class RingDrain:
     sessions: dict[int, Session]
     streamed: float                  # when a ring last gave us a frame (time.monotonic)
     repaint: Callable[..., bool]             # server.Nitpicker's: paint and show
+    _dirty: Callable[..., list[Rect]]        # ... the screen rectangles of a refresh
     shown: Callable[[Session], None]         # ... and count a frame of a session shown
     scanned_view: View | None                # the view the display scans out directly
 
     def drain(self, s: Session) -> int:
-        """Paint the flips session `s` posted in its ring, one frame each; how many."""
+        """Paint the flips and refreshes session `s` posted in its ring, one frame each;
+        how many."""
         b = s.buffer
         if b is None:
             return 0
         got = self.rings.take(b.ring)
-        for k, vid, bx, by in got:
-            released = None                      # a refused flip frees nothing
+        for k, vid, x, y, w, h in got:
+            released = None                      # a refused entry frees nothing
             v = s.views.get(vid)
             try:
-                if v is None:
+                if vid == 0:                     # a refresh (submit through the ring)
+                    rects = self._dirty(s, x, y, w, h)
+                elif v is None or w or h:
                     raise RpcError("NO_VIEW", f"session {s.name!r} has no view {vid}")
-                check_geometry(*v.rect, bx, by)
+                else:
+                    check_geometry(*v.rect, x, y)
+                    v.buf_x, v.buf_y = x, y
+                    s.refreshes += 1
+                    rects = [v.rect]
             except RpcError:
-                s.refused += 1                   # a bad entry: skipped, counted
+                if vid != 0:                     # (_dirty counts its own refusals)
+                    s.refused += 1               # a bad entry: skipped, counted
             else:
-                v.buf_x, v.buf_y = bx, by
-                s.refreshes += 1
-                if self.repaint([v.rect], content=True):
+                if self.repaint(rects, content=True):
                     self.shown(s)
-                released = self._released(s, v, k)
+                released = k if v is None or vid == 0 else self._released(s, v, k)
             self.rings.finish(b.ring, k, released)   # the client may draw there again
         if got:
             self.streamed = time.monotonic()

@@ -130,6 +130,7 @@ class Nitpicker(Routing, RingDrain):
         self.out = Output(l4, self.vm, self.pins, on_reopen=lambda: self.repaint_all())
         self.later: list[tuple[Session, list[Rect]]] = []   # submit/flip: painted after the answer
         self.scanned_view: View | None = None    # the last repaint: a direct scan-out of it
+        self.scanout_session: Session | None = None   # ... whose ring says SCANOUT
         self.screen = Screen(self.out.width, self.out.height, self.pins.read_into,
                              pixels=self.out.own)
         self.input = InputSession(l4, "input", vaddr=INPUT_VADDR, vm=self.vm) \
@@ -193,7 +194,20 @@ class Nitpicker(Routing, RingDrain):
             return False
         self.out.show(done)
         self.scanned_view = None if plan is None else plan.view
+        self._scanout(plan.view.session if plan is not None else None)
         return True
+
+    def _scanout(self, s: Session | None) -> None:
+        """Say in the rings which session's buffer the display scans out (ring.py SCANOUT).
+        Said after the paint that changed it: a client that read SCANOUT just before its
+        view was composed again may have its last submits copied while it draws the next
+        frame (a torn copy of its own view, as refresh and continue allows), nothing else."""
+        old, self.scanout_session = self.scanout_session, s
+        if old is s:
+            return
+        for x, flag in ((old, False), (s, True)):
+            if x is not None and x.buffer is not None:
+                self.rings.scanout(x.buffer.ring, flag)
 
     def shown(self, s: Session) -> None:
         """A frame of `s` reached the screen (by the last repaint)."""
