@@ -4,16 +4,17 @@ Ownership: the HAL process owns all device state and physical RAM (`Ram`). Its m
 thread receives the bus requests (BUS protocol, gate label BUS_LABEL) and the interrupt
 controller's registers. Every other device's registers (DEV protocol, one gate per device,
 the gate's label names the device) are served by a register thread of that device's own
-(`RegisterThread`, an L4 thread and a host thread named "<kind>-regs-<name>", e.g.
-"disk-regs-disk0"), as a bus serves each device apart: one device's register accesses
+(`RegisterThread`, an L4 thread and a host thread named "regs-<name>", e.g.
+"regs-disk0"), as a bus serves each device apart: one device's register accesses
 never queue behind another's. Why: the disk's doorbell is a rendezvous send that returns
 only when its receiver takes it, and with one thread for all devices it waited behind a
 network flood's NIC register accesses (measured in DROPS: 1.7-2.2 ms of a late period's
-disk read), and the CPU reservation manager can give the disk's thread a real-time class
-while the NIC's ("nic-…") stays ordinary. Each device worker thread and the control-socket
-thread get an L4 thread of their own (`bind_thread`), created up front, so that any thread
-can raise an interrupt: the controller's `trigger` calls irq_trigger on the calling
-thread's own kernel connection.
+disk read). The register threads keep the class the CPU reservation manager gives the
+HAL's main thread (a real-time one in DROPS): a register thread in the ordinary class would
+hold the interpreter's lock while preempted, and the disk's threads would wait for it.
+Each device worker thread and the control-socket thread get an L4 thread of their own
+(`bind_thread`), created up front, so that any thread can raise an interrupt: the
+controller's `trigger` calls irq_trigger on the calling thread's own kernel connection.
 
 Kernel objects the HAL creates for itself at start: one gate per device (label
 DEVICE_LABEL_BASE + index, bound to its register thread, the pic's to the main thread)
@@ -123,7 +124,7 @@ class BusImpl:
 
 class RegisterThread:
     """One device's register server: an L4 thread of its own bound to the device's gate,
-    served by a host thread named "<kind>-regs-<name>" until the machine stops."""
+    served by a host thread named "regs-<name>" until the machine stops."""
 
     def __init__(self, machine: "Machine", device: Device, label: int, index: int) -> None:
         self.m, self.device, self.label = machine, device, label
@@ -135,7 +136,7 @@ class RegisterThread:
         self.recv_slot = self.free_recv_slot()
         self.rewindow = False
         self.impl = DevImpl(machine, self)
-        self.thread = threading.Thread(target=self._run, name=f"{device.kind}-regs-{device.name}",
+        self.thread = threading.Thread(target=self._run, name=f"regs-{device.name}",
                                        daemon=True)
 
     def free_recv_slot(self) -> int:

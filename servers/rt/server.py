@@ -51,7 +51,8 @@ preempted by the hogs would keep the boosted threads waiting. Why: the boosted p
 carried the best-effort clients' work at FIFO priority too (under the DROPS hogs 1.54 of 2
 CPUs), starving the ordinary class into the host's fair server, which then ran ahead of
 every FIFO thread for 50 ms at a time (the reserved player's stalls). `"best_effort":
-false` boosts the "be/" threads too (the old way). SCHED_DEADLINE runs
+false` boosts the "be/" threads too (the old way); `"best_effort_group": false` leaves
+them in their session's group (nice only, as before the group). SCHED_DEADLINE runs
 before SCHED_FIFO, so the boosted path never delays a reserved thread's own budget; it only
 runs ahead of the ordinary class, in which every non-real-time load (native hogs, L⁴Linux
 and its processes) stays. The host still leaves the ordinary class its 5 % (on Linux >=

@@ -38,8 +38,8 @@ def _thread_names(pid: int) -> list[str]:
 
 def test_every_device_but_the_pic_has_its_register_thread(rig: HalRig) -> None:
     names = _thread_names(rig.procs["hal"].pid)
-    assert "disk-regs-disk0" in names and "nic-regs-nic0" in names, names
-    assert not any(n.startswith("pic-regs") for n in names), names   # the main thread's
+    assert "regs-disk0" in names and "regs-nic0" in names, names
+    assert "regs-pic" not in names, names                        # the main thread's
     # each answers on its own gate: the registers still read and write as before
     d, n = rig.devs["disk0"], rig.devs["nic0"]  # type: ignore[attr-defined]
     assert d.read("SECTORS") == 2048 and n.read("ID") != d.read("ID")
