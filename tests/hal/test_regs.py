@@ -64,7 +64,9 @@ def test_disk_trace_knob_shows_each_queue_job_in_order(rig: HalRig) -> None:
     assert len(rows) == 3 and all(r[5] == 1 for r in rows), rows
     for r in rows:                           # each job's stages in time order
         assert r[0] <= r[1] <= r[2] <= r[3] <= r[4], r
-    assert rows[0][4] <= rows[1][0] <= rows[2][0], rows
+    # one after the other (a job's `irq` is stamped when the kernel answered the trigger,
+    # which may be after the driver saw the interrupt and rang the next doorbell)
+    assert rows[0][3] <= rows[1][0] <= rows[1][3] <= rows[2][0], rows
     set_faults(rig.run_dir, "disk0", trace=0)
     st = control(rig.run_dir, {"op": "status"})
     assert "trace" not in st.get("ok", st)["devices"]["disk0"]
