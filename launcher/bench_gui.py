@@ -17,9 +17,10 @@ frame is on the screen, and Nitpicker's count of frames shown must equal the fra
 flipped (`frames_shown`, `frames_flipped`): `nitpicker_flip_fps`. The same client also
 draws into one buffer and calls `refresh`, which answers once the frame is on the screen
 (no overlap of drawing and showing): `nitpicker_sync_fps`; and draws into one buffer and
-calls `submit` (refresh and continue, posted in the flip ring; back once the submit
-before is shown, at once while the buffer is scanned out directly, ring.py SCANOUT):
-`nitpicker_submit_fps`. All three are full-screen frames that reached the screen, the
+calls `submit` (refresh and continue, posted in the flip ring, back once the submit
+before is shown; while the buffer is scanned out directly nothing is posted at all: the
+pixels are on the screen once written, ring.py SCANOUT; `submit_frames_unposted` counts
+those): `nitpicker_submit_fps`. All three are full-screen frames that reached the screen, the
 ways a client may show them; `nitpicker_fps` is the fastest in this run. For reference:
 `fb_fps`, the client's own fb session without Nitpicker (the fb server's copy and call per
 frame).
@@ -62,9 +63,9 @@ composed ratio sits at 0.5 at best (session 8: 0.47 / 0.52 on a quiet host). Sca
 directly, a frame is the client's copy alone plus the ring's bookkeeping: a flip still
 waits until the display shows the new half (the old one may then be drawn again: a
 hand-over to Nitpicker per frame, tens of microseconds on idle cores, a scheduler slice on
-busy ones); a submit while scanned out directly does not wait at all (its pixels are on
-the screen once written; the ring's SLOTS bound how far it runs ahead of Nitpicker's
-bookkeeping); a refresh is a call. Session 10 (host load 5-15): direct 10-11k fps (a
+busy ones); a submit while scanned out directly is the client's copy and a look at one
+word, as the direct driver's frame is its copy (no hand-over: on a busy host the ratio no
+longer depends on when Nitpicker gets a CPU); a refresh is a call. Session 10 (host load 5-15): direct 10-11k fps (a
 3 MiB copy in 0.09 ms); the client's copy into its buffer 0.11-0.15 ms, a flip's hand-over
 0.2-0.4 ms, a submit 0.03 ms.
 
@@ -234,7 +235,9 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
     def submitted(i: int) -> None:               # draw, then refresh and continue (the ring)
         gui.put(0, 0, W, H, pics[i % 2])
         gui.submit(0, 0, W, H)
+    unposted0 = gui.unposted
     submit_fps = _fps(int(frames), int(rounds), submitted, done=gui.stats)
+    unposted = gui.unposted - unposted0
     sub1 = gui.stats()
     submit_shown = sub1["shown"] - sync1["shown"]
     submit_scanned = sub1.get("scanned", 0) - sync1.get("scanned", 0)
@@ -263,6 +266,7 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
                                "nitpicker_submit_fps": submit_fps,
                                "submit_frames_shown": submit_shown,
                                "submit_frames_scanned_out": submit_scanned,
+                               "submit_frames_unposted": unposted,
                                "fb_fps": fb_fps, "frames_flipped": 1 + int(frames) * int(rounds),
                                "frames_shown": shown, "frames_scanned_out": scanned,
                                "sync_frames_shown": sync_shown,
@@ -357,6 +361,7 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
            "sync_frames_scanned_out": np["sync_frames_scanned_out"],
            "submit_frames_shown": np["submit_frames_shown"],
            "submit_frames_scanned_out": np["submit_frames_scanned_out"],
+           "submit_frames_unposted": np["submit_frames_unposted"],
            "ring_kicks": np["ring_calls"]["kicks"], "ring_waits": np["ring_calls"]["waits"],
            "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
            "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2),

@@ -131,7 +131,7 @@ class GuiSession:
         self.ring = 0                        # our flip ring's page (ring.py), 0: none
         self.posted = 0                      # flips we posted there
         self.kicks = self.waits = 0          # calls the ring still needed: wake-ups, waits
-        self.unwaited = 0                    # submits that did not wait (SCANOUT, ring.py)
+        self.unposted = 0                    # submits that needed no entry (ring.py SCANOUT)
         self.reopened = 0
         self.info: Any = None
         self._open()
@@ -253,16 +253,13 @@ class GuiSession:
             ring.fence()
             with self.pins.held():
                 mv = self.pins.view(self.ring)
-                idle, scanout = ring.word(mv, ring.IDLE), ring.word(mv, ring.SCANOUT)
+                idle = ring.word(mv, ring.IDLE)
         except PageFault:
             self.ring = 0                    # gone with an old Nitpicker: calls from now on
             return False
         if idle:
             self.kicks += 1
             self._call(lambda: self.stub.kick())
-        if v is None and scanout:            # a submit whose pixels are on the screen already
-            self.unwaited += 1
-            return True
         self._shown(k - 1)
         return True
 
@@ -309,12 +306,30 @@ class GuiSession:
     def submit(self, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> None:
         """Like refresh, but back once the submit before this one is shown (refresh and
         continue): posted in the flip ring (no call while Nitpicker keeps up), the `submit`
-        op if there is no ring. Any call of ours is taken after what we posted."""
+        op if there is no ring; nothing at all while the display scans our buffer out
+        directly (the pixels are on the screen: `unposted` counts those). Any call of ours
+        is taken after what we posted."""
         assert self.size is not None, "no buffer: call buffer(w, h) first"
         w = self.size[0] if w is None else w
         h = self.size[1] if h is None else h
+        if self._scanned_out():
+            self.unposted += 1               # on the screen already: nothing to copy
+            return
         if not self._post(None, x, y, w, h):
             self._call(lambda: self.stub.submit(x, y, w, h))
+
+    def _scanned_out(self) -> bool:
+        """Whether the display scans our buffer out directly (ring.py SCANOUT), read after
+        a fence that orders our pixels before it."""
+        if not self.ring:
+            return False
+        ring.fence()
+        try:
+            with self.pins.held():
+                return bool(ring.word(self.pins.view(self.ring), ring.SCANOUT))
+        except PageFault:
+            self.ring = 0
+            return False
 
     # -- views and events ------------------------------------------------------------------------
     def view(self, title: str = "") -> View:

@@ -107,8 +107,8 @@ class Planes:
         self.ok = False
         self.active = self.bar = None
 
-    def plan(self, stack: Stack, composing: bool) -> Plan | None:
-        """Inside pins.held(): the planes for the screen as it is, or None (compose it)."""
+    def candidate(self, stack: Stack, composing: bool) -> View | None:
+        """The view the screen is made of alone (it and its bar), if any: no memory read."""
         if not self.ok or composing or not stack.views:
             return None
         v = stack.views[0]
@@ -117,6 +117,15 @@ class Planes:
         if b is None or v.rect.intersect(scr) != scr or Rect(
                 v.rect.x - v.buf_x, v.rect.y - v.buf_y, b.width, b.height).intersect(scr) != scr:
             return None
+        return v
+
+    def plan(self, stack: Stack, composing: bool) -> Plan | None:
+        """Inside pins.held(): the planes for the screen as it is, or None (compose it)."""
+        v = self.candidate(stack, composing)
+        if v is None or v.session.buffer is None:
+            return None
+        b = v.session.buffer
+        scr = Rect(0, 0, self.width, self.height)
         ox, oy = v.buf_x - v.rect.x, v.buf_y - v.rect.y      # the buffer pixel at (0, 0)
         src = tuple(self.pins.bus(b.addr + oy * b.stride + ox * 4,
                                   (self.height - 1) * b.stride + self.stride))

@@ -10,7 +10,11 @@
                       flip k shows is read until flip k+1 replaced it
     SCANOUT  word 4   1 while the display scans this session's buffer out directly: what
                       the client writes there is on the screen without Nitpicker, so a
-                      `submit` need not wait for the one before (the ring's SLOTS bound it)
+                      `submit` needs no entry (nothing is to be copied). Nitpicker sets it
+                      after the paint that made it so and clears it, then fences, before
+                      any paint that may compose the buffer again; the client writes its
+                      pixels, fences, then reads it: either it sees 0 and posts, or that
+                      paint sees its pixels (Dekker's pattern again)
     entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, x, y, w, h:
              a flip of `view` to buffer offset (x, y) (w = h = 0), or, with view 0, a
              refresh of the buffer rectangle (x, y, w, h) (`submit`: refresh and continue)

@@ -70,7 +70,7 @@ from .output import Output, ScreenGone
 from .pinned import Pins
 from .protocol import MAX_SIDE, MAX_VIEWS, NITPICKER, STACK
 from .ring import SIZE as RING_SIZE
-from .ring import RingDrain, Rings
+from .ring import RingDrain, Rings, fence
 from .routing import Routing
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
 
@@ -173,6 +173,9 @@ class Nitpicker(Routing, RingDrain):
             return True
         planes = self.out.planes
         plan = None
+        cand = None if planes is None else planes.candidate(self.stack, self.xray)
+        if cand is None or cand.session is not self.scanout_session:
+            self._scanout(None)          # first: a client told so copies no more (ring.py)
         try:
             with self.out.frame() as mv, self.screen.into(mv):
                 if planes is not None:           # direct scan-out? (planes.py)
@@ -194,20 +197,23 @@ class Nitpicker(Routing, RingDrain):
             return False
         self.out.show(done)
         self.scanned_view = None if plan is None else plan.view
-        self._scanout(plan.view.session if plan is not None else None)
+        if plan is not None:
+            self._scanout(plan.view.session)
+        elif self.scanout_session is not None:   # (its buffer's runs: composed after all)
+            self._scanout(None)
         return True
 
     def _scanout(self, s: Session | None) -> None:
-        """Say in the rings which session's buffer the display scans out (ring.py SCANOUT).
-        Said after the paint that changed it: a client that read SCANOUT just before its
-        view was composed again may have its last submits copied while it draws the next
-        frame (a torn copy of its own view, as refresh and continue allows), nothing else."""
+        """Say in the rings which session's buffer the display scans out (ring.py SCANOUT):
+        set after the paint that made it so, cleared (and fenced) before a paint that may
+        compose that buffer again, so a submit that read it set needs no copy."""
         old, self.scanout_session = self.scanout_session, s
         if old is s:
             return
         for x, flag in ((old, False), (s, True)):
             if x is not None and x.buffer is not None:
                 self.rings.scanout(x.buffer.ring, flag)
+        fence()
 
     def shown(self, s: Session) -> None:
         """A frame of `s` reached the screen (by the last repaint)."""

@@ -156,8 +156,9 @@ def scanner(l4: L4) -> int:
     """A full-screen view (a buffer of two screens: picture 0 above, 1 below) and a second
     view OVER in front; each key press (KEY value 1) takes the next step, logged "NP step N":
     1 the second view destroyed, 2 created again, 3 destroyed and the full view flipped to
-    picture 1, 4 the shown half painted white (its top rows lie under Nitpicker's bar);
-    after each step, and at each "i" (any key after step 4), its info: "NP state {...}"."""
+    picture 1, 4 the shown half painted white (its top rows lie under Nitpicker's bar), 5
+    picture 0 drawn there and submitted; after each step, and at each "i" (any key after
+    step 5), its info: "NP state {...}"."""
     gui = GuiSession(l4)
     w, h = gui.width, gui.height
     gui.buffer(w, 2 * h)
@@ -178,14 +179,14 @@ def scanner(l4: L4) -> int:
     def state(n: int) -> None:
         st = gui.stats()
         log("state", {"n": n, "scanout": st["scanout"], "scanned": st["scanned"],
-                      "xray": st["xray"]})
+                      "xray": st["xray"], "unposted": gui.unposted})
     state(0)
     asked = 0
     while True:
         for ev in gui.wait(500):
             if ev.kind != 1 or ev.value != 1:        # KEY presses only
                 continue
-            if ev.code == 23 or step == 4:           # "i": how the screen is shown now
+            if ev.code == 23 or step == 5:           # "i": how the screen is shown now
                 asked += 1
                 state(100 + asked)
                 continue
@@ -201,6 +202,9 @@ def scanner(l4: L4) -> int:
             elif step == 4:
                 gui.fill(0, h, w, h, (255, 255, 255))
                 gui.refresh(0, h, w, h)
+            elif step == 5:
+                gui.put(0, h, w, h, picture(w, h, 0))
+                gui.submit(0, h, w, h)
             log("step", step)
             state(step)
 

@@ -4,8 +4,9 @@ One client (tests/nitpicker/tasks.py `scanner`) has a full-screen view and a sec
 front of part of it; key presses step it. While the second view is there the screen is
 composed; without it the display scans the client's buffer out directly, Nitpicker's label
 bar composed over it by the framebuffer's plane 1. The screen must be the same either way,
-the bar must stay Nitpicker's whatever the client writes, X-ray mode must compose again,
-and an fb client the policy does not name gets neither the screen nor the plane page.
+the bar must stay Nitpicker's whatever the client writes, X-ray mode must compose again
+(with the frames a client submitted while scanned out, which needed no copy then), and an
+fb client the policy does not name gets neither the screen nor the plane page.
 """
 from __future__ import annotations
 
@@ -182,6 +183,22 @@ def test_xray_mode_composes_and_the_bar_stays_nitpickers(system: dict[str, Any])
     after = screen(rd, tmp)
     assert rows(after, 0, LABEL_H) == rows(before, 0, LABEL_H)      # the bar untouched
     assert rows(after, LABEL_H, H) == b"\xff" * ((H - LABEL_H) * W * 3)
+
+
+def test_a_submit_scanned_out_needs_no_copy_and_is_composed_after(
+        system: dict[str, Any]) -> None:
+    rd, tmp = system["rd"], system["tmp"]
+    pic0 = rgb(picture(W, H, 0))
+    assert step(rd, 5)                      # picture 0 drawn and submitted: no ring entry
+    assert np_line(rd, "scanner", "state")["unposted"] >= 1
+    direct = screen(rd, tmp)
+    assert rows(direct, LABEL_H, H) == pic0[LABEL_H * W * 3:]
+    l4run("input", "key", "f12", "--run-dir", rd)                   # composed: from the buffer
+    xray = wait_pixel(rd, tmp, (W - 2, 1), BAR_XRAY, "X-ray mode's bar")
+    assert rows(xray, LABEL_H, H) == pic0[LABEL_H * W * 3:]         # the frame is not lost
+    l4run("input", "key", "f12", "--run-dir", rd)
+    wait_pixel(rd, tmp, (W - 2, 1), BAR_FOCUS, "X-ray mode off")
+    assert scanout(rd) and screen(rd, tmp).tobytes() == direct.tobytes()
 
 
 def test_only_the_direct_client_gets_the_screen_and_the_planes(system: dict[str, Any]) -> None:
