@@ -18,6 +18,10 @@ deadline misses (work ended after release + 10 ms), the p99 of its disk reads as
 them, and net_share (bytes ORe forwarded for it / bytes it offered; its reserved rate is
 what it offers). net_share_reserved target >= 0.95, misses_reserved = 0,
 misses_best_effort > 0.
+
+Diagnosis (`late_stages_ms_reserved`, `late_stages`): where the reserved run's late periods'
+disk reads went, from the player's late periods in host time, the block server's RT-SLOW
+lines and the HAL disk's per-job stage times (its `trace` knob, set with the latency).
 """
 from __future__ import annotations
 
