@@ -34,7 +34,7 @@ BUTTONS = (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE)
 
 class Routing:
     l4: L4
-    policy: Any                  # server.Policy: its `killable` labels
+    policy: Any                  # policy.Policy: its `killable` labels
     input: InputSession | None
     stack: Stack
     focused: Session | None

@@ -68,51 +68,18 @@ from servers.moe.client import MoeSession
 from .compose import LABEL_H, Screen, union_rects
 from .output import Output, ScreenGone
 from .pinned import Pins
+from .policy import Policy, parse_policy
 from .protocol import MAX_SIDE, MAX_VIEWS, NITPICKER, STACK
 from .ring import SIZE as RING_SIZE
 from .ring import RingDrain, Rings, fence
 from .routing import Routing
 from .views import Buffer, Rect, Session, Stack, View, check_geometry, check_title
 
-DEFAULT_QUOTA = 4 << 20
 POLL_MS = 500
 STREAM_MS = 16                   # while rings keep us painting: a look at the kernel this often
 SLOTS = range(2000, 3000)        # our capability slots: watches, IRQs (a free one is found)
 MOE_SLOTS = 3000                 # where moe's answers (dataspaces) land
 INPUT_VADDR = 0x23_0000_0000
-SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20}
-
-
-class Policy(dict[int, tuple[str, int]]):
-    """label -> (name, quota); `killable`: the labels kill mode may end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.killable: set[int] = set()
-
-
-def parse_policy(entries: tuple[str, ...] | list[str]) -> Policy:
-    """The policy from the task's arguments; ValueError names the bad entry and why."""
-    out = Policy()
-    for e in entries:
-        key, eq, rest = e.partition("=")
-        if key == "kill":
-            try:
-                out.killable |= {int(p) for p in rest.split(",") if p}
-            except ValueError:
-                raise ValueError(f"policy entry {e!r}: expected kill=N,M (labels)") from None
-            continue
-        if not eq or not key.isdigit() or int(key) < 1 or not rest:
-            raise ValueError(f"policy entry {e!r}: expected N=NAME or N=NAME:QUOTA (label >= 1)")
-        name, _, quota = rest.partition(":")
-        size = DEFAULT_QUOTA
-        if quota:
-            num, suffix = quota.rstrip("KkMm"), quota[len(quota.rstrip("KkMm")):].upper()
-            if not num.isdigit() or suffix not in SIZE_SUFFIX:
-                raise ValueError(f"policy entry {e!r}: quota {quota!r} is not a size (4M, 512K)")
-            size = int(num) * SIZE_SUFFIX[suffix]
-        out[int(key)] = (name, size)
-    return out
 
 
 class Nitpicker(Routing, RingDrain):

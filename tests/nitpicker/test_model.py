@@ -10,7 +10,7 @@ import pytest
 
 from kernel.user.rpc import RpcError
 from servers.nitpicker.compose import BACKGROUND, DIM, LABEL_H, OUTSIDE, Screen
-from servers.nitpicker.server import parse_policy
+from servers.nitpicker.policy import parse_policy
 from servers.nitpicker.views import Buffer, Rect, Session, Stack, View, check_geometry
 
 W, H = 64, 48
