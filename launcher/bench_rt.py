@@ -19,6 +19,12 @@ them, and net_share (bytes ORe forwarded for it / bytes it offered; its reserved
 what it offers). net_share_reserved target >= 0.95, misses_reserved = 0,
 misses_best_effort > 0.
 
+The host's floor (`host_misses`, `host_periods`, `host_worst_late_us`): in the reserved
+boot, once the player is done, the same period, budget, CPU work and device wait in a
+native SCHED_DEADLINE thread with no IPC at all, under the same hogs — the misses the host
+alone causes. `steal_share_reserved`, `_best_effort`, `_host`: the share of the CPUs the
+hypervisor took while each ran (/proc/stat's steal).
+
 Diagnosis (`late_stages_ms_reserved`, `late_stages`): where the reserved run's late periods'
 disk reads went, from the player's late periods in host time, the block server's RT-SLOW
 lines and the HAL disk's per-job stage times (its `trace` knob, set with the latency).
@@ -30,6 +36,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from typing import Any
 
 import click
@@ -42,6 +50,7 @@ IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                      "configs", "drops.toml")
 PERIOD_US = 10_000
 TRACE_JOBS = 40_000       # the HAL disk's queue jobs whose stage times the bench asks for
+COMPUTE_US, BUDGET_US = 2000, 5000    # the player's work per period and CPU budget (its args)
 
 
 def _image(periods: int, reserve: bool) -> tuple[str, str]:
@@ -49,8 +58,8 @@ def _image(periods: int, reserve: bool) -> tuple[str, str]:
     with open(IMAGE) as f:
         text = f.read()
     seconds = periods * PERIOD_US / 1e6
-    args = f'args = ["{PERIOD_US}", "{seconds:g}", "{1 if reserve else 0}", "16", "2000", ' \
-           f'"1250", "5000"]'
+    args = f'args = ["{PERIOD_US}", "{seconds:g}", "{1 if reserve else 0}", "16", ' \
+           f'"{COMPUTE_US}", "1250", "{BUDGET_US}"]'
     text = re.sub(r'args = \["10000", "60", "1", [^\n]*\]', args, text)
     start = text.index('[[task]]\nname = "player"')
     end = text.find("[[task]]", start + 1)
@@ -58,7 +67,53 @@ def _image(periods: int, reserve: bool) -> tuple[str, str]:
     return text[:start] + text[end:], text[start:end]
 
 
-def run_one(periods: int, reserve: bool, latency_ms: float) -> dict[str, Any]:
+def steal_s() -> float:
+    """CPU time the hypervisor gave to others, all CPUs, since boot (/proc/stat's steal)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:
+    """The host's own floor: a native thread under SCHED_DEADLINE with the player's period
+    and budget doing the player's work with no IPC, no L4Py server and no kernel process —
+    it sleeps `latency_ms` (the device's time) and spins COMPUTE_US of CPU per period.
+    Run under the same hogs right after the reserved player: its misses are those the host
+    alone causes (the hypervisor's steal, the host kernel), a floor no design on this host
+    gets under."""
+    from servers.rt import hostsched
+    from servers.rt.client import Periodic
+    from servers.rt.demo import spin_cpu
+    hostsched.set_deadline(0, BUDGET_US * 1000, PERIOD_US * 1000, PERIOD_US * 1000)
+    job = Periodic(PERIOD_US)
+    s0, t0 = steal_s(), time.monotonic()
+    while job.periods < periods:
+        time.sleep(latency_ms / 1e3)
+        spin_cpu(COMPUTE_US)
+        job.next()
+    return {"periods": job.periods, "misses": job.misses, "worst_us": int(job.worst * 1e6),
+            "steal_share": round((steal_s() - s0) / ((time.monotonic() - t0)
+                                                     * (os.cpu_count() or 1)), 4)}
+
+
+def _host_floor_process(periods: int, latency_ms: float) -> dict[str, Any]:
+    """host_floor in a process of its own (its thread under SCHED_DEADLINE, this one not)."""
+    code = ("import json,sys; from launcher.bench_rt import host_floor; "
+            "print(json.dumps(host_floor(int(sys.argv[1]), float(sys.argv[2]))))")
+    try:
+        p = subprocess.run([sys.executable, "-c", code, str(periods), f"{latency_ms:g}"],
+                           cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=periods * PERIOD_US / 1e6 + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "the host floor's loop did not end in time"}
+    if p.returncode:
+        return {"error": (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]}
+    return dict(json.loads(p.stdout))
+
+
+def run_one(periods: int, reserve: bool, latency_ms: float,
+            floor_periods: int = 0) -> dict[str, Any]:
+    """One boot: the player (reserved or not); with `floor_periods`, then the host floor
+    under the same hogs (got["host"])."""
     tag = "rt-res" if reserve else "rt-be"
     system, player = _image(periods, reserve)
     with booted(system, tag) as (l4run, rd):
@@ -76,8 +131,14 @@ def run_one(periods: int, reserve: bool, latency_ms: float) -> dict[str, Any]:
             f.write(player)
         subprocess.run([*l4run, "attach", snippet, "--run-dir", rd], cwd=PROJECT_ROOT,
                        check=True, capture_output=True, timeout=120)
+        s0, t0 = steal_s(), time.monotonic()
         got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
                           periods * PERIOD_US / 1e6 + 90)
+        # the attach's start-up is in the window too: an upper bound of the player's steal
+        got["steal_share"] = round((steal_s() - s0) / ((time.monotonic() - t0)
+                                                       * (os.cpu_count() or 1)), 4)
+        if floor_periods:
+            got["host"] = _host_floor_process(floor_periods, latency_ms)
         if reserve and "late_at" in got:
             got["late_stages"] = late_stages(got, _slow_calls(rd), _disk_jobs(rd))
     got.pop("late_at", None)
@@ -155,7 +216,8 @@ def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
 
 
 def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
-    res = run_one(periods, True, latency_ms)
+    res = run_one(periods, True, latency_ms, floor_periods=periods)
+    host = res.get("host", {})
     be = run_one(periods, False, latency_ms)
     out: dict[str, Any] = {"periods": res.get("periods"), "periods_best_effort": be.get("periods"),
                            "misses_reserved": res.get("misses"),
@@ -171,7 +233,15 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "late_ms_reserved": res.get("late_ms"),
                            "late_stages_ms_reserved": res.get("late_stages"),
                            "late_ms_best_effort": be.get("late_ms"),
-                           "disk_latency_ms": latency_ms}
+                           "disk_latency_ms": latency_ms,
+                           "host_periods": host.get("periods"),
+                           "host_misses": host.get("misses"),
+                           "host_worst_late_us": host.get("worst_us"),
+                           "steal_share_reserved": res.get("steal_share"),
+                           "steal_share_best_effort": be.get("steal_share"),
+                           "steal_share_host": host.get("steal_share")}
+    if "error" in host:
+        out["error_host"] = host["error"]
     for name, r in (("reserved", res), ("best_effort", be)):
         if "error" in r:
             out[f"error_{name}"] = r["error"]
@@ -197,6 +267,10 @@ def register(group: click.Group) -> None:
               f"{res['disk_p99_ms_best_effort']} ms; net share {res['net_share_reserved']} / "
               f"{res['net_share_best_effort']} (targets: misses_reserved 0, "
               f"misses_best_effort > 0, net_share_reserved >= 0.95)")
-        for k in ("error_reserved", "error_best_effort"):
+        print(f"the host's floor (a native deadline thread, same work, no IPC, same hogs): "
+              f"{res['host_misses']} misses in {res['host_periods']} periods; steal "
+              f"{res['steal_share_reserved']} / {res['steal_share_best_effort']} / "
+              f"{res['steal_share_host']} of the CPUs")
+        for k in ("error_reserved", "error_best_effort", "error_host"):
             if k in res:
                 print(f"{k}: {res[k]}")
