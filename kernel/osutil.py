@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import os
 import signal
@@ -27,6 +28,18 @@ def load_compiled(module: str, env: str, what: str) -> tuple[Any, str]:
     if mod.ERROR is not None:
         return None, str(mod.ERROR)
     return mod, ""
+
+
+def freeze_heap(collect: bool = True) -> None:
+    """Move every object alive now into the collector's permanent generation, once a
+    long-lived process has started (after `collect`ing what is garbage already): its full
+    collections then scan only what it made since, not its start-up heap — modules,
+    functions, tables. Measured before: 12-19 ms per full pass in the kernel, the root task
+    and every task forked from the spawner (which inherits the spawner's heap), each pass
+    stalling all the IPC that process serves. Garbage made later is collected as before."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Any
 
+from kernel.osutil import freeze_heap
+
 from .image import ImageError, load_image
 from .system import BootError, Launcher
 
@@ -103,6 +105,7 @@ def run(image_path: str, run_dir: str | None, exec_spawn: bool) -> int:
         return 1
     print("\n".join(line for line, _ in protection_lines(launcher.protections, [])),
           file=sys.stderr, flush=True)
+    freeze_heap()
     launcher.serve()
     return 0
 

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 # PROJECT_ROOT is re-exported: the launcher's modules find the project's files by it.
+from kernel.osutil import freeze_heap
 from kernel.user.client import ENV_SECRET_FD
 from kernel.user.spawn import PROJECT_ROOT, TASK_MODULE, argv as task_argv
 
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 __import__(mod)
             except Exception as e:
                 print(f"[zygote] preload of {mod} failed: {e}", file=sys.stderr, flush=True)
+    freeze_heap()                  # every child inherits the preloaded heap as permanent
     z.emit({"event": "ready", "pid": os.getpid()})
     try:
         z.run()

@@ -543,7 +543,7 @@ def _arguments(argv: list[str] | None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..osutil import die_with_parent
+    from ..osutil import die_with_parent, freeze_heap
 
     ns = _arguments(argv)
     if ns.die_with_parent:
@@ -564,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     if t.tcp is not None:
         write_tcp_info(ns.run_dir, t.tcp)
     t.stop_on_signals(signal.SIGTERM, signal.SIGINT)
+    freeze_heap()
     try:
         if ns.profile:
             import cProfile

@@ -20,7 +20,7 @@ from typing import Any
 from .client import L4
 from .errors import KernelGone
 from .spawn import ENV_DIE_WITH_PARENT
-from ..osutil import die_with_parent
+from ..osutil import die_with_parent, freeze_heap
 
 
 def load(target: str) -> Any:
@@ -38,6 +38,7 @@ def main(argv: list[str]) -> int:
         die_with_parent()
     fn = load(argv[0])
     l4 = L4.from_env()
+    freeze_heap(collect=False)      # the spawner collected before it forked
     try:
         status = fn(l4, *argv[1:])
     except KernelGone as e:
