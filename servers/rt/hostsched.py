@@ -312,6 +312,17 @@ def thread_name() -> str:
     return buf.value.decode(errors="replace")
 
 
+def cpu_group_of(tid: int) -> str:
+    """Host thread `tid`'s cgroup of the v1 cpu controller ("/" the root one, "" if there
+    is no such controller): where ThreadGroup put it, as /proc says."""
+    with open(f"/proc/{tid}/cgroup") as f:
+        for line in f:
+            _, ctl, path = line.strip().split(":", 2)
+            if "cpu" in ctl.split(","):
+                return path
+    return ""
+
+
 def describe_thread(tid: int) -> dict[str, Any]:
     """A host thread of this process: its TID, name (comm) and scheduling policy now; name
     "" and policy "gone" once it ended (servers' `rt_status`: which thread served whom)."""

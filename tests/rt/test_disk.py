@@ -100,19 +100,9 @@ def _policies_while_reading(rd: str) -> tuple[str, str]:
         nice = int(f.read().rpartition(")")[2].split()[16])
     assert nice == -20, nice               # best effort beside boosted threads: BE_NICE
     if os.path.isdir(hs.CPU_CGROUP):       # ... in the manager's cpu cgroup (ThreadGroup)
-        wait_for(lambda: _cpu_group(tids["best_effort"]).startswith("/" + hs.GROUP_PREFIX),
+        wait_for(lambda: hs.cpu_group_of(tids["best_effort"]).startswith("/" + hs.GROUP_PREFIX),
                  5, "the best-effort thread in the manager's cpu cgroup")
     return chrt()
-
-
-def _cpu_group(tid: int) -> str:
-    """Thread `tid`'s cgroup of the v1 cpu controller ("/" the root one)."""
-    with open(f"/proc/{tid}/cgroup") as f:
-        for line in f:
-            _, ctl, path = line.strip().split(":", 2)
-            if "cpu" in ctl.split(","):
-                return path
-    return ""
 
 
 def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:

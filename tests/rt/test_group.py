@@ -11,14 +11,6 @@ from launcher.bench_rt import late_stages
 from servers.rt import hostsched as hs
 
 
-def _cpu_group(tid: int) -> str:
-    with open(f"/proc/{tid}/cgroup") as f:
-        for line in f:
-            _, ctl, path = line.strip().split(":", 2)
-            if "cpu" in ctl.split(","):
-                return path
-    return ""
-
 
 @pytest.mark.skipif(not os.path.isdir(hs.CPU_CGROUP) or os.geteuid() != 0,
                     reason="no cgroup v1 cpu controller, or not root")
@@ -41,12 +33,12 @@ def test_a_thread_goes_into_the_group_and_back_and_the_group_goes() -> None:
             pass
         tid = got[0]
         group.add(tid)
-        assert _cpu_group(tid) == "/" + os.path.basename(group.path)
-        assert _cpu_group(threading.get_native_id()) != _cpu_group(tid)   # one thread only
+        assert hs.cpu_group_of(tid) == "/" + os.path.basename(group.path)
+        assert hs.cpu_group_of(threading.get_native_id()) != hs.cpu_group_of(tid)   # one thread only
         with pytest.raises(hs.HostRefused):
             hs.set_fifo(tid, 10)          # the group has no real-time runtime: said, not hidden
         group.remove(tid)
-        assert _cpu_group(tid) == "/"
+        assert hs.cpu_group_of(tid) == "/"
         group.add(tid)
     finally:
         go.set()
