@@ -54,7 +54,11 @@ before each; the client notes the same clock when Nitpicker's `events` answer ha
 key. The k-th key received is the k-th injected (the order is kept end to end).
 `input_latency_ms_p50`, `_p99`: HAL injection to the client's receipt (the control socket's
 own round trip included: an upper bound); `input_server_to_client_ms_*`: from the input
-server's time stamp of the event to the client's receipt (Nitpicker's hops alone).
+server's time stamp of the event to the client's receipt (Nitpicker's hops alone);
+`input_steal_share`: the share of the CPUs the hypervisor took while the keys went in
+(/proc/stat's steal): the input tail follows it. `input_event_calls`: the `events` calls the
+client made for them (the keys come in the session's event ring, ring.py: a call only when
+the ring overflowed or a wait timed out).
 
 What the ratio can be: a direct frame is one 3 MiB copy into scan-out memory. A composed
 Nitpicker frame is the client's copy into its buffer (the same drawing the direct driver
@@ -100,6 +104,7 @@ from typing import Any, Callable
 
 from kernel.user.client import L4
 from .bench_dde_nic import booted, wait_line
+from .proc import steal_s
 
 W, H = 1024, 768
 FRAMES = 60
@@ -257,6 +262,7 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
     got: list[float] = []
     stamped: list[float] = []                    # the input server's stamp of each
     deadline = time.monotonic() + 120
+    calls0 = gui.event_calls
     while len(got) < int(events) and time.monotonic() < deadline:
         for ev in gui.wait(1000):
             if ev.kind == KEY:
@@ -272,6 +278,7 @@ def nitpicker_client(l4: L4, frames: str, rounds: str, events: str) -> int:
                                "sync_frames_shown": sync_shown,
                                "sync_frames_scanned_out": sync_scanned,
                                "ring_calls": calls, "received": got,
+                               "event_calls": gui.event_calls - calls0,
                                "stamped": stamped}),
           flush=True)
     while True:
@@ -323,10 +330,12 @@ def _nitpicker(rd: str, events: int) -> dict[str, Any]:
     control(rd, {"op": "input", "events": [[3, 0, 500 << 16 | 400], [2, 1, 1], [2, 1, 0]]})
     time.sleep(0.3)                                # the click: focus on the bench's view
     sent = []
+    s0, t0 = steal_s(), time.monotonic()
     for k in range(events):
         sent.append(time.monotonic())
         control(rd, {"op": "input", "events": [[1, 30, 1 - k % 2]]})
         time.sleep(EVENT_GAP_S)
+    steal = (steal_s() - s0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
     res = json.loads(_wait_line(rd, RESULT, 60)[len(RESULT):])
     got, stamped = res.pop("received"), res.pop("stamped")
     if len(got) != events:
@@ -336,7 +345,8 @@ def _nitpicker(rd: str, events: int) -> dict[str, Any]:
     return {**res, "input_latency_ms_p50": _percentile(lat, 0.5),
             "input_latency_ms_p99": _percentile(lat, 0.99),
             "input_server_to_client_ms_p50": _percentile(hop, 0.5),
-            "input_server_to_client_ms_p99": _percentile(hop, 0.99)}
+            "input_server_to_client_ms_p99": _percentile(hop, 0.99),
+            "input_steal_share": round(steal, 4)}
 
 
 def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
@@ -366,7 +376,9 @@ def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,
            "input_latency_ms_p50": round(np["input_latency_ms_p50"], 2),
            "input_latency_ms_p99": round(np["input_latency_ms_p99"], 2),
            "input_server_to_client_ms_p50": round(np["input_server_to_client_ms_p50"], 2),
-           "input_server_to_client_ms_p99": round(np["input_server_to_client_ms_p99"], 2)}
+           "input_server_to_client_ms_p99": round(np["input_server_to_client_ms_p99"], 2),
+           "input_steal_share": np["input_steal_share"],
+           "input_event_calls": np["event_calls"]}
     return out
 
 

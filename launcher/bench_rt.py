@@ -45,6 +45,7 @@ import click
 from kernel.user.testing import PROJECT_ROOT
 
 from .bench_dde_nic import booted, wait_record
+from .proc import steal_s
 
 IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "configs", "drops.toml")
@@ -65,12 +66,6 @@ def _image(periods: int, reserve: bool) -> tuple[str, str]:
     end = text.find("[[task]]", start + 1)
     end = len(text) if end < 0 else end
     return text[:start] + text[end:], text[start:end]
-
-
-def steal_s() -> float:
-    """CPU time the hypervisor gave to others, all CPUs, since boot (/proc/stat's steal)."""
-    with open("/proc/stat") as f:
-        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:

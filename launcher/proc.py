@@ -2,6 +2,8 @@
 
     pid_exists(pid) -> bool            the process (or its zombie) exists
     usage(pid) -> (cpu_s, rss_kb)      CPU seconds (user + system) and resident memory
+    steal_s() -> float                 CPU seconds the hypervisor gave others, all CPUs
+                                       (/proc/stat's steal; the benchmarks' noise gauge)
 
 Mechanism: kill(pid, 0) for existence; /proc/PID/stat fields 14 and 15 (utime, stime in
 clock ticks, SC_CLK_TCK) and /proc/PID/statm field 2 (resident pages) for usage — what
@@ -47,3 +49,9 @@ def usage(pid: int) -> tuple[float, int]:
     fields = stat[stat.rindex(b")") + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])      # fields 14 and 15 of stat(5)
     return (utime + stime) / _TICK, int(statm.split()[1]) * _PAGE_KB
+
+
+def steal_s() -> float:
+    """CPU time the hypervisor gave to others, all CPUs, since boot (/proc/stat's steal)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")

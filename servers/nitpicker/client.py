@@ -18,9 +18,11 @@ kept while our address space does not change), so a whole frame is one copy per 
 contiguous frames, not a TLB walk per page. `flip` posts in the session's flip ring (the
 page after the pixels, ring.py) and makes no call while Nitpicker is busy painting; it
 calls `kick` when Nitpicker is waiting, `info` when the last paint takes longer than
-WAIT_S, the `flip` op itself when there is no ring. Events: Nitpicker triggers our
-session's IRQ object (attached to the thread that opened the session) when it queued
-some; `wait` waits for it and fetches them.
+WAIT_S, the `flip` op itself when there is no ring. Events: Nitpicker writes them into
+the same page's event ring and triggers our session's IRQ object (attached to the thread
+that opened the session); `wait` waits for it and reads them there, without a call. Only
+when the ring was full (its EV_OVER word), before there is a buffer, and after a wait that
+timed out (to notice a restarted Nitpicker) does it make the `events` call.
 
 Restart: when a call finds Nitpicker gone (PeerDied, Timeout) or without our session
 (NO_SESSION), the library opens a new session, asks for a buffer of the same size, recreates
@@ -132,6 +134,8 @@ class GuiSession:
         self.posted = 0                      # flips we posted there
         self.kicks = self.waits = 0          # calls the ring still needed: wake-ups, waits
         self.unposted = 0                    # submits that needed no entry (ring.py SCANOUT)
+        self.ev_read = 0                     # events taken from our event ring (ring.py)
+        self.event_calls = 0                 # `events` calls made (the ring's overflow, ...)
         self.reopened = 0
         self.info: Any = None
         self._open()
@@ -176,6 +180,7 @@ class GuiSession:
         if isinstance(self.binfo.get("ring"), int):
             self.ring = self.addr + self.binfo["ring"]
             self.pins.add(self.ring, ring.SIZE, writable=True)
+            self.ev_read = 0
         self.size = (w, h)
 
     def buffer(self, w: int, h: int) -> None:
@@ -337,8 +342,24 @@ class GuiSession:
         self.views.append(v)
         return v
 
-    def events(self) -> list[Event]:
-        return [Event(*e) for e in self._call(lambda: self.stub.events())]
+    def events(self, call: bool = False) -> list[Event]:
+        """The events Nitpicker has for us: those in our event ring (ring.py: no call), then,
+        when it says more wait in its queue, there is no ring, or `call`, the `events`
+        call's (in that order: the queue's are the newer)."""
+        got: list[list[int]] = []
+        if self.ring:
+            try:
+                with self.pins.held():
+                    got, self.ev_read, over = ring.read_events(self.pins.view(self.ring),
+                                                               self.ev_read)
+            except PageFault:
+                self.ring = 0                # gone with an old Nitpicker: the call reopens
+                over = True
+            call = call or over
+        if call or not self.ring:
+            self.event_calls += 1
+            got += self._call(lambda: self.stub.events())
+        return [Event(*e) for e in got]
 
     def wait(self, timeout_ms: float = 500) -> list[Event]:
         """The next events, waiting up to `timeout_ms` for Nitpicker's IRQ; [] if none came.
@@ -349,7 +370,7 @@ class GuiSession:
         try:
             msg = self.l4.wait(timeout=timeout_ms)
         except Timeout:
-            return self.events()            # also notices a restarted Nitpicker
+            return self.events(call=True)   # also notices a restarted Nitpicker
         if msg.proto != Proto.IRQ:
             return []
         return self.events()

@@ -18,6 +18,19 @@
     entry k  (k = 1, 2, ...) at ENTRIES + ((k - 1) % SLOTS) * ENTRY: view, x, y, w, h:
              a flip of `view` to buffer offset (x, y) (w = h = 0), or, with view 0, a
              refresh of the buffer rectangle (x, y, w, h) (`submit`: refresh and continue)
+  The event ring, the other way (input to the client without its `events` call):
+    EV_WRITTEN word 5   Nitpicker's count of events written
+    EV_READ    word 6   the client's count of events read (it writes it after reading them)
+    EV_OVER    word 7   1 while more events wait in Nitpicker's queue (the ring was full):
+                        the client takes them with the `events` call, which clears it
+    event n  (n = 0, 1, ...) at EVENTS + (n % EV_SLOTS) * EVENT: kind, view, code, value,
+             x, y, time_us (an `events` answer's entry)
+  Nitpicker writes an event into the ring only while its queue is empty (so the ring's
+  events are always older than the queue's) and there is room (EV_WRITTEN - EV_READ below
+  EV_SLOTS; a client's EV_READ out of that range counts as full: its events then go
+  through the queue, nobody else's are touched); the entry, then EV_WRITTEN; it triggers
+  the session's IRQ after the batch, as before. The client reads EV_WRITTEN, the entries
+  up to it, writes EV_READ, then reads EV_OVER.
 
 Why: a `flip` call costs a kernel round trip (four ZeroMQ hops, two syscalls in Nitpicker:
 the answer and the next wait) per frame, more than the frame's two copies together
@@ -65,17 +78,20 @@ from .pinned import Pins
 from .views import Rect, Session, View, check_geometry
 
 POSTED, DONE, IDLE, RELEASED, SCANOUT = 0, 8, 16, 24, 32     # byte offsets of the words
+EV_WRITTEN, EV_READ, EV_OVER = 40, 48, 56
 ENTRIES, ENTRY, SLOTS = 64, 40, 4
+EVENTS, EVENT, EV_SLOTS = 256, 56, 64
 SIZE = PAGE_SIZE
 _WORD = struct.Struct("<Q")
 _ENTRY = struct.Struct("<qqqqq")         # view, x, y, w, h
+_EVENT = struct.Struct("<7q")            # kind, view, code, value, x, y, time_us
 _FENCE = threading.Lock()
 LINGER_S = 0.001                         # Nitpicker: how long it looks for the next flip
 STREAMING_S = 0.05                       # ... if a ring gave it one this recently
 SPIN_S = 0.002                           # a poll yields this long, then it naps
 NAP_S = 0.00005                          # between looks (the host's timer rounds it up)
 
-assert ENTRIES + SLOTS * ENTRY <= SIZE
+assert ENTRIES + SLOTS * ENTRY <= EVENTS and EVENTS + EV_SLOTS * EVENT <= SIZE
 
 
 def fence() -> None:
@@ -118,6 +134,37 @@ def set_entry(mv: memoryview, k: int, view: int, x: int, y: int, w: int = 0,
     _ENTRY.pack_into(mv, ENTRIES + ((k - 1) % SLOTS) * ENTRY, view, x, y, w, h)
 
 
+def event(mv: memoryview, n: int) -> list[int]:
+    """Event n (n >= 0) of the event ring: [kind, view, code, value, x, y, time_us]."""
+    return [int(v) for v in _EVENT.unpack_from(mv, EVENTS + (n % EV_SLOTS) * EVENT)]
+
+
+def write_event(mv: memoryview, n: int, ev: list[int]) -> bool:
+    """Nitpicker's side: event `ev` as event n (our count of those written, never read
+    back) if the ring has room by the client's EV_READ (a claim: out of range counts as
+    full); False: the caller queues it."""
+    if not 0 <= n - word(mv, EV_READ) < EV_SLOTS:
+        return False
+    try:
+        _EVENT.pack_into(mv, EVENTS + (n % EV_SLOTS) * EVENT, *ev)
+    except struct.error:
+        return False                              # a value beyond 64 bits: the queue's
+    set_word(mv, EV_WRITTEN, n + 1)
+    return True
+
+
+def read_events(mv: memoryview, read: int) -> tuple[list[list[int]], int, bool]:
+    """The client's side: the events written since its count `read`, its new count, and
+    EV_OVER (more wait in Nitpicker's queue). Stores EV_READ before it reads EV_OVER."""
+    written = word(mv, EV_WRITTEN)
+    if not 0 <= written - read <= EV_SLOTS:
+        read = max(0, written - EV_SLOTS)         # a new ring (Nitpicker restarted): resync
+    out = [event(mv, n) for n in range(read, written)]
+    set_word(mv, EV_READ, written)
+    fence()
+    return out, written, bool(word(mv, EV_OVER))
+
+
 class Rings:
     """Nitpicker's side: every session's ring page, pinned writable (our own Pins: never
     held while the screen's are). Main thread only."""
@@ -125,14 +172,45 @@ class Rings:
     def __init__(self, vm: VM) -> None:
         self.pins = Pins(vm)
         self.pages: dict[int, int] = {}           # ring vaddr -> DONE (our count, never read back)
+        self.written: dict[int, int] = {}         # ring vaddr -> EV_WRITTEN (ours, likewise)
 
     def add(self, vaddr: int) -> None:
         self.pins.add(vaddr, SIZE, writable=True)
         self.pages[vaddr] = 0
+        self.written[vaddr] = 0
 
     def remove(self, vaddr: int) -> None:
         self.pins.remove(vaddr)
         self.pages.pop(vaddr, None)
+        self.written.pop(vaddr, None)
+
+    def post_event(self, vaddr: int, ev: list[int]) -> bool:
+        """Event `ev` into the ring at `vaddr` if there is room (the client's EV_READ, a
+        claim, in range); False: the caller queues it."""
+        n = self.written.get(vaddr)
+        if n is None:
+            return False
+        try:
+            with self.pins.held():
+                mv = self._page(vaddr)
+                if mv is None:
+                    return False
+                if not write_event(mv, n, ev):
+                    return False
+        except PageFault:
+            return False
+        self.written[vaddr] = n + 1
+        return True
+
+    def over(self, vaddr: int, flag: bool) -> None:
+        """EV_OVER: whether events wait in the session's queue (the `events` call)."""
+        try:
+            with self.pins.held():
+                mv = self._page(vaddr)
+                if mv is not None:
+                    set_word(mv, EV_OVER, int(flag))
+        except PageFault:
+            pass
 
     def _page(self, vaddr: int) -> memoryview | None:
         try:

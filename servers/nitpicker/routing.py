@@ -7,7 +7,9 @@ mode, KILL_KEY arms kill mode (the next click ends the clicked session's task, i
 policy lists its label; that click reaches no client, nor its release). A click focuses
 the session of the view under the pointer; keys go to the focused session only; pointer
 events to the view under the pointer, or to the view a held button was pressed on. Each
-session with new events has its IRQ object triggered once per batch.
+session with new events has its IRQ object triggered once per batch; the events are in its
+ring page's event ring (ring.py) or, when that is full or the session has no buffer yet,
+in its queue for the `events` call.
 
 Ownership: Nitpicker's main thread (the serve loop), like the state it routes by, which
 server.py's Nitpicker owns; the names declared below are its attributes.
@@ -35,6 +37,7 @@ BUTTONS = (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE)
 class Routing:
     l4: L4
     policy: Any                  # policy.Policy: its `killable` labels
+    rings: Any                   # ring.Rings: the sessions' ring pages (their event rings)
     input: InputSession | None
     stack: Stack
     focused: Session | None
@@ -53,6 +56,17 @@ class Routing:
 
     def repaint_all(self) -> None:
         raise NotImplementedError
+
+    def post(self, s: Session, ev: list[int]) -> None:
+        """An event for session `s`: into its event ring (ring.py) while nothing waits in
+        its queue and the ring has room, so the client takes it without a call; else into
+        the queue (the `events` call), EV_OVER telling the client so."""
+        ring = s.buffer.ring if s.buffer is not None else 0
+        if ring and not s.events and self.rings.post_event(ring, ev):
+            return
+        s.queue(ev)
+        if ring:
+            self.rings.over(ring, True)
 
     def on_irq(self, call: Call, body: dict[str, Any]) -> None:
         if self.input is None or call.label != IRQ_LABEL:
@@ -84,7 +98,7 @@ class Routing:
     def _deliver(self, v: View, kind: int, code: int, value: int, us: int,
                  woken: set[Session]) -> None:
         px, py = self.pointer
-        v.session.queue([kind, v.id, code, value, px - v.rect.x, py - v.rect.y, us])
+        self.post(v.session, [kind, v.id, code, value, px - v.rect.x, py - v.rect.y, us])
         woken.add(v.session)
 
     def _key(self, code: int, value: int, us: int, woken: set[Session]) -> None:
@@ -102,7 +116,7 @@ class Routing:
         if s is None:
             return
         focus_view = min(s.views) if s.views else 0
-        s.queue([KEY, focus_view, code, value, 0, 0, us])
+        self.post(s, [KEY, focus_view, code, value, 0, 0, us])
         woken.add(s)
 
     def _button(self, code: int, value: int, us: int, woken: set[Session]) -> None:
@@ -137,7 +151,7 @@ class Routing:
         old, self.focused = self.focused, s
         for sess, gained in ((old, 0), (s, 1)):
             if sess is not None:
-                sess.queue([FOCUS, 0, 0, gained, 0, 0, us])
+                self.post(sess, [FOCUS, 0, 0, gained, 0, 0, us])
                 woken.add(sess)
         dirty = [Rect(v.rect.x, v.rect.y, v.rect.w, min(v.rect.h, LABEL_H))
                  for sess in (old, s) if sess is not None for v in sess.views.values()]

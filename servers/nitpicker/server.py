@@ -419,6 +419,8 @@ class Nitpicker(Routing, RingDrain):
         s = self.session(call)
         out = list(s.events)
         s.events.clear()
+        if s.buffer is not None:
+            self.rings.over(s.buffer.ring, False)     # the ring's turn again (ring.py)
         return out
 
     def info(self, call: Call) -> dict[str, Any]:
