@@ -1,11 +1,13 @@
 """Shared helpers: write images, run l4run, check that a system left nothing behind."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -83,6 +85,26 @@ def ram_holders(tag: str = "l4py-ram") -> set[int]:
         except (psutil.Error, OSError):
             pass
     return out
+
+
+@contextlib.contextmanager
+def booted(image: str, rd: str, timeout: float = 120) -> Iterator[str]:
+    """`l4run boot IMAGE --detach` into run directory `rd` (made if missing; `timeout`: for
+    every task to run, a loaded host boots slowly); yields `rd`. On the way out `l4run
+    down`, then nothing of the system may be left: processes, sockets, /dev/shm entries,
+    mappings of the kernel's RAM."""
+    os.makedirs(rd, exist_ok=True)
+    shm_before = set(os.listdir("/dev/shm"))
+    l4run("boot", image, "--detach", "--timeout", f"{timeout:g}", "--run-dir", rd,
+          timeout=timeout + 60)
+    pids = system_pids(rd)
+    try:
+        yield rd
+        pids |= system_pids(rd)
+    finally:
+        l4run("down", "--run-dir", rd)
+    assert_clean(rd, pids, shm_before)
+    assert not ram_holders() & pids
 
 
 # -- what tasks report in their logs ------------------------------------------------------------

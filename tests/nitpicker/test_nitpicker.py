@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 
 from servers.nitpicker.compose import BACKGROUND, BAR, LABEL_H
 from servers.nitpicker.protocol import BUTTON, FOCUS, KEY, MOTION
-from tests.launcher.helpers import assert_clean, l4run, ram_holders, system_pids, wait_for
+from tests.launcher.helpers import booted, l4run, wait_for
 from tests.launcher.helpers import task_log as log_of
 
 IMAGE = os.path.join(os.path.dirname(__file__), "image.toml")
@@ -75,21 +75,10 @@ def moe(rd: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("nitpicker")
-    rd = str(tmp / "run")
-    os.makedirs(rd)
-    shm_before = set(os.listdir("/dev/shm"))
-    # a loaded host boots slowly: up to 120 s
-    l4run("boot", IMAGE, "--detach", "--timeout", "120", "--run-dir", rd, timeout=180)
-    pids = system_pids(rd)
-    try:
+    with booted(IMAGE, str(tmp / "run")) as rd:
         for t in ("alpha", "beta", "gamma"):
             np_line(rd, t, "drawn")
         yield {"rd": rd, "tmp": str(tmp)}
-        pids |= system_pids(rd)
-    finally:
-        l4run("down", "--run-dir", rd)
-    assert_clean(rd, pids, shm_before)
-    assert not ram_holders() & pids
 
 
 def test_views_show_their_buffers_under_nitpickers_labels(system: dict[str, Any]) -> None:

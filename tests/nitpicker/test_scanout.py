@@ -10,14 +10,13 @@ fb client the policy does not name gets neither the screen nor the plane page.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator
 
 import pytest
 from PIL import Image as PILImage
 
 from servers.nitpicker.compose import BAR_FOCUS, BAR_XRAY, LABEL_H
-from tests.launcher.helpers import assert_clean, l4run, ram_holders, system_pids, wait_for
+from tests.launcher.helpers import booted, l4run, wait_for, write
 from tests.nitpicker.tasks import OVER, picture
 from tests.nitpicker.test_nitpicker import np_line, screen, wait_pixel
 
@@ -125,22 +124,10 @@ def outside(img: Any, r: tuple[int, int, int, int]) -> Any:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("scanout")
-    rd = str(tmp / "run")
-    os.makedirs(rd)
-    image = str(tmp / "scanout.toml")
-    with open(image, "w") as f:
-        f.write(IMAGE)
-    shm_before = set(os.listdir("/dev/shm"))
-    l4run("boot", image, "--detach", "--timeout", "120", "--run-dir", rd, timeout=180)
-    pids = system_pids(rd)
-    try:
+    image = write(str(tmp / "scanout.toml"), IMAGE)
+    with booted(image, str(tmp / "run")) as rd:
         wait_for(lambda: np_line(rd, "scanner", "step") == 0, 60, "the scanner's views")
         yield {"rd": rd, "tmp": str(tmp)}
-        pids |= system_pids(rd)
-    finally:
-        l4run("down", "--run-dir", rd)
-    assert_clean(rd, pids, shm_before)
-    assert not ram_holders() & pids
 
 
 def test_direct_scan_out_shows_what_composition_shows(system: dict[str, Any]) -> None:
