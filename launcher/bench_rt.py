@@ -177,13 +177,18 @@ def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
     of it in the HAL: `hal_check` (the IOMMU check; inside the disk's latency), `hal_io`
     (to the data's end), `hal_irq` (raising the interrupt through the kernel); `answer`
     (the block server told to its answer sent) and `back` (the answer reaching the
-    player). `matched` of `late` periods; `behind_best_effort_periods` counts those."""
+    player). `matched` of `late` periods; `behind_best_effort_periods` counts those; of
+    them `behind_age_ms` (how long the best-effort request had been dispatched when the
+    reserved one came), `behind_arrival_vs_due_ms` (the arrival past its prediction), and
+    `behind_irq_raised_before` of `behind_with_hal` (the HAL had raised the best-effort
+    request's interrupt before the reserved one came: done, but not yet taken)."""
     starts = [r["t"][0] for r in slow]
     doors = [j[0] for j in jobs]
     keys = ("in", "queued", "behind_best_effort", "doorbell", "device", "answer", "back",
             "hal_check", "hal_io", "hal_irq")
     acc = dict.fromkeys(keys, 0.0)
-    n = behind = with_hal = 0
+    acc_b = {"age": 0.0, "vs_due": 0.0}      # behind best effort: how long it had been at
+    n = behind = with_hal = seen = done_before = 0   # the device, the arrival past its due
     for _, t0, t1, _, _ in rec["late_at"]:
         i = bisect.bisect_left(starts, t0 - 0.0005)
         hit = next((r for r in slow[i:i + 3] if t0 - 0.0005 <= r["t"][0] <= t1 and r["t"][1]),
@@ -192,7 +197,17 @@ def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
             continue
         t = hit["t"]
         n += 1
-        behind += hit["ahead"] > 0
+        if hit["ahead"] > 0:
+            behind += 1
+            arrived = t[1]
+            since, due = hit.get("ahead_since", 0.0), hit.get("due", 0.0)
+            acc_b["age"] += arrived - since if since else 0.0
+            acc_b["vs_due"] += arrived - due if due else 0.0
+            b = bisect.bisect_left(doors, since)
+            be_job = next((r for r in jobs[b:b + 3] if r[0] <= arrived), None)
+            if be_job is not None and be_job[4]:
+                seen += 1
+                done_before += be_job[4] < arrived   # raised, not yet taken by the server
         for k, v in zip(keys, (t[0] - t0, t[1] - t[0], t[2] - t[1], t[3] - t[2], t[4] - t[3],
                                t[6] - t[4], t1 - t[6])):
             acc[k] += v
@@ -206,7 +221,10 @@ def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
     out: dict[str, Any] = {k: round(v * 1e3 / max(1, with_hal if k.startswith("hal_") else n), 2)
                            for k, v in acc.items()}
     out.update(late=len(rec["late_at"]), matched=n, behind_best_effort_periods=behind,
-               slow_calls=len(slow))
+               slow_calls=len(slow),
+               behind_age_ms=round(acc_b["age"] * 1e3 / max(1, behind), 2),
+               behind_arrival_vs_due_ms=round(acc_b["vs_due"] * 1e3 / max(1, behind), 2),
+               behind_irq_raised_before=done_before, behind_with_hal=seen)
     return out
 
 

@@ -58,10 +58,17 @@ def test_late_stages_place_a_late_period_by_the_server_and_the_disk() -> None:
     t = [t0 + 0.001]
     for dt in (0.0001, 0.002, 0.0005, 0.0035, 0.0001, 0.0003):
         t.append(t[-1] + dt)
-    slow = [{"label": 5, "ahead": 1, "t": t}]
+    # the best-effort request ahead: dispatched 3 ms before the arrival (1 ms past its
+    # prediction), its interrupt raised 0.5 ms before the arrival (done, not yet taken)
+    slow = [{"label": 5, "ahead": 1, "ahead_since": t[1] - 0.003, "due": t[1] - 0.001,
+             "t": t}]
     door = t[3] + 0.0001
-    jobs = [[door, door + 0.0001, door + 0.0004, door + 0.0021, door + 0.003, 1]]
+    be = t[1] - 0.0028
+    jobs = [[be, be + 0.0001, be + 0.0002, be + 0.0018, t[1] - 0.0005, 1],
+            [door, door + 0.0001, door + 0.0004, door + 0.0021, door + 0.003, 1]]
     out = late_stages(rec, slow, jobs)
+    assert out["behind_age_ms"] == 3.0 and out["behind_arrival_vs_due_ms"] == 1.0
+    assert out["behind_irq_raised_before"] == 1 and out["behind_with_hal"] == 1
     assert out["late"] == 2 and out["matched"] == 1 and out["behind_best_effort_periods"] == 1
     assert out["in"] == 1.0 and out["behind_best_effort"] == 2.0 and out["device"] == 3.5
     assert out["answer"] == 0.4 and out["hal_check"] == 0.3 and out["hal_irq"] == 0.9
