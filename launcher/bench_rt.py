@@ -19,6 +19,9 @@ them, and net_share (bytes ORe forwarded for it / bytes it offered; its reserved
 what it offers). net_share_reserved target >= 0.95, misses_reserved = 0,
 misses_best_effort > 0.
 
+`late_heads_ms_reserved`: the late periods that began on time — each cascade's first (the
+others start late because the one before overran) — their count and mean phases.
+
 The host's floor (`host_misses`, `host_periods`, `host_worst_late_us`): in the reserved
 boot, once the player is done, the same period, budget, CPU work and device wait in a
 native SCHED_DEADLINE thread with no IPC at all, under the same hogs — the misses the host
@@ -228,6 +231,21 @@ def late_stages(rec: dict[str, Any], slow: list[dict[str, Any]],
     return out
 
 
+HEAD_START_MS = 0.5       # a late period that started this close to its release heads a cascade
+
+
+def cascade_heads(stalls: list[list[float]]) -> dict[str, Any]:
+    """The late periods that began on time (within HEAD_START_MS of their release): the
+    first of each cascade, the rest starting late because the one before overran. Their
+    count and mean phase times (ms), from the player's `stalls` ([s, ms late, start,
+    disk, compute, send, cpu])."""
+    heads = [st for st in stalls if st[2] < HEAD_START_MS]
+    out: dict[str, Any] = {"count": len(heads), "of": len(stalls)}
+    for i, k in enumerate(("late", "start", "disk", "compute", "send", "cpu")):
+        out[k] = round(sum(st[1 + i] for st in heads) / max(1, len(heads)), 2)
+    return out
+
+
 def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
     res = run_one(periods, True, latency_ms, floor_periods=periods)
     host = res.get("host", {})
@@ -244,6 +262,7 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "reservations": res.get("reservations"),
                            "misses_per_100_reserved": res.get("misses_per_100"),
                            "late_ms_reserved": res.get("late_ms"),
+                           "late_heads_ms_reserved": cascade_heads(res.get("stalls", [])),
                            "late_stages_ms_reserved": res.get("late_stages"),
                            "late_ms_best_effort": be.get("late_ms"),
                            "disk_latency_ms": latency_ms,

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from launcher.bench_rt import late_stages
+from launcher.bench_rt import cascade_heads, late_stages
 from servers.rt import hostsched as hs
 
 
@@ -73,3 +73,12 @@ def test_late_stages_place_a_late_period_by_the_server_and_the_disk() -> None:
     assert out["in"] == 1.0 and out["behind_best_effort"] == 2.0 and out["device"] == 3.5
     assert out["answer"] == 0.4 and out["hal_check"] == 0.3 and out["hal_irq"] == 0.9
     assert abs(out["back"] - (8 - 1 - 6.5)) < 0.02, out
+
+
+def test_a_cascade_is_counted_once_by_its_first_late_period() -> None:
+    # [s, ms late, start, disk, compute, send, cpu]: one cascade of three, one alone
+    stalls = [[1.0, 3.0, 0.2, 9.0, 2.0, 0.5, 2.5], [1.01, 2.0, 3.0, 5.0, 2.0, 0.5, 2.4],
+              [1.02, 0.5, 2.0, 4.5, 2.0, 0.5, 2.4], [7.0, 1.0, 0.1, 8.0, 2.1, 0.4, 2.6]]
+    out = cascade_heads(stalls)
+    assert out["count"] == 2 and out["of"] == 4
+    assert out["disk"] == 8.5 and out["late"] == 2.0 and out["start"] == 0.15
