@@ -104,7 +104,7 @@ from typing import Any, Callable
 
 from kernel.user.client import L4
 from .bench_dde_nic import booted, wait_line
-from .proc import steal_s
+from .proc import steal_mark, steal_share
 
 W, H = 1024, 768
 FRAMES = 60
@@ -330,12 +330,12 @@ def _nitpicker(rd: str, events: int) -> dict[str, Any]:
     control(rd, {"op": "input", "events": [[3, 0, 500 << 16 | 400], [2, 1, 1], [2, 1, 0]]})
     time.sleep(0.3)                                # the click: focus on the bench's view
     sent = []
-    s0, t0 = steal_s(), time.monotonic()
+    mark = steal_mark()
     for k in range(events):
         sent.append(time.monotonic())
         control(rd, {"op": "input", "events": [[1, 30, 1 - k % 2]]})
         time.sleep(EVENT_GAP_S)
-    steal = (steal_s() - s0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
+    steal = steal_share(mark)
     res = json.loads(_wait_line(rd, RESULT, 60)[len(RESULT):])
     got, stamped = res.pop("received"), res.pop("stamped")
     if len(got) != events:
@@ -346,7 +346,7 @@ def _nitpicker(rd: str, events: int) -> dict[str, Any]:
             "input_latency_ms_p99": _percentile(lat, 0.99),
             "input_server_to_client_ms_p50": _percentile(hop, 0.5),
             "input_server_to_client_ms_p99": _percentile(hop, 0.99),
-            "input_steal_share": round(steal, 4)}
+            "input_steal_share": steal}
 
 
 def run(frames: int = FRAMES, rounds: int = ROUNDS, events: int = EVENTS,

@@ -48,7 +48,7 @@ import click
 from kernel.user.testing import PROJECT_ROOT
 
 from .bench_dde_nic import booted, wait_record
-from .proc import steal_s
+from .proc import steal_mark, steal_share
 
 IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "configs", "drops.toml")
@@ -83,14 +83,13 @@ def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:
     from servers.rt.demo import spin_cpu
     hostsched.set_deadline(0, BUDGET_US * 1000, PERIOD_US * 1000, PERIOD_US * 1000)
     job = Periodic(PERIOD_US)
-    s0, t0 = steal_s(), time.monotonic()
+    mark = steal_mark()
     while job.periods < periods:
         time.sleep(latency_ms / 1e3)
         spin_cpu(COMPUTE_US)
         job.next()
     return {"periods": job.periods, "misses": job.misses, "worst_us": int(job.worst * 1e6),
-            "steal_share": round((steal_s() - s0) / ((time.monotonic() - t0)
-                                                     * (os.cpu_count() or 1)), 4)}
+            "steal_share": steal_share(mark)}
 
 
 def _host_floor_process(periods: int, latency_ms: float) -> dict[str, Any]:
@@ -129,12 +128,10 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
             f.write(player)
         subprocess.run([*l4run, "attach", snippet, "--run-dir", rd], cwd=PROJECT_ROOT,
                        check=True, capture_output=True, timeout=120)
-        s0, t0 = steal_s(), time.monotonic()
+        mark = steal_mark()
         got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
                           periods * PERIOD_US / 1e6 + 90)
-        # the attach's start-up is in the window too: an upper bound of the player's steal
-        got["steal_share"] = round((steal_s() - s0) / ((time.monotonic() - t0)
-                                                       * (os.cpu_count() or 1)), 4)
+        got["steal_share"] = steal_share(mark)    # the player's start-up included: an upper bound
         if floor_periods:
             got["host"] = _host_floor_process(floor_periods, latency_ms)
         if reserve and "late_at" in got:

@@ -2,8 +2,10 @@
 
     pid_exists(pid) -> bool            the process (or its zombie) exists
     usage(pid) -> (cpu_s, rss_kb)      CPU seconds (user + system) and resident memory
-    steal_s() -> float                 CPU seconds the hypervisor gave others, all CPUs
-                                       (/proc/stat's steal; the benchmarks' noise gauge)
+    mark = steal_mark(); ...; steal_share(mark) -> float
+                                       the share of all CPUs the hypervisor gave others
+                                       since the mark (/proc/stat's steal; the benchmarks'
+                                       noise gauge)
 
 Mechanism: kill(pid, 0) for existence; /proc/PID/stat fields 14 and 15 (utime, stime in
 clock ticks, SC_CLK_TCK) and /proc/PID/statm field 2 (resident pages) for usage — what
@@ -15,6 +17,7 @@ read); a zombie counts as existing, as for psutil. Pure functions, any thread.
 from __future__ import annotations
 
 import os
+import time
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -51,7 +54,18 @@ def usage(pid: int) -> tuple[float, int]:
     return (utime + stime) / _TICK, int(statm.split()[1]) * _PAGE_KB
 
 
-def steal_s() -> float:
+def _steal_s() -> float:
     """CPU time the hypervisor gave to others, all CPUs, since boot (/proc/stat's steal)."""
     with open("/proc/stat") as f:
-        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+        return int(f.readline().split()[8]) / _TICK
+
+
+def steal_mark() -> tuple[float, float]:
+    """Where steal_share counts from: the steal so far and the monotonic time."""
+    return _steal_s(), time.monotonic()
+
+
+def steal_share(mark: tuple[float, float]) -> float:
+    """The share of all CPUs the hypervisor took since `mark` (steal_mark), 4 digits."""
+    stolen, t0 = mark
+    return round((_steal_s() - stolen) / ((time.monotonic() - t0) * (os.cpu_count() or 1)), 4)

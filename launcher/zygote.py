@@ -39,8 +39,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-# PROJECT_ROOT is re-exported: the launcher's modules find the project's files by it.
 from kernel.osutil import freeze_heap
+# PROJECT_ROOT is re-exported: the launcher's modules find the project's files by it.
 from kernel.user.client import ENV_SECRET_FD
 from kernel.user.spawn import PROJECT_ROOT, TASK_MODULE, argv as task_argv
 

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
         die_with_parent()
     fn = load(argv[0])
     l4 = L4.from_env()
-    freeze_heap(collect=False)      # the spawner collected before it forked
+    freeze_heap(collect=False)      # forked: the spawner collected; exec'd: little garbage yet
     try:
         status = fn(l4, *argv[1:])
     except KernelGone as e:

@@ -204,11 +204,15 @@ class Rings:
 
     def over(self, vaddr: int, flag: bool) -> None:
         """EV_OVER: whether events wait in the session's queue (the `events` call)."""
+        self._set(vaddr, EV_OVER, int(flag))
+
+    def _set(self, vaddr: int, at: int, value: int) -> None:
+        """Word `at` of the ring page at `vaddr`, if the page is still there."""
         try:
             with self.pins.held():
                 mv = self._page(vaddr)
                 if mv is not None:
-                    set_word(mv, EV_OVER, int(flag))
+                    set_word(mv, at, value)
         except PageFault:
             pass
 
@@ -256,13 +260,7 @@ class Rings:
 
     def scanout(self, vaddr: int, flag: bool) -> None:
         """Tell the client of this ring whether its buffer is scanned out directly."""
-        try:
-            with self.pins.held():
-                mv = self._page(vaddr)
-                if mv is not None:
-                    set_word(mv, SCANOUT, int(flag))
-        except PageFault:
-            pass
+        self._set(vaddr, SCANOUT, int(flag))
 
     def pending(self) -> list[int]:
         """The rings with flips posted and not taken yet."""
