@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from kernel.osutil import request_once
+from kernel.osutil import BUSY_MS, listening, request_once
 
 from .control import control_path
 from .input import events_for
@@ -25,13 +25,21 @@ class HalControlError(Exception):
     """The HAL refused a control request (the reason says why) or is not there."""
 
 
-def control(run_dir: str, request: dict[str, Any], name: str = "hal", timeout_ms: int = 10_000) -> Any:
+def control(run_dir: str, request: dict[str, Any], name: str = "hal",
+            timeout_ms: int | None = None) -> Any:
+    """One request to the HAL's control socket. Without `timeout_ms` a HAL that listens is
+    waited for up to BUSY_MS (an ordinary-class HAL under the DROPS hogs took over 10 s),
+    and one that does not is said at once."""
     path = control_path(run_dir, name)
     if not os.path.exists(path):
         raise HalControlError(f"no HAL control socket at {path} (is the HAL {name!r} running?)")
     if not os.access(path, os.W_OK):       # connecting to a Unix socket needs write permission
         raise HalControlError(f"{path}: permission denied (only the operator may use the HAL's "
                               f"control socket)")
+    if timeout_ms is None:
+        if not listening(path):
+            raise HalControlError(f"nobody listens on {path} (is the HAL {name!r} running?)")
+        timeout_ms = BUSY_MS
     raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms)
     if raw is None:
         raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")

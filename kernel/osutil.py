@@ -131,6 +131,22 @@ def munmap(addr: int, size: int) -> None:
     _libc.munmap(addr, size)
 
 
+BUSY_MS = 30_000     # how long a control socket that accepts (someone is there) is waited for
+
+
+def listening(path: str) -> bool:
+    """Whether a process listens on the Unix socket `path`: a stale socket file refuses the
+    connection at once; a live process's accepts it even while its loop is busy (ZeroMQ's
+    I/O thread accepts), so "busy" and "gone" can be told apart before waiting."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False
+
+
 def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:
     """One request/answer over a ZeroMQ REQ socket to `ipc://path` (a control socket).
 

@@ -120,14 +120,12 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
             # ten times the deadline misses (the HAL is among the boosted servers). Before
             # the player starts: under the hogs this command alone takes up to 20 s, and
             # every period before it would run on a disk without the latency.
-            subprocess.run([*l4run, "faults", "disk0", f"latency_ms={latency_ms:g}",
-                            f"trace={TRACE_JOBS}", "--run-dir", rd], cwd=PROJECT_ROOT,
-                           check=True, capture_output=True, timeout=120)
+            _l4run(l4run, "faults", "disk0", f"latency_ms={latency_ms:g}", f"trace={TRACE_JOBS}",
+                   "--run-dir", rd)
         snippet = os.path.join(rd, "player.toml")
         with open(snippet, "w") as f:
             f.write(player)
-        subprocess.run([*l4run, "attach", snippet, "--run-dir", rd], cwd=PROJECT_ROOT,
-                       check=True, capture_output=True, timeout=120)
+        _l4run(l4run, "attach", snippet, "--run-dir", rd)
         mark = steal_mark()
         got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
                           periods * PERIOD_US / 1e6 + 90)
@@ -138,6 +136,15 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
             got["late_stages"] = late_stages(got, _slow_calls(rd), _disk_jobs(rd))
     got.pop("late_at", None)
     return got
+
+
+def _l4run(l4run: list[str], *args: str) -> None:
+    """One `l4run` command of the run; one that fails stops the bench with its own words."""
+    p = subprocess.run([*l4run, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                       timeout=120)
+    if p.returncode:
+        raise click.ClickException(f"bench rt: `l4run {' '.join(args)}` failed "
+                                   f"({p.returncode}): {(p.stderr or p.stdout).strip()[-800:]}")
 
 
 def _slow_calls(rd: str) -> list[dict[str, Any]]:

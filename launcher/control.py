@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import zmq
 
-from kernel.osutil import Peer, frame_peer, request_once
+from kernel.osutil import BUSY_MS, Peer, frame_peer, listening, request_once
 
 CONTROL_SOCK = "control.sock"
 STATE_FILE = "launcher.json"
@@ -100,9 +100,12 @@ def send_answer(s: zmq.Socket, answer: dict[str, Any]) -> None:
     s.send(json.dumps(answer, default=str).encode())
 
 
-def request(run_dir: str, cmd: str, timeout_ms: int = 5000, **args: Any) -> dict[str, Any]:
+def request(run_dir: str, cmd: str, timeout_ms: int | None = None, **args: Any) -> dict[str, Any]:
     """Send one command to the launcher of `run_dir`; raises NotRunning if nobody answers,
-    NotOperator if the socket is not ours to use."""
+    NotOperator if the socket is not ours to use. Without `timeout_ms`, a launcher whose
+    socket accepts is waited for up to BUSY_MS (under load — the DROPS hogs — an
+    ordinary-class launcher took more than 5 s to answer), and a stale socket is said at
+    once."""
     path = sock_path(run_dir)
     if not os.path.exists(path):
         raise NotRunning(f"no system is running in {run_dir} (no {CONTROL_SOCK})")
@@ -110,9 +113,14 @@ def request(run_dir: str, cmd: str, timeout_ms: int = 5000, **args: Any) -> dict
         owner = os.stat(path).st_uid
         raise NotOperator(f"{path}: permission denied (only its operator, uid {owner}, "
                           f"may control this system)")
+    if timeout_ms is None:
+        if not listening(path):
+            raise NotRunning(f"no launcher listens in {run_dir} (stale {CONTROL_SOCK})")
+        timeout_ms = BUSY_MS
     raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms)
     if raw is None:
-        raise NotRunning(f"the launcher in {run_dir} does not answer (stale {CONTROL_SOCK}?)")
+        raise NotRunning(f"the launcher in {run_dir} does not answer within {timeout_ms} ms "
+                         f"(stale {CONTROL_SOCK}?)")
     answer: dict[str, Any] = json.loads(raw)
     if not answer.get("ok") and str(answer.get("error", "")).startswith("refused:"):
         raise NotOperator(str(answer["error"]))
