@@ -531,8 +531,18 @@ def _arguments(argv: list[str] | None) -> Any:
                    help="serve every call through the generic path (to compare; same semantics)")
     p.add_argument("--profile", metavar="FILE",
                    help="run the loop under cProfile and write its statistics to FILE at exit")
+    p.add_argument("--cpu", default=os.environ.get("L4PY_KERNEL_CPU", "auto"),
+                   metavar="N|auto|none",
+                   help="keep the kernel's threads (its loop and ZeroMQ's I/O thread) on one "
+                        "CPU: auto (the last one the process may use, with 2 or more), a "
+                        "CPU number, or none (let the host move them); default "
+                        "$L4PY_KERNEL_CPU or auto")
     p.add_argument("-v", "--verbose", action="store_true")
     ns = p.parse_args(argv)
+    if ns.cpu not in ("auto", "none") and not (ns.cpu.isdigit()
+                                              and int(ns.cpu) in os.sched_getaffinity(0)):
+        p.error(f"--cpu {ns.cpu}: not auto, none or a CPU this process may use "
+                f"({sorted(os.sched_getaffinity(0))})")
     if ns.ram_bytes is not None:
         if ns.ram_bytes <= 0 or ns.ram_bytes % 4096:
             p.error(f"--ram-bytes {ns.ram_bytes}: must be a positive multiple of 4096")
@@ -540,6 +550,23 @@ def _arguments(argv: list[str] | None) -> Any:
     else:
         ns.ram = ns.ram << 20
     return ns
+
+
+def pin_cpu(choice: str) -> int | None:
+    """Keep this process's threads on one CPU (`--cpu`); done before ZeroMQ starts its I/O
+    thread, which inherits it. The loop and the I/O thread hand every message to each other
+    (an eventfd and a wake-up each way): on one CPU a wake-up is local, across two each is
+    an inter-processor interrupt. Measured (bench ipc's 16-client, 4-server-thread load,
+    2 vCPUs under KVM): kernel CPU per call 53 → 32 µs, calls/s 14,900 → 19,100; two
+    thirds of the I/O thread's samples were the host's context switch. The CPU manager
+    widens it again for a deadline boost (the host admits deadline threads on every CPU
+    of their domain only: servers/rt/hostsched.set_deadline). Returns the CPU, or None."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if choice == "none" or (choice == "auto" and len(allowed) < 2):
+        return None
+    cpu = allowed[-1] if choice == "auto" else int(choice)
+    os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,12 +582,15 @@ def main(argv: list[str] | None = None) -> int:
             os.setpriority(os.PRIO_PROCESS, 0, ns.nice)
         except OSError:
             pass
+    cpu = pin_cpu(ns.cpu)
     os.makedirs(ns.run_dir, exist_ok=True)
     t = Transport(ns.run_dir, _root_secret(ns.run_dir), ns.root_quota, ns.verbose,
                   ram=ns.ram, tcp=ns.tcp)
     t.use_fastpath(not ns.no_fastpath)
     why = f" ({fastpath.WHY_PYTHON})" if t.state.fast_path == "python" else ""
-    print(f"[kernel] fast path: {t.state.fast_path}{why}", file=sys.stderr, flush=True)
+    print(f"[kernel] fast path: {t.state.fast_path}{why}; "
+          f"{'on CPU ' + str(cpu) if cpu is not None else 'on any CPU'}", file=sys.stderr,
+          flush=True)
     if t.tcp is not None:
         write_tcp_info(ns.run_dir, t.tcp)
     t.stop_on_signals(signal.SIGTERM, signal.SIGINT)

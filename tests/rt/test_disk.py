@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from typing import Any
 
 from servers.rt import hostsched as hs
 from tests.launcher.helpers import l4run, record, wait_for, write
-
-import subprocess
 
 IMAGE = """
 [system]
@@ -77,9 +76,9 @@ restart = "never"
 """
 
 
-def _policies_while_reading(rd: str) -> tuple[str, str]:
-    """`chrt -p` of the block server's reserved and best-effort threads once the reserved
-    reader has its reservation (its gate and thread exist), while both readers run."""
+def _block_threads(rd: str) -> dict[str, Any]:
+    """The block server's reserved and best-effort thread ids, once the reserved reader
+    has its reservation (its gate and thread exist)."""
     def threads() -> dict[str, Any] | None:
         disk: dict[str, Any] = json.loads(l4run("rt", "--json", "--run-dir", rd).stdout)["disk"]
         got: dict[str, Any] = {}
@@ -89,20 +88,27 @@ def _policies_while_reading(rd: str) -> tuple[str, str]:
     wait_for(lambda: threads() is not None, 30, "the block server's reserved thread")
     tids = threads()
     assert tids is not None
+    return tids
 
-    def chrt() -> tuple[str, str]:
-        return tuple(subprocess.run(["chrt", "-p", str(tids[k])], capture_output=True,  # type: ignore[return-value]
-                                    text=True, check=True).stdout
-                     for k in ("reserved", "best_effort"))
+
+def _chrt(tid: int) -> str:
+    return subprocess.run(["chrt", "-p", str(tid)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _policies_while_reading(rd: str) -> tuple[str, str]:
+    """`chrt -p` of the block server's reserved and best-effort threads while both readers
+    run."""
+    tids = _block_threads(rd)
     # the manager boosts a new thread at its next rescan (servers/rt/server.py RESCAN_S)
-    wait_for(lambda: "SCHED_FIFO" in chrt()[0], 5, "the reserved thread boosted")
+    wait_for(lambda: "SCHED_FIFO" in _chrt(tids["reserved"]), 5, "the reserved thread boosted")
     with open(f"/proc/{tids['best_effort']}/stat") as f:
         nice = int(f.read().rpartition(")")[2].split()[16])
     assert nice == -20, nice               # best effort beside boosted threads: BE_NICE
     if os.path.isdir(hs.CPU_CGROUP):       # ... in the manager's cpu cgroup (ThreadGroup)
         wait_for(lambda: hs.cpu_group_of(tids["best_effort"]).startswith("/" + hs.GROUP_PREFIX),
                  5, "the best-effort thread in the manager's cpu cgroup")
-    return chrt()
+    return _chrt(tids["reserved"]), _chrt(tids["best_effort"])
 
 
 def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:
@@ -137,3 +143,27 @@ def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:
     for label in ("6", "7"):
         assert served[label]["thread"] == "be/block" and served[label]["policy"] == "other", served
     assert "SCHED_FIFO" in chrt_rt and "SCHED_OTHER" in chrt_be, (chrt_rt, chrt_be)
+
+
+def test_best_effort_threads_below_the_path_under_fifo(tmp_path: Any) -> None:
+    """`best_effort_prio`: the block server's best-effort thread under SCHED_FIFO 1, below
+    its reserved thread (10) and above the hogs, so it never holds the interpreter's lock
+    while the hogs run; back in the ordinary class when the last reservation ends."""
+    rd = str(tmp_path / "run")
+    policy = '{"serve": [{"task": "block", "best_effort_prio": 1}, "hal"]}'
+    text = IMAGE.replace("""args = ['{"serve": ["block", "hal"]}']""", f"args = ['{policy}']")
+    assert policy in text
+    l4run("boot", write(str(tmp_path / "disk.toml"), text), "--detach", "--run-dir", rd)
+    try:
+        tids = _block_threads(rd)
+        wait_for(lambda: "SCHED_FIFO" in _chrt(tids["best_effort"]), 5, "best effort at FIFO 1")
+        rt_now, be_now = _chrt(tids["reserved"]), _chrt(tids["best_effort"])
+        # the reserved reader reads for 4 s; its reservations end with it
+        wait_for(lambda: "SCHED_OTHER" in _chrt(tids["best_effort"]), 30,
+                 "best effort back in the ordinary class")
+        be_after = _chrt(tids["best_effort"])
+    finally:
+        l4run("down", "--run-dir", rd, check=False)
+    assert "SCHED_FIFO" in rt_now and "priority: 10" in rt_now, rt_now
+    assert "priority: 1\n" in be_now, be_now
+    assert "priority: 0" in be_after, be_after

@@ -9,6 +9,7 @@ import pytest
 
 from launcher.bench_rt import cascade_heads, late_stages
 from servers.rt import hostsched as hs
+from tests.rt.threads import parked_thread
 
 
 
@@ -19,19 +20,7 @@ def test_a_thread_goes_into_the_group_and_back_and_the_group_goes() -> None:
     assert group.why_not is None, group.why_not
     with open(os.path.join(group.path, "cpu.shares")) as f:
         assert int(f.read()) == hs.GROUP_SHARES
-    got: list[int] = []
-    go, done = threading.Event(), threading.Event()
-
-    def worker() -> None:
-        got.append(threading.get_native_id())
-        go.wait(10)
-        done.wait(10)
-    t = threading.Thread(target=worker)
-    t.start()
-    try:
-        while not got:
-            pass
-        tid = got[0]
+    with parked_thread() as tid:
         group.add(tid)
         assert hs.cpu_group_of(tid) == "/" + os.path.basename(group.path)
         assert hs.cpu_group_of(threading.get_native_id()) != hs.cpu_group_of(tid)   # one thread only
@@ -40,10 +29,6 @@ def test_a_thread_goes_into_the_group_and_back_and_the_group_goes() -> None:
         group.remove(tid)
         assert hs.cpu_group_of(tid) == "/"
         group.add(tid)
-    finally:
-        go.set()
-        done.set()
-        t.join()
     group.close()                          # the thread ended in it: the group still goes
     assert not os.path.exists(group.path)
     assert group.status()["threads"] == 0
