@@ -40,7 +40,8 @@ def control(run_dir: str, request: dict[str, Any], name: str = "hal",
         if not listening(path):
             raise HalControlError(f"nobody listens on {path} (is the HAL {name!r} running?)")
         timeout_ms = BUSY_MS
-    raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms)
+    raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms,
+                       while_listening=timeout_ms == BUSY_MS)
     if raw is None:
         raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")
     rep = msgpack.unpackb(raw, raw=False)

@@ -132,6 +132,7 @@ def munmap(addr: int, size: int) -> None:
 
 
 BUSY_MS = 30_000     # how long a control socket that accepts (someone is there) is waited for
+RECHECK_MS = 500     # ... checking this often that it still does
 
 
 def listening(path: str) -> bool:
@@ -147,10 +148,12 @@ def listening(path: str) -> bool:
             return False
 
 
-def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:
+def request_once(path: str, data: bytes, timeout_ms: int, while_listening: bool = False) -> bytes | None:
     """One request/answer over a ZeroMQ REQ socket to `ipc://path` (a control socket).
 
-    Answers None when nobody answers within `timeout_ms`; the socket never lingers."""
+    Answers None when nobody answers within `timeout_ms`, or, with `while_listening`, as
+    soon as nobody listens on `path` any more (checked every RECHECK_MS: a process that
+    died while we waited); the socket never lingers."""
     import zmq
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -159,8 +162,11 @@ def request_once(path: str, data: bytes, timeout_ms: int) -> bytes | None:
     try:
         s.connect("ipc://" + path)
         s.send(data)
-        if not s.poll(timeout_ms):
-            return None
+        left = timeout_ms
+        while not s.poll(min(left, RECHECK_MS) if while_listening else left):
+            left -= RECHECK_MS
+            if not while_listening or left <= 0 or not listening(path):
+                return None
         return s.recv()
     finally:
         s.close(0)

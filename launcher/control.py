@@ -117,7 +117,8 @@ def request(run_dir: str, cmd: str, timeout_ms: int | None = None, **args: Any) 
         if not listening(path):
             raise NotRunning(f"no launcher listens in {run_dir} (stale {CONTROL_SOCK})")
         timeout_ms = BUSY_MS
-    raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms)
+    raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms,
+                       while_listening=timeout_ms == BUSY_MS)
     if raw is None:
         raise NotRunning(f"the launcher in {run_dir} does not answer within {timeout_ms} ms "
                          f"(stale {CONTROL_SOCK}?)")
