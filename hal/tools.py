@@ -36,14 +36,11 @@ def control(run_dir: str, request: dict[str, Any], name: str = "hal",
     if not os.access(path, os.W_OK):       # connecting to a Unix socket needs write permission
         raise HalControlError(f"{path}: permission denied (only the operator may use the HAL's "
                               f"control socket)")
-    if timeout_ms is None:
+    raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms)
+    if raw is None:
         if not listening(path):
             raise HalControlError(f"nobody listens on {path} (is the HAL {name!r} running?)")
-        timeout_ms = BUSY_MS
-    raw = request_once(path, msgpack.packb(request, use_bin_type=True), timeout_ms,
-                       while_listening=timeout_ms == BUSY_MS)
-    if raw is None:
-        raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms} ms")
+        raise HalControlError(f"HAL {name!r} did not answer within {timeout_ms or BUSY_MS} ms")
     rep = msgpack.unpackb(raw, raw=False)
     if "error" in rep:
         raise HalControlError(rep["error"])

@@ -148,24 +148,29 @@ def listening(path: str) -> bool:
             return False
 
 
-def request_once(path: str, data: bytes, timeout_ms: int, while_listening: bool = False) -> bytes | None:
+def request_once(path: str, data: bytes, timeout_ms: int | None = None) -> bytes | None:
     """One request/answer over a ZeroMQ REQ socket to `ipc://path` (a control socket).
 
-    Answers None when nobody answers within `timeout_ms`, or, with `while_listening`, as
-    soon as nobody listens on `path` any more (checked every RECHECK_MS: a process that
-    died while we waited); the socket never lingers."""
+    Answers None when nobody answers within `timeout_ms`. Without `timeout_ms`: None at
+    once if nobody listens on `path` (a stale socket), else waits up to BUSY_MS for a busy
+    listener, and None as soon as it stops listening (checked every RECHECK_MS: a process
+    that died while we waited). The socket never lingers."""
     import zmq
 
+    busy = timeout_ms is None
+    if busy and not listening(path):
+        return None
+    left = BUSY_MS if timeout_ms is None else timeout_ms
+    step = RECHECK_MS if busy else left
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.linger = 0
     try:
         s.connect("ipc://" + path)
         s.send(data)
-        left = timeout_ms
-        while not s.poll(min(left, RECHECK_MS) if while_listening else left):
-            left -= RECHECK_MS
-            if not while_listening or left <= 0 or not listening(path):
+        while not s.poll(min(left, step)):
+            left -= step
+            if left <= 0 or not listening(path):
                 return None
         return s.recv()
     finally:

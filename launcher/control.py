@@ -113,15 +113,12 @@ def request(run_dir: str, cmd: str, timeout_ms: int | None = None, **args: Any) 
         owner = os.stat(path).st_uid
         raise NotOperator(f"{path}: permission denied (only its operator, uid {owner}, "
                           f"may control this system)")
-    if timeout_ms is None:
+    raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms)
+    if raw is None:
         if not listening(path):
             raise NotRunning(f"no launcher listens in {run_dir} (stale {CONTROL_SOCK})")
-        timeout_ms = BUSY_MS
-    raw = request_once(path, json.dumps({"cmd": cmd, **args}).encode(), timeout_ms,
-                       while_listening=timeout_ms == BUSY_MS)
-    if raw is None:
-        raise NotRunning(f"the launcher in {run_dir} does not answer within {timeout_ms} ms "
-                         f"(stale {CONTROL_SOCK}?)")
+        raise NotRunning(f"the launcher in {run_dir} does not answer within "
+                         f"{timeout_ms or BUSY_MS} ms")
     answer: dict[str, Any] = json.loads(raw)
     if not answer.get("ok") and str(answer.get("error", "")).startswith("refused:"):
         raise NotOperator(str(answer["error"]))

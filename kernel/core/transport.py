@@ -559,8 +559,9 @@ def pin_cpu(choice: str) -> int | None:
     an inter-processor interrupt. Measured (bench ipc's 16-client, 4-server-thread load,
     2 vCPUs under KVM): kernel CPU per call 53 → 32 µs, calls/s 14,900 → 19,100; two
     thirds of the I/O thread's samples were the host's context switch. The CPU manager
-    widens it again for a deadline boost (the host admits deadline threads on every CPU
-    of their domain only: servers/rt/hostsched.set_deadline). Returns the CPU, or None."""
+    lets the threads run on every CPU while it boosts them (servers/rt/server.py
+    `_spread`; the host admits deadline threads only on every CPU of their domain).
+    Returns the CPU, or None."""
     allowed = sorted(os.sched_getaffinity(0))
     if choice == "none" or (choice == "auto" and len(allowed) < 2):
         return None

@@ -102,36 +102,44 @@ def _setattr(tid: int, attr: SchedAttr, what: str) -> None:
 
 
 def set_deadline(tid: int, runtime_ns: int, deadline_ns: int, period_ns: int,
-                 reclaim: bool = False, widen: bool = False) -> None:
+                 reclaim: bool = False) -> None:
     """Put thread `tid` under SCHED_DEADLINE (runtime <= deadline <= period, ns); `reclaim`:
     with SCHED_FLAG_RECLAIM (it may use deadline bandwidth other threads leave unused).
     The host admits a deadline thread only if it may run on every CPU of its domain: a
-    thread kept on fewer (the kernel's, `python -m kernel --cpu`) is refused saying so, or
-    with `widen` first allowed every CPU this process may use (the path's boost)."""
+    thread kept on fewer (the kernel's, `python -m kernel --cpu`) is refused saying so
+    (allow_every_cpu first, as the path's boost does)."""
     flags = SCHED_FLAG_RESET_ON_FORK | (SCHED_FLAG_RECLAIM if reclaim else 0)
     attr = SchedAttr(size=ctypes.sizeof(SchedAttr), sched_policy=SCHED_DEADLINE,
                      sched_flags=flags, sched_runtime=runtime_ns,
                      sched_deadline=deadline_ns, sched_period=period_ns)
-    everywhere = os.sched_getaffinity(0)
-    try:
-        narrow = os.sched_getaffinity(tid) != everywhere
-    except OSError:
-        narrow = False                            # gone: the call below says so
-    if narrow and widen:
-        try:
-            os.sched_setaffinity(tid, everywhere)
-            narrow = False
-        except OSError:
-            pass
     try:
         _setattr(tid, attr, f"deadline {runtime_ns}/{deadline_ns}/{period_ns} ns")
     except HostRefused as e:
-        if narrow and e.errno == errno.EPERM:
+        everywhere = os.sched_getaffinity(0)
+        try:
+            mine = os.sched_getaffinity(tid)
+        except OSError:
+            raise e from None                     # gone
+        if e.errno == errno.EPERM and mine != everywhere:
             raise HostRefused(e.errno, f"sched_setattr(deadline) on thread {tid}: it may run "
-                                       f"on CPUs {sorted(os.sched_getaffinity(tid))} only, and "
-                                       f"the host admits deadline threads on all of "
-                                       f"{sorted(everywhere)}") from None
+                                       f"on CPUs {sorted(mine)} only, and the host admits "
+                                       f"deadline threads on all of {sorted(everywhere)}") \
+                from None
         raise
+
+
+def allow_every_cpu(tid: int) -> set[int] | None:
+    """Let thread `tid` run on every CPU this process may use; the CPUs it had if that
+    changed them (to give back), None if it had them all already or is gone."""
+    everywhere = os.sched_getaffinity(0)
+    try:
+        mine = os.sched_getaffinity(tid)
+        if mine == everywhere:
+            return None
+        os.sched_setaffinity(tid, everywhere)
+        return mine
+    except OSError:
+        return None
 
 
 def set_fifo(tid: int, priority: int) -> None:

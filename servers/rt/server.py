@@ -258,7 +258,7 @@ class Manager:
         self.counters = {"admitted": 0, "refused": 0, "released": 0, "reaped": 0,
                          "host_refused": 0}
         self.boosted: dict[int, set[int]] = {}          # pid -> its threads we boosted
-        self.pinned: dict[int, set[int]] = {}           # kernel tid -> its CPUs before a boost
+        self.pinned: dict[int, set[int]] = {}           # tid -> its CPUs before a boost (_spread)
         self.niced: dict[int, set[int]] = {}            # pid -> its best-effort threads at BE_NICE
         self.be_group: hs.ThreadGroup | None = None      # ... and their cpu cgroup (_group)
         self.boost_names: dict[int, str] = {}
@@ -568,8 +568,9 @@ class Manager:
             budget = int(min(self.admission.bound.fraction * 0.9, share) * period)
             try:
                 if budget > 0 and self.admission.check(budget, period) is None:
+                    self._spread(tid)           # the host admits none kept on fewer CPUs
                     hs.set_deadline(tid, budget * 1000, period * 1000, period * 1000,
-                                    reclaim=True, widen=True)
+                                    reclaim=True)
                     self.admission.add(budget, period)
                     self.path_dl[tid] = budget
                     print(f"[rt] path thread {self.boost_names.get(pid, pid)}/{tid} "
@@ -601,18 +602,15 @@ class Manager:
         self.boost_names.pop(pid, None)
 
     def _spread(self, tid: int) -> None:
-        """A kernel thread kept on one CPU (`python -m kernel --cpu`: cheaper hand-offs
-        between its loop and its I/O thread) may run on every CPU while it is boosted: on
-        the reserved job's path it should take whichever CPU is free, not wait behind
-        another real-time thread on its own (measured with the kernel kept on one CPU:
-        16 misses of 10,000 against 6 and 6 in the same hour). Given back on unboost."""
-        try:
-            mine, everywhere = os.sched_getaffinity(tid), os.sched_getaffinity(0)
-            if mine != everywhere:
-                os.sched_setaffinity(tid, everywhere)
-                self.pinned[tid] = mine
-        except OSError:
-            pass                          # the thread ended meanwhile
+        """A boosted thread kept on fewer CPUs may run on every CPU while it is boosted,
+        its CPUs given back on unboost: a kernel thread (`python -m kernel --cpu`: cheaper
+        hand-offs between its loop and its I/O thread) on the reserved job's path should
+        take whichever CPU is free, not wait behind another real-time thread on its own
+        (measured with the kernel kept on one CPU: 16 misses of 10,000 against 6 and 6 in
+        the same hour); and the host admits a deadline boost only on every CPU."""
+        mine = hs.allow_every_cpu(tid)
+        if mine is not None:
+            self.pinned.setdefault(tid, mine)
 
     def _unboost(self) -> None:
         for pid in list(self.boosted):

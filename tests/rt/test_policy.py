@@ -45,13 +45,14 @@ def test_a_thread_names_itself_for_the_manager() -> None:
 def test_a_pinned_thread_is_refused_a_deadline_naming_why_or_widened() -> None:
     """The host admits deadline threads that may run on every CPU of their domain only: a
     thread kept on one (as the kernel keeps its own, `--cpu`) is refused with the CPUs
-    named; `widen` (the path's deadline boost) first lets it run on all of them."""
+    named; allow_every_cpu (the path's deadline boost) first lets it run on all of them."""
     with parked_thread() as tid:
         one = sorted(os.sched_getaffinity(0))[-1]
         os.sched_setaffinity(tid, {one})
         with pytest.raises(hs.HostRefused, match=rf"may run on CPUs \[{one}\] only"):
             hs.set_deadline(tid, 1_000_000, 10_000_000, 10_000_000)
-        hs.set_deadline(tid, 1_000_000, 10_000_000, 10_000_000, widen=True)
+        assert hs.allow_every_cpu(tid) == {one}
+        hs.set_deadline(tid, 1_000_000, 10_000_000, 10_000_000)
         assert hs.policy_of(tid) == "deadline"
         assert os.sched_getaffinity(tid) == os.sched_getaffinity(0)
         hs.set_other(tid)
