@@ -25,7 +25,7 @@ from typing import Any
 from kernel.abi import Rights
 
 POLICIES = ("never", "on-failure", "always")
-SYSTEM_KEYS = {"name", "ram", "tcp", "uids"}
+SYSTEM_KEYS = {"name", "ram", "tcp", "uids", "kernel_cpu"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
              "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
              "devices", "remote", "network", "net"}
@@ -120,6 +120,7 @@ class Image:
     memory: Any = None                                  # launcher.memory.MemorySpec
     tcp: str | None = None        # HOST:PORT the kernel also listens on (remote tasks)
     uids: tuple[int, int] = DEFAULT_UIDS    # the range tasks' uids and gids come from
+    kernel_cpu: str | None = None  # the kernel's --cpu (auto, none or N); None: its default
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -454,6 +455,14 @@ def parse_image(data: dict, path: str) -> Image:
     if tcp is not None and not (isinstance(tcp, str) and TCP_RE.match(tcp)):
         c.bad("system.tcp", f"expected \"HOST:PORT\" (port 0 picks one), got {tcp!r}")
         tcp = None
+    kernel_cpu = system.get("kernel_cpu")
+    if kernel_cpu is not None:
+        if type(kernel_cpu) is int and kernel_cpu >= 0:
+            kernel_cpu = str(kernel_cpu)
+        elif kernel_cpu not in ("auto", "none"):
+            c.bad("system.kernel_cpu", f"expected \"auto\", \"none\" or a CPU number, "
+                                       f"got {kernel_cpu!r}")
+            kernel_cpu = None
     uids = DEFAULT_UIDS
     if "uids" in system:
         try:
@@ -484,7 +493,7 @@ def parse_image(data: dict, path: str) -> Image:
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks, devices, memory, tcp, uids)
+    return Image(name, path, ram, tasks, devices, memory, tcp, uids, kernel_cpu)
 
 
 def module_dirs(path: str) -> list[str]:

@@ -176,7 +176,8 @@ class Launcher:
         self.kernel = subprocess.Popen(
             [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
             + (["--ram-bytes", str(self.image.ram)] if self.image.ram else [])
-            + (["--tcp", self.image.tcp] if self.image.tcp else []),
+            + (["--tcp", self.image.tcp] if self.image.tcp else [])
+            + (["--cpu", self.image.kernel_cpu] if self.image.kernel_cpu else []),
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
         klog.close()

@@ -47,3 +47,27 @@ def test_a_cpu_it_may_not_use_is_refused() -> None:
                        text=True, timeout=30)
     assert p.returncode == 2 and "not auto, none or a CPU this process may use" in p.stderr \
         and str(CPUS) in p.stderr, p.stderr
+
+
+def test_an_image_says_where_its_kernel_runs(tmp_path: Any, monkeypatch: Any) -> None:
+    """`[system] kernel_cpu` (launcher/image.py) becomes the kernel's --cpu, over the
+    environment's L4PY_KERNEL_CPU: configs/drops.toml leaves the kernel to the host."""
+    from launcher import control
+    from tests.launcher.helpers import assert_clean, l4run, system_pids, write
+
+    monkeypatch.setenv("L4PY_KERNEL_CPU", "auto")
+    image = write(str(tmp_path / "img.toml"), open(os.path.join(
+        PROJECT_ROOT, "configs", "minimal.toml")).read().replace(
+        "[system]\n", '[system]\nkernel_cpu = "none"\n', 1))
+    rd, before = str(tmp_path / "run"), set(os.listdir("/dev/shm"))
+    l4run("boot", image, "--detach", "--run-dir", rd)
+    try:
+        got = _allowed(control.request(rd, "status")["kernel_pid"])
+        with open(os.path.join(rd, "logs", "kernel.log")) as f:
+            log = f.read()
+        pids = system_pids(rd)
+    finally:
+        l4run("down", "--run-dir", rd, check=False)
+    assert "on any CPU" in log, log
+    assert all(cpus == set(CPUS) for cpus in got.values()), got
+    assert_clean(rd, pids, before)

@@ -204,3 +204,14 @@ colour = "red"
     for needle in ("linux.init: expected a command line", "linux.door: expected true or false",
                    "missing.cpio: no such file", "linux.colour: unknown key"):
         assert needle in text, f"{needle!r} not in:\n{text}"
+
+
+def test_kernel_cpu_is_auto_none_or_a_cpu_number(tmp_path):
+    head = f'[[task]]\nname = "a"\nrun = "{HELLO}"\n'
+    for good, want in (('"none"', "none"), ('"auto"', "auto"), ("1", "1")):
+        path = write(str(tmp_path / "ok.toml"), f'[system]\nname = "k"\nkernel_cpu = {good}\n' + head)
+        assert load_image(path).kernel_cpu == want
+    assert load_image(write(str(tmp_path / "d.toml"), '[system]\nname = "k"\n' + head)).kernel_cpu is None
+    for bad in ('"fast"', "-1", "true", "1.5"):
+        got = problems(tmp_path, f'[system]\nname = "k"\nkernel_cpu = {bad}\n' + head)
+        assert any("system.kernel_cpu: expected \"auto\", \"none\" or a CPU number" in p for p in got), got
