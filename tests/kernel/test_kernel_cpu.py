@@ -53,13 +53,13 @@ def test_an_image_says_where_its_kernel_runs(tmp_path: Any, monkeypatch: Any) ->
     """`[system] kernel_cpu` (launcher/image.py) becomes the kernel's --cpu, over the
     environment's L4PY_KERNEL_CPU: configs/drops.toml leaves the kernel to the host."""
     from launcher import control
-    from tests.launcher.helpers import assert_clean, l4run, system_pids, write
+    from tests.launcher.helpers import assert_clean, l4run, shm, system_pids, write
 
     monkeypatch.setenv("L4PY_KERNEL_CPU", "auto")
-    image = write(str(tmp_path / "img.toml"), open(os.path.join(
-        PROJECT_ROOT, "configs", "minimal.toml")).read().replace(
-        "[system]\n", '[system]\nkernel_cpu = "none"\n', 1))
-    rd, before = str(tmp_path / "run"), set(os.listdir("/dev/shm"))
+    with open(os.path.join(PROJECT_ROOT, "configs", "minimal.toml")) as f:
+        text = f.read().replace("[system]\n", '[system]\nkernel_cpu = "none"\n', 1)
+    image = write(str(tmp_path / "img.toml"), text)
+    rd, before = str(tmp_path / "run"), shm()
     l4run("boot", image, "--detach", "--run-dir", rd)
     try:
         got = _allowed(control.request(rd, "status")["kernel_pid"])

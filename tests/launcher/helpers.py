@@ -61,6 +61,11 @@ def gone(pid: int) -> bool:
         return True
 
 
+def shm() -> set[str]:
+    """What /dev/shm holds now (to compare with after the system is down)."""
+    return set(os.listdir("/dev/shm"))
+
+
 def assert_clean(run_dir: str, pids: set[int], shm_before: set[str]) -> None:
     """No process of the system, no socket file, nothing new in /dev/shm."""
     wait_for(lambda: all(gone(p) for p in pids), 15, f"processes {sorted(pids)} to end")
@@ -70,7 +75,7 @@ def assert_clean(run_dir: str, pids: set[int], shm_before: set[str]) -> None:
     wait_for(lambda: not [f for f in os.listdir(run_dir) if f.endswith(".sock")], 5,
              "socket files to go")
     assert not os.path.exists(os.path.join(run_dir, "launcher.json"))
-    new = {f for f in set(os.listdir("/dev/shm")) - shm_before
+    new = {f for f in shm() - shm_before
            if any(str(p) in f for p in pids) or "l4" in f.lower()}
     assert not new, f"left in /dev/shm: {new}"
 
@@ -94,7 +99,7 @@ def booted(image: str, rd: str, timeout: float = 120) -> Iterator[str]:
     down`, then nothing of the system may be left: processes, sockets, /dev/shm entries,
     mappings of the kernel's RAM."""
     os.makedirs(rd, exist_ok=True)
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = shm()
     l4run("boot", image, "--detach", "--timeout", f"{timeout:g}", "--run-dir", rd,
           timeout=timeout + 60)
     pids = system_pids(rd)

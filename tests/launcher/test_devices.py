@@ -22,16 +22,12 @@ from kernel.user.testing import PROJECT_ROOT
 from launcher.image import ImageError, parse_image
 from servers.fb import demo
 
-from .helpers import assert_clean, l4run, ps, ram_holders, system_pids, wait_for, write
+from .helpers import assert_clean, l4run, ps, ram_holders, shm, system_pids, wait_for, write
 from .helpers import task_log as log_of
 
 DEVICES = os.path.join(PROJECT_ROOT, "configs", "devices.toml")
 ACK = re.compile(r"^block-demo: ACK (\d+) (\d+) ([0-9a-f]{64})$", re.M)
 SERVERS = ["block", "fb", "input", "nic", "probe"]       # the tasks io's policy names
-
-
-def shm() -> set[str]:
-    return set(os.listdir("/dev/shm"))
 
 
 def wait_log(rd: str, task: str, text: str, count: int = 1) -> None:

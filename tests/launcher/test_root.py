@@ -19,7 +19,7 @@ import sys
 from kernel.user.testing import PROJECT_ROOT
 from launcher import control, tcb
 
-from .helpers import assert_clean, l4run, system_pids, wait_for, write
+from .helpers import assert_clean, l4run, shm, system_pids, wait_for, write
 
 MINIMAL = os.path.join(PROJECT_ROOT, "configs", "minimal.toml")
 NOT_IN_ROOT = ("click", "rich", "psutil", "PIL", "launcher.cli", "launcher.tcb",
@@ -36,10 +36,6 @@ def ready(rd: str) -> bool:
         return bool(control.request(rd, "status", timeout_ms=500).get("ready"))
     except control.NotRunning:
         return False
-
-
-def shm() -> set[str]:
-    return set(os.listdir("/dev/shm"))
 
 
 def test_the_detached_root_loads_no_cli_code(tmp_path):

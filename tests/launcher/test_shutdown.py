@@ -14,13 +14,9 @@ import pytest
 from kernel.user.testing import PROJECT_ROOT
 from launcher import control
 
-from .helpers import assert_clean, l4run, ps, system_pids, wait_for
+from .helpers import assert_clean, l4run, ps, shm, system_pids, wait_for
 
 MINIMAL = os.path.join(PROJECT_ROOT, "configs", "minimal.toml")
-
-
-def shm() -> set[str]:
-    return set(os.listdir("/dev/shm"))
 
 
 def ready(rd: str) -> bool:

@@ -17,13 +17,9 @@ from typing import Any
 from kernel.user.testing import PROJECT_ROOT
 from launcher import control
 
-from tests.launcher.helpers import assert_clean, gone, l4run, system_pids, wait_for
+from tests.launcher.helpers import assert_clean, gone, l4run, shm, system_pids, wait_for
 
 MINIMAL = os.path.join(PROJECT_ROOT, "configs", "minimal.toml")
-
-
-def shm() -> set[str]:
-    return set(os.listdir("/dev/shm"))
 
 
 def boot(tmp_path: Any) -> tuple[str, set[int], dict[str, Any]]:
