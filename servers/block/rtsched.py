@@ -31,7 +31,9 @@ queued and at the device and the best-effort requests' device time.
 The server is one Python process: its main thread (best-effort calls), the reserved
 thread (reserved sessions' calls), the interrupt thread (completions) and the dispatcher
 take turns on the interpreter, so while reservations exist
-the switch interval is shortened (SWITCH_S), or each hand-off could cost 5 ms.
+the switch interval is shortened (hostsched.share_interpreter): a completion (interrupt
+thread) and a dispatch (the work queue) would each wait up to 5 ms for the interpreter while
+the main thread serves best-effort calls.
 
 Ownership: queues, buckets, predictions and counters are guarded by `lock`; `_dispatch`
 runs in the thread that submits (the main or the reserved thread), in the one that completes (the
@@ -43,7 +45,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import sys
 import threading
 import time
 from collections import deque
@@ -53,6 +54,7 @@ from typing import Any, Callable
 
 from servers.dde_linux import block as blk
 from servers.dde_linux import workqueue as wq
+from servers.rt import hostsched as hs
 
 DEV_DEPTH = 1              # requests at the device at once while scheduling
 UTIL_MAX = 0.8             # of the measured capacity that reservations may take
@@ -73,10 +75,6 @@ BEST_Q = 0.9               # the quantile of recent best-effort device times a h
 KEPT = 64                  # recent samples behind those estimates (lateness, device times)
 TIMELINE_KEPT = 600        # seconds of per-second phase times kept
 ENDED_KEPT = 16            # ended reservations still shown by rt_status
-SWITCH_S = 0.0005          # the interpreter's thread switch interval while scheduling: a
-                           # completion (interrupt thread) and a dispatch (the work queue)
-                           # each wait for the lock of the interpreter, by default up to 5 ms
-                           # while the main thread serves best-effort calls
 
 
 @dataclass
@@ -189,7 +187,7 @@ class DiskScheduler:
             self.reservations[label] = Reservation(label, rate, sectors, deadline_ms / 1e3,
                                                    service_s)
             self.active = True
-        sys.setswitchinterval(SWITCH_S)
+        hs.share_interpreter()
         return None
 
     def release(self, label: int) -> None:

@@ -44,7 +44,7 @@ manager (servers/rt/server.py) boosts this process's threads to the real-time cl
 non-real-time load, and a reserved client's request never waits in the main thread's queue
 (nor for a best-effort collect's wait). Both threads share the interpreter: the main
 thread's work per call is short, and while it holds the interpreter's lock the reserved
-thread waits for it (the switch interval is 0.5 ms while scheduling, rtsched.SWITCH_S).
+thread waits for it (the switch interval is 0.5 ms while scheduling, hostsched.SWITCH_S).
 `rt_status` says under `threads` which host thread served each client's last call, with
 its policy then.
 

@@ -55,7 +55,8 @@ ORE (proto tag 0x4E49, the NIC tag)
                         (not the caller's session, rate <= 0), REFUSED (no uplink_rate in the
                         policy, or past the uplink's capacity: the sums)
     unreserve(session) -> None        the reservation ends (also when the session closes)
-    rt_status() -> {capacity, reserved, best_effort_rate, reservations: [...], refused}
+    rt_status() -> {capacity, reserved, best_effort_rate, reservations: [...], refused,
+                    threads, switch_ms}
                         admin: what `l4run rt` shows ({} without an uplink_rate)
     faults(knobs) -> {drop, corrupt, duplicate, seed, ports, active, counts {dropped,
                       corrupted, duplicated}}

@@ -348,6 +348,7 @@ class OreServer:
         out = self.shaper.status({s.label: s.pol.name for s in self.live.values()})
         out["threads"] = {str(label): hs.describe_thread(tid)
                           for label, tid in self.drained.items()}
+        out["switch_ms"] = round(sys.getswitchinterval() * 1e3, 3)   # rtthread.py
         return out
 
     # -- forwarding ----------------------------------------------------------------------------

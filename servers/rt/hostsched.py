@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,6 +325,18 @@ def _reap_stale_groups() -> None:
 # -- thread names: which threads of a boosted server work for reserved jobs ----------------
 RESERVED_PREFIX = "rt/"          # a thread serving reserved clients only ("rt/block")
 BEST_EFFORT_PREFIX = "be/"       # a thread serving best-effort clients: never boosted
+SWITCH_S = 0.0005                # the interpreter's switch interval in a server with both
+                                 # (`share_interpreter`)
+
+
+def share_interpreter() -> None:
+    """Called by a server whose process now has a reserved thread beside best-effort ones.
+    They share one interpreter lock, which a running thread keeps until another has waited
+    for it for the switch interval (5 ms by default): a reserved thread woken by its client
+    could wait that long behind a best-effort thread that is busy. SWITCH_S bounds the wait;
+    kept for the process's life (a shorter interval costs only more hand-offs)."""
+    if sys.getswitchinterval() > SWITCH_S:
+        sys.setswitchinterval(SWITCH_S)
 
 
 def name_thread(name: str) -> None:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from launcher.netimage import net_image, nic, session, task
+from servers.rt import hostsched as hs
 from tests.launcher.helpers import l4run, record, wait_for, write
 
 RATE, CAPACITY = 150_000, 400_000
@@ -57,5 +58,6 @@ def test_a_reserved_rate_holds_under_a_flood(tmp_path: Any) -> None:
     # thread (servers/ore/rtthread.py; no CPU manager here: both in the ordinary class)
     assert st["threads"]["1"]["thread"] == "rt/ore", st["threads"]
     assert st["threads"]["2"]["thread"] == "be/ore", st["threads"]
+    assert st["switch_ms"] == 1e3 * hs.SWITCH_S, st        # the two share one interpreter
     flood = record(rd, "flood", "RT-NET")
     assert flood is not None and flood["sent"] * 1000 / flood["seconds"] < 1.1 * CAPACITY
