@@ -112,6 +112,7 @@ class Thread(KObject):
         self.task = task
         self.conn: bytes | None = None          # ZeroMQ routing id once HELLO succeeded
         self.conn_fd = -1                       # the kernel-side socket fd it said HELLO on
+        self.conn_ino = 0                       # ... and that socket's inode (fds are reused)
         self.port: Any = None                   # the kernel's Port it is connected through
         self.state = TState.IDLE
         self.token = 0

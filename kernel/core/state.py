@@ -122,7 +122,7 @@ class State:
         self.stats: dict[str, int] = {"requests": 0, "ipc": 0, "errors": 0, "malformed": 0,
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
                                       "tasks_died": 0, "fastpath": 0, "fastpath_compiled": 0,
-                                      "connections_lost": 0,
+                                      "connections_lost": 0, "stale_disconnections": 0,
                                       "wrong_process": 0}
         self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
         self.fast_path = "python"          # which: "compiled" | "python" | "off" (transport)

@@ -57,6 +57,16 @@ _SNDMORE, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 _MONITOR_EVENT = struct.Struct("<HI")
 HEARTBEAT_IVL_MS = 1000       # tcp ports: ZMTP heartbeats, so a vanished peer is noticed
 HEARTBEAT_TIMEOUT_MS = 3000
+RECHECK_MS = 50            # a disconnection whose fd still holds the thread's socket: again then
+
+
+def _socket_inode(fd: int) -> int:
+    """The inode of the socket open at `fd` in this process (0: none, or not a socket)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return 0
+    return st.st_ino if stat.S_ISSOCK(st.st_mode) else 0
 
 
 class Port:
@@ -314,7 +324,7 @@ class Transport:
             return
         del k.secrets[secret]
         thread.conn, thread.port = conn, self._port
-        thread.conn_fd = fd
+        thread.conn_fd, thread.conn_ino = fd, _socket_inode(fd)
         self.conns[conn] = thread
         self.conn_fds.setdefault(thread.conn_fd, set()).add(thread)
         self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, k.pid]))
@@ -357,7 +367,35 @@ class Transport:
                 # 80 ms of kernel start-up)
                 event, fd = _MONITOR_EVENT.unpack_from(port.monitor.recv_multipart()[0])
                 if event == zmq.EVENT_DISCONNECTED:
-                    self._connection_lost(self.conn_fds.pop(fd, set()))
+                    self._connection_lost(self._closed_on(fd))
+
+    def _closed_on(self, fd: int) -> set[Thread]:
+        """The threads whose connection a DISCONNECTED event for `fd` ended. The event may be
+        read after Linux gave the fd number to a new connection that has said HELLO since
+        (seen under load: a task killed at its start for its predecessor's close); or before
+        libzmq closed the fd (it reports first). A thread whose own socket (by inode) is still
+        open at `fd` is looked at again after RECHECK_MS: still open, it was not the one that
+        closed; gone, it was."""
+        threads = self.conn_fds.pop(fd, set())
+        ino = _socket_inode(fd)
+        open_still = {t for t in threads if ino and t.conn_ino == ino}
+        if open_still:
+            self.conn_fds[fd] = self.conn_fds.get(fd, set()) | open_still
+            self.state.timers.later(RECHECK_MS, lambda: self._recheck(fd, open_still))
+        return threads - open_still
+
+    def _recheck(self, fd: int, threads: set[Thread]) -> None:
+        ino = _socket_inode(fd)
+        bound = {t for t in threads if t.conn is not None and t.conn_fd == fd}
+        gone = {t for t in bound if t.conn_ino != ino}
+        stale = len(bound) - len(gone)
+        self.state.stats["stale_disconnections"] += stale
+        if gone:
+            for t in gone:
+                self.conn_fds.get(fd, set()).discard(t)
+            if not self.conn_fds.get(fd, True):
+                del self.conn_fds[fd]
+            self._connection_lost(gone)
 
     def _connection_lost(self, threads: set[Thread]) -> None:
         k = self.state
@@ -367,6 +405,8 @@ class Transport:
             k.stats["connections_lost"] += 1
             why = "connection to the kernel was lost"
             if thread is thread.task.threads[0]:
+                print(f"[kernel] task '{thread.task.name}': its main thread's connection (fd "
+                      f"{thread.conn_fd}) closed", file=sys.stderr, flush=True)
                 lifecycle.kill_task(k, thread.task, f"its main thread's {why}", None)
             else:
                 lifecycle.destroy(k, thread, f"its {why}")
