@@ -376,11 +376,10 @@ class Transport:
         libzmq closed the fd (it reports first). A thread whose own socket (by inode) is still
         open at `fd` is looked at again after RECHECK_MS: still open, it was not the one that
         closed; gone, it was."""
-        threads = self.conn_fds.pop(fd, set())
+        threads = self.conn_fds.get(fd, set())      # a thread killed leaves it (`unbind`)
         ino = _socket_inode(fd)
         open_still = {t for t in threads if ino and t.conn_ino == ino}
         if open_still:
-            self.conn_fds[fd] = self.conn_fds.get(fd, set()) | open_still
             self.state.timers.later(RECHECK_MS, lambda: self._recheck(fd, open_still))
         return threads - open_still
 
@@ -388,14 +387,8 @@ class Transport:
         ino = _socket_inode(fd)
         bound = {t for t in threads if t.conn is not None and t.conn_fd == fd}
         gone = {t for t in bound if t.conn_ino != ino}
-        stale = len(bound) - len(gone)
-        self.state.stats["stale_disconnections"] += stale
-        if gone:
-            for t in gone:
-                self.conn_fds.get(fd, set()).discard(t)
-            if not self.conn_fds.get(fd, True):
-                del self.conn_fds[fd]
-            self._connection_lost(gone)
+        self.state.stats["stale_disconnections"] += len(bound) - len(gone)
+        self._connection_lost(gone)
 
     def _connection_lost(self, threads: set[Thread]) -> None:
         k = self.state
