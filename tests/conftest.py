@@ -23,6 +23,7 @@ shared-memory segment of the system is left.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -56,22 +57,26 @@ LOG_TAIL = 30            # lines of each task's log shown when a booted-system t
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
-    """A failed test that booted a system under its tmp_path shows the tail of the
+    """A failed test that booted a system under its tmp_path, or uses a shared system (a
+    fixture answering a dict whose "rd" is the run directory), shows the tail of the
     launcher's log and of every task's (run-dir/launcher.log, run-dir/logs/*.log) in its
     report: CI keeps no run directories, and "timed out waiting for ..." says nothing of
     why without them."""
     outcome = yield
     report = outcome.get_result()
-    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
-    if not report.failed or tmp is None:
+    args = getattr(item, "funcargs", {})
+    if not report.failed:
         return
-    logs = sorted(tmp.glob("**/launcher.log")) + sorted(tmp.glob("**/logs/*.log"))
-    for log in logs[:40]:
-        try:
-            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
-        except OSError:
-            continue
-        report.sections.append((f"log {log.relative_to(tmp)}", "\n".join(lines)))
+    roots = [args["tmp_path"]] if "tmp_path" in args else []
+    roots += [Path(v["rd"]) for v in args.values() if isinstance(v, dict) and isinstance(v.get("rd"), str)]
+    for root in roots:
+        logs = sorted(root.glob("**/launcher.log")) + sorted(root.glob("**/logs/*.log"))
+        for log in logs[:40]:
+            try:
+                lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            except OSError:
+                continue
+            report.sections.append((f"log {log.relative_to(root)}", "\n".join(lines)))
 
 
 class Agent:

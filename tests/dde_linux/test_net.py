@@ -146,23 +146,6 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Any:
         assert_clean(rd, pids, shm_before)
 
 
-@pytest.fixture
-def logs_shown(machine: dict[str, Any]) -> Any:
-    """After a test on the machine: what the launcher and each task said last (not traffic
-    reports), printed so that a failure shows it (pytest shows a failing test's output)."""
-    yield
-    rd = machine["rd"]
-    try:
-        with open(os.path.join(rd, "launcher.log"), errors="replace") as f:
-            print("launcher.log:", *[ln for ln in f.read().splitlines() if not ln.startswith("  ")][-12:],
-                  sep="\n  ")
-    except FileNotFoundError:
-        pass
-    for name in ("nic", "good", "bad", "victim", "stranger"):
-        lines = [ln for ln in _log(rd, name).splitlines() if not ln.startswith("GOOD ")]
-        print(f"{name}.log:", *lines[-8:], sep="\n  ")
-
-
 def test_driver_on_the_real_nic(machine: dict[str, Any]) -> None:
     rd = machine["rd"]
     res = _until("the driver task's result", lambda: _last(rd, "driver", "NET-DRIVER"), 40)
@@ -182,7 +165,6 @@ def test_driver_on_the_real_nic(machine: dict[str, Any]) -> None:
     assert hal["tx_errors"] == 0 and hal["mac"] == res["mac"]
 
 
-@pytest.mark.usefixtures("logs_shown")
 def test_session_round_trip_malformed_and_policy(machine: dict[str, Any]) -> None:
     rd = machine["rd"]
     g = _until("good's traffic", lambda: (s := _last(rd, "good", "GOOD")) and s["got"] > 300 and s)
@@ -202,7 +184,6 @@ def test_session_round_trip_malformed_and_policy(machine: dict[str, Any]) -> Non
                                and _log(rd, "stranger"))
 
 
-@pytest.mark.usefixtures("logs_shown")
 def test_dead_client_buffers_returned(machine: dict[str, Any]) -> None:
     rd = machine["rd"]
     _until("victim's session", lambda: _last(rd, "victim", "VICTIM"))
@@ -215,7 +196,6 @@ def test_dead_client_buffers_returned(machine: dict[str, Any]) -> None:
     assert "client gone" in _log(rd, "nic")
 
 
-@pytest.mark.usefixtures("logs_shown")
 def test_link_down_and_up_notified(machine: dict[str, Any]) -> None:
     rd = machine["rd"]
     g = _until("good's traffic", lambda: _last(rd, "good", "GOOD"))
@@ -231,7 +211,6 @@ def test_link_down_and_up_notified(machine: dict[str, Any]) -> None:
     assert "link down" in _log(rd, "nic") and "link up" in _log(rd, "nic")
 
 
-@pytest.mark.usefixtures("logs_shown")
 def test_server_killed_client_reconnects(machine: dict[str, Any]) -> None:
     rd = machine["rd"]
     g = _until("good's traffic", lambda: _last(rd, "good", "GOOD"))
