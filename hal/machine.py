@@ -229,6 +229,7 @@ class Machine:
             print(f"[{self.name}] line {line} raised on a thread without L4", file=sys.stderr)
             return
         try:
+            l4.rt_try()          # the kernel's real-time port once the HAL is boosted
             l4.irq_trigger(self.irq_slots[line])
         except (L4Error, KeyError) as e:
             print(f"[{self.name}] irq_trigger line {line}: {e}", file=sys.stderr, flush=True)

@@ -866,3 +866,4 @@ def encode_kernel_message(msg: KernelMessage) -> tuple[int, bytes]:
 # The run directory's file that tells remote tasks how to reach a kernel started with
 # --tcp: {"endpoint", "public_key"} (JSON). The launcher reads it; the kernel writes it.
 TCP_INFO = "kernel.tcp"
+RT_SOCK = "kernel-rt.sock"    # the kernel's real-time port (`python -m kernel --rt-port`)

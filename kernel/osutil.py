@@ -95,6 +95,37 @@ def peer_cred(fd: int) -> Peer | None:
     return peer if peer.pid > 0 else None
 
 
+SCHED_DEADLINE = 6       # Linux's policy number (os has no name for it)
+REALTIME_POLICIES = {os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR",
+                     SCHED_DEADLINE: "SCHED_DEADLINE"}
+_RESET_ON_FORK = 0x40000000     # or'ed into the policy sched_getscheduler answers
+
+
+def realtime_policy(tid: int = 0) -> str | None:
+    """The real-time host policy of thread `tid` (0: the calling one), None if it has none
+    or is gone."""
+    try:
+        policy = os.sched_getscheduler(tid) & ~_RESET_ON_FORK
+    except OSError:
+        return None
+    return REALTIME_POLICIES.get(policy)
+
+
+def realtime_thread(pid: int) -> tuple[int, str] | None:
+    """A thread of process `pid` under a real-time host policy, as (tid, policy name);
+    None if it has none (or is gone). Only a privileged process (the CPU reservation
+    manager, servers/rt) can give a thread such a policy."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for name in tids:
+        policy = realtime_policy(int(name)) if name.isdigit() else None
+        if policy is not None:
+            return int(name), policy
+    return None
+
+
 def frame_peer(frame: Any) -> Peer | None:
     """The peer of the `ipc://` connection a ZeroMQ frame (`recv(copy=False)`) came on,
     through the frame's source fd (ZMQ_SRCFD); None when libzmq does not say."""

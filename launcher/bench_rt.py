@@ -130,12 +130,24 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
         got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
                           periods * PERIOD_US / 1e6 + 90)
         got["steal_share"] = steal_share(mark)    # the player's start-up included: an upper bound
+        got["kernel_rt"] = _kernel_rt(rd)
         if floor_periods:
             got["host"] = _host_floor_process(floor_periods, latency_ms)
         if reserve and "late_at" in got:
             got["late_stages"] = late_stages(got, _slow_calls(rd), _disk_jobs(rd))
     got.pop("late_at", None)
     return got
+
+
+def _kernel_rt(rd: str) -> dict[str, Any]:
+    """The kernel's real-time port counters (`stats.rt_moves`: threads that moved there;
+    `rt_first`: switches to it in the middle of another port's messages)."""
+    from .control import request
+    try:
+        ks = request(rd, "status").get("kernel_stats", {})
+    except Exception:                      # noqa: BLE001 - diagnosis only: the numbers stand
+        return {}
+    return {"moves": ks.get("rt_moves"), "first": ks.get("rt_first")}
 
 
 def _l4run(l4run: list[str], *args: str) -> None:
@@ -275,7 +287,10 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "host_worst_late_us": host.get("worst_us"),
                            "steal_share_reserved": res.get("steal_share"),
                            "steal_share_best_effort": be.get("steal_share"),
-                           "steal_share_host": host.get("steal_share")}
+                           "steal_share_host": host.get("steal_share"),
+                           "rt_port_reserved": {**res.get("kernel_rt", {}),
+                                                "player": res.get("reservations", {})
+                                                .get("rt_port")}}
     if "error" in host:
         out["error_host"] = host["error"]
     for name, r in (("reserved", res), ("best_effort", be)):

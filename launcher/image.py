@@ -25,7 +25,7 @@ from typing import Any
 from kernel.abi import Rights
 
 POLICIES = ("never", "on-failure", "always")
-SYSTEM_KEYS = {"name", "ram", "tcp", "uids", "kernel_cpu"}
+SYSTEM_KEYS = {"name", "ram", "tcp", "uids", "kernel_cpu", "kernel_rt_port"}
 TASK_KEYS = {"name", "run", "args", "env", "priority", "quota", "memory", "restart",
              "restart_budget", "restart_backoff", "restart_dependents", "provides", "caps", "depends_on",
              "devices", "remote", "network", "net"}
@@ -121,6 +121,7 @@ class Image:
     tcp: str | None = None        # HOST:PORT the kernel also listens on (remote tasks)
     uids: tuple[int, int] = DEFAULT_UIDS    # the range tasks' uids and gids come from
     kernel_cpu: str | None = None  # the kernel's --cpu (auto, none or N); None: its default
+    kernel_rt_port: bool = False   # the kernel's --rt-port (RUN_DIR/kernel-rt.sock)
 
     def task(self, name: str) -> TaskSpec | None:
         return next((t for t in self.tasks if t.name == name), None)
@@ -463,6 +464,10 @@ def parse_image(data: dict, path: str) -> Image:
             c.bad("system.kernel_cpu", f"expected \"auto\", \"none\" or a CPU number, "
                                        f"got {kernel_cpu!r}")
             kernel_cpu = None
+    kernel_rt_port = system.get("kernel_rt_port", False)
+    if type(kernel_rt_port) is not bool:
+        c.bad("system.kernel_rt_port", f"expected true or false, got {kernel_rt_port!r}")
+        kernel_rt_port = False
     uids = DEFAULT_UIDS
     if "uids" in system:
         try:
@@ -493,7 +498,7 @@ def parse_image(data: dict, path: str) -> Image:
     c.wiring(tasks, {}, set())
     if c.problems:
         raise ImageError(c.problems)
-    return Image(name, path, ram, tasks, devices, memory, tcp, uids, kernel_cpu)
+    return Image(name, path, ram, tasks, devices, memory, tcp, uids, kernel_cpu, kernel_rt_port)
 
 
 def module_dirs(path: str) -> list[str]:

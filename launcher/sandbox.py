@@ -53,6 +53,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from kernel.abi import RT_SOCK
+
 # RAM reaches a task as per-frame memfds over its memory channel (RUN_DIR/mem.sock, kernel/
 # core/frames.py), only for the frames its page table maps: a task that attaches RAM needs
 # no privilege and is sandboxed like every task. True would run such tasks as root again
@@ -265,7 +267,8 @@ def plan(spec: Any, uid: int | None, run_dir: str, reads: Sequence[str],
     it. `reads`: the read roots (read_roots)."""
     on = {k: bool(v["on"]) for k, v in report.items()}
     scratch = os.path.join(run_dir, "scratch", spec.name)
-    reach = [*reads, scratch, os.path.join(run_dir, "kernel.sock")]
+    reach = [*reads, scratch, os.path.join(run_dir, "kernel.sock"),
+             os.path.join(run_dir, RT_SOCK)]
     return {"uid": uid if on["uid"] else None, "scratch": scratch,
             "caps": on["capabilities"], "nnp": on["no_new_privs"], "read": list(reads),
             "landlock": on["landlock_fs"], "landlock_net": on["landlock_net"] and not spec.network,

@@ -51,7 +51,7 @@ from kernel.user import errors, rpc, spawn
 from kernel.abi import Proto, Rights, pack
 from kernel.user.client import L4, map_cap
 from kernel.user.spawn import NamedCap
-from kernel.abi import MEM_CHANNEL, TCP_INFO
+from kernel.abi import MEM_CHANNEL, RT_SOCK, TCP_INFO
 
 from . import control, proc, sandbox
 from .devices import HAL_TASK, IO_TASK, hal_ctl
@@ -161,7 +161,7 @@ class Launcher:
                 raise BootError(f"a system is already running in {self.run_dir}")
             except control.NotRunning:
                 pass
-        for stale in (control.CONTROL_SOCK, "kernel.sock", control.STATE_FILE, "hal.ctl"):
+        for stale in (control.CONTROL_SOCK, "kernel.sock", RT_SOCK, control.STATE_FILE, "hal.ctl"):
             try:
                 os.unlink(os.path.join(self.run_dir, stale))
             except FileNotFoundError:
@@ -177,7 +177,8 @@ class Launcher:
             [sys.executable, "-m", "kernel", "--run-dir", self.run_dir, "--die-with-parent"]
             + (["--ram-bytes", str(self.image.ram)] if self.image.ram else [])
             + (["--tcp", self.image.tcp] if self.image.tcp else [])
-            + (["--cpu", self.image.kernel_cpu] if self.image.kernel_cpu else []),
+            + (["--cpu", self.image.kernel_cpu] if self.image.kernel_cpu else [])
+            + (["--rt-port"] if self.image.kernel_rt_port else []),
             env={**env, "L4_ROOT_SECRET": secret.hex()}, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
             stdout=klog, stderr=klog, process_group=0)
         klog.close()
@@ -185,7 +186,8 @@ class Launcher:
         threading.Thread(target=self._watch_kernel, args=(self.kernel, self.kernel_pidfd),
                          name="l4run-kernel-watch", daemon=True).start()
         zlog = open(os.path.join(self.logs, "zygote.log"), "ab")
-        cleanup = [self.kernel_sock, control.sock_path(self.run_dir),
+        cleanup = [self.kernel_sock, os.path.join(self.run_dir, RT_SOCK),
+                   control.sock_path(self.run_dir),
                    os.path.join(self.run_dir, control.STATE_FILE),
                    os.path.join(self.run_dir, TCP_INFO)]
         if self.image.devices:
@@ -999,7 +1001,7 @@ class Launcher:
         if self.ctl is not None:
             self.ctl.close(0)
             self.ctl = None
-        for f in (control.CONTROL_SOCK, control.STATE_FILE, "kernel.sock"):
+        for f in (control.CONTROL_SOCK, control.STATE_FILE, "kernel.sock", RT_SOCK):
             try:
                 os.unlink(os.path.join(self.run_dir, f))
             except FileNotFoundError:

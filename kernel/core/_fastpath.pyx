@@ -419,9 +419,12 @@ cdef int recv_more(zq_msg_t *msg, void *sock) noexcept:
     return zq_msg_more(msg)
 
 
-def drain(object transport, object port) -> None:
-    """Serve every message waiting on `port.router` (the transport set `_port`/`conns`)."""
+def drain(object transport, object port, uintptr_t urgent=0) -> bool:
+    """Serve every message waiting on `port.router` (the transport set `_port`/`conns`):
+    False when none is left; True as soon as a message waits on the socket `urgent` (a
+    libzmq handle, 0: none), before the next of `port`'s (the real-time port's go first)."""
     cdef void *sock = <void *><uintptr_t>(port.handle)
+    cdef void *first = <void *>urgent
     cdef zq_msg_t msgs[MAXF]
     cdef zq_msg_t extra
     cdef int n, i, rc, more
@@ -431,6 +434,8 @@ def drain(object transport, object port) -> None:
     handle = transport._handle
     guard = transport._guard
     while True:
+        if first != NULL and zq_events(first) & ZMQ_POLLIN:
+            return True
         zq_msg_init(&msgs[0])
         rc = zq_msg_recv(&msgs[0], sock, ZMQ_DONTWAIT)
         if rc < 0:
@@ -438,7 +443,7 @@ def drain(object transport, object port) -> None:
             zq_msg_close(&msgs[0])
             if rc == EINTR:
                 continue
-            return                          # EAGAIN: nothing more waiting
+            return False                    # EAGAIN: nothing more waiting
         n = 1
         more = zq_msg_more(&msgs[0])
         while more:                         # the rest of a message is there already
@@ -542,6 +547,7 @@ def poll(object transport, object timers) -> list:
     ws = transport.poller
     cdef int epfd = ws.epfd
     cdef bint one_port = len(transport.ports) == 1
+    rt = transport.rt
     k = transport.state
     linux = k.linux
     while True:
@@ -578,11 +584,17 @@ def poll(object transport, object timers) -> list:
                     zq_events(<void *><uintptr_t>(h.handle)) & ZMQ_POLLIN):
                 ready_hot.append(sock)
         drained = False
+        if rt is not None and len(ready_hot) > 1 and rt.router in ready_hot:
+            ready_hot.remove(rt.router)
+            ready_hot.insert(0, rt.router)  # the real-time port first
         for sock in ready_hot:
             port = by_socket.get(sock)
             if port is not None and sock is port.router:
-                transport._port, transport.conns = port, port.conns
-                drain(transport, port)
+                if rt is None or port is rt:
+                    transport._port, transport.conns = port, port.conns
+                    drain(transport, port)
+                else:
+                    transport._drain(port)  # the real-time port's messages between its own
                 drained = True
             else:
                 ready.append((sock, ZMQ_POLLIN))

@@ -123,7 +123,7 @@ class State:
                                       "unauthenticated": 0, "kernel_bugs": 0, "tasks_created": 0,
                                       "tasks_died": 0, "fastpath": 0, "fastpath_compiled": 0,
                                       "connections_lost": 0, "stale_disconnections": 0,
-                                      "wrong_process": 0}
+                                      "wrong_process": 0, "rt_moves": 0, "rt_first": 0}
         self.fastpath = True               # kernel.core.fastpath serves the common IPC inline
         self.fast_path = "python"          # which: "compiled" | "python" | "off" (transport)
         # Calls that reached their handler, by number (syscalls.run and the fast path; HELLO,

@@ -11,6 +11,20 @@ write (`secure_run_dir`), so nobody can put a socket of theirs in its place.
 A task's OS process is watched through a pidfd, so `kill -9` of a task is noticed at once;
 a connection that closes is noticed through the socket monitor (its fd).
 
+The real-time port (`--rt-port`, images with `[system] kernel_rt_port = true`): a second
+`ipc://` ROUTER, RUN_DIR/kernel-rt.sock, in a ZeroMQ context of its own (its own I/O
+thread), for the threads of reserved jobs and of the servers working for them. A thread
+bound on kernel.sock moves there by saying HELLO on it with its own secret once more (kept
+for that one use, good only from the task's own process, like the first HELLO) — allowed
+only while its process holds a real-time host policy on some thread (SCHED_DEADLINE, FIFO
+or RR: what only the CPU reservation manager, servers/rt, gives), else NO_RIGHTS with the
+reason; its old connection is then no thread's. Its messages are served first: a ready
+real-time port is drained before the others, and while another port is drained and a
+thread is connected to the real-time one, a message waiting there is served before that
+port's next (`stats.rt_first` counts the switches). Which thread of the process holds the
+policy is not checked (a socket's peer credentials name the process only); the order of
+service is all the port changes — rights, capabilities and IPC semantics are the same.
+
 A request is read, decoded and checked (`abi.decode_request`), then handed to the fast path
 (`fastpath`), to an alien thread's handler (`alien`) or to the dispatch (`syscalls.run`).
 When the compiled fast path is built, it reads a ready port itself (`fastpath.compiled.drain`)
@@ -46,9 +60,9 @@ import zmq.backend
 
 from . import alien, faults, fastpath, ipc, lifecycle, linux, memory, syscalls
 from . import hybrid  # noqa: F401  (its import sets linux.L4_START: hybrid calls are made)
-from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, TCP_INFO, AbiError, Err, Sys, decode_request,
+from ..abi import (CARRIES_PAYLOAD, MAX_PAYLOAD, RT_SOCK, TCP_INFO, AbiError, Err, Sys, decode_request,
                    encode_error, encode_ok)
-from ..osutil import peer_cred
+from ..osutil import peer_cred, realtime_thread
 from .objects import Task, Thread, TState
 from .state import ROOT_QUOTA, State
 from .waitset import Waitset
@@ -112,7 +126,7 @@ class Transport:
 
     def __init__(self, run_dir: str, root_secret: bytes, root_quota: int = ROOT_QUOTA,
                  verbose: bool = False, ram: int = memory.DEFAULT_RAM,
-                 tcp: str | None = None) -> None:
+                 tcp: str | None = None, rt_port: bool = False) -> None:
         self.run_dir = run_dir
         self.state = k = State(run_dir, root_secret, self, lifecycle.on_last_cap, root_quota,
                                verbose)
@@ -131,6 +145,17 @@ class Transport:
         if tcp is not None:
             self.tcp = Port(self.ctx, "tcp://" + tcp, zmq.curve_keypair())
             self.ports.append(self.tcp)
+        # The real-time port, in a context of its own: its messages do not queue in the
+        # I/O thread that carries everyone else's.
+        self.rt: Port | None = None
+        self.rt_ctx: zmq.Context | None = None
+        self.rt_path = os.path.join(run_dir, RT_SOCK)
+        self.rt_secrets: dict[bytes, Thread] = {}    # bound on another port, may still move
+        if rt_port:
+            self.rt_ctx = zmq.Context()
+            self.rt = Port(self.rt_ctx, "ipc://" + self.rt_path)
+            os.chmod(self.rt_path, 0o666)
+            self.ports.append(self.rt)
         self.poller = Waitset()            # one epoll set for every socket and fd
         for port in self.ports:
             self.poller.register(port.router, zmq.POLLIN)
@@ -151,7 +176,7 @@ class Transport:
         self.pidfds: dict[int, Task] = {}
         self.running = True
         self._wakeup = -1                  # read end of the signal wakeup pipe, if any
-        self._compiled: Callable[[Transport, Port], None] | None = None
+        self._compiled: Callable[[Transport, Port, int], bool] | None = None
         self.use_fastpath(True)
 
     def use_fastpath(self, on: bool) -> None:
@@ -176,16 +201,21 @@ class Transport:
 
     def unbind(self, thread: Thread) -> None:
         if thread.conn is not None:
-            thread.port.conns.pop(thread.conn, None)
-            on_fd = self.conn_fds.get(thread.conn_fd)
-            if on_fd is not None:
-                on_fd.discard(thread)
-                if not on_fd:
-                    del self.conn_fds[thread.conn_fd]
+            self._off_port(thread)
             thread.conn = None
-        secrets_ = self.state.secrets
-        for s in [s for s, t in secrets_.items() if t is thread]:
-            del secrets_[s]
+        for secrets_ in (self.state.secrets, self.rt_secrets):
+            for s in [s for s, t in secrets_.items() if t is thread]:
+                del secrets_[s]
+
+    def _off_port(self, thread: Thread) -> None:
+        """`thread`'s connection is no longer its: out of its port's routing ids and of the
+        connections watched by fd."""
+        thread.port.conns.pop(thread.conn, None)
+        on_fd = self.conn_fds.get(thread.conn_fd)
+        if on_fd is not None:
+            on_fd.discard(thread)
+            if not on_fd:
+                del self.conn_fds[thread.conn_fd]
 
     def watch(self, task: Task, pid: int) -> None:
         if not 0 < pid < 2 ** 31:
@@ -305,6 +335,9 @@ class Transport:
 
     def _hello(self, conn: bytes, secret: bytes) -> None:
         k = self.state
+        if self._port is self.rt:
+            self._rt_move(conn, secret)
+            return
         thread = k.secrets.get(secret)
         if thread is None or not thread.alive:
             k.stats["unauthenticated"] += 1
@@ -323,11 +356,61 @@ class Transport:
             self._refuse(conn, None, Err.NOT_AUTH, refusal)
             return
         del k.secrets[secret]
+        if self.rt is not None and self._port is self.local:
+            self.rt_secrets[secret] = thread
+        self._bind(thread, conn, fd)
+
+    def _bind(self, thread: Thread, conn: bytes, fd: int) -> None:
+        """`thread` is the connection `conn` (kernel-side fd `fd`) of the port being served."""
         thread.conn, thread.port = conn, self._port
         thread.conn_fd, thread.conn_ino = fd, _socket_inode(fd)
         self.conns[conn] = thread
         self.conn_fds.setdefault(thread.conn_fd, set()).add(thread)
+        k = self.state
         self._raw_answer(conn, encode_ok([thread.task.id, thread.id, thread.task.name, k.pid]))
+
+    def _rt_move(self, conn: bytes, secret: bytes) -> None:
+        """HELLO on the real-time port: a thread bound on kernel.sock moves its connection
+        here (the module's docstring says who may)."""
+        k = self.state
+        thread = self.rt_secrets.get(secret)
+        if thread is None or not thread.alive or thread.conn is None:
+            k.stats["unauthenticated"] += 1
+            self._refuse(conn, None, Err.NOT_AUTH, "unknown secret: the real-time port takes "
+                                                   "a thread bound on kernel.sock, by its own "
+                                                   "secret, once")
+            return
+        fd = -1
+        if thread.busy:
+            refusal: tuple[Err, str] | None = (
+                Err.BUSY, f"thread {thread.id} has a call in flight on its connection")
+        else:
+            self._disconnections()
+            fd = int(self._frame.get(zmq.SRCFD)) if self._frame is not None else -1
+            refusal = self._rt_refusal(thread.task, fd)
+        if refusal is not None:
+            self._refuse(conn, None, *refusal)
+            return
+        del self.rt_secrets[secret]
+        self._off_port(thread)
+        k.stats["rt_moves"] += 1
+        self._bind(thread, conn, fd)
+
+    def _rt_refusal(self, task: Task, fd: int) -> tuple[Err, str] | None:
+        """Why `task`'s thread may not move to the real-time port over connection `fd`."""
+        why = self._wrong_peer(task, fd)
+        if why is not None:
+            self.state.stats["wrong_process"] += 1
+            self.state.stats["unauthenticated"] += 1
+            return Err.NOT_AUTH, why
+        peer = peer_cred(fd)
+        if peer is None or realtime_thread(peer.pid) is None:
+            return (Err.NO_RIGHTS, f"task '{task.name}': process "
+                    f"{peer.pid if peer else '?'} holds no real-time host policy "
+                    f"(SCHED_DEADLINE, SCHED_FIFO or SCHED_RR) on any thread; the real-time "
+                    f"port is for reserved jobs and the servers working for them (the CPU "
+                    f"reservation manager, servers/rt)")
+        return None
 
     def _wrong_peer(self, task: Task, fd: int) -> str | None:
         """Why the process at the other end of connection `fd` may not be `task`'s thread.
@@ -337,7 +420,7 @@ class Transport:
         then checks (`syscalls.sys_task_watch`). Linux says who connected (SO_PEERCRED);
         nothing the peer sends can change it. A tcp:// peer has no such credentials: it
         proves itself by the secret alone, over CurveZMQ."""
-        if self._port is not self.local:
+        if self._port is self.tcp:
             return None
         peer = peer_cred(fd)
         if peer is None:
@@ -434,8 +517,11 @@ class Transport:
         mem_fds = self.state.memory.channel.fds
         k = self.state
         linux_fds = k.linux.listeners
+        rt_first = self._rt_first if self.rt is not None else None
         while self.running:
             ready = cpoll(self, timers) if cpoll is not None else poller(timers.next_ms())
+            if rt_first is not None and len(ready) > 1:
+                ready.sort(key=rt_first)
             for sock, _ in ready:
                 port = ports.get(sock)
                 if port is not None:
@@ -459,17 +545,33 @@ class Transport:
             if linux_fds or k.linux.by_pid:
                 self._guard(linux.reap, k)
 
+    def _rt_first(self, item: tuple[Any, int]) -> int:
+        """The sort key that puts the real-time port's ROUTER first among ready sockets."""
+        return 0 if item[0] is self.rt.router else 1      # type: ignore[union-attr]
+
     def _drain(self, port: Port) -> None:
+        """Serve what waits on `port`; the real-time port's messages go first (the module's
+        docstring)."""
+        rt = self.rt
+        while self._drain_port(port, rt if rt is not None and port is not rt and rt.conns
+                               else None):
+            self.state.stats["rt_first"] += 1
+            self._drain_port(rt, None)         # type: ignore[arg-type]
+
+    def _drain_port(self, port: Port, urgent: Port | None) -> bool:
+        """Serve `port` until nothing waits (False) or a message waits on `urgent` (True)."""
         self._port, self.conns = port, port.conns
-        if self._compiled is not None:
-            self._compiled(self, port)     # the compiled fast path; the rest to _handle
-            return
+        if self._compiled is not None:     # the compiled fast path; the rest to _handle
+            return self._compiled(self, port, urgent.handle if urgent is not None else 0)
         # Asking for EVENTS is cheaper than a non-blocking recv that raises zmq.Again.
         events = port.events
+        first = urgent.events if urgent is not None else None
         while True:
-            self._guard(self._handle, self._read())
+            if first is not None and first(_EVENTS) & _POLLIN:
+                return True
             if not events(_EVENTS) & _POLLIN:
-                return
+                return False
+            self._guard(self._handle, self._read())
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -497,7 +599,10 @@ class Transport:
             port.close()
         self.poller.close()
         self.ctx.term()
-        for path in (self.sock_path, os.path.join(self.run_dir, TCP_INFO)):
+        if self.rt_ctx is not None:
+            self.rt_ctx.term()
+        paths = [self.sock_path, os.path.join(self.run_dir, TCP_INFO)]
+        for path in paths + ([self.rt_path] if self.rt is not None else []):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -560,6 +665,10 @@ def _arguments(argv: list[str] | None) -> Any:
                    help="also listen on tcp://HOST:PORT (CurveZMQ) for tasks on other machines; "
                         "port 0 picks one. The endpoint and the kernel's public key are written "
                         "to RUN_DIR/kernel.tcp")
+    p.add_argument("--rt-port", action="store_true",
+                   help=f"also listen on RUN_DIR/{RT_SOCK}, the real-time port: threads of "
+                        f"processes holding a real-time host policy move there, and their "
+                        f"messages are served first")
     p.add_argument("--no-fastpath", action="store_true",
                    help="serve every call through the generic path (to compare; same semantics)")
     p.add_argument("--profile", metavar="FILE",
@@ -619,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = pin_cpu(ns.cpu)
     os.makedirs(ns.run_dir, exist_ok=True)
     t = Transport(ns.run_dir, _root_secret(ns.run_dir), ns.root_quota, ns.verbose,
-                  ram=ns.ram, tcp=ns.tcp)
+                  ram=ns.ram, tcp=ns.tcp, rt_port=ns.rt_port)
     t.use_fastpath(not ns.no_fastpath)
     why = f" ({fastpath.WHY_PYTHON})" if t.state.fast_path == "python" else ""
     print(f"[kernel] fast path: {t.state.fast_path}{why}; "

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import msgpack
 import zmq
 
 from . import errors
-from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, CallArgs,
+from ..abi import (RT_SOCK, DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, SLOT_THREAD, AbiError, CallArgs,
                    CapDeleteArgs, CapDeriveArgs, CapInspectArgs, CapRevokeArgs, ExitArgs,
                    FactoryInfoArgs, FaultArgs, GateBindArgs, GateCreateArgs, HelloArgs,
                    IrqAttachArgs, IrqCreateArgs, IrqMaskArgs, IrqTriggerArgs, Item,
@@ -42,7 +43,7 @@ from ..abi import (DMA_RANGE, DMA_WRITE, SLOT_FACTORY, SLOT_KERNEL, SLOT_TASK, S
                    SendArgs, TaskCreateArgs, TaskMapArgs, TaskWatchArgs, ThreadControlArgs,
                    Sys, ThreadCreateArgs, WaitArgs, decode_answer, encode_args, pack,
                    timeout_arg, unpack)
-from ..osutil import load_compiled, pid_alive
+from ..osutil import load_compiled, pid_alive, realtime_policy
 
 ENV_KERNEL = "L4_KERNEL"     # path of kernel.sock
 ENV_SECRET = "L4_SECRET"     # hex one-time secret of the main thread
@@ -54,6 +55,7 @@ _SNDMORE = int(zmq.SNDMORE)
 _CALL, _REPLY_WAIT = int(Sys.CALL), int(Sys.REPLY_WAIT)
 _NEVER = timeout_arg(None)
 _packb, _unpackb = msgpack.packb, msgpack.unpackb
+_RT_CTX: zmq.Context | None = None   # this process's context for real-time connections
 _PLAIN_CACHE = 64             # CALL headers an L4 keeps (capability, proto) before starting over
 # The compiled frames (`_callpath.pyx`): built by the install when it can be; without them,
 # or with L4PY_CALLPATH=python, pyzmq's calls. CALLPATH says which runs.
@@ -368,6 +370,7 @@ class MultiWait:
             self._poll = self._pyzmq_poll
         self._by_sock = {t.sock: t for t in threads}
         for t in threads:
+            t._secret = b""           # its socket is polled here: it never moves (rt port)
             self._wait(t)
         self._ready: list[Any] = []
 
@@ -490,12 +493,81 @@ class L4(_Api):
         self._plain: dict[tuple[int, int], bytes] = {}   # plain CALL headers (`call`)
         self.caps = dict(caps or {})
         self.kernel_pid = 0
+        self.realtime = False                     # connected to the real-time port
         try:
             self.task_id, self.thread_id, self.task_name, self.kernel_pid = self._do(
                 hello_frames(secret), False, None)
         except BaseException:
             self.close()
             raise
+        # Kept for one move to the kernel's real-time port (`use_rt_port`), which takes it
+        # only from this process; a remote kernel has no such port.
+        self._secret = b"" if kernel_sock.startswith("tcp://") else secret
+        self._rt_next = 0.0                       # `rt_try`: not before (monotonic s)
+        self.rt_refusal = ""                      # ... and why the last one failed
+
+    def rt_due(self) -> bool:
+        """Whether `rt_try` would try now: not moved, the thread may, the retry time came."""
+        return not self.realtime and bool(self._secret) and time.monotonic() >= self._rt_next
+
+    def rt_try(self, retry_s: float = 1.0) -> bool:
+        """`use_rt_port` when due (`rt_due`), for a thread that should be on the real-time
+        port whenever its process may: a refusal (no real-time policy yet) is kept in
+        `rt_refusal` and tried again after `retry_s`; a kernel without the port is not asked
+        again. Only a host thread under a real-time policy itself (SCHED_DEADLINE, FIFO, RR)
+        tries. True if this thread is on the real-time port now."""
+        if not self.rt_due():
+            return self.realtime
+        if realtime_policy() is None:
+            # The kernel checks the process; the thread itself is ours to check: a best-effort
+            # thread of a boosted server stays where best effort is served.
+            self.rt_refusal = "this host thread holds no real-time policy"
+            self._rt_next = time.monotonic() + retry_s
+            return False
+        try:
+            self.use_rt_port()
+        except errors.NoRights as e:
+            self.rt_refusal, self._rt_next = str(e), time.monotonic() + retry_s
+        except errors.InvalidArgument as e:
+            self.rt_refusal, self._secret = str(e), b""
+        return self.realtime
+
+    def use_rt_port(self) -> None:
+        """Move this thread's connection to the kernel's real-time port (RUN_DIR/kernel-rt.sock,
+        a kernel started with `--rt-port`), whose messages the kernel serves before the
+        others', through a ZeroMQ context of this process's own for such connections (its
+        I/O thread carries no other traffic). The kernel allows it while this process holds
+        a real-time host policy on some thread — a reservation of the CPU manager
+        (servers/rt), or a server it boosts for reserved jobs — else NoRights with the reason;
+        once per thread. Nothing else changes: the same thread, capabilities and calls.
+        Raises InvalidArgument when the kernel has no real-time port, this thread moved, or
+        it is a remote kernel's or waited on in a MultiWait (whose poll holds its socket)."""
+        if self.realtime or not self._secret:
+            raise errors.InvalidArgument("this thread cannot move to the real-time port "
+                                         + ("again" if self.realtime else
+                                            "(a remote kernel's, or one in a MultiWait)"))
+        path = os.path.join(os.path.dirname(self.kernel_sock), RT_SOCK)
+        if not os.path.exists(path):
+            raise errors.InvalidArgument(f"the kernel has no real-time port ({path}): "
+                                         f"started without --rt-port")
+        global _RT_CTX
+        if _RT_CTX is None:
+            _RT_CTX = zmq.Context()
+        new = _RT_CTX.socket(zmq.DEALER)
+        new.routing_id = os.urandom(16)
+        new.linger = 0
+        new.rcvtimeo = self.POLL_MS
+        new.connect("ipc://" + path)
+        old, self.sock = self.sock, new
+        try:
+            self._do(hello_frames(self._secret), False, None)
+        except BaseException:
+            self.sock = old
+            new.close(0)
+            raise
+        old.close(0)
+        self._secret = b""
+        self.realtime = True
 
     def _connect_remote(self, endpoint: str) -> None:
         self.server_key, self._trouble = connect_remote(self.sock, endpoint, self.server_key)

@@ -482,7 +482,9 @@ class BlockServer:
         self.rt_tids["reserved"] = threading.get_native_id()
         l4, impl = dthread.my_l4(), ReservedGate(self)
         while not self.stopping:
-            BLOCK.serve(l4, impl, until=lambda: self.stopping, timeout=SWEEP_S * 1e3)
+            l4.rt_try()        # to the kernel's real-time port once the CPU manager boosts us
+            BLOCK.serve(l4, impl, until=lambda: self.stopping or l4.rt_due(),
+                        timeout=SWEEP_S * 1e3)
 
     def stats(self, call: Call) -> dict[str, Any]:
         out: dict[str, Any] = {str(lab): dict(c) for lab, c in self.counters.items()}

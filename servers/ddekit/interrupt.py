@@ -140,6 +140,7 @@ def _serve(state: tuple[_Line, Callable[[Any], Any] | None, Any]) -> None:
                 traceback.print_exc()
         ln.handled += 1
         ln.devices[0].write("IRQ_CTRL", int(IrqCtrl.EOI))
+        l4.rt_try()       # the kernel's real-time port, once the CPU manager boosts this thread
 
 
 def _line(line: int) -> _Line:

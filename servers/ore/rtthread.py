@@ -8,7 +8,8 @@ From the first reservation on, the main thread is named BE_THREAD "be/ore": the 
 reservation manager (servers/rt/server.py) boosts ORe's threads but the "be/" ones, so the
 best-effort clients' frames are switched in the ordinary class, and a reserved client's
 frame never waits in the main thread's queue behind them, nor for the host's ordinary class.
-A reserved frame that found no tokens (held) is retried here every RETRY_S.
+A reserved frame that found no tokens (held) is retried here every RETRY_S. The thread moves
+to the kernel's real-time port (`L4.rt_try`) once its process holds a real-time policy.
 
 Contract: `attach(s)` moves session `s`'s kicks to the reserved thread, `detach(s)` back to
 the main thread (a reservation's end; a closed session's kick is deleted with it).
@@ -105,8 +106,11 @@ class ReservedThread:
         hs.name_thread(RT_THREAD)
         self.tid = threading.get_native_id()
         while True:
+            # On the kernel's real-time port as soon as the CPU manager boosts us.
+            self.l4.rt_try()
             timeout = RETRY_S * 1e3 if self._held() else IDLE_MS
-            ORE.serve(self.l4, self, until=self._held, timeout=timeout)
+            ORE.serve(self.l4, self, until=lambda: self._held() or self.l4.rt_due(),
+                      timeout=timeout)
             with self.server.lock:              # frames held for tokens: try them again
                 for sid in list(self.sids):
                     s = self.server.live.get(sid)

@@ -71,6 +71,8 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
         res["disk"] = _try(bc.reserve, 1e6 / period, sectors, max(1, period // 1000))
         res["net"] = _try(ore.reserve, nic.sid, size * 1e6 / period)
     cpu_ok = rt is not None and "error" not in res.get("cpu", {"error": 1})
+    if cpu_ok:      # reserved: its IPC through the kernel's real-time port, where there is one
+        res["rt_port"] = l4.rt_try() or l4.rt_refusal
     print(f"RT-PLAYER-START {json.dumps(res)}", flush=True)
     pkt = DST + nic.mac + b"\x88\xb5" + bytes(size - 14)
     tx0 = int(ore.stats(nic.sid)["tx_bytes"])

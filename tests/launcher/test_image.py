@@ -215,3 +215,12 @@ def test_kernel_cpu_is_auto_none_or_a_cpu_number(tmp_path):
     for bad in ('"fast"', "-1", "true", "1.5"):
         got = problems(tmp_path, f'[system]\nname = "k"\nkernel_cpu = {bad}\n' + head)
         assert any("system.kernel_cpu: expected \"auto\", \"none\" or a CPU number" in p for p in got), got
+
+
+def test_kernel_rt_port_is_true_or_false(tmp_path):
+    head = f'[[task]]\nname = "a"\nrun = "{HELLO}"\n'
+    path = write(str(tmp_path / "ok.toml"), '[system]\nname = "k"\nkernel_rt_port = true\n' + head)
+    assert load_image(path).kernel_rt_port is True
+    assert load_image(write(str(tmp_path / "d.toml"), '[system]\nname = "k"\n' + head)).kernel_rt_port is False
+    got = problems(tmp_path, '[system]\nname = "k"\nkernel_rt_port = "yes"\n' + head)
+    assert any("system.kernel_rt_port: expected true or false, got 'yes'" in p for p in got), got
