@@ -12,7 +12,8 @@ waits long for a thread; NEVER is drawn rarely, and a thread it blocks is replac
 (`model.STUCK_S`).
 
 Contract: `Fields.request(conn)` answers (sysno, args, payload) and touches nothing but the
-conn's reply-capability list (a reply capability drawn is taken from it) and the rng.
+conn's reply-capability list (a reply capability drawn is taken from it), the rng and its
+own count of requests drawn (every SWEEP_EVERY-th is the next call of a round over all).
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ CALL_WEIGHTS: list[Sys] = [s for s in Sys if s != Sys.HELLO for _ in range(
     {Sys.CALL: 6, Sys.SEND: 3, Sys.WAIT: 5, Sys.REPLY: 3, Sys.REPLY_WAIT: 5,
      }.get(s, 2)) if s != Sys.EXIT or _ == 0]
 # EXIT is drawn in 1 of 10 of its turns (`request`): a task ends itself now and then.
+# Every SWEEP_EVERY-th request is instead the next call of a round over all of them
+# (`SWEEP`), so each call is sent, whatever the seed, once per SWEEP_EVERY * len(SWEEP).
+SWEEP: list[Sys] = [s for s in Sys if s != Sys.HELLO]
+SWEEP_EVERY = 20
 
 # Simple fields: name -> a draw from the rng (the rest need the task's holdings).
 _SIMPLE: dict[str, Any] = {
@@ -92,6 +97,7 @@ class Fields:
         self.sleeper_pid = sleeper_pid      # a process fuzz tasks may legitimately watch
         self.frames = 0                     # RAM frames (sigma0's identity map), once known
         self.trap_pid = 0                   # a trapped Linux-style process (LINUX_ATTACH)
+        self.drawn = 0                      # requests drawn so far (the sweep's cadence)
 
     def trap(self) -> int:
         """A child of ours waiting in its trapped first call (kernel.user.linux.start), for
@@ -265,11 +271,15 @@ class Fields:
 
     def request(self, c: Conn) -> tuple[Sys, list[Any], bytes | None]:
         r = self.rng
-        sysno = r.choice(CALL_WEIGHTS)
-        if sysno == Sys.EXIT and r.random() < 0.9:
-            sysno = Sys.CAP_INSPECT
-        if c.replies and r.random() < 0.6:         # a server answers what it was called with
-            sysno = r.choice([Sys.REPLY, Sys.REPLY_WAIT, Sys.REPLY_WAIT])
+        self.drawn += 1
+        if self.drawn % SWEEP_EVERY == 0:
+            sysno = SWEEP[self.drawn // SWEEP_EVERY % len(SWEEP)]
+        else:
+            sysno = r.choice(CALL_WEIGHTS)
+            if sysno == Sys.EXIT and r.random() < 0.9:
+                sysno = Sys.CAP_INSPECT
+            if c.replies and r.random() < 0.6:     # a server answers what it was called with
+                sysno = r.choice([Sys.REPLY, Sys.REPLY_WAIT, Sys.REPLY_WAIT])
         fields = LAYOUTS[sysno]
         args = [self.field(sysno, f.name, f.kind, c) for f in fields]
         if fields and r.random() < 0.33:
