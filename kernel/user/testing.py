@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -104,6 +105,25 @@ def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def caller_blocked_on(root: L4, caller: L4, caller_slot: int, gate: int,
+                      data: bytes = b"are you there?") -> tuple[threading.Thread, dict[str, Any]]:
+    """Start `caller` calling `gate` in a thread and wait (via `root`'s view of
+    `caller_slot`) until it is blocked sending; its error, if the call ends in one, lands in
+    the dict's "err" (its answer in "msg")."""
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            result["msg"] = caller.call(gate, data)
+        except Exception as e:          # noqa: BLE001 — the test asserts which
+            result["err"] = e
+    th = threading.Thread(target=call)
+    th.start()
+    wait_for(lambda: root.cap_inspect(caller_slot)["state"] == "sending",
+             what="the caller to block sending on the gate's thread")
+    return th, result
 
 
 class TaskProc:

@@ -17,7 +17,7 @@ import pytest
 
 from kernel.user.client import L4
 from kernel.user.errors import NoCapability, PeerDied
-from kernel.user.testing import System, wait_for
+from kernel.user.testing import System, caller_blocked_on, wait_for
 
 
 def _lost(s: System) -> int:
@@ -29,17 +29,7 @@ def test_a_thread_whose_connection_closes_is_gone_and_its_callers_are_released()
         target, caller = s.root.create_thread(), s.root.create_thread()
         t2, c = L4(s.sock, target.secret), L4(s.sock, caller.secret)
         gate = s.root.create_gate(7, thread=target.slot)
-        result: dict[str, object] = {}
-
-        def call() -> None:
-            try:
-                c.call(gate, b"are you there?")
-            except PeerDied as e:
-                result["err"] = e
-        th = threading.Thread(target=call)
-        th.start()
-        wait_for(lambda: s.root.cap_inspect(caller.slot)["state"] == "sending",
-                 what="the caller to block on t2, which never waits")
+        th, result = caller_blocked_on(s.root, c, caller.slot, gate)   # t2 never waits
         t2.close()
         th.join(20)
         assert isinstance(result.get("err"), PeerDied)

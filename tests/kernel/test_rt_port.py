@@ -18,7 +18,7 @@ import zmq
 from kernel.abi import RT_SOCK
 from kernel.user.client import L4, hello_frames, parse_answer
 from kernel.user.errors import InvalidArgument, NoRights, NotAuthenticated, PeerDied
-from kernel.user.testing import System, wait_for
+from kernel.user.testing import System, caller_blocked_on
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="SCHED_FIFO needs root")
 
@@ -108,17 +108,7 @@ def test_a_real_time_connection_that_closes_is_a_lost_connection(sysrt: System,
     t2, c = L4(s.sock, target.secret), L4(s.sock, caller.secret)
     t2.use_rt_port()
     gate = s.root.create_gate(7, thread=target.slot)
-    result: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            c.call(gate, b"are you there?")
-        except PeerDied as e:
-            result["err"] = e
-    th = threading.Thread(target=call)
-    th.start()
-    wait_for(lambda: s.root.cap_inspect(caller.slot)["state"] == "sending",
-             what="the caller to block on t2, which never waits")
+    th, result = caller_blocked_on(s.root, c, caller.slot, gate)   # t2 never waits
     t2.close()
     th.join(20)
     assert isinstance(result.get("err"), PeerDied)
