@@ -28,6 +28,11 @@ native SCHED_DEADLINE thread with no IPC at all, under the same hogs — the mis
 alone causes. `steal_share_reserved`, `_best_effort`, `_host`: the share of the CPUs the
 hypervisor took while each ran (/proc/stat's steal).
 
+`rt_port_reserved` `{moves, first, player}`: the kernel's real-time port in the reserved
+boot (KERNEL_INFO `stats.rt_moves`: threads that moved there; `rt_first`: times the kernel
+served it in the middle of another port's messages) and whether the player's thread was on
+it (`player`: true, or the kernel's reason for refusing it).
+
 Diagnosis (`late_stages_ms_reserved`, `late_stages`): where the reserved run's late periods'
 disk reads went, from the player's late periods in host time, the block server's RT-SLOW
 lines and the HAL disk's per-job stage times (its `trace` knob, set with the latency).
