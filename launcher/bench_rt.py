@@ -10,8 +10,9 @@ arguments set to `periods` periods of 10 ms (10,000 periods: 100 s per run); the
 attached (`l4run attach`) once the disk's latency is set, so every period sees it:
 1. reserved: the player reserves CPU (SCHED_DEADLINE), disk (a deadline per request) and
    network (a share of ORe's shaped uplink) before it starts;
-2. best effort: the same player, the same hogs (two CPU hogs, a disk hog, a network flood),
-   no reservation (so no boosting of the servers either).
+2. best effort: the same player, the same hogs (L4Linux's: two busybox CPU loops, two dd
+   loops writing to ext2 on the same disk, a ping flood to the uplink), no reservation (so
+   no boosting of the servers either).
 The HAL disk is given `latency_ms` per request (`l4run faults disk0 latency_ms=...`) so
 that the disk hog really queues. The player's own counts are the numbers: periods,
 deadline misses (work ended after release + 10 ms), the p99 of its disk reads as it saw
@@ -70,9 +71,14 @@ def _image(periods: int, reserve: bool) -> tuple[str, str]:
     args = f'args = ["{PERIOD_US}", "{seconds:g}", "{1 if reserve else 0}", "16", ' \
            f'"{COMPUTE_US}", "1250", "{BUDGET_US}"]'
     text = re.sub(r'args = \["10000", "60", "1", [^\n]*\]', args, text)
+    # Booted from a temporary directory: the image's relative file names (the disk's ext2,
+    # which linux's dd writes) are made absolute, relative to configs/ as they were.
+    here = os.path.dirname(IMAGE)
+    text = re.sub(r'image = "([^"/][^"]*)"',
+                  lambda m: f'image = "{os.path.normpath(os.path.join(here, m.group(1)))}"', text)
     start = text.index('[[task]]\nname = "player"')
-    end = text.find("[[task]]", start + 1)
-    end = len(text) if end < 0 else end
+    nxt = re.compile(r"^\[", re.M).search(text, start + 1)     # the next table of any kind
+    end = len(text) if nxt is None else nxt.start()
     return text[:start] + text[end:], text[start:end]
 
 

@@ -1,7 +1,7 @@
 """configs/drops.toml is a valid image as it ships, wired as the DROPS demonstration needs:
 the player reaches the CPU manager, the block server and ORe; the manager runs privileged
 and boosts the player's servers (their reserved threads: best effort stays in the ordinary
-class); ORe's uplink has a capacity (so reservations exist)."""
+class); ORe's uplink has a capacity (so reservations exist); the hogs are L4Linux's."""
 from __future__ import annotations
 
 import json
@@ -26,4 +26,14 @@ def test_drops_image_is_wired_for_the_player() -> None:
     hal = next(e for e in serve if isinstance(e, dict) and e["task"] == "hal")
     assert hal["best_effort"] == ["nic-"], hal
     assert json.loads(ore.args[0])["uplink_rate"] > 0
-    assert {t.name for t in img.tasks} >= {"cpuhog1", "cpuhog2", "diskhog", "flood"}
+    # the non-real-time load is L4Linux's: CPU loops and dd on the disk in one personality
+    # (a block session of its own, writable), a ping flood through ORe in the other
+    linux, lnet = img.task("linux"), img.task("linux-net")
+    assert linux is not None and lnet is not None
+    assert {c.local: c.service for c in linux.caps}.get("block") == "block"
+    block = json.loads(img.task("block").args[0])
+    label = next(c.label for c in linux.caps if c.local == "block")
+    assert block[str(label)] == {"disk": "disk0", "write": True}
+    init = " ".join(linux.args)
+    assert init.count("while :; do :; done") == 2 and init.count("conv=fsync") == 2, init
+    assert lnet.net is not None and lnet.net["switch"] == "ore" and "ping" in " ".join(lnet.args)
