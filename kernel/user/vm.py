@@ -26,8 +26,13 @@ nothing of those frames.
 
 A memoryview from `view()` bypasses the TLB: it is valid only until the next unmap of that
 range is acknowledged (like a pointer into a page you may lose: after that it faults the
-process). One `VM` per task, used from one thread at a time (its faults go through the `L4`
-thread it was made with).
+process). One `VM` per task (a second MEM_ATTACH is refused), shared by the task's threads:
+a thread's faults go to the kernel over the `L4` connection it named with `fault_via` (an L4
+thread that OS thread owns), else over the one the VM was made with. A shootdown is
+acknowledged only while no thread holds a translation (`accessing` minus `faulting`); until
+then the old mappings stay valid (the kernel reuses no frame before the acknowledgement),
+and the last thread to finish its access acknowledges. The channel is read by one thread at
+a time, in order (`Attachment.pump`).
 """
 from __future__ import annotations
 
@@ -72,7 +77,7 @@ class Attachment:
         self.ram = memoryview((ctypes.c_char * self.size).from_address(self.base)).cast("B")
         self.held: dict[int, int] = {}
         self.revokes = 0                    # REVOKE messages handled so far
-        self.in_pump = False
+        self._turn = threading.Lock()       # held by the one thread reading the channel
         self.on_revoke: Callable[[], None] = lambda: None
         self.ctl: mmap.mmap | None = None
         self.chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -87,19 +92,23 @@ class Attachment:
             while len(self.held) < self.frames:
                 self.pump(True)
 
-    def pump(self, block: bool) -> bool:
+    @property
+    def in_pump(self) -> bool:
+        return self._turn.locked()
+
+    def pump(self, block: bool, wait_turn: bool = False) -> bool:
         """Handle one channel message; False if none was waiting (`block` False), or if a
-        signal handler finds a pump already running (messages are handled in order, never
-        one inside another: a revocation must not overtake the grant before it)."""
+        pump is already running (messages are handled in order, never one inside another —
+        a revocation must not overtake the grant before it) and `wait_turn` is False:
+        a signal handler never waits (the pump it interrupted may be its own thread's)."""
         if block and not select.select([self.chan], [], [], GRANT_WAIT_S)[0]:
             raise errors.KernelGone("the kernel sent nothing on the memory channel")
-        if self.in_pump:
+        if not self._turn.acquire(blocking=wait_turn):
             return False
-        self.in_pump = True
         try:
             return self._one()
         finally:
-            self.in_pump = False
+            self._turn.release()
 
     def _one(self) -> bool:
         try:
@@ -135,13 +144,16 @@ class Attachment:
         return True
 
     def drain(self) -> None:
-        """Handle every message waiting (revocations before an acknowledgement)."""
-        while self.pump(False):
+        """Handle every message waiting (revocations before an acknowledgement), after the
+        one another thread may be handling."""
+        while self.pump(False, wait_turn=True):
             pass
 
-    def need(self, frame: int, rights: int) -> bool:
+    def need(self, frame: int, rights: int, pump: Callable[[], bool] | None = None) -> bool:
         """The kernel answered a fault with `frame`: wait until its file is mapped in.
-        False if frames were revoked meanwhile (the answer may be stale: fault again)."""
+        False if frames were revoked meanwhile (the answer may be stale: fault again).
+        `pump`: how to handle one message (the VM's: only while no thread holds a
+        translation, since a revocation ahead of the grant unmaps)."""
         held = self.held
         want = _W if rights & _W else _R
         gen = self.revokes
@@ -153,7 +165,7 @@ class Attachment:
                 raise errors.KernelGone("the kernel did not send a frame it answered a fault with")
             # The kernel sent it before it answered: it is normally there already. Else
             # short waits: a signal handler may take the message from under a long one.
-            if not self.pump(False):
+            if not (pump() if pump is not None else self.pump(False)):
                 select.select([self.chan], [], [], 0.05)
         return True
 
@@ -216,8 +228,12 @@ class VM:
         # Part of the TLB: dropped with it.
         self.run: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.seen = 0
-        self.in_access = False
-        self.in_fault = False
+        self._count = threading.Lock()   # guards the counts and `syncing`
+        self._cv = threading.Condition(self._count)
+        self.syncing = False             # a thread is acknowledging: no access starts
+        self.accessing = 0               # threads in an access (holding a translation or
+        self.faulting = 0                # getting one); of them, inside a fault (holding none)
+        self._conn = threading.local()   # .l4: this OS thread's connection for faults
         self.pending = False
         self.faults = 0
         self._old_handler: Any = None
@@ -239,12 +255,97 @@ class VM:
             self.seen = e
         _WORD.pack_into(self.mm, self._ack_at, e)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        # Mid-access (a translation in hand) or mid-pump: later. Inside a fault: now.
-        if (self.in_access and not self.in_fault) or self.att.in_pump:
-            self.pending = True
-        else:
+    def fault_via(self, l4: Any) -> None:
+        """The calling OS thread's faults go to the kernel over `l4` (an L4 thread of this
+        task that this OS thread owns), not over the VM's own connection."""
+        self._conn.l4 = l4
+
+    # -- who holds a translation (the shootdown's gate) ----------------------------
+    # An access (`translate`, `_walk`, `deferred`) is counted in `accessing`; inside a
+    # fault a thread holds no translation (`faulting`). Acknowledging drains the channel,
+    # which unmaps revoked frames: it runs only while no thread holds a translation, and
+    # while it runs (`syncing`) and while it waits (`pending`) no new access starts, so the
+    # holders drain and the last one out acknowledges — never starved by overlapping
+    # accesses. A thread's nested access (an access inside `deferred`) just counts.
+    def _holders(self) -> int:
+        """Threads holding a translation now (in an access, not inside a fault)."""
+        return self.accessing - self.faulting
+
+    def _sync_alone(self) -> None:
+        """`_sync` with new accesses held off (`syncing` was set under the lock)."""
+        try:
             self._sync()
+        finally:
+            with self._cv:
+                self.syncing = False
+                self._cv.notify_all()
+
+    def _pump_alone(self) -> bool:
+        """One channel message, read while no other thread holds a translation (a fault's
+        wait for its frame: a revocation may be queued ahead of the grant). Else False
+        with new accesses held off (`pending`): the last holder out drains the channel
+        itself (and acknowledges), and the fault finds its frame then."""
+        own = getattr(self._conn, "depth", 1) - 1   # this thread's outer accesses
+        with self._cv:
+            if self.syncing or self._holders() > own:
+                self.pending = True
+                return False
+            self.syncing = True
+        try:
+            return self.att.pump(False, wait_turn=True)
+        finally:
+            with self._cv:
+                self.syncing = False
+                self._cv.notify_all()
+
+    def _enter(self) -> None:
+        depth = getattr(self._conn, "depth", 0)
+        self._conn.depth = depth + 1
+        with self._cv:
+            if depth:
+                self.accessing += 1
+                return
+            while self.pending or self.syncing:
+                if not self.syncing and self._holders() == 0:
+                    self.pending, self.syncing = False, True
+                    break
+                self._cv.wait(0.01)
+            else:
+                self.accessing += 1
+                return
+        self._sync_alone()
+        with self._cv:
+            self.accessing += 1
+
+    def _leave(self) -> None:
+        self._conn.depth -= 1
+        with self._cv:
+            self.accessing -= 1
+            due = self.pending and not self.syncing and self._holders() == 0
+            if due:
+                self.pending, self.syncing = False, True
+            elif self.pending:
+                self._cv.notify_all()       # a waiting access may now acknowledge
+        if due:
+            self._sync_alone()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # A translation in some thread's hand, mid-pump, or the counts' lock held (perhaps
+        # by the very code this handler interrupted): later — the last access to end
+        # acknowledges, and the kernel signals again meanwhile. Inside a fault: now.
+        if self.att.in_pump or not self._count.acquire(blocking=False):
+            self.pending = True
+            return
+        try:
+            now = not self.syncing and self._holders() == 0
+            if now:
+                self.pending, self.syncing = False, True
+            else:
+                self.pending = True
+        finally:
+            self._count.release()
+        if now:
+            self._sync_alone()
 
     def flush(self) -> None:
         """Drop the whole TLB (after giving pages away ourselves, for instance)."""
@@ -256,34 +357,50 @@ class VM:
     def _frame(self, vp: int, access: int, ip: int) -> int:
         while True:
             if _WORD.unpack_from(self.mm, self._epoch_at)[0] != self.seen:
-                self._sync()
+                # We hold no translation here. Nobody else does: acknowledge now; else the
+                # old mappings stay valid until the last holder acknowledges.
+                with self._cv:
+                    now = not self.syncing and self._holders() <= 1
+                    if now:
+                        self.pending, self.syncing = False, True
+                    else:
+                        self.pending = True
+                if now:
+                    self._sync_alone()
             ent = self.tlb.get(vp)
             if ent is not None and ent[1] & access == access:
                 return ent[0]
             self.faults += 1
             # Inside the kernel we hold no translation: the signal handler may drop frames
             # now (our pager may unmap while it serves us, copy-on-write does).
-            self.in_fault = True
+            with self._count:
+                self.faulting += 1
+                gen = self.att.revokes
+            fresh = False
             try:
-                frame, rights = self.l4.mem_fault(vp << PAGE_SHIFT, access, ip)
-                fresh = self.att.need(frame, rights)   # its file came before the answer
+                l4 = getattr(self._conn, "l4", None) or self.l4
+                frame, rights = l4.mem_fault(vp << PAGE_SHIFT, access, ip)
+                fresh = self.att.need(frame, rights, self._pump_alone)   # came before the answer
             except errors.L4Error as e:
                 raise PageFault(f"page fault at 0x{vp << PAGE_SHIFT:x}: {e.reason}", e.err) from None
             finally:
-                self.in_fault = False
+                # Holding a translation again: not while another thread acknowledges (it
+                # began while we held none), and not one a revocation since overtook.
+                with self._cv:
+                    while self.syncing:
+                        self._cv.wait(0.01)
+                    self.faulting -= 1
+                    fresh = fresh and self.att.revokes == gen
             if fresh:
                 self.tlb[vp] = (frame, rights)
 
     def translate(self, vaddr: int, access: int = _R, ip: int = 0) -> int:
         """The RAM offset backing `vaddr` for `access` (faulting it in if needed)."""
-        self.in_access = True       # the signal handler must not read the channel meanwhile
+        self._enter()               # the signal handler must not read the channel meanwhile
         try:
             frame = self._frame(vaddr >> PAGE_SHIFT, int(access), ip)
         finally:
-            self.in_access = False
-            if self.pending:
-                self.pending = False
-                self._sync()
+            self._leave()
         return (frame << PAGE_SHIFT) | (vaddr & _MASK)
 
     def _walk(self, vaddr: int, n: int, access: int, ip: int,
@@ -291,7 +408,7 @@ class VM:
         """Call fn(ram_offset, pos, length) over runs of physically contiguous pages."""
         if n < 0 or vaddr < 0:
             raise errors.InvalidArgument(f"bad range 0x{vaddr:x}+{n}")
-        self.in_access = True
+        self._enter()
         try:
             pos = 0
             tlb = self.tlb
@@ -323,10 +440,7 @@ class VM:
                 fn((frame << PAGE_SHIFT) | (va & _MASK), pos, length)
                 pos += length
         finally:
-            self.in_access = False
-            if self.pending:
-                self.pending = False
-                self._sync()
+            self._leave()
 
     # -- access ---------------------------------------------------------------------
     def read(self, vaddr: int, n: int, ip: int = 0) -> bytes:
@@ -406,18 +520,15 @@ class VM:
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """While inside, a shootdown's acknowledgement waits until the end."""
-        self.in_access = True
+        self._enter()
         try:
             yield
         finally:
-            self.in_access = False
-            if self.pending:
-                self.pending = False
-                self._sync()
+            self._leave()
 
     def mapped(self, vaddr: int, order: int = PAGE_SHIFT) -> list[list[int]]:
         """The kernel's page table (not the TLB) for a flexpage of ours."""
-        return self.l4.mem_query(vaddr, order)
+        return (getattr(self._conn, "l4", None) or self.l4).mem_query(vaddr, order)
 
     def close(self) -> None:
         if self._old_handler is not None:

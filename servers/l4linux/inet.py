@@ -124,7 +124,7 @@ def start_interface(px: "Personality", opts: dict[str, str], label: int) -> Inte
                          f"gives it); have {sorted(l4.caps)}")
     t = l4.create_thread()
     own = L4(l4.kernel_sock, t.secret, l4.caps, l4.ctx, l4.server_key)
-    link = NicLink(own, l4.caps[cap], thread=t.slot)
+    link = NicLink(own, l4.caps[cap], thread=t.slot, vm=px.memory())   # its faults: over own
     name = "l4linux-eth0"
     if "dhcp" in opts:
         stack = netconfig._dhcp_stack(link, opts, name)

@@ -28,9 +28,10 @@ Ownership: the personality's serving thread.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Any, Callable
 
 from kernel.user.client import L4
+from kernel.user.vm import VM
 from servers.block.client import BlockClient
 from servers.ext2 import BlockClientDevice, Ext2
 
@@ -91,11 +92,14 @@ DEVICE = b"/dev/l4disk"             # the block device node mount(2) names (file
 class Drive:
     """The block session of capability `cap` and its (one) ext2 mount (module docstring)."""
 
-    def __init__(self, l4: L4, cap: str = "block") -> None:
+    def __init__(self, l4: L4, cap: str = "block", memory: Callable[[], VM] | None = None) -> None:
+        """`memory`: the task's one VM (the personality's, which eth0's session shares),
+        asked for at the first mount; without it the session makes its own."""
         if cap not in l4.caps:
             raise ValueError(f"no capability {cap!r}: the image's [linux] rootdisk routes it")
         self.l4 = l4
         self.cap = cap
+        self.memory = memory
         self.bc: BlockClient | None = None
         self.disk: Disk | None = None
         self.at: bytes | None = None        # where it is mounted (b"/": the root)
@@ -105,7 +109,8 @@ class Drive:
         if self.disk is not None:
             raise FsError(errno.EBUSY, f"{DEVICE.decode()} is mounted on {self.at!r}")
         if self.bc is None:
-            self.bc = BlockClient(self.l4, self.l4.caps[self.cap], buffer=BUFFER)
+            self.bc = BlockClient(self.l4, self.l4.caps[self.cap], buffer=BUFFER,
+                                  vm=self.memory() if self.memory is not None else None)
         try:
             disk = Disk.open(self.l4, readonly=readonly, client=self.bc)
         except FsError:

@@ -40,6 +40,7 @@ from kernel.user import linux as loader
 from kernel.user.client import L4, Message
 from kernel.user.errors import Busy, InvalidArgument, L4Error, PeerDied, Timeout
 from kernel.user.rpc import Status, error_answer
+from kernel.user.vm import VM
 
 from . import (consoles, files, fs, hybrid, inet, initramfs, process, procfs, rootdisk,
                syscalls, timers, unixsock)
@@ -71,7 +72,8 @@ class Personality(Signals):
         self.hybrid = hybrid.Policy(dict(l4.caps), grants or {})   # hybrid.py
         self.fs = fs.FileSystem()
         self.files = self.fs.load(rootfs) if rootfs is not None else 0
-        self.drive = rootdisk.Drive(l4) if "block" in l4.caps else None
+        self.vm: VM | None = None       # the task's one memory attachment (`memory`)
+        self.drive = rootdisk.Drive(l4, memory=self.memory) if "block" in l4.caps else None
         self.stopping = False           # SIGTERM (l4run down): unmount, then end the loop
         self.images: dict[tuple[int, int], tuple[tuple[float, int], bytes]] = {}  # _image_of
         if disk_at is not None:
@@ -291,6 +293,14 @@ class Personality(Signals):
             return BLOCK
         del self.sleepers[self.tid]
         return 0
+
+    def memory(self) -> VM:
+        """The task's one memory attachment, made at first use on the main thread (its
+        faults over our own connection): the disk's block session and eth0's ORe session
+        share it (the kernel refuses a task a second MEM_ATTACH)."""
+        if self.vm is None:
+            self.vm = VM(self.l4)
+        return self.vm
 
     def start_net(self, opts: dict[str, str]) -> None:
         """eth0 on our ORe session (inet.start_interface): `px.net` from now on."""

@@ -34,14 +34,18 @@ class NicLink:
     """A nic/ORe session as the stack's link. Made on the task's main thread (the session's
     VM belongs to it); used afterwards by the pump thread only, except `wake`."""
 
-    def __init__(self, l4: Any, gate: int, thread: int = SLOT_THREAD) -> None:
+    def __init__(self, l4: Any, gate: int, thread: int = SLOT_THREAD, vm: Any = None) -> None:
         """`thread`: our capability to the L4 thread `l4` is (the task's main thread by
         default): the session's signal and the wake IRQ are attached to it, so its waits
         (the pump's) see them. A task whose main thread waits for something else gives
-        the link a thread of its own (`L4.create_thread`) and names it here."""
+        the link a thread of its own (`L4.create_thread`) and names it here. `vm`: the
+        task's VM when other sessions share it (else the session makes one on `l4`); the
+        pump thread's faults in it then go over `l4` (`VM.fault_via`)."""
         from servers.nic.client import NicSession
         self.l4 = l4
-        self.nic = NicSession(l4, gate, thread=thread)
+        self.nic = NicSession(l4, gate, thread=thread, vm=vm)
+        self._shared = vm
+        self._bound = 0                            # the OS thread whose faults go over l4
         self.mac: bytes = self.nic.mac
         self.info: dict[str, Any] = dict(self.nic.info)
         self._broadcasts()
@@ -68,10 +72,17 @@ class NicLink:
             print(f"netstack: no broadcast frames from the switch ({e}): ARP for us may go unheard",
                   flush=True)
 
+    def _bind(self) -> None:
+        if self._shared is not None and self._bound != threading.get_ident():
+            self._shared.fault_via(self.l4)
+            self._bound = threading.get_ident()
+
     def send(self, frames: list[bytes]) -> int:
+        self._bind()
         return self.nic.send(frames)
 
     def recv(self) -> list[bytes]:
+        self._bind()
         return self.nic.poll()
 
     def wait(self, timeout_s: float) -> None:

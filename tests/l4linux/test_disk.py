@@ -259,3 +259,82 @@ def test_block_server_restart_under_the_personality_loses_no_fsynced_file(
         busybox = f.read()
     for i in acked:
         assert cat(disk, f"/r{i}") == busybox[i * 16384:i * 16384 + 65536], i
+
+
+NET_IMAGE = IMAGE.replace('[linux]', '''[[device]]
+kind = "nic"
+name = "nic0"
+backend = "loopback"
+
+[[task]]
+name = "nic"
+run = "servers.nic.server:main"
+args = ['{"clients": {"1": {"name": "ore"}}}']
+devices = ["nic0"]
+provides = ["nic"]
+caps = { sigma0 = { service = "sigma0", label = 2 } }
+restart = "on-failure"
+
+[[task]]
+name = "ore"
+run = "servers.ore.server:main"
+args = ['{"uplink": "uplink", "clients": {}}']
+provides = ["ore"]
+caps = { sigma0 = { service = "sigma0", label = 4 }, uplink = { service = "nic", label = 1 } }
+restart = "on-failure"
+
+[[task]]
+name = "peer"
+run = "servers.netstack.demo:serve"
+args = ["echo=7"]
+net = { switch = "ore", ip = "10.0.2.15/24", broadcast = true }
+restart = "on-failure"
+
+[linux]
+net = { switch = "ore", ip = "10.0.2.20/24", broadcast = true }''')
+
+
+def test_the_disk_and_the_network_at_once_through_block_and_ore_restarts(
+        tmp_path: Any, pristine: str) -> None:
+    """One personality with both sessions — ext2 root through block, eth0 through ORe — in
+    the task's one memory attachment: fsynced writes and pings at once, the block server
+    and then ORe killed in the middle (their sessions' memory unmapped and mapped anew
+    while the other session's is in use); every acknowledged file is on the disk, the
+    network answers after ORe's restart, e2fsck is clean."""
+    rd, disk, _ = _setup(tmp_path, pristine)
+    image = str(tmp_path / "net.toml")
+    with open(image, "w") as f:
+        f.write(NET_IMAGE.replace("AT", "/").replace("RESTART", "on-failure"))
+    rounds = 30
+
+    def kill(task: str) -> None:
+        subprocess.run([*L4RUN, "kill", task, "--run-dir", rd], check=True, env=ENV,
+                       cwd=PROJECT_ROOT, capture_output=True, timeout=30)
+    with Booted(rd, image) as b:
+        assert "3 packets received" in b.ok("ping -c 3 10.0.2.15")
+        writer = b.popen(f"ping -q -c 400 -i 0.02 10.0.2.15 >/dev/null & i=0; "
+                         f"while [ $i -lt {rounds} ]; do i=$((i+1)); "
+                         "dd if=/bin/busybox of=/r$i bs=16384 count=4 skip=$i conv=fsync "
+                         "2>/dev/null && echo ACK $i; sleep 0.1; done; wait")
+        try:
+            wait_for(lambda: "/r3" in b.run("ls /r3")[1], 30, "three rounds")
+            kill("block")
+            wait_for(lambda: "/r12" in b.run("ls /r12")[1], 60, "rounds after block's restart")
+            kill("ore")
+            out = writer.communicate(timeout=120)[0].decode()
+        finally:
+            writer.kill()
+            writer.wait()
+        wait_for(lambda: b.run("ping -c 1 -W 2 10.0.2.15")[0] == 0, 60,
+                 "a ping answered after ORe's restart")
+        tasks = ps(rd)
+        assert tasks["block"]["restarts"] >= 1 and tasks["ore"]["restarts"] >= 1, tasks
+        assert tasks["linux"]["restarts"] == 0, tasks
+        assert "Traceback" not in task_log(rd, "linux").split("serving", 1)[-1]
+    acked = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("ACK ")]
+    assert acked == list(range(1, rounds + 1)), out
+    assert_clean(disk)
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    for i in acked:
+        assert cat(disk, f"/r{i}") == busybox[i * 16384:i * 16384 + 65536], i

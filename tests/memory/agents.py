@@ -130,9 +130,39 @@ def run(l4: Any, vm: VM, b: dict, msg: Any, faults: list) -> tuple[Any, list]:
         return faults, []
     if op == "exit":
         return None, []
+    if op == "hammer":                   # two OS threads read through the one VM at once
+        return _hammer(l4, vm, b["addr"], b["others"], b["s"]), []
     if op == "spin":                     # compute without touching memory or the kernel
         end = time.monotonic() + b["s"]
         while time.monotonic() < end:
             pass
         return None, []
     raise L4Error(f"unknown op {op}", Err.INVALID)
+
+
+def _hammer(l4: Any, vm: VM, addr: int, others: list[int], seconds: float) -> dict[str, int]:
+    """For `seconds`: this thread reads `addr` over and over, a second OS thread (its faults
+    over an L4 thread of its own, `VM.fault_via`) reads each of `others` in turn, which may
+    be unmapped meanwhile (PageFault: counted as gone)."""
+    import threading
+    l4b = l4.spawn_thread()
+    counts = {"main": 0, "other": 0, "gone": 0, "bad": 0}
+    stop = time.monotonic() + seconds
+    first = vm.read(addr, 6)
+
+    def other() -> None:
+        vm.fault_via(l4b)
+        while time.monotonic() < stop:
+            for va in others:
+                try:
+                    vm.read(va, 64)
+                    counts["other"] += 1
+                except PageFault:
+                    counts["gone"] += 1
+    t = threading.Thread(target=other)
+    t.start()
+    while time.monotonic() < stop:
+        counts["main" if vm.read(addr, 6) == first else "bad"] += 1
+    t.join()
+    l4b.close()
+    return counts

@@ -107,3 +107,31 @@ def test_memory_taken_from_a_dead_task_is_reused_only_after_acknowledgement(mem)
     assert out == {"err": "PEER_DIED"}
     assert "v" not in [x["name"] for x in mem.root.kernel_info()["tasks"]]
     l4b.close()
+
+
+def test_two_threads_sharing_the_vm_acknowledge_shootdowns_and_keep_their_memory(mem):
+    """One VM, two OS threads reading through it without pause (one the pages being
+    unmapped): every unmap returns (acknowledged, though some thread nearly always holds a
+    translation), the task is neither faulted nor crashed, its own page reads right."""
+    mem.agent("v")
+    mem.agent("a", peers=("v",))
+    pv = mem.ok("v", "alloc", order=12)[0][1]
+    mem.ok("v", "write", addr=pv, data=b"mine!!")
+    pages = [_share(mem, "v") for _ in range(6)]
+    l4b = mem.root.spawn_thread()
+    out: dict = {}
+
+    def hammer() -> None:
+        out.update(mem.do("v", "hammer", l4=l4b, addr=pv, others=[vv for _, vv in pages], s=3.0))
+    t = threading.Thread(target=hammer)
+    t.start()
+    wait_for(lambda: _state(mem, "v") != "receiving", what="v to start reading")
+    for va, _ in pages:
+        assert mem.ok("a", "unmap", vaddr=va, order=12) == 1
+    t.join(30)
+    counts = out["ok"]
+    assert counts["main"] > 0 and counts["bad"] == 0 and counts["gone"] > 0, counts
+    assert mem.procs["v"].proc.poll() is None
+    assert mem.ok("v", "read", addr=pv, n=6) == b"mine!!"
+    assert mem.do("v", "read", addr=pages[0][1], n=1)["err"] == "PAGE_FAULT"
+    l4b.close()
