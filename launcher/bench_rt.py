@@ -265,11 +265,12 @@ def cascade_heads(stalls: list[list[float]]) -> dict[str, Any]:
     """The late periods that began on time (within HEAD_START_MS of their release): the
     first of each cascade, the rest starting late because the one before overran. Their
     count and mean phase times (ms), from the player's `stalls` ([s, ms late, start,
-    disk, compute, send, cpu])."""
+    disk, compute, send, cpu, draw])."""
     heads = [st for st in stalls if st[2] < HEAD_START_MS]
     out: dict[str, Any] = {"count": len(heads), "of": len(stalls)}
-    for i, k in enumerate(("late", "start", "disk", "compute", "send", "cpu")):
-        out[k] = round(sum(st[1 + i] for st in heads) / max(1, len(heads)), 2)
+    for i, k in enumerate(("late", "start", "disk", "compute", "send", "cpu", "draw")):
+        out[k] = round(sum(st[1 + i] for st in heads if len(st) > 1 + i)
+                       / max(1, len(heads)), 2)
     return out
 
 

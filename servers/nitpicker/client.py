@@ -4,6 +4,7 @@
     gui.buffer(w, h)                         # the pixel buffer, attached in our address space
     gui.put(x, y, w, h, pixels); gui.fill(x, y, w, h, (r, g, b)); gui.refresh(x, y, w, h)
     gui.submit(x, y, w, h)                   # refresh and continue (posted in the flip ring)
+    gui.ready()                              # the last submit shown: a frame may be drawn now
     v.flip(buf_x, buf_y)                     # show the buffer from there (a page flip), continue
                                              # once the part the flip before showed is free
     v = gui.view("title"); v.geometry(x, y, w, h, buf_x=0, buf_y=0); v.stack("front")
@@ -322,6 +323,20 @@ class GuiSession:
             return
         if not self._post(None, x, y, w, h):
             self._call(lambda: self.stub.submit(x, y, w, h))
+
+    def ready(self) -> bool:
+        """Whether the buffer is free for a new frame without waiting: every submit posted
+        so far is shown (ring.py RELEASED), or there is no ring to ask (the calls then
+        order). A client with a deadline draws only then and skips the frame otherwise,
+        instead of waiting for the display (`submit` waits up to WAIT_S, then calls)."""
+        if not self.ring or self.posted == 0:
+            return True
+        try:
+            with self.pins.held():
+                return ring.word(self.pins.view(self.ring), ring.RELEASED) >= self.posted
+        except PageFault:
+            self.ring = 0
+            return True
 
     def _scanned_out(self) -> bool:
         """Whether the display scans our buffer out directly (ring.py SCANOUT), read after

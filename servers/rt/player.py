@@ -6,7 +6,9 @@ three managed resources every period, beside non-real-time load.
 Each period (default 10 ms) it reads `chunk` sectors from the block server (capability
 "block", one exchange call), computes `compute_us` of its own CPU time (a fixed amount of
 work), and sends one frame of `frame` bytes through ORe (capability "net") towards the
-uplink; then it sleeps to its next release (servers/rt/client.py Periodic: a period whose
+uplink; with a capability "gui" (Nitpicker) it then draws the frame in its window
+(`Screen`: written into its buffer and posted in the session's flip ring, no call while
+Nitpicker keeps up); then it sleeps to its next release (servers/rt/client.py Periodic: a period whose
 work ends after its deadline is a miss). With `reserve` = "1" it first asks for:
 - a CPU reservation for its thread (capability "rt": budget_us every period),
 - a disk reservation (one request per period, deadline one period),
@@ -15,12 +17,15 @@ and runs best effort with "0". Every REPORT periods it tells the CPU manager its
 misses (`l4run rt` shows them). At the end it prints
 
     RT-PLAYER {periods, misses, worst_us, disk_p99_ms, disk_max_ms, net_share, reservations,
-               misses_per_100, late_ms, stalls}
+               misses_per_100, late_ms, stalls, drawn, gui}
 
 late_ms: the late periods' mean time, per phase — the start past the release, the disk
-read, the computation, the send — and their own CPU time (ms): where a miss comes from.
-stalls: the first STALLS late periods one by one ([s since the start, ms late, then the
-same five phases in ms]), to place a cluster of misses in time; late_at: the same periods'
+read, the computation, the send — and their own CPU time, and the drawing (ms): where a
+miss comes from. stalls: the first STALLS late periods one by one ([s since the start, ms
+late, then the same five phases and the drawing in ms]), to place a cluster of misses in
+time; drawn: frames drawn in Nitpicker; gui: frames skipped (the one before not shown yet)
+and the calls drawing needed (kicks: Nitpicker was idle; waits: the frame before was not
+shown within the ring's wait); late_at: the same periods'
 release and phase boundaries (host monotonic s), to place them beside the servers' stage
 times (the block server's RT-SLOW lines, the HAL disk's `trace`).
 
@@ -47,6 +52,48 @@ STALLS = 1000                            # late periods kept in `stalls` and `la
 DST = b"\x02\x99\x00\x00\x00\x01"        # nobody's: ORe floods it to the uplink
 
 
+class Screen:
+    """The player's window in Nitpicker (capability "gui", its buffer bought with the
+    task's "moe" session): each frame a test picture — colour bars that scroll by one pixel
+    a period — and a bar of the misses so far, written into the buffer in one copy and
+    submitted (servers/nitpicker/client.py `submit`)."""
+
+    W, H, BAR = 160, 48, 6
+
+    def __init__(self, l4: L4, vm: VM, x: int = 20, y: int = 20) -> None:
+        from servers.nitpicker.client import GuiSession, rgb
+        self.gui = GuiSession(l4, "gui", vm=vm)
+        self.gui.buffer(self.W, self.H)
+        self.view = self.gui.view("player")
+        self.view.geometry(x, y, self.W, self.H)
+        self.view.stack("front")
+        colours = [(192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0),
+                   (192, 0, 192), (192, 0, 0), (0, 0, 192), (16, 16, 16)]
+        band = self.W // len(colours)
+        row = b"".join(rgb(*c) * band for c in colours)
+        self.row = row + rgb(0, 0, 0) * (self.W - band * len(colours))
+        self.red, self.dark = rgb(224, 32, 32), rgb(24, 24, 24)
+        self.drawn = self.skipped = 0
+
+    def draw(self, n: int, misses: int) -> None:
+        """Frame `n`, if the display has shown the one before (`GuiSession.ready`); else
+        the frame is skipped (counted): a job with a deadline never waits for the display."""
+        if not self.gui.ready():
+            self.skipped += 1
+            return
+        shift = (n % self.W) * 4
+        row = self.row[shift:] + self.row[:shift]
+        bar_w = min(self.W, misses)
+        bar = self.red * bar_w + self.dark * (self.W - bar_w)
+        self.gui.put(0, 0, self.W, self.H, row * (self.H - self.BAR) + bar * self.BAR)
+        self.gui.submit()
+        self.drawn += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"skipped": self.skipped, "kicks": self.gui.kicks, "waits": self.gui.waits,
+                "reopened": self.gui.reopened}
+
+
 def _try(fn: Any, *args: Any) -> Any:
     try:
         out = fn(*args)
@@ -64,6 +111,7 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     nic = NicSession(l4, l4.caps["net"], vm=vm)
     ore: Any = ORE.client(l4, l4.caps["net"], timeout=5000)
     rt = RtClient(l4) if "rt" in l4.caps else None
+    screen = Screen(l4, vm) if "gui" in l4.caps else None
     res: dict[str, Any] = {}
     if reserve == "1":
         if rt is not None:
@@ -84,9 +132,9 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
     last_misses = 0
     # where the time of late periods went: the start (past the release), the disk read,
     # the computation, the send; and the period's own CPU time (a budget overrun throttles)
-    phases = [0.0] * 5
+    phases = [0.0] * 6
     stalls: list[list[float]] = []               # the first STALLS late periods, each:
-    # [s since start, ms late at the end, start, disk, compute, send, cpu (ms)]
+    # [s since start, ms late at the end, start, disk, compute, send, cpu, draw (ms)]
     late_at: list[list[float]] = []              # ... their release, t0..t3 (monotonic s)
     t_begin = time.monotonic()
     while time.monotonic() < end:
@@ -106,11 +154,14 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
         t2 = time.monotonic()
         nic.send([pkt])
         t3 = time.monotonic()
+        if screen is not None:
+            screen.draw(job.periods, job.misses)
+        t4 = time.monotonic()
         cpu = time.thread_time() - c0
-        late = t3 - job.release - job.deadline
+        late = t4 - job.release - job.deadline
         release = job.release
         if not job.next():
-            parts = (start_late, t1 - t0, t2 - t1, t3 - t2, cpu)
+            parts = (start_late, t1 - t0, t2 - t1, t3 - t2, cpu, t4 - t3)
             for i, v in enumerate(parts):
                 phases[i] += v
             if len(stalls) < STALLS:
@@ -132,7 +183,9 @@ def player(l4: L4, period_us: str = "10000", seconds: str = "10", reserve: str =
            "net_share": round(sent / max(1, size * job.periods), 4),
            "misses_per_100": windows, "reservations": res,
            "late_ms": {k: round(v * 1e3 / max(1, job.misses), 2) for k, v in
-                       zip(("start", "disk", "compute", "send", "cpu"), phases)},
+                       zip(("start", "disk", "compute", "send", "cpu", "draw"), phases)},
+           "drawn": screen.drawn if screen is not None else 0,
+           "gui": screen.stats() if screen is not None else None,
            "stalls": stalls, "late_at": late_at, "begin_monotonic": round(t_begin, 3)}
     print(f"RT-PLAYER {json.dumps(out)}", flush=True)
     if cpu_ok:
