@@ -60,6 +60,11 @@ def painter(l4: L4, title: str, colour: str, x: str, y: str, w: str, h: str,
     v.geometry(int(x), int(y), W, H)
     draw(gui)
     log("drawn", {"label": gui.info["name"], "screen": [gui.width, gui.height]})
+    if how == "submit":                          # the frame shown: the buffer free again
+        end = time.monotonic() + 10
+        while not gui.ready() and time.monotonic() < end:
+            time.sleep(0.01)
+        log("ready", {"ready": gui.ready(), "posted": gui.posted})
     while True:
         for ev in gui.wait(500):
             print(f"NP-EVENT {ev.kind} {ev.view} {ev.code} {ev.value} {ev.x} {ev.y}", flush=True)

@@ -96,6 +96,8 @@ def test_views_show_their_buffers_under_nitpickers_labels(system: dict[str, Any]
         assert img.getpixel((x + 200, y + 2)) not in (RED, BLUE), (x, y)
         assert bar_has_text(img, x, y, 100), f"no label text on the view at {x},{y}"
     assert img.getpixel((40 + 239, 40 + LABEL_H)) == RED   # the first line under the bar
+    # beta's submit was posted in its flip ring and shown: `ready` says a frame may be drawn
+    assert np_line(rd, "beta", "ready") == {"ready": True, "posted": 1}
 
 
 def test_malformed_commands_are_refused_and_others_unaffected(system: dict[str, Any]) -> None:
