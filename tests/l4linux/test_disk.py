@@ -233,14 +233,29 @@ def test_busybox_mount_umount_and_a_kill_9_mid_write_that_e2fsck_repairs(
     assert cat(disk, "/again") == b"again\n"
 
 
+# `rounds` files /r1.. of 64 KiB from busybox, each fsynced and then acknowledged ("ACK i")
+_ROUNDS = ("i=0; while [ $i -lt {rounds} ]; do i=$((i+1)); "
+           "dd if=/bin/busybox of=/r$i bs=16384 count=4 skip=$i conv=fsync "
+           "2>/dev/null && echo ACK $i; sleep 0.1; done")
+
+
+def _rounds_on_disk(out: str, rounds: int, disk: str) -> None:
+    """Every round was acknowledged, the image is e2fsck-clean and holds each one's bytes."""
+    acked = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("ACK ")]
+    assert acked == list(range(1, rounds + 1)), out
+    assert_clean(disk)
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    for i in acked:
+        assert cat(disk, f"/r{i}") == busybox[i * 16384:i * 16384 + 65536], i
+
+
 def test_block_server_restart_under_the_personality_loses_no_fsynced_file(
         tmp_path: Any, pristine: str) -> None:
     rd, disk, image = _setup(tmp_path, pristine)
     rounds = 30
     with Booted(rd, image) as b:
-        writer = b.popen(f"i=0; while [ $i -lt {rounds} ]; do i=$((i+1)); "
-                         "dd if=/bin/busybox of=/r$i bs=16384 count=4 skip=$i conv=fsync "
-                         "2>/dev/null && echo ACK $i; sleep 0.1; done")
+        writer = b.popen(_ROUNDS.format(rounds=rounds))
         try:
             wait_for(lambda: "/r3" in b.run("ls /r3")[1], 30, "three rounds")
             subprocess.run([*L4RUN, "kill", "block", "--run-dir", rd], check=True, env=ENV,
@@ -252,13 +267,7 @@ def test_block_server_restart_under_the_personality_loses_no_fsynced_file(
         tasks = ps(rd)
         assert tasks["block"]["restarts"] >= 1 and tasks["linux"]["restarts"] == 0, tasks
         assert "Traceback" not in task_log(rd, "linux").split("serving", 1)[-1]
-    acked = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("ACK ")]
-    assert acked == list(range(1, rounds + 1)), out
-    assert_clean(disk)
-    with open("/bin/busybox", "rb") as f:
-        busybox = f.read()
-    for i in acked:
-        assert cat(disk, f"/r{i}") == busybox[i * 16384:i * 16384 + 65536], i
+    _rounds_on_disk(out, rounds, disk)
 
 
 NET_IMAGE = IMAGE.replace('[linux]', '''[[device]]
@@ -312,10 +321,8 @@ def test_the_disk_and_the_network_at_once_through_block_and_ore_restarts(
                        cwd=PROJECT_ROOT, capture_output=True, timeout=30)
     with Booted(rd, image) as b:
         assert "3 packets received" in b.ok("ping -c 3 10.0.2.15")
-        writer = b.popen(f"ping -q -c 400 -i 0.02 10.0.2.15 >/dev/null & i=0; "
-                         f"while [ $i -lt {rounds} ]; do i=$((i+1)); "
-                         "dd if=/bin/busybox of=/r$i bs=16384 count=4 skip=$i conv=fsync "
-                         "2>/dev/null && echo ACK $i; sleep 0.1; done; wait")
+        writer = b.popen("ping -q -c 400 -i 0.02 10.0.2.15 >/dev/null & "
+                         + _ROUNDS.format(rounds=rounds) + "; wait")
         try:
             wait_for(lambda: "/r3" in b.run("ls /r3")[1], 30, "three rounds")
             kill("block")
@@ -331,10 +338,4 @@ def test_the_disk_and_the_network_at_once_through_block_and_ore_restarts(
         assert tasks["block"]["restarts"] >= 1 and tasks["ore"]["restarts"] >= 1, tasks
         assert tasks["linux"]["restarts"] == 0, tasks
         assert "Traceback" not in task_log(rd, "linux").split("serving", 1)[-1]
-    acked = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("ACK ")]
-    assert acked == list(range(1, rounds + 1)), out
-    assert_clean(disk)
-    with open("/bin/busybox", "rb") as f:
-        busybox = f.read()
-    for i in acked:
-        assert cat(disk, f"/r{i}") == busybox[i * 16384:i * 16384 + 65536], i
+    _rounds_on_disk(out, rounds, disk)
