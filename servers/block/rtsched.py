@@ -137,7 +137,6 @@ class Pending:
     ahead: int = 0         # requests at the device when it arrived
     ahead_since: float = 0.0  # ... since when the last of them was (dispatched)
     due: float = 0.0       # its client's predicted arrival (the hold's reference)
-    size: int = 0          # its bytes (a best-effort request's time is estimated by size)
 
 
 class DiskScheduler:
@@ -154,7 +153,6 @@ class DiskScheduler:
         self.ended: list[Reservation] = []                        # the last ENDED_KEPT; lock
         self.seq = itertools.count()
         self.best_device: deque[float] = deque(maxlen=KEPT)       # seconds; lock
-        self.best_sized: deque[tuple[int, float]] = deque(maxlen=KEPT)   # (bytes, s); lock
         self.last: dict[int, Pending] = {}                        # label -> its last reserved
         self.last_dispatch = 0.0                                  # lock
         self.hold_until: float | None = None                      # lock
@@ -208,8 +206,7 @@ class DiskScheduler:
             for op, sector, segs, end_io, data in subs:
                 p = Pending(None, label, now, None, len(segs) if segs else 0)
                 p.sub = (op, sector, segs, self._done, (p, end_io, data))
-                p.size = sum(s.bv_len for s in segs) if segs else 0
-                count = p.size // 512
+                count = sum(s.bv_len for s in segs) // 512 if segs else 0
                 if r is not None and count <= r.sectors and r.take(now):
                     p.due = r.due or 0.0
                     r.arrived(now)
@@ -223,28 +220,21 @@ class DiskScheduler:
                     self.best.append(p)
         self._dispatch(None)             # here: no hand-off to another thread on the way
 
-    def _best_service(self, p: Pending | None = None) -> float:
-        """A best-effort request's time at the device (dispatch to completion). For `p`:
-        the longest recent one of at least its size (a large write takes longer than the
-        reads and small writes beside it: with one quantile for all, a reserved read found
-        a 64 KiB write of L4Linux's dd 7.5 ms at the device). Else the recent ones' BEST_Q
-        quantile; before any, a reservation's calibrated service time."""
-        if p is not None and self.best_sized:
-            same = [dev for size, dev in self.best_sized if size >= p.size]
-            return max(same) if same else max(dev for _, dev in self.best_sized)
+    def _best_service(self) -> float:
+        """A best-effort request's time at the device (dispatch to completion): the recent
+        ones' BEST_Q quantile; before any, a reservation's calibrated service time."""
         if self.best_device:
             s = sorted(self.best_device)
             return s[int(len(s) * BEST_Q)]
         return max((r.service_s for r in self.reservations.values()), default=0.0)
 
-    def _hold(self, now: float, p: Pending | None = None) -> float | None:
-        """Until when best effort (`p`, the next) must wait (None: it may go now): a
-        best-effort request is not dispatched when it would still be at the device as a
-        reserved client's next request arrives — from its predicted arrival less its
-        estimated service time (and a guard) until the arrival, or until late_s past the
-        prediction."""
+    def _hold(self, now: float) -> float | None:
+        """Until when best effort must wait (None: it may go now): a best-effort request
+        is not dispatched when it would still be at the device as a reserved client's next
+        request arrives — from its predicted arrival less one best-effort service time
+        (and a guard) until the arrival, or until late_s past the prediction."""
         until = None
-        need = self._best_service(p) + HOLD_GUARD_S
+        need = self._best_service() + HOLD_GUARD_S
         for r in self.reservations.values():
             if r.due is None:
                 continue
@@ -269,7 +259,7 @@ class DiskScheduler:
             return heapq.heappop(self.reserved)[2]
         if not self.best:
             return None
-        until = self._hold(time.monotonic(), self.best[0])
+        until = self._hold(time.monotonic())
         if until is not None:
             if self.hold_until is None:
                 self.holds += 1
@@ -328,7 +318,6 @@ class DiskScheduler:
                 row[3] = max(row[3], now - p.arrived)
             else:
                 self.best_device.append(dev)
-                self.best_sized.append((p.size, dev))
                 row[4] += 1
                 row[5] += dev
                 row[6] += p.entries
