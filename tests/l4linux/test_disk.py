@@ -257,7 +257,7 @@ def test_block_server_restart_under_the_personality_loses_no_fsynced_file(
     with Booted(rd, image) as b:
         writer = b.popen(_ROUNDS.format(rounds=rounds))
         try:
-            wait_for(lambda: "/r3" in b.run("ls /r3")[1], 30, "three rounds")
+            wait_for(lambda: b.run("test -e /r3")[0] == 0, 30, "three rounds")
             subprocess.run([*L4RUN, "kill", "block", "--run-dir", rd], check=True, env=ENV,
                            cwd=PROJECT_ROOT, capture_output=True, timeout=30)
             out = writer.communicate(timeout=120)[0].decode()
@@ -324,9 +324,9 @@ def test_the_disk_and_the_network_at_once_through_block_and_ore_restarts(
         writer = b.popen("ping -q -c 400 -i 0.02 10.0.2.15 >/dev/null & "
                          + _ROUNDS.format(rounds=rounds) + "; wait")
         try:
-            wait_for(lambda: "/r3" in b.run("ls /r3")[1], 30, "three rounds")
+            wait_for(lambda: b.run("test -e /r3")[0] == 0, 30, "three rounds")
             kill("block")
-            wait_for(lambda: "/r12" in b.run("ls /r12")[1], 60, "rounds after block's restart")
+            wait_for(lambda: b.run("test -e /r12")[0] == 0, 60, "rounds after block's restart")
             kill("ore")
             out = writer.communicate(timeout=120)[0].decode()
         finally:
