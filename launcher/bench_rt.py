@@ -11,8 +11,8 @@ attached (`l4run attach`) once the disk's latency is set, so every period sees i
 1. reserved: the player reserves CPU (SCHED_DEADLINE), disk (a deadline per request) and
    network (a share of ORe's shaped uplink) before it starts;
 2. best effort: the same player, the same hogs (L4Linux's: two busybox CPU loops, two dd
-   loops writing to ext2 on the same disk, a ping flood to the uplink), no reservation (so
-   no boosting of the servers either).
+   loops writing to ext2 on the same disk, ping floods to the uplink; beside them the native
+   flood task), no reservation (so no boosting of the servers either).
 The HAL disk is given `latency_ms` per request (`l4run faults disk0 latency_ms=...`) so
 that the disk hog really queues. The player's own counts are the numbers: periods,
 deadline misses (work ended after release + 10 ms), the p99 of its disk reads as it saw
@@ -269,7 +269,7 @@ def cascade_heads(stalls: list[list[float]]) -> dict[str, Any]:
     heads = [st for st in stalls if st[2] < HEAD_START_MS]
     out: dict[str, Any] = {"count": len(heads), "of": len(stalls)}
     for i, k in enumerate(("late", "start", "disk", "compute", "send", "cpu", "draw")):
-        out[k] = round(sum(st[1 + i] for st in heads if len(st) > 1 + i)
+        out[k] = round(sum(st[1 + i] for st in heads if len(st) > 1 + i)  # draw: newer
                        / max(1, len(heads)), 2)
     return out
 

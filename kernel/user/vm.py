@@ -271,14 +271,31 @@ class VM:
         """Threads holding a translation now (in an access, not inside a fault)."""
         return self.accessing - self.faulting
 
+    def _claim(self, holders: int) -> bool:
+        """With the lock held: take the channel (`syncing`) if nobody does and at most
+        `holders` threads hold a translation; else leave the acknowledgement due."""
+        now = not self.syncing and self._holders() <= holders
+        if now:
+            self.pending, self.syncing = False, True
+        else:
+            self.pending = True
+        return now
+
+    def _unclaim(self) -> None:
+        with self._cv:
+            self.syncing = False
+            self._cv.notify_all()
+
     def _sync_alone(self) -> None:
         """`_sync` with new accesses held off (`syncing` was set under the lock)."""
         try:
             self._sync()
         finally:
-            with self._cv:
-                self.syncing = False
-                self._cv.notify_all()
+            self._unclaim()
+
+    def _fault_l4(self) -> Any:
+        """The connection this OS thread's faults go over (`fault_via`, else the VM's)."""
+        return getattr(self._conn, "l4", None) or self.l4
 
     def _pump_alone(self) -> bool:
         """One channel message, read while no other thread holds a translation (a fault's
@@ -294,9 +311,7 @@ class VM:
         try:
             return self.att.pump(False, wait_turn=True)
         finally:
-            with self._cv:
-                self.syncing = False
-                self._cv.notify_all()
+            self._unclaim()
 
     def _enter(self) -> None:
         depth = getattr(self._conn, "depth", 0)
@@ -337,11 +352,7 @@ class VM:
             self.pending = True
             return
         try:
-            now = not self.syncing and self._holders() == 0
-            if now:
-                self.pending, self.syncing = False, True
-            else:
-                self.pending = True
+            now = self._claim(0)
         finally:
             self._count.release()
         if now:
@@ -360,11 +371,7 @@ class VM:
                 # We hold no translation here. Nobody else does: acknowledge now; else the
                 # old mappings stay valid until the last holder acknowledges.
                 with self._cv:
-                    now = not self.syncing and self._holders() <= 1
-                    if now:
-                        self.pending, self.syncing = False, True
-                    else:
-                        self.pending = True
+                    now = self._claim(1)
                 if now:
                     self._sync_alone()
             ent = self.tlb.get(vp)
@@ -378,9 +385,8 @@ class VM:
                 gen = self.att.revokes
             fresh = False
             try:
-                l4 = getattr(self._conn, "l4", None) or self.l4
-                frame, rights = l4.mem_fault(vp << PAGE_SHIFT, access, ip)
-                fresh = self.att.need(frame, rights, self._pump_alone)   # came before the answer
+                frame, rights = self._fault_l4().mem_fault(vp << PAGE_SHIFT, access, ip)
+                fresh = self.att.need(frame, rights, self._pump_alone)   # sent before the answer
             except errors.L4Error as e:
                 raise PageFault(f"page fault at 0x{vp << PAGE_SHIFT:x}: {e.reason}", e.err) from None
             finally:
@@ -528,7 +534,7 @@ class VM:
 
     def mapped(self, vaddr: int, order: int = PAGE_SHIFT) -> list[list[int]]:
         """The kernel's page table (not the TLB) for a flexpage of ours."""
-        return (getattr(self._conn, "l4", None) or self.l4).mem_query(vaddr, order)
+        return self._fault_l4().mem_query(vaddr, order)
 
     def close(self) -> None:
         if self._old_handler is not None:

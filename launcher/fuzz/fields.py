@@ -41,14 +41,15 @@ SLOT_FIELDS: dict[str, str | None] = {
     "handler": "gate",
 }
 
+# Every call but HELLO (which the fuzzer says itself, `Fuzzer._hello`).
+SWEEP: list[Sys] = [s for s in Sys if s != Sys.HELLO]
 # How often each call is generated: IPC more than the rest (it is where the state is).
-CALL_WEIGHTS: list[Sys] = [s for s in Sys if s != Sys.HELLO for _ in range(
+CALL_WEIGHTS: list[Sys] = [s for s in SWEEP for _ in range(
     {Sys.CALL: 6, Sys.SEND: 3, Sys.WAIT: 5, Sys.REPLY: 3, Sys.REPLY_WAIT: 5,
      }.get(s, 2)) if s != Sys.EXIT or _ == 0]
 # EXIT is drawn in 1 of 10 of its turns (`request`): a task ends itself now and then.
 # Every SWEEP_EVERY-th request is instead the next call of a round over all of them
 # (`SWEEP`), so each call is sent, whatever the seed, once per SWEEP_EVERY * len(SWEEP).
-SWEEP: list[Sys] = [s for s in Sys if s != Sys.HELLO]
 SWEEP_EVERY = 20
 
 # Simple fields: name -> a draw from the rng (the rest need the task's holdings).

@@ -8,8 +8,8 @@ Each period (default 10 ms) it reads `chunk` sectors from the block server (capa
 work), and sends one frame of `frame` bytes through ORe (capability "net") towards the
 uplink; with a capability "gui" (Nitpicker) it then draws the frame in its window
 (`Screen`: written into its buffer and posted in the session's flip ring, no call while
-Nitpicker keeps up); then it sleeps to its next release (servers/rt/client.py Periodic: a period whose
-work ends after its deadline is a miss). With `reserve` = "1" it first asks for:
+Nitpicker keeps up); then it sleeps to its next release (servers/rt/client.py Periodic:
+a period whose work ends after its deadline is a miss). With `reserve` = "1" it first asks for:
 - a CPU reservation for its thread (capability "rt": budget_us every period),
 - a disk reservation (one request per period, deadline one period),
 - a network reservation (frame bytes per period, as bytes/s),
