@@ -254,7 +254,7 @@ def wait_line(log: str, prefix: str, timeout: float) -> str:
 
 def wait_record(log: str, prefix: str, timeout: float) -> dict[str, Any]:
     """The first line `PREFIX {json}` of the bench task's `log`, decoded, once it is there;
-    {"error": ...} if none came within `timeout` seconds."""
+    {"error": ...} with the log's end if none came within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -265,7 +265,13 @@ def wait_record(log: str, prefix: str, timeout: float) -> dict[str, Any]:
         except FileNotFoundError:
             pass
         time.sleep(0.1)
-    return {"error": f"no result in {log} within {timeout:.0f} s"}
+    try:
+        with open(log, errors="replace") as f:
+            tail = f.read()[-1500:]
+    except FileNotFoundError:
+        tail = "(no log)"
+    # The run directory goes with the run: the log's end is the only trace of why.
+    return {"error": f"no result in {log} within {timeout:.0f} s; its end:\n{tail}"}
 
 
 @click.command("dde-nic")

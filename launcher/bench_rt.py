@@ -44,6 +44,7 @@ import bisect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -138,8 +139,10 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
             f.write(player)
         _l4run(l4run, "attach", snippet, "--run-dir", rd)
         mark = steal_mark()
-        got = wait_record(os.path.join(rd, "logs", "player.log"), "RT-PLAYER",
-                          periods * PERIOD_US / 1e6 + 90)
+        log = os.path.join(rd, "logs", "player.log")
+        got = wait_record(log, "RT-PLAYER", periods * PERIOD_US / 1e6 + 90)
+        if "error" in got:
+            got["error"] = _player_stuck(rd, log, got["error"])
         got["steal_share"] = steal_share(mark)    # the player's start-up included: an upper bound
         got["kernel_rt"] = _kernel_rt(rd)
         if floor_periods:
@@ -148,6 +151,25 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
             got["late_stages"] = late_stages(got, _slow_calls(rd), _disk_jobs(rd))
     got.pop("late_at", None)
     return got
+
+
+def _player_stuck(rd: str, log: str, error: str) -> str:
+    """`error` (no result in time) with where the player is: its state in `l4run ps` and, if
+    it still runs, its threads' stacks (SIGUSR1, kernel/user/task.py) from the log's end."""
+    from .control import request
+    try:
+        rows = request(rd, "ps").get("tasks", [])
+        row: dict[str, Any] = next((t for t in rows if t.get("name") == "player"), {})
+    except Exception as e:                 # noqa: BLE001 - diagnosis only: the error stands
+        return f"{error}\n(no ps: {e})"
+    if not row.get("pid"):
+        return f"{error}\nplayer: {row.get('state', 'not in ps')}"
+    seen = os.path.getsize(log) if os.path.exists(log) else 0
+    os.kill(row["pid"], signal.SIGUSR1)
+    time.sleep(1.0)
+    with open(log, errors="replace") as f:
+        f.seek(seen)
+        return f"{error}\nplayer runs (pid {row['pid']}); its stacks:\n{f.read()[-6000:]}"
 
 
 def _kernel_rt(rd: str) -> dict[str, Any]:

@@ -7,12 +7,15 @@ into an inherited pipe named by L4_SECRET_FD (remote and test tasks: L4_SECRET, 
 `kernel.user.client.secrets_from_env` reads them once.
 The function is called as `FUNCTION(l4, *ARGS)` with the connected main thread; its return
 value (an int or None) is the exit status. With L4_DIE_WITH_PARENT=1 the process dies with
-its parent.
+its parent. SIGUSR1 writes every thread's Python stack to the task's log (stderr) and the task
+runs on — how to see where a task that does not answer is waiting.
 """
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -36,6 +39,8 @@ def main(argv: list[str]) -> int:
         return 2
     if os.environ.get(ENV_DIE_WITH_PARENT) == "1":
         die_with_parent()
+    # Dumped from the signal handler itself, no GIL needed: works on a task stuck in C too.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     fn = load(argv[0])
     l4 = L4.from_env()
     freeze_heap(collect=False)      # forked: the spawner collected; exec'd: little garbage yet
