@@ -27,7 +27,10 @@ The host's floor (`host_misses`, `host_periods`, `host_worst_late_us`): in the r
 boot, once the player is done, the same period, budget, CPU work and device wait in a
 native SCHED_DEADLINE thread with no IPC at all, under the same hogs — the misses the host
 alone causes. `steal_share_reserved`, `_best_effort`, `_host`: the share of the CPUs the
-hypervisor took while each ran (/proc/stat's steal).
+hypervisor took while each ran (/proc/stat's steal). `misses_reserved_steal`,
+`host_misses_steal`: of those misses, the ones whose period saw the hypervisor take CPU time
+(StealWatch: /proc/stat's per-CPU steal every 10 ms, its resolution a 10 ms tick) — a vCPU
+that does not run stalls every thread on it, whatever its class.
 
 `rt_port_reserved` `{moves, first, player}`: the kernel's real-time port in the reserved
 boot (KERNEL_INFO `stats.rt_moves`: threads that moved there; `rt_first`: times the kernel
@@ -47,6 +50,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -62,6 +66,65 @@ IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERIOD_US = 10_000
 TRACE_JOBS = 40_000       # the HAL disk's queue jobs whose stage times the bench asks for
 COMPUTE_US, BUDGET_US = 2000, 5000    # the player's work per period and CPU budget (its args)
+
+
+STEAL_EVERY_S = 0.01      # StealWatch's sampling: /proc/stat counts steal in 10 ms ticks
+CLK_TCK = os.sysconf("SC_CLK_TCK")   # /proc/stat's unit
+
+
+class StealWatch:
+    """When the hypervisor took CPU time from this machine: a thread reads each CPU's steal
+    from /proc/stat every STEAL_EVERY_S and keeps the intervals in which one grew, as
+    (from, to, ms of the CPU that lost most). The thread runs under SCHED_FIFO 1 where it may
+    (under the hogs an ordinary thread wakes late, which would blur the intervals): below the
+    boosted servers, above the ordinary class; ≈ 20 µs a read."""
+
+    def __init__(self) -> None:
+        self.stolen: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steal-watch", daemon=True)
+
+    def __enter__(self) -> "StealWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))   # this thread only
+        except OSError:
+            pass
+        fd = os.open("/proc/stat", os.O_RDONLY)
+        try:
+            t, ticks = time.monotonic(), self._read(fd)
+            while not self._stop.wait(STEAL_EVERY_S):
+                t1, ticks1 = time.monotonic(), self._read(fd)
+                grew = max((b - a for a, b in zip(ticks, ticks1)), default=0)
+                if grew > 0:
+                    self.stolen.append((t, t1, grew * 1e3 / CLK_TCK))
+                t, ticks = t1, ticks1
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read(fd: int) -> list[int]:
+        """Each CPU's steal in ticks: the 8th number of /proc/stat's cpuN lines (they come
+        first: one read of its start)."""
+        text = os.pread(fd, 8192, 0).decode()
+        return [int(ln.split()[8]) for ln in text.splitlines()
+                if ln.startswith("cpu") and ln[3:4].isdigit()]
+
+    def during(self, t0: float, t1: float) -> float:
+        """Ms of steal (the CPU that lost most, per interval) in intervals overlapping
+        [t0, t1] (monotonic s)."""
+        return sum(ms for a, b, ms in self.stolen if a < t1 and b > t0)
+
+    def count(self, spans: list[tuple[float, float]]) -> int:
+        """How many of the spans (a late period: its release to its end) saw steal."""
+        return sum(1 for a, b in spans if self.during(a, b) > 0)
 
 
 def _image(periods: int, reserve: bool) -> tuple[str, str]:
@@ -96,12 +159,16 @@ def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:
     hostsched.set_deadline(0, BUDGET_US * 1000, PERIOD_US * 1000, PERIOD_US * 1000)
     job = Periodic(PERIOD_US)
     mark = steal_mark()
-    while job.periods < periods:
-        time.sleep(latency_ms / 1e3)
-        spin_cpu(COMPUTE_US)
-        job.next()
+    late: list[tuple[float, float]] = []          # late periods: release .. end
+    with StealWatch() as watch:
+        while job.periods < periods:
+            time.sleep(latency_ms / 1e3)
+            spin_cpu(COMPUTE_US)
+            release = job.release
+            if not job.next():
+                late.append((release, time.monotonic()))
     return {"periods": job.periods, "misses": job.misses, "worst_us": int(job.worst * 1e6),
-            "steal_share": steal_share(mark)}
+            "steal_share": steal_share(mark), "steal_misses": watch.count(late)}
 
 
 def _host_floor_process(periods: int, latency_ms: float) -> dict[str, Any]:
@@ -137,12 +204,17 @@ def run_one(periods: int, reserve: bool, latency_ms: float,
         snippet = os.path.join(rd, "player.toml")
         with open(snippet, "w") as f:
             f.write(player)
-        _l4run(l4run, "attach", snippet, "--run-dir", rd)
-        mark = steal_mark()
-        log = os.path.join(rd, "logs", "player.log")
-        got = wait_record(log, "RT-PLAYER", periods * PERIOD_US / 1e6 + 90)
+        with StealWatch() as watch:
+            _l4run(l4run, "attach", snippet, "--run-dir", rd)
+            mark = steal_mark()
+            log = os.path.join(rd, "logs", "player.log")
+            got = wait_record(log, "RT-PLAYER", periods * PERIOD_US / 1e6 + 90)
         if "error" in got:
             got["error"] = _player_stuck(rd, log, got["error"])
+        # each late period from its release to its end (release + 10 ms + its lateness)
+        got["steal_misses"] = watch.count([(at[0], at[0] + PERIOD_US / 1e6 + st[1] / 1e3)
+                                           for at, st in zip(got.get("late_at", []),
+                                                             got.get("stalls", []))])
         got["steal_share"] = steal_share(mark)    # the player's start-up included: an upper bound
         got["kernel_rt"] = _kernel_rt(rd)
         if floor_periods:
@@ -303,6 +375,7 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
     out: dict[str, Any] = {"periods": res.get("periods"), "periods_best_effort": be.get("periods"),
                            "misses_reserved": res.get("misses"),
                            "misses_best_effort": be.get("misses"),
+                           "misses_reserved_steal": res.get("steal_misses"),
                            "worst_late_us_reserved": res.get("worst_us"),
                            "worst_late_us_best_effort": be.get("worst_us"),
                            "disk_p99_ms_reserved": res.get("disk_p99_ms"),
@@ -318,6 +391,7 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "disk_latency_ms": latency_ms,
                            "host_periods": host.get("periods"),
                            "host_misses": host.get("misses"),
+                           "host_misses_steal": host.get("steal_misses"),
                            "host_worst_late_us": host.get("worst_us"),
                            "steal_share_reserved": res.get("steal_share"),
                            "steal_share_best_effort": be.get("steal_share"),

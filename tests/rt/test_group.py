@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
-from launcher.bench_rt import cascade_heads, late_stages
+from launcher.bench_rt import StealWatch, cascade_heads, late_stages
 from servers.rt import hostsched as hs
 from tests.rt.threads import parked_thread
 
@@ -67,3 +68,12 @@ def test_a_cascade_is_counted_once_by_its_first_late_period() -> None:
     out = cascade_heads(stalls)
     assert out["count"] == 2 and out["of"] == 4
     assert out["disk"] == 8.5 and out["late"] == 2.0 and out["start"] == 0.15
+
+
+def test_steal_is_placed_in_the_late_periods_it_overlaps() -> None:
+    with StealWatch() as watch:            # the real sampler: it starts, reads, stops
+        time.sleep(0.05)
+    assert all(ms > 0 and a < b for a, b, ms in watch.stolen)
+    watch.stolen = [(10.0, 10.01, 10.0), (10.01, 10.02, 20.0), (50.0, 50.01, 10.0)]
+    assert watch.during(10.005, 10.5) == 30.0 and watch.during(11.0, 12.0) == 0
+    assert watch.count([(9.99, 10.1), (10.5, 10.6), (49.0, 50.005)]) == 2
