@@ -233,7 +233,7 @@ class DiskScheduler:
         kept = self.flush_device if flush and self.flush_device else self.best_device
         if kept:
             s = sorted(kept)
-            return s[int(len(s) * BEST_Q)]
+            return s[min(len(s) - 1, int(len(s) * BEST_Q))]
         return max((r.service_s for r in self.reservations.values()), default=0.0)
 
     def _hold(self, now: float, p: Pending) -> float | None:

@@ -21,7 +21,10 @@ pages for DMA (dma_map_single: the task's VM translates them, faulting them in t
 the first time) into segments, and hands all of them to the block layer in one batch
 (blk_submit_batch: one doorbell). The disk DMAs into the client's pages directly; the IOMMU
 allows it because this task maps them. The completion interrupt ends each request; its
-end_io puts [tag, status] on the session's done list, which `collect` answers.
+end_io puts [tag, status] on the session's done list, which `collect` answers. `info`
+says, besides the session's policy and counters, its requests' latency (`latency_ms`: n,
+p50, p99, max of the latest LATENCY_KEPT, from submit to completion in this server — what a
+client that does not wait for each request, like a pipelined player, cannot time itself).
 
 Faults: a client that dies loses its dataspace (the launcher tells moe, which destroys it
 and removes our region of it): the server notices its capability is gone (a sweep at least
@@ -51,8 +54,8 @@ its policy then.
 Ownership: the main DDEKit thread runs the protocol (sessions, counters, the reserved
 gates); the reserved thread runs submit/collect for reserved sessions (sessions are only
 read there; a session's requests are under its `cond`, the scheduler's under its lock); the
-disk's interrupt thread runs end_io, which touches only a session's `inflight`/`done` under
-its `cond`.
+disk's interrupt thread runs end_io, which touches only a session's `inflight`/`done`/
+`taken`/`latency` under its `cond`.
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ SLOW_S = 0.0035                 # a reserved call this long in the server is log
 SLOW_KEPT = 4096                # ... at most this many waiting for the main thread to print
 RT_SHARED_WAIT_MS = 1           # ... for a best-effort client while reservations exist
 TAG_MAX = 2 ** 31 - 1
+LATENCY_KEPT = 20_000           # a session's latest request latencies (submit to completion)
 RT_THREAD = hs.RESERVED_PREFIX + "block"   # the reserved sessions' thread (host name)
 BE_THREAD = hs.BEST_EFFORT_PREFIX + "block"  # the main thread, once that one exists
 OPS = {READ: blk.REQ_OP_READ, WRITE: blk.REQ_OP_WRITE, FLUSH: blk.REQ_OP_FLUSH}
@@ -105,6 +109,11 @@ class Policy:
 
     def describe(self, sectors: int) -> dict[str, Any]:
         return {"disk": self.disk, "first": self.first, "count": sectors, "write": self.write}
+
+
+def _at(xs: list[float], q: float) -> float | None:
+    """The `q` quantile of the sorted seconds `xs`, in ms (3 digits); None if empty."""
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))] * 1e3, 3) if xs else None
 
 
 def parse_policy(text: str) -> dict[int, Policy]:
@@ -138,6 +147,8 @@ class Session:
     cond: threading.Condition = field(default_factory=threading.Condition)
     inflight: set[int] = field(default_factory=set)           # tags; cond
     done: deque[list[int]] = field(default_factory=deque)     # [tag, status]; cond
+    taken: dict[int, float] = field(default_factory=dict)     # tag -> when submitted; cond
+    latency: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_KEPT))  # s; cond
 
 
 class BlockServer:
@@ -245,10 +256,12 @@ class BlockServer:
                 failed.append(tag)           # the buffer is not mapped (its owner is dying)
                 continue
             subs.append((OPS[op], s.first + sector, segs, self._end_io, (s, tag)))
+        now = time.monotonic()
         with s.cond:
             s.inflight.update(t for t, *_ in checked)
             s.done.extend([t, STATUS_IOERR] for t in failed)
             s.inflight.difference_update(failed)
+            s.taken.update((t, now) for t, *_ in checked if t not in failed)
         self._count(call.label, "submitted", len(checked))
         sched = self.scheds.get(s.disk.disk_name)
         if sched is not None and sched.active:
@@ -260,6 +273,7 @@ class BlockServer:
             with s.cond:
                 for _, _, _, _, (_, tag) in subs:
                     s.inflight.discard(tag)
+                    s.taken.pop(tag, None)
                     s.done.append([tag, STATUS_IOERR])
             kernel.printk(kernel.KERN_ERR + "block: %s", e)
         return len(checked)
@@ -321,9 +335,13 @@ class BlockServer:
 
     def _end_io(self, rq: blk.request, status: int) -> None:
         s, tag = rq.end_io_data
+        now = time.monotonic()
         with s.cond:
             s.inflight.discard(tag)
             s.done.append([tag, 0 if status == blk.BLK_STS_OK else STATUS_IOERR])
+            taken = s.taken.pop(tag, None)
+            if taken is not None:
+                s.latency.append(now - taken)
             s.cond.notify_all()
 
     def collect(self, call: Call, least: int, wait_ms: int, own_thread: bool = False
@@ -394,12 +412,15 @@ class BlockServer:
     def info(self, call: Call) -> dict[str, Any]:
         s = self.sessions.get(call.label)
         pol = self.policy.get(call.label)
-        inflight = 0
+        inflight, lat = 0, []
         if s is not None:
             with s.cond:
                 inflight = len(s.inflight)
+                lat = sorted(s.latency)
         return {"policy": None if pol is None else pol.describe(s.sectors if s else -1),
                 "open": s is not None, "inflight": inflight,
+                "latency_ms": {"n": len(lat), "p50": _at(lat, 0.5), "p99": _at(lat, 0.99),
+                               "max": _at(lat, 1.0)},
                 "counters": dict(self.counters.get(call.label, dict.fromkeys(COUNTERS, 0))),
                 "server": self._server_info()}
 
