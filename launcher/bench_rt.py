@@ -28,7 +28,8 @@ others start late because the one before overran) — their count and mean phase
 The host's floor (`host_misses`, `host_periods`, `host_worst_late_us`): in the reserved
 boot, once the player is done, the same period, budget, CPU work and device wait in a
 native SCHED_DEADLINE thread with no IPC at all, under the same hogs — the misses the host
-alone causes. `steal_share_reserved`, `_best_effort`, `_host`: the share of the CPUs the
+alone causes (`host_late_at_s`: when its first 20 late periods began, s from its start).
+`steal_share_reserved`, `_best_effort`, `_host`: the share of the CPUs the
 hypervisor took while each ran (/proc/stat's steal). `misses_reserved_steal`,
 `host_misses_steal`: of those misses, the ones whose period saw the hypervisor take CPU time
 (StealWatch: /proc/stat's per-CPU steal every 10 ms, its resolution a 10 ms tick) — a vCPU
@@ -159,10 +160,13 @@ def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:
     from servers.rt.client import Periodic
     from servers.rt.demo import spin_cpu
     hostsched.set_deadline(0, BUDGET_US * 1000, PERIOD_US * 1000, PERIOD_US * 1000)
-    job = Periodic(PERIOD_US)
     mark = steal_mark()
     late: list[tuple[float, float]] = []          # late periods: release .. end
     with StealWatch() as watch:
+        time.sleep(latency_ms / 1e3)              # one period's work unmeasured, as the
+        spin_cpu(COMPUTE_US)                      # player does its own before it plays
+        job = Periodic(PERIOD_US)
+        begin = job.release
         while job.periods < periods:
             time.sleep(latency_ms / 1e3)
             spin_cpu(COMPUTE_US)
@@ -170,7 +174,8 @@ def host_floor(periods: int, latency_ms: float) -> dict[str, Any]:
             if not job.next():
                 late.append((release, time.monotonic()))
     return {"periods": job.periods, "misses": job.misses, "worst_us": int(job.worst * 1e6),
-            "steal_share": steal_share(mark), "steal_misses": watch.count(late)}
+            "steal_share": steal_share(mark), "steal_misses": watch.count(late),
+            "late_at_s": [round(a - begin, 3) for a, _ in late[:20]]}
 
 
 def _host_floor_process(periods: int, latency_ms: float) -> dict[str, Any]:
@@ -397,6 +402,7 @@ def run_rt(periods: int = 10_000, latency_ms: float = 2.0) -> dict[str, Any]:
                            "host_misses": host.get("misses"),
                            "host_misses_steal": host.get("steal_misses"),
                            "host_worst_late_us": host.get("worst_us"),
+                           "host_late_at_s": host.get("late_at_s"),
                            "steal_share_reserved": res.get("steal_share"),
                            "steal_share_best_effort": be.get("steal_share"),
                            "steal_share_host": host.get("steal_share"),

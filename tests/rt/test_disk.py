@@ -133,6 +133,8 @@ def test_reserved_reads_meet_their_deadline_under_a_hog(tmp_path: Any) -> None:
     assert row["served"] >= 80 and row["misses"] <= 2, row
     assert row["over"] <= row["served"] // 20, row         # a periodic client stays in its rate
     assert be["p99_ms"] > 2 * res["p99_ms"], (res, be)      # the hog is in best effort's way
+    for r in (res, be):      # the server timed every request, each inside the client's time
+        assert r["served"]["n"] >= r["n"] and 0 < r["served"]["p99"] <= r["p99_ms"], r
     assert disk["p99_ms"]["6"] > 4 * disk["p99_ms"]["5"], disk   # ... in the server too
     assert disk["active"] and disk["service_ms"]["8"] > 1, disk      # 2 ms per request
     # the reserved client's calls on the block server's reserved thread, boosted; best
